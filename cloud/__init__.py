@@ -1,0 +1,1 @@
+"""Cloud tier: the cloud-control service (area picture, signal plans, hazards, SPaT relay)."""

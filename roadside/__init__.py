@@ -1,0 +1,1 @@
+"""Roadside tier: one RSU per intersection, running its signal controller and radio."""

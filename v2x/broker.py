@@ -1,0 +1,199 @@
+"""Start and stop a private Mosquitto broker on a free loopback port.
+
+Used by `v2x run` (when no --broker is given) and by the test fixtures. The broker gets
+its own config in a temporary directory: MQTT 5 (and 3.1.1) on 127.0.0.1, anonymous
+access, and `set_tcp_nodelay true`, without which Mosquitto adds a 40-50 ms latency
+tail to small messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from v2x.errors import BrokerError
+
+INSTALL_HINT = "install it with `apt-get install mosquitto` (Debian/Ubuntu) or see https://mosquitto.org/download/"
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary, looking in PATH and the usual sbin folders."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for d in ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"):
+        p = Path(d) / "mosquitto"
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def mqtt_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True when an MQTT 5 CONNECT to host:port is accepted (CONNACK reason 0)."""
+    client_id = b"v2x-ping"
+    var = b"\x00\x04MQTT\x05\x02\x00\x0a\x00"  # protocol, level 5, clean start, keepalive 10 s, no properties
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    body = var + payload
+    packet = b"\x10" + bytes([len(body)]) + body
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as s:
+            s.sendall(packet)
+            ack = s.recv(16)
+            with contextlib.suppress(OSError):
+                s.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError:
+        return False
+    return len(ack) >= 4 and ack[0] == 0x20 and ack[3] == 0
+
+
+class MosquittoBroker:
+    """A private Mosquitto process. Use as a context manager, or call start() and stop().
+
+    `persistence=True` keeps sessions and queued QoS 1 messages in `data_dir` across a
+    stop() and start() on the same port (for broker-restart tests).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        extra_config: str = "",
+        binary: str | None = None,
+    ) -> None:
+        self.binary = binary or find_mosquitto()
+        self.port = port
+        self.persistence = persistence
+        self.extra_config = extra_config
+        self._tmp = tempfile.TemporaryDirectory(prefix="v2x-mosquitto-")
+        self.dir = Path(self._tmp.name)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise BrokerError("the broker has not been started")
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "mosquitto.log"
+
+    def config_text(self, port: int) -> str:
+        lines = [
+            f"listener {port} {self.host}",
+            "allow_anonymous true",
+            "set_tcp_nodelay true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.dir}/",
+            "autosave_interval 1" if self.persistence else "",
+            "max_queued_messages 100000",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            self.extra_config,
+        ]
+        return "\n".join(line for line in lines if line) + "\n"
+
+    def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
+        """Start the broker and wait until it accepts MQTT connections."""
+        if self.binary is None:
+            raise BrokerError(f"mosquitto is not installed: {INSTALL_HINT}")
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        last_error = ""
+        for _ in range(3):  # a free port can be taken between free_port() and the bind
+            port = self.port or free_port()
+            conf = self.dir / "mosquitto.conf"
+            conf.write_text(self.config_text(port))
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if mqtt_ping(self.host, port, timeout_s=0.5):
+                    self.port = port
+                    return self
+                time.sleep(0.02)
+            last_error = self._failure_text()
+            self._kill()
+            if self.port is not None:  # a fixed port: retrying cannot help
+                break
+        raise BrokerError(f"mosquitto did not start: {last_error}")
+
+    def _failure_text(self) -> str:
+        parts = []
+        if self.proc is not None and self.proc.poll() is not None:
+            parts.append(f"exit code {self.proc.returncode}")
+            if self.proc.stderr is not None:
+                parts.append(self.proc.stderr.read().decode(errors="replace").strip())
+        else:
+            parts.append("no CONNACK before the timeout")
+        if self.log_path.exists():
+            parts.append(self.log_path.read_text(errors="replace")[-2000:])
+        return "; ".join(p for p in parts if p)
+
+    def _kill(self, sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after 5 s). Keeps the port for a restart."""
+        self._kill()
+
+    def crash(self) -> None:
+        """Kill the broker without a clean shutdown (SIGKILL), as a fault."""
+        self._kill(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
