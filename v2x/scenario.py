@@ -147,6 +147,8 @@ class Intersection:
         for i, p in enumerate(self.signal.phases):
             for j, mv in enumerate(p.movements):
                 leg, _, turn = mv.partition(".")
+                if leg not in LEGS or turn not in TURNS:
+                    continue  # reported by Phase.check
                 ap = self.approach(leg)
                 if ap is None:
                     yield ("signal", "phases", i, "movements", j), f'"{mv}": this intersection has no {leg} approach (expected one of {sorted(legs)})'

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then lint, type-check and run the suite.
+#   - Mosquitto and its C clients from Debian/Ubuntu (apt-get), when missing
+#   - this package with its `test` extra (pip, into the active Python environment)
+# Extra arguments go to pytest: scripts/test.sh -k codec -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+
+if ! { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null; then
+    echo "== installing mosquitto and mosquitto-clients (apt-get)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+
+echo "== installing v2x-sim[test] (pip)"
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -vE "^WARNING: (Location|Running pip as)" || true
+"$PY" -c "import v2x, google.protobuf, gmqtt, pytest_asyncio" # fail here, clearly, if the install did
+
+echo "== ruff"
+"$PY" -m ruff check v2x roadside cloud scripts tests bench
+echo "== mypy --strict (v2x, roadside, cloud)"
+"$PY" -m mypy
+echo "== pytest"
+"$PY" -m pytest "$@"

@@ -1,0 +1,51 @@
+"""The Mosquitto launcher behind the fixtures and `v2x run`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from v2x.broker import MosquittoBroker, find_mosquitto, mqtt_ping
+from v2x.errors import BrokerError
+
+
+def test_fixture_broker_speaks_mqtt5(mosquitto: MosquittoBroker) -> None:
+    assert mosquitto.url == f"mqtt://127.0.0.1:{mosquitto.port}"
+    assert mqtt_ping(mosquitto.host, mosquitto.port or 0)
+
+
+def test_config_sets_tcp_nodelay_and_loopback() -> None:
+    text = MosquittoBroker().config_text(1883)
+    assert "set_tcp_nodelay true" in text
+    assert "listener 1883 127.0.0.1" in text
+
+
+def test_start_stop_by_pid_and_restart_on_same_port(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    broker = broker_factory()
+    pid, port = broker.pid, broker.port
+    assert pid is not None
+    os.kill(pid, 0)  # running
+    broker.stop()
+    assert not mqtt_ping("127.0.0.1", port)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    broker.start()
+    assert broker.port == port
+    assert mqtt_ping("127.0.0.1", port)
+
+
+def test_missing_binary_says_how_to_install() -> None:
+    broker = MosquittoBroker(binary=None)
+    broker.binary = None
+    with pytest.raises(BrokerError, match="apt-get install mosquitto"):
+        broker.start()
+
+
+def test_bad_config_reports_the_broker_error() -> None:
+    with pytest.raises(BrokerError, match="did not start"), MosquittoBroker(extra_config="no_such_option 1") as _:
+        pass
+
+
+def test_find_mosquitto() -> None:
+    assert find_mosquitto() is not None, "install mosquitto: apt-get install mosquitto"

@@ -1,0 +1,173 @@
+"""The codec: exact round trips for every message type, and only DecodeError on bad bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests import strategies as S
+from v2x import codec
+from v2x import messages as m
+from v2x.errors import DecodeError
+from v2x.wire import v2x_pb2 as pb
+
+
+@pytest.mark.parametrize("mtype", list(m.MessageType), ids=lambda t: t.value)
+def test_every_message_type_round_trips(mtype: m.MessageType) -> None:
+    @settings(max_examples=150, deadline=None)
+    @given(S.frames(S.BODIES[mtype]))
+    def check(frame: m.Frame) -> None:
+        data = codec.encode(frame)
+        back = codec.decode(data)
+        assert back == frame
+        assert m.message_type(back.body) is mtype
+        assert codec.encode(back) == data
+
+    check()
+
+
+def test_every_body_type_has_a_strategy_and_a_codec_entry() -> None:
+    assert set(S.BODIES) == set(m.MessageType)
+    oneof = {f.name for f in pb.MessageFrame.DESCRIPTOR.oneofs_by_name["body"].fields}
+    assert len(oneof) == len(m.MessageType)
+
+
+def _proto_enum_values(name: str) -> dict[str, int]:
+    desc = pb.DESCRIPTOR.enum_types_by_name[name]
+    return {v.name: v.number for v in desc.values}
+
+
+ENUM_PAIRS = [
+    (m.SenderKind, "SenderKind", "SENDER_KIND_"),
+    (m.VehicleClass, "VehicleClass", "VEHICLE_CLASS_"),
+    (m.Transmission, "Transmission", "TRANSMISSION_"),
+    (m.VehicleEvent, "VehicleEvent", "VEHICLE_EVENT_"),
+    (m.Maneuver, "Maneuver", "MANEUVER_"),
+    (m.LaneDirection, "LaneDirection", "LANE_DIRECTION_"),
+    (m.LightState, "LightState", "LIGHT_STATE_"),
+    (m.IntersectionStatus, "IntersectionStatusBit", "INTERSECTION_STATUS_"),
+    (m.HazardKind, "HazardKind", "HAZARD_KIND_"),
+    (m.EventSource, "EventSource", "EVENT_SOURCE_"),
+    (m.EventStatus, "EventStatus", "EVENT_STATUS_"),
+    (m.ParticipantType, "ParticipantType", "PARTICIPANT_TYPE_"),
+    (m.SourceType, "SourceType", "SOURCE_TYPE_"),
+    (m.ControlMode, "ControlMode", "CONTROL_MODE_"),
+    (m.AdvisoryKind, "AdvisoryKind", "ADVISORY_KIND_"),
+    (m.VehicleRole, "VehicleRole", "VEHICLE_ROLE_"),
+    (m.RequestType, "RequestType", "REQUEST_TYPE_"),
+    (m.PriorityState, "PriorityState", "PRIORITY_STATE_"),
+    (m.PriorityAction, "PriorityAction", "PRIORITY_ACTION_"),
+    (m.ServiceState, "ServiceState", "SERVICE_STATE_"),
+]
+
+
+@pytest.mark.parametrize(("cls", "proto_name", "prefix"), ENUM_PAIRS, ids=[p[1] for p in ENUM_PAIRS])
+def test_domain_enums_mirror_the_proto(cls: type[enum.IntEnum], proto_name: str, prefix: str) -> None:
+    proto = {k.removeprefix(prefix): v for k, v in _proto_enum_values(proto_name).items()}
+    assert {e.name: e.value for e in cls} == proto
+
+
+def test_every_proto_enum_is_mirrored() -> None:
+    assert {p[1] for p in ENUM_PAIRS} == set(pb.DESCRIPTOR.enum_types_by_name)
+
+
+def test_bsm_quantises_to_standard_units() -> None:
+    frame = m.Frame(
+        m.Header("veh-1", m.SenderKind.VEHICLE, 7, 1_700_000_000_123_456, 12_300),
+        m.Bsm(position=m.GeoPoint(31.4912345, 120.3119876, 5.0), speed_mps=13.9, heading_deg=-90.0, accel_mps2=-2.5),
+    )
+    wire = pb.MessageFrame.FromString(codec.encode(frame))
+    assert wire.bsm.pos.lat == 314912345
+    assert wire.bsm.pos.lon == 1203119876
+    assert wire.bsm.pos.elevation == 50
+    assert wire.bsm.speed == 695  # 13.9 / 0.02
+    assert wire.bsm.heading == 21600  # 270 deg / 0.0125
+    assert wire.bsm.accel_long == -250
+    assert wire.header.gen_time_us == 1_700_000_000_123_456
+
+
+def test_encoding_out_of_range_names_the_field() -> None:
+    frame = m.Frame(
+        m.Header("veh-1", m.SenderKind.VEHICLE, 0, 0, 0),
+        m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=200.0, heading_deg=0.0),
+    )
+    with pytest.raises(codec.EncodeError, match=r"bsm\.speed"):
+        codec.encode(frame)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
+    kind = None
+    try:
+        codec.decode(data)
+    except DecodeError as e:
+        kind = e.kind
+    assert kind in {None, "malformed", "empty", "out_of_range", "unavailable", "oversize"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(S.any_frame, st.data())
+def test_mutated_valid_frames_raise_only_decode_error(frame: m.Frame, data: st.DataObject) -> None:
+    raw = bytearray(codec.encode(frame))
+    for _ in range(data.draw(st.integers(1, 4))):
+        if raw:
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(DecodeError):
+        codec.decode(bytes(raw))
+
+
+def _bsm_wire() -> pb.MessageFrame:
+    f = pb.MessageFrame()
+    f.header.sender_id = "veh-9"
+    f.header.sender_kind = pb.SENDER_KIND_VEHICLE
+    f.bsm.pos.lat = 314912345
+    f.bsm.pos.lon = 1203119876
+    f.bsm.speed = 500
+    f.bsm.heading = 100
+    return f
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind", "field"),
+    [
+        (lambda f: setattr(f.bsm.pos, "lat", 900_000_002), "out_of_range", "bsm.pos.lat"),
+        (lambda f: setattr(f.bsm.pos, "lat", 900_000_001), "unavailable", "bsm.pos"),
+        (lambda f: setattr(f.bsm, "speed", 8191), "unavailable", "bsm.speed"),
+        (lambda f: setattr(f.bsm, "speed", 9000), "out_of_range", "bsm.speed"),
+        (lambda f: setattr(f.bsm, "heading", 28800), "unavailable", "bsm.heading"),
+        (lambda f: setattr(f.bsm, "vehicle_class", 99), "out_of_range", "bsm.vehicle_class"),
+        (lambda f: setattr(f.bsm, "events", 1 << 20), "out_of_range", "bsm.events"),
+        (lambda f: setattr(f.header, "sender_id", ""), "empty", "header.sender_id"),
+        (lambda f: setattr(f.header, "sender_kind", 42), "out_of_range", "header.sender_kind"),
+        (lambda f: f.ClearField("header"), "empty", "header"),
+        (lambda f: f.ClearField("bsm"), "empty", "body"),
+    ],
+)
+def test_decode_rejects_with_kind_and_field(mutate: object, kind: str, field: str) -> None:
+    f = _bsm_wire()
+    assert codec.decode(f.SerializeToString()).header.sender_id == "veh-9"
+    mutate(f)  # type: ignore[operator]
+    with pytest.raises(DecodeError) as info:
+        codec.decode(f.SerializeToString())
+    assert info.value.kind == kind
+    assert info.value.field == field
+
+
+def test_malformed_and_oversize_payloads() -> None:
+    with pytest.raises(DecodeError) as info:
+        codec.decode(b"\xff\xff\xff\xff")
+    assert info.value.kind == "malformed"
+    with pytest.raises(DecodeError) as info:
+        codec.decode(b"\x00" * (codec.MAX_PAYLOAD_BYTES + 1))
+    assert info.value.kind == "oversize"
+
+
+def test_empty_sub_message_keeps_its_type() -> None:
+    frame = m.Frame(m.Header("rsu-1", m.SenderKind.RSU, 0, 0, 0), m.Spat(()))
+    assert codec.decode(codec.encode(frame)).body == m.Spat(())

@@ -1,0 +1,55 @@
+"""Geo-addressed topics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from v2x import topics
+from v2x.messages import MessageType
+
+
+def test_quadkey_matches_the_bing_maps_example() -> None:
+    # Bing Maps Tile System documentation: tile (3, 5) at level 3 has quadkey "213".
+    assert topics._key_of(3, 5, 3) == "213"
+
+
+@given(st.floats(-85.0, 85.0), st.floats(-180.0, 179.999), st.integers(1, 20))
+def test_a_point_lies_in_its_tile(lat: float, lon: float, zoom: int) -> None:
+    key = topics.quadkey(lat, lon, zoom)
+    assert len(key) == zoom
+    s, w, n, e = topics.tile_bounds(key)
+    assert s - 1e-9 <= lat <= n + 1e-9
+    assert w - 1e-9 <= lon <= e + 1e-9
+
+
+def test_zoom_17_tile_is_about_260_m_at_wuxi() -> None:
+    s, _w, n, _e = topics.tile_bounds(topics.quadkey(31.4912, 120.3119))
+    assert 230 < (n - s) * 111_320 < 290
+
+
+def test_neighbours_surround_the_tile() -> None:
+    key = topics.quadkey(31.4912, 120.3119)
+    around = topics.neighbours(key)
+    assert len(around) == 9
+    assert key in around
+    assert len(set(around)) == 9
+
+
+def test_one_wildcard_covers_an_area() -> None:
+    t = topics.Topics("x/v2x/v1")
+    key = topics.quadkey(31.4912, 120.3119)
+    assert t.bsm(key, "veh-1") == f"x/v2x/v1/bsm/{'/'.join(key)}/veh-1"
+    assert t.area("bsm", key[:10]) == f"x/v2x/v1/bsm/{'/'.join(key[:10])}/#"
+    assert t.spat_area(key[:10]).startswith("x/v2x/v1/spat/+/")
+
+
+def test_every_message_type_has_a_topic() -> None:
+    assert {s.mtype for s in topics.SPECS} == set(MessageType)
+
+
+def test_readme_carries_the_topic_table() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert topics.markdown_table() in readme, "regenerate the README table with `python -m v2x.topics`"
