@@ -278,9 +278,9 @@ class Links:
 class Driver:
     """Intelligent Driver Model parameters (Treiber & Kesting, urban defaults)."""
 
-    time_headway_s: float = spec(1.2, ge=0.5, le=3.0)
+    time_headway_s: float = spec(1.0, ge=0.5, le=3.0)
     min_gap_m: float = spec(2.0, ge=0.5, le=10.0)
-    max_accel_mps2: float = spec(1.4, ge=0.3, le=4.0)
+    max_accel_mps2: float = spec(1.5, ge=0.3, le=4.0)
     comfort_decel_mps2: float = spec(2.0, ge=0.5, le=5.0)
     delta: float = spec(4.0, ge=1.0, le=8.0)
 

@@ -1,0 +1,736 @@
+"""The mobility core: vehicles as numpy arrays, stepped in sim time, with no I/O.
+
+One step is two calls, as in highway-env:
+
+    view = traffic.signal_view()          # for each vehicle: the signal group of its next stop line
+    traffic.step(dt, believed, truth)     # believed[i]: the Light vehicle i believes it sees
+
+`believed` is what the vehicle acts on: the SPaT it received, mapped to `Light`. The core
+never reads a controller. `truth` (optional) is the light really shown, used only to count
+red-light entries.
+
+Car following is the Intelligent Driver Model (Treiber, Hennecke & Helbing 2000; Treiber &
+Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
+  - red, or unknown (stale or missing SPaT): the stop line is a standing obstacle;
+  - yellow: the driver stops only if the stop needs no more than `YELLOW_DECEL_MPS2`
+    (the ITE kinematic rule, 3.0 m/s^2 ~ 10 ft/s^2), else goes; the decision sticks;
+  - permissive green: the movement yields at its conflict points, entering only if no
+    priority vehicle reaches the conflict point within the critical gap (HCM 6th ed.,
+    permitted left turn: 4.1 s for a passenger car; we use 4.5 s for margin).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from v2x.messages import LightState
+from v2x.network import LinkKind, Network
+from v2x.scenario import Demand, Driver, Scenario
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
+MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
+CRITICAL_GAP_S = 4.5  # [s] permissive movements: the gap needed to cross or merge
+LOOKAHEAD_LINKS = 2  # links beyond the current one searched for a leader
+STOPPED_MPS = 0.5  # [m/s] below this a vehicle counts as stopped
+MOVING_MPS = 2.0  # [m/s] above this a stopped vehicle counts as moving again (hysteresis)
+APPROACH_M = 40.0  # [m] from the stop line: vehicles this close look at the junction's conflicts
+CLEAR_M = 0.5  # [m] margin past a conflict zone's end before a vehicle's rear has cleared it
+COMMIT_M = 0.3  # [m] a front this far past its waiting point has entered the conflict zone
+QUEUE_GAP_S = 8.0  # [s] a longer gap between stop-line crossings ends a queue discharge
+
+
+class Light(enum.IntEnum):
+    """What a vehicle believes its next signal shows."""
+
+    GREEN = 0  # protected: go
+    PERMISSIVE = 1  # go, yielding to conflicting traffic
+    YELLOW = 2
+    RED = 3
+    UNKNOWN = 4  # no fresh SPaT: treated as red
+    NONE = 5  # no signal ahead
+
+
+@dataclass(frozen=True)
+class VehicleType:
+    name: str
+    length_m: float  # [m]
+    width_m: float  # [m]
+    speed_factor: float  # desired speed / speed limit
+    accel_factor: float  # max acceleration / the driver's
+
+
+VEHICLE_TYPES: dict[str, VehicleType] = {
+    "car": VehicleType("car", 4.5, 1.8, 1.0, 1.0),
+    "truck": VehicleType("truck", 10.0, 2.5, 0.9, 0.6),
+    "bus": VehicleType("bus", 12.0, 2.5, 0.9, 0.6),
+    "emergency": VehicleType("emergency", 5.5, 2.0, 1.3, 1.3),
+}
+KIND_INDEX = {name: i for i, name in enumerate(VEHICLE_TYPES)}
+EMERGENCY = KIND_INDEX["emergency"]
+
+
+@dataclass
+class LinkStats:
+    """Measurements on one approach lane (an IN link)."""
+
+    served: int = 0  # vehicles that crossed the stop line
+    max_queue: int = 0  # most vehicles stopped on the lane at once
+    discharge_headways_s: list[float] = field(default_factory=list)  # HCM: queued vehicles after the 4th
+    queue_pos: int = 0  # position of the last crossing vehicle in the current discharge
+    last_cross_s: float = -math.inf
+
+
+@dataclass
+class Stats:
+    """Network-wide measurements."""
+
+    spawned: int = 0
+    finished: int = 0
+    delay_sum_s: float = 0.0  # control delay of finished vehicles
+    stops_sum: int = 0  # stops of finished vehicles
+    red_light_entries: int = 0
+    red_light_log: list[tuple[float, int, int, float, bool]] = field(default_factory=list)
+    # (time [s], vehicle id, IN link, speed [m/s], had committed on yellow)
+    collisions: int = 0
+    collision_pairs: set[tuple[int, int]] = field(default_factory=set)
+    waiting_to_enter: int = 0  # vehicles queued outside the network (entry lane full)
+    links: dict[int, LinkStats] = field(default_factory=dict)
+    finished_log: list[tuple[int, int, float, float, int]] = field(default_factory=list)
+    # (vehicle id, route, enter time [s], delay [s], stops)
+
+    @property
+    def mean_delay_s(self) -> float:
+        return self.delay_sum_s / self.finished if self.finished else 0.0
+
+    @property
+    def stops_per_vehicle(self) -> float:
+        return self.stops_sum / self.finished if self.finished else 0.0
+
+
+@dataclass
+class _Pending:
+    """A vehicle that has arrived at the network edge and waits for room to enter."""
+
+    t_arrive: float
+    kind: int
+    turn: str
+    key: tuple[int, str, str]
+    vid: int
+    route: int = -1  # fixed route (scheduled vehicles), else chosen at entry
+    priority: bool = False
+
+
+class Traffic:
+    """All vehicles of a scenario. Arrays are indexed by slot; `ids` gives each vehicle's id."""
+
+    def __init__(self, network: Network, scenario: Scenario | None = None, seed: int | None = None) -> None:
+        self.net = network
+        self.scenario = scenario or network.scenario
+        self.driver: Driver = self.scenario.driver
+        self.rng = np.random.default_rng(self.scenario.seed if seed is None else seed)
+        self.t = 0.0
+        self.stats = Stats()
+        self._next_id = 0
+        n = 0
+        self.ids: IntArray = np.zeros(n, dtype=np.int64)
+        self.route: IntArray = np.zeros(n, dtype=np.int64)
+        self.s: FloatArray = np.zeros(n)  # [m] along the route (front bumper)
+        self.v: FloatArray = np.zeros(n)  # [m/s]
+        self.a: FloatArray = np.zeros(n)  # [m/s^2]
+        self.kind: IntArray = np.zeros(n, dtype=np.int64)
+        self.length: FloatArray = np.zeros(n)
+        self.width: FloatArray = np.zeros(n)
+        self.vmax_factor: FloatArray = np.zeros(n)
+        self.amax: FloatArray = np.zeros(n)
+        self.t_enter: FloatArray = np.zeros(n)  # [s] arrival at the network edge
+        self.free_time: FloatArray = np.zeros(n)  # [s] route time at desired speed
+        self.stops: IntArray = np.zeros(n, dtype=np.int64)
+        self.stopped: BoolArray = np.zeros(n, dtype=bool)
+        self.queued: BoolArray = np.zeros(n, dtype=bool)  # stopped on its current IN link
+        self.go_on_yellow: BoolArray = np.zeros(n, dtype=bool)
+        self.priority: BoolArray = np.zeros(n, dtype=bool)  # requests signal priority
+        self.link_idx: IntArray = np.zeros(n, dtype=np.int64)  # index of the current link in the route
+        self._pending: list[_Pending] = []
+        self._arrivals: list[tuple[float, Demand, tuple[int, str]]] = []
+        self._schedule_demand()
+        # conflicts by path: (other path, my conflict point [m], its conflict point [m], I yield)
+        # per path: (other path, my waiting point, my zone exit, its waiting point, its zone start, its zone exit,
+        #            I yield), all [m] along the respective path
+        self._conflicts: dict[int, list[tuple[int, float, float, float, float, float, bool]]] = {}
+        for c in network.conflicts:
+            self._conflicts.setdefault(c.yielder, []).append(
+                (c.priority, c.wait_yielder, c.exit_yielder, c.wait_priority, c.s_priority, c.exit_priority, True)
+            )
+            self._conflicts.setdefault(c.priority, []).append(
+                (c.yielder, c.wait_priority, c.exit_priority, c.wait_yielder, c.s_yielder, c.exit_yielder, False)
+            )
+        self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
+        self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
+        self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
+        self._conflict_links = np.array(sorted(self._conflicts), dtype=np.int64)
+
+    # -- demand --------------------------------------------------------------
+
+    def _schedule_demand(self) -> None:
+        ids = {x.id: i for i, x in enumerate(self.scenario.intersections)}
+        for d in self.scenario.demand:
+            if d.vph <= 0:
+                continue
+            self._arrivals.append((d.start_s + self.rng.exponential(3600.0 / d.vph), d, (ids[d.intersection], d.approach)))
+        for sv in self.scenario.vehicles:
+            key = (ids[sv.intersection], sv.approach, sv.turn)
+            routes = [r for r in self.net.entry_routes[key] if self.net.links[self.net.routes[r][0]].lane == sv.lane]
+            self._pending.append(
+                _Pending(sv.depart_s, KIND_INDEX[sv.kind], sv.turn, key, self._new_id(), routes[0], sv.priority)
+            )
+        self._pending.sort(key=lambda p: p.t_arrive)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _draw(self, shares: dict[str, float]) -> str:
+        names = list(shares)
+        return names[int(self.rng.choice(len(names), p=np.array([shares[n] for n in names])))]
+
+    def _generate(self, t_end: float) -> None:
+        """Move Poisson arrivals due by t_end into the pending list."""
+        kept = []
+        for t_next, d, (ii, leg) in self._arrivals:
+            a = self.scenario.intersections[ii].approach(leg)
+            assert a is not None
+            while t_next <= t_end and t_next < d.end_s:
+                turn = self._draw(d.turn_shares(a.turns))
+                kind = KIND_INDEX[self._draw({str(k): v for k, v in d.mix.items()})]
+                self._pending.append(_Pending(t_next, kind, turn, (ii, leg, turn), self._new_id()))
+                t_next += self.rng.exponential(3600.0 / d.vph)
+            kept.append((t_next, d, (ii, leg)))
+        self._arrivals = kept
+        self._pending.sort(key=lambda p: p.t_arrive)
+
+    def _entry_room(self, link: int) -> tuple[float, float]:
+        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there)."""
+        cur = self.net.route_links[self.route, self.link_idx] if len(self.s) else np.zeros(0, dtype=np.int64)
+        on = np.flatnonzero(cur == link)
+        if len(on) == 0:
+            return math.inf, math.inf
+        s_link = self.s[on] - self.net.route_start[self.route[on], self.link_idx[on]]
+        j = on[int(np.argmin(s_link))]
+        return float(s_link.min() - self.length[j]), float(self.v[j])
+
+    def _admit(self) -> None:
+        """Let waiting vehicles enter where their entry lane has room."""
+        still = []
+        blocked: set[tuple[int, str, str]] = set()
+        for p in self._pending:
+            if p.t_arrive > self.t or p.key in blocked:
+                still.append(p)
+                continue
+            vt = list(VEHICLE_TYPES.values())[p.kind]
+            candidates = [p.route] if p.route >= 0 else self.net.entry_routes[p.key]
+            best, best_room, best_v = -1, -math.inf, 0.0
+            for r in candidates:
+                room, v_rear = self._entry_room(self.net.routes[r][0])
+                if room > best_room + 1e-6 or (abs(room - best_room) <= 1e-6 and self.rng.random() < 0.5):
+                    best, best_room, best_v = r, room, v_rear
+            v0 = self.net.link_speed[self.net.routes[best][0]] * vt.speed_factor
+            need = self.driver.min_gap_m + vt.length_m * 0 + 1.0
+            if best_room < need:
+                blocked.add(p.key)  # keep arrival order per approach
+                still.append(p)
+                continue
+            # enter no faster than lets us stop behind the rear vehicle
+            v_safe = math.sqrt(max(0.0, 2 * self.driver.comfort_decel_mps2 * (best_room - self.driver.min_gap_m)))
+            v_enter = min(v0, v_safe if math.isinf(best_v) else min(v_safe, max(best_v, 0.0) + 0.5 * v_safe))
+            self._append(p, best, vt, v_enter)
+        self._pending = still
+        self.stats.waiting_to_enter = sum(1 for p in still if p.t_arrive <= self.t)
+
+    def _append(self, p: _Pending, route: int, vt: VehicleType, v: float) -> None:
+        def cat(arr: npt.NDArray[np.generic], val: object) -> npt.NDArray[np.generic]:
+            return np.append(arr, np.array([val], dtype=arr.dtype))
+
+        free = self._free_time(route, vt)
+        self.ids = cat(self.ids, p.vid)  # type: ignore[assignment]
+        self.route = cat(self.route, route)  # type: ignore[assignment]
+        self.s = cat(self.s, 0.0)  # type: ignore[assignment]
+        self.v = cat(self.v, v)  # type: ignore[assignment]
+        self.a = cat(self.a, 0.0)  # type: ignore[assignment]
+        self.kind = cat(self.kind, p.kind)  # type: ignore[assignment]
+        self.length = cat(self.length, vt.length_m)  # type: ignore[assignment]
+        self.width = cat(self.width, vt.width_m)  # type: ignore[assignment]
+        self.vmax_factor = cat(self.vmax_factor, vt.speed_factor)  # type: ignore[assignment]
+        self.amax = cat(self.amax, self.driver.max_accel_mps2 * vt.accel_factor)  # type: ignore[assignment]
+        self.t_enter = cat(self.t_enter, p.t_arrive)  # type: ignore[assignment]
+        self.free_time = cat(self.free_time, free)  # type: ignore[assignment]
+        self.stops = cat(self.stops, 0)  # type: ignore[assignment]
+        self.stopped = cat(self.stopped, False)  # type: ignore[assignment]
+        self.queued = cat(self.queued, False)  # type: ignore[assignment]
+        self.go_on_yellow = cat(self.go_on_yellow, False)  # type: ignore[assignment]
+        self.priority = cat(self.priority, p.priority)  # type: ignore[assignment]
+        self.link_idx = cat(self.link_idx, 0)  # type: ignore[assignment]
+        self.stats.spawned += 1
+
+    def _free_time(self, route: int, vt: VehicleType) -> float:
+        return float(
+            sum(self.net.links[lid].length / (self.net.links[lid].speed_limit_mps * min(vt.speed_factor, 1.0))
+                for lid in self.net.routes[route])
+        )
+
+    # -- views for the caller ---------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        return len(self.s)
+
+    def current_link(self) -> IntArray:
+        return self.net.route_links[self.route, self.link_idx]
+
+    def s_on_link(self) -> FloatArray:
+        out: FloatArray = self.s - self.net.route_start[self.route, self.link_idx]
+        return out
+
+    def signal_view(self) -> tuple[IntArray, FloatArray]:
+        """For each vehicle: (global signal group of its next stop line or -1, distance to it [m])."""
+        net = self.net
+        link = self.current_link()
+        kind = net.link_kind[link]
+        width = net.route_links.shape[1]
+        k1 = np.minimum(self.link_idx + 1, width - 1)
+        k2 = np.minimum(self.link_idx + 2, width - 1)
+        nxt1 = net.route_links[self.route, k1]
+        nxt2 = net.route_links[self.route, k2]
+        group = np.full(self.n, -1, dtype=np.int64)
+        dist = np.full(self.n, np.inf)
+        on_in = (kind == LinkKind.IN) & (nxt1 >= 0) & (self.link_idx + 1 < width)
+        group[on_in] = net.link_group[nxt1[on_in]]
+        dist[on_in] = (net.route_start[self.route, k1] - self.s)[on_in]
+        # on a turning path whose exit is the next junction's approach lane (corridor)
+        on_conn = (kind == LinkKind.CONN) & (self.link_idx + 2 < width) & (nxt2 >= 0)
+        on_conn &= net.link_kind[np.maximum(nxt1, 0)] == LinkKind.IN
+        group[on_conn] = net.link_group[nxt2[on_conn]]
+        dist[on_conn] = (net.route_start[self.route, k2] - self.s)[on_conn]
+        return group, dist
+
+    def positions(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(x [m], y [m], heading [deg]) of every vehicle's front bumper centre."""
+        return self.net.xy_heading(self.current_link(), self.s_on_link())
+
+    def bodies(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(centre x [m], centre y [m], heading [deg]) of every body, placed by its front and rear
+        points on the path, so a vehicle on a curve lies along the chord rather than the tangent."""
+        fx, fy, fh = self.positions()
+        s_rear = np.maximum(self.s - self.length, 0.0)
+        starts = self.net.route_start[self.route]
+        k = np.maximum((starts <= s_rear[:, None]).sum(axis=1) - 1, 0)
+        rear_link = self.net.route_links[self.route, k]
+        rx, ry, _ = self.net.xy_heading(rear_link, s_rear - starts[np.arange(self.n), k])
+        dx, dy = fx - rx, fy - ry
+        chord = np.hypot(dx, dy)
+        heading = np.where(chord > 0.5, np.degrees(np.arctan2(dx, dy)) % 360.0, fh)
+        hr = np.radians(heading)
+        # centre: half a body length behind the front along the chord's direction
+        return fx - np.sin(hr) * self.length / 2, fy - np.cos(hr) * self.length / 2, heading
+
+    # -- the step ----------------------------------------------------------------
+
+    def step(self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None) -> None:
+        """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view()."""
+        self._generate(self.t + dt)
+        n = self.n
+        if believed is None:
+            believed = np.full(n, Light.NONE, dtype=np.int64)
+        if n:
+            self._move(dt, believed, truth)
+        self.t += dt
+        self._admit()
+
+    def _idm(self, v: FloatArray, v0: FloatArray, amax: FloatArray, gap: FloatArray, dv: FloatArray) -> FloatArray:
+        d = self.driver
+        b = d.comfort_decel_mps2
+        s_star = d.min_gap_m + np.maximum(0.0, v * d.time_headway_s + v * dv / (2.0 * np.sqrt(amax * b)))
+        free = 1.0 - (v / np.maximum(v0, 0.1)) ** d.delta
+        interaction = (s_star / np.maximum(gap, 0.01)) ** 2
+        return amax * (free - interaction)
+
+    def _move(self, dt: float, believed: IntArray, truth: IntArray | None) -> None:
+        net = self.net
+        n = self.n
+        link = self.current_link()
+        s_link = self.s_on_link()
+        llen = net.link_length[link]
+        width = net.route_links.shape[1]
+
+        # --- leaders: the next vehicle on the same link, else the rearmost on the next links
+        order = np.lexsort((s_link, link))
+        sorted_link = link[order]
+        same_next = np.zeros(n, dtype=bool)
+        same_next[:-1] = sorted_link[1:] == sorted_link[:-1]
+        leader = np.full(n, -1, dtype=np.int64)
+        leader[order[:-1][same_next[:-1]]] = order[1:][same_next[:-1]]
+        # rearmost vehicle per link
+        first_of_link = np.ones(n, dtype=bool)
+        first_of_link[1:] = sorted_link[1:] != sorted_link[:-1]
+        tail = np.full(len(net.links), -1, dtype=np.int64)
+        tail[sorted_link[first_of_link]] = order[first_of_link]
+
+        gap = np.full(n, np.inf)
+        lead_v = np.zeros(n)
+        has = leader >= 0
+        gap[has] = s_link[leader[has]] - self.length[leader[has]] - s_link[has]
+        lead_v[has] = self.v[leader[has]]
+        ahead = llen - s_link  # distance to the end of the current link
+        for k in range(1, LOOKAHEAD_LINKS + 1):
+            need = ~has & (self.link_idx + k < width)
+            if not need.any():
+                break
+            nxt = net.route_links[self.route[need], self.link_idx[need] + k]
+            ok = nxt >= 0
+            idx = np.flatnonzero(need)[ok]
+            nxt = nxt[ok]
+            t_idx = tail[nxt]
+            found = t_idx >= 0
+            f_idx, t_f = idx[found], t_idx[found]
+            gap[f_idx] = ahead[f_idx] + s_link[t_f] - self.length[t_f]
+            lead_v[f_idx] = self.v[t_f]
+            has[f_idx] = True
+            ahead[idx[~found]] += net.link_length[nxt[~found]]
+        # a vehicle that just turned off an IN link still overhangs it: siblings must not run into its rear
+        conn_tail = tail[(net.link_kind == LinkKind.CONN) & (tail >= 0)]
+        if len(conn_tail):
+            ct_link = link[conn_tail]
+            overhang = self.length[conn_tail] - s_link[conn_tail]
+            hang = overhang > 0
+            src = np.array([net.links[lk].source for lk in ct_link[hang]], dtype=np.int64)
+            if len(src):
+                ov = np.full(len(net.links), -np.inf)
+                np.maximum.at(ov, src, overhang[hang])
+                on_src = np.isfinite(ov[link]) & (net.link_kind[link] == LinkKind.IN)
+                cand = np.flatnonzero(on_src)
+                g2 = llen[cand] - ov[link[cand]] - s_link[cand]
+                better = g2 < gap[cand]
+                gap[cand[better]] = g2[better]
+                lead_v[cand[better]] = 0.0
+
+        # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
+        if len(self._diverge_a):
+            self._diverge_leaders(link, s_link, tail, gap, lead_v, width)
+
+        # --- desired speed: the link's limit, braking ahead of a slower next link
+        v0 = net.link_speed[link] * self.vmax_factor
+        k1 = np.minimum(self.link_idx + 1, width - 1)
+        nxt1 = net.route_links[self.route, k1]
+        has_next = (self.link_idx + 1 < width) & (nxt1 >= 0)
+        v_next = np.where(has_next, net.link_speed[np.maximum(nxt1, 0)] * self.vmax_factor, np.inf)
+        dist_end = llen - s_link
+        v_anticipate = np.sqrt(v_next**2 + 2.0 * self.driver.comfort_decel_mps2 * np.maximum(dist_end, 0.0))
+        v0 = np.minimum(v0, v_anticipate)
+
+        acc = self._idm(self.v, v0, self.amax, gap, self.v - lead_v)
+
+        # --- signals
+        group, dist = self.signal_view()
+        line_ahead = group >= 0
+        red = line_ahead & ((believed == Light.RED) | (believed == Light.UNKNOWN))
+        yellow = line_ahead & (believed == Light.YELLOW)
+        greenish = line_ahead & ((believed == Light.GREEN) | (believed == Light.PERMISSIVE))
+        self.go_on_yellow[greenish | ~line_ahead] = False
+        need_decel = self.v**2 / (2.0 * np.maximum(dist, 0.01))
+        yellow_stop = yellow & ~self.go_on_yellow & (need_decel <= YELLOW_DECEL_MPS2)
+        self.go_on_yellow |= yellow & ~yellow_stop
+        # on red, a vehicle that committed on yellow stops only if it physically can
+        red_stop = red & ~(self.go_on_yellow & (need_decel > MAX_DECEL_MPS2))
+        stop_line = red_stop | yellow_stop
+
+        # --- standing obstacles: the stop line, and waiting points at conflicts
+        obstacle = np.where(stop_line, dist, np.inf)
+        obstacle = np.minimum(obstacle, self._conflict_obstacles(link, s_link, dist, stop_line))
+        if np.isfinite(obstacle).any():
+            idx = np.flatnonzero(np.isfinite(obstacle))
+            a_obs = self._idm(self.v[idx], v0[idx], self.amax[idx], obstacle[idx], self.v[idx])
+            acc[idx] = np.minimum(acc[idx], a_obs)
+
+        acc = np.maximum(acc, -MAX_DECEL_MPS2)
+        # --- integrate (ballistic; a vehicle that would reverse stops)
+        v_new = self.v + acc * dt
+        stopping = v_new < 0
+        ds = np.where(stopping, -self.v**2 / (2.0 * np.minimum(acc, -1e-9)), self.v * dt + 0.5 * acc * dt * dt)
+        v_new = np.maximum(v_new, 0.0)
+        s_old = self.s
+        self.s = self.s + ds
+        self.v = v_new
+        self.a = acc
+
+        self._measure(dt, link, s_old, believed, truth, group, dist)
+
+    def _diverge_leaders(
+        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray, width: int
+    ) -> None:
+        """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
+        net = self.net
+        t_on_a = tail[self._diverge_a]
+        live = t_on_a >= 0
+        if not live.any():
+            return
+        a, b, sep, lead = self._diverge_a[live], self._diverge_b[live], self._diverge_s[live], t_on_a[live]
+        rear = s_link[lead] - self.length[lead]  # [m] along path a
+        inside = rear < sep
+        if not inside.any():
+            return
+        a, b, lead, rear = a[inside], b[inside], lead[inside], rear[inside]
+        kind = net.link_kind[link]
+        k1 = np.minimum(self.link_idx + 1, width - 1)
+        nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
+        for bb, ld, r in zip(b, lead, rear, strict=True):
+            # followers on path b, or on the lane before it, behind the leader's rear
+            on_b = (link == bb) & (s_link < r)
+            before = (kind == LinkKind.IN) & (nxt == bb)
+            x = np.where(on_b, s_link, np.where(before, s_link - net.link_length[link], np.nan))
+            idx = np.flatnonzero(np.isfinite(x) & (x < r))
+            g = r - x[idx]
+            closer = g < gap[idx]
+            gap[idx[closer]] = g[closer]
+            lead_v[idx[closer]] = self.v[ld]
+
+    def _conflict_obstacles(
+        self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
+    ) -> FloatArray:
+        """Distance [m] to where each vehicle must wait for conflicting traffic (inf: none).
+
+        Two rules at the junction's conflict points:
+          - gap acceptance: a yielding movement waits just before its conflict point (inside
+            the box, as drivers do) until no moving priority vehicle reaches the point within
+            the critical gap of its own arrival;
+          - box clear: nobody passes a conflict point while a vehicle on the crossing path is
+            in the conflict zone (a late turner, a long bus still clearing).
+        """
+        net = self.net
+        n = self.n
+        out = np.full(n, np.inf)
+        width = net.route_links.shape[1]
+        kind = net.link_kind[link]
+        k1 = np.minimum(self.link_idx + 1, width - 1)
+        nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
+        # the turning path each vehicle is on or about to take, and its position along it
+        on_conn = kind == LinkKind.CONN
+        approaching = (kind == LinkKind.IN) & (nxt >= 0) & (dist < APPROACH_M)
+        path = np.where(on_conn, link, np.where(approaching, nxt, -1))
+        pos = np.where(on_conn, s_link, -dist)  # [m] along the path (negative: before the stop line)
+        # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
+        prev = np.where(self.link_idx > 0, net.route_links[self.route, np.maximum(self.link_idx - 1, 0)], -1)
+        leaving = (path < 0) & (prev >= 0) & (net.link_kind[np.maximum(prev, 0)] == LinkKind.CONN)
+        leaving &= s_link < self.length
+        path = np.where(leaving, prev, path)
+        pos = np.where(leaving, net.link_length[np.maximum(prev, 0)] + s_link, pos)
+        cand = np.flatnonzero(np.isin(path, self._conflict_links))
+        if len(cand) == 0:
+            return out
+        by_path: dict[int, IntArray] = {}
+        order = cand[np.argsort(path[cand], kind="stable")]
+        paths, starts = np.unique(path[order], return_index=True)
+        for p_id, chunk in zip(paths, np.split(order, starts[1:]), strict=True):
+            by_path[int(p_id)] = chunk
+        vmax = net.link_speed[link] * self.vmax_factor
+        moving = ~stopping
+        for i in cand:
+            p_i, x_i = int(path[i]), float(pos[i])
+            wait_at = np.inf
+            first_yield_wait = min(
+                (c[1] for c in self._conflicts[p_i] if c[6] and x_i <= c[1] + COMMIT_M), default=np.inf
+            )
+            for other, wait_me, exit_me, wait_other, s_other, exit_other, i_yield in self._conflicts[p_i]:
+                if x_i > wait_me + COMMIT_M:
+                    continue  # already in (or through) this conflict zone: it clears it
+                js = by_path.get(other)
+                if js is None:
+                    continue
+                x_j = pos[js]
+                # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
+                in_zone = (x_j > wait_other + COMMIT_M) & (x_j - self.length[js] < exit_other + CLEAR_M)
+                if in_zone.any():
+                    # not yet in the junction: wait at the stop line rather than inside it
+                    wait_at = min(wait_at, 0.0 if x_i <= 0.0 else wait_me)
+                    continue
+                blocked = False
+                if i_yield:
+                    # gap acceptance against priority vehicles on their way (not those standing at a line)
+                    t_me = _time_to_cover(exit_me - x_i, float(self.v[i]), float(self.amax[i]), float(vmax[i]))
+                    for j in js[moving[js] & (x_j <= wait_other + COMMIT_M) & (self.v[js] > MOVING_MPS)]:
+                        t_j = _time_to_cover(s_other - float(pos[j]), float(self.v[j]), float(self.amax[j]), float(vmax[j]))
+                        if t_j < t_me + CRITICAL_GAP_S - (exit_me - wait_me) / max(float(vmax[i]), 1.0):
+                            blocked = True
+                            break
+                if blocked:
+                    # wait short of every zone it must yield at, not inside the nearer ones
+                    wait_at = min(wait_at, first_yield_wait)
+            if wait_at < np.inf:
+                out[i] = max(wait_at - x_i, 0.0)
+        return out
+
+    def _measure(
+        self, dt: float, link: IntArray, s_old: FloatArray, believed: IntArray, truth: IntArray | None,
+        group: IntArray, dist: FloatArray,
+    ) -> None:
+        net = self.net
+        st = self.stats
+        t_now = self.t + dt
+        # stops, with hysteresis
+        now_stopped = np.where(self.stopped, self.v < MOVING_MPS, self.v < STOPPED_MPS)
+        self.stops += (now_stopped & ~self.stopped).astype(np.int64)
+        self.stopped = now_stopped
+        on_in = net.link_kind[link] == LinkKind.IN
+        self.queued |= on_in & now_stopped
+        # queue length per approach lane
+        if on_in.any():
+            counts = np.bincount(link[on_in & now_stopped], minlength=len(net.links))
+            for q_link in np.flatnonzero(counts):
+                ls = st.links.setdefault(int(q_link), LinkStats())
+                ls.max_queue = max(ls.max_queue, int(counts[q_link]))
+        # advance link indices; a crossing of an IN link's end is a stop-line crossing
+        width = net.route_links.shape[1]
+        start_next = net.route_start[self.route, np.minimum(self.link_idx + 1, width)]
+        crossed = self.s >= start_next
+        if crossed.any():
+            for i in np.flatnonzero(crossed & on_in):
+                lid = int(link[i])
+                ls = st.links.setdefault(lid, LinkStats())
+                ls.served += 1
+                # time the front crossed the line, interpolated within the step
+                frac = (float(start_next[i]) - float(s_old[i])) / max(float(self.s[i] - s_old[i]), 1e-9)
+                t_cross = self.t + dt * min(max(frac, 0.0), 1.0)
+                if self.queued[i] and t_cross - ls.last_cross_s < QUEUE_GAP_S:
+                    ls.queue_pos += 1
+                    if ls.queue_pos >= 5:
+                        ls.discharge_headways_s.append(t_cross - ls.last_cross_s)
+                else:
+                    ls.queue_pos = 1 if self.queued[i] else 0
+                ls.last_cross_s = t_cross
+                if truth is not None and truth[i] in (Light.RED, Light.UNKNOWN):
+                    st.red_light_entries += 1
+                    st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
+            self.queued[crossed] = False
+            starts = net.route_start[self.route]
+            self.link_idx = np.minimum((starts <= self.s[:, None]).sum(axis=1) - 1, net.route_nlinks[self.route] - 1)
+        # vehicles that reached the end of their route leave
+        done = self.s >= net.route_length[self.route]
+        if done.any():
+            idx = np.flatnonzero(done)
+            travel = t_now - self.t_enter[idx]
+            delay = np.maximum(travel - self.free_time[idx], 0.0)
+            st.finished += len(idx)
+            st.delay_sum_s += float(delay.sum())
+            st.stops_sum += int(self.stops[idx].sum())
+            for j, i in enumerate(idx):
+                st.finished_log.append((int(self.ids[i]), int(self.route[i]), float(self.t_enter[i]), float(delay[j]), int(self.stops[i])))
+            self._drop(~done)
+        self._collisions()
+
+    def _collisions(self) -> None:
+        """Count pairs of vehicles whose bodies overlap: in-lane (1D) and in junction boxes (2D)."""
+        n = self.n
+        if n < 2:
+            return
+        net = self.net
+        link = self.current_link()
+        s_link = self.s_on_link()
+        order = np.lexsort((s_link, link))
+        sl = link[order]
+        same = sl[1:] == sl[:-1]
+        rear, front = order[:-1][same], order[1:][same]
+        overlap = s_link[front] - self.length[front] < s_link[rear] - 1e-6
+        pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(rear[overlap], front[overlap], strict=True)]
+        # 2D check among vehicles on turning paths or within a car length of a stop line
+        in_box = (net.link_kind[link] == LinkKind.CONN) | (
+            (net.link_kind[link] == LinkKind.IN) & (net.link_length[link] - s_link < 6.0)
+        ) | ((net.link_kind[link] != LinkKind.CONN) & (s_link < self.length))
+        idx = np.flatnonzero(in_box)
+        if len(idx) >= 2:
+            x, y, h = self.bodies()
+            for a, b in _overlapping_boxes(idx, x, y, h, self.length, self.width):
+                pairs.append((int(self.ids[a]), int(self.ids[b])))
+        for p in pairs:
+            key = (min(p), max(p))
+            if key not in self.stats.collision_pairs:
+                self.stats.collision_pairs.add(key)
+                self.stats.collisions += 1
+
+    def _drop(self, keep: BoolArray) -> None:
+        for name in (
+            "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
+            "free_time", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
+        ):
+            setattr(self, name, getattr(self, name)[keep])
+
+    # -- summaries ----------------------------------------------------------------
+
+    def saturation_flow_vphpl(self, links: list[int] | None = None) -> float:
+        """HCM saturation flow [veh/h/lane] from the queued headways after the 4th vehicle."""
+        hs = [h for lid, ls in self.stats.links.items() if links is None or lid in links for h in ls.discharge_headways_s]
+        return 3600.0 / float(np.mean(hs)) if hs else math.nan
+
+
+def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
+    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s]."""
+    if d <= 0:
+        return 0.0
+    v = min(v, vmax)
+    d_acc = (vmax * vmax - v * v) / (2.0 * a)  # [m] to reach vmax
+    if d <= d_acc:
+        return (-v + math.sqrt(v * v + 2.0 * a * d)) / a
+    return (vmax - v) / a + (d - d_acc) / vmax
+
+
+def _overlapping_boxes(
+    idx: IntArray, x: FloatArray, y: FloatArray, h: FloatArray, length: FloatArray, width: FloatArray
+) -> list[tuple[int, int]]:
+    """Pairs among `idx` whose oriented rectangles (centre x,y; heading h) intersect (separating axes)."""
+    hr = np.radians(h[idx])
+    fx, fy = np.sin(hr), np.cos(hr)  # forward unit vectors
+    cx, cy = x[idx], y[idx]
+    half_l, half_w = length[idx] / 2, width[idx] / 2
+    m = len(idx)
+    ia, ib = np.triu_indices(m, 1)
+    near = np.hypot(cx[ia] - cx[ib], cy[ia] - cy[ib]) < (half_l[ia] + half_l[ib] + 1.0)
+    ia, ib = ia[near], ib[near]
+    if len(ia) == 0:
+        return []
+    dx, dy = cx[ib] - cx[ia], cy[ib] - cy[ia]
+    sep = np.zeros(len(ia), dtype=bool)
+    for ax_x, ax_y in ((fx[ia], fy[ia]), (fy[ia], -fx[ia]), (fx[ib], fy[ib]), (fy[ib], -fx[ib])):
+        dist = np.abs(dx * ax_x + dy * ax_y)
+        sep |= dist >= _extent(ia, ax_x, ax_y, fx, fy, half_l, half_w) + _extent(ib, ax_x, ax_y, fx, fy, half_l, half_w)
+    hit = ~sep
+    return [(int(idx[a]), int(idx[b])) for a, b in zip(ia[hit], ib[hit], strict=True)]
+
+
+_LIGHT_OF_STATE = {
+    LightState.PROTECTED_GREEN: Light.GREEN,
+    LightState.PERMISSIVE_GREEN: Light.PERMISSIVE,
+    LightState.FLASHING_GREEN: Light.GREEN,
+    LightState.YELLOW: Light.YELLOW,
+    LightState.RED: Light.RED,
+    LightState.FLASHING_RED: Light.RED,
+}
+
+
+def light_of(state: LightState) -> Light:
+    """How a driver reads a SPaT light state (anything else: unknown, treated as red)."""
+    return _LIGHT_OF_STATE.get(state, Light.UNKNOWN)
+
+
+def _extent(
+    k: IntArray, ax_x: FloatArray, ax_y: FloatArray, fx: FloatArray, fy: FloatArray, half_l: FloatArray, half_w: FloatArray
+) -> FloatArray:
+    """Half the width of rectangles `k` projected on the axes (ax_x, ax_y)."""
+    along = np.abs(fx[k] * ax_x + fy[k] * ax_y)
+    across = np.abs(fy[k] * ax_x - fx[k] * ax_y)
+    return half_l[k] * along + half_w[k] * across
