@@ -1,0 +1,176 @@
+"""The mobility core: safety with perfect information, behaviour at signals, and its measurements."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from roadside.offline import OfflineRun
+from roadside.signal import Mode
+from v2x import scenario
+from v2x.geo import LocalFrame
+from v2x.network import LinkKind, Network
+from v2x.traffic import Light, Traffic
+
+BUNDLED = scenario.bundled()
+BENCH = scenario.bundled_dir().parent / "bench" / "scenarios"
+
+
+def _load(name: str, **changes: object) -> scenario.Scenario:
+    path = BENCH / f"{name}.toml" if (BENCH / f"{name}.toml").exists() else scenario.bundled_dir() / f"{name}.toml"
+    return dataclasses.replace(scenario.load(path), **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
+def test_one_hour_with_perfect_information_is_safe(path: object) -> None:
+    sc = dataclasses.replace(scenario.load(path), duration_s=3600.0)  # type: ignore[arg-type]
+    run = OfflineRun(sc)
+    traffic = run.run(3600.0)
+    st = traffic.stats
+    assert st.collisions == 0, sorted(st.collision_pairs)[:10]
+    assert st.red_light_entries == 0, st.red_light_log[:10]
+    # traffic really flowed: most arrivals were served, nothing is stuck at the edge
+    assert st.finished > 0.9 * st.spawned > 1000
+    assert st.waiting_to_enter < 50
+
+
+def _run_with_beliefs(belief: Light, truth_too: bool, seconds: float = 120.0) -> Traffic:
+    net = Network(_load("four_way"))
+    traffic = Traffic(net)
+    for _ in range(round(seconds / 0.1)):
+        group, _dist = traffic.signal_view()
+        believed = np.where(group >= 0, belief, Light.NONE)
+        truth = believed if truth_too else np.where(group >= 0, Light.RED, Light.NONE)
+        traffic.step(0.1, believed, truth)
+    return traffic
+
+
+def test_vehicles_stop_for_a_red_they_believe() -> None:
+    traffic = _run_with_beliefs(Light.RED, truth_too=True)
+    assert traffic.n > 20
+    assert sum(ls.served for ls in traffic.stats.links.values()) == 0
+    group, dist = traffic.signal_view()
+    assert (dist[group >= 0] > -0.01).all()
+
+
+def test_unknown_spat_is_treated_as_red() -> None:
+    traffic = _run_with_beliefs(Light.UNKNOWN, truth_too=True)
+    assert sum(ls.served for ls in traffic.stats.links.values()) == 0
+
+
+def test_vehicles_act_on_belief_not_on_the_controller() -> None:
+    # they believe green while the signal really shows red: they go, and every entry is counted
+    traffic = _run_with_beliefs(Light.GREEN, truth_too=False)
+    served = sum(ls.served for ls in traffic.stats.links.values())
+    assert served > 20
+    assert traffic.stats.red_light_entries == served
+
+
+def test_overlap_detector_counts_a_forced_overlap() -> None:
+    net = Network(_load("four_way"))
+    traffic = Traffic(net)
+    for _ in range(300):
+        group, _ = traffic.signal_view()
+        traffic.step(0.1, np.where(group >= 0, Light.RED, Light.NONE))
+    assert traffic.stats.collisions == 0
+    link = traffic.current_link()
+    lane = np.bincount(link).argmax()
+    on = np.flatnonzero(link == lane)
+    assert len(on) >= 2
+    traffic.s[on[1]] = traffic.s[on[0]]  # put two vehicles on the same spot
+    traffic._collisions()
+    assert traffic.stats.collisions >= 1
+
+
+def test_yellow_dilemma_rule() -> None:
+    """Far enough to stop at 3 m/s^2: stop. Too close: go through."""
+    net = Network(_load("four_way"))
+    for dist, expect_stop in ((60.0, True), (15.0, False)):
+        traffic = Traffic(net, seed=1)
+        traffic._pending.clear()
+        traffic._arrivals.clear()
+        route = net.entry_routes[(0, "west", "through")][0]
+        from v2x.traffic import VEHICLE_TYPES, _Pending
+
+        traffic._append(_Pending(0.0, 0, "through", (0, "west", "through"), 1), route, VEHICLE_TYPES["car"], 13.9)
+        traffic.s[0] = net.route_start[route, 1] - dist
+        for _ in range(100):
+            group, _ = traffic.signal_view()
+            traffic.step(0.1, np.where(group >= 0, Light.YELLOW, Light.NONE))
+        crossed = traffic.n == 0 or traffic.link_idx[0] > 0
+        assert crossed != expect_stop, f"at {dist} m on yellow"
+
+
+def test_permissive_left_waits_for_an_oncoming_car() -> None:
+    net = Network(_load("four_way"))
+    from v2x.traffic import VEHICLE_TYPES, _Pending
+
+    def setup(oncoming_dist: float) -> Traffic:
+        tr = Traffic(net, seed=1)
+        tr._pending.clear()
+        tr._arrivals.clear()
+        left = net.entry_routes[(0, "west", "left")][0]
+        through = net.entry_routes[(0, "east", "through")][0]
+        tr._append(_Pending(0.0, 0, "left", (0, "west", "left"), 1), left, VEHICLE_TYPES["car"], 0.0)
+        tr.s[0] = net.route_start[left, 1] - 1.0  # waiting at its stop line
+        tr._append(_Pending(0.0, 0, "through", (0, "east", "through"), 2), through, VEHICLE_TYPES["car"], 13.9)
+        tr.s[1] = net.route_start[through, 1] - oncoming_dist
+        return tr
+
+    def conflict_entered(tr: Traffic, seconds: float) -> float:
+        """Time the left-turner's front passes its first yield waiting point (or inf)."""
+        left_link = net.routes[tr.route[0]][1]
+        wait = min(c.wait_yielder for c in net.conflicts if c.yielder == left_link)
+        for k in range(round(seconds / 0.1)):
+            group, _ = tr.signal_view()
+            believed = np.where(group >= 0, Light.GREEN, Light.NONE)
+            believed[0] = Light.PERMISSIVE if group[0] >= 0 else Light.NONE
+            tr.step(0.1, believed)
+            i = np.flatnonzero(tr.ids == 1)
+            if len(i) and tr.current_link()[i[0]] == left_link and tr.s_on_link()[i[0]] > wait + 0.5:
+                return k * 0.1
+        return math.inf
+
+    near = conflict_entered(setup(30.0), 3.0)  # oncoming car ~2 s away: must wait
+    far = conflict_entered(setup(200.0), 6.0)  # ~14 s away: goes at once
+    assert near == math.inf
+    assert far < 6.0
+
+
+def test_saturation_flow_from_queue_discharge() -> None:
+    sc = _load("saturation", duration_s=900.0)
+    run = OfflineRun(sc)
+    traffic = run.run(900.0)
+    west = [lk.id for lk in run.net.links if lk.kind == LinkKind.IN and lk.leg == "west"]
+    flow = traffic.saturation_flow_vphpl(west)
+    assert 1800.0 <= flow <= 1950.0
+
+
+def test_actuated_control_runs_safely() -> None:
+    run = OfflineRun(_load("four_way", duration_s=900.0), Mode.ACTUATED)
+    traffic = run.run(900.0)
+    assert traffic.stats.collisions == 0 and traffic.stats.red_light_entries == 0
+    assert traffic.stats.finished > 300
+
+
+def test_geometry_right_hand_traffic_and_wgs84() -> None:
+    net = Network(_load("four_way"))
+    # northbound traffic (from the south) drives on the east side of the centre line
+    south_in = [lk for lk in net.links if lk.kind == LinkKind.IN and lk.leg == "south"]
+    assert all(lk.points[:, 0].min() > 0 for lk in south_in)
+    frame = LocalFrame(31.4912, 120.3119)
+    p = frame.to_geo(250.0, -120.0)
+    x, y = frame.to_local(p.lat_deg, p.lon_deg)
+    assert abs(x - 250.0) < 1e-6 and abs(y + 120.0) < 1e-6
+    # 1e-7 deg of latitude is about 1.1 cm
+    assert abs(frame.to_geo(0.0, 1.0).lat_deg - 31.4912 - 1 / 110_860) < 1e-7
+
+
+def test_permissive_groups_come_from_conflicts() -> None:
+    net = Network(_load("four_way"))
+    ig = net.intersections[0]
+    names = [{(net.groups[g].leg, net.groups[g].turn) for g in p} for p in ig.phase_permissive]
+    assert names == [{("north", "left"), ("south", "left")}, {("east", "left"), ("west", "left")}]
