@@ -36,7 +36,8 @@ def test_fixed_time_states_follow_the_cycle() -> None:
     run(ctl, 31.0)
     assert ctl.state(2) is LightState.YELLOW
     run(ctl, 34.0)
-    assert ctl.state(2) is LightState.RED and ctl.state(3) is LightState.RED  # all-red
+    assert ctl.state(2) is LightState.RED
+    assert ctl.state(3) is LightState.RED
     run(ctl, 35.5)
     assert ctl.state(3) is LightState.PROTECTED_GREEN
     run(ctl, 70.5)
@@ -55,7 +56,8 @@ def test_fixed_time_is_a_pure_function_of_time(t: float, offset: float) -> None:
 def test_offset_shifts_the_cycle() -> None:
     ctl = SignalController(two_phase(offset=20.0))
     run(ctl, 20.05)
-    assert ctl.interval is Interval.GREEN and ctl.k == 0
+    assert ctl.interval is Interval.GREEN
+    assert ctl.k == 0
     assert abs(ctl.interval_start - 20.0) < 1e-9
 
 
@@ -113,7 +115,8 @@ def test_plan_takes_effect_at_the_phase_boundary() -> None:
     run(ctl, 34.9)
     assert ctl.plan.plan_id == 1  # still in the old plan's clearance
     run(ctl, 35.1)
-    assert ctl.plan.plan_id == 7 and ctl.plan_changes == [(35.0, 7)]
+    assert ctl.plan.plan_id == 7
+    assert ctl.plan_changes == [(35.0, 7)]
     run(ctl, 50.5)  # new green of 15 s for phase 2 ended at 50 s
     assert ctl.state(3) is LightState.YELLOW
 
@@ -148,5 +151,6 @@ def test_actuated_timing_brackets_the_end() -> None:
     ctl = SignalController(two_phase(Mode.ACTUATED))
     run(ctl, 5.0, calls=frozenset({1}))
     tm = ctl.timing(1)
-    assert tm.min_end_s == 10.0 and tm.max_end_s == 50.0
+    assert tm.min_end_s == 10.0
+    assert tm.max_end_s == 50.0
     assert tm.min_end_s <= tm.likely_end_s <= tm.max_end_s

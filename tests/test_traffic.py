@@ -152,7 +152,8 @@ def test_saturation_flow_from_queue_discharge() -> None:
 def test_actuated_control_runs_safely() -> None:
     run = OfflineRun(_load("four_way", duration_s=900.0), Mode.ACTUATED)
     traffic = run.run(900.0)
-    assert traffic.stats.collisions == 0 and traffic.stats.red_light_entries == 0
+    assert traffic.stats.collisions == 0
+    assert traffic.stats.red_light_entries == 0
     assert traffic.stats.finished > 300
 
 
@@ -164,7 +165,8 @@ def test_geometry_right_hand_traffic_and_wgs84() -> None:
     frame = LocalFrame(31.4912, 120.3119)
     p = frame.to_geo(250.0, -120.0)
     x, y = frame.to_local(p.lat_deg, p.lon_deg)
-    assert abs(x - 250.0) < 1e-6 and abs(y + 120.0) < 1e-6
+    assert abs(x - 250.0) < 1e-6
+    assert abs(y + 120.0) < 1e-6
     # 1e-7 deg of latitude is about 1.1 cm
     assert abs(frame.to_geo(0.0, 1.0).lat_deg - 31.4912 - 1 / 110_860) < 1e-7
 
