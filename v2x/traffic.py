@@ -89,6 +89,16 @@ class LinkStats:
     last_cross_s: float = -math.inf
 
 
+@dataclass(frozen=True)
+class FinishedVehicle:
+    vid: int
+    route: int
+    t_enter: float  # [s] arrival at the network edge
+    delay_s: float  # [s] control delay: travel time minus free-flow time over the whole route
+    line_delay_s: float  # [s] delay up to the first stop line (a point queue's delay, as in Webster)
+    stops: int
+
+
 @dataclass
 class Stats:
     """Network-wide measurements."""
@@ -104,8 +114,7 @@ class Stats:
     collision_pairs: set[tuple[int, int]] = field(default_factory=set)
     waiting_to_enter: int = 0  # vehicles queued outside the network (entry lane full)
     links: dict[int, LinkStats] = field(default_factory=dict)
-    finished_log: list[tuple[int, int, float, float, int]] = field(default_factory=list)
-    # (vehicle id, route, enter time [s], delay [s], stops)
+    finished_log: list[FinishedVehicle] = field(default_factory=list)
 
     @property
     def mean_delay_s(self) -> float:
@@ -153,6 +162,8 @@ class Traffic:
         self.amax: FloatArray = np.zeros(n)
         self.t_enter: FloatArray = np.zeros(n)  # [s] arrival at the network edge
         self.free_time: FloatArray = np.zeros(n)  # [s] route time at desired speed
+        self.free_to_line: FloatArray = np.zeros(n)  # [s] time to the first stop line at desired speed
+        self.line_delay: FloatArray = np.zeros(n)  # [s] delay up to the first stop line (nan before it)
         self.stops: IntArray = np.zeros(n, dtype=np.int64)
         self.stopped: BoolArray = np.zeros(n, dtype=bool)
         self.queued: BoolArray = np.zeros(n, dtype=bool)  # stopped on its current IN link
@@ -272,6 +283,10 @@ class Traffic:
         self.amax = cat(self.amax, self.driver.max_accel_mps2 * vt.accel_factor)  # type: ignore[assignment]
         self.t_enter = cat(self.t_enter, p.t_arrive)  # type: ignore[assignment]
         self.free_time = cat(self.free_time, free)  # type: ignore[assignment]
+        first = self.net.routes[route][0]
+        to_line = self.net.links[first].length / (self.net.links[first].speed_limit_mps * min(vt.speed_factor, 1.0))
+        self.free_to_line = cat(self.free_to_line, to_line)  # type: ignore[assignment]
+        self.line_delay = cat(self.line_delay, np.nan)  # type: ignore[assignment]
         self.stops = cat(self.stops, 0)  # type: ignore[assignment]
         self.stopped = cat(self.stopped, False)  # type: ignore[assignment]
         self.queued = cat(self.queued, False)  # type: ignore[assignment]
@@ -614,6 +629,8 @@ class Traffic:
                 else:
                     ls.queue_pos = 1 if self.queued[i] else 0
                 ls.last_cross_s = t_cross
+                if self.link_idx[i] == 0:
+                    self.line_delay[i] = max(t_cross - self.t_enter[i] - self.free_to_line[i], 0.0)
                 if truth is not None and truth[i] in (Light.RED, Light.UNKNOWN):
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
@@ -630,7 +647,12 @@ class Traffic:
             st.delay_sum_s += float(delay.sum())
             st.stops_sum += int(self.stops[idx].sum())
             for j, i in enumerate(idx):
-                st.finished_log.append((int(self.ids[i]), int(self.route[i]), float(self.t_enter[i]), float(delay[j]), int(self.stops[i])))
+                st.finished_log.append(
+                    FinishedVehicle(
+                        int(self.ids[i]), int(self.route[i]), float(self.t_enter[i]), float(delay[j]),
+                        float(self.line_delay[i]), int(self.stops[i]),
+                    )
+                )
             self._drop(~done)
         self._collisions()
 
@@ -666,7 +688,7 @@ class Traffic:
     def _drop(self, keep: BoolArray) -> None:
         for name in (
             "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
-            "free_time", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
+            "free_time", "free_to_line", "line_delay", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
         ):
             setattr(self, name, getattr(self, name)[keep])
 
