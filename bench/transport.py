@@ -176,7 +176,6 @@ def gmqtt_sub(port: int, topic: str, qos: int, n: int, conn: Connection) -> None
 def gmqtt_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Connection) -> None:
     async def main() -> None:
         import gmqtt
-
         from gmqtt.storage import PersistentStorage
 
         class Counting(PersistentStorage):  # type: ignore[misc]
@@ -185,6 +184,7 @@ def gmqtt_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Connec
             def __init__(self) -> None:
                 super().__init__()
                 self.unacked: set[int] = set()
+                self.freed = asyncio.Event()
 
             @property
             def inflight(self) -> int:
@@ -196,6 +196,7 @@ def gmqtt_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Connec
 
             def remove_message_by_mid(self, mid: int) -> None:
                 self.unacked.discard(mid)
+                self.freed.set()
                 super().remove_message_by_mid(mid)
 
         store = Counting()
@@ -212,7 +213,8 @@ def gmqtt_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Connec
 
         async def send(i: int) -> None:
             while store.inflight >= limit[0] - 1:  # gmqtt has no in-flight queue of its own
-                await asyncio.sleep(0.0002)
+                store.freed.clear()
+                await store.freed.wait()
             c.publish(topic, _payload(i), qos=qos)
 
         await _apace(n, rate, send)
