@@ -1,0 +1,210 @@
+"""The MQTT transport against a real Mosquitto, and its in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from v2x import codec
+from v2x import messages as m
+from v2x.broker import MosquittoBroker
+from v2x.errors import BrokerError
+from v2x.transport import (
+    BACKOFF_CAP_S,
+    BrokerUrl,
+    MemoryBroker,
+    MemoryTransport,
+    Message,
+    MqttTransport,
+    Will,
+    backoff_delay,
+    topic_matches,
+)
+
+
+async def _collect(t: MqttTransport | MemoryTransport, n: int, timeout_s: float = 10.0) -> list[Message]:
+    out: list[Message] = []
+
+    async def run() -> None:
+        async for msg in t.messages():
+            out.append(msg)
+            if len(out) >= n:
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run(), timeout_s)
+    return out
+
+
+def _frame(seq: int) -> bytes:
+    return codec.encode(
+        m.Frame(
+            m.Header("veh-1", m.SenderKind.VEHICLE, seq, 1_763_700_000_000_000, seq * 100),
+            m.Bsm(position=m.GeoPoint(31.49, 120.31), speed_mps=10.0, heading_deg=90.0),
+        )
+    )
+
+
+async def test_round_trip_of_a_frame(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-sub") as sub, MqttTransport(mosquitto.url, f"{topic_prefix}-pub") as pub:
+        await sub.subscribe(f"{topic_prefix}/#")
+        await asyncio.sleep(0.2)
+        assert pub.publish(f"{topic_prefix}/bsm/x", _frame(7), expiry_s=1)
+        [msg] = await _collect(sub, 1)
+    assert msg.topic == f"{topic_prefix}/bsm/x"
+    assert codec.decode(msg.payload).header.seq == 7
+    assert pub.protocol_version == 5
+
+
+async def test_qos1_burst_beyond_receive_maximum_is_delivered(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    n = 3000  # Mosquitto's default Receive Maximum is 20
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-sub") as sub, MqttTransport(mosquitto.url, f"{topic_prefix}-pub") as pub:
+        await sub.subscribe(f"{topic_prefix}/#", qos=1)
+        await asyncio.sleep(0.2)
+        for i in range(n):
+            assert pub.publish(f"{topic_prefix}/rsi", _frame(i), qos=1)
+        got = await _collect(sub, n, 30)
+        assert await pub.drain()
+    assert len({codec.decode(x.payload).header.seq for x in got}) == n
+    assert pub.stats.dropped_out == 0
+
+
+async def test_forced_mqtt_311(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    async with (
+        MqttTransport(mosquitto.url, f"{topic_prefix}-sub", version="3.1.1") as sub,
+        MqttTransport(mosquitto.url, f"{topic_prefix}-pub", version="3.1.1") as pub,
+    ):
+        assert sub.protocol_version == 4
+        await sub.subscribe(f"{topic_prefix}/+")
+        await asyncio.sleep(0.2)
+        pub.publish(f"{topic_prefix}/a", b"x", expiry_s=1)  # expiry is MQTT 5 only: dropped, not an error
+        got = await _collect(sub, 1)
+    assert [x.payload for x in got] == [b"x"]
+
+
+async def test_a_full_inbox_drops_and_counts(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-sub", inbox=10) as sub, MqttTransport(mosquitto.url, f"{topic_prefix}-pub") as pub:
+        await sub.subscribe(f"{topic_prefix}/#", qos=1)
+        await asyncio.sleep(0.2)
+        for i in range(200):
+            pub.publish(f"{topic_prefix}/x", _frame(i), qos=1)
+        assert await pub.drain()
+        await asyncio.sleep(0.3)
+        assert sub.stats.received == 200
+        assert sub.stats.dropped_in == 190
+        assert len(await _collect(sub, 10, 1)) == 10
+
+
+async def test_reconnect_resubscribes_and_delivers_what_was_published_during_the_outage(broker_factory, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    broker = broker_factory(persistence=True)
+    url = broker.url
+    async with (
+        MqttTransport(url, f"{topic_prefix}-sub", clean_start=False, session_expiry_s=600, seed=1) as sub,
+        MqttTransport(url, f"{topic_prefix}-pub", clean_start=False, session_expiry_s=600, seed=2) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#", qos=1)
+        await asyncio.sleep(0.3)
+        for i in range(50):
+            pub.publish(f"{topic_prefix}/plan", _frame(i), qos=1)
+        assert await pub.drain()
+        before = await _collect(sub, 50)
+        await asyncio.sleep(1.2)  # let Mosquitto autosave the sessions (autosave_interval 1)
+        broker.stop()
+        await asyncio.sleep(0.5)
+        assert not pub.connected
+        for i in range(50, 100):  # published while the broker is down
+            pub.publish(f"{topic_prefix}/plan", _frame(i), qos=1)
+        broker.start()
+        after = await _collect(sub, 50, 30)
+        assert pub.stats.reconnects >= 1
+        assert sub.stats.reconnects >= 1
+    seqs = {codec.decode(x.payload).header.seq for x in before + after}
+    assert seqs == set(range(100))
+
+
+async def test_last_will_on_a_killed_client(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    will_topic = f"{topic_prefix}/status/rsu/R1"
+    script = textwrap.dedent(f"""
+        import asyncio, time
+        from v2x.transport import MqttTransport, Will
+        async def main():
+            t = MqttTransport({mosquitto.url!r}, "rsu-R1", will=Will({will_topic!r}, b"offline"), keepalive_s=1)
+            await t.start()
+            t.publish({will_topic!r}, b"online", qos=1, retain=True)
+            await t.drain()
+            print("up", flush=True)
+            await asyncio.sleep(60)
+        asyncio.run(main())
+    """)
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(will_topic, qos=1)
+        # a separate OS process, so that SIGKILL leaves the broker to publish the Will
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ})  # noqa: ASYNC220
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"up"
+            [online] = await _collect(watch, 1)
+            assert online.payload == b"online"
+            os.kill(proc.pid, signal.SIGKILL)
+            [will] = await _collect(watch, 1, 10)
+            assert will.payload == b"offline"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+async def test_unreachable_broker_is_a_clear_error(topic_prefix: str) -> None:
+    from v2x.broker import free_port
+
+    t = MqttTransport(f"mqtt://127.0.0.1:{free_port()}", "x", connect_timeout_s=0.5)
+    with pytest.raises(BrokerError, match=r"cannot connect to mqtt://127\.0\.0\.1"):
+        await t.start()
+
+
+def test_topic_matching() -> None:
+    assert topic_matches("v2x/v1/bsm/#", "v2x/v1/bsm/1/2/veh-1")
+    assert topic_matches("v2x/v1/spat/+/1/#", "v2x/v1/spat/rsu/1/2/J1")
+    assert topic_matches("a/#", "a")
+    assert not topic_matches("v2x/v1/spat/+/1/#", "v2x/v1/spat/rsu/2/J1")
+    assert not topic_matches("a/+", "a/b/c")
+    assert not topic_matches("#", "$SYS/broker")
+
+
+def test_broker_urls() -> None:
+    assert BrokerUrl.parse("mqtt://127.0.0.1:1884") == BrokerUrl("127.0.0.1", 1884)
+    assert BrokerUrl.parse("mqtts://u:p%40ss@host") == BrokerUrl("host", 8883, True, "u", "p@ss")
+    assert BrokerUrl.parse("localhost").port == 1883
+    with pytest.raises(BrokerError, match="scheme"):
+        BrokerUrl.parse("http://x")
+    with pytest.raises(BrokerError, match="port"):
+        BrokerUrl.parse("mqtt://x:abc")
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    import random
+
+    rng = random.Random(1)
+    delays = [backoff_delay(k, rng) for k in range(12)]
+    assert delays[0] < 0.3
+    assert max(delays) <= BACKOFF_CAP_S * 1.5
+    assert delays[6] > delays[1]
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+
+
+async def test_memory_transport_retains_and_publishes_wills() -> None:
+    broker = MemoryBroker()
+    async with MemoryTransport(broker, "a", will=Will("s/a", b"offline")) as a, MemoryTransport(broker, "b") as b:
+        a.publish("s/a", b"online", qos=1, retain=True)
+        await b.subscribe("s/#")
+        [retained] = await _collect(b, 1)
+        assert retained.payload == b"online"
+        broker.kill("a")
+        [will] = await _collect(b, 1)
+        assert will.payload == b"offline"
