@@ -141,6 +141,13 @@ class Network:
             half = max(max(a.lanes, a.n_exit_lanes) * a.lane_width_m for a in spec.approaches)
             self.intersections.append(IntersectionGeom(i, spec, (spec.x_m, spec.y_m), half + STOP_LINE_MARGIN_M))
         self._build_lanes()
+        # MAP lane ids: per intersection, ingress lanes then egress lanes, by leg and lane
+        self.map_lane_ids: dict[int, int] = {}
+        for ig in self.intersections:
+            ordered = sorted(ig.in_links.items(), key=lambda kv: (LEGS.index(kv[0][0]), kv[0][1]))
+            ordered += sorted(ig.out_links.items(), key=lambda kv: (LEGS.index(kv[0][0]), kv[0][1]))
+            for k, (_key, lid) in enumerate(ordered, start=1):
+                self.map_lane_ids[lid] = k
         self._build_groups()
         self._build_connectors()
         self._build_conflicts()

@@ -1,0 +1,55 @@
+"""What a vehicle believes each signal shows, from the SPaT it has received.
+
+A vehicle keeps the latest IntersectionState per intersection, from either path (the RSU's
+sidelink or the cloud's cellular relay), and uses the fresher. Between messages it follows
+the countdown: past the current state's likely end it takes the next state. SPaT older
+than the staleness threshold, or never received, is unknown, which the core treats as red.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from v2x import messages as m
+from v2x.traffic import Light, light_of
+
+
+@dataclass(frozen=True)
+class Received:
+    state: m.IntersectionState
+    at_s: float  # [s] sim time the timing counts from (the SPaT's timestamp, in sim time)
+    path: str  # "rsu" or "cloud"
+
+
+class SignalBelief:
+    """One vehicle's view of the signals around it."""
+
+    def __init__(self, stale_s: float) -> None:
+        self.stale_s = stale_s
+        self.latest: dict[int, Received] = {}  # intersection wire id -> latest SPaT
+
+    def receive(self, state: m.IntersectionState, at_s: float, path: str) -> None:
+        """Keep the fresher of what we have and what arrived (by the time it counts from)."""
+        old = self.latest.get(state.ref.id)
+        if old is None or at_s >= old.at_s:
+            self.latest[state.ref.id] = Received(state, at_s, path)
+
+    def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
+        got = self.latest.get(intersection_id)
+        if got is None or now_s - got.at_s > self.stale_s:
+            return Light.UNKNOWN
+        for mv in got.state.states:
+            if mv.signal_group == group_id:
+                return _light_at(mv, now_s - got.at_s)
+        return Light.UNKNOWN
+
+
+def _light_at(mv: m.MovementState, age_s: float) -> Light:
+    """The state a movement shows `age_s` after its SPaT's timestamp, following the countdown."""
+    if not mv.events:
+        return Light.UNKNOWN
+    current = mv.events[0]
+    end = current.timing.likely_end_s if current.timing is not None else None
+    if end is None or age_s < end - 1e-9 or len(mv.events) < 2:
+        return light_of(current.state)
+    return light_of(mv.events[1].state)
