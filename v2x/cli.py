@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,22 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_tap(args: argparse.Namespace) -> int:
+    from v2x.errors import BrokerError
+    from v2x.tap import run
+
+    try:
+        return run(args.broker, args.topic_filter, args.count)
+    except BrokerError as e:
+        print(f"v2x tap: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _exec_tier(package: str, args: list[str]) -> int:
+    """Hand over to a tier's own command line; v2x does not import the roadside or cloud packages."""
+    os.execv(sys.executable, [sys.executable, "-m", package, *args])
+
+
 def _scenario_path(arg: str) -> Path:
     """A scenario given as a path, or as the name of a bundled one ('four_way')."""
     p = Path(arg)
@@ -79,15 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=_cmd_validate)
 
+    p = sub.add_parser(
+        "tap",
+        help="print live messages from a broker as JSON lines",
+        description="Subscribe to a topic filter and print each message, decoded, as one JSON line: "
+        "topic, type, header, body, receive time and latency. Undecodable payloads are reported on stderr.",
+    )
+    p.add_argument("topic_filter", nargs="?", default="v2x/v1/#", help="MQTT topic filter (default v2x/v1/#)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
+    p.add_argument("-n", "--count", type=int, default=None, help="stop after this many messages")
+    p.set_defaults(func=_cmd_tap)
+
+    # listed for --help; main() hands these to the tier's own command line before parsing
+    for tier, text in TIERS.items():
+        sub.add_parser(tier, help=text, add_help=False)
+
     p = sub.add_parser("scenarios", help="list the bundled scenarios", description="List the bundled scenarios.")
     p.add_argument("--paths", action="store_true", help="also print the folder they are in")
     p.set_defaults(func=_cmd_scenarios)
     return parser
 
 
+TIERS = {"roadside": "run a scenario's RSUs against a broker (`v2x roadside -h` for options)"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in TIERS:
+        return _exec_tier(args_list[0], args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

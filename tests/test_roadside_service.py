@@ -1,0 +1,67 @@
+"""The RSU as a real process on a real broker: MAP, SPaT at 10 Hz, status and its Last Will."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+from v2x import codec
+from v2x import messages as m
+from v2x.broker import MosquittoBroker
+from v2x.scenario import bundled_dir
+from v2x.topics import Topics
+from v2x.transport import MqttTransport
+
+
+async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    root = f"{topic_prefix}/v2x/v1"
+    topics = Topics(root)
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(f"{root}/#", qos=1)
+        await asyncio.sleep(0.2)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - a real OS process, so SIGKILL leaves the Will to the broker
+            [sys.executable, "-m", "v2x", "roadside", str(bundled_dir() / "four_way.toml"), "--broker", mosquitto.url,
+             "--root", root, "--keepalive", "1"],
+            stderr=subprocess.PIPE,
+        )
+        seen: Counter[str] = Counter()
+        statuses: list[m.ServiceState] = []
+        spat_states: list[m.IntersectionState] = []
+        killed_at = None
+        loop = asyncio.get_running_loop()
+        try:
+            async def watch_loop() -> None:
+                nonlocal killed_at
+                async for msg in watch.messages():
+                    frame = codec.decode(msg.payload)
+                    kind = m.message_type(frame.body).value
+                    seen[kind] += 1
+                    if isinstance(frame.body, m.Status):
+                        statuses.append(frame.body.state)
+                        if frame.body.state is m.ServiceState.OFFLINE and killed_at is not None:
+                            return
+                    if isinstance(frame.body, m.Spat):
+                        spat_states.extend(frame.body.intersections)
+                    if seen["spat"] >= 30 and killed_at is None:
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed_at = loop.time()
+
+            await asyncio.wait_for(watch_loop(), 20)
+            will_delay = loop.time() - (killed_at or 0)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert seen["map"] == 1
+    assert statuses[0] is m.ServiceState.ONLINE
+    assert statuses[-1] is m.ServiceState.OFFLINE  # published by the broker: the RSU was killed
+    assert will_delay < 5.0
+    assert {st.name for st in spat_states} == {"J1"}
+    states = spat_states[-1].states
+    assert {mv.signal_group for mv in states} == set(range(1, 13))
+    greens = [mv for mv in states if mv.events[0].state in (m.LightState.PROTECTED_GREEN, m.LightState.PERMISSIVE_GREEN)]
+    assert 0 < len(greens) <= 6
+    assert topics.status("rsu", "RSU-J1").startswith(root)

@@ -1,0 +1,35 @@
+"""Domain messages as JSON-ready values: enums by name, bit sets as sorted name lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from v2x import messages as m
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, frozenset):
+        return sorted(to_jsonable(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def frame_record(topic: str, frame: m.Frame, rx_ns: int | None = None) -> dict[str, Any]:
+    """One line of `v2x tap`: topic, type, header, body (and the receive time when known)."""
+    out: dict[str, Any] = {
+        "topic": topic,
+        "type": m.message_type(frame.body).value,
+        "header": to_jsonable(frame.header),
+        "body": to_jsonable(frame.body),
+    }
+    if rx_ns is not None:
+        out["rx_time_us"] = rx_ns // 1000
+        out["latency_ms"] = round((rx_ns / 1000 - frame.header.gen_time_us) / 1000, 3)
+    return out

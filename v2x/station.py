@@ -1,0 +1,41 @@
+"""A V2X station (vehicle OBU, RSU or the cloud): stamps and encodes its frames."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from v2x import codec
+from v2x import messages as m
+
+
+class Clock:
+    """Sim time for a real-time run: seconds since `start` on the monotonic clock; UTC from the wall clock."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def sim_s(self) -> float:
+        return time.monotonic() - self.start
+
+    @staticmethod
+    def utc_us() -> int:
+        return time.time_ns() // 1000
+
+
+class Station:
+    """Builds frames with a header: this station's id and kind, a sequence number per message type."""
+
+    def __init__(self, sender_id: str, kind: m.SenderKind, clock: Clock) -> None:
+        self.sender_id = sender_id
+        self.kind = kind
+        self.clock = clock
+        self._seq: dict[m.MessageType, int] = defaultdict(int)
+
+    def encode(self, body: m.Body, sim_s: float | None = None) -> bytes:
+        mtype = m.message_type(body)
+        seq = self._seq[mtype]
+        self._seq[mtype] = (seq + 1) % 2**32
+        sim = self.clock.sim_s() if sim_s is None else sim_s
+        header = m.Header(self.sender_id, self.kind, seq, self.clock.utc_us(), max(round(sim * 1000), 0))
+        return codec.encode(m.Frame(header, body))
