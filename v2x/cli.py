@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TIERS = {"roadside": "run a scenario's RSUs against a broker (`v2x roadside -h` for options)"}
+TIERS = {
+    "roadside": "run a scenario's RSUs against a broker (`v2x roadside -h` for options)",
+    "cloud": "run the cloud-control service against a broker (`v2x cloud -h` for options)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
