@@ -25,16 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--keepalive", type=int, default=5, help="MQTT keepalive [s]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
     try:
         net = Network(scenario.load(args.scenario))
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return 2
     try:
-        svc = asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive))
+        svc = asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch))
     except KeyboardInterrupt:
         return 130
     except BrokerError as e:

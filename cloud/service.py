@@ -103,7 +103,9 @@ class CloudService:
             before = self.rsus.get(sid)
             if before is None or before.online != online:
                 self.rsus[sid] = RsuLiveness(online, now)
-                self._event("rsu-online" if online else "rsu-lost", rsu=sid, sim_s=round(now, 3))
+                # the Will says the connection was lost; a clean shutdown says it stopped
+                name = "rsu-online" if online else ("rsu-stopped" if body.detail == "stopped" else "rsu-lost")
+                self._event(name, rsu=sid, sim_s=round(now, 3))
         elif not isinstance(body, (m.Spat, m.Status)):
             self._bad("wrong_type", topic, f"{kind} from {frame.header.sender_id}")
 
@@ -122,8 +124,10 @@ def cloud_will(topics: Topics, clock: Clock) -> Will:
     return Will(topics.status("cloud", CLOUD_ID), offline)
 
 
-async def serve(net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5) -> CloudService:
-    clock = Clock()
+async def serve(
+    net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None
+) -> CloudService:
+    clock = Clock(epoch_s)
     topics = Topics(root)
     transport = MqttTransport(url, CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
     await transport.start()

@@ -24,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intersection", action="append", help="run only this intersection's RSU (repeatable)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--keepalive", type=int, default=5, help="MQTT keepalive [s]; the broker publishes the Will after 1.5x this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
     try:
         sc = scenario.load(args.scenario)
     except ScenarioError as e:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.scenario}: no intersection {unknown} (expected one of {ids})", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive))
+        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch))
     except KeyboardInterrupt:
         return 130
     except BrokerError as e:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT
+LOST = "connection lost"  # the offline status's detail in the Will, published by the broker
+STOPPED = "stopped"  # the detail of a clean shutdown
 
 
 def rsu_id(sc: Scenario, index: int) -> str:
@@ -133,15 +135,16 @@ def plan_from_message(p: m.SignalPlan) -> Plan:
 
 def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:
     """The Will fixed at connect time: a retained offline status."""
-    return Will(topics.status("rsu", sid), status_frame(Station(sid, m.SenderKind.RSU, clock), m.ServiceState.OFFLINE, detail))
+    return Will(topics.status("rsu", sid), status_frame(Station(sid, m.SenderKind.RSU, clock), m.ServiceState.OFFLINE, LOST))
 
 
 async def serve(
-    sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5
+    sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
+    epoch_s: float | None = None,
 ) -> None:
     """Run RSUs for the given intersections, each with its own connection, until `duration_s`."""
     net = Network(sc)
-    clock = Clock()
+    clock = Clock(epoch_s)
     topics = Topics(root)
     services: list[RsuService] = []
     transports: list[MqttTransport] = []
@@ -161,6 +164,6 @@ async def serve(
                 tg.create_task(svc.run(duration_s), name=svc.id)
     finally:
         for svc, tr in zip(services, transports, strict=True):
-            tr.publish(topics.status("rsu", svc.id), status_frame(svc.station, m.ServiceState.OFFLINE, svc.spec.id), qos=1, retain=True)
+            tr.publish(topics.status("rsu", svc.id), status_frame(svc.station, m.ServiceState.OFFLINE, STOPPED), qos=1, retain=True)
             await tr.drain(2.0)
             await tr.close()

@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tap)
 
     # listed for --help; main() hands these to the tier's own command line before parsing
+    sub.add_parser("fleet", help="run a scenario's vehicles against a broker (`v2x fleet -h` for options)", add_help=False)
     for tier, text in TIERS.items():
         sub.add_parser(tier, help=text, add_help=False)
 
@@ -125,6 +126,10 @@ TIERS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "fleet":
+        from v2x.fleet_cli import main as fleet_main
+
+        return fleet_main(args_list[1:])
     if args_list and args_list[0] in TIERS:
         return _exec_tier(args_list[0], args_list[1:])
     parser = build_parser()

@@ -10,13 +10,20 @@ from v2x import messages as m
 
 
 class Clock:
-    """Sim time for a real-time run: seconds since `start` on the monotonic clock; UTC from the wall clock."""
+    """Sim time for a real-time run: seconds since a UTC epoch shared by every tier of the run.
 
-    def __init__(self) -> None:
-        self.start = time.monotonic()
+    Separate processes given the same `epoch_s` agree on sim time, so a SPaT's timestamp
+    (UTC) means the same sim time to the RSU that sent it and the vehicle that reads it.
+    """
+
+    def __init__(self, epoch_s: float | None = None) -> None:
+        self.epoch_s = time.time() if epoch_s is None else epoch_s
 
     def sim_s(self) -> float:
-        return time.monotonic() - self.start
+        return time.time() - self.epoch_s
+
+    def sim_of_utc_ms(self, utc_ms: int) -> float:
+        return utc_ms / 1000.0 - self.epoch_s
 
     @staticmethod
     def utc_us() -> int:

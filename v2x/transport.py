@@ -130,6 +130,8 @@ class Transport(Protocol):
 
     def messages(self) -> AsyncIterator[Message]: ...
 
+    def poll(self, limit: int = 10_000) -> list[Message]: ...
+
     async def drain(self, timeout_s: float = 5.0) -> bool: ...
 
 
@@ -410,6 +412,16 @@ class MqttTransport:
         while True:
             yield await self._inbox.get()
 
+    def poll(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
 
 # ---------------------------------------------------------------------------
 # In memory, for unit tests of service logic
@@ -508,3 +520,13 @@ class MemoryTransport:
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         return True
+
+    def poll(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
