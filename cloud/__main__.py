@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from cloud.service import serve
+from cloud.service import CloudService, serve
 from v2x import scenario
 from v2x.errors import BrokerError, ScenarioError
 from v2x.network import Network
@@ -35,13 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return 2
+    started: list[CloudService] = []
+    code = 0
     try:
-        svc = asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch))
+        asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started))
     except KeyboardInterrupt:
-        return 130
+        code = 130  # still print the summary of what was seen
     except BrokerError as e:
         print(f"v2x cloud: {e}", file=sys.stderr)
         return 1
+    if not started:
+        return code
+    svc = started[0]
     summary = {
         "event": "summary",
         "received": dict(svc.counters.received),
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "bad_input": dict(svc.counters.bad_input),
     }
     print(json.dumps(summary), flush=True)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

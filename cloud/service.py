@@ -68,8 +68,10 @@ class CloudService:
         await t.subscribe(self.topics.area("bsm", ""), qos=0)
         await t.subscribe(f"{self.topics.root}/spat/rsu/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
+        # run until `duration_s` of sim time since the run's epoch, as every tier does
+        timeout = None if duration_s is None else max(duration_s - self.clock.sim_s(), 0.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listen(), timeout=duration_s)
+            await asyncio.wait_for(self._listen(), timeout=timeout)
 
     async def _listen(self) -> None:
         async for msg in self.transport.messages():
@@ -125,13 +127,17 @@ def cloud_will(topics: Topics, clock: Clock) -> Will:
 
 
 async def serve(
-    net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None
+    net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
+    started: list[CloudService] | None = None,
 ) -> CloudService:
+    """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
     clock = Clock(epoch_s)
     topics = Topics(root)
     transport = MqttTransport(url, CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
     await transport.start()
     svc = CloudService(net, transport, topics, clock)
+    if started is not None:
+        started.append(svc)
     try:
         await svc.run(duration_s)
     finally:

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from v2x import __version__, scenario
 from v2x.errors import ScenarioError
@@ -67,15 +66,6 @@ def _exec_tier(package: str, args: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", package, *args])
 
 
-def _scenario_path(arg: str) -> Path:
-    """A scenario given as a path, or as the name of a bundled one ('four_way')."""
-    p = Path(arg)
-    if p.exists() or p.suffix == ".toml":
-        return p
-    bundled = scenario.bundled_dir() / f"{arg}.toml"
-    return bundled if bundled.exists() else p
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="v2x",
@@ -108,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tap)
 
     # listed for --help; main() hands these to the tier's own command line before parsing
+    sub.add_parser("run", help="run a scenario: every tier, through a broker, with a report (`v2x run -h`)", add_help=False)
     sub.add_parser("fleet", help="run a scenario's vehicles against a broker (`v2x fleet -h` for options)", add_help=False)
     for tier, text in TIERS.items():
         sub.add_parser(tier, help=text, add_help=False)
@@ -126,6 +117,10 @@ TIERS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "run":
+        from v2x.run import main as run_main
+
+        return run_main(args_list[1:])
     if args_list and args_list[0] == "fleet":
         from v2x.fleet_cli import main as fleet_main
 

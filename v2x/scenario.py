@@ -459,3 +459,12 @@ def bundled_dir() -> FsPath:
 def bundled() -> list[FsPath]:
     """The bundled scenario files, sorted by name."""
     return sorted(bundled_dir().glob("*.toml"))
+
+
+def resolve(arg: str) -> FsPath:
+    """A scenario given as a path, or as the name of a bundled one ("four_way")."""
+    p = FsPath(arg)
+    if p.exists() or p.suffix == ".toml":
+        return p
+    named = bundled_dir() / f"{arg}.toml"
+    return named if named.exists() else p

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
+from v2x.broker import mqtt_ping
 from v2x.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,12 @@ class MqttTransport:
         """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
+        if self.version == "auto" and not self.url.tls:
+            # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
+            # expiry is set, so decide the level before the real CONNECT.
+            host, port = self.url.host, self.url.port
+            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4):
+                self.version = "3.1.1"
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False
         if self.url.tls:
