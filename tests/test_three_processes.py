@@ -19,7 +19,7 @@ def test_three_tiers_as_processes(mosquitto: MosquittoBroker, topic_prefix: str)
     common = ["--broker", mosquitto.url, "--epoch", f"{time.time():.3f}", "--root", root]
     rsu = subprocess.Popen([sys.executable, "-m", "v2x", "roadside", SHORT, *common, "--duration", str(RUN_S + 3)], stderr=subprocess.PIPE, text=True)
     cloud = subprocess.Popen(
-        [sys.executable, "-m", "v2x", "cloud", SHORT, *common, "--duration", str(RUN_S + 3)],
+        [sys.executable, "-m", "v2x", "cloud", SHORT, *common, "--duration", str(RUN_S + 5)],  # outlives the RSU
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -93,11 +93,16 @@ def main(argv: list[str]) -> int:
             style="yellow",
         )
     epoch = time.time() + START_DELAY_S
-    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, "--duration", f"{duration + 1.0:g}"]
+    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root]
+    # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers = {
-        "roadside": subprocess.Popen([sys.executable, "-m", "roadside", str(scenario_path), *common], stderr=subprocess.PIPE, text=True),
+        "roadside": subprocess.Popen(
+            [sys.executable, "-m", "roadside", str(scenario_path), *common, "--duration", f"{duration + 1.0:g}"],
+            stderr=subprocess.PIPE, text=True,
+        ),
         "cloud": subprocess.Popen(
-            [sys.executable, "-m", "cloud", str(scenario_path), *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "cloud", str(scenario_path), *common, "--duration", f"{duration + 2.5:g}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
     }
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt)
@@ -135,7 +140,7 @@ def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
     outputs = {}
     for proc in tiers.values():
         try:
-            proc.wait(timeout=3.0)  # each tier ends on its own a moment after the fleet
+            proc.wait(timeout=5.0)  # each tier ends on its own a moment after the fleet
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
     for name, proc in tiers.items():
