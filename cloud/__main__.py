@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 
 from cloud.service import CloudService, serve
-from v2x import scenario
-from v2x.errors import BrokerError, ScenarioError
+from v2x.errors import BrokerError
 from v2x.network import Network
-from v2x.topics import DEFAULT_ROOT
+from v2x.tier_args import add_common, load, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,20 +19,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the cloud-control service for a scenario's region against a broker. Events "
         "(an RSU lost or back) are printed as JSON lines; a summary is printed at the end.",
     )
-    parser.add_argument("scenario", help="scenario file (the region and its intersections)")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
-    parser.add_argument("--keepalive", type=int, default=5, help="MQTT keepalive [s]")
+    add_common(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("gmqtt").setLevel(logging.WARNING)
-    try:
-        net = Network(scenario.load(args.scenario))
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
+    setup_logging()
+    sc = load(args.scenario)
+    if sc is None:
         return 2
+    net = Network(sc)
     started: list[CloudService] = []
     code = 0
     try:
@@ -52,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "received": dict(svc.counters.received),
         "relayed_spat": svc.counters.relayed_spat,
         "vehicles_seen": len(svc.vehicles),
-        "bad_input": dict(svc.counters.bad_input),
+        "bad_input": dict(svc.bad.counts),
     }
     print(json.dumps(summary), flush=True)
     return code

@@ -19,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from v2x import __version__, codec
+from v2x import __version__
 from v2x import messages as m
-from v2x.errors import DecodeError
+from v2x.inputs import BadInput
 from v2x.network import Network
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
@@ -42,7 +42,6 @@ class RsuLiveness:
 class CloudCounters:
     received: Counter[str] = field(default_factory=Counter)
     relayed_spat: int = 0
-    bad_input: Counter[str] = field(default_factory=Counter)
 
 
 class CloudService:
@@ -55,6 +54,7 @@ class CloudService:
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
         self.counters = CloudCounters()
+        self.bad = BadInput("cloud")
         self.events = events
         self._tile_of = {}
         for i, ig in enumerate(net.intersections):
@@ -75,12 +75,9 @@ class CloudService:
 
     async def _listen(self) -> None:
         async for msg in self.transport.messages():
-            try:
-                frame = codec.decode(msg.payload)
-            except DecodeError as e:
-                self._bad(e.kind, msg.topic, str(e))
-                continue
-            self.handle(msg.topic, frame)
+            frame = self.bad.decode(msg.topic, msg.payload)
+            if frame is not None:
+                self.handle(msg.topic, frame)
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
@@ -93,7 +90,7 @@ class CloudService:
             for st in body.intersections:
                 tile = self._tile_of.get(st.name) or self._tile_of.get(str(st.ref.id))
                 if tile is None:
-                    self._bad("unknown_intersection", topic, f"SPaT for {st.name!r} from {frame.header.sender_id}")
+                    self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
                 self.transport.publish(
                     self.topics.spat("cloud", tile, st.name), self.station.encode(m.Spat((st,)), now), expiry_s=1
@@ -109,16 +106,11 @@ class CloudService:
                 name = "rsu-online" if online else ("rsu-stopped" if body.detail == "stopped" else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
         elif not isinstance(body, (m.Spat, m.Status)):
-            self._bad("wrong_type", topic, f"{kind} from {frame.header.sender_id}")
+            self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
 
     def _event(self, name: str, **fields: object) -> None:
         self.events.write(json.dumps({"event": name, **fields}) + "\n")
         self.events.flush()
-
-    def _bad(self, kind: str, topic: str, detail: str) -> None:
-        if self.counters.bad_input[kind] == 0:
-            log.warning("cloud: bad input on %s (%s): %s", topic, kind, detail)
-        self.counters.bad_input[kind] += 1
 
 
 def cloud_will(topics: Topics, clock: Clock) -> Will:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from roadside.service import serve
-from v2x import scenario
-from v2x.errors import BrokerError, ScenarioError
-from v2x.topics import DEFAULT_ROOT
+from v2x.errors import BrokerError
+from v2x.tier_args import add_common, load, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,20 +17,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the roadside units of a scenario against a broker: each RSU runs its intersection's "
         "signal controller and publishes MAP (retained), SPaT at 10 Hz and a retained status with a Last Will.",
     )
-    parser.add_argument("scenario", help="scenario file")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
+    add_common(parser, "MQTT keepalive [s]; the broker publishes the Will after 1.5x this")
     parser.add_argument("--intersection", action="append", help="run only this intersection's RSU (repeatable)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
-    parser.add_argument("--keepalive", type=int, default=5, help="MQTT keepalive [s]; the broker publishes the Will after 1.5x this")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("gmqtt").setLevel(logging.WARNING)
-    try:
-        sc = scenario.load(args.scenario)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
+    setup_logging()
+    sc = load(args.scenario)
+    if sc is None:
         return 2
     ids = [x.id for x in sc.intersections]
     wanted = args.intersection or ids

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from roadside.plans import controllers
 from roadside.signal import Mode, PhaseTiming, Plan, SignalController
 from roadside.spat import intersection_state
-from v2x import __version__, codec
+from v2x import __version__
 from v2x import messages as m
-from v2x.errors import DecodeError
+from v2x.inputs import BadInput
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.station import Clock, Station
@@ -49,7 +48,6 @@ def status_frame(station: Station, state: m.ServiceState, detail: str) -> bytes:
 class RsuCounters:
     spat_sent: int = 0
     plans_applied: int = 0
-    bad_input: Counter[str] = field(default_factory=Counter)
 
 
 class RsuService:
@@ -69,6 +67,7 @@ class RsuService:
         center = net.frame.to_geo(cx, cy)
         self.tile = quadkey(center.lat_deg, center.lon_deg)
         self.counters = RsuCounters()
+        self.bad = BadInput(self.id)
         self._group_ids = {g.group_id for g in net.groups if g.intersection == index}
 
     async def run(self, duration_s: float | None = None) -> None:
@@ -98,27 +97,20 @@ class RsuService:
 
     async def _plans(self) -> None:
         async for msg in self.transport.messages():
-            try:
-                frame = codec.decode(msg.payload)
-            except DecodeError as e:
-                self._bad(e.kind, msg.topic, str(e))
+            frame = self.bad.decode(msg.topic, msg.payload)
+            if frame is None:
                 continue
             body = frame.body
             if not isinstance(body, m.SignalPlan):
-                self._bad("wrong_type", msg.topic, f"{m.message_type(body).value} from {frame.header.sender_id}")
+                self.bad.record("wrong_type", msg.topic, m.message_type(body).value, frame.header.sender_id)
                 continue
             plan = plan_from_message(body)
             unknown = {g for p in plan.phases for g in p.groups} - self._group_ids
             if unknown:
-                self._bad("bad_plan", msg.topic, f"plan {body.plan_id} from {frame.header.sender_id} names unknown groups {sorted(unknown)}")
+                self.bad.record("bad_plan", msg.topic, f"plan {body.plan_id} names unknown groups {sorted(unknown)}", frame.header.sender_id)
                 continue
             self.ctl.command(plan)
             self.counters.plans_applied += 1
-
-    def _bad(self, kind: str, topic: str, detail: str) -> None:
-        if self.counters.bad_input[kind] == 0:
-            log.warning("%s: bad input on %s (%s): %s", self.id, topic, kind, detail)
-        self.counters.bad_input[kind] += 1
 
 
 def plan_from_message(p: m.SignalPlan) -> Plan:

@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from v2x import codec
 from v2x import messages as m
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
-from v2x.errors import BrokerError, DecodeError
+from v2x.errors import BrokerError
+from v2x.inputs import BadInput
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.station import Clock, Station
@@ -54,7 +54,6 @@ class Radio:
 class FleetCounters:
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
-    bad_input: Counter[str] = field(default_factory=Counter)
     connect_failures: int = 0
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
@@ -82,6 +81,7 @@ class Fleet:
         self.traffic = Traffic(self.net, sc, seed)
         self.radios: dict[int, Radio] = {}
         self.counters = FleetCounters()
+        self.bad = BadInput("fleet")
         self._tasks: set[asyncio.Task[None]] = set()
         self._tile_of_intersection = []
         for ig in self.net.intersections:
@@ -147,10 +147,8 @@ class Fleet:
         await radio.transport.subscribe(new)
 
     def _handle(self, radio: Radio, topic: str, payload: bytes) -> None:
-        try:
-            frame = codec.decode(payload)
-        except DecodeError as e:
-            self._bad(e.kind, topic, str(e))
+        frame = self.bad.decode(topic, payload)
+        if frame is None:
             return
         body = frame.body
         kind = m.message_type(body).value
@@ -162,11 +160,6 @@ class Fleet:
             self.counters.vehicles_with_spat.add(radio.vid)
         else:
             self.counters.received[kind] += 1
-
-    def _bad(self, kind: str, topic: str, detail: str) -> None:
-        if self.counters.bad_input[kind] == 0:
-            log.warning("fleet: bad input on %s (%s): %s", topic, kind, detail)
-        self.counters.bad_input[kind] += 1
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ import logging
 import sys
 from typing import Any
 
-from v2x import scenario
-from v2x.errors import BrokerError, ScenarioError
+from v2x.errors import BrokerError
 from v2x.fleet import Fleet
 from v2x.station import Clock
-from v2x.topics import DEFAULT_ROOT, Topics
+from v2x.tier_args import add_common, load, setup_logging
+from v2x.topics import Topics
 
 
 def summary(fleet: Fleet) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "vehicles_with_spat": len(c.vehicles_with_spat),
             "approaching_without_spat": sorted(c.vehicles_approaching - c.vehicles_with_spat)[:20],
         },
-        "bad_input": dict(c.bad_input),
+        "bad_input": dict(fleet.bad.counts),
         "connect_failures": c.connect_failures,
     }
 
@@ -44,18 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a scenario's vehicles in real time against a broker: each vehicle connects as its own "
         "MQTT client, publishes BSMs and drives on the SPaT it receives. Prints a JSON summary at the end.",
     )
-    parser.add_argument("scenario", help="scenario file")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
-    parser.add_argument("--duration", type=float, default=None, help="sim seconds since the epoch to run (default: the scenario's)")
-    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    add_common(parser, duration_help="sim seconds since the epoch to run (default: the scenario's duration)")
     parser.add_argument("--mqtt", choices=["auto", "5", "3.1.1"], default="auto", help="MQTT version (default: 5, falling back to 3.1.1)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        sc = scenario.load(args.scenario)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
+    setup_logging(logging.WARNING)
+    sc = load(args.scenario)
+    if sc is None:
         return 2
     fleet = Fleet(sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt)
     try:

@@ -155,6 +155,26 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 30))) * (0.5 + rng.random())
 
 
+class _Inbox:
+    """The receiving side both transports share: a bounded queue read by iteration or by polling."""
+
+    _inbox: asyncio.Queue[Message]
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._inbox.get()
+
+    def poll(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
+
 # ---------------------------------------------------------------------------
 # gmqtt
 # ---------------------------------------------------------------------------
@@ -169,7 +189,7 @@ class _Outgoing:
     props: dict[str, Any] = field(default_factory=dict)
 
 
-class MqttTransport:
+class MqttTransport(_Inbox):
     """A broker connection (gmqtt). Use as `async with MqttTransport(url, client_id) as t:`."""
 
     def __init__(
@@ -415,19 +435,6 @@ class MqttTransport:
         if self._subs.pop(topic_filter, None) is not None and self._connected.is_set():
             self._client.unsubscribe(topic_filter)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            yield await self._inbox.get()
-
-    def poll(self, limit: int = 10_000) -> list[Message]:
-        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
-        out: list[Message] = []
-        while len(out) < limit:
-            try:
-                out.append(self._inbox.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out
 
 
 # ---------------------------------------------------------------------------
@@ -461,7 +468,7 @@ class MemoryBroker:
                 self.route(c.will.topic, c.will.payload, c.will.qos, c.will.retain)
 
 
-class MemoryTransport:
+class MemoryTransport(_Inbox):
     """The Transport interface over a MemoryBroker."""
 
     def __init__(self, broker: MemoryBroker, client_id: str, *, will: Will | None = None, inbox: int = 10_000) -> None:
@@ -521,19 +528,6 @@ class MemoryTransport:
     async def unsubscribe(self, topic_filter: str) -> None:
         self._subs.pop(topic_filter, None)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            yield await self._inbox.get()
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         return True
-
-    def poll(self, limit: int = 10_000) -> list[Message]:
-        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
-        out: list[Message] = []
-        while len(out) < limit:
-            try:
-                out.append(self._inbox.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out

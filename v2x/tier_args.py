@@ -1,0 +1,38 @@
+"""Command-line options every tier shares (`v2x roadside`, `v2x cloud`, `v2x fleet`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from v2x import scenario
+from v2x.errors import ScenarioError
+from v2x.topics import DEFAULT_ROOT
+
+
+def add_common(
+    parser: argparse.ArgumentParser,
+    keepalive_help: str = "MQTT keepalive [s]",
+    duration_help: str = "sim seconds since the epoch to run (default: until Ctrl-C)",
+) -> None:
+    parser.add_argument("scenario", help="scenario file, or the name of a bundled one")
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
+    parser.add_argument("--duration", type=float, default=None, help=duration_help)
+    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+
+
+def load(arg: str) -> scenario.Scenario | None:
+    """The scenario, or None after printing every problem (the caller exits with 2)."""
+    try:
+        return scenario.load(scenario.resolve(arg))
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return None
