@@ -59,6 +59,13 @@ class Light(enum.IntEnum):
     NONE = 5  # no signal ahead
 
 
+# Plain ints for the hot paths: IntEnum class-attribute lookups cost a Python call each.
+_IN, _CONN, _OUT = int(LinkKind.IN), int(LinkKind.CONN), int(LinkKind.OUT)
+_GREEN, _PERMISSIVE, _YELLOW, _RED, _UNKNOWN, _NONE = (
+    int(Light.GREEN), int(Light.PERMISSIVE), int(Light.YELLOW), int(Light.RED), int(Light.UNKNOWN), int(Light.NONE)
+)
+
+
 @dataclass(frozen=True)
 class VehicleType:
     name: str
@@ -170,6 +177,7 @@ class Traffic:
         self.go_on_yellow: BoolArray = np.zeros(n, dtype=bool)
         self.priority: BoolArray = np.zeros(n, dtype=bool)  # requests signal priority
         self.link_idx: IntArray = np.zeros(n, dtype=np.int64)  # index of the current link in the route
+        self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
         self._pending: list[_Pending] = []
         self._arrivals: list[tuple[float, Demand, tuple[int, str]]] = []
         self._schedule_demand()
@@ -293,6 +301,7 @@ class Traffic:
         self.go_on_yellow = cat(self.go_on_yellow, False)  # type: ignore[assignment]
         self.priority = cat(self.priority, p.priority)  # type: ignore[assignment]
         self.link_idx = cat(self.link_idx, 0)  # type: ignore[assignment]
+        self._view = None
         self.stats.spawned += 1
 
     def _free_time(self, route: int, vt: VehicleType) -> float:
@@ -316,6 +325,11 @@ class Traffic:
 
     def signal_view(self) -> tuple[IntArray, FloatArray]:
         """For each vehicle: (global signal group of its next stop line or -1, distance to it [m])."""
+        if self._view is None:
+            self._view = self._compute_signal_view()
+        return self._view
+
+    def _compute_signal_view(self) -> tuple[IntArray, FloatArray]:
         net = self.net
         link = self.current_link()
         kind = net.link_kind[link]
@@ -326,12 +340,12 @@ class Traffic:
         nxt2 = net.route_links[self.route, k2]
         group = np.full(self.n, -1, dtype=np.int64)
         dist = np.full(self.n, np.inf)
-        on_in = (kind == LinkKind.IN) & (nxt1 >= 0) & (self.link_idx + 1 < width)
+        on_in = (kind == _IN) & (nxt1 >= 0) & (self.link_idx + 1 < width)
         group[on_in] = net.link_group[nxt1[on_in]]
         dist[on_in] = (net.route_start[self.route, k1] - self.s)[on_in]
         # on a turning path whose exit is the next junction's approach lane (corridor)
-        on_conn = (kind == LinkKind.CONN) & (self.link_idx + 2 < width) & (nxt2 >= 0)
-        on_conn &= net.link_kind[np.maximum(nxt1, 0)] == LinkKind.IN
+        on_conn = (kind == _CONN) & (self.link_idx + 2 < width) & (nxt2 >= 0)
+        on_conn &= net.link_kind[np.maximum(nxt1, 0)] == _IN
         group[on_conn] = net.link_group[nxt2[on_conn]]
         dist[on_conn] = (net.route_start[self.route, k2] - self.s)[on_conn]
         return group, dist
@@ -340,21 +354,23 @@ class Traffic:
         """(x [m], y [m], heading [deg]) of every vehicle's front bumper centre."""
         return self.net.xy_heading(self.current_link(), self.s_on_link())
 
-    def bodies(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(centre x [m], centre y [m], heading [deg]) of every body, placed by its front and rear
-        points on the path, so a vehicle on a curve lies along the chord rather than the tangent."""
-        fx, fy, fh = self.positions()
-        s_rear = np.maximum(self.s - self.length, 0.0)
-        starts = self.net.route_start[self.route]
-        k = np.maximum((starts <= s_rear[:, None]).sum(axis=1) - 1, 0)
-        rear_link = self.net.route_links[self.route, k]
-        rx, ry, _ = self.net.xy_heading(rear_link, s_rear - starts[np.arange(self.n), k])
+    def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
+        placed by front and rear points on the path, so a body on a curve lies along the chord."""
+        if idx is None:
+            idx = np.arange(self.n)
+        route, s, length = self.route[idx], self.s[idx], self.length[idx]
+        starts_all = self.net.route_start[route]
+        fx, fy, fh = self.net.xy_heading(self.net.route_links[route, self.link_idx[idx]], s - starts_all[np.arange(len(idx)), self.link_idx[idx]])
+        s_rear = np.maximum(s - length, 0.0)
+        k = np.maximum((starts_all <= s_rear[:, None]).sum(axis=1) - 1, 0)
+        rx, ry, _ = self.net.xy_heading(self.net.route_links[route, k], s_rear - starts_all[np.arange(len(idx)), k])
         dx, dy = fx - rx, fy - ry
         chord = np.hypot(dx, dy)
         heading = np.where(chord > 0.5, np.degrees(np.arctan2(dx, dy)) % 360.0, fh)
         hr = np.radians(heading)
         # centre: half a body length behind the front along the chord's direction
-        return fx - np.sin(hr) * self.length / 2, fy - np.cos(hr) * self.length / 2, heading
+        return fx - np.sin(hr) * length / 2, fy - np.cos(hr) * length / 2, heading
 
     # -- the step ----------------------------------------------------------------
 
@@ -363,7 +379,7 @@ class Traffic:
         self._generate(self.t + dt)
         n = self.n
         if believed is None:
-            believed = np.full(n, Light.NONE, dtype=np.int64)
+            believed = np.full(n, _NONE, dtype=np.int64)
         if n:
             self._move(dt, believed, truth)
         self.t += dt
@@ -420,7 +436,7 @@ class Traffic:
             has[f_idx] = True
             ahead[idx[~found]] += net.link_length[nxt[~found]]
         # a vehicle that just turned off an IN link still overhangs it: siblings must not run into its rear
-        conn_tail = tail[(net.link_kind == LinkKind.CONN) & (tail >= 0)]
+        conn_tail = tail[(net.link_kind == _CONN) & (tail >= 0)]
         if len(conn_tail):
             ct_link = link[conn_tail]
             overhang = self.length[conn_tail] - s_link[conn_tail]
@@ -429,7 +445,7 @@ class Traffic:
             if len(src):
                 ov = np.full(len(net.links), -np.inf)
                 np.maximum.at(ov, src, overhang[hang])
-                on_src = np.isfinite(ov[link]) & (net.link_kind[link] == LinkKind.IN)
+                on_src = np.isfinite(ov[link]) & (net.link_kind[link] == _IN)
                 cand = np.flatnonzero(on_src)
                 g2 = llen[cand] - ov[link[cand]] - s_link[cand]
                 better = g2 < gap[cand]
@@ -455,9 +471,9 @@ class Traffic:
         # --- signals
         group, dist = self.signal_view()
         line_ahead = group >= 0
-        red = line_ahead & ((believed == Light.RED) | (believed == Light.UNKNOWN))
-        yellow = line_ahead & (believed == Light.YELLOW)
-        greenish = line_ahead & ((believed == Light.GREEN) | (believed == Light.PERMISSIVE))
+        red = line_ahead & ((believed == _RED) | (believed == _UNKNOWN))
+        yellow = line_ahead & (believed == _YELLOW)
+        greenish = line_ahead & ((believed == _GREEN) | (believed == _PERMISSIVE))
         self.go_on_yellow[greenish | ~line_ahead] = False
         need_decel = self.v**2 / (2.0 * np.maximum(dist, 0.01))
         yellow_stop = yellow & ~self.go_on_yellow & (need_decel <= YELLOW_DECEL_MPS2)
@@ -482,6 +498,7 @@ class Traffic:
         v_new = np.maximum(v_new, 0.0)
         s_old = self.s
         self.s = self.s + ds
+        self._view = None
         self.v = v_new
         self.a = acc
 
@@ -508,7 +525,7 @@ class Traffic:
         for bb, ld, r in zip(b, lead, rear, strict=True):
             # followers on path b, or on the lane before it, behind the leader's rear
             on_b = (link == bb) & (s_link < r)
-            before = (kind == LinkKind.IN) & (nxt == bb)
+            before = (kind == _IN) & (nxt == bb)
             x = np.where(on_b, s_link, np.where(before, s_link - net.link_length[link], np.nan))
             idx = np.flatnonzero(np.isfinite(x) & (x < r))
             g = r - x[idx]
@@ -536,13 +553,13 @@ class Traffic:
         k1 = np.minimum(self.link_idx + 1, width - 1)
         nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
         # the turning path each vehicle is on or about to take, and its position along it
-        on_conn = kind == LinkKind.CONN
-        approaching = (kind == LinkKind.IN) & (nxt >= 0) & (dist < APPROACH_M)
+        on_conn = kind == _CONN
+        approaching = (kind == _IN) & (nxt >= 0) & (dist < APPROACH_M)
         path = np.where(on_conn, link, np.where(approaching, nxt, -1))
         pos = np.where(on_conn, s_link, -dist)  # [m] along the path (negative: before the stop line)
         # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
         prev = np.where(self.link_idx > 0, net.route_links[self.route, np.maximum(self.link_idx - 1, 0)], -1)
-        leaving = (path < 0) & (prev >= 0) & (net.link_kind[np.maximum(prev, 0)] == LinkKind.CONN)
+        leaving = (path < 0) & (prev >= 0) & (net.link_kind[np.maximum(prev, 0)] == _CONN)
         leaving &= s_link < self.length
         path = np.where(leaving, prev, path)
         pos = np.where(leaving, net.link_length[np.maximum(prev, 0)] + s_link, pos)
@@ -602,7 +619,7 @@ class Traffic:
         now_stopped = np.where(self.stopped, self.v < MOVING_MPS, self.v < STOPPED_MPS)
         self.stops += (now_stopped & ~self.stopped).astype(np.int64)
         self.stopped = now_stopped
-        on_in = net.link_kind[link] == LinkKind.IN
+        on_in = net.link_kind[link] == _IN
         self.queued |= on_in & now_stopped
         # queue length per approach lane
         if on_in.any():
@@ -631,7 +648,7 @@ class Traffic:
                 ls.last_cross_s = t_cross
                 if self.link_idx[i] == 0:
                     self.line_delay[i] = max(t_cross - self.t_enter[i] - self.free_to_line[i], 0.0)
-                if truth is not None and truth[i] in (Light.RED, Light.UNKNOWN):
+                if truth is not None and truth[i] in (_RED, _UNKNOWN):
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
             self.queued[crossed] = False
@@ -671,14 +688,15 @@ class Traffic:
         overlap = s_link[front] - self.length[front] < s_link[rear] - 1e-6
         pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(rear[overlap], front[overlap], strict=True)]
         # 2D check among vehicles on turning paths or within a car length of a stop line
-        in_box = (net.link_kind[link] == LinkKind.CONN) | (
-            (net.link_kind[link] == LinkKind.IN) & (net.link_length[link] - s_link < 6.0)
-        ) | ((net.link_kind[link] != LinkKind.CONN) & (s_link < self.length))
+        in_box = (net.link_kind[link] == _CONN) | (
+            (net.link_kind[link] == _IN) & (net.link_length[link] - s_link < 6.0)
+        ) | ((net.link_kind[link] != _CONN) & (s_link < self.length))
         idx = np.flatnonzero(in_box)
         if len(idx) >= 2:
-            x, y, h = self.bodies()
-            for a, b in _overlapping_boxes(idx, x, y, h, self.length, self.width):
-                pairs.append((int(self.ids[a]), int(self.ids[b])))
+            x, y, h = self.bodies(idx)
+            local = np.arange(len(idx))
+            for a, b in _overlapping_boxes(local, x, y, h, self.length[idx], self.width[idx]):
+                pairs.append((int(self.ids[idx[a]]), int(self.ids[idx[b]])))
         for p in pairs:
             key = (min(p), max(p))
             if key not in self.stats.collision_pairs:
@@ -691,6 +709,7 @@ class Traffic:
             "free_time", "free_to_line", "line_delay", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
         ):
             setattr(self, name, getattr(self, name)[keep])
+        self._view = None
 
     # -- summaries ----------------------------------------------------------------
 
