@@ -55,6 +55,11 @@ class FleetCounters:
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
     connect_failures: int = 0
+    # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
+    # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
+    bsm_not_connected: int = 0
+    dropped_out: int = 0
+    dropped_in: int = 0
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
 
@@ -105,6 +110,8 @@ class Fleet:
         radio.ready = True
 
     async def _close(self, radio: Radio) -> None:
+        self.counters.dropped_out += radio.transport.stats.dropped_out
+        self.counters.dropped_in += radio.transport.stats.dropped_in
         with contextlib.suppress(Exception):
             await radio.transport.close()
 
@@ -177,6 +184,7 @@ class Fleet:
         for vid, bsm in build_bsms(self.traffic, self.net.frame):
             radio = self.radios.get(vid)
             if radio is None or not radio.ready:
+                self.counters.bsm_not_connected += 1
                 continue
             tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
             radio.transport.publish(

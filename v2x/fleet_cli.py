@@ -34,6 +34,11 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "approaching_without_spat": sorted(c.vehicles_approaching - c.vehicles_with_spat)[:20],
         },
         "bad_input": dict(fleet.bad.counts),
+        "dropped": {
+            "bsm_not_connected": c.bsm_not_connected,
+            "transport_out": c.dropped_out,
+            "transport_in": c.dropped_in,
+        },
         "connect_failures": c.connect_failures,
     }
 

@@ -187,6 +187,7 @@ def _report(
         "spat_coverage": fs["spat"],
         "cloud": {"vehicles_seen": cloud.get("vehicles_seen", 0), "events": [e for e in events if e.get("event") != "summary"]},
         "bad_input": {"fleet": fs["bad_input"], "cloud": cloud.get("bad_input", {})},
+        "dropped": {"fleet": fs["dropped"]},
     }
 
 
