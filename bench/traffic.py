@@ -361,7 +361,6 @@ def part_webster(duration: float, seeds: int) -> None:
     print("   d = c(1-l)^2 / (2(1-lx)) + x^2 / (2q(1-x)) - 0.65 (c/q^2)^(1/3) x^(2+5l)")
     # capacity and saturation flow measured on the same approach, oversaturated
     over = run_core(webster_scenario(1400.0, duration, seed=1))
-    s_vps = over.sat_flow_vphpl / 3600.0
     cap_vph = over.served_vph
     lam = cap_vph / over.sat_flow_vphpl
     print(f"   measured: saturation flow s = {over.sat_flow_vphpl:.0f} veh/h, capacity = {cap_vph:.0f} veh/h, "
@@ -379,7 +378,6 @@ def part_webster(duration: float, seeds: int) -> None:
         ok = abs(line / w - 1) <= 0.2
         print(f"{x:>8.2f}{q:>11.0f}{w:>13.1f}{line:>13.1f}{line / w:>8.2f}{'yes' if ok else 'NO':>6}"
               f"{control:>13.1f}{control / w:>8.2f}")
-    del s_vps
 
 
 def part_sumo(duration: float) -> None:

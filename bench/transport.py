@@ -65,6 +65,8 @@ class _Recorder:
         self.count = 0
         self.first = 0
         self.last = 0
+        self._seen = -1
+        self._since = time.monotonic()
 
     def hit(self, payload: bytes) -> None:
         now = time.monotonic_ns()
@@ -74,6 +76,15 @@ class _Recorder:
         if self.count < len(self.lat):
             self.lat[self.count] = now - struct.unpack_from("<q", payload)[0]
         self.count += 1
+
+    def finished(self, n: int) -> bool:
+        """All n received, or nothing new for IDLE_END_S."""
+        if self.count >= n:
+            return True
+        now = time.monotonic()
+        if self.count != self._seen:
+            self._seen, self._since = self.count, now
+        return now - self._since > IDLE_END_S
 
     def result(self) -> SubResult:
         return SubResult(self.count, self.first, self.last, self.lat[: min(self.count, len(self.lat))])
@@ -269,22 +280,12 @@ def aiomqtt_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Conn
 
 
 def _wait_idle(rec: _Recorder, n: int) -> None:
-    last, idle_since = -1, time.monotonic()
-    while rec.count < n:
-        if rec.count != last:
-            last, idle_since = rec.count, time.monotonic()
-        elif time.monotonic() - idle_since > IDLE_END_S:
-            break
+    while not rec.finished(n):
         time.sleep(0.01)
 
 
 async def _await_idle(rec: _Recorder, n: int) -> None:
-    last, idle_since = -1, time.monotonic()
-    while rec.count < n:
-        if rec.count != last:
-            last, idle_since = rec.count, time.monotonic()
-        elif time.monotonic() - idle_since > IDLE_END_S:
-            break
+    while not rec.finished(n):  # noqa: ASYNC110 - "idle for 2 s" is a time condition, no event signals it
         await asyncio.sleep(0.01)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,8 +25,6 @@ from v2x.network import Network
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.transport import MqttTransport, Transport, Will
-
-log = logging.getLogger(__name__)
 
 CLOUD_ID = "cloud"
 

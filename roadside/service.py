@@ -11,7 +11,6 @@ Bad payloads are counted per kind and never stop the service.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 
 from roadside.plans import controllers
@@ -26,8 +25,6 @@ from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.transport import MqttTransport, Transport, Will
 from v2x.v2xmap import build_map
-
-log = logging.getLogger(__name__)
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT

@@ -88,10 +88,11 @@ class Fleet:
         self.counters = FleetCounters()
         self.bad = BadInput("fleet")
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tile_of_intersection = []
+        # the SPaT filter (both paths) on the tile of each intersection
+        self._spat_filter = []
         for ig in self.net.intersections:
             g = self.net.frame.to_geo(*ig.center)
-            self._tile_of_intersection.append(quadkey(g.lat_deg, g.lon_deg))
+            self._spat_filter.append(topics.spat_area(quadkey(g.lat_deg, g.lon_deg)))
 
     # -- radios --------------------------------------------------------------------
 
@@ -140,8 +141,7 @@ class Fleet:
             g = int(group[i])
             if g >= 0:
                 self.counters.vehicles_approaching.add(int(vid))
-                tile = self._tile_of_intersection[self.net.groups[g].intersection]
-                wanted = self.topics.spat_area(tile)
+                wanted = self._spat_filter[self.net.groups[g].intersection]
                 if radio.spat_filter != wanted:
                     old, radio.spat_filter = radio.spat_filter, wanted
                     self._spawn(tg, self._resubscribe(radio, old, wanted), f"veh-{vid}-sub")

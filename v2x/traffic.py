@@ -350,10 +350,6 @@ class Traffic:
         dist[on_conn] = (net.route_start[self.route, k2] - self.s)[on_conn]
         return group, dist
 
-    def positions(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(x [m], y [m], heading [deg]) of every vehicle's front bumper centre."""
-        return self.net.xy_heading(self.current_link(), self.s_on_link())
-
     def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
         placed by front and rear points on the path, so a body on a curve lies along the chord."""
