@@ -35,17 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerError as e:
         print(f"v2x cloud: {e}", file=sys.stderr)
         return 1
-    if not started:
-        return code
-    svc = started[0]
-    summary = {
-        "event": "summary",
-        "received": dict(svc.counters.received),
-        "relayed_spat": svc.counters.relayed_spat,
-        "vehicles_seen": len(svc.vehicles),
-        "bad_input": dict(svc.bad.counts),
-    }
-    print(json.dumps(summary), flush=True)
+    for svc in started:
+        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
     return code
 
 

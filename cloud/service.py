@@ -1,7 +1,7 @@
 """The cloud-control service on a broker: the area picture, the SPaT relay, RSU liveness.
 
-  - subscribes to BSMs, RSU SPaT and every service's status in its region (one wildcard each);
-  - keeps a live picture: the latest BSM per vehicle, each RSU's liveness;
+  - subscribes to BSMs, RSMs, RSU SPaT and every service's status in its region (one wildcard each);
+  - keeps a live picture: the latest BSM per vehicle, the latest RSM per RSU, each RSU's liveness;
   - relays each intersection's SPaT, as the RSU reported it, on the cellular-path topic, so a
     vehicle out of RSU range (or without sidelink) still gets it;
   - reports an RSU lost when its status turns offline (its Last Will, published by the broker).
@@ -38,11 +38,12 @@ class RsuLiveness:
 @dataclass
 class CloudCounters:
     received: Counter[str] = field(default_factory=Counter)
+    sent: Counter[str] = field(default_factory=Counter)
     relayed_spat: int = 0
 
 
 class CloudService:
-    def __init__(self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO = sys.stdout) -> None:
+    def __init__(self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout) -> None:
         self.net = net
         self.transport = transport
         self.topics = topics
@@ -50,31 +51,70 @@ class CloudService:
         self.station = Station(CLOUD_ID, m.SenderKind.CLOUD, clock)
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
+        self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.counters = CloudCounters()
         self.bad = BadInput("cloud")
-        self.events = events
+        self.events = events  # where events are printed as they happen (JSON lines), if anywhere
+        self.event_log: list[dict[str, object]] = []
         self._tile_of = {}
         for i, ig in enumerate(net.intersections):
             g = net.frame.to_geo(*ig.center)
             self._tile_of[ig.spec.id] = quadkey(g.lat_deg, g.lon_deg)
             self._tile_of[str(i + 1)] = self._tile_of[ig.spec.id]
 
-    async def run(self, duration_s: float | None = None) -> None:
+    async def start(self) -> None:
+        """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        t.publish(self.topics.status("cloud", CLOUD_ID), self.station.encode(m.Status(m.ServiceState.ONLINE, __version__, "")), qos=1, retain=True)
+        self._publish(self.topics.status("cloud", CLOUD_ID), self._status(m.ServiceState.ONLINE), m.MessageType.STATUS, qos=1, retain=True)
         await t.subscribe(self.topics.area("bsm", ""), qos=0)
+        await t.subscribe(self.topics.area("rsm", ""), qos=0)
         await t.subscribe(f"{self.topics.root}/spat/rsu/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
-        # run until `duration_s` of sim time since the run's epoch, as every tier does
+
+    def stopping(self) -> None:
+        self._publish(self.topics.status("cloud", CLOUD_ID), self._status(m.ServiceState.OFFLINE), m.MessageType.STATUS, qos=1, retain=True)
+
+    def _status(self, state: m.ServiceState) -> bytes:
+        return self.station.encode(m.Status(state, __version__, ""))
+
+    def _publish(
+        self, topic: str, payload: bytes, mtype: m.MessageType, qos: int = 0, retain: bool = False, expiry_s: int | None = None
+    ) -> None:
+        if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
+            self.counters.sent[mtype.value] += 1
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Real time: start, then handle each message as it arrives, until `duration_s` of sim time."""
+        await self.start()
         timeout = None if duration_s is None else max(duration_s - self.clock.sim_s(), 0.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listen(), timeout=timeout)
 
     async def _listen(self) -> None:
         async for msg in self.transport.messages():
-            frame = self.bad.decode(msg.topic, msg.payload)
-            if frame is not None:
-                self.handle(msg.topic, frame)
+            self._accept(msg.topic, msg.payload)
+
+    def receive(self) -> None:
+        """Handle what has arrived, without waiting (the lockstep driver calls this)."""
+        for msg in self.transport.poll():
+            self._accept(msg.topic, msg.payload)
+
+    def tick(self, now: float) -> None:
+        """Periodic work at sim time `now` (the policies of the cloud-control issue plug in here)."""
+
+    def _accept(self, topic: str, payload: bytes) -> None:
+        frame = self.bad.decode(topic, payload)
+        if frame is not None:
+            self.handle(topic, frame)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "received": dict(self.counters.received),
+            "sent": dict(self.counters.sent),
+            "relayed_spat": self.counters.relayed_spat,
+            "vehicles_seen": len(self.vehicles),
+            "bad_input": dict(self.bad.counts),
+        }
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
@@ -89,9 +129,7 @@ class CloudService:
                 if tile is None:
                     self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
-                self.transport.publish(
-                    self.topics.spat("cloud", tile, st.name), self.station.encode(m.Spat((st,)), now), expiry_s=1
-                )
+                self._publish(self.topics.spat("cloud", tile, st.name), self.station.encode(m.Spat((st,)), now), m.MessageType.SPAT, expiry_s=1)
                 self.counters.relayed_spat += 1
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id
@@ -102,12 +140,17 @@ class CloudService:
                 # the Will says the connection was lost; a clean shutdown says it stopped
                 name = "rsu-online" if online else ("rsu-stopped" if body.detail == "stopped" else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
+        elif isinstance(body, m.Rsm):
+            self.rsm[frame.header.sender_id] = (body, now)
         elif not isinstance(body, (m.Spat, m.Status)):
             self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
 
     def _event(self, name: str, **fields: object) -> None:
-        self.events.write(json.dumps({"event": name, **fields}) + "\n")
-        self.events.flush()
+        event = {"event": name, **fields}
+        self.event_log.append(event)
+        if self.events is not None:
+            self.events.write(json.dumps(event) + "\n")
+            self.events.flush()
 
 
 def cloud_will(topics: Topics, clock: Clock) -> Will:
@@ -130,7 +173,7 @@ async def serve(
     try:
         await svc.run(duration_s)
     finally:
-        transport.publish(topics.status("cloud", CLOUD_ID), svc.station.encode(m.Status(m.ServiceState.OFFLINE, __version__, "")), qos=1, retain=True)
+        svc.stopping()
         await transport.drain(2.0)
         await transport.close()
     return svc

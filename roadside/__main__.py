@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
-from roadside.service import serve
+from roadside.service import RsuService, serve
 from v2x.errors import BrokerError
 from v2x.tier_args import add_common, load, setup_logging
 
@@ -15,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="v2x roadside",
         description="Run the roadside units of a scenario against a broker: each RSU runs its intersection's "
-        "signal controller and publishes MAP (retained), SPaT at 10 Hz and a retained status with a Last Will.",
+        "signal controller and publishes MAP (retained), SPaT and RSM at 10 Hz and a retained status with a Last Will. "
+        "Prints one JSON summary line per RSU at the end.",
     )
     add_common(parser, "MQTT keepalive [s]; the broker publishes the Will after 1.5x this")
     parser.add_argument("--intersection", action="append", help="run only this intersection's RSU (repeatable)")
@@ -30,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"{args.scenario}: no intersection {unknown} (expected one of {ids})", file=sys.stderr)
         return 2
+    started: list[RsuService] = []
+    code = 0
     try:
-        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch))
+        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch, started))
     except KeyboardInterrupt:
-        return 130
+        code = 130  # still print the summary of what was done
     except BrokerError as e:
         print(f"v2x roadside: {e}", file=sys.stderr)
         return 1
-    return 0
+    for svc in started:
+        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ It runs the intersection's signal controller in sim time and is its radio:
   - MAP, retained (QoS 1), on start;
   - SPaT at 10 Hz (QoS 0, 1 s expiry) on the sidelink path topic;
   - a retained online status, with a Last Will of offline;
+  - RSM at 10 Hz: the road users it heard (their BSMs) within its radio range;
   - SignalPlans from the cloud (QoS 1, persistent session), applied at the next phase boundary.
 Bad payloads are counted per kind and never stop the service.
 """
@@ -11,7 +12,9 @@ Bad payloads are counted per kind and never stop the service.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 
 from roadside.plans import controllers
 from roadside.signal import Mode, PhaseTiming, Plan, SignalController
@@ -20,21 +23,27 @@ from v2x import __version__
 from v2x import messages as m
 from v2x.inputs import BadInput
 from v2x.network import Network
-from v2x.scenario import Scenario
+from v2x.scenario import Rsu, Scenario
 from v2x.station import Clock, Station
-from v2x.topics import Topics, quadkey
+from v2x.topics import Topics, quadkey, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
 from v2x.v2xmap import build_map
 
-SPAT_PERIOD_S = 0.1  # [s] 10 Hz
-SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT
+SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
+SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
+RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
+DEFAULT_RANGE_M = 300.0  # [m] sidelink range of an RSU the scenario does not list
 LOST = "connection lost"  # the offline status's detail in the Will, published by the broker
 STOPPED = "stopped"  # the detail of a clean shutdown
 
 
-def rsu_id(sc: Scenario, index: int) -> str:
+def rsu_spec(sc: Scenario, index: int) -> Rsu:
     iid = sc.intersections[index].id
-    return next((r.id for r in sc.rsus if r.intersection == iid), f"rsu-{iid}")
+    return next((r for r in sc.rsus if r.intersection == iid), Rsu(f"rsu-{iid}", iid, DEFAULT_RANGE_M))
+
+
+def rsu_id(sc: Scenario, index: int) -> str:
+    return rsu_spec(sc, index).id
 
 
 def status_frame(station: Station, state: m.ServiceState, detail: str) -> bytes:
@@ -43,12 +52,18 @@ def status_frame(station: Station, state: m.ServiceState, detail: str) -> bytes:
 
 @dataclass
 class RsuCounters:
-    spat_sent: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)
     plans_applied: int = 0
 
 
 class RsuService:
-    """One RSU: the controller of intersection `index` and its radio."""
+    """One RSU: the controller of intersection `index` and its radio.
+
+    Synchronous at heart: `tick(now)` steps the controller and publishes what is due,
+    `receive()` handles what arrived. `run()` paces them on the clock (real time); the
+    lockstep driver calls them itself (fast mode).
+    """
 
     def __init__(self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock) -> None:
         self.net = net
@@ -57,57 +72,121 @@ class RsuService:
         self.topics = topics
         self.clock = clock
         self.spec = net.intersections[index].spec
-        self.id = rsu_id(net.scenario, index)
+        rsu = rsu_spec(net.scenario, index)
+        self.id = rsu.id
+        self.range_m = rsu.range_m
         self.station = Station(self.id, m.SenderKind.RSU, clock)
         self.ctl: SignalController = controllers(net)[index]
         cx, cy = net.intersections[index].center
         center = net.frame.to_geo(cx, cy)
         self.tile = quadkey(center.lat_deg, center.lon_deg)
+        self.xy = (cx + rsu.dx_m, cy + rsu.dy_m)
+        self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
         self.bad = BadInput(self.id)
+        self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
+        self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
+        self._next_ptc = 0
         self._group_ids = {g.group_id for g in net.groups if g.intersection == index}
+        self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
+        self._k = 0
 
-    async def run(self, duration_s: float | None = None) -> None:
-        """Announce, publish MAP, then SPaT at 10 Hz until `duration_s` of sim time (None: until cancelled)."""
-        t = self.transport
-        t.publish(self.topics.status("rsu", self.id), status_frame(self.station, m.ServiceState.ONLINE, self.spec.id), qos=1, retain=True)
-        t.publish(self.topics.map(self.tile, self.spec.id), self.station.encode(m.MapData((build_map(self.net, self.index),))), qos=1, retain=True)
-        await t.subscribe(self.topics.plan(self.spec.id), qos=1)
-        async with asyncio.TaskGroup() as tg:
-            plans = tg.create_task(self._plans(), name=f"{self.id}-plans")
-            await self._radio(duration_s)
-            plans.cancel()
+    async def start(self) -> None:
+        """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
+        self._publish(self.topics.status("rsu", self.id), status_frame(self.station, m.ServiceState.ONLINE, self.spec.id), m.MessageType.STATUS, qos=1, retain=True)
+        geometry = self.station.encode(m.MapData((build_map(self.net, self.index),)))
+        self._publish(self.topics.map(self.tile, self.spec.id), geometry, m.MessageType.MAP, qos=1, retain=True)
+        await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
+        for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
+            await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
 
-    async def _radio(self, duration_s: float | None) -> None:
-        start = self.clock.sim_s()
-        k = 0
-        while duration_s is None or self.clock.sim_s() < duration_s:
-            now = self.clock.sim_s()
-            self.ctl.step(max(now, self.ctl.t))
-            state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=k)
-            self.transport.publish(
-                self.topics.spat("rsu", self.tile, self.spec.id), self.station.encode(m.Spat((state,)), now), expiry_s=SPAT_EXPIRY_S
+    def _publish(self, topic: str, payload: bytes, mtype: m.MessageType, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
+        if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
+            self.counters.sent[mtype.value] += 1
+
+    def tick(self, now: float) -> None:
+        """Advance the controller to sim time `now`; publish SPaT and RSM when due."""
+        self.ctl.step(max(now, self.ctl.t))
+        if self._next_s is None:
+            self._next_s = now
+        if now + 1e-9 < self._next_s:
+            return
+        self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
+        state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k)
+        self._k += 1
+        self._publish(self.topics.spat("rsu", self.tile, self.spec.id), self.station.encode(m.Spat((state,)), now), m.MessageType.SPAT, expiry_s=SPAT_EXPIRY_S)
+        self._publish(self.topics.rsm(self.tile, self.id), self.station.encode(self.rsm(now), now), m.MessageType.RSM, expiry_s=SPAT_EXPIRY_S)
+
+    def next_due_s(self) -> float:
+        return self.clock.sim_s() if self._next_s is None else self._next_s
+
+    def rsm(self, now: float) -> m.Rsm:
+        """The road users this RSU heard within range in the last RSM_WINDOW_S."""
+        for sid in [sid for sid, (_, at) in self.heard.items() if now - at > RSM_WINDOW_S]:
+            del self.heard[sid]
+            self._ptc.pop(sid, None)
+        parts = []
+        for sid, (b, _) in sorted(self.heard.items()):
+            parts.append(
+                m.Participant(
+                    type=m.ParticipantType.MOTOR, ptc_id=self._ptc[sid], source=m.SourceType.V2X, vehicle_id=sid,
+                    position=b.position, speed_mps=b.speed_mps, heading_deg=b.heading_deg,
+                    width_m=b.width_m, length_m=b.length_m,
+                )
             )
-            self.counters.spat_sent += 1
-            k += 1
-            await asyncio.sleep(max(start + k * SPAT_PERIOD_S - self.clock.sim_s(), 0.0))
+        return m.Rsm(self.position, tuple(parts))
 
-    async def _plans(self) -> None:
-        async for msg in self.transport.messages():
+    def receive(self) -> None:
+        for msg in self.transport.poll():
             frame = self.bad.decode(msg.topic, msg.payload)
-            if frame is None:
-                continue
-            body = frame.body
-            if not isinstance(body, m.SignalPlan):
-                self.bad.record("wrong_type", msg.topic, m.message_type(body).value, frame.header.sender_id)
-                continue
+            if frame is not None:
+                self.handle(msg.topic, frame)
+
+    def handle(self, topic: str, frame: m.Frame) -> None:
+        body = frame.body
+        kind = m.message_type(body).value
+        sender = frame.header.sender_id
+        if isinstance(body, m.Bsm):
+            self.counters.received[kind] += 1
+            x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
+            if math.hypot(x - self.xy[0], y - self.xy[1]) <= self.range_m:
+                self.heard[sender] = (body, self.clock.sim_s())
+                if sender not in self._ptc:
+                    self._next_ptc = self._next_ptc % 65535 + 1
+                    self._ptc[sender] = self._next_ptc
+        elif isinstance(body, m.SignalPlan):
+            self.counters.received[kind] += 1
             plan = plan_from_message(body)
             unknown = {g for p in plan.phases for g in p.groups} - self._group_ids
             if unknown:
-                self.bad.record("bad_plan", msg.topic, f"plan {body.plan_id} names unknown groups {sorted(unknown)}", frame.header.sender_id)
-                continue
+                self.bad.record("bad_plan", topic, f"plan {body.plan_id} names unknown groups {sorted(unknown)}", sender)
+                return
             self.ctl.command(plan)
             self.counters.plans_applied += 1
+        else:
+            self.bad.record("wrong_type", topic, kind, sender)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rsu": self.id,
+            "sent": dict(self.counters.sent),
+            "received": dict(self.counters.received),
+            "plans_applied": self.counters.plans_applied,
+            "bad_input": dict(self.bad.counts),
+        }
+
+    def stopping(self) -> None:
+        """Say so before a clean disconnect: a retained offline status, "stopped"."""
+        self._publish(self.topics.status("rsu", self.id), status_frame(self.station, m.ServiceState.OFFLINE, STOPPED), m.MessageType.STATUS, qos=1, retain=True)
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""
+        await self.start()
+        await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
+        while duration_s is None or self.clock.sim_s() < duration_s:
+            self.receive()
+            self.tick(self.clock.sim_s())
+            await asyncio.sleep(max(self.next_due_s() - self.clock.sim_s(), 0.0))
 
 
 def plan_from_message(p: m.SignalPlan) -> Plan:
@@ -129,9 +208,12 @@ def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:
 
 async def serve(
     sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
-    epoch_s: float | None = None,
+    epoch_s: float | None = None, started: list[RsuService] | None = None,
 ) -> None:
-    """Run RSUs for the given intersections, each with its own connection, until `duration_s`."""
+    """Run RSUs for the given intersections, each with its own connection, until `duration_s`.
+
+    `started` receives the services as soon as they exist (for a summary after Ctrl-C).
+    """
     net = Network(sc)
     clock = Clock(epoch_s)
     topics = Topics(root)
@@ -145,6 +227,8 @@ async def serve(
         )
         transports.append(transport)
         services.append(RsuService(net, i, transport, topics, clock))
+    if started is not None:
+        started.extend(services)
     for tr in transports:
         await tr.start()
     try:
@@ -153,6 +237,6 @@ async def serve(
                 tg.create_task(svc.run(duration_s), name=svc.id)
     finally:
         for svc, tr in zip(services, transports, strict=True):
-            tr.publish(topics.status("rsu", svc.id), status_frame(svc.station, m.ServiceState.OFFLINE, STOPPED), qos=1, retain=True)
+            svc.stopping()
             await tr.drain(2.0)
             await tr.close()

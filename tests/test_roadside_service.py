@@ -65,3 +65,45 @@ async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: Mos
     greens = [mv for mv in states if mv.events[0].state in (m.LightState.PROTECTED_GREEN, m.LightState.PERMISSIVE_GREEN)]
     assert 0 < len(greens) <= 6
     assert topics.status("rsu", "RSU-J1").startswith(root)
+
+
+async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
+    from roadside.service import RSM_WINDOW_S, RsuService
+    from v2x.network import Network
+    from v2x.scenario import load
+    from v2x.station import Station, StepClock
+    from v2x.topics import quadkey
+    from v2x.transport import MemoryBroker, MemoryTransport
+
+    sc = load(bundled_dir() / "four_way.toml")
+    net = Network(sc)
+    topics = Topics()
+    clock = StepClock(1_767_225_600.0)
+    broker = MemoryBroker()
+    async with MemoryTransport(broker, "rsu") as rsu_t, MemoryTransport(broker, "veh") as veh_t, MemoryTransport(broker, "watch") as watch:
+        rsu = RsuService(net, 0, rsu_t, topics, clock)
+        await rsu.start()
+        await watch.subscribe(topics.area("rsm", ""))
+        cx, cy = net.intersections[0].center
+
+        def bsm_from(sid: str, dx: float) -> None:
+            p = net.frame.to_geo(cx + dx, cy)
+            veh_t.publish(topics.bsm(quadkey(p.lat_deg, p.lon_deg), sid), Station(sid, m.SenderKind.VEHICLE, clock).encode(m.Bsm(position=p, speed_mps=10.0, heading_deg=90.0)))
+
+        bsm_from("veh-near", 80.0)
+        bsm_from("veh-edge", rsu.range_m - 5.0)
+        bsm_from("veh-far", rsu.range_m + 40.0)  # heard on a subscribed tile perhaps, but out of range
+        rsu.receive()
+        rsu.tick(0.0)
+        clock.t = RSM_WINDOW_S + 0.2  # nobody heard since: the RSM empties
+        rsu.tick(clock.t)
+        rsms = [codec.decode(msg.payload).body for msg in watch.poll()]
+    assert all(isinstance(r, m.Rsm) for r in rsms)
+    assert len(rsms) == 2
+    first, later = rsms
+    assert isinstance(first, m.Rsm)
+    assert isinstance(later, m.Rsm)
+    assert [p.vehicle_id for p in first.participants] == ["veh-edge", "veh-near"]
+    assert all(p.source is m.SourceType.V2X and p.speed_mps == 10.0 for p in first.participants)
+    assert later.participants == ()
+    assert rsu.summary()["sent"] == {"status": 1, "map": 1, "spat": 2, "rsm": 2}

@@ -3,7 +3,8 @@
 Real-time mode: the traffic core steps on the wall clock (sim time is seconds since the
 run's shared UTC epoch). Each vehicle, while it is in the network:
   - connects as client `veh-<id>` and subscribes to SPaT from both paths (RSU sidelink and
-    cloud cellular) on the tile of the intersection ahead, re-subscribing when that changes;
+    cloud cellular) and to MAP on the tile of the intersection ahead, and to hazards (RSI)
+    and advisories on its own tile, re-subscribing when either changes;
   - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
   - feeds the SPaT it received, never the controller's state, into the core (`v2x.belief`).
 Bad payloads are counted per kind and never stop the fleet.
@@ -31,7 +32,7 @@ from v2x.scenario import Scenario
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.traffic import Light, Traffic
-from v2x.transport import MqttTransport
+from v2x.transport import MqttTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ class Radio:
 
     vid: int
     station: Station
-    transport: MqttTransport
+    transport: Transport
     belief: SignalBelief
-    spat_filter: str | None = None
+    filters: frozenset[str] = frozenset()  # what it is subscribed to
+    tile: str | None = None  # the tile of its latest BSM
     ready: bool = False
 
 
@@ -55,6 +57,7 @@ class FleetCounters:
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
     connect_failures: int = 0
+    resubscriptions: int = 0
     # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
     # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
     bsm_not_connected: int = 0
@@ -64,7 +67,19 @@ class FleetCounters:
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
 
 
+TransportFactory = Callable[[str], Transport]
+
+
 class Fleet:
+    """The vehicles of a scenario (or of one shard of it), each with its own broker connection.
+
+    Synchronous at heart, with its I/O returned as coroutines: `radio_work()` (connect new
+    OBUs, let departed ones go) and `subscription_work()` (follow the intersection ahead and
+    the tile) return what to await; `receive()` handles what arrived; `step()` moves the
+    traffic on what each vehicle believes and publishes BSMs when due. `run()` paces them in
+    real time, spawning the coroutines; the lockstep driver awaits them (fast mode).
+    """
+
     def __init__(
         self,
         sc: Scenario,
@@ -75,6 +90,8 @@ class Fleet:
         version: Literal["auto", "5", "3.1.1"] = "auto",
         keepalive_s: int = 10,
         seed: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self.sc = sc
         self.url = url
@@ -82,24 +99,31 @@ class Fleet:
         self.clock = clock
         self.version = version
         self.keepalive_s = keepalive_s
+        self.shard = shard
         self.net = Network(sc)
         self.traffic = Traffic(self.net, sc, seed)
         self.radios: dict[int, Radio] = {}
         self.counters = FleetCounters()
         self.bad = BadInput("fleet")
-        self._tasks: set[asyncio.Task[None]] = set()
-        # the SPaT filter (both paths) on the tile of each intersection
-        self._spat_filter = []
+        self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
+        self._factory = transport_factory or self._mqtt
+        self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
+        self._k = 0
+        # the intersections' tiles: SPaT (both paths) and MAP are addressed to them
+        self._ix_tile = []
         for ig in self.net.intersections:
             g = self.net.frame.to_geo(*ig.center)
-            self._spat_filter.append(topics.spat_area(quadkey(g.lat_deg, g.lon_deg)))
+            self._ix_tile.append(quadkey(g.lat_deg, g.lon_deg))
 
-    # -- radios --------------------------------------------------------------------
+    def _mqtt(self, sid: str) -> Transport:
+        return MqttTransport(self.url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
 
-    def _spawn(self, tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = tg.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def mine(self, vid: int) -> bool:
+        """Whether a vehicle belongs to this fleet's shard (`v2x fleet --shard i/n`)."""
+        i, n = self.shard
+        return vid % n == i
+
+    # -- radios: I/O as coroutines ------------------------------------------------------
 
     async def _connect(self, radio: Radio) -> None:
         try:
@@ -116,42 +140,55 @@ class Fleet:
         with contextlib.suppress(Exception):
             await radio.transport.close()
 
-    def _sync_radios(self, tg: asyncio.TaskGroup) -> None:
-        """Give new vehicles an OBU; let departed vehicles' OBUs go."""
-        present = set(int(v) for v in self.traffic.ids)
-        for vid in present - self.radios.keys():
+    def radio_work(self) -> list[Coroutine[Any, Any, None]]:
+        """Give new vehicles of this shard an OBU; let departed vehicles' OBUs go."""
+        present = {int(v) for v in self.traffic.ids if self.mine(int(v))}
+        work = []
+        for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
-            transport = MqttTransport(
-                self.url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000
-            )
-            radio = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), transport, SignalBelief(self.sc.fleet.spat_stale_s))
-            self.radios[vid] = radio
-            self._spawn(tg, self._connect(radio), f"{sid}-connect")
-        for vid in self.radios.keys() - present:
-            self._spawn(tg, self._close(self.radios.pop(vid)), f"veh-{vid}-close")
+            belief = SignalBelief(self.sc.fleet.spat_stale_s)
+            radio = self.radios[vid] = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), belief)
+            work.append(self._connect(radio))
+        for vid in sorted(self.radios.keys() - present):
+            work.append(self._close(self.radios.pop(vid)))
+        return work
 
-    # -- receiving ---------------------------------------------------------------------
-
-    def _receive(self, tg: asyncio.TaskGroup, group: np.ndarray) -> None:
+    def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
+        """Follow each vehicle's intersection ahead (SPaT, MAP) and its tile (hazards, advisories)."""
+        group, _ = self.traffic.signal_view()
+        work = []
         for i, vid in enumerate(self.traffic.ids):
             radio = self.radios.get(int(vid))
-            if radio is None or not radio.ready:
+            if radio is None or not radio.ready or radio.tile is None:
                 continue
-            # SPaT for the intersection ahead, from both paths
+            t = self.topics
+            wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             g = int(group[i])
             if g >= 0:
                 self.counters.vehicles_approaching.add(int(vid))
-                wanted = self._spat_filter[self.net.groups[g].intersection]
-                if radio.spat_filter != wanted:
-                    old, radio.spat_filter = radio.spat_filter, wanted
-                    self._spawn(tg, self._resubscribe(radio, old, wanted), f"veh-{vid}-sub")
-            for msg in radio.transport.poll():
-                self._handle(radio, msg.topic, msg.payload)
+                ix_tile = self._ix_tile[self.net.groups[g].intersection]
+                wanted |= {t.spat_area(ix_tile), t.area("map", ix_tile)}
+            if wanted != radio.filters:
+                old, radio.filters = radio.filters, frozenset(wanted)
+                work.append(self._resubscribe(radio, old, radio.filters))
+        return work
 
-    async def _resubscribe(self, radio: Radio, old: str | None, new: str) -> None:
-        if old is not None:
-            await radio.transport.unsubscribe(old)
-        await radio.transport.subscribe(new)
+    async def _resubscribe(self, radio: Radio, old: frozenset[str], new: frozenset[str]) -> None:
+        if old:
+            self.counters.resubscriptions += 1
+        for f in sorted(old - new):
+            await radio.transport.unsubscribe(f)
+        for f in sorted(new - old):
+            await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f else 0)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive(self) -> None:
+        """Handle what every OBU has received."""
+        for radio in self.radios.values():
+            if radio.ready:
+                for msg in radio.transport.poll():
+                    self._handle(radio, msg.topic, msg.payload)
 
     def _handle(self, radio: Radio, topic: str, payload: bytes) -> None:
         frame = self.bad.decode(topic, payload)
@@ -165,53 +202,82 @@ class Fleet:
             for st in body.intersections:
                 radio.belief.receive(st, self.clock.sim_of_utc_ms(st.timestamp_ms), path)
             self.counters.vehicles_with_spat.add(radio.vid)
-        else:
+        elif isinstance(body, (m.MapData, m.Rsi, m.Advisory)):
             self.counters.received[kind] += 1
+        else:
+            self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
 
-    # -- the loop ---------------------------------------------------------------------------
+    # -- the step ----------------------------------------------------------------------------
 
     def beliefs(self, group: np.ndarray) -> np.ndarray:
-        """The light each vehicle believes its next signal shows."""
+        """The light each vehicle believes its next signal shows (another shard's vehicles see the truth)."""
         lights = np.full(self.traffic.n, Light.NONE, dtype=np.int64)
         now = self.traffic.t
+        truth = self.truth(group) if self.truth is not None else None
         for i in np.flatnonzero(group >= 0):
-            radio = self.radios.get(int(self.traffic.ids[i]))
+            vid = int(self.traffic.ids[i])
+            radio = self.radios.get(vid)
             sg = self.net.groups[int(group[i])]
-            lights[i] = Light.UNKNOWN if radio is None else radio.belief.light(sg.intersection + 1, sg.group_id, now)
+            if radio is not None:
+                lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
+            elif self.mine(vid) or truth is None:
+                lights[i] = Light.UNKNOWN
+            else:
+                lights[i] = truth[i]
         return lights
 
-    def _publish_bsms(self) -> None:
+    def move(self) -> None:
+        """Move the traffic one step on what the vehicles believe."""
+        group, _ = self.traffic.signal_view()
+        truth = self.truth(group) if self.truth is not None else None
+        self.traffic.step(self.sc.step_s, self.beliefs(group), truth)
+        self._k += 1
+
+    def publish_bsms(self) -> None:
+        """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""
+        if (self._k - 1) % self._bsm_every != 0:
+            return
         for vid, bsm in build_bsms(self.traffic, self.net.frame):
+            if not self.mine(vid):
+                continue
             radio = self.radios.get(vid)
             if radio is None or not radio.ready:
                 self.counters.bsm_not_connected += 1
                 continue
-            tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
-            radio.transport.publish(
-                self.topics.bsm(tile, radio.station.sender_id), radio.station.encode(bsm, self.traffic.t), expiry_s=BSM_EXPIRY_S
-            )
-            self.counters.sent["bsm"] += 1
+            radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
+            if radio.transport.publish(
+                self.topics.bsm(radio.tile, radio.station.sender_id), radio.station.encode(bsm, self.traffic.t), expiry_s=BSM_EXPIRY_S
+            ):
+                self.counters.sent["bsm"] += 1
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._close(r) for r in self.radios.values()))
+        self.radios.clear()
+
+    # -- real time ------------------------------------------------------------------------------
 
     async def run(self, duration_s: float, progress: Callable[[Fleet], None] | None = None) -> None:
         """Drive in real time until sim time `duration_s` (since the epoch)."""
         dt = self.sc.step_s
-        bsm_every = max(round(1.0 / self.sc.fleet.bsm_hz / dt), 1)
         self.traffic.t = max(round(self.clock.sim_s() / dt) * dt, 0.0)
-        k = 0
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(work: list[Coroutine[Any, Any, None]]) -> None:
+            for coro in work:
+                task = tg.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
         async with asyncio.TaskGroup() as tg:
             try:
                 while self.traffic.t < duration_s:
-                    self._sync_radios(tg)
-                    group, _ = self.traffic.signal_view()
-                    self._receive(tg, group)
-                    self.traffic.step(dt, self.beliefs(group))
-                    if k % bsm_every == 0:
-                        self._publish_bsms()
-                    if progress is not None and k % 10 == 0:
+                    spawn(self.radio_work())
+                    self.receive()
+                    spawn(self.subscription_work())
+                    self.move()
+                    self.publish_bsms()
+                    if progress is not None and self._k % 10 == 0:
                         progress(self)
-                    k += 1
                     await asyncio.sleep(max(self.traffic.t - self.clock.sim_s(), 0.0))
             finally:
-                for radio in list(self.radios.values()):
-                    self._spawn(tg, self._close(radio), f"veh-{radio.vid}-close")
-                self.radios.clear()
+                spawn([self.close()])

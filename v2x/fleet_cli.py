@@ -23,8 +23,11 @@ def summary(fleet: Fleet) -> dict[str, Any]:
         "event": "summary",
         "vehicles": {"spawned": st.spawned, "finished": st.finished, "in_network": fleet.traffic.n},
         "traffic": {
+            "throughput_vph": round(st.finished / max(fleet.traffic.t, 1e-9) * 3600.0, 1),
             "mean_delay_s": round(st.mean_delay_s, 2),
             "stops_per_vehicle": round(st.stops_per_vehicle, 3),
+            # counted against the controllers' true state, which only an in-process run has
+            "red_light_violations": st.red_light_entries if fleet.truth is not None else None,
             "collisions": st.collisions,
         },
         "messages": {"sent": dict(c.sent), "received": dict(c.received)},
@@ -40,6 +43,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "transport_in": c.dropped_in,
         },
         "connect_failures": c.connect_failures,
+        "resubscriptions": c.resubscriptions,
     }
 
 

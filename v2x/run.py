@@ -1,7 +1,9 @@
 """`v2x run SCENARIO`: every tier of a scenario at once, and a report.
 
-Real-time mode: the RSUs and the cloud run as their own processes (`python -m roadside`,
-`python -m cloud`), the fleet runs here; all share one UTC epoch, so their sim times agree.
+Real-time mode (default): the RSUs and the cloud run as their own processes (`python -m
+roadside`, `python -m cloud`), the fleet runs here; all share one UTC epoch, so their sim
+times agree. Fast mode (--fast): every tier runs here, each client with its own connection,
+in lockstep (v2x.fast); deterministic for a given scenario and seed.
 Without --broker a private broker is started: Mosquitto when it is installed, else the
 embedded amqtt, and the output and the report say which. Ctrl-C stops every tier cleanly
 and still writes the report.
@@ -17,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from rich.text import Text
 from v2x import scenario
 from v2x.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
 from v2x.errors import BrokerError, ScenarioError
+from v2x.fast import FastRun
 from v2x.fleet import Fleet
 from v2x.fleet_cli import summary
 from v2x.station import Clock
@@ -47,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--realtime", action="store_true", help="pace every tier on the wall clock (default)")
-    mode.add_argument("--fast", action="store_true", help="lockstep steps as fast as possible (not available yet)")
+    mode.add_argument(
+        "--fast", action="store_true",
+        help="every tier in this process, stepping in lockstep through the broker as fast as it carries the "
+        "messages; deterministic for a given seed",
+    )
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--headless", action="store_true", help="no window (the visualiser is not built yet: always headless)")
@@ -61,9 +70,6 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     scenario_path = scenario.resolve(args.scenario)
     console = Console(stderr=True)
-    if args.fast:
-        console.print("v2x run: --fast (lockstep mode) is not implemented yet; run with --realtime", style="red")
-        return 2
     try:
         sc = scenario.load(scenario_path)
     except ScenarioError as e:
@@ -92,13 +98,83 @@ def main(argv: list[str]) -> int:
             "(apt-get install mosquitto) for figures worth reporting",
             style="yellow",
         )
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            progress = _progress(live, duration)
+            if args.fast:
+                parts = _fast(sc, url, args, duration, progress)
+            else:
+                parts = _realtime(sc, scenario_path, url, args, duration, progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("interrupted: stopping every tier and writing the report")
+        parts = _PARTS.pop() if _PARTS else {}
+    except BrokerError as e:
+        console.print(f"v2x run: {e}", style="red")
+        return 1
+    finally:
+        if broker is not None:
+            broker.close()
+    report = _report(sc, args, kind, url, duration, parts, interrupted, time.monotonic() - t0)
+    _print_summary(console, report)
+    if args.report is not None:
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report: {args.report}")
+    return 130 if interrupted else 0
+
+
+Parts = dict[str, Any]  # what each tier reported: fleet, cloud, rsus (and lockstep in fast mode)
+_PARTS: list[Parts] = []  # the parts of a run cut short by Ctrl-C
+
+
+def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
+    last = [time.monotonic(), 0]
+
+    def progress(f: Fleet) -> None:
+        now = time.monotonic()
+        sent = sum(f.counters.sent.values()) + sum(f.counters.received.values())
+        rate = (sent - last[1]) / max(now - last[0], 1e-6)
+        last[0], last[1] = now, sent
+        live.update(Text(f"sim {f.traffic.t:7.1f} / {duration:g} s   vehicles {f.traffic.n:4d}   "
+                         f"finished {f.traffic.stats.finished:5d}   fleet msgs/s {rate:8.0f}"))
+
+    return progress
+
+
+def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
+    run = FastRun(sc, url, args.root, version=args.mqtt)
+
+    def parts() -> Parts:
+        return {
+            "mode": "fast",
+            "fleet": summary(run.fleet),
+            "cloud": run.cloud.summary(),
+            "rsus": [r.summary() for r in run.rsus],
+            "cloud_events": run.cloud.event_log,
+            "lockstep": dataclasses.asdict(run.hub.stats),
+        }
+
+    try:
+        asyncio.run(run.run(duration, progress))
+    except KeyboardInterrupt:
+        _PARTS.append(parts())
+        raise
+    return parts()
+
+
+def _realtime(
+    sc: scenario.Scenario, scenario_path: Path, url: str, args: argparse.Namespace, duration: float,
+    progress: Callable[[Fleet], None],
+) -> Parts:
     epoch = time.time() + START_DELAY_S
     common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root]
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers = {
         "roadside": subprocess.Popen(
             [sys.executable, "-m", "roadside", str(scenario_path), *common, "--duration", f"{duration + 1.0:g}"],
-            stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
         "cloud": subprocess.Popen(
             [sys.executable, "-m", "cloud", str(scenario_path), *common, "--duration", f"{duration + 2.5:g}"],
@@ -106,33 +182,26 @@ def main(argv: list[str]) -> int:
         ),
     }
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt)
-    interrupted = False
+
+    def parts(outputs: dict[str, str]) -> Parts:
+        def lines(tier: str) -> list[dict[str, Any]]:
+            return [json.loads(x) for x in outputs.get(tier, "").splitlines() if x.startswith("{")]
+
+        cloud = lines("cloud")
+        return {
+            "mode": "realtime",
+            "fleet": summary(fleet),
+            "cloud": next((e for e in cloud if e.get("event") == "summary"), {}),
+            "rsus": [e for e in lines("roadside") if e.get("event") == "summary"],
+            "cloud_events": [e for e in cloud if e.get("event") != "summary"],
+        }
+
     try:
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            last = [time.monotonic(), 0]
-
-            def progress(f: Fleet) -> None:
-                now = time.monotonic()
-                sent = sum(f.counters.sent.values()) + sum(f.counters.received.values())
-                rate = (sent - last[1]) / max(now - last[0], 1e-6)
-                last[0], last[1] = now, sent
-                live.update(Text(f"sim {f.traffic.t:7.1f} / {duration:g} s   vehicles {f.traffic.n:4d}   "
-                                 f"finished {f.traffic.stats.finished:5d}   fleet msgs/s {rate:8.0f}"))
-
-            asyncio.run(fleet.run(duration, progress))
+        asyncio.run(fleet.run(duration, progress))
     except KeyboardInterrupt:
-        interrupted = True
-        console.print("interrupted: stopping every tier and writing the report")
-    finally:
-        outputs = _stop(tiers)
-        if broker is not None:
-            broker.close()
-    report = _report(sc, args, kind, url, duration, fleet, outputs, interrupted)
-    _print_summary(console, report)
-    if args.report is not None:
-        args.report.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report: {args.report}")
-    return 130 if interrupted else 0
+        _PARTS.append(parts(_stop(tiers)))
+        raise
+    return parts(_stop(tiers))
 
 
 def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
@@ -155,53 +224,80 @@ def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
     return outputs
 
 
+def _sum(counters: list[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for c in counters:
+        total.update(c)
+    return dict(total)
+
+
 def _report(
-    sc: scenario.Scenario, args: argparse.Namespace, kind: str, url: str, duration: float, fleet: Fleet,
-    outputs: dict[str, str], interrupted: bool,
+    sc: scenario.Scenario, args: argparse.Namespace, kind: str, url: str, duration: float, parts: Parts,
+    interrupted: bool, wall_s: float,
 ) -> dict[str, Any]:
-    events = [json.loads(line) for line in outputs.get("cloud", "").splitlines() if line.startswith("{")]
-    cloud: dict[str, Any] = next((e for e in events if e.get("event") == "summary"), {})
-    fs = summary(fleet)
-    sent = fs["messages"]["sent"]
-    received_by_cloud = cloud.get("received", {})
-    messages = {
-        "bsm": {"sent": sent.get("bsm", 0), "received_by_cloud": received_by_cloud.get("bsm", 0)},
-        "spat": {
-            "received_by_cloud": received_by_cloud.get("spat", 0),
-            "relayed_by_cloud": cloud.get("relayed_spat", 0),
-            "received_by_vehicles_rsu_path": fs["messages"]["received"].get("spat/rsu", 0),
-            "received_by_vehicles_cloud_path": fs["messages"]["received"].get("spat/cloud", 0),
-        },
-        "status": {"received_by_cloud": received_by_cloud.get("status", 0)},
-    }
-    return {
+    fs = parts.get("fleet", {})
+    cloud = parts.get("cloud", {})
+    rsus = parts.get("rsus", [])
+    fleet_rx = fs.get("messages", {}).get("received", {})
+    fleet_rx_by_type = _sum([{k.split("/")[0]: v} for k, v in fleet_rx.items()])
+    sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
+    by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
+    messages: dict[str, Any] = {}
+    for t in sorted(set(sent) | {k for c in by_receiver.values() for k in c}):
+        messages[t] = {
+            "sent": sent.get(t, 0),
+            "received": sum(c.get(t, 0) for c in by_receiver.values()),
+            "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
+        }
+    if "spat" in messages:
+        messages["spat"]["received_by_vehicles_by_path"] = {
+            "rsu": fleet_rx.get("spat/rsu", 0), "cloud": fleet_rx.get("spat/cloud", 0)
+        }
+        messages["spat"]["relayed_by_cloud"] = cloud.get("relayed_spat", 0)
+    report: dict[str, Any] = {
         "scenario": sc.name,
-        "mode": "realtime",
+        "mode": parts.get("mode", "fast" if args.fast else "realtime"),
         "seed": sc.seed,
         "duration_s": duration,
+        "wall_s": round(wall_s, 1),
         "interrupted": interrupted,
         "broker": {"kind": kind, "url": url, "mqtt": args.mqtt},
         "messages": messages,
-        "vehicles": fs["vehicles"],
-        "traffic": fs["traffic"],
-        "spat_coverage": fs["spat"],
-        "cloud": {"vehicles_seen": cloud.get("vehicles_seen", 0), "events": [e for e in events if e.get("event") != "summary"]},
-        "bad_input": {"fleet": fs["bad_input"], "cloud": cloud.get("bad_input", {})},
-        "dropped": {"fleet": fs["dropped"]},
+        "vehicles": fs.get("vehicles", {}),
+        "traffic": fs.get("traffic", {}),
+        "spat_coverage": fs.get("spat", {}),
+        "cloud": {"vehicles_seen": cloud.get("vehicles_seen", 0), "events": parts.get("cloud_events", [])},
+        "bad_input": {"fleet": fs.get("bad_input", {}), "cloud": cloud.get("bad_input", {}), "rsus": _sum([r.get("bad_input", {}) for r in rsus])},
+        "dropped": {"fleet": fs.get("dropped", {})},
     }
+    if "lockstep" in parts:
+        report["lockstep"] = parts["lockstep"]
+    return report
 
 
 def _print_summary(console: Console, r: dict[str, Any]) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s, broker {r['broker']['kind']}")
+    msgs = r["messages"]
+
+    def count(t: str, what: str) -> int:
+        return int(msgs.get(t, {}).get(what, 0))
+
+    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}")
     t.add_column("what")
     t.add_column("value", justify="right")
-    t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
-    t.add_row("BSM sent / heard by the cloud", f"{r['messages']['bsm']['sent']} / {r['messages']['bsm']['received_by_cloud']}")
-    t.add_row("SPaT to vehicles (RSU path / cloud path)",
-              f"{r['messages']['spat']['received_by_vehicles_rsu_path']} / {r['messages']['spat']['received_by_vehicles_cloud_path']}")
-    t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
-    t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
-    t.add_row("collisions", str(r["traffic"]["collisions"]))
+    if r["vehicles"]:
+        t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
+    for name in msgs:
+        t.add_row(f"{name}: sent / received", f"{count(name, 'sent')} / {count(name, 'received')}")
+    by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
+    t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
+    if r["spat_coverage"]:
+        t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
+    if r["traffic"]:
+        t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
+        t.add_row("collisions", str(r["traffic"]["collisions"]))
+    if "lockstep" in r:
+        ls = r["lockstep"]
+        t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")
     console.print(t)

@@ -25,9 +25,25 @@ class Clock:
     def sim_of_utc_ms(self, utc_ms: int) -> float:
         return utc_ms / 1000.0 - self.epoch_s
 
-    @staticmethod
-    def utc_us() -> int:
+    def utc_us(self) -> int:
         return time.time_ns() // 1000
+
+
+class StepClock(Clock):
+    """Sim time set by a lockstep driver (fast mode): UTC is the epoch plus sim time, not the wall.
+
+    With a fixed epoch every timestamp, and so every message, is the same from run to run.
+    """
+
+    def __init__(self, epoch_s: float) -> None:
+        super().__init__(epoch_s)
+        self.t = 0.0  # [s] sim time, set by the driver
+
+    def sim_s(self) -> float:
+        return self.t
+
+    def utc_us(self) -> int:
+        return round((self.epoch_s + self.t) * 1e6)
 
 
 class Station:

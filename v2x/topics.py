@@ -22,6 +22,7 @@ from v2x.messages import MessageType
 DEFAULT_ROOT = "v2x/v1"
 TILE_ZOOM = 17
 _MAX_LAT = 85.05112878
+EARTH_RADIUS_M = 6_371_008.8  # [m] mean radius
 
 
 def quadkey(lat_deg: float, lon_deg: float, zoom: int = TILE_ZOOM) -> str:
@@ -41,9 +42,7 @@ def quadkey(lat_deg: float, lon_deg: float, zoom: int = TILE_ZOOM) -> str:
 
 def tile_bounds(key: str) -> tuple[float, float, float, float]:
     """(south, west, north, east) in degrees of a quadkey's tile."""
-    x = y = 0
-    for ch in key:
-        x, y = x * 2 + (int(ch) & 1), y * 2 + (int(ch) >> 1)
+    x, y = _xy(key)
     n = 1 << len(key)
 
     def lat(yy: float) -> float:
@@ -54,9 +53,7 @@ def tile_bounds(key: str) -> tuple[float, float, float, float]:
 
 def neighbours(key: str) -> list[str]:
     """The tile and its eight neighbours at the same zoom (fewer at the map's edge)."""
-    x = y = 0
-    for ch in key:
-        x, y = x * 2 + (int(ch) & 1), y * 2 + (int(ch) >> 1)
+    x, y = _xy(key)
     n = 1 << len(key)
     out = []
     for dy in (-1, 0, 1):
@@ -65,6 +62,23 @@ def neighbours(key: str) -> list[str]:
             if 0 <= yy < n:
                 out.append(_key_of(xx, yy, len(key)))
     return out
+
+
+def tiles_covering(lat_deg: float, lon_deg: float, radius_m: float, zoom: int = TILE_ZOOM) -> list[str]:
+    """The tiles at `zoom` that a circle of `radius_m` around a point touches (its bounding box's tiles)."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
+    dlon = dlat / max(math.cos(math.radians(lat_deg)), 1e-6)
+    corners = [quadkey(lat_deg + sy * dlat, lon_deg + sx * dlon, zoom) for sy in (1, -1) for sx in (-1, 1)]
+    (x0, y0), (x1, y1) = _xy(corners[0]), _xy(corners[3])  # north-west, south-east
+    n = 1 << zoom
+    return [_key_of(x % n, y, zoom) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)]
+
+
+def _xy(key: str) -> tuple[int, int]:
+    x = y = 0
+    for ch in key:
+        x, y = x * 2 + (int(ch) & 1), y * 2 + (int(ch) >> 1)
+    return x, y
 
 
 def _key_of(x: int, y: int, zoom: int) -> str:

@@ -121,6 +121,10 @@ class Transport(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
     ) -> bool: ...
@@ -230,6 +234,7 @@ class MqttTransport(_Inbox):
         self._unacked: set[int] = set()
         self._receive_max = DEFAULT_RECEIVE_MAXIMUM
         self._client: Any = None
+        self._acks: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -286,6 +291,8 @@ class MqttTransport(_Inbox):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_ack
+        client.on_unsubscribe = self._on_ack
         if self.url.username is not None:
             client.set_auth_credentials(self.url.username, self.url.password)
         return client
@@ -369,6 +376,20 @@ class MqttTransport(_Inbox):
             client.reconnect_delay = backoff_delay(self._attempt, self._rng)
             self._attempt += 1
 
+    def _on_ack(self, client: Any, mid: int, *args: Any) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _acked(self, mid: int, what: str) -> None:
+        fut = self._acks[mid] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(fut, timeout=self.connect_timeout_s)
+        except TimeoutError:
+            raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
+        finally:
+            self._acks.pop(mid, None)
+
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         self.stats.received += 1
         retain = bool(properties.get("retain", False))
@@ -427,13 +448,17 @@ class MqttTransport(_Inbox):
     # -- subscribing ----------------------------------------------------------------
 
     async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        """Subscribe; when connected, returns once the broker acknowledged (SUBACK).
+
+        While disconnected the filter is remembered and subscribed on the next CONNACK.
+        """
         self._subs[topic_filter] = qos
         if self._connected.is_set():
-            self._client.subscribe(topic_filter, qos=qos)
+            await self._acked(self._client.subscribe(topic_filter, qos=qos), f"SUBSCRIBE {topic_filter}")
 
     async def unsubscribe(self, topic_filter: str) -> None:
         if self._subs.pop(topic_filter, None) is not None and self._connected.is_set():
-            self._client.unsubscribe(topic_filter)
+            await self._acked(self._client.unsubscribe(topic_filter), f"UNSUBSCRIBE {topic_filter}")
 
 
 
@@ -489,13 +514,19 @@ class MemoryTransport(_Inbox):
         return MQTT5
 
     async def __aenter__(self) -> MemoryTransport:
-        self.broker.clients[self.client_id] = self
-        self._connected = True
+        await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.broker.clients[self.client_id] = self
+        self._connected = True
+
+    async def close(self) -> None:
         self.broker.clients.pop(self.client_id, None)
         self._connected = False
 

@@ -1,0 +1,79 @@
+"""`v2x run --fast`: every tier in one process, in lockstep through a real broker; deterministic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from v2x.broker import MosquittoBroker
+
+SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
+
+
+def _run(tmp_path: Path, scenario: str, duration: float, *extra: str, name: str = "r.json") -> dict[str, Any]:
+    report = tmp_path / name
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", scenario, "--headless", "--fast", "--duration", f"{duration:g}",
+         "--report", str(report), *extra],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(report.read_text())  # type: ignore[no-any-return]
+
+
+def _check(r: dict[str, Any]) -> None:
+    assert r["mode"] == "fast"
+    msgs, vehicles = r["messages"], r["vehicles"]
+    # vehicles enter and leave
+    assert vehicles["spawned"] >= 40
+    assert vehicles["finished"] >= 20
+    # the cloud receives every vehicle's BSMs: all of them, from every vehicle
+    assert msgs["bsm"]["sent"] > 10_000
+    assert msgs["bsm"]["received_by"]["cloud"] == msgs["bsm"]["sent"]
+    assert r["cloud"]["vehicles_seen"] == vehicles["spawned"]
+    # SPaT reaches every approaching vehicle, by both paths
+    cov = r["spat_coverage"]
+    assert cov["approaching_without_spat"] == []
+    assert cov["vehicles_with_spat"] == cov["vehicles_approaching"] == vehicles["spawned"]
+    by_path = msgs["spat"]["received_by_vehicles_by_path"]
+    assert by_path["rsu"] == by_path["cloud"] > 0
+    # every vehicle got the MAP (retained) once, on subscribing to the intersection ahead
+    assert msgs["map"]["received_by"]["vehicles"] == vehicles["spawned"]
+    assert r["traffic"]["collisions"] == 0
+    assert r["traffic"]["red_light_violations"] == 0
+    # the report counts messages sent and received per type
+    for t in ("bsm", "spat", "map", "rsm", "status"):
+        assert msgs[t]["sent"] > 0, t
+        assert msgs[t]["received"] > 0, t
+    assert r["lockstep"]["lost"] == 0
+    assert r["dropped"]["fleet"] == {"bsm_not_connected": 0, "transport_out": 0, "transport_in": 0}
+
+
+def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+    r = _run(tmp_path, "four_way", 120, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1")
+    _check(r)
+    assert r["lockstep"]["unexpected"] == 0
+
+
+def test_four_way_120_s_fast_on_the_embedded_broker(tmp_path: Path) -> None:
+    r = _run(tmp_path, "four_way", 120, "--broker", "embedded")
+    assert r["broker"]["kind"] == "amqtt (embedded)"
+    _check(r)
+
+
+def _kpis(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in ("messages", "vehicles", "traffic", "spat_coverage")}
+
+
+def test_fast_mode_is_deterministic(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+    """Same scenario and seed: identical traffic KPIs and message counts; another seed differs."""
+    root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1"]
+    a = _run(tmp_path, SHORT, 90, *root, "--seed", "7", name="a.json")
+    b = _run(tmp_path, SHORT, 90, *root, "--seed", "7", name="b.json")
+    c = _run(tmp_path, SHORT, 90, *root, "--seed", "8", name="c.json")
+    assert _kpis(a) == _kpis(b)
+    assert _kpis(a) != _kpis(c)
+    assert a["vehicles"]["finished"] > 10

@@ -1,0 +1,57 @@
+"""The lockstep barrier's accounting, on the in-memory broker (pure logic; the real-broker runs are in test_fast)."""
+
+from __future__ import annotations
+
+from v2x.lockstep import Hub
+from v2x.transport import MemoryBroker, MemoryTransport
+
+
+async def test_the_barrier_expects_what_subscriptions_match_and_orders_deliveries() -> None:
+    broker = MemoryBroker()
+    hub = Hub("v2x/v1", timeout_s=0.2)
+    a, b = hub.wrap(MemoryTransport(broker, "a")), hub.wrap(MemoryTransport(broker, "b"))
+    await a.start()
+    await b.start()
+    await b.subscribe("v2x/v1/bsm/#")
+    a.publish("v2x/v1/bsm/1/2/veh-2", b"second")
+    a.publish("v2x/v1/bsm/1/1/veh-1", b"first")
+    a.publish("v2x/v1/spat/rsu/1/J1", b"not for b")
+    assert b.outstanding == 2
+    assert a.outstanding == 0
+    await hub.settle()
+    assert [msg.payload for msg in b.poll()] == [b"first", b"second"]  # sorted by topic, not arrival
+    assert hub.stats.deliveries == 2
+    assert hub.stats.lost == 0
+    assert hub.outstanding() == 0
+
+
+async def test_retained_messages_are_expected_by_a_later_subscriber() -> None:
+    broker = MemoryBroker()
+    hub = Hub("v2x/v1", timeout_s=0.2)
+    rsu, veh = hub.wrap(MemoryTransport(broker, "rsu")), hub.wrap(MemoryTransport(broker, "veh"))
+    await rsu.start()
+    await veh.start()
+    rsu.publish("v2x/v1/map/1/J1", b"geometry", qos=1, retain=True)
+    await veh.subscribe("v2x/v1/map/1/#")
+    assert veh.outstanding == 1
+    await hub.settle()
+    assert [msg.payload for msg in veh.poll()] == [b"geometry"]
+
+
+async def test_strangers_are_set_aside_and_missing_deliveries_counted_lost() -> None:
+    broker = MemoryBroker()
+    hub = Hub("v2x/v1", timeout_s=0.1)
+    small = hub.wrap(MemoryTransport(broker, "small", inbox=1))  # its inbox holds one message
+    pub = hub.wrap(MemoryTransport(broker, "pub"))
+    stranger = MemoryTransport(broker, "stranger")  # not part of the run
+    for t in (small.inner, pub.inner, stranger):
+        await t.start()
+    await small.subscribe("v2x/v1/rsi/#")
+    stranger.publish("v2x/v1/rsi/9/x", b"from elsewhere")  # fills the inbox: nobody of the run expects it
+    pub.publish("v2x/v1/rsi/1/cloud/1", b"hazard")  # dropped by the full inbox
+    await hub.settle()
+    assert small.poll() == []
+    assert hub.stats.unexpected == 1
+    assert hub.stats.unexpected_by_kind == {"rsi": 1}
+    assert hub.stats.lost == 1
+    assert hub.outstanding() == 0
