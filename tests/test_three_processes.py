@@ -50,3 +50,44 @@ def test_three_tiers_as_processes(mosquitto: MosquittoBroker, topic_prefix: str)
     assert f["traffic"]["collisions"] == 0
     assert f["bad_input"] == {}
     assert [e["event"] for e in events if e["event"].startswith("rsu-")] == ["rsu-online", "rsu-stopped"]
+
+
+def test_fleet_in_two_shards(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """`v2x fleet --shard 0/2` and `1/2`: each vehicle is one shard's OBU; together they are the whole fleet."""
+    root = f"{topic_prefix}/v2x/v1"
+    run_s = 20.0
+    common = ["--broker", mosquitto.url, "--epoch", f"{time.time() + 1.5:.3f}", "--root", root]
+    rsu = subprocess.Popen([sys.executable, "-m", "v2x", "roadside", SHORT, *common, "--duration", str(run_s + 2)], stderr=subprocess.PIPE, text=True)
+    cloud = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "cloud", SHORT, *common, "--duration", str(run_s + 3)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    shards = [
+        subprocess.Popen(
+            [sys.executable, "-m", "v2x", "fleet", SHORT, *common, "--duration", str(run_s), "--shard", f"{i}/2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=run_s + 30) for p in shards]
+        cloud_out, _ = cloud.communicate(timeout=30)
+        rsu.wait(30)
+    finally:
+        for p in (rsu, cloud, *shards):
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(shards, outs, strict=True):
+        assert p.returncode == 0, err
+    f0, f1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    c = next(e for e in map(json.loads, cloud_out.splitlines()) if e["event"] == "summary")
+    assert f0["shard"]["obus"] > 0
+    assert f1["shard"]["obus"] > 0
+    # the cloud hears every BSM either shard sent, from as many vehicles as the two shards were OBUs for
+    assert c["received"]["bsm"] == f0["messages"]["sent"]["bsm"] + f1["messages"]["sent"]["bsm"]
+    assert c["vehicles_seen"] == f0["shard"]["obus"] + f1["shard"]["obus"]
+    for f in (f0, f1):
+        assert f["spat"]["approaching_without_spat"] == []
+        assert f["traffic"]["collisions"] == 0
+    # both shards simulate the same arrivals from the same seed
+    assert f0["vehicles"]["spawned"] == f1["vehicles"]["spawned"]

@@ -108,6 +108,10 @@ class Fleet:
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
+        # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
+        # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
+        self.shadow: Radio | None = None
+        self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
         self._k = 0
         # the intersections' tiles: SPaT (both paths) and MAP are addressed to them
         self._ix_tile = []
@@ -148,6 +152,7 @@ class Fleet:
             sid = f"veh-{vid}"
             belief = SignalBelief(self.sc.fleet.spat_stale_s)
             radio = self.radios[vid] = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), belief)
+            self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
             work.append(self._close(self.radios.pop(vid)))
@@ -183,8 +188,22 @@ class Fleet:
 
     # -- receiving ---------------------------------------------------------------------
 
+    async def start_shadow(self) -> None:
+        """The shard-wide radio: SPaT for every intersection, for the vehicles of other shards."""
+        i, n = self.shard
+        sid = f"fleet-shard-{i}-of-{n}"
+        radio = Radio(-1, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), SignalBelief(self.sc.fleet.spat_stale_s))
+        await radio.transport.start()
+        for tile in sorted(set(self._ix_tile)):
+            await radio.transport.subscribe(self.topics.spat_area(tile))
+        radio.ready = True
+        self.shadow = radio
+
     def receive(self) -> None:
         """Handle what every OBU has received."""
+        if self.shadow is not None:
+            for msg in self.shadow.transport.poll():
+                self._handle(self.shadow, msg.topic, msg.payload)
         for radio in self.radios.values():
             if radio.ready:
                 for msg in radio.transport.poll():
@@ -198,10 +217,11 @@ class Fleet:
         kind = m.message_type(body).value
         if isinstance(body, m.Spat):
             path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
-            self.counters.received[f"spat/{path}"] += 1
             for st in body.intersections:
                 radio.belief.receive(st, self.clock.sim_of_utc_ms(st.timestamp_ms), path)
-            self.counters.vehicles_with_spat.add(radio.vid)
+            if radio is not self.shadow:
+                self.counters.received[f"spat/{path}"] += 1
+                self.counters.vehicles_with_spat.add(radio.vid)
         elif isinstance(body, (m.MapData, m.Rsi, m.Advisory)):
             self.counters.received[kind] += 1
         else:
@@ -220,10 +240,14 @@ class Fleet:
             sg = self.net.groups[int(group[i])]
             if radio is not None:
                 lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
-            elif self.mine(vid) or truth is None:
-                lights[i] = Light.UNKNOWN
-            else:
+            elif self.mine(vid):
+                lights[i] = Light.UNKNOWN  # its OBU is not up yet
+            elif truth is not None:
                 lights[i] = truth[i]
+            elif self.shadow is not None:
+                lights[i] = self.shadow.belief.light(sg.intersection + 1, sg.group_id, now)
+            else:
+                lights[i] = Light.UNKNOWN
         return lights
 
     def move(self) -> None:
@@ -251,14 +275,18 @@ class Fleet:
                 self.counters.sent["bsm"] += 1
 
     async def close(self) -> None:
-        await asyncio.gather(*(self._close(r) for r in self.radios.values()))
+        await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *([self.shadow] if self.shadow else [])]))
         self.radios.clear()
+        self.shadow = None
 
     # -- real time ------------------------------------------------------------------------------
 
     async def run(self, duration_s: float, progress: Callable[[Fleet], None] | None = None) -> None:
         """Drive in real time until sim time `duration_s` (since the epoch)."""
         dt = self.sc.step_s
+        if self.shard[1] > 1:
+            await self.start_shadow()
+        await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
         self.traffic.t = max(round(self.clock.sim_s() / dt) * dt, 0.0)
         tasks: set[asyncio.Task[None]] = set()
 
