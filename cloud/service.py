@@ -5,7 +5,10 @@
   - relays each intersection's SPaT, as the RSU reported it, on the cellular-path topic, so a
     vehicle out of RSU range (or without sidelink) still gets it;
   - reports an RSU lost when its status turns offline (its Last Will, published by the broker).
-Policies (signal plans, hazards) plug in here; bad payloads are counted per kind, never fatal.
+  - raises the scenario's scheduled hazards as RSI (QoS 1, retained on every tile they concern)
+    and clears them when they end;
+  - sends SignalPlans to RSUs (QoS 1; the RSU holds a persistent session).
+Policies (the cloud-control issue) plug in here; bad payloads are counted per kind, never fatal.
 """
 
 from __future__ import annotations
@@ -13,20 +16,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from roadside.plans import plan_message
+from roadside.signal import Plan
 from v2x import __version__
 from v2x import messages as m
 from v2x.inputs import BadInput
 from v2x.network import Network
+from v2x.scenario import HazardEvent
 from v2x.station import Clock, Station
-from v2x.topics import Topics, quadkey
+from v2x.topics import Topics, quadkey, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
+from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
+RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
+_SOURCE = {"road_works": m.EventSource.GOVERNMENT, "accident": m.EventSource.POLICE}
 
 
 @dataclass
@@ -52,6 +62,7 @@ class CloudService:
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
+        self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
         self.bad = BadInput("cloud")
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
@@ -100,7 +111,48 @@ class CloudService:
             self._accept(msg.topic, msg.payload)
 
     def tick(self, now: float) -> None:
-        """Periodic work at sim time `now` (the policies of the cloud-control issue plug in here)."""
+        """Periodic work at sim time `now`: raise and clear the scenario's scheduled hazards."""
+        for i, ev in enumerate(self.net.scenario.events):
+            event_id = i + 1
+            active = ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s  # sim time is a sum of steps: allow rounding
+            if active and event_id not in self.hazard_topics:
+                self._raise_hazard(event_id, ev, now)
+            elif not active and event_id in self.hazard_topics:
+                self._clear_hazard(event_id, now)
+
+    def _raise_hazard(self, event_id: int, ev: HazardEvent, now: float) -> None:
+        """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""
+        lid, _, x, y = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
+        pos = self.net.frame.to_geo(x, y)
+        utc_ms = self.clock.utc_us() // 1000
+        end_ms = None if math.isinf(ev.duration_s) else utc_ms + round((ev.start_s + ev.duration_s - now) * 1000)
+        link = self.net.links[lid]
+        event = m.RoadTrafficEvent(
+            event_id=event_id, kind=m.HazardKind[ev.kind.upper()], source=_SOURCE.get(ev.kind, m.EventSource.DETECTION),
+            status=m.EventStatus.ACTIVE, position=pos, radius_m=10.0,
+            lanes=(m.LaneRef(intersection_ref(link.intersection), lane_id(self.net, lid)),),
+            priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=ev.kind.replace("_", " "),
+        )
+        payload = self.station.encode(m.Rsi(pos, (event,)), now)
+        topics = [self.topics.rsi(tile, CLOUD_ID, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
+        for topic in topics:
+            self._publish(topic, payload, m.MessageType.RSI, qos=1, retain=True)
+        self.hazard_topics[event_id] = topics
+        self._event("hazard-raised", event_id=event_id, kind=ev.kind, sim_s=round(now, 3), tiles=len(topics))
+
+    def _clear_hazard(self, event_id: int, now: float) -> None:
+        """An empty retained message on each topic: the broker forgets the RSI, subscribers learn it ended."""
+        for topic in self.hazard_topics.pop(event_id):
+            self.transport.publish(topic, b"", qos=1, retain=True)
+            self.counters.sent["rsi_cleared"] += 1
+        self._event("hazard-cleared", event_id=event_id, sim_s=round(now, 3))
+
+    def send_plan(self, index: int, plan: Plan, reason: str = "") -> None:
+        """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
+        iid = self.net.intersections[index].spec.id
+        body = plan_message(plan, index, reason)
+        self._publish(self.topics.plan(iid), self.station.encode(body), m.MessageType.SIGNAL_PLAN, qos=1)
+        self._event("plan-sent", intersection=iid, plan_id=plan.plan_id, sim_s=round(self.clock.sim_s(), 3), reason=reason)
 
     def _accept(self, topic: str, payload: bytes) -> None:
         frame = self.bad.decode(topic, payload)

@@ -16,8 +16,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from roadside.plans import controllers
-from roadside.signal import Mode, PhaseTiming, Plan, SignalController
+from roadside.plans import controllers, plan_from_message
+from roadside.signal import SignalController
 from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
@@ -88,6 +88,8 @@ class RsuService:
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
         self._group_ids = {g.group_id for g in net.groups if g.intersection == index}
+        # groups whose green is permissive (left turns that yield): geometry, so a plan from the cloud keeps them
+        self._permissive = frozenset(g for p in self.ctl.plan.phases for g in p.permissive)
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
         self._k = 0
 
@@ -156,7 +158,7 @@ class RsuService:
                     self._ptc[sender] = self._next_ptc
         elif isinstance(body, m.SignalPlan):
             self.counters.received[kind] += 1
-            plan = plan_from_message(body)
+            plan = plan_from_message(body, self._permissive, self.ctl.plan.passage_s)
             unknown = {g for p in plan.phases for g in p.groups} - self._group_ids
             if unknown:
                 self.bad.record("bad_plan", topic, f"plan {body.plan_id} names unknown groups {sorted(unknown)}", sender)
@@ -187,18 +189,6 @@ class RsuService:
             self.receive()
             self.tick(self.clock.sim_s())
             await asyncio.sleep(max(self.next_due_s() - self.clock.sim_s(), 0.0))
-
-
-def plan_from_message(p: m.SignalPlan) -> Plan:
-    mode = Mode.ACTUATED if p.mode is m.ControlMode.ACTUATED else Mode.FIXED
-    phases = tuple(
-        PhaseTiming(
-            frozenset(ph.signal_groups), ph.green_s, ph.yellow_s, ph.all_red_s, ph.min_green_s, ph.max_green_s,
-            phase_id=ph.phase_id,
-        )
-        for ph in p.phases
-    )
-    return Plan(p.plan_id, mode, phases, offset_s=p.offset_s)
 
 
 def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:

@@ -70,3 +70,48 @@ async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: Mosqui
             p.wait()
     assert all(f.header.sender_kind is m.SenderKind.CLOUD for f in relayed)
     assert all(isinstance(f.body, m.Spat) and f.body.intersections[0].name == "J1" for f in relayed)
+
+
+async def test_a_plan_from_the_cloud_reaches_the_rsu_and_shows_in_its_spat(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    import dataclasses
+
+    from cloud.service import CloudService
+    from roadside.service import RsuService
+    from v2x.lockstep import Hub
+    from v2x.network import Network
+    from v2x.scenario import load
+    from v2x.station import StepClock
+    from v2x.topics import Topics
+
+    net = Network(load(FOUR_WAY))
+    topics = Topics(f"{topic_prefix}/v2x/v1")
+    clock = StepClock(1_767_225_600.0)
+    hub = Hub(topics.root)
+    rsu = RsuService(net, 0, hub.wrap(MqttTransport(mosquitto.url, f"{topic_prefix}-rsu")), topics, clock)
+    cloud = CloudService(net, hub.wrap(MqttTransport(mosquitto.url, f"{topic_prefix}-cloud")), topics, clock, events=None)
+    for svc in (cloud, rsu):
+        await svc.transport.start()
+    try:
+        await cloud.start()
+        await rsu.start()
+        old = rsu.ctl.plan
+        longer = tuple(dataclasses.replace(p, green_s=p.green_s + 5.0) for p in old.phases)
+        cloud.send_plan(0, dataclasses.replace(old, plan_id=7, phases=longer), reason="test")
+        await hub.settle()
+        rsu.receive()
+        assert rsu.counters.plans_applied == 1
+        while rsu.ctl.plan.plan_id != 7 and clock.t < 2 * old.cycle_s:  # applied at a safe phase boundary
+            clock.t += 0.1
+            rsu.tick(clock.t)
+        assert rsu.ctl.plan.plan_id == 7
+        assert rsu.ctl.plan.cycle_s == old.cycle_s + 5.0 * len(old.phases)
+        # left turns stay permissive: that is the junction's geometry, which the wire plan does not carry
+        assert [p.permissive for p in rsu.ctl.plan.phases] == [p.permissive for p in old.phases]
+        await hub.settle()
+        frames = [codec.decode(msg.payload) for msg in cloud.transport.poll() if "/spat/" in msg.topic]
+        latest = max(frames, key=lambda f: f.header.seq).body  # a round's deliveries come sorted by payload
+        assert isinstance(latest, m.Spat)
+        assert latest.intersections[0].plan_id == 7
+    finally:
+        for svc in (cloud, rsu):
+            await svc.transport.close()

@@ -48,6 +48,7 @@ class Radio:
     transport: Transport
     belief: SignalBelief
     filters: frozenset[str] = frozenset()  # what it is subscribed to
+    hazards: dict[str, m.RoadTrafficEvent] = field(default_factory=dict)  # active, by "<sender>/<event id>"
     tile: str | None = None  # the tile of its latest BSM
     ready: bool = False
 
@@ -68,6 +69,11 @@ class FleetCounters:
 
 
 TransportFactory = Callable[[str], Transport]
+
+
+def _hazard_key(rsi_topic: str) -> str:
+    """`<sender>/<event id>`: the last two levels of an RSI topic name one hazard."""
+    return "/".join(rsi_topic.rsplit("/", 2)[-2:])
 
 
 class Fleet:
@@ -210,6 +216,10 @@ class Fleet:
                     self._handle(radio, msg.topic, msg.payload)
 
     def _handle(self, radio: Radio, topic: str, payload: bytes) -> None:
+        if not payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
+            radio.hazards.pop(_hazard_key(topic), None)
+            self.counters.received["rsi_cleared"] += 1
+            return
         frame = self.bad.decode(topic, payload)
         if frame is None:
             return
@@ -222,7 +232,14 @@ class Fleet:
             if radio is not self.shadow:
                 self.counters.received[f"spat/{path}"] += 1
                 self.counters.vehicles_with_spat.add(radio.vid)
-        elif isinstance(body, (m.MapData, m.Rsi, m.Advisory)):
+        elif isinstance(body, m.Rsi):
+            self.counters.received[kind] += 1
+            for ev in body.events:
+                if ev.status is m.EventStatus.ENDED:
+                    radio.hazards.pop(_hazard_key(topic), None)
+                else:
+                    radio.hazards[_hazard_key(topic)] = ev
+        elif isinstance(body, (m.MapData, m.Advisory)):
             self.counters.received[kind] += 1
         else:
             self.bad.record("wrong_type", topic, kind, frame.header.sender_id)

@@ -390,6 +390,15 @@ class Network:
         heading = np.degrees(np.arctan2(d[:, 0], d[:, 1])) % 360.0
         return xy[:, 0], xy[:, 1], heading
 
+    def lane_point(self, iid: str, leg: str, lane: int, upstream_m: float) -> tuple[int, float, float, float]:
+        """(IN link, arc length on it, x, y) of a point `upstream_m` before a lane's stop line."""
+        ig = next(ig for ig in self.intersections if ig.spec.id == iid)
+        lanes = [k for (lg, k) in ig.in_links if lg == leg]
+        lid = ig.in_links[(leg, min(lane, max(lanes)))]
+        s = max(float(self.link_length[lid]) - upstream_m, 0.0)
+        x, y, _ = self.xy_heading(np.array([lid]), np.array([s]))
+        return lid, s, float(x[0]), float(y[0])
+
     def group_of(self, iid: str, leg: str, turn: str) -> SignalGroup:
         return self.groups[self.intersections[self._ids[iid]].groups[(leg, turn)]]
 
