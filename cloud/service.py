@@ -26,12 +26,12 @@ from roadside.plans import plan_message
 from roadside.signal import Plan
 from v2x import __version__
 from v2x import messages as m
-from v2x.inputs import BadInput
+from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import HazardEvent
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey, tiles_covering
-from v2x.transport import MqttTransport, Transport, Will
+from v2x.transport import Message, MqttTransport, Transport, Will
 from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
@@ -64,7 +64,8 @@ class CloudService:
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
-        self.bad = BadInput("cloud")
+        self.reception = Reception(CLOUD_ID, m.SenderKind.CLOUD, clock)
+        self.bad = self.reception.bad
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
         self._tile_of = {}
@@ -76,23 +77,19 @@ class CloudService:
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        self._publish(self.topics.status("cloud", CLOUD_ID), self._status(m.ServiceState.ONLINE), m.MessageType.STATUS, qos=1, retain=True)
+        self._publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
         await t.subscribe(self.topics.area("bsm", ""), qos=0)
         await t.subscribe(self.topics.area("rsm", ""), qos=0)
         await t.subscribe(f"{self.topics.root}/spat/rsu/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self._publish(self.topics.status("cloud", CLOUD_ID), self._status(m.ServiceState.OFFLINE), m.MessageType.STATUS, qos=1, retain=True)
+        self._publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, ""), qos=1, retain=True)
 
-    def _status(self, state: m.ServiceState) -> bytes:
-        return self.station.encode(m.Status(state, __version__, ""))
-
-    def _publish(
-        self, topic: str, payload: bytes, mtype: m.MessageType, qos: int = 0, retain: bool = False, expiry_s: int | None = None
-    ) -> None:
+    def _publish(self, topic: str, body: m.Body, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
+        payload = self.station.encode(body, self.clock.sim_s(), topic)
         if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
-            self.counters.sent[mtype.value] += 1
+            self.counters.sent[m.message_type(body).value] += 1
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives, until `duration_s` of sim time."""
@@ -103,12 +100,12 @@ class CloudService:
 
     async def _listen(self) -> None:
         async for msg in self.transport.messages():
-            self._accept(msg.topic, msg.payload)
+            self._accept(msg)
 
     def receive(self) -> None:
         """Handle what has arrived, without waiting (the lockstep driver calls this)."""
         for msg in self.transport.poll():
-            self._accept(msg.topic, msg.payload)
+            self._accept(msg)
 
     def tick(self, now: float) -> None:
         """Periodic work at sim time `now`: raise and clear the scenario's scheduled hazards."""
@@ -133,10 +130,9 @@ class CloudService:
             lanes=(m.LaneRef(intersection_ref(link.intersection), lane_id(self.net, lid)),),
             priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=ev.kind.replace("_", " "),
         )
-        payload = self.station.encode(m.Rsi(pos, (event,)), now)
         topics = [self.topics.rsi(tile, CLOUD_ID, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
         for topic in topics:
-            self._publish(topic, payload, m.MessageType.RSI, qos=1, retain=True)
+            self._publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
         self.hazard_topics[event_id] = topics
         self._event("hazard-raised", event_id=event_id, kind=ev.kind, sim_s=round(now, 3), tiles=len(topics))
 
@@ -151,13 +147,13 @@ class CloudService:
         """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
         iid = self.net.intersections[index].spec.id
         body = plan_message(plan, index, reason)
-        self._publish(self.topics.plan(iid), self.station.encode(body), m.MessageType.SIGNAL_PLAN, qos=1)
+        self._publish(self.topics.plan(iid), body, qos=1)
         self._event("plan-sent", intersection=iid, plan_id=plan.plan_id, sim_s=round(self.clock.sim_s(), 3), reason=reason)
 
-    def _accept(self, topic: str, payload: bytes) -> None:
-        frame = self.bad.decode(topic, payload)
+    def _accept(self, msg: Message) -> None:
+        frame = self.reception.accept(msg)
         if frame is not None:
-            self.handle(topic, frame)
+            self.handle(msg.topic, frame)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -166,6 +162,7 @@ class CloudService:
             "relayed_spat": self.counters.relayed_spat,
             "vehicles_seen": len(self.vehicles),
             "bad_input": dict(self.bad.counts),
+            "measurements": self.reception.measure.to_json(),
         }
 
     def handle(self, topic: str, frame: m.Frame) -> None:
@@ -181,7 +178,7 @@ class CloudService:
                 if tile is None:
                     self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
-                self._publish(self.topics.spat("cloud", tile, st.name), self.station.encode(m.Spat((st,)), now), m.MessageType.SPAT, expiry_s=1)
+                self._publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
                 self.counters.relayed_spat += 1
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id
@@ -206,8 +203,8 @@ class CloudService:
 
 
 def cloud_will(topics: Topics, clock: Clock) -> Will:
-    offline = Station(CLOUD_ID, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, ""))
-    return Will(topics.status("cloud", CLOUD_ID), offline)
+    topic = topics.status("cloud", CLOUD_ID)
+    return Will(topic, Station(CLOUD_ID, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, ""), stream=topic))
 
 
 async def serve(

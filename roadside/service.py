@@ -21,7 +21,7 @@ from roadside.signal import SignalController
 from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
-from v2x.inputs import BadInput
+from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import Rsu, Scenario
 from v2x.station import Clock, Station
@@ -44,10 +44,6 @@ def rsu_spec(sc: Scenario, index: int) -> Rsu:
 
 def rsu_id(sc: Scenario, index: int) -> str:
     return rsu_spec(sc, index).id
-
-
-def status_frame(station: Station, state: m.ServiceState, detail: str) -> bytes:
-    return station.encode(m.Status(state, __version__, detail))
 
 
 @dataclass
@@ -83,7 +79,8 @@ class RsuService:
         self.xy = (cx + rsu.dx_m, cy + rsu.dy_m)
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
-        self.bad = BadInput(self.id)
+        self.reception = Reception(self.id, m.SenderKind.RSU, clock)
+        self.bad = self.reception.bad
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
@@ -95,16 +92,16 @@ class RsuService:
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
-        self._publish(self.topics.status("rsu", self.id), status_frame(self.station, m.ServiceState.ONLINE, self.spec.id), m.MessageType.STATUS, qos=1, retain=True)
-        geometry = self.station.encode(m.MapData((build_map(self.net, self.index),)))
-        self._publish(self.topics.map(self.tile, self.spec.id), geometry, m.MessageType.MAP, qos=1, retain=True)
+        self._publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, self.spec.id), qos=1, retain=True)
+        self._publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
 
-    def _publish(self, topic: str, payload: bytes, mtype: m.MessageType, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
+    def _publish(self, topic: str, body: m.Body, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
+        payload = self.station.encode(body, self.clock.sim_s(), topic)
         if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
-            self.counters.sent[mtype.value] += 1
+            self.counters.sent[m.message_type(body).value] += 1
 
     def tick(self, now: float) -> None:
         """Advance the controller to sim time `now`; publish SPaT and RSM when due."""
@@ -116,8 +113,8 @@ class RsuService:
         self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
         state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k)
         self._k += 1
-        self._publish(self.topics.spat("rsu", self.tile, self.spec.id), self.station.encode(m.Spat((state,)), now), m.MessageType.SPAT, expiry_s=SPAT_EXPIRY_S)
-        self._publish(self.topics.rsm(self.tile, self.id), self.station.encode(self.rsm(now), now), m.MessageType.RSM, expiry_s=SPAT_EXPIRY_S)
+        self._publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
+        self._publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
 
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s
@@ -140,7 +137,7 @@ class RsuService:
 
     def receive(self) -> None:
         for msg in self.transport.poll():
-            frame = self.bad.decode(msg.topic, msg.payload)
+            frame = self.reception.accept(msg)
             if frame is not None:
                 self.handle(msg.topic, frame)
 
@@ -175,11 +172,12 @@ class RsuService:
             "received": dict(self.counters.received),
             "plans_applied": self.counters.plans_applied,
             "bad_input": dict(self.bad.counts),
+            "measurements": self.reception.measure.to_json(),
         }
 
     def stopping(self) -> None:
         """Say so before a clean disconnect: a retained offline status, "stopped"."""
-        self._publish(self.topics.status("rsu", self.id), status_frame(self.station, m.ServiceState.OFFLINE, STOPPED), m.MessageType.STATUS, qos=1, retain=True)
+        self._publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""
@@ -193,7 +191,8 @@ class RsuService:
 
 def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:
     """The Will fixed at connect time: a retained offline status."""
-    return Will(topics.status("rsu", sid), status_frame(Station(sid, m.SenderKind.RSU, clock), m.ServiceState.OFFLINE, LOST))
+    topic = topics.status("rsu", sid)
+    return Will(topic, Station(sid, m.SenderKind.RSU, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
 
 
 async def serve(

@@ -71,9 +71,9 @@ def _kpis(r: dict[str, Any]) -> dict[str, Any]:
 def test_fast_mode_is_deterministic(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
     """Same scenario and seed: identical traffic KPIs and message counts; another seed differs."""
     root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1"]
-    a = _run(tmp_path, SHORT, 90, *root, "--seed", "7", name="a.json")
-    b = _run(tmp_path, SHORT, 90, *root, "--seed", "7", name="b.json")
-    c = _run(tmp_path, SHORT, 90, *root, "--seed", "8", name="c.json")
+    a = _run(tmp_path, SHORT, 60, *root, "--seed", "7", name="a.json")
+    b = _run(tmp_path, SHORT, 60, *root, "--seed", "7", name="b.json")
+    c = _run(tmp_path, SHORT, 60, *root, "--seed", "8", name="c.json")
     assert _kpis(a) == _kpis(b)
     assert _kpis(a) != _kpis(c)
     assert a["vehicles"]["finished"] > 10

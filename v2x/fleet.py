@@ -26,13 +26,13 @@ from v2x import messages as m
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
 from v2x.errors import BrokerError
-from v2x.inputs import BadInput
+from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.traffic import Light, Traffic
-from v2x.transport import MqttTransport, Transport
+from v2x.transport import Message, MqttTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class Fleet:
         self.traffic = Traffic(self.net, sc, seed)
         self.radios: dict[int, Radio] = {}
         self.counters = FleetCounters()
-        self.bad = BadInput("fleet")
+        self.reception = Reception("fleet", m.SenderKind.VEHICLE, clock)
+        self.bad = self.reception.bad
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
@@ -145,6 +146,7 @@ class Fleet:
         radio.ready = True
 
     async def _close(self, radio: Radio) -> None:
+        self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
         with contextlib.suppress(Exception):
@@ -209,18 +211,20 @@ class Fleet:
         """Handle what every OBU has received."""
         if self.shadow is not None:
             for msg in self.shadow.transport.poll():
-                self._handle(self.shadow, msg.topic, msg.payload)
+                self._handle(self.shadow, msg)
         for radio in self.radios.values():
             if radio.ready:
                 for msg in radio.transport.poll():
-                    self._handle(radio, msg.topic, msg.payload)
+                    self._handle(radio, msg)
 
-    def _handle(self, radio: Radio, topic: str, payload: bytes) -> None:
-        if not payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
+    def _handle(self, radio: Radio, msg: Message) -> None:
+        topic = msg.topic
+        if not msg.payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
             radio.hazards.pop(_hazard_key(topic), None)
             self.counters.received["rsi_cleared"] += 1
             return
-        frame = self.bad.decode(topic, payload)
+        # the shard-wide radio is not a vehicle: it is not measured
+        frame = self.bad.decode(topic, msg.payload) if radio is self.shadow else self.reception.accept(msg, radio.station.sender_id)
         if frame is None:
             return
         body = frame.body
@@ -286,9 +290,8 @@ class Fleet:
                 self.counters.bsm_not_connected += 1
                 continue
             radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
-            if radio.transport.publish(
-                self.topics.bsm(radio.tile, radio.station.sender_id), radio.station.encode(bsm, self.traffic.t), expiry_s=BSM_EXPIRY_S
-            ):
+            topic = self.topics.bsm(radio.tile, radio.station.sender_id)
+            if radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
                 self.counters.sent["bsm"] += 1
 
     async def close(self) -> None:

@@ -38,6 +38,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "approaching_without_spat": sorted(c.vehicles_approaching - c.vehicles_with_spat)[:20],
         },
         "bad_input": dict(fleet.bad.counts),
+        "measurements": fleet.reception.measure.to_json(),
         "dropped": {
             "bsm_not_connected": c.bsm_not_connected,
             "transport_out": c.dropped_out,

@@ -220,7 +220,7 @@ class IntersectionRef:
 class Header:
     sender_id: str
     sender_kind: SenderKind
-    seq: int  # per sender and message type, wraps at 2**32
+    seq: int  # per sender and stream (message type and topic), wraps at 2**32
     gen_time_us: int  # [us] since the Unix epoch, UTC
     sim_time_ms: int  # [ms] since the scenario start
 

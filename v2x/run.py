@@ -34,6 +34,7 @@ from v2x.errors import BrokerError, ScenarioError
 from v2x.fast import FastRun
 from v2x.fleet import Fleet
 from v2x.fleet_cli import summary
+from v2x.metrics import Counts, Histogram, merge_json
 from v2x.station import Clock
 from v2x.topics import DEFAULT_ROOT, Topics
 
@@ -242,13 +243,22 @@ def _report(
     fleet_rx_by_type = _sum([{k.split("/")[0]: v} for k, v in fleet_rx.items()])
     sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
     by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
+    latency, counts = merge_json(p.get("measurements", {}) for p in [fs, cloud, *rsus])
     messages: dict[str, Any] = {}
     for t in sorted(set(sent) | {k for c in by_receiver.values() for k in c}):
+        measured = counts.get(t, Counts())
         messages[t] = {
             "sent": sent.get(t, 0),
             "received": sum(c.get(t, 0) for c in by_receiver.values()),
+            "lost": measured.lost,
+            "duplicates": measured.duplicates,
             "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
         }
+    by_hop: dict[str, Histogram] = {}
+    by_type: dict[str, dict[str, Any]] = {}
+    for (t, hop), h in sorted(latency.items()):
+        by_hop.setdefault(hop, Histogram()).merge(h)
+        by_type.setdefault(t, {})[hop] = h.summary_ms()
     if "spat" in messages:
         messages["spat"]["received_by_vehicles_by_path"] = {
             "rsu": fleet_rx.get("spat/rsu", 0), "cloud": fleet_rx.get("spat/cloud", 0)
@@ -263,6 +273,8 @@ def _report(
         "interrupted": interrupted,
         "broker": {"kind": kind, "url": url, "mqtt": args.mqtt},
         "messages": messages,
+        "latency_ms": {hop: h.summary_ms() for hop, h in sorted(by_hop.items())},
+        "latency_ms_by_type": by_type,
         "vehicles": fs.get("vehicles", {}),
         "traffic": fs.get("traffic", {}),
         "spat_coverage": fs.get("spat", {}),
@@ -289,7 +301,10 @@ def _print_summary(console: Console, r: dict[str, Any]) -> None:
     if r["vehicles"]:
         t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
     for name in msgs:
-        t.add_row(f"{name}: sent / received", f"{count(name, 'sent')} / {count(name, 'received')}")
+        t.add_row(f"{name}: sent / received / lost / dup",
+                  f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")
+    for hop, lat in r["latency_ms"].items():
+        t.add_row(f"latency {hop} p50 / p99 / max (ms)", f"{lat['p50']:g} / {lat['p99']:g} / {lat['max']:g}  (n={lat['count']})")
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
     t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
     if r["spat_coverage"]:

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from v2x import codec
 from v2x import messages as m
+from v2x.transport import Message
 
 
 class Clock:
@@ -28,6 +29,10 @@ class Clock:
     def utc_us(self) -> int:
         return time.time_ns() // 1000
 
+    def receipt_us(self, msg: Message) -> int:
+        """UTC [us] at which a message arrived: stamped by the transport."""
+        return msg.rx_ns // 1000
+
 
 class StepClock(Clock):
     """Sim time set by a lockstep driver (fast mode): UTC is the epoch plus sim time, not the wall.
@@ -45,20 +50,29 @@ class StepClock(Clock):
     def utc_us(self) -> int:
         return round((self.epoch_s + self.t) * 1e6)
 
+    def receipt_us(self, msg: Message) -> int:
+        """In lockstep a message arrives in the step it was sent: now, in sim time."""
+        return self.utc_us()
+
 
 class Station:
-    """Builds frames with a header: this station's id and kind, a sequence number per message type."""
+    """Builds frames with a header: this station's id and kind, and a sequence number per stream.
+
+    A stream is one message type on one topic: a receiver tells loss and duplicates apart by
+    topic and sequence number, whatever else the sender publishes elsewhere.
+    """
 
     def __init__(self, sender_id: str, kind: m.SenderKind, clock: Clock) -> None:
         self.sender_id = sender_id
         self.kind = kind
         self.clock = clock
-        self._seq: dict[m.MessageType, int] = defaultdict(int)
+        self._seq: dict[tuple[m.MessageType, str], int] = defaultdict(int)
 
-    def encode(self, body: m.Body, sim_s: float | None = None) -> bytes:
-        mtype = m.message_type(body)
-        seq = self._seq[mtype]
-        self._seq[mtype] = (seq + 1) % 2**32
+    def encode(self, body: m.Body, sim_s: float | None = None, stream: str = "") -> bytes:
+        """The frame as bytes; `stream` is the topic it goes to."""
+        key = (m.message_type(body), stream)
+        seq = self._seq[key]
+        self._seq[key] = (seq + 1) % 2**32
         sim = self.clock.sim_s() if sim_s is None else sim_s
         header = m.Header(self.sender_id, self.kind, seq, self.clock.utc_us(), max(round(sim * 1000), 0))
         return codec.encode(m.Frame(header, body))

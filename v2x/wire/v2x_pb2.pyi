@@ -599,7 +599,8 @@ class Header(_message.Message):
     """station id, unique in the run; also the MQTT client id"""
     sender_kind: Global___SenderKind.ValueType
     seq: _builtins.int
-    """Sequence number, per sender and per message type, starting at 0 and wrapping at 2^32.
+    """Sequence number, per sender and per stream (one message type on one topic), starting
+    at 0 and wrapping at 2^32.
     CSAE/J2735 MsgCount = seq mod 128. Receivers derive loss and duplicates from it.
     """
     gen_time_us: _builtins.int

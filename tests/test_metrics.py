@@ -1,0 +1,93 @@
+"""Latency histograms and sequence bookkeeping (pure logic), and what Reception drops and counts."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from v2x import messages as m
+from v2x.inputs import Reception
+from v2x.metrics import Histogram, Measurements, Stream, bucket, bucket_range, merge_json
+from v2x.station import Station, StepClock
+from v2x.transport import Message
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_a_value_lies_in_its_bucket_which_is_narrow(v: int) -> None:
+    low, high = bucket_range(bucket(v))
+    assert low <= v <= high
+    assert high - low <= max(low / 1024, 0)
+
+
+def test_percentiles_match_numpy_within_a_thousandth() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(mean=np.log(30_000), sigma=0.8, size=50_000).astype(np.int64)  # us, 30 ms median
+    h = Histogram()
+    for v in values:
+        h.record(int(v))
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = float(np.quantile(values, q, method="inverted_cdf"))
+        assert abs(h.quantile_us(q) - exact) <= exact / 1024 + 1, q
+    assert h.max == int(values.max())
+    assert h.n == len(values)
+
+
+def test_histograms_merge_and_survive_json() -> None:
+    a, b = Histogram(), Histogram()
+    for v in range(0, 5000, 7):
+        a.record(v)
+    for v in range(100_000, 200_000, 13):
+        b.record(v)
+    merged = Histogram.from_json(a.to_json())
+    merged.merge(Histogram.from_json(b.to_json()))
+    both = Histogram()
+    for v in [*range(0, 5000, 7), *range(100_000, 200_000, 13)]:
+        both.record(v)
+    assert merged.counts == both.counts
+    assert merged.summary_ms() == both.summary_ms()
+
+
+def test_a_stream_counts_gaps_as_lost_and_repeats_as_duplicates() -> None:
+    s = Stream(10, 10, recent={10: 10})
+    for seq in (11, 13, 13, 16, 12):  # 14 and 15 never come; 13 twice; 12 late
+        s.see(seq, seq)
+    assert s.see(16, 99) == Stream.RESTART  # the same number at another time: the sender started over
+    assert s.lost == 2
+    assert s.duplicates == 1
+    assert s.unique == 5
+
+
+def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
+    ms = Measurements()
+    for seq in (0, 1, 3):
+        ms.record("veh-1", "t/spat", "spat", "rsu->vehicle", seq, seq, 1000)
+    ms.record("veh-2", "t/spat", "spat", "rsu->vehicle", 1, 1, 2000)  # another receiver: its own stream
+    ms.record("veh-2", "t/spat", "spat", "rsu->vehicle", 0, 50, 2000)  # the RSU restarted: a new stream
+    ms.forget("veh-1")
+    latency, counts = merge_json([ms.to_json()])
+    assert counts["spat"].received == 5
+    assert counts["spat"].lost == 1
+    assert latency[("spat", "rsu->vehicle")].n == 5
+
+
+def test_reception_drops_duplicates_and_expired_messages_and_skips_retained_latency() -> None:
+    clock = StepClock(1_767_225_600.0)
+    rsu = Station("rsu-1", m.SenderKind.RSU, clock)
+    rx = Reception("veh", m.SenderKind.VEHICLE, clock)
+    spat = m.Spat(())
+    fresh = rsu.encode(spat, stream="t/spat")
+    assert rx.accept(Message("t/spat", fresh, 0, False, 0)) is not None
+    assert rx.accept(Message("t/spat", fresh, 0, False, 0)) is None  # the same again: a duplicate
+    old = rsu.encode(spat, stream="t/spat")
+    clock.t = 1.5  # 1.5 s later: past SPaT's 1 s expiry
+    assert rx.accept(Message("t/spat", old, 0, False, 0)) is None
+    assert rx.bad.counts == {"expired": 1}
+    geometry = rsu.encode(m.MapData(()), stream="t/map")
+    assert rx.accept(Message("t/map", geometry, 1, True, 0)) is not None  # retained: no age limit, not a latency
+    latency, counts = merge_json([rx.measure.to_json()])
+    assert counts["spat"].duplicates == 1
+    assert counts["spat"].received == 2
+    assert latency[("spat", "rsu->vehicle")].n == 2
+    assert latency[("spat", "rsu->vehicle")].max == 1_500_000
+    assert ("map", "rsu->vehicle") not in latency

@@ -1,0 +1,231 @@
+"""What every receiver measures: latency per hop and message type, loss and duplicates.
+
+- Latency is receipt time minus the header's generation time, in whole microseconds, kept in
+  a log-linear histogram (the HdrHistogram layout with 3 significant digits): exact below
+  2,048 us, within 1/1024 above, in memory that grows with the spread of values, never
+  with their number. Histograms merge, so a report can add up every receiver's.
+- Loss and duplicates come from sequence numbers: a sender numbers each stream (one message
+  type on one topic) 0, 1, 2...; a receiver keeps, per stream, the first and highest number
+  it saw and the numbers it saw recently.
+- Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
+  rsu->cloud, cloud->rsu, cloud->vehicle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+_EXACT = 2048  # values below this are their own bucket
+_HALF = 1024  # sub-buckets per power of two above it
+
+DUP_WINDOW = 4096  # sequence numbers remembered per stream, to tell a duplicate from a late arrival
+
+
+def bucket(v: int) -> int:
+    if v < _EXACT:
+        return v
+    e = v.bit_length() - 11
+    return _EXACT + (e - 1) * _HALF + ((v >> e) - _HALF)
+
+
+def bucket_range(i: int) -> tuple[int, int]:
+    """(lowest, highest) value of bucket i."""
+    if i < _EXACT:
+        return i, i
+    e = (i - _EXACT) // _HALF + 1
+    low = ((i - _EXACT) % _HALF + _HALF) << e
+    return low, low + (1 << e) - 1
+
+
+class Histogram:
+    """Integer microseconds in log-linear buckets."""
+
+    __slots__ = ("counts", "max", "n")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.n = 0
+        self.max = 0
+
+    def record(self, v_us: int) -> None:
+        v = max(int(v_us), 0)
+        i = bucket(v)
+        self.counts[i] = self.counts.get(i, 0) + 1
+        self.n += 1
+        if v > self.max:
+            self.max = v
+
+    def merge(self, other: Histogram) -> None:
+        for i, c in other.counts.items():
+            self.counts[i] = self.counts.get(i, 0) + c
+        self.n += other.n
+        self.max = max(self.max, other.max)
+
+    def quantile_us(self, q: float) -> int:
+        """The value at quantile q (0..1): the highest value of the bucket holding that rank, at most the max."""
+        if self.n == 0:
+            return 0
+        rank = max(math.ceil(q * self.n), 1)
+        seen = 0
+        for i in sorted(self.counts):
+            seen += self.counts[i]
+            if seen >= rank:
+                return min(bucket_range(i)[1], self.max)
+        return self.max
+
+    def summary_ms(self) -> dict[str, float]:
+        def ms(us: int) -> float:
+            return round(us / 1000.0, 3)
+
+        return {
+            "count": self.n,
+            "p50": ms(self.quantile_us(0.50)),
+            "p90": ms(self.quantile_us(0.90)),
+            "p99": ms(self.quantile_us(0.99)),
+            "p999": ms(self.quantile_us(0.999)),
+            "max": ms(self.max),
+        }
+
+    def to_json(self) -> dict[str, int]:
+        return {str(i): c for i, c in sorted(self.counts.items())} | {"max": self.max}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, int]) -> Histogram:
+        h = cls()
+        for k, c in d.items():
+            if k == "max":
+                h.max = int(c)
+            else:
+                h.counts[int(k)] = int(c)
+                h.n += int(c)
+        return h
+
+
+@dataclass
+class Stream:
+    """One sender's stream as one receiver sees it.
+
+    A duplicate repeats a sequence number with the same generation time. The same number
+    with another time, or a number far behind the highest, means the sender started over
+    (a restart, or a Last Will built at connect time): the caller begins a new stream.
+    """
+
+    first: int
+    highest: int
+    unique: int = 1
+    duplicates: int = 0
+    recent: dict[int, int] = field(default_factory=dict)  # seq -> generation time [us]
+
+    NEW: ClassVar[int] = 0
+    DUPLICATE: ClassVar[int] = 1
+    RESTART: ClassVar[int] = 2
+
+    def see(self, seq: int, gen_us: int) -> int:
+        """Record a sequence number: NEW, DUPLICATE, or RESTART (not recorded here)."""
+        seen = self.recent.get(seq)
+        if seen is not None:
+            if seen == gen_us:
+                self.duplicates += 1
+                return Stream.DUPLICATE
+            return Stream.RESTART
+        if seq < self.highest - DUP_WINDOW:
+            return Stream.RESTART
+        self.recent[seq] = gen_us
+        self.unique += 1
+        if seq > self.highest:
+            self.highest = seq
+        elif seq < self.first:
+            self.first = seq
+        if len(self.recent) > 2 * DUP_WINDOW:
+            floor = self.highest - DUP_WINDOW
+            self.recent = {k: v for k, v in self.recent.items() if k >= floor}
+        return Stream.NEW
+
+    @property
+    def lost(self) -> int:
+        return self.highest - self.first + 1 - self.unique
+
+
+@dataclass
+class Counts:
+    received: int = 0
+    lost: int = 0
+    duplicates: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.received += other.received
+        self.lost += other.lost
+        self.duplicates += other.duplicates
+
+
+class Measurements:
+    """A receiver's (or a whole fleet's) latency histograms and per-stream sequence bookkeeping."""
+
+    def __init__(self) -> None:
+        self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
+        self.streams: dict[tuple[str, str], Stream] = {}  # (receiver, topic) -> stream
+        self._stream_type: dict[tuple[str, str], str] = {}
+        self.closed: dict[str, Counts] = {}  # by message type: streams whose receiver has gone
+
+    def record(self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None) -> bool:
+        """One message received; False if it duplicates one received before (not measured again).
+        `latency_us` None: count it, but it says nothing of the link (a retained message)."""
+        key = (receiver, topic)
+        stream = self.streams.get(key)
+        seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
+        if seen == Stream.DUPLICATE:
+            return False
+        if seen == Stream.RESTART:
+            if stream is not None:
+                self._close(key)
+            self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
+            self._stream_type[key] = mtype
+        if latency_us is None:
+            return True
+        h = self.latency.get((mtype, hop))
+        if h is None:
+            h = self.latency[(mtype, hop)] = Histogram()
+        h.record(latency_us)
+        return True
+
+    def forget(self, receiver: str) -> None:
+        """A receiver left (a vehicle's OBU): fold its streams into the totals."""
+        for key in [k for k in self.streams if k[0] == receiver]:
+            self._close(key)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        s = self.streams.pop(key)
+        c = self.closed.setdefault(self._stream_type.pop(key), Counts())
+        c.add(Counts(s.unique, s.lost, s.duplicates))
+
+    def counts(self) -> dict[str, Counts]:
+        out: dict[str, Counts] = {t: Counts(c.received, c.lost, c.duplicates) for t, c in self.closed.items()}
+        for key, s in self.streams.items():
+            out.setdefault(self._stream_type[key], Counts()).add(Counts(s.unique, s.lost, s.duplicates))
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "latency": {f"{t}|{hop}": h.to_json() for (t, hop), h in sorted(self.latency.items())},
+            "counts": {t: vars(c) for t, c in sorted(self.counts().items())},
+        }
+
+
+def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, str], Histogram], dict[str, Counts]]:
+    """Add up receivers' `Measurements.to_json()`."""
+    latency: dict[tuple[str, str], Histogram] = {}
+    counts: dict[str, Counts] = {}
+    for p in parts:
+        lat = p.get("latency", {})
+        assert isinstance(lat, Mapping)
+        for key, hj in lat.items():
+            t, hop = key.split("|", 1)
+            latency.setdefault((t, hop), Histogram()).merge(Histogram.from_json(hj))
+        cts = p.get("counts", {})
+        assert isinstance(cts, Mapping)
+        for t, c in cts.items():
+            counts.setdefault(t, Counts()).add(Counts(**c))
+    return latency, counts
