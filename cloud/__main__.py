@@ -22,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     add_common(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    sc = load(args.scenario)
+    sc = load(args.scenario, args.set, args.seed)
     if sc is None:
         return 2
     net = Network(sc)
     started: list[CloudService] = []
     code = 0
     try:
-        asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started))
+        asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair))
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was seen
     except BrokerError as e:

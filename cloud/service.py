@@ -13,8 +13,6 @@ Policies (the cloud-control issue) plug in here; bad payloads are counted per ki
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 import sys
@@ -26,6 +24,7 @@ from roadside.plans import plan_message
 from roadside.signal import Plan
 from v2x import __version__
 from v2x import messages as m
+from v2x.impair import Impairment
 from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import HazardEvent
@@ -35,6 +34,7 @@ from v2x.transport import Message, MqttTransport, Transport, Will
 from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
+TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
 _SOURCE = {"road_works": m.EventSource.GOVERNMENT, "accident": m.EventSource.POLICE}
 
@@ -53,7 +53,10 @@ class CloudCounters:
 
 
 class CloudService:
-    def __init__(self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout) -> None:
+    def __init__(
+        self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout,
+        impairment: Impairment | None = None,
+    ) -> None:
         self.net = net
         self.transport = transport
         self.topics = topics
@@ -64,7 +67,7 @@ class CloudService:
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
-        self.reception = Reception(CLOUD_ID, m.SenderKind.CLOUD, clock)
+        self.reception = Reception(CLOUD_ID, m.SenderKind.CLOUD, clock, impairment)
         self.bad = self.reception.bad
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
@@ -92,20 +95,27 @@ class CloudService:
             self.counters.sent[m.message_type(body).value] += 1
 
     async def run(self, duration_s: float | None = None) -> None:
-        """Real time: start, then handle each message as it arrives, until `duration_s` of sim time."""
+        """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
         await self.start()
-        timeout = None if duration_s is None else max(duration_s - self.clock.sim_s(), 0.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listen(), timeout=timeout)
-
-    async def _listen(self) -> None:
-        async for msg in self.transport.messages():
-            self._accept(msg)
+        while duration_s is None or self.clock.sim_s() < duration_s:
+            due = self.reception.next_due_s()
+            wait = TICK_S if due is None else min(TICK_S, due)
+            if duration_s is not None:
+                wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
+            for msg in await self.transport.receive(wait):
+                self._accept(msg)
+            self._release()
+            self.tick(self.clock.sim_s())
 
     def receive(self) -> None:
         """Handle what has arrived, without waiting (the lockstep driver calls this)."""
         for msg in self.transport.poll():
             self._accept(msg)
+        self._release()
+
+    def _release(self) -> None:
+        for _, topic, frame in self.reception.due():
+            self.handle(topic, frame)
 
     def tick(self, now: float) -> None:
         """Periodic work at sim time `now`: raise and clear the scenario's scheduled hazards."""
@@ -209,14 +219,15 @@ def cloud_will(topics: Topics, clock: Clock) -> Will:
 
 async def serve(
     net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
-    started: list[CloudService] | None = None,
+    started: list[CloudService] | None = None, impair: bool = True,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
     clock = Clock(epoch_s)
     topics = Topics(root)
     transport = MqttTransport(url, CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
     await transport.start()
-    svc = CloudService(net, transport, topics, clock)
+    sc = net.scenario
+    svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None)
     if started is not None:
         started.append(svc)
     try:

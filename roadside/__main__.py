@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intersection", action="append", help="run only this intersection's RSU (repeatable)")
     args = parser.parse_args(argv)
     setup_logging()
-    sc = load(args.scenario)
+    sc = load(args.scenario, args.set, args.seed)
     if sc is None:
         return 2
     ids = [x.id for x in sc.intersections]
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list[RsuService] = []
     code = 0
     try:
-        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch, started))
+        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch, started, args.impair))
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was done
     except BrokerError as e:

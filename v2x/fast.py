@@ -27,6 +27,7 @@ import numpy as np
 from cloud.service import CLOUD_ID, CloudService, cloud_will
 from roadside.service import RsuService, rsu_id
 from v2x.fleet import Fleet
+from v2x.impair import Impairment
 from v2x.lockstep import Hub
 from v2x.network import Network
 from v2x.scenario import Scenario
@@ -47,6 +48,7 @@ class FastRun:
         *,
         version: Literal["auto", "5", "3.1.1"] = "auto",
         timeout_s: float = 5.0,
+        impairment: Impairment | None = None,
     ) -> None:
         self.sc = sc
         self.clock = StepClock(FAST_EPOCH_S)
@@ -60,13 +62,16 @@ class FastRun:
         self.fleet = Fleet(
             sc, url, self.topics, self.clock, version=version,
             transport_factory=lambda sid: self.hub.wrap(MqttTransport(url, sid, version=version, inbox=1000, outbox=1000)),
+            impairment=impairment,
         )
         self.fleet.truth = self._truth
         self.rsus = [
-            RsuService(net, i, self.hub.wrap(mqtt(rsu_id(sc, i))), self.topics, self.clock) for i in range(len(net.intersections))
+            RsuService(net, i, self.hub.wrap(mqtt(rsu_id(sc, i))), self.topics, self.clock, impairment)
+            for i in range(len(net.intersections))
         ]
         self.cloud = CloudService(
-            net, self.hub.wrap(mqtt(CLOUD_ID, will=cloud_will(self.topics, self.clock))), self.topics, self.clock, events=None
+            net, self.hub.wrap(mqtt(CLOUD_ID, will=cloud_will(self.topics, self.clock))), self.topics, self.clock, events=None,
+            impairment=impairment,
         )
         self._groups = self.fleet.net.groups
 
@@ -90,6 +95,14 @@ class FastRun:
             if self.hub.published == before:
                 return
 
+    async def _deliver_in_flight(self, limit_s: float = 60.0) -> None:
+        """After the last step: let sim time run on, traffic standing still, until what the links delayed arrives."""
+        receptions = [self.cloud.reception, *(r.reception for r in self.rsus), self.fleet.reception]
+        end = self.clock.t + limit_s
+        while any(r.holding for r in receptions) and self.clock.t < end:
+            self.clock.t += self.sc.step_s
+            await self._rounds()
+
     async def run(self, duration_s: float, progress: Callable[[Fleet], None] | None = None) -> None:
         services = [self.cloud.transport, *(r.transport for r in self.rsus)]
         await asyncio.gather(*(t.start() for t in services))
@@ -109,13 +122,14 @@ class FastRun:
                 self.cloud.tick(traffic.t)
                 await self._rounds()
                 self.fleet.move()
+                self.clock.t = traffic.t  # BSMs are generated after the move
                 await asyncio.gather(*self.fleet.radio_work())  # new vehicles' OBUs, before their first BSM
                 self.fleet.publish_bsms()
                 if progress is not None and k % 10 == 0:
                     progress(self.fleet)
                 k += 1
+            await self._deliver_in_flight()
         finally:
-            self.clock.t = traffic.t
             await self.fleet.close()
             for rsu in self.rsus:
                 rsu.stopping()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from v2x import messages as m
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
 from v2x.errors import BrokerError
+from v2x.impair import Impairment
 from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import Scenario
@@ -50,6 +52,7 @@ class Radio:
     filters: frozenset[str] = frozenset()  # what it is subscribed to
     hazards: dict[str, m.RoadTrafficEvent] = field(default_factory=dict)  # active, by "<sender>/<event id>"
     tile: str | None = None  # the tile of its latest BSM
+    xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
     ready: bool = False
 
 
@@ -98,6 +101,7 @@ class Fleet:
         seed: int | None = None,
         shard: tuple[int, int] = (0, 1),
         transport_factory: TransportFactory | None = None,
+        impairment: Impairment | None = None,
     ) -> None:
         self.sc = sc
         self.url = url
@@ -110,7 +114,9 @@ class Fleet:
         self.traffic = Traffic(self.net, sc, seed)
         self.radios: dict[int, Radio] = {}
         self.counters = FleetCounters()
-        self.reception = Reception("fleet", m.SenderKind.VEHICLE, clock)
+        self.reception = Reception("fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance)
+        self._by_sid: dict[str, Radio] = {}
+        self._rsu_xy = self.net.rsu_xy
         self.bad = self.reception.bad
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self._factory = transport_factory or self._mqtt
@@ -146,6 +152,7 @@ class Fleet:
         radio.ready = True
 
     async def _close(self, radio: Radio) -> None:
+        self._by_sid.pop(radio.station.sender_id, None)
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
@@ -159,7 +166,7 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = SignalBelief(self.sc.fleet.spat_stale_s)
-            radio = self.radios[vid] = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), belief)
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), belief)
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -216,6 +223,18 @@ class Fleet:
             if radio.ready:
                 for msg in radio.transport.poll():
                     self._handle(radio, msg)
+        for sid, topic, frame in self.reception.due():  # what the links delayed
+            held = self._by_sid.get(sid or "")
+            if held is not None:
+                self._act(held, topic, frame)
+
+    def _distance(self, sid: str, frame: m.Frame) -> float | None:
+        """How far a vehicle is from an RSU that sent it something, for the sidelink."""
+        radio = self._by_sid.get(sid)
+        rsu = self._rsu_xy.get(frame.header.sender_id)
+        if radio is None or radio.xy is None or rsu is None:
+            return None
+        return math.hypot(radio.xy[0] - rsu[0], radio.xy[1] - rsu[1])
 
     def _handle(self, radio: Radio, msg: Message) -> None:
         topic = msg.topic
@@ -225,8 +244,10 @@ class Fleet:
             return
         # the shard-wide radio is not a vehicle: it is not measured
         frame = self.bad.decode(topic, msg.payload) if radio is self.shadow else self.reception.accept(msg, radio.station.sender_id)
-        if frame is None:
-            return
+        if frame is not None:
+            self._act(radio, topic, frame)
+
+    def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
         body = frame.body
         kind = m.message_type(body).value
         if isinstance(body, m.Spat):
@@ -290,6 +311,7 @@ class Fleet:
                 self.counters.bsm_not_connected += 1
                 continue
             radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
+            radio.xy = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
             topic = self.topics.bsm(radio.tile, radio.station.sender_id)
             if radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
                 self.counters.sent["bsm"] += 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from v2x.errors import BrokerError
 from v2x.fleet import Fleet
+from v2x.impair import Impairment
 from v2x.station import Clock
 from v2x.tier_args import add_common, load, setup_logging
 from v2x.topics import Topics
@@ -75,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging(logging.WARNING)
-    sc = load(args.scenario)
+    sc = load(args.scenario, args.set, args.seed)
     if sc is None:
         return 2
-    fleet = Fleet(sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt, shard=args.shard)
+    fleet = Fleet(
+        sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt, shard=args.shard,
+        impairment=Impairment(sc.links, sc.seed) if args.impair else None,
+    )
     try:
         asyncio.run(fleet.run(args.duration if args.duration is not None else sc.duration_s))
     except KeyboardInterrupt:

@@ -9,12 +9,15 @@ on MQTT 5 the broker also drops expired messages, so behaviour is the same).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from v2x import codec
 from v2x import messages as m
 from v2x.errors import DecodeError
+from v2x.impair import Impairment
 from v2x.metrics import Measurements
 from v2x.station import Clock
 from v2x.transport import Message
@@ -47,32 +50,78 @@ class BadInput:
 
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
+Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
+
 
 class Reception:
-    """Decode, measure, and drop duplicates and expired messages, counting each."""
+    """Decode, impair, measure, and drop duplicates and expired messages, counting each.
 
-    def __init__(self, owner: str, kind: m.SenderKind, clock: Clock) -> None:
+    With an `Impairment`, each message is lost or delayed as its link says; a delayed one is
+    held and handed out by `due()` once its time comes (on the receiver's clock: the wall in
+    real time, sim time in fast mode). Its latency is what the application sees: the
+    broker's own, plus the link's.
+    """
+
+    def __init__(
+        self, owner: str, kind: m.SenderKind, clock: Clock, impairment: Impairment | None = None,
+        distance: Distance | None = None,
+    ) -> None:
         self.owner = owner
         self.kind = kind.name.lower()
         self.clock = clock
+        self.impairment = impairment
+        self.distance = distance
         self.bad = BadInput(owner)
         self.measure = Measurements()
+        self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
+        self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
 
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
-        """The frame to act on, or None (bad, duplicate or expired: counted). `receiver`: who, in a fleet."""
+        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
         frame = self.bad.decode(msg.topic, msg.payload)
         if frame is None:
             return None
         h = frame.header
+        who = receiver or self.owner
+        if h.sender_id == who:
+            return frame  # its own message, back from the broker: no link, nothing to measure
         mtype = m.message_type(frame.body).value
-        age_us = self.clock.receipt_us(msg) - h.gen_time_us
-        # a retained message delivered on subscribing is as old as it is: no measure of the link
-        latency = None if msg.retain else age_us
         hop = f"{h.sender_kind.name.lower()}->{self.kind}"
-        if not self.measure.record(receiver or self.owner, msg.topic, mtype, hop, h.seq, h.gen_time_us, latency):
+        rx_us = self.clock.receipt_us(msg)
+        delay_us = 0
+        if self.impairment is not None and not msg.retain:
+            d = self.impairment.delay_s(hop, who, msg.topic, h.seq, h.gen_time_us, self.distance(who, frame) if self.distance else None)
+            if d is None:
+                self.link_lost[mtype] += 1  # the sequence numbers show it as lost, too
+                return None
+            delay_us = round(d * 1e6)
+        age_us = rx_us + delay_us - h.gen_time_us
+        # a retained message delivered on subscribing is as old as it is: no measure of the link
+        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us):
             return None
         max_age = MAX_AGE_S.get(mtype)
         if max_age is not None and age_us > max_age * 1e6:
             self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
             return None
+        if delay_us > 0:
+            heapq.heappush(self._held, (rx_us + delay_us, msg.topic, msg.payload, receiver, frame))
+            return None
         return frame
+
+    def due(self) -> list[tuple[str | None, str, m.Frame]]:
+        """Held messages whose time has come: (receiver, topic, frame), in release order."""
+        now = self.clock.utc_us()
+        out = []
+        while self._held and self._held[0][0] <= now:
+            _, topic, _, receiver, frame = heapq.heappop(self._held)
+            out.append((receiver, topic, frame))
+        return out
+
+    @property
+    def holding(self) -> int:
+        """Messages delayed by their link, not yet handed out."""
+        return len(self._held)
+
+    def next_due_s(self) -> float | None:
+        """Seconds until the next held message is due, if any."""
+        return None if not self._held else max(self._held[0][0] - self.clock.utc_us(), 0) / 1e6

@@ -209,6 +209,9 @@ class LockstepTransport:
         self._ready = []
         return out
 
+    async def receive(self, timeout_s: float) -> list[Message]:
+        return self.poll()
+
     async def messages(self) -> AsyncIterator[Message]:
         raise RuntimeError("a lockstep client is polled by the driver, not iterated")
         yield  # pragma: no cover

@@ -167,8 +167,8 @@ class Measurements:
     def __init__(self) -> None:
         self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
         self.streams: dict[tuple[str, str], Stream] = {}  # (receiver, topic) -> stream
-        self._stream_type: dict[tuple[str, str], str] = {}
-        self.closed: dict[str, Counts] = {}  # by message type: streams whose receiver has gone
+        self._stream_type: dict[tuple[str, str], tuple[str, str]] = {}  # -> (message type, hop)
+        self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
 
     def record(self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None) -> bool:
         """One message received; False if it duplicates one received before (not measured again).
@@ -182,7 +182,7 @@ class Measurements:
             if stream is not None:
                 self._close(key)
             self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
-            self._stream_type[key] = mtype
+            self._stream_type[key] = (mtype, hop)
         if latency_us is None:
             return True
         h = self.latency.get((mtype, hop))
@@ -201,8 +201,9 @@ class Measurements:
         c = self.closed.setdefault(self._stream_type.pop(key), Counts())
         c.add(Counts(s.unique, s.lost, s.duplicates))
 
-    def counts(self) -> dict[str, Counts]:
-        out: dict[str, Counts] = {t: Counts(c.received, c.lost, c.duplicates) for t, c in self.closed.items()}
+    def counts(self) -> dict[tuple[str, str], Counts]:
+        """Received, lost and duplicates by (message type, hop)."""
+        out: dict[tuple[str, str], Counts] = {k: Counts(c.received, c.lost, c.duplicates) for k, c in self.closed.items()}
         for key, s in self.streams.items():
             out.setdefault(self._stream_type[key], Counts()).add(Counts(s.unique, s.lost, s.duplicates))
         return out
@@ -210,14 +211,14 @@ class Measurements:
     def to_json(self) -> dict[str, object]:
         return {
             "latency": {f"{t}|{hop}": h.to_json() for (t, hop), h in sorted(self.latency.items())},
-            "counts": {t: vars(c) for t, c in sorted(self.counts().items())},
+            "counts": {f"{t}|{hop}": vars(c) for (t, hop), c in sorted(self.counts().items())},
         }
 
 
-def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, str], Histogram], dict[str, Counts]]:
-    """Add up receivers' `Measurements.to_json()`."""
+def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, str], Histogram], dict[tuple[str, str], Counts]]:
+    """Add up receivers' `Measurements.to_json()`: histograms and counts by (message type, hop)."""
     latency: dict[tuple[str, str], Histogram] = {}
-    counts: dict[str, Counts] = {}
+    counts: dict[tuple[str, str], Counts] = {}
     for p in parts:
         lat = p.get("latency", {})
         assert isinstance(lat, Mapping)
@@ -226,6 +227,7 @@ def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, s
             latency.setdefault((t, hop), Histogram()).merge(Histogram.from_json(hj))
         cts = p.get("counts", {})
         assert isinstance(cts, Mapping)
-        for t, c in cts.items():
-            counts.setdefault(t, Counts()).add(Counts(**c))
+        for key, c in cts.items():
+            t, hop = key.split("|", 1)
+            counts.setdefault((t, hop), Counts()).add(Counts(**c))
     return latency, counts

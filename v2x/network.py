@@ -17,6 +17,7 @@ come within a vehicle's width of each other; the lower-ranked movement yields th
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -389,6 +390,15 @@ class Network:
         d = p1 - p0
         heading = np.degrees(np.arctan2(d[:, 0], d[:, 1])) % 360.0
         return xy[:, 0], xy[:, 1], heading
+
+    @functools.cached_property
+    def rsu_xy(self) -> dict[str, tuple[float, float]]:
+        """Each RSU's position [m], by id."""
+        out = {}
+        for ig in self.intersections:
+            rsu = self.scenario.rsu_of(ig.index)
+            out[rsu.id] = (ig.center[0] + rsu.dx_m, ig.center[1] + rsu.dy_m)
+        return out
 
     def lane_point(self, iid: str, leg: str, lane: int, upstream_m: float) -> tuple[int, float, float, float]:
         """(IN link, arc length on it, x, y) of a point `upstream_m` before a lane's stop line."""

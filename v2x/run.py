@@ -18,6 +18,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,12 +31,14 @@ from rich.text import Text
 
 from v2x import scenario
 from v2x.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
-from v2x.errors import BrokerError, ScenarioError
+from v2x.errors import BrokerError
 from v2x.fast import FastRun
 from v2x.fleet import Fleet
 from v2x.fleet_cli import summary
+from v2x.impair import Impairment
 from v2x.metrics import Counts, Histogram, merge_json
 from v2x.station import Clock
+from v2x.tier_args import add_scenario_options, load
 from v2x.topics import DEFAULT_ROOT, Topics
 
 START_DELAY_S = 2.0  # [s] between launching the tiers and sim time 0, for them to connect
@@ -59,25 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
         "messages; deterministic for a given seed",
     )
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--headless", action="store_true", help="no window (the visualiser is not built yet: always headless)")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
     p.add_argument("--mqtt", choices=["auto", "5", "3.1.1"], default="auto", help="MQTT version of the fleet's clients")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    add_scenario_options(p)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    scenario_path = scenario.resolve(args.scenario)
     console = Console(stderr=True)
-    try:
-        sc = scenario.load(scenario_path)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
+    loaded = load(args.scenario, args.set, args.seed)
+    if loaded is None:
         return 2
-    if args.seed is not None:
-        sc = dataclasses.replace(sc, seed=args.seed)
+    sc = loaded
     duration = args.duration if args.duration is not None else sc.duration_s
 
     broker: MosquittoBroker | None = None
@@ -107,7 +106,7 @@ def main(argv: list[str]) -> int:
             if args.fast:
                 parts = _fast(sc, url, args, duration, progress)
             else:
-                parts = _realtime(sc, scenario_path, url, args, duration, progress)
+                parts = _realtime(sc, url, args, duration, progress)
     except KeyboardInterrupt:
         interrupted = True
         console.print("interrupted: stopping every tier and writing the report")
@@ -130,6 +129,10 @@ Parts = dict[str, Any]  # what each tier reported: fleet, cloud, rsus (and locks
 _PARTS: list[Parts] = []  # the parts of a run cut short by Ctrl-C
 
 
+def _impairment(sc: scenario.Scenario, args: argparse.Namespace) -> Impairment | None:
+    return Impairment(sc.links, sc.seed) if args.impair else None
+
+
 def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
     last = [time.monotonic(), 0]
 
@@ -145,7 +148,7 @@ def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
 
 
 def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
-    run = FastRun(sc, url, args.root, version=args.mqtt)
+    run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args))
 
     def parts() -> Parts:
         return {
@@ -165,12 +168,23 @@ def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: f
     return parts()
 
 
-def _realtime(
+def _realtime(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
+    # the tiers run exactly this scenario (--set and --seed applied): hand it over as a file
+    with tempfile.NamedTemporaryFile("w", prefix=f"v2x-{sc.name}-", suffix=".toml", delete=False) as f:
+        f.write(scenario.dumps(sc))
+    scenario_path = Path(f.name)
+    try:
+        return _realtime_tiers(sc, scenario_path, url, args, duration, progress)
+    finally:
+        scenario_path.unlink(missing_ok=True)
+
+
+def _realtime_tiers(
     sc: scenario.Scenario, scenario_path: Path, url: str, args: argparse.Namespace, duration: float,
     progress: Callable[[Fleet], None],
 ) -> Parts:
     epoch = time.time() + START_DELAY_S
-    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root]
+    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"])]
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers = {
         "roadside": subprocess.Popen(
@@ -182,7 +196,7 @@ def _realtime(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
     }
-    fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt)
+    fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args))
 
     def parts(outputs: dict[str, str]) -> Parts:
         def lines(tier: str) -> list[dict[str, Any]]:
@@ -244,9 +258,14 @@ def _report(
     sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
     by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
     latency, counts = merge_json(p.get("measurements", {}) for p in [fs, cloud, *rsus])
+    by_type_counts: dict[str, Counts] = {}
+    by_hop_counts: dict[str, Counts] = {}
+    for (t, hop), c in counts.items():
+        by_type_counts.setdefault(t, Counts()).add(c)
+        by_hop_counts.setdefault(hop, Counts()).add(c)
     messages: dict[str, Any] = {}
     for t in sorted(set(sent) | {k for c in by_receiver.values() for k in c}):
-        measured = counts.get(t, Counts())
+        measured = by_type_counts.get(t, Counts())
         messages[t] = {
             "sent": sent.get(t, 0),
             "received": sum(c.get(t, 0) for c in by_receiver.values()),
@@ -272,9 +291,14 @@ def _report(
         "wall_s": round(wall_s, 1),
         "interrupted": interrupted,
         "broker": {"kind": kind, "url": url, "mqtt": args.mqtt},
+        "impairment": dataclasses.asdict(sc.links) if args.impair else None,
+        "settings": args.set,
         "messages": messages,
         "latency_ms": {hop: h.summary_ms() for hop, h in sorted(by_hop.items())},
         "latency_ms_by_type": by_type,
+        "loss_by_hop": {
+            hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
+        },
         "vehicles": fs.get("vehicles", {}),
         "traffic": fs.get("traffic", {}),
         "spat_coverage": fs.get("spat", {}),

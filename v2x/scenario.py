@@ -9,10 +9,11 @@ A scenario is laid out in local metres (x east, y north) around a WGS-84 origin.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from v2x import schema
 from v2x.errors import ScenarioError
@@ -247,25 +248,25 @@ class HazardEvent:
 class Sidelink:
     """PC5: vehicle<->RSU and vehicle<->vehicle radio."""
 
-    latency_ms: float = spec(0.0, ge=0.0, le=10_000.0)
-    jitter_ms: float = spec(0.0, ge=0.0, le=10_000.0)
+    latency_ms: float = spec(0.0, ge=0.0, le=10_000.0, doc="one-way latency")
+    jitter_ms: float = spec(0.0, ge=0.0, le=10_000.0, doc="latency varies uniformly by up to this, either way")
     loss: float = spec(0.0, ge=0.0, le=1.0, doc="loss probability close to the sender")
-    edge_loss: float = spec(0.0, ge=0.0, le=1.0, doc="loss probability at range_m; it rises in between")
-    range_m: float = spec(300.0, gt=0.0, le=5000.0)
+    edge_loss: float = spec(0.0, ge=0.0, le=1.0, doc="loss probability at range_m; it rises with distance squared in between")
+    range_m: float = spec(300.0, gt=0.0, le=5000.0, doc="nothing is received beyond this")
 
 
 @dataclass(frozen=True)
 class Cellular:
     """Uu: anything <-> the cloud."""
 
-    latency_ms: float = spec(0.0, ge=0.0, le=60_000.0, doc="mean one-way latency")
+    latency_ms: float = spec(0.0, ge=0.0, le=60_000.0, doc="typical (median) one-way latency")
     p99_ms: float | None = spec(None, ge=0.0, le=60_000.0, doc="99th percentile; with it latency is lognormal")
-    jitter_ms: float = spec(0.0, ge=0.0, le=10_000.0)
+    jitter_ms: float = spec(0.0, ge=0.0, le=10_000.0, doc="latency varies uniformly by up to this, either way")
     loss: float = spec(0.0, ge=0.0, le=1.0)
 
     def check(self) -> Iterator[tuple[Path, str]]:
         if self.p99_ms is not None and self.p99_ms < self.latency_ms:
-            yield ("p99_ms",), f"{self.p99_ms:g} is below latency_ms {self.latency_ms:g} (expected p99 >= mean)"
+            yield ("p99_ms",), f"{self.p99_ms:g} is below latency_ms {self.latency_ms:g} (expected p99 >= the median)"
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,11 @@ class Scenario:
 
     def intersection(self, iid: str) -> Intersection | None:
         return next((i for i in self.intersections if i.id == iid), None)
+
+    def rsu_of(self, index: int) -> Rsu:
+        """The RSU of the `index`-th intersection: the one listed, else a default one at its centre."""
+        iid = self.intersections[index].id
+        return next((r for r in self.rsus if r.intersection == iid), Rsu(f"rsu-{iid}", iid))
 
 
 # ---------------------------------------------------------------------------
@@ -447,6 +453,44 @@ def load(path: str | FsPath) -> Scenario:
 def dumps(s: Scenario) -> str:
     """Scenario -> TOML text that `parse` reads back into an equal Scenario."""
     return schema.dump(s)
+
+
+def override(s: Scenario, settings: Iterable[str]) -> Scenario:
+    """The scenario with `key.path=value` settings applied (`--set links.cellular.latency_ms=100`).
+
+    Keys are TOML paths (a number picks an array element: `intersections.0.signal.cycle_s`);
+    values are TOML values (a bare word is a string). The result is validated as a file is.
+    Setting the cellular mean latency alone scales its p99 with it: the distribution keeps its shape.
+    """
+    data = tomllib.loads(dumps(s))
+    settings = list(settings)
+    keys = {x.partition("=")[0].strip() for x in settings}
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        if not sep or not key.strip():
+            raise ScenarioError([f"--set {setting}: expected KEY=VALUE (e.g. links.cellular.latency_ms=100)"])
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else (
+                node.setdefault(part, {}) if isinstance(node, dict) else None
+            )
+            if not isinstance(nxt, (dict, list)):
+                raise ScenarioError([f"--set {setting}: {'.'.join(parts[: i + 1])} is not a table (expected a path to a setting)"])
+            node = nxt
+        if isinstance(node, list):
+            raise ScenarioError([f"--set {setting}: {key} names an array, not a setting"])
+        node[parts[-1]] = value
+    cell = s.links.cellular
+    if "links.cellular.latency_ms" in keys and "links.cellular.p99_ms" not in keys and cell.p99_ms is not None and cell.latency_ms > 0:
+        new = data["links"]["cellular"]["latency_ms"]
+        if isinstance(new, (int, float)):
+            data["links"]["cellular"]["p99_ms"] = cell.p99_ms * float(new) / cell.latency_ms
+    return schema.read_data(Scenario, data, lambda p: "--set", _references)
 
 
 def bundled_dir() -> FsPath:

@@ -389,15 +389,20 @@ def read(cls: type[T], text: str, filename: str, extra: Callable[[T], Iterable[t
     except tomllib.TOMLDecodeError as e:
         line = getattr(e, "lineno", None) or _line_from_message(str(e))
         raise ScenarioError([f"{filename}:{line}: (syntax): {e} (expected valid TOML)"]) from None
+    loc = Locator(text)
+    return read_data(cls, data, lambda p: f"{filename}:{loc.line_of(p)}", extra)
+
+
+def read_data(
+    cls: type[T], data: dict[str, Any], where: Callable[[Path], str], extra: Callable[[T], Iterable[tuple[Path, str]]] | None = None
+) -> T:
+    """Validate already-parsed TOML data into `cls`; `where(path)` says where a problem is (file:line)."""
     conv = _Converter()
     obj = conv.dataclass(cls, data, ())
     if obj is not _INVALID and extra is not None:
         conv.problems.extend(extra(obj))
     if conv.problems:
-        loc = Locator(text)
-        raise ScenarioError(
-            [f"{filename}:{loc.line_of(p)}: {format_path(p)}: {msg}" for p, msg in conv.problems]
-        )
+        raise ScenarioError([f"{where(p)}: {format_path(p)}: {msg}" for p, msg in conv.problems])
     return obj
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -22,6 +23,20 @@ def add_common(
     parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
+    add_scenario_options(parser)
+
+
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """--set, --seed and --no-impairment: what changes the scenario a tier runs."""
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a scenario setting, e.g. links.cellular.latency_ms=100 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    parser.add_argument(
+        "--no-impairment", dest="impair", action="store_false",
+        help="ignore the scenario's link latency and loss: latencies are the broker's own",
+    )
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -29,10 +44,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("gmqtt").setLevel(logging.WARNING)
 
 
-def load(arg: str) -> scenario.Scenario | None:
-    """The scenario, or None after printing every problem (the caller exits with 2)."""
+def load(arg: str, settings: list[str] | None = None, seed: int | None = None) -> scenario.Scenario | None:
+    """The scenario with --set and --seed applied, or None after printing every problem (exit 2)."""
     try:
-        return scenario.load(scenario.resolve(arg))
+        sc = scenario.override(scenario.load(scenario.resolve(arg)), settings) if settings else scenario.load(scenario.resolve(arg))
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return None
+    return sc if seed is None else dataclasses.replace(sc, seed=seed)

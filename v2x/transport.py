@@ -137,6 +137,8 @@ class Transport(Protocol):
 
     def poll(self, limit: int = 10_000) -> list[Message]: ...
 
+    async def receive(self, timeout_s: float) -> list[Message]: ...
+
     async def drain(self, timeout_s: float = 5.0) -> bool: ...
 
 
@@ -167,6 +169,16 @@ class _Inbox:
     async def messages(self) -> AsyncIterator[Message]:
         while True:
             yield await self._inbox.get()
+
+    async def receive(self, timeout_s: float) -> list[Message]:
+        """Wait up to `timeout_s` for a message; then every message waiting (maybe none)."""
+        if self._inbox.empty():
+            try:
+                first = await asyncio.wait_for(self._inbox.get(), timeout=max(timeout_s, 0.0))
+            except TimeoutError:
+                return []
+            return [first, *self.poll()]
+        return self.poll()
 
     def poll(self, limit: int = 10_000) -> list[Message]:
         """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
