@@ -10,9 +10,10 @@ Two link kinds (the scenario's `[links]`):
   `latency_ms` and 99th percentile `p99_ms` (fixed at `latency_ms` without a p99), plus
   uniform jitter, and a flat `loss`.
 
-Each draw is a pure function of the run's seed and the message's identity at that receiver
-(receiver, topic, sequence number, generation time), so the same run impairs the same
-messages the same way whatever order they arrive in: fast mode stays deterministic. The
+Each draw is a pure function of the run's seed, the receiver and the message's bytes (its
+header holds sender, sequence number and generation time), so the same run impairs the
+same messages the same way whatever order they arrive in, under any topic root: fast mode
+stays deterministic. The
 delay adds to whatever the broker took (real time) or to the lockstep step (fast mode).
 """
 
@@ -41,9 +42,8 @@ class Impairment:
         # lognormal: median = latency, p99 = median * exp(sigma * z99)
         self._sigma = math.log(c.p99_ms / c.latency_ms) / Z99 if c.p99_ms and c.latency_ms > 0 else 0.0
 
-    def _uniforms(self, receiver: str, topic: str, seq: int, gen_us: int) -> tuple[float, float, float]:
-        key = f"{self.seed}|{receiver}|{topic}|{seq}|{gen_us}".encode()
-        d = hashlib.blake2b(key, digest_size=24).digest()
+    def _uniforms(self, receiver: str, payload: bytes) -> tuple[float, float, float]:
+        d = hashlib.blake2b(f"{self.seed}|{receiver}|".encode() + payload, digest_size=24).digest()
         return tuple((int.from_bytes(d[i : i + 8], "little") + 0.5) / 2.0**64 for i in (0, 8, 16))  # type: ignore[return-value]
 
     def sidelink_loss(self, distance_m: float) -> float:
@@ -52,9 +52,9 @@ class Impairment:
             return 1.0
         return s.loss + (s.edge_loss - s.loss) * (distance_m / s.range_m) ** 2
 
-    def delay_s(self, hop: str, receiver: str, topic: str, seq: int, gen_us: int, distance_m: float | None) -> float | None:
-        """The extra delay [s] of one message at one receiver, or None if the link lost it."""
-        u_loss, u_lat, u_jit = self._uniforms(receiver, topic, seq, gen_us)
+    def delay_s(self, hop: str, receiver: str, payload: bytes, distance_m: float | None) -> float | None:
+        """The extra delay [s] of one message (its payload: header and body) at one receiver, or None if lost."""
+        u_loss, u_lat, u_jit = self._uniforms(receiver, payload)
         if link_of(hop) == "sidelink":
             s = self.links.sidelink
             p = s.loss if distance_m is None else self.sidelink_loss(distance_m)

@@ -90,7 +90,7 @@ class Reception:
         rx_us = self.clock.receipt_us(msg)
         delay_us = 0
         if self.impairment is not None and not msg.retain:
-            d = self.impairment.delay_s(hop, who, msg.topic, h.seq, h.gen_time_us, self.distance(who, frame) if self.distance else None)
+            d = self.impairment.delay_s(hop, who, msg.payload, self.distance(who, frame) if self.distance else None)
             if d is None:
                 self.link_lost[mtype] += 1  # the sequence numbers show it as lost, too
                 return None
