@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("run:", " ".join(cmd[1:]), flush=True)
         t0 = time.monotonic()
-        run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         # the raw pair at the fleet's BSM rate once it is near full: its vehicles x 10 Hz, estimated from demand
         rate = min(APPROACHES * args.vph / 3600.0 * (2 * args.length / 13.9 + 30.0), 400.0) * 10.0
         raw: list[SubResult] = []
@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             target=lambda: raw.append(measure("gmqtt", broker.port, 0, int(rate * args.raw_s), rate, "overhead")), daemon=True
         )
         worker.start()
-        run.wait(timeout=args.duration + 300)
+        _, err = run.communicate(timeout=args.duration + 300)
         worker.join(timeout=120)
         wall = time.monotonic() - t0
-    if run.returncode != 0 or not raw:
-        print(f"the run failed (exit {run.returncode}) or the raw pair did not finish", file=sys.stderr)
+    if run.returncode != 0:
+        print(f"the run failed (exit {run.returncode}):\n{err[-3000:]}", file=sys.stderr)
+        return 1
+    if not raw:
+        print("the raw pair did not finish", file=sys.stderr)
         return 1
     r = json.loads(report_path.read_text())
     ours = r["latency_ms_by_type"]["bsm"]["vehicle->cloud"]

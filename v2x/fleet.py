@@ -39,6 +39,7 @@ from v2x.transport import Message, MqttTransport, Transport
 log = logging.getLogger(__name__)
 
 BSM_EXPIRY_S = 1  # [s]
+BSM_SLICES = 10  # real time: a step's BSMs go out in this many slices spread over the step
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FleetCounters:
     received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
     connect_failures: int = 0
     resubscriptions: int = 0
+    subscribe_failures: int = 0  # (un)subscriptions the broker did not acknowledge in time (retried)
     # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
     # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
     bsm_not_connected: int = 0
@@ -196,10 +198,15 @@ class Fleet:
     async def _resubscribe(self, radio: Radio, old: frozenset[str], new: frozenset[str]) -> None:
         if old:
             self.counters.resubscriptions += 1
-        for f in sorted(old - new):
-            await radio.transport.unsubscribe(f)
-        for f in sorted(new - old):
-            await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f else 0)
+        try:
+            for f in sorted(old - new):
+                await radio.transport.unsubscribe(f)
+            for f in sorted(new - old):
+                await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f else 0)
+        except BrokerError as e:  # no acknowledgement: try again next step, never stop the fleet
+            self.counters.subscribe_failures += 1
+            log.warning("veh-%d: %s", radio.vid, e)
+            radio.filters = frozenset()
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -301,11 +308,16 @@ class Fleet:
 
     def publish_bsms(self) -> None:
         """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""
+        self.publish(self.due_bsms())
+
+    def due_bsms(self) -> list[tuple[int, m.Bsm]]:
+        """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
         if (self._k - 1) % self._bsm_every != 0:
-            return
-        for vid, bsm in build_bsms(self.traffic, self.net.frame):
-            if not self.mine(vid):
-                continue
+            return []
+        return [(vid, bsm) for vid, bsm in build_bsms(self.traffic, self.net.frame) if self.mine(vid)]
+
+    def publish(self, bsms: list[tuple[int, m.Bsm]]) -> None:
+        for vid, bsm in bsms:
             radio = self.radios.get(vid)
             if radio is None or not radio.ready:
                 self.counters.bsm_not_connected += 1
@@ -345,9 +357,13 @@ class Fleet:
                     self.receive()
                     spawn(self.subscription_work())
                     self.move()
-                    self.publish_bsms()
+                    # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
+                    bsms = self.due_bsms()
+                    slices = BSM_SLICES if len(bsms) >= BSM_SLICES else 1
+                    for j in range(slices):
+                        self.publish(bsms[j::slices])
+                        await asyncio.sleep(max(self.traffic.t - dt + (j + 1) * dt / slices - self.clock.sim_s(), 0.0))
                     if progress is not None and self._k % 10 == 0:
                         progress(self)
-                    await asyncio.sleep(max(self.traffic.t - self.clock.sim_s(), 0.0))
             finally:
                 spawn([self.close()])

@@ -47,6 +47,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
         },
         "connect_failures": c.connect_failures,
         "resubscriptions": c.resubscriptions,
+        "subscribe_failures": c.subscribe_failures,
     }
 
 

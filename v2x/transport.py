@@ -383,6 +383,11 @@ class MqttTransport(_Inbox):
         if self._connected.is_set():
             self.stats.disconnects += 1
         self._connected.clear()
+        # no acknowledgement will come on this connection; the next CONNACK subscribes `_subs` anew
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._acks.clear()
         if not self._closing:
             # gmqtt reconnects on its own after `reconnect_delay`: make that delay jittered and growing
             client.reconnect_delay = backoff_delay(self._attempt, self._rng)
