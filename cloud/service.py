@@ -1,7 +1,8 @@
 """The cloud-control service on a broker: the area picture, the SPaT relay, RSU liveness.
 
   - subscribes to BSMs, RSMs, RSU SPaT and every service's status in its region (one wildcard each);
-  - keeps a live picture: the latest BSM per vehicle, the latest RSM per RSU, each RSU's liveness;
+  - keeps a live picture: the latest BSM per vehicle, the latest RSM per RSU, the queue on
+    each approach (vehicles standing on its lanes, by their BSMs), each RSU's liveness;
   - relays each intersection's SPaT, as the RSU reported it, on the cellular-path topic, so a
     vehicle out of RSU range (or without sidelink) still gets it;
   - reports an RSU lost when its status turns offline (its Last Will, published by the broker).
@@ -35,6 +36,9 @@ from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
 TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
+QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is queued
+FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
+QUEUE_EVERY_S = 1.0  # [s] how often the queue picture is refreshed
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
 _SOURCE = {"road_works": m.EventSource.GOVERNMENT, "accident": m.EventSource.POLICE}
 
@@ -65,6 +69,9 @@ class CloudService:
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
+        self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
+        self.max_queues: Counter[str] = Counter()  # the longest each queue has been
+        self._next_queue_s = 0.0
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
         self.reception = Reception(CLOUD_ID, m.SenderKind.CLOUD, clock, impairment)
@@ -118,7 +125,12 @@ class CloudService:
             self.handle(topic, frame)
 
     def tick(self, now: float) -> None:
-        """Periodic work at sim time `now`: raise and clear the scenario's scheduled hazards."""
+        """Periodic work at sim time `now`: the queue picture; raise and clear the scenario's hazards."""
+        if now + 1e-6 >= self._next_queue_s:
+            self._next_queue_s = now + QUEUE_EVERY_S
+            self.queues = self.count_queues(now)
+            for k, n in self.queues.items():
+                self.max_queues[k] = max(self.max_queues[k], n)
         for i, ev in enumerate(self.net.scenario.events):
             event_id = i + 1
             active = ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s  # sim time is a sum of steps: allow rounding
@@ -126,6 +138,18 @@ class CloudService:
                 self._raise_hazard(event_id, ev, now)
             elif not active and event_id in self.hazard_topics:
                 self._clear_hazard(event_id, now)
+
+    def count_queues(self, now: float) -> dict[str, int]:
+        """Vehicles standing on each approach, from their latest BSMs (stopped or crawling, on an approach lane)."""
+        out: Counter[str] = Counter()
+        for bsm, at in self.vehicles.values():
+            if now - at > FRESH_S or bsm.speed_mps >= QUEUE_SPEED_MPS:
+                continue
+            hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
+            if hit is not None:
+                link = self.net.links[hit[0]]
+                out[f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"] += 1
+        return dict(sorted(out.items()))
 
     def _raise_hazard(self, event_id: int, ev: HazardEvent, now: float) -> None:
         """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""
@@ -171,6 +195,7 @@ class CloudService:
             "sent": dict(self.counters.sent),
             "relayed_spat": self.counters.relayed_spat,
             "vehicles_seen": len(self.vehicles),
+            "max_queue_by_approach": dict(sorted(self.max_queues.items())),
             "bad_input": dict(self.bad.counts),
             "measurements": self.reception.measure.to_json(),
         }

@@ -115,3 +115,36 @@ async def test_a_plan_from_the_cloud_reaches_the_rsu_and_shows_in_its_spat(mosqu
     finally:
         for svc in (cloud, rsu):
             await svc.transport.close()
+
+
+def test_the_cloud_counts_the_queue_on_each_approach_from_bsms() -> None:
+    """Its picture (from BSMs alone) against the core's truth: vehicles standing on each approach lane."""
+    import numpy as np
+
+    from cloud.service import QUEUE_SPEED_MPS, CloudService
+    from roadside.offline import OfflineRun
+    from v2x.bsm import build_bsms
+    from v2x.network import LinkKind
+    from v2x.scenario import load
+    from v2x.station import Station, StepClock
+    from v2x.topics import Topics
+    from v2x.transport import MemoryBroker, MemoryTransport
+
+    run = OfflineRun(load(FOUR_WAY))
+    run.run(200.0)  # long enough for queues at red
+    t, net = run.traffic, run.net
+    clock = StepClock(1_767_225_600.0)
+    clock.t = t.t
+    cloud = CloudService(net, MemoryTransport(MemoryBroker(), "cloud"), Topics(), clock, events=None)
+    for vid, bsm in build_bsms(t, net.frame):
+        frame = codec.decode(Station(f"veh-{vid}", m.SenderKind.VEHICLE, clock).encode(bsm))
+        cloud.handle("t", frame)
+    truth: dict[str, int] = {}
+    link = t.current_link()
+    for i in np.flatnonzero(t.v < QUEUE_SPEED_MPS):
+        lk = net.links[int(link[i])]
+        if lk.kind is LinkKind.IN:
+            key = f"{net.intersections[lk.intersection].spec.id}.{lk.leg}"
+            truth[key] = truth.get(key, 0) + 1
+    assert sum(truth.values()) >= 5  # there is a queue to find
+    assert cloud.count_queues(clock.t) == dict(sorted(truth.items()))

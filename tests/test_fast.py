@@ -78,3 +78,13 @@ def test_fast_mode_is_deterministic(mosquitto: MosquittoBroker, tmp_path: Path, 
     assert _kpis(a) == _kpis(b)
     assert _kpis(a) != _kpis(c)
     assert a["vehicles"]["finished"] > 10
+
+
+def test_four_way_fast_with_every_client_on_mqtt_311(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+    r = _run(tmp_path, "four_way", 60, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--mqtt", "3.1.1")
+    assert r["broker"]["mqtt"] == "3.1.1"
+    assert r["vehicles"]["spawned"] >= 20
+    assert r["messages"]["bsm"]["received_by"]["cloud"] == r["messages"]["bsm"]["sent"] > 0
+    assert r["spat_coverage"]["approaching_without_spat"] == []
+    assert r["traffic"]["collisions"] == 0
+    assert r["lockstep"]["lost"] == 0

@@ -392,6 +392,29 @@ class Network:
         return xy[:, 0], xy[:, 1], heading
 
     @functools.cached_property
+    def _in_segments(self) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+        """Every IN lane as a straight segment: (link ids, start points, end points, half widths)."""
+        ids = [lid for ig in self.intersections for lid in ig.in_links.values()]
+        a = np.array([self.links[lid].points[0] for lid in ids])
+        b = np.array([self.links[lid].points[-1] for lid in ids])
+        half = np.array(
+            [self.intersections[self.links[lid].intersection].spec.approach(self.links[lid].leg).lane_width_m / 2 for lid in ids]  # type: ignore[union-attr]
+        )
+        return np.array(ids), a, b, half
+
+    def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
+        """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane."""
+        ids, a, b, half = self._in_segments
+        ab = b - a
+        p = np.array([x, y])
+        t = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
+        d = np.hypot(*(a + ab * t[:, None] - p).T)
+        k = int(np.argmin(d))
+        if d[k] > half[k] + 0.5:
+            return None
+        return int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))
+
+    @functools.cached_property
     def rsu_xy(self) -> dict[str, tuple[float, float]]:
         """Each RSU's position [m], by id."""
         out = {}

@@ -200,7 +200,13 @@ def _realtime_tiers(
 
     def parts(outputs: dict[str, str]) -> Parts:
         def lines(tier: str) -> list[dict[str, Any]]:
-            return [json.loads(x) for x in outputs.get(tier, "").splitlines() if x.startswith("{")]
+            out = []
+            for x in outputs.get(tier, "").splitlines():
+                try:
+                    out.append(json.loads(x))
+                except json.JSONDecodeError:
+                    print(f"v2x run: the {tier} tier printed a line that is not JSON: {x[:200]!r}", file=sys.stderr)
+            return out
 
         cloud = lines("cloud")
         return {
@@ -220,19 +226,21 @@ def _realtime_tiers(
 
 
 def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
-    """Ask each tier to stop (SIGINT), then collect what it printed."""
+    """Let each tier end on its own (a moment after the fleet), else ask it (SIGINT); collect what it printed.
+
+    Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
+    """
     outputs = {}
-    for proc in tiers.values():
-        try:
-            proc.wait(timeout=5.0)  # each tier ends on its own a moment after the fleet
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
     for name, proc in tiers.items():
         try:
-            out, err = proc.communicate(timeout=15)
+            out, err = proc.communicate(timeout=8.0)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
         if proc.returncode not in (0, 130, -signal.SIGINT):
             print(f"v2x run: the {name} tier exited with {proc.returncode}:\n{(err or '')[-2000:]}", file=sys.stderr)
         outputs[name] = out or ""
@@ -302,7 +310,11 @@ def _report(
         "vehicles": fs.get("vehicles", {}),
         "traffic": fs.get("traffic", {}),
         "spat_coverage": fs.get("spat", {}),
-        "cloud": {"vehicles_seen": cloud.get("vehicles_seen", 0), "events": parts.get("cloud_events", [])},
+        "cloud": {
+            "vehicles_seen": cloud.get("vehicles_seen", 0),
+            "max_queue_by_approach": cloud.get("max_queue_by_approach", {}),
+            "events": parts.get("cloud_events", []),
+        },
         "bad_input": {"fleet": fs.get("bad_input", {}), "cloud": cloud.get("bad_input", {}), "rsus": _sum([r.get("bad_input", {}) for r in rsus])},
         "dropped": {"fleet": fs.get("dropped", {})},
     }
