@@ -14,6 +14,7 @@ Policies (the cloud-control issue) plug in here; bad payloads are counted per ki
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sys
@@ -35,6 +36,7 @@ from v2x.transport import Message, MqttTransport, Transport, Will
 from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
+YIELD_EVERY = 16  # real time: messages handled between reads of the connection
 TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
 QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is queued
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
@@ -109,8 +111,10 @@ class CloudService:
             wait = TICK_S if due is None else min(TICK_S, due)
             if duration_s is not None:
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
-            for msg in await self.transport.receive(wait):
+            for k, msg in enumerate(await self.transport.receive(wait), start=1):
                 self._accept(msg)
+                if k % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
             self._release()
             self.tick(self.clock.sim_s())
 

@@ -363,6 +363,8 @@ class Fleet:
                     for j in range(slices):
                         self.publish(bsms[j::slices])
                         await asyncio.sleep(max(self.traffic.t - dt + (j + 1) * dt / slices - self.clock.sim_s(), 0.0))
+                        if j < slices - 1:
+                            self.receive()  # a little at a time, so the connections are read often
                     if progress is not None and self._k % 10 == 0:
                         progress(self)
             finally:

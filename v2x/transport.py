@@ -425,6 +425,11 @@ class MqttTransport(_Inbox):
         props: dict[str, Any] = {}
         if expiry_s is not None and self.version != "3.1.1":
             props["message_expiry_interval"] = int(expiry_s)
+        if qos == 0 and self._connected.is_set() and self._outbox.empty():
+            # nothing queued ahead of it: write it now rather than wait for the sender task's turn
+            self.stats.published += 1
+            self._send(_Outgoing(topic, payload, qos, retain, props))
+            return True
         try:
             self._outbox.put_nowait(_Outgoing(topic, payload, qos, retain, props))
         except asyncio.QueueFull:
@@ -444,14 +449,17 @@ class MqttTransport(_Inbox):
                 while len(self._unacked) >= min(self.max_inflight, self._receive_max) - 1:
                     self._freed.clear()
                     await self._freed.wait()
-            props = item.props if self.protocol_version == MQTT5 else {}
-            try:
-                self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain, **props)
-            except Exception as e:  # a connection lost between the checks above and here
-                log.warning("publish to %s failed: %s", item.topic, e)
-                self.stats.dropped_out += 1
-                continue
-            self.stats.sent += 1
+            self._send(item)
+
+    def _send(self, item: _Outgoing) -> None:
+        props = item.props if self.protocol_version == MQTT5 else {}
+        try:
+            self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain, **props)
+        except Exception as e:  # a connection lost between the checks and here
+            log.warning("publish to %s failed: %s", item.topic, e)
+            self.stats.dropped_out += 1
+            return
+        self.stats.sent += 1
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         """Wait until the outbox is empty and every QoS 1 message is acknowledged."""
