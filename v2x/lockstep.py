@@ -24,9 +24,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import TracebackType
 
-from v2x.transport import Message, Transport, TransportStats, topic_matches
+from v2x.transport import Lifecycle, Message, Transport, TransportStats, topic_matches
 
 Key = tuple[str, bytes]  # (topic, payload): one delivery
 
@@ -120,7 +119,7 @@ class Hub:
         self.stats.wait_s += time.monotonic() - t0
 
 
-class LockstepTransport:
+class LockstepTransport(Lifecycle):
     """A client of a lockstep run: the real transport underneath, with its deliveries accounted for."""
 
     def __init__(self, inner: Transport, hub: Hub) -> None:
@@ -139,15 +138,6 @@ class LockstepTransport:
     @property
     def protocol_version(self) -> int:
         return self.inner.protocol_version
-
-    async def __aenter__(self) -> LockstepTransport:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         await self.inner.start()

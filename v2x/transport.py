@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 from v2x.broker import mqtt_ping
@@ -161,7 +161,26 @@ def backoff_delay(attempt: int, rng: random.Random) -> float:
     return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 30))) * (0.5 + rng.random())
 
 
-class _Inbox:
+class Lifecycle:
+    """`async with transport:` starts it and closes it, for every transport."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _Inbox(Lifecycle):
     """The receiving side both transports share: a bounded queue read by iteration or by polling."""
 
     _inbox: asyncio.Queue[Message]
@@ -308,15 +327,6 @@ class MqttTransport(_Inbox):
         if self.url.username is not None:
             client.set_auth_credentials(self.url.username, self.url.password)
         return client
-
-    async def __aenter__(self) -> MqttTransport:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
@@ -537,15 +547,6 @@ class MemoryTransport(_Inbox):
     @property
     def protocol_version(self) -> int:
         return MQTT5
-
-    async def __aenter__(self) -> MemoryTransport:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         self.broker.clients[self.client_id] = self
