@@ -2,56 +2,41 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from v2x.broker import MosquittoBroker
 from v2x.impair import Impairment
 from v2x.scenario import Cellular, Links, Sidelink
+from v2x.testing import RunScenario
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 
 
-def _run(tmp_path: Path, mosquitto: MosquittoBroker, root: str, *extra: str) -> dict[str, Any]:
-    report = tmp_path / "r.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "v2x", "run", SHORT, "--headless", "--report", str(report), "--broker", mosquitto.url,
-         "--root", root, *extra],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(report.read_text())  # type: ignore[no-any-return]
-
-
-def test_cellular_latency_100_ms_in_real_time_measures_100_ms(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+def test_cellular_latency_100_ms_in_real_time_measures_100_ms(v2x_run: RunScenario) -> None:
     """On top of the real broker: the cloud->vehicle median is the setting, within 10%."""
-    r = _run(tmp_path, mosquitto, f"{topic_prefix}/v2x/v1", "--duration", "15", "--set", "links.cellular.latency_ms=100")
-    hop = r["latency_ms"]["cloud->vehicle"]
-    assert hop["count"] > 100
-    assert 90.0 <= hop["p50"] <= 110.0
-    assert r["latency_ms"]["rsu->vehicle"]["p50"] < 20.0  # the sidelink is not cellular
+    r = v2x_run(SHORT, "--set", "links.cellular.latency_ms=100", duration=15, fast=False)
+    hop = r.latency("cloud->vehicle")
+    assert hop.count > 100
+    assert 90.0 <= hop.p50 <= 110.0
+    assert r.latency("rsu->vehicle").p50 < 20.0  # the sidelink is not cellular
 
 
-def test_no_impairment_gives_the_broker_s_own_latency(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
-    r = _run(tmp_path, mosquitto, f"{topic_prefix}/v2x/v1", "--duration", "10", "--set", "links.cellular.latency_ms=100", "--no-impairment")
+def test_no_impairment_gives_the_broker_s_own_latency(v2x_run: RunScenario) -> None:
+    r = v2x_run(SHORT, "--set", "links.cellular.latency_ms=100", "--no-impairment", duration=10, fast=False)
     assert r["impairment"] is None
-    assert r["latency_ms"]["cloud->vehicle"]["p50"] < 20.0
+    assert r.latency("cloud->vehicle").p50 < 20.0
 
 
-def test_ten_percent_loss_measures_ten_percent(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+def test_ten_percent_loss_measures_ten_percent(v2x_run: RunScenario) -> None:
     """Loss on every link, counted by the receivers' sequence numbers alone (fast mode)."""
     sets = ["links.cellular.loss=0.1", "links.sidelink.loss=0.1", "links.sidelink.edge_loss=0.1", "links.sidelink.range_m=5000"]
-    r = _run(tmp_path, mosquitto, f"{topic_prefix}/v2x/v1", "--fast", "--duration", "120", *(x for s in sets for x in ("--set", s)))
+    r = v2x_run(SHORT, *(x for s in sets for x in ("--set", s)), duration=120)
     for hop in ("vehicle->cloud", "vehicle->rsu", "rsu->vehicle", "cloud->vehicle", "rsu->cloud"):
         c = r["loss_by_hop"][hop]
         assert c["received"] + c["lost"] > 500, hop
         assert 0.08 <= c["loss"] <= 0.12, (hop, c)
-    assert r["messages"]["bsm"]["lost"] > 0
+    assert r.messages("bsm").lost > 0
 
 
 @pytest.mark.parametrize("distance", [0.0, 150.0, 250.0, 299.0])

@@ -9,19 +9,37 @@ Fixtures:
     mosquitto       a private Mosquitto on a free loopback port, one per test session
     topic_prefix    a topic prefix unique to the test, so tests never see each other's messages
     broker_factory  starts further brokers (persistence, custom config); all stopped after the test
+    v2x_run         runs a scenario (`v2x run`) on that Mosquitto and returns its `Report`
+    v2x_report      the `Report` of the run a test names with
+                    `@pytest.mark.v2x_scenario("four_way", "--set", "...", duration=60, fast=True)`
+                    (default: four_way, 60 s, fast mode)
+
+    @pytest.mark.v2x_scenario("four_way", "--set", "links.cellular.latency_ms=50")
+    def test_spat_by_cellular_is_quick_enough(v2x_report):
+        assert v2x_report.latency("cloud->vehicle").p99 < 200
 
 Broker tests do not skip when `mosquitto` is missing: they fail, saying how to install it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from v2x.broker import INSTALL_HINT, MosquittoBroker, find_mosquitto
+from v2x.report import Report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "v2x_scenario(name, *args, duration=60, fast=True): the run behind the v2x_report fixture"
+    )
 
 
 def _require_mosquitto() -> None:
@@ -58,3 +76,39 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test uses, e.g. `t/test_name-1a2b3c4d`."""
     name = "".join(c if c.isalnum() or c in "_-" else "_" for c in request.node.name)[:40]
     return f"t/{name}-{uuid.uuid4().hex[:8]}"
+
+
+RunScenario = Callable[..., Report]
+
+
+@pytest.fixture
+def v2x_run(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> RunScenario:
+    """`v2x_run("four_way", "--set", "links.cellular.loss=0.1", duration=60, fast=True)` -> Report.
+
+    The run uses the session's Mosquitto under the test's own topic prefix; extra arguments
+    go to `v2x run` as they are. A run that fails fails the test with its error output.
+    """
+    count = [0]
+
+    def run(scenario: str, *args: str, duration: float = 60.0, fast: bool = True, timeout_s: float = 600.0) -> Report:
+        count[0] += 1
+        path = tmp_path / f"report-{count[0]}.json"
+        cmd = [
+            sys.executable, "-m", "v2x", "run", scenario, "--headless", "--duration", f"{duration:g}", "--report", str(path),
+            "--broker", mosquitto.url, "--root", f"{topic_prefix}/{count[0]}/v2x/v1", *(["--fast"] if fast else []), *args,
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if res.returncode != 0:
+            pytest.fail(f"v2x run {scenario} {' '.join(args)} exited with {res.returncode}:\n{res.stderr[-3000:]}")
+        return Report.load(path)
+
+    return run
+
+
+@pytest.fixture
+def v2x_report(request: pytest.FixtureRequest, v2x_run: RunScenario) -> Report:
+    """The report of the test's `@pytest.mark.v2x_scenario(...)` run (default: four_way, 60 s, fast)."""
+    marker = request.node.get_closest_marker("v2x_scenario")
+    if marker is None:
+        return v2x_run("four_way")
+    return v2x_run(*marker.args, **marker.kwargs)

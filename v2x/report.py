@@ -1,0 +1,69 @@
+"""A run's report (`v2x run --report r.json`) as an object, for tests and scripts.
+
+    report = Report.load("r.json")
+    assert report.latency("cloud->vehicle").p99 < 100          # ms, every message type
+    assert report.latency("rsu->vehicle", "spat").p50 < 10     # ms, SPaT only
+    assert report.messages("bsm").lost == 0
+    assert report.traffic["collisions"] == 0
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One hop's latency [ms]."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    max: float
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+
+
+class Report:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        return cls(json.loads(Path(path).read_text()))
+
+    def latency(self, hop: str, mtype: str | None = None) -> Latency:
+        """Latency on a hop ("vehicle->cloud", "cloud->vehicle", ...), of every message type or of one."""
+        table = self.data["latency_ms"] if mtype is None else self.data["latency_ms_by_type"].get(mtype, {})
+        if hop not in table:
+            what = "any message" if mtype is None else f"{mtype!r}"
+            raise KeyError(f"no latency for {what} on hop {hop!r} in this report (hops measured: {sorted(table)})")
+        return Latency(**table[hop])
+
+    def messages(self, mtype: str) -> MessageCounts:
+        m = self.data["messages"].get(mtype)
+        if m is None:
+            raise KeyError(f"no {mtype!r} messages in this report (types: {sorted(self.data['messages'])})")
+        return MessageCounts(m["sent"], m["received"], m["lost"], m["duplicates"])
+
+    @property
+    def traffic(self) -> dict[str, Any]:
+        return dict(self.data["traffic"])
+
+    @property
+    def broker_kind(self) -> str:
+        return str(self.data["broker"]["kind"])
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
