@@ -48,6 +48,7 @@ class BadInput:
             return None
 
 
+DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
 Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
@@ -75,12 +76,19 @@ class Reception:
         self.measure = Measurements()
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
+        # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
+        self._decoded: dict[bytes, m.Frame] = {}
 
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
         """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
-        frame = self.bad.decode(msg.topic, msg.payload)
+        frame = self._decoded.get(msg.payload)
         if frame is None:
-            return None
+            frame = self.bad.decode(msg.topic, msg.payload)
+            if frame is None:
+                return None
+            if len(self._decoded) >= DECODED_KEPT:
+                self._decoded.clear()
+            self._decoded[msg.payload] = frame
         h = frame.header
         who = receiver or self.owner
         if h.sender_id == who:
