@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 
 from cloud.service import CloudService, serve
-from v2x.errors import BrokerError
 from v2x.network import Network
-from v2x.tier_args import add_common, load, setup_logging
+from v2x.tier_args import add_common, load, run_service, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,17 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     net = Network(sc)
     started: list[CloudService] = []
-    code = 0
-    try:
-        asyncio.run(serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair))
-    except KeyboardInterrupt:
-        code = 130  # still print the summary of what was seen
-    except BrokerError as e:
-        print(f"v2x cloud: {e}", file=sys.stderr)
-        return 1
-    for svc in started:
-        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
-    return code
+    return run_service("v2x cloud", serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair), started)
 
 
 if __name__ == "__main__":

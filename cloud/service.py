@@ -19,7 +19,7 @@ import json
 import math
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
 
 from roadside.plans import plan_message
@@ -27,12 +27,12 @@ from roadside.signal import Plan
 from v2x import __version__
 from v2x import messages as m
 from v2x.impair import Impairment
-from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import HazardEvent
+from v2x.service import Service
 from v2x.station import Clock, Station
-from v2x.topics import Topics, quadkey, tiles_covering
-from v2x.transport import Message, MqttTransport, Transport, Will
+from v2x.topics import Topics, tiles_covering
+from v2x.transport import MqttTransport, Transport, Will
 from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
@@ -53,21 +53,17 @@ class RsuLiveness:
 
 @dataclass
 class CloudCounters:
-    received: Counter[str] = field(default_factory=Counter)
-    sent: Counter[str] = field(default_factory=Counter)
     relayed_spat: int = 0
 
 
-class CloudService:
+class CloudService(Service):
     def __init__(
         self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout,
         impairment: Impairment | None = None,
     ) -> None:
+        super().__init__(CLOUD_ID, m.SenderKind.CLOUD, transport, clock, impairment)
         self.net = net
-        self.transport = transport
         self.topics = topics
-        self.clock = clock
-        self.station = Station(CLOUD_ID, m.SenderKind.CLOUD, clock)
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
@@ -76,32 +72,23 @@ class CloudService:
         self._next_queue_s = 0.0
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
-        self.reception = Reception(CLOUD_ID, m.SenderKind.CLOUD, clock, impairment)
-        self.bad = self.reception.bad
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
-        self._tile_of = {}
-        for i, ig in enumerate(net.intersections):
-            g = net.frame.to_geo(*ig.center)
-            self._tile_of[ig.spec.id] = quadkey(g.lat_deg, g.lon_deg)
-            self._tile_of[str(i + 1)] = self._tile_of[ig.spec.id]
+        # a SPaT names its intersection, or gives its wire id (index + 1)
+        self._tile_of = {ig.spec.id: tile for ig, tile in zip(net.intersections, net.tiles, strict=True)}
+        self._tile_of |= {str(i + 1): tile for i, tile in enumerate(net.tiles)}
 
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        self._publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
+        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
         await t.subscribe(self.topics.area("bsm", ""), qos=0)
         await t.subscribe(self.topics.area("rsm", ""), qos=0)
         await t.subscribe(f"{self.topics.root}/spat/rsu/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self._publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, ""), qos=1, retain=True)
-
-    def _publish(self, topic: str, body: m.Body, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
-        payload = self.station.encode(body, self.clock.sim_s(), topic)
-        if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
-            self.counters.sent[m.message_type(body).value] += 1
+        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, ""), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
@@ -112,21 +99,11 @@ class CloudService:
             if duration_s is not None:
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
             for k, msg in enumerate(await self.transport.receive(wait), start=1):
-                self._accept(msg)
+                self.accept(msg)
                 if k % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
-            self._release()
+            self.release()
             self.tick(self.clock.sim_s())
-
-    def receive(self) -> None:
-        """Handle what has arrived, without waiting (the lockstep driver calls this)."""
-        for msg in self.transport.poll():
-            self._accept(msg)
-        self._release()
-
-    def _release(self) -> None:
-        for _, topic, frame in self.reception.due():
-            self.handle(topic, frame)
 
     def tick(self, now: float) -> None:
         """Periodic work at sim time `now`: the queue picture; raise and clear the scenario's hazards."""
@@ -170,7 +147,7 @@ class CloudService:
         )
         topics = [self.topics.rsi(tile, CLOUD_ID, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
         for topic in topics:
-            self._publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
+            self.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
         self.hazard_topics[event_id] = topics
         self._event("hazard-raised", event_id=event_id, kind=ev.kind, sim_s=round(now, 3), tiles=len(topics))
 
@@ -178,36 +155,28 @@ class CloudService:
         """An empty retained message on each topic: the broker forgets the RSI, subscribers learn it ended."""
         for topic in self.hazard_topics.pop(event_id):
             self.transport.publish(topic, b"", qos=1, retain=True)
-            self.counters.sent["rsi_cleared"] += 1
+            self.sent["rsi_cleared"] += 1
         self._event("hazard-cleared", event_id=event_id, sim_s=round(now, 3))
 
     def send_plan(self, index: int, plan: Plan, reason: str = "") -> None:
         """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
         iid = self.net.intersections[index].spec.id
         body = plan_message(plan, index, reason)
-        self._publish(self.topics.plan(iid), body, qos=1)
+        self.publish(self.topics.plan(iid), body, qos=1)
         self._event("plan-sent", intersection=iid, plan_id=plan.plan_id, sim_s=round(self.clock.sim_s(), 3), reason=reason)
-
-    def _accept(self, msg: Message) -> None:
-        frame = self.reception.accept(msg)
-        if frame is not None:
-            self.handle(msg.topic, frame)
 
     def summary(self) -> dict[str, object]:
         return {
-            "received": dict(self.counters.received),
-            "sent": dict(self.counters.sent),
             "relayed_spat": self.counters.relayed_spat,
             "vehicles_seen": len(self.vehicles),
             "max_queue_by_approach": dict(sorted(self.max_queues.items())),
-            "bad_input": dict(self.bad.counts),
-            "measurements": self.reception.measure.to_json(),
+            **super().summary(),
         }
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
         kind = m.message_type(body).value
-        self.counters.received[kind] += 1
+        self.received[kind] += 1
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
             self.vehicles[frame.header.sender_id] = (body, now)
@@ -217,7 +186,7 @@ class CloudService:
                 if tile is None:
                     self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
-                self._publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
+                self.publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
                 self.counters.relayed_spat += 1
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 
 from roadside.service import RsuService, serve
-from v2x.errors import BrokerError
-from v2x.tier_args import add_common, load, setup_logging
+from v2x.tier_args import add_common, load, run_service, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,17 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.scenario}: no intersection {unknown} (expected one of {ids})", file=sys.stderr)
         return 2
     started: list[RsuService] = []
-    code = 0
-    try:
-        asyncio.run(serve(sc, args.broker, [ids.index(w) for w in wanted], args.duration, args.root, args.keepalive, args.epoch, started, args.impair))
-    except KeyboardInterrupt:
-        code = 130  # still print the summary of what was done
-    except BrokerError as e:
-        print(f"v2x roadside: {e}", file=sys.stderr)
-        return 1
-    for svc in started:
-        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
-    return code
+    indices = [ids.index(w) for w in wanted]
+    return run_service(
+        "v2x roadside", serve(sc, args.broker, indices, args.duration, args.root, args.keepalive, args.epoch, started, args.impair), started
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from roadside.plans import controllers, plan_from_message
 from roadside.signal import SignalController
@@ -22,11 +21,11 @@ from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
 from v2x.impair import Impairment
-from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.scenario import Scenario
+from v2x.service import Service
 from v2x.station import Clock, Station
-from v2x.topics import Topics, quadkey, tiles_covering
+from v2x.topics import Topics, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
 from v2x.v2xmap import build_map
 
@@ -43,12 +42,10 @@ def rsu_id(sc: Scenario, index: int) -> str:
 
 @dataclass
 class RsuCounters:
-    sent: Counter[str] = field(default_factory=Counter)
-    received: Counter[str] = field(default_factory=Counter)
     plans_applied: int = 0
 
 
-class RsuService:
+class RsuService(Service):
     """One RSU: the controller of intersection `index` and its radio.
 
     Synchronous at heart: `tick(now)` steps the controller and publishes what is due,
@@ -59,25 +56,18 @@ class RsuService:
     def __init__(
         self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock, impairment: Impairment | None = None
     ) -> None:
+        rsu = net.scenario.rsu_of(index)
+        super().__init__(rsu.id, m.SenderKind.RSU, transport, clock, impairment, self._distance)
         self.net = net
         self.index = index
-        self.transport = transport
         self.topics = topics
-        self.clock = clock
         self.spec = net.intersections[index].spec
-        rsu = net.scenario.rsu_of(index)
-        self.id = rsu.id
         self.range_m = rsu.range_m
-        self.station = Station(self.id, m.SenderKind.RSU, clock)
         self.ctl: SignalController = controllers(net)[index]
-        cx, cy = net.intersections[index].center
-        center = net.frame.to_geo(cx, cy)
-        self.tile = quadkey(center.lat_deg, center.lon_deg)
+        self.tile = net.tiles[index]
         self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
-        self.reception = Reception(self.id, m.SenderKind.RSU, clock, impairment, self._distance)
-        self.bad = self.reception.bad
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
@@ -89,16 +79,11 @@ class RsuService:
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
-        self._publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, self.spec.id), qos=1, retain=True)
-        self._publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
+        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, self.spec.id), qos=1, retain=True)
+        self.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
-
-    def _publish(self, topic: str, body: m.Body, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
-        payload = self.station.encode(body, self.clock.sim_s(), topic)
-        if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
-            self.counters.sent[m.message_type(body).value] += 1
 
     def tick(self, now: float) -> None:
         """Advance the controller to sim time `now`; publish SPaT and RSM when due."""
@@ -110,8 +95,8 @@ class RsuService:
         self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
         state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k)
         self._k += 1
-        self._publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
-        self._publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
+        self.publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
+        self.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
 
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s
@@ -139,20 +124,12 @@ class RsuService:
         x, y = self.net.frame.to_local(frame.body.position.lat_deg, frame.body.position.lon_deg)
         return math.hypot(x - self.xy[0], y - self.xy[1])
 
-    def receive(self) -> None:
-        for msg in self.transport.poll():
-            frame = self.reception.accept(msg)
-            if frame is not None:
-                self.handle(msg.topic, frame)
-        for _, topic, frame in self.reception.due():
-            self.handle(topic, frame)
-
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
         kind = m.message_type(body).value
         sender = frame.header.sender_id
         if isinstance(body, m.Bsm):
-            self.counters.received[kind] += 1
+            self.received[kind] += 1
             x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
             if math.hypot(x - self.xy[0], y - self.xy[1]) <= self.range_m:
                 self.heard[sender] = (body, self.clock.sim_s())
@@ -160,7 +137,7 @@ class RsuService:
                     self._next_ptc = self._next_ptc % 65535 + 1
                     self._ptc[sender] = self._next_ptc
         elif isinstance(body, m.SignalPlan):
-            self.counters.received[kind] += 1
+            self.received[kind] += 1
             plan = plan_from_message(body, self._permissive, self.ctl.plan.passage_s)
             unknown = {g for p in plan.phases for g in p.groups} - self._group_ids
             if unknown:
@@ -172,18 +149,11 @@ class RsuService:
             self.bad.record("wrong_type", topic, kind, sender)
 
     def summary(self) -> dict[str, object]:
-        return {
-            "rsu": self.id,
-            "sent": dict(self.counters.sent),
-            "received": dict(self.counters.received),
-            "plans_applied": self.counters.plans_applied,
-            "bad_input": dict(self.bad.counts),
-            "measurements": self.reception.measure.to_json(),
-        }
+        return {"rsu": self.id, "plans_applied": self.counters.plans_applied, **super().summary()}
 
     def stopping(self) -> None:
         """Say so before a clean disconnect: a retained offline status, "stopped"."""
-        self._publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
+        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""
@@ -195,7 +165,7 @@ class RsuService:
             await asyncio.sleep(max(self.next_due_s() - self.clock.sim_s(), 0.0))
 
 
-def rsu_will(topics: Topics, sid: str, clock: Clock, detail: str) -> Will:
+def rsu_will(topics: Topics, sid: str, clock: Clock) -> Will:
     """The Will fixed at connect time: a retained offline status."""
     topic = topics.status("rsu", sid)
     return Will(topic, Station(sid, m.SenderKind.RSU, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
@@ -217,7 +187,7 @@ async def serve(
     for i in indices:
         sid = rsu_id(sc, i)
         transport = MqttTransport(
-            url, sid, will=rsu_will(topics, sid, clock, sc.intersections[i].id), clean_start=False,
+            url, sid, will=rsu_will(topics, sid, clock), clean_start=False,
             session_expiry_s=3600, keepalive_s=keepalive_s,
         )
         transports.append(transport)

@@ -51,6 +51,7 @@ class Radio:
     transport: Transport
     belief: SignalBelief
     filters: frozenset[str] = frozenset()  # what it is subscribed to
+    place: tuple[str | None, int] | None = None  # (tile, intersection ahead) the filters were made for
     hazards: dict[str, m.RoadTrafficEvent] = field(default_factory=dict)  # active, by "<sender>/<event id>"
     tile: str | None = None  # the tile of its latest BSM
     xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
@@ -128,11 +129,6 @@ class Fleet:
         self.shadow: Radio | None = None
         self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
         self._k = 0
-        # the intersections' tiles: SPaT (both paths) and MAP are addressed to them
-        self._ix_tile = []
-        for ig in self.net.intersections:
-            g = self.net.frame.to_geo(*ig.center)
-            self._ix_tile.append(quadkey(g.lat_deg, g.lon_deg))
 
     def _mqtt(self, sid: str) -> Transport:
         return MqttTransport(self.url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
@@ -183,13 +179,17 @@ class Fleet:
             radio = self.radios.get(int(vid))
             if radio is None or not radio.ready or radio.tile is None:
                 continue
+            g = int(group[i])
+            ix = self.net.groups[g].intersection if g >= 0 else -1
+            if ix >= 0:
+                self.counters.vehicles_approaching.add(int(vid))
+            if (radio.tile, ix) == radio.place:
+                continue  # same tile, same intersection ahead: same filters
+            radio.place = (radio.tile, ix)
             t = self.topics
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
-            g = int(group[i])
-            if g >= 0:
-                self.counters.vehicles_approaching.add(int(vid))
-                ix_tile = self._ix_tile[self.net.groups[g].intersection]
-                wanted |= {t.spat_area(ix_tile), t.area("map", ix_tile)}
+            if ix >= 0:
+                wanted |= {t.spat_area(self.net.tiles[ix]), t.area("map", self.net.tiles[ix])}
             if wanted != radio.filters:
                 old, radio.filters = radio.filters, frozenset(wanted)
                 work.append(self._resubscribe(radio, old, radio.filters))
@@ -206,7 +206,7 @@ class Fleet:
         except BrokerError as e:  # no acknowledgement: try again next step, never stop the fleet
             self.counters.subscribe_failures += 1
             log.warning("veh-%d: %s", radio.vid, e)
-            radio.filters = frozenset()
+            radio.filters, radio.place = frozenset(), None
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class Fleet:
         sid = f"fleet-shard-{i}-of-{n}"
         radio = Radio(-1, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), SignalBelief(self.sc.fleet.spat_stale_s))
         await radio.transport.start()
-        for tile in sorted(set(self._ix_tile)):
+        for tile in sorted(set(self.net.tiles)):
             await radio.transport.subscribe(self.topics.spat_area(tile))
         radio.ready = True
         self.shadow = radio
@@ -278,11 +278,10 @@ class Fleet:
 
     # -- the step ----------------------------------------------------------------------------
 
-    def beliefs(self, group: np.ndarray) -> np.ndarray:
-        """The light each vehicle believes its next signal shows (another shard's vehicles see the truth)."""
+    def beliefs(self, group: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+        """The light each vehicle believes its next signal shows (another shard's vehicles: `truth` if known)."""
         lights = np.full(self.traffic.n, Light.NONE, dtype=np.int64)
         now = self.traffic.t
-        truth = self.truth(group) if self.truth is not None else None
         for i in np.flatnonzero(group >= 0):
             vid = int(self.traffic.ids[i])
             radio = self.radios.get(vid)
@@ -303,7 +302,7 @@ class Fleet:
         """Move the traffic one step on what the vehicles believe."""
         group, _ = self.traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
-        self.traffic.step(self.sc.step_s, self.beliefs(group), truth)
+        self.traffic.step(self.sc.step_s, self.beliefs(group, truth), truth)
         self._k += 1
 
     def publish_bsms(self) -> None:

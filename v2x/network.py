@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from v2x.geo import LocalFrame
 from v2x.scenario import LEG_BEARING_DEG, LEGS, Approach, Intersection, Scenario
+from v2x.topics import quadkey
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -413,6 +414,15 @@ class Network:
         if d[k] > half[k] + 0.5:
             return None
         return int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))
+
+    @functools.cached_property
+    def tiles(self) -> list[str]:
+        """Each intersection's tile (quadkey of its centre): where its SPaT and MAP are addressed."""
+        out = []
+        for ig in self.intersections:
+            g = self.frame.to_geo(*ig.center)
+            out.append(quadkey(g.lat_deg, g.lon_deg))
+        return out
 
     @functools.cached_property
     def rsu_xy(self) -> dict[str, tuple[float, float]]:

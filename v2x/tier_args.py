@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import json
 import logging
 import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from v2x import scenario
-from v2x.errors import ScenarioError
+from v2x.errors import BrokerError, ScenarioError
+from v2x.service import Service
 from v2x.topics import DEFAULT_ROOT
 
 
@@ -52,3 +57,18 @@ def load(arg: str, settings: list[str] | None = None, seed: int | None = None) -
         print(e, file=sys.stderr)
         return None
     return sc if seed is None else dataclasses.replace(sc, seed=seed)
+
+
+def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:
+    """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
+    code = 0
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        code = 130  # still print the summary of what was done
+    except BrokerError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    for svc in started:
+        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
+    return code
