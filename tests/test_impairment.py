@@ -37,6 +37,11 @@ def test_ten_percent_loss_measures_ten_percent(v2x_run: RunScenario) -> None:
         assert c["received"] + c["lost"] > 500, hop
         assert 0.08 <= c["loss"] <= 0.12, (hop, c)
     assert r.messages("bsm").lost > 0
+    # each drop is also counted where the link made it
+    drops = r["link_drops"]
+    assert drops["fleet"]["lost"]["spat"] > 0
+    assert drops["cloud"]["lost"]["bsm"] > 0
+    assert drops["rsus"][0]["lost"]["bsm"] > 0
 
 
 @pytest.mark.parametrize("distance", [0.0, 150.0, 250.0, 299.0])

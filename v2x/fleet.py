@@ -64,6 +64,7 @@ class FleetCounters:
     received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
     connect_failures: int = 0
     resubscriptions: int = 0
+    arrived_after_leaving: int = 0  # delayed by the link until after its vehicle had left
     subscribe_failures: int = 0  # (un)subscriptions the broker did not acknowledge in time (retried)
     # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
     # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
@@ -232,7 +233,9 @@ class Fleet:
                     self._handle(radio, msg)
         for sid, topic, frame in self.reception.due():  # what the links delayed
             held = self._by_sid.get(sid or "")
-            if held is not None:
+            if held is None:
+                self.counters.arrived_after_leaving += 1  # its vehicle left the network meanwhile
+            else:
                 self._act(held, topic, frame)
 
     def _distance(self, sid: str, frame: m.Frame) -> float | None:

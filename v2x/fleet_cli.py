@@ -40,6 +40,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
         },
         "bad_input": dict(fleet.bad.counts),
         "measurements": fleet.reception.measure.to_json(),
+        "link_drops": {**fleet.reception.link_drops(), "arrived_after_leaving": c.arrived_after_leaving},
         "dropped": {
             "bsm_not_connected": c.bsm_not_connected,
             "transport_out": c.dropped_out,

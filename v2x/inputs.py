@@ -125,6 +125,10 @@ class Reception:
             out.append((receiver, topic, frame))
         return out
 
+    def link_drops(self) -> dict[str, object]:
+        """What the impaired links took: lost by type, and what was still on its way at the end."""
+        return {"lost": dict(self.link_lost), "in_flight": len(self._held)}
+
     @property
     def holding(self) -> int:
         """Messages delayed by their link, not yet handed out."""

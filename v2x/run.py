@@ -317,6 +317,8 @@ def _report(
         },
         "bad_input": {"fleet": fs.get("bad_input", {}), "cloud": cloud.get("bad_input", {}), "rsus": _sum([r.get("bad_input", {}) for r in rsus])},
         "dropped": {"fleet": fs.get("dropped", {})},
+        # messages the impaired links lost (also in the sequence-number loss), or still carried at the end
+        "link_drops": {"fleet": fs.get("link_drops", {}), "cloud": cloud.get("link_drops", {}), "rsus": [r.get("link_drops", {}) for r in rsus]},
     }
     if "lockstep" in parts:
         report["lockstep"] = parts["lockstep"]

@@ -60,4 +60,5 @@ class Service:
             "received": dict(self.received),
             "bad_input": dict(self.bad.counts),
             "measurements": self.reception.measure.to_json(),
+            "link_drops": self.reception.link_drops(),
         }
