@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from v2x.broker import MosquittoBroker
+from v2x.scenario import LEGS
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 
@@ -54,9 +55,21 @@ def _check(r: dict[str, Any]) -> None:
 
 
 def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
-    r = _run(tmp_path, "four_way", 120, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1")
+    plots = tmp_path / "plots"
+    r = _run(tmp_path, "four_way", 120, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--plots", str(plots))
     _check(r)
     assert r["lockstep"]["unexpected"] == 0
+    # --plots: a CDF per hop, latency over time, a time-space diagram per approach (PNGs, not empty)
+    names = sorted(p.name for p in plots.glob("*.png"))
+    assert names == ["latency_cdf.png", "latency_over_time.png", *(f"time_space_J1_{leg}.png" for leg in sorted(LEGS))]
+    assert all((plots / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (plots / n).stat().st_size > 20_000 for n in names)
+    # what the latency plots are drawn from: every hop's histogram, and p50/p99 for each second of the run
+    for hop, lat in r["latency_ms"].items():
+        assert sum(v for k, v in r["latency_hist_us"][hop].items() if k != "max") == lat["count"]
+        rows = r["latency_over_time"][hop]["rows"]
+        assert sum(row[1] for row in rows) == lat["count"]
+    bsm_rows = r["latency_over_time"]["vehicle->cloud"]["rows"]
+    assert [row[0] for row in bsm_rows] == list(range(bsm_rows[0][0], 121))  # no gap; the last BSMs at t = 120 s
 
 
 def test_four_way_120_s_fast_on_the_embedded_broker(tmp_path: Path) -> None:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from v2x import messages as m
 from v2x.inputs import Reception
-from v2x.metrics import Histogram, Measurements, Stream, bucket, bucket_range, merge_json
+from v2x.metrics import (
+    Histogram,
+    Measurements,
+    Stream,
+    bucket,
+    bucket_range,
+    coarse_bucket,
+    coarse_quantile_us,
+    merge_json,
+    series_table,
+)
 from v2x.station import Station, StepClock
 from v2x.transport import Message
 
@@ -65,7 +76,7 @@ def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
     ms.record("veh-2", "t/spat", "spat", "rsu->vehicle", 1, 1, 2000)  # another receiver: its own stream
     ms.record("veh-2", "t/spat", "spat", "rsu->vehicle", 0, 50, 2000)  # the RSU restarted: a new stream
     ms.forget("veh-1")
-    latency, counts = merge_json([ms.to_json()])
+    latency, counts, _ = merge_json([ms.to_json()])
     assert counts[("spat", "rsu->vehicle")].received == 5
     assert counts[("spat", "rsu->vehicle")].lost == 1
     assert latency[("spat", "rsu->vehicle")].n == 5
@@ -85,9 +96,24 @@ def test_reception_drops_duplicates_and_expired_messages_and_skips_retained_late
     assert rx.bad.counts == {"expired": 1}
     geometry = rsu.encode(m.MapData(()), stream="t/map")
     assert rx.accept(Message("t/map", geometry, 1, True, 0)) is not None  # retained: no age limit, not a latency
-    latency, counts = merge_json([rx.measure.to_json()])
+    latency, counts, _ = merge_json([rx.measure.to_json()])
     assert counts[("spat", "rsu->vehicle")].duplicates == 1
     assert counts[("spat", "rsu->vehicle")].received == 2
     assert latency[("spat", "rsu->vehicle")].n == 2
     assert latency[("spat", "rsu->vehicle")].max == 1_500_000
     assert ("map", "rsu->vehicle") not in latency
+
+
+def test_latency_over_time_in_windows_of_sim_time() -> None:
+    epoch_s = 1_000.5
+    ms = Measurements(epoch_s)  # sim time 0 is half way through UTC second 1000
+    for k in range(100):  # sim 0.0 .. 9.9 s: 1 ms for the first 5 s, then 10 ms
+        gen_us = round((epoch_s + k * 0.1) * 1e6)
+        ms.record("cloud", f"t/{k}", "bsm", "vehicle->cloud", 0, gen_us, 1_000 if k < 50 else 10_000)
+    _, _, series = merge_json([ms.to_json(), Measurements().to_json()])
+    rows = series_table(series["vehicle->cloud"], 5)
+    assert [r[0] for r in rows] == [0, 5]  # window starts, sim seconds
+    assert [r[1] for r in rows] == [50, 50]
+    assert rows[0][2] == pytest.approx(1.0, rel=0.05)
+    assert rows[1][3] == pytest.approx(10.0, rel=0.05)
+    assert coarse_quantile_us({coarse_bucket(123_456): 1}, 0.5) == pytest.approx(123_456, rel=0.05)

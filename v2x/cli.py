@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from v2x import __version__, scenario
 from v2x.errors import ScenarioError
@@ -61,6 +62,24 @@ def _cmd_tap(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import json
+
+    from v2x.plots import write_plots
+
+    try:
+        report = json.loads(args.report.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"v2x plot: cannot read the report {args.report}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if "latency_hist_us" not in report:
+        print(f"v2x plot: {args.report} has no latency_hist_us: not a `v2x run --report` file of this version", file=sys.stderr)
+        return EXIT_USAGE
+    for path in write_plots(report, args.out):
+        print(path)
+    return EXIT_OK
+
+
 def _exec_tier(package: str, args: list[str]) -> int:
     """Hand over to a tier's own command line; v2x does not import the roadside or cloud packages."""
     os.execv(sys.executable, [sys.executable, "-m", package, *args])
@@ -99,9 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     # listed for --help; main() hands these to the tier's own command line before parsing
     sub.add_parser("run", help="run a scenario: every tier, through a broker, with a report (`v2x run -h`)", add_help=False)
+    sub.add_parser("sweep", help="run a grid of settings in fast mode: a CSV and KPI plots (`v2x sweep -h`)", add_help=False)
     sub.add_parser("fleet", help="run a scenario's vehicles against a broker (`v2x fleet -h` for options)", add_help=False)
     for tier, text in TIERS.items():
         sub.add_parser(tier, help=text, add_help=False)
+
+    p = sub.add_parser(
+        "plot",
+        help="draw a report's latency plots (CDF per hop, latency over time)",
+        description="Draw the latency plots of a `v2x run --report` file. Time-space diagrams need the "
+        "vehicles' trajectories, which only a run has: use `v2x run --plots DIR` for those.",
+    )
+    p.add_argument("report", type=Path, help="the run's JSON report")
+    p.add_argument("out", type=Path, help="folder for the PNGs (created)")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios", description="List the bundled scenarios.")
     p.add_argument("--paths", action="store_true", help="also print the folder they are in")
@@ -121,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from v2x.run import main as run_main
 
         return run_main(args_list[1:])
+    if args_list and args_list[0] == "sweep":
+        from v2x.sweep import main as sweep_main
+
+        return sweep_main(args_list[1:])
     if args_list and args_list[0] == "fleet":
         from v2x.fleet_cli import main as fleet_main
 

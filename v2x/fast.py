@@ -98,6 +98,7 @@ class FastRun:
     async def _deliver_in_flight(self, limit_s: float = 60.0) -> None:
         """After the last step: let sim time run on, traffic standing still, until what the links delayed arrives."""
         receptions = [self.cloud.reception, *(r.reception for r in self.rsus), self.fleet.reception]
+        await self._rounds()  # what the last step sent arrives in that step, as every step's does
         end = self.clock.t + limit_s
         while any(r.holding for r in receptions) and self.clock.t < end:
             self.clock.t += self.sc.step_s

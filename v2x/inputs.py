@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from v2x import codec
 from v2x import messages as m
@@ -65,15 +65,16 @@ class Reception:
 
     def __init__(
         self, owner: str, kind: m.SenderKind, clock: Clock, impairment: Impairment | None = None,
-        distance: Distance | None = None,
+        distance: Distance | None = None, max_age_s: Mapping[str, float] | None = None,
     ) -> None:
         self.owner = owner
+        self.max_age_s = {**MAX_AGE_S, **(max_age_s or {})}  # by message type: older is dropped as expired
         self.kind = kind.name.lower()
         self.clock = clock
         self.impairment = impairment
         self.distance = distance
         self.bad = BadInput(owner)
-        self.measure = Measurements()
+        self.measure = Measurements(clock.epoch_s)
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
@@ -107,7 +108,7 @@ class Reception:
         # a retained message delivered on subscribing is as old as it is: no measure of the link
         if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us):
             return None
-        max_age = MAX_AGE_S.get(mtype)
+        max_age = self.max_age_s.get(mtype)
         if max_age is not None and age_us > max_age * 1e6:
             self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
             return None

@@ -7,6 +7,8 @@
 - Loss and duplicates come from sequence numbers: a sender numbers each stream (one message
   type on one topic) 0, 1, 2...; a receiver keeps, per stream, the first and highest number
   it saw and the numbers it saw recently.
+- Latency over time: per hop and sim second of generation, a coarse histogram (buckets 10% wide),
+  enough to draw p50 and p99 against time in memory that grows with the run's length only.
 - Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
   rsu->cloud, cloud->rsu, cloud->vehicle.
 """
@@ -161,11 +163,37 @@ class Counts:
         self.duplicates += other.duplicates
 
 
+COARSE_STEP = 1.1  # the coarse histogram's bucket i holds values near COARSE_STEP ** i [us]
+_LOG_STEP = math.log(COARSE_STEP)
+
+
+def coarse_bucket(v_us: int) -> int:
+    return round(math.log(max(v_us, 1)) / _LOG_STEP)
+
+
+def coarse_value_us(i: int) -> float:
+    return float(COARSE_STEP**i)
+
+
+def coarse_quantile_us(counts: Mapping[int, int], q: float) -> float:
+    """The value at quantile q of a coarse histogram (within about 5%)."""
+    n = sum(counts.values())
+    rank = max(math.ceil(q * n), 1)
+    seen = 0
+    for i in sorted(counts):
+        seen += counts[i]
+        if seen >= rank:
+            return coarse_value_us(i)
+    return 0.0
+
+
 class Measurements:
     """A receiver's (or a whole fleet's) latency histograms and per-stream sequence bookkeeping."""
 
-    def __init__(self) -> None:
+    def __init__(self, epoch_s: float = 0.0) -> None:
+        self.epoch_s = epoch_s  # UTC [s] of sim time 0: the series is by sim second
         self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
+        self.series: dict[str, dict[int, dict[int, int]]] = {}  # hop -> sim second of generation -> coarse histogram
         self.streams: dict[tuple[str, str], Stream] = {}  # (receiver, topic) -> stream
         self._stream_type: dict[tuple[str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
@@ -189,6 +217,9 @@ class Measurements:
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
         h.record(latency_us)
+        per_s = self.series.setdefault(hop, {}).setdefault(math.floor(gen_us / 1e6 - self.epoch_s), {})
+        b = coarse_bucket(latency_us)
+        per_s[b] = per_s.get(b, 0) + 1
         return True
 
     def forget(self, receiver: str) -> None:
@@ -212,13 +243,18 @@ class Measurements:
         return {
             "latency": {f"{t}|{hop}": h.to_json() for (t, hop), h in sorted(self.latency.items())},
             "counts": {f"{t}|{hop}": vars(c) for (t, hop), c in sorted(self.counts().items())},
+            "series": {hop: {str(sec): {str(b): c for b, c in h.items()} for sec, h in per.items()} for hop, per in self.series.items()},
         }
 
 
-def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, str], Histogram], dict[tuple[str, str], Counts]]:
-    """Add up receivers' `Measurements.to_json()`: histograms and counts by (message type, hop)."""
+Series = dict[str, dict[int, dict[int, int]]]  # hop -> sim second -> coarse histogram
+
+
+def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, str], Histogram], dict[tuple[str, str], Counts], Series]:
+    """Add up receivers' `Measurements.to_json()`: histograms and counts by (message type, hop), series by hop."""
     latency: dict[tuple[str, str], Histogram] = {}
     counts: dict[tuple[str, str], Counts] = {}
+    series: Series = {}
     for p in parts:
         lat = p.get("latency", {})
         assert isinstance(lat, Mapping)
@@ -230,4 +266,25 @@ def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, s
         for key, c in cts.items():
             t, hop = key.split("|", 1)
             counts.setdefault((t, hop), Counts()).add(Counts(**c))
-    return latency, counts
+        ser = p.get("series", {})
+        assert isinstance(ser, Mapping)
+        for hop, per in ser.items():
+            into = series.setdefault(hop, {})
+            for sec, h in per.items():
+                bins = into.setdefault(int(sec), {})
+                for b, c in h.items():
+                    bins[int(b)] = bins.get(int(b), 0) + int(c)
+    return latency, counts, series
+
+
+def series_table(series: Mapping[int, Mapping[int, int]], window_s: int) -> list[list[float]]:
+    """Rows [sim time at the window's start, count, p50 ms, p99 ms] over windows of `window_s` seconds."""
+    windows: dict[int, dict[int, int]] = {}
+    for sec, h in series.items():
+        into = windows.setdefault(sec // window_s, {})
+        for b, c in h.items():
+            into[b] = into.get(b, 0) + c
+    return [
+        [w * window_s, sum(h.values()), round(coarse_quantile_us(h, 0.5) / 1e3, 3), round(coarse_quantile_us(h, 0.99) / 1e3, 3)]
+        for w, h in sorted(windows.items())
+    ]

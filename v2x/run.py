@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -36,11 +37,13 @@ from v2x.fast import FastRun
 from v2x.fleet import Fleet
 from v2x.fleet_cli import summary
 from v2x.impair import Impairment
-from v2x.metrics import Counts, Histogram, merge_json
+from v2x.metrics import Counts, Histogram, merge_json, series_table
+from v2x.plots import Trajectories, write_plots
 from v2x.station import Clock
 from v2x.tier_args import add_scenario_options, load
 from v2x.topics import DEFAULT_ROOT, Topics
 
+MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
 START_DELAY_S = 2.0  # [s] between launching the tiers and sim time 0, for them to connect
 
 
@@ -64,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
     p.add_argument("--headless", action="store_true", help="no window (the visualiser is not built yet: always headless)")
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
+    p.add_argument(
+        "--plots", type=Path, default=None, metavar="DIR",
+        help="write PNGs here: latency CDF per hop, latency over time, a time-space diagram per approach",
+    )
     p.add_argument("--mqtt", choices=["auto", "5", "3.1.1"], default="auto", help="MQTT version of the fleet's clients")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     add_scenario_options(p)
@@ -122,6 +129,9 @@ def main(argv: list[str]) -> int:
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {args.report}")
+    if args.plots is not None:
+        written = write_plots(report, args.plots, parts.get("trajectories"))
+        console.print(f"plots: {len(written)} PNGs in {args.plots}")
     return 130 if interrupted else 0
 
 
@@ -149,10 +159,13 @@ def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
 
 def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
     run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args))
+    if args.plots is not None:
+        run.fleet.trajectories = Trajectories(run.fleet.net)
 
     def parts() -> Parts:
         return {
             "mode": "fast",
+            "trajectories": run.fleet.trajectories,
             "fleet": summary(run.fleet),
             "cloud": run.cloud.summary(),
             "rsus": [r.summary() for r in run.rsus],
@@ -197,6 +210,8 @@ def _realtime_tiers(
         ),
     }
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args))
+    if args.plots is not None:
+        fleet.trajectories = Trajectories(fleet.net)
 
     def parts(outputs: dict[str, str]) -> Parts:
         def lines(tier: str) -> list[dict[str, Any]]:
@@ -211,6 +226,7 @@ def _realtime_tiers(
         cloud = lines("cloud")
         return {
             "mode": "realtime",
+            "trajectories": fleet.trajectories,
             "fleet": summary(fleet),
             "cloud": next((e for e in cloud if e.get("event") == "summary"), {}),
             "rsus": [e for e in lines("roadside") if e.get("event") == "summary"],
@@ -265,7 +281,7 @@ def _report(
     fleet_rx_by_type = _sum([{k.split("/")[0]: v} for k, v in fleet_rx.items()])
     sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
     by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
-    latency, counts = merge_json(p.get("measurements", {}) for p in [fs, cloud, *rsus])
+    latency, counts, series = merge_json(p.get("measurements", {}) for p in [fs, cloud, *rsus])
     by_type_counts: dict[str, Counts] = {}
     by_hop_counts: dict[str, Counts] = {}
     for (t, hop), c in counts.items():
@@ -281,6 +297,7 @@ def _report(
             "duplicates": measured.duplicates,
             "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
         }
+    window = max(math.ceil(duration / MAX_WINDOWS), 1)
     by_hop: dict[str, Histogram] = {}
     by_type: dict[str, dict[str, Any]] = {}
     for (t, hop), h in sorted(latency.items()):
@@ -304,6 +321,13 @@ def _report(
         "messages": messages,
         "latency_ms": {hop: h.summary_ms() for hop, h in sorted(by_hop.items())},
         "latency_ms_by_type": by_type,
+        # for plots: each hop's merged histogram (bucket index -> count, as in v2x.metrics), and p50/p99 over time
+        "latency_hist_us": {hop: h.to_json() for hop, h in sorted(by_hop.items())},
+        "latency_over_time": {
+            hop: {"window_s": window, "columns": ["t_s", "count", "p50_ms", "p99_ms"],
+                  "rows": series_table(per, window)}
+            for hop, per in sorted(series.items())
+        },
         "loss_by_hop": {
             hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
         },
