@@ -81,6 +81,22 @@ def test_stale_spat_makes_vehicles_stop() -> None:
     assert belief.light(2, 2, 0.5) is Light.UNKNOWN  # never heard of that intersection
 
 
+def test_without_the_countdown_a_vehicle_keeps_the_state_it_heard() -> None:
+    sc = _load("four_way", 10.0)
+    net = Network(sc)
+    state = intersection_state(net, 0, controllers(net)[0], EPOCH_MS)  # group 2: green for 30 s
+    follows, reads = SignalBelief(stale_s=60.0), SignalBelief(stale_s=60.0, countdown=False)
+    for b in (follows, reads):
+        b.receive(state, 0.0, "rsu")
+        assert b.light(1, 2, 29.0) is Light.GREEN
+    assert follows.light(1, 2, 31.0) is Light.YELLOW  # the countdown says the green is over
+    assert reads.light(1, 2, 31.0) is Light.GREEN  # the last state heard, until a newer SPaT
+    driver = SignalBelief(stale_s=60.0, countdown=False, reaction_s=1.0)
+    driver.receive(state, 0.0, "rsu", now_s=0.2)  # heard 0.2 s after it was sent
+    assert driver.light(1, 2, 1.1) is Light.UNKNOWN  # not yet reacted to
+    assert driver.light(1, 2, 1.2) is Light.GREEN
+
+
 def test_the_fresher_path_wins() -> None:
     sc = _load("four_way", 10.0)
     net = Network(sc)

@@ -2,7 +2,9 @@
 
 A vehicle keeps the latest IntersectionState per intersection, from either path (the RSU's
 sidelink or the cloud's cellular relay), and uses the fresher. Between messages it follows
-the countdown: past the current state's likely end it takes the next state. SPaT older
+the countdown: past the current state's likely end it takes the next state (unless the
+scenario says OBUs do not: `fleet.spat_countdown = false`, then the state as heard, reacted to
+`fleet.reaction_s` after hearing it, as a driver does). SPaT older
 than the staleness threshold, or never received, is unknown, which the core treats as red.
 """
 
@@ -24,23 +26,45 @@ class Received:
 class SignalBelief:
     """One vehicle's view of the signals around it."""
 
-    def __init__(self, stale_s: float) -> None:
+    def __init__(self, stale_s: float, countdown: bool = True, reaction_s: float = 0.0) -> None:
         self.stale_s = stale_s
+        # False: the state as heard (a driver reading a relayed signal head), acted on `reaction_s` after hearing it
+        self.countdown = countdown
+        self.reaction_s = reaction_s
         self.latest: dict[int, Received] = {}  # intersection wire id -> latest SPaT
+        self._reacting: dict[int, list[tuple[float, Received]]] = {}  # without countdown: (acted on from, SPaT)
 
-    def receive(self, state: m.IntersectionState, at_s: float, path: str) -> None:
-        """Keep the fresher of what we have and what arrived (by the time it counts from)."""
+    def receive(self, state: m.IntersectionState, at_s: float, path: str, now_s: float | None = None) -> None:
+        """Keep the fresher of what we have and what arrived (by the time it counts from); `now_s`: when heard."""
         old = self.latest.get(state.ref.id)
         if old is None or at_s >= old.at_s:
-            self.latest[state.ref.id] = Received(state, at_s, path)
+            got = self.latest[state.ref.id] = Received(state, at_s, path)
+            if not self.countdown:
+                self._reacting.setdefault(state.ref.id, []).append(((at_s if now_s is None else now_s) + self.reaction_s, got))
 
     def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         got = self.latest.get(intersection_id)
         if got is None or now_s - got.at_s > self.stale_s:
             return Light.UNKNOWN
+        if not self.countdown:
+            return self._as_heard(intersection_id, group_id, now_s)
         for mv in got.state.states:
             if mv.signal_group == group_id:
                 return _light_at(mv, now_s - got.at_s)
+        return Light.UNKNOWN
+
+    def _as_heard(self, intersection_id: int, group_id: int, now_s: float) -> Light:
+        """The state of the latest SPaT heard at least the reaction time ago."""
+        queue = self._reacting.get(intersection_id, [])
+        ready = 0
+        while ready < len(queue) and queue[ready][0] <= now_s + 1e-9:
+            ready += 1
+        if ready == 0:
+            return Light.UNKNOWN  # heard, not yet reacted to
+        del queue[: ready - 1]
+        for mv in queue[0][1].state.states:
+            if mv.signal_group == group_id:
+                return light_of(mv.events[0].state) if mv.events else Light.UNKNOWN
         return Light.UNKNOWN
 
 

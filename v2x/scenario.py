@@ -289,7 +289,13 @@ class Driver:
 @dataclass(frozen=True)
 class Fleet:
     bsm_hz: float = spec(10.0, ge=1.0, le=50.0)
-    spat_stale_s: float = spec(1.0, gt=0.0, le=30.0, doc="SPaT older than this counts as unknown")
+    spat_stale_s: float = spec(1.0, gt=0.0, le=30.0, doc="SPaT older than this counts as unknown (and arrives expired)")
+    spat_countdown: bool = spec(
+        True, doc="OBUs follow SPaT's countdown (likely end) between messages; false: they act on the last state heard"
+    )
+    reaction_s: float = spec(
+        1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
+    )
 
 
 @dataclass(frozen=True)
