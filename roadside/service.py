@@ -76,6 +76,7 @@ class RsuService(Service):
         self._permissive = frozenset(g for p in self.ctl.plan.phases for g in p.permissive)
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
         self._k = 0
+        self.plans: dict[int, dict[str, float]] = {}  # plan id -> sim times [s] it was issued and received
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
@@ -145,11 +146,17 @@ class RsuService(Service):
                 return
             self.ctl.command(plan)
             self.counters.plans_applied += 1
+            self.plans[body.plan_id] = {"issued_s": frame.header.sim_time_ms / 1000.0, "received_s": self.clock.sim_s()}
         else:
             self.bad.record("wrong_type", topic, kind, sender)
 
     def summary(self) -> dict[str, object]:
-        return {"rsu": self.id, "plans_applied": self.counters.plans_applied, **super().summary()}
+        return {"rsu": self.id, "plans_applied": self.counters.plans_applied, "plans": self.plan_log(), **super().summary()}
+
+    def plan_log(self) -> list[dict[str, float | int | None]]:
+        """Each plan the cloud sent: when it was issued, received, and applied at a phase boundary (None: not yet)."""
+        applied = {pid: t for t, pid in self.ctl.plan_changes}
+        return [{"plan_id": pid, **times, "applied_s": applied.get(pid)} for pid, times in self.plans.items()]
 
     def stopping(self) -> None:
         """Say so before a clean disconnect: a retained offline status, "stopped"."""

@@ -104,6 +104,11 @@ async def test_a_plan_from_the_cloud_reaches_the_rsu_and_shows_in_its_spat(mosqu
             clock.t += 0.1
             rsu.tick(clock.t)
         assert rsu.ctl.plan.plan_id == 7
+        # the event latency: issued at 0, received at once (lockstep), applied at the phase boundary
+        [log] = rsu.plan_log()
+        assert log["plan_id"] == 7
+        assert log["issued_s"] == log["received_s"] == 0.0
+        assert log["applied_s"] == rsu.ctl.plan_changes[-1][0] > 0.0
         assert rsu.ctl.plan.cycle_s == old.cycle_s + 5.0 * len(old.phases)
         # left turns stay permissive: that is the junction's geometry, which the wire plan does not carry
         assert [p.permissive for p in rsu.ctl.plan.phases] == [p.permissive for p in old.phases]

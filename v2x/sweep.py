@@ -7,7 +7,7 @@
 Each `--set` gives a setting and its values (comma-separated); settings joined by `+` take the
 same value together (one axis of the grid). The grid is every combination, each run with
 `--seeds N` seeds (the scenario's seed, +1, +2...). Every run is `v2x run --fast` in its own
-process, on one broker started for the sweep (each run under its own topic root); its report
+process, on a broker started for the sweep (one per job, each run under its own topic root); its report
 is kept in OUT/runs/. OUT/sweep.csv has one row per run; OUT/sweep.png plots the KPIs against
 the first axis (one line per combination of the others): the median across seeds, the range
 as a band, each seed as a dot.
@@ -19,6 +19,7 @@ import argparse
 import csv
 import itertools
 import json
+import queue
 import subprocess
 import sys
 import time
@@ -123,16 +124,27 @@ def main(argv: list[str]) -> int:
     print(f"sweep: {len(grid)} point(s) x {args.seeds} seed(s) = {len(runs)} fast runs of {duration:g} s sim; "
           f"out {args.out}", flush=True)
 
-    broker: MosquittoBroker | None = None
-    url = args.broker
-    if url is None or url == "embedded":
-        broker = EmbeddedBroker() if url == "embedded" else broker_for_run()
+    # one broker per job: runs sharing a broker would share client ids, and MQTT lets only one
+    # connection hold a client id (the broker drops the other)
+    brokers: list[MosquittoBroker] = []
+    urls: queue.Queue[str] = queue.Queue()
+    if args.broker is not None and args.broker != "embedded":
+        if args.jobs > 1:
+            print("v2x sweep: --jobs > 1 needs a broker per job: leave out --broker", file=sys.stderr)
+            return 2
+        urls.put(args.broker)
+    else:
         try:
-            broker.start()
+            for _ in range(args.jobs):
+                broker = EmbeddedBroker() if args.broker == "embedded" else broker_for_run()
+                brokers.append(broker)
+                broker.start()
+                urls.put(broker.url)
         except BrokerError as e:
             print(f"v2x sweep: {e}", file=sys.stderr)
+            for b in brokers:
+                b.close()
             return 1
-        url = broker.url
     rows: list[dict[str, Any] | None] = [None] * len(runs)
     done = [0]
     t0 = time.monotonic()
@@ -140,12 +152,16 @@ def main(argv: list[str]) -> int:
     def one(i: int) -> None:
         point, seed = runs[i]
         report = args.out / "runs" / f"run{i:03d}.json"
+        url = urls.get()
         cmd = [
             sys.executable, "-m", "v2x", "run", args.scenario, "--fast", "--headless", "--duration", f"{duration:g}",
             "--seed", str(seed), "--broker", url, "--root", f"sweep{i}/v2x/v1", "--report", str(report),
             *(["--no-impairment"] if not args.impair else []), *(x for s in _settings(axes, point) for x in ("--set", s)),
         ]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            urls.put(url)
         row: dict[str, Any] = {"run": i, "seed": seed, **{a.name: v for a, v in zip(axes, point, strict=True)}}
         if res.returncode != 0:
             row["error"] = (res.stderr.strip().splitlines() or ["?"])[-1][:300]
@@ -162,8 +178,8 @@ def main(argv: list[str]) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(one, range(len(runs))))
     finally:
-        if broker is not None:
-            broker.close()
+        for b in brokers:
+            b.close()
     got = [r for r in rows if r is not None]
     columns = ["run", "seed", *(a.name for a in axes), *(c for c, _, _ in KPIS), "wall_s", "error"]
     with (args.out / "sweep.csv").open("w", newline="") as f:
