@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from v2x import messages as m
+from v2x.apps import Apps, HazardWatch
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
 from v2x.errors import BrokerError
@@ -133,6 +134,8 @@ class Fleet:
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
+        self.apps = Apps(self.net)  # the vehicles' applications: warnings as events
+        self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
@@ -325,6 +328,11 @@ class Fleet:
         self._k += 1
         if self.trajectories is not None:
             self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
+        self.apps.step(
+            self.traffic, {vid: r.hazards for vid, r in self.radios.items() if r.hazards},
+            {vid: r.belief for vid, r in self.radios.items()},
+        )
+        self.hazard_watch.step(self.traffic)
 
     def publish_bsms(self) -> None:
         """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""

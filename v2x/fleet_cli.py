@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Any
 
+from v2x.apps import MAX_EVENTS_KEPT
 from v2x.errors import BrokerError
 from v2x.fleet import Fleet
 from v2x.impair import Impairment
@@ -33,6 +34,12 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "collisions": st.collisions,
         },
         "messages": {"sent": dict(c.sent), "received": dict(c.received)},
+        "apps": fleet.apps.summary(),
+        "app_events": {
+            "listed": [w.to_json() for w in fleet.apps.warnings[:MAX_EVENTS_KEPT]],
+            "not_listed": max(len(fleet.apps.warnings) - MAX_EVENTS_KEPT, 0),
+        },
+        "hazard_warning_ms": fleet.hazard_watch.summary(fleet.apps.warnings),
         "spat": {
             "vehicles_approaching": len(c.vehicles_approaching),
             "vehicles_with_spat": len(c.vehicles_with_spat),

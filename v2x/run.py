@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -333,6 +334,12 @@ def _report(
         },
         "vehicles": fs.get("vehicles", {}),
         "traffic": fs.get("traffic", {}),
+        "events": {
+            "hazard_warning_ms": fs.get("hazard_warning_ms", {"first": None, "last": None, "per_hazard": []}),
+            "plan_apply_ms": _plan_latency([p for r in rsus for p in r.get("plans", [])]),
+        },
+        "apps": fs.get("apps", {}),
+        "app_events": fs.get("app_events", {}),
         "spat_coverage": fs.get("spat", {}),
         "cloud": {
             "vehicles_seen": cloud.get("vehicles_seen", 0),
@@ -347,6 +354,15 @@ def _report(
     if "lockstep" in parts:
         report["lockstep"] = parts["lockstep"]
     return report
+
+
+def _plan_latency(plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """From a plan being issued by the cloud to its RSU applying it at a phase boundary [ms]."""
+    done = [round((p["applied_s"] - p["issued_s"]) * 1000.0, 1) for p in plans if p.get("applied_s") is not None]
+    return {
+        "issued": len(plans), "applied": len(done),
+        "p50": float(np.median(done)) if done else None, "max": max(done) if done else None, "plans": plans,
+    }
 
 
 def _print_summary(console: Console, r: dict[str, Any]) -> None:

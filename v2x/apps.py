@@ -1,0 +1,257 @@
+"""Day-1 vehicle applications (T/CSAE 53 names) and the warnings they raise.
+
+Each app is a plain function of what one vehicle knows (its position on its path, its speed,
+the SPaT and RSI it received); `Apps` runs them over the fleet each step and keeps every
+warning as an event: time, vehicle, app, the message that triggered it, and the point on the
+vehicle's path it warns of, for the lead time.
+
+  HLW   hazard ahead: an RSI hazard lies on the approach the vehicle is on or heading for,
+        not yet passed, within `HLW_RANGE_M` along its path. Lead time: warning to the
+        vehicle's arrival at the hazard's distance from the stop line (measured).
+  RLVW  red-light violation warning: with a stop line ahead within `RLVW_RANGE_M`, the SPaT
+        says yellow or red, at its current speed the vehicle reaches the line after red
+        begins, and stopping would take more than comfortable braking (ITE's 3 m/s^2: the
+        driver is past the point of a comfortable stop). Lead time: the predicted time to the
+        stop line at the warning.
+
+Ground truth for the hazard measurements comes from the scenario's events (`HazardWatch`):
+which vehicles were affected when a hazard began, when each was warned, and whether any
+reached the hazard unwarned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from v2x import messages as m
+from v2x.belief import SignalBelief
+from v2x.network import LinkKind, Network
+from v2x.scenario import HazardEvent
+from v2x.traffic import YELLOW_DECEL_MPS2, Light, Traffic, light_of
+
+HLW_RANGE_M = 300.0  # [m] along the path: a hazard further ahead is not yet worth a warning
+RLVW_RANGE_M = 150.0  # [m] to the stop line
+MIN_SPEED_MPS = 0.5  # below this a vehicle is not about to enter anything
+MAX_EVENTS_KEPT = 10_000  # warnings listed in the report (all are counted)
+
+
+@dataclass
+class Warning:
+    t_s: float  # [s] sim time
+    vehicle: int
+    app: str
+    trigger: str  # the message: "rsi cloud/1", "spat J1 rev 12 via rsu"
+    target_s: float  # [m] along the vehicle's route: the hazard, or the stop line
+    lead_s: float | None = None  # [s] warning to arrival (measured for HLW, predicted for RLVW)
+
+    def to_json(self) -> dict[str, object]:
+        return {"t_s": round(self.t_s, 2), "vehicle": self.vehicle, "app": self.app, "trigger": self.trigger,
+                "lead_s": None if self.lead_s is None else round(self.lead_s, 2)}
+
+
+def approach_point(net: Network, x: float, y: float) -> tuple[int, str, float] | None:
+    """(intersection, leg, distance to the stop line [m]) of a point on an approach lane."""
+    hit = net.in_lane_at(x, y)
+    if hit is None:
+        return None
+    lk = net.links[hit[0]]
+    return lk.intersection, lk.leg, hit[1]
+
+
+def route_points(net: Network, intersection: int, leg: str, to_line_m: float) -> np.ndarray:
+    """Per route: where along it [m] the point `to_line_m` before the stop line of (intersection, leg) lies; NaN: not on it."""
+    out = np.full(len(net.routes), np.nan)
+    for r in range(len(net.routes)):
+        for k, lid in enumerate(net.route_links[r]):
+            if lid < 0:
+                break
+            lk = net.links[int(lid)]
+            if lk.kind == LinkKind.IN and lk.intersection == intersection and lk.leg == leg:
+                out[r] = net.route_start[r, k] + net.link_length[lid] - to_line_m
+                break
+    return out
+
+
+@dataclass
+class Apps:
+    net: Network
+    warnings: list[Warning] = field(default_factory=list)
+    _warned: set[tuple[int, str, str]] = field(default_factory=set)  # (vehicle, app, what)
+    _pending: list[Warning] = field(default_factory=list)  # HLW awaiting arrival
+    _hazard_at: dict[str, np.ndarray | None] = field(default_factory=dict)  # RSI key -> route_points, None: off every approach
+
+    def step(self, traffic: Traffic, hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]],
+             beliefs: Mapping[int, SignalBelief]) -> None:
+        """Run every app for every vehicle with an OBU, after the traffic moved to `traffic.t`."""
+        if traffic.n == 0:
+            return
+        index = {int(v): i for i, v in enumerate(traffic.ids)}
+        self._hlw(traffic, index, hazards)
+        self._rlvw(traffic, index, beliefs)
+        self._arrivals(traffic, index)
+
+    def _warn(self, w: Warning, what: str) -> bool:
+        key = (w.vehicle, w.app, what)
+        if key in self._warned:
+            return False
+        self._warned.add(key)
+        self.warnings.append(w)
+        return True
+
+    def _hlw(self, traffic: Traffic, index: Mapping[int, int], hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]]) -> None:
+        for vid, active in hazards.items():
+            i = index.get(vid)
+            if i is None or not active:
+                continue
+            for key, ev in active.items():
+                if (vid, "hlw", key) in self._warned:
+                    continue
+                if key not in self._hazard_at:
+                    at = approach_point(self.net, *self.net.frame.to_local(ev.position.lat_deg, ev.position.lon_deg))
+                    self._hazard_at[key] = None if at is None else route_points(self.net, *at)
+                table = self._hazard_at[key]
+                if table is None:
+                    continue
+                target = float(table[int(traffic.route[i])])
+                s = float(traffic.s[i])
+                if not (s < target <= s + HLW_RANGE_M):  # NaN (not on its path) fails too
+                    continue
+                w = Warning(traffic.t, vid, "hlw", f"rsi {key}", target)
+                if self._warn(w, key):
+                    self._pending.append(w)
+
+    def _rlvw(self, traffic: Traffic, index: Mapping[int, int], beliefs: Mapping[int, SignalBelief]) -> None:
+        group, dist = traffic.signal_view()
+        v = traffic.v
+        near = np.flatnonzero((group >= 0) & (dist <= RLVW_RANGE_M) & (v > MIN_SPEED_MPS)
+                              & (v * v / (2.0 * np.maximum(dist, 0.01)) > YELLOW_DECEL_MPS2))
+        for i in near:
+            vid = int(traffic.ids[i])
+            belief = beliefs.get(vid)
+            if belief is None:
+                continue
+            sg = self.net.groups[int(group[i])]
+            red_in = time_to_red(belief, sg.intersection + 1, sg.group_id, traffic.t)
+            if red_in is None:
+                continue
+            to_line = float(dist[i]) / float(v[i])
+            if to_line <= red_in:
+                continue
+            got = belief.latest[sg.intersection + 1]
+            name = self.net.intersections[sg.intersection].spec.id
+            w = Warning(traffic.t, vid, "rlvw", f"spat {name} rev {got.state.revision} via {got.path}",
+                        float(traffic.s[i] + dist[i]), lead_s=to_line)
+            self._warn(w, f"{sg.intersection}/{sg.leg}")
+
+    def _arrivals(self, traffic: Traffic, index: Mapping[int, int]) -> None:
+        still = []
+        for w in self._pending:
+            i = index.get(w.vehicle)
+            if i is None:
+                continue  # left without reaching it (turned off before, or the run ended)
+            if traffic.s[i] >= w.target_s:
+                w.lead_s = traffic.t - w.t_s
+            else:
+                still.append(w)
+        self._pending = still
+
+    def summary(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for app in ("hlw", "rlvw"):
+            ws = [w for w in self.warnings if w.app == app]
+            leads = [w.lead_s for w in ws if w.lead_s is not None]
+            out[app] = {
+                "warnings": len(ws),
+                "vehicles": len({w.vehicle for w in ws}),
+                "lead_time_s_p50": round(float(np.median(leads)), 2) if leads else None,
+                "lead_time_s_min": round(min(leads), 2) if leads else None,
+                "with_lead_time": len(leads),
+            }
+        return out
+
+
+def time_to_red(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> float | None:
+    """Seconds until the group shows red, from the SPaT heard: 0 if red now, the yellow's end if yellow, else None."""
+    got = belief.latest.get(intersection_id)
+    if got is None or now_s - got.at_s > belief.stale_s:
+        return None
+    for mv in got.state.states:
+        if mv.signal_group != group_id or not mv.events:
+            continue
+        light = light_of(mv.events[0].state)
+        if light in (Light.RED, Light.UNKNOWN):
+            return 0.0
+        timing = mv.events[0].timing
+        if light is Light.YELLOW:
+            end = timing.likely_end_s if timing is not None and timing.likely_end_s is not None else 0.0
+            return max(got.at_s + end - now_s, 0.0)
+    return None
+
+
+@dataclass
+class HazardWatch:
+    """Ground truth for the scenario's hazards: who was affected, when warned, who reached one unwarned."""
+
+    net: Network
+    events: tuple[HazardEvent, ...]
+    affected: dict[int, dict[int, float]] = field(default_factory=dict)  # event id -> vehicle -> target [m]
+    reached: dict[int, dict[int, float]] = field(default_factory=dict)  # event id -> vehicle -> sim time it got there
+    _started: set[int] = field(default_factory=set)
+    _upstream: dict[int, set[int]] = field(default_factory=dict)  # event id -> vehicles seen upstream of it while active
+    _targets: dict[int, np.ndarray] = field(default_factory=dict)  # event id -> route_points
+
+    def __post_init__(self) -> None:
+        ids = {x.spec.id: x.index for x in self.net.intersections}
+        for k, ev in enumerate(self.events, start=1):
+            self._targets[k] = route_points(self.net, ids[ev.intersection], ev.approach, ev.distance_m)
+
+    def step(self, traffic: Traffic) -> None:
+        for k, ev in enumerate(self.events, start=1):
+            active = ev.start_s <= traffic.t + 1e-6 < ev.start_s + ev.duration_s
+            if not active:
+                continue
+            target = self._targets[k][traffic.route] if traffic.n else np.zeros(0)
+            if k not in self._started:  # the hazard began: the vehicles within warning range upstream of it
+                self._started.add(k)
+                ahead = (traffic.s < target) & (target <= traffic.s + HLW_RANGE_M)
+                self.affected[k] = {int(v): float(t) for v, t in zip(traffic.ids[ahead], target[ahead], strict=True)}
+            up = self._upstream.setdefault(k, set())
+            got = self.reached.setdefault(k, {})
+            for v in traffic.ids[traffic.s >= target]:  # NaN (not on its path) compares False
+                if int(v) in up:
+                    got.setdefault(int(v), traffic.t)
+            up.update(int(v) for v in traffic.ids[traffic.s < target])
+
+    def summary(self, warnings: list[Warning]) -> dict[str, object]:
+        """events.hazard_warning_ms: per hazard, from its start to the first and last affected vehicle warned."""
+        per = []
+        for k, ev in enumerate(self.events, start=1):
+            if k not in self._started:
+                continue
+            warned: dict[int, float] = {}
+            for w in warnings:
+                if w.app == "hlw" and w.trigger.endswith(f"/{k}") and w.vehicle not in warned:
+                    warned[w.vehicle] = w.t_s
+            affected = self.affected.get(k, {})
+            times = [warned[v] - ev.start_s for v in affected if v in warned]
+            # reaching it unwarned: got there with no HLW before (or only after) arriving
+            reached = self.reached.get(k, {})
+            unwarned = sorted(v for v, at in reached.items() if v not in warned or warned[v] > at)
+            per.append({
+                "event_id": k, "kind": ev.kind, "start_s": ev.start_s,
+                "affected": len(affected), "affected_warned": len(times),
+                "first_ms": round(min(times) * 1000.0, 1) if times else None,
+                "last_ms": round(max(times) * 1000.0, 1) if len(times) == len(affected) and times else None,
+                "reached": len(reached), "reached_unwarned": len(unwarned), "unwarned_vehicles": unwarned[:20],
+            })
+        firsts = [p["first_ms"] for p in per if p["first_ms"] is not None]
+        lasts = [p["last_ms"] for p in per if p["last_ms"] is not None]
+        return {
+            # the worst hazard's: the slowest first warning, the slowest last
+            "first": max(firsts) if firsts else None,
+            "last": max(lasts) if lasts else None,
+            "per_hazard": per,
+        }
