@@ -22,11 +22,12 @@ DETECTOR_M = 30.0  # [m] detection zone upstream of the stop line (actuated cont
 class OfflineRun:
     """Traffic + controllers stepped together; vehicles see the true signal."""
 
-    def __init__(self, scenario: Scenario, mode: Mode | None = None, seed: int | None = None) -> None:
+    def __init__(self, scenario: Scenario, mode: Mode | None = None, seed: int | None = None, warned: bool = False) -> None:
         self.net = Network(scenario)
         self.traffic = Traffic(self.net, scenario, seed)
         self.controllers: list[SignalController] = controllers(self.net, mode)
         self.dt = scenario.step_s
+        self.warned = warned  # every driver knows of the hazards ahead (as if warned by HLW)
 
     def lights(self) -> np.ndarray:
         """The light each group shows now, by global group index, as `Light`."""
@@ -40,7 +41,7 @@ class OfflineRun:
         group, dist = t.signal_view()
         lights = self.lights()
         truth = np.where(group >= 0, lights[np.maximum(group, 0)], Light.NONE)
-        t.step(self.dt, truth, truth)
+        t.step(self.dt, truth, truth, np.full(t.n, self.warned))
         # detector calls for actuated control, then advance the controllers to the new time
         group, dist = t.signal_view()
         calls: list[set[int]] = [set() for _ in self.controllers]

@@ -176,3 +176,45 @@ def test_permissive_groups_come_from_conflicts() -> None:
     ig = net.intersections[0]
     names = [{(net.groups[g].leg, net.groups[g].turn) for g in p} for p in ig.phase_permissive]
     assert names == [{("north", "left"), ("south", "left")}, {("east", "left"), ("west", "left")}]
+
+
+def _around_the_stalled_vehicle(warned: bool) -> dict[str, float]:
+    """hazard.toml's stalled vehicle (north approach, lane 0, 120 m before the line, from 60 s): who changed lane where."""
+    run = OfflineRun(_load("hazard"), warned=warned)
+    t = run.traffic
+    changes: list[float] = []  # distance to the obstacle's rear [m] at each lane change
+    passed: set[int] = set()
+    top_speed_near = 0.0
+    while t.t < 300.0:
+        before = dict(zip(t.ids.tolist(), t.route.tolist(), strict=True))
+        run.step()
+        if not t.obstacles:
+            continue
+        ((lid, front, length),) = t.obstacles.values()
+        link, s_link = t.current_link(), t.s_on_link()
+        lk = run.net.links[lid]
+        on_approach = np.isin(link, [x for (leg, _), x in run.net.intersections[0].in_links.items() if leg == lk.leg])
+        to_obstacle = (run.net.link_length[link] - s_link) - (run.net.link_length[lid] - front + length)
+        for i in np.flatnonzero(on_approach):
+            vid = int(t.ids[i])
+            if vid in before and before[vid] != t.route[i]:
+                changes.append(float(to_obstacle[i]))
+            if to_obstacle[i] < 0:
+                passed.add(vid)
+            if 0 < to_obstacle[i] < 50:
+                top_speed_near = max(top_speed_near, float(t.v[i]))
+    assert t.stats.collisions == 0, sorted(t.stats.collision_pairs)
+    assert t.stats.obstacle_collisions == 0
+    return {"changes": len(changes), "median_at_m": float(np.median(changes)), "passed": len(passed), "top_near": top_speed_near}
+
+
+def test_a_stalled_vehicle_is_passed_in_the_next_lane_and_warned_drivers_change_earlier_and_slower() -> None:
+    seen = _around_the_stalled_vehicle(warned=False)
+    warned = _around_the_stalled_vehicle(warned=True)
+    for r in (seen, warned):
+        assert r["changes"] >= 5  # the blocked lane's vehicles moved over...
+        assert r["passed"] >= 15  # ...and the approach kept flowing past it
+    assert seen["median_at_m"] <= 60.0  # seen only when close
+    assert warned["median_at_m"] > 1.5 * seen["median_at_m"]  # warned: moved over earlier
+    assert seen["top_near"] > 40 / 3.6  # unwarned drivers pass it at the speed limit...
+    assert warned["top_near"] <= 30 / 3.6 + 0.5  # ...warned ones at 30 km/h

@@ -93,6 +93,15 @@ class Apps:
         self._rlvw(traffic, index, beliefs)
         self._arrivals(traffic, index)
 
+    def hazard_warned(self, traffic: Traffic, hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]]) -> np.ndarray:
+        """Per vehicle: warned (HLW) of a hazard that its OBU still holds active."""
+        out = np.zeros(traffic.n, dtype=bool)
+        for i, vid in enumerate(traffic.ids):
+            active = hazards.get(int(vid))
+            if active and any((int(vid), "hlw", key) in self._warned for key in active):
+                out[i] = True
+        return out
+
     def _warn(self, w: Warning, what: str) -> bool:
         key = (w.vehicle, w.app, what)
         if key in self._warned:

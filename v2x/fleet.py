@@ -324,14 +324,12 @@ class Fleet:
         """Move the traffic one step on what the vehicles believe."""
         group, _ = self.traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
-        self.traffic.step(self.sc.step_s, self.beliefs(group, truth), truth)
+        hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
+        self.traffic.step(self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards))
         self._k += 1
         if self.trajectories is not None:
             self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
-        self.apps.step(
-            self.traffic, {vid: r.hazards for vid, r in self.radios.items() if r.hazards},
-            {vid: r.belief for vid, r in self.radios.items()},
-        )
+        self.apps.step(self.traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
         self.hazard_watch.step(self.traffic)
 
     def publish_bsms(self) -> None:

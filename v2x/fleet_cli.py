@@ -32,6 +32,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             # counted against the controllers' true state, which only an in-process run has
             "red_light_violations": st.red_light_entries if fleet.truth is not None else None,
             "collisions": st.collisions,
+            "collisions_with_obstacles": st.obstacle_collisions,
         },
         "messages": {"sent": dict(c.sent), "received": dict(c.received)},
         "apps": fleet.apps.summary(),

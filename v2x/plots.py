@@ -6,8 +6,9 @@
   per-second histograms, within about 5%).
 - time_space_<intersection>_<leg>.png: one per approach, from the fleet's trajectories
   (a run only: a report does not carry them). Each line is a vehicle; the distance is to the
-  stop line (negative upstream); the bar at 0 is the through movement's signal as the
-  vehicles heard it in SPaT (grey: no SPaT).
+  stop line (negative upstream), whatever lane it is in; the bar at 0 is the through
+  movement's signal as the vehicles heard it in SPaT (grey: no SPaT); black squares are a
+  stalled vehicle (a scenario hazard) in its lane.
 
 Trajectories are sampled every `SAMPLE_S` of sim time: memory grows with vehicles x time.
 """
@@ -56,6 +57,7 @@ class Trajectories:
         self.vid: list[np.ndarray] = []
         self.signal_t: list[float] = []
         self.signal: list[list[int]] = []  # per sample, per approach: Light
+        self.obstacles: list[tuple[float, int, float, int]] = []  # (t, approach, front position, lane) of stalled vehicles
 
     def sample(self, traffic: Traffic, light: Callable[[SignalGroup, float], Light]) -> None:
         """Record the traffic now, if a sample is due; `light` says what a group showed, as heard."""
@@ -64,6 +66,9 @@ class Trajectories:
         self._next = traffic.t + SAMPLE_S
         self.signal_t.append(traffic.t)
         self.signal.append([int(light(g, traffic.t)) if g is not None else int(Light.NONE) for g in self._through])
+        for lid, front, _ in traffic.obstacles.values():
+            lk = self.net.links[lid]
+            self.obstacles.append((traffic.t, int(self._approach_of[lid]), front - float(self.net.link_length[lid]), lk.lane))
         if traffic.n == 0:
             return
         link = traffic.current_link()
@@ -182,6 +187,12 @@ def _time_space(traj: Trajectories, k: int, path: Path, title: str) -> Path:
             t1 = st[b] if b < len(st) else st[-1] + SAMPLE_S
             ax.fill_between([st[a], t1], -2.5, 2.5, color=LIGHT_COLOURS[Light(int(lights[a]))], linewidth=0)
         ax.set_xlim(st[0], st[-1] + SAMPLE_S)
+    obs = [(t0, p, lane) for t0, a, p, lane in traj.obstacles if a == k]
+    for lane in sorted({lane for _, _, lane in obs}):
+        ts = np.array([t0 for t0, _, ln in obs if ln == lane])
+        ps = np.array([p for _, p, ln in obs if ln == lane])
+        ax.scatter(ts, ps, s=4, color="black", marker="s", zorder=3)
+        ax.annotate(f"stalled vehicle, lane {lane}", (ts[0], ps[0]), xytext=(4, 6), textcoords="offset points", fontsize=7)
     low = float(pos.min()) if len(pos) else -100.0
     ax.set_ylim(low - 5.0, PAST_LINE_M + 5.0)
     ax.axhline(0.0, color="black", lw=0.5)
@@ -189,9 +200,11 @@ def _time_space(traj: Trajectories, k: int, path: Path, title: str) -> Path:
     ax.set_ylabel("distance to the stop line [m] (negative: upstream)")
     ax.set_title(title, fontsize=10)
     handles: list[Artist] = [Line2D([0], [0], color="#1f3a93", lw=1, label="vehicle trajectory")]
+    if obs:
+        handles.append(Line2D([0], [0], color="black", lw=3, label="stalled vehicle"))
     for light, name in [(Light.GREEN, "green"), (Light.YELLOW, "yellow"), (Light.RED, "red"), (Light.UNKNOWN, "no SPaT")]:
         handles.append(Rectangle((0, 0), 1, 1, color=LIGHT_COLOURS[light], label=f"signal (heard): {name}"))
-    ax.legend(handles=handles, fontsize=7, loc="lower left", ncol=5)
+    ax.legend(handles=handles, fontsize=7, loc="lower left", ncol=6)
     ax.grid(True, alpha=0.25)
     fig.tight_layout()
     fig.savefig(path)

@@ -389,7 +389,13 @@ def _print_summary(console: Console, r: dict[str, Any]) -> None:
         t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
     if r["traffic"]:
         t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
-        t.add_row("collisions", str(r["traffic"]["collisions"]))
+        t.add_row("collisions / red-light violations", f"{r['traffic']['collisions']} / {r['traffic']['red_light_violations']}")
+    for app, a in r.get("apps", {}).items():
+        if a["warnings"]:
+            t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)", f"{a['warnings']} / {a['vehicles']} / {a['lead_time_s_p50']}")
+    for h in r.get("events", {}).get("hazard_warning_ms", {}).get("per_hazard", []):
+        t.add_row(f"hazard {h['event_id']}: warned first / last (ms); reached unwarned",
+                  f"{h['first_ms']} / {h['last_ms']}; {h['reached_unwarned']} of {h['reached']}")
     if "lockstep" in r:
         ls = r["lockstep"]
         t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")

@@ -14,6 +14,12 @@ Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
   - red, or unknown (stale or missing SPaT): the stop line is a standing obstacle;
   - yellow: the driver stops only if the stop needs no more than `YELLOW_DECEL_MPS2`
     (the ITE kinematic rule, 3.0 m/s^2 ~ 10 ft/s^2), else goes; the decision sticks;
+  - stalled vehicles (`obstacles`) stand in their lane: the vehicles behind stop for them and
+    change to the next lane of the approach when the gap there allows it (a front gap of
+    s0 + 0.5 s and a back gap of s0 + 1 s at the other vehicle's speed), keeping their turn
+    if that lane allows it, else going straight; a driver sees the obstacle `SIGHT_M` ahead,
+    one warned of it (the `warned` input: HLW) looks for a gap from `WARNED_M` and slows to
+    30 km/h within `HAZARD_SLOW_M` of it;
   - permissive green: the movement yields at its conflict points, entering only if no
     priority vehicle reaches the conflict point within the critical gap (HCM 6th ed.,
     permitted left turn: 4.1 s for a passenger car; we use 4.5 s for margin).
@@ -37,6 +43,13 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
+STALLED_LENGTH_M = 4.5  # [m] a scenario's hazard (stalled vehicle, obstacle) in its lane
+SIGHT_M = 60.0  # [m] how far ahead a driver sees a stalled vehicle in time to plan a lane change around it
+WARNED_M = 300.0  # [m] how far ahead a driver warned of it (HLW) starts looking for a gap in the next lane
+HAZARD_SLOW_M = 150.0  # [m] a warned driver slows down within this distance before the hazard...
+HAZARD_SPEED_MPS = 30.0 / 3.6  # [m/s] ...to this speed, on every lane of the approach
+LC_FRONT_GAP_S = 0.5  # [s] a lane change needs this time gap (plus s0) to the new leader...
+LC_BACK_GAP_S = 1.0  # [s] ...and this to the new follower, at its speed
 MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
 CRITICAL_GAP_S = 4.5  # [s] permissive movements: the gap needed to cross or merge
 LOOKAHEAD_LINKS = 2  # links beyond the current one searched for a leader
@@ -115,6 +128,7 @@ class Stats:
     delay_sum_s: float = 0.0  # control delay of finished vehicles
     stops_sum: int = 0  # stops of finished vehicles
     red_light_entries: int = 0
+    obstacle_collisions: int = 0  # vehicles that ran into a stalled vehicle (also in `collisions`)
     red_light_log: list[tuple[float, int, int, float, bool]] = field(default_factory=list)
     # (time [s], vehicle id, IN link, speed [m/s], had committed on yellow)
     collisions: int = 0
@@ -177,6 +191,8 @@ class Traffic:
         self.go_on_yellow: BoolArray = np.zeros(n, dtype=bool)
         self.priority: BoolArray = np.zeros(n, dtype=bool)  # requests signal priority
         self.link_idx: IntArray = np.zeros(n, dtype=np.int64)  # index of the current link in the route
+        # stalled vehicles: key -> (IN link, front along it [m], length [m]); placed and removed by the driver
+        self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
         self._pending: list[_Pending] = []
         self._arrivals: list[tuple[float, Demand, tuple[int, str]]] = []
@@ -370,14 +386,20 @@ class Traffic:
 
     # -- the step ----------------------------------------------------------------
 
-    def step(self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None) -> None:
-        """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view()."""
+    def step(
+        self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None
+    ) -> None:
+        """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view();
+        `warned`: per vehicle, whether it was warned of the hazards ahead (HLW)."""
         self._generate(self.t + dt)
+        self._place_obstacles()
         n = self.n
         if believed is None:
             believed = np.full(n, _NONE, dtype=np.int64)
         if n:
-            self._move(dt, believed, truth)
+            if self.obstacles:
+                self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned)
+            self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned)
         self.t += dt
         self._admit()
 
@@ -389,7 +411,98 @@ class Traffic:
         interaction = (s_star / np.maximum(gap, 0.01)) ** 2
         return amax * (free - interaction)
 
-    def _move(self, dt: float, believed: IntArray, truth: IntArray | None) -> None:
+    # -- stalled vehicles ------------------------------------------------------------
+
+    def _place_obstacles(self) -> None:
+        """The scenario's hazards stand in their lanes while they last (the physical world, not a message)."""
+        for k, ev in enumerate(self.scenario.events, start=1):
+            if ev.start_s <= self.t + 1e-6 < ev.start_s + ev.duration_s:
+                if k not in self.obstacles:
+                    lid, s, _, _ = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
+                    self.obstacles[k] = (lid, s, STALLED_LENGTH_M)
+            else:
+                self.obstacles.pop(k, None)
+
+    def _obstacle_ahead(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, IntArray]:
+        """Per vehicle: the gap [m] to the rear of the nearest obstacle ahead on its link (inf: none), and its key."""
+        gap = np.full(self.n, np.inf)
+        key = np.full(self.n, -1, dtype=np.int64)
+        for k, (lid, front, length) in self.obstacles.items():
+            on = link == lid
+            g = np.where(on & (s_link < front), front - length - s_link, np.inf)
+            nearer = g < gap
+            gap[nearer] = g[nearer]
+            key[nearer] = k
+        return gap, key
+
+    def _near_hazard(self, link: IntArray, s_link: FloatArray) -> BoolArray:
+        """Per vehicle: within HAZARD_SLOW_M before a stalled vehicle on its approach, in any lane."""
+        net = self.net
+        out = np.zeros(self.n, dtype=bool)
+        to_line = net.link_length[link] - s_link
+        for lid, front, _ in self.obstacles.values():
+            ob = net.links[lid]
+            ob_to_line = net.link_length[lid] - front
+            same = np.isin(link, list(self._approach_links(ob.intersection, ob.leg)))
+            out |= same & (to_line > ob_to_line) & (to_line - ob_to_line < HAZARD_SLOW_M)
+        return out
+
+    def _approach_links(self, intersection: int, leg: str) -> frozenset[int]:
+        ig = self.net.intersections[intersection]
+        return frozenset(lid for (lg, _), lid in ig.in_links.items() if lg == leg)
+
+    def _change_lanes(self, warned: BoolArray) -> None:
+        """Vehicles facing a stalled vehicle in their lane move to a neighbouring lane when the gap allows."""
+        net = self.net
+        link = self.current_link()
+        s_link = self.s_on_link()
+        gap, _ = self._obstacle_ahead(link, s_link)
+        want = np.flatnonzero((gap < np.where(warned, WARNED_M, SIGHT_M)) & (self.link_idx == 0))
+        blocked = {lid for lid, _, _ in self.obstacles.values()}
+        for i in (int(x) for x in want):
+            lk = net.links[int(link[i])]
+            turn = net.links[int(net.route_links[self.route[i], 1])].turn
+            for lane in (lk.lane + 1, lk.lane - 1):
+                target = net.intersections[lk.intersection].in_links.get((lk.leg, lane))
+                if target is None or target in blocked:
+                    continue
+                route = self._route_from(target, lk.intersection, lk.leg, turn)
+                if route is not None and self._room(i, target, float(s_link[i])):
+                    self.route[i] = route
+                    link[i] = target
+                    self._view = None
+                    break
+
+    def _route_from(self, first: int, intersection: int, leg: str, turn: str) -> int | None:
+        """An entry route starting on lane link `first` with this turn, else going straight; None: neither."""
+        for t in (turn, "through"):
+            for r in self.net.entry_routes.get((intersection, leg, t), []):
+                if self.net.route_links[r, 0] == first:
+                    return int(r)
+        return None
+
+    def _room(self, i: int, target: int, s: float) -> bool:
+        """Whether vehicle i fits into lane link `target` at s: gaps to the new leader and follower."""
+        on = np.flatnonzero((self.current_link() == target) & (np.arange(self.n) != i))
+        if not len(on):
+            return True
+        s0 = self.driver.min_gap_m
+        other = self.s_on_link()[on]
+        ahead, behind = on[other >= s], on[other < s]
+        if len(ahead):
+            j = ahead[np.argmin(other[other >= s])]
+            if self.s_on_link()[j] - self.length[j] - s < s0 + LC_FRONT_GAP_S * self.v[i]:
+                return False
+        if len(behind):
+            j = behind[np.argmax(other[other < s])]
+            if s - self.length[i] - self.s_on_link()[j] < s0 + LC_BACK_GAP_S * self.v[j]:
+                return False
+        for _, front, length in (o for o in self.obstacles.values() if o[0] == target):
+            if s > front - length - s0 and s - self.length[i] < front + s0:
+                return False
+        return True
+
+    def _move(self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray) -> None:
         net = self.net
         n = self.n
         link = self.current_link()
@@ -448,12 +561,21 @@ class Traffic:
                 gap[cand[better]] = g2[better]
                 lead_v[cand[better]] = 0.0
 
+        # a stalled vehicle is a standing leader
+        if self.obstacles:
+            g_obs, _ = self._obstacle_ahead(link, s_link)
+            nearer = g_obs < gap
+            gap[nearer] = g_obs[nearer]
+            lead_v[nearer] = 0.0
+
         # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
         if len(self._diverge_a):
             self._diverge_leaders(link, s_link, tail, gap, lead_v, width)
 
         # --- desired speed: the link's limit, braking ahead of a slower next link
         v0 = net.link_speed[link] * self.vmax_factor
+        if self.obstacles and warned.any():
+            v0 = np.where(warned & self._near_hazard(link, s_link), np.minimum(v0, HAZARD_SPEED_MPS), v0)
         k1 = np.minimum(self.link_idx + 1, width - 1)
         nxt1 = net.route_links[self.route, k1]
         has_next = (self.link_idx + 1 < width) & (nxt1 >= 0)
@@ -693,11 +815,15 @@ class Traffic:
             local = np.arange(len(idx))
             for a, b in _overlapping_boxes(local, x, y, h, self.length[idx], self.width[idx]):
                 pairs.append((int(self.ids[idx[a]]), int(self.ids[idx[b]])))
+        for k, (lid, front, length) in self.obstacles.items():  # a stalled vehicle is -1 - its key
+            on = np.flatnonzero((link == lid) & (s_link > front - length + 1e-6) & (s_link - self.length < front - 1e-6))
+            pairs += [(-1 - k, int(self.ids[i])) for i in on]
         for p in pairs:
             key = (min(p), max(p))
             if key not in self.stats.collision_pairs:
                 self.stats.collision_pairs.add(key)
                 self.stats.collisions += 1
+                self.stats.obstacle_collisions += key[0] < 0
 
     def _drop(self, keep: BoolArray) -> None:
         for name in (
