@@ -87,3 +87,38 @@ def test_rlvw_warns_the_vehicles_that_late_spat_sends_through_red(v2x_report: An
     assert 0 < rlvw["lead_time_s_min"] <= rlvw["lead_time_s_p50"]
     assert all(e["trigger"].startswith("spat J1") for e in v2x_report["app_events"]["listed"] if e["app"] == "rlvw")
     assert v2x_report["apps"]["hlw"]["warnings"] == 0  # no hazard in this scenario
+
+
+def test_time_to_green_is_the_reds_likely_end_and_none_otherwise() -> None:
+    from roadside.plans import controllers
+    from roadside.spat import intersection_state
+    from v2x.apps import time_to_green, time_to_red
+    from v2x.belief import SignalBelief
+    from v2x.network import Network
+
+    net = Network(load(resolve("four_way")))
+    ctl = controllers(net)[0]
+    belief = SignalBelief(stale_s=1.0)
+    belief.receive(intersection_state(net, 0, ctl, 0), 0.0, "rsu")
+    states = {mv.signal_group: mv.events[0].state for mv in belief.latest[1].state.states}
+    green = next(g for g, st in states.items() if st is m.LightState.PROTECTED_GREEN)
+    red = next(g for g, st in states.items() if st is m.LightState.RED)
+    assert time_to_green(belief, 1, green, 0.5) is None  # green already: no advice
+    assert time_to_red(belief, 1, green, 0.5) is None  # not yet yellow: RLVW has nothing to say
+    # the other phase's red lasts the first phase's green, yellow and all-red (30 + 3 + 2 s)
+    assert time_to_green(belief, 1, red, 0.5) == pytest.approx(34.5)
+    assert time_to_red(belief, 1, red, 0.5) == 0.0
+    assert time_to_green(belief, 1, red, 2.0) is None  # stale SPaT: nothing to advise on
+
+
+def test_glosa_advises_only_when_on_and_then_fewer_vehicles_stop(v2x_run: Any) -> None:
+    off = v2x_run("corridor", "--set", "fleet.glosa=false", duration=240)
+    on = v2x_run("corridor", "--set", "fleet.glosa=true", duration=240)  # the same seed: the same arrivals
+    assert "glosa" not in off["apps"]
+    assert not [e for e in off["app_events"]["listed"] if e["app"] == "glosa"]
+    g = on["apps"]["glosa"]
+    assert g["warnings"] >= 20
+    assert all(e["trigger"].startswith("spat J") for e in on["app_events"]["listed"] if e["app"] == "glosa")
+    assert on.traffic["collisions"] == 0
+    assert on.traffic["red_light_violations"] == 0
+    assert on.traffic["stops_per_vehicle"] < 0.85 * off.traffic["stops_per_vehicle"]

@@ -14,6 +14,12 @@ vehicle's path it warns of, for the lead time.
         driver is past the point of a comfortable stop). Lead time: the predicted time to the
         stop line at the warning.
 
+  GLOSA green light optimal speed advisory (when the scenario's `fleet.glosa` is on): with a
+        stop line ahead within `GLOSA_RANGE_M` showing red (as SPaT says), the speed that
+        reaches the line as it turns green, if that is between `GLOSA_MIN_MPS` and the limit;
+        the vehicle follows it as its desired speed. One advisory event per vehicle and
+        approach; lead time: the predicted time to the stop line at the advice.
+
 Ground truth for the hazard measurements comes from the scenario's events (`HazardWatch`):
 which vehicles were affected when a hazard began, when each was warned, and whether any
 reached the hazard unwarned.
@@ -34,6 +40,8 @@ from v2x.traffic import YELLOW_DECEL_MPS2, Light, Traffic, light_of
 
 HLW_RANGE_M = 300.0  # [m] along the path: a hazard further ahead is not yet worth a warning
 RLVW_RANGE_M = 150.0  # [m] to the stop line
+GLOSA_RANGE_M = 300.0  # [m] to the stop line: about the sidelink's range
+GLOSA_MIN_MPS = 15.0 / 3.6  # [m/s] slower advice is not given: the driver stops as usual
 MIN_SPEED_MPS = 0.5  # below this a vehicle is not about to enter anything
 MAX_EVENTS_KEPT = 10_000  # warnings listed in the report (all are counted)
 
@@ -78,7 +86,9 @@ def route_points(net: Network, intersection: int, leg: str, to_line_m: float) ->
 @dataclass
 class Apps:
     net: Network
+    glosa: bool = False
     warnings: list[Warning] = field(default_factory=list)
+    advice: dict[int, float] = field(default_factory=dict)  # vehicle -> GLOSA speed [m/s], for the next step
     _warned: set[tuple[int, str, str]] = field(default_factory=set)  # (vehicle, app, what)
     _pending: list[Warning] = field(default_factory=list)  # HLW awaiting arrival
     _hazard_at: dict[str, np.ndarray | None] = field(default_factory=dict)  # RSI key -> route_points, None: off every approach
@@ -91,6 +101,8 @@ class Apps:
         index = {int(v): i for i, v in enumerate(traffic.ids)}
         self._hlw(traffic, index, hazards)
         self._rlvw(traffic, index, beliefs)
+        if self.glosa:
+            self._glosa(traffic, beliefs)
         self._arrivals(traffic, index)
 
     def hazard_warned(self, traffic: Traffic, hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]]) -> np.ndarray:
@@ -155,6 +167,34 @@ class Apps:
                         float(traffic.s[i] + dist[i]), lead_s=to_line)
             self._warn(w, f"{sg.intersection}/{sg.leg}")
 
+    def _glosa(self, traffic: Traffic, beliefs: Mapping[int, SignalBelief]) -> None:
+        group, dist = traffic.signal_view()
+        self.advice = {}
+        v_limit = self.net.link_speed[traffic.current_link()] * traffic.vmax_factor
+        for i in np.flatnonzero((group >= 0) & (dist <= GLOSA_RANGE_M) & (dist > 5.0)):
+            vid = int(traffic.ids[i])
+            belief = beliefs.get(vid)
+            if belief is None:
+                continue
+            sg = self.net.groups[int(group[i])]
+            green_in = time_to_green(belief, sg.intersection + 1, sg.group_id, traffic.t)
+            if green_in is None or green_in <= 0.0:
+                continue
+            v = float(dist[i]) / green_in
+            if not GLOSA_MIN_MPS <= v < float(v_limit[i]):
+                continue
+            self.advice[vid] = v
+            name = self.net.intersections[sg.intersection].spec.id
+            got = belief.latest[sg.intersection + 1]
+            self._warn(Warning(traffic.t, vid, "glosa", f"spat {name} rev {got.state.revision} via {got.path}",
+                               float(traffic.s[i] + dist[i]), lead_s=green_in), f"{sg.intersection}/{sg.leg}")
+
+    def speed_advice(self, traffic: Traffic) -> np.ndarray | None:
+        """Per vehicle, the GLOSA speed it follows this step (NaN: none); None when GLOSA is off."""
+        if not self.glosa:
+            return None
+        return np.array([self.advice.get(int(v), np.nan) for v in traffic.ids])
+
     def _arrivals(self, traffic: Traffic, index: Mapping[int, int]) -> None:
         still = []
         for w in self._pending:
@@ -169,7 +209,7 @@ class Apps:
 
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = {}
-        for app in ("hlw", "rlvw"):
+        for app in ("hlw", "rlvw", *(["glosa"] if self.glosa else [])):
             ws = [w for w in self.warnings if w.app == app]
             leads = [w.lead_s for w in ws if w.lead_s is not None]
             out[app] = {
@@ -197,6 +237,20 @@ def time_to_red(belief: SignalBelief, intersection_id: int, group_id: int, now_s
         if light is Light.YELLOW:
             end = timing.likely_end_s if timing is not None and timing.likely_end_s is not None else 0.0
             return max(got.at_s + end - now_s, 0.0)
+    return None
+
+
+def time_to_green(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> float | None:
+    """Seconds until a red group turns green, from the SPaT heard (its red's likely end); None unless red now."""
+    got = belief.latest.get(intersection_id)
+    if got is None or now_s - got.at_s > belief.stale_s:
+        return None
+    for mv in got.state.states:
+        if mv.signal_group != group_id or not mv.events:
+            continue
+        timing = mv.events[0].timing
+        if light_of(mv.events[0].state) is Light.RED and timing is not None and timing.likely_end_s is not None:
+            return got.at_s + timing.likely_end_s - now_s
     return None
 
 

@@ -134,7 +134,7 @@ class Fleet:
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
-        self.apps = Apps(self.net)  # the vehicles' applications: warnings as events
+        self.apps = Apps(self.net, glosa=sc.fleet.glosa)  # the vehicles' applications: warnings as events
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
@@ -325,7 +325,10 @@ class Fleet:
         group, _ = self.traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
         hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
-        self.traffic.step(self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards))
+        self.traffic.step(
+            self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards),
+            self.apps.speed_advice(self.traffic),
+        )
         self._k += 1
         if self.trajectories is not None:
             self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))

@@ -293,6 +293,7 @@ class Fleet:
     spat_countdown: bool = spec(
         True, doc="OBUs follow SPaT's countdown (likely end) between messages; false: they act on the last state heard"
     )
+    glosa: bool = spec(False, doc="OBUs run GLOSA: approaching a red, they slow to arrive as it turns green")
     reaction_s: float = spec(
         1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
     )

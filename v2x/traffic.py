@@ -387,10 +387,12 @@ class Traffic:
     # -- the step ----------------------------------------------------------------
 
     def step(
-        self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None
+        self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None,
+        advice: FloatArray | None = None,
     ) -> None:
         """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view();
-        `warned`: per vehicle, whether it was warned of the hazards ahead (HLW)."""
+        `warned`: per vehicle, whether it was warned of the hazards ahead (HLW); `advice`: per vehicle,
+        an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none."""
         self._generate(self.t + dt)
         self._place_obstacles()
         n = self.n
@@ -399,7 +401,7 @@ class Traffic:
         if n:
             if self.obstacles:
                 self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned)
-            self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned)
+            self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice)
         self.t += dt
         self._admit()
 
@@ -502,7 +504,9 @@ class Traffic:
                 return False
         return True
 
-    def _move(self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray) -> None:
+    def _move(
+        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
+    ) -> None:
         net = self.net
         n = self.n
         link = self.current_link()
@@ -576,6 +580,8 @@ class Traffic:
         v0 = net.link_speed[link] * self.vmax_factor
         if self.obstacles and warned.any():
             v0 = np.where(warned & self._near_hazard(link, s_link), np.minimum(v0, HAZARD_SPEED_MPS), v0)
+        if advice is not None:
+            v0 = np.where(np.isfinite(advice), np.minimum(v0, np.nan_to_num(advice, nan=np.inf)), v0)
         k1 = np.minimum(self.link_idx + 1, width - 1)
         nxt1 = net.route_links[self.route, k1]
         has_next = (self.link_idx + 1 < width) & (nxt1 >= 0)
