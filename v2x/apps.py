@@ -222,36 +222,36 @@ class Apps:
         return out
 
 
-def time_to_red(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> float | None:
-    """Seconds until the group shows red, from the SPaT heard: 0 if red now, the yellow's end if yellow, else None."""
+def _current(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> tuple[Light, float | None] | None:
+    """A group's light in the freshest SPaT heard and when it likely ends [s from now]; None if stale or unknown."""
     got = belief.latest.get(intersection_id)
     if got is None or now_s - got.at_s > belief.stale_s:
         return None
     for mv in got.state.states:
-        if mv.signal_group != group_id or not mv.events:
-            continue
-        light = light_of(mv.events[0].state)
-        if light in (Light.RED, Light.UNKNOWN):
-            return 0.0
-        timing = mv.events[0].timing
-        if light is Light.YELLOW:
-            end = timing.likely_end_s if timing is not None and timing.likely_end_s is not None else 0.0
-            return max(got.at_s + end - now_s, 0.0)
+        if mv.signal_group == group_id and mv.events:
+            timing = mv.events[0].timing
+            end = None if timing is None or timing.likely_end_s is None else got.at_s + timing.likely_end_s - now_s
+            return light_of(mv.events[0].state), end
+    return None
+
+
+def time_to_red(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> float | None:
+    """Seconds until the group shows red, from the SPaT heard: 0 if red now, the yellow's end if yellow, else None."""
+    cur = _current(belief, intersection_id, group_id, now_s)
+    if cur is None:
+        return None
+    light, end = cur
+    if light in (Light.RED, Light.UNKNOWN):
+        return 0.0
+    if light is Light.YELLOW:
+        return max(end or 0.0, 0.0)
     return None
 
 
 def time_to_green(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> float | None:
     """Seconds until a red group turns green, from the SPaT heard (its red's likely end); None unless red now."""
-    got = belief.latest.get(intersection_id)
-    if got is None or now_s - got.at_s > belief.stale_s:
-        return None
-    for mv in got.state.states:
-        if mv.signal_group != group_id or not mv.events:
-            continue
-        timing = mv.events[0].timing
-        if light_of(mv.events[0].state) is Light.RED and timing is not None and timing.likely_end_s is not None:
-            return got.at_s + timing.likely_end_s - now_s
-    return None
+    cur = _current(belief, intersection_id, group_id, now_s)
+    return cur[1] if cur is not None and cur[0] is Light.RED else None
 
 
 @dataclass
