@@ -33,6 +33,14 @@ def test_a_sweep_writes_a_row_per_run_and_a_plot(mosquitto: MosquittoBroker, tmp
     assert 195.0 < p50["200"] < 210.0
     assert len(list((out / "runs").glob("*.json"))) == 4
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # --replot redraws the plot from the CSV alone
+    (out / "sweep.png").unlink()
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "sweep", SHORT, "--set", f"{axis}=0,200", "--out", str(out), "--replot"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_sweep_axes_and_their_errors(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default=None, help="broker URL (default: start Mosquitto for the sweep, else amqtt)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1; 2 suits a 2-core machine)")
     p.add_argument("--no-impairment", dest="impair", action="store_false", help="every run without link impairment")
+    p.add_argument("--replot", action="store_true", help="only redraw OUT/sweep.png from OUT/sweep.csv (no runs)")
     return p
 
 
@@ -109,6 +110,8 @@ def main(argv: list[str]) -> int:
     base = load(args.scenario)
     if base is None:
         return 2
+    if args.replot:
+        return _replot(args, axes, base.name)
     grid = list(itertools.product(*(a.values for a in axes)))
     # every point must make a valid scenario: find out now, not after an hour of runs
     for point in grid:
@@ -197,6 +200,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _replot(args: argparse.Namespace, axes: list[Axis], name: str) -> int:
+    path = args.out / "sweep.csv"
+    try:
+        rows: list[dict[str, Any]] = [
+            {k: (None if v == "" else v) for k, v in r.items()} for r in csv.DictReader(path.open())
+        ]
+    except OSError as e:
+        print(f"v2x sweep --replot: cannot read {path}: {e}", file=sys.stderr)
+        return 2
+    missing = [a.name for a in axes if rows and a.name not in rows[0]]
+    if missing:
+        print(f"v2x sweep --replot: {path} has no column {missing[0]!r} (give the sweep's own --set)", file=sys.stderr)
+        return 2
+    for r in rows:
+        if r.get("error") is None:
+            r.pop("error", None)
+    seeds = len({r["seed"] for r in rows})
+    points = len({tuple(r[a.name] for a in axes) for r in rows})
+    duration = f"{args.duration:g}" if args.duration is not None else "?"
+    print(f"plot: {plot_sweep(rows, axes, args.out / 'sweep.png', f'{name}: {points} points x {seeds} seeds, {duration} s each')}")
+    return 0
+
+
 def _settings(axes: list[Axis], point: tuple[str, ...]) -> list[str]:
     return [f"{k}={v}" for a, v in zip(axes, point, strict=True) for k in a.keys]
 
@@ -217,7 +243,9 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
     ok = [r for r in rows if "error" not in r]
     kpis = [k for k in PLOTTED if any(r.get(k) is not None for r in ok)]
     titles = {c: t for c, t, _ in KPIS}
-    x_axis, others = axes[0], axes[1:]
+    x_axis = axes[0]
+    fixed = [a for a in axes[1:] if len(a.values) == 1]  # said once in the title, not in every legend
+    others = [a for a in axes[1:] if len(a.values) > 1]
     xs = list(x_axis.values)
     numeric = all(isinstance(_number(v), float) for v in xs)
     xpos = {v: (float(v) if numeric else float(i)) for i, v in enumerate(xs)}
@@ -228,7 +256,7 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
     for ax, kpi in zip(axs.flat, kpis, strict=False):
         for g in groups:
             label = ", ".join(f"{a.name}={v}" for a, v in zip(others, g, strict=True)) or None
-            mx, med, lo, hi = [], [], [], []
+            mx, med, lo, hi, dots_x, dots_y = [], [], [], [], [], []
             for v in xs:
                 vals = [float(r[kpi]) for r in ok if r[x_axis.name] == v and tuple(r[a.name] for a in others) == g
                         and r.get(kpi) is not None]
@@ -238,9 +266,11 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
                 med.append(float(np.median(vals)))
                 lo.append(min(vals))
                 hi.append(max(vals))
-                ax.scatter([xpos[v]] * len(vals), vals, s=10, alpha=0.5)
-            line = ax.plot(mx, med, marker="o", lw=1.5, label=label)[0]
+                dots_x += [xpos[v]] * len(vals)
+                dots_y += vals
+            line = ax.plot(mx, med, marker="o", lw=1.5, label=label, zorder=2)[0]
             ax.fill_between(mx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.scatter(dots_x, dots_y, s=14, color=line.get_color(), edgecolors="white", linewidths=0.5, zorder=3)
         ax.set_title(titles[kpi], fontsize=10)
         ax.set_xlabel(x_axis.name, fontsize=8)
         if not numeric:
@@ -250,7 +280,9 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
             ax.legend(fontsize=7)
     for ax in list(axs.flat)[len(kpis):]:
         ax.axis("off")
-    fig.suptitle(f"{title}\nline: median across seeds; band: min to max; dots: each seed", fontsize=10)
+    held = "; ".join(f"{a.name}={a.values[0]}" for a in fixed)
+    fig.suptitle(f"{title}{' (' + held + ')' if held else ''}\nline: median across seeds; band: min to max; dots: each seed",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
