@@ -24,5 +24,5 @@ echo "== ruff"
 "$PY" -m ruff check v2x roadside cloud scripts tests bench
 echo "== mypy --strict (v2x, roadside, cloud)"
 "$PY" -m mypy
-echo "== pytest"
-"$PY" -m pytest "$@"
+echo "== pytest (2 workers)"
+"$PY" -m pytest -n 2 "$@"

@@ -77,7 +77,7 @@ def test_hazard_every_vehicle_that_reached_it_was_warned_first(v2x_report: Any) 
 
 @pytest.mark.v2x_scenario(
     "four_way", "--set", "links.sidelink.latency_ms=1000", "--set", "links.cellular.latency_ms=1000",
-    "--set", "fleet.spat_countdown=false", "--set", "fleet.spat_stale_s=2", duration=300, fast=True,
+    "--set", "fleet.spat_countdown=false", "--set", "fleet.spat_stale_s=2", duration=200, fast=True,
 )
 def test_rlvw_warns_the_vehicles_that_late_spat_sends_through_red(v2x_report: Any) -> None:
     violations = v2x_report["traffic"]["red_light_violations"]
@@ -112,8 +112,8 @@ def test_time_to_green_is_the_reds_likely_end_and_none_otherwise() -> None:
 
 
 def test_glosa_advises_only_when_on_and_then_fewer_vehicles_stop(v2x_run: Any) -> None:
-    off = v2x_run("corridor", "--set", "fleet.glosa=false", duration=240)
-    on = v2x_run("corridor", "--set", "fleet.glosa=true", duration=240)  # the same seed: the same arrivals
+    off = v2x_run("corridor", "--set", "fleet.glosa=false", duration=150)
+    on = v2x_run("corridor", "--set", "fleet.glosa=true", duration=150)  # the same seed: the same arrivals
     assert "glosa" not in off["apps"]
     assert not [e for e in off["app_events"]["listed"] if e["app"] == "glosa"]
     g = on["apps"]["glosa"]

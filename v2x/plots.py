@@ -204,7 +204,7 @@ def _time_space(traj: Trajectories, k: int, path: Path, title: str) -> Path:
         handles.append(Line2D([0], [0], color="black", lw=3, label="stalled vehicle"))
     for light, name in [(Light.GREEN, "green"), (Light.YELLOW, "yellow"), (Light.RED, "red"), (Light.UNKNOWN, "no SPaT")]:
         handles.append(Rectangle((0, 0), 1, 1, color=LIGHT_COLOURS[light], label=f"signal (heard): {name}"))
-    ax.legend(handles=handles, fontsize=7, loc="lower left", ncol=6)
+    ax.legend(handles=handles, fontsize=7, loc="lower left", ncol=3)
     ax.grid(True, alpha=0.25)
     fig.tight_layout()
     fig.savefig(path)
