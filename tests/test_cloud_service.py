@@ -63,7 +63,7 @@ async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: Mosqui
         # the broker publishes the Will once 1.5 keepalives pass without a packet
         assert seen - killed < 1.5 * keepalive + 2.0
         cloud.send_signal(signal.SIGINT)
-        cloud.wait(10)
+        cloud.communicate(timeout=20)  # read its output while it stops: a full pipe would block its summary
     finally:
         for p in (rsu, cloud):
             p.kill()
