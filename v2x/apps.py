@@ -27,14 +27,14 @@ reached the hazard unwarned.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from v2x import messages as m
 from v2x.belief import SignalBelief
-from v2x.network import LinkKind, Network
+from v2x.network import LinkKind, Network, SignalGroup
 from v2x.scenario import HazardEvent
 from v2x.traffic import YELLOW_DECEL_MPS2, Light, Traffic, light_of
 
@@ -98,21 +98,18 @@ class Apps:
         """Run every app for every vehicle with an OBU, after the traffic moved to `traffic.t`."""
         if traffic.n == 0:
             return
-        index = {int(v): i for i, v in enumerate(traffic.ids)}
-        self._hlw(traffic, index, hazards)
-        self._rlvw(traffic, index, beliefs)
+        if hazards or self._pending:  # only HLW and its arrivals look vehicles up by id
+            index = {int(v): i for i, v in enumerate(traffic.ids)}
+            self._hlw(traffic, index, hazards)
+            self._arrivals(traffic, index)
+        self._rlvw(traffic, beliefs)
         if self.glosa:
             self._glosa(traffic, beliefs)
-        self._arrivals(traffic, index)
 
     def hazard_warned(self, traffic: Traffic, hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]]) -> np.ndarray:
         """Per vehicle: warned (HLW) of a hazard that its OBU still holds active."""
-        out = np.zeros(traffic.n, dtype=bool)
-        for i, vid in enumerate(traffic.ids):
-            active = hazards.get(int(vid))
-            if active and any((int(vid), "hlw", key) in self._warned for key in active):
-                out[i] = True
-        return out
+        warned = [vid for vid, active in hazards.items() if any((vid, "hlw", key) in self._warned for key in active)]
+        return np.isin(traffic.ids, warned)
 
     def _warn(self, w: Warning, what: str) -> bool:
         key = (w.vehicle, w.app, what)
@@ -144,50 +141,49 @@ class Apps:
                 if self._warn(w, key):
                     self._pending.append(w)
 
-    def _rlvw(self, traffic: Traffic, index: Mapping[int, int], beliefs: Mapping[int, SignalBelief]) -> None:
+    def _with_spat(
+        self, traffic: Traffic, idx: np.ndarray, group: np.ndarray, beliefs: Mapping[int, SignalBelief]
+    ) -> Iterator[tuple[int, int, SignalBelief, SignalGroup]]:
+        """(slot, vehicle, its belief, the signal group ahead) for each slot in `idx` whose vehicle has an OBU."""
+        for i in idx:
+            vid = int(traffic.ids[i])
+            belief = beliefs.get(vid)
+            if belief is not None:
+                yield int(i), vid, belief, self.net.groups[int(group[i])]
+
+    def _spat_warning(
+        self, traffic: Traffic, app: str, vid: int, belief: SignalBelief, sg: SignalGroup, at_s: float, lead_s: float
+    ) -> None:
+        """One warning per vehicle, app and approach, naming the SPaT it came from."""
+        got = belief.latest[sg.intersection + 1]
+        name = self.net.intersections[sg.intersection].spec.id
+        w = Warning(traffic.t, vid, app, f"spat {name} rev {got.state.revision} via {got.path}", at_s, lead_s=lead_s)
+        self._warn(w, f"{sg.intersection}/{sg.leg}")
+
+    def _rlvw(self, traffic: Traffic, beliefs: Mapping[int, SignalBelief]) -> None:
         group, dist = traffic.signal_view()
         v = traffic.v
         near = np.flatnonzero((group >= 0) & (dist <= RLVW_RANGE_M) & (v > MIN_SPEED_MPS)
                               & (v * v / (2.0 * np.maximum(dist, 0.01)) > YELLOW_DECEL_MPS2))
-        for i in near:
-            vid = int(traffic.ids[i])
-            belief = beliefs.get(vid)
-            if belief is None:
-                continue
-            sg = self.net.groups[int(group[i])]
+        for i, vid, belief, sg in self._with_spat(traffic, near, group, beliefs):
             red_in = time_to_red(belief, sg.intersection + 1, sg.group_id, traffic.t)
-            if red_in is None:
-                continue
             to_line = float(dist[i]) / float(v[i])
-            if to_line <= red_in:
-                continue
-            got = belief.latest[sg.intersection + 1]
-            name = self.net.intersections[sg.intersection].spec.id
-            w = Warning(traffic.t, vid, "rlvw", f"spat {name} rev {got.state.revision} via {got.path}",
-                        float(traffic.s[i] + dist[i]), lead_s=to_line)
-            self._warn(w, f"{sg.intersection}/{sg.leg}")
+            if red_in is not None and to_line > red_in:
+                self._spat_warning(traffic, "rlvw", vid, belief, sg, float(traffic.s[i] + dist[i]), to_line)
 
     def _glosa(self, traffic: Traffic, beliefs: Mapping[int, SignalBelief]) -> None:
         group, dist = traffic.signal_view()
         self.advice = {}
         v_limit = self.net.link_speed[traffic.current_link()] * traffic.vmax_factor
-        for i in np.flatnonzero((group >= 0) & (dist <= GLOSA_RANGE_M) & (dist > 5.0)):
-            vid = int(traffic.ids[i])
-            belief = beliefs.get(vid)
-            if belief is None:
-                continue
-            sg = self.net.groups[int(group[i])]
+        near = np.flatnonzero((group >= 0) & (dist <= GLOSA_RANGE_M) & (dist > 5.0))
+        for i, vid, belief, sg in self._with_spat(traffic, near, group, beliefs):
             green_in = time_to_green(belief, sg.intersection + 1, sg.group_id, traffic.t)
             if green_in is None or green_in <= 0.0:
                 continue
             v = float(dist[i]) / green_in
-            if not GLOSA_MIN_MPS <= v < float(v_limit[i]):
-                continue
-            self.advice[vid] = v
-            name = self.net.intersections[sg.intersection].spec.id
-            got = belief.latest[sg.intersection + 1]
-            self._warn(Warning(traffic.t, vid, "glosa", f"spat {name} rev {got.state.revision} via {got.path}",
-                               float(traffic.s[i] + dist[i]), lead_s=green_in), f"{sg.intersection}/{sg.leg}")
+            if GLOSA_MIN_MPS <= v < float(v_limit[i]):
+                self.advice[vid] = v
+                self._spat_warning(traffic, "glosa", vid, belief, sg, float(traffic.s[i] + dist[i]), green_in)
 
     def speed_advice(self, traffic: Traffic) -> np.ndarray | None:
         """Per vehicle, the GLOSA speed it follows this step (NaN: none); None when GLOSA is off."""

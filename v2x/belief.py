@@ -40,7 +40,10 @@ class SignalBelief:
         if old is None or at_s >= old.at_s:
             got = self.latest[state.ref.id] = Received(state, at_s, path)
             if not self.countdown:
-                self._reacting.setdefault(state.ref.id, []).append(((at_s if now_s is None else now_s) + self.reaction_s, got))
+                heard = at_s if now_s is None else now_s
+                queue = self._reacting.setdefault(state.ref.id, [])
+                queue.append((heard + self.reaction_s, got))
+                _keep_from_latest_ready(queue, heard)
 
     def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         got = self.latest.get(intersection_id)
@@ -56,16 +59,21 @@ class SignalBelief:
     def _as_heard(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         """The state of the latest SPaT heard at least the reaction time ago."""
         queue = self._reacting.get(intersection_id, [])
-        ready = 0
-        while ready < len(queue) and queue[ready][0] <= now_s + 1e-9:
-            ready += 1
-        if ready == 0:
+        _keep_from_latest_ready(queue, now_s)
+        if not queue or queue[0][0] > now_s + 1e-9:
             return Light.UNKNOWN  # heard, not yet reacted to
-        del queue[: ready - 1]
         for mv in queue[0][1].state.states:
             if mv.signal_group == group_id:
                 return light_of(mv.events[0].state) if mv.events else Light.UNKNOWN
         return Light.UNKNOWN
+
+
+def _keep_from_latest_ready(queue: list[tuple[float, Received]], now_s: float) -> None:
+    """Drop what an entry already reacted to by `now_s` supersedes: the queue starts at the latest one ready."""
+    ready = 0
+    while ready < len(queue) and queue[ready][0] <= now_s + 1e-9:
+        ready += 1
+    del queue[: max(ready - 1, 0)]
 
 
 def _light_at(mv: m.MovementState, age_s: float) -> Light:

@@ -469,7 +469,7 @@ class Traffic:
                 if target is None or target in blocked:
                     continue
                 route = self._route_from(target, lk.intersection, lk.leg, turn)
-                if route is not None and self._room(i, target, float(s_link[i])):
+                if route is not None and self._room(i, target, link, s_link):
                     self.route[i] = route
                     link[i] = target
                     self._view = None
@@ -483,21 +483,22 @@ class Traffic:
                     return int(r)
         return None
 
-    def _room(self, i: int, target: int, s: float) -> bool:
-        """Whether vehicle i fits into lane link `target` at s: gaps to the new leader and follower."""
-        on = np.flatnonzero((self.current_link() == target) & (np.arange(self.n) != i))
+    def _room(self, i: int, target: int, link: IntArray, s_link: FloatArray) -> bool:
+        """Whether vehicle i fits into lane link `target` where it is: gaps to the new leader and follower."""
+        s = float(s_link[i])
+        on = np.flatnonzero((link == target) & (np.arange(self.n) != i))
         if not len(on):
             return True
         s0 = self.driver.min_gap_m
-        other = self.s_on_link()[on]
+        other = s_link[on]
         ahead, behind = on[other >= s], on[other < s]
         if len(ahead):
             j = ahead[np.argmin(other[other >= s])]
-            if self.s_on_link()[j] - self.length[j] - s < s0 + LC_FRONT_GAP_S * self.v[i]:
+            if s_link[j] - self.length[j] - s < s0 + LC_FRONT_GAP_S * self.v[i]:
                 return False
         if len(behind):
             j = behind[np.argmax(other[other < s])]
-            if s - self.length[i] - self.s_on_link()[j] < s0 + LC_BACK_GAP_S * self.v[j]:
+            if s - self.length[i] - s_link[j] < s0 + LC_BACK_GAP_S * self.v[j]:
                 return False
         for _, front, length in (o for o in self.obstacles.values() if o[0] == target):
             if s > front - length - s0 and s - self.length[i] < front + s0:
