@@ -7,9 +7,16 @@ signal groups, then yellow, then all-red. The controller is driven by sim time:
     ctl.command(plan)       a new plan, applied at the next phase boundary (the end of an all-red),
                             so a yellow or an all-red is never shortened
     ctl.timing(group)       the group's current state and min/max/likely end: what SPaT carries
+    ctl.request_priority(group, arrival)
+                            an emergency vehicle due at `group`'s stop line: extend its green to
+                            cover the arrival (up to max green), or end the conflicting green early
+                            (not before its min green) and go straight to the phase serving it
 
 Fixed-time timing is a pure function of time (cycle and offset); actuated timing
-depends on the detector calls it was given; both are deterministic.
+depends on the detector calls it was given; both are deterministic. After a fixed-time
+plan change, the controller walks into the new plan's offset: each green is lengthened
+or shortened, within its min/max, until phase 1 starts at offset + k * cycle again (a
+transition, as field controllers do), so a corridor's green wave survives retiming.
 """
 
 from __future__ import annotations
@@ -107,6 +114,10 @@ class SignalController:
         else:
             self.interval, self.interval_start = Interval.ALL_RED, start + p.green_s + p.yellow_s
         self.last_call_s = self.interval_start  # [s] last detector call seen during this green
+        self.green_s = p.green_s  # [s] this green's fixed-time length (the plan's, or a transition's)
+        self.forced_end_s: float | None = None  # [s] actuated: this green's end, set by a priority request
+        self.skip_to: int | None = None  # the phase to serve next, for a priority request
+        self.priority_group: int | None = None  # the group a granted priority request is for, while it lasts
         self.green_ended_by = ""  # "gap", "max" or "fixed": why the last green ended
 
     # -- stepping --------------------------------------------------------------
@@ -126,7 +137,9 @@ class SignalController:
         p = self.phase
         start = self.interval_start
         if self.plan.mode is Mode.FIXED:
-            return start + p.green_s
+            return start + self.green_s
+        if self.forced_end_s is not None:
+            return self.forced_end_s
         gap_end = max(start + p.min_green_s, self.last_call_s + self.plan.passage_s)
         return min(gap_end, start + p.max_green_s)
 
@@ -169,10 +182,79 @@ class SignalController:
             self.k = (ids.index(current_id) + 1) % len(ids) if current_id in ids else 0
             self.plan = new
             self.plan_changes.append((boundary, new.plan_id))
+            if self.priority_group is not None:
+                self.skip_to = self._serving_index(self.priority_group)
         else:
             self.k = (self.k + 1) % len(self.plan.phases)
+        if self.skip_to is not None:
+            self.k, self.skip_to = self.skip_to, None
+        if self.priority_group is not None and self.priority_group not in self.phase.groups:
+            self.priority_group = None  # served (or a plan change moved it): over
         self.interval, self.interval_start = Interval.GREEN, boundary
         self.last_call_s = boundary
+        self.forced_end_s = None
+        self.green_s = self._transition_green(boundary)
+
+    def _next_index(self) -> int:
+        """The phase that follows the current one (a priority request may skip some)."""
+        return self.skip_to if self.skip_to is not None else (self.k + 1) % len(self.plan.phases)
+
+    def _serving_index(self, g: int) -> int | None:
+        """The index of the next phase after the current one that serves group `g`."""
+        n = len(self.plan.phases)
+        return next(((self.k + j) % n for j in range(1, n + 1) if g in self.plan.phases[(self.k + j) % n].groups), None)
+
+    def cancel_priority(self) -> None:
+        """The vehicle has passed (or turned away): no more phase skipping for it."""
+        self.priority_group = self.skip_to = None
+
+    def request_priority(self, g: int, arrival_s: float, clear_s: float = 3.0) -> str:
+        """An emergency vehicle due at group `g`'s stop line at sim time `arrival_s`.
+
+        Green now: extend it to `arrival_s + clear_s`, up to max green ("extension"). Otherwise end
+        the current green now, or at its min green, and serve `g`'s phase next, skipping others
+        ("early_green"). Never shortens a yellow or an all-red. Returns "" when `g` is served
+        already (green long enough) or by no phase."""
+        if g not in self.groups:
+            return ""
+        p, start = self.phase, self.interval_start
+        if g in p.groups and self.interval is Interval.GREEN:
+            end = self._green_end()
+            want = min(arrival_s + clear_s, start + max(p.max_green_s, self.green_s))
+            if want <= end + _EPS:
+                return ""
+            self.priority_group = g
+            if self.plan.mode is Mode.FIXED:
+                self.green_s = want - start
+            else:
+                self.forced_end_s = want
+            return "extension"
+        k = self._serving_index(g)
+        if k is None:
+            return ""
+        self.priority_group, self.skip_to = g, k
+        if self.interval is Interval.GREEN and g not in p.groups:
+            end = max(self.t, start + min(p.min_green_s, self.green_s))
+            if end < self._green_end() - _EPS:
+                if self.plan.mode is Mode.FIXED:
+                    self.green_s = end - start
+                else:
+                    self.forced_end_s = end
+        return "early_green"
+
+    def _transition_green(self, start: float) -> float:
+        """Fixed time: this green's length, changed within min/max to bring phase 1 back onto the offset."""
+        p, plan = self.phase, self.plan
+        if plan.mode is not Mode.FIXED:
+            return p.green_s
+        aligned = plan.offset_s + sum(q.duration_s for q in plan.phases[: self.k])  # when this phase should start, mod cycle
+        late = (start - aligned) % plan.cycle_s  # [s] behind schedule (or ahead by cycle - late)
+        if late < 1e-6 or plan.cycle_s - late < 1e-6:
+            return p.green_s
+        # catch up by shortening, or wait by lengthening, whichever is the smaller change
+        if late <= plan.cycle_s / 2:
+            return max(p.green_s - late, min(p.min_green_s, p.green_s))
+        return min(p.green_s + (plan.cycle_s - late), max(p.max_green_s, p.green_s))
 
     # -- state -----------------------------------------------------------------
 
@@ -185,7 +267,7 @@ class SignalController:
         if g in p.groups:
             if self.interval is Interval.GREEN:
                 return self._green_state(g, p)
-            nxt = self.plan.phases[(self.k + 1) % len(self.plan.phases)]
+            nxt = self.plan.phases[self._next_index()]
             if g in nxt.groups and self.pending is None:
                 return self._green_state(g, p)  # overlap: stays green into the next phase
             return LightState.YELLOW if self.interval is Interval.YELLOW else LightState.RED
@@ -201,18 +283,14 @@ class SignalController:
         t = self.t
         if st in GREEN_STATES and self.interval is Interval.GREEN:
             start = self.interval_start
-            if self.plan.mode is Mode.FIXED:
-                end = start + p.green_s
-                return GroupTiming(st, start, end, end, end, LightState.YELLOW)
-            lo = max(t, start + p.min_green_s)
-            hi = start + p.max_green_s
-            return GroupTiming(st, start, lo, hi, min(max(lo, self._green_end()), hi), LightState.YELLOW)
+            lo, likely, hi = self._green_bounds()
+            return GroupTiming(st, start, lo, hi, likely, LightState.YELLOW)
         if st is LightState.YELLOW:
             end = self.interval_start + p.yellow_s
             return GroupTiming(st, self.interval_start, end, end, end, LightState.RED)
         if st in GREEN_STATES:  # an overlap carrying into the next phase: ends with the next phase's green
             end = self.interval_start + (p.yellow_s if self.interval is Interval.YELLOW else 0.0) + p.all_red_s
-            nxt = self.plan.phases[(self.k + 1) % len(self.plan.phases)]
+            nxt = self.plan.phases[self._next_index()]
             lo, likely, hi = end + nxt.min_green_s, end + nxt.green_s, end + nxt.max_green_s
             if self.plan.mode is Mode.FIXED:
                 lo = hi = likely
@@ -221,16 +299,21 @@ class SignalController:
         lo, likely, hi = self._time_to_green(g)
         return GroupTiming(LightState.RED, t, lo, hi, likely, self._green_state(g, self._next_serving(g)))
 
+    def _green_bounds(self) -> tuple[float, float, float]:
+        """(min, likely, max) end of the current green."""
+        if self.plan.mode is Mode.FIXED or self.forced_end_s is not None:
+            end = self._green_end()
+            return end, end, end
+        p = self.phase
+        lo = max(self.t, self.interval_start + p.min_green_s)
+        hi = self.interval_start + p.max_green_s
+        return lo, min(max(lo, self._green_end()), hi), hi
+
     def _remaining_current(self) -> tuple[float, float, float]:
         """(min, likely, max) end of the current phase's all-red."""
         p = self.phase
         if self.interval is Interval.GREEN:
-            if self.plan.mode is Mode.FIXED:
-                g_lo = g_likely = g_hi = self.interval_start + p.green_s
-            else:
-                g_lo = max(self.t, self.interval_start + p.min_green_s)
-                g_hi = self.interval_start + p.max_green_s
-                g_likely = min(max(g_lo, self._green_end()), g_hi)
+            g_lo, g_likely, g_hi = self._green_bounds()
             tail = p.yellow_s + p.all_red_s
             return g_lo + tail, g_likely + tail, g_hi + tail
         if self.interval is Interval.YELLOW:
@@ -240,19 +323,19 @@ class SignalController:
         return end, end, end
 
     def _next_serving(self, g: int) -> PhaseTiming:
-        n = len(self.plan.phases)
-        for j in range(1, n + 1):
-            q = self.plan.phases[(self.k + j) % n]
+        n, first = len(self.plan.phases), self._next_index()
+        for j in range(n):
+            q = self.plan.phases[(first + j) % n]
             if g in q.groups:
                 return q
         return self.phase
 
     def _time_to_green(self, g: int) -> tuple[float, float, float]:
         lo, likely, hi = self._remaining_current()
-        n = len(self.plan.phases)
+        n, first = len(self.plan.phases), self._next_index()
         fixed = self.plan.mode is Mode.FIXED
-        for j in range(1, n + 1):
-            q = self.plan.phases[(self.k + j) % n]
+        for j in range(n):
+            q = self.plan.phases[(first + j) % n]
             if g in q.groups:
                 return lo, likely, hi
             tail = q.yellow_s + q.all_red_s

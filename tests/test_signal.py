@@ -111,7 +111,7 @@ def test_a_commanded_plan_never_shortens_yellow_or_all_red(commands: list[tuple[
 def test_plan_takes_effect_at_the_phase_boundary() -> None:
     ctl = SignalController(two_phase())
     run(ctl, 10.0)
-    ctl.command(two_phase(green=15.0, plan_id=7))
+    ctl.command(two_phase(green=15.0, plan_id=7, offset=15.0))  # phase 2 due at 15 + 20 = 35 s: no transition
     run(ctl, 34.9)
     assert ctl.plan.plan_id == 1  # still in the old plan's clearance
     run(ctl, 35.1)
@@ -119,6 +119,30 @@ def test_plan_takes_effect_at_the_phase_boundary() -> None:
     assert ctl.plan_changes == [(35.0, 7)]
     run(ctl, 50.5)  # new green of 15 s for phase 2 ended at 50 s
     assert ctl.state(3) is LightState.YELLOW
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1.0, 200.0), st.floats(12.0, 45.0), st.floats(0.0, 100.0))
+def test_a_new_offset_is_reached_by_a_transition_within_min_and_max_green(at: float, green: float, offset: float) -> None:
+    ctl = SignalController(two_phase())
+    run(ctl, at)
+    new = two_phase(green=green, offset=offset, plan_id=9)
+    ctl.command(new)
+    starts: list[float] = []  # phase 1 green starts under the new plan
+    greens: list[float] = []
+    t = ctl.t
+    while t < at + 8 * 100.0:
+        t = round(t + 0.1, 6)
+        before = (ctl.k, ctl.interval, ctl.interval_start)
+        ctl.step(t)
+        if ctl.plan is new and ctl.interval is Interval.GREEN and (ctl.k, ctl.interval, ctl.interval_start) != before:
+            greens.append(ctl.green_s)
+            if ctl.k == 0:
+                starts.append(ctl.interval_start)
+    assert all(10.0 - 1e-9 <= g <= 50.0 + 1e-9 for g in greens)  # never outside min/max green
+    late = [min((s - offset) % new.cycle_s, -(s - offset) % new.cycle_s) for s in starts]
+    assert late[-1] < 1e-6, f"phase 1 starts {late} s off the offset"
+    assert late[-2] < 1e-6  # and it stays aligned
 
 
 def test_actuated_gaps_out_without_demand() -> None:
@@ -154,3 +178,45 @@ def test_actuated_timing_brackets_the_end() -> None:
     assert tm.min_end_s == 10.0
     assert tm.max_end_s == 50.0
     assert tm.min_end_s <= tm.likely_end_s <= tm.max_end_s
+
+
+def test_priority_extends_the_green_to_cover_the_arrival() -> None:
+    ctl = SignalController(two_phase())
+    run(ctl, 25.0)
+    assert ctl.request_priority(2, arrival_s=33.0) == "extension"
+    assert ctl.timing(2).likely_end_s == 36.0  # arrival + 3 s to clear
+    run(ctl, 35.9)
+    assert ctl.state(2) is LightState.PROTECTED_GREEN  # would have turned yellow at 30 s
+    run(ctl, 36.1)
+    assert ctl.state(2) is LightState.YELLOW
+    assert ctl.request_priority(2, arrival_s=200.0) != "extension"  # not green now: early green later
+
+
+def test_priority_ends_the_conflicting_green_early_but_not_before_min_green() -> None:
+    ctl = SignalController(two_phase())
+    run(ctl, 4.0)
+    assert ctl.request_priority(3, arrival_s=40.0) == "early_green"
+    assert ctl.timing(3).likely_end_s == 15.0  # min green 10 s, then 3 s yellow and 2 s all-red
+    run(ctl, 9.9)
+    assert ctl.state(2) is LightState.PROTECTED_GREEN  # min green is kept
+    run(ctl, 10.1)
+    assert ctl.state(2) is LightState.YELLOW
+    run(ctl, 14.9)
+    assert ctl.state(3) is LightState.RED  # the yellow and the all-red are kept whole
+    run(ctl, 15.1)
+    assert ctl.state(3) is LightState.PROTECTED_GREEN  # instead of at 35 s
+
+
+def test_priority_skips_the_phases_in_between() -> None:
+    three = Plan(1, Mode.ACTUATED, tuple(
+        PhaseTiming(frozenset({g}), 20.0, 3.0, 2.0, 8.0, 40.0, phase_id=g) for g in (1, 2, 3)
+    ))
+    ctl = SignalController(three)
+    run(ctl, 12.0, calls=frozenset({1}))
+    assert ctl.request_priority(3, arrival_s=30.0) == "early_green"
+    run(ctl, 17.1)  # group 1 ended at once (past its min green): yellow + all-red, then group 3
+    assert ctl.state(3) is LightState.PROTECTED_GREEN
+    assert ctl.state(2) is LightState.RED
+    assert ctl.priority_group == 3
+    run(ctl, 60.0)
+    assert ctl.priority_group is None  # served: over
