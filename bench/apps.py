@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 
-def _sweep(out: Path, scenario: str, axis: str, seeds: int, duration: float, jobs: int) -> list[dict[str, str]]:
+def sweep(out: Path, scenario: str, axis: str, seeds: int, duration: float, jobs: int) -> list[dict[str, str]]:
     cmd = [sys.executable, "-m", "v2x", "sweep", scenario, "--set", axis, "--seeds", str(seeds),
            "--duration", f"{duration:g}", "--jobs", str(jobs), "--out", str(out)]
     print("run:", " ".join(cmd[1:]), flush=True)
@@ -30,15 +30,20 @@ def _sweep(out: Path, scenario: str, axis: str, seeds: int, duration: float, job
     return list(csv.DictReader((out / "sweep.csv").open()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.apps", description=__doc__.split("\n\n")[0])
+def sweep_args(prog: str, doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """--seeds, --duration and --jobs, the options of a benchmark made of sweeps."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     p.add_argument("--duration", type=float, default=900.0, help="sim seconds per run (default 900)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sweep_args("python -m bench.apps", __doc__, argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-apps-"))
 
-    rows = _sweep(tmp / "glosa", "corridor", "fleet.glosa=false,true", args.seeds, args.duration, args.jobs)
+    rows = sweep(tmp / "glosa", "corridor", "fleet.glosa=false,true", args.seeds, args.duration, args.jobs)
     print(f"\nGLOSA on corridor, {args.seeds} seeds x {args.duration:g} s, fast mode (median across seeds)")
     print(f"{'':14}{'stops/veh':>11}{'delay s':>10}")
     med = {}
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'GLOSA ' + ('on' if on == 'true' else 'off'):14}{med[on][0]:>11.3f}{med[on][1]:>10.2f}")
     print(f"{'change':14}{(med['true'][0] / med['false'][0] - 1) * 100:>10.1f}%{(med['true'][1] / med['false'][1] - 1) * 100:>9.1f}%")
 
-    _sweep(tmp / "hazard", "hazard", "fleet.glosa=false", args.seeds, args.duration, args.jobs)
+    sweep(tmp / "hazard", "hazard", "fleet.glosa=false", args.seeds, args.duration, args.jobs)
     print(f"\nHLW on hazard.toml, {args.seeds} seeds x {args.duration:g} s, fast mode")
     print(f"{'seed':>5}{'reached':>9}{'unwarned':>10}{'lead p50 s':>12}{'lead min s':>12}{'warned first/last ms':>22}{'hit it':>8}")
     for f in sorted((tmp / "hazard" / "runs").glob("*.json")):

@@ -8,8 +8,12 @@
   - reports an RSU lost when its status turns offline (its Last Will, published by the broker).
   - raises the scenario's scheduled hazards as RSI (QoS 1, retained on every tile they concern)
     and clears them when they end;
-  - sends SignalPlans to RSUs (QoS 1; the RSU holds a persistent session).
-Policies (the cloud-control issue) plug in here; bad payloads are counted per kind, never fatal.
+  - estimates arrivals per approach (vehicles entering it, over a sliding window) and the
+    residual queue (vehicles that stayed queued through a whole cycle);
+  - with `control.policy = "adaptive"`, retimes every signal once a cycle from those
+    estimates (cloud.policy) and sends the SignalPlans to the RSUs (QoS 1; the RSU holds a
+    persistent session).
+Bad payloads are counted per kind, never fatal.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import asyncio
 import json
 import math
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TextIO
 
+from cloud.policy import Adaptive, Approach
 from roadside.plans import plan_message
 from roadside.signal import Plan
 from v2x import __version__
@@ -42,6 +47,7 @@ QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
 QUEUE_EVERY_S = 1.0  # [s] how often the queue picture is refreshed
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
+ARRIVALS_WINDOW_S = 300.0  # [s] arrivals per approach are counted over this sliding window
 _SOURCE = {"road_works": m.EventSource.GOVERNMENT, "accident": m.EventSource.POLICE}
 
 
@@ -70,6 +76,12 @@ class CloudService(Service):
         self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
         self.max_queues: Counter[str] = Counter()  # the longest each queue has been
         self._next_queue_s = 0.0
+        self._approach_of: dict[str, str] = {}  # vehicle -> the approach it was last seen on
+        self.arrivals: dict[str, deque[float]] = {}  # approach -> sim times vehicles entered it, in the window
+        self._first_survey_s: float | None = None
+        self._min_queues: dict[str, int] = {}  # approach -> shortest queue since the last retiming
+        self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
+        self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
@@ -106,12 +118,15 @@ class CloudService(Service):
             self.tick(self.clock.sim_s())
 
     def tick(self, now: float) -> None:
-        """Periodic work at sim time `now`: the queue picture; raise and clear the scenario's hazards."""
+        """Periodic work at sim time `now`: the queue and arrivals picture; retiming when adaptive;
+        raise and clear the scenario's hazards."""
         if now + 1e-6 >= self._next_queue_s:
             self._next_queue_s = now + QUEUE_EVERY_S
-            self.queues = self.count_queues(now)
+            self.queues = self.survey(now)
             for k, n in self.queues.items():
                 self.max_queues[k] = max(self.max_queues[k], n)
+        if self.adaptive is not None and now + 1e-6 >= self._next_plan_s:
+            self.retime(now)
         for i, ev in enumerate(self.net.scenario.events):
             event_id = i + 1
             active = ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s  # sim time is a sum of steps: allow rounding
@@ -120,17 +135,50 @@ class CloudService(Service):
             elif not active and event_id in self.hazard_topics:
                 self._clear_hazard(event_id, now)
 
-    def count_queues(self, now: float) -> dict[str, int]:
-        """Vehicles standing on each approach, from their latest BSMs (stopped or crawling, on an approach lane)."""
+    def survey(self, now: float) -> dict[str, int]:
+        """From the latest BSMs: count each vehicle entering an approach, and return the vehicles
+        standing on each approach now (stopped or crawling on one of its lanes)."""
+        if self._first_survey_s is None:
+            self._first_survey_s = now
         out: Counter[str] = Counter()
-        for bsm, at in self.vehicles.values():
-            if now - at > FRESH_S or bsm.speed_mps >= QUEUE_SPEED_MPS:
+        for sid, (bsm, at) in self.vehicles.items():
+            if now - at > FRESH_S:
                 continue
             hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
-            if hit is not None:
-                link = self.net.links[hit[0]]
-                out[f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"] += 1
+            if hit is None:
+                continue
+            link = self.net.links[hit[0]]
+            key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
+            if self._approach_of.get(sid) != key:
+                self._approach_of[sid] = key
+                self.arrivals.setdefault(key, deque()).append(now)
+            if bsm.speed_mps < QUEUE_SPEED_MPS:
+                out[key] += 1
+        for key, times in self.arrivals.items():
+            while times and times[0] < now - ARRIVALS_WINDOW_S:
+                times.popleft()
+            self._min_queues[key] = min(self._min_queues.get(key, out[key]), out[key])
         return dict(sorted(out.items()))
+
+    def approaches(self, now: float) -> dict[str, Approach]:
+        """What was measured on each approach: arrivals per hour over the window, and the residual queue."""
+        span = max(min(ARRIVALS_WINDOW_S, now - (self._first_survey_s or 0.0)), QUEUE_EVERY_S)
+        adaptive = self.adaptive
+        assert adaptive is not None
+        return {
+            key: Approach(adaptive.lanes.get(key, 1), len(times) * 3600.0 / span, self._min_queues.get(key, 0))
+            for key, times in self.arrivals.items()
+        }
+
+    def retime(self, now: float) -> None:
+        """The adaptive policy's new plans for every intersection, sent to the RSUs."""
+        assert self.adaptive is not None
+        measured = self.approaches(now)
+        self._min_queues.clear()
+        for i, plan in self.adaptive.plans(now, measured):
+            greens = "/".join(f"{p.green_s:g}" for p in plan.phases)
+            self.send_plan(i, plan, f"adaptive: cycle {plan.cycle_s:g} s, greens {greens} s, offset {plan.offset_s:.1f} s")
+        self._next_plan_s = now + min(p.cycle_s for p in self.adaptive.current)
 
     def _raise_hazard(self, event_id: int, ev: HazardEvent, now: float) -> None:
         """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""

@@ -152,4 +152,4 @@ def test_the_cloud_counts_the_queue_on_each_approach_from_bsms() -> None:
             key = f"{net.intersections[lk.intersection].spec.id}.{lk.leg}"
             truth[key] = truth.get(key, 0) + 1
     assert sum(truth.values()) >= 5  # there is a queue to find
-    assert cloud.count_queues(clock.t) == dict(sorted(truth.items()))
+    assert cloud.survey(clock.t) == dict(sorted(truth.items()))

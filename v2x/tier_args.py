@@ -39,9 +39,21 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     parser.add_argument(
+        "--policy", choices=["fixed", "actuated", "adaptive"], dest="set", action=_PolicyAction,
+        help="signal control: fixed time, actuated, or adaptive (the cloud retimes the signals); "
+        "default: the scenario's control.policy",
+    )
+    parser.add_argument(
         "--no-impairment", dest="impair", action="store_false",
         help="ignore the scenario's link latency and loss: latencies are the broker's own",
     )
+
+
+class _PolicyAction(argparse.Action):
+    """--policy X is --set control.policy=X."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        namespace.set = [*(namespace.set or []), f"control.policy={values}"]
 
 
 def setup_logging(level: int = logging.INFO) -> None:
