@@ -5,7 +5,10 @@ It runs the intersection's signal controller in sim time and is its radio:
   - SPaT at 10 Hz (QoS 0, 1 s expiry) on the sidelink path topic;
   - a retained online status, with a Last Will of offline;
   - RSM at 10 Hz: the road users it heard (their BSMs) within its radio range;
-  - SignalPlans from the cloud (QoS 1, persistent session), applied at the next phase boundary.
+  - SignalPlans from the cloud (QoS 1, persistent session), applied at the next phase boundary;
+  - signal priority: a PriorityRequest from an emergency vehicle (QoS 1) gets an early or
+    extended green for its movement (unless `control.priority` is false) and a PriorityStatus
+    reply; SPaT carries the grant in its timing and the signal-priority-active status bit.
 Bad payloads are counted per kind and never stop the service.
 """
 
@@ -77,12 +80,16 @@ class RsuService(Service):
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
         self._k = 0
         self.plans: dict[int, dict[str, float]] = {}  # plan id -> sim times [s] it was issued and received
+        self.priority_log: list[dict[str, object]] = []  # each priority request and what was done
+        ig = net.intersections[index]
+        self._lane_link = {net.map_lane_ids[lid]: lid for lid in [*ig.in_links.values(), *ig.out_links.values()]}
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
         self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, self.spec.id), qos=1, retain=True)
         self.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
+        await self.transport.subscribe(self.topics.priority_request(self.spec.id, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
 
@@ -147,11 +154,53 @@ class RsuService(Service):
             self.ctl.command(plan)
             self.counters.plans_applied += 1
             self.plans[body.plan_id] = {"issued_s": frame.header.sim_time_ms / 1000.0, "received_s": self.clock.sim_s()}
+        elif isinstance(body, m.PriorityRequest):
+            self.received[kind] += 1
+            self._priority(topic, sender, frame.header.sim_time_ms / 1000.0, body)
         else:
             self.bad.record("wrong_type", topic, kind, sender)
 
+    def _movement(self, req: m.PriorityRequest) -> int | None:
+        """The signal group of the movement a request names (in lane -> out lane; no out lane: through)."""
+        in_link = self._lane_link.get(req.in_lane_id)
+        if in_link is None:
+            return None
+        leg = self.net.links[in_link].leg
+        out_link = self._lane_link.get(req.out_lane_id)
+        out_leg = self.net.links[out_link].leg if out_link is not None else None
+        turn = next((t for t in ("through", "left", "right") if self.net.exit_leg(leg, t) == out_leg), "through")
+        g = self.net.intersections[self.index].groups.get((leg, turn))
+        return None if g is None else self.net.groups[g].group_id
+
+    def _priority(self, topic: str, sender: str, sent_s: float, req: m.PriorityRequest) -> None:
+        """Grant (or refuse) a priority request and reply with a PriorityStatus (QoS 1)."""
+        now = self.clock.sim_s()
+        if req.type is m.RequestType.CANCELLATION:
+            self.ctl.cancel_priority()
+            self.priority_log.append({"vehicle": sender, "request_id": req.request_id, "type": "cancel", "sim_s": round(now, 3)})
+            return
+        group = self._movement(req)
+        if group is None:
+            self.bad.record("bad_priority_request", topic, f"lanes {req.in_lane_id} -> {req.out_lane_id} are no movement here", sender)
+            return
+        if not self.net.scenario.control.priority:
+            state, action = m.PriorityState.REJECTED, m.PriorityAction.NONE
+        else:
+            done = self.ctl.request_priority(group, now + req.eta_s)
+            state = m.PriorityState.GRANTED
+            action = {"extension": m.PriorityAction.GREEN_EXTENSION, "early_green": m.PriorityAction.EARLY_GREEN}.get(done, m.PriorityAction.NONE)
+        self.priority_log.append({
+            "vehicle": sender, "request_id": req.request_id, "type": req.type.name.lower(), "sent_s": round(sent_s, 3),
+            "sim_s": round(now, 3), "group": group, "eta_s": round(req.eta_s, 2), "state": state.name.lower(), "action": action.name.lower(),
+        })
+        reply = m.PriorityStatus(requester_id=sender, request_id=req.request_id, intersection=req.intersection, state=state, action=action, signal_group=group)
+        self.publish(self.topics.priority_status(self.spec.id, sender), reply, qos=1)
+
     def summary(self) -> dict[str, object]:
-        return {"rsu": self.id, "plans_applied": self.counters.plans_applied, "plans": self.plan_log(), **super().summary()}
+        return {
+            "rsu": self.id, "plans_applied": self.counters.plans_applied, "plans": self.plan_log(),
+            "priority": self.priority_log, **super().summary(),
+        }
 
     def plan_log(self) -> list[dict[str, float | int | None]]:
         """Each plan the cloud sent: when it was issued, received, and applied at a phase boundary (None: not yet)."""

@@ -39,6 +39,8 @@ def intersection_state(
         upcoming = m.MovementEvent(tm.next_state, m.TimeChange(start_s=_rel(tm.likely_end_s, now)))
         states.append(m.MovementState(g, (current, upcoming)))
     status = {m.IntersectionStatus.FIXED_TIME if ctl.plan.mode is Mode.FIXED else m.IntersectionStatus.TRAFFIC_DEPENDENT}
+    if ctl.priority_group is not None:
+        status.add(m.IntersectionStatus.SIGNAL_PRIORITY_ACTIVE)
     return m.IntersectionState(
         ref=intersection_ref(index),
         name=net.intersections[index].spec.id,

@@ -27,6 +27,7 @@ from v2x import messages as m
 from v2x.apps import Apps, HazardWatch
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
+from v2x.emergency import PriorityRequests
 from v2x.errors import BrokerError
 from v2x.impair import Impairment
 from v2x.inputs import Reception
@@ -136,6 +137,7 @@ class Fleet:
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
         self.apps = Apps(self.net, glosa=sc.fleet.glosa)  # the vehicles' applications: warnings as events
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
+        self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
@@ -208,6 +210,8 @@ class Fleet:
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             if ix >= 0:
                 wanted |= {t.spat_area(self.net.tiles[ix]), t.area("map", self.net.tiles[ix])}
+                if self.traffic.priority[i]:
+                    wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
             if wanted != radio.filters:
                 old, radio.filters = radio.filters, frozenset(wanted)
                 work.append(self._resubscribe(radio, old, radio.filters))
@@ -220,7 +224,7 @@ class Fleet:
             for f in sorted(old - new):
                 await radio.transport.unsubscribe(f)
             for f in sorted(new - old):
-                await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f else 0)
+                await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f or "/prs/" in f else 0)
         except BrokerError as e:  # no acknowledgement: try again next step, never stop the fleet
             self.counters.subscribe_failures += 1
             log.warning("veh-%d: %s", radio.vid, e)
@@ -295,6 +299,9 @@ class Fleet:
                     radio.hazards[_hazard_key(topic)] = ev
         elif isinstance(body, (m.MapData, m.Advisory)):
             self.counters.received[kind] += 1
+        elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
+            self.counters.received[kind] += 1
+            self.priority.heard(radio.vid, body, self.clock.sim_s())
         else:
             self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
 
@@ -334,6 +341,15 @@ class Fleet:
             self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
         self.apps.step(self.traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
         self.hazard_watch.step(self.traffic)
+        for vid, iid, req in self.priority.step(self.traffic, self.traffic.t, self._can_send):
+            radio = self.radios[vid]
+            topic = self.topics.priority_request(iid, radio.station.sender_id)
+            if radio.transport.publish(topic, radio.station.encode(req, self.traffic.t, topic), qos=1):
+                self.counters.sent["priority_request"] += 1
+
+    def _can_send(self, vid: int) -> bool:
+        radio = self.radios.get(vid)
+        return radio is not None and radio.ready and radio.filters != frozenset()
 
     def publish_bsms(self) -> None:
         """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""

@@ -16,6 +16,7 @@ from v2x.impair import Impairment
 from v2x.station import Clock
 from v2x.tier_args import add_common, load, setup_logging
 from v2x.topics import Topics
+from v2x.traffic import EMERGENCY
 
 
 def summary(fleet: Fleet) -> dict[str, Any]:
@@ -41,6 +42,15 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "not_listed": max(len(fleet.apps.warnings) - MAX_EVENTS_KEPT, 0),
         },
         "hazard_warning_ms": fleet.hazard_watch.summary(fleet.apps.warnings),
+        "emergency": {
+            "vehicles": [
+                {"vehicle": f"veh-{f.vid}", "travel_s": round(f.travel_s, 2), "delay_s": round(f.delay_s, 2), "stops": f.stops}
+                for f in st.finished_log if f.kind == EMERGENCY
+            ],
+            "still_driving": [f"veh-{int(v)}" for v, k in zip(fleet.traffic.ids, fleet.traffic.kind, strict=True) if k == EMERGENCY],
+            "crossings": fleet.priority.crossings,
+            "priority_events": fleet.priority.events[:MAX_EVENTS_KEPT],
+        },
         "spat": {
             "vehicles_approaching": len(c.vehicles_approaching),
             "vehicles_with_spat": len(c.vehicles_with_spat),

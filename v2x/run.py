@@ -340,6 +340,12 @@ def _report(
         },
         "apps": fs.get("apps", {}),
         "app_events": fs.get("app_events", {}),
+        # emergency vehicles' travel times, their priority requests, and what each RSU did with them
+        "emergency": {
+            **fs.get("emergency", {"vehicles": [], "still_driving": [], "crossings": [], "priority_events": []}),
+            "priority_policy": sc.control.priority,
+            "rsu_log": [e for r in rsus for e in r.get("priority", [])],
+        },
         "spat_coverage": fs.get("spat", {}),
         "cloud": {
             "vehicles_seen": cloud.get("vehicles_seen", 0),

@@ -302,6 +302,7 @@ class Fleet:
 @dataclass(frozen=True)
 class Control:
     policy: Policy = "fixed"
+    priority: bool = spec(True, doc="RSUs grant signal priority (early or extended green) to emergency vehicles that request it")
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,8 @@ class FinishedVehicle:
     delay_s: float  # [s] control delay: travel time minus free-flow time over the whole route
     line_delay_s: float  # [s] delay up to the first stop line (a point queue's delay, as in Webster)
     stops: int
+    travel_s: float = 0.0  # [s] from the network edge to the end of the route
+    kind: int = 0  # index into VEHICLE_TYPES
 
 
 @dataclass
@@ -792,7 +794,7 @@ class Traffic:
                 st.finished_log.append(
                     FinishedVehicle(
                         int(self.ids[i]), int(self.route[i]), float(self.t_enter[i]), float(delay[j]),
-                        float(self.line_delay[i]), int(self.stops[i]),
+                        float(self.line_delay[i]), int(self.stops[i]), float(travel[j]), int(self.kind[i]),
                     )
                 )
             self._drop(~done)
