@@ -14,11 +14,29 @@ vehicle's path it warns of, for the lead time.
         driver is past the point of a comfortable stop). Lead time: the predicted time to the
         stop line at the warning.
 
+  FCW   forward collision warning: the leader's BSM, heard over the sidelink, gives a
+        time-to-collision (gap / closing speed) under `FCW_TTC_S` while closing faster than
+        `FCW_MIN_CLOSING_MPS`, and avoiding it takes more than comfortable braking (3 m/s^2,
+        as RLVW): a driver already braking in time is not warned. Lead time: the
+        time-to-collision at the warning.
+  EBW   emergency brake warning: a vehicle up to `EBW_VEHICLES` ahead in the lane, within
+        `EBW_RANGE_M`, sends a BSM with the hard-braking event (over 0.4 g). Lead time: the
+        time to reach its position at the current speed.
+  EVW   emergency vehicle warning: an emergency vehicle's BSM (sirens on) heard from behind
+        in the same lane within `EVW_RANGE_M`; the warned driver moves to the next lane if
+        there is room (making way). Lead time: the time the emergency vehicle needs to close
+        the gap at its speed.
   GLOSA green light optimal speed advisory (when the scenario's `fleet.glosa` is on): with a
         stop line ahead within `GLOSA_RANGE_M` showing red (as SPaT says), the speed that
-        reaches the line as it turns green, if that is between `GLOSA_MIN_MPS` and the limit;
-        the vehicle follows it as its desired speed. One advisory event per vehicle and
+        reaches the back of the queue as it starts moving, if that is between `GLOSA_MIN_MPS`
+        and the limit; the vehicle follows it as its desired speed. The queue is the vehicles
+        ahead in the lane up to the stop line, heard by their BSMs: its back is `JAM_SPACING_M`
+        per vehicle before the line, and starts moving `START_UP_S` + `DISCHARGE_S` per
+        vehicle after the green (the start-up wave). One advisory event per vehicle and
         approach; lead time: the predicted time to the stop line at the advice.
+
+The sidelink apps (FCW, EBW, EVW, and GLOSA's queue) act only on BSMs the vehicle heard
+(`v2x.sidelink`): within range, past the sidelink's loss, at most a second old.
 
 Ground truth for the hazard measurements comes from the scenario's events (`HazardWatch`):
 which vehicles were affected when a hazard began, when each was warned, and whether any
@@ -27,7 +45,7 @@ reached the hazard unwarned.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,13 +54,22 @@ from v2x import messages as m
 from v2x.belief import SignalBelief
 from v2x.network import LinkKind, Network, SignalGroup
 from v2x.scenario import HazardEvent
-from v2x.traffic import YELLOW_DECEL_MPS2, Light, Traffic, light_of
+from v2x.sidelink import Neighbours
+from v2x.traffic import EMERGENCY, YELLOW_DECEL_MPS2, Light, Traffic, light_of
 
 HLW_RANGE_M = 300.0  # [m] along the path: a hazard further ahead is not yet worth a warning
 RLVW_RANGE_M = 150.0  # [m] to the stop line
 GLOSA_RANGE_M = 300.0  # [m] to the stop line: about the sidelink's range
 GLOSA_MIN_MPS = 15.0 / 3.6  # [m/s] slower advice is not given: the driver stops as usual
 MIN_SPEED_MPS = 0.5  # below this a vehicle is not about to enter anything
+FCW_TTC_S = 2.5  # [s] time-to-collision threshold (ISO 15623 systems warn around 2-3 s)
+FCW_MIN_CLOSING_MPS = 2.0  # [m/s] slower closing is ordinary car-following
+EBW_RANGE_M = 150.0  # [m] ahead along the lane
+EBW_VEHICLES = 3  # vehicles ahead in the lane whose hard braking is worth a warning
+EVW_RANGE_M = 200.0  # [m] behind, along the lane
+JAM_SPACING_M = 7.0  # [m] per queued vehicle: a car's length plus the standstill gap
+START_UP_S = 2.0  # [s] from green until the first queued vehicle moves
+DISCHARGE_S = 1.0  # [s] per queued vehicle: the start-up wave reaching the back of the queue
 MAX_EVENTS_KEPT = 10_000  # warnings listed in the report (all are counted)
 
 
@@ -92,6 +119,9 @@ class Apps:
     _warned: set[tuple[int, str, str]] = field(default_factory=set)  # (vehicle, app, what)
     _pending: list[Warning] = field(default_factory=list)  # HLW awaiting arrival
     _hazard_at: dict[str, np.ndarray | None] = field(default_factory=dict)  # RSI key -> route_points, None: off every approach
+    neighbours: Neighbours | None = None  # what vehicles hear of each other (V2V); None: no sidelink apps
+    make_way: set[int] = field(default_factory=set)  # vehicles warned by EVW of an emergency vehicle behind, this step
+    _leaders: tuple[np.ndarray, np.ndarray] | None = None  # traffic.leaders() of this step
 
     def step(self, traffic: Traffic, hazards: Mapping[int, Mapping[str, m.RoadTrafficEvent]],
              beliefs: Mapping[int, SignalBelief]) -> None:
@@ -103,6 +133,9 @@ class Apps:
             self._hlw(traffic, index, hazards)
             self._arrivals(traffic, index)
         self._rlvw(traffic, beliefs)
+        self._leaders = traffic.leaders() if self.neighbours is not None else None
+        if self._leaders is not None:
+            self._sidelink(traffic, beliefs.keys())
         if self.glosa:
             self._glosa(traffic, beliefs)
 
@@ -171,6 +204,65 @@ class Apps:
             if red_in is not None and to_line > red_in:
                 self._spat_warning(traffic, "rlvw", vid, belief, sg, float(traffic.s[i] + dist[i]), to_line)
 
+    def _ahead(self, traffic: Traffic, i: int, up_to_m: float, most: int) -> Iterator[tuple[int, float, m.Bsm]]:
+        """The vehicles ahead of slot i in its lane (at most `most`, up to `up_to_m` to their rear) whose BSM it
+        heard: (slot, distance to its rear [m], the BSM)."""
+        assert self._leaders is not None
+        assert self.neighbours is not None
+        leader, gap = self._leaders
+        j, d = int(leader[i]), float(gap[i])
+        me = f"veh-{int(traffic.ids[i])}"
+        for _ in range(most):
+            if j < 0 or d > up_to_m:
+                return
+            bsm = self.neighbours.heard(me, f"veh-{int(traffic.ids[j])}", d + float(traffic.length[j]) / 2, traffic.t)
+            if bsm is not None:
+                yield j, d, bsm
+            d += float(traffic.length[j]) + float(gap[j])
+            j = int(leader[j])
+
+    def _sidelink(self, traffic: Traffic, obus: Iterable[int]) -> None:
+        """FCW and EBW for moving vehicles with an OBU; EVW ahead of each emergency vehicle."""
+        assert self._leaders is not None
+        assert self.neighbours is not None
+        leader, gap = self._leaders
+        v = traffic.v
+        has = np.isin(traffic.ids, list(obus))
+        for i in (int(x) for x in np.flatnonzero(has & (v > MIN_SPEED_MPS) & (leader >= 0) & (gap <= EBW_RANGE_M))):
+            vid = int(traffic.ids[i])
+            for k, (j, d, bsm) in enumerate(self._ahead(traffic, i, EBW_RANGE_M, EBW_VEHICLES)):
+                other = f"veh-{int(traffic.ids[j])}"
+                closing = float(v[i]) - bsm.speed_mps
+                critical = closing * closing / (2.0 * max(d, 0.1)) > YELLOW_DECEL_MPS2  # past a comfortable stop
+                if k == 0 and closing > FCW_MIN_CLOSING_MPS and d / closing < FCW_TTC_S and critical:
+                    self._warn(Warning(traffic.t, vid, "fcw", f"bsm {other}", float(traffic.s[i]) + d, lead_s=d / closing),
+                               other)
+                if m.VehicleEvent.HARD_BRAKING in bsm.events:
+                    self._warn(Warning(traffic.t, vid, "ebw", f"bsm {other}", float(traffic.s[i]) + d, lead_s=d / float(v[i])),
+                               other)
+        self.make_way = set()
+        for e in (int(x) for x in np.flatnonzero(traffic.kind == EMERGENCY)):
+            ev = f"veh-{int(traffic.ids[e])}"
+            j, d = int(leader[e]), float(gap[e])
+            while j >= 0 and d <= EVW_RANGE_M:
+                vid = int(traffic.ids[j])
+                if has[j] and self.neighbours.heard(f"veh-{vid}", ev, d + float(traffic.length[j]) / 2, traffic.t) is not None:
+                    self.make_way.add(vid)
+                    lead = d / max(float(v[e]), MIN_SPEED_MPS)
+                    self._warn(Warning(traffic.t, vid, "evw", f"bsm {ev}", float(traffic.s[j]), lead_s=lead), ev)
+                d += float(traffic.length[j]) + float(gap[j])
+                j = int(leader[j])
+
+    def making_way(self, traffic: Traffic) -> np.ndarray:
+        """Per vehicle: warned by EVW this step, so it moves over if it can."""
+        return np.isin(traffic.ids, list(self.make_way))
+
+    def _queue(self, traffic: Traffic, i: int, to_line_m: float) -> int:
+        """Vehicles ahead of slot i in its lane, up to the stop line, that it heard: the queue it will meet."""
+        if self._leaders is None:
+            return 0
+        return sum(1 for _ in self._ahead(traffic, i, to_line_m, 64))
+
     def _glosa(self, traffic: Traffic, beliefs: Mapping[int, SignalBelief]) -> None:
         group, dist = traffic.signal_view()
         self.advice = {}
@@ -180,7 +272,11 @@ class Apps:
             green_in = time_to_green(belief, sg.intersection + 1, sg.group_id, traffic.t)
             if green_in is None or green_in <= 0.0:
                 continue
-            v = float(dist[i]) / green_in
+            queued = self._queue(traffic, i, float(dist[i]))
+            to_back = float(dist[i]) - JAM_SPACING_M * queued
+            if to_back <= 5.0:
+                continue  # it will stop behind the queue anyway
+            v = to_back / (green_in + (START_UP_S + DISCHARGE_S * queued if queued else 0.0))
             if GLOSA_MIN_MPS <= v < float(v_limit[i]):
                 self.advice[vid] = v
                 self._spat_warning(traffic, "glosa", vid, belief, sg, float(traffic.s[i] + dist[i]), green_in)
@@ -205,7 +301,7 @@ class Apps:
 
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = {}
-        for app in ("hlw", "rlvw", *(["glosa"] if self.glosa else [])):
+        for app in ("hlw", "rlvw", *(["fcw", "ebw", "evw"] if self.neighbours else []), *(["glosa"] if self.glosa else [])):
             ws = [w for w in self.warnings if w.app == app]
             leads = [w.lead_s for w in ws if w.lead_s is not None]
             out[app] = {

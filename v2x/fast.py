@@ -112,6 +112,7 @@ class FastRun:
             await self.cloud.start()
             for rsu in self.rsus:
                 await rsu.start()
+            await self.fleet.start_v2v()
             await self._rounds()
             k = 0
             while traffic.t < duration_s - 1e-9:

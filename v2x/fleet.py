@@ -7,6 +7,11 @@ run's shared UTC epoch). Each vehicle, while it is in the network:
     and advisories on its own tile, re-subscribing when either changes;
   - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
   - feeds the SPaT it received, never the controller's state, into the core (`v2x.belief`).
+A stalled vehicle of the scenario (a hazard event of kind stalled_vehicle) is a connected car
+too: while it stands, its OBU (`stalled-<event>`) sends BSMs, speed 0, hazard lights on.
+The fleet also has one V2V radio: a single subscription to every BSM in the area, each
+decoded once and kept as its sender's latest; what each vehicle heard of it over the
+sidelink (range, loss) is decided when an application asks (`v2x.sidelink`).
 Bad payloads are counted per kind and never stop the fleet.
 """
 
@@ -34,6 +39,7 @@ from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.plots import Trajectories
 from v2x.scenario import Scenario
+from v2x.sidelink import Neighbours
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.traffic import Light, Traffic
@@ -135,7 +141,13 @@ class Fleet:
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
-        self.apps = Apps(self.net, glosa=sc.fleet.glosa)  # the vehicles' applications: warnings as events
+        self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment)
+        # the V2V radio's own reception: no link impairment there (applied per receiver in `neighbours`), the same measurements
+        self.v2v_reception = Reception("fleet-v2v", m.SenderKind.VEHICLE, clock)
+        self.v2v_reception.measure, self.v2v_reception.bad = self.reception.measure, self.bad
+        self.v2v: Radio | None = None
+        self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
+        self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
         self._factory = transport_factory or self._mqtt
@@ -171,6 +183,7 @@ class Fleet:
 
     async def _close(self, radio: Radio) -> None:
         self._by_sid.pop(radio.station.sender_id, None)
+        self.neighbours.forget(radio.station.sender_id)
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
@@ -189,6 +202,13 @@ class Fleet:
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
             work.append(self._close(self.radios.pop(vid)))
+        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle"} if self.shard[0] == 0 else set()
+        for k in sorted(standing - self.stalled.keys()):
+            sid = f"stalled-{k}"
+            radio = self.stalled[k] = Radio(-k, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+            work.append(self._connect(radio))
+        for k in sorted(self.stalled.keys() - standing):
+            work.append(self._close(self.stalled.pop(k)))
         return work
 
     def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
@@ -243,8 +263,25 @@ class Fleet:
         radio.ready = True
         self.shadow = radio
 
+    async def start_v2v(self) -> None:
+        """The V2V radio: every BSM in the area, for the sidelink applications."""
+        i, n = self.shard
+        sid = f"fleet-v2v-{i}-of-{n}"
+        radio = Radio(-2, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+        await radio.transport.start()
+        await radio.transport.subscribe(self.topics.area("bsm", ""))
+        radio.ready = True
+        self.v2v = radio
+
     def receive(self) -> None:
         """Handle what every OBU has received."""
+        if self.v2v is not None:
+            for msg in self.v2v.transport.poll():
+                frame = self.v2v_reception.accept(msg, self.v2v.station.sender_id)
+                if frame is not None and isinstance(frame.body, m.Bsm):
+                    self.neighbours.add(frame.header.sender_id, frame.body, self.clock.sim_s(), msg.payload)
+                elif frame is not None:
+                    self.v2v_reception.bad.record("wrong_type", msg.topic, m.message_type(frame.body).value, frame.header.sender_id)
         if self.shadow is not None:
             for msg in self.shadow.transport.poll():
                 self._handle(self.shadow, msg)
@@ -334,7 +371,7 @@ class Fleet:
         hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
         self.traffic.step(
             self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards),
-            self.apps.speed_advice(self.traffic),
+            self.apps.speed_advice(self.traffic), self.apps.making_way(self.traffic),
         )
         self._k += 1
         if self.trajectories is not None:
@@ -354,12 +391,27 @@ class Fleet:
     def publish_bsms(self) -> None:
         """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""
         self.publish(self.due_bsms())
+        self.stalled_bsms()
 
     def due_bsms(self) -> list[tuple[int, m.Bsm]]:
         """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
         if (self._k - 1) % self._bsm_every != 0:
             return []
         return [(vid, bsm) for vid, bsm in build_bsms(self.traffic, self.net.frame) if self.mine(vid)]
+
+    def stalled_bsms(self) -> None:
+        """The stalled vehicles' BSMs, at the fleet's BSM rate."""
+        if (self._k - 1) % self._bsm_every != 0:
+            return
+        for k, radio in self.stalled.items():
+            lid, front, length = self.traffic.obstacles[k]
+            x, y, heading = self.net.xy_heading(np.array([lid]), np.array([front - length / 2]))
+            pos = self.net.frame.to_geo(float(x[0]), float(y[0]))
+            bsm = m.Bsm(position=pos, speed_mps=0.0, heading_deg=float(heading[0]) % 360.0, length_m=length,
+                        events=frozenset({m.VehicleEvent.HAZARD_LIGHTS}))
+            topic = self.topics.bsm(quadkey(pos.lat_deg, pos.lon_deg), radio.station.sender_id)
+            if radio.ready and radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
+                self.counters.sent["bsm"] += 1
 
     def publish(self, bsms: list[tuple[int, m.Bsm]]) -> None:
         for vid, bsm in bsms:
@@ -374,9 +426,11 @@ class Fleet:
                 self.counters.sent["bsm"] += 1
 
     async def close(self) -> None:
-        await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *([self.shadow] if self.shadow else [])]))
+        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *extra]))
         self.radios.clear()
-        self.shadow = None
+        self.stalled.clear()
+        self.shadow = self.v2v = None
 
     # -- real time ------------------------------------------------------------------------------
 
@@ -385,6 +439,7 @@ class Fleet:
         dt = self.sc.step_s
         if self.shard[1] > 1:
             await self.start_shadow()
+        await self.start_v2v()
         await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
         self.traffic.t = max(round(self.clock.sim_s() / dt) * dt, 0.0)
         tasks: set[asyncio.Task[None]] = set()
@@ -404,6 +459,7 @@ class Fleet:
                     self.move()
                     # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
                     bsms = self.due_bsms()
+                    self.stalled_bsms()
                     slices = max(min(len(bsms), round(dt / SLICE_S)), 1)
                     receive_every = max(round(RECEIVE_EVERY_S / dt * slices), 1)
                     for j in range(slices):

@@ -390,19 +390,20 @@ class Traffic:
 
     def step(
         self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None,
-        advice: FloatArray | None = None,
+        advice: FloatArray | None = None, make_way: BoolArray | None = None,
     ) -> None:
         """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view();
         `warned`: per vehicle, whether it was warned of the hazards ahead (HLW); `advice`: per vehicle,
-        an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none."""
+        an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none; `make_way`:
+        per vehicle, warned of an emergency vehicle behind (EVW): it moves to the next lane if it can."""
         self._generate(self.t + dt)
         self._place_obstacles()
         n = self.n
         if believed is None:
             believed = np.full(n, _NONE, dtype=np.int64)
         if n:
-            if self.obstacles:
-                self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned)
+            if self.obstacles or (make_way is not None and make_way.any()):
+                self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned, make_way)
             self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice)
         self.t += dt
         self._admit()
@@ -455,13 +456,17 @@ class Traffic:
         ig = self.net.intersections[intersection]
         return frozenset(lid for (lg, _), lid in ig.in_links.items() if lg == leg)
 
-    def _change_lanes(self, warned: BoolArray) -> None:
-        """Vehicles facing a stalled vehicle in their lane move to a neighbouring lane when the gap allows."""
+    def _change_lanes(self, warned: BoolArray, make_way: BoolArray | None = None) -> None:
+        """Vehicles facing a stalled vehicle in their lane, or making way for an emergency vehicle behind,
+        move to a neighbouring lane when the gap allows."""
         net = self.net
         link = self.current_link()
         s_link = self.s_on_link()
         gap, _ = self._obstacle_ahead(link, s_link)
-        want = np.flatnonzero((gap < np.where(warned, WARNED_M, SIGHT_M)) & (self.link_idx == 0))
+        move = gap < np.where(warned, WARNED_M, SIGHT_M)
+        if make_way is not None:
+            move |= make_way & (self.kind != EMERGENCY)
+        want = np.flatnonzero(move & (self.link_idx == 0))
         blocked = {lid for lid, _, _ in self.obstacles.values()}
         for i in (int(x) for x in want):
             lk = net.links[int(link[i])]
@@ -507,17 +512,17 @@ class Traffic:
                 return False
         return True
 
-    def _move(
-        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
-    ) -> None:
+    def leaders(self) -> tuple[IntArray, FloatArray]:
+        """Each vehicle's leader (its slot; -1: none within the lookahead) and the gap to its rear [m]."""
+        leader, gap, _ = self._leaders(self.current_link(), self.s_on_link())
+        return leader, gap
+
+    def _leaders(self, link: IntArray, s_link: FloatArray) -> tuple[IntArray, FloatArray, IntArray]:
+        """(leader slot or -1, gap [m], the rearmost vehicle on each link or -1): the next vehicle on the same
+        link, else the rearmost on the next LOOKAHEAD_LINKS links of the route."""
         net = self.net
         n = self.n
-        link = self.current_link()
-        s_link = self.s_on_link()
-        llen = net.link_length[link]
         width = net.route_links.shape[1]
-
-        # --- leaders: the next vehicle on the same link, else the rearmost on the next links
         order = np.lexsort((s_link, link))
         sorted_link = link[order]
         same_next = np.zeros(n, dtype=bool)
@@ -531,11 +536,9 @@ class Traffic:
         tail[sorted_link[first_of_link]] = order[first_of_link]
 
         gap = np.full(n, np.inf)
-        lead_v = np.zeros(n)
         has = leader >= 0
         gap[has] = s_link[leader[has]] - self.length[leader[has]] - s_link[has]
-        lead_v[has] = self.v[leader[has]]
-        ahead = llen - s_link  # distance to the end of the current link
+        ahead = net.link_length[link] - s_link  # distance to the end of the current link
         for k in range(1, LOOKAHEAD_LINKS + 1):
             need = ~has & (self.link_idx + k < width)
             if not need.any():
@@ -548,9 +551,23 @@ class Traffic:
             found = t_idx >= 0
             f_idx, t_f = idx[found], t_idx[found]
             gap[f_idx] = ahead[f_idx] + s_link[t_f] - self.length[t_f]
-            lead_v[f_idx] = self.v[t_f]
+            leader[f_idx] = t_f
             has[f_idx] = True
             ahead[idx[~found]] += net.link_length[nxt[~found]]
+        return leader, gap, tail
+
+    def _move(
+        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
+    ) -> None:
+        net = self.net
+        link = self.current_link()
+        s_link = self.s_on_link()
+        llen = net.link_length[link]
+        width = net.route_links.shape[1]
+
+        leader, gap, tail = self._leaders(link, s_link)
+        has = leader >= 0
+        lead_v = np.where(has, self.v[np.maximum(leader, 0)], 0.0)
         # a vehicle that just turned off an IN link still overhangs it: siblings must not run into its rear
         conn_tail = tail[(net.link_kind == _CONN) & (tail >= 0)]
         if len(conn_tail):
