@@ -6,8 +6,10 @@
   - relays each intersection's SPaT, as the RSU reported it, on the cellular-path topic, so a
     vehicle out of RSU range (or without sidelink) still gets it;
   - reports an RSU lost when its status turns offline (its Last Will, published by the broker).
-  - raises the scenario's scheduled hazards as RSI (QoS 1, retained on every tile they concern)
-    and clears them when they end;
+  - raises the scenario's reported hazards as RSI (QoS 1, retained on every tile they concern)
+    and clears them when they end; detects hazards itself from the BSMs (a vehicle standing in
+    a travel lane away from a stop line, a cluster of hard braking: cloud.detect) and raises
+    them the same way, source "detection";
   - estimates arrivals per approach (vehicles entering it, over a sliding window) and the
     residual queue (vehicles that stayed queued through a whole cycle);
   - with `control.policy = "adaptive"`, retimes every signal once a cycle from those
@@ -26,6 +28,9 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TextIO
 
+import numpy as np
+
+from cloud.detect import Detection, Detector
 from cloud.policy import Adaptive, Approach
 from roadside.plans import plan_message
 from roadside.signal import Plan
@@ -47,6 +52,7 @@ QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
 QUEUE_EVERY_S = 1.0  # [s] how often the queue picture is refreshed
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
+DETECTED_IDS = 128  # detected hazards' event ids: 129..255 (the wire's range), scheduled ones 1, 2, ...
 ARRIVALS_WINDOW_S = 300.0  # [s] arrivals per approach are counted over this sliding window
 _SOURCE = {"road_works": m.EventSource.GOVERNMENT, "accident": m.EventSource.POLICE}
 
@@ -81,6 +87,9 @@ class CloudService(Service):
         self._first_survey_s: float | None = None
         self._min_queues: dict[str, int] = {}  # approach -> shortest queue since the last retiming
         self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
+        self.detector = Detector()
+        self._detected_ids: dict[int, int] = {}  # id(Detection) -> its RSI event id
+        self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self.counters = CloudCounters()
@@ -129,7 +138,8 @@ class CloudService(Service):
             self.retime(now)
         for i, ev in enumerate(self.net.scenario.events):
             event_id = i + 1
-            active = ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s  # sim time is a sum of steps: allow rounding
+            # sim time is a sum of steps: allow rounding; an unreported hazard the cloud can only detect
+            active = ev.reported and ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s
             if active and event_id not in self.hazard_topics:
                 self._raise_hazard(event_id, ev, now)
             elif not active and event_id in self.hazard_topics:
@@ -141,12 +151,14 @@ class CloudService(Service):
         if self._first_survey_s is None:
             self._first_survey_s = now
         out: Counter[str] = Counter()
+        on_lanes = []
         for sid, (bsm, at) in self.vehicles.items():
             if now - at > FRESH_S:
                 continue
             hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
             if hit is None:
                 continue
+            on_lanes.append((sid, hit[0], hit[1], bsm.speed_mps))
             link = self.net.links[hit[0]]
             key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
             if self._approach_of.get(sid) != key:
@@ -158,6 +170,12 @@ class CloudService(Service):
             while times and times[0] < now - ARRIVALS_WINDOW_S:
                 times.popleft()
             self._min_queues[key] = min(self._min_queues.get(key, out[key]), out[key])
+        for det in self.detector.standing(now, on_lanes):
+            self._raise_detected(det, now)
+        for det in self.detector.expired(now):
+            event_id = self._detected_ids.pop(id(det), None)
+            if event_id is not None:  # (None: a reported hazard covered it, nothing was raised)
+                self._clear_hazard(event_id, now)
         return dict(sorted(out.items()))
 
     def approaches(self, now: float) -> dict[str, Approach]:
@@ -181,23 +199,50 @@ class CloudService(Service):
         self._next_plan_s = now + min(p.cycle_s for p in self.adaptive.current)
 
     def _raise_hazard(self, event_id: int, ev: HazardEvent, now: float) -> None:
-        """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""
+        """A reported hazard of the scenario's schedule."""
         lid, _, x, y = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
-        pos = self.net.frame.to_geo(x, y)
+        end_s = None if math.isinf(ev.duration_s) else ev.start_s + ev.duration_s
+        self._raise(event_id, ev.kind, _SOURCE.get(ev.kind, m.EventSource.DETECTION), lid, (x, y), end_s, now)
+
+    def _raise_detected(self, det: Detection, now: float) -> None:
+        """A hazard the cloud detected, unless a reported one already covers that lane there."""
+        for i, ev in enumerate(self.net.scenario.events):
+            if i + 1 in self.hazard_topics:
+                lid, _, _, _ = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
+                if lid == det.lane and abs(ev.distance_m - det.to_line_m) <= 30.0:
+                    return
+        event_id = DETECTED_IDS + len(self.detected_log) % (255 - DETECTED_IDS) + 1
+        self._detected_ids[id(det)] = event_id
+        link = self.net.links[det.lane]
+        s = max(float(self.net.link_length[det.lane]) - det.to_line_m, 0.0)
+        x, y, _ = self.net.xy_heading(np.array([det.lane]), np.array([s]))
+        kind = "stalled_vehicle" if det.kind == "stalled_vehicle" else "hard_braking"
+        self._raise(event_id, kind, m.EventSource.DETECTION, det.lane, (float(x[0]), float(y[0])), None, now)
+        self.detected_log.append({
+            "event_id": event_id, "kind": det.kind, "sim_s": round(now, 3),
+            "intersection": self.net.intersections[link.intersection].spec.id, "approach": link.leg, "lane": link.lane,
+            "to_line_m": round(det.to_line_m, 1), "vehicles": sorted(det.vehicles),
+        })
+
+    def _raise(
+        self, event_id: int, kind: str, source: m.EventSource, lid: int, xy: tuple[float, float], end_s: float | None, now: float,
+    ) -> None:
+        """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""
+        pos = self.net.frame.to_geo(*xy)
         utc_ms = self.clock.utc_us() // 1000
-        end_ms = None if math.isinf(ev.duration_s) else utc_ms + round((ev.start_s + ev.duration_s - now) * 1000)
+        end_ms = None if end_s is None else utc_ms + round((end_s - now) * 1000)
         link = self.net.links[lid]
         event = m.RoadTrafficEvent(
-            event_id=event_id, kind=m.HazardKind[ev.kind.upper()], source=_SOURCE.get(ev.kind, m.EventSource.DETECTION),
+            event_id=event_id, kind=m.HazardKind[kind.upper()], source=source,
             status=m.EventStatus.ACTIVE, position=pos, radius_m=10.0,
             lanes=(m.LaneRef(intersection_ref(link.intersection), lane_id(self.net, lid)),),
-            priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=ev.kind.replace("_", " "),
+            priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=kind.replace("_", " "),
         )
         topics = [self.topics.rsi(tile, CLOUD_ID, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
         for topic in topics:
             self.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
         self.hazard_topics[event_id] = topics
-        self._event("hazard-raised", event_id=event_id, kind=ev.kind, sim_s=round(now, 3), tiles=len(topics))
+        self._event("hazard-raised", event_id=event_id, kind=kind, source=source.name.lower(), sim_s=round(now, 3), tiles=len(topics))
 
     def _clear_hazard(self, event_id: int, now: float) -> None:
         """An empty retained message on each topic: the broker forgets the RSI, subscribers learn it ended."""
@@ -218,6 +263,7 @@ class CloudService(Service):
             "relayed_spat": self.counters.relayed_spat,
             "vehicles_seen": len(self.vehicles),
             "max_queue_by_approach": dict(sorted(self.max_queues.items())),
+            "detected_hazards": self.detected_log,
             **super().summary(),
         }
 
@@ -228,6 +274,17 @@ class CloudService(Service):
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
             self.vehicles[frame.header.sender_id] = (body, now)
+            if m.VehicleEvent.HARD_BRAKING in body.events:
+                x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
+                hit = self.net.in_lane_at(x, y)
+                det = None
+                if hit is not None:
+                    link = self.net.links[hit[0]]
+                    entry = (link.intersection, link.leg) not in self.net.road_of
+                    from_edge = float(self.net.link_length[hit[0]]) - hit[1] if entry else math.inf
+                    det = self.detector.hard_brake(now, frame.header.sender_id, x, y, hit[0], hit[1], from_edge)
+                if det is not None:
+                    self._raise_detected(det, now)
         elif isinstance(body, m.Spat) and frame.header.sender_kind is m.SenderKind.RSU:
             for st in body.intersections:
                 tile = self._tile_of.get(st.name) or self._tile_of.get(str(st.ref.id))

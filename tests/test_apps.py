@@ -73,6 +73,7 @@ def test_hazard_every_vehicle_that_reached_it_was_warned_first(v2x_report: Any) 
     assert hlw["lead_time_s_p50"] >= 5.0
     assert v2x_report["apps"]["rlvw"]["warnings"] == 0  # timely SPaT, followed by its countdown: nobody runs a red
     assert v2x_report["traffic"]["red_light_violations"] == 0
+    assert v2x_report["events"]["detected_hazards"] == []  # the stalled car's BSMs show it, but it is reported already
 
 
 @pytest.mark.v2x_scenario(
@@ -122,3 +123,93 @@ def test_glosa_advises_only_when_on_and_then_fewer_vehicles_stop(v2x_run: Any) -
     assert on.traffic["collisions"] == 0
     assert on.traffic["red_light_violations"] == 0
     assert on.traffic["stops_per_vehicle"] < 0.85 * off.traffic["stops_per_vehicle"]
+
+
+def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float = 13.9, kinds: tuple[str, str] = ("car", "car"),
+                   follower_leg: str = "west") -> tuple[Any, Any]:
+    """A leader 150 m before the west stop line and a follower `gap_m` behind it (bumper to bumper), the
+    follower in the same lane (or on another approach), every BSM heard by everyone."""
+    from v2x.bsm import build_bsms
+    from v2x.network import Network
+    from v2x.sidelink import Neighbours
+    from v2x.traffic import KIND_INDEX, VEHICLE_TYPES, Traffic, _Pending
+
+    net = Network(load(resolve("four_way")))
+    tr = Traffic(net, seed=1)
+    tr._pending.clear()
+    tr._arrivals.clear()
+    lead = net.entry_routes[(0, "west", "through")][0]
+    follow = net.entry_routes[(0, follower_leg, "through")][0]
+    tr._append(_Pending(0.0, KIND_INDEX[kinds[0]], "through", (0, "west", "through"), 1), lead, VEHICLE_TYPES[kinds[0]], lead_v)
+    tr.s[0] = net.route_start[lead, 1] - 150.0
+    tr.a[0] = lead_a
+    tr._append(
+        _Pending(0.0, KIND_INDEX[kinds[1]], "through", (0, follower_leg, "through"), 2), follow, VEHICLE_TYPES[kinds[1]], follow_v
+    )
+    tr.s[1] = net.route_start[follow, 1] - 150.0 - tr.length[0] - gap_m if follower_leg == "west" else 20.0
+    tr._view = None
+    heard = Neighbours(range_m=300.0)
+    for vid, bsm in build_bsms(tr, net.frame):
+        heard.add(f"veh-{vid}", bsm, 0.0, b"")
+    return tr, heard
+
+
+def _apps_on(tr: Any, heard: Any) -> Apps:
+    from v2x.belief import SignalBelief
+
+    apps = Apps(tr.net, neighbours=heard)
+    apps.step(tr, {}, {int(v): SignalBelief(1.0) for v in tr.ids})
+    return apps
+
+
+def test_fcw_warns_a_follower_closing_fast_on_a_stopped_leader() -> None:
+    apps = _apps_on(*_two_in_a_lane(lead_v=0.0, lead_a=0.0, gap_m=20.0))
+    (w,) = [w for w in apps.warnings if w.app == "fcw"]
+    assert w.vehicle == 2
+    assert w.trigger == "bsm veh-1"
+    assert w.lead_s == pytest.approx(20.0 / 13.9, abs=0.05)  # time to collision
+
+
+@pytest.mark.parametrize(
+    ("lead_v", "gap_m", "leg", "why"),
+    [(12.5, 20.0, "west", "closing at 1.4 m/s is ordinary following"),
+     (0.0, 60.0, "west", "60 m to stop from 50 km/h is comfortable braking"),
+     (0.0, 20.0, "north", "the stopped car is on another approach")],
+)
+def test_fcw_stays_quiet(lead_v: float, gap_m: float, leg: str, why: str) -> None:
+    apps = _apps_on(*_two_in_a_lane(lead_v=lead_v, lead_a=0.0, gap_m=gap_m, follower_leg=leg))
+    assert [w for w in apps.warnings if w.app == "fcw"] == [], why
+
+
+def test_fcw_needs_the_leaders_bsm() -> None:
+    tr, heard = _two_in_a_lane(lead_v=0.0, lead_a=0.0, gap_m=20.0)
+    heard.forget("veh-1")  # never heard over the sidelink
+    assert _apps_on(tr, heard).warnings == []
+
+
+def test_ebw_warns_the_vehicles_behind_a_hard_braking_one_only() -> None:
+    apps = _apps_on(*_two_in_a_lane(lead_v=10.0, lead_a=-5.0, gap_m=60.0))
+    (w,) = [w for w in apps.warnings if w.app == "ebw"]
+    assert (w.vehicle, w.trigger) == (2, "bsm veh-1")
+    assert w.lead_s == pytest.approx(60.0 / 13.9, abs=0.05)
+    calm = _apps_on(*_two_in_a_lane(lead_v=10.0, lead_a=-2.0, gap_m=60.0))  # braking, not hard
+    assert [w for w in calm.warnings if w.app == "ebw"] == []
+    elsewhere = _apps_on(*_two_in_a_lane(lead_v=10.0, lead_a=-5.0, gap_m=60.0, follower_leg="north"))
+    assert [w for w in elsewhere.warnings if w.app == "ebw"] == []
+
+
+def test_evw_warns_the_car_ahead_of_an_emergency_vehicle_and_it_makes_way() -> None:
+    tr, heard = _two_in_a_lane(lead_v=8.0, lead_a=0.0, gap_m=80.0, follow_v=16.0, kinds=("car", "emergency"))
+    apps = _apps_on(tr, heard)
+    (w,) = [w for w in apps.warnings if w.app == "evw"]
+    assert (w.vehicle, w.trigger) == (1, "bsm veh-2")
+    assert apps.making_way(tr).tolist() == [True, False]
+    lane_before = tr.net.links[int(tr.current_link()[0])].lane
+    tr.step(0.1, np.full(tr.n, 0), None, None, None, apps.making_way(tr))
+    assert tr.net.links[int(tr.current_link()[0])].lane != lane_before  # moved over: the lane ahead of the ambulance is free
+    # a car behind the ambulance, or one that did not hear it, is not warned
+    tr, heard = _two_in_a_lane(lead_v=8.0, lead_a=0.0, gap_m=80.0, follow_v=16.0, kinds=("emergency", "car"))
+    assert [w for w in _apps_on(tr, heard).warnings if w.app == "evw"] == []
+    tr, heard = _two_in_a_lane(lead_v=8.0, lead_a=0.0, gap_m=80.0, follow_v=16.0, kinds=("car", "emergency"))
+    heard.forget("veh-2")
+    assert [w for w in _apps_on(tr, heard).warnings if w.app == "evw"] == []

@@ -23,6 +23,7 @@ def test_adaptive_policy_gives_the_major_road_more_green_through_the_rsu(v2x_rep
     assert ns > 2 * ew
     assert v2x_report["traffic"]["collisions"] == 0
     assert v2x_report["traffic"]["red_light_violations"] == 0
+    assert v2x_report["events"]["detected_hazards"] == []  # queues at the signal are no hazard
 
 
 def test_fixed_policy_sends_no_plans(v2x_run: Any) -> None:
@@ -48,6 +49,9 @@ def test_emergency_vehicle_crosses_faster_with_signal_priority(v2x_run: Any) -> 
     assert all(e["state"] == "granted" for e in heard)
     assert next(e["event"] for e in on["emergency"]["priority_events"]) == "request"
     assert any(e["event"] == "cancellation" for e in on["emergency"]["priority_events"])
+    # EVW: the cars ahead of the ambulance in its lane heard it and made way
+    assert on["apps"]["evw"]["warnings"] >= 1
+    assert all(e["trigger"] == "bsm veh-1" for e in on["app_events"]["listed"] if e["app"] == "evw")
     # nobody else ran a red or collided because of the early or extended green
     assert on["traffic"]["red_light_violations"] == on["traffic"]["collisions"] == 0
 

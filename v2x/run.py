@@ -337,6 +337,7 @@ def _report(
         "events": {
             "hazard_warning_ms": fs.get("hazard_warning_ms", {"first": None, "last": None, "per_hazard": []}),
             "plan_apply_ms": _plan_latency([p for r in rsus for p in r.get("plans", [])]),
+            "detected_hazards": cloud.get("detected_hazards", []),  # raised by the cloud from BSMs, source "detection"
         },
         "apps": fs.get("apps", {}),
         "app_events": fs.get("app_events", {}),

@@ -242,6 +242,7 @@ class HazardEvent:
     distance_m: float = spec(100.0, ge=0.0, le=5000.0, doc="upstream of the stop line")
     start_s: float = spec(0.0, ge=0.0)
     duration_s: float = spec(math.inf, gt=0.0)
+    reported: bool = spec(True, doc="the cloud learns of it (a report from police, road works); false: only if it detects it from BSMs")
 
 
 @dataclass(frozen=True)
