@@ -1,6 +1,6 @@
 """What the vehicle applications do to traffic and safety, measured with the same seeds.
 
-    python -m bench.apps                       # about 15 minutes on 2 cores
+    python -m bench.apps                       # about 30 minutes on 2 cores
     python -m bench.apps --seeds 2 --duration 600
 
 - GLOSA on the corridor: `v2x sweep corridor --set fleet.glosa=false,true` (fast mode, the
@@ -8,6 +8,9 @@
   change with GLOSA.
 - HLW on hazard.toml, per seed: vehicles that reached the stalled vehicle, how many of them
   were warned before, the lead time (p50, minimum) and collisions with it.
+- Signal priority on emergency.toml, with and without (`control.priority=true,false`), per
+  seed: the ambulance's time from its first request (250 m out) to crossing the stop line,
+  its travel time through the network, its stops, and the RSU's actions.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['seed']:>5}{h['reached']:>9}{h['reached_unwarned']:>10}{hlw['lead_time_s_p50']!s:>12}"
               f"{hlw['lead_time_s_min']!s:>12}{str(h['first_ms']) + ' / ' + str(h['last_ms']):>22}"
               f"{r['traffic']['collisions_with_obstacles']:>8}")
+    sweep(tmp / "emergency", "emergency", "control.priority=true,false", args.seeds, 240.0, args.jobs)
+    print(f"\nSignal priority on emergency.toml, {args.seeds} seeds x 240 s, fast mode")
+    print(f"{'seed':>5}{'priority':>10}{'approach s':>12}{'travel s':>10}{'stops':>7}   RSU actions")
+    for f in sorted((tmp / "emergency" / "runs").glob("*.json")):
+        r = json.loads(f.read_text())
+        e = r["emergency"]
+        (x,), (ev,) = e["crossings"], e["vehicles"]
+        actions = sorted({a["action"] for a in e["rsu_log"] if a.get("action") not in (None, "none")}) or ["none"]
+        print(f"{r['seed']:>5}{'on' if e['priority_policy'] else 'off':>10}{x['seconds']:>12}{ev['travel_s']:>10}{ev['stops']:>7}   "
+              + ", ".join(actions))
     print(f"\n(runs kept in {tmp})")
     return 0
 

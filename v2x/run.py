@@ -403,6 +403,14 @@ def _print_summary(console: Console, r: dict[str, Any]) -> None:
     for h in r.get("events", {}).get("hazard_warning_ms", {}).get("per_hazard", []):
         t.add_row(f"hazard {h['event_id']}: warned first / last (ms); reached unwarned",
                   f"{h['first_ms']} / {h['last_ms']}; {h['reached_unwarned']} of {h['reached']}")
+    for d in r.get("events", {}).get("detected_hazards", []):
+        t.add_row(f"detected by the cloud: {d['kind'].replace('_', ' ')}",
+                  f"{d['intersection']}.{d['approach']} lane {d['lane']}, {d['to_line_m']} m before the line, at {d['sim_s']} s")
+    for x in r.get("emergency", {}).get("crossings", []):
+        t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", str(x["seconds"]))
+    plans = r.get("events", {}).get("plan_apply_ms", {})
+    if plans.get("issued"):
+        t.add_row("signal plans issued / applied; issue to apply p50 (ms)", f"{plans['issued']} / {plans['applied']}; {plans['p50']}")
     if "lockstep" in r:
         ls = r["lockstep"]
         t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")
