@@ -132,6 +132,7 @@ def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float =
     from v2x.bsm import build_bsms
     from v2x.network import Network
     from v2x.sidelink import Neighbours
+    from v2x.station import Station, StepClock
     from v2x.traffic import KIND_INDEX, VEHICLE_TYPES, Traffic, _Pending
 
     net = Network(load(resolve("four_way")))
@@ -149,8 +150,9 @@ def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float =
     tr.s[1] = net.route_start[follow, 1] - 150.0 - tr.length[0] - gap_m if follower_leg == "west" else 20.0
     tr._view = None
     heard = Neighbours(range_m=300.0)
-    for vid, bsm in build_bsms(tr, net.frame):
-        heard.add(f"veh-{vid}", bsm, 0.0, b"")
+    for vid, bsm in build_bsms(tr, net.frame):  # as the fleet's V2V radio gets them: bytes on the sender's topic
+        sid = f"veh-{vid}"
+        heard.add(f"v2x/v1/bsm/1/2/3/{sid}", Station(sid, m.SenderKind.VEHICLE, StepClock(0.0)).encode(bsm), 0.0)
     return tr, heard
 
 
@@ -213,3 +215,24 @@ def test_evw_warns_the_car_ahead_of_an_emergency_vehicle_and_it_makes_way() -> N
     tr, heard = _two_in_a_lane(lead_v=8.0, lead_a=0.0, gap_m=80.0, follow_v=16.0, kinds=("car", "emergency"))
     heard.forget("veh-2")
     assert [w for w in _apps_on(tr, heard).warnings if w.app == "evw"] == []
+
+
+def test_v2v_counts_bsms_it_cannot_use() -> None:
+    from v2x.sidelink import Neighbours
+    from v2x.station import Station, StepClock
+
+    heard = Neighbours(range_m=300.0)
+    bsm = m.Bsm(position=m.GeoPoint(31.49, 120.31, 5.0), speed_mps=10.0, heading_deg=90.0)
+    real = Station("veh-1", m.SenderKind.VEHICLE, StepClock(0.0)).encode(bsm)
+    heard.add("v2x/v1/bsm/1/2/veh-9", real, 0.0)  # veh-1's BSM on veh-9's topic
+    heard.add("v2x/v1/bsm/1/2/veh-2", b"\x0a\xff garbage", 0.0)
+    heard.add("v2x/v1/bsm/1/2/veh-1", real, 0.0)
+    assert heard.heard("veh-5", "veh-9", 10.0, 0.1) is None
+    assert heard.heard("veh-5", "veh-2", 10.0, 0.1) is None
+    got = heard.heard("veh-5", "veh-1", 10.0, 0.1)
+    assert got is not None
+    assert got.speed_mps == bsm.speed_mps  # decoded (positions round to the wire's 1e-7 deg)
+    assert heard.heard("veh-5", "veh-1", 400.0, 0.1) is None  # out of range
+    assert heard.heard("veh-5", "veh-1", 10.0, 1.5) is None  # too old
+    assert heard.bad.counts["wrong_sender"] == 1
+    assert sum(heard.bad.counts.values()) == 2

@@ -9,9 +9,9 @@ run's shared UTC epoch). Each vehicle, while it is in the network:
   - feeds the SPaT it received, never the controller's state, into the core (`v2x.belief`).
 A stalled vehicle of the scenario (a hazard event of kind stalled_vehicle) is a connected car
 too: while it stands, its OBU (`stalled-<event>`) sends BSMs, speed 0, hazard lights on.
-The fleet also has one V2V radio: a single subscription to every BSM in the area, each
-decoded once and kept as its sender's latest; what each vehicle heard of it over the
-sidelink (range, loss) is decided when an application asks (`v2x.sidelink`).
+The fleet also has one V2V radio: a single subscription to every BSM in the area, each kept
+as its sender's latest and decoded when an application first needs it; what each vehicle
+heard of it over the sidelink (range, loss) is decided then (`v2x.sidelink`).
 Bad payloads are counted per kind and never stop the fleet.
 """
 
@@ -141,10 +141,7 @@ class Fleet:
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
-        self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment)
-        # the V2V radio's own reception: no link impairment there (applied per receiver in `neighbours`), the same measurements
-        self.v2v_reception = Reception("fleet-v2v", m.SenderKind.VEHICLE, clock)
-        self.v2v_reception.measure, self.v2v_reception.bad = self.reception.measure, self.bad
+        self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
         self.v2v: Radio | None = None
         self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
@@ -276,12 +273,9 @@ class Fleet:
     def receive(self) -> None:
         """Handle what every OBU has received."""
         if self.v2v is not None:
+            now = self.clock.sim_s()
             for msg in self.v2v.transport.poll():
-                frame = self.v2v_reception.accept(msg, self.v2v.station.sender_id)
-                if frame is not None and isinstance(frame.body, m.Bsm):
-                    self.neighbours.add(frame.header.sender_id, frame.body, self.clock.sim_s(), msg.payload)
-                elif frame is not None:
-                    self.v2v_reception.bad.record("wrong_type", msg.topic, m.message_type(frame.body).value, frame.header.sender_id)
+                self.neighbours.add(msg.topic, msg.payload, now)
         if self.shadow is not None:
             for msg in self.shadow.transport.poll():
                 self._handle(self.shadow, msg)
