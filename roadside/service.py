@@ -5,6 +5,8 @@ It runs the intersection's signal controller in sim time and is its radio:
   - SPaT at 10 Hz (QoS 0, 1 s expiry) on the sidelink path topic;
   - a retained online status, with a Last Will of offline;
   - RSM at 10 Hz: the road users it heard (their BSMs) within its radio range;
+  - actuated control: detector calls from the BSMs it hears (a vehicle within DETECTOR_M of the
+    stop line on one of its approach lanes calls the groups that lane feeds);
   - SignalPlans from the cloud (QoS 1, persistent session), applied at the next phase boundary;
   - signal priority: a PriorityRequest from an emergency vehicle (QoS 1) gets an early or
     extended green for its movement (unless `control.priority` is false) and a PriorityStatus
@@ -18,8 +20,9 @@ import asyncio
 import math
 from dataclasses import dataclass
 
+from roadside.offline import DETECTOR_M
 from roadside.plans import controllers, plan_from_message
-from roadside.signal import SignalController
+from roadside.signal import Mode, SignalController
 from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
@@ -35,6 +38,7 @@ from v2x.v2xmap import build_map
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
 RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
+CALL_FRESH_S = 0.3  # [s] a BSM places a detector call for this long after it was heard
 LOST = "connection lost"  # the offline status's detail in the Will, published by the broker
 STOPPED = "stopped"  # the detail of a clean shutdown
 
@@ -83,6 +87,11 @@ class RsuService(Service):
         self.priority_log: list[dict[str, object]] = []  # each priority request and what was done
         ig = net.intersections[index]
         self._lane_link = {net.map_lane_ids[lid]: lid for lid in [*ig.in_links.values(), *ig.out_links.values()]}
+        # each approach lane -> the groups of the movements it feeds (what a loop on it calls)
+        self._lane_groups: dict[int, set[int]] = {lid: set() for lid in ig.in_links.values()}
+        for lk in net.links:
+            if lk.source in self._lane_groups and lk.group >= 0:
+                self._lane_groups[lk.source].add(net.groups[lk.group].group_id)
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
@@ -93,9 +102,21 @@ class RsuService(Service):
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
 
+    def calls(self, now: float) -> set[int]:
+        """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
+        out: set[int] = set()
+        for bsm, at in self.heard.values():
+            if now - at > CALL_FRESH_S:
+                continue
+            hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
+            if hit is not None and hit[0] in self._lane_groups and hit[1] < DETECTOR_M:
+                out |= self._lane_groups[hit[0]]
+        return out
+
     def tick(self, now: float) -> None:
-        """Advance the controller to sim time `now`; publish SPaT and RSM when due."""
-        self.ctl.step(max(now, self.ctl.t))
+        """Advance the controller to sim time `now` (with detector calls when actuated); publish SPaT and RSM when due."""
+        calls = self.calls(now) if self.ctl.plan.mode is Mode.ACTUATED else set()
+        self.ctl.step(max(now, self.ctl.t), calls)
         if self._next_s is None:
             self._next_s = now
         if now + 1e-9 < self._next_s:
