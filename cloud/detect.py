@@ -42,6 +42,7 @@ class Detection:
     first_s: float
     last_s: float
     vehicles: set[str] = field(default_factory=set)  # the vehicles whose BSMs showed it
+    event_id: int | None = None  # the RSI event it was raised as (None: not raised, a reported hazard covers it)
 
 
 @dataclass

@@ -88,7 +88,6 @@ class CloudService(Service):
         self._min_queues: dict[str, int] = {}  # approach -> shortest queue since the last retiming
         self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
         self.detector = Detector()
-        self._detected_ids: dict[int, int] = {}  # id(Detection) -> its RSI event id
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -173,9 +172,8 @@ class CloudService(Service):
         for det in self.detector.standing(now, on_lanes):
             self._raise_detected(det, now)
         for det in self.detector.expired(now):
-            event_id = self._detected_ids.pop(id(det), None)
-            if event_id is not None:  # (None: a reported hazard covered it, nothing was raised)
-                self._clear_hazard(event_id, now)
+            if det.event_id is not None:
+                self._clear_hazard(det.event_id, now)
         return dict(sorted(out.items()))
 
     def approaches(self, now: float) -> dict[str, Approach]:
@@ -212,7 +210,7 @@ class CloudService(Service):
                 if lid == det.lane and abs(ev.distance_m - det.to_line_m) <= 30.0:
                     return
         event_id = DETECTED_IDS + len(self.detected_log) % (255 - DETECTED_IDS) + 1
-        self._detected_ids[id(det)] = event_id
+        det.event_id = event_id
         link = self.net.links[det.lane]
         s = max(float(self.net.link_length[det.lane]) - det.to_line_m, 0.0)
         x, y, _ = self.net.xy_heading(np.array([det.lane]), np.array([s]))

@@ -204,22 +204,27 @@ class Apps:
             if red_in is not None and to_line > red_in:
                 self._spat_warning(traffic, "rlvw", vid, belief, sg, float(traffic.s[i] + dist[i]), to_line)
 
-    def _ahead(self, traffic: Traffic, i: int, up_to_m: float, most: int) -> Iterator[tuple[int, float, m.Bsm]]:
-        """The vehicles ahead of slot i in its lane (at most `most`, up to `up_to_m` to their rear) whose BSM it
-        heard: (slot, distance to its rear [m], the BSM)."""
+    def _chain(self, traffic: Traffic, i: int, up_to_m: float, most: int) -> Iterator[tuple[int, float]]:
+        """The vehicles ahead of slot i in its lane, nearest first (at most `most`, up to `up_to_m` to their
+        rear): (slot, distance to its rear [m])."""
         assert self._leaders is not None
-        assert self.neighbours is not None
         leader, gap = self._leaders
         j, d = int(leader[i]), float(gap[i])
-        me = f"veh-{int(traffic.ids[i])}"
         for _ in range(most):
             if j < 0 or d > up_to_m:
                 return
+            yield j, d
+            d += float(traffic.length[j]) + float(gap[j])
+            j = int(leader[j])
+
+    def _ahead(self, traffic: Traffic, i: int, up_to_m: float, most: int) -> Iterator[tuple[int, float, m.Bsm]]:
+        """Those of `_chain` whose BSM slot i heard: (slot, distance to its rear [m], the BSM)."""
+        assert self.neighbours is not None
+        me = f"veh-{int(traffic.ids[i])}"
+        for j, d in self._chain(traffic, i, up_to_m, most):
             bsm = self.neighbours.heard(me, f"veh-{int(traffic.ids[j])}", d + float(traffic.length[j]) / 2, traffic.t)
             if bsm is not None:
                 yield j, d, bsm
-            d += float(traffic.length[j]) + float(gap[j])
-            j = int(leader[j])
 
     def _sidelink(self, traffic: Traffic, obus: Iterable[int]) -> None:
         """FCW and EBW for moving vehicles with an OBU; EVW ahead of each emergency vehicle."""
@@ -243,15 +248,12 @@ class Apps:
         self.make_way = set()
         for e in (int(x) for x in np.flatnonzero(traffic.kind == EMERGENCY)):
             ev = f"veh-{int(traffic.ids[e])}"
-            j, d = int(leader[e]), float(gap[e])
-            while j >= 0 and d <= EVW_RANGE_M:
+            for j, d in self._chain(traffic, e, EVW_RANGE_M, traffic.n):  # the cars ahead of it hear it from behind
                 vid = int(traffic.ids[j])
                 if has[j] and self.neighbours.heard(f"veh-{vid}", ev, d + float(traffic.length[j]) / 2, traffic.t) is not None:
                     self.make_way.add(vid)
                     lead = d / max(float(v[e]), MIN_SPEED_MPS)
                     self._warn(Warning(traffic.t, vid, "evw", f"bsm {ev}", float(traffic.s[j]), lead_s=lead), ev)
-                d += float(traffic.length[j]) + float(gap[j])
-                j = int(leader[j])
 
     def making_way(self, traffic: Traffic) -> np.ndarray:
         """Per vehicle: warned by EVW this step, so it moves over if it can."""
