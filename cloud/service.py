@@ -39,7 +39,7 @@ from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import HazardEvent
-from v2x.service import Service
+from v2x.service import LOST, STOPPED, Service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
@@ -108,7 +108,7 @@ class CloudService(Service):
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, ""), qos=1, retain=True)
+        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
@@ -298,7 +298,7 @@ class CloudService(Service):
             if before is None or before.online != online:
                 self.rsus[sid] = RsuLiveness(online, now)
                 # the Will says the connection was lost; a clean shutdown says it stopped
-                name = "rsu-online" if online else ("rsu-stopped" if body.detail == "stopped" else "rsu-lost")
+                name = "rsu-online" if online else ("rsu-stopped" if body.detail == STOPPED else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
         elif isinstance(body, m.Rsm):
             self.rsm[frame.header.sender_id] = (body, now)
@@ -315,7 +315,7 @@ class CloudService(Service):
 
 def cloud_will(topics: Topics, clock: Clock) -> Will:
     topic = topics.status("cloud", CLOUD_ID)
-    return Will(topic, Station(CLOUD_ID, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, ""), stream=topic))
+    return Will(topic, Station(CLOUD_ID, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
 
 
 async def serve(

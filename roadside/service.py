@@ -29,7 +29,7 @@ from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import Scenario
-from v2x.service import Service
+from v2x.service import LOST, STOPPED, Service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
@@ -39,8 +39,6 @@ SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
 RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
 CALL_FRESH_S = 0.3  # [s] a BSM places a detector call for this long after it was heard
-LOST = "connection lost"  # the offline status's detail in the Will, published by the broker
-STOPPED = "stopped"  # the detail of a clean shutdown
 
 
 def rsu_id(sc: Scenario, index: int) -> str:
@@ -95,7 +93,7 @@ class RsuService(Service):
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
-        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, self.spec.id), qos=1, retain=True)
+        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, f"{self.spec.id} range_m={self.range_m:g}"), qos=1, retain=True)
         self.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
         await self.transport.subscribe(self.topics.priority_request(self.spec.id, "+"), qos=1)

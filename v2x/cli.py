@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from v2x import __version__, scenario
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run a scenario: every tier, through a broker, with a report (`v2x run -h`)", add_help=False)
     sub.add_parser("sweep", help="run a grid of settings in fast mode: a CSV and KPI plots (`v2x sweep -h`)", add_help=False)
     sub.add_parser("fleet", help="run a scenario's vehicles against a broker (`v2x fleet -h` for options)", add_help=False)
+    for name, text in VIEWERS.items():
+        sub.add_parser(name, help=text, add_help=False)
     for tier, text in TIERS.items():
         sub.add_parser(tier, help=text, add_help=False)
 
@@ -145,20 +148,30 @@ TIERS = {
 }
 
 
+VIEWERS = {
+    "viz": "watch a broker's traffic in a window: vehicles, signals, hazards, latency (`v2x viz -h`)",
+    "record": "record a broker's messages to MCAP (`v2x record -h`)",
+    "replay": "play an MCAP recording into the visualiser or onto a broker (`v2x replay -h`)",
+}
+
+
+#: commands with their own command line, imported only when used: name -> (module, function)
+OWN_PARSERS = {
+    "run": ("v2x.run", "main"),
+    "sweep": ("v2x.sweep", "main"),
+    "fleet": ("v2x.fleet_cli", "main"),
+    "viz": ("v2x.viz", "viz_main"),
+    "replay": ("v2x.viz", "replay_main"),
+    "record": ("v2x.record", "record_main"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "run":
-        from v2x.run import main as run_main
-
-        return run_main(args_list[1:])
-    if args_list and args_list[0] == "sweep":
-        from v2x.sweep import main as sweep_main
-
-        return sweep_main(args_list[1:])
-    if args_list and args_list[0] == "fleet":
-        from v2x.fleet_cli import main as fleet_main
-
-        return fleet_main(args_list[1:])
+    if args_list and args_list[0] in OWN_PARSERS:
+        module, function = OWN_PARSERS[args_list[0]]
+        command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
+        return command(args_list[1:])
     if args_list and args_list[0] in TIERS:
         return _exec_tier(args_list[0], args_list[1:])
     parser = build_parser()

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from v2x.plots import Trajectories, write_plots
 from v2x.station import Clock
 from v2x.tier_args import add_scenario_options, load
 from v2x.topics import DEFAULT_ROOT, Topics
+from v2x.viz import display_available
 
 MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
 START_DELAY_S = 2.0  # [s] between launching the tiers and sim time 0, for them to connect
@@ -66,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         "messages; deterministic for a given seed",
     )
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
-    p.add_argument("--headless", action="store_true", help="no window (the visualiser is not built yet: always headless)")
+    p.add_argument(
+        "--headless", action="store_true",
+        help="no window (default: open the visualiser when a display is available; it stays open after the run "
+        "until closed)",
+    )
+    p.add_argument(
+        "--snapshot", type=Path, default=None, metavar="PATH.png",
+        help="write the visualiser's final frame as a PNG (works headless: rendered offscreen)",
+    )
+    p.add_argument(
+        "--record", type=Path, default=None, metavar="PATH.mcap",
+        help="record every message of the run to MCAP (protobuf schemas; `v2x replay` plays it, Foxglove opens it)",
+    )
     p.add_argument("--report", type=Path, default=None, help="write the run's report as JSON here")
     p.add_argument(
         "--plots", type=Path, default=None, metavar="DIR",
@@ -108,7 +122,9 @@ def main(argv: list[str]) -> int:
         )
     interrupted = False
     t0 = time.monotonic()
+    watchers = Watchers(url, args.root, f"{kind} at {url}", args)
     try:
+        watchers.start()
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             progress = _progress(live, duration)
             if args.fast:
@@ -123,9 +139,11 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: {e}", style="red")
         return 1
     finally:
+        watched = watchers.run_ended()  # before the broker goes: they take in the last messages
         if broker is not None:
             broker.close()
     report = _report(sc, args, kind, url, duration, parts, interrupted, time.monotonic() - t0)
+    report.update(watched)
     _print_summary(console, report)
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
@@ -133,7 +151,74 @@ def main(argv: list[str]) -> int:
     if args.plots is not None:
         written = write_plots(report, args.plots, parts.get("trajectories"))
         console.print(f"plots: {len(written)} PNGs in {args.plots}")
+    if "recording" in watched:
+        rec = watched["recording"]
+        console.print(f"recording: {rec.get('path')} ({rec.get('messages', 0)} messages)")
+    if args.snapshot is not None and "visualiser" in watched:
+        console.print(f"snapshot: {args.snapshot}")
+    watchers.wait_window(console)
     return 130 if interrupted else 0
+
+
+class Watchers:
+    """The visualiser and the recorder: plain subscribers in their own processes, subscribed before the tiers start."""
+
+    READY_S = 30.0  # [s] for a watcher to connect and subscribe
+
+    def __init__(self, url: str, root: str, broker_label: str, args: argparse.Namespace) -> None:
+        self.commands: dict[str, list[str]] = {}
+        base = [sys.executable, "-m", "v2x"]
+        if args.record is not None:
+            self.commands["recording"] = [*base, "record", str(args.record), "--broker", url, "--root", root]
+        self.window = not args.headless and display_available()
+        if self.window or args.snapshot is not None:
+            self.commands["visualiser"] = [
+                *base, "viz", "--broker", url, "--root", root, "--broker-label", broker_label,
+                *([] if args.snapshot is None else ["--snapshot", str(args.snapshot)]),
+                *([] if self.window else ["--headless"]),
+            ]
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self) -> None:
+        for name, cmd in self.commands.items():
+            self.procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        for name, proc in self.procs.items():
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], self.READY_S)
+            line = proc.stdout.readline() if ready else ""
+            if '"ready"' not in line:
+                self.run_ended()
+                raise BrokerError(f"the {name} process did not start (exit code {proc.poll()}): {line.strip()[:300]}")
+
+    def run_ended(self) -> dict[str, Any]:
+        """Tell them the run is over (the recorder closes its file, the visualiser writes its snapshot); their summaries."""
+        out: dict[str, Any] = {}
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1 if name == "visualiser" else signal.SIGINT)
+            if name == "visualiser" and self.window:
+                continue  # it stays open; its summary is not needed
+            try:
+                text, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                text, _ = proc.communicate()
+            summary = next((json.loads(x) for x in text.splitlines() if '"summary"' in x), None)
+            if summary is None:
+                print(f"v2x run: the {name} process ended with {proc.returncode} and no summary", file=sys.stderr)
+            else:
+                summary.pop("event", None)
+                out[name] = summary
+        return out
+
+    def wait_window(self, console: Console) -> None:
+        proc = self.procs.get("visualiser")
+        if proc is not None and self.window and proc.poll() is None:
+            console.print("the visualiser shows the run's last state: close its window to exit")
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                proc.terminate()
 
 
 Parts = dict[str, Any]  # what each tier reported: fleet, cloud, rsus (and lockstep in fast mode)

@@ -14,6 +14,9 @@ from v2x.inputs import Distance, Reception
 from v2x.station import Clock, Station
 from v2x.transport import Message, Transport
 
+STOPPED = "stopped"  # the detail of a service's offline status on a clean shutdown
+LOST = "connection lost"  # the detail of the offline status in its Last Will, published by the broker
+
 
 class Service:
     def __init__(

@@ -1,0 +1,263 @@
+"""The visualiser, recording and replay: headless frames drawn from a fixed recording, MCAP, round trips."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pygame
+import pytest
+
+from v2x import codec, scenario
+from v2x import messages as m
+from v2x.broker import MosquittoBroker
+from v2x.network import Network
+from v2x.record import Recorder, read
+from v2x.render import HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
+from v2x.scene import Flag, Scene
+from v2x.station import Station, StepClock
+from v2x.topics import Topics, quadkey
+from v2x.v2xmap import build_map
+from v2x.viz import replay_into
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # read when the display starts: headless frames
+
+EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+SCALE = 3.0  # [px/m] of the test view
+W, H = 1280, 800
+
+
+def _frames(tmp_path: Path) -> tuple[Path, dict[str, tuple[float, float]]]:
+    """A fixed recording of four_way: MAP; SPaT with the north approach red and the rest green; a stopped
+    vehicle 40 m up the east approach; a stalled-vehicle hazard 80 m up the south approach.
+    Returns the file and the world positions (local metres) the test expects things at."""
+    sc = scenario.load(scenario.resolve("four_way"))
+    net = Network(sc)
+    clock = StepClock(EPOCH)
+    clock.t = 10.0
+    topics = Topics()
+    geo = net.intersections[0]
+    cx, cy = geo.center
+    tile = quadkey(net.frame.to_geo(cx, cy).lat_deg, net.frame.to_geo(cx, cy).lon_deg)
+    rsu, cloud = Station("rsu-J1", m.SenderKind.RSU, clock), Station("cloud", m.SenderKind.CLOUD, clock)
+    car = Station("veh-7", m.SenderKind.VEHICLE, clock)
+    mp = build_map(net, 0)
+    north_groups = {c.signal_group for ln in mp.lanes if ln.name.startswith("north.in") for c in ln.connections}
+    all_groups = {c.signal_group for ln in mp.lanes for c in ln.connections if c.signal_group}
+    assert north_groups
+    assert all_groups - north_groups
+    utc_ms = clock.utc_us() // 1000
+    states = tuple(
+        m.MovementState(g, (m.MovementEvent(
+            m.LightState.RED if g in north_groups else m.LightState.PROTECTED_GREEN,
+            m.TimeChange(0.0, 5.0, 30.0, 12.0),
+        ),))
+        for g in sorted(all_groups)
+    )
+    spat = m.Spat((m.IntersectionState(
+        ref=mp.ref, name="J1", revision=1, status=frozenset(), timestamp_ms=utc_ms, plan_id=0, states=states,
+    ),))
+    # the east approach's inbound lane 0 (westbound, north of the centre line), 40 m before its stop line
+    _, _, vx, vy = net.lane_point("J1", "east", 0, 40.0)
+    _, _, hx, hy = net.lane_point("J1", "south", 0, 80.0)
+    bsm = m.Bsm(position=net.frame.to_geo(vx, vy), speed_mps=0.0, heading_deg=270.0)
+    hazard = m.Rsi(net.frame.to_geo(hx, hy), (m.RoadTrafficEvent(
+        event_id=3, kind=m.HazardKind.STALLED_VEHICLE, source=m.EventSource.POLICE, status=m.EventStatus.ACTIVE,
+        position=net.frame.to_geo(hx, hy), radius_m=15.0,
+    ),))
+    path = tmp_path / "fixed.mcap"
+    rec = Recorder(path)
+    rx_ns = int((EPOCH + 10.0) * 1e9)
+    for topic, payload in [
+        (topics.map(tile, "J1"), rsu.encode(m.MapData((mp,)), stream="map")),
+        (topics.spat("rsu", tile, "J1"), rsu.encode(spat, stream="spat")),
+        (topics.bsm(tile, "veh-7"), car.encode(bsm, stream="bsm")),
+        (topics.rsi(tile, "cloud", 3), cloud.encode(hazard, stream="rsi")),
+    ]:
+        rec.write(topic, payload, rx_ns)
+        rx_ns += 1_000_000
+    rec.close()
+    return path, {"centre": (cx, cy), "vehicle": (vx, vy), "hazard": (hx, hy)}
+
+
+def _px(world: tuple[float, float], centre: tuple[float, float]) -> tuple[int, int]:
+    """Where the test view puts a world point: centre of the window, SCALE px per metre, north up."""
+    return round(W / 2 + (world[0] - centre[0]) * SCALE), round(H / 2 - (world[1] - centre[1]) * SCALE)
+
+
+def _draw(scene: Scene, centre: tuple[float, float], **kw: object) -> pygame.Surface:
+    pygame.display.init()
+    pygame.font.init()
+    surf = pygame.Surface((W, H))
+    r = Renderer(scene, View(W, H, centre[0], centre[1], SCALE), **kw)  # type: ignore[arg-type]
+    r._fitted = True  # the test's own view, not the automatic fit
+    r.draw(surf)
+    return surf
+
+
+def _colours_near(surf: pygame.Surface, at: tuple[int, int], radius: int) -> Counter[tuple[int, int, int]]:
+    out: Counter[tuple[int, int, int]] = Counter()
+    for x in range(at[0] - radius, at[0] + radius + 1):
+        for y in range(at[1] - radius, at[1] + radius + 1):
+            if 0 <= x < W and 0 <= y < H:
+                c = surf.get_at((x, y))
+                out[(c.r, c.g, c.b)] += 1
+    return out
+
+
+def test_a_frame_from_a_fixed_recording_shows_signals_vehicle_and_hazard(tmp_path: Path) -> None:
+    path, where = _frames(tmp_path)
+    scene = Scene()
+    assert replay_into(scene, read(path)) == 4
+    assert scene.errors == Counter()
+    centre = where["centre"]
+    surf = _draw(scene, centre)
+
+    # The north approach's head is red, on its kerb side (west of the north leg) just upstream of the junction;
+    # the south approach's is green, east of the south leg. Nothing red where the south head is, and vice versa.
+    cx, cy = _px(centre, centre)
+    north_head = (cx - 45, cy - 60)  # upper left of the junction (about 15 m west, 20 m north)
+    south_head = (cx + 45, cy + 60)
+    near_north = _colours_near(surf, north_head, 35)
+    near_south = _colours_near(surf, south_head, 35)
+    assert near_north[LIGHT_RED] > 100, near_north.most_common(6)
+    assert near_north[LIGHT_GREEN] == 0, near_north.most_common(6)
+    assert near_south[LIGHT_GREEN] > 100, near_south.most_common(6)
+    assert near_south[LIGHT_RED] == 0, near_south.most_common(6)
+
+    # The stopped vehicle is drawn in the "stopped" colour at its place (4.5 m x 1.8 m: about 13 x 5 px).
+    vehicle = _colours_near(surf, _px(where["vehicle"], centre), 3)
+    assert vehicle[SPEED_COLOURS[0]] >= 20, vehicle.most_common(4)
+    assert _colours_near(surf, _px(where["vehicle"], centre), 3)[SPEED_COLOURS[-1]] == 0
+
+    # The hazard marker: a yellow triangle with a red rim at the hazard, and its zone's circle.
+    hz = _colours_near(surf, _px(where["hazard"], centre), 12)
+    assert hz[(255, 235, 0)] > 30, hz.most_common(6)
+    assert hz[HAZARD_COLOUR] > 20, hz.most_common(6)
+
+    # Coloured by state, the vehicle 40 m up the east approach is not warned (the hazard is behind it, south).
+    scene.tick()
+    assert scene.vehicles.flags[0] & Flag.WARNED == 0
+
+
+def test_clearing_the_hazard_takes_its_marker_off(tmp_path: Path) -> None:
+    path, where = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    topic = next(r.topic for r in read(path) if "/rsi/" in r.topic)
+    scene.ingest(topic, b"", 0)  # the retained RSI cleared
+    assert not scene.hazards
+    hz = _colours_near(_draw(scene, where["centre"]), _px(where["hazard"], where["centre"]), 12)
+    assert hz[(255, 235, 0)] == 0
+
+
+def test_bad_payloads_are_counted_per_kind_and_never_raise(tmp_path: Path) -> None:
+    path, _ = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    before = dict(scene.received)
+    scene.ingest("v2x/v1/bsm/1/veh-9", b"\xff\x00garbage", 0)
+    scene.ingest("v2x/v1/bsm/1/veh-9", b"x" * 70_000, 0)
+    scene.ingest("v2x/v1/bsm/1/veh-9", codec.encode(m.Frame(
+        m.Header("veh-9", m.SenderKind.VEHICLE, 1, 0, 0), m.Status(m.ServiceState.ONLINE))), 0)  # a status on a BSM topic
+    assert dict(scene.errors) == {"malformed": 1, "oversize": 1, "wrong_type": 1}
+    assert scene.vehicles.n == 1
+    assert dict(scene.received) == before
+
+
+def test_vehicles_that_stop_sending_leave_the_picture() -> None:
+    scene = Scene()
+    clock = StepClock(EPOCH)
+    for k, vid in enumerate(["a", "b", "c"]):
+        st = Station(vid, m.SenderKind.VEHICLE, clock)
+        clock.t = 1.0 + k
+        scene.ingest(f"v2x/v1/bsm/1/{vid}", st.encode(m.Bsm(position=m.GeoPoint(31.0, 121.0 + k * 1e-4), speed_mps=5.0, heading_deg=90.0), stream="bsm"), 0)
+    scene.tick()  # now = 3 s: "a" was last heard at 1 s, over STALE_S ago
+    assert sorted(scene.vehicles.ids) == ["b", "c"]
+    i = scene.vehicles.index["c"]
+    assert scene.vehicles.xy[i, 0] == pytest.approx(2 * 1e-4 * 95_300, rel=0.02)  # ~95.3 km per degree of longitude at 31 N
+
+
+def test_mcap_keeps_undecodable_payloads_on_a_schemaless_channel(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    path = tmp_path / "bad.mcap"
+    rec = Recorder(path)
+    rec.write("v2x/v1/bsm/1/x", b"\xff\xfe not protobuf", 5)
+    summary = rec.close()
+    assert summary["undecodable"] == 1
+    assert summary["messages"] == 1
+    with open(path, "rb") as f:
+        (schema, channel, message), = make_reader(f).iter_messages()
+    assert schema is None
+    assert channel.message_encoding == "application/octet-stream"
+    assert message.data == b"\xff\xfe not protobuf"
+
+
+def _record(url: str, root: str, out: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "record", str(out), "--broker", url, "--root", root],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    assert '"ready"' in proc.stdout.readline(), proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_messages(
+    mosquitto: MosquittoBroker, broker_factory: object, topic_prefix: str, tmp_path: Path,
+) -> None:
+    from mcap.reader import make_reader
+    from mcap_protobuf.decoder import DecoderFactory
+
+    first, second, png = tmp_path / "first.mcap", tmp_path / "second.mcap", tmp_path / "final.png"
+    root = f"{topic_prefix}/v2x/v1"
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", "hazard", "--fast", "--headless", "--duration", "25", "--broker", mosquitto.url,
+         "--root", root, "--record", str(first), "--snapshot", str(png), "--report", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    sent = {t: c["sent"] for t, c in report["messages"].items()}
+    assert report["recording"]["messages"] == sum(sent.values())
+    assert report["recording"]["undecodable"] == 0
+    assert report["recording"]["by_type"] == sent  # every message the tiers sent is in the recording
+    assert report["visualiser"]["received"]["bsm"] == sent["bsm"]
+
+    # the snapshot: a real PNG of the window's size, drawn headless
+    img = pygame.image.load(str(png))
+    assert img.get_size() == (1280, 800)
+
+    # MCAP: the mcap reader opens it, and every message decodes with its protobuf schema
+    decoded = 0
+    with open(first, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for schema, channel, _msg, proto in reader.iter_decoded_messages():
+            assert schema is not None
+            assert schema.name == "v2x.v1.MessageFrame"
+            assert channel.message_encoding == "protobuf"
+            assert proto.header.sender_id
+            decoded += 1
+    assert decoded == report["recording"]["messages"]
+
+    # replay onto a fresh broker while recording it again: the same messages, topic and bytes
+    other = broker_factory()  # type: ignore[operator]
+    rec = _record(other.url, root, second)
+    replay = subprocess.run(
+        [sys.executable, "-m", "v2x", "replay", str(first), "--to-broker", other.url, "--speed", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    rec.send_signal(2)
+    _out, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0, err[-2000:]
+    a = Counter((r.topic, r.payload) for r in read(first))
+    b = Counter((r.topic, r.payload) for r in read(second))
+    assert sum(a.values()) == decoded
+    assert a == b
