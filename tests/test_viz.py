@@ -261,3 +261,60 @@ def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_m
     b = Counter((r.topic, r.payload) for r in read(second))
     assert sum(a.values()) == decoded
     assert a == b
+
+
+def test_the_window_pans_zooms_selects_pauses_toggles_and_saves_screenshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from v2x.viz import Window
+
+    path, where = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    monkeypatch.chdir(tmp_path)
+    win = Window(scene, headless=False, size=(W, H))  # a display window (SDL's dummy driver here)
+    win.open()
+    try:
+        r = win._renderer
+        win.frame()
+        assert win.frames == 1
+        # click the vehicle: its panel opens
+        at = r.view.point(*where["vehicle"])
+        for ev in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+            pygame.event.post(pygame.event.Event(ev, button=1, pos=at))
+        win.frame()
+        assert r.selected == "veh-7"
+        assert scene.describe("veh-7")[0].startswith("veh-7")
+        # a drag pans (and selects nothing), the wheel zooms
+        cx, scale = r.view.cx, r.view.scale
+        pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=(100, 100)))
+        pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=(160, 100), rel=(60, 0), buttons=(1, 0, 0)))
+        pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONUP, button=1, pos=(160, 100)))
+        pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=1, flipped=False, precise_x=0.0, precise_y=1.0))
+        win.frame()
+        assert r.view.cx < cx
+        assert r.view.scale == pytest.approx(scale * 1.2)
+        assert r.selected == "veh-7"
+        # keys: colours by state, flows on, screenshot, pause
+        for key in (pygame.K_c, pygame.K_f, pygame.K_s, pygame.K_SPACE):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+        win.frame()
+        assert r.colour_mode == "state"
+        assert r.show_flows
+        assert win.paused
+        shots = list(tmp_path.glob("v2x-viz-*.png"))
+        assert len(shots) == 1
+        assert pygame.image.load(str(shots[0])).get_size() == (W, H)
+        frames = win.frames
+        win.frame()
+        assert win.frames == frames  # paused: nothing drawn
+        # the window is resizable: the view follows the surface
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_SPACE, mod=0, unicode=" ", scancode=0))
+        pygame.display.set_mode((800, 600), pygame.RESIZABLE)
+        win.frame()
+        assert (r.view.width, r.view.height) == (800, 600)
+        pygame.event.post(pygame.event.Event(pygame.QUIT))
+        win.frame()
+        assert win.closed
+    finally:
+        win.close()

@@ -63,6 +63,7 @@ STATE_NORMAL: Colour = (70, 110, 190)
 RSU_COLOUR: Colour = (40, 90, 200)
 HAZARD_COLOUR: Colour = (215, 25, 25)
 CLOUD_COLOUR: Colour = (90, 90, 200)
+_RSU_STATE_COLOURS: dict[str, Colour] = {"online": RSU_COLOUR, "lost": HAZARD_COLOUR}  # else grey (stopped)
 FLOW_COLOURS: dict[str, Colour] = {"bsm": (60, 120, 255), "prq": (190, 40, 210)}
 
 FIT_APPROACH_M = 150.0  # [m] of each approach the initial view shows around the junctions
@@ -176,6 +177,7 @@ class Renderer:
             self._draw_flows(surf)
         self._draw_vehicles(surf)
         self._draw_signals(surf)
+        self._draw_rsu_labels(surf)
         self._draw_hud(surf)
         self._draw_legend(surf)
         if self.selected is not None:
@@ -251,14 +253,21 @@ class Renderer:
                 continue
             c = self.view.point(*rsu.xy)
             r = round(rsu.range_m * self.view.scale)
-            colour = {"online": RSU_COLOUR, "lost": HAZARD_COLOUR}.get(rsu.state, LIGHT_DARK)
+            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
             if r < 4000:
                 pygame.draw.circle(surf, colour, c, r, 1)
             pygame.draw.rect(surf, colour, (c[0] - 6, c[1] - 6, 12, 12))
             pygame.draw.rect(surf, (255, 255, 255), (c[0] - 6, c[1] - 6, 12, 12), 1)
-            label = self.text(rsu.sender + ("" if rsu.state == "online" else f" ({rsu.state})"), 16, colour)
-            pygame.draw.rect(surf, BACKGROUND, (c[0] + 8, c[1] - 18, label.get_width() + 4, label.get_height() + 2))
-            surf.blit(label, (c[0] + 10, c[1] - 17))
+
+    def _draw_rsu_labels(self, surf: pygame.Surface) -> None:
+        for rsu in self.scene.rsus.values():
+            if rsu.xy is None:
+                continue
+            c = self.view.point(*rsu.xy)
+            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
+            label = self.text(rsu.sender + ("" if rsu.state == "online" else f" ({rsu.state})"), 15, colour)
+            pygame.draw.rect(surf, BACKGROUND, (c[0] + 8, c[1] - 16, label.get_width() + 4, label.get_height() + 1))
+            surf.blit(label, (c[0] + 10, c[1] - 15))
 
     def _draw_hazards(self, surf: pygame.Surface) -> None:
         for hz in self.scene.hazards.values():
@@ -381,7 +390,7 @@ class Renderer:
                 uniq = list(by_group.items())
                 box_w = 20 * len(uniq) + 6
                 # outside the road on the kerb side, and upstream of the stop line: clear of the junction
-                off = np.array([right[0], -right[1]]) * (box_w / 2 + 6) - np.array([inward[0], -inward[1]]) * (HEAD_H / 2 + 6)
+                off = np.array([right[0], -right[1]]) * (box_w / 2 + 14) - np.array([inward[0], -inward[1]]) * (HEAD_H / 2 + 6)
                 out.append((iv.name, (round(px[0] + off[0]), round(px[1] + off[1])), uniq))
         return out
 

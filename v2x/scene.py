@@ -45,6 +45,9 @@ FLOW_S = 0.4  # [s] a message's flow line fades out over this much sim time
 FLOW_MAX = 20_000  # flow lines kept at most
 LATENCY_WINDOW = 5_000  # latencies kept per hop for the live p50/p99
 SANE_LATENCY_S = 60.0  # [s] beyond this the sender's clock is not the wall clock (fast mode): no latency
+SPAT_STALE_S = 1.0  # [s] a signal head whose SPaT is older than this goes dark (as SPaT's own expiry)
+#: the periodic streams whose times set the picture's clock: a service's status at shutdown does not move it
+CLOCK_TYPES = frozenset({"bsm", "spat", "rsm"})
 DEFAULT_RANGE_M = 300.0  # [m] an RSU's radio range when its status does not say
 
 
@@ -156,6 +159,7 @@ class HazardView:
     sender: str
     event: m.RoadTrafficEvent
     xy: tuple[float, float]
+    travel_rad: float | None = None  # the direction of travel of the affected lane, when MAP names it
 
 
 @dataclass
@@ -185,12 +189,17 @@ class Flow:
     kind: str
 
 
-def ahead(xy: FloatArray, heading_rad: FloatArray, point: tuple[float, float]) -> npt.NDArray[np.bool_]:
-    """Per vehicle: `point` lies ahead (within WARN_CONE_DEG of its heading) and within WARN_RANGE_M."""
-    dx, dy = point[0] - xy[:, 0], point[1] - xy[:, 1]
+def ahead(xy: FloatArray, heading_rad: FloatArray, hz: HazardView) -> npt.NDArray[np.bool_]:
+    """Per vehicle: the hazard lies ahead (within WARN_CONE_DEG of its heading) within WARN_RANGE_M, and when
+    the RSI names its lane, the vehicle travels that lane's way (not the opposite carriageway)."""
+    dx, dy = hz.xy[0] - xy[:, 0], hz.xy[1] - xy[:, 1]
     dist = np.hypot(dx, dy)
+    cone = math.cos(math.radians(WARN_CONE_DEG))
     along = dx * np.sin(heading_rad) + dy * np.cos(heading_rad)
-    return (dist <= WARN_RANGE_M) & (along > 0) & (along >= dist * math.cos(math.radians(WARN_CONE_DEG)))
+    out = (dist <= WARN_RANGE_M) & (along > 0) & (along >= dist * cone)
+    if hz.travel_rad is not None:
+        out &= np.cos(heading_rad - hz.travel_rad) >= cone
+    return out
 
 
 def _service_state(s: m.Status) -> str:
@@ -221,8 +230,8 @@ class Scene:
     advisories: dict[str, list[tuple[int, m.Advisory]]] = field(default_factory=dict)  # vehicle -> (valid until UTC ms, advisory)
     priority: dict[str, tuple[int, m.PriorityRequest, m.PriorityState | None]] = field(default_factory=dict)
     flows: deque[Flow] = field(default_factory=lambda: deque(maxlen=FLOW_MAX))
-    now_ms: int = 0  # newest sim time heard
-    utc_ms: int = 0  # newest generation time heard
+    now_ms: int = 0  # newest sim time of a periodic message (CLOCK_TYPES)
+    utc_ms: int = 0  # its generation time
     received: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     broker_version: str = ""
@@ -257,10 +266,9 @@ class Scene:
             self._bad(topic, "wrong_type", f"a {mtype} message on a {kind or 'foreign'} topic")
             return
         self.received[mtype] += 1
-        if h.sim_time_ms > self.now_ms:
-            self.now_ms = h.sim_time_ms
-        if h.gen_time_us // 1000 > self.utc_ms:
-            self.utc_ms = h.gen_time_us // 1000
+        if mtype in CLOCK_TYPES:
+            self.now_ms = max(self.now_ms, h.sim_time_ms)
+            self.utc_ms = max(self.utc_ms, h.gen_time_us // 1000)
         sec = h.sim_time_ms // 1000
         per = self._per_second.get(sec)
         if per is None:
@@ -310,7 +318,7 @@ class Scene:
                 if ev.status == m.EventStatus.ENDED:
                     self.hazards.pop(key, None)
                 else:
-                    self.hazards[key] = HazardView(h.sender_id, ev, self._local(ev.position))
+                    self.hazards[key] = HazardView(h.sender_id, ev, self._local(ev.position), self._travel(ev.lanes))
         elif isinstance(body, m.Rsm):
             self._rsu(h.sender_id).xy = self._local(body.ref_pos)
         elif isinstance(body, m.Status):
@@ -350,6 +358,17 @@ class Scene:
             req = self.priority.get(body.requester_id)
             if req is not None:
                 self.priority[body.requester_id] = (req[0], req[1], body.state)
+
+    def _travel(self, lanes: tuple[m.LaneRef, ...]) -> float | None:
+        """Direction of travel [rad, clockwise from north] of the first affected lane found in MAP."""
+        for ref in lanes:
+            for iv in self.intersections.values():
+                if iv.ref == ref.intersection:
+                    lane = next((ln for ln in iv.lanes if ln.lane_id == ref.lane_id), None)
+                    if lane is not None:
+                        d = lane.points[0] - lane.points[1] if lane.ingress else lane.points[1] - lane.points[0]
+                        return math.atan2(float(d[0]), float(d[1]))
+        return None
 
     def _rsu(self, sender: str) -> RsuView:
         rsu = self.rsus.get(sender)
@@ -399,7 +418,7 @@ class Scene:
                 flags[i] |= Flag.PRIORITY | (Flag.GRANTED if state == m.PriorityState.GRANTED else 0)
         warned = np.zeros(n, dtype=bool)
         for hz in self.hazards.values():
-            warned |= ahead(v.xy[:n], v.heading[:n], hz.xy)
+            warned |= ahead(v.xy[:n], v.heading[:n], hz)
         for vid, held in self.advisories.items():
             i = v.index.get(vid)
             if i is not None and any(until > self.utc_ms for until, _ in held):
@@ -422,10 +441,10 @@ class Scene:
         return out
 
     def signal(self, intersection: str) -> tuple[str, m.Header, m.IntersectionState] | None:
-        """The signal state to show: the RSU's (sidelink) SPaT, else the cloud's."""
+        """The signal state to show: the RSU's (sidelink) SPaT, else the cloud's; None when neither is fresh."""
         for path in ("rsu", "cloud"):
             got = self.spat.get((intersection, path))
-            if got is not None:
+            if got is not None and self.now_ms - got[0].sim_time_ms <= SPAT_STALE_S * 1000:
                 return path, got[0], got[1]
         return None
 
@@ -476,7 +495,7 @@ class Scene:
         warn = []
         for hz in self.hazards.values():
             d = math.dist(hz.xy, xy)
-            if ahead(self.vehicles.xy[i:i + 1], self.vehicles.heading[i:i + 1], hz.xy)[0]:
+            if ahead(self.vehicles.xy[i:i + 1], self.vehicles.heading[i:i + 1], hz)[0]:
                 warn.append(f"hazard {hz.event.kind.name.lower()} #{hz.event.event_id} at {d:.0f} m")
         for until, a in self.advisories.get(vid, []):
             if until > self.utc_ms:
