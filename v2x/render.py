@@ -438,7 +438,8 @@ class Renderer:
         rsus = list(sc.rsus.values())
         states = Counter(r.state for r in rsus)
         lines = [
-            f"v2x viz · {self.mode_label}" + (f" · broker {self.broker_label}" if self.broker_label else ""),
+            f"v2x viz · {self.mode_label}" + (f" · broker {self.broker_label}" if self.broker_label else "")
+            + (f" ({sc.broker_version})" if sc.broker_version else ""),
             f"sim {sc.now_ms / 1000:7.1f} s   vehicles {sc.vehicles.n}   "
             f"RSUs {', '.join(f'{n} {k}' for k, n in sorted(states.items())) or 'not heard'}   cloud {sc.cloud_state}   "
             f"hazards {len(sc.hazards)}",
@@ -471,13 +472,16 @@ class Renderer:
 
     def legend_entries(self) -> list[tuple[Colour, str]]:
         if self.colour_mode == "speed":
-            return [(SPEED_COLOURS[0], "stopped"), (SPEED_COLOURS[3], "6-8 m/s"), (SPEED_COLOURS[-1], "14+ m/s")]
+            return [(SPEED_COLOURS[0], f"0-{SPEED_STEP_MPS:g} m/s: stopped, queued"),
+                    (SPEED_COLOURS[-1], f"{SPEED_STEP_MPS * (len(SPEED_COLOURS) - 1):g}+ m/s: free flow")]
         return [(c, label) for _, c, label in STATE_COLOURS] + [(STATE_NORMAL, "other vehicle")]
 
     def _draw_legend(self, surf: pygame.Surface) -> None:
         row_h, icon_w = 19, 52
         rows: list[tuple[str, str, object]] = [("title", f"vehicles by {self.colour_mode} (key c)", None)]
         rows += [("swatch", label, c) for c, label in self.legend_entries()]
+        if self.colour_mode == "speed":
+            rows.insert(1, ("ramp", f"speed, {SPEED_STEP_MPS:g} m/s per shade", None))
         rows += [("lights", "signal head: movement L/T/R, s left", None), ("rsu", "RSU and its radio range", None),
                  ("hazard", "hazard (RSI) and its zone", None)]
         texts = [self.text(label, 16) for _, label, _ in rows]
@@ -494,6 +498,9 @@ class Renderer:
             if kind == "swatch":
                 assert isinstance(arg, tuple)
                 pygame.draw.rect(surf, arg, (x0 + 14, y - 4, 24, 9))
+            elif kind == "ramp":
+                for j, c in enumerate(SPEED_COLOURS):
+                    pygame.draw.rect(surf, c, (x0 + 8 + 5 * j, y - 4, 5, 9))
             elif kind == "lights":
                 for j, c in enumerate((LIGHT_RED, LIGHT_YELLOW, LIGHT_GREEN)):
                     pygame.draw.circle(surf, c, (x0 + 14 + 12 * j, y), 5)
