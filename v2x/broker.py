@@ -9,6 +9,7 @@ tail to small messages.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import secrets
 import shutil
@@ -110,6 +111,9 @@ class MosquittoBroker:
         lines = [
             f"listener {port} {self.host}",
             "allow_anonymous true",
+            # run as whoever started it: as root, Mosquitto would switch to user `mosquitto`, which cannot
+            # write the private directory (0700) its persistence database and log live in
+            f"user {getpass.getuser()}",
             "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.dir}/",

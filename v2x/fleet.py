@@ -43,7 +43,7 @@ from v2x.sidelink import Neighbours
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.traffic import Light, Traffic
-from v2x.transport import Message, MqttTransport, Transport
+from v2x.transport import Message, MqttTransport, Transport, TransportStats, outage_summary
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class FleetCounters:
     # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
     # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
     bsm_not_connected: int = 0
+    bsm_not_sent: int = 0  # generated (a sequence number taken) but not sent: the connection was down
     dropped_out: int = 0
     dropped_in: int = 0
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
@@ -131,6 +132,7 @@ class Fleet:
         self.net = Network(sc)
         self.traffic = Traffic(self.net, sc, seed)
         self.radios: dict[int, Radio] = {}
+        self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary
         self.counters = FleetCounters()
         self.reception = Reception(
             "fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance, max_age_s={"spat": sc.fleet.spat_stale_s}
@@ -184,6 +186,7 @@ class Fleet:
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
+        self.closed_stats.append(radio.transport.stats)
         with contextlib.suppress(Exception):
             await radio.transport.close()
 
@@ -418,6 +421,14 @@ class Fleet:
             topic = self.topics.bsm(radio.tile, radio.station.sender_id)
             if radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
                 self.counters.sent["bsm"] += 1
+            else:  # its sequence number is spent: receivers count the gap
+                self.counters.bsm_not_sent += 1
+
+    def connection(self) -> dict[str, Any]:
+        """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""
+        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        live = [r.transport.stats for r in [*self.radios.values(), *extra]]
+        return outage_summary([*self.closed_stats, *live], self.clock.epoch_s)
 
     async def close(self) -> None:
         extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]

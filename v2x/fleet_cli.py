@@ -57,10 +57,12 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "approaching_without_spat": sorted(c.vehicles_approaching - c.vehicles_with_spat)[:20],
         },
         "bad_input": dict(fleet.bad.counts),
+        "connection": fleet.connection(),
         "measurements": fleet.reception.measure.to_json(),
         "link_drops": {**fleet.reception.link_drops(), "arrived_after_leaving": c.arrived_after_leaving},
         "dropped": {
             "bsm_not_connected": c.bsm_not_connected,
+            "bsm_not_sent": c.bsm_not_sent,
             "transport_out": c.dropped_out,
             "transport_in": c.dropped_in,
         },

@@ -44,6 +44,7 @@ from v2x.plots import Trajectories, write_plots
 from v2x.station import Clock
 from v2x.tier_args import add_scenario_options, load
 from v2x.topics import DEFAULT_ROOT, Topics
+from v2x.transport import merge_spans
 from v2x.viz import display_available
 
 MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
@@ -440,12 +441,20 @@ def _report(
         },
         "bad_input": {"fleet": fs.get("bad_input", {}), "cloud": cloud.get("bad_input", {}), "rsus": _sum([r.get("bad_input", {}) for r in rsus])},
         "dropped": {"fleet": fs.get("dropped", {})},
+        "connection": _connection(fs, cloud, rsus),
         # messages the impaired links lost (also in the sequence-number loss), or still carried at the end
         "link_drops": {"fleet": fs.get("link_drops", {}), "cloud": cloud.get("link_drops", {}), "rsus": [r.get("link_drops", {}) for r in rsus]},
     }
     if "lockstep" in parts:
         report["lockstep"] = parts["lockstep"]
     return report
+
+
+def _connection(fleet: dict[str, Any], cloud: dict[str, Any], rsus: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each tier's lost connections, and the broker outages: when any tier was down (merged, sim seconds)."""
+    tiers = {"fleet": fleet.get("connection", {}), "cloud": cloud.get("connection", {})}
+    tiers.update({str(r.get("rsu", k)): r.get("connection", {}) for k, r in enumerate(rsus)})
+    return {"tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", []))}
 
 
 def _plan_latency(plans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -496,6 +505,11 @@ def _print_summary(console: Console, r: dict[str, Any]) -> None:
     plans = r.get("events", {}).get("plan_apply_ms", {})
     if plans.get("issued"):
         t.add_row("signal plans issued / applied; issue to apply p50 (ms)", f"{plans['issued']} / {plans['applied']}; {plans['p50']}")
+    for a, b in r.get("connection", {}).get("outages_s", []):
+        tiers = r["connection"]["tiers"]
+        back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
+        t.add_row(f"broker outage {a:g} to {'end' if b is None else f'{b:g}'} s (sim); reconnects",
+                  f"{back}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
     if "lockstep" in r:
         ls = r["lockstep"]
         t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")

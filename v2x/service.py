@@ -12,7 +12,7 @@ from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.inputs import Distance, Reception
 from v2x.station import Clock, Station
-from v2x.transport import Message, Transport
+from v2x.transport import Message, Transport, outage_summary
 
 STOPPED = "stopped"  # the detail of a service's offline status on a clean shutdown
 LOST = "connection lost"  # the detail of the offline status in its Last Will, published by the broker
@@ -64,4 +64,5 @@ class Service:
             "bad_input": dict(self.bad.counts),
             "measurements": self.reception.measure.to_json(),
             "link_drops": self.reception.link_drops(),
+            "connection": outage_summary([self.transport.stats], self.clock.epoch_s),
         }

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
@@ -67,7 +68,30 @@ class TransportStats:
     dropped_out: int = 0  # outbox full, or QoS 0 while disconnected
     dropped_in: int = 0  # inbox full
     reconnects: int = 0
-    disconnects: int = 0
+    disconnects: int = 0  # connections lost (not closed by us)
+    outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
+
+
+def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> dict[str, Any]:
+    """Lost connections of one or many transports: counts, and the merged down intervals in sim seconds."""
+    spans: list[tuple[float, float | None]] = []
+    disconnects = reconnects = 0
+    for st in stats:
+        disconnects += st.disconnects
+        reconnects += st.reconnects
+        spans.extend((round(down - epoch_s, 2), None if math.isnan(up) else round(up - epoch_s, 2)) for down, up in st.outages)
+    return {"disconnects": disconnects, "reconnects": reconnects, "down_s": merge_spans(spans)}
+
+
+def merge_spans(spans: Iterable[tuple[float, float | None] | list[float | None]]) -> list[list[float | None]]:
+    """Overlapping [from, to] intervals merged into one; `to` None: still open."""
+    merged: list[list[float]] = []
+    for a, b in sorted(((float(a or 0.0), math.inf if b is None else float(b)) for a, b in spans), key=lambda sp: sp[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [[a, None if math.isinf(b) else b] for a, b in merged]
 
 
 @dataclass(frozen=True)
@@ -384,6 +408,8 @@ class MqttTransport(_Inbox):
         self._receive_max = int(properties.get("receive_maximum", [65535])[0]) if self.protocol_version == MQTT5 else 65535
         if self._attempt:
             self.stats.reconnects += 1
+        if self.stats.outages and math.isnan(self.stats.outages[-1][1]):
+            self.stats.outages[-1][1] = time.time()
         self._attempt = 0
         client.reconnect_delay = backoff_delay(0, self._rng)
         self._connected.set()
@@ -392,8 +418,9 @@ class MqttTransport(_Inbox):
             client.subscribe(topic_filter, qos=qos)
 
     def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:  # lost, not closed
             self.stats.disconnects += 1
+            self.stats.outages.append([time.time(), math.nan])
         self._connected.clear()
         # no acknowledgement will come on this connection; the next CONNACK subscribes `_subs` anew
         for fut in self._acks.values():
@@ -434,6 +461,9 @@ class MqttTransport(_Inbox):
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
     ) -> bool:
         """Queue a message; never blocks. False (and counted) when the outbox is full."""
+        if qos == 0 and not self._connected.is_set():
+            self.stats.dropped_out += 1  # short-lived: not worth sending late; the caller learns it was not sent
+            return False
         props: dict[str, Any] = {}
         if expiry_s is not None and self.version != "3.1.1":
             props["message_expiry_interval"] = int(expiry_s)

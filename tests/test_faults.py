@@ -1,0 +1,105 @@
+"""Broker faults: the broker is killed mid-run and restarted with persistence; the run carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from v2x.broker import MosquittoBroker
+from v2x.transport import MqttTransport
+
+CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL)
+DOWN_S = 6.0  # [s] before it is started again on the same port
+HAZARD_AT_S = 15.0  # [s] the stalled vehicle appears while the broker is down: its RSI is published in the outage
+
+
+def test_broker_killed_and_restarted_mid_run(broker_factory: Callable[..., MosquittoBroker], tmp_path: Path) -> None:
+    broker = broker_factory(persistence=True)
+    report_path = tmp_path / "r.json"
+    t0 = time.monotonic()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "run", "hazard", "--headless", "--duration", "45", "--broker", broker.url,
+         "--policy", "adaptive", "--set", f"events.0.start_s={HAZARD_AT_S:g}", "--report", str(report_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.0 + CRASH_AT_S)  # v2x run starts sim time 2 s after launching the tiers
+    broker.crash()
+    time.sleep(DOWN_S)
+    broker.start()
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err[-3000:]
+    assert time.monotonic() - t0 < 120
+    r = json.loads(report_path.read_text())
+
+    # The report shows the outage, and every tier came back.
+    conn = r["connection"]
+    ((down, up),) = conn["outages_s"]
+    assert CRASH_AT_S - 1.5 <= down <= CRASH_AT_S + 2.0, conn
+    assert up is not None
+    assert CRASH_AT_S + DOWN_S - 1.0 <= up <= CRASH_AT_S + DOWN_S + 15.0, conn  # reconnect backoff is capped at 10 s
+    for tier, c in conn["tiers"].items():
+        assert c["disconnects"] >= 1, (tier, c)
+        assert c["reconnects"] >= 1, (tier, c)
+
+    # QoS 1 hazards published during the outage were delivered afterwards: none lost, vehicles warned.
+    rsi = r["messages"]["rsi"]
+    assert rsi["sent"] >= 1
+    assert rsi["lost"] == 0
+    assert rsi["received_by"].get("vehicles", 0) > 0
+    assert r["apps"]["hlw"]["warnings"] > 0
+    # plans the cloud issued (adaptive control) all reached their RSU and were applied
+    plans = r["events"]["plan_apply_ms"]
+    assert plans["issued"] == plans["applied"]
+
+    # BSM loss is counted from sequence gaps: vehicles kept taking sequence numbers while they could not send.
+    # Gaps can only be among what was generated and not received, and the outage made many.
+    bsm = r["messages"]["bsm"]
+    not_sent = r["dropped"]["fleet"]["bsm_not_sent"]
+    generated = bsm["sent"] + not_sent
+    to_cloud = r["loss_by_hop"]["vehicle->cloud"]
+    assert not_sent > 100
+    assert 0.5 * not_sent <= to_cloud["lost"] <= generated - to_cloud["received"]
+
+
+async def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
+    broker_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """As the cloud and an RSU hold them: plans at QoS 1, the RSU on a persistent session.
+    One plan is published while the broker is down (it waits in the cloud's outbox), one after the
+    broker is back but before the RSU reconnects (it waits in the RSU's session on the broker)."""
+    broker = broker_factory(persistence=True)
+    topic = "t/faults/v2x/v1/plan/J1"
+    rsu = MqttTransport(broker.url, "rsu-J1-faults", clean_start=False, session_expiry_s=3600)
+    async with rsu:
+        await rsu.subscribe(topic, qos=1)
+    await asyncio.sleep(3.0)  # the broker saves its sessions every second or two (autosave_interval 1)
+    cloud = MqttTransport(broker.url, "cloud-faults", connect_timeout_s=30.0)
+    async with cloud:
+        broker.crash()
+        await _until(lambda: not cloud.connected)
+        assert cloud.publish(topic, b"plan-1", qos=1)  # queued: the broker is down
+        broker.start()
+        await _until(lambda: cloud.connected)
+        assert cloud.publish(topic, b"plan-2", qos=1)
+        assert await cloud.drain(20.0)  # both acknowledged by the broker
+        assert cloud.stats.disconnects == 1
+        assert cloud.stats.reconnects == 1
+    rsu = MqttTransport(broker.url, "rsu-J1-faults", clean_start=False, session_expiry_s=3600)
+    got: list[bytes] = []
+    async with rsu:
+        deadline = time.monotonic() + 20.0
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += [m.payload for m in await rsu.receive(1.0)]
+    assert got == [b"plan-1", b"plan-2"]
