@@ -303,7 +303,7 @@ class CloudService(Service):
         elif isinstance(body, m.Rsm):
             self.rsm[frame.header.sender_id] = (body, now)
         elif not isinstance(body, (m.Spat, m.Status)):
-            self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
+            self.bad.record("not_handled", topic, kind, frame.header.sender_id)
 
     def _event(self, name: str, **fields: object) -> None:
         event = {"event": name, **fields}

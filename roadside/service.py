@@ -177,7 +177,7 @@ class RsuService(Service):
             self.received[kind] += 1
             self._priority(topic, sender, frame.header.sim_time_ms / 1000.0, body)
         else:
-            self.bad.record("wrong_type", topic, kind, sender)
+            self.bad.record("not_handled", topic, kind, sender)
 
     def _movement(self, req: m.PriorityRequest) -> int | None:
         """The signal group of the movement a request names (in lane -> out lane; no out lane: through)."""

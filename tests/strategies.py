@@ -48,8 +48,8 @@ header = st.builds(
     ids,
     st.sampled_from(list(m.SenderKind)),
     st.integers(0, 2**32 - 1),
-    st.integers(0, 2**63),
-    st.integers(0, 2**63),
+    st.integers(0, 2**63 - 1),
+    st.integers(0, 2**63 - 1),
 )
 
 bsm = st.builds(

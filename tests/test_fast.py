@@ -51,7 +51,7 @@ def _check(r: dict[str, Any]) -> None:
         assert msgs[t]["sent"] > 0, t
         assert msgs[t]["received"] > 0, t
     assert r["lockstep"]["lost"] == 0
-    assert r["dropped"]["fleet"] == {"bsm_not_connected": 0, "transport_out": 0, "transport_in": 0}
+    assert r["dropped"]["fleet"] == {"bsm_not_connected": 0, "bsm_not_sent": 0, "transport_out": 0, "transport_in": 0}
 
 
 def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:

@@ -42,6 +42,7 @@ TIME_NA = 36001
 
 #: Largest payload a receiver accepts; bigger ones are rejected before parsing.
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TIME = 2**63 - 1  # header times must fit a signed 64-bit integer (numpy arrays and arithmetic downstream)
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -648,8 +649,8 @@ def from_proto(msg: pb.MessageFrame) -> m.Frame:
         sender_id=h.sender_id,
         sender_kind=_enum(m.SenderKind, h.sender_kind, "header.sender_kind"),
         seq=h.seq,
-        gen_time_us=h.gen_time_us,
-        sim_time_ms=h.sim_time_ms,
+        gen_time_us=_check(h.gen_time_us, 0, MAX_TIME, "header.gen_time_us"),
+        sim_time_ms=_check(h.sim_time_ms, 0, MAX_TIME, "header.sim_time_ms"),
     )
     which = msg.WhichOneof("body")
     if which is None:

@@ -291,7 +291,7 @@ class Fleet:
             if held is None:
                 self.counters.arrived_after_leaving += 1  # its vehicle left the network meanwhile
             else:
-                self._act(held, topic, frame)
+                self.bad.guard(topic, frame.header.sender_id, self._act, held, topic, frame)
 
     def _distance(self, sid: str, frame: m.Frame) -> float | None:
         """How far a vehicle is from an RSU that sent it something, for the sidelink."""
@@ -310,7 +310,7 @@ class Fleet:
         # the shard-wide radio is not a vehicle: it is not measured
         frame = self.bad.decode(topic, msg.payload) if radio is self.shadow else self.reception.accept(msg, radio.station.sender_id)
         if frame is not None:
-            self._act(radio, topic, frame)
+            self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
 
     def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
         body = frame.body
@@ -335,9 +335,12 @@ class Fleet:
             self.counters.received[kind] += 1
         elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
             self.counters.received[kind] += 1
+            if not 1 <= body.intersection.id <= len(self.net.intersections):
+                self.bad.record("unknown_intersection", topic, f"priority status for intersection {body.intersection.id}", frame.header.sender_id)
+                return
             self.priority.heard(radio.vid, body, self.clock.sim_s())
         else:
-            self.bad.record("wrong_type", topic, kind, frame.header.sender_id)
+            self.bad.record("not_handled", topic, kind, frame.header.sender_id)
 
     # -- the step ----------------------------------------------------------------------------
 

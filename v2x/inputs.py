@@ -13,6 +13,7 @@ import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from v2x import codec
 from v2x import messages as m
@@ -20,13 +21,21 @@ from v2x.errors import DecodeError
 from v2x.impair import Impairment
 from v2x.metrics import Measurements
 from v2x.station import Clock
+from v2x.topics import kind_of
 from v2x.transport import Message
 
 log = logging.getLogger(__name__)
 
 
+#: kinds a service's handler records about a message it accepted (the others reject a message before it is handled)
+AFTER_ACCEPT = frozenset({"not_handled", "bad_plan", "bad_priority_request", "unknown_intersection", "invalid", "handler_error"})
+
+
 class BadInput:
-    """Counts rejected input per kind; logs the first of each kind from each sender."""
+    """Counts rejected input per kind; logs the first of each kind from each sender.
+
+    Kinds: the DecodeError kinds, "wrong_type" (not the type its topic carries), "expired"; and, about an
+    accepted message, the AFTER_ACCEPT kinds ("not_handled": a valid type this service does not act on)."""
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -40,12 +49,31 @@ class BadInput:
             log.warning("%s: bad input (%s) on %s from %s: %s", self.owner, kind, topic, sender, detail)
 
     def decode(self, topic: str, payload: bytes) -> m.Frame | None:
-        """The frame, or None after counting why not."""
+        """The frame, or None after counting why not (undecodable, or not the type its topic carries)."""
         try:
-            return codec.decode(payload)
+            frame = codec.decode(payload)
         except DecodeError as e:
             self.record(e.kind, topic, str(e), sender=topic.rsplit("/", 1)[-1])
             return None
+        return frame if self.right_type(topic, frame) else None
+
+    def right_type(self, topic: str, frame: m.Frame) -> bool:
+        """Whether a frame is of the type its topic carries; counted as "wrong_type" when not."""
+        kind, mtype = kind_of(topic), m.message_type(frame.body).value
+        if kind is None or kind == mtype:
+            return True
+        self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
+        return False
+
+    def guard(self, topic: str, sender: str, handler: Callable[..., None], *args: Any) -> None:
+        """`handler(*args)` for one message; an exception it raises is counted ("handler_error") and logged, never raised."""
+        try:
+            handler(*args)
+        except Exception as e:  # a service must outlive any one message
+            self.counts["handler_error"] += 1
+            if ("handler_error", sender) not in self._logged:
+                self._logged.add(("handler_error", sender))
+                log.exception("%s: handling a message on %s from %s failed: %s", self.owner, topic, sender, e)
 
 
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
@@ -76,6 +104,9 @@ class Reception:
         self.bad = BadInput(owner)
         self.measure = Measurements(clock.epoch_s)
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
+        # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
+        # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost
+        self.outcomes: Counter[str] = Counter()
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: dict[bytes, m.Frame] = {}
@@ -90,9 +121,12 @@ class Reception:
             if len(self._decoded) >= DECODED_KEPT:
                 self._decoded.clear()
             self._decoded[msg.payload] = frame
+        elif not self.bad.right_type(msg.topic, frame):
+            return None
         h = frame.header
         who = receiver or self.owner
         if h.sender_id == who:
+            self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure
         mtype = m.message_type(frame.body).value
         hop = f"{h.sender_kind.name.lower()}->{self.kind}"
@@ -107,6 +141,7 @@ class Reception:
         age_us = rx_us + delay_us - h.gen_time_us
         # a retained message delivered on subscribing is as old as it is: no measure of the link
         if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us):
+            self.outcomes["duplicate"] += 1
             return None
         max_age = self.max_age_s.get(mtype)
         if max_age is not None and age_us > max_age * 1e6:
@@ -114,7 +149,9 @@ class Reception:
             return None
         if delay_us > 0:
             heapq.heappush(self._held, (rx_us + delay_us, msg.topic, msg.payload, receiver, frame))
+            self.outcomes["held"] += 1
             return None
+        self.outcomes["accepted"] += 1
         return frame
 
     def due(self) -> list[tuple[str | None, str, m.Frame]]:

@@ -37,7 +37,7 @@ from mcap_protobuf.schema import build_file_descriptor_set
 
 from v2x.codec import MAX_PAYLOAD_BYTES
 from v2x.errors import BrokerError
-from v2x.topics import DEFAULT_ROOT, SPECS
+from v2x.topics import DEFAULT_ROOT, spec_of
 from v2x.transport import MqttTransport
 from v2x.wire import v2x_pb2 as pb
 
@@ -91,7 +91,7 @@ class Recorder:
             except (PbDecodeError, RecursionError):
                 framed = False
             else:
-                if msg.header.gen_time_us:
+                if 0 < msg.header.gen_time_us < 2**64 // 1000:  # a wild header time does not fit MCAP's uint64 ns
                     publish_ns = msg.header.gen_time_us * 1000
                 self.by_type[msg.WhichOneof("body") or ("cleared" if not payload else "no body")] += 1
         if not framed:
@@ -170,16 +170,10 @@ async def record(url: str, root: str, out: Path, duration_s: float | None) -> di
     return summary
 
 
-_FLAGS = {s.pattern.split("/", 1)[0]: (s.qos, s.retained != "no") for s in SPECS}
-
-
 def qos_retain(topic: str) -> tuple[int, bool]:
-    """QoS and retain flag of a topic, from the topic table: its first level that names a message kind."""
-    for level in topic.split("/"):
-        got = _FLAGS.get(level)
-        if got is not None:
-            return got
-    return 0, False
+    """QoS and retain flag of a topic, from the topic table (QoS 0, not retained if the topic is not ours)."""
+    spec = spec_of(topic)
+    return (0, False) if spec is None else (spec.qos, spec.retained != "no")
 
 
 async def replay_to_broker(path: Path, url: str, speed: float) -> dict[str, int]:

@@ -31,7 +31,7 @@ from v2x import messages as m
 from v2x.errors import DecodeError
 from v2x.geo import LocalFrame
 from v2x.service import STOPPED
-from v2x.topics import DEFAULT_ROOT
+from v2x.topics import DEFAULT_ROOT, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Scene:
             self.broker_version = payload.decode("utf-8", "replace")[:80]
             return
         rest = topic[len(self.root) + 1:] if topic.startswith(self.root + "/") else ""
-        kind = rest.split("/", 1)[0]
+        kind = kind_of(topic) or ""
         if not payload:
             if kind == "rsi":  # a retained hazard cleared
                 parts = rest.split("/")
@@ -283,8 +283,10 @@ class Scene:
         lat.append(rx_ns // 1000 - h.gen_time_us)
         try:
             self._apply(topic, rest, h, body)
-        except (ValueError, KeyError, IndexError) as e:  # a well-formed message the picture cannot use
-            self._bad(topic, "unusable", str(e))
+        except ValueError as e:  # a well-formed message that makes no sense (a lane of one node, ...)
+            self._bad(topic, "invalid", str(e))
+        except Exception as e:  # a bug: counted and logged, never fatal to the window
+            self._bad(topic, "handler_error", f"{type(e).__name__}: {e}")
 
     def _bad(self, topic: str, kind: str, detail: str) -> None:
         self.errors[kind] += 1
@@ -330,7 +332,10 @@ class Scene:
                     rsu.intersection = words[0] if words else ""
                     for w in words[1:]:
                         if w.startswith("range_m="):
-                            rsu.range_m = float(w.split("=", 1)[1])
+                            try:
+                                rsu.range_m = float(w.split("=", 1)[1])
+                            except ValueError:
+                                raise ValueError(f"status of {h.sender_id}: radio range {w!r} is not a number") from None
             elif h.sender_kind == m.SenderKind.CLOUD:
                 self.cloud_state = _service_state(body)
         elif isinstance(body, m.SignalPlan):

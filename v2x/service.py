@@ -42,7 +42,7 @@ class Service:
         """One arrival: handled now, or held by its link, or counted and dropped."""
         frame = self.reception.accept(msg)
         if frame is not None:
-            self.handle(msg.topic, frame)
+            self._handle(msg.topic, frame)
 
     def receive(self) -> None:
         """Handle what has arrived, and what the links held until now, without waiting."""
@@ -52,7 +52,10 @@ class Service:
 
     def release(self) -> None:
         for _, topic, frame in self.reception.due():
-            self.handle(topic, frame)
+            self._handle(topic, frame)
+
+    def _handle(self, topic: str, frame: m.Frame) -> None:
+        self.bad.guard(topic, frame.header.sender_id, self.handle, topic, frame)
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         raise NotImplementedError

@@ -120,6 +120,25 @@ SPECS: tuple[TopicSpec, ...] = (
 )
 
 
+KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS)  # the topic level naming a message kind
+
+
+def kind_of(topic: str) -> str | None:
+    """The message kind a topic carries ("bsm", "spat", ...): its first level that names one; None if none does.
+
+    Kinds equal `MessageType` values, so a frame of another type on the topic is the wrong type."""
+    for level in topic.split("/"):
+        if level in KINDS:
+            return level
+    return None
+
+
+def spec_of(topic: str) -> TopicSpec | None:
+    """The topic table's row for a topic (the first for its kind: SPaT's two paths share QoS and retain)."""
+    kind = kind_of(topic)
+    return next((s for s in SPECS if s.pattern.split("/", 1)[0] == kind), None)
+
+
 class Topics:
     """Builds topic names and filters under one root."""
 
