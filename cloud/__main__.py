@@ -7,7 +7,7 @@ import sys
 
 from cloud.service import CloudService, serve
 from v2x.network import Network
-from v2x.tier_args import add_common, load, run_service, setup_logging
+from v2x.tier_args import add_common, credentials, load, run_service, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     net = Network(sc)
     started: list[CloudService] = []
-    return run_service("v2x cloud", serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair), started)
+    creds = credentials(args, "v2x cloud")
+    return run_service(
+        "v2x cloud", serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair, creds), started,
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import HazardEvent
+from v2x.security import Credentials, login
 from v2x.service import LOST, STOPPED, Service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
@@ -320,12 +321,12 @@ def cloud_will(topics: Topics, clock: Clock) -> Will:
 
 async def serve(
     net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
-    started: list[CloudService] | None = None, impair: bool = True,
+    started: list[CloudService] | None = None, impair: bool = True, credentials: Credentials | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
     clock = Clock(epoch_s)
     topics = Topics(root)
-    transport = MqttTransport(url, CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
+    transport = MqttTransport(login(credentials, url, CLOUD_ID), CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
     await transport.start()
     sc = net.scenario
     svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None)

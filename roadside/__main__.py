@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from roadside.service import RsuService, serve
-from v2x.tier_args import add_common, load, run_service, setup_logging
+from v2x.tier_args import add_common, credentials, load, run_service, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     started: list[RsuService] = []
     indices = [ids.index(w) for w in wanted]
     return run_service(
-        "v2x roadside", serve(sc, args.broker, indices, args.duration, args.root, args.keepalive, args.epoch, started, args.impair), started
+        "v2x roadside",
+        serve(sc, args.broker, indices, args.duration, args.root, args.keepalive, args.epoch, started, args.impair,
+              credentials(args, "v2x roadside")),
+        started,
     )
 
 

@@ -29,6 +29,7 @@ from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import Scenario
+from v2x.security import Credentials, login
 from v2x.service import LOST, STOPPED, Service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
@@ -249,6 +250,7 @@ def rsu_will(topics: Topics, sid: str, clock: Clock) -> Will:
 async def serve(
     sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
     epoch_s: float | None = None, started: list[RsuService] | None = None, impair: bool = True,
+    credentials: Credentials | None = None,
 ) -> None:
     """Run RSUs for the given intersections, each with its own connection, until `duration_s`.
 
@@ -262,7 +264,7 @@ async def serve(
     for i in indices:
         sid = rsu_id(sc, i)
         transport = MqttTransport(
-            url, sid, will=rsu_will(topics, sid, clock), clean_start=False,
+            login(credentials, url, sid), sid, will=rsu_will(topics, sid, clock), clean_start=False,
             session_expiry_s=3600, keepalive_s=keepalive_s,
         )
         transports.append(transport)

@@ -46,8 +46,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5) -> bool:
-    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0)."""
+def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False) -> bool:
+    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
+
+    `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
+    broker that requires a password is up, and speaks that level)."""
     # a unique id: probes sharing one would take over each other's session at the broker
     client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
     # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
@@ -63,14 +66,18 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5) ->
                 s.sendall(b"\xe0\x00")  # DISCONNECT
     except OSError:
         return False
-    return len(ack) >= 4 and ack[0] == 0x20 and ack[3] == 0
+    if len(ack) < 4 or ack[0] != 0x20:
+        return False
+    code = ack[3]
+    return code == 0 or (refused_ok and code not in (0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
 
 
 class MosquittoBroker:
     """A private Mosquitto process. Use as a context manager, or call start() and stop().
 
     `persistence=True` keeps sessions and queued QoS 1 messages in `data_dir` across a
-    stop() and start() on the same port (for broker-restart tests).
+    stop() and start() on the same port (for broker-restart tests). `secure=(passwd, acl)`
+    requires a login and applies the ACL (v2x.security writes both).
     """
 
     def __init__(
@@ -78,12 +85,14 @@ class MosquittoBroker:
         port: int | None = None,
         *,
         persistence: bool = False,
+        secure: tuple[Path, Path] | None = None,
         extra_config: str = "",
         binary: str | None = None,
     ) -> None:
         self.binary = binary or find_mosquitto()
         self.port = port
         self.persistence = persistence
+        self.secure = secure  # (password file, ACL file): no anonymous clients
         self.extra_config = extra_config
         self._tmp = tempfile.TemporaryDirectory(prefix="v2x-mosquitto-")
         self.dir = Path(self._tmp.name)
@@ -110,7 +119,9 @@ class MosquittoBroker:
     def config_text(self, port: int) -> str:
         lines = [
             f"listener {port} {self.host}",
-            "allow_anonymous true",
+            *(["allow_anonymous true"] if self.secure is None else [
+                "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}",
+            ]),
             # run as whoever started it: as root, Mosquitto would switch to user `mosquitto`, which cannot
             # write the private directory (0700) its persistence database and log live in
             f"user {getpass.getuser()}",
@@ -157,7 +168,7 @@ class MosquittoBroker:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if mqtt_ping(self.host, port, timeout_s=0.5, version=self.mqtt_version):
+                if mqtt_ping(self.host, port, timeout_s=0.5, version=self.mqtt_version, refused_ok=self.secure is not None):
                     self.port = port
                     return self
                 time.sleep(0.02)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from v2x import __version__, scenario
 from v2x.errors import ScenarioError
+from v2x.tier_args import add_credentials_option
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -54,10 +55,12 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
 
 def _cmd_tap(args: argparse.Namespace) -> int:
     from v2x.errors import BrokerError
+    from v2x.security import OBSERVER, login
     from v2x.tap import run
+    from v2x.tier_args import credentials
 
     try:
-        return run(args.broker, args.topic_filter, args.count)
+        return run(login(credentials(args, "v2x tap"), args.broker, OBSERVER), args.topic_filter, args.count)
     except BrokerError as e:
         print(f"v2x tap: {e}", file=sys.stderr)
         return EXIT_FAILURE
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topic_filter", nargs="?", default="v2x/v1/#", help="MQTT topic filter (default v2x/v1/#)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("-n", "--count", type=int, default=None, help="stop after this many messages")
+    add_credentials_option(p)
     p.set_defaults(func=_cmd_tap)
 
     # listed for --help; main() hands these to the tier's own command line before parsing
@@ -149,6 +153,7 @@ TIERS = {
 
 
 VIEWERS = {
+    "broker-config": "write a locked Mosquitto config: a login per station, ACLs per topic (`v2x broker-config -h`)",
     "viz": "watch a broker's traffic in a window: vehicles, signals, hazards, latency (`v2x viz -h`)",
     "record": "record a broker's messages to MCAP (`v2x record -h`)",
     "replay": "play an MCAP recording into the visualiser or onto a broker (`v2x replay -h`)",
@@ -163,6 +168,7 @@ OWN_PARSERS = {
     "viz": ("v2x.viz", "viz_main"),
     "replay": ("v2x.viz", "replay_main"),
     "record": ("v2x.record", "record_main"),
+    "broker-config": ("v2x.security", "config_main"),
 }
 
 

@@ -31,10 +31,11 @@ from v2x.impair import Impairment
 from v2x.lockstep import Hub
 from v2x.network import Network
 from v2x.scenario import Scenario
+from v2x.security import Credentials, fleet_user, login
 from v2x.station import StepClock
 from v2x.topics import Topics
 from v2x.traffic import Light, light_of
-from v2x.transport import MqttTransport, Will
+from v2x.transport import MqttTransport, Transport, Will
 
 FAST_EPOCH_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z: sim time 0 of every fast run
 
@@ -49,6 +50,7 @@ class FastRun:
         version: Literal["auto", "5", "3.1.1"] = "auto",
         timeout_s: float = 5.0,
         impairment: Impairment | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.sc = sc
         self.clock = StepClock(FAST_EPOCH_S)
@@ -57,11 +59,13 @@ class FastRun:
         net = Network(sc)
 
         def mqtt(sid: str, will: Will | None = None) -> MqttTransport:
-            return MqttTransport(url, sid, will=will, version=version, inbox=100_000, outbox=100_000)
+            return MqttTransport(login(credentials, url, sid), sid, will=will, version=version, inbox=100_000, outbox=100_000)
+
+        def obu(sid: str) -> Transport:
+            return self.hub.wrap(MqttTransport(login(credentials, url, fleet_user(sid)), sid, version=version, inbox=1000, outbox=1000))
 
         self.fleet = Fleet(
-            sc, url, self.topics, self.clock, version=version,
-            transport_factory=lambda sid: self.hub.wrap(MqttTransport(url, sid, version=version, inbox=1000, outbox=1000)),
+            sc, url, self.topics, self.clock, version=version, transport_factory=obu,
             impairment=impairment,
         )
         self.fleet.truth = self._truth

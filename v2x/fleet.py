@@ -39,6 +39,7 @@ from v2x.inputs import Reception
 from v2x.network import Network
 from v2x.plots import Trajectories
 from v2x.scenario import Scenario
+from v2x.security import Credentials, fleet_user, login
 from v2x.sidelink import Neighbours
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
@@ -121,6 +122,7 @@ class Fleet:
         shard: tuple[int, int] = (0, 1),
         transport_factory: TransportFactory | None = None,
         impairment: Impairment | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.sc = sc
         self.url = url
@@ -149,6 +151,7 @@ class Fleet:
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
+        self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
@@ -158,7 +161,8 @@ class Fleet:
         self._k = 0
 
     def _mqtt(self, sid: str) -> Transport:
-        return MqttTransport(self.url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
+        url = login(self.credentials, self.url, fleet_user(sid))
+        return MqttTransport(url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
 
     def _belief(self) -> SignalBelief:
         f = self.sc.fleet

@@ -37,6 +37,8 @@ from mcap_protobuf.schema import build_file_descriptor_set
 
 from v2x.codec import MAX_PAYLOAD_BYTES
 from v2x.errors import BrokerError
+from v2x.security import OBSERVER, login
+from v2x.tier_args import add_credentials_option, credentials
 from v2x.topics import DEFAULT_ROOT, spec_of
 from v2x.transport import MqttTransport
 from v2x.wire import v2x_pb2 as pb
@@ -152,6 +154,7 @@ def stop_event(*signals: signal.Signals) -> asyncio.Event:
 
 
 async def record(url: str, root: str, out: Path, duration_s: float | None) -> dict[str, Any]:
+    """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one."""
     rec = Recorder(out)
     stop = stop_event()
     try:
@@ -207,13 +210,15 @@ def build_record_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument("--duration", type=float, default=None, help="wall seconds to record (default: until Ctrl-C)")
+    add_credentials_option(p)
     return p
 
 
 def record_main(argv: list[str]) -> int:
     args = build_record_parser().parse_args(argv)
     try:
-        summary = asyncio.run(record(args.broker, args.root.strip("/"), args.out, args.duration))
+        url = login(credentials(args, "v2x record"), args.broker, OBSERVER)
+        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration))
     except BrokerError as e:
         print(f"v2x record: {e}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from rich.live import Live
 from rich.text import Text
 
 from v2x import scenario
-from v2x.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
+from v2x.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mosquitto
 from v2x.errors import BrokerError
 from v2x.fast import FastRun
 from v2x.fleet import Fleet
@@ -41,8 +42,9 @@ from v2x.fleet_cli import summary
 from v2x.impair import Impairment
 from v2x.metrics import Counts, Histogram, merge_json, series_table
 from v2x.plots import Trajectories, write_plots
+from v2x.security import Credentials, write_config
 from v2x.station import Clock
-from v2x.tier_args import add_scenario_options, load
+from v2x.tier_args import add_credentials_option, add_scenario_options, credentials, load
 from v2x.topics import DEFAULT_ROOT, Topics
 from v2x.transport import merge_spans
 from v2x.viz import display_available
@@ -89,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mqtt", choices=["auto", "5", "3.1.1"], default="auto", help="MQTT version of the fleet's clients")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    p.add_argument(
+        "--secure", action="store_true",
+        help="start Mosquitto locked (as `v2x broker-config` writes it): every station logs in as itself and may "
+        "publish only its own topics",
+    )
+    add_credentials_option(p)
     add_scenario_options(p)
     return p
 
@@ -105,15 +113,28 @@ def main(argv: list[str]) -> int:
     broker: MosquittoBroker | None = None
     url = args.broker
     kind = "external"
-    if url is None or url == "embedded":
-        broker = EmbeddedBroker() if url == "embedded" else broker_for_run()
+    args.creds = credentials(args, "v2x run")
+    if args.secure:
+        if url is not None or find_mosquitto() is None:
+            console.print("v2x run: --secure starts its own locked Mosquitto (it must be installed, and --broker "
+                          "not given); to use your own secured broker, give --broker and --credentials", style="red")
+            return 2
+        secure_dir = Path(tempfile.mkdtemp(prefix="v2x-secure-"))
+        args.creds = Credentials.new()
+        paths = write_config(sc, secure_dir, args.root, 0, args.creds, duration)
+        args.credentials = paths["credentials.json"]
+        broker = MosquittoBroker(secure=(paths["passwd"], paths["acl"]))
+        kind = "mosquitto (secured: a login per station, ACLs)"
+    if broker is not None or url is None or url == "embedded":
+        if broker is None:
+            broker = EmbeddedBroker() if url == "embedded" else broker_for_run()
         try:
             broker.start()
         except BrokerError as e:
             console.print(f"v2x run: {e}", style="red")
             return 1
         url = broker.url
-        kind = broker.kind
+        kind = kind if args.secure else broker.kind
     console.print(f"broker: {kind} at {url}")
     if isinstance(broker, EmbeddedBroker):
         console.print(
@@ -143,6 +164,8 @@ def main(argv: list[str]) -> int:
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
         if broker is not None:
             broker.close()
+        if args.secure:
+            shutil.rmtree(secure_dir, ignore_errors=True)  # the run's logins die with its broker
     report = _report(sc, args, kind, url, duration, parts, interrupted, time.monotonic() - t0)
     report.update(watched)
     _print_summary(console, report)
@@ -169,12 +192,13 @@ class Watchers:
     def __init__(self, url: str, root: str, broker_label: str, args: argparse.Namespace) -> None:
         self.commands: dict[str, list[str]] = {}
         base = [sys.executable, "-m", "v2x"]
+        login = [] if args.credentials is None else ["--credentials", str(args.credentials)]
         if args.record is not None:
-            self.commands["recording"] = [*base, "record", str(args.record), "--broker", url, "--root", root]
+            self.commands["recording"] = [*base, "record", str(args.record), "--broker", url, "--root", root, *login]
         self.window = not args.headless and display_available()
         if self.window or args.snapshot is not None:
             self.commands["visualiser"] = [
-                *base, "viz", "--broker", url, "--root", root, "--broker-label", broker_label,
+                *base, "viz", "--broker", url, "--root", root, "--broker-label", broker_label, *login,
                 *([] if args.snapshot is None else ["--snapshot", str(args.snapshot)]),
                 *([] if self.window else ["--headless"]),
             ]
@@ -245,7 +269,7 @@ def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
 
 
 def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
-    run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args))
+    run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
     if args.plots is not None:
         run.fleet.trajectories = Trajectories(run.fleet.net)
 
@@ -284,7 +308,8 @@ def _realtime_tiers(
     progress: Callable[[Fleet], None],
 ) -> Parts:
     epoch = time.time() + START_DELAY_S
-    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"])]
+    common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"]),
+              *([] if args.credentials is None else ["--credentials", str(args.credentials)])]
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers = {
         "roadside": subprocess.Popen(
@@ -296,7 +321,7 @@ def _realtime_tiers(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
     }
-    fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args))
+    fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
     if args.plots is not None:
         fleet.trajectories = Trajectories(fleet.net)
 

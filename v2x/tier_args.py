@@ -9,10 +9,12 @@ import json
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from v2x import scenario
 from v2x.errors import BrokerError, ScenarioError
+from v2x.security import Credentials
 from v2x.service import Service
 from v2x.topics import DEFAULT_ROOT
 
@@ -28,7 +30,26 @@ def add_common(
     parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
+    add_credentials_option(parser)
     add_scenario_options(parser)
+
+
+def add_credentials_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--credentials", type=Path, default=None, metavar="FILE",
+        help="log in to a secured broker with the credentials.json that `v2x broker-config` wrote",
+    )
+
+
+def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:
+    """The --credentials file, loaded; exits with a clear message when it cannot be read."""
+    if args.credentials is None:
+        return None
+    try:
+        return Credentials.load(args.credentials)
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def add_scenario_options(parser: argparse.ArgumentParser) -> None:

@@ -362,7 +362,7 @@ class MqttTransport(_Inbox):
             # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
             # expiry is set, so decide the level before the real CONNECT.
             host, port = self.url.host, self.url.port
-            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4):
+            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5, True) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4, True):
                 self.version = "3.1.1"
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False

@@ -32,6 +32,8 @@ from typing import Any
 from v2x.errors import BrokerError
 from v2x.record import Recorded, drain, read, replay_broker_main, stop_event
 from v2x.scene import Scene
+from v2x.security import OBSERVER, login
+from v2x.tier_args import add_credentials_option, credentials
 from v2x.topics import DEFAULT_ROOT
 from v2x.transport import MqttTransport
 
@@ -183,7 +185,8 @@ async def live(args: argparse.Namespace) -> int:
     ended = stop_event(signal.SIGUSR1)  # `v2x run`: the run is over
     logging.getLogger("gmqtt").setLevel(logging.ERROR)  # reconnect chatter once the run's broker is gone
     try:
-        async with MqttTransport(args.broker, f"v2x-viz-{os.getpid()}", inbox=1_000_000) as t:
+        url = login(credentials(args, "v2x viz"), args.broker, OBSERVER)
+        async with MqttTransport(url, f"v2x-viz-{os.getpid()}", inbox=1_000_000) as t:
             await t.subscribe(f"{root}/#", qos=1)
             await t.subscribe("$SYS/broker/version", qos=0)
             print(json.dumps({"event": "ready"}), flush=True)
@@ -295,6 +298,7 @@ def build_viz_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("--broker-label", default="", help=argparse.SUPPRESS)  # `v2x run` says which broker it started
     p.add_argument("--exit-after", type=float, default=None, metavar="S", help="quit after S wall seconds (with --snapshot)")
+    add_credentials_option(p)
     _common(p)
     return p
 
