@@ -92,3 +92,57 @@ def test_run_secure_every_tier_logs_in_as_itself(tmp_path: Path) -> None:
     assert msgs["bsm"]["received_by"]["cloud"] == msgs["bsm"]["sent"]
     assert msgs["rsi"]["received_by"]["vehicles"] > 0
     assert r["lockstep"]["lost"] == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (its own CA), and the key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v2x test broker")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "broker.pem", tmp_path / "broker.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_a_tls_listener_with_logins_carries_messages_and_refuses_plain_or_untrusted_clients(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path,
+) -> None:
+    from v2x.errors import BrokerError
+    from v2x.scenario import load, resolve
+    from v2x.security import OBSERVER, write_config
+    from v2x.transport import MqttTransport
+
+    cert, key = _self_signed(tmp_path)
+    creds = Credentials.new()
+    paths = write_config(load(resolve("four_way")), tmp_path / "sec", "v2x/v1", 0, creds, 60.0, tls=(cert, key))
+    assert f"certfile {cert.resolve()}" in paths["mosquitto.conf"].read_text()
+    broker = broker_factory(secure=(paths["passwd"], paths["acl"]), tls=(cert, key))
+    url = f"mqtts://127.0.0.1:{broker.port}?ca={cert}"
+    topic = Topics().bsm(TILE, "veh-3")
+    async with MqttTransport(creds.url(url, OBSERVER), "watch") as watch, MqttTransport(creds.url(url, "veh-3"), "veh-3") as car:
+        await watch.subscribe("v2x/v1/#", qos=1)
+        assert car.publish(topic, b"over tls", qos=1)
+        got = await watch.receive(5.0)
+    assert [(m.topic, m.payload) for m in got] == [(topic, b"over tls")]
+    for bad_url in (f"mqtt://127.0.0.1:{broker.port}", f"mqtts://127.0.0.1:{broker.port}"):  # plain; TLS without the CA
+        with pytest.raises(BrokerError):
+            async with MqttTransport(creds.url(bad_url, "veh-3"), "veh-3b", connect_timeout_s=2.0):
+                pass

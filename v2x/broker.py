@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False) -> bool:
+def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
     """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
 
     `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
@@ -59,7 +60,12 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
     body = var + payload
     packet = b"\x10" + bytes([len(body)]) + body
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as s:
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+            if tls:  # only "is it up": the certificate is not checked here
+                ctx = ssl.create_default_context()
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
             s.sendall(packet)
             ack = s.recv(16)
             with contextlib.suppress(OSError):
@@ -86,6 +92,7 @@ class MosquittoBroker:
         *,
         persistence: bool = False,
         secure: tuple[Path, Path] | None = None,
+        tls: tuple[Path, Path] | None = None,
         extra_config: str = "",
         binary: str | None = None,
     ) -> None:
@@ -93,6 +100,7 @@ class MosquittoBroker:
         self.port = port
         self.persistence = persistence
         self.secure = secure  # (password file, ACL file): no anonymous clients
+        self.tls = tls  # (certificate, key): the listener speaks TLS only
         self.extra_config = extra_config
         self._tmp = tempfile.TemporaryDirectory(prefix="v2x-mosquitto-")
         self.dir = Path(self._tmp.name)
@@ -119,6 +127,7 @@ class MosquittoBroker:
     def config_text(self, port: int) -> str:
         lines = [
             f"listener {port} {self.host}",
+            *([] if self.tls is None else [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]),
             *(["allow_anonymous true"] if self.secure is None else [
                 "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}",
             ]),
@@ -168,7 +177,8 @@ class MosquittoBroker:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if mqtt_ping(self.host, port, timeout_s=0.5, version=self.mqtt_version, refused_ok=self.secure is not None):
+                up = mqtt_ping(self.host, port, 0.5, self.mqtt_version, self.secure is not None, tls=self.tls is not None)
+                if up:
                     self.port = port
                     return self
                 time.sleep(0.02)

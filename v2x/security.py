@@ -69,7 +69,8 @@ class Credentials:
         """The broker URL with `user` and its password in it."""
         u = BrokerUrl.parse(broker_url)
         scheme = "mqtts" if u.tls else "mqtt"
-        return f"{scheme}://{quote(user, safe='')}:{self.password(user)}@{u.host}:{u.port}"
+        ca = "" if u.ca is None else f"?ca={quote(u.ca)}"
+        return f"{scheme}://{quote(user, safe='')}:{self.password(user)}@{u.host}:{u.port}{ca}"
 
 
 def fleet_user(client_id: str) -> str:
@@ -202,8 +203,10 @@ def config_main(argv: list[str]) -> int:
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
     paths = write_config(sc, args.out, args.root, args.port, Credentials.new(), args.duration, tls)
     n = len(users(sc, args.duration))
-    scheme = "mqtts" if tls else "mqtt"
+    url = f"mqtts://HOST:{args.port}?ca=CA.pem" if tls else f"mqtt://HOST:{args.port}"
     print(f"wrote {', '.join(str(x) for x in paths.values())} ({n} logins)")
     print(f"start the broker:  mosquitto -c {paths['mosquitto.conf']}")
-    print(f"run each tier with:  --broker {scheme}://HOST:{args.port} --credentials {paths['credentials.json']}")
+    print(f"run each tier with:  --broker {url} --credentials {paths['credentials.json']}")
+    if tls:
+        print("(CA.pem: the certificate authority that signed --tls-cert, or the certificate itself if self-signed)")
     return 0

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.broker import mqtt_ping
 from v2x.errors import BrokerError
@@ -96,13 +96,15 @@ def merge_spans(spans: Iterable[tuple[float, float | None] | list[float | None]]
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, default port 8883)."""
+    """mqtt://[user[:password]@]host[:port] or mqtts://...[?ca=CA.pem] (TLS, default port 8883; `ca`: the
+    certificate authority to trust, for a broker with a private or self-signed certificate)."""
 
     host: str
     port: int
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:
@@ -116,12 +118,20 @@ class BrokerUrl:
             port = parts.port or (8883 if tls else 1883)
         except ValueError:
             raise BrokerError(f"broker URL {url!r}: the port is not a number") from None
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"ca"})
+        if unknown:
+            raise BrokerError(f"broker URL {url!r}: unknown parameter {unknown[0]!r} (expected ?ca=CA.pem)")
+        ca = query.get("ca", [None])[-1]
+        if ca is not None and not tls:
+            raise BrokerError(f"broker URL {url!r}: ?ca= goes with mqtts:// (TLS)")
         return cls(
             parts.hostname,
             port,
             tls,
             unquote(parts.username) if parts.username else None,
             unquote(parts.password) if parts.password else None,
+            ca,
         )
 
     def __str__(self) -> str:
@@ -367,7 +377,7 @@ class MqttTransport(_Inbox):
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False
         if self.url.tls:
-            ssl_ctx = ssl.create_default_context(cafile=self.tls_ca)
+            ssl_ctx = ssl.create_default_context(cafile=self.tls_ca or self.url.ca)
         version = MQTTv311 if self.version == "3.1.1" else MQTTv50
         deadline = time.monotonic() + self.connect_timeout_s
         attempt = 0
