@@ -233,3 +233,30 @@ def test_any_valid_frame_on_any_topic_is_handled_or_counted(frame: m.Frame, topi
     rx.offer(topics[topic_index], codec.encode(frame))
     assert rx.unaccounted() == dict.fromkeys(("rsu", "cloud", "fleet", "scene", "recorder"), 0)
     assert rx.handler_errors() == dict.fromkeys(("rsu", "cloud", "fleet", "scene"), 0)
+
+
+def main() -> None:
+    """`python -m tests.test_fuzz`: the 100k run, with what each receiver made of it."""
+    import json
+    import logging
+
+    logging.disable(logging.WARNING)
+    rx = Receivers()
+    seeds = _seeds(rx)
+    topics = sorted({topic for topic, _ in seeds})
+    rng = random.Random(20261122)
+    made: Counter[str] = Counter()
+    for _ in range(COUNT):
+        how, topic, payload = _fuzzed(seeds, topics, rng)
+        made[how] += 1
+        rx.offer(topic, payload)
+    print(json.dumps({
+        "payloads": rx.fed, "made": dict(sorted(made.items())), "unaccounted": rx.unaccounted(), "handler_errors": rx.handler_errors(),
+        "rsu": {**dict(sorted(rx.rsu.bad.counts.items())), **rx.rsu.reception.outcomes},
+        "scene": dict(sorted((rx.scene.errors + rx.scene.received).items())),
+        "recorder_undecodable": rx.recorder.undecodable,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
