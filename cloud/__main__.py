@@ -7,7 +7,7 @@ import sys
 
 from cloud.service import CloudService, serve
 from v2x.network import Network
-from v2x.tier_args import add_common, credentials, load, run_service, setup_logging
+from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, signing_ca
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     started: list[CloudService] = []
     creds = credentials(args, "v2x cloud")
     return run_service(
-        "v2x cloud", serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair, creds), started,
+        "v2x cloud",
+        serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair, creds,
+              signing_ca(args, "v2x cloud")),
+        started,
     )
 
 

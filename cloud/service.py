@@ -41,6 +41,7 @@ from v2x.network import Network
 from v2x.scenario import HazardEvent
 from v2x.security import Credentials, login
 from v2x.service import LOST, STOPPED, Service
+from v2x.signing import CA, sign_service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
@@ -322,6 +323,7 @@ def cloud_will(topics: Topics, clock: Clock) -> Will:
 async def serve(
     net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
     started: list[CloudService] | None = None, impair: bool = True, credentials: Credentials | None = None,
+    ca: CA | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
     clock = Clock(epoch_s)
@@ -330,6 +332,8 @@ async def serve(
     await transport.start()
     sc = net.scenario
     svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None)
+    if ca is not None:
+        sign_service(svc, ca)
     if started is not None:
         started.append(svc)
     try:

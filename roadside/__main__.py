@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from roadside.service import RsuService, serve
-from v2x.tier_args import add_common, credentials, load, run_service, setup_logging
+from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, signing_ca
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_service(
         "v2x roadside",
         serve(sc, args.broker, indices, args.duration, args.root, args.keepalive, args.epoch, started, args.impair,
-              credentials(args, "v2x roadside")),
+              credentials(args, "v2x roadside"), signing_ca(args, "v2x roadside")),
         started,
     )
 

@@ -31,6 +31,7 @@ from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.security import Credentials, login
 from v2x.service import LOST, STOPPED, Service
+from v2x.signing import CA, sign_service
 from v2x.station import Clock, Station
 from v2x.topics import Topics, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
@@ -250,7 +251,7 @@ def rsu_will(topics: Topics, sid: str, clock: Clock) -> Will:
 async def serve(
     sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
     epoch_s: float | None = None, started: list[RsuService] | None = None, impair: bool = True,
-    credentials: Credentials | None = None,
+    credentials: Credentials | None = None, ca: CA | None = None,
 ) -> None:
     """Run RSUs for the given intersections, each with its own connection, until `duration_s`.
 
@@ -269,6 +270,8 @@ async def serve(
         )
         transports.append(transport)
         services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
+        if ca is not None:
+            sign_service(services[-1], ca)
     if started is not None:
         started.extend(services)
     for tr in transports:

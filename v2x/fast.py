@@ -32,6 +32,7 @@ from v2x.lockstep import Hub
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.security import Credentials, fleet_user, login
+from v2x.signing import CA, sign_service
 from v2x.station import StepClock
 from v2x.topics import Topics
 from v2x.traffic import Light, light_of
@@ -51,6 +52,7 @@ class FastRun:
         timeout_s: float = 5.0,
         impairment: Impairment | None = None,
         credentials: Credentials | None = None,
+        ca: CA | None = None,
     ) -> None:
         self.sc = sc
         self.clock = StepClock(FAST_EPOCH_S)
@@ -77,6 +79,10 @@ class FastRun:
             net, self.hub.wrap(mqtt(CLOUD_ID, will=cloud_will(self.topics, self.clock))), self.topics, self.clock, events=None,
             impairment=impairment,
         )
+        if ca is not None:  # signed messages: every station signs with its own pseudonym, every receiver verifies
+            self.fleet.sign_with(ca)
+            for svc in (*self.rsus, self.cloud):
+                sign_service(svc, ca)
         self._groups = self.fleet.net.groups
 
     def _truth(self, group: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from v2x.plots import Trajectories
 from v2x.scenario import Scenario
 from v2x.security import Credentials, fleet_user, login
 from v2x.sidelink import Neighbours
+from v2x.signing import CA
 from v2x.station import Clock, Station
 from v2x.topics import Topics, quadkey
 from v2x.traffic import Light, Traffic
@@ -152,6 +153,7 @@ class Fleet:
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
         self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
+        self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
@@ -159,6 +161,17 @@ class Fleet:
         self.shadow: Radio | None = None
         self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
         self._k = 0
+
+    def sign_with(self, ca: CA) -> None:
+        """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
+        self.ca = ca
+        self.reception.verifier = ca.verifier()
+
+    def _station(self, sid: str) -> Station:
+        station = Station(sid, m.SenderKind.VEHICLE, self.clock)
+        if self.ca is not None:
+            station.signer = self.ca.issue(sid, self.clock.utc_us() // 1000 - 60_000)
+        return station
 
     def _mqtt(self, sid: str) -> Transport:
         url = login(self.credentials, self.url, fleet_user(sid))
@@ -201,7 +214,7 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), belief)
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid), self._factory(sid), belief)
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -209,7 +222,7 @@ class Fleet:
         standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle"} if self.shard[0] == 0 else set()
         for k in sorted(standing - self.stalled.keys()):
             sid = f"stalled-{k}"
-            radio = self.stalled[k] = Radio(-k, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+            radio = self.stalled[k] = Radio(-k, self._station(sid), self._factory(sid), self._belief())
             work.append(self._connect(radio))
         for k in sorted(self.stalled.keys() - standing):
             work.append(self._close(self.stalled.pop(k)))

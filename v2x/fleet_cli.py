@@ -14,7 +14,7 @@ from v2x.errors import BrokerError
 from v2x.fleet import Fleet
 from v2x.impair import Impairment
 from v2x.station import Clock
-from v2x.tier_args import add_common, credentials, load, setup_logging
+from v2x.tier_args import add_common, credentials, load, setup_logging, signing_ca
 from v2x.topics import Topics
 from v2x.traffic import EMERGENCY
 
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt, shard=args.shard,
         impairment=Impairment(sc.links, sc.seed) if args.impair else None, credentials=credentials(args, "v2x fleet"),
     )
+    ca = signing_ca(args, "v2x fleet")
+    if ca is not None:
+        fleet.sign_with(ca)
     try:
         asyncio.run(fleet.run(args.duration if args.duration is not None else sc.duration_s))
     except KeyboardInterrupt:

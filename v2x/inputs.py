@@ -20,6 +20,7 @@ from v2x import messages as m
 from v2x.errors import DecodeError
 from v2x.impair import Impairment
 from v2x.metrics import Measurements
+from v2x.signing import Verifier
 from v2x.station import Clock
 from v2x.topics import kind_of
 from v2x.transport import Message
@@ -103,6 +104,7 @@ class Reception:
         self.distance = distance
         self.bad = BadInput(owner)
         self.measure = Measurements(clock.epoch_s)
+        self.verifier: Verifier | None = None  # signed messages required (v2x.signing): rejected ones are counted by kind
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
         # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost
@@ -125,6 +127,11 @@ class Reception:
             return None
         h = frame.header
         who = receiver or self.owner
+        if self.verifier is not None:
+            rejected = self.verifier.check(msg.payload, h.gen_time_us, self.clock.utc_us(), who, msg.retain)
+            if rejected is not None:
+                self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
+                return None
         if h.sender_id == who:
             self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure

@@ -43,6 +43,7 @@ from v2x.impair import Impairment
 from v2x.metrics import Counts, Histogram, merge_json, series_table
 from v2x.plots import Trajectories, write_plots
 from v2x.security import Credentials, write_config
+from v2x.signing import CA
 from v2x.station import Clock
 from v2x.tier_args import add_credentials_option, add_scenario_options, credentials, load
 from v2x.topics import DEFAULT_ROOT, Topics
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "publish only its own topics",
     )
     add_credentials_option(p)
+    p.add_argument(
+        "--sign", action="store_true",
+        help="sign every message (ECDSA P-256, a pseudonym certificate per station from a CA made for the run); "
+        "receivers verify and reject forged, replayed, stale or unsigned messages",
+    )
     add_scenario_options(p)
     return p
 
@@ -269,7 +275,8 @@ def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
 
 
 def _fast(sc: scenario.Scenario, url: str, args: argparse.Namespace, duration: float, progress: Callable[[Fleet], None]) -> Parts:
-    run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
+    run = FastRun(sc, url, args.root, version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds,
+                  ca=CA() if args.sign else None)
     if args.plots is not None:
         run.fleet.trajectories = Trajectories(run.fleet.net)
 
@@ -301,6 +308,7 @@ def _realtime(sc: scenario.Scenario, url: str, args: argparse.Namespace, duratio
         return _realtime_tiers(sc, scenario_path, url, args, duration, progress)
     finally:
         scenario_path.unlink(missing_ok=True)
+        scenario_path.with_suffix(".ca.pem").unlink(missing_ok=True)
 
 
 def _realtime_tiers(
@@ -310,6 +318,10 @@ def _realtime_tiers(
     epoch = time.time() + START_DELAY_S
     common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"]),
               *([] if args.credentials is None else ["--credentials", str(args.credentials)])]
+    ca = CA() if args.sign else None
+    if ca is not None:  # one CA for the run: the tiers get its key, as enrolment would give each its pseudonyms
+        ca.save(scenario_path.with_suffix(".ca.pem"))
+        common += ["--signing-ca", str(scenario_path.with_suffix(".ca.pem"))]
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers = {
         "roadside": subprocess.Popen(
@@ -322,6 +334,8 @@ def _realtime_tiers(
         ),
     }
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
+    if ca is not None:
+        fleet.sign_with(ca)
     if args.plots is not None:
         fleet.trajectories = Trajectories(fleet.net)
 

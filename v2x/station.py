@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from v2x import codec
 from v2x import messages as m
+from v2x.signing import Signer
 from v2x.transport import Message
 
 
@@ -66,6 +67,7 @@ class Station:
         self.sender_id = sender_id
         self.kind = kind
         self.clock = clock
+        self.signer: Signer | None = None  # signed messages (v2x.signing): its pseudonym certificate and key
         self._seq: dict[tuple[m.MessageType, str], int] = defaultdict(int)
 
     def encode(self, body: m.Body, sim_s: float | None = None, stream: str = "") -> bytes:
@@ -75,4 +77,5 @@ class Station:
         self._seq[key] = (seq + 1) % 2**32
         sim = self.clock.sim_s() if sim_s is None else sim_s
         header = m.Header(self.sender_id, self.kind, seq, self.clock.utc_us(), max(round(sim * 1000), 0))
-        return codec.encode(m.Frame(header, body))
+        data = codec.encode(m.Frame(header, body))
+        return data if self.signer is None else self.signer.sign(data)

@@ -8,15 +8,18 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from v2x import scenario
 from v2x.errors import BrokerError, ScenarioError
 from v2x.security import Credentials
 from v2x.service import Service
+from v2x.signing import CA
 from v2x.topics import DEFAULT_ROOT
+
+T = TypeVar("T")
 
 
 def add_common(
@@ -31,6 +34,11 @@ def add_common(
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
     add_credentials_option(parser)
+    parser.add_argument(
+        "--signing-ca", type=Path, default=None, metavar="KEY.pem",
+        help="sign every message with a pseudonym certificate this CA key issues, and accept only messages signed "
+        "under it (`v2x run --sign` shares one with its tiers)",
+    )
     add_scenario_options(parser)
 
 
@@ -41,12 +49,21 @@ def add_credentials_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def signing_ca(args: argparse.Namespace, prog: str) -> CA | None:
+    """The --signing-ca key, loaded; exits with a clear message when it cannot be read."""
+    return _loaded(args.signing_ca, CA.load, prog)
+
+
 def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:
     """The --credentials file, loaded; exits with a clear message when it cannot be read."""
-    if args.credentials is None:
+    return _loaded(args.credentials, Credentials.load, prog)
+
+
+def _loaded(path: Path | None, loader: Callable[[Path], T], prog: str) -> T | None:
+    if path is None:
         return None
     try:
-        return Credentials.load(args.credentials)
+        return loader(path)
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         raise SystemExit(2) from None

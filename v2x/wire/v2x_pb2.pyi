@@ -641,6 +641,7 @@ class MessageFrame(_message.Message):
     PRIORITY_REQUEST_FIELD_NUMBER: _builtins.int
     PRIORITY_STATUS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SECURITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___Header: ...
     @_builtins.property
@@ -683,6 +684,12 @@ class MessageFrame(_message.Message):
     def status(self) -> Global___Status:
         """any service -> all: liveness (retained, and the Last Will)"""
 
+    @_builtins.property
+    def security(self) -> Global___Security:
+        """Optional signature (IEEE 1609.2 / ETSI TS 103 097 in spirit). Always the last field on the wire:
+        the signature covers exactly the payload bytes before it.
+        """
+
     def __init__(
         self,
         *,
@@ -697,16 +704,87 @@ class MessageFrame(_message.Message):
         priority_request: Global___PriorityRequest | None = ...,
         priority_status: Global___PriorityStatus | None = ...,
         status: Global___Status | None = ...,
+        security: Global___Security | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "body", b"body", "bsm", b"bsm", "header", b"header", "map", b"map", "priority_request", b"priority_request", "priority_status", b"priority_status", "rsi", b"rsi", "rsm", b"rsm", "signal_plan", b"signal_plan", "spat", b"spat", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "body", b"body", "bsm", b"bsm", "header", b"header", "map", b"map", "priority_request", b"priority_request", "priority_status", b"priority_status", "rsi", b"rsi", "rsm", b"rsm", "security", b"security", "signal_plan", b"signal_plan", "spat", b"spat", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "body", b"body", "bsm", b"bsm", "header", b"header", "map", b"map", "priority_request", b"priority_request", "priority_status", b"priority_status", "rsi", b"rsi", "rsm", b"rsm", "signal_plan", b"signal_plan", "spat", b"spat", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advisory", b"advisory", "body", b"body", "bsm", b"bsm", "header", b"header", "map", b"map", "priority_request", b"priority_request", "priority_status", b"priority_status", "rsi", b"rsi", "rsm", b"rsm", "security", b"security", "signal_plan", b"signal_plan", "spat", b"spat", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["bsm", "map", "spat", "rsi", "rsm", "signal_plan", "advisory", "priority_request", "priority_status", "status"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___MessageFrame: _TypeAlias = MessageFrame  # noqa: Y015
+
+@_typing.final
+class Certificate(_message.Message):
+    """A pseudonym certificate a scenario CA issued (a compact stand-in for a 1609.2 certificate)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
+    VALID_FROM_MS_FIELD_NUMBER: _builtins.int
+    VALID_TO_MS_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    CA_SIGNATURE_FIELD_NUMBER: _builtins.int
+    id: _builtins.bytes
+    """HashedId8: the first 8 bytes of SHA-256 over the to-be-signed part (fields 2..6)"""
+    pseudonym: _builtins.str
+    """the holder's pseudonym: the station id in the simulator"""
+    valid_from_ms: _builtins.int
+    """UTC ms since epoch"""
+    valid_to_ms: _builtins.int
+    """UTC ms since epoch"""
+    public_key: _builtins.bytes
+    """P-256 point, SEC1 compressed, 33 bytes"""
+    issuer: _builtins.bytes
+    """HashedId8 of the issuing CA's public key"""
+    ca_signature: _builtins.bytes
+    """ECDSA P-256 / SHA-256 over the to-be-signed part, r||s, 64 bytes"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.bytes = ...,
+        pseudonym: _builtins.str = ...,
+        valid_from_ms: _builtins.int = ...,
+        valid_to_ms: _builtins.int = ...,
+        public_key: _builtins.bytes = ...,
+        issuer: _builtins.bytes = ...,
+        ca_signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_signature", b"ca_signature", "id", b"id", "issuer", b"issuer", "pseudonym", b"pseudonym", "public_key", b"public_key", "valid_from_ms", b"valid_from_ms", "valid_to_ms", b"valid_to_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Certificate: _TypeAlias = Certificate  # noqa: Y015
+
+@_typing.final
+class Security(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNER_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    signature: _builtins.bytes
+    """ECDSA P-256 / SHA-256 over the frame's bytes before field 99, r||s, 64 bytes"""
+    @_builtins.property
+    def signer(self) -> Global___Certificate: ...
+    def __init__(
+        self,
+        *,
+        signer: Global___Certificate | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signer", b"signer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "signer", b"signer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Security: _TypeAlias = Security  # noqa: Y015
 
 @_typing.final
 class Position3D(_message.Message):

@@ -1,0 +1,135 @@
+"""Signed messages: pseudonym certificates from a scenario CA; forged, replayed, stale and unsigned ones rejected."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from roadside.service import RsuService
+from v2x import codec
+from v2x import messages as m
+from v2x.broker import MosquittoBroker
+from v2x.network import Network
+from v2x.scenario import bundled_dir, load
+from v2x.signing import CA, sign_service
+from v2x.station import Station, StepClock
+from v2x.topics import Topics
+from v2x.transport import MqttTransport
+from v2x.v2xmap import intersection_ref
+from v2x.wire import v2x_pb2 as pb
+
+EPOCH = 1_767_225_600.0
+NOW_US = int((EPOCH + 10.0) * 1e6)
+
+
+def _station(ca: CA | None, sid: str = "veh-1") -> Station:
+    clock = StepClock(EPOCH)
+    clock.t = 10.0
+    st = Station(sid, m.SenderKind.VEHICLE, clock)
+    if ca is not None:
+        st.signer = ca.issue(sid, int(EPOCH * 1000))
+    return st
+
+
+BSM = m.Bsm(position=m.GeoPoint(31.2, 121.4), speed_mps=10.0, heading_deg=90.0)
+
+
+def test_a_signed_frame_verifies_and_still_decodes_as_a_plain_one() -> None:
+    ca = CA()
+    payload = _station(ca).encode(BSM, stream="bsm")
+    assert ca.verifier().check(payload, NOW_US, NOW_US) is None
+    frame = codec.decode(payload)  # an unsigned receiver reads it as before
+    assert frame.body == codec.decode(_station(None).encode(BSM, stream="bsm")).body
+    assert len(pb.MessageFrame.FromString(payload).security.signature) == 64
+
+
+def test_forged_messages_are_rejected() -> None:
+    ca = CA()
+    v = ca.verifier()
+    genuine = _station(ca).encode(BSM, stream="bsm")
+    # the body altered after signing (a faster speed): the signature no longer matches
+    msg = pb.MessageFrame.FromString(genuine)
+    msg.bsm.speed = 1000
+    altered = msg.SerializeToString()
+    assert v.check(altered, NOW_US, NOW_US) == "bad_signature"
+    # signed by a pseudonym that another CA issued (or a self-made one)
+    assert v.check(_station(CA()).encode(BSM, stream="bsm"), NOW_US, NOW_US) == "unknown_cert"
+    # the certificate's validity stretched by its holder: the CA's signature over it fails
+    msg = pb.MessageFrame.FromString(genuine)
+    msg.security.signer.valid_to_ms += 10**9
+    stretched = msg.SerializeToString()
+    assert ca.verifier().check(stretched, NOW_US, NOW_US) == "unknown_cert"
+    # a genuine certificate, used after it expired
+    old = _station(None)
+    old.signer = ca.issue("veh-1", int(EPOCH * 1000) - 10**9, lifetime_ms=1000)
+    assert v.check(old.encode(BSM, stream="bsm"), NOW_US, NOW_US) == "expired_cert"
+    # no signature at all
+    assert v.check(_station(None).encode(BSM, stream="bsm"), NOW_US, NOW_US) == "unsigned"
+
+
+def test_replayed_and_stale_messages_are_rejected() -> None:
+    ca = CA()
+    v = ca.verifier()
+    payload = _station(ca).encode(BSM, stream="bsm")
+    assert v.check(payload, NOW_US, NOW_US, receiver="rsu") is None
+    assert v.check(payload, NOW_US, NOW_US, receiver="rsu") == "replay"
+    assert v.check(payload, NOW_US, NOW_US, receiver="cloud") is None  # another receiver: its first copy
+    later = NOW_US + 60_000_000  # the same bytes a minute later: stale before it is a replay
+    assert v.check(payload, NOW_US, later, receiver="veh-9") == "stale"
+    assert v.check(payload, NOW_US, later, receiver="veh-9", retained=True) is None  # a retained MAP or RSI is old by design
+
+
+async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_replayed_ones(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """Through Mosquitto: a genuine plan applies once; a forged plan (another CA), an altered one and a replay of the
+    genuine one are counted by kind and never reach the controller."""
+    sc = load(bundled_dir() / "four_way.toml")
+    net = Network(sc)
+    clock = StepClock(EPOCH)
+    clock.t = 10.0
+    topics = Topics(f"{topic_prefix}/v2x/v1")
+    ca = CA()
+    rsu = RsuService(net, 0, MqttTransport(mosquitto.url, f"{topic_prefix}-rsu"), topics, clock)
+    sign_service(rsu, ca)
+    ids = sorted({g.group_id for g in net.groups if g.intersection == 0})
+    plan = m.SignalPlan(intersection=intersection_ref(0), plan_id=7, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0, phases=(
+        m.PhasePlan(phase_id=1, signal_groups=tuple(ids[: len(ids) // 2]), green_s=30.0, yellow_s=3.0, all_red_s=2.0, min_green_s=5.0, max_green_s=60.0),
+        m.PhasePlan(phase_id=2, signal_groups=tuple(ids[len(ids) // 2:]), green_s=40.0, yellow_s=3.0, all_red_s=2.0, min_green_s=5.0, max_green_s=60.0),
+    ))
+    cloud = Station("cloud", m.SenderKind.CLOUD, clock)
+    cloud.signer = ca.issue("cloud", int(EPOCH * 1000))
+    forger = Station("cloud", m.SenderKind.CLOUD, clock)
+    forger.signer = CA().issue("cloud", int(EPOCH * 1000))
+    topic = topics.plan(sc.intersections[0].id)
+    genuine = cloud.encode(plan, stream=topic)
+    altered = pb.MessageFrame.FromString(genuine)
+    altered.signal_plan.cycle = 1200
+    await rsu.transport.start()
+    try:
+        await rsu.start()
+        async with MqttTransport(mosquitto.url, f"{topic_prefix}-attacker") as attacker:
+            for payload in (genuine, forger.encode(plan, stream=topic), altered.SerializeToString(), genuine):
+                attacker.publish(topic, payload, qos=1)
+            assert await attacker.drain(5.0)
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            rsu.receive()
+            if sum(rsu.bad.counts.values()) >= 3:
+                break
+    finally:
+        await rsu.transport.close()
+    assert rsu.counters.plans_applied == 1
+    assert dict(rsu.bad.counts) == {"unknown_cert": 1, "bad_signature": 1, "replay": 1}
+
+
+def test_run_sign_end_to_end(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "v2x", "run", "hazard", "--sign", "--fast", "--headless", "--duration", "70",
+                          "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert r["bad_input"] == {"fleet": {}, "cloud": {}, "rsus": {}}  # every message signed and verified
+    assert r["messages"]["bsm"]["received_by"]["cloud"] > 1000
+    assert r["apps"]["hlw"]["warnings"] > 0  # the hazard's RSI, signed by the cloud, verified by the OBUs
