@@ -31,6 +31,7 @@ from typing import TextIO
 import numpy as np
 
 from cloud.detect import Detection, Detector
+from cloud.misbehaviour import Misbehaviour
 from cloud.policy import Adaptive, Approach
 from roadside.plans import plan_message
 from roadside.signal import Plan
@@ -90,6 +91,7 @@ class CloudService(Service):
         self._min_queues: dict[str, int] = {}  # approach -> shortest queue since the last retiming
         self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
         self.detector = Detector()
+        self.misbehaviour = Misbehaviour(net)  # plausibility checks on every BSM (F2MD)
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -130,6 +132,7 @@ class CloudService(Service):
     def tick(self, now: float) -> None:
         """Periodic work at sim time `now`: the queue and arrivals picture; retiming when adaptive;
         raise and clear the scenario's hazards."""
+        self.misbehaviour.sweep(now)
         if now + 1e-6 >= self._next_queue_s:
             self._next_queue_s = now + QUEUE_EVERY_S
             self.queues = self.survey(now)
@@ -264,6 +267,7 @@ class CloudService(Service):
             "vehicles_seen": len(self.vehicles),
             "max_queue_by_approach": dict(sorted(self.max_queues.items())),
             "detected_hazards": self.detected_log,
+            "misbehaviour": self.misbehaviour.summary(),
             **super().summary(),
         }
 
@@ -274,6 +278,8 @@ class CloudService(Service):
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
             self.vehicles[frame.header.sender_id] = (body, now)
+            bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
+            self.misbehaviour.bsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg)
             if m.VehicleEvent.HARD_BRAKING in body.events:
                 x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
                 hit = self.net.in_lane_at(x, y)

@@ -30,6 +30,7 @@ import numpy as np
 
 from v2x import messages as m
 from v2x.apps import Apps, HazardWatch
+from v2x.attacks import Attacks
 from v2x.belief import SignalBelief
 from v2x.bsm import build_bsms
 from v2x.emergency import PriorityRequests
@@ -154,6 +155,10 @@ class Fleet:
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
         self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
         self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
+        pts = np.concatenate([lk.points for lk in self.net.links])
+        bounds = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+        self.attacks = Attacks(sc, self.net.frame, bounds) if sc.attacks else None  # misbehaving OBUs
+        self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
@@ -438,11 +443,20 @@ class Fleet:
                 continue
             radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
             radio.xy = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
-            topic = self.topics.bsm(radio.tile, radio.station.sender_id)
-            if radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
-                self.counters.sent["bsm"] += 1
-            else:  # its sequence number is spent: receivers count the gap
-                self.counters.bsm_not_sent += 1
+            said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
+            for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
+                station = radio.station if sid == radio.station.sender_id else self._ghost(sid)
+                topic = self.topics.bsm(quadkey(body.position.lat_deg, body.position.lon_deg), sid)
+                if radio.transport.publish(topic, station.encode(body, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
+                    self.counters.sent["bsm"] += 1
+                else:  # its sequence number is spent: receivers count the gap
+                    self.counters.bsm_not_sent += 1
+
+    def _ghost(self, sid: str) -> Station:
+        st = self.ghosts.get(sid)
+        if st is None:
+            st = self.ghosts[sid] = self._station(sid)
+        return st
 
     def connection(self) -> dict[str, Any]:
         """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""

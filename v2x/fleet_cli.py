@@ -58,6 +58,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
         },
         "bad_input": dict(fleet.bad.counts),
         "connection": fleet.connection(),
+        "attackers": {} if fleet.attacks is None else dict(sorted(fleet.attacks.assigned.items())),
         "measurements": fleet.reception.measure.to_json(),
         "link_drops": {**fleet.reception.link_drops(), "arrived_after_leaving": c.arrived_after_leaving},
         "dropped": {

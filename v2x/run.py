@@ -481,12 +481,41 @@ def _report(
         "bad_input": {"fleet": fs.get("bad_input", {}), "cloud": cloud.get("bad_input", {}), "rsus": _sum([r.get("bad_input", {}) for r in rsus])},
         "dropped": {"fleet": fs.get("dropped", {})},
         "connection": _connection(fs, cloud, rsus),
+        "misbehaviour": _misbehaviour(fs.get("attackers", {}), cloud.get("misbehaviour", {})),
         # messages the impaired links lost (also in the sequence-number loss), or still carried at the end
         "link_drops": {"fleet": fs.get("link_drops", {}), "cloud": cloud.get("link_drops", {}), "rsus": [r.get("link_drops", {}) for r in rsus]},
     }
     if "lockstep" in parts:
         report["lockstep"] = parts["lockstep"]
     return report
+
+
+MIN_BSMS_JUDGED = 10  # a sender the cloud heard fewer BSMs from is not scored
+
+
+def _misbehaviour(attackers: dict[str, str], detector: dict[str, Any]) -> dict[str, Any]:
+    """The cloud's misbehaviour detection scored against the fleet's truth: detection rate per attack,
+    false-positive rate over honest vehicles (senders heard at least MIN_BSMS_JUDGED times)."""
+    if not detector:
+        return {}
+    flagged = detector.get("flagged", {})
+    judged = {s for s, n in detector.get("senders", {}).items() if n >= MIN_BSMS_JUDGED}
+    by_attack: dict[str, dict[str, Any]] = {}
+    for sid, kind in attackers.items():
+        if sid not in judged or (kind == "sybil" and not sid.endswith("-g")):
+            continue  # a Sybil host tells the truth about itself: its ghost is the lie
+        e = by_attack.setdefault(kind, {"attackers": 0, "detected": 0})
+        e["attackers"] += 1
+        e["detected"] += sid in flagged
+    for e in by_attack.values():
+        e["rate"] = round(e["detected"] / e["attackers"], 4)
+    honest = sorted(s for s in judged if s not in attackers)
+    false = [s for s in honest if s in flagged]
+    return {
+        "by_attack": dict(sorted(by_attack.items())),
+        "honest": {"vehicles": len(honest), "false_positives": len(false), "rate": round(len(false) / max(len(honest), 1), 4),
+                   "listed": {s: flagged[s] for s in false[:20]}},
+    }
 
 
 def _connection(fleet: dict[str, Any], cloud: dict[str, Any], rsus: list[dict[str, Any]]) -> dict[str, Any]:

@@ -245,6 +245,19 @@ class HazardEvent:
     reported: bool = spec(True, doc="the cloud learns of it (a report from police, road works); false: only if it detects it from BSMs")
 
 
+AttackKind = Literal["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """Misbehaving OBUs (the VeReMi attack types, and a Sybil ghost): a share of the vehicles lie in their BSMs."""
+
+    kind: AttackKind
+    share: float = spec(0.1, ge=0.0, le=1.0, doc="share of the vehicles that attack (chosen with the seed)")
+    start_s: float = spec(0.0, ge=0.0, doc="sim time the attackers begin to lie")
+    offset_m: float = spec(250.0, ge=1.0, le=5000.0, doc="constant_offset: the offset east (and 0.6x south); random kinds: the largest offset")
+
+
 @dataclass(frozen=True)
 class Sidelink:
     """PC5: vehicle<->RSU and vehicle<->vehicle radio."""
@@ -320,6 +333,7 @@ class Scenario:
     demand: tuple[Demand, ...] = ()
     vehicles: tuple[ScheduledVehicle, ...] = ()
     events: tuple[HazardEvent, ...] = ()
+    attacks: tuple[Attack, ...] = ()
     links: Links = field(default_factory=Links)
     driver: Driver = field(default_factory=Driver)
     fleet: Fleet = field(default_factory=Fleet)

@@ -1,0 +1,220 @@
+"""Misbehaviour detection in the cloud: plausibility checks on every BSM, after F2MD (Kamel et al.).
+
+Per sender, each BSM is checked on its own and against the sender's previous one:
+
+    speed               reported speed above MAX_SPEED_MPS
+    off_road            farther than a lane's half width + ROAD_MARGIN_M from every lane and turning path
+    heading             on the road, but no lane there runs within HEADING_TOL_DEG of its heading (moving)
+    position_speed      distance from the previous position disagrees with the speeds reported (F2MD's
+                        position-speed consistency): |d - mean speed x dt| > MOVE_TOL_M + MOVE_TOL_SHARE x d
+    acceleration        speed change over dt beyond MAX_ACCEL_MPS2 (no car brakes harder: flagged at once)
+    heading_change      heading turned more than MAX_TURN_DEG between beacons at speed
+    frequency           two beacons closer than MIN_INTERVAL_S
+    sudden_appearance   the first BSM of a sender comes from farther than APPEAR_M from every entry to
+                        the network (vehicles enter at the network's edge)
+    overlap             its position is within OVERLAP_M of another vehicle's at the same time (F2MD's
+                        intersection check): a standing vehicle a moving one drives through is flagged;
+                        otherwise whoever has overlapped OVERLAP_DISTINCT others
+    twin                two senders closer than TWIN_M moving in lockstep (same speed and heading, constant
+                        distance) for TWIN_S: one OBU speaking for two (Sybil)
+    sudden_disappearance  it stops sending while standing, while others still send (honest vehicles leave at
+                        the network's edge, moving; a stalled vehicle cleared from the road would count too)
+
+A sender is flagged as misbehaving once its strikes reach FLAG_STRIKES (a sudden appearance or
+disappearance counts FLAG_STRIKES at once: no honest vehicle does either). Thresholds start
+from F2MD's defaults, set for this simulator's urban roads (speeds to 40 m/s, braking to 9 m/s2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from v2x.network import LinkKind, Network
+
+MAX_SPEED_MPS = 40.0
+ROAD_MARGIN_M = 2.0
+HEADING_TOL_DEG = 45.0
+MOVE_TOL_M = 2.0
+MOVE_TOL_SHARE = 0.2
+MAX_ACCEL_MPS2 = 12.0
+MAX_TURN_DEG = 45.0
+MIN_INTERVAL_S = 0.05
+APPEAR_M = 60.0
+OVERLAP_M = 2.0
+OVERLAP_DISTINCT = 2
+GONE_S = 2.0  # [s] without a BSM while others send: it has stopped sending
+MAX_DT_S = 1.5  # [s] beacons further apart are not compared
+FLAG_STRIKES = 3
+TWIN_M = 9.5  # [m] closer than any honest follower keeps above TWIN_SPEED_MPS (2 m + 1 s headway + a length)
+TWIN_SPEED_MPS = 5.0
+TWIN_S = 3.0  # [s] in lockstep this long: two identities of one OBU
+STANDING_MPS = 0.5
+CREDIBLE_BSMS = 10
+MOVING_MPS = 3.0
+EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
+
+
+@dataclass
+class Track:
+    t: float
+    x: float
+    y: float
+    speed: float
+    heading: float
+    first_s: float
+    n: int = 1
+    strikes: Counter[str] = field(default_factory=Counter)
+    overlapped: set[str] = field(default_factory=set)
+    flagged_s: float | None = None
+
+
+def _credible(tr: Track) -> bool:
+    """Heard for a second or more with no strike: its word counts against another's."""
+    return tr.n >= CREDIBLE_BSMS and not tr.strikes
+
+
+class Misbehaviour:
+    """The cloud's misbehaviour detector over the BSMs it hears."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        segs = []
+        for lk in net.links:
+            p = lk.points.copy()
+            # vehicles are still reported for a body length past the network's edge (entering and leaving)
+            for end, inner in ((0, 1), (-1, -2)):
+                d = p[end] - p[inner]
+                p[end] = p[end] + d / max(float(np.hypot(*d)), 1e-9) * EDGE_SLACK_M
+            approach = net.intersections[lk.intersection].spec.approach(lk.leg)
+            width = approach.lane_width_m if approach is not None else 3.5
+            for a, b in itertools.pairwise(p):
+                segs.append((a[0], a[1], b[0], b[1], width))
+        s = np.array(segs)
+        self._a, self._b, self._hw = s[:, 0:2], s[:, 2:4], s[:, 4] / 2
+        d = self._b - self._a
+        self._len2 = np.maximum((d**2).sum(axis=1), 1e-9)
+        self._dir = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
+        targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
+        entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
+        self._entries = np.array(entries)
+        self.tracks: dict[str, Track] = {}
+        self.gone: dict[str, Track] = {}  # senders that stopped sending
+        self._twins: dict[tuple[str, str], tuple[float, float]] = {}  # pair moving in lockstep -> (since, distance)
+        self.latest_t = 0.0
+
+    def _near_lanes(self, x: float, y: float) -> tuple[float, np.ndarray]:
+        """Distance beyond the nearest lane's half width; the directions of the lanes within reach."""
+        p = np.array([x, y])
+        u = np.clip(((p - self._a) * (self._b - self._a)).sum(axis=1) / self._len2, 0.0, 1.0)
+        closest = self._a + (self._b - self._a) * u[:, None]
+        dist = np.hypot(*(closest - p).T) - self._hw
+        return float(dist.min()), self._dir[dist <= ROAD_MARGIN_M]
+
+    def bsm(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float) -> None:
+        """One BSM: `t` its generation time [s], position in local metres."""
+        self.latest_t = max(self.latest_t, t)
+        h = math.radians(heading_deg)
+        tr = self.tracks.get(sender)
+        strikes: Counter[str] = Counter()
+        if tr is None:
+            tr = self.tracks[sender] = Track(t, x, y, speed, h, t)
+            if float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M:
+                strikes["sudden_appearance"] += FLAG_STRIKES
+        else:
+            dt = t - tr.t
+            if 0 < dt < MIN_INTERVAL_S:
+                strikes["frequency"] += 1
+            if 0 < dt <= MAX_DT_S:
+                d = math.hypot(x - tr.x, y - tr.y)
+                if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d:
+                    strikes["position_speed"] += 1
+                if abs(speed - tr.speed) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
+                    strikes["acceleration"] += FLAG_STRIKES
+                turn = abs((h - tr.heading + math.pi) % (2 * math.pi) - math.pi)
+                if dt <= 0.5 and speed > 2.0 and turn > math.radians(MAX_TURN_DEG):
+                    strikes["heading_change"] += 1
+            tr.t, tr.x, tr.y, tr.speed, tr.heading = t, x, y, speed, h
+            tr.n += 1
+        if speed > MAX_SPEED_MPS:
+            strikes["speed"] += 1
+        off, dirs = self._near_lanes(x, y)
+        if off > ROAD_MARGIN_M:
+            strikes["off_road"] += 1
+        elif speed > 1.0 and dirs.size and float(np.abs((dirs - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG):
+            strikes["heading"] += 1
+        for other, o in self.tracks.items():
+            if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
+                continue  # compare with others heard at the same moment and not already known to lie
+            d = math.hypot(o.x - x, o.y - y)
+            if d < OVERLAP_M:
+                self._overlap(tr, sender, o, other, t)
+            if d < TWIN_M and abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
+                lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
+                if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
+                    self._twin(tr, sender, o, other, d, t)
+        self._strike(tr, strikes, t)
+
+    def _overlap(self, tr: Track, sender: str, o: Track, other: str, t: float) -> None:
+        """Two bodies in one place. A standing vehicle that a moving one drives through is not there; else
+        whoever overlaps OVERLAP_DISTINCT others is."""
+        for a, b in ((tr, o), (o, tr)):
+            if a.speed < STANDING_MPS and b.speed > MOVING_MPS and _credible(b):
+                a.strikes["overlap"] += FLAG_STRIKES
+                self._flag(a, t)
+                return
+        for a, partner, name in ((tr, o, other), (o, tr, sender)):
+            if not _credible(partner):
+                continue  # a newcomer, or one with strikes, does not count against another
+            a.overlapped.add(name)
+            if len(a.overlapped) == OVERLAP_DISTINCT:
+                a.strikes["overlap"] += FLAG_STRIKES
+                self._flag(a, t)
+
+    def _twin(self, tr: Track, sender: str, o: Track, other: str, d: float, t: float) -> None:
+        """Two senders closer than any honest follower at speed, moving in lockstep (one OBU, two identities)."""
+        key = (sender, other) if sender < other else (other, sender)
+        turn = abs((tr.heading - o.heading + math.pi) % (2 * math.pi) - math.pi)
+        held = self._twins.get(key)
+        if tr.speed > TWIN_SPEED_MPS and abs(tr.speed - o.speed) < 0.05 and turn < math.radians(1.0) and (held is None or abs(held[1] - d) < 0.2):
+            since = t if held is None else held[0]
+            self._twins[key] = (since, d)
+            if t - since >= TWIN_S:
+                for a in (tr, o):
+                    if not a.strikes["twin"]:
+                        a.strikes["twin"] += FLAG_STRIKES
+                        self._flag(a, t)
+        else:
+            self._twins.pop(key, None)
+
+    def sweep(self, now: float) -> None:
+        """Senders that stopped sending while others still send: gone where no vehicle leaves the road?"""
+        for sender, tr in list(self.tracks.items()):
+            if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
+                del self.tracks[sender]
+                if tr.speed < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
+                    self._strike(tr, Counter(sudden_disappearance=FLAG_STRIKES), tr.t)
+                self.gone[sender] = tr
+
+    def _strike(self, tr: Track, strikes: Counter[str], t: float) -> None:
+        if strikes:
+            tr.strikes.update(strikes)
+            self._flag(tr, t)
+
+    def _flag(self, tr: Track, t: float) -> None:
+        if tr.flagged_s is None and sum(tr.strikes.values()) >= FLAG_STRIKES:
+            tr.flagged_s = t
+
+    def summary(self) -> dict[str, object]:
+        every = {**self.gone, **self.tracks}
+        return {
+            "senders": {s: tr.n for s, tr in sorted(every.items())},
+            "flagged": {
+                s: {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}
+                for s, tr in sorted(every.items()) if tr.flagged_s is not None
+            },
+        }

@@ -1,0 +1,63 @@
+"""Misbehaviour detection: the cloud's plausibility checks against the VeReMi attacks, on honest traffic from
+the core (no broker needed for the rules; bench/misbehaviour.py scores them through Mosquitto)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cloud.misbehaviour import Misbehaviour
+from roadside.offline import OfflineRun
+from v2x import scenario
+from v2x.attacks import Attacks
+from v2x.bsm import build_bsms
+
+KINDS = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
+
+
+def _run(kind: str | None, seconds: float = 300.0, share: float = 0.2) -> tuple[Misbehaviour, dict[str, str]]:
+    base = scenario.load(scenario.resolve("four_way"))
+    sc = dataclasses.replace(base, events=(), attacks=() if kind is None else (scenario.Attack(kind, share),))  # type: ignore[arg-type]
+    run = OfflineRun(sc)
+    pts = [p for lk in run.net.links for p in lk.points]
+    bounds = (min(p[0] for p in pts), min(p[1] for p in pts), max(p[0] for p in pts), max(p[1] for p in pts))
+    attacks = Attacks(sc, run.net.frame, bounds)
+    det = Misbehaviour(run.net)
+    for _ in range(round(seconds / sc.step_s)):
+        run.step()
+        t = run.traffic.t
+        for vid, bsm in build_bsms(run.traffic, run.net.frame):
+            for sid, said in attacks.apply(vid, bsm, t):
+                x, y = run.net.frame.to_local(said.position.lat_deg, said.position.lon_deg)
+                det.bsm(sid, t, x, y, said.speed_mps, said.heading_deg)
+        det.sweep(t)
+    return det, attacks.assigned
+
+
+def _scores(det: Misbehaviour, truth: dict[str, str]) -> tuple[float, float, int]:
+    s = det.summary()
+    judged = {k for k, n in s["senders"].items() if n >= 10}  # type: ignore[union-attr]
+    flagged = set(s["flagged"])  # type: ignore[arg-type]
+    # an attack is detected when any identity it uses is flagged (a Sybil attacker: itself or its ghost)
+    attacks = {k.removesuffix("-g") for k in truth if k in judged}
+    honest = [k for k in judged if k not in truth]
+    detected = sum(a in flagged or f"{a}-g" in flagged for a in attacks)
+    return detected / max(len(attacks), 1), sum(h in flagged for h in honest) / max(len(honest), 1), len(attacks)
+
+
+def test_honest_traffic_is_not_flagged() -> None:
+    det, truth = _run(None, seconds=600.0)
+    assert truth == {}
+    _, false_positives, _ = _scores(det, truth)
+    assert len(det.summary()["senders"]) > 100  # type: ignore[arg-type]
+    assert false_positives == 0.0, det.summary()["flagged"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_attack_is_detected(kind: str) -> None:
+    det, truth = _run(kind)
+    detection, false_positives, attackers = _scores(det, truth)
+    assert attackers >= 5
+    assert detection >= 0.95, (kind, detection, {k: v for k, v in truth.items()})
+    assert false_positives <= 0.01
