@@ -47,10 +47,10 @@ def _scores(det: Misbehaviour, truth: dict[str, str]) -> tuple[float, float, int
 
 
 def test_honest_traffic_is_not_flagged() -> None:
-    det, truth = _run(None, seconds=600.0)
+    det, truth = _run(None, seconds=300.0)
     assert truth == {}
     _, false_positives, _ = _scores(det, truth)
-    assert len(det.summary()["senders"]) > 100  # type: ignore[arg-type]
+    assert len(det.summary()["senders"]) > 50  # type: ignore[arg-type]
     assert false_positives == 0.0, det.summary()["flagged"]
 
 
