@@ -318,3 +318,12 @@ def test_the_window_pans_zooms_selects_pauses_toggles_and_saves_screenshots(
         assert win.closed
     finally:
         win.close()
+
+
+def test_replay_of_a_file_that_is_not_a_recording_says_so(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mcap"
+    bad.write_bytes(b"not an mcap file\n")
+    res = subprocess.run([sys.executable, "-m", "v2x", "replay", str(bad), "--headless", "--snapshot", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert f"{bad}: not a readable MCAP recording" in res.stderr

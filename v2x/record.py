@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import struct
 import sys
 import time
 from collections import Counter
@@ -31,12 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from google.protobuf.message import DecodeError as PbDecodeError
+from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.writer import Writer
 from mcap_protobuf.schema import build_file_descriptor_set
 
 from v2x.codec import MAX_PAYLOAD_BYTES
-from v2x.errors import BrokerError
+from v2x.errors import BrokerError, V2xError
 from v2x.security import OBSERVER, login
 from v2x.tier_args import add_credentials_option, credentials
 from v2x.topics import DEFAULT_ROOT, spec_of
@@ -118,11 +120,19 @@ class Recorder:
 
 
 def read(path: Path) -> Iterator[Recorded]:
-    """Every message of a recording in log-time order, framed or not."""
-    with open(path, "rb") as f:
-        reader = make_reader(f)
-        for _schema, channel, message in reader.iter_messages(log_time_order=True):
-            yield Recorded(channel.topic, bytes(message.data), message.log_time, message.publish_time)
+    """Every message of a recording in log-time order, framed or not. A file that is not MCAP (or is cut
+    short) raises RecordingError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            reader = make_reader(f)
+            for _schema, channel, message in reader.iter_messages(log_time_order=True):
+                yield Recorded(channel.topic, bytes(message.data), message.log_time, message.publish_time)
+    except (McapError, EOFError, struct.error) as e:
+        raise RecordingError(f"{path}: not a readable MCAP recording ({e})") from None
+
+
+class RecordingError(V2xError):
+    """A recording cannot be read."""
 
 
 # -- the commands -----------------------------------------------------------------------------
@@ -230,7 +240,7 @@ def replay_broker_main(path: Path, url: str, speed: float) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         try:
             sent = asyncio.run(replay_to_broker(path, url, speed))
-        except BrokerError as e:
+        except (BrokerError, RecordingError) as e:
             print(f"v2x replay: {e}", file=sys.stderr)
             return 1
         _emit("summary", **sent)

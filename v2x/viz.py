@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from v2x.errors import BrokerError
-from v2x.record import Recorded, drain, read, replay_broker_main, stop_event
+from v2x.record import Recorded, RecordingError, drain, read, replay_broker_main, stop_event
 from v2x.scene import Scene
 from v2x.security import OBSERVER, login
 from v2x.tier_args import add_credentials_option, credentials
@@ -202,7 +202,8 @@ async def live(args: argparse.Namespace) -> int:
                     win.label("live · broker disconnected")
                 win.frame()
                 await asyncio.sleep(max(period - (time.monotonic() - t_frame), 0.001) if not win.headless else 0.05)
-            await drain(t, scene.ingest)
+            if not win.closed:  # the run ended (or a signal): take in what is still on its way for the last frame
+                await drain(t, scene.ingest)
             dropped = t.stats.dropped_in
         if args.snapshot is not None:
             win.snapshot(args.snapshot)
@@ -351,4 +352,8 @@ def replay_main(argv: list[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    return asyncio.run(replay_window(args))
+    try:
+        return asyncio.run(replay_window(args))
+    except RecordingError as e:
+        print(f"v2x replay: {e}", file=sys.stderr)
+        return 2
