@@ -56,7 +56,8 @@ TWIN_S = 3.0  # [s] in lockstep this long: two identities of one OBU
 STANDING_MPS = 0.5
 CREDIBLE_BSMS = 10
 MOVING_MPS = 3.0
-EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
+EDGE_SLACK_M = 15.0
+GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M  # [m] each lane is taken as this much longer at both ends
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Track:
     strikes: Counter[str] = field(default_factory=Counter)
     overlapped: set[str] = field(default_factory=set)
     flagged_s: float | None = None
+    cell: tuple[int, int] = (0, 0)  # its square of the grid the neighbour checks look in
 
 
 def _credible(tr: Track) -> bool:
@@ -105,6 +107,7 @@ class Misbehaviour:
         self.tracks: dict[str, Track] = {}
         self.gone: dict[str, Track] = {}  # senders that stopped sending
         self._twins: dict[tuple[str, str], tuple[float, float]] = {}  # pair moving in lockstep -> (since, distance)
+        self._cells: dict[tuple[int, int], set[str]] = {}  # grid square -> senders whose latest position is in it
         self.latest_t = 0.0
 
     def _near_lanes(self, x: float, y: float) -> tuple[float, np.ndarray]:
@@ -147,7 +150,11 @@ class Misbehaviour:
             strikes["off_road"] += 1
         elif speed > 1.0 and dirs.size and float(np.abs((dirs - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG):
             strikes["heading"] += 1
-        for other, o in self.tracks.items():
+        self._move(sender, tr)
+        cx, cy = tr.cell
+        near = [s for dx in (-1, 0, 1) for dy in (-1, 0, 1) for s in self._cells.get((cx + dx, cy + dy), ())]
+        for other in near:
+            o = self.tracks[other]
             if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
                 continue  # compare with others heard at the same moment and not already known to lie
             d = math.hypot(o.x - x, o.y - y)
@@ -158,6 +165,15 @@ class Misbehaviour:
                 if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
                     self._twin(tr, sender, o, other, d, t)
         self._strike(tr, strikes, t)
+
+    def _move(self, sender: str, tr: Track) -> None:
+        """File a sender under the grid square of its latest position (squares of GRID_M: the checks need neighbours
+        within TWIN_M only, so a BSM looks at 9 squares, not at every vehicle)."""
+        cell = (math.floor(tr.x / GRID_M), math.floor(tr.y / GRID_M))
+        if cell != tr.cell or sender not in self._cells.get(cell, ()):
+            self._cells.get(tr.cell, set()).discard(sender)
+            self._cells.setdefault(cell, set()).add(sender)
+            tr.cell = cell
 
     def _overlap(self, tr: Track, sender: str, o: Track, other: str, t: float) -> None:
         """Two bodies in one place. A standing vehicle that a moving one drives through is not there; else
@@ -196,6 +212,7 @@ class Misbehaviour:
         for sender, tr in list(self.tracks.items()):
             if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
                 del self.tracks[sender]
+                self._cells[tr.cell].discard(sender)
                 if tr.speed < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
                     self._strike(tr, Counter(sudden_disappearance=FLAG_STRIKES), tr.t)
                 self.gone[sender] = tr

@@ -196,12 +196,8 @@ def _fuzzed(seeds: list[tuple[str, bytes]], topics: list[str], rng: random.Rando
     return how, topic, msg.SerializeToString()
 
 
-def test_100k_fuzzed_payloads_over_every_topic_crash_nothing_and_are_all_counted() -> None:
-    rx = Receivers()
-    seeds = _seeds(rx)
-    for topic, payload in seeds:  # the real ones first: each is handled
-        rx.offer(topic, payload)
-    assert rx.unaccounted() == dict.fromkeys(("rsu", "cloud", "fleet", "scene", "recorder"), 0)
+def _fuzz(rx: Receivers, seeds: list[tuple[str, bytes]]) -> Counter[str]:
+    """Offer COUNT fuzzed payloads (seeded: the same every time); how many of each making."""
     topics = sorted({topic for topic, _ in seeds})
     rng = random.Random(20261122)
     made: Counter[str] = Counter()
@@ -209,6 +205,16 @@ def test_100k_fuzzed_payloads_over_every_topic_crash_nothing_and_are_all_counted
         how, topic, payload = _fuzzed(seeds, topics, rng)
         made[how] += 1
         rx.offer(topic, payload)
+    return made
+
+
+def test_100k_fuzzed_payloads_over_every_topic_crash_nothing_and_are_all_counted() -> None:
+    rx = Receivers()
+    seeds = _seeds(rx)
+    for topic, payload in seeds:  # the real ones first: each is handled
+        rx.offer(topic, payload)
+    assert rx.unaccounted() == dict.fromkeys(("rsu", "cloud", "fleet", "scene", "recorder"), 0)
+    made = _fuzz(rx, seeds)
     assert rx.fed == COUNT + len(seeds)
     assert rx.unaccounted() == dict.fromkeys(("rsu", "cloud", "fleet", "scene", "recorder"), 0)
     assert rx.handler_errors() == dict.fromkeys(("rsu", "cloud", "fleet", "scene"), 0)
@@ -220,16 +226,16 @@ def test_100k_fuzzed_payloads_over_every_topic_crash_nothing_and_are_all_counted
     assert min(made.values()) > COUNT // 20
 
 
-_SHARED: list[Receivers] = []
+_SHARED: list[tuple[Receivers, list[str]]] = []
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame=gen.any_frame, topic_index=st.integers(0, 10))
 def test_any_valid_frame_on_any_topic_is_handled_or_counted(frame: m.Frame, topic_index: int) -> None:
-    if not _SHARED:  # one set of receivers for every example: building them is the slow part
-        _SHARED.append(Receivers())
-    rx = _SHARED[0]
-    topics = sorted({topic for topic, _ in _seeds(rx)})
+    if not _SHARED:  # one set of receivers (and topics) for every example: building them is the slow part
+        shared = Receivers()
+        _SHARED.append((shared, sorted({topic for topic, _ in _seeds(shared)})))
+    rx, topics = _SHARED[0]
     rx.offer(topics[topic_index], codec.encode(frame))
     assert rx.unaccounted() == dict.fromkeys(("rsu", "cloud", "fleet", "scene", "recorder"), 0)
     assert rx.handler_errors() == dict.fromkeys(("rsu", "cloud", "fleet", "scene"), 0)
@@ -242,14 +248,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     rx = Receivers()
-    seeds = _seeds(rx)
-    topics = sorted({topic for topic, _ in seeds})
-    rng = random.Random(20261122)
-    made: Counter[str] = Counter()
-    for _ in range(COUNT):
-        how, topic, payload = _fuzzed(seeds, topics, rng)
-        made[how] += 1
-        rx.offer(topic, payload)
+    made = _fuzz(rx, _seeds(rx))
     print(json.dumps({
         "payloads": rx.fed, "made": dict(sorted(made.items())), "unaccounted": rx.unaccounted(), "handler_errors": rx.handler_errors(),
         "rsu": {**dict(sorted(rx.rsu.bad.counts.items())), **rx.rsu.reception.outcomes},

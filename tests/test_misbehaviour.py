@@ -20,9 +20,7 @@ def _run(kind: str | None, seconds: float = 300.0, share: float = 0.2) -> tuple[
     base = scenario.load(scenario.resolve("four_way"))
     sc = dataclasses.replace(base, events=(), attacks=() if kind is None else (scenario.Attack(kind, share),))  # type: ignore[arg-type]
     run = OfflineRun(sc)
-    pts = [p for lk in run.net.links for p in lk.points]
-    bounds = (min(p[0] for p in pts), min(p[1] for p in pts), max(p[0] for p in pts), max(p[1] for p in pts))
-    attacks = Attacks(sc, run.net.frame, bounds)
+    attacks = Attacks(sc, run.net)
     det = Misbehaviour(run.net)
     for _ in range(round(seconds / sc.step_s)):
         run.step()

@@ -21,7 +21,7 @@ import math
 import random
 
 from v2x import messages as m
-from v2x.geo import LocalFrame
+from v2x.network import Network
 from v2x.scenario import Attack, Scenario
 
 GHOST_AHEAD_M = 8.0  # [m] where a Sybil attacker puts its ghost
@@ -29,11 +29,11 @@ STOP_WITHIN_S = 20.0  # [s] an eventual-stop attacker stops within this after it
 
 
 class Attacks:
-    def __init__(self, sc: Scenario, frame: LocalFrame, bounds: tuple[float, float, float, float]) -> None:
+    def __init__(self, sc: Scenario, net: Network) -> None:
         self.attacks = sc.attacks
         self.seed = sc.seed
-        self.frame = frame
-        self.bounds = bounds  # (xmin, ymin, xmax, ymax) of the road network [m]
+        self.frame = net.frame
+        self.bounds = net.bounds()  # where the position attacks draw their points
         self.assigned: dict[str, str] = {}  # sender id -> attack kind, for every attacker that sent a BSM
         self._state: dict[int, tuple[float, float, float] | None] = {}  # per attacker: its fixed or frozen point
         self._first: dict[int, float] = {}  # eventual stop: when each attacker first lied (or could have)

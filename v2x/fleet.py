@@ -155,9 +155,7 @@ class Fleet:
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
         self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
         self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
-        pts = np.concatenate([lk.points for lk in self.net.links])
-        bounds = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
-        self.attacks = Attacks(sc, self.net.frame, bounds) if sc.attacks else None  # misbehaving OBUs
+        self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
         self._factory = transport_factory or self._mqtt
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)

@@ -415,6 +415,11 @@ class Network:
             return None
         return int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))
 
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) [m] of every lane and turning path."""
+        pts = np.concatenate([lk.points for lk in self.links])
+        return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
     @functools.cached_property
     def tiles(self) -> list[str]:
         """Each intersection's tile (quadkey of its centre): where its SPaT and MAP are addressed."""

@@ -290,7 +290,7 @@ class Renderer:
         now = self.scene.now_ms
         rsu_px = {f"rsu:{r.sender}": self.view.point(*r.xy) for r in self.scene.rsus.values() if r.xy is not None}
         cloud = self._cloud_point()
-        for f in self.scene.flows:
+        for f in self.scene.flow_lines():
             alpha = 1.0 - (now - f.sim_ms) / (FLOW_S * 1000)
             if alpha <= 0:
                 continue

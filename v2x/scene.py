@@ -42,7 +42,7 @@ WARN_RANGE_M = 300.0  # [m] a hazard this close ahead (as HLW's range) marks a v
 WARN_CONE_DEG = 30.0  # [deg] "ahead": within this angle of the vehicle's heading
 PRIORITY_FRESH_S = 2.5  # [s] a priority request counts as active this long after its last update (1 Hz)
 FLOW_S = 0.4  # [s] a message's flow line fades out over this much sim time
-FLOW_MAX = 20_000  # flow lines kept at most
+FLOW_MAX = 1_000  # priority-request flow lines kept at most
 LATENCY_WINDOW = 5_000  # latencies kept per hop for the live p50/p99
 SANE_LATENCY_S = 60.0  # [s] beyond this the sender's clock is not the wall clock (fast mode): no latency
 SPAT_STALE_S = 1.0  # [s] a signal head whose SPaT is older than this goes dark (as SPaT's own expiry)
@@ -229,7 +229,7 @@ class Scene:
     plan_flash: dict[str, int] = field(default_factory=dict)  # intersection -> sim ms until which it flashes
     advisories: dict[str, list[tuple[int, m.Advisory]]] = field(default_factory=dict)  # vehicle -> (valid until UTC ms, advisory)
     priority: dict[str, tuple[int, m.PriorityRequest, m.PriorityState | None]] = field(default_factory=dict)
-    flows: deque[Flow] = field(default_factory=lambda: deque(maxlen=FLOW_MAX))
+    flows: deque[Flow] = field(default_factory=lambda: deque(maxlen=FLOW_MAX))  # priority requests (BSMs: flow_lines)
     now_ms: int = 0  # newest sim time of a periodic message (CLOCK_TYPES)
     utc_ms: int = 0  # its generation time
     received: Counter[str] = field(default_factory=Counter)
@@ -303,10 +303,6 @@ class Scene:
         if isinstance(body, m.Bsm):
             xy = self._local(body.position)
             self.vehicles.update(h, body, xy)
-            self.flows.append(Flow(h.sim_time_ms, xy, "cloud", "bsm"))
-            for rsu in self.rsus.values():
-                if rsu.state == "online" and rsu.xy is not None and math.dist(rsu.xy, xy) <= rsu.range_m:
-                    self.flows.append(Flow(h.sim_time_ms, xy, f"rsu:{rsu.sender}", "bsm"))
         elif isinstance(body, m.Spat):
             path = rest.split("/")[1] if rest.count("/") >= 1 else "rsu"
             for st in body.intersections:
@@ -429,6 +425,19 @@ class Scene:
             if i is not None and any(until > self.utc_ms for until, _ in held):
                 warned[i] = True
         flags[warned] |= Flag.WARNED
+
+    def flow_lines(self) -> list[Flow]:
+        """The message flows of the last FLOW_S: each vehicle's latest BSM to the cloud and to the RSUs in range
+        (derived from the vehicles, not stored per message), and the priority requests."""
+        v = self.vehicles
+        out = []
+        for i in np.flatnonzero(self.now_ms - v.seen_ms[: v.n] < FLOW_S * 1000).tolist():
+            xy = (float(v.xy[i, 0]), float(v.xy[i, 1]))
+            t = int(v.seen_ms[i])
+            out.append(Flow(t, xy, "cloud", "bsm"))
+            out += [Flow(t, xy, f"rsu:{r.sender}", "bsm") for r in self.rsus.values()
+                    if r.state == "online" and r.xy is not None and math.dist(r.xy, xy) <= r.range_m]
+        return out + list(self.flows)
 
     def rates(self) -> Counter[str]:
         """Messages per type in the last complete sim second."""

@@ -317,19 +317,19 @@ def build_replay_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_window(args: argparse.Namespace, prog: str) -> str | None:
+def _window_ok(args: argparse.Namespace, prog: str) -> bool:
+    """Whether there is somewhere to draw: a display, or --snapshot (then offscreen); says why not."""
     if not args.headless and not display_available():
         if args.snapshot is None:
-            return f"{prog}: no display here (DISPLAY is not set): use --snapshot PATH.png, or run under Xvfb"
+            print(f"{prog}: no display here (DISPLAY is not set): use --snapshot PATH.png, or run under Xvfb", file=sys.stderr)
+            return False
         args.headless = True
-    return None
+    return True
 
 
 def viz_main(argv: list[str]) -> int:
     args = build_viz_parser().parse_args(argv)
-    problem = _check_window(args, "v2x viz")
-    if problem:
-        print(problem, file=sys.stderr)
+    if not _window_ok(args, "v2x viz"):
         return 2
     try:
         return asyncio.run(live(args))
@@ -348,9 +348,7 @@ def replay_main(argv: list[str]) -> int:
         return 2
     if args.to_broker is not None:
         return replay_broker_main(args.recording, args.to_broker, args.speed)
-    problem = _check_window(args, "v2x replay")
-    if problem:
-        print(problem, file=sys.stderr)
+    if not _window_ok(args, "v2x replay"):
         return 2
     try:
         return asyncio.run(replay_window(args))
