@@ -535,3 +535,45 @@ def resolve(arg: str) -> FsPath:
         return p
     named = bundled_dir() / f"{arg}.toml"
     return named if named.exists() else p
+
+
+def tile(s: Scenario, copies: int, spacing_m: float | None = None) -> Scenario:
+    """A district of `copies` independent copies of a scenario's site, on a square grid.
+
+    Copy k (from 0) keeps copy 0's names with `-k` appended (J1 -> J1-3, RSU-J1 -> RSU-J1-3)
+    and is shifted east and north by whole grid cells; the cells are `spacing_m` apart
+    (default: the site's extent plus 200 m, so no approach of one copy reaches another's).
+    Copies share no road: traffic, signals and RSUs of one copy never meet another's, which
+    is what lets `v2x run --workers N` give each worker whole copies (sharding by area).
+    Scheduled vehicles, hazards and attacks are copied with their site.
+    """
+    if copies < 1:
+        raise ScenarioError([f"copies: {copies} (expected at least 1)"])
+    if copies == 1:
+        return s
+    if spacing_m is None:
+        xs = [i.x_m for i in s.intersections]
+        ys = [i.y_m for i in s.intersections]
+        reach = max(a.length_m for i in s.intersections for a in i.approaches)
+        spacing_m = max(max(xs) - min(xs), max(ys) - min(ys)) + 2 * reach + 200.0
+    cols = math.ceil(math.sqrt(copies))
+    data = tomllib.loads(dumps(s))
+    out: dict[str, list[Any]] = {k: [] for k in ("intersections", "roads", "rsus", "demand", "vehicles", "events")}
+    for k in range(copies):
+        dx, dy = (k % cols) * spacing_m, (k // cols) * spacing_m
+
+        def name(iid: str, k: int = k) -> str:
+            return iid if k == 0 else f"{iid}-{k}"
+
+        for ix in data.get("intersections", []):
+            out["intersections"].append({**ix, "id": name(ix["id"]), "x_m": ix.get("x_m", 0.0) + dx, "y_m": ix.get("y_m", 0.0) + dy})
+        for road in data.get("roads", []):
+            out["roads"].append({**road, "ends": [name(iid) + "." + leg for iid, _, leg in (e.rpartition(".") for e in road["ends"])]})
+        for rsu in data.get("rsus", []):
+            out["rsus"].append({**rsu, "id": name(rsu["id"]), "intersection": name(rsu["intersection"])})
+        for table in ("demand", "vehicles", "events"):
+            out[table] += [{**row, "intersection": name(row["intersection"])} for row in data.get(table, [])]
+    data.update({k: v for k, v in out.items() if v})
+    data["name"] = f"{s.name}_x{copies}"
+    data["description"] = f"{copies} copies of {s.name} on a {cols}-column grid {spacing_m:g} m apart: {s.description}"
+    return schema.read_data(Scenario, data, lambda p: f"tile({s.name}, {copies})", _references)

@@ -213,7 +213,18 @@ class Traffic:
         self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
         self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
         self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
-        self._conflict_links = np.array(sorted(self._conflicts), dtype=np.int64)
+        # the same table as arrays, rows grouped by path (`_conflict_rows`: a path's first row and count)
+        rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
+        table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
+        self._c_other = table[:, 0].astype(np.int64)
+        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = table[:, 1:].T
+        self._c_yield = np.array([r[7] for r in rows], dtype=bool)
+        first = np.zeros(len(network.links) + 1, dtype=np.int64)
+        count = np.zeros(len(network.links) + 1, dtype=np.int64)
+        for k, r in enumerate(rows):
+            first[r[0]] = k if count[r[0]] == 0 else first[r[0]]
+            count[r[0]] += 1
+        self._conflict_rows = (first, count)
 
     # -- demand --------------------------------------------------------------
 
@@ -688,10 +699,10 @@ class Traffic:
             the critical gap of its own arrival;
           - box clear: nobody passes a conflict point while a vehicle on the crossing path is
             in the conflict zone (a late turner, a long bus still clearing).
+        Vectorised over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples.
         """
         net = self.net
-        n = self.n
-        out = np.full(n, np.inf)
+        out = np.full(self.n, np.inf)
         width = net.route_links.shape[1]
         kind = net.link_kind[link]
         k1 = np.minimum(self.link_idx + 1, width - 1)
@@ -707,49 +718,49 @@ class Traffic:
         leaving &= s_link < self.length
         path = np.where(leaving, prev, path)
         pos = np.where(leaving, net.link_length[np.maximum(prev, 0)] + s_link, pos)
-        cand = np.flatnonzero(np.isin(path, self._conflict_links))
+        first, count = self._conflict_rows
+        cand = np.flatnonzero(count[np.maximum(path, 0)] * (path >= 0) > 0)
         if len(cand) == 0:
             return out
-        by_path: dict[int, IntArray] = {}
+        # pairs (candidate i, conflict row c) of the zones i has not yet entered
+        n_c = count[path[cand]]
+        pi = np.repeat(np.arange(len(cand)), n_c)
+        pc = first[path[cand]][pi] + np.arange(len(pi)) - np.repeat(np.cumsum(n_c) - n_c, n_c)
+        x_i = pos[cand][pi]
+        ahead = x_i <= self._c_wait_me[pc] + COMMIT_M
+        pi, pc, x_i = pi[ahead], pc[ahead], x_i[ahead]
+        # where i waits when it must yield: short of every zone it yields at, not inside the nearer ones
+        first_yield_wait = np.full(len(cand), np.inf)
+        y = self._c_yield[pc]
+        np.minimum.at(first_yield_wait, pi[y], self._c_wait_me[pc[y]])
+        # triples (pair, vehicle j on the other path)
         order = cand[np.argsort(path[cand], kind="stable")]
-        paths, starts = np.unique(path[order], return_index=True)
-        for p_id, chunk in zip(paths, np.split(order, starts[1:]), strict=True):
-            by_path[int(p_id)] = chunk
+        on_path = path[order]
+        other = self._c_other[pc]
+        lo = np.searchsorted(on_path, other, "left")
+        n_j = np.searchsorted(on_path, other, "right") - lo
+        tp = np.repeat(np.arange(len(pc)), n_j)
+        j = order[np.repeat(lo, n_j) + np.arange(len(tp)) - np.repeat(np.cumsum(n_j) - n_j, n_j)]
+        tc = pc[tp]
+        x_j = pos[j]
+        # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
+        zone = np.zeros(len(pc), dtype=bool)
+        zone[tp[(x_j > self._c_wait_other[tc] + COMMIT_M) & (x_j - self.length[j] < self._c_exit_other[tc] + CLEAR_M)]] = True
+        # gap acceptance against priority vehicles on their way (not those standing at a line)
         vmax = net.link_speed[link] * self.vmax_factor
-        moving = ~stopping
-        for i in cand:
-            p_i, x_i = int(path[i]), float(pos[i])
-            wait_at = np.inf
-            first_yield_wait = min(
-                (c[1] for c in self._conflicts[p_i] if c[6] and x_i <= c[1] + COMMIT_M), default=np.inf
-            )
-            for other, wait_me, exit_me, wait_other, s_other, exit_other, i_yield in self._conflicts[p_i]:
-                if x_i > wait_me + COMMIT_M:
-                    continue  # already in (or through) this conflict zone: it clears it
-                js = by_path.get(other)
-                if js is None:
-                    continue
-                x_j = pos[js]
-                # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
-                in_zone = (x_j > wait_other + COMMIT_M) & (x_j - self.length[js] < exit_other + CLEAR_M)
-                if in_zone.any():
-                    # not yet in the junction: wait at the stop line rather than inside it
-                    wait_at = min(wait_at, 0.0 if x_i <= 0.0 else wait_me)
-                    continue
-                blocked = False
-                if i_yield:
-                    # gap acceptance against priority vehicles on their way (not those standing at a line)
-                    t_me = _time_to_cover(exit_me - x_i, float(self.v[i]), float(self.amax[i]), float(vmax[i]))
-                    for j in js[moving[js] & (x_j <= wait_other + COMMIT_M) & (self.v[js] > MOVING_MPS)]:
-                        t_j = _time_to_cover(s_other - float(pos[j]), float(self.v[j]), float(self.amax[j]), float(vmax[j]))
-                        if t_j < t_me + CRITICAL_GAP_S - (exit_me - wait_me) / max(float(vmax[i]), 1.0):
-                            blocked = True
-                            break
-                if blocked:
-                    # wait short of every zone it must yield at, not inside the nearer ones
-                    wait_at = min(wait_at, first_yield_wait)
-            if wait_at < np.inf:
-                out[i] = max(wait_at - x_i, 0.0)
+        i_of = cand[pi]
+        t_me = _times_to_cover(self._c_exit_me[pc] - x_i, self.v[i_of], self.amax[i_of], vmax[i_of])
+        t_me = t_me + CRITICAL_GAP_S - (self._c_exit_me[pc] - self._c_wait_me[pc]) / np.maximum(vmax[i_of], 1.0)
+        gap = ~zone[tp] & self._c_yield[tc] & ~stopping[j] & (x_j <= self._c_wait_other[tc] + COMMIT_M) & (self.v[j] > MOVING_MPS)
+        tp, tc, j = tp[gap], tc[gap], j[gap]
+        t_j = _times_to_cover(self._c_s_other[tc] - pos[j], self.v[j], self.amax[j], vmax[j])
+        blocked = np.zeros(len(pc), dtype=bool)
+        blocked[tp[t_j < t_me[tp]]] = True
+        wait = np.where(zone, np.where(x_i <= 0.0, 0.0, self._c_wait_me[pc]), np.where(blocked, first_yield_wait[pi], np.inf))
+        wait_at = np.full(len(cand), np.inf)
+        np.minimum.at(wait_at, pi, wait)
+        x = pos[cand]
+        out[cand] = np.where(wait_at < np.inf, np.maximum(wait_at - x, 0.0), np.inf)
         return out
 
     def _measure(
@@ -867,15 +878,34 @@ class Traffic:
         return 3600.0 / float(np.mean(hs)) if hs else math.nan
 
 
-def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
-    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s]."""
-    if d <= 0:
-        return 0.0
-    v = min(v, vmax)
-    d_acc = (vmax * vmax - v * v) / (2.0 * a)  # [m] to reach vmax
-    if d <= d_acc:
-        return (-v + math.sqrt(v * v + 2.0 * a * d)) / a
-    return (vmax - v) / a + (d - d_acc) / vmax
+def _times_to_cover(d: FloatArray, v: FloatArray, a: FloatArray, vmax: FloatArray) -> FloatArray:
+    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s] (element-wise)."""
+    v = np.minimum(v, vmax)
+    d_acc = (vmax * vmax - v * v) / (2.0 * a)
+    dd = np.maximum(d, 0.0)
+    t = np.where(dd <= d_acc, (-v + np.sqrt(v * v + 2.0 * a * dd)) / a, (vmax - v) / a + (dd - d_acc) / vmax)
+    return np.where(d <= 0, 0.0, t)
+
+
+def _near_pairs(x: FloatArray, y: FloatArray, reach: float) -> tuple[IntArray, IntArray]:
+    """Index pairs (a < b) of points that may be within `reach` [m] of each other: same or adjacent grid cells."""
+    gx = np.floor(x / reach).astype(np.int64)
+    gy = np.floor(y / reach).astype(np.int64)
+    key = (gx << 32) + gy
+    order = np.argsort(key, kind="stable")
+    keys = key[order]
+    ias, ibs = [], []
+    for ox, oy in ((0, 0), (1, -1), (1, 0), (1, 1), (0, 1)):  # each pair of neighbouring cells once
+        target = key + (ox << 32) + oy
+        lo = np.searchsorted(keys, target, "left")
+        k = np.searchsorted(keys, target, "right") - lo
+        a = np.repeat(np.arange(len(x)), k)
+        b = order[np.repeat(lo, k) + np.arange(len(a)) - np.repeat(np.cumsum(k) - k, k)]
+        if ox == 0 and oy == 0:
+            a, b = a[a < b], b[a < b]
+        ias.append(np.minimum(a, b))
+        ibs.append(np.maximum(a, b))
+    return np.concatenate(ias), np.concatenate(ibs)
 
 
 def _overlapping_boxes(
@@ -886,8 +916,7 @@ def _overlapping_boxes(
     fx, fy = np.sin(hr), np.cos(hr)  # forward unit vectors
     cx, cy = x[idx], y[idx]
     half_l, half_w = length[idx] / 2, width[idx] / 2
-    m = len(idx)
-    ia, ib = np.triu_indices(m, 1)
+    ia, ib = _near_pairs(cx, cy, float(half_l.max()) * 2 + 1.0)
     near = np.hypot(cx[ia] - cx[ib], cy[ia] - cy[ib]) < (half_l[ia] + half_l[ib] + 1.0)
     ia, ib = ia[near], ib[near]
     if len(ia) == 0:
