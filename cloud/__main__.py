@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    sc = load(args.scenario, args.set, args.seed)
+    sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
     net = Network(sc)

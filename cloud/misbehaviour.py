@@ -56,8 +56,9 @@ TWIN_S = 3.0  # [s] in lockstep this long: two identities of one OBU
 STANDING_MPS = 0.5
 CREDIBLE_BSMS = 10
 MOVING_MPS = 3.0
-EDGE_SLACK_M = 15.0
-GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M  # [m] each lane is taken as this much longer at both ends
+EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
+LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
+GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
 
 
 @dataclass
@@ -101,6 +102,16 @@ class Misbehaviour:
         d = self._b - self._a
         self._len2 = np.maximum((d**2).sum(axis=1), 1e-9)
         self._dir = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
+        # the segments that can be within ROAD_MARGIN_M of a point, per LANE_GRID_M square
+        reach = self._hw + ROAD_MARGIN_M
+        lo = np.floor((np.minimum(self._a, self._b) - reach[:, None]) / LANE_GRID_M).astype(int)
+        hi = np.floor((np.maximum(self._a, self._b) + reach[:, None]) / LANE_GRID_M).astype(int)
+        cells: dict[tuple[int, int], list[int]] = {}
+        for k in range(len(segs)):
+            for cx in range(lo[k, 0], hi[k, 0] + 1):
+                for cy in range(lo[k, 1], hi[k, 1] + 1):
+                    cells.setdefault((cx, cy), []).append(k)
+        self._lane_cells = {c: np.array(ks) for c, ks in cells.items()}
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -111,12 +122,20 @@ class Misbehaviour:
         self.latest_t = 0.0
 
     def _near_lanes(self, x: float, y: float) -> tuple[float, np.ndarray]:
-        """Distance beyond the nearest lane's half width; the directions of the lanes within reach."""
+        """Distance beyond the nearest lane's half width; the directions of the lanes within reach.
+
+        Only the segments of the point's grid square are looked at: they hold every segment that can
+        be within ROAD_MARGIN_M, so beyond that the distance may be overstated (it is then off road anyway).
+        """
+        ks = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
+        if ks is None:
+            return math.inf, self._dir[:0]  # no lane within reach
+        a, b = self._a[ks], self._b[ks]
         p = np.array([x, y])
-        u = np.clip(((p - self._a) * (self._b - self._a)).sum(axis=1) / self._len2, 0.0, 1.0)
-        closest = self._a + (self._b - self._a) * u[:, None]
-        dist = np.hypot(*(closest - p).T) - self._hw
-        return float(dist.min()), self._dir[dist <= ROAD_MARGIN_M]
+        u = np.clip(((p - a) * (b - a)).sum(axis=1) / self._len2[ks], 0.0, 1.0)
+        closest = a + (b - a) * u[:, None]
+        dist = np.hypot(*(closest - p).T) - self._hw[ks]
+        return float(dist.min()), self._dir[ks][dist <= ROAD_MARGIN_M]
 
     def bsm(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float) -> None:
         """One BSM: `t` its generation time [s], position in local metres."""

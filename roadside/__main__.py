@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intersection", action="append", help="run only this intersection's RSU (repeatable)")
     args = parser.parse_args(argv)
     setup_logging()
-    sc = load(args.scenario, args.set, args.seed)
+    sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
     ids = [x.id for x in sc.intersections]

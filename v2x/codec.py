@@ -310,7 +310,46 @@ def _enc_spat(s: m.Spat, out: pb.Spat) -> None:
                     oe.timing.confidence = _q(t.confidence, 1, 0, 15, f"{ef}.confidence")
 
 
+def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:
+    """One movement event; fields named relative to it (the caller adds where it is).
+
+    Events repeat (every group that is red until the same time, every copy of a SPaT a fleet hears):
+    decoded ones are kept by their wire values, as building a frozen dataclass costs more than the lookup.
+    """
+    t = oe.timing
+    key = (oe.state, t.start_time, t.min_end_time, t.max_end_time, t.likely_end_time, t.confidence) if oe.HasField("timing") else oe.state
+    ev = _EVENTS.get(key)
+    if ev is None:
+        ev = _EVENTS[key] = _new_event(oe)
+        if len(_EVENTS) > EVENTS_KEPT:
+            _EVENTS.clear()
+    return ev
+
+
+EVENTS_KEPT = 4096
+_EVENTS: dict[object, m.MovementEvent] = {}
+
+
+def _new_event(oe: pb.MovementEvent) -> m.MovementEvent:
+    timing = None
+    if oe.HasField("timing"):
+        t = oe.timing
+        timing = m.TimeChange(
+            start_s=_opt_untenths(t.start_time, "start_time"),
+            min_end_s=_opt_untenths(t.min_end_time, "min_end_time"),
+            max_end_s=_opt_untenths(t.max_end_time, "max_end_time"),
+            likely_end_s=_opt_untenths(t.likely_end_time, "likely_end_time"),
+            confidence=_check(t.confidence, 0, 15, "confidence"),
+        )
+    state = _LIGHT_STATES.get(oe.state)
+    return m.MovementEvent(state if state is not None else _enum(m.LightState, oe.state, "state"), timing)
+
+
+_LIGHT_STATES = {int(s): s for s in m.LightState}
+
+
 def _dec_spat(s: pb.Spat) -> m.Spat:
+    # field names are built only for a fault: a SPaT holds dozens of events, decoded by every receiver
     out = []
     for i, o in enumerate(s.intersections):
         f = f"spat.intersections[{i}]"
@@ -318,23 +357,13 @@ def _dec_spat(s: pb.Spat) -> m.Spat:
         for j, om in enumerate(o.states):
             events = []
             for k, oe in enumerate(om.events):
-                ef = f"{f}.states[{j}].events[{k}]"
-                timing = None
-                if oe.HasField("timing"):
-                    t = oe.timing
-                    timing = m.TimeChange(
-                        start_s=_opt_untenths(t.start_time, f"{ef}.start_time"),
-                        min_end_s=_opt_untenths(t.min_end_time, f"{ef}.min_end_time"),
-                        max_end_s=_opt_untenths(t.max_end_time, f"{ef}.max_end_time"),
-                        likely_end_s=_opt_untenths(t.likely_end_time, f"{ef}.likely_end_time"),
-                        confidence=_check(t.confidence, 0, 15, f"{ef}.confidence"),
-                    )
-                events.append(m.MovementEvent(_enum(m.LightState, oe.state, f"{ef}.state"), timing))
-            states.append(
-                m.MovementState(
-                    _check(om.signal_group, 1, 255, f"{f}.states[{j}].signal_group"), tuple(events)
-                )
-            )
+                try:
+                    events.append(_dec_event(oe))
+                except DecodeError as e:
+                    raise e.under(f"{f}.states[{j}].events[{k}]") from None
+            if not 1 <= om.signal_group <= 255:
+                _check(om.signal_group, 1, 255, f"{f}.states[{j}].signal_group")
+            states.append(m.MovementState(om.signal_group, tuple(events)))
         out.append(
             m.IntersectionState(
                 ref=_dec_ref(o.id, f"{f}.id"),

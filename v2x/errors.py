@@ -18,7 +18,12 @@ class DecodeError(V2xError):
     def __init__(self, kind: str, message: str, field: str = "") -> None:
         self.kind = kind
         self.field = field
+        self.detail = message
         super().__init__(f"{field}: {message}" if field else message)
+
+    def under(self, prefix: str) -> DecodeError:
+        """The same fault, its field named from further up (`prefix.field`)."""
+        return DecodeError(self.kind, self.detail, f"{prefix}.{self.field}" if self.field else prefix)
 
 
 class ScenarioError(V2xError):

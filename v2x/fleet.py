@@ -122,6 +122,7 @@ class Fleet:
         keepalive_s: int = 10,
         seed: int | None = None,
         shard: tuple[int, int] = (0, 1),
+        by_area: bool = False,
         transport_factory: TransportFactory | None = None,
         impairment: Impairment | None = None,
         credentials: Credentials | None = None,
@@ -134,7 +135,14 @@ class Fleet:
         self.keepalive_s = keepalive_s
         self.shard = shard
         self.net = Network(sc)
-        self.traffic = Traffic(self.net, sc, seed)
+        # sharded by area: whole sites (v2x.network components) dealt round-robin; else by vehicle id
+        self.area: frozenset[int] | None = None
+        if by_area:
+            sites = self.net.components
+            if len(sites) < shard[1]:
+                raise ValueError(f"{sc.name} has {len(sites)} independent site(s): too few to shard by area {shard[1]} ways (use --copies)")
+            self.area = frozenset(ix for k, site in enumerate(sites) if k % shard[1] == shard[0] for ix in site)
+        self.traffic = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
         self.radios: dict[int, Radio] = {}
         self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary
         self.counters = FleetCounters()
@@ -164,6 +172,8 @@ class Fleet:
         self.shadow: Radio | None = None
         self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
         self._k = 0
+        # real time: per sim second, the most the step's start lagged the wall clock [ms] and the vehicles present
+        self.tick: dict[int, tuple[float, int]] = {}
 
     def sign_with(self, ca: CA) -> None:
         """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
@@ -185,9 +195,9 @@ class Fleet:
         return SignalBelief(f.spat_stale_s, f.spat_countdown, f.reaction_s)
 
     def mine(self, vid: int) -> bool:
-        """Whether a vehicle belongs to this fleet's shard (`v2x fleet --shard i/n`)."""
+        """Whether a vehicle belongs to this fleet's shard (`v2x fleet --shard i/n`): by area, every one it simulates."""
         i, n = self.shard
-        return vid % n == i
+        return self.area is not None or vid % n == i
 
     # -- radios: I/O as coroutines ------------------------------------------------------
 
@@ -222,7 +232,7 @@ class Fleet:
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
             work.append(self._close(self.radios.pop(vid)))
-        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle"} if self.shard[0] == 0 else set()
+        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)}
         for k in sorted(standing - self.stalled.keys()):
             sid = f"stalled-{k}"
             radio = self.stalled[k] = Radio(-k, self._station(sid), self._factory(sid), self._belief())
@@ -230,6 +240,12 @@ class Fleet:
         for k in sorted(self.stalled.keys() - standing):
             work.append(self._close(self.stalled.pop(k)))
         return work
+
+    def _owns_event(self, k: int) -> bool:
+        """Whether this shard runs hazard event k's stalled vehicle: by area, the shard of its site; else shard 0."""
+        if self.area is None:
+            return self.shard[0] == 0
+        return next(i for i, x in enumerate(self.sc.intersections) if x.id == self.sc.events[k - 1].intersection) in self.area
 
     def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
         """Follow each vehicle's intersection ahead (SPaT, MAP) and its tile (hazards, advisories)."""
@@ -289,7 +305,11 @@ class Fleet:
         sid = f"fleet-v2v-{i}-of-{n}"
         radio = Radio(-2, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
         await radio.transport.start()
-        await radio.transport.subscribe(self.topics.area("bsm", ""))
+        if self.area is None:
+            await radio.transport.subscribe(self.topics.area("bsm", ""))
+        else:  # an area shard hears the BSMs of its own sites (and 50 m around them)
+            for tile in self.net.area_tiles(sorted(self.area)):
+                await radio.transport.subscribe(self.topics.area("bsm", tile))
         radio.ready = True
         self.v2v = radio
 
@@ -474,7 +494,7 @@ class Fleet:
     async def run(self, duration_s: float, progress: Callable[[Fleet], None] | None = None) -> None:
         """Drive in real time until sim time `duration_s` (since the epoch)."""
         dt = self.sc.step_s
-        if self.shard[1] > 1:
+        if self.shard[1] > 1 and self.area is None:
             await self.start_shadow()
         await self.start_v2v()
         await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
@@ -490,6 +510,9 @@ class Fleet:
         async with asyncio.TaskGroup() as tg:
             try:
                 while self.traffic.t < duration_s:
+                    lag_ms = (self.clock.sim_s() - self.traffic.t) * 1e3
+                    sec = int(self.traffic.t)
+                    self.tick[sec] = (max(lag_ms, self.tick.get(sec, (lag_ms, 0))[0]), max(self.traffic.n, self.tick.get(sec, (0.0, 0))[1]))
                     spawn(self.radio_work())
                     self.receive()
                     spawn(self.subscription_work())

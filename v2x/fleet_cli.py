@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import sys
 from typing import Any
 
@@ -17,6 +18,7 @@ from v2x.station import Clock
 from v2x.tier_args import add_common, credentials, load, setup_logging, signing_ca
 from v2x.topics import Topics
 from v2x.traffic import EMERGENCY
+from v2x.transport import merge_spans
 
 
 def summary(fleet: Fleet) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
     return {
         "event": "summary",
         "vehicles": {"spawned": st.spawned, "finished": st.finished, "in_network": fleet.traffic.n},
-        "shard": {"index": fleet.shard[0], "of": fleet.shard[1], "obus": fleet.obus},
+        "shard": {"index": fleet.shard[0], "of": fleet.shard[1], "obus": fleet.obus, "by": "vehicle" if fleet.area is None else "area"},
         "traffic": {
             "throughput_vph": round(st.finished / max(fleet.traffic.t, 1e-9) * 3600.0, 1),
             "mean_delay_s": round(st.mean_delay_s, 2),
@@ -67,10 +69,70 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "transport_out": c.dropped_out,
             "transport_in": c.dropped_in,
         },
+        # real time: rows [sim second, most a step started late (ms), most vehicles present]
+        "tick": [[sec, round(lag, 1), n] for sec, (lag, n) in sorted(fleet.tick.items())],
         "connect_failures": c.connect_failures,
         "resubscriptions": c.resubscriptions,
         "subscribe_failures": c.subscribe_failures,
     }
+
+
+def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary for the fleet shards of a run: counts added, lists joined, averages and percentiles
+    recomputed (delay and stops weighted by vehicles finished; app lead times from the events listed),
+    the tick merged per second (the latest shard's lag, all shards' vehicles). Measurements stay per shard:
+    `v2x.metrics.merge_json` adds them up with the other tiers'."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def add(a: Any, b: Any) -> Any:
+        if a is None or b is None or isinstance(a, (bool, str)):
+            return a if a is not None else b
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return a + b
+        if isinstance(a, list) and isinstance(b, list):
+            return a + b
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {k: add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
+        return a
+
+    special = ("measurements", "tick", "apps", "hazard_warning_ms", "traffic", "shard")
+    out: dict[str, Any] = {}
+    for p in parts:
+        out = add(out, {k: v for k, v in p.items() if k not in special}) if out else {k: v for k, v in p.items() if k not in special}
+    finished = [p.get("vehicles", {}).get("finished", 0) for p in parts]
+    traffic = {k: sum(p["traffic"].get(k) or 0 for p in parts) for k in ("throughput_vph", "collisions", "collisions_with_obstacles")}
+    for k, nd in (("mean_delay_s", 2), ("stops_per_vehicle", 3)):
+        traffic[k] = round(sum(p["traffic"].get(k, 0.0) * n for p, n in zip(parts, finished, strict=True)) / max(sum(finished), 1), nd)
+    rl = [p["traffic"].get("red_light_violations") for p in parts]
+    traffic["red_light_violations"] = None if None in rl else sum(x for x in rl if x is not None)
+    out["traffic"] = traffic
+    ticks: dict[int, list[float]] = {}
+    for p in parts:
+        for sec, lag, n in p.get("tick", []):
+            t = ticks.setdefault(int(sec), [sec, lag, 0])
+            t[1], t[2] = max(t[1], lag), t[2] + n
+    out["tick"] = [ticks[k] for k in sorted(ticks)]
+    events = [e for p in parts for e in p.get("app_events", {}).get("listed", [])]
+    apps: dict[str, Any] = {}
+    for app in parts[0].get("apps", {}):
+        mine = [e for e in events if e["app"] == app]
+        leads = sorted(e["lead_s"] for e in mine if e["lead_s"] is not None)
+        apps[app] = {
+            "warnings": sum(p["apps"][app]["warnings"] for p in parts),
+            "vehicles": sum(p["apps"][app]["vehicles"] for p in parts),
+            "lead_time_s_p50": round(float(statistics.median(leads)), 2) if leads else None,
+            "lead_time_s_min": leads[0] if leads else None,
+            "with_lead_time": sum(p["apps"][app]["with_lead_time"] for p in parts),
+        }
+    out["apps"] = apps
+    per = [h for p in parts for h in p.get("hazard_warning_ms", {}).get("per_hazard", [])]
+    firsts = [h["first_ms"] for h in per if h.get("first_ms") is not None]
+    lasts = [h["last_ms"] for h in per if h.get("last_ms") is not None]
+    out["hazard_warning_ms"] = {"first": max(firsts) if firsts else None, "last": max(lasts) if lasts else None, "per_hazard": per}
+    out.setdefault("connection", {})["down_s"] = merge_spans([x for p in parts for x in p.get("connection", {}).get("down_s", [])])
+    out["shard"] = {"index": None, "of": len(parts), "obus": sum(p["shard"]["obus"] for p in parts), "by": parts[0]["shard"].get("by")}
+    return out
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -97,15 +159,25 @@ def main(argv: list[str] | None = None) -> int:
         "Every shard simulates all the traffic from the same seed; other shards' vehicles drive on the SPaT "
         "this shard hears, so the shards' traffic stays alike, though not bit-identical in real time",
     )
+    parser.add_argument(
+        "--by", choices=["vehicle", "area"], default="vehicle",
+        help="shard by vehicle id (default), or by area: shard I simulates and is the OBUs of whole independent "
+        "sites only (the scenario's road-connected groups of intersections, dealt round-robin; see --copies), "
+        "and hears V2V from its own sites",
+    )
     args = parser.parse_args(argv)
     setup_logging(logging.WARNING)
-    sc = load(args.scenario, args.set, args.seed)
+    sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
-    fleet = Fleet(
-        sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt, shard=args.shard,
-        impairment=Impairment(sc.links, sc.seed) if args.impair else None, credentials=credentials(args, "v2x fleet"),
-    )
+    try:
+        fleet = Fleet(
+            sc, args.broker, Topics(args.root), Clock(args.epoch), version=args.mqtt, shard=args.shard, by_area=args.by == "area",
+            impairment=Impairment(sc.links, sc.seed) if args.impair else None, credentials=credentials(args, "v2x fleet"),
+        )
+    except ValueError as e:
+        print(f"v2x fleet: {e}", file=sys.stderr)
+        return 2
     ca = signing_ca(args, "v2x fleet")
     if ca is not None:
         fleet.sign_with(ca)

@@ -277,6 +277,16 @@ def merge_json(parts: Iterable[Mapping[str, object]]) -> tuple[dict[tuple[str, s
     return latency, counts, series
 
 
+def series_after(series: Mapping[int, Mapping[int, int]], from_s: float) -> dict[str, float]:
+    """Count, p50 and p99 [ms] (coarse: within about 5%) of what was generated from sim second `from_s` on."""
+    h: dict[int, int] = {}
+    for sec, counts in series.items():
+        if sec >= from_s:
+            for b, c in counts.items():
+                h[b] = h.get(b, 0) + c
+    return {"count": sum(h.values()), "p50": round(coarse_quantile_us(h, 0.5) / 1e3, 3), "p99": round(coarse_quantile_us(h, 0.99) / 1e3, 3)}
+
+
 def series_table(series: Mapping[int, Mapping[int, int]], window_s: int) -> list[list[float]]:
     """Rows [sim time at the window's start, count, p50 ms, p99 ms] over windows of `window_s` seconds."""
     windows: dict[int, dict[int, int]] = {}

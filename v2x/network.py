@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from v2x.geo import LocalFrame
 from v2x.scenario import LEG_BEARING_DEG, LEGS, Approach, Intersection, Scenario
-from v2x.topics import quadkey
+from v2x.topics import quadkey, tiles_covering
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -419,6 +419,33 @@ class Network:
         """(xmin, ymin, xmax, ymax) [m] of every lane and turning path."""
         pts = np.concatenate([lk.points for lk in self.links])
         return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+    @functools.cached_property
+    def components(self) -> list[list[int]]:
+        """Intersections (by index) grouped into sites that roads connect: traffic never passes between sites."""
+        site = list(range(len(self.intersections)))
+
+        def root(i: int) -> int:
+            while site[i] != i:
+                i = site[i]
+            return i
+
+        for (a, _), (b, _) in self.road_of.items():
+            site[root(a)] = root(b)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(site)):
+            groups.setdefault(root(i), []).append(i)
+        return sorted(groups.values())
+
+    def area_tiles(self, intersections: list[int], margin_m: float = 50.0) -> list[str]:
+        """The tiles that the approaches of these intersections (plus a margin) touch."""
+        out: set[str] = set()
+        for i in intersections:
+            ig = self.intersections[i]
+            reach = max(a.length_m for a in ig.spec.approaches) + ig.stop_offset_m + margin_m
+            g = self.frame.to_geo(*ig.center)
+            out.update(tiles_covering(g.lat_deg, g.lon_deg, reach))
+        return sorted(out)
 
     @functools.cached_property
     def tiles(self) -> list[str]:

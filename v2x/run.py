@@ -38,9 +38,10 @@ from v2x.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mos
 from v2x.errors import BrokerError
 from v2x.fast import FastRun
 from v2x.fleet import Fleet
-from v2x.fleet_cli import summary
+from v2x.fleet_cli import merge_summaries, summary
 from v2x.impair import Impairment
-from v2x.metrics import Counts, Histogram, merge_json, series_table
+from v2x.metrics import Counts, Histogram, Series, merge_json, series_after, series_table
+from v2x.network import Network
 from v2x.plots import Trajectories, write_plots
 from v2x.security import Credentials, write_config
 from v2x.signing import CA
@@ -97,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="start Mosquitto locked (as `v2x broker-config` writes it): every station logs in as itself and may "
         "publish only its own topics",
     )
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="real time: run the fleet as N processes (`v2x fleet --shard`), by area when the scenario has at least "
+        "N independent sites (see --copies), else by vehicle; default 1 (the fleet in this process)",
+    )
+    p.add_argument(
+        "--warmup", type=float, default=None, metavar="S",
+        help="also report the steady state from sim second S on (latency per hop; real time: the fleet's tick lag "
+        "and vehicles present), leaving out the network filling up",
+    )
     add_credentials_option(p)
     p.add_argument(
         "--sign", action="store_true",
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    loaded = load(args.scenario, args.set, args.seed)
+    loaded = load(args.scenario, args.set, args.seed, args.copies)
     if loaded is None:
         return 2
     sc = loaded
@@ -333,6 +344,8 @@ def _realtime_tiers(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
     }
+    if args.workers > 1:
+        return _fleet_workers(sc, scenario_path, common, tiers, args, duration, epoch)
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
     if ca is not None:
         fleet.sign_with(ca)
@@ -340,24 +353,7 @@ def _realtime_tiers(
         fleet.trajectories = Trajectories(fleet.net)
 
     def parts(outputs: dict[str, str]) -> Parts:
-        def lines(tier: str) -> list[dict[str, Any]]:
-            out = []
-            for x in outputs.get(tier, "").splitlines():
-                try:
-                    out.append(json.loads(x))
-                except json.JSONDecodeError:
-                    print(f"v2x run: the {tier} tier printed a line that is not JSON: {x[:200]!r}", file=sys.stderr)
-            return out
-
-        cloud = lines("cloud")
-        return {
-            "mode": "realtime",
-            "trajectories": fleet.trajectories,
-            "fleet": summary(fleet),
-            "cloud": next((e for e in cloud if e.get("event") == "summary"), {}),
-            "rsus": [e for e in lines("roadside") if e.get("event") == "summary"],
-            "cloud_events": [e for e in cloud if e.get("event") != "summary"],
-        }
+        return {**_tier_parts(outputs), "trajectories": fleet.trajectories, "fleet": summary(fleet)}
 
     try:
         asyncio.run(fleet.run(duration, progress))
@@ -365,6 +361,55 @@ def _realtime_tiers(
         _PARTS.append(parts(_stop(tiers)))
         raise
     return parts(_stop(tiers))
+
+
+def _fleet_workers(
+    sc: scenario.Scenario, scenario_path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]],
+    args: argparse.Namespace, duration: float, epoch: float,
+) -> Parts:
+    """The fleet as `args.workers` processes; their summaries merged (`merge_summaries`), their measurements kept apart."""
+    n = args.workers
+    by = "area" if len(Network(sc).components) >= n else "vehicle"
+    workers = {
+        f"fleet {i}/{n}": subprocess.Popen(
+            [sys.executable, "-m", "v2x", "fleet", str(scenario_path), *common, "--duration", f"{duration:g}",
+             "--shard", f"{i}/{n}", "--by", by, "--mqtt", args.mqtt],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(n)
+    }
+    print(f"fleet: {n} processes, sharded by {by}", file=sys.stderr)
+    try:
+        while any(w.poll() is None for w in workers.values()) and time.time() < epoch + duration + 60.0:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _PARTS.append(_tier_parts(_stop({**workers, **tiers})))
+        raise
+    return _tier_parts(_stop({**workers, **tiers}))
+
+
+def _tier_parts(outputs: dict[str, str]) -> Parts:
+    """What the tiers' processes printed (JSON lines): the RSUs', the cloud's and any fleet workers' summaries."""
+    def lines(name: str) -> list[dict[str, Any]]:
+        out = []
+        for x in outputs.get(name, "").splitlines():
+            try:
+                out.append(json.loads(x))
+            except json.JSONDecodeError:
+                print(f"v2x run: the {name} tier printed a line that is not JSON: {x[:200]!r}", file=sys.stderr)
+        return out
+
+    fleets = [e for name in outputs if name.startswith("fleet ") for e in lines(name) if e.get("event") == "summary"]
+    cloud = lines("cloud")
+    return {
+        "mode": "realtime",
+        "trajectories": None,
+        "fleet": merge_summaries(fleets) if fleets else {},
+        "fleets": fleets,
+        "cloud": next((e for e in cloud if e.get("event") == "summary"), {}),
+        "rsus": [e for e in lines("roadside") if e.get("event") == "summary"],
+        "cloud_events": [e for e in cloud if e.get("event") != "summary"],
+    }
 
 
 def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
@@ -407,7 +452,7 @@ def _report(
     fleet_rx_by_type = _sum([{k.split("/")[0]: v} for k, v in fleet_rx.items()])
     sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
     by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
-    latency, counts, series = merge_json(p.get("measurements", {}) for p in [fs, cloud, *rsus])
+    latency, counts, series = merge_json(p.get("measurements", {}) for p in [*(parts.get("fleets") or [fs]), cloud, *rsus])
     by_type_counts: dict[str, Counts] = {}
     by_hop_counts: dict[str, Counts] = {}
     for (t, hop), c in counts.items():
@@ -454,6 +499,7 @@ def _report(
                   "rows": series_table(per, window)}
             for hop, per in sorted(series.items())
         },
+        "steady": None if args.warmup is None else _steady(args.warmup, series, fs.get("tick", [])),
         "loss_by_hop": {
             hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
         },
@@ -491,6 +537,24 @@ def _report(
 
 
 MIN_BSMS_JUDGED = 10  # a sender the cloud heard fewer BSMs from is not scored
+
+
+def _steady(from_s: float, series: Series, tick: list[list[float]]) -> dict[str, Any]:
+    """The run from sim second `from_s` on: latency per hop; the fleet's tick (real time) and vehicles present."""
+    rows = [r for r in tick if r[0] >= from_s]
+    lags = sorted(r[1] for r in rows)
+    return {
+        "from_s": from_s,
+        "latency_ms": {hop: series_after(per, from_s) for hop, per in sorted(series.items())},
+        "tick": {
+            "seconds": len(rows),
+            # each second's latest step start against the wall [ms]: the fleet holds its tick while under one step
+            "lag_ms_p99": lags[min(math.ceil(0.99 * len(lags)), len(lags)) - 1] if lags else None,
+            "lag_ms_max": lags[-1] if lags else None,
+            "vehicles_mean": round(sum(r[2] for r in rows) / len(rows), 1) if rows else None,
+            "vehicles_max": max((r[2] for r in rows), default=None),
+        },
+    }
 
 
 def _misbehaviour(attackers: dict[str, str], detector: dict[str, Any]) -> dict[str, Any]:

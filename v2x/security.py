@@ -197,7 +197,7 @@ def config_main(argv: list[str]) -> int:
         if f is not None and not f.is_file():
             print(f"v2x broker-config: {f}: no such file", file=sys.stderr)
             return 2
-    sc = load(args.scenario, args.set, args.seed)
+    sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None

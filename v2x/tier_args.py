@@ -77,6 +77,11 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     parser.add_argument(
+        "--copies", type=int, default=1, metavar="K",
+        help="run K independent copies of the scenario's site side by side on a grid (a district for scale runs: "
+        "J1 becomes J1, J1-1, J1-2, ...); default 1",
+    )
+    parser.add_argument(
         "--policy", choices=["fixed", "actuated", "adaptive"], dest="set", action=_PolicyAction,
         help="signal control: fixed time, actuated, or adaptive (the cloud retimes the signals); "
         "default: the scenario's control.policy",
@@ -99,10 +104,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("gmqtt").setLevel(logging.WARNING)
 
 
-def load(arg: str, settings: list[str] | None = None, seed: int | None = None) -> scenario.Scenario | None:
-    """The scenario with --set and --seed applied, or None after printing every problem (exit 2)."""
+def load(arg: str, settings: list[str] | None = None, seed: int | None = None, copies: int = 1) -> scenario.Scenario | None:
+    """The scenario with --set, --seed and --copies applied, or None after printing every problem (exit 2)."""
     try:
         sc = scenario.override(scenario.load(scenario.resolve(arg)), settings) if settings else scenario.load(scenario.resolve(arg))
+        sc = scenario.tile(sc, copies)
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return None

@@ -164,8 +164,15 @@ class _Pending:
 class Traffic:
     """All vehicles of a scenario. Arrays are indexed by slot; `ids` gives each vehicle's id."""
 
-    def __init__(self, network: Network, scenario: Scenario | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, network: Network, scenario: Scenario | None = None, seed: int | None = None,
+        area: frozenset[int] | None = None, shard: tuple[int, int] = (0, 1),
+    ) -> None:
         self.net = network
+        # an area shard of independent sites: only traffic entering at these intersections, with ids k*N + I
+        # (shard I of N), unique across the shards
+        self.area = area
+        self._id_shard = shard
         self.scenario = scenario or network.scenario
         self.driver: Driver = self.scenario.driver
         self.rng = np.random.default_rng(self.scenario.seed if seed is None else seed)
@@ -237,14 +244,14 @@ class Traffic:
         for sv in self.scenario.vehicles:
             key = (ids[sv.intersection], sv.approach, sv.turn)
             routes = [r for r in self.net.entry_routes[key] if self.net.links[self.net.routes[r][0]].lane == sv.lane]
-            self._pending.append(
-                _Pending(sv.depart_s, KIND_INDEX[sv.kind], sv.turn, key, self._new_id(), routes[0], sv.priority)
-            )
+            if self.area is None or key[0] in self.area:
+                self._pending.append(_Pending(sv.depart_s, KIND_INDEX[sv.kind], sv.turn, key, self._new_id(), routes[0], sv.priority))
         self._pending.sort(key=lambda p: p.t_arrive)
 
     def _new_id(self) -> int:
         self._next_id += 1
-        return self._next_id
+        i, n = self._id_shard
+        return (self._next_id - 1) * n + i + 1 if n > 1 else self._next_id
 
     def _draw(self, shares: dict[str, float]) -> str:
         names = list(shares)
@@ -259,7 +266,8 @@ class Traffic:
             while t_next <= t_end and t_next < d.end_s:
                 turn = self._draw(d.turn_shares(a.turns))
                 kind = KIND_INDEX[self._draw({str(k): v for k, v in d.mix.items()})]
-                self._pending.append(_Pending(t_next, kind, turn, (ii, leg, turn), self._new_id()))
+                if self.area is None or ii in self.area:
+                    self._pending.append(_Pending(t_next, kind, turn, (ii, leg, turn), self._new_id()))
                 t_next += self.rng.exponential(3600.0 / d.vph)
             kept.append((t_next, d, (ii, leg)))
         self._arrivals = kept
