@@ -7,7 +7,7 @@ import sys
 
 from cloud.service import CloudService, serve
 from v2x.network import Network
-from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, signing_ca
+from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, shard_arg, signing_ca
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,18 +17,32 @@ def main(argv: list[str] | None = None) -> int:
         "(an RSU lost or back) are printed as JSON lines; a summary is printed at the end.",
     )
     add_common(parser)
+    parser.add_argument(
+        "--instance", type=shard_arg, default=(0, 1), metavar="I/N",
+        help="be instance I of N (I = 0..N-1, one --epoch): it owns whole sites (road-connected groups of "
+        "intersections, dealt round-robin, see --copies): their BSMs, RSMs, hazards and signal plans",
+    )
+    parser.add_argument(
+        "--share", default=None, metavar="GROUP",
+        help="take the SPaT relay through the shared subscription $share/GROUP/... (MQTT 5; Mosquitto, EMQX, "
+        "HiveMQ): the broker hands each RSU SPaT to one instance of the group",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
     net = Network(sc)
+    if args.instance[1] > len(net.components):
+        print(f"v2x cloud: --instance {args.instance[0]}/{args.instance[1]}: {sc.name} has only {len(net.components)} "
+              "independent site(s) to share out (use --copies)", file=sys.stderr)
+        return 2
     started: list[CloudService] = []
     creds = credentials(args, "v2x cloud")
     return run_service(
         "v2x cloud",
         serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair, creds,
-              signing_ca(args, "v2x cloud")),
+              signing_ca(args, "v2x cloud"), args.instance, args.share),
         started,
     )
 

@@ -74,10 +74,18 @@ class CloudCounters:
 class CloudService(Service):
     def __init__(
         self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout,
-        impairment: Impairment | None = None,
+        impairment: Impairment | None = None, instance: tuple[int, int] = (0, 1), share: str | None = None,
     ) -> None:
-        super().__init__(CLOUD_ID, m.SenderKind.CLOUD, transport, clock, impairment)
+        super().__init__(instance_id(instance), m.SenderKind.CLOUD, transport, clock, impairment)
         self.net = net
+        # one of N instances: it owns whole sites (v2x.network components, dealt round-robin as the fleet's area
+        # shards are): their BSMs and RSMs, hazards and signal plans; the SPaT relay, which keeps no state, is
+        # shared through `$share/<share>/...` so that the broker hands each RSU SPaT to one instance
+        self.area: frozenset[int] | None = None
+        if instance[1] > 1:
+            sites = net.components
+            self.area = frozenset(ix for k, site in enumerate(sites) if k % instance[1] == instance[0] for ix in site)
+        self.share = share
         self.topics = topics
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
         self.rsus: dict[str, RsuLiveness] = {}
@@ -105,14 +113,16 @@ class CloudService(Service):
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
-        await t.subscribe(self.topics.area("bsm", ""), qos=0)
-        await t.subscribe(self.topics.area("rsm", ""), qos=0)
-        await t.subscribe(f"{self.topics.root}/spat/rsu/#", qos=0)
+        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
+        for tile in [""] if self.area is None else self.net.area_tiles(sorted(self.area)):
+            await t.subscribe(self.topics.area("bsm", tile), qos=0)
+            await t.subscribe(self.topics.area("rsm", tile), qos=0)
+        relay = f"{self.topics.root}/spat/rsu/#"
+        await t.subscribe(relay if self.share is None else f"$share/{self.share}/{relay}", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self.publish(self.topics.status("cloud", CLOUD_ID), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
+        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
@@ -142,12 +152,18 @@ class CloudService(Service):
             self.retime(now)
         for i, ev in enumerate(self.net.scenario.events):
             event_id = i + 1
+            if not self.owns(ev.intersection):
+                continue
             # sim time is a sum of steps: allow rounding; an unreported hazard the cloud can only detect
             active = ev.reported and ev.start_s <= now + 1e-6 < ev.start_s + ev.duration_s
             if active and event_id not in self.hazard_topics:
                 self._raise_hazard(event_id, ev, now)
             elif not active and event_id in self.hazard_topics:
                 self._clear_hazard(event_id, now)
+
+    def owns(self, intersection: str) -> bool:
+        """Whether this instance looks after an intersection (every one, unless one of several)."""
+        return self.area is None or self.net.index_of(intersection) in self.area
 
     def survey(self, now: float) -> dict[str, int]:
         """From the latest BSMs: count each vehicle entering an approach, and return the vehicles
@@ -197,6 +213,8 @@ class CloudService(Service):
         measured = self.approaches(now)
         self._min_queues.clear()
         for i, plan in self.adaptive.plans(now, measured):
+            if self.area is not None and i not in self.area:
+                continue
             greens = "/".join(f"{p.green_s:g}" for p in plan.phases)
             self.send_plan(i, plan, f"adaptive: cycle {plan.cycle_s:g} s, greens {greens} s, offset {plan.offset_s:.1f} s")
         self._next_plan_s = now + min(p.cycle_s for p in self.adaptive.current)
@@ -241,7 +259,7 @@ class CloudService(Service):
             lanes=(m.LaneRef(intersection_ref(link.intersection), lane_id(self.net, lid)),),
             priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=kind.replace("_", " "),
         )
-        topics = [self.topics.rsi(tile, CLOUD_ID, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
+        topics = [self.topics.rsi(tile, self.id, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
         for topic in topics:
             self.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
         self.hazard_topics[event_id] = topics
@@ -321,23 +339,30 @@ class CloudService(Service):
             self.events.flush()
 
 
-def cloud_will(topics: Topics, clock: Clock) -> Will:
-    topic = topics.status("cloud", CLOUD_ID)
-    return Will(topic, Station(CLOUD_ID, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
+def instance_id(instance: tuple[int, int]) -> str:
+    """The cloud's station id: "cloud", or "cloud-I" for instance I of several."""
+    return CLOUD_ID if instance[1] == 1 else f"{CLOUD_ID}-{instance[0]}"
+
+
+def cloud_will(topics: Topics, clock: Clock, sid: str = CLOUD_ID) -> Will:
+    topic = topics.status("cloud", sid)
+    return Will(topic, Station(sid, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
 
 
 async def serve(
     net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
     started: list[CloudService] | None = None, impair: bool = True, credentials: Credentials | None = None,
-    ca: CA | None = None,
+    ca: CA | None = None, instance: tuple[int, int] = (0, 1), share: str | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
     clock = Clock(epoch_s)
     topics = Topics(root)
-    transport = MqttTransport(login(credentials, url, CLOUD_ID), CLOUD_ID, will=cloud_will(topics, clock), keepalive_s=keepalive_s)
+    sid = instance_id(instance)
+    transport = MqttTransport(login(credentials, url, CLOUD_ID), sid, will=cloud_will(topics, clock, sid), keepalive_s=keepalive_s)
     await transport.start()
     sc = net.scenario
-    svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None)
+    svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None,
+                       instance=instance, share=share)
     if ca is not None:
         sign_service(svc, ca)
     if started is not None:

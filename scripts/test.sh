@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then lint, type-check and run the suite.
-#   - Mosquitto and its C clients from Debian/Ubuntu (apt-get), when missing
+#   - Mosquitto and its C clients, and nats-server (the clustered broker of tests/test_cluster.py),
+#     from Debian/Ubuntu (apt-get), when missing
 #   - this package with its `test` extra (pip, into the active Python environment)
 # Extra arguments go to pytest: scripts/test.sh -k codec -x
 set -euo pipefail
@@ -8,12 +9,13 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 
-if ! { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null; then
-    echo "== installing mosquitto and mosquitto-clients (apt-get)"
+if ! { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null \
+   || ! { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; }; then
+    echo "== installing mosquitto, mosquitto-clients and nats-server (apt-get)"
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients nats-server >/dev/null
 fi
 
 echo "== installing v2x-sim[test] (pip)"

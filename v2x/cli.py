@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from v2x import __version__, scenario
-from v2x.errors import ScenarioError
+from v2x.errors import BrokerError, ScenarioError
 from v2x.tier_args import add_credentials_option
 
 EXIT_OK = 0
@@ -54,7 +54,6 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _cmd_tap(args: argparse.Namespace) -> int:
-    from v2x.errors import BrokerError
     from v2x.security import OBSERVER, login
     from v2x.tap import run
     from v2x.tier_args import credentials
@@ -82,6 +81,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     for path in write_plots(report, args.out):
         print(path)
     return EXIT_OK
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import time
+
+    from v2x.broker import NatsCluster
+
+    try:
+        with NatsCluster(args.nodes) as cluster:
+            for i, url in enumerate(cluster.urls):
+                print(f"node {i}: {url}", flush=True)
+            print(f"{args.nodes}-node NATS cluster up (MQTT 3.1.1, JetStream); Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
+    except BrokerError as e:
+        print(f"v2x cluster: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _exec_tier(package: str, args: list[str]) -> int:
@@ -139,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report", type=Path, help="the run's JSON report")
     p.add_argument("out", type=Path, help="folder for the PNGs (created)")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "cluster",
+        help="start a clustered broker on loopback: NATS nodes with MQTT, for scale-out runs",
+        description="Start a cluster of nats-server nodes (Debian package nats-server) routed together, each "
+        "with an MQTT 3.1.1 listener and JetStream (sessions, QoS 1 and retained messages replicated). Prints "
+        "each node's broker URL; runs until Ctrl-C. Give each tier (roadside, cloud, fleet shards) a node's URL.",
+    )
+    p.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
+    p.set_defaults(func=_cmd_cluster)
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios", description="List the bundled scenarios.")
     p.add_argument("--paths", action="store_true", help="also print the folder they are in")

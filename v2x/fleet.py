@@ -245,7 +245,7 @@ class Fleet:
         """Whether this shard runs hazard event k's stalled vehicle: by area, the shard of its site; else shard 0."""
         if self.area is None:
             return self.shard[0] == 0
-        return next(i for i, x in enumerate(self.sc.intersections) if x.id == self.sc.events[k - 1].intersection) in self.area
+        return self.net.index_of(self.sc.events[k - 1].intersection) in self.area
 
     def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
         """Follow each vehicle's intersection ahead (SPaT, MAP) and its tile (hazards, advisories)."""

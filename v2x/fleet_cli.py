@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import statistics
 import sys
 from typing import Any
@@ -14,8 +15,9 @@ from v2x.apps import MAX_EVENTS_KEPT
 from v2x.errors import BrokerError
 from v2x.fleet import Fleet
 from v2x.impair import Impairment
+from v2x.jsonview import add_up
 from v2x.station import Clock
-from v2x.tier_args import add_common, credentials, load, setup_logging, signing_ca
+from v2x.tier_args import add_common, credentials, load, setup_logging, shard_arg, signing_ca
 from v2x.topics import Topics
 from v2x.traffic import EMERGENCY
 from v2x.transport import merge_spans
@@ -71,6 +73,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
         },
         # real time: rows [sim second, most a step started late (ms), most vehicles present]
         "tick": [[sec, round(lag, 1), n] for sec, (lag, n) in sorted(fleet.tick.items())],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's
         "connect_failures": c.connect_failures,
         "resubscriptions": c.resubscriptions,
         "subscribe_failures": c.subscribe_failures,
@@ -85,21 +88,7 @@ def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if len(parts) == 1:
         return parts[0]
 
-    def add(a: Any, b: Any) -> Any:
-        if a is None or b is None or isinstance(a, (bool, str)):
-            return a if a is not None else b
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return a + b
-        if isinstance(a, list) and isinstance(b, list):
-            return a + b
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {k: add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
-        return a
-
-    special = ("measurements", "tick", "apps", "hazard_warning_ms", "traffic", "shard")
-    out: dict[str, Any] = {}
-    for p in parts:
-        out = add(out, {k: v for k, v in p.items() if k not in special}) if out else {k: v for k, v in p.items() if k not in special}
+    out = add_up(parts, skip=("measurements", "tick", "apps", "hazard_warning_ms", "traffic", "shard"))
     finished = [p.get("vehicles", {}).get("finished", 0) for p in parts]
     traffic = {k: sum(p["traffic"].get(k) or 0 for p in parts) for k in ("throughput_vph", "collisions", "collisions_with_obstacles")}
     for k, nd in (("mean_delay_s", 2), ("stops_per_vehicle", 3)):
@@ -135,16 +124,6 @@ def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/2)") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= I < N")
-    return i, n
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="v2x fleet",
@@ -154,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common(parser, duration_help="sim seconds since the epoch to run (default: the scenario's duration)")
     parser.add_argument("--mqtt", choices=["auto", "5", "3.1.1"], default="auto", help="MQTT version (default: 5, falling back to 3.1.1)")
     parser.add_argument(
-        "--shard", type=_shard, default=(0, 1), metavar="I/N",
+        "--shard", type=shard_arg, default=(0, 1), metavar="I/N",
         help="be the OBUs of vehicles whose id %% N == I only (run N fleets, I = 0..N-1, with one --epoch). "
         "Every shard simulates all the traffic from the same seed; other shards' vehicles drive on the SPaT "
         "this shard hears, so the shards' traffic stays alike, though not bit-identical in real time",

@@ -147,7 +147,7 @@ class Reception:
             delay_us = round(d * 1e6)
         age_us = rx_us + delay_us - h.gen_time_us
         # a retained message delivered on subscribing is as old as it is: no measure of the link
-        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us):
+        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id):
             self.outcomes["duplicate"] += 1
             return None
         max_age = self.max_age_s.get(mtype)

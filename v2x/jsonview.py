@@ -33,3 +33,24 @@ def frame_record(topic: str, frame: m.Frame, rx_ns: int | None = None) -> dict[s
         out["rx_time_us"] = rx_ns // 1000
         out["latency_ms"] = round((rx_ns / 1000 - frame.header.gen_time_us) / 1000, 3)
     return out
+
+
+def add_up(parts: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Summaries of several processes as one: numbers added, lists joined, dicts merged key by key,
+    anything else (text, flags) taken from the first that has it; top-level keys in `skip` left out."""
+
+    def add(a: Any, b: Any) -> Any:
+        if a is None or b is None or isinstance(a, (bool, str)):
+            return a if a is not None else b
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return a + b
+        if isinstance(a, list) and isinstance(b, list):
+            return a + b
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {k: add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
+        return a
+
+    out: dict[str, Any] = {}
+    for p in parts:
+        out = add(out, {k: v for k, v in p.items() if k not in skip})
+    return out

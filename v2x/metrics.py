@@ -194,14 +194,17 @@ class Measurements:
         self.epoch_s = epoch_s  # UTC [s] of sim time 0: the series is by sim second
         self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
         self.series: dict[str, dict[int, dict[int, int]]] = {}  # hop -> sim second of generation -> coarse histogram
-        self.streams: dict[tuple[str, str], Stream] = {}  # (receiver, topic) -> stream
-        self._stream_type: dict[tuple[str, str], tuple[str, str]] = {}  # -> (message type, hop)
+        self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
+        self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
 
-    def record(self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None) -> bool:
+    def record(
+        self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None, sender: str = "",
+    ) -> bool:
         """One message received; False if it duplicates one received before (not measured again).
-        `latency_us` None: count it, but it says nothing of the link (a retained message)."""
-        key = (receiver, topic)
+        `latency_us` None: count it, but it says nothing of the link (a retained message). A stream is one
+        sender's messages on one topic (instances of the cloud relay SPaT on the same topics)."""
+        key = (receiver, topic, sender)
         stream = self.streams.get(key)
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
         if seen == Stream.DUPLICATE:
@@ -227,7 +230,7 @@ class Measurements:
         for key in [k for k in self.streams if k[0] == receiver]:
             self._close(key)
 
-    def _close(self, key: tuple[str, str]) -> None:
+    def _close(self, key: tuple[str, str, str]) -> None:
         s = self.streams.pop(key)
         c = self.closed.setdefault(self._stream_type.pop(key), Counts())
         c.add(Counts(s.unique, s.lost, s.duplicates))

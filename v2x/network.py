@@ -420,6 +420,10 @@ class Network:
         pts = np.concatenate([lk.points for lk in self.links])
         return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
+    def index_of(self, intersection: str) -> int:
+        """An intersection's index from its scenario id."""
+        return self._ids[intersection]
+
     @functools.cached_property
     def components(self) -> list[list[int]]:
         """Intersections (by index) grouped into sites that roads connect: traffic never passes between sites."""

@@ -40,6 +40,7 @@ from v2x.fast import FastRun
 from v2x.fleet import Fleet
 from v2x.fleet_cli import merge_summaries, summary
 from v2x.impair import Impairment
+from v2x.jsonview import add_up
 from v2x.metrics import Counts, Histogram, Series, merge_json, series_after, series_table
 from v2x.network import Network
 from v2x.plots import Trajectories, write_plots
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, metavar="N",
         help="real time: run the fleet as N processes (`v2x fleet --shard`), by area when the scenario has at least "
         "N independent sites (see --copies), else by vehicle; default 1 (the fleet in this process)",
+    )
+    p.add_argument(
+        "--clouds", type=int, default=1, metavar="N",
+        help="real time: run the cloud as N instances (`v2x cloud --instance I/N --share v2x-cloud`): each owns "
+        "whole sites (needs at least N, see --copies); the SPaT relay goes through an MQTT 5 shared "
+        "subscription; default 1",
     )
     p.add_argument(
         "--warmup", type=float, default=None, metavar="S",
@@ -339,11 +346,14 @@ def _realtime_tiers(
             [sys.executable, "-m", "roadside", str(scenario_path), *common, "--duration", f"{duration + 1.0:g}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ),
-        "cloud": subprocess.Popen(
-            [sys.executable, "-m", "cloud", str(scenario_path), *common, "--duration", f"{duration + 2.5:g}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ),
     }
+    n = args.clouds
+    for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
+        tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = subprocess.Popen(
+            [sys.executable, "-m", "cloud", str(scenario_path), *common, "--duration", f"{duration + 2.5:g}",
+             *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
     if args.workers > 1:
         return _fleet_workers(sc, scenario_path, common, tiers, args, duration, epoch)
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
@@ -380,12 +390,11 @@ def _fleet_workers(
     }
     print(f"fleet: {n} processes, sharded by {by}", file=sys.stderr)
     try:
-        while any(w.poll() is None for w in workers.values()) and time.time() < epoch + duration + 60.0:
-            time.sleep(0.5)
+        outputs = _stop(workers, until=epoch + duration + 30.0)  # they end at the run's end
     except KeyboardInterrupt:
         _PARTS.append(_tier_parts(_stop({**workers, **tiers})))
         raise
-    return _tier_parts(_stop({**workers, **tiers}))
+    return _tier_parts({**outputs, **_stop(tiers)})
 
 
 def _tier_parts(outputs: dict[str, str]) -> Parts:
@@ -400,27 +409,30 @@ def _tier_parts(outputs: dict[str, str]) -> Parts:
         return out
 
     fleets = [e for name in outputs if name.startswith("fleet ") for e in lines(name) if e.get("event") == "summary"]
-    cloud = lines("cloud")
+    cloud = [e for name in outputs if name.startswith("cloud") for e in lines(name)]
+    clouds = [e for e in cloud if e.get("event") == "summary"]
     return {
         "mode": "realtime",
         "trajectories": None,
         "fleet": merge_summaries(fleets) if fleets else {},
         "fleets": fleets,
-        "cloud": next((e for e in cloud if e.get("event") == "summary"), {}),
+        "cloud": add_up(clouds, skip=("measurements",)) if len(clouds) > 1 else next(iter(clouds), {}),
+        "clouds": clouds,
         "rsus": [e for e in lines("roadside") if e.get("event") == "summary"],
         "cloud_events": [e for e in cloud if e.get("event") != "summary"],
     }
 
 
-def _stop(tiers: dict[str, subprocess.Popen[str]]) -> dict[str, str]:
-    """Let each tier end on its own (a moment after the fleet), else ask it (SIGINT); collect what it printed.
+def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -> dict[str, str]:
+    """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
+    (SIGINT); collect what it printed.
 
     Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
     """
     outputs = {}
     for name, proc in tiers.items():
         try:
-            out, err = proc.communicate(timeout=8.0)
+            out, err = proc.communicate(timeout=8.0 if until is None else max(until - time.time(), 8.0))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
             try:
@@ -452,7 +464,9 @@ def _report(
     fleet_rx_by_type = _sum([{k.split("/")[0]: v} for k, v in fleet_rx.items()])
     sent = _sum([fs.get("messages", {}).get("sent", {}), cloud.get("sent", {}), *(r.get("sent", {}) for r in rsus)])
     by_receiver = {"vehicles": fleet_rx_by_type, "cloud": cloud.get("received", {}), "rsus": _sum([r.get("received", {}) for r in rsus])}
-    latency, counts, series = merge_json(p.get("measurements", {}) for p in [*(parts.get("fleets") or [fs]), cloud, *rsus])
+    latency, counts, series = merge_json(
+        p.get("measurements", {}) for p in [*(parts.get("fleets") or [fs]), *(parts.get("clouds") or [cloud]), *rsus]
+    )
     by_type_counts: dict[str, Counts] = {}
     by_hop_counts: dict[str, Counts] = {}
     for (t, hop), c in counts.items():
@@ -499,6 +513,7 @@ def _report(
                   "rows": series_table(per, window)}
             for hop, per in sorted(series.items())
         },
+        "fleet_peak_rss_mb": fs.get("peak_rss_mb"),  # the fleet's process (or processes, added up)
         "steady": None if args.warmup is None else _steady(args.warmup, series, fs.get("tick", [])),
         "loss_by_hop": {
             hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())

@@ -128,3 +128,13 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
     for svc in started:
         print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
     return code
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/2)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= I < N")
+    return i, n

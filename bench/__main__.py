@@ -1,0 +1,174 @@
+"""Scale benchmark: how close the whole simulator comes to the broker's own limit on this machine.
+
+    python -m bench                         # everything (about 15 minutes on 2 cores)
+    python -m bench --only ceiling,fast     # parts: ceiling | capacity | fast | memory
+    python -m bench --copies 8,16,32 --workers 2 --seconds 60
+
+Every figure is measured in this run, each beside its reference:
+  - ceiling: the broker's C-client ceiling, mosquitto_pub -> Mosquitto -> mosquitto_sub at
+    QoS 0 with BSM-sized payloads (messages delivered per second, median of 3), on a
+    Mosquitto configured as every run's (`set_tcp_nodelay true`);
+  - capacity: real-time runs of four_way tiled into a district (`v2x run four_way --copies K
+    --workers W --warmup ...`), K rising until the fleet no longer holds its 100 ms tick
+    (each second's latest step start lags the wall clock by under one step, p99 over the
+    steady seconds) or vehicle->cloud p99 exceeds 50 ms; the capacity is the steady vehicle
+    count (mean, 10 Hz BSMs each) of the largest K that holds both. Beside it: the stack's
+    throughput there, every message every tier received per second (and published per
+    second), as a share of the C-client ceiling;
+  - fast: `v2x run --fast` (every tier in one process, lockstep through the broker) on the
+    same districts: simulated seconds per wall second, and vehicle-steps per second;
+  - memory: the fleet processes' peak RSS against the vehicles they held, over the capacity
+    runs: the slope (MB per vehicle) of a least-squares line, and its intercept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.transport import c_client_throughput
+from v2x.broker import MosquittoBroker
+
+TICK_MS = 100.0  # the fleet's step at 10 Hz
+P99_MS = 50.0  # vehicle->cloud target
+
+
+@dataclass
+class RunResult:
+    copies: int
+    vehicles: float
+    lag_p99_ms: float
+    v2c_p99_ms: float
+    delivered_per_s: float
+    published_per_s: float
+    rss_mb: float
+    vehicles_max: int
+    ok: bool
+    wall_s: float
+
+
+def ceiling(n: int = 200_000, repeat: int = 3) -> float:
+    with MosquittoBroker() as broker:
+        port = int(broker.url.rsplit(":", 1)[1])
+        runs = [c_client_throughput(port, n, 0) for _ in range(repeat)]
+    print(f"  C clients, QoS 0, {n:,} x 60 B: " + ", ".join(f"{r:,.0f}" for r in runs) + " msgs/s", flush=True)
+    return statistics.median(runs)
+
+
+def _v2x_run(extra: list[str], report: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not report.exists():
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(report.read_text())
+    return out
+
+
+def realtime(copies: int, workers: int, seconds: float, warmup: float, tmp: Path) -> RunResult:
+    r = _v2x_run(["--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"],
+                 tmp / f"rt-{copies}.json")
+    steady = r["steady"]
+    tick = steady["tick"]
+    span = seconds - warmup
+    v2c = steady["latency_ms"].get("vehicle->cloud", {})
+    # every message received by a tier, and every message published, in the steady seconds (their share of the run's)
+    received = sum(t["received"] for t in r["messages"].values())
+    sent = sum(t["sent"] for t in r["messages"].values())
+    share = v2c.get("count", 0) / max(r["messages"].get("bsm", {}).get("received_by", {}).get("cloud", 1), 1)
+    lag = tick["lag_ms_p99"] if tick["lag_ms_p99"] is not None else float("inf")
+    p99 = v2c.get("p99", float("inf"))
+    res = RunResult(
+        copies, tick["vehicles_mean"] or 0.0, lag, p99, received * share / span, sent * share / span,
+        float(r.get("fleet_rss_mb", 0.0)), tick["vehicles_max"] or 0, lag < TICK_MS and p99 <= P99_MS, r["wall_s"],
+    )
+    print(
+        f"  copies {copies:3d}: {res.vehicles:7.0f} vehicles  tick lag p99 {lag:8.1f} ms  vehicle->cloud p99 {p99:7.1f} ms  "
+        f"delivered {res.delivered_per_s:9,.0f}/s  published {res.published_per_s:8,.0f}/s  fleet RSS {res.rss_mb:6.0f} MB  "
+        f"{'holds' if res.ok else 'FAILS'}",
+        flush=True,
+    )
+    return res
+
+
+def fast(copies: int, seconds: float, tmp: Path) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    r = _v2x_run(["--copies", str(copies), "--fast", "--duration", f"{seconds:g}"], tmp / f"fast-{copies}.json")
+    wall = time.perf_counter() - t0
+    veh = r["vehicles"]["in_network"]
+    print(f"  copies {copies:3d}: {seconds:g} sim s in {wall:.1f} s wall: {seconds / wall:5.2f} sim s per wall s "
+          f"({veh} vehicles at the end)", flush=True)
+    return seconds / wall, veh
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="ceiling,capacity,fast,memory", help="parts to run, comma-separated")
+    p.add_argument("--copies", default="4,8,16,24,32,40,48,56,64", help="district sizes to try, rising (copies of four_way)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
+    p.add_argument("--seconds", type=float, default=75.0, help="sim seconds per real-time run")
+    p.add_argument("--warmup", type=float, default=35.0, help="sim seconds left out while the district fills")
+    p.add_argument("--fast-copies", default="1,8,32", help="district sizes for fast mode")
+    p.add_argument("--fast-seconds", type=float, default=60.0)
+    args = p.parse_args(argv)
+    parts = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="v2x-bench-"))
+    print(f"python -m bench: {os.cpu_count()} cores; reports in {tmp}", flush=True)
+    ceil = float("nan")
+    if "ceiling" in parts or "capacity" in parts:
+        print("ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub", flush=True)
+        ceil = ceiling()
+    runs: list[RunResult] = []
+    if "capacity" in parts or "memory" in parts:
+        print(f"capacity: four_way x K, {args.workers} fleet workers, {args.seconds:g} s each, steady from {args.warmup:g} s", flush=True)
+        for k in (int(x) for x in args.copies.split(",")):
+            res = realtime(k, args.workers, args.seconds, args.warmup, tmp)
+            runs.append(res)
+            if not res.ok:
+                break
+    if "fast" in parts:
+        print("fast mode: every tier in one process, lockstep through Mosquitto", flush=True)
+        fast_rows = [(k, *fast(k, args.fast_seconds, tmp)) for k in (int(x) for x in args.fast_copies.split(","))]
+    print()
+    print("| figure | measured | reference (same run) | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| C-client ceiling, QoS 0 | {ceil:,.0f} msgs/s | | |")
+    held = [r for r in runs if r.ok]
+    if "capacity" in parts:
+        if held:
+            best = max(held, key=lambda r: r.vehicles)
+            print(f"| real-time capacity (10 Hz BSM, tick held, vehicle->cloud p99 <= {P99_MS:g} ms) | {best.vehicles:,.0f} vehicles "
+                  f"(four_way x {best.copies}; p99 {best.v2c_p99_ms:g} ms, tick lag p99 {best.lag_p99_ms:g} ms) | 2,000 target | "
+                  f"{best.vehicles / 2000:.2f} |")
+            print(f"| full-stack throughput there, messages received by every tier | {best.delivered_per_s:,.0f} msgs/s "
+                  f"(published {best.published_per_s:,.0f}/s) | {ceil:,.0f} msgs/s C clients | {best.delivered_per_s / ceil:.2f} |")
+        else:
+            print("| real-time capacity | not held at the smallest district | | |")
+        if runs and not runs[-1].ok:
+            r = runs[-1]
+            print(f"| first district that fails | four_way x {r.copies}: {r.vehicles:,.0f} vehicles, vehicle->cloud p99 {r.v2c_p99_ms:g} ms, "
+                  f"tick lag p99 {r.lag_p99_ms:g} ms | | |")
+    if "fast" in parts:
+        for k, speed, veh in fast_rows:
+            print(f"| fast mode, four_way x {k} ({veh} vehicles at the end) | {speed:.2f} sim s per wall s | 1.0 (real time) | {speed:.2f} |")
+    if "memory" in parts and len(runs) >= 2:
+        x = np.array([r.vehicles_max for r in runs], dtype=float)
+        y = np.array([r.rss_mb for r in runs])
+        slope, icpt = np.polyfit(x, y, 1)
+        print(f"| fleet memory per vehicle (peak RSS of {args.workers} workers against vehicles held, {len(runs)} runs) | "
+              f"{slope * 1024:.0f} kB per vehicle | {icpt:.0f} MB with none | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

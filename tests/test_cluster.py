@@ -1,0 +1,71 @@
+"""Scale-out on a clustered broker: the tiers on different nodes of a 3-node NATS cluster (MQTT 3.1.1).
+
+Opt-in (`pytest -m cluster`): it needs Debian's nats-server, which the README's test command does not
+install. The recipe it runs is the README's "Beyond one machine".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from v2x.broker import NatsCluster, find_nats
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(find_nats() is None, reason="nats-server is not installed (apt-get install nats-server)"),
+]
+
+RUN_S = 40.0
+HAZARD_S = 12.0
+
+
+def _summary(out: str) -> dict[str, Any]:
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    summary: dict[str, Any] = next(e for e in lines if e.get("event") == "summary")
+    return summary
+
+
+def test_a_vehicle_on_node_a_is_warned_by_a_hazard_published_through_node_c() -> None:
+    with NatsCluster(3) as cluster:
+        a, b, c = cluster.urls
+        epoch = time.time() + 3.0
+        common = ["--epoch", f"{epoch:.3f}", "--set", f"events.0.start_s={HAZARD_S:g}", "--no-impairment"]
+
+        def tier(*argv: str) -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-m", "v2x", *argv, *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        procs = {
+            "rsu": tier("roadside", "hazard", "--broker", b, "--duration", f"{RUN_S + 1:g}"),
+            "cloud": tier("cloud", "hazard", "--broker", c, "--duration", f"{RUN_S + 2:g}"),  # hazards go out through node C
+            "fleet A": tier("fleet", "hazard", "--broker", a, "--duration", f"{RUN_S:g}", "--shard", "0/2", "--mqtt", "3.1.1"),
+            "fleet B": tier("fleet", "hazard", "--broker", b, "--duration", f"{RUN_S:g}", "--shard", "1/2", "--mqtt", "3.1.1"),
+        }
+        out = {}
+        try:
+            for name, p in procs.items():
+                out[name], err = p.communicate(timeout=RUN_S + 60)
+                assert p.returncode == 0, f"{name} exited {p.returncode}: {err[-2000:]}"
+        finally:
+            for p in procs.values():
+                p.kill()
+    fleet_a, fleet_b, cloud = _summary(out["fleet A"]), _summary(out["fleet B"]), _summary(out["cloud"])
+    # the cloud (on node C) raised the stalled vehicle as RSI; vehicles whose OBU is on node A received it and were warned
+    assert cloud["sent"]["rsi"] >= 1
+    assert fleet_a["messages"]["received"].get("rsi", 0) >= 1
+    assert fleet_a["apps"]["hlw"]["warnings"] >= 1
+    warned = [e for e in fleet_a["app_events"]["listed"] if e["app"] == "hlw"]
+    assert warned
+    assert all(e["trigger"] == "rsi cloud/1" for e in warned)  # the RSI of hazard 1, from the cloud
+    # across the cluster: node A's vehicles heard SPaT from the RSU on node B (and its relay by the cloud on C);
+    # the cloud on C heard the BSMs of both shards
+    assert fleet_a["messages"]["received"]["spat/rsu"] > 0
+    assert fleet_a["messages"]["received"]["spat/cloud"] > 0
+    sent = fleet_a["messages"]["sent"]["bsm"] + fleet_b["messages"]["sent"]["bsm"]
+    assert cloud["received"]["bsm"] >= 0.99 * sent
+    assert fleet_a["traffic"]["collisions"] == 0
