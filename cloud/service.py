@@ -44,7 +44,7 @@ from v2x.security import Credentials, login
 from v2x.service import LOST, STOPPED, Service
 from v2x.signing import CA, sign_service
 from v2x.station import Clock, Station
-from v2x.topics import Topics, tiles_covering
+from v2x.topics import Topics, tile_path, tiles_covering
 from v2x.transport import MqttTransport, Transport, Will
 from v2x.v2xmap import intersection_ref, lane_id
 
@@ -118,7 +118,13 @@ class CloudService(Service):
             await t.subscribe(self.topics.area("bsm", tile), qos=0)
             await t.subscribe(self.topics.area("rsm", tile), qos=0)
         relay = f"{self.topics.root}/spat/rsu/#"
-        await t.subscribe(relay if self.share is None else f"$share/{self.share}/{relay}", qos=0)
+        if self.share is not None:  # any instance relays any SPaT, one instance each
+            await t.subscribe(f"$share/{self.share}/{relay}", qos=0)
+        elif self.area is None:
+            await t.subscribe(relay, qos=0)
+        else:  # no shared subscriptions (MQTT 3.1.1 brokers): each instance relays its own sites' SPaT
+            for tile in sorted({self.net.tiles[i] for i in self.area}):
+                await t.subscribe(f"{self.topics.root}/spat/rsu/{tile_path(tile)}/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:

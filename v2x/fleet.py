@@ -172,8 +172,9 @@ class Fleet:
         self.shadow: Radio | None = None
         self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
         self._k = 0
-        # real time: per sim second, the most the step's start lagged the wall clock [ms] and the vehicles present
-        self.tick: dict[int, tuple[float, int]] = {}
+        # real time, per sim second: the most a step's start lagged the wall clock [ms], the most vehicles
+        # present, steps, and steps that started a whole step (or more) late
+        self.tick: dict[int, list[float]] = {}
 
     def sign_with(self, ca: CA) -> None:
         """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
@@ -511,8 +512,10 @@ class Fleet:
             try:
                 while self.traffic.t < duration_s:
                     lag_ms = (self.clock.sim_s() - self.traffic.t) * 1e3
-                    sec = int(self.traffic.t)
-                    self.tick[sec] = (max(lag_ms, self.tick.get(sec, (lag_ms, 0))[0]), max(self.traffic.n, self.tick.get(sec, (0.0, 0))[1]))
+                    row = self.tick.setdefault(int(self.traffic.t), [lag_ms, 0, 0, 0])
+                    row[0], row[1] = max(row[0], lag_ms), max(row[1], self.traffic.n)
+                    row[2] += 1
+                    row[3] += lag_ms >= dt * 1e3
                     spawn(self.radio_work())
                     self.receive()
                     spawn(self.subscription_work())

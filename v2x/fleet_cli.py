@@ -71,8 +71,8 @@ def summary(fleet: Fleet) -> dict[str, Any]:
             "transport_out": c.dropped_out,
             "transport_in": c.dropped_in,
         },
-        # real time: rows [sim second, most a step started late (ms), most vehicles present]
-        "tick": [[sec, round(lag, 1), n] for sec, (lag, n) in sorted(fleet.tick.items())],
+        # real time: rows [sim second, most a step started late (ms), most vehicles present, steps, steps a step late]
+        "tick": [[sec, round(lag, 1), int(n), int(k), int(late)] for sec, (lag, n, k, late) in sorted(fleet.tick.items())],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's
         "connect_failures": c.connect_failures,
         "resubscriptions": c.resubscriptions,
@@ -83,7 +83,7 @@ def summary(fleet: Fleet) -> dict[str, Any]:
 def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary for the fleet shards of a run: counts added, lists joined, averages and percentiles
     recomputed (delay and stops weighted by vehicles finished; app lead times from the events listed),
-    the tick merged per second (the latest shard's lag, all shards' vehicles). Measurements stay per shard:
+    the tick merged per second (the latest shard's lag; all shards' vehicles, steps and late steps). Measurements stay per shard:
     `v2x.metrics.merge_json` adds them up with the other tiers'."""
     if len(parts) == 1:
         return parts[0]
@@ -98,9 +98,9 @@ def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["traffic"] = traffic
     ticks: dict[int, list[float]] = {}
     for p in parts:
-        for sec, lag, n in p.get("tick", []):
-            t = ticks.setdefault(int(sec), [sec, lag, 0])
-            t[1], t[2] = max(t[1], lag), t[2] + n
+        for sec, lag, n, k, late in p.get("tick", []):
+            t = ticks.setdefault(int(sec), [sec, lag, 0, 0, 0])
+            t[1], t[2], t[3], t[4] = max(t[1], lag), t[2] + n, t[3] + k, t[4] + late
     out["tick"] = [ticks[k] for k in sorted(ticks)]
     events = [e for p in parts for e in p.get("app_events", {}).get("listed", [])]
     apps: dict[str, Any] = {}
