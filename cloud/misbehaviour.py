@@ -58,6 +58,7 @@ CREDIBLE_BSMS = 10
 MOVING_MPS = 3.0
 EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
 LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
+SWEEP_EVERY_S = 0.1  # [s] how often senders that went quiet are looked for
 GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
 
 
@@ -120,6 +121,7 @@ class Misbehaviour:
         self._twins: dict[tuple[str, str], tuple[float, float]] = {}  # pair moving in lockstep -> (since, distance)
         self._cells: dict[tuple[int, int], set[str]] = {}  # grid square -> senders whose latest position is in it
         self.latest_t = 0.0
+        self._next_sweep_s = -math.inf
 
     def _near_lanes(self, x: float, y: float) -> tuple[float, np.ndarray]:
         """Distance beyond the nearest lane's half width; the directions of the lanes within reach.
@@ -227,7 +229,12 @@ class Misbehaviour:
             self._twins.pop(key, None)
 
     def sweep(self, now: float) -> None:
-        """Senders that stopped sending while others still send: gone where no vehicle leaves the road?"""
+        """Senders that stopped sending while others still send: gone where no vehicle leaves the road?
+
+        Looks at most every SWEEP_EVERY_S (the cloud calls it after every batch of messages)."""
+        if now < self._next_sweep_s:
+            return
+        self._next_sweep_s = now + SWEEP_EVERY_S
         for sender, tr in list(self.tracks.items()):
             if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
                 del self.tracks[sender]

@@ -26,27 +26,30 @@ def build_bsms(traffic: Traffic, frame: LocalFrame) -> list[tuple[int, m.Bsm]]:
         return []
     cx, cy, heading = traffic.bodies()
     lat, lon = frame.to_geo_arrays(cx, cy)
-    out = []
     elevation = frame.elevation0_m
-    for i in range(traffic.n):
-        a = float(traffic.a[i])
-        kind = int(traffic.kind[i])
-        events = frozenset({m.VehicleEvent.HARD_BRAKING}) if a < -HARD_BRAKING_MPS2 else frozenset()
-        out.append(
-            (
-                int(traffic.ids[i]),
-                m.Bsm(
-                    position=m.GeoPoint(float(lat[i]), float(lon[i]), elevation),
-                    speed_mps=float(np.clip(traffic.v[i], 0.0, 163.8)),
-                    heading_deg=float(heading[i]),
-                    accel_mps2=float(np.clip(a, -20.0, 20.0)),
-                    brake_applied=a < -BRAKING_MPS2,
-                    width_m=float(traffic.width[i]),
-                    length_m=float(traffic.length[i]),
-                    vehicle_class=_CLASS_OF_KIND[kind],
-                    events=events,
-                    emergency=m.EmergencyExt(True, True, True) if kind == EMERGENCY else None,
-                ),
-            )
+    acc = traffic.a.tolist()
+    no_events: frozenset[m.VehicleEvent] = frozenset()
+    hard = frozenset({m.VehicleEvent.HARD_BRAKING})
+    return [
+        (
+            vid,
+            m.Bsm(
+                position=m.GeoPoint(la, lo, elevation),
+                speed_mps=v,
+                heading_deg=h,
+                accel_mps2=ac,
+                brake_applied=a < -BRAKING_MPS2,
+                width_m=w,
+                length_m=ln,
+                vehicle_class=_CLASS_OF_KIND[kind],
+                events=hard if a < -HARD_BRAKING_MPS2 else no_events,
+                emergency=m.EmergencyExt(True, True, True) if kind == EMERGENCY else None,
+            ),
         )
-    return out
+        # columns as Python numbers at once: per-element numpy access costs more than the message itself
+        for vid, la, lo, v, h, a, ac, w, ln, kind in zip(
+            traffic.ids.tolist(), lat.tolist(), lon.tolist(), np.clip(traffic.v, 0.0, 163.8).tolist(), heading.tolist(),
+            acc, np.clip(traffic.a, -20.0, 20.0).tolist(), traffic.width.tolist(), traffic.length.tolist(),
+            traffic.kind.tolist(), strict=True,
+        )
+    ]
