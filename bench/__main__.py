@@ -1,7 +1,7 @@
 """Scale benchmark: how close the whole simulator comes to the broker's own limit on this machine.
 
     python -m bench                         # everything (about 15 minutes on 2 cores)
-    python -m bench --only ceiling,fast     # parts: ceiling | capacity | profile | fast | memory
+    python -m bench --only ceiling,fast     # parts: ceiling | capacity | profile | fast | memory | cluster
     python -m bench --copies 8,16,32 --workers 2 --seconds 60
 
 Every figure is measured in this run, each beside its reference:
@@ -19,7 +19,9 @@ Every figure is measured in this run, each beside its reference:
   - profile: one more run at the first district that fails, each process's CPU use (cores, from
     /proc) and, with py-spy installed, its busiest functions;
   - memory: the fleet processes' peak RSS against the vehicles they held, over the capacity
-    runs: the slope (MB per vehicle) of a least-squares line, and its intercept.
+    runs: the slope (MB per vehicle) of a least-squares line, and its intercept;
+  - cluster: a 3-node NATS cluster (`v2x cluster`): a QoS 1 burst from node C to a subscriber
+    on node A, and a retained message through C reaching a later wildcard subscriber on A.
 """
 
 from __future__ import annotations
@@ -175,6 +177,42 @@ def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: floa
             print(f"        {n / max(total, 1):6.1%}  {leaf[:110]}")
 
 
+def cluster_qos1(n: int = 5000) -> tuple[float, int, bool] | None:
+    """The clustered broker: a QoS 1 burst from node C to a subscriber on node A (C clients, MQTT 3.1.1), and a
+    retained message published through C reaching a later wildcard subscriber on A."""
+    from v2x.broker import NatsCluster, find_nats
+
+    if find_nats() is None:
+        print("  nats-server is not installed (apt-get install nats-server)")
+        return None
+    rates, delivered = [], 0
+    with NatsCluster(3) as c:
+        (a_port, c_port) = (int(c.urls[0].rsplit(":", 1)[1]), int(c.urls[2].rsplit(":", 1)[1]))
+        v = ["-V", "mqttv311", "-h", "127.0.0.1"]
+        for run in range(3):
+            sub = subprocess.Popen(["mosquitto_sub", *v, "-p", str(a_port), "-t", "burst/#", "-q", "1", "-C", str(n), "-W", "60",
+                                    "-i", f"bench-sub-{run}"], stdout=subprocess.PIPE)
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            pub = subprocess.Popen(["mosquitto_pub", *v, "-p", str(c_port), "-t", "burst/rsi", "-q", "1", "-l", "-i", f"bench-pub-{run}"],
+                                   stdin=subprocess.PIPE)
+            assert pub.stdin is not None
+            pub.stdin.write((("x" * 60 + "\n") * n).encode())
+            pub.stdin.close()
+            out, _ = sub.communicate(timeout=90)
+            wall = time.perf_counter() - t0
+            pub.wait(30)
+            got = len(out.split())
+            rates.append(got / wall)
+            delivered += got
+            print(f"  QoS 1 burst node C -> node A: {got:,} of {n:,} delivered in {wall:.2f} s ({got / wall:,.0f} msgs/s)", flush=True)
+        subprocess.run(["mosquitto_pub", *v, "-p", str(c_port), "-t", "hazard/tile/1", "-m", "rsi", "-q", "1", "-r"], check=True)
+        retained = subprocess.run(["mosquitto_sub", *v, "-p", str(a_port), "-t", "hazard/#", "-q", "1", "-C", "1", "-W", "10"],
+                                  capture_output=True, text=True).stdout.strip()
+        print(f"  retained through node C, wildcard subscriber on node A after it: {'received' if retained == 'rsi' else 'NOT received'}")
+    return statistics.median(rates), delivered, retained == "rsi"
+
+
 def fast(copies: int, seconds: float, tmp: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     r = _v2x_run(["--copies", str(copies), "--fast", "--duration", f"{seconds:g}"], tmp / f"fast-{copies}.json")
@@ -187,7 +225,7 @@ def fast(copies: int, seconds: float, tmp: Path) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="ceiling,capacity,profile,fast,memory", help="parts to run, comma-separated")
+    p.add_argument("--only", default="ceiling,capacity,profile,fast,memory,cluster", help="parts to run, comma-separated")
     p.add_argument("--profile-copies", type=int, default=None, help="district size to profile (default: the first that fails)")
     p.add_argument("--copies", default="4,8,16,24,32,40,48,56,64", help="district sizes to try, rising (copies of four_way)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
@@ -219,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     if "fast" in parts:
         print("fast mode: every tier in one process, lockstep through Mosquitto", flush=True)
         fast_rows = [(k, *fast(k, args.fast_seconds, tmp)) for k in (int(x) for x in args.fast_copies.split(","))]
+    if "cluster" in parts:
+        print("cluster: 3 nats-server nodes (MQTT 3.1.1, JetStream)", flush=True)
+        clustered = cluster_qos1()
     print()
     print("| figure | measured | reference (same run) | ratio |")
     print("|---|---:|---:|---:|")
-    print(f"| C-client ceiling, QoS 0 | {ceil:,.0f} msgs/s | | |")
+    if "ceiling" in parts or "capacity" in parts:
+        print(f"| C-client ceiling, QoS 0 | {ceil:,.0f} msgs/s | | |")
     held = [r for r in runs if r.ok]
     if "capacity" in parts:
         if held:
@@ -241,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     if "fast" in parts:
         for k, speed, veh in fast_rows:
             print(f"| fast mode, four_way x {k} ({veh} vehicles at the end) | {speed:.2f} sim s per wall s | 1.0 (real time) | {speed:.2f} |")
+    if "cluster" in parts and clustered is not None:
+        rate, got, retained = clustered
+        print(f"| 3-node NATS cluster, QoS 1 burst node C -> node A (C clients, median of 3) | {rate:,.0f} msgs/s, {got:,} of "
+              f"{3 * 5000:,} delivered; retained via C reached a wildcard subscriber on A: {'yes' if retained else 'no'} | | |")
     if "memory" in parts and len(runs) >= 2:
         x = np.array([r.vehicles_max for r in runs], dtype=float)
         y = np.array([r.rss_mb for r in runs])

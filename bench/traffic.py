@@ -1,7 +1,7 @@
 """Traffic-core benchmark: saturation flow, delay against Webster, and SUMO side by side.
 
     python -m bench.traffic                 # everything (about 5 minutes)
-    python -m bench.traffic --only webster  # one part: saturation | webster | sumo
+    python -m bench.traffic --only webster  # one part: saturation | webster | sumo | district
 
 Every figure is measured here, in this run:
   - saturation flow: HCM queue-discharge headways (queued vehicles after the 4th) on an
@@ -403,9 +403,27 @@ def part_sumo(duration: float) -> None:
         print(f"{'':<18}{'ratio':<12}{'':>11}{'':>11}{our_speed / their_speed:>13.2f}x")
 
 
+def part_district(duration: float = 300.0) -> None:
+    """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), lights from
+    the controllers; vehicle-steps per second over the second half of the run (the first fills the network)."""
+    print("\n== the core alone on districts of four_way (fixed-time signals, no messaging)")
+    print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}")
+    for copies in (1, 16, 64):
+        run = OfflineRun(scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies))
+        steps = round(duration / run.dt)
+        for _ in range(steps // 2):
+            run.step()
+        veh_steps, t0 = 0, time.perf_counter()
+        for _ in range(steps - steps // 2):
+            veh_steps += run.traffic.n
+            run.step()
+        wall = time.perf_counter() - t0
+        print(f"{copies:>8}{veh_steps / (steps - steps // 2):>10.0f}{wall / (steps - steps // 2) * 1e3:>11.2f}{veh_steps / wall:>14,.0f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["saturation", "webster", "sumo"], help="run one part")
+    parser.add_argument("--only", choices=["saturation", "webster", "sumo", "district"], help="run one part")
     parser.add_argument("--duration", type=float, default=3600.0, help="simulated seconds per run (default 3600)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per Webster point (default 2)")
     args = parser.parse_args(argv)
@@ -416,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         part_webster(args.duration, args.seeds)
     if args.only in (None, "sumo"):
         part_sumo(args.duration)
+    if args.only in (None, "district"):
+        part_district()
     return 0
 
 

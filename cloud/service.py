@@ -114,11 +114,14 @@ class CloudService(Service):
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
         self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
-        for tile in [""] if self.area is None else self.net.area_tiles(sorted(self.area)):
+        # one of several instances: the tiles its sites own, so that every BSM and RSM reaches one instance
+        sites = {k for k, site in enumerate(self.net.components) if site[0] in (self.area or ())}
+        for tile in [""] if self.area is None else sorted(t for t, k in self.net.tile_owner.items() if k in sites):
             await t.subscribe(self.topics.area("bsm", tile), qos=0)
             await t.subscribe(self.topics.area("rsm", tile), qos=0)
         relay = f"{self.topics.root}/spat/rsu/#"
         if self.share is not None:  # any instance relays any SPaT, one instance each
+            self.reception.shared_prefix = relay[:-1]
             await t.subscribe(f"$share/{self.share}/{relay}", qos=0)
         elif self.area is None:
             await t.subscribe(relay, qos=0)

@@ -104,6 +104,9 @@ class Reception:
         self.distance = distance
         self.bad = BadInput(owner)
         self.measure = Measurements(clock.epoch_s)
+        # topics taken through a shared subscription: each instance gets a share of every stream, so its
+        # sequence gaps are not losses (the relay's completeness shows downstream, and in relayed counts)
+        self.shared_prefix: str | None = None
         self.verifier: Verifier | None = None  # signed messages required (v2x.signing): rejected ones are counted by kind
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
@@ -147,7 +150,8 @@ class Reception:
             delay_us = round(d * 1e6)
         age_us = rx_us + delay_us - h.gen_time_us
         # a retained message delivered on subscribing is as old as it is: no measure of the link
-        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id):
+        sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
+        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id, sequenced):
             self.outcomes["duplicate"] += 1
             return None
         max_age = self.max_age_s.get(mtype)

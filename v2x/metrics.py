@@ -197,13 +197,21 @@ class Measurements:
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
+        self.unsequenced: dict[tuple[str, str], int] = {}  # by (message type, hop): received through a shared subscription
 
     def record(
         self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None, sender: str = "",
+        sequenced: bool = True,
     ) -> bool:
         """One message received; False if it duplicates one received before (not measured again).
         `latency_us` None: count it, but it says nothing of the link (a retained message). A stream is one
-        sender's messages on one topic (instances of the cloud relay SPaT on the same topics)."""
+        sender's messages on one topic (instances of the cloud relay SPaT on the same topics). `sequenced`
+        False: a share of a stream (a shared subscription hands each message to one of a group), whose gaps
+        say nothing of loss: latency only."""
+        if not sequenced:
+            self.unsequenced[(mtype, hop)] = self.unsequenced.get((mtype, hop), 0) + 1
+            self._latency(mtype, hop, gen_us, latency_us)
+            return True
         key = (receiver, topic, sender)
         stream = self.streams.get(key)
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
@@ -214,8 +222,12 @@ class Measurements:
                 self._close(key)
             self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
             self._stream_type[key] = (mtype, hop)
+        self._latency(mtype, hop, gen_us, latency_us)
+        return True
+
+    def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None) -> None:
         if latency_us is None:
-            return True
+            return
         h = self.latency.get((mtype, hop))
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
@@ -223,7 +235,6 @@ class Measurements:
         per_s = self.series.setdefault(hop, {}).setdefault(math.floor(gen_us / 1e6 - self.epoch_s), {})
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + 1
-        return True
 
     def forget(self, receiver: str) -> None:
         """A receiver left (a vehicle's OBU): fold its streams into the totals."""
@@ -236,8 +247,10 @@ class Measurements:
         c.add(Counts(s.unique, s.lost, s.duplicates))
 
     def counts(self) -> dict[tuple[str, str], Counts]:
-        """Received, lost and duplicates by (message type, hop)."""
+        """Received, lost and duplicates by (message type, hop); a shared subscription's share counts as received only."""
         out: dict[tuple[str, str], Counts] = {k: Counts(c.received, c.lost, c.duplicates) for k, c in self.closed.items()}
+        for k, n in self.unsequenced.items():
+            out.setdefault(k, Counts()).add(Counts(n, 0, 0))
         for key, s in self.streams.items():
             out.setdefault(self._stream_type[key], Counts()).add(Counts(s.unique, s.lost, s.duplicates))
         return out

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from v2x.geo import LocalFrame
 from v2x.scenario import LEG_BEARING_DEG, LEGS, Approach, Intersection, Scenario
-from v2x.topics import quadkey, tiles_covering
+from v2x.topics import quadkey, tile_bounds, tiles_covering
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -450,6 +450,20 @@ class Network:
             g = self.frame.to_geo(*ig.center)
             out.update(tiles_covering(g.lat_deg, g.lon_deg, reach))
         return sorted(out)
+
+    @functools.cached_property
+    def tile_owner(self) -> dict[str, int]:
+        """Each tile any site's approaches touch -> the site (index into `components`) whose nearest junction is
+        closest to the tile's centre: every such tile has exactly one owner."""
+        centres = []
+        for k, site in enumerate(self.components):
+            centres += [(k, self.frame.to_geo(*self.intersections[i].center)) for i in site]
+        out = {}
+        for tile in self.area_tiles(list(range(len(self.intersections)))):
+            s, w, n, e = tile_bounds(tile)
+            lat, lon = (s + n) / 2, (w + e) / 2
+            out[tile] = min(centres, key=lambda kc: (kc[1].lat_deg - lat) ** 2 + ((kc[1].lon_deg - lon) * math.cos(math.radians(lat))) ** 2)[0]
+        return out
 
     @functools.cached_property
     def tiles(self) -> list[str]:
