@@ -133,6 +133,15 @@ def main(argv: list[str]) -> int:
         return 2
     sc = loaded
     duration = args.duration if args.duration is not None else sc.duration_s
+    if (args.workers > 1 or args.clouds > 1) and args.fast:
+        console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
+                      "this process (leave out --fast, or the two options)", style="red")
+        return 2
+    sites = len(Network(sc).components)
+    if args.clouds > sites or args.workers < 1 or args.clouds < 1:
+        console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
+                      "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")
+        return 2
 
     broker: MosquittoBroker | None = None
     url = args.broker
@@ -388,7 +397,8 @@ def _fleet_workers(
         )
         for i in range(n)
     }
-    print(f"fleet: {n} processes, sharded by {by}", file=sys.stderr)
+    print(f"fleet: {n} processes, sharded by {by}; they report at the end (about {epoch + duration - time.time():.0f} s "
+          "from now)", file=sys.stderr)
     try:
         outputs = _stop(workers, until=epoch + duration + 30.0)  # they end at the run's end
     except KeyboardInterrupt:
