@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,19 @@ def test_fleet_workers_and_cloud_instances_carry_every_message_once(v2x_run: Run
     assert set(data["connection"]["tiers"]) >= {"fleet", "cloud"}
     assert data["connection"]["outages_s"] == []  # no client id was taken over
     assert data["vehicles"]["spawned"] > 20
+
+
+def test_workers_and_clouds_are_checked_before_anything_starts() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "v2x", "run", "four_way", "--headless", *args], capture_output=True, text=True, timeout=60)
+
+    fast = run("--fast", "--workers", "2", "--duration", "5")
+    assert fast.returncode == 2
+    assert "fast mode" in fast.stderr
+    clouds = run("--clouds", "3", "--copies", "2", "--duration", "5")
+    assert clouds.returncode == 2
+    assert "2 independent site(s)" in clouds.stderr
+    fleet = subprocess.run([sys.executable, "-m", "v2x", "fleet", "four_way", "--shard", "1/2", "--by", "area", "--duration", "1"],
+                           capture_output=True, text=True, timeout=60)
+    assert fleet.returncode == 2
+    assert "too few to shard by area" in fleet.stderr
