@@ -10,12 +10,13 @@ Every figure is measured in this run, each beside its reference:
     Mosquitto configured as every run's (`set_tcp_nodelay true`);
   - capacity: real-time runs of four_way tiled into a district (`v2x run four_way --copies K
     --workers W --warmup ...`), K rising until the fleet no longer holds its 100 ms tick
-    (more than 1% of its steps start a whole step late) or vehicle->cloud p99 exceeds 50 ms; the capacity is the steady vehicle
-    count (mean, 10 Hz BSMs each) of the largest K that holds both. Beside it: the stack's
+    (more than 1% of its steps start a whole step late) or vehicle->cloud p99 exceeds
+    50 ms; the capacity is the steady vehicle count (mean, 10 Hz BSMs each) of the largest
+    K that holds both. Beside it: the stack's
     throughput there, every message every tier received per second (and published per
     second), as a share of the C-client ceiling;
   - fast: `v2x run --fast` (every tier in one process, lockstep through the broker) on the
-    same districts: simulated seconds per wall second, and vehicle-steps per second;
+    districts: simulated seconds per wall second, and the vehicles at the end;
   - profile: one more run at the first district that fails, each process's CPU use (cores, from
     /proc) and, with py-spy installed, its busiest functions;
   - memory: the fleet processes' peak RSS against the vehicles they held, over the capacity
@@ -227,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="ceiling,capacity,profile,fast,memory,cluster", help="parts to run, comma-separated")
     p.add_argument("--profile-copies", type=int, default=None, help="district size to profile (default: the first that fails)")
-    p.add_argument("--copies", default="4,8,16,24,32,40,48,56,64", help="district sizes to try, rising (copies of four_way)")
+    p.add_argument("--copies", default="8,12,16,20,24,28,32", help="district sizes to try, rising (copies of four_way)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     p.add_argument("--clouds", type=int, default=1, help="cloud instances (default 1)")
-    p.add_argument("--seconds", type=float, default=75.0, help="sim seconds per real-time run")
-    p.add_argument("--warmup", type=float, default=35.0, help="sim seconds left out while the district fills")
-    p.add_argument("--fast-copies", default="1,8,32", help="district sizes for fast mode")
+    p.add_argument("--seconds", type=float, default=60.0, help="sim seconds per real-time run")
+    p.add_argument("--warmup", type=float, default=30.0, help="sim seconds left out while the district fills")
+    p.add_argument("--fast-copies", default="1,8,16", help="district sizes for fast mode")
     p.add_argument("--fast-seconds", type=float, default=60.0)
     args = p.parse_args(argv)
     parts = set(args.only.split(","))
