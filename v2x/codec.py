@@ -298,16 +298,19 @@ def _enc_spat(s: m.Spat, out: pb.Spat) -> None:
             om = o.states.add()
             om.signal_group = _q(mv.signal_group, 1, 1, 255, f"{f}.states[{j}].signal_group")
             for k, ev in enumerate(mv.events):
-                ef = f"{f}.states[{j}].events[{k}]"
                 oe = om.events.add()
                 oe.state = ev.state.value  # type: ignore[assignment]
                 t = ev.timing
                 if t is not None:
-                    oe.timing.start_time = _opt_tenths(t.start_s, f"{ef}.start_time")
-                    oe.timing.min_end_time = _opt_tenths(t.min_end_s, f"{ef}.min_end_time")
-                    oe.timing.max_end_time = _opt_tenths(t.max_end_s, f"{ef}.max_end_time")
-                    oe.timing.likely_end_time = _opt_tenths(t.likely_end_s, f"{ef}.likely_end_time")
-                    oe.timing.confidence = _q(t.confidence, 1, 0, 15, f"{ef}.confidence")
+                    # field names only for a fault: a SPaT holds dozens of events, at 10 Hz per junction
+                    try:
+                        oe.timing.start_time = _opt_tenths(t.start_s, "start_time")
+                        oe.timing.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
+                        oe.timing.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
+                        oe.timing.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
+                        oe.timing.confidence = _q(t.confidence, 1, 0, 15, "confidence")
+                    except EncodeError as e:
+                        raise EncodeError(f"{f}.states[{j}].events[{k}].{e}") from None
 
 
 def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:

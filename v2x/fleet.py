@@ -465,7 +465,8 @@ class Fleet:
             said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
             for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
                 station = radio.station if sid == radio.station.sender_id else self._ghost(sid)
-                topic = self.topics.bsm(quadkey(body.position.lat_deg, body.position.lon_deg), sid)
+                tile = radio.tile if body is bsm else quadkey(body.position.lat_deg, body.position.lon_deg)
+                topic = self.topics.bsm(tile, sid)
                 if radio.transport.publish(topic, station.encode(body, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
                     self.counters.sent["bsm"] += 1
                 else:  # its sequence number is spent: receivers count the gap

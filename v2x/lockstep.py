@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from v2x.transport import Lifecycle, Message, Transport, TransportStats, topic_matches
+from v2x.transport import FilterTree, Lifecycle, Message, Transport, TransportStats, topic_matches
 
 Key = tuple[str, bytes]  # (topic, payload): one delivery
 
@@ -49,8 +49,7 @@ class Hub:
         self.clients: list[LockstepTransport] = []
         self.stats = LockstepStats()
         self.published = 0  # publishes so far: the driver runs another round while this grows
-        # filters by their first level under the root, so a publish is matched only against its kind's
-        self._filters: dict[str, dict[str, set[LockstepTransport]]] = {}
+        self._filters: FilterTree[LockstepTransport] = FilterTree()
         self._retained: dict[str, bytes] = {}
 
     def wrap(self, inner: Transport) -> LockstepTransport:
@@ -58,35 +57,27 @@ class Hub:
         self.clients.append(client)
         return client
 
-    def _bucket(self, topic_filter: str) -> dict[str, set[LockstepTransport]]:
-        return self._filters.setdefault(self._level(topic_filter), {})
-
     def _level(self, topic: str) -> str:
         """The level that tells message kinds apart: the first under the root."""
         parts = topic.split("/", self.root_levels + 1)
         return parts[self.root_levels] if len(parts) > self.root_levels else ""
 
     def subscribed(self, client: LockstepTransport, topic_filter: str) -> None:
-        self._bucket(topic_filter).setdefault(topic_filter, set()).add(client)
+        self._filters.add(topic_filter, client)
         client.filters.add(topic_filter)
         for topic, payload in self._retained.items():
             if topic_matches(topic_filter, topic):
                 client.expect((topic, payload))
 
     def unsubscribed(self, client: LockstepTransport, topic_filter: str) -> None:
-        clients = self._bucket(topic_filter).get(topic_filter)
-        if clients is not None:
-            clients.discard(client)
+        self._filters.discard(topic_filter, client)
         client.filters.discard(topic_filter)
 
     def publishing(self, topic: str, payload: bytes, retain: bool) -> None:
         self.published += 1
-        level = self._level(topic)
-        for bucket_level in (level, "+", "#", ""):
-            for topic_filter, clients in self._filters.get(bucket_level, {}).items():
-                if clients and topic_matches(topic_filter, topic):
-                    for c in clients:
-                        c.expect((topic, payload))
+        for clients in self._filters.match(topic):
+            for c in clients:
+                c.expect((topic, payload))
         if retain:
             if payload:
                 self._retained[topic] = payload

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.broker import mqtt_ping
@@ -188,6 +188,63 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if i >= len(tparts) or (f != "+" and f != tparts[i]):
             return False
     return len(fparts) == len(tparts)
+
+
+S = TypeVar("S")  # a subscriber
+
+
+class FilterTree(Generic[S]):
+    """Topic filters and their subscribers, matched by walking a topic's levels once (MQTT + and #; a topic
+    starting with $ is not matched by a wildcard at its first level): what a broker does, for the lockstep hub."""
+
+    def __init__(self) -> None:
+        self._root: _FilterNode[S] = _FilterNode()
+
+    def add(self, topic_filter: str, who: S) -> None:
+        node = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.setdefault(level, _FilterNode())
+        node.subs.add(who)
+
+    def discard(self, topic_filter: str, who: S) -> None:
+        node: _FilterNode[S] | None = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.get(level) if node is not None else None
+        if node is not None:
+            node.subs.discard(who)
+
+    def match(self, topic: str) -> list[set[S]]:
+        """The subscriber sets of every filter that matches `topic` (a subscriber with two matching filters is in two)."""
+        levels = topic.split("/")
+        out: list[set[S]] = []
+        dollar = topic.startswith("$")
+
+        def walk(node: _FilterNode[S], i: int) -> None:
+            wild = not (i == 0 and dollar)
+            hash_node = node.children.get("#")
+            if hash_node is not None and wild and hash_node.subs:
+                out.append(hash_node.subs)
+            if i == len(levels):
+                if node.subs:
+                    out.append(node.subs)
+                return
+            exact = node.children.get(levels[i])
+            if exact is not None:
+                walk(exact, i + 1)
+            plus = node.children.get("+")
+            if plus is not None and wild:
+                walk(plus, i + 1)
+
+        walk(self._root, 0)
+        return out
+
+
+class _FilterNode(Generic[S]):
+    __slots__ = ("children", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _FilterNode[S]] = {}
+        self.subs: set[S] = set()
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
