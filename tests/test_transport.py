@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from v2x.errors import BrokerError
 from v2x.transport import (
     BACKOFF_CAP_S,
     BrokerUrl,
+    FilterTree,
     MemoryBroker,
     MemoryTransport,
     Message,
@@ -208,3 +210,31 @@ async def test_memory_transport_retains_and_publishes_wills() -> None:
         broker.kill("a")
         [will] = await _collect(b, 1)
         assert will.payload == b"offline"
+
+
+def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
+    """The lockstep hub's filter tree against the plain matcher, on random filters and topics (with + # and $)."""
+    rng = random.Random(1)
+    levels = ["a", "b", "c", "$SYS", "v2x"]
+
+    def topic() -> str:
+        return "/".join(rng.choice(levels) for _ in range(rng.randint(1, 4)))
+
+    def topic_filter() -> str:
+        parts = [rng.choice([*levels, "+", "+"]) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.3:
+            parts.append("#")
+        elif rng.random() < 0.2:
+            parts[-1] = "#"
+        return "/".join(parts)
+
+    for _ in range(300):
+        filters = sorted({topic_filter() for _ in range(30)})
+        tree: FilterTree[str] = FilterTree()
+        for f in filters:
+            tree.add(f, f)
+        tree.add(filters[0], "gone")
+        tree.discard(filters[0], "gone")
+        for _ in range(50):
+            t = topic()
+            assert sorted(x for subs in tree.match(t) for x in subs) == [f for f in filters if topic_matches(f, t)], t
