@@ -61,7 +61,6 @@ class RunResult:
     rss_mb: float
     vehicles_max: int
     ok: bool
-    wall_s: float
 
 
 def ceiling(n: int = 200_000, repeat: int = 3) -> float:
@@ -96,7 +95,7 @@ def realtime(copies: int, workers: int, clouds: int, seconds: float, warmup: flo
     p99 = v2c.get("p99", float("inf"))
     res = RunResult(
         copies, tick["vehicles_mean"] or 0.0, late, tick["lag_ms_max"] or 0.0, p99, received * share / span, sent * share / span,
-        float(r.get("fleet_peak_rss_mb") or 0.0), tick["vehicles_max"] or 0, late <= LATE_SHARE and p99 <= P99_MS, r["wall_s"],
+        float(r.get("fleet_peak_rss_mb") or 0.0), tick["vehicles_max"] or 0, late <= LATE_SHARE and p99 <= P99_MS,
     )
     print(
         f"  copies {copies:3d}: {res.vehicles:7.0f} vehicles  steps late {late:6.1%} (max lag {res.lag_max_ms:6.0f} ms)  "
@@ -188,7 +187,7 @@ def cluster_qos1(n: int = 5000) -> tuple[float, int, bool] | None:
         return None
     rates, delivered = [], 0
     with NatsCluster(3) as c:
-        (a_port, c_port) = (int(c.urls[0].rsplit(":", 1)[1]), int(c.urls[2].rsplit(":", 1)[1]))
+        a_port, c_port = c.mqtt_ports[0], c.mqtt_ports[2]
         v = ["-V", "mqttv311", "-h", "127.0.0.1"]
         for run in range(3):
             sub = subprocess.Popen(["mosquitto_sub", *v, "-p", str(a_port), "-t", "burst/#", "-q", "1", "-C", str(n), "-W", "60",

@@ -193,17 +193,8 @@ class Adaptive:
             [sorted({net.groups[g].leg for g in groups}) for groups in ig.phase_groups] for ig in net.intersections
         ]
         self.lanes = {f"{ig.spec.id}.{a.leg}": a.lanes for ig in net.intersections for a in ig.spec.approaches}
-        # coordination groups: intersections joined by roads (union-find)
-        parent = list(range(len(net.intersections)))
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
-        for (a, _), (b, _) in net.road_of.items():
-            parent[root(a)] = root(b)
-        self.group_of = [root(i) for i in range(len(net.intersections))]
+        # coordination groups: intersections joined by roads, each named by its anchor intersection
+        self.group_of = net.site_of
 
     def _links(self, approaches: Mapping[str, Approach]) -> list[Link]:
         net = self.net

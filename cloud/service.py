@@ -81,10 +81,7 @@ class CloudService(Service):
         # one of N instances: it owns whole sites (v2x.network components, dealt round-robin as the fleet's area
         # shards are): their BSMs and RSMs, hazards and signal plans; the SPaT relay, which keeps no state, is
         # shared through `$share/<share>/...` so that the broker hands each RSU SPaT to one instance
-        self.area: frozenset[int] | None = None
-        if instance[1] > 1:
-            sites = net.components
-            self.area = frozenset(ix for k, site in enumerate(sites) if k % instance[1] == instance[0] for ix in site)
+        self.area = net.shard_area(*instance) if instance[1] > 1 else None
         self.share = share
         self.topics = topics
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
@@ -115,8 +112,7 @@ class CloudService(Service):
         t = self.transport
         self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
         # one of several instances: the tiles its sites own, so that every BSM and RSM reaches one instance
-        sites = {k for k, site in enumerate(self.net.components) if site[0] in (self.area or ())}
-        for tile in [""] if self.area is None else sorted(t for t, k in self.net.tile_owner.items() if k in sites):
+        for tile in [""] if self.area is None else sorted(t for t, site in self.net.tile_owner.items() if site in self.area):
             await t.subscribe(self.topics.area("bsm", tile), qos=0)
             await t.subscribe(self.topics.area("rsm", tile), qos=0)
         relay = f"{self.topics.root}/spat/rsu/#"

@@ -45,7 +45,7 @@ def test_area_shards_drive_only_their_own_sites_with_ids_no_other_shard_uses() -
     net = Network(sc)
     shards = []
     for i in range(2):
-        area = frozenset(ix for k, site in enumerate(net.components) if k % 2 == i for ix in site)
+        area = net.shard_area(i, 2)
         tr = Traffic(net, sc, area=area, shard=(i, 2))
         ids: set[int] = set()
         for _ in range(1200):  # 120 s

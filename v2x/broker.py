@@ -79,6 +79,17 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
     return code == 0 or (refused_ok and code not in (0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
 
 
+def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
+    """Send `sig` to a broker process still running and wait for it; SIGKILL it after `wait_s`."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class MosquittoBroker:
     """A private Mosquitto process. Use as a context manager, or call start() and stop().
 
@@ -205,13 +216,7 @@ class MosquittoBroker:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_process(proc, sig, wait_s)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -330,13 +335,7 @@ class NatsCluster:
 
     def close(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            end_process(p)
         self.procs.clear()
         for log in self._logs:
             log.close()

@@ -138,10 +138,10 @@ class Fleet:
         # sharded by area: whole sites (v2x.network components) dealt round-robin; else by vehicle id
         self.area: frozenset[int] | None = None
         if by_area:
-            sites = self.net.components
-            if len(sites) < shard[1]:
-                raise ValueError(f"{sc.name} has {len(sites)} independent site(s): too few to shard by area {shard[1]} ways (use --copies)")
-            self.area = frozenset(ix for k, site in enumerate(sites) if k % shard[1] == shard[0] for ix in site)
+            sites = len(self.net.components)
+            if sites < shard[1]:
+                raise ValueError(f"{sc.name} has {sites} independent site(s): too few to shard by area {shard[1]} ways (use --copies)")
+            self.area = self.net.shard_area(*shard)
         self.traffic = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
         self.radios: dict[int, Radio] = {}
         self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary

@@ -425,20 +425,26 @@ class Network:
         return self._ids[intersection]
 
     @functools.cached_property
-    def components(self) -> list[list[int]]:
-        """Intersections (by index) grouped into sites that roads connect: traffic never passes between sites."""
-        site = list(range(len(self.intersections)))
+    def site_of(self) -> list[int]:
+        """Each intersection's site, named by one of its intersections (a union-find root over the roads):
+        intersections that roads connect share a site; traffic never passes between sites."""
+        parent = list(range(len(self.intersections)))
 
         def root(i: int) -> int:
-            while site[i] != i:
-                i = site[i]
+            while parent[i] != i:
+                i = parent[i]
             return i
 
         for (a, _), (b, _) in self.road_of.items():
-            site[root(a)] = root(b)
+            parent[root(a)] = root(b)
+        return [root(i) for i in range(len(parent))]
+
+    @functools.cached_property
+    def components(self) -> list[list[int]]:
+        """Intersections (by index) grouped into sites (`site_of`), sorted."""
         groups: dict[int, list[int]] = {}
-        for i in range(len(site)):
-            groups.setdefault(root(i), []).append(i)
+        for i, site in enumerate(self.site_of):
+            groups.setdefault(site, []).append(i)
         return sorted(groups.values())
 
     def area_tiles(self, intersections: list[int], margin_m: float = 50.0) -> list[str]:
@@ -451,13 +457,15 @@ class Network:
             out.update(tiles_covering(g.lat_deg, g.lon_deg, reach))
         return sorted(out)
 
+    def shard_area(self, index: int, of: int) -> frozenset[int]:
+        """The intersections of area shard `index` of `of`: whole sites (`components`), dealt round-robin."""
+        return frozenset(ix for k, site in enumerate(self.components) if k % of == index for ix in site)
+
     @functools.cached_property
     def tile_owner(self) -> dict[str, int]:
-        """Each tile any site's approaches touch -> the site (index into `components`) whose nearest junction is
-        closest to the tile's centre: every such tile has exactly one owner."""
-        centres = []
-        for k, site in enumerate(self.components):
-            centres += [(k, self.frame.to_geo(*self.intersections[i].center)) for i in site]
+        """Each tile any site's approaches touch -> the site (`site_of`) of the intersection nearest the tile's
+        centre: every such tile has exactly one owner."""
+        centres = [(self.site_of[ig.index], self.frame.to_geo(*ig.center)) for ig in self.intersections]
         out = {}
         for tile in self.area_tiles(list(range(len(self.intersections)))):
             s, w, n, e = tile_bounds(tile)

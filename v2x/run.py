@@ -138,6 +138,7 @@ def main(argv: list[str]) -> int:
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
     sites = len(Network(sc).components)
+    args.shard_by = "area" if sites >= args.workers else "vehicle"  # how --workers splits the fleet
     if args.clouds > sites or args.workers < 1 or args.clouds < 1:
         console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
                       "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")
@@ -364,7 +365,7 @@ def _realtime_tiers(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
     if args.workers > 1:
-        return _fleet_workers(sc, scenario_path, common, tiers, args, duration, epoch)
+        return _fleet_workers(scenario_path, common, tiers, args, duration, epoch)
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
     if ca is not None:
         fleet.sign_with(ca)
@@ -383,12 +384,11 @@ def _realtime_tiers(
 
 
 def _fleet_workers(
-    sc: scenario.Scenario, scenario_path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]],
-    args: argparse.Namespace, duration: float, epoch: float,
+    scenario_path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]], args: argparse.Namespace,
+    duration: float, epoch: float,
 ) -> Parts:
     """The fleet as `args.workers` processes; their summaries merged (`merge_summaries`), their measurements kept apart."""
-    n = args.workers
-    by = "area" if len(Network(sc).components) >= n else "vehicle"
+    n, by = args.workers, args.shard_by
     workers = {
         f"fleet {i}/{n}": subprocess.Popen(
             [sys.executable, "-m", "v2x", "fleet", str(scenario_path), *common, "--duration", f"{duration:g}",
@@ -524,7 +524,7 @@ def _report(
             for hop, per in sorted(series.items())
         },
         "fleet_peak_rss_mb": fs.get("peak_rss_mb"),  # the fleet's process (or processes, added up)
-        # real time, per sim second: [second, most a step started late (ms), most vehicles present]
+        # real time, per sim second: [second, most a step started late (ms), most vehicles present, steps, late steps]
         "fleet_tick": fs.get("tick", []),
         "steady": None if args.warmup is None else _steady(args.warmup, series, fs.get("tick", [])),
         "loss_by_hop": {
