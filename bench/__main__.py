@@ -1,7 +1,7 @@
 """Scale benchmark: how close the whole simulator comes to the broker's own limit on this machine.
 
-    python -m bench                         # everything (about 15 minutes on 2 cores)
-    python -m bench --only ceiling,fast     # parts: ceiling | capacity | profile | fast | memory | cluster
+    python -m bench                         # everything (about 20 minutes on 2 cores)
+    python -m bench --only ceiling,fast     # parts: ceiling | capacity | profile | floor | fast | memory | cluster
     python -m bench --copies 8,16,32 --workers 2 --seconds 60
 
 Every figure is measured in this run, each beside its reference:
@@ -12,13 +12,18 @@ Every figure is measured in this run, each beside its reference:
     --workers W --warmup ...`), K rising until the fleet no longer holds its 100 ms tick
     (more than 1% of its steps start a whole step late) or vehicle->cloud p99 exceeds
     50 ms; the capacity is the steady vehicle count (mean, 10 Hz BSMs each) of the largest
-    K that holds both. Beside it: the stack's
-    throughput there, every message every tier received per second (and published per
-    second), as a share of the C-client ceiling;
+    K that holds both. Beside it: the stack's throughput there, as a share of the C-client
+    ceiling and in the same unit: the broker's own count of messages it delivered
+    ($SYS/broker/publish/messages/sent) per second of the steady state (and the messages
+    the tiers published per second);
   - fast: `v2x run --fast` (every tier in one process, lockstep through the broker) on the
     districts: simulated seconds per wall second, and the vehicles at the end;
   - profile: one more run at the first district that fails, each process's CPU use (cores, from
     /proc) and, with py-spy installed, its busiest functions;
+  - floor: the stack's MQTT traffic alone (bench/floor.py): one gmqtt client per vehicle publishing
+    BSMs at 10 Hz, RSUs publishing SPaT, the cloud hearing every BSM and relaying SPaT, nothing
+    simulated; at the 2,000-vehicle target, and at the profiled district to set the stack's CPU
+    per vehicle-second beside the floor's;
   - memory: the fleet processes' peak RSS against the vehicles they held, over the capacity
     runs: the slope (MB per vehicle) of a least-squares line, and its intercept;
   - cluster: a 3-node NATS cluster (`v2x cluster`): a QoS 1 burst from node C to a subscriber
@@ -42,11 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.transport import c_client_throughput
+from bench import floor
+from bench.transport import Deliveries, c_client_throughput, cpu_s
 from v2x.broker import MosquittoBroker
 
 LATE_SHARE = 0.01  # steps that may start a whole step (100 ms) late: the fleet's p99 lag stays under its tick
 P99_MS = 50.0  # vehicle->cloud target
+TARGET_VEHICLES = 2000  # the issue's real-time target
 
 
 @dataclass
@@ -81,20 +88,28 @@ def _v2x_run(extra: list[str], report: Path) -> dict[str, Any]:
 
 
 def realtime(copies: int, workers: int, clouds: int, seconds: float, warmup: float, tmp: Path) -> RunResult:
-    r = _v2x_run(["--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds), "--duration", f"{seconds:g}",
-                  "--warmup", f"{warmup:g}"], tmp / f"rt-{copies}-{workers}-{clouds}.json")
+    """One real-time run on a broker of ours, whose own count of messages delivered ($SYS, every second) gives the
+    stack's throughput in the same unit as the C-client ceiling: every delivery to every client (the V2V and
+    shard-wide radios included), in the steady seconds."""
+    with MosquittoBroker(extra_config="sys_interval 1") as broker:
+        counter = Deliveries(broker)
+        try:
+            r = _v2x_run(["--broker", broker.url, "--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds),
+                          "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"], tmp / f"rt-{copies}-{workers}-{clouds}.json")
+        finally:
+            counter.stop()
     steady = r["steady"]
     tick = steady["tick"]
-    span = seconds - warmup
     v2c = steady["latency_ms"].get("vehicle->cloud", {})
-    # every message received by a tier, and every message published, in the steady seconds (their share of the run's)
-    received = sum(t["received"] for t in r["messages"].values())
-    sent = sum(t["sent"] for t in r["messages"].values())
+    epoch = r["epoch_utc_s"]
+    delivered = counter.rate(epoch + warmup, epoch + seconds)
+    # published: every message a tier sent, in the steady seconds (their share of the run's, by the cloud's BSMs)
     share = v2c.get("count", 0) / max(r["messages"].get("bsm", {}).get("received_by", {}).get("cloud", 1), 1)
+    sent = sum(t["sent"] for t in r["messages"].values())
     late = tick["late_share"] if tick["late_share"] is not None else 1.0
     p99 = v2c.get("p99", float("inf"))
     res = RunResult(
-        copies, tick["vehicles_mean"] or 0.0, late, tick["lag_ms_max"] or 0.0, p99, received * share / span, sent * share / span,
+        copies, tick["vehicles_mean"] or 0.0, late, tick["lag_ms_max"] or 0.0, p99, delivered, sent * share / (seconds - warmup),
         float(r.get("fleet_peak_rss_mb") or 0.0), tick["vehicles_max"] or 0, late <= LATE_SHARE and p99 <= P99_MS,
     )
     print(
@@ -127,11 +142,6 @@ def _tree(pid: int) -> dict[int, str]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _role(cmd: str) -> str:
     for key, role in (("mosquitto", "mosquitto"), (" fleet ", "fleet"), ("-m roadside", "roadside"), ("-m cloud", "cloud")):
         if key in cmd:
@@ -139,28 +149,31 @@ def _role(cmd: str) -> str:
     return cmd[:40]
 
 
-def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: float, tmp: Path, sample_s: float = 20.0) -> None:
+def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: float, tmp: Path, sample_s: float = 20.0) -> tuple[float, float]:
     """One real-time run with every process measured in its steady state: CPU seconds per wall second
-    (from /proc), and py-spy's busiest functions (self time) per process."""
+    (from /proc), and py-spy's busiest functions (self time) per process. Returns (cores busy, vehicles)."""
     report = tmp / f"profile-{copies}.json"
     cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
-           "--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds), "--duration", f"{seconds:g}"]
+           "--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds), "--duration", f"{seconds:g}",
+           "--warmup", f"{warmup:g}"]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(warmup + 5.0)
     procs = {p: _role(c) for p, c in _tree(run.pid).items() if "py-spy" not in c}
     procs[run.pid] = "v2x run (fleet)" if workers == 1 else "v2x run"
-    t0, cpu0 = time.monotonic(), {p: _cpu_s(p) for p in procs}
+    t0, cpu0 = time.monotonic(), {p: cpu_s(p) for p in procs}
     spies = {p: subprocess.Popen(["py-spy", "record", "-p", str(p), "-d", f"{sample_s:g}", "-r", "50", "-f", "raw", "-o",
                                   str(tmp / f"spy-{p}.txt"), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for p, role in procs.items() if role != "mosquitto"} if shutil.which("py-spy") else {}
     time.sleep(sample_s)
     wall = time.monotonic() - t0
-    cpu = {p: (_cpu_s(p) - cpu0[p]) / wall for p in procs if Path(f"/proc/{p}").exists()}
+    cpu = {p: (cpu_s(p) - cpu0[p]) / wall for p in procs if Path(f"/proc/{p}").exists()}
     for spy in spies.values():
         spy.wait()
     run.wait()
+    vehicles = float(json.loads(report.read_text())["steady"]["tick"]["vehicles_mean"] or 0.0)
     print(f"  profile at four_way x {copies} ({sample_s:g} s of the steady state; py-spy at 50 Hz slows each process a little):")
-    print(f"  CPU use: {sum(cpu.values()):.2f} cores of {os.cpu_count()}")
+    print(f"  CPU use: {sum(cpu.values()):.2f} cores of {os.cpu_count()}, {vehicles:.0f} vehicles: "
+          f"{sum(cpu.values()) / vehicles * 1e3:.2f} ms of CPU per vehicle-second")
     for p, share in sorted(cpu.items(), key=lambda kv: -kv[1]):
         print(f"    {procs[p]:<18} {share:5.2f} cores")
         raw = tmp / f"spy-{p}.txt"
@@ -175,6 +188,7 @@ def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: floa
             own[leaf] = own.get(leaf, 0) + int(count)
         for leaf, n in sorted(own.items(), key=lambda kv: -kv[1])[:6]:
             print(f"        {n / max(total, 1):6.1%}  {leaf[:110]}")
+    return sum(cpu.values()), vehicles
 
 
 def cluster_qos1(n: int = 5000) -> tuple[float, int, bool] | None:
@@ -225,7 +239,7 @@ def fast(copies: int, seconds: float, tmp: Path) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="ceiling,capacity,profile,fast,memory,cluster", help="parts to run, comma-separated")
+    p.add_argument("--only", default="ceiling,capacity,profile,floor,fast,memory,cluster", help="parts to run, comma-separated")
     p.add_argument("--profile-copies", type=int, default=None, help="district size to profile (default: the first that fails)")
     p.add_argument("--copies", default="8,12,16,20,24,28,32", help="district sizes to try, rising (copies of four_way)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
@@ -253,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in parts:
         k = args.profile_copies or (runs[-1].copies if runs else 16)
         print(f"profile: where the time goes at four_way x {k}", flush=True)
-        profile(k, args.workers, args.clouds, args.seconds, args.warmup, tmp)
+        profiled = profile(k, args.workers, args.clouds, args.seconds, args.warmup, tmp)
+    if "floor" in parts:
+        print("floor: the stack's MQTT traffic alone, one gmqtt client per vehicle (python -m bench.floor)", flush=True)
+        sizes = floor.message_sizes()
+        floors = [floor.run(v, 20.0, args.workers, sizes=sizes) for v in (TARGET_VEHICLES, *([round(profiled[1])] if "profile" in parts else []))]
+        for f in floors:
+            floor.report(f)
     if "fast" in parts:
         print("fast mode: every tier in one process, lockstep through Mosquitto", flush=True)
         fast_rows = [(k, *fast(k, args.fast_seconds, tmp)) for k in (int(x) for x in args.fast_copies.split(","))]
@@ -270,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         if held:
             best = max(held, key=lambda r: r.vehicles)
             print(f"| real-time capacity (10 Hz BSM, tick held, vehicle->cloud p99 <= {P99_MS:g} ms) | {best.vehicles:,.0f} vehicles "
-                  f"(four_way x {best.copies}; p99 {best.v2c_p99_ms:g} ms, steps late {best.late_share:.1%}) | 2,000 target | "
-                  f"{best.vehicles / 2000:.2f} |")
-            print(f"| full-stack throughput there, messages received by every tier | {best.delivered_per_s:,.0f} msgs/s "
+                  f"(four_way x {best.copies}; p99 {best.v2c_p99_ms:g} ms, steps late {best.late_share:.1%}) | {TARGET_VEHICLES:,} target | "
+                  f"{best.vehicles / TARGET_VEHICLES:.2f} |")
+            print(f"| full-stack throughput there, messages the broker delivered | {best.delivered_per_s:,.0f} msgs/s "
                   f"(published {best.published_per_s:,.0f}/s) | {ceil:,.0f} msgs/s C clients | {best.delivered_per_s / ceil:.2f} |")
         else:
             print("| real-time capacity | not held at the smallest district | | |")
@@ -280,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
             r = runs[-1]
             print(f"| first district that fails | four_way x {r.copies}: {r.vehicles:,.0f} vehicles, vehicle->cloud p99 {r.v2c_p99_ms:g} ms, "
                   f"steps late {r.late_share:.1%} | | |")
+    if "floor" in parts:
+        f = floors[0]
+        print(f"| messaging floor at the target: {f.vehicles:,} vehicles, MQTT traffic only, one gmqtt client each (no simulation) | "
+              f"{f.cores:.2f} cores busy; vehicle->cloud p99 {f.p('vehicle->cloud', 99):.1f} ms; steps late {f.late_share:.1%}; "
+              f"broker delivered {f.delivered_per_s:,.0f} msgs/s | {os.cpu_count()} cores; {ceil:,.0f} msgs/s C clients | "
+              f"{f.cores / (os.cpu_count() or 1):.2f}; {f.delivered_per_s / ceil:.2f} |")
+        if "profile" in parts:
+            g, (cores, veh) = floors[1], profiled
+            print(f"| CPU per vehicle-second, whole stack at four_way x {k} ({veh:.0f} vehicles) | {cores / veh * 1e3:.2f} ms | "
+                  f"{g.cores / g.vehicles * 1e3:.2f} ms, messaging floor at {g.vehicles} vehicles | {cores / veh / (g.cores / g.vehicles):.1f} |")
     if "fast" in parts:
         for k, speed, veh in fast_rows:
             print(f"| fast mode, four_way x {k} ({veh} vehicles at the end) | {speed:.2f} sim s per wall s | 1.0 (real time) | {speed:.2f} |")

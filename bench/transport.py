@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
@@ -348,6 +349,37 @@ def c_client_throughput(port: int, n: int, qos: int) -> float:
     if len(stamps) < 2:
         return float("nan")
     return (len(stamps) - 1) / (float(stamps[-1]) - float(stamps[0]))
+
+
+SENT = "$SYS/broker/publish/messages/sent"  # PUBLISH packets the broker delivered, to every client
+
+
+class Deliveries:
+    """The broker's own count of messages it delivered, as Mosquitto publishes it on $SYS (every second with
+    `sys_interval 1` in its configuration), sampled with mosquitto_sub: the same unit as the C-client ceiling."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self._sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", SENT, "-F", "%U %p"],
+                                     stdout=subprocess.PIPE, text=True)
+        self.samples: list[tuple[float, int]] = []  # (UTC s, count)
+
+    def stop(self) -> None:
+        self._sub.terminate()
+        self.samples = [(float(t), int(c)) for t, c in (line.split() for line in self._sub.communicate()[0].splitlines())]
+
+    def rate(self, start: float, end: float) -> float:
+        """Deliveries per second between the first sample from `start` (UTC s) and the last up to `end`."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0)
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:

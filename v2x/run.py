@@ -365,7 +365,7 @@ def _realtime_tiers(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
     if args.workers > 1:
-        return _fleet_workers(scenario_path, common, tiers, args, duration, epoch)
+        return {**_fleet_workers(scenario_path, common, tiers, args, duration, epoch), "epoch_utc_s": epoch}
     fleet = Fleet(sc, url, Topics(args.root), Clock(epoch), version=args.mqtt, impairment=_impairment(sc, args), credentials=args.creds)
     if ca is not None:
         fleet.sign_with(ca)
@@ -380,7 +380,7 @@ def _realtime_tiers(
     except KeyboardInterrupt:
         _PARTS.append(parts(_stop(tiers)))
         raise
-    return parts(_stop(tiers))
+    return {**parts(_stop(tiers)), "epoch_utc_s": epoch}
 
 
 def _fleet_workers(
@@ -509,6 +509,7 @@ def _report(
         "seed": sc.seed,
         "duration_s": duration,
         "wall_s": round(wall_s, 1),
+        "epoch_utc_s": parts.get("epoch_utc_s"),  # real time: the UTC time [s] of sim second 0 (every tier's)
         "interrupted": interrupted,
         "broker": {"kind": kind, "url": url, "mqtt": args.mqtt},
         "impairment": dataclasses.asdict(sc.links) if args.impair else None,
