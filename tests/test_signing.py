@@ -133,3 +133,26 @@ def test_run_sign_end_to_end(tmp_path: Path) -> None:
     assert r["bad_input"] == {"fleet": {}, "cloud": {}, "rsus": {}}  # every message signed and verified
     assert r["messages"]["bsm"]["received_by"]["cloud"] > 1000
     assert r["apps"]["hlw"]["warnings"] > 0  # the hazard's RSI, signed by the cloud, verified by the OBUs
+
+
+def test_v2v_acts_only_on_genuine_signed_bsms() -> None:
+    """The sidelink verifies a BSM when an application first asks for it: unsigned, forged and replayed ones are counted, not used."""
+    from v2x.sidelink import Neighbours
+
+    ca = CA()
+    heard = Neighbours(range_m=300.0)
+    heard.verifier, heard.utc_us = ca.verifier(), lambda: NOW_US
+    genuine = _station(ca, "veh-1").encode(BSM, stream="bsm")
+    heard.add("v2x/v1/bsm/1/2/veh-1", genuine, 10.0)
+    heard.add("v2x/v1/bsm/1/2/veh-2", _station(None, "veh-2").encode(BSM, stream="bsm"), 10.0)  # unsigned
+    heard.add("v2x/v1/bsm/1/2/veh-3", _station(CA(), "veh-3").encode(BSM, stream="bsm"), 10.0)  # a pseudonym from another CA
+    assert heard.heard("veh-5", "veh-1", 10.0, 10.1) is not None
+    assert heard.heard("veh-5", "veh-2", 10.0, 10.1) is None
+    assert heard.heard("veh-5", "veh-3", 10.0, 10.1) is None
+    heard.add("v2x/v1/bsm/1/2/veh-1", genuine, 10.2)  # the same signed bytes again: a replay
+    assert heard.heard("veh-5", "veh-1", 10.0, 10.3) is None
+    assert dict(heard.bad.counts) == {"unsigned": 1, "unknown_cert": 1, "replay": 1}
+    # without a verifier (an unsigned run) the same bytes are used as before
+    plain = Neighbours(range_m=300.0)
+    plain.add("v2x/v1/bsm/1/2/veh-2", _station(None, "veh-2").encode(BSM, stream="bsm"), 10.0)
+    assert plain.heard("veh-5", "veh-2", 10.0, 10.1) is not None

@@ -180,6 +180,7 @@ class Fleet:
         """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
         self.ca = ca
         self.reception.verifier = ca.verifier()
+        self.neighbours.verifier, self.neighbours.utc_us = self.reception.verifier, self.clock.utc_us  # V2V BSMs too
 
     def _station(self, sid: str) -> Station:
         station = Station(sid, m.SenderKind.VEHICLE, self.clock)
@@ -349,7 +350,12 @@ class Fleet:
             self.counters.received["rsi_cleared"] += 1
             return
         # the shard-wide radio is not a vehicle: it is not measured
-        frame = self.bad.decode(topic, msg.payload) if radio is self.shadow else self.reception.accept(msg, radio.station.sender_id)
+        if radio is self.shadow:
+            frame = self.bad.decode(topic, msg.payload)
+            if frame is not None and not self.reception.verified(msg, frame, radio.station.sender_id):
+                return
+        else:
+            frame = self.reception.accept(msg, radio.station.sender_id)
         if frame is not None:
             self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
 

@@ -116,6 +116,16 @@ class Reception:
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: dict[bytes, m.Frame] = {}
 
+    def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
+        """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
+        if self.verifier is None:
+            return True
+        h = frame.header
+        rejected = self.verifier.check(msg.payload, h.gen_time_us, self.clock.utc_us(), receiver, msg.retain)
+        if rejected is not None:
+            self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
+        return rejected is None
+
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
         """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
         frame = self._decoded.get(msg.payload)
@@ -130,11 +140,8 @@ class Reception:
             return None
         h = frame.header
         who = receiver or self.owner
-        if self.verifier is not None:
-            rejected = self.verifier.check(msg.payload, h.gen_time_us, self.clock.utc_us(), who, msg.retain)
-            if rejected is not None:
-                self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
-                return None
+        if not self.verified(msg, frame, who):
+            return None
         if h.sender_id == who:
             self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure

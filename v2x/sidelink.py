@@ -13,11 +13,16 @@ braking, event flags) come from the BSM heard.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from v2x import messages as m
 from v2x.impair import Impairment
 from v2x.inputs import BadInput
+
+if TYPE_CHECKING:
+    from v2x.signing import Verifier
 
 HOP = "vehicle->vehicle"
 
@@ -43,6 +48,9 @@ class Neighbours:
         self.bad = bad or BadInput("v2v")
         self.latest: dict[str, Heard] = {}  # sender id -> its latest BSM
         self.lost = 0  # (receiver, BSM) pairs the sidelink lost when an application asked
+        # signed messages (v2x.signing): a BSM is verified when first decoded, against the receiver's UTC clock [us]
+        self.verifier: Verifier | None = None
+        self.utc_us: Callable[[], int] | None = None
 
     def add(self, topic: str, payload: bytes, at_s: float) -> None:
         """A BSM as it arrived; its sender is the topic's last level."""
@@ -56,9 +64,18 @@ class Neighbours:
                 if frame is not None:
                     self.bad.record("wrong_type" if not isinstance(frame.body, m.Bsm) else "wrong_sender", got.topic,
                                     m.message_type(frame.body).value, frame.header.sender_id)
+            elif (rejected := self._rejected(got.payload, frame)) is not None:
+                got.bad = True
+                self.bad.record(rejected, got.topic, f"{rejected.replace('_', ' ')} (bsm)", sender)
             else:
                 got.bsm = frame.body
         return got.bsm
+
+    def _rejected(self, payload: bytes, frame: m.Frame) -> str | None:
+        """Why a signed-mode receiver rejects these bytes (unsigned, forged, stale, replayed...), or None."""
+        if self.verifier is None or self.utc_us is None:
+            return None
+        return self.verifier.check(payload, frame.header.gen_time_us, self.utc_us(), "v2v")
 
     def forget(self, sender: str) -> None:
         self.latest.pop(sender, None)
