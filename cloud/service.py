@@ -41,11 +41,11 @@ from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import HazardEvent
 from v2x.security import Credentials, login
-from v2x.service import LOST, STOPPED, Service
+from v2x.service import STOPPED, Service, last_will
 from v2x.signing import CA, sign_service
-from v2x.station import Clock, Station
+from v2x.station import Clock
 from v2x.topics import Topics, tile_path, tiles_covering
-from v2x.transport import MqttTransport, Transport, Will
+from v2x.transport import MqttTransport, Transport
 from v2x.v2xmap import intersection_ref, lane_id
 
 CLOUD_ID = "cloud"
@@ -349,11 +349,6 @@ def instance_id(instance: tuple[int, int]) -> str:
     return CLOUD_ID if instance[1] == 1 else f"{CLOUD_ID}-{instance[0]}"
 
 
-def cloud_will(topics: Topics, clock: Clock, sid: str = CLOUD_ID) -> Will:
-    topic = topics.status("cloud", sid)
-    return Will(topic, Station(sid, m.SenderKind.CLOUD, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
-
-
 async def serve(
     net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
     started: list[CloudService] | None = None, impair: bool = True, credentials: Credentials | None = None,
@@ -363,13 +358,14 @@ async def serve(
     clock = Clock(epoch_s)
     topics = Topics(root)
     sid = instance_id(instance)
-    transport = MqttTransport(login(credentials, url, CLOUD_ID), sid, will=cloud_will(topics, clock, sid), keepalive_s=keepalive_s)
-    await transport.start()
+    transport = MqttTransport(login(credentials, url, CLOUD_ID), sid, keepalive_s=keepalive_s)
     sc = net.scenario
     svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None,
                        instance=instance, share=share)
     if ca is not None:
         sign_service(svc, ca)
+    transport.will = last_will(topics.status("cloud", sid), sid, m.SenderKind.CLOUD, clock, svc.station.signer)
+    await transport.start()
     if started is not None:
         started.append(svc)
     try:

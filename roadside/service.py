@@ -30,11 +30,11 @@ from v2x.impair import Impairment
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.security import Credentials, login
-from v2x.service import LOST, STOPPED, Service
+from v2x.service import STOPPED, Service, last_will
 from v2x.signing import CA, sign_service
-from v2x.station import Clock, Station
+from v2x.station import Clock
 from v2x.topics import Topics, tiles_covering
-from v2x.transport import MqttTransport, Transport, Will
+from v2x.transport import MqttTransport, Transport
 from v2x.v2xmap import build_map
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
@@ -242,12 +242,6 @@ class RsuService(Service):
             await asyncio.sleep(max(self.next_due_s() - self.clock.sim_s(), 0.0))
 
 
-def rsu_will(topics: Topics, sid: str, clock: Clock) -> Will:
-    """The Will fixed at connect time: a retained offline status."""
-    topic = topics.status("rsu", sid)
-    return Will(topic, Station(sid, m.SenderKind.RSU, clock).encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
-
-
 async def serve(
     sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
     epoch_s: float | None = None, started: list[RsuService] | None = None, impair: bool = True,
@@ -264,14 +258,12 @@ async def serve(
     transports: list[MqttTransport] = []
     for i in indices:
         sid = rsu_id(sc, i)
-        transport = MqttTransport(
-            login(credentials, url, sid), sid, will=rsu_will(topics, sid, clock), clean_start=False,
-            session_expiry_s=3600, keepalive_s=keepalive_s,
-        )
+        transport = MqttTransport(login(credentials, url, sid), sid, clean_start=False, session_expiry_s=3600, keepalive_s=keepalive_s)
         transports.append(transport)
         services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
         if ca is not None:
             sign_service(services[-1], ca)
+        transport.will = last_will(topics.status("rsu", sid), sid, m.SenderKind.RSU, clock, services[-1].station.signer)
     if started is not None:
         started.extend(services)
     for tr in transports:

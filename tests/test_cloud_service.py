@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from v2x import codec
 from v2x import messages as m
 from v2x.broker import MosquittoBroker
 from v2x.scenario import bundled_dir
+from v2x.signing import CA
 from v2x.transport import MqttTransport
 
 FOUR_WAY = str(bundled_dir() / "four_way.toml")
@@ -37,11 +41,18 @@ def _read_event(proc: subprocess.Popen[str], name: str, timeout_s: float) -> tup
     raise AssertionError(f"no {name!r} event within {timeout_s} s")
 
 
-async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+@pytest.mark.parametrize("signed", [False, True], ids=["plain", "signed"])
+async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path, signed: bool) -> None:
+    """Signed, the RSU's Will is signed at connect time and the verifying cloud takes it although the broker
+    publishes it long after it was made."""
     root = f"{topic_prefix}/v2x/v1"
     keepalive = 1
-    cloud = _spawn("cloud", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--duration", "20", "--keepalive", "5")
-    rsu = _spawn("roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--keepalive", str(keepalive))
+    sign: list[str] = []
+    if signed:
+        CA().save(tmp_path / "ca.pem")
+        sign = ["--signing-ca", str(tmp_path / "ca.pem")]
+    cloud = _spawn("cloud", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--duration", "20", "--keepalive", "5", *sign)
+    rsu = _spawn("roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--keepalive", str(keepalive), *sign)
     try:
         async with MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
             await watch.subscribe(f"{root}/spat/cloud/#")
@@ -63,7 +74,9 @@ async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: Mosqui
         # the broker publishes the Will once 1.5 keepalives pass without a packet
         assert seen - killed < 1.5 * keepalive + 2.0
         cloud.send_signal(signal.SIGINT)
-        cloud.communicate(timeout=20)  # read its output while it stops: a full pipe would block its summary
+        out, _ = cloud.communicate(timeout=20)  # read its output while it stops: a full pipe would block its summary
+        summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
+        assert summary["bad_input"] == {}  # signed: every message verified, the Will too
     finally:
         for p in (rsu, cloud):
             p.kill()

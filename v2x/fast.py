@@ -24,14 +24,16 @@ from typing import Literal
 
 import numpy as np
 
-from cloud.service import CLOUD_ID, CloudService, cloud_will
+from cloud.service import CLOUD_ID, CloudService
 from roadside.service import RsuService, rsu_id
+from v2x import messages as m
 from v2x.fleet import Fleet
 from v2x.impair import Impairment
 from v2x.lockstep import Hub
 from v2x.network import Network
 from v2x.scenario import Scenario
 from v2x.security import Credentials, fleet_user, login
+from v2x.service import last_will
 from v2x.signing import CA, sign_service
 from v2x.station import StepClock
 from v2x.topics import Topics
@@ -76,7 +78,8 @@ class FastRun:
             for i in range(len(net.intersections))
         ]
         self.cloud = CloudService(
-            net, self.hub.wrap(mqtt(CLOUD_ID, will=cloud_will(self.topics, self.clock))), self.topics, self.clock, events=None,
+            net, self.hub.wrap(mqtt(CLOUD_ID, will=last_will(self.topics.status("cloud", CLOUD_ID), CLOUD_ID, m.SenderKind.CLOUD, self.clock))),
+            self.topics, self.clock, events=None,
             impairment=impairment,
         )
         if ca is not None:  # signed messages: every station signs with its own pseudonym, every receiver verifies

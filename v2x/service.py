@@ -7,15 +7,27 @@ A service publishes bodies (stamped and counted by type) and receives through on
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
+from v2x import __version__
 from v2x import messages as m
 from v2x.impair import Impairment
-from v2x.inputs import Distance, Reception
+from v2x.inputs import LOST, Distance, Reception
 from v2x.station import Clock, Station
-from v2x.transport import Message, Transport, outage_summary
+from v2x.transport import Message, Transport, Will, outage_summary
+
+if TYPE_CHECKING:
+    from v2x.signing import Signer
 
 STOPPED = "stopped"  # the detail of a service's offline status on a clean shutdown
-LOST = "connection lost"  # the detail of the offline status in its Last Will, published by the broker
+
+
+def last_will(topic: str, sid: str, kind: m.SenderKind, clock: Clock, signer: Signer | None = None) -> Will:
+    """The Will fixed at connect time: a retained offline status, "connection lost"; signed when `signer` is given
+    (receivers hold it to no age: the broker publishes it whenever the connection is lost)."""
+    station = Station(sid, kind, clock)
+    station.signer = signer
+    return Will(topic, station.encode(m.Status(m.ServiceState.OFFLINE, __version__, LOST), stream=topic))
 
 
 class Service:
