@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         start_raw = max(args.duration - args.raw_s - 5.0, 0.0) + 2.0
         time.sleep(start_raw)
         worker = threading.Thread(
-            target=lambda: raw.append(measure("gmqtt", broker.port, 0, int(rate * args.raw_s), rate, "overhead")), daemon=True
+            target=lambda: raw.append(measure("gmqtt", broker.port or 0, 0, int(rate * args.raw_s), rate, "overhead")), daemon=True
         )
         worker.start()
         _, err = run.communicate(timeout=args.duration + 300)

@@ -102,7 +102,7 @@ def webster_scenario(vph: float, duration: float, seed: int, step: float = 0.1) 
 
 def webster_delay(c_s: float, lam: float, q_vps: float, x: float) -> float:
     """Webster (1958): d = c(1-l)^2 / (2(1-lx)) + x^2 / (2q(1-x)) - 0.65 (c/q^2)^(1/3) x^(2+5l)  [s]."""
-    return (
+    return float(
         c_s * (1 - lam) ** 2 / (2 * (1 - lam * x))
         + x**2 / (2 * q_vps * (1 - x))
         - 0.65 * (c_s / q_vps**2) ** (1 / 3) * x ** (2 + 5 * lam)

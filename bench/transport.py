@@ -123,14 +123,20 @@ async def _apace(n: int, rate: float, send: Callable[[int], object]) -> None:
 # paho ------------------------------------------------------------------------
 
 
+def _nodelay(sock: object) -> None:
+    assert isinstance(sock, socket.socket), "paho has no socket after connect"
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def paho_sub(port: int, topic: str, qos: int, n: int, conn: Connection) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     rec = _Recorder(n)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{os.getpid()}", protocol=mqtt.MQTTv5)
-    c.on_message = lambda _c, _u, msg: rec.hit(msg.payload)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{os.getpid()}", protocol=mqtt.MQTTv5)
+    c.on_message = lambda _c, _u, msg: rec.hit(bytes(msg.payload))
     c.connect(HOST, port)
-    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paho leaves Nagle on
+    _nodelay(c.socket())  # paho leaves Nagle on
     c.subscribe(topic, qos)
     c.loop_start()
     time.sleep(0.3)
@@ -142,12 +148,13 @@ def paho_sub(port: int, topic: str, qos: int, n: int, conn: Connection) -> None:
 
 def paho_pub(port: int, topic: str, qos: int, n: int, rate: float, conn: Connection) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{os.getpid()}", protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(MAX_INFLIGHT)
     c.max_queued_messages_set(0)
     c.connect(HOST, port)
-    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _nodelay(c.socket())
     c.loop_start()
     conn.recv()
     infos = []
@@ -252,7 +259,7 @@ def aiomqtt_sub(port: int, topic: str, qos: int, n: int, conn: Connection) -> No
 
             async def reader() -> None:
                 async for msg in c.messages:
-                    rec.hit(bytes(msg.payload))  # type: ignore[arg-type]
+                    rec.hit(bytes(msg.payload))
 
             task = asyncio.create_task(reader())
             await asyncio.sleep(0.3)

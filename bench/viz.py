@@ -57,9 +57,9 @@ def _scene(n: int) -> tuple[Any, list[tuple[str, bytes]]]:
         states = tuple(m.MovementState(g, (m.MovementEvent(
             (m.LightState.RED, m.LightState.PROTECTED_GREEN, m.LightState.YELLOW)[g % 3], m.TimeChange(0.0, 2.0, 40.0, 9.0 + g),
         ),)) for g in groups)
-        st = m.IntersectionState(ref=geo.ref, name=geo.name, revision=1, status=frozenset(),
-                                 timestamp_ms=clock.utc_us() // 1000, plan_id=0, states=states)
-        scene.ingest(topics.spat("rsu", "0", geo.name), rsu.encode(m.Spat((st,)), stream="spat"), 0)
+        state = m.IntersectionState(ref=geo.ref, name=geo.name, revision=1, status=frozenset(),
+                                    timestamp_ms=clock.utc_us() // 1000, plan_id=0, states=states)
+        scene.ingest(topics.spat("rsu", "0", geo.name), rsu.encode(m.Spat((state,)), stream="spat"), 0)
     links = [lk for lk in net.links if lk.kind != LinkKind.CONN]
     rng = np.random.default_rng(1)
     bsms = []

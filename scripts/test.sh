@@ -24,7 +24,7 @@ echo "== installing v2x-sim[test] (pip)"
 
 echo "== ruff"
 "$PY" -m ruff check v2x roadside cloud scripts tests bench
-echo "== mypy --strict (v2x, roadside, cloud)"
+echo "== mypy --strict (v2x, roadside, cloud, bench)"
 "$PY" -m mypy
 echo "== pytest (2 workers)"
 "$PY" -m pytest -n 2 "$@"
