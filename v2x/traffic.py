@@ -676,25 +676,39 @@ class Traffic:
         live = t_on_a >= 0
         if not live.any():
             return
-        a, b, sep, lead = self._diverge_a[live], self._diverge_b[live], self._diverge_s[live], t_on_a[live]
+        b, sep, lead = self._diverge_b[live], self._diverge_s[live], t_on_a[live]
         rear = s_link[lead] - self.length[lead]  # [m] along path a
         inside = rear < sep
         if not inside.any():
             return
-        a, b, lead, rear = a[inside], b[inside], lead[inside], rear[inside]
-        kind = net.link_kind[link]
+        b, lead, rear = b[inside], lead[inside], rear[inside]
         k1 = np.minimum(self.link_idx + 1, width - 1)
         nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
-        for bb, ld, r in zip(b, lead, rear, strict=True):
-            # followers on path b, or on the lane before it, behind the leader's rear
-            on_b = (link == bb) & (s_link < r)
-            before = (kind == _IN) & (nxt == bb)
-            x = np.where(on_b, s_link, np.where(before, s_link - net.link_length[link], np.nan))
-            idx = np.flatnonzero(np.isfinite(x) & (x < r))
-            g = r - x[idx]
-            closer = g < gap[idx]
-            gap[idx[closer]] = g[closer]
-            lead_v[idx[closer]] = self.v[ld]
+        # followers on path b (measured from its start), or on the lane before it (from the end of that lane):
+        # every (vehicle, pair) with the vehicle's link, or its next link after an IN lane, equal to the pair's b
+        by_b = np.argsort(b, kind="stable")
+        sorted_b = b[by_b]
+        veh, pair, x = [], [], []
+        for key, pos in ((link, s_link), (np.where(net.link_kind[link] == _IN, nxt, -1), s_link - net.link_length[link])):
+            lo, hi = np.searchsorted(sorted_b, key, "left"), np.searchsorted(sorted_b, key, "right")
+            count = hi - lo
+            i = np.repeat(np.arange(len(link)), count)
+            k = np.arange(len(i)) - np.repeat(np.cumsum(count) - count, count)  # index within each vehicle's run
+            veh.append(i)
+            pair.append(by_b[np.repeat(lo, count) + k])
+            x.append(pos[i])
+        vi, pi, xi = np.concatenate(veh), np.concatenate(pair), np.concatenate(x)
+        behind = xi < rear[pi]  # behind the leader's rear
+        vi, pi, g = vi[behind], pi[behind], rear[pi[behind]] - xi[behind]
+        if not len(vi):
+            return
+        # per vehicle the smallest gap; on a tie, the pair listed first (as a loop over the pairs would keep it)
+        order = np.lexsort((pi, g, vi))
+        first = order[np.r_[True, vi[order][1:] != vi[order][:-1]]]
+        vf, gf, pf = vi[first], g[first], pi[first]
+        closer = gf < gap[vf]
+        gap[vf[closer]] = gf[closer]
+        lead_v[vf[closer]] = self.v[lead[pf[closer]]]
 
     def _conflict_obstacles(
         self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
