@@ -12,7 +12,7 @@ import numpy as np
 
 from roadside.plans import controllers
 from roadside.signal import Mode, SignalController
-from v2x.network import Network
+from v2x.network import Network, SignalGroup
 from v2x.scenario import Scenario
 from v2x.traffic import Light, Traffic, light_of
 
@@ -28,13 +28,22 @@ class OfflineRun:
         self.controllers: list[SignalController] = controllers(self.net, mode)
         self.dt = scenario.step_s
         self.warned = warned  # every driver knows of the hazards ahead (as if warned by HLW)
+        self._lights = np.full(len(self.net.groups), Light.NONE, dtype=np.int64)
+        self._groups_of: list[list[SignalGroup]] = [[] for _ in self.controllers]
+        for g in self.net.groups:
+            self._groups_of[g.intersection].append(g)
+        self._shown: list[tuple[object, ...] | None] = [None for _ in self.controllers]  # each controller's state_key
 
     def lights(self) -> np.ndarray:
-        """The light each group shows now, by global group index, as `Light`."""
-        out = np.full(len(self.net.groups), Light.NONE, dtype=np.int64)
-        for g in self.net.groups:
-            out[g.index] = light_of(self.controllers[g.intersection].state(g.group_id))
-        return out
+        """The light each group shows now, by global group index, as `Light` (read only: it is kept between steps;
+        a controller's groups are looked at again only when its state_key changes)."""
+        for i, ctl in enumerate(self.controllers):
+            key = ctl.state_key()
+            if key != self._shown[i]:
+                self._shown[i] = key
+                for g in self._groups_of[i]:
+                    self._lights[g.index] = light_of(ctl.state(g.group_id))
+        return self._lights
 
     def step(self) -> None:
         t = self.traffic

@@ -273,6 +273,10 @@ class SignalController:
             return LightState.YELLOW if self.interval is Interval.YELLOW else LightState.RED
         return LightState.RED
 
+    def state_key(self) -> tuple[object, ...]:
+        """Everything state() reads: while it is unchanged, every group shows what it showed (callers may cache)."""
+        return (self.plan, self.k, self.interval, self.pending is None, self._next_index())
+
     def states(self) -> dict[int, LightState]:
         return {g: self.state(g) for g in self.groups}
 
