@@ -178,6 +178,7 @@ class Traffic:
         self.rng = np.random.default_rng(self.scenario.seed if seed is None else seed)
         self.t = 0.0
         self.stats = Stats()
+        self._max_queue = np.zeros(len(network.links), dtype=np.int64)  # per link: stats.links[...].max_queue, as an array
         self._next_id = 0
         n = 0
         self.ids: IntArray = np.zeros(n, dtype=np.int64)
@@ -261,6 +262,9 @@ class Traffic:
         """Move Poisson arrivals due by t_end into the pending list."""
         kept = []
         for t_next, d, (ii, leg) in self._arrivals:
+            if t_next > t_end:  # nothing due on this approach yet (most steps, most approaches)
+                kept.append((t_next, d, (ii, leg)))
+                continue
             a = self.scenario.intersections[ii].approach(leg)
             assert a is not None
             while t_next <= t_end and t_next < d.end_s:
@@ -801,9 +805,9 @@ class Traffic:
         # queue length per approach lane
         if on_in.any():
             counts = np.bincount(link[on_in & now_stopped], minlength=len(net.links))
-            for q_link in np.flatnonzero(counts):
-                ls = st.links.setdefault(int(q_link), LinkStats())
-                ls.max_queue = max(ls.max_queue, int(counts[q_link]))
+            for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
+                st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
+            np.maximum(self._max_queue, counts, out=self._max_queue)
         # advance link indices; a crossing of an IN link's end is a stop-line crossing
         width = net.route_links.shape[1]
         start_next = net.route_start[self.route, np.minimum(self.link_idx + 1, width)]
