@@ -26,10 +26,12 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from roadside.offline import OfflineRun
+from roadside.signal import Mode
 from v2x import scenario
 from v2x.messages import LightState
 from v2x.network import LinkKind
@@ -170,29 +172,38 @@ def sumo_available() -> bool:
     return True
 
 
+VEC = {"north": (0, 1), "east": (1, 0), "south": (0, -1), "west": (-1, 0)}
+# the leg a vehicle leaves by, per turn and the leg it came from (driving on the right)
+EXIT_LEG = {
+    "through": {"north": "south", "south": "north", "east": "west", "west": "east"},
+    "left": {"north": "east", "east": "south", "south": "west", "west": "north"},
+    "right": {"north": "west", "west": "south", "south": "east", "east": "north"},
+}
+SUMO_TYPES = {"car": "passenger", "truck": "truck", "bus": "bus", "emergency": "emergency"}
+
+
 def _write_sumo_net(sc: scenario.Scenario, folder: Path) -> Path:
-    """A plain-XML network equivalent to a through-only scenario, built with netconvert."""
-    inter = sc.intersections[0]
-    nodes = ['<nodes>', '<node id="C" x="0" y="0" type="traffic_light"/>']
-    edges = ['<edges>']
-    conns = ['<connections>']
-    vec = {"north": (0, 1), "east": (1, 0), "south": (0, -1), "west": (-1, 0)}
-    opposite = {"north": "south", "south": "north", "east": "west", "west": "east"}
-    for a in inter.approaches:
-        dx, dy = vec[a.leg]
-        far = a.length_m + 13.0  # our stop line sits 13 m from the centre
-        nodes.append(f'<node id="{a.leg}" x="{dx * far}" y="{dy * far}" type="priority"/>')
-    for a in inter.approaches:
-        speed = a.speed_limit_kmh / 3.6
-        edges.append(f'<edge id="{a.leg}_in" from="{a.leg}" to="C" numLanes="{a.lanes}" speed="{speed:.3f}"/>')
-        edges.append(f'<edge id="{a.leg}_out" from="C" to="{a.leg}" numLanes="{a.n_exit_lanes}" speed="{speed:.3f}"/>')
-    for a in inter.approaches:
-        out = inter.approach(opposite[a.leg])
-        assert out is not None
-        for k in range(a.lanes):
-            sumo_lane = a.lanes - 1 - k  # SUMO counts lanes from the right, we from the median
-            to_lane = min(sumo_lane, out.n_exit_lanes - 1)
-            conns.append(f'<connection from="{a.leg}_in" to="{opposite[a.leg]}_out" fromLane="{sumo_lane}" toLane="{to_lane}"/>')
+    """A plain-XML network equivalent to a scenario of isolated junctions (every turn, every lane), built with
+    netconvert. Ids: junction `J`, edges `J_leg_in` / `J_leg_out`; SUMO counts lanes from the right, we from the median."""
+    nodes, edges, conns = ["<nodes>"], ["<edges>"], ["<connections>"]
+    for inter in sc.intersections:
+        j, cx, cy = inter.id, inter.x_m, inter.y_m
+        nodes.append(f'<node id="{j}" x="{cx}" y="{cy}" type="traffic_light"/>')
+        for a in inter.approaches:
+            dx, dy = VEC[a.leg]
+            far = a.length_m + 13.0  # our stop line sits 13 m from the centre
+            nodes.append(f'<node id="{j}_{a.leg}" x="{cx + dx * far}" y="{cy + dy * far}" type="priority"/>')
+            speed = a.speed_limit_kmh / 3.6
+            edges.append(f'<edge id="{j}_{a.leg}_in" from="{j}_{a.leg}" to="{j}" numLanes="{a.lanes}" speed="{speed:.3f}"/>')
+            edges.append(f'<edge id="{j}_{a.leg}_out" from="{j}" to="{j}_{a.leg}" numLanes="{a.n_exit_lanes}" speed="{speed:.3f}"/>')
+        for a in inter.approaches:
+            for k, turns in enumerate(a.turns_by_lane()):
+                lane = a.lanes - 1 - k
+                for turn in turns:
+                    out = inter.approach(EXIT_LEG[turn][a.leg])
+                    assert out is not None
+                    to_lane = {"left": out.n_exit_lanes - 1, "right": 0}.get(turn, min(lane, out.n_exit_lanes - 1))
+                    conns.append(f'<connection from="{j}_{a.leg}_in" to="{j}_{out.leg}_out" fromLane="{lane}" toLane="{to_lane}"/>')
     (folder / "n.nod.xml").write_text("\n".join([*nodes, "</nodes>"]))
     (folder / "n.edg.xml").write_text("\n".join([*edges, "</edges>"]))
     (folder / "n.con.xml").write_text("\n".join([*conns, "</connections>"]))
@@ -210,28 +221,33 @@ def _write_sumo_net(sc: scenario.Scenario, folder: Path) -> Path:
 
 
 def _write_sumo_demand(sc: scenario.Scenario, folder: Path) -> tuple[Path, dict[str, float]]:
-    """The same Poisson process as ours (exponential gaps, the scenario's seed), as explicit vehicles."""
+    """The same Poisson process as ours (exponential gaps, the scenario's seed), turns and vehicle mix drawn by the
+    scenario's shares (a draw only where there is a choice), as explicit vehicles."""
     rng = np.random.default_rng(sc.seed)
-    opposite = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+    def draw(shares: dict[str, float]) -> str:
+        names = list(shares)
+        return names[0] if len(names) == 1 else names[int(rng.choice(len(names), p=np.array([shares[n] for n in names])))]
+
     vehicles = []
     for d in sc.demand:
+        inter = next(x for x in sc.intersections if x.id == d.intersection)
+        a = inter.approach(d.approach)
+        assert a is not None
         t = d.start_s + rng.exponential(3600.0 / d.vph)
         while t < min(d.end_s, sc.duration_s):
-            vehicles.append((t, d.approach))
+            vehicles.append((t, inter.id, d.approach, draw(d.turn_shares(a.turns)), draw({str(k): v for k, v in d.mix.items()})))
             t += rng.exponential(3600.0 / d.vph)
     vehicles.sort()
-    lines = [
-        "<routes>",
-        # Krauss defaults, with speedDev 0 so free-flow time is the speed limit's, as in ours
-        '<vType id="car" vClass="passenger" speedDev="0"/>',
-    ]
+    # Krauss defaults, with speedDev 0 so free-flow time is the speed limit's, as in ours
+    lines = ["<routes>", *(f'<vType id="{k}" vClass="{c}" speedDev="0"/>' for k, c in SUMO_TYPES.items())]
     planned = {}
-    for i, (t, leg) in enumerate(vehicles):
+    for i, (t, j, leg, turn, kind) in enumerate(vehicles):
         vid = f"v{i}"
         planned[vid] = t
         lines.append(
-            f'<vehicle id="{vid}" type="car" depart="{t:.2f}" departLane="best" departSpeed="max">'
-            f'<route edges="{leg}_in {opposite[leg]}_out"/></vehicle>'
+            f'<vehicle id="{vid}" type="{kind}" depart="{t:.2f}" departLane="best" departSpeed="max">'
+            f'<route edges="{j}_{leg}_in {j}_{EXIT_LEG[turn][leg]}_out"/></vehicle>'
         )
     lines.append("</routes>")
     path = folder / "r.rou.xml"
@@ -239,20 +255,54 @@ def _write_sumo_demand(sc: scenario.Scenario, folder: Path) -> tuple[Path, dict[
     return path, planned
 
 
-def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west") -> CoreResult:
-    """Run SUMO (libsumo) on the equivalent network, our controller driving its signal."""
+def _program_our_signals(traci: Any, network: Any, dt: float) -> None:
+    """Give every SUMO traffic light our fixed-time controller's cycle as a static program: the state of each of its
+    links sampled every step over one cycle, run-length encoded. SUMO then runs it itself (no call per step)."""
+    from roadside.plans import controllers
+
+    letter = {LightState.PROTECTED_GREEN: "G", LightState.PERMISSIVE_GREEN: "g", LightState.YELLOW: "y"}
+    for ig, ctl in zip(network.intersections, controllers(network), strict=True):
+        j = ig.spec.id
+        groups = []
+        for conns in traci.trafficlight.getControlledLinks(j):
+            _, leg, _ = conns[0][0].rsplit("_", 1)[0].rsplit("_", 2)  # lane J_leg_in_k
+            dest = conns[0][1].rsplit("_", 1)[0].rsplit("_", 2)[1]
+            turn = next(t for t, to in EXIT_LEG.items() if to[leg] == dest)
+            groups.append(network.group_of(j, leg, turn).group_id)
+        if ctl.plan.mode is not Mode.FIXED:
+            raise ValueError(f"{j}: SUMO is given fixed-time programs only")
+        states = []
+        for k in range(round(ctl.plan.cycle_s / dt)):
+            ctl.step(k * dt)
+            states.append("".join(letter.get(ctl.state(g), "r") for g in groups))
+        shown: list[str] = []  # each phase's state, and its duration in steps
+        steps: list[int] = []
+        for st in states:
+            if shown and shown[-1] == st:
+                steps[-1] += 1
+            else:
+                shown.append(st)
+                steps.append(1)
+        logic = traci.trafficlight.Logic("v2x", 0, 0, [traci.trafficlight.Phase(round(n * dt, 6), st) for n, st in zip(steps, shown, strict=True)])
+        traci.trafficlight.setProgramLogic(j, logic)
+        traci.trafficlight.setProgram(j, "v2x")
+
+
+def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west", from_s: float = 0.0) -> CoreResult:
+    """Run SUMO (libsumo) on the equivalent network with our signal timing; vehicle-steps per second from `from_s`."""
     import libsumo as traci
 
-    from roadside.plans import controllers
     from v2x.network import Network
 
+    j = sc.intersections[0].id
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         net = _write_sumo_net(sc, folder)
         routes, planned = _write_sumo_demand(sc, folder)
-        lanes = sc.intersections[0].approach(approach).lanes  # type: ignore[union-attr]
+        a = sc.intersections[0].approach(approach)
+        lanes = a.lanes if a is not None else 0
         loops = "\n".join(
-            f'<inductionLoop id="sl{k}" lane="{approach}_in_{k}" pos="-0.1" period="3600" file="NUL"/>' for k in range(lanes)
+            f'<inductionLoop id="sl{k}" lane="{j}_{approach}_in_{k}" pos="-0.1" period="3600" file="NUL"/>' for k in range(lanes)
         )
         (folder / "d.add.xml").write_text(f"<additional>{loops}</additional>")
         tripinfo = folder / "trips.xml"
@@ -265,40 +315,29 @@ def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west"
             ]
         )
         try:
-            network = Network(sc)
-            ctl = controllers(network)[0]
-            links = traci.trafficlight.getControlledLinks("C")
-            # SUMO signal index -> our signal group (by incoming edge: through only)
-            group_of_index = []
-            for conns in links:
-                leg = conns[0][0].split("_")[0]
-                group_of_index.append(network.group_of(sc.intersections[0].id, leg, "through").group_id)
-            letter = {
-                LightState.PROTECTED_GREEN: "G", LightState.PERMISSIVE_GREEN: "g", LightState.YELLOW: "y",
-            }
+            _program_our_signals(traci, Network(sc), sc.step_s)
             queued: set[str] = set()
             crossings: dict[int, list[tuple[float, str]]] = {k: [] for k in range(lanes)}
             seen_loop: dict[int, set[str]] = {k: set() for k in range(lanes)}
             steps = round(sc.duration_s / sc.step_s)
+            first = round(from_s / sc.step_s)
             veh_steps = 0
             t0 = time.perf_counter()
-            for _ in range(steps):
-                traci.trafficlight.setRedYellowGreenState(
-                    "C", "".join(letter.get(ctl.state(g), "r") for g in group_of_index)
-                )
+            for k in range(steps):
+                if k == first:
+                    veh_steps, t0 = 0, time.perf_counter()
                 traci.simulationStep()
-                ctl.step(traci.simulation.getTime())
                 veh_steps += traci.vehicle.getIDCount()
                 if not measure:
                     continue
-                for k in range(lanes):
-                    for vid in traci.lane.getLastStepVehicleIDs(f"{approach}_in_{k}"):
+                for q in range(lanes):
+                    for vid in traci.lane.getLastStepVehicleIDs(f"{j}_{approach}_in_{q}"):
                         if traci.vehicle.getSpeed(vid) < 0.5:
                             queued.add(vid)
-                    for vid, _length, entry, _exit, _type in traci.inductionloop.getVehicleData(f"sl{k}"):
-                        if vid not in seen_loop[k] and entry >= 0:
-                            seen_loop[k].add(vid)
-                            crossings[k].append((entry, vid))
+                    for vid, _length, entry, _exit, _type in traci.inductionloop.getVehicleData(f"sl{q}"):
+                        if vid not in seen_loop[q] and entry >= 0:
+                            seen_loop[q].add(vid)
+                            crossings[q].append((entry, vid))
             wall = time.perf_counter() - t0
         finally:
             traci.close()
@@ -404,12 +443,15 @@ def part_sumo(duration: float) -> None:
 
 
 def part_district(duration: float = 300.0) -> None:
-    """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), lights from
-    the controllers; vehicle-steps per second over the second half of the run (the first fills the network)."""
-    print("\n== the core alone on districts of four_way (fixed-time signals, no messaging)")
-    print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}")
+    """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), fixed-time signals;
+    vehicle-steps per second over the second half of the run (the first fills the network), one run each; beside it
+    SUMO on the same district (the same junctions, arrivals, turns, vehicle mix and signal timing), timed the same way."""
+    sumo = sumo_available()
+    print("\n== the core alone on districts of four_way (fixed-time signals, no messaging)" + (", and SUMO on the same" if sumo else ""))
+    print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}" + (f"{'SUMO':>14}{'ratio':>8}" if sumo else ""))
     for copies in (1, 16, 64):
-        run = OfflineRun(scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies))
+        sc = scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies)
+        run = OfflineRun(sc)
         steps = round(duration / run.dt)
         for _ in range(steps // 2):
             run.step()
@@ -418,7 +460,12 @@ def part_district(duration: float = 300.0) -> None:
             veh_steps += run.traffic.n
             run.step()
         wall = time.perf_counter() - t0
-        print(f"{copies:>8}{veh_steps / (steps - steps // 2):>10.0f}{wall / (steps - steps // 2) * 1e3:>11.2f}{veh_steps / wall:>14,.0f}")
+        ours = veh_steps / wall
+        row = f"{copies:>8}{veh_steps / (steps - steps // 2):>10.0f}{wall / (steps - steps // 2) * 1e3:>11.2f}{ours:>14,.0f}"
+        if sumo:
+            theirs = run_sumo(sc, measure=False, from_s=(steps // 2) * sc.step_s).veh_steps_per_s
+            row += f"{theirs:>14,.0f}{ours / theirs:>7.2f}x"
+        print(row, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
