@@ -21,6 +21,7 @@ Bad payloads are counted per kind, never fatal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import sys
@@ -364,7 +365,7 @@ async def serve(
                        instance=instance, share=share)
     if ca is not None:
         sign_service(svc, ca)
-    transport.will = last_will(topics.status("cloud", sid), sid, m.SenderKind.CLOUD, clock, svc.station.signer)
+    transport.will = functools.partial(last_will, topics.status("cloud", sid), sid, m.SenderKind.CLOUD, clock, svc.station.signer)
     await transport.start()
     if started is not None:
         started.append(svc)

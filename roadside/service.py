@@ -17,6 +17,7 @@ Bad payloads are counted per kind and never stop the service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from dataclasses import dataclass
 
@@ -263,7 +264,7 @@ async def serve(
         services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
         if ca is not None:
             sign_service(services[-1], ca)
-        transport.will = last_will(topics.status("rsu", sid), sid, m.SenderKind.RSU, clock, services[-1].station.signer)
+        transport.will = functools.partial(last_will, topics.status("rsu", sid), sid, m.SenderKind.RSU, clock, services[-1].station.signer)
     if started is not None:
         started.extend(services)
     for tr in transports:

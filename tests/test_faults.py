@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from v2x.broker import MosquittoBroker
+from v2x.testing import until
 from v2x.transport import MqttTransport
 
 CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL)
@@ -66,13 +67,6 @@ def test_broker_killed_and_restarted_mid_run(broker_factory: Callable[..., Mosqu
     assert 0.5 * not_sent <= to_cloud["lost"] <= generated - to_cloud["received"]
 
 
-async def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
     broker_factory: Callable[..., MosquittoBroker],
 ) -> None:
@@ -88,10 +82,10 @@ async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
     cloud = MqttTransport(broker.url, "cloud-faults", connect_timeout_s=30.0)
     async with cloud:
         broker.crash()
-        await _until(lambda: not cloud.connected)
+        await until(lambda: not cloud.connected)
         assert cloud.publish(topic, b"plan-1", qos=1)  # queued: the broker is down
         broker.start()
-        await _until(lambda: cloud.connected)
+        await until(lambda: cloud.connected)
         assert cloud.publish(topic, b"plan-2", qos=1)
         assert await cloud.drain(20.0)  # both acknowledged by the broker
         assert cloud.stats.disconnects == 1

@@ -16,8 +16,9 @@ from v2x.network import Network
 from v2x.scenario import bundled_dir, load
 from v2x.signing import CA, sign_service
 from v2x.station import Station, StepClock
+from v2x.testing import until
 from v2x.topics import Topics
-from v2x.transport import MqttTransport
+from v2x.transport import MqttTransport, Will
 from v2x.v2xmap import intersection_ref
 from v2x.wire import v2x_pb2 as pb
 
@@ -156,3 +157,35 @@ def test_v2v_acts_only_on_genuine_signed_bsms() -> None:
     plain = Neighbours(range_m=300.0)
     plain.add("v2x/v1/bsm/1/2/veh-2", _station(None, "veh-2").encode(BSM, stream="bsm"), 10.0)
     assert plain.heard("veh-5", "veh-2", 10.0, 10.1) is not None
+
+
+async def test_each_connection_gets_a_newly_signed_will() -> None:
+    """A signed Will is taken to no age but checked for replays: after a lost connection, the reconnect must hand the
+    broker new signed bytes, or a receiver would refuse the second lost connection's Will as a replay."""
+    from v2x.service import last_will
+    from v2x.station import Clock
+
+    ca = CA()
+    clock = Clock(EPOCH)
+    signer = ca.issue("rsu-w", int(EPOCH * 1000))
+    made: list[bytes] = []
+
+    def will() -> Will:
+        w = last_will("v2x/v1/status/rsu/rsu-w", "rsu-w", m.SenderKind.RSU, clock, signer)
+        made.append(w.payload)
+        return w
+
+    broker = MosquittoBroker().start()
+    try:
+        t = MqttTransport(broker.url, "rsu-w", will=will, keepalive_s=1, connect_timeout_s=30.0)
+        async with t:
+            broker.crash()
+            await until(lambda: not t.connected)
+            broker.start()
+            await until(lambda: t.connected)
+    finally:
+        broker.stop()
+    assert len(made) >= 2
+    assert len(set(made)) == len(made)  # new bytes for every CONNECT
+    v = ca.verifier()
+    assert [v.check(p, NOW_US, NOW_US, "cloud", retained=True) for p in made] == [None] * len(made)  # each genuine, none a replay

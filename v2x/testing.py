@@ -18,13 +18,17 @@ Fixtures:
     def test_spat_by_cellular_is_quick_enough(v2x_report):
         assert v2x_report.latency("cloud->vehicle").p99 < 200
 
+Helper: `await until(lambda: transport.connected)` waits for a condition (fails the test after 30 s).
+
 Broker tests do not skip when `mosquitto` is missing: they fail, saying how to install it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,3 +116,12 @@ def v2x_report(request: pytest.FixtureRequest, v2x_run: RunScenario) -> Report:
     if marker is None:
         return v2x_run("four_way")
     return v2x_run(*marker.args, **marker.kwargs)
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait until `cond()` holds, looking every 50 ms (for states no event signals, such as a connection's);
+    fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s"
+        await asyncio.sleep(0.05)

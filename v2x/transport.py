@@ -25,7 +25,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar
@@ -325,7 +325,7 @@ class MqttTransport(_Inbox):
         url: str,
         client_id: str,
         *,
-        will: Will | None = None,
+        will: Will | Callable[[], Will] | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
         version: Literal["auto", "5", "3.1.1"] = "auto",
@@ -398,9 +398,7 @@ class MqttTransport(_Inbox):
                 transport._freed.set()
                 super().remove_message_by_mid(mid)
 
-        will = None
-        if self.will is not None:
-            will = gmqtt.Message(self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain)
+        will = self._will_message()
         kwargs: dict[str, Any] = {}
         if self.session_expiry_s and self.version != "3.1.1":
             kwargs["session_expiry_interval"] = self.session_expiry_s
@@ -420,6 +418,14 @@ class MqttTransport(_Inbox):
         if self.url.username is not None:
             client.set_auth_credentials(self.url.username, self.url.password)
         return client
+
+    def _will_message(self) -> Any:
+        """The Will for the next CONNECT: `will`, or what `will()` makes (new bytes for each connection: a receiver
+        that refuses the same signed bytes twice must not take a second lost connection for a replay)."""
+        import gmqtt
+
+        w = self.will() if callable(self.will) else self.will
+        return None if w is None else gmqtt.Message(w.topic, w.payload, qos=w.qos, retain=w.retain)
 
     async def start(self) -> None:
         """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
@@ -498,6 +504,8 @@ class MqttTransport(_Inbox):
             # gmqtt reconnects on its own after `reconnect_delay`: make that delay jittered and growing
             client.reconnect_delay = backoff_delay(self._attempt, self._rng)
             self._attempt += 1
+            if callable(self.will):
+                client._will_message = self._will_message()  # gmqtt sends it with the reconnect's CONNECT
 
     def _on_ack(self, client: Any, mid: int, *args: Any) -> None:
         fut = self._acks.pop(mid, None)
