@@ -442,30 +442,40 @@ def part_sumo(duration: float) -> None:
         print(f"{'':<18}{'ratio':<12}{'':>11}{'':>11}{our_speed / their_speed:>13.2f}x")
 
 
-def part_district(duration: float = 300.0) -> None:
+def _core_speed(sc: scenario.Scenario) -> tuple[float, float, float]:
+    """(vehicles, step [ms], veh-steps/s) of the core over the second half of the run (the first fills the network)."""
+    run = OfflineRun(sc)
+    steps = round(sc.duration_s / run.dt)
+    for _ in range(steps // 2):
+        run.step()
+    veh_steps, t0 = 0, time.perf_counter()
+    for _ in range(steps - steps // 2):
+        veh_steps += run.traffic.n
+        run.step()
+    wall = time.perf_counter() - t0
+    return veh_steps / (steps - steps // 2), wall / (steps - steps // 2) * 1e3, veh_steps / wall
+
+
+def part_district(duration: float = 300.0, repeat: int = 3) -> None:
     """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), fixed-time signals;
-    vehicle-steps per second over the second half of the run (the first fills the network), one run each; beside it
-    SUMO on the same district (the same junctions, arrivals, turns, vehicle mix and signal timing), timed the same way."""
+    vehicle-steps per second over the second half of the run, the median of `repeat` runs; beside it SUMO on the same
+    district (the same junctions, arrivals, turns, vehicle mix and signal timing), timed the same way."""
     sumo = sumo_available()
-    print("\n== the core alone on districts of four_way (fixed-time signals, no messaging)" + (", and SUMO on the same" if sumo else ""))
+    print(f"\n== the core alone on districts of four_way (fixed-time signals, no messaging), median of {repeat} runs"
+          + (", and SUMO on the same" if sumo else ""))
     print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}" + (f"{'SUMO':>14}{'ratio':>8}" if sumo else ""))
     for copies in (1, 16, 64):
         sc = scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies)
-        run = OfflineRun(sc)
-        steps = round(duration / run.dt)
-        for _ in range(steps // 2):
-            run.step()
-        veh_steps, t0 = 0, time.perf_counter()
-        for _ in range(steps - steps // 2):
-            veh_steps += run.traffic.n
-            run.step()
-        wall = time.perf_counter() - t0
-        ours = veh_steps / wall
-        row = f"{copies:>8}{veh_steps / (steps - steps // 2):>10.0f}{wall / (steps - steps // 2) * 1e3:>11.2f}{ours:>14,.0f}"
+        runs = sorted((_core_speed(sc) for _ in range(repeat)), key=lambda r: r[2])
+        vehicles, step_ms, ours = runs[len(runs) // 2]
+        row = f"{copies:>8}{vehicles:>10.0f}{step_ms:>11.2f}{ours:>14,.0f}"
         if sumo:
-            theirs = run_sumo(sc, measure=False, from_s=(steps // 2) * sc.step_s).veh_steps_per_s
+            half = round(duration / sc.step_s) // 2 * sc.step_s
+            sumo_runs = sorted(run_sumo(sc, measure=False, from_s=half).veh_steps_per_s for _ in range(repeat))
+            theirs = statistics.median(sumo_runs)
             row += f"{theirs:>14,.0f}{ours / theirs:>7.2f}x"
-        print(row, flush=True)
+            spread = (runs[0][2], runs[-1][2], sumo_runs[0], sumo_runs[-1])
+        print(row + (f"   (ours {spread[0]:,.0f}-{spread[1]:,.0f}, SUMO {spread[2]:,.0f}-{spread[3]:,.0f})" if sumo else ""), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
