@@ -54,6 +54,7 @@ from v2x.broker import MosquittoBroker
 LATE_SHARE = 0.01  # steps that may start a whole step (100 ms) late: the fleet's p99 lag stays under its tick
 P99_MS = 50.0  # vehicle->cloud target
 TARGET_VEHICLES = 2000  # the real-time target
+PARTS = ("ceiling", "capacity", "profile", "floor", "fast", "memory", "cluster")
 
 
 @dataclass
@@ -239,7 +240,7 @@ def fast(copies: int, seconds: float, tmp: Path) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="ceiling,capacity,profile,floor,fast,memory,cluster", help="parts to run, comma-separated")
+    p.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated (default: all)")
     p.add_argument("--profile-copies", type=int, default=None, help="district size to profile (default: the first that fails)")
     p.add_argument("--copies", default="8,12,16,20,24,28,32", help="district sizes to try, rising (copies of four_way)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast-seconds", type=float, default=60.0)
     args = p.parse_args(argv)
     parts = set(args.only.split(","))
+    unknown = sorted(parts - set(PARTS))
+    if unknown:
+        p.error(f"--only: no part {', '.join(unknown)} (expected some of {', '.join(PARTS)})")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-bench-"))
     print(f"python -m bench: {os.cpu_count()} cores; reports in {tmp}", flush=True)
     ceil = float("nan")

@@ -355,10 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per count (default 30)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     args = p.parse_args(argv)
+    try:
+        counts = [int(x) for x in args.vehicles.split(",")]
+    except ValueError:
+        p.error(f"--vehicles {args.vehicles!r}: expected whole numbers, comma-separated (e.g. 400,1000,2000)")
+    if any(v < 1 for v in counts) or args.workers < 1:
+        p.error("--vehicles and --workers must be at least 1")
+    if args.seconds < 5:
+        p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
     bsm_bytes, spat_bytes = message_sizes()
     print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)
-    for v in (int(x) for x in args.vehicles.split(",")):
+    for v in counts:
         report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes)))
     return 0
 
