@@ -695,11 +695,9 @@ class Traffic:
         veh, pair, x = [], [], []
         for key, pos in ((link, s_link), (np.where(net.link_kind[link] == _IN, nxt, -1), s_link - net.link_length[link])):
             lo, hi = np.searchsorted(sorted_b, key, "left"), np.searchsorted(sorted_b, key, "right")
-            count = hi - lo
-            i = np.repeat(np.arange(len(link)), count)
-            k = np.arange(len(i)) - np.repeat(np.cumsum(count) - count, count)  # index within each vehicle's run
+            i, at = _runs(lo, hi - lo)
             veh.append(i)
-            pair.append(by_b[np.repeat(lo, count) + k])
+            pair.append(by_b[at])
             x.append(pos[i])
         vi, pi, xi = np.concatenate(veh), np.concatenate(pair), np.concatenate(x)
         behind = xi < rear[pi]  # behind the leader's rear
@@ -750,8 +748,7 @@ class Traffic:
             return out
         # pairs (candidate i, conflict row c) of the zones i has not yet entered
         n_c = count[path[cand]]
-        pi = np.repeat(np.arange(len(cand)), n_c)
-        pc = first[path[cand]][pi] + np.arange(len(pi)) - np.repeat(np.cumsum(n_c) - n_c, n_c)
+        pi, pc = _runs(first[path[cand]], n_c)
         x_i = pos[cand][pi]
         ahead = x_i <= self._c_wait_me[pc] + COMMIT_M
         pi, pc, x_i = pi[ahead], pc[ahead], x_i[ahead]
@@ -765,8 +762,8 @@ class Traffic:
         other = self._c_other[pc]
         lo = np.searchsorted(on_path, other, "left")
         n_j = np.searchsorted(on_path, other, "right") - lo
-        tp = np.repeat(np.arange(len(pc)), n_j)
-        j = order[np.repeat(lo, n_j) + np.arange(len(tp)) - np.repeat(np.cumsum(n_j) - n_j, n_j)]
+        tp, at = _runs(lo, n_j)
+        j = order[at]
         tc = pc[tp]
         x_j = pos[j]
         # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
@@ -904,6 +901,13 @@ class Traffic:
         return 3600.0 / float(np.mean(hs)) if hs else math.nan
 
 
+def _runs(lo: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
+    """Every (owner, position) of a set of runs, in order: owner i covers positions lo[i] .. lo[i] + count[i] - 1
+    (the pairs a sorted search matched, expanded without a loop)."""
+    owner = np.repeat(np.arange(len(count)), count)
+    return owner, np.repeat(lo, count) + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+
+
 def _times_to_cover(d: FloatArray, v: FloatArray, a: FloatArray, vmax: FloatArray) -> FloatArray:
     """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s] (element-wise)."""
     v = np.minimum(v, vmax)
@@ -925,8 +929,8 @@ def _near_pairs(x: FloatArray, y: FloatArray, reach: float) -> tuple[IntArray, I
         target = key + (ox << 32) + oy
         lo = np.searchsorted(keys, target, "left")
         k = np.searchsorted(keys, target, "right") - lo
-        a = np.repeat(np.arange(len(x)), k)
-        b = order[np.repeat(lo, k) + np.arange(len(a)) - np.repeat(np.cumsum(k) - k, k)]
+        a, at = _runs(lo, k)
+        b = order[at]
         if ox == 0 and oy == 0:
             a, b = a[a < b], b[a < b]
         ias.append(np.minimum(a, b))
