@@ -108,8 +108,9 @@ class _Window:
         self.part.received = self.received - self._rx0
 
 
-async def _ticks(win: _Window, send: Any) -> None:
-    """Call send() every STEP_S from win.start, counting steps that start a whole step late once measuring."""
+async def _ticks(win: _Window, send: Any, tick: bool = True) -> None:
+    """Call send() every STEP_S from five seconds before win.start; once measuring, count what it sent and, with
+    `tick` (the fleet's, the one that must hold), the steps and those that start a whole step late."""
     part, due = win.part, win.start - 5.0  # five seconds of sending before the measured window
     measuring = False
     while due < win.end:
@@ -120,12 +121,14 @@ async def _ticks(win: _Window, send: Any) -> None:
         if not measuring and due >= win.start:
             measuring = True
             win.open()
-        if measuring:
+        if measuring and tick:
             lag = now - due
             part.steps += 1
             part.late_steps += lag >= STEP_S
             part.lag_ms_max = max(part.lag_ms_max, lag * 1e3)
-        part.published += send()
+        sent = send()
+        if measuring:
+            part.published += sent
         due += STEP_S
     win.close()
 
@@ -215,9 +218,7 @@ def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> No
                 c.publish(f"floor/spat/{j}/rsu", _stamped(spat_bytes), qos=0)
             return len(rsus)
 
-        await _ticks(win, send)
-        part.steps = part.late_steps = 0  # the fleet's tick is the one that counts
-        part.lag_ms_max = 0.0
+        await _ticks(win, send, tick=False)
         conn.send(part)
         await asyncio.gather(*(c.disconnect() for c in rsus))
 
