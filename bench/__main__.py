@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             if not res.ok:
                 break
     if "profile" in parts:
-        k = args.profile_copies or (runs[-1].copies if runs else 16)
-        print(f"profile: where the time goes at four_way x {k}", flush=True)
-        profiled = profile(k, args.workers, args.clouds, args.seconds, args.warmup, tmp)
+        profile_k = args.profile_copies or (runs[-1].copies if runs else 16)
+        print(f"profile: where the time goes at four_way x {profile_k}", flush=True)
+        profiled = profile(profile_k, args.workers, args.clouds, args.seconds, args.warmup, tmp)
     if "floor" in parts:
         print("floor: the stack's MQTT traffic alone, one gmqtt client per vehicle (python -m bench.floor)", flush=True)
         sizes = floor.message_sizes()
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{f.cores / (os.cpu_count() or 1):.2f}; {f.delivered_per_s / ceil:.2f} |")
         if "profile" in parts:
             g, (cores, veh) = floors[1], profiled
-            print(f"| CPU per vehicle-second, whole stack at four_way x {k} ({veh:.0f} vehicles) | {cores / veh * 1e3:.2f} ms | "
+            print(f"| CPU per vehicle-second, whole stack at four_way x {profile_k} ({veh:.0f} vehicles) | {cores / veh * 1e3:.2f} ms | "
                   f"{g.cores / g.vehicles * 1e3:.2f} ms, messaging floor at {g.vehicles} vehicles | {cores / veh / (g.cores / g.vehicles):.1f} |")
     if "fast" in parts:
         for k, speed, veh in fast_rows:

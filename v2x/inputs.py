@@ -144,7 +144,7 @@ class Reception:
             return None
         h = frame.header
         who = receiver or self.owner
-        if not self.verified(msg, frame, who):
+        if self.verifier is not None and not self.verified(msg, frame, who):  # no call per message when unsigned
             return None
         if h.sender_id == who:
             self.outcomes["own"] += 1
