@@ -351,7 +351,7 @@ class Fleet:
             return
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
-            frame = self.bad.decode(topic, msg.payload)
+            frame = self.reception.decode(msg)
             if frame is not None and not self.reception.verified(msg, frame, radio.station.sender_id):
                 return
         else:

@@ -130,8 +130,8 @@ class Reception:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
         return rejected is None
 
-    def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
-        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
+    def decode(self, msg: Message) -> m.Frame | None:
+        """The frame, or None after counting why not; bytes decoded recently are not decoded again."""
         frame = self._decoded.get(msg.payload)
         if frame is None:
             frame = self.bad.decode(msg.topic, msg.payload)
@@ -141,6 +141,13 @@ class Reception:
                 self._decoded.clear()
             self._decoded[msg.payload] = frame
         elif not self.bad.right_type(msg.topic, frame):
+            return None
+        return frame
+
+    def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
+        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
+        frame = self.decode(msg)
+        if frame is None:
             return None
         h = frame.header
         who = receiver or self.owner
