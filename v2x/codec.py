@@ -73,10 +73,11 @@ def _check(k: int, lo: int, hi: int, field: str) -> int:
 
 
 def _enum(cls: type[E], k: int, field: str) -> E:
-    try:
-        return cls(k)
-    except ValueError:
-        raise DecodeError("out_of_range", f"{k} is not a {cls.__name__}", field) from None
+    # the members by value (a dict the enum keeps): calling cls(k) costs several times more, per field per message
+    e = cls._value2member_map_.get(k)
+    if e is None:
+        raise DecodeError("out_of_range", f"{k} is not a {cls.__name__}", field)
+    return e  # type: ignore[return-value]
 
 
 def _bits(members: Iterable[enum.IntEnum]) -> int:
@@ -118,16 +119,18 @@ def _enc_pos(p: m.GeoPoint, out: pb.Position3D, field: str) -> None:
 
 
 def _dec_pos(p: pb.Position3D, field: str) -> m.GeoPoint:
-    if p.lat == LAT_NA or p.lon == LON_NA:
+    lat, lon, elev = p.lat, p.lon, p.elevation
+    if lat == LAT_NA or lon == LON_NA:
         raise DecodeError("unavailable", "position unavailable", field)
-    lat = _check(p.lat, -900_000_000, 900_000_000, f"{field}.lat") * LATLON_DEG
-    lon = _check(p.lon, -1_799_999_999, 1_800_000_000, f"{field}.lon") * LATLON_DEG
-    elev = (
-        None
-        if p.elevation == ELEVATION_NA
-        else _check(p.elevation, -4095, 61439, f"{field}.elevation") * ELEVATION_M
-    )
-    return m.GeoPoint(lat, lon, elev)
+    # field names only for a fault: every BSM holds a position
+    try:
+        _check(lat, -900_000_000, 900_000_000, "lat")
+        _check(lon, -1_799_999_999, 1_800_000_000, "lon")
+        if elev != ELEVATION_NA:
+            _check(elev, -4095, 61439, "elevation")
+    except DecodeError as e:
+        raise e.under(field) from None
+    return m.GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M)
 
 
 def _enc_ref(r: m.IntersectionRef, out: pb.IntersectionRef, field: str) -> None:
@@ -178,6 +181,8 @@ def _dec_bsm(b: pb.Bsm) -> m.Bsm:
     if b.accel_long == ACCEL_NA or b.accel_lat == ACCEL_NA:
         raise DecodeError("unavailable", "acceleration unavailable", "bsm.accel")
     em = b.emergency if b.HasField("emergency") else None
+    size = b.size
+    height = size.height_cm
     return m.Bsm(
         position=_dec_pos(b.pos, "bsm.pos"),
         speed_mps=_check(b.speed, 0, 8190, "bsm.speed") * SPEED_MPS,
@@ -187,11 +192,9 @@ def _dec_bsm(b: pb.Bsm) -> m.Bsm:
         yaw_rate_dps=_check(b.yaw_rate, -32767, 32767, "bsm.yaw_rate") * YAW_RATE_DPS,
         transmission=_enum(m.Transmission, b.transmission, "bsm.transmission"),
         brake_applied=b.brake_applied,
-        width_m=_check(b.size.width_cm, 0, 1023, "bsm.size.width_cm") * CM_M,
-        length_m=_check(b.size.length_cm, 0, 4095, "bsm.size.length_cm") * CM_M,
-        height_m=None
-        if b.size.height_cm == 0
-        else _check(b.size.height_cm, 1, 635, "bsm.size.height_cm") * CM_M,
+        width_m=_check(size.width_cm, 0, 1023, "bsm.size.width_cm") * CM_M,
+        length_m=_check(size.length_cm, 0, 4095, "bsm.size.length_cm") * CM_M,
+        height_m=None if height == 0 else _check(height, 1, 635, "bsm.size.height_cm") * CM_M,
         vehicle_class=_enum(m.VehicleClass, b.vehicle_class, "bsm.vehicle_class"),
         events=_unbits(m.VehicleEvent, b.events, "bsm.events"),
         emergency=None
