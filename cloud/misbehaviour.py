@@ -59,6 +59,7 @@ MOVING_MPS = 3.0
 EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
 LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
 SWEEP_EVERY_S = 0.1  # [s] how often senders that went quiet are looked for
+NEAR_KEPT = 50_000  # positions whose on-road answer is kept (a few MB)
 GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
 
 
@@ -112,7 +113,12 @@ class Misbehaviour:
             for cx in range(lo[k, 0], hi[k, 0] + 1):
                 for cy in range(lo[k, 1], hi[k, 1] + 1):
                     cells.setdefault((cx, cy), []).append(k)
-        self._lane_cells = {c: np.array(ks) for c, ks in cells.items()}
+        # each square's segments as their own arrays (start, direction vector, length^2, half width, heading):
+        # picking them out of the whole network's per BSM costs more than the geometry
+        self._lane_cells = {c: (self._a[ks], d[ks], self._len2[ks], self._hw[ks], self._dir[ks])
+                            for c, ks in ((c, np.array(ks)) for c, ks in cells.items())}
+        # the answer per exact position: a standing vehicle says the same position in every BSM
+        self._near: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -129,15 +135,22 @@ class Misbehaviour:
         Only the segments of the point's grid square are looked at: they hold every segment that can
         be within ROAD_MARGIN_M, so beyond that the distance may be overstated (it is then off road anyway).
         """
-        ks = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
-        if ks is None:
+        known = self._near.get((x, y))
+        if known is not None:
+            return known
+        cell = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
+        if cell is None:
             return math.inf, self._dir[:0]  # no lane within reach
-        a, b = self._a[ks], self._b[ks]
+        a, d, len2, hw, dirs = cell
         p = np.array([x, y])
-        u = np.clip(((p - a) * (b - a)).sum(axis=1) / self._len2[ks], 0.0, 1.0)
-        closest = a + (b - a) * u[:, None]
-        dist = np.hypot(*(closest - p).T) - self._hw[ks]
-        return float(dist.min()), self._dir[ks][dist <= ROAD_MARGIN_M]
+        u = np.clip(((p - a) * d).sum(axis=1) / len2, 0.0, 1.0)
+        closest = a + d * u[:, None]
+        dist = np.hypot(*(closest - p).T) - hw
+        out = float(dist.min()), dirs[dist <= ROAD_MARGIN_M]
+        if len(self._near) >= NEAR_KEPT:
+            self._near.clear()
+        self._near[(x, y)] = out
+        return out
 
     def bsm(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float) -> None:
         """One BSM: `t` its generation time [s], position in local metres."""
