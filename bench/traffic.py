@@ -10,8 +10,11 @@ Every figure is measured here, in this run:
     beside Webster's formula evaluated with the saturation flow and capacity measured in
     the same run;
   - SUMO (optional: `pip install eclipse-sumo libsumo`): the same junction, the same
-    arrivals and the same signal timing (our controller drives SUMO's signal each step),
-    Krauss defaults; saturation flow, mean delay and vehicle-steps per second of both.
+    arrivals and the same signal timing (our fixed-time controller's cycle, given to SUMO
+    as its own static programs), Krauss defaults; saturation flow, mean delay and
+    vehicle-steps per second of both;
+  - district: the core alone on four_way tiled 1, 16 and 64 times, and SUMO on the same
+    districts: vehicle-steps per second of both (median of 3 runs each).
 """
 
 from __future__ import annotations
