@@ -11,8 +11,9 @@ Every figure is measured in this run, each beside its reference:
   - capacity: real-time runs of four_way tiled into a district (`v2x run four_way --copies K
     --workers W --warmup ...`), K rising until the fleet no longer holds its 100 ms tick
     (more than 1% of its steps start a whole step late) or vehicle->cloud p99 exceeds
-    50 ms; the capacity is the steady vehicle count (mean, 10 Hz BSMs each) of the largest
-    K that holds both. Beside it: the stack's throughput there, as a share of the C-client
+    50 ms, then K between the last that held and the first that failed (--refine); the
+    capacity is the steady vehicle count (mean, 10 Hz BSMs each) of the largest K that
+    holds both. Beside it: the stack's throughput there, as a share of the C-client
     ceiling and in the same unit: the broker's own count of messages it delivered
     ($SYS/broker/publish/messages/sent) per second of the steady state (and the messages
     the tiers published per second);
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated (default: all)")
     p.add_argument("--profile-copies", type=int, default=None, help="district size to profile (default: the first that fails)")
     p.add_argument("--copies", default="8,12,16,20,24,28,32", help="district sizes to try, rising (copies of four_way)")
+    p.add_argument("--refine", type=int, default=2, help="runs that halve the gap between the last district that holds and the "
+                   "first that fails (default 2)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     p.add_argument("--clouds", type=int, default=1, help="cloud instances (default 1)")
     p.add_argument("--seconds", type=float, default=60.0, help="sim seconds per real-time run")
@@ -268,8 +271,18 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(res)
             if not res.ok:
                 break
+        # between the largest district that held and the first that failed: halve the interval, --refine times
+        for _ in range(args.refine):
+            lo = max((r.copies for r in runs if r.ok), default=0)
+            hi = min((r.copies for r in runs if not r.ok), default=0)
+            if not lo or hi - lo < 2:
+                break
+            print(f"  between x {lo} (holds) and x {hi} (fails):", flush=True)
+            runs.append(realtime((lo + hi) // 2, args.workers, args.clouds, args.seconds, args.warmup, tmp))
+    failed = [r for r in runs if not r.ok]
+    first_fail = min(failed, key=lambda r: r.copies) if failed else None
     if "profile" in parts:
-        profile_k = args.profile_copies or (runs[-1].copies if runs else 16)
+        profile_k = args.profile_copies or (first_fail.copies if first_fail else runs[-1].copies if runs else 16)
         print(f"profile: where the time goes at four_way x {profile_k}", flush=True)
         profiled = profile(profile_k, args.workers, args.clouds, args.seconds, args.warmup, tmp)
     if "floor" in parts:
@@ -300,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(published {best.published_per_s:,.0f}/s) | {ceil:,.0f} msgs/s C clients | {best.delivered_per_s / ceil:.2f} |")
         else:
             print("| real-time capacity | not held at the smallest district | | |")
-        if runs and not runs[-1].ok:
-            r = runs[-1]
+        if first_fail is not None:
+            r = first_fail
             print(f"| first district that fails | four_way x {r.copies}: {r.vehicles:,.0f} vehicles, vehicle->cloud p99 {r.v2c_p99_ms:g} ms, "
                   f"steps late {r.late_share:.1%} | | |")
     if "floor" in parts:
