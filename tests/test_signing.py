@@ -189,3 +189,16 @@ async def test_each_connection_gets_a_newly_signed_will() -> None:
     assert len(set(made)) == len(made)  # new bytes for every CONNECT
     v = ca.verifier()
     assert [v.check(p, NOW_US, NOW_US, "cloud", retained=True) for p in made] == [None] * len(made)  # each genuine, none a replay
+
+
+def test_fast_mode_signs_the_cloud_s_will() -> None:
+    """Fast mode's cloud signs its Will like every other message (it is made at connect time, after signing is set up)."""
+    from v2x.fast import FastRun
+
+    ca = CA()
+    run = FastRun(load(bundled_dir() / "four_way.toml"), "mqtt://127.0.0.1:1", "v2x/v1", ca=ca)
+    transport = run.cloud.transport.inner  # type: ignore[attr-defined]
+    will = transport.will() if callable(transport.will) else transport.will  # as the CONNECT would carry it
+    assert will.topic == "v2x/v1/status/cloud/cloud"
+    sent_us = codec.decode(will.payload).header.gen_time_us
+    assert ca.verifier().check(will.payload, sent_us, sent_us, "rsu-1", True) is None

@@ -62,7 +62,7 @@ class FastRun:
         self.hub = Hub(self.topics.root, timeout_s)
         net = Network(sc)
 
-        def mqtt(sid: str, will: Will | None = None) -> MqttTransport:
+        def mqtt(sid: str, will: Will | Callable[[], Will] | None = None) -> MqttTransport:
             return MqttTransport(login(credentials, url, sid), sid, will=will, version=version, inbox=100_000, outbox=100_000)
 
         def obu(sid: str) -> Transport:
@@ -78,7 +78,9 @@ class FastRun:
             for i in range(len(net.intersections))
         ]
         self.cloud = CloudService(
-            net, self.hub.wrap(mqtt(CLOUD_ID, will=last_will(self.topics.status("cloud", CLOUD_ID), CLOUD_ID, m.SenderKind.CLOUD, self.clock))),
+            # the Will is made at connect time, after sign_service: signed like every other message when signing
+            net, self.hub.wrap(mqtt(CLOUD_ID, will=lambda: last_will(self.topics.status("cloud", CLOUD_ID), CLOUD_ID, m.SenderKind.CLOUD,
+                                                                    self.clock, self.cloud.station.signer))),
             self.topics, self.clock, events=None,
             impairment=impairment,
         )
