@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if held:
             best = max(held, key=lambda r: r.vehicles)
             print(f"| real-time capacity (10 Hz BSM, tick held, vehicle->cloud p99 <= {P99_MS:g} ms) | {best.vehicles:,.0f} vehicles "
-                  f"(four_way x {best.copies}; p99 {best.v2c_p99_ms:g} ms, steps late {best.late_share:.1%}) | {TARGET_VEHICLES:,} target | "
+                  f"(four_way x {best.copies}; p99 {best.v2c_p99_ms:.1f} ms, steps late {best.late_share:.1%}) | {TARGET_VEHICLES:,} target | "
                   f"{best.vehicles / TARGET_VEHICLES:.2f} |")
             print(f"| full-stack throughput there, messages the broker delivered | {best.delivered_per_s:,.0f} msgs/s "
                   f"(published {best.published_per_s:,.0f}/s) | {ceil:,.0f} msgs/s C clients | {best.delivered_per_s / ceil:.2f} |")
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             print("| real-time capacity | not held at the smallest district | | |")
         if first_fail is not None:
             r = first_fail
-            print(f"| first district that fails | four_way x {r.copies}: {r.vehicles:,.0f} vehicles, vehicle->cloud p99 {r.v2c_p99_ms:g} ms, "
+            print(f"| first district that fails | four_way x {r.copies}: {r.vehicles:,.0f} vehicles, vehicle->cloud p99 {r.v2c_p99_ms:.1f} ms, "
                   f"steps late {r.late_share:.1%} | | |")
     if "floor" in parts:
         f = floors[0]
