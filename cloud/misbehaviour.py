@@ -59,7 +59,7 @@ MOVING_MPS = 3.0
 EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
 LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
 SWEEP_EVERY_S = 0.1  # [s] how often senders that went quiet are looked for
-NEAR_KEPT = 50_000  # positions whose on-road answer is kept (a few MB)
+NEAR_KEPT = 20_000  # positions whose on-road answer is kept (about 6 MB; cleared when full)
 GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
 
 
