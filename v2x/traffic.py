@@ -760,8 +760,11 @@ class Traffic:
         order = cand[np.argsort(path[cand], kind="stable")]
         on_path = path[order]
         other = self._c_other[pc]
-        lo = np.searchsorted(on_path, other, "left")
-        n_j = np.searchsorted(on_path, other, "right") - lo
+        # where each path's candidates start in `order`, and how many: a table by link id, looked up per pair
+        # (what two sorted searches per pair would find, at the cost of one pass over the links)
+        per_path = np.bincount(on_path, minlength=len(count))
+        start = np.cumsum(per_path) - per_path
+        lo, n_j = start[other], per_path[other]
         tp, at = _runs(lo, n_j)
         j = order[at]
         tc = pc[tp]
