@@ -691,11 +691,11 @@ class Traffic:
         # followers on path b (measured from its start), or on the lane before it (from the end of that lane):
         # every (vehicle, pair) with the vehicle's link, or its next link after an IN lane, equal to the pair's b
         by_b = np.argsort(b, kind="stable")
-        sorted_b = b[by_b]
+        start, per_b = _id_runs(b[by_b], len(net.link_kind))
         veh, pair, x = [], [], []
         for key, pos in ((link, s_link), (np.where(net.link_kind[link] == _IN, nxt, -1), s_link - net.link_length[link])):
-            lo, hi = np.searchsorted(sorted_b, key, "left"), np.searchsorted(sorted_b, key, "right")
-            i, at = _runs(lo, hi - lo)
+            k = np.maximum(key, 0)
+            i, at = _runs(start[k], np.where(key >= 0, per_b[k], 0))
             veh.append(i)
             pair.append(by_b[at])
             x.append(pos[i])
@@ -760,10 +760,7 @@ class Traffic:
         order = cand[np.argsort(path[cand], kind="stable")]
         on_path = path[order]
         other = self._c_other[pc]
-        # where each path's candidates start in `order`, and how many: a table by link id, looked up per pair
-        # (what two sorted searches per pair would find, at the cost of one pass over the links)
-        per_path = np.bincount(on_path, minlength=len(count))
-        start = np.cumsum(per_path) - per_path
+        start, per_path = _id_runs(on_path, len(count))
         lo, n_j = start[other], per_path[other]
         tp, at = _runs(lo, n_j)
         j = order[at]
@@ -909,6 +906,13 @@ def _runs(lo: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
     (the pairs a sorted search matched, expanded without a loop)."""
     owner = np.repeat(np.arange(len(count)), count)
     return owner, np.repeat(lo, count) + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+
+
+def _id_runs(sorted_ids: IntArray, n: int) -> tuple[IntArray, IntArray]:
+    """For ids 0..n-1 in a sorted array: where each id's run starts, and its length (what a left and a right sorted
+    search would find for every id, by one pass; looked up per query by indexing)."""
+    count = np.bincount(sorted_ids, minlength=n)
+    return np.cumsum(count) - count, count
 
 
 def _times_to_cover(d: FloatArray, v: FloatArray, a: FloatArray, vmax: FloatArray) -> FloatArray:
