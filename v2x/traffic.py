@@ -277,20 +277,24 @@ class Traffic:
         self._arrivals = kept
         self._pending.sort(key=lambda p: p.t_arrive)
 
-    def _entry_room(self, link: int) -> tuple[float, float]:
-        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there)."""
-        cur = self.net.route_links[self.route, self.link_idx] if len(self.s) else np.zeros(0, dtype=np.int64)
+    def _entry_room(self, link: int, cur: IntArray, s_link: FloatArray) -> tuple[float, float]:
+        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there), given every vehicle's
+        current link and position on it."""
         on = np.flatnonzero(cur == link)
         if len(on) == 0:
             return math.inf, math.inf
-        s_link = self.s[on] - self.net.route_start[self.route[on], self.link_idx[on]]
-        j = on[int(np.argmin(s_link))]
-        return float(s_link.min() - self.length[j]), float(self.v[j])
+        j = on[int(np.argmin(s_link[on]))]
+        return float(s_link[j] - self.length[j]), float(self.v[j])
 
     def _admit(self) -> None:
         """Let waiting vehicles enter where their entry lane has room."""
         still = []
         blocked: set[tuple[int, str, str]] = set()
+        cur = self.current_link()
+        s_link = self.s - self.net.route_start[self.route, self.link_idx]
+        # a lane entered in this step: its newcomer is the rearmost vehicle there (at 0, as _entry_room would find it)
+        entered: dict[int, tuple[float, float]] = {}
+        admitted: list[tuple[_Pending, int, VehicleType, float]] = []
         for p in self._pending:
             if p.t_arrive > self.t or p.key in blocked:
                 still.append(p)
@@ -299,7 +303,8 @@ class Traffic:
             candidates = [p.route] if p.route >= 0 else self.net.entry_routes[p.key]
             best, best_room, best_v = -1, -math.inf, 0.0
             for r in candidates:
-                room, v_rear = self._entry_room(self.net.routes[r][0])
+                first = self.net.routes[r][0]
+                room, v_rear = entered[first] if first in entered else self._entry_room(first, cur, s_link)
                 if room > best_room + 1e-6 or (abs(room - best_room) <= 1e-6 and self.rng.random() < 0.5):
                     best, best_room, best_v = r, room, v_rear
             v0 = self.net.link_speed[self.net.routes[best][0]] * vt.speed_factor
@@ -311,39 +316,47 @@ class Traffic:
             # enter no faster than lets us stop behind the rear vehicle
             v_safe = math.sqrt(max(0.0, 2 * self.driver.comfort_decel_mps2 * (best_room - self.driver.min_gap_m)))
             v_enter = min(v0, v_safe if math.isinf(best_v) else min(v_safe, max(best_v, 0.0) + 0.5 * v_safe))
-            self._append(p, best, vt, v_enter)
+            admitted.append((p, best, vt, v_enter))
+            entered[self.net.routes[best][0]] = (-vt.length_m, v_enter)  # at s 0 (every route starts at 0)
         self._pending = still
         self.stats.waiting_to_enter = sum(1 for p in still if p.t_arrive <= self.t)
+        if admitted:
+            self._append(admitted)
 
-    def _append(self, p: _Pending, route: int, vt: VehicleType, v: float) -> None:
-        def cat(arr: npt.NDArray[np.generic], val: object) -> npt.NDArray[np.generic]:
-            return np.append(arr, np.array([val], dtype=arr.dtype))
+    def _append(self, admitted: list[tuple[_Pending, int, VehicleType, float]]) -> None:
+        """New vehicles at the start of their routes, in the order they entered (one concatenation per column)."""
+        def cat(arr: npt.NDArray[np.generic], vals: list[object]) -> npt.NDArray[np.generic]:
+            return np.concatenate([arr, np.array(vals, dtype=arr.dtype)])
 
-        free = self._free_time(route, vt)
-        self.ids = cat(self.ids, p.vid)  # type: ignore[assignment]
-        self.route = cat(self.route, route)  # type: ignore[assignment]
-        self.s = cat(self.s, 0.0)  # type: ignore[assignment]
-        self.v = cat(self.v, v)  # type: ignore[assignment]
-        self.a = cat(self.a, 0.0)  # type: ignore[assignment]
-        self.kind = cat(self.kind, p.kind)  # type: ignore[assignment]
-        self.length = cat(self.length, vt.length_m)  # type: ignore[assignment]
-        self.width = cat(self.width, vt.width_m)  # type: ignore[assignment]
-        self.vmax_factor = cat(self.vmax_factor, vt.speed_factor)  # type: ignore[assignment]
-        self.amax = cat(self.amax, self.driver.max_accel_mps2 * vt.accel_factor)  # type: ignore[assignment]
-        self.t_enter = cat(self.t_enter, p.t_arrive)  # type: ignore[assignment]
-        self.free_time = cat(self.free_time, free)  # type: ignore[assignment]
-        first = self.net.routes[route][0]
-        to_line = self.net.links[first].length / (self.net.links[first].speed_limit_mps * min(vt.speed_factor, 1.0))
-        self.free_to_line = cat(self.free_to_line, to_line)  # type: ignore[assignment]
-        self.line_delay = cat(self.line_delay, np.nan)  # type: ignore[assignment]
-        self.stops = cat(self.stops, 0)  # type: ignore[assignment]
-        self.stopped = cat(self.stopped, False)  # type: ignore[assignment]
-        self.queued = cat(self.queued, False)  # type: ignore[assignment]
-        self.go_on_yellow = cat(self.go_on_yellow, False)  # type: ignore[assignment]
-        self.priority = cat(self.priority, p.priority)  # type: ignore[assignment]
-        self.link_idx = cat(self.link_idx, 0)  # type: ignore[assignment]
+        def to_line(route: int, vt: VehicleType) -> float:
+            first = self.net.links[self.net.routes[route][0]]
+            return first.length / (first.speed_limit_mps * min(vt.speed_factor, 1.0))
+
+        columns: dict[str, list[object]] = {
+            "ids": [p.vid for p, _, _, _ in admitted],
+            "route": [r for _, r, _, _ in admitted],
+            "s": [0.0] * len(admitted),
+            "v": [v for _, _, _, v in admitted],
+            "a": [0.0] * len(admitted),
+            "kind": [p.kind for p, _, _, _ in admitted],
+            "length": [vt.length_m for _, _, vt, _ in admitted],
+            "width": [vt.width_m for _, _, vt, _ in admitted],
+            "vmax_factor": [vt.speed_factor for _, _, vt, _ in admitted],
+            "amax": [self.driver.max_accel_mps2 * vt.accel_factor for _, _, vt, _ in admitted],
+            "t_enter": [p.t_arrive for p, _, _, _ in admitted],
+            "free_time": [self._free_time(r, vt) for _, r, vt, _ in admitted],
+            "free_to_line": [to_line(r, vt) for _, r, vt, _ in admitted],
+            "line_delay": [np.nan] * len(admitted),
+            "stops": [0] * len(admitted),
+            "stopped": [False] * len(admitted),
+            "queued": [False] * len(admitted),
+            "go_on_yellow": [False] * len(admitted),
+            "priority": [p.priority for p, _, _, _ in admitted],
+            "link_idx": [0] * len(admitted),
+        }
+        for name, vals in columns.items():
+            setattr(self, name, cat(getattr(self, name), vals))
         self._view = None
-        self.stats.spawned += 1
 
     def _free_time(self, route: int, vt: VehicleType) -> float:
         return float(
