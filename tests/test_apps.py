@@ -141,11 +141,11 @@ def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float =
     tr._arrivals.clear()
     lead = net.entry_routes[(0, "west", "through")][0]
     follow = net.entry_routes[(0, follower_leg, "through")][0]
-    tr._append(_Pending(0.0, KIND_INDEX[kinds[0]], "through", (0, "west", "through"), 1), lead, VEHICLE_TYPES[kinds[0]], lead_v)
+    tr._append([(_Pending(0.0, KIND_INDEX[kinds[0]], "through", (0, "west", "through"), 1), lead, VEHICLE_TYPES[kinds[0]], lead_v)])
     tr.s[0] = net.route_start[lead, 1] - 150.0
     tr.a[0] = lead_a
     tr._append(
-        _Pending(0.0, KIND_INDEX[kinds[1]], "through", (0, follower_leg, "through"), 2), follow, VEHICLE_TYPES[kinds[1]], follow_v
+        [(_Pending(0.0, KIND_INDEX[kinds[1]], "through", (0, follower_leg, "through"), 2), follow, VEHICLE_TYPES[kinds[1]], follow_v)]
     )
     tr.s[1] = net.route_start[follow, 1] - 150.0 - tr.length[0] - gap_m if follower_leg == "west" else 20.0
     tr._view = None

@@ -34,6 +34,7 @@ def test_one_hour_with_perfect_information_is_safe(path: object) -> None:
     assert st.red_light_entries == 0, st.red_light_log[:10]
     # traffic really flowed: most arrivals were served, nothing is stuck at the edge
     assert st.finished > 0.9 * st.spawned > 1000
+    assert st.spawned == st.finished + traffic.n  # every vehicle that entered is counted once, out or still in
     assert st.waiting_to_enter < 50
 
 
@@ -95,7 +96,7 @@ def test_yellow_dilemma_rule() -> None:
         route = net.entry_routes[(0, "west", "through")][0]
         from v2x.traffic import VEHICLE_TYPES, _Pending
 
-        traffic._append(_Pending(0.0, 0, "through", (0, "west", "through"), 1), route, VEHICLE_TYPES["car"], 13.9)
+        traffic._append([(_Pending(0.0, 0, "through", (0, "west", "through"), 1), route, VEHICLE_TYPES["car"], 13.9)])
         traffic.s[0] = net.route_start[route, 1] - dist
         for _ in range(100):
             group, _ = traffic.signal_view()
@@ -114,9 +115,9 @@ def test_permissive_left_waits_for_an_oncoming_car() -> None:
         tr._arrivals.clear()
         left = net.entry_routes[(0, "west", "left")][0]
         through = net.entry_routes[(0, "east", "through")][0]
-        tr._append(_Pending(0.0, 0, "left", (0, "west", "left"), 1), left, VEHICLE_TYPES["car"], 0.0)
+        tr._append([(_Pending(0.0, 0, "left", (0, "west", "left"), 1), left, VEHICLE_TYPES["car"], 0.0)])
         tr.s[0] = net.route_start[left, 1] - 1.0  # waiting at its stop line
-        tr._append(_Pending(0.0, 0, "through", (0, "east", "through"), 2), through, VEHICLE_TYPES["car"], 13.9)
+        tr._append([(_Pending(0.0, 0, "through", (0, "east", "through"), 2), through, VEHICLE_TYPES["car"], 13.9)])
         tr.s[1] = net.route_start[through, 1] - oncoming_dist
         return tr
 

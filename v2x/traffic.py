@@ -357,6 +357,7 @@ class Traffic:
         for name, vals in columns.items():
             setattr(self, name, cat(getattr(self, name), vals))
         self._view = None
+        self.stats.spawned += len(admitted)
 
     def _free_time(self, route: int, vt: VehicleType) -> float:
         return float(
