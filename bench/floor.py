@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import counts
 from bench.transport import HOST, Deliveries, cpu_s
 from v2x.broker import MosquittoBroker
 
@@ -352,22 +353,18 @@ def report(r: FloorResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vehicles", default="2000", help="vehicle counts, comma-separated (default 2000)")
+    p.add_argument("--vehicles", type=counts, default=(2000,), help="vehicle counts, comma-separated (default 2000)")
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per count (default 30)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     args = p.parse_args(argv)
-    try:
-        counts = [int(x) for x in args.vehicles.split(",")]
-    except ValueError:
-        p.error(f"--vehicles {args.vehicles!r}: expected whole numbers, comma-separated (e.g. 400,1000,2000)")
-    if any(v < 1 for v in counts) or args.workers < 1:
-        p.error("--vehicles and --workers must be at least 1")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
     if args.seconds < 5:
         p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
     bsm_bytes, spat_bytes = message_sizes()
     print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)
-    for v in counts:
+    for v in args.vehicles:
         report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes)))
     return 0
 

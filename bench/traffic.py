@@ -13,7 +13,7 @@ Every figure is measured here, in this run:
     arrivals and the same signal timing (our fixed-time controller's cycle, given to SUMO
     as its own static programs), Krauss defaults; saturation flow, mean delay and
     vehicle-steps per second of both;
-  - district: the core alone on four_way tiled 1, 16 and 64 times, and SUMO on the same
+  - district: the core alone on four_way tiled 1, 16, 32, 48 and 64 times (--copies), and SUMO on the same
     districts: vehicle-steps per second of both (median of 3 runs each).
 """
 
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import counts
 from roadside.offline import OfflineRun
 from roadside.signal import Mode
 from v2x import scenario
@@ -459,7 +460,7 @@ def _core_speed(sc: scenario.Scenario) -> tuple[float, float, float]:
     return veh_steps / (steps - steps // 2), wall / (steps - steps // 2) * 1e3, veh_steps / wall
 
 
-def part_district(duration: float = 300.0, repeat: int = 3) -> None:
+def part_district(copies_list: tuple[int, ...] = (1, 16, 32, 48, 64), duration: float = 300.0, repeat: int = 3) -> None:
     """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), fixed-time signals;
     vehicle-steps per second over the second half of the run, the median of `repeat` runs; beside it SUMO on the same
     district (the same junctions, arrivals, turns, vehicle mix and signal timing), timed the same way."""
@@ -467,7 +468,7 @@ def part_district(duration: float = 300.0, repeat: int = 3) -> None:
     print(f"\n== the core alone on districts of four_way (fixed-time signals, no messaging), median of {repeat} runs"
           + (", and SUMO on the same" if sumo else ""))
     print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}" + (f"{'SUMO':>14}{'ratio':>8}" if sumo else ""))
-    for copies in (1, 16, 64):
+    for copies in copies_list:
         sc = scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies)
         runs = sorted((_core_speed(sc) for _ in range(repeat)), key=lambda r: r[2])
         vehicles, step_ms, ours = runs[len(runs) // 2]
@@ -486,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["saturation", "webster", "sumo", "district"], help="run one part")
     parser.add_argument("--duration", type=float, default=3600.0, help="simulated seconds per run (default 3600)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per Webster point (default 2)")
+    parser.add_argument("--copies", type=counts, default=(1, 16, 32, 48, 64),
+                        help="district sizes for part district, comma-separated (default 1,16,32,48,64)")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
     if args.only in (None, "saturation"):
@@ -495,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "sumo"):
         part_sumo(args.duration)
     if args.only in (None, "district"):
-        part_district()
+        part_district(args.copies)
     return 0
+
 
 
 if __name__ == "__main__":
