@@ -161,6 +161,13 @@ class _Pending:
     priority: bool = False
 
 
+# the per-vehicle arrays of Traffic, one entry per vehicle in the network, in the same order
+COLUMNS = (
+    "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
+    "free_time", "free_to_line", "line_delay", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
+)
+
+
 class Traffic:
     """All vehicles of a scenario. Arrays are indexed by slot; `ids` gives each vehicle's id."""
 
@@ -354,8 +361,8 @@ class Traffic:
             "priority": [p.priority for p, _, _, _ in admitted],
             "link_idx": [0] * len(admitted),
         }
-        for name, vals in columns.items():
-            setattr(self, name, cat(getattr(self, name), vals))
+        for name in COLUMNS:
+            setattr(self, name, cat(getattr(self, name), columns[name]))
         self._view = None
         self.stats.spawned += len(admitted)
 
@@ -900,10 +907,7 @@ class Traffic:
                 self.stats.obstacle_collisions += key[0] < 0
 
     def _drop(self, keep: BoolArray) -> None:
-        for name in (
-            "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
-            "free_time", "free_to_line", "line_delay", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
-        ):
+        for name in COLUMNS:
             setattr(self, name, getattr(self, name)[keep])
         self._view = None
 
