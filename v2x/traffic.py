@@ -95,6 +95,7 @@ VEHICLE_TYPES: dict[str, VehicleType] = {
     "emergency": VehicleType("emergency", 5.5, 2.0, 1.3, 1.3),
 }
 KIND_INDEX = {name: i for i, name in enumerate(VEHICLE_TYPES)}
+TYPE_OF_KIND = tuple(VEHICLE_TYPES.values())  # a vehicle's `kind` indexes this
 EMERGENCY = KIND_INDEX["emergency"]
 
 
@@ -298,7 +299,7 @@ class Traffic:
         still = []
         blocked: set[tuple[int, str, str]] = set()
         cur = self.current_link()
-        s_link = self.s - self.net.route_start[self.route, self.link_idx]
+        s_link = self.s_on_link()
         # a lane entered in this step: its newcomer is the rearmost vehicle there (at 0, as _entry_room would find it)
         entered: dict[int, tuple[float, float]] = {}
         admitted: list[tuple[_Pending, int, VehicleType, float]] = []
@@ -306,7 +307,7 @@ class Traffic:
             if p.t_arrive > self.t or p.key in blocked:
                 still.append(p)
                 continue
-            vt = list(VEHICLE_TYPES.values())[p.kind]
+            vt = TYPE_OF_KIND[p.kind]
             candidates = [p.route] if p.route >= 0 else self.net.entry_routes[p.key]
             best, best_room, best_v = -1, -math.inf, 0.0
             for r in candidates:
@@ -335,10 +336,6 @@ class Traffic:
         def cat(arr: npt.NDArray[np.generic], vals: list[object]) -> npt.NDArray[np.generic]:
             return np.concatenate([arr, np.array(vals, dtype=arr.dtype)])
 
-        def to_line(route: int, vt: VehicleType) -> float:
-            first = self.net.links[self.net.routes[route][0]]
-            return first.length / (first.speed_limit_mps * min(vt.speed_factor, 1.0))
-
         columns: dict[str, list[object]] = {
             "ids": [p.vid for p, _, _, _ in admitted],
             "route": [r for _, r, _, _ in admitted],
@@ -352,7 +349,7 @@ class Traffic:
             "amax": [self.driver.max_accel_mps2 * vt.accel_factor for _, _, vt, _ in admitted],
             "t_enter": [p.t_arrive for p, _, _, _ in admitted],
             "free_time": [self._free_time(r, vt) for _, r, vt, _ in admitted],
-            "free_to_line": [to_line(r, vt) for _, r, vt, _ in admitted],
+            "free_to_line": [self._link_time(self.net.routes[r][0], vt) for _, r, vt, _ in admitted],
             "line_delay": [np.nan] * len(admitted),
             "stops": [0] * len(admitted),
             "stopped": [False] * len(admitted),
@@ -366,11 +363,13 @@ class Traffic:
         self._view = None
         self.stats.spawned += len(admitted)
 
+    def _link_time(self, lid: int, vt: VehicleType) -> float:
+        """[s] to drive link `lid` at its speed limit (or the type's slower desired speed)."""
+        link = self.net.links[lid]
+        return link.length / (link.speed_limit_mps * min(vt.speed_factor, 1.0))
+
     def _free_time(self, route: int, vt: VehicleType) -> float:
-        return float(
-            sum(self.net.links[lid].length / (self.net.links[lid].speed_limit_mps * min(vt.speed_factor, 1.0))
-                for lid in self.net.routes[route])
-        )
+        return float(sum(self._link_time(lid, vt) for lid in self.net.routes[route]))
 
     # -- views for the caller ---------------------------------------------------
 
