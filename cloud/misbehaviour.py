@@ -100,14 +100,15 @@ class Misbehaviour:
             for a, b in itertools.pairwise(p):
                 segs.append((a[0], a[1], b[0], b[1], width))
         s = np.array(segs)
-        self._a, self._b, self._hw = s[:, 0:2], s[:, 2:4], s[:, 4] / 2
-        d = self._b - self._a
-        self._len2 = np.maximum((d**2).sum(axis=1), 1e-9)
-        self._dir = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
+        seg_a, seg_b, hw = s[:, 0:2], s[:, 2:4], s[:, 4] / 2
+        d = seg_b - seg_a
+        len2 = np.maximum((d**2).sum(axis=1), 1e-9)
+        heading = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
+        self._no_lane = heading[:0]
         # the segments that can be within ROAD_MARGIN_M of a point, per LANE_GRID_M square
-        reach = self._hw + ROAD_MARGIN_M
-        lo = np.floor((np.minimum(self._a, self._b) - reach[:, None]) / LANE_GRID_M).astype(int)
-        hi = np.floor((np.maximum(self._a, self._b) + reach[:, None]) / LANE_GRID_M).astype(int)
+        reach = hw + ROAD_MARGIN_M
+        lo = np.floor((np.minimum(seg_a, seg_b) - reach[:, None]) / LANE_GRID_M).astype(int)
+        hi = np.floor((np.maximum(seg_a, seg_b) + reach[:, None]) / LANE_GRID_M).astype(int)
         cells: dict[tuple[int, int], list[int]] = {}
         for k in range(len(segs)):
             for cx in range(lo[k, 0], hi[k, 0] + 1):
@@ -115,7 +116,7 @@ class Misbehaviour:
                     cells.setdefault((cx, cy), []).append(k)
         # each square's segments as their own arrays (start, direction vector, length^2, half width, heading):
         # picking them out of the whole network's per BSM costs more than the geometry
-        self._lane_cells = {c: (self._a[ks], d[ks], self._len2[ks], self._hw[ks], self._dir[ks])
+        self._lane_cells = {c: (seg_a[ks], d[ks], len2[ks], hw[ks], heading[ks])
                             for c, ks in ((c, np.array(ks)) for c, ks in cells.items())}
         # the answer per exact position: a standing vehicle says the same position in every BSM
         self._near: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
@@ -140,7 +141,7 @@ class Misbehaviour:
             return known
         cell = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
         if cell is None:
-            return math.inf, self._dir[:0]  # no lane within reach
+            return math.inf, self._no_lane  # no lane within reach
         a, d, len2, hw, dirs = cell
         p = np.array([x, y])
         u = np.clip(((p - a) * d).sum(axis=1) / len2, 0.0, 1.0)
