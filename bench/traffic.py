@@ -13,6 +13,9 @@ Every figure is measured here, in this run:
     arrivals and the same signal timing (our fixed-time controller's cycle, given to SUMO
     as its own static programs), Krauss defaults; saturation flow, mean delay and
     vehicle-steps per second of both;
+  - per step: the step time 10x SUMO allows, beside the floor every step pays outside the core's own work
+    (the controllers advance, the lights are read, one call; with each vehicle's light as the step's input, and
+    leaner, with the lights per signal group only), timed with the core's work taken as zero;
   - district: the core alone on four_way tiled 1, 16, 32, 48 and 64 times (--copies), and SUMO on the same
     districts: vehicle-steps per second of both (median of 3 runs each).
 """
@@ -39,7 +42,7 @@ from roadside.signal import Mode
 from v2x import scenario
 from v2x.messages import LightState
 from v2x.network import LinkKind
-from v2x.traffic import QUEUE_GAP_S
+from v2x.traffic import QUEUE_GAP_S, Light
 
 HERE = Path(__file__).resolve().parent
 SATURATION = HERE / "scenarios" / "saturation.toml"
@@ -127,6 +130,7 @@ class CoreResult:
     line_delay_s: float  # delay up to the stop line
     served_vph: float  # stop-line crossings per hour after the warm-up
     veh_steps_per_s: float
+    vehicles: float  # mean vehicles in the network per timed step
     collisions: int
     red_light_entries: int
 
@@ -158,6 +162,7 @@ def run_core(sc: scenario.Scenario, approach: str = "west") -> CoreResult:
         statistics.fmean(f.line_delay_s for f in done) if done else math.nan,
         (crossed() - crossed_at_warmup) * 3600.0 / (sc.duration_s - WARMUP_S),  # stop-line throughput
         veh_steps / wall,
+        veh_steps / steps,
         tr.stats.collisions,
         tr.stats.red_light_entries,
     )
@@ -358,6 +363,7 @@ def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west"
         math.nan,
         served * 3600.0 / (sc.duration_s - WARMUP_S),
         veh_steps / wall,
+        veh_steps / (steps - first),
         0,
         0,
     )
@@ -444,6 +450,47 @@ def part_sumo(duration: float) -> None:
         print(f"{name:<18}{'v2x core':<12}{ours.sat_flow_vphpl:>11.0f}{ours.mean_delay_s:>11.1f}{our_speed:>14,.0f}")
         print(f"{'':<18}{'SUMO':<12}{theirs.sat_flow_vphpl:>11.0f}{theirs.mean_delay_s:>11.1f}{their_speed:>14,.0f}")
         print(f"{'':<18}{'ratio':<12}{'':>11}{'':>11}{our_speed / their_speed:>13.2f}x")
+        budget = ours.vehicles / (10.0 * their_speed)
+        print(f"{'':<18}{'per step':<12}ours {ours.vehicles / our_speed * 1e6:.1f} us ({ours.vehicles:.1f} vehicles); "
+              f"10x SUMO needs <= {budget * 1e6:.2f} us")
+        for label, floor in zip(("floor", "floor, lean"), _step_floors_s(sc), strict=True):
+            left = budget - floor
+            what = "each vehicle's light" if label == "floor" else "lights per signal group only"
+            print(f"{'':<18}{label:<12}{floor * 1e6:.2f} us outside the core's own work (controllers, {what}, one call): "
+                  + (f"leaves {left * 1e6:.2f} us, {left / ours.vehicles * 1e9:.0f} ns per vehicle" if left > 0
+                     else "10x is out of reach even if the core took no time"))
+
+
+def _step_floors_s(sc: scenario.Scenario, steps: int = 20_000, repeat: int = 3) -> tuple[float, float]:
+    """[s] per step of what every step of a run does besides the core's own work, that work taken as zero: the
+    controllers advance, the lights are read, and one call hands them to the core (a Python function doing nothing;
+    a call into compiled code costs more). Two floors: (each vehicle given the light it sees, the step's signal input
+    as the messaging layer feeds it; the lights per signal group only, looked up by the core itself). Timed with the
+    vehicles as they stand halfway through the run; the median of `repeat` timings each."""
+    run = OfflineRun(sc)
+    for _ in range(round(sc.duration_s / run.dt) // 2):
+        run.step()
+    group, _ = run.traffic.signal_view()
+    ahead, g = group >= 0, np.maximum(group, 0)
+
+    def core_step(dt: float, lights: np.ndarray) -> None:
+        return None
+
+    t = run.traffic.t
+    floors = []
+    for per_vehicle in (True, False):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                lights = run.lights()
+                core_step(run.dt, np.where(ahead, lights[g], Light.NONE) if per_vehicle else lights)
+                t += run.dt
+                for ctl in run.controllers:
+                    ctl.step(t)
+            times.append((time.perf_counter() - t0) / steps)
+        floors.append(statistics.median(times))
+    return floors[0], floors[1]
 
 
 def _core_speed(sc: scenario.Scenario) -> tuple[float, float, float]:
