@@ -28,6 +28,7 @@ Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -149,6 +150,25 @@ class Stats:
         return self.stops_sum / self.finished if self.finished else 0.0
 
 
+@dataclass(frozen=True)
+class _Source:
+    """One demand's Poisson arrivals at one approach, with its turn and vehicle-kind shares as cumulative
+    distributions (drawn as numpy's Generator.choice(p=...) draws: the same random stream, the same picks)."""
+
+    demand: Demand
+    key: tuple[int, str]  # (intersection index, approach leg)
+    turns: tuple[str, ...]
+    turn_cdf: FloatArray
+    kinds: tuple[int, ...]
+    kind_cdf: FloatArray
+
+
+def _cdf(shares: list[float]) -> FloatArray:
+    cdf: FloatArray = np.array(shares, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    return cdf
+
+
 @dataclass
 class _Pending:
     """A vehicle that has arrived at the network edge and waits for room to enter."""
@@ -213,7 +233,8 @@ class Traffic:
         self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
         self._pending: list[_Pending] = []
-        self._arrivals: list[tuple[float, Demand, tuple[int, str]]] = []
+        self._sources: list[_Source] = []
+        self._arrivals: list[tuple[float, int]] = []  # heap of (next arrival [s], source index)
         self._schedule_demand()
         # conflicts by path: (other path, my conflict point [m], its conflict point [m], I yield)
         # per path: (other path, my waiting point, my zone exit, its waiting point, its zone start, its zone exit,
@@ -249,7 +270,14 @@ class Traffic:
         for d in self.scenario.demand:
             if d.vph <= 0:
                 continue
-            self._arrivals.append((d.start_s + self.rng.exponential(3600.0 / d.vph), d, (ids[d.intersection], d.approach)))
+            a = self.scenario.intersections[ids[d.intersection]].approach(d.approach)
+            assert a is not None
+            turns = d.turn_shares(a.turns)
+            src = _Source(d, (ids[d.intersection], d.approach), tuple(turns), _cdf(list(turns.values())),
+                          tuple(KIND_INDEX[k] for k in d.mix), _cdf(list(d.mix.values())))
+            self._arrivals.append((d.start_s + self.rng.exponential(3600.0 / d.vph), len(self._sources)))
+            self._sources.append(src)
+        heapq.heapify(self._arrivals)
         for sv in self.scenario.vehicles:
             key = (ids[sv.intersection], sv.approach, sv.turn)
             routes = [r for r in self.net.entry_routes[key] if self.net.links[self.net.routes[r][0]].lane == sv.lane]
@@ -262,27 +290,28 @@ class Traffic:
         i, n = self._id_shard
         return (self._next_id - 1) * n + i + 1 if n > 1 else self._next_id
 
-    def _draw(self, shares: dict[str, float]) -> str:
-        names = list(shares)
-        return names[int(self.rng.choice(len(names), p=np.array([shares[n] for n in names])))]
+    def _pick(self, cdf: FloatArray) -> int:
+        return int(cdf.searchsorted(self.rng.random(), side="right"))
 
     def _generate(self, t_end: float) -> None:
         """Move Poisson arrivals due by t_end into the pending list."""
-        kept = []
-        for t_next, d, (ii, leg) in self._arrivals:
-            if t_next > t_end:  # nothing due on this approach yet (most steps, most approaches)
-                kept.append((t_next, d, (ii, leg)))
-                continue
-            a = self.scenario.intersections[ii].approach(leg)
-            assert a is not None
+        due = []
+        while self._arrivals and self._arrivals[0][0] <= t_end:
+            due.append(heapq.heappop(self._arrivals))
+        if not due:
+            return
+        due.sort(key=lambda e: e[1])  # the sources in the order they were listed: the random draws follow it
+        for t_next, k in due:
+            src = self._sources[k]
+            d, (ii, leg) = src.demand, src.key
             while t_next <= t_end and t_next < d.end_s:
-                turn = self._draw(d.turn_shares(a.turns))
-                kind = KIND_INDEX[self._draw({str(k): v for k, v in d.mix.items()})]
+                turn = src.turns[self._pick(src.turn_cdf)]
+                kind = src.kinds[self._pick(src.kind_cdf)]
                 if self.area is None or ii in self.area:
                     self._pending.append(_Pending(t_next, kind, turn, (ii, leg, turn), self._new_id()))
                 t_next += self.rng.exponential(3600.0 / d.vph)
-            kept.append((t_next, d, (ii, leg)))
-        self._arrivals = kept
+            if t_next < d.end_s:
+                heapq.heappush(self._arrivals, (t_next, k))
         self._pending.sort(key=lambda p: p.t_arrive)
 
     def _entry_room(self, link: int, cur: IntArray, s_link: FloatArray) -> tuple[float, float]:
