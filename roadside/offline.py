@@ -52,11 +52,12 @@ class OfflineRun:
         truth = np.where(group >= 0, lights[np.maximum(group, 0)], Light.NONE)
         t.step(self.dt, truth, truth, np.full(t.n, self.warned))
         # detector calls for actuated control, then advance the controllers to the new time
-        group, dist = t.signal_view()
         calls: list[set[int]] = [set() for _ in self.controllers]
-        for g in np.unique(group[(group >= 0) & (dist < DETECTOR_M)]):
-            sg = self.net.groups[int(g)]
-            calls[sg.intersection].add(sg.group_id)
+        if any(ctl.actuated for ctl in self.controllers):
+            group, dist = t.signal_view()
+            for g in np.unique(group[(group >= 0) & (dist < DETECTOR_M)]):
+                sg = self.net.groups[int(g)]
+                calls[sg.intersection].add(sg.group_id)
         for ctl, c in zip(self.controllers, calls, strict=True):
             ctl.step(t.t, c)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from roadside.offline import DETECTOR_M
 from roadside.plans import controllers, plan_from_message
-from roadside.signal import Mode, SignalController
+from roadside.signal import SignalController
 from roadside.spat import intersection_state
 from v2x import __version__
 from v2x import messages as m
@@ -116,7 +116,7 @@ class RsuService(Service):
 
     def tick(self, now: float) -> None:
         """Advance the controller to sim time `now` (with detector calls when actuated); publish SPaT and RSM when due."""
-        calls = self.calls(now) if self.ctl.plan.mode is Mode.ACTUATED else set()
+        calls = self.calls(now) if self.ctl.actuated else set()
         self.ctl.step(max(now, self.ctl.t), calls)
         if self._next_s is None:
             self._next_s = now

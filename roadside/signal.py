@@ -126,6 +126,11 @@ class SignalController:
     def phase(self) -> PhaseTiming:
         return self.plan.phases[self.k]
 
+    @property
+    def actuated(self) -> bool:
+        """Whether detector calls can count in the next step: an actuated plan, running or taking effect."""
+        return self.plan.mode is Mode.ACTUATED or (self.pending is not None and self.pending.mode is Mode.ACTUATED)
+
     def command(self, plan: Plan) -> None:
         """Accept a new plan; it takes effect at the next phase boundary."""
         if {g for p in plan.phases for g in p.groups} - self.groups:
