@@ -977,18 +977,17 @@ def _near_pairs(x: FloatArray, y: FloatArray, reach: float) -> tuple[IntArray, I
     key = (gx << 32) + gy
     order = np.argsort(key, kind="stable")
     keys = key[order]
-    ias, ibs = [], []
-    for ox, oy in ((0, 0), (1, -1), (1, 0), (1, 1), (0, 1)):  # each pair of neighbouring cells once
-        target = key + (ox << 32) + oy
-        lo = np.searchsorted(keys, target, "left")
-        k = np.searchsorted(keys, target, "right") - lo
-        a, at = _runs(lo, k)
-        b = order[at]
-        if ox == 0 and oy == 0:
-            a, b = a[a < b], b[a < b]
-        ias.append(np.minimum(a, b))
-        ibs.append(np.maximum(a, b))
-    return np.concatenate(ias), np.concatenate(ibs)
+    # each pair of neighbouring cells once: the same cell, then (1, -1), (1, 0), (1, 1), (0, 1); all searched at once
+    target = (key[None, :] + _CELL_OFFSETS[:, None]).ravel()
+    lo = np.searchsorted(keys, target, "left")
+    owner, at = _runs(lo, np.searchsorted(keys, target, "right") - lo)
+    a, b = owner % len(key), order[at]
+    keep = (owner >= len(key)) | (a < b)  # within one cell, each pair once
+    a, b = a[keep], b[keep]
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+_CELL_OFFSETS = np.array([(ox << 32) + oy for ox, oy in ((0, 0), (1, -1), (1, 0), (1, 1), (0, 1))], dtype=np.int64)
 
 
 def _overlapping_boxes(
