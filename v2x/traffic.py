@@ -262,6 +262,10 @@ class Traffic:
             first[r[0]] = k if count[r[0]] == 0 else first[r[0]]
             count[r[0]] += 1
         self._conflict_rows = (first, count)
+        # per path, the nearest waiting point it has as the other path of a conflict [m]: a vehicle short of it,
+        # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
+        self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
+        np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
 
     # -- demand --------------------------------------------------------------
 
@@ -805,8 +809,11 @@ class Traffic:
         first_yield_wait = np.full(len(cand), np.inf)
         y = self._c_yield[pc]
         np.minimum.at(first_yield_wait, pi[y], self._c_wait_me[pc[y]])
-        # triples (pair, vehicle j on the other path)
-        order = cand[np.argsort(path[cand], kind="stable")]
+        # triples (pair, vehicle j on the other path); a j that is standing or stopping short of every zone on its
+        # path can neither fill a zone nor close a gap, and is left out
+        moving = (self.v > MOVING_MPS) & ~stopping
+        js = cand[moving[cand] | (pos[cand] > self._c_first_wait_as_other[path[cand]] + COMMIT_M)]
+        order = js[np.argsort(path[js], kind="stable")]
         on_path = path[order]
         other = self._c_other[pc]
         start, per_path = _id_runs(on_path, len(count))
@@ -820,14 +827,14 @@ class Traffic:
         zone[tp[(x_j > self._c_wait_other[tc] + COMMIT_M) & (x_j - self.length[j] < self._c_exit_other[tc] + CLEAR_M)]] = True
         # gap acceptance against priority vehicles on their way (not those standing at a line)
         vmax = net.link_speed[link] * self.vmax_factor
-        i_of = cand[pi]
-        t_me = _times_to_cover(self._c_exit_me[pc] - x_i, self.v[i_of], self.amax[i_of], vmax[i_of])
-        t_me = t_me + CRITICAL_GAP_S - (self._c_exit_me[pc] - self._c_wait_me[pc]) / np.maximum(vmax[i_of], 1.0)
-        gap = ~zone[tp] & self._c_yield[tc] & ~stopping[j] & (x_j <= self._c_wait_other[tc] + COMMIT_M) & (self.v[j] > MOVING_MPS)
+        gap = ~zone[tp] & self._c_yield[tc] & moving[j] & (x_j <= self._c_wait_other[tc] + COMMIT_M)
         tp, tc, j = tp[gap], tc[gap], j[gap]
+        i_of, pt = cand[pi[tp]], pc[tp]
+        t_me = _times_to_cover(self._c_exit_me[pt] - x_i[tp], self.v[i_of], self.amax[i_of], vmax[i_of])
+        t_me = t_me + CRITICAL_GAP_S - (self._c_exit_me[pt] - self._c_wait_me[pt]) / np.maximum(vmax[i_of], 1.0)
         t_j = _times_to_cover(self._c_s_other[tc] - pos[j], self.v[j], self.amax[j], vmax[j])
         blocked = np.zeros(len(pc), dtype=bool)
-        blocked[tp[t_j < t_me[tp]]] = True
+        blocked[tp[t_j < t_me]] = True
         wait = np.where(zone, np.where(x_i <= 0.0, 0.0, self._c_wait_me[pc]), np.where(blocked, first_yield_wait[pi], np.inf))
         wait_at = np.full(len(cand), np.inf)
         np.minimum.at(wait_at, pi, wait)
