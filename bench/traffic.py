@@ -9,8 +9,8 @@ Every figure is measured here, in this run:
   - delay: mean control delay on an isolated fixed-time approach with Poisson arrivals,
     beside Webster's formula evaluated with the saturation flow and capacity measured in
     the same run;
-  - SUMO (optional: `pip install eclipse-sumo libsumo`): the same junction, the same
-    arrivals and the same signal timing (our fixed-time controller's cycle, given to SUMO
+  - SUMO (optional: `pip install -e ".[sumo]"`, i.e. eclipse-sumo and libsumo): the same
+    junction, the same arrivals and the same signal timing (our fixed-time controller's cycle, given to SUMO
     as its own static programs), Krauss defaults; saturation flow, mean delay and
     vehicle-steps per second of both;
   - per step: the step time 10x SUMO allows, beside the floor every step pays outside the core's own work
@@ -432,7 +432,7 @@ def part_webster(duration: float, seeds: int) -> None:
 def part_sumo(duration: float) -> None:
     print("\n== SUMO side by side: the Webster approach at x = 0.75, and the saturation approach")
     if not sumo_available():
-        print("   SUMO is not installed: pip install eclipse-sumo libsumo")
+        print("   SUMO is not installed: pip install -e '.[sumo]'  (eclipse-sumo and libsumo)")
         return
     over = run_core(webster_scenario(1400.0, duration, seed=1))
     q = 0.75 * over.served_vph
@@ -514,6 +514,8 @@ def part_district(copies_list: tuple[int, ...] = (1, 16, 32, 48, 64), duration: 
     sumo = sumo_available()
     print(f"\n== the core alone on districts of four_way (fixed-time signals, no messaging), median of {repeat} runs"
           + (", and SUMO on the same" if sumo else ""))
+    if not sumo:
+        print("   (SUMO is not installed, so only the core is timed: pip install -e '.[sumo]')")
     print(f"{'copies':>8}{'vehicles':>10}{'step [ms]':>11}{'veh-steps/s':>14}" + (f"{'SUMO':>14}{'ratio':>8}" if sumo else ""))
     for copies in copies_list:
         sc = scenario.tile(dataclasses.replace(scenario.load(scenario.resolve("four_way")), duration_s=duration), copies)
