@@ -3,6 +3,8 @@
     python -m bench.transport                      # all clients, all tests (about 2 minutes)
     python -m bench.transport --clients gmqtt,paho --rates 1000,5000
 
+paho-mqtt and aiomqtt are benchmark-only dependencies: pip install -e '.[clients]'.
+
 For each client (aiomqtt, the maintained asyncio-mqtt; paho-mqtt used directly; gmqtt):
   - throughput at QoS 0 and QoS 1: one publisher process sends N BSM-sized (60-byte)
     messages as fast as it can, one subscriber process of the same client counts them;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import multiprocessing as mp
 import os
 import socket
@@ -398,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure (median)")
     args = parser.parse_args(argv)
     clients = args.clients.split(",")
+    unknown = [c for c in clients if c not in CLIENTS]
+    if unknown:
+        parser.error(f"--clients: unknown {', '.join(unknown)} (known: {', '.join(CLIENTS)})")
+    missing = [c for c in clients if importlib.util.find_spec(c) is None]  # each client's name is its package's
+    if missing:
+        parser.error(f"--clients: {', '.join(missing)} not installed: pip install -e '.[clients]'")
     rates = [float(r) for r in args.rates.split(",")]
     # every client may keep MAX_INFLIGHT QoS 1 messages unacknowledged (Mosquitto's default is 20)
     with MosquittoBroker(extra_config=f"max_inflight_messages {MAX_INFLIGHT}") as broker:
