@@ -86,6 +86,54 @@ def test_overlap_detector_counts_a_forced_overlap() -> None:
     assert traffic.stats.collisions >= 1
 
 
+def _corners(x: float, y: float, h: float, length: float, width: float) -> list[tuple[float, float]]:
+    fx, fy = math.sin(math.radians(h)), math.cos(math.radians(h))
+    return [(x + fx * a * length / 2 + fy * b * width / 2, y + fy * a * length / 2 - fx * b * width / 2)
+            for a, b in ((1, 1), (1, -1), (-1, -1), (-1, 1))]
+
+
+def _polygons_meet(p: list[tuple[float, float]], q: list[tuple[float, float]]) -> bool:
+    """Reference for two convex quadrilaterals: an edge of one crosses an edge of the other, or one holds a corner of the other."""
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def inside(pt: tuple[float, float], poly: list[tuple[float, float]]) -> bool:
+        signs = [cross(poly[k], poly[(k + 1) % 4], pt) for k in range(4)]
+        return all(s > 0 for s in signs) or all(s < 0 for s in signs)
+
+    for k in range(4):
+        a, b = p[k], p[(k + 1) % 4]
+        for m in range(4):
+            c, d = q[m], q[(m + 1) % 4]
+            if cross(a, b, c) * cross(a, b, d) < 0 and cross(c, d, a) * cross(c, d, b) < 0:
+                return True
+    return inside(p[0], q) or inside(q[0], p)
+
+
+def test_box_overlap_check_agrees_with_polygon_geometry() -> None:
+    from v2x.traffic import _overlapping_boxes
+
+    car = (4.5, 1.8)
+    # a car heading north at the origin, another beside it, then crossing in front of it
+    for (x, y, h), expect in (((1.7, 0.0, 0.0), True), ((1.9, 0.0, 0.0), False), ((0.0, 3.1, 90.0), True), ((0.0, 3.2, 90.0), False),
+                              ((0.0, 0.0, 37.0), True)):
+        a, b = _overlapping_boxes(np.array([0.0, x]), np.array([0.0, y]), np.array([0.0, h]), np.array(car[:1] * 2), np.array(car[1:] * 2))
+        assert (list(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 1)]) == expect, (x, y, h)
+    # random scenes of cars and buses: the pairs found are exactly the pairs whose rectangles meet
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 40))
+        x, y, h = rng.uniform(0, 40, n), rng.uniform(0, 40, n), rng.uniform(0, 360, n)
+        length, width = rng.choice([4.5, 12.0], n), rng.choice([1.8, 2.5], n)
+        a, b = _overlapping_boxes(x, y, h, length, width)
+        boxes = [_corners(x[i], y[i], h[i], length[i], width[i]) for i in range(n)]
+        expected = {(i, j) for i in range(n) for j in range(i + 1, n) if _polygons_meet(boxes[i], boxes[j])}
+        assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+        found += len(expected)
+    assert found > 100
+
+
 def test_yellow_dilemma_rule() -> None:
     """Far enough to stop at 3 m/s^2: stop. Too close: go through."""
     net = Network(_load("four_way"))
