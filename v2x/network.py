@@ -19,8 +19,10 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -381,16 +383,7 @@ class Network:
 
     def xy_heading(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Positions [m] and compass headings [deg] of points at arc length `s_link` on `link`."""
-        g = self.link_offset[link] + np.clip(s_link, 0.0, self.link_length[link])
-        j = np.clip(np.searchsorted(self.poly_s, g, side="right"), 1, len(self.poly_s) - 1)
-        s0, s1 = self.poly_s[j - 1], self.poly_s[j]
-        p0, p1 = self.poly_xy[j - 1], self.poly_xy[j]
-        seg = np.maximum(s1 - s0, 1e-9)
-        t = np.clip((g - s0) / seg, 0.0, 1.0)[:, None]
-        xy = p0 + (p1 - p0) * t
-        d = p1 - p0
-        heading = np.degrees(np.arctan2(d[:, 0], d[:, 1])) % 360.0
-        return xy[:, 0], xy[:, 1], heading
+        return _points(self.link_offset, self.link_length, self.poly_s, self.poly_xy, link, s_link)
 
     @functools.cached_property
     def _in_segments(self) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
@@ -545,3 +538,35 @@ def _sweep(link: Link) -> float:
         return 0.0
     radius = link.length / turned
     return min(LONGEST_M**2 / (8.0 * radius), MAX_SWEEP_M)
+
+
+def _point_loops(
+    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, link: int, s_link: float
+) -> tuple[float, float, float]:
+    """(x [m], y [m], compass heading [deg]) of the point at arc length `s_link` on `link` of the joined polyline
+    (`Network.poly_s`, `poly_xy`): interpolated within its segment, the heading of that segment."""
+    g = link_offset[link] + min(max(s_link, 0.0), link_length[link])
+    j = min(max(np.searchsorted(poly_s, g, side="right"), 1), len(poly_s) - 1)
+    s0, s1 = poly_s[j - 1], poly_s[j]
+    t = min(max((g - s0) / max(s1 - s0, 1e-9), 0.0), 1.0)
+    dx, dy = poly_xy[j, 0] - poly_xy[j - 1, 0], poly_xy[j, 1] - poly_xy[j - 1, 1]
+    return poly_xy[j - 1, 0] + dx * t, poly_xy[j - 1, 1] + dy * t, math.atan2(dx, dy) * (180.0 / math.pi) % 360.0
+
+
+point_at: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, int, float], tuple[float, float, float]] = (
+    numba.njit(cache=True)(_point_loops)
+)
+
+
+def _points_loops(
+    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, link: IntArray, s_link: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    x, y, heading = np.empty(len(link)), np.empty(len(link)), np.empty(len(link))
+    for i in range(len(link)):
+        x[i], y[i], heading[i] = point_at(link_offset, link_length, poly_s, poly_xy, link[i], s_link[i])
+    return x, y, heading
+
+
+_points: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, IntArray, FloatArray], tuple[FloatArray, FloatArray, FloatArray]] = (
+    numba.njit(cache=True)(_points_loops)
+)

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from v2x.messages import LightState
-from v2x.network import LinkKind, Network
+from v2x.network import LinkKind, Network, point_at
 from v2x.scenario import Demand, Driver, Scenario
 
 FloatArray = npt.NDArray[np.float64]
@@ -451,18 +451,11 @@ class Traffic:
         placed by front and rear points on the path, so a body on a curve lies along the chord."""
         if idx is None:
             idx = np.arange(self.n)
-        route, s, length = self.route[idx], self.s[idx], self.length[idx]
-        starts_all = self.net.route_start[route]
-        fx, fy, fh = self.net.xy_heading(self.net.route_links[route, self.link_idx[idx]], s - starts_all[np.arange(len(idx)), self.link_idx[idx]])
-        s_rear = np.maximum(s - length, 0.0)
-        k = np.maximum((starts_all <= s_rear[:, None]).sum(axis=1) - 1, 0)
-        rx, ry, _ = self.net.xy_heading(self.net.route_links[route, k], s_rear - starts_all[np.arange(len(idx)), k])
-        dx, dy = fx - rx, fy - ry
-        chord = np.hypot(dx, dy)
-        heading = np.where(chord > 0.5, np.degrees(np.arctan2(dx, dy)) % 360.0, fh)
-        hr = np.radians(heading)
-        # centre: half a body length behind the front along the chord's direction
-        return fx - np.sin(hr) * length / 2, fy - np.cos(hr) * length / 2, heading
+        net = self.net
+        return _bodies(
+            net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
+            self.route[idx], self.link_idx[idx], self.s[idx], self.length[idx],
+        )
 
     # -- the step ----------------------------------------------------------------
 
@@ -953,6 +946,34 @@ class Traffic:
         """HCM saturation flow [veh/h/lane] from the queued headways after the 4th vehicle."""
         hs = [h for lid, ls in self.stats.links.items() if links is None or lid in links for h in ls.discharge_headways_s]
         return 3600.0 / float(np.mean(hs)) if hs else math.nan
+
+
+def _bodies_loops(
+    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, route_links: IntArray,
+    route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray, length: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`Traffic.bodies` for the given vehicles' route, link index, position along the route and length: the front
+    point, the rear point (on an earlier link of the route if the body reaches back), the heading of the chord
+    between them (of the front's segment when shorter than 0.5 m) and the centre half a length behind the front."""
+    n = len(route)
+    cx, cy, heading = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        r, li = route[i], link_idx[i]
+        fx, fy, fh = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, li], s[i] - route_start[r, li])
+        s_rear = max(s[i] - length[i], 0.0)
+        k = -1
+        for c in range(route_start.shape[1]):
+            k += route_start[r, c] <= s_rear
+        k = max(k, 0)
+        rx, ry, _ = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, k], s_rear - route_start[r, k])
+        dx, dy = fx - rx, fy - ry
+        h = math.atan2(dx, dy) * (180.0 / math.pi) % 360.0 if math.hypot(dx, dy) > 0.5 else fh
+        hr = h * (math.pi / 180.0)
+        cx[i], cy[i], heading[i] = fx - math.sin(hr) * length[i] / 2, fy - math.cos(hr) * length[i] / 2, h
+    return cx, cy, heading
+
+
+_bodies: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_bodies_loops)
 
 
 def _runs(lo: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
