@@ -268,6 +268,10 @@ class Traffic:
         # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
         self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
         np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
+        # load the compiled kernels now (from numba's on-disk cache, ~0.7 s once per process), not at the first
+        # vehicle, where a real-time run would see it as a late step
+        self.bodies(np.arange(0))
+        _overlapping_boxes(*(np.zeros(0),) * 5)
 
     # -- demand --------------------------------------------------------------
 
