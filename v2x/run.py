@@ -53,7 +53,7 @@ from v2x.transport import merge_spans
 from v2x.viz import display_available
 
 MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
-START_DELAY_S = 2.0  # [s] between launching the tiers and sim time 0, for them to connect
+START_DELAY_S = 3.0  # [s] between launching the tiers and sim time 0, for them to start (each imports numba) and connect
 
 
 def build_parser() -> argparse.ArgumentParser:
