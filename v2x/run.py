@@ -49,6 +49,7 @@ from v2x.signing import CA
 from v2x.station import Clock
 from v2x.tier_args import add_credentials_option, add_scenario_options, credentials, load
 from v2x.topics import DEFAULT_ROOT, Topics
+from v2x.traffic import load_kernels
 from v2x.transport import merge_spans
 from v2x.viz import display_available
 
@@ -343,6 +344,12 @@ def _realtime_tiers(
     sc: scenario.Scenario, scenario_path: Path, url: str, args: argparse.Namespace, duration: float,
     progress: Callable[[Fleet], None],
 ) -> Parts:
+    # compile the core's loops here, once, if numba's cache is empty (the first run after install): five tiers
+    # compiling at once, on the clock, would start late
+    t0 = time.perf_counter()
+    load_kernels(Network(sc))
+    if time.perf_counter() - t0 > 2.0:
+        Console(stderr=True).print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
     epoch = time.time() + START_DELAY_S
     common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"]),
               *([] if args.credentials is None else ["--credentials", str(args.credentials)])]

@@ -184,6 +184,17 @@ class _Pending:
     priority: bool = False
 
 
+def load_kernels(net: Network) -> None:
+    """Load the loops numba compiled for the core from its on-disk cache (~0.5 s per process), or compile them
+    if the cache is empty (the first run after install: several seconds). Called with the argument types of
+    the real calls, so the step finds them ready."""
+    none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+    _bodies(net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
+            none_i, none_i, none_f, none_f)
+    _overlapping_boxes(none_f, none_f, none_f, none_f, none_f)
+    net.xy_heading(none_i, none_f)
+
+
 # the per-vehicle arrays of Traffic, one entry per vehicle in the network, in the same order
 COLUMNS = (
     "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
@@ -268,10 +279,8 @@ class Traffic:
         # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
         self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
         np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
-        # load the compiled kernels now (from numba's on-disk cache, ~0.7 s once per process), not at the first
-        # vehicle, where a real-time run would see it as a late step
-        self.bodies(np.arange(0))
-        _overlapping_boxes(*(np.zeros(0),) * 5)
+        # load the compiled kernels now, not at the first vehicle, where a real-time run would see it as a late step
+        load_kernels(network)
 
     # -- demand --------------------------------------------------------------
 
