@@ -192,6 +192,12 @@ def load_kernels(net: Network) -> None:
     _bodies(net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
             none_i, none_i, none_f, none_f)
     _overlapping_boxes(none_f, none_f, none_f, none_f, none_f)
+    _link_order(none_i, none_f, len(net.links))
+    _leaders(none_i, none_i, none_f, none_f, none_i, none_i, net.route_links, net.link_length)
+    none_b = np.zeros(0, dtype=np.bool_)
+    _conflict_waits(none_i, none_f, none_f, none_b, none_i, none_i, none_f, none_f, none_f, none_f,
+                    net.route_links, net.link_kind, net.link_length, net.link_speed, none_i, none_i,
+                    none_i, none_b, none_f, none_f, none_f, none_f, none_f, none_f)
     net.xy_heading(none_i, none_f)
 
 
@@ -267,7 +273,9 @@ class Traffic:
         rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
         table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
         self._c_other = table[:, 0].astype(np.int64)
-        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = table[:, 1:].T
+        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = (
+            np.ascontiguousarray(table[:, 1:].T)
+        )
         self._c_yield = np.array([r[7] for r in rows], dtype=bool)
         first = np.zeros(len(network.links) + 1, dtype=np.int64)
         count = np.zeros(len(network.links) + 1, dtype=np.int64)
@@ -605,40 +613,8 @@ class Traffic:
         """(leader slot or -1, gap [m], the rearmost vehicle on each link or -1): the next vehicle on the same
         link, else the rearmost on the next LOOKAHEAD_LINKS links of the route."""
         net = self.net
-        n = self.n
-        width = net.route_links.shape[1]
-        order = np.lexsort((s_link, link))
-        sorted_link = link[order]
-        same_next = np.zeros(n, dtype=bool)
-        same_next[:-1] = sorted_link[1:] == sorted_link[:-1]
-        leader = np.full(n, -1, dtype=np.int64)
-        leader[order[:-1][same_next[:-1]]] = order[1:][same_next[:-1]]
-        # rearmost vehicle per link
-        first_of_link = np.ones(n, dtype=bool)
-        first_of_link[1:] = sorted_link[1:] != sorted_link[:-1]
-        tail = np.full(len(net.links), -1, dtype=np.int64)
-        tail[sorted_link[first_of_link]] = order[first_of_link]
-
-        gap = np.full(n, np.inf)
-        has = leader >= 0
-        gap[has] = s_link[leader[has]] - self.length[leader[has]] - s_link[has]
-        ahead = net.link_length[link] - s_link  # distance to the end of the current link
-        for k in range(1, LOOKAHEAD_LINKS + 1):
-            need = ~has & (self.link_idx + k < width)
-            if not need.any():
-                break
-            nxt = net.route_links[self.route[need], self.link_idx[need] + k]
-            ok = nxt >= 0
-            idx = np.flatnonzero(need)[ok]
-            nxt = nxt[ok]
-            t_idx = tail[nxt]
-            found = t_idx >= 0
-            f_idx, t_f = idx[found], t_idx[found]
-            gap[f_idx] = ahead[f_idx] + s_link[t_f] - self.length[t_f]
-            leader[f_idx] = t_f
-            has[f_idx] = True
-            ahead[idx[~found]] += net.link_length[nxt[~found]]
-        return leader, gap, tail
+        order = _link_order(link, s_link, len(net.links))
+        return _leaders(order, link, s_link, self.length, self.route, self.link_idx, net.route_links, net.link_length)
 
     def _move(
         self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
@@ -784,71 +760,16 @@ class Traffic:
             the critical gap of its own arrival;
           - box clear: nobody passes a conflict point while a vehicle on the crossing path is
             in the conflict zone (a late turner, a long bus still clearing).
-        Vectorised over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples.
+        Loops over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples, compiled by numba.
         """
         net = self.net
-        out = np.full(self.n, np.inf)
-        width = net.route_links.shape[1]
-        kind = net.link_kind[link]
-        k1 = np.minimum(self.link_idx + 1, width - 1)
-        nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
-        # the turning path each vehicle is on or about to take, and its position along it
-        on_conn = kind == _CONN
-        approaching = (kind == _IN) & (nxt >= 0) & (dist < APPROACH_M)
-        path = np.where(on_conn, link, np.where(approaching, nxt, -1))
-        pos = np.where(on_conn, s_link, -dist)  # [m] along the path (negative: before the stop line)
-        # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
-        prev = np.where(self.link_idx > 0, net.route_links[self.route, np.maximum(self.link_idx - 1, 0)], -1)
-        leaving = (path < 0) & (prev >= 0) & (net.link_kind[np.maximum(prev, 0)] == _CONN)
-        leaving &= s_link < self.length
-        path = np.where(leaving, prev, path)
-        pos = np.where(leaving, net.link_length[np.maximum(prev, 0)] + s_link, pos)
         first, count = self._conflict_rows
-        cand = np.flatnonzero(count[np.maximum(path, 0)] * (path >= 0) > 0)
-        if len(cand) == 0:
-            return out
-        # pairs (candidate i, conflict row c) of the zones i has not yet entered
-        n_c = count[path[cand]]
-        pi, pc = _runs(first[path[cand]], n_c)
-        x_i = pos[cand][pi]
-        ahead = x_i <= self._c_wait_me[pc] + COMMIT_M
-        pi, pc, x_i = pi[ahead], pc[ahead], x_i[ahead]
-        # where i waits when it must yield: short of every zone it yields at, not inside the nearer ones
-        first_yield_wait = np.full(len(cand), np.inf)
-        y = self._c_yield[pc]
-        np.minimum.at(first_yield_wait, pi[y], self._c_wait_me[pc[y]])
-        # triples (pair, vehicle j on the other path); a j that is standing or stopping short of every zone on its
-        # path can neither fill a zone nor close a gap, and is left out
-        moving = (self.v > MOVING_MPS) & ~stopping
-        js = cand[moving[cand] | (pos[cand] > self._c_first_wait_as_other[path[cand]] + COMMIT_M)]
-        order = js[np.argsort(path[js], kind="stable")]
-        on_path = path[order]
-        other = self._c_other[pc]
-        start, per_path = _id_runs(on_path, len(count))
-        lo, n_j = start[other], per_path[other]
-        tp, at = _runs(lo, n_j)
-        j = order[at]
-        tc = pc[tp]
-        x_j = pos[j]
-        # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
-        zone = np.zeros(len(pc), dtype=bool)
-        zone[tp[(x_j > self._c_wait_other[tc] + COMMIT_M) & (x_j - self.length[j] < self._c_exit_other[tc] + CLEAR_M)]] = True
-        # gap acceptance against priority vehicles on their way (not those standing at a line)
-        vmax = net.link_speed[link] * self.vmax_factor
-        gap = ~zone[tp] & self._c_yield[tc] & moving[j] & (x_j <= self._c_wait_other[tc] + COMMIT_M)
-        tp, tc, j = tp[gap], tc[gap], j[gap]
-        i_of, pt = cand[pi[tp]], pc[tp]
-        t_me = _times_to_cover(self._c_exit_me[pt] - x_i[tp], self.v[i_of], self.amax[i_of], vmax[i_of])
-        t_me = t_me + CRITICAL_GAP_S - (self._c_exit_me[pt] - self._c_wait_me[pt]) / np.maximum(vmax[i_of], 1.0)
-        t_j = _times_to_cover(self._c_s_other[tc] - pos[j], self.v[j], self.amax[j], vmax[j])
-        blocked = np.zeros(len(pc), dtype=bool)
-        blocked[tp[t_j < t_me]] = True
-        wait = np.where(zone, np.where(x_i <= 0.0, 0.0, self._c_wait_me[pc]), np.where(blocked, first_yield_wait[pi], np.inf))
-        wait_at = np.full(len(cand), np.inf)
-        np.minimum.at(wait_at, pi, wait)
-        x = pos[cand]
-        out[cand] = np.where(wait_at < np.inf, np.maximum(wait_at - x, 0.0), np.inf)
-        return out
+        return _conflict_waits(
+            link, s_link, dist, stopping, self.route, self.link_idx, self.v, self.amax, self.length, self.vmax_factor,
+            net.route_links, net.link_kind, net.link_length, net.link_speed, first, count,
+            self._c_other, self._c_yield, self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other,
+            self._c_exit_other, self._c_first_wait_as_other,
+        )
 
     def _measure(
         self, dt: float, link: IntArray, s_old: FloatArray, believed: IntArray, truth: IntArray | None,
@@ -923,7 +844,7 @@ class Traffic:
         net = self.net
         link = self.current_link()
         s_link = self.s_on_link()
-        order = np.lexsort((s_link, link))
+        order = _link_order(link, s_link, len(net.links))
         sl = link[order]
         same = sl[1:] == sl[:-1]
         rear, front = order[:-1][same], order[1:][same]
@@ -989,6 +910,170 @@ def _bodies_loops(
 _bodies: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_bodies_loops)
 
 
+def _link_order_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
+    """The vehicles by link, and along each link by position: `np.lexsort((s_link, link))` (ties in slot order),
+    as a counting sort by link and an insertion sort of each link's few vehicles (compiled by numba: `_link_order`)."""
+    n = len(link)
+    start = np.zeros(n_links + 1, dtype=np.int64)
+    for i in range(n):
+        start[link[i] + 1] += 1
+    for k in range(n_links):
+        start[k + 1] += start[k]
+    order = np.empty(n, dtype=np.int64)
+    fill = start[:n_links].copy()
+    for i in range(n):
+        order[fill[link[i]]] = i
+        fill[link[i]] += 1
+    for k in range(n_links):
+        for p in range(start[k] + 1, start[k + 1]):
+            i = order[p]
+            q = p
+            while q > start[k] and s_link[order[q - 1]] > s_link[i]:  # strictly greater: ties stay in slot order
+                order[q] = order[q - 1]
+                q -= 1
+            order[q] = i
+    return order
+
+
+_link_order: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_link_order_loops)
+
+
+def _leaders_loops(
+    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, route: IntArray, link_idx: IntArray,
+    route_links: IntArray, link_length: FloatArray,
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """`Traffic._leaders` given the vehicles in (link, position) order: the next vehicle on the same link, else
+    the rearmost on one of the next LOOKAHEAD_LINKS links of the route (compiled by numba: `_leaders`)."""
+    n = len(order)
+    leader = np.full(n, -1, dtype=np.int64)
+    gap = np.full(n, np.inf)
+    tail = np.full(len(link_length), -1, dtype=np.int64)
+    for p in range(n):
+        i = order[p]
+        if p == 0 or link[order[p - 1]] != link[i]:
+            tail[link[i]] = i  # rearmost on its link
+        if p + 1 < n and link[order[p + 1]] == link[i]:
+            j = order[p + 1]
+            leader[i] = j
+            gap[i] = s_link[j] - length[j] - s_link[i]
+    width = route_links.shape[1]
+    for i in range(n):
+        if leader[i] >= 0:
+            continue
+        ahead = link_length[link[i]] - s_link[i]  # to the end of the links searched so far
+        for k in range(1, LOOKAHEAD_LINKS + 1):
+            if link_idx[i] + k >= width:
+                break
+            nxt = route_links[route[i], link_idx[i] + k]
+            if nxt < 0:
+                break
+            t = tail[nxt]
+            if t >= 0:
+                leader[i] = t
+                gap[i] = ahead + s_link[t] - length[t]
+                break
+            ahead += link_length[nxt]
+    return leader, gap, tail
+
+
+_leaders: Callable[..., tuple[IntArray, FloatArray, IntArray]] = numba.njit(cache=True)(_leaders_loops)
+
+
+def _conflict_waits_loops(
+    link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray, route: IntArray, link_idx: IntArray,
+    v: FloatArray, amax: FloatArray, length: FloatArray, vmax_factor: FloatArray,
+    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, link_speed: FloatArray,
+    first: IntArray, count: IntArray, c_other: IntArray, c_yield: BoolArray, c_wait_me: FloatArray,
+    c_exit_me: FloatArray, c_wait_other: FloatArray, c_s_other: FloatArray, c_exit_other: FloatArray,
+    c_first_wait_as_other: FloatArray,
+) -> FloatArray:
+    """`Traffic._conflict_obstacles` (compiled by numba: `_conflict_waits`). Conflict rows are grouped by path:
+    path p's are first[p] .. first[p] + count[p] - 1; for each, the other path and the points along both [m]."""
+    n = len(link)
+    width = route_links.shape[1]
+    out = np.full(n, np.inf)
+    # the turning path each vehicle is on or about to take, and its position along it (negative: before the line);
+    # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
+    path = np.full(n, -1, dtype=np.int64)
+    pos = np.empty(n)
+    for i in range(n):
+        kind = link_kind[link[i]]
+        nxt = route_links[route[i], link_idx[i] + 1] if link_idx[i] + 1 < width else -1
+        if kind == _CONN:
+            path[i], pos[i] = link[i], s_link[i]
+        else:
+            pos[i] = -dist[i]
+            if kind == _IN and nxt >= 0 and dist[i] < APPROACH_M:
+                path[i] = nxt
+        if path[i] < 0 and link_idx[i] > 0 and s_link[i] < length[i]:
+            prev = route_links[route[i], link_idx[i] - 1]
+            if prev >= 0 and link_kind[prev] == _CONN:
+                path[i], pos[i] = prev, link_length[prev] + s_link[i]
+    # the vehicles that can be the other of a conflict, by path in slot order: a vehicle standing or stopping
+    # short of every zone on its path can neither fill a zone nor close a gap
+    moving = np.empty(n, dtype=np.bool_)
+    n_paths = len(count)
+    per_path = np.zeros(n_paths + 1, dtype=np.int64)
+    for i in range(n):
+        moving[i] = v[i] > MOVING_MPS and not stopping[i]
+        p = path[i]
+        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
+            per_path[p + 1] += 1
+    for p in range(n_paths):
+        per_path[p + 1] += per_path[p]
+    others = np.empty(per_path[n_paths], dtype=np.int64)
+    fill = per_path[:n_paths].copy()
+    for i in range(n):
+        p = path[i]
+        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
+            others[fill[p]] = i
+            fill[p] += 1
+    for i in range(n):
+        p = path[i]
+        if p < 0 or count[p] == 0:
+            continue
+        x_i = pos[i]
+        vmax_i = link_speed[link[i]] * vmax_factor[i]
+        # where i waits when it must yield: short of every zone it yields at, not inside the nearer ones
+        first_yield_wait = np.inf
+        for c in range(first[p], first[p] + count[p]):
+            if x_i <= c_wait_me[c] + COMMIT_M and c_yield[c]:
+                first_yield_wait = min(first_yield_wait, c_wait_me[c])
+        wait_at = np.inf
+        for c in range(first[p], first[p] + count[p]):
+            if not x_i <= c_wait_me[c] + COMMIT_M:
+                continue  # a zone it has entered
+            o = c_other[c]
+            # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
+            zone = False
+            for k in range(per_path[o], per_path[o + 1]):
+                j = others[k]
+                if pos[j] > c_wait_other[c] + COMMIT_M and pos[j] - length[j] < c_exit_other[c] + CLEAR_M:
+                    zone = True
+                    break
+            if zone:
+                wait_at = min(wait_at, 0.0 if x_i <= 0.0 else c_wait_me[c])
+                continue
+            if not c_yield[c]:
+                continue
+            # gap acceptance against priority vehicles on their way (not those standing at a line)
+            t_me = _time_to_cover(c_exit_me[c] - x_i, v[i], amax[i], vmax_i)
+            t_me = t_me + CRITICAL_GAP_S - (c_exit_me[c] - c_wait_me[c]) / max(vmax_i, 1.0)
+            for k in range(per_path[o], per_path[o + 1]):
+                j = others[k]
+                if moving[j] and pos[j] <= c_wait_other[c] + COMMIT_M:
+                    vmax_j = link_speed[link[j]] * vmax_factor[j]
+                    if _time_to_cover(c_s_other[c] - pos[j], v[j], amax[j], vmax_j) < t_me:
+                        wait_at = min(wait_at, first_yield_wait)
+                        break
+        if wait_at < np.inf:
+            out[i] = max(wait_at - x_i, 0.0)
+    return out
+
+
+_conflict_waits: Callable[..., FloatArray] = numba.njit(cache=True)(_conflict_waits_loops)
+
+
 def _runs(lo: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
     """Every (owner, position) of a set of runs, in order: owner i covers positions lo[i] .. lo[i] + count[i] - 1
     (the pairs a sorted search matched, expanded without a loop)."""
@@ -1010,6 +1095,16 @@ def _times_to_cover(d: FloatArray, v: FloatArray, a: FloatArray, vmax: FloatArra
     dd = np.maximum(d, 0.0)
     t = np.where(dd <= d_acc, (-v + np.sqrt(v * v + 2.0 * a * dd)) / a, (vmax - v) / a + (dd - d_acc) / vmax)
     return np.where(d <= 0, 0.0, t)
+
+
+@numba.njit(cache=True)
+def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
+    """`_times_to_cover` for one vehicle, in the same operations."""
+    v = min(v, vmax)
+    d_acc = (vmax * vmax - v * v) / (2.0 * a)
+    dd = max(d, 0.0)
+    t = (-v + math.sqrt(v * v + 2.0 * a * dd)) / a if dd <= d_acc else (vmax - v) / a + (dd - d_acc) / vmax
+    return 0.0 if d <= 0 else t
 
 
 def _overlapping_boxes_loops(
