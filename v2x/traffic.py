@@ -193,6 +193,9 @@ def load_kernels(net: Network) -> None:
             none_i, none_i, none_f, none_f)
     _overlapping_boxes(none_f, none_f, none_f, none_f, none_f)
     _link_order(none_i, none_f, len(net.links))
+    _link_indices(net.route_start, net.route_nlinks, none_i, none_f)
+    _diverge_gaps(none_i, none_f, none_f, none_f, none_i, none_i, net.route_links, net.link_kind, net.link_length,
+                  none_i, none_i, none_f, none_i, none_i, none_f, none_f)
     _leaders(none_i, none_i, none_f, none_f, none_i, none_i, net.route_links, net.link_length)
     none_b = np.zeros(0, dtype=np.bool_)
     _conflict_waits(none_i, none_f, none_f, none_b, none_i, none_i, none_f, none_f, none_f, none_f,
@@ -269,6 +272,9 @@ class Traffic:
         self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
         self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
         self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
+        # the pairs by path b, in pair order: (where each link's pairs start in the list, the list of pair indices)
+        by_b = np.argsort(self._diverge_b, kind="stable")
+        self._diverge_by_b = (np.searchsorted(self._diverge_b[by_b], np.arange(len(network.links) + 1)), by_b)
         # the same table as arrays, rows grouped by path (`_conflict_rows`: a path's first row and count)
         rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
         table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
@@ -713,41 +719,10 @@ class Traffic:
     ) -> None:
         """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
         net = self.net
-        t_on_a = tail[self._diverge_a]
-        live = t_on_a >= 0
-        if not live.any():
-            return
-        b, sep, lead = self._diverge_b[live], self._diverge_s[live], t_on_a[live]
-        rear = s_link[lead] - self.length[lead]  # [m] along path a
-        inside = rear < sep
-        if not inside.any():
-            return
-        b, lead, rear = b[inside], lead[inside], rear[inside]
-        k1 = np.minimum(self.link_idx + 1, width - 1)
-        nxt = np.where(self.link_idx + 1 < width, net.route_links[self.route, k1], -1)
-        # followers on path b (measured from its start), or on the lane before it (from the end of that lane):
-        # every (vehicle, pair) with the vehicle's link, or its next link after an IN lane, equal to the pair's b
-        by_b = np.argsort(b, kind="stable")
-        start, per_b = _id_runs(b[by_b], len(net.link_kind))
-        veh, pair, x = [], [], []
-        for key, pos in ((link, s_link), (np.where(net.link_kind[link] == _IN, nxt, -1), s_link - net.link_length[link])):
-            k = np.maximum(key, 0)
-            i, at = _runs(start[k], np.where(key >= 0, per_b[k], 0))
-            veh.append(i)
-            pair.append(by_b[at])
-            x.append(pos[i])
-        vi, pi, xi = np.concatenate(veh), np.concatenate(pair), np.concatenate(x)
-        behind = xi < rear[pi]  # behind the leader's rear
-        vi, pi, g = vi[behind], pi[behind], rear[pi[behind]] - xi[behind]
-        if not len(vi):
-            return
-        # per vehicle the smallest gap; on a tie, the pair listed first (as a loop over the pairs would keep it)
-        order = np.lexsort((pi, g, vi))
-        first = order[np.r_[True, vi[order][1:] != vi[order][:-1]]]
-        vf, gf, pf = vi[first], g[first], pi[first]
-        closer = gf < gap[vf]
-        gap[vf[closer]] = gf[closer]
-        lead_v[vf[closer]] = self.v[lead[pf[closer]]]
+        _diverge_gaps(
+            link, s_link, self.length, self.v, self.route, self.link_idx, net.route_links, net.link_kind, net.link_length,
+            tail, self._diverge_a, self._diverge_s, *self._diverge_by_b, gap, lead_v,
+        )
 
     def _conflict_obstacles(
         self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
@@ -815,8 +790,7 @@ class Traffic:
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
             self.queued[crossed] = False
-            starts = net.route_start[self.route]
-            self.link_idx = np.minimum((starts <= self.s[:, None]).sum(axis=1) - 1, net.route_nlinks[self.route] - 1)
+            self.link_idx = _link_indices(net.route_start, net.route_nlinks, self.route, self.s)
         # vehicles that reached the end of their route leave
         done = self.s >= net.route_length[self.route]
         if done.any():
@@ -936,6 +910,60 @@ def _link_order_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntAr
 
 
 _link_order: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_link_order_loops)
+
+
+def _link_indices_loops(route_start: FloatArray, route_nlinks: IntArray, route: IntArray, s: FloatArray) -> IntArray:
+    """Each vehicle's link in its route: the last whose start is at or behind it (compiled: `_link_indices`)."""
+    out = np.empty(len(s), dtype=np.int64)
+    for i in range(len(s)):
+        k = 0
+        for c in range(route_start.shape[1]):
+            k += route_start[route[i], c] <= s[i]
+        out[i] = min(k - 1, route_nlinks[route[i]] - 1)
+    return out
+
+
+_link_indices: Callable[..., IntArray] = numba.njit(cache=True)(_link_indices_loops)
+
+
+def _diverge_gaps_loops(
+    link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray, route: IntArray, link_idx: IntArray,
+    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, tail: IntArray,
+    div_a: IntArray, div_s: FloatArray, b_start: IntArray, by_b: IntArray, gap: FloatArray, lead_v: FloatArray,
+) -> None:
+    """`Traffic._diverge_leaders` (compiled: `_diverge_gaps`). Pair p: paths div_a[p] and b leave one lane and
+    share their first div_s[p] m; the rearmost vehicle on a, while its rear is within them, leads every vehicle
+    behind it on b or on the lane before b. Per vehicle the smallest gap (on a tie the first pair), if smaller
+    than `gap`: `gap` and `lead_v` are updated in place."""
+    width = route_links.shape[1]
+    for i in range(len(link)):
+        best_g, best_p = np.inf, -1
+        for key_n in range(2):
+            if key_n == 0:
+                key, x = link[i], s_link[i]  # on path b, from its start
+            else:  # on the lane before it, from the end of that lane
+                if link_kind[link[i]] != _IN or link_idx[i] + 1 >= width:
+                    continue
+                key, x = route_links[route[i], link_idx[i] + 1], s_link[i] - link_length[link[i]]
+                if key < 0:
+                    continue
+            for q in range(b_start[key], b_start[key + 1]):
+                p = by_b[q]
+                lead = tail[div_a[p]]
+                if lead < 0:
+                    continue
+                rear = s_link[lead] - length[lead]  # [m] along path a
+                if not rear < div_s[p] or not x < rear:
+                    continue
+                g = rear - x
+                if g < best_g or (g == best_g and p < best_p):
+                    best_g, best_p = g, p
+        if best_p >= 0 and best_g < gap[i]:
+            gap[i] = best_g
+            lead_v[i] = v[tail[div_a[best_p]]]
+
+
+_diverge_gaps: Callable[..., None] = numba.njit(cache=True)(_diverge_gaps_loops)
 
 
 def _leaders_loops(
@@ -1074,32 +1102,9 @@ def _conflict_waits_loops(
 _conflict_waits: Callable[..., FloatArray] = numba.njit(cache=True)(_conflict_waits_loops)
 
 
-def _runs(lo: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
-    """Every (owner, position) of a set of runs, in order: owner i covers positions lo[i] .. lo[i] + count[i] - 1
-    (the pairs a sorted search matched, expanded without a loop)."""
-    owner = np.repeat(np.arange(len(count)), count)
-    return owner, np.repeat(lo, count) + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
-
-
-def _id_runs(sorted_ids: IntArray, n: int) -> tuple[IntArray, IntArray]:
-    """For ids 0..n-1 in a sorted array: where each id's run starts, and its length (what a left and a right sorted
-    search would find for every id, by one pass; looked up per query by indexing)."""
-    count = np.bincount(sorted_ids, minlength=n)
-    return np.cumsum(count) - count, count
-
-
-def _times_to_cover(d: FloatArray, v: FloatArray, a: FloatArray, vmax: FloatArray) -> FloatArray:
-    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s] (element-wise)."""
-    v = np.minimum(v, vmax)
-    d_acc = (vmax * vmax - v * v) / (2.0 * a)
-    dd = np.maximum(d, 0.0)
-    t = np.where(dd <= d_acc, (-v + np.sqrt(v * v + 2.0 * a * dd)) / a, (vmax - v) / a + (dd - d_acc) / vmax)
-    return np.where(d <= 0, 0.0, t)
-
-
 @numba.njit(cache=True)
 def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
-    """`_times_to_cover` for one vehicle, in the same operations."""
+    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s]."""
     v = min(v, vmax)
     d_acc = (vmax * vmax - v * v) / (2.0 * a)
     dd = max(d, 0.0)
