@@ -367,6 +367,7 @@ class Network:
         self.link_group = np.array([lk.group for lk in self.links], dtype=np.int64)
         self.link_speed = np.array([lk.speed_limit_mps for lk in self.links])
         self.link_intersection = np.array([lk.intersection for lk in self.links], dtype=np.int64)
+        self.link_source = np.array([lk.source for lk in self.links], dtype=np.int64)  # CONN: the IN link it leaves
         # one polyline for all links, with a gap of 1 m between links so a search never crosses one
         offsets, pts, cums = [], [], []
         base = 0.0

@@ -202,6 +202,17 @@ def load_kernels(net: Network) -> None:
                     net.route_links, net.link_kind, net.link_length, net.link_speed, none_i, none_i,
                     none_i, none_b, none_f, none_f, none_f, none_f, none_f, none_f)
     net.xy_heading(none_i, none_f)
+    _locate(net.route_links, net.route_start, none_i, none_i, none_f)
+    _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, none_i, none_i, none_f)
+    _rearmost(none_i, none_f, len(net.links))
+    _overhang_gaps(none_i, np.full(len(net.links), -1, dtype=np.int64), none_i, none_f, none_f, none_f, net.link_kind,
+                   net.link_source, net.link_length, none_f)
+    _desire(none_i, none_f, none_i, none_i, none_f, none_f, none_f, none_f, none_f, none_f, none_i, none_f, none_i,
+            none_b, net.route_links, net.link_length, net.link_speed, 2.0, 1.2, 2.0, 4.0)
+    _integrate(none_f, none_f, none_b, none_f, none_f, none_f, none_f, none_f, 0.1, 2.0, 1.2, 2.0, 4.0)
+    _measure_flags(none_f, none_f, none_i, none_i, none_i, net.link_kind, net.route_start, net.route_length, none_b,
+                   none_i, none_b, np.zeros(len(net.links), dtype=np.int64))
+    _lane_overlaps(none_i, none_i, none_f, none_f, net.link_kind, net.link_length)
 
 
 # the per-vehicle arrays of Traffic, one entry per vehicle in the network, in the same order
@@ -347,21 +358,20 @@ class Traffic:
                 heapq.heappush(self._arrivals, (t_next, k))
         self._pending.sort(key=lambda p: p.t_arrive)
 
-    def _entry_room(self, link: int, cur: IntArray, s_link: FloatArray) -> tuple[float, float]:
-        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there), given every vehicle's
-        current link and position on it."""
-        on = np.flatnonzero(cur == link)
-        if len(on) == 0:
+    def _entry_room(self, link: int, rear: IntArray, s_link: FloatArray) -> tuple[float, float]:
+        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there), given the rearmost
+        vehicle per link and every vehicle's position on its link."""
+        j = int(rear[link])
+        if j < 0:
             return math.inf, math.inf
-        j = on[int(np.argmin(s_link[on]))]
         return float(s_link[j] - self.length[j]), float(self.v[j])
 
     def _admit(self) -> None:
         """Let waiting vehicles enter where their entry lane has room."""
         still = []
         blocked: set[tuple[int, str, str]] = set()
-        cur = self.current_link()
-        s_link = self.s_on_link()
+        cur, s_link = self._where()
+        rear = _rearmost(cur, s_link, len(self.net.links))
         # a lane entered in this step: its newcomer is the rearmost vehicle there (at 0, as _entry_room would find it)
         entered: dict[int, tuple[float, float]] = {}
         admitted: list[tuple[_Pending, int, VehicleType, float]] = []
@@ -374,7 +384,7 @@ class Traffic:
             best, best_room, best_v = -1, -math.inf, 0.0
             for r in candidates:
                 first = self.net.routes[r][0]
-                room, v_rear = entered[first] if first in entered else self._entry_room(first, cur, s_link)
+                room, v_rear = entered[first] if first in entered else self._entry_room(first, rear, s_link)
                 if room > best_room + 1e-6 or (abs(room - best_room) <= 1e-6 and self.rng.random() < 0.5):
                     best, best_room, best_v = r, room, v_rear
             v0 = self.net.link_speed[self.net.routes[best][0]] * vt.speed_factor
@@ -439,12 +449,15 @@ class Traffic:
     def n(self) -> int:
         return len(self.s)
 
+    def _where(self) -> tuple[IntArray, FloatArray]:
+        """(current link, position on it [m]) of every vehicle."""
+        return _locate(self.net.route_links, self.net.route_start, self.route, self.link_idx, self.s)
+
     def current_link(self) -> IntArray:
-        return self.net.route_links[self.route, self.link_idx]
+        return self._where()[0]
 
     def s_on_link(self) -> FloatArray:
-        out: FloatArray = self.s - self.net.route_start[self.route, self.link_idx]
-        return out
+        return self._where()[1]
 
     def signal_view(self) -> tuple[IntArray, FloatArray]:
         """For each vehicle: (global signal group of its next stop line or -1, distance to it [m])."""
@@ -454,24 +467,7 @@ class Traffic:
 
     def _compute_signal_view(self) -> tuple[IntArray, FloatArray]:
         net = self.net
-        link = self.current_link()
-        kind = net.link_kind[link]
-        width = net.route_links.shape[1]
-        k1 = np.minimum(self.link_idx + 1, width - 1)
-        k2 = np.minimum(self.link_idx + 2, width - 1)
-        nxt1 = net.route_links[self.route, k1]
-        nxt2 = net.route_links[self.route, k2]
-        group = np.full(self.n, -1, dtype=np.int64)
-        dist = np.full(self.n, np.inf)
-        on_in = (kind == _IN) & (nxt1 >= 0) & (self.link_idx + 1 < width)
-        group[on_in] = net.link_group[nxt1[on_in]]
-        dist[on_in] = (net.route_start[self.route, k1] - self.s)[on_in]
-        # on a turning path whose exit is the next junction's approach lane (corridor)
-        on_conn = (kind == _CONN) & (self.link_idx + 2 < width) & (nxt2 >= 0)
-        on_conn &= net.link_kind[np.maximum(nxt1, 0)] == _IN
-        group[on_conn] = net.link_group[nxt2[on_conn]]
-        dist[on_conn] = (net.route_start[self.route, k2] - self.s)[on_conn]
-        return group, dist
+        return _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, self.route, self.link_idx, self.s)
 
     def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
@@ -505,14 +501,6 @@ class Traffic:
             self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice)
         self.t += dt
         self._admit()
-
-    def _idm(self, v: FloatArray, v0: FloatArray, amax: FloatArray, gap: FloatArray, dv: FloatArray) -> FloatArray:
-        d = self.driver
-        b = d.comfort_decel_mps2
-        s_star = d.min_gap_m + np.maximum(0.0, v * d.time_headway_s + v * dv / (2.0 * np.sqrt(amax * b)))
-        free = 1.0 - (v / np.maximum(v0, 0.1)) ** d.delta
-        interaction = (s_star / np.maximum(gap, 0.01)) ** 2
-        return amax * (free - interaction)
 
     # -- stalled vehicles ------------------------------------------------------------
 
@@ -558,8 +546,7 @@ class Traffic:
         """Vehicles facing a stalled vehicle in their lane, or making way for an emergency vehicle behind,
         move to a neighbouring lane when the gap allows."""
         net = self.net
-        link = self.current_link()
-        s_link = self.s_on_link()
+        link, s_link = self._where()
         gap, _ = self._obstacle_ahead(link, s_link)
         move = gap < np.where(warned, WARNED_M, SIGHT_M)
         if make_way is not None:
@@ -612,7 +599,7 @@ class Traffic:
 
     def leaders(self) -> tuple[IntArray, FloatArray]:
         """Each vehicle's leader (its slot; -1: none within the lookahead) and the gap to its rear [m]."""
-        leader, gap, _ = self._leaders(self.current_link(), self.s_on_link())
+        leader, gap, _ = self._leaders(*self._where())
         return leader, gap
 
     def _leaders(self, link: IntArray, s_link: FloatArray) -> tuple[IntArray, FloatArray, IntArray]:
@@ -625,97 +612,47 @@ class Traffic:
     def _move(
         self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
     ) -> None:
-        net = self.net
-        link = self.current_link()
-        s_link = self.s_on_link()
-        llen = net.link_length[link]
-        width = net.route_links.shape[1]
-
+        net, d = self.net, self.driver
+        link, s_link = self._where()
         leader, gap, tail = self._leaders(link, s_link)
-        has = leader >= 0
-        lead_v = np.where(has, self.v[np.maximum(leader, 0)], 0.0)
-        # a vehicle that just turned off an IN link still overhangs it: siblings must not run into its rear
-        conn_tail = tail[(net.link_kind == _CONN) & (tail >= 0)]
-        if len(conn_tail):
-            ct_link = link[conn_tail]
-            overhang = self.length[conn_tail] - s_link[conn_tail]
-            hang = overhang > 0
-            src = np.array([net.links[lk].source for lk in ct_link[hang]], dtype=np.int64)
-            if len(src):
-                ov = np.full(len(net.links), -np.inf)
-                np.maximum.at(ov, src, overhang[hang])
-                on_src = np.isfinite(ov[link]) & (net.link_kind[link] == _IN)
-                cand = np.flatnonzero(on_src)
-                g2 = llen[cand] - ov[link[cand]] - s_link[cand]
-                better = g2 < gap[cand]
-                gap[cand[better]] = g2[better]
-                lead_v[cand[better]] = 0.0
-
+        lead_v = _overhang_gaps(
+            leader, tail, link, s_link, self.length, self.v, net.link_kind, net.link_source, net.link_length, gap
+        )
         # a stalled vehicle is a standing leader
         if self.obstacles:
             g_obs, _ = self._obstacle_ahead(link, s_link)
             nearer = g_obs < gap
             gap[nearer] = g_obs[nearer]
             lead_v[nearer] = 0.0
-
         # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
         if len(self._diverge_a):
-            self._diverge_leaders(link, s_link, tail, gap, lead_v, width)
+            self._diverge_leaders(link, s_link, tail, gap, lead_v)
 
-        # --- desired speed: the link's limit, braking ahead of a slower next link
-        v0 = net.link_speed[link] * self.vmax_factor
+        # a cap on the desired speed: near a hazard one was warned of (HLW), and an advisory speed (GLOSA)
+        v0_cap = np.full(self.n, np.inf)
         if self.obstacles and warned.any():
-            v0 = np.where(warned & self._near_hazard(link, s_link), np.minimum(v0, HAZARD_SPEED_MPS), v0)
+            v0_cap[warned & self._near_hazard(link, s_link)] = HAZARD_SPEED_MPS
         if advice is not None:
-            v0 = np.where(np.isfinite(advice), np.minimum(v0, np.nan_to_num(advice, nan=np.inf)), v0)
-        k1 = np.minimum(self.link_idx + 1, width - 1)
-        nxt1 = net.route_links[self.route, k1]
-        has_next = (self.link_idx + 1 < width) & (nxt1 >= 0)
-        v_next = np.where(has_next, net.link_speed[np.maximum(nxt1, 0)] * self.vmax_factor, np.inf)
-        dist_end = llen - s_link
-        v_anticipate = np.sqrt(v_next**2 + 2.0 * self.driver.comfort_decel_mps2 * np.maximum(dist_end, 0.0))
-        v0 = np.minimum(v0, v_anticipate)
+            np.minimum(v0_cap, advice, out=v0_cap, where=np.isfinite(advice))
 
-        acc = self._idm(self.v, v0, self.amax, gap, self.v - lead_v)
-
-        # --- signals
         group, dist = self.signal_view()
-        line_ahead = group >= 0
-        red = line_ahead & ((believed == _RED) | (believed == _UNKNOWN))
-        yellow = line_ahead & (believed == _YELLOW)
-        greenish = line_ahead & ((believed == _GREEN) | (believed == _PERMISSIVE))
-        self.go_on_yellow[greenish | ~line_ahead] = False
-        need_decel = self.v**2 / (2.0 * np.maximum(dist, 0.01))
-        yellow_stop = yellow & ~self.go_on_yellow & (need_decel <= YELLOW_DECEL_MPS2)
-        self.go_on_yellow |= yellow & ~yellow_stop
-        # on red, a vehicle that committed on yellow stops only if it physically can
-        red_stop = red & ~(self.go_on_yellow & (need_decel > MAX_DECEL_MPS2))
-        stop_line = red_stop | yellow_stop
-
-        # --- standing obstacles: the stop line, and waiting points at conflicts
-        obstacle = np.where(stop_line, dist, np.inf)
-        obstacle = np.minimum(obstacle, self._conflict_obstacles(link, s_link, dist, stop_line))
-        if np.isfinite(obstacle).any():
-            idx = np.flatnonzero(np.isfinite(obstacle))
-            a_obs = self._idm(self.v[idx], v0[idx], self.amax[idx], obstacle[idx], self.v[idx])
-            acc[idx] = np.minimum(acc[idx], a_obs)
-
-        acc = np.maximum(acc, -MAX_DECEL_MPS2)
-        # --- integrate (ballistic; a vehicle that would reverse stops)
-        v_new = self.v + acc * dt
-        stopping = v_new < 0
-        ds = np.where(stopping, -self.v**2 / (2.0 * np.minimum(acc, -1e-9)), self.v * dt + 0.5 * acc * dt * dt)
-        v_new = np.maximum(v_new, 0.0)
+        b, delta = d.comfort_decel_mps2, float(d.delta)
+        acc, v0, stop_line = _desire(
+            link, s_link, self.route, self.link_idx, self.v, self.vmax_factor, self.amax, gap, lead_v, v0_cap,
+            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed,
+            d.min_gap_m, d.time_headway_s, b, delta,
+        )
+        # standing obstacles: the stop line, and waiting points at conflicts
+        wait = self._conflict_obstacles(link, s_link, dist, stop_line)
         s_old = self.s
-        self.s = self.s + ds
+        self.s, self.v, self.a = _integrate(
+            acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, d.min_gap_m, d.time_headway_s, b, delta
+        )
         self._view = None
-        self.v = v_new
-        self.a = acc
-
         self._measure(dt, link, s_old, believed, truth, group, dist)
 
     def _diverge_leaders(
-        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray, width: int
+        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray
     ) -> None:
         """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
         net = self.net
@@ -753,24 +690,18 @@ class Traffic:
         net = self.net
         st = self.stats
         t_now = self.t + dt
-        # stops, with hysteresis
-        now_stopped = np.where(self.stopped, self.v < MOVING_MPS, self.v < STOPPED_MPS)
-        self.stops += (now_stopped & ~self.stopped).astype(np.int64)
-        self.stopped = now_stopped
-        on_in = net.link_kind[link] == _IN
-        self.queued |= on_in & now_stopped
-        # queue length per approach lane
-        if on_in.any():
-            counts = np.bincount(link[on_in & now_stopped], minlength=len(net.links))
-            for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
-                st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
-            np.maximum(self._max_queue, counts, out=self._max_queue)
+        # stops with hysteresis, and the queue per approach lane
+        counts = np.zeros(len(net.links), dtype=np.int64)
+        start_next, crossed, done = _measure_flags(
+            self.v, self.s, self.route, self.link_idx, link, net.link_kind, net.route_start, net.route_length,
+            self.stopped, self.stops, self.queued, counts,
+        )
+        for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
+            st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
+        np.maximum(self._max_queue, counts, out=self._max_queue)
         # advance link indices; a crossing of an IN link's end is a stop-line crossing
-        width = net.route_links.shape[1]
-        start_next = net.route_start[self.route, np.minimum(self.link_idx + 1, width)]
-        crossed = self.s >= start_next
         if crossed.any():
-            for i in np.flatnonzero(crossed & on_in):
+            for i in np.flatnonzero(crossed & (net.link_kind[link] == _IN)):
                 lid = int(link[i])
                 ls = st.links.setdefault(lid, LinkStats())
                 ls.served += 1
@@ -792,7 +723,6 @@ class Traffic:
             self.queued[crossed] = False
             self.link_idx = _link_indices(net.route_start, net.route_nlinks, self.route, self.s)
         # vehicles that reached the end of their route leave
-        done = self.s >= net.route_length[self.route]
         if done.any():
             idx = np.flatnonzero(done)
             travel = t_now - self.t_enter[idx]
@@ -816,18 +746,12 @@ class Traffic:
         if n < 2:
             return
         net = self.net
-        link = self.current_link()
-        s_link = self.s_on_link()
-        order = _link_order(link, s_link, len(net.links))
-        sl = link[order]
-        same = sl[1:] == sl[:-1]
-        rear, front = order[:-1][same], order[1:][same]
-        overlap = s_link[front] - self.length[front] < s_link[rear] - 1e-6
-        pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(rear[overlap], front[overlap], strict=True)]
+        link, s_link = self._where()
+        lane_rear, lane_front, in_box = _lane_overlaps(
+            _link_order(link, s_link, len(net.links)), link, s_link, self.length, net.link_kind, net.link_length
+        )
+        pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(lane_rear, lane_front, strict=True)]
         # 2D check among vehicles on turning paths or within a car length of a stop line
-        in_box = (net.link_kind[link] == _CONN) | (
-            (net.link_kind[link] == _IN) & (net.link_length[link] - s_link < 6.0)
-        ) | ((net.link_kind[link] != _CONN) & (s_link < self.length))
         idx = np.flatnonzero(in_box)
         if len(idx) >= 2:
             x, y, h = self.bodies(idx)
@@ -924,6 +848,216 @@ def _link_indices_loops(route_start: FloatArray, route_nlinks: IntArray, route: 
 
 
 _link_indices: Callable[..., IntArray] = numba.njit(cache=True)(_link_indices_loops)
+
+
+def _locate_loops(
+    route_links: IntArray, route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray
+) -> tuple[IntArray, FloatArray]:
+    """Each vehicle's current link and position on it [m] (compiled: `_locate`)."""
+    n = len(s)
+    link, s_link = np.empty(n, dtype=np.int64), np.empty(n)
+    for i in range(n):
+        link[i] = route_links[route[i], link_idx[i]]
+        s_link[i] = s[i] - route_start[route[i], link_idx[i]]
+    return link, s_link
+
+
+_locate: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_locate_loops)
+
+
+def _signal_view_loops(
+    route_links: IntArray, route_start: FloatArray, link_kind: IntArray, link_group: IntArray,
+    route: IntArray, link_idx: IntArray, s: FloatArray,
+) -> tuple[IntArray, FloatArray]:
+    """`Traffic.signal_view` (compiled: `_signal_view`): the group of the stop line at the end of the vehicle's
+    IN link, or, on a turning path whose exit is the next junction's approach lane (corridor), at that lane's end."""
+    n, width = len(s), route_links.shape[1]
+    group, dist = np.full(n, -1, dtype=np.int64), np.full(n, np.inf)
+    for i in range(n):
+        r, k = route[i], link_idx[i]
+        kind = link_kind[route_links[r, k]]
+        nxt1 = route_links[r, min(k + 1, width - 1)]
+        if kind == _IN and k + 1 < width and nxt1 >= 0:
+            group[i], dist[i] = link_group[nxt1], route_start[r, k + 1] - s[i]
+        elif kind == _CONN and k + 2 < width and route_links[r, k + 2] >= 0 and link_kind[max(nxt1, 0)] == _IN:
+            group[i], dist[i] = link_group[route_links[r, k + 2]], route_start[r, k + 2] - s[i]
+    return group, dist
+
+
+_signal_view: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_signal_view_loops)
+
+
+def _rearmost_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
+    """Per link, the vehicle furthest back on it (on a tie the first slot; -1: none) (compiled: `_rearmost`)."""
+    rear = np.full(n_links, -1, dtype=np.int64)
+    for i in range(len(link)):
+        j = rear[link[i]]
+        if j < 0 or s_link[i] < s_link[j]:
+            rear[link[i]] = i
+    return rear
+
+
+_rearmost: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_rearmost_loops)
+
+
+def _overhang_gaps_loops(
+    leader: IntArray, tail: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray,
+    link_kind: IntArray, link_source: IntArray, link_length: FloatArray, gap: FloatArray,
+) -> FloatArray:
+    """The leader's speed per vehicle (0: none), and the rear of a vehicle that just turned off an IN link as a
+    standing leader on that link, for it still overhangs it: siblings must not run into it (`gap` shortened in
+    place, that vehicle's speed taken as 0). Compiled: `_overhang_gaps`."""
+    n, n_links = len(link), len(link_kind)
+    lead_v = np.zeros(n)
+    for i in range(n):
+        if leader[i] >= 0:
+            lead_v[i] = v[leader[i]]
+    overhang = np.full(n_links, -np.inf)  # per IN link, how far the rearmost body on a path leaving it reaches back
+    hangs = False
+    for c in range(n_links):
+        t = tail[c]
+        if link_kind[c] == _CONN and t >= 0 and length[t] - s_link[t] > 0:
+            overhang[link_source[c]] = max(overhang[link_source[c]], length[t] - s_link[t])
+            hangs = True
+    if hangs:
+        for i in range(n):
+            lk = link[i]
+            if link_kind[lk] == _IN and np.isfinite(overhang[lk]):
+                g = link_length[lk] - overhang[lk] - s_link[i]
+                if g < gap[i]:
+                    gap[i], lead_v[i] = g, 0.0
+    return lead_v
+
+
+_overhang_gaps: Callable[..., FloatArray] = numba.njit(cache=True)(_overhang_gaps_loops)
+
+
+@numba.njit(cache=True)
+def _idm(v: float, v0: float, amax: float, gap: float, dv: float, s0: float, t_gap: float, b: float, delta: float) -> float:
+    """IDM acceleration [m/s^2] (Treiber & Kesting 2013, eq. 11.3): desired speed v0, gap [m] to the leader's rear,
+    approach rate dv = v - v_leader; s0 minimum gap, t_gap time headway, b comfortable deceleration."""
+    s_star = s0 + max(0.0, v * t_gap + v * dv / (2.0 * math.sqrt(amax * b)))
+    free = 1.0 - (v / max(v0, 0.1)) ** delta
+    ratio = s_star / max(gap, 0.01)
+    return float(amax * (free - ratio * ratio))
+
+
+def _desire_loops(
+    link: IntArray, s_link: FloatArray, route: IntArray, link_idx: IntArray, v: FloatArray, vmax_factor: FloatArray,
+    amax: FloatArray, gap: FloatArray, lead_v: FloatArray, v0_cap: FloatArray, group: IntArray, dist: FloatArray,
+    believed: IntArray, go_on_yellow: BoolArray, route_links: IntArray, link_length: FloatArray,
+    link_speed: FloatArray, s0: float, t_gap: float, b: float, delta: float,
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Per vehicle: (IDM acceleration behind its leader, desired speed, whether it stops at its stop line)
+    (compiled: `_desire`). The desired speed is the link's limit (times the type's factor), capped by `v0_cap`
+    and by braking at comfortable deceleration to a slower next link. At the line: on red or unknown the vehicle
+    stops unless it went on yellow and can no longer stop (MAX_DECEL_MPS2); on yellow it stops only if that
+    takes no more than YELLOW_DECEL_MPS2, and the decision to go sticks (`go_on_yellow`, updated in place)."""
+    n, width = len(link), route_links.shape[1]
+    acc, v0, stop_line = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        lk, k = link[i], link_idx[i]
+        want = min(link_speed[lk] * vmax_factor[i], v0_cap[i])
+        nxt = route_links[route[i], min(k + 1, width - 1)]
+        v_next = link_speed[nxt] * vmax_factor[i] if k + 1 < width and nxt >= 0 else np.inf
+        v0[i] = min(want, math.sqrt(v_next * v_next + 2.0 * b * max(link_length[lk] - s_link[i], 0.0)))
+        acc[i] = _idm(v[i], v0[i], amax[i], gap[i], v[i] - lead_v[i], s0, t_gap, b, delta)
+        if group[i] < 0:
+            go_on_yellow[i] = False
+            continue
+        light = believed[i]
+        need_decel = v[i] * v[i] / (2.0 * max(dist[i], 0.01))
+        if light in (_GREEN, _PERMISSIVE):
+            go_on_yellow[i] = False
+        elif light == _YELLOW:
+            stop_line[i] = not go_on_yellow[i] and need_decel <= YELLOW_DECEL_MPS2
+            go_on_yellow[i] = not stop_line[i]
+        elif light in (_RED, _UNKNOWN):
+            stop_line[i] = not (go_on_yellow[i] and need_decel > MAX_DECEL_MPS2)
+    return acc, v0, stop_line
+
+
+_desire: Callable[..., tuple[FloatArray, FloatArray, BoolArray]] = numba.njit(cache=True)(_desire_loops)
+
+
+def _integrate_loops(
+    acc: FloatArray, v0: FloatArray, stop_line: BoolArray, dist: FloatArray, wait: FloatArray, v: FloatArray,
+    s: FloatArray, amax: FloatArray, dt: float, s0: float, t_gap: float, b: float, delta: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(position, speed, acceleration) after dt (compiled: `_integrate`). The stop line (if the vehicle stops
+    there) and the waiting point at a conflict (`wait`, inf: none) are standing obstacles: the acceleration is
+    the lower of `acc` and IDM towards the nearer, and never below -MAX_DECEL_MPS2. Ballistic update; a vehicle
+    that would reverse stops where its speed reaches 0."""
+    n = len(v)
+    s_new, v_new, a_new = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        a = acc[i]
+        obstacle = min(dist[i] if stop_line[i] else np.inf, wait[i])
+        if np.isfinite(obstacle):
+            a = min(a, _idm(v[i], v0[i], amax[i], obstacle, v[i], s0, t_gap, b, delta))
+        a = max(a, -MAX_DECEL_MPS2)
+        vn = v[i] + a * dt
+        if vn < 0:
+            s_new[i] = s[i] + -(v[i] * v[i]) / (2.0 * min(a, -1e-9))
+        else:
+            s_new[i] = s[i] + (v[i] * dt + 0.5 * a * dt * dt)
+        v_new[i], a_new[i] = max(vn, 0.0), a
+    return s_new, v_new, a_new
+
+
+_integrate: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_integrate_loops)
+
+
+def _measure_flags_loops(
+    v: FloatArray, s: FloatArray, route: IntArray, link_idx: IntArray, link: IntArray, link_kind: IntArray,
+    route_start: FloatArray, route_length: FloatArray, stopped: BoolArray, stops: IntArray, queued: BoolArray,
+    queue: IntArray,
+) -> tuple[FloatArray, BoolArray, BoolArray]:
+    """After the move (compiled: `_measure_flags`): stops with hysteresis (`stopped`, `stops`, and `queued` for a
+    vehicle stopped on an IN link, updated in place), the stopped vehicles per IN link (`queue`, zeros in, counted
+    in place), and per vehicle (where its next link starts [m], whether it reached it, whether it is past the
+    end of its route)."""
+    n, width = len(v), route_start.shape[1] - 1
+    start_next, crossed, done = np.empty(n), np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        now = v[i] < MOVING_MPS if stopped[i] else v[i] < STOPPED_MPS
+        if now and not stopped[i]:
+            stops[i] += 1
+        stopped[i] = now
+        if now and link_kind[link[i]] == _IN:
+            queued[i] = True
+            queue[link[i]] += 1
+        start_next[i] = route_start[route[i], min(link_idx[i] + 1, width)]
+        crossed[i] = s[i] >= start_next[i]
+        done[i] = s[i] >= route_length[route[i]]
+    return start_next, crossed, done
+
+
+_measure_flags: Callable[..., tuple[FloatArray, BoolArray, BoolArray]] = numba.njit(cache=True)(_measure_flags_loops)
+
+
+def _lane_overlaps_loops(
+    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, link_kind: IntArray,
+    link_length: FloatArray,
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """(rear, front) slots of the pairs that overlap on one link, given the vehicles in (link, position) order,
+    and per vehicle whether it needs the 2D check: on a turning path, within 6 m of a stop line, or with its body
+    reaching back onto the previous link (compiled: `_lane_overlaps`)."""
+    n = len(order)
+    rear, front = [], []
+    for p in range(n - 1):
+        a, b = order[p], order[p + 1]
+        if link[a] == link[b] and s_link[b] - length[b] < s_link[a] - 1e-6:
+            rear.append(a)
+            front.append(b)
+    in_box = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        kind = link_kind[link[i]]
+        in_box[i] = kind == _CONN or (kind == _IN and link_length[link[i]] - s_link[i] < 6.0) or s_link[i] < length[i]
+    return np.array(rear, dtype=np.int64), np.array(front, dtype=np.int64), in_box
+
+
+_lane_overlaps: Callable[..., tuple[IntArray, IntArray, BoolArray]] = numba.njit(cache=True)(_lane_overlaps_loops)
 
 
 def _diverge_gaps_loops(
