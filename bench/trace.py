@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, sc in runs.items():
         digest, collisions, finished = fingerprint(sc)
         out[key] = digest
-        verdict = "" if key not in before else ("  same" if before[key] == digest else f"  DIFFERS (was {before[key]})")
-        differ += [key] if verdict.startswith("  DIFFERS") else []
+        verdict = ""
+        if key in before:
+            verdict = "  same" if before[key] == digest else f"  DIFFERS (was {before[key]})"
+            differ += [key] if before[key] != digest else []
         print(f"{key:<16} {digest}  {sc.duration_s:.0f} s, {finished} finished, {collisions} collisions{verdict}", flush=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     if args.compare:

@@ -138,12 +138,19 @@ def main(argv: list[str]) -> int:
         console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
-    sites = len(Network(sc).components)
+    net = Network(sc)
+    sites = len(net.components)
     args.shard_by = "area" if sites >= args.workers else "vehicle"  # how --workers splits the fleet
     if args.clouds > sites or args.workers < 1 or args.clouds < 1:
         console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
                       "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")
         return 2
+    # compile the core's loops here, once, if numba's cache is empty (the first run after install): real-time
+    # tiers each compiling at once, on the clock, would start late
+    t0 = time.perf_counter()
+    load_kernels(net)
+    if time.perf_counter() - t0 > 2.0:
+        console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
 
     broker: MosquittoBroker | None = None
     url = args.broker
@@ -344,12 +351,6 @@ def _realtime_tiers(
     sc: scenario.Scenario, scenario_path: Path, url: str, args: argparse.Namespace, duration: float,
     progress: Callable[[Fleet], None],
 ) -> Parts:
-    # compile the core's loops here, once, if numba's cache is empty (the first run after install): five tiers
-    # compiling at once, on the clock, would start late
-    t0 = time.perf_counter()
-    load_kernels(Network(sc))
-    if time.perf_counter() - t0 > 2.0:
-        Console(stderr=True).print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
     epoch = time.time() + START_DELAY_S
     common = ["--broker", url, "--epoch", f"{epoch:.3f}", "--root", args.root, *([] if args.impair else ["--no-impairment"]),
               *([] if args.credentials is None else ["--credentials", str(args.credentials)])]

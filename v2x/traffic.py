@@ -636,18 +636,15 @@ class Traffic:
             np.minimum(v0_cap, advice, out=v0_cap, where=np.isfinite(advice))
 
         group, dist = self.signal_view()
-        b, delta = d.comfort_decel_mps2, float(d.delta)
+        idm = (d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))  # s0, T, b, delta
         acc, v0, stop_line = _desire(
             link, s_link, self.route, self.link_idx, self.v, self.vmax_factor, self.amax, gap, lead_v, v0_cap,
-            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed,
-            d.min_gap_m, d.time_headway_s, b, delta,
+            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed, *idm,
         )
         # standing obstacles: the stop line, and waiting points at conflicts
         wait = self._conflict_obstacles(link, s_link, dist, stop_line)
         s_old = self.s
-        self.s, self.v, self.a = _integrate(
-            acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, d.min_gap_m, d.time_headway_s, b, delta
-        )
+        self.s, self.v, self.a = _integrate(acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, *idm)
         self._view = None
         self._measure(dt, link, s_old, believed, truth, group, dist)
 
