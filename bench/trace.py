@@ -54,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     runs[f"{name}_x{copies}"] = scenario.tile(
         dataclasses.replace(scenario.load(scenario.resolve(name)), duration_s=duration), copies
     )
-    before = json.loads(args.compare.read_text()) if args.compare else {}
+    before: dict[str, str] = {}
+    if args.compare:
+        try:
+            before = json.loads(args.compare.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--compare {args.compare}: cannot read it as fingerprints ({e})")
+        if not isinstance(before, dict):
+            ap.error(f"--compare {args.compare}: expected a JSON object of name -> hash, got {type(before).__name__}")
     out, differ = {}, []
     for key, sc in runs.items():
         digest, collisions, finished = fingerprint(sc)
