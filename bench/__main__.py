@@ -50,7 +50,7 @@ import numpy as np
 
 from bench import floor
 from bench.transport import Deliveries, c_client_throughput, cpu_s
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 LATE_SHARE = 0.01  # steps that may start a whole step (100 ms) late: the fleet's p99 lag stays under its tick
 P99_MS = 50.0  # vehicle->cloud target
@@ -196,7 +196,7 @@ def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: floa
 def cluster_qos1(n: int = 5000) -> tuple[float, int, bool] | None:
     """The clustered broker: a QoS 1 burst from node C to a subscriber on node A (C clients, MQTT 3.1.1), and a
     retained message published through C reaching a later wildcard subscriber on A."""
-    from v2x.broker import NatsCluster, find_nats
+    from v2x.net.broker import NatsCluster, find_nats
 
     if find_nats() is None:
         print("  nats-server is not installed (apt-get install nats-server)")

@@ -41,7 +41,7 @@ import numpy as np
 
 from bench import counts
 from bench.transport import HOST, Deliveries, cpu_s
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 STEP_S = 0.1  # every sender's period: BSM and SPaT at 10 Hz
 PER_JUNCTION = 19  # vehicles per junction: four_way's steady count per copy in `python -m bench` capacity runs
@@ -51,12 +51,12 @@ CONNECT_BATCH = 100  # clients connecting at once
 
 def message_sizes() -> tuple[int, int]:
     """The bytes of a BSM and of a four_way SPaT, as the stack's codec encodes them."""
-    from roadside.plans import controllers
-    from roadside.spat import intersection_state
-    from v2x import messages as m
-    from v2x import scenario
-    from v2x.network import Network
-    from v2x.station import Clock, Station
+    from v2x.core import messages as m
+    from v2x.core import scenario
+    from v2x.core.network import Network
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
+    from v2x.net.station import Clock, Station
 
     net = Network(scenario.load(scenario.resolve("four_way")))
     clock = Clock(time.time())

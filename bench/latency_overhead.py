@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.transport import SubResult, measure
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 APPROACHES = 4
 

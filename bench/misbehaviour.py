@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from v2x import scenario
+from v2x.core import scenario
 
 KINDS = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
 

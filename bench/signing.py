@@ -15,10 +15,10 @@ import statistics
 import sys
 import time
 
-from v2x import codec
-from v2x import messages as m
-from v2x.signing import CA
-from v2x.station import Station, StepClock
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.net.signing import CA
+from v2x.net.station import Station, StepClock
 
 EPOCH = 1_767_225_600.0
 N = 5_000

@@ -21,8 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from roadside.offline import OfflineRun
-from v2x import scenario
+from v2x.core import scenario
+from v2x.run.offline import OfflineRun
 
 DISTRICT = ("four_way", 16, 300.0)  # scenario, copies, simulated seconds
 

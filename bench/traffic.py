@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from bench import counts
-from roadside.offline import OfflineRun
-from roadside.signal import Mode
-from v2x import scenario
-from v2x.messages import LightState
-from v2x.network import LinkKind
-from v2x.traffic import QUEUE_GAP_S, Light
+from v2x.core import scenario
+from v2x.core.messages import LightState
+from v2x.core.network import LinkKind
+from v2x.core.signal.controller import Mode
+from v2x.core.traffic import QUEUE_GAP_S, Light
+from v2x.run.offline import OfflineRun
 
 HERE = Path(__file__).resolve().parent
 SATURATION = HERE / "scenarios" / "saturation.toml"
@@ -267,7 +267,7 @@ def _write_sumo_demand(sc: scenario.Scenario, folder: Path) -> tuple[Path, dict[
 def _program_our_signals(traci: Any, network: Any, dt: float) -> None:
     """Give every SUMO traffic light our fixed-time controller's cycle as a static program: the state of each of its
     links sampled every step over one cycle, run-length encoded. SUMO then runs it itself (no call per step)."""
-    from roadside.plans import controllers
+    from v2x.core.signal.plans import controllers
 
     letter = {LightState.PROTECTED_GREEN: "G", LightState.PERMISSIVE_GREEN: "g", LightState.YELLOW: "y"}
     for ig, ctl in zip(network.intersections, controllers(network), strict=True):
@@ -301,7 +301,7 @@ def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west"
     """Run SUMO (libsumo) on the equivalent network with our signal timing; vehicle-steps per second from `from_s`."""
     import libsumo as traci
 
-    from v2x.network import Network
+    from v2x.core.network import Network
 
     j = sc.intersections[0].id
     with tempfile.TemporaryDirectory() as tmp:

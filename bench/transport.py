@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 PAYLOAD_BYTES = 60  # about a BSM frame
 HOST = "127.0.0.1"

@@ -35,13 +35,13 @@ SIZE = (1280, 800)
 def _scene(n: int) -> tuple[Any, list[tuple[str, bytes]]]:
     import numpy as np
 
-    from v2x import messages as m
-    from v2x import scenario
-    from v2x.network import LinkKind, Network
-    from v2x.scene import Scene
-    from v2x.station import Station, StepClock
-    from v2x.topics import Topics
-    from v2x.v2xmap import build_map
+    from v2x.core import messages as m
+    from v2x.core import scenario
+    from v2x.core.mapdata import build_map
+    from v2x.core.network import LinkKind, Network
+    from v2x.core.topics import Topics
+    from v2x.net.station import Station, StepClock
+    from v2x.watch.scene import Scene
 
     sc = scenario.load(scenario.resolve("corridor"))
     net = Network(sc)
@@ -82,7 +82,7 @@ def _measure(frames: int, n: int) -> dict[str, Any]:
     import numpy as np
     import pygame
 
-    from v2x.render import Renderer, View
+    from v2x.watch.render import Renderer, View
 
     pygame.display.init()
     pygame.font.init()

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from cloud.service import CloudService, serve
-from v2x.network import Network
-from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, shard_arg, signing_ca
+from v2x.core.network import Network
+from v2x.net.options import add_common, credentials, load, run_service, setup_logging, shard_arg, signing_ca
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from v2x.network import LinkKind, Network
+from v2x.core.network import LinkKind, Network
 
 MAX_SPEED_MPS = 40.0
 ROAD_MARGIN_M = 2.0

@@ -27,9 +27,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from roadside.plans import scenario_plan
-from roadside.signal import Mode, Plan
-from v2x.network import Network
+from v2x.core.network import Network
+from v2x.core.signal.controller import Mode, Plan
+from v2x.core.signal.plans import scenario_plan
 
 SATURATION_VPHPL = 1800.0  # [veh/h/lane] the core's measured queue discharge is ~1,820 (bench.traffic)
 MAX_CYCLE_S = 120.0  # [s] the longest cycle the policy sets

@@ -34,20 +34,20 @@ import numpy as np
 from cloud.detect import Detection, Detector
 from cloud.misbehaviour import Misbehaviour
 from cloud.policy import Adaptive, Approach
-from roadside.plans import plan_message
-from roadside.signal import Plan
 from v2x import __version__
-from v2x import messages as m
-from v2x.impair import Impairment
-from v2x.network import Network
-from v2x.scenario import HazardEvent
-from v2x.security import Credentials, login
-from v2x.service import STOPPED, Service, last_will
-from v2x.signing import CA, sign_service
-from v2x.station import Clock
-from v2x.topics import Topics, tile_path, tiles_covering
-from v2x.transport import MqttTransport, Transport
-from v2x.v2xmap import intersection_ref, lane_id
+from v2x.core import messages as m
+from v2x.core.mapdata import intersection_ref, lane_id
+from v2x.core.network import Network
+from v2x.core.scenario import HazardEvent
+from v2x.core.signal.controller import Plan
+from v2x.core.signal.plans import plan_message
+from v2x.core.topics import Topics, tile_path, tiles_covering
+from v2x.net.impair import Impairment
+from v2x.net.security import Credentials, login
+from v2x.net.service import Service, last_will
+from v2x.net.signing import CA
+from v2x.net.station import Clock
+from v2x.net.transport import MqttTransport, Transport
 
 CLOUD_ID = "cloud"
 YIELD_EVERY = 16  # real time: messages handled between reads of the connection
@@ -128,7 +128,7 @@ class CloudService(Service):
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
+        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
@@ -330,7 +330,7 @@ class CloudService(Service):
             if before is None or before.online != online:
                 self.rsus[sid] = RsuLiveness(online, now)
                 # the Will says the connection was lost; a clean shutdown says it stopped
-                name = "rsu-online" if online else ("rsu-stopped" if body.detail == STOPPED else "rsu-lost")
+                name = "rsu-online" if online else ("rsu-stopped" if body.detail == m.STOPPED else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
         elif isinstance(body, m.Rsm):
             self.rsm[frame.header.sender_id] = (body, now)
@@ -364,7 +364,7 @@ async def serve(
     svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None,
                        instance=instance, share=share)
     if ca is not None:
-        sign_service(svc, ca)
+        svc.sign_with(ca)
     transport.will = functools.partial(last_will, topics.status("cloud", sid), sid, m.SenderKind.CLOUD, clock, svc.station.signer)
     await transport.start()
     if started is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from roadside.service import RsuService, serve
-from v2x.tier_args import add_common, credentials, load, run_service, setup_logging, signing_ca
+from v2x.net.options import add_common, credentials, load, run_service, setup_logging, signing_ca
 
 
 def main(argv: list[str] | None = None) -> int:

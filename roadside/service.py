@@ -21,22 +21,21 @@ import functools
 import math
 from dataclasses import dataclass
 
-from roadside.offline import DETECTOR_M
-from roadside.plans import controllers, plan_from_message
-from roadside.signal import SignalController
-from roadside.spat import intersection_state
 from v2x import __version__
-from v2x import messages as m
-from v2x.impair import Impairment
-from v2x.network import Network
-from v2x.scenario import Scenario
-from v2x.security import Credentials, login
-from v2x.service import STOPPED, Service, last_will
-from v2x.signing import CA, sign_service
-from v2x.station import Clock
-from v2x.topics import Topics, tiles_covering
-from v2x.transport import MqttTransport, Transport
-from v2x.v2xmap import build_map
+from v2x.core import messages as m
+from v2x.core.mapdata import build_map
+from v2x.core.network import Network
+from v2x.core.scenario import Scenario
+from v2x.core.signal.controller import DETECTOR_M, SignalController
+from v2x.core.signal.plans import controllers, plan_from_message
+from v2x.core.signal.spat import intersection_state
+from v2x.core.topics import Topics, tiles_covering
+from v2x.net.impair import Impairment
+from v2x.net.security import Credentials, login
+from v2x.net.service import Service, last_will
+from v2x.net.signing import CA
+from v2x.net.station import Clock
+from v2x.net.transport import MqttTransport, Transport
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
@@ -231,7 +230,7 @@ class RsuService(Service):
 
     def stopping(self) -> None:
         """Say so before a clean disconnect: a retained offline status, "stopped"."""
-        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, STOPPED), qos=1, retain=True)
+        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""
@@ -263,7 +262,7 @@ async def serve(
         transports.append(transport)
         services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
         if ca is not None:
-            sign_service(services[-1], ca)
+            services[-1].sign_with(ca)
         transport.will = functools.partial(last_will, topics.status("rsu", sid), sid, m.SenderKind.RSU, clock, services[-1].station.signer)
     if started is not None:
         started.extend(services)

@@ -4,7 +4,7 @@
 Uses protoc from grpcio-tools (no system protoc) and mypy-protobuf for the .pyi stubs;
 both are pinned in the `test` extra so the output is reproducible.
 
-    python scripts/gen_proto.py          # write v2x/wire/*_pb2.py and *_pb2.pyi
+    python scripts/gen_proto.py          # write v2x/core/wire/*_pb2.py and *_pb2.pyi
     python scripts/gen_proto.py --check  # exit 1 if the committed files are stale
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
 PROTO_DIR = PROTO_ROOT / "v2x" / "v1"
-OUT_DIR = ROOT / "v2x" / "wire"
+OUT_DIR = ROOT / "v2x" / "core" / "wire"
 
 
 def generate(dest: Path) -> list[Path]:

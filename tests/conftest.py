@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from v2x import scenario
-from v2x.network import Network
-from v2x.traffic import load_kernels
+from v2x.core import scenario
+from v2x.core.network import Network
+from v2x.core.traffic import load_kernels
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,8 +11,8 @@ from typing import TypeVar
 
 from hypothesis import strategies as st
 
-from v2x import codec as c
-from v2x import messages as m
+from v2x.core import codec as c
+from v2x.core import messages as m
 
 E = TypeVar("E", bound=enum.IntEnum)
 

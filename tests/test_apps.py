@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from roadside.offline import OfflineRun
-from v2x import messages as m
-from v2x.apps import HLW_RANGE_M, Apps, route_points
-from v2x.scenario import load, resolve
+from v2x.core import messages as m
+from v2x.core.scenario import load, resolve
+from v2x.run.offline import OfflineRun
+from v2x.vehicle.apps import HLW_RANGE_M, Apps, route_points
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 
@@ -91,11 +91,11 @@ def test_rlvw_warns_the_vehicles_that_late_spat_sends_through_red(v2x_report: An
 
 
 def test_time_to_green_is_the_reds_likely_end_and_none_otherwise() -> None:
-    from roadside.plans import controllers
-    from roadside.spat import intersection_state
-    from v2x.apps import time_to_green, time_to_red
-    from v2x.belief import SignalBelief
-    from v2x.network import Network
+    from v2x.core.network import Network
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
+    from v2x.vehicle.apps import time_to_green, time_to_red
+    from v2x.vehicle.belief import SignalBelief
 
     net = Network(load(resolve("four_way")))
     ctl = controllers(net)[0]
@@ -130,11 +130,11 @@ def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float =
                    follower_leg: str = "west") -> tuple[Any, Any]:
     """A leader 150 m before the west stop line and a follower `gap_m` behind it (bumper to bumper), the
     follower in the same lane (or on another approach), every BSM heard by everyone."""
-    from v2x.bsm import build_bsms
-    from v2x.network import Network
-    from v2x.sidelink import Neighbours
-    from v2x.station import Station, StepClock
-    from v2x.traffic import KIND_INDEX, VEHICLE_TYPES, Traffic, _Pending
+    from v2x.core.network import Network
+    from v2x.core.traffic import KIND_INDEX, VEHICLE_TYPES, Traffic, _Pending
+    from v2x.net.station import Station, StepClock
+    from v2x.vehicle.bsm import build_bsms
+    from v2x.vehicle.sidelink import Neighbours
 
     net = Network(load(resolve("four_way")))
     tr = Traffic(net, seed=1)
@@ -158,7 +158,7 @@ def _two_in_a_lane(lead_v: float, lead_a: float, gap_m: float, follow_v: float =
 
 
 def _apps_on(tr: Any, heard: Any) -> Apps:
-    from v2x.belief import SignalBelief
+    from v2x.vehicle.belief import SignalBelief
 
     apps = Apps(tr.net, neighbours=heard)
     apps.step(tr, {}, {int(v): SignalBelief(1.0) for v in tr.ids})
@@ -219,8 +219,8 @@ def test_evw_warns_the_car_ahead_of_an_emergency_vehicle_and_it_makes_way() -> N
 
 
 def test_v2v_counts_bsms_it_cannot_use() -> None:
-    from v2x.sidelink import Neighbours
-    from v2x.station import Station, StepClock
+    from v2x.net.station import Station, StepClock
+    from v2x.vehicle.sidelink import Neighbours
 
     heard = Neighbours(range_m=300.0)
     bsm = m.Bsm(position=m.GeoPoint(31.49, 120.31, 5.0), speed_mps=10.0, heading_deg=90.0)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from v2x.broker import MosquittoBroker, find_mosquitto, mqtt_ping
-from v2x.errors import BrokerError
+from v2x.core.errors import BrokerError
+from v2x.net.broker import MosquittoBroker, find_mosquitto, mqtt_ping
 
 
 def test_fixture_broker_speaks_mqtt5(mosquitto: MosquittoBroker) -> None:

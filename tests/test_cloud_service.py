@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
-from v2x.scenario import bundled_dir
-from v2x.signing import CA
-from v2x.transport import MqttTransport
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.scenario import bundled_dir
+from v2x.net.broker import MosquittoBroker
+from v2x.net.signing import CA
+from v2x.net.transport import MqttTransport
 
 FOUR_WAY = str(bundled_dir() / "four_way.toml")
 
@@ -90,11 +90,11 @@ async def test_a_plan_from_the_cloud_reaches_the_rsu_and_shows_in_its_spat(mosqu
 
     from cloud.service import CloudService
     from roadside.service import RsuService
-    from v2x.lockstep import Hub
-    from v2x.network import Network
-    from v2x.scenario import load
-    from v2x.station import StepClock
-    from v2x.topics import Topics
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.core.topics import Topics
+    from v2x.net.lockstep import Hub
+    from v2x.net.station import StepClock
 
     net = Network(load(FOUR_WAY))
     topics = Topics(f"{topic_prefix}/v2x/v1")
@@ -140,13 +140,13 @@ def test_the_cloud_counts_the_queue_on_each_approach_from_bsms() -> None:
     import numpy as np
 
     from cloud.service import QUEUE_SPEED_MPS, CloudService
-    from roadside.offline import OfflineRun
-    from v2x.bsm import build_bsms
-    from v2x.network import LinkKind
-    from v2x.scenario import load
-    from v2x.station import Station, StepClock
-    from v2x.topics import Topics
-    from v2x.transport import MemoryBroker, MemoryTransport
+    from v2x.core.network import LinkKind
+    from v2x.core.scenario import load
+    from v2x.core.topics import Topics
+    from v2x.net.station import Station, StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+    from v2x.run.offline import OfflineRun
+    from v2x.vehicle.bsm import build_bsms
 
     run = OfflineRun(load(FOUR_WAY))
     run.run(200.0)  # long enough for queues at red

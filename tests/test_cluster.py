@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from v2x.broker import NatsCluster, find_nats
+from v2x.net.broker import NatsCluster, find_nats
 
 pytestmark = [
     pytest.mark.cluster,

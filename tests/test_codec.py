@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import strategies as S
-from v2x import codec
-from v2x import messages as m
-from v2x.errors import DecodeError
-from v2x.wire import v2x_pb2 as pb
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.errors import DecodeError
+from v2x.core.wire import v2x_pb2 as pb
 
 
 @pytest.mark.parametrize("mtype", list(m.MessageType), ids=lambda t: t.value)

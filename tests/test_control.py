@@ -62,11 +62,11 @@ def test_emergency_vehicle_crosses_faster_with_signal_priority(v2x_run: Any) -> 
 
 
 def test_spat_shows_a_priority_grant() -> None:
-    from roadside.plans import controllers
-    from roadside.spat import intersection_state
-    from v2x import messages as m
-    from v2x.network import Network
-    from v2x.scenario import load, resolve
+    from v2x.core import messages as m
+    from v2x.core.network import Network
+    from v2x.core.scenario import load, resolve
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
 
     net = Network(load(resolve("emergency")))
     ctl = controllers(net)[0]

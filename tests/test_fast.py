@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from v2x.broker import MosquittoBroker
-from v2x.scenario import LEGS
+from v2x.core.scenario import LEGS
+from v2x.net.broker import MosquittoBroker
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from v2x.broker import MosquittoBroker
-from v2x.run import START_DELAY_S
+from v2x.net.broker import MosquittoBroker
+from v2x.net.transport import MqttTransport
+from v2x.run.main import START_DELAY_S
 from v2x.testing import until
-from v2x.transport import MqttTransport
 
 CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL)
 DOWN_S = 6.0  # [s] before it is started again on the same port

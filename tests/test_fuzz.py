@@ -21,20 +21,20 @@ from hypothesis import strategies as st
 from cloud.service import CloudService
 from roadside.service import RsuService
 from tests import strategies as gen
-from v2x import codec
-from v2x import messages as m
-from v2x.codec import MAX_PAYLOAD_BYTES
-from v2x.fleet import Fleet, Radio
-from v2x.inputs import AFTER_ACCEPT
-from v2x.network import Network
-from v2x.record import Recorder
-from v2x.scenario import bundled_dir, load
-from v2x.scene import Scene
-from v2x.station import Station, StepClock
-from v2x.topics import Topics, quadkey
-from v2x.transport import MemoryBroker, MemoryTransport, Message
-from v2x.v2xmap import build_map, intersection_ref
-from v2x.wire import v2x_pb2 as pb
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.codec import MAX_PAYLOAD_BYTES
+from v2x.core.mapdata import build_map, intersection_ref
+from v2x.core.network import Network
+from v2x.core.scenario import bundled_dir, load
+from v2x.core.topics import Topics, quadkey
+from v2x.core.wire import v2x_pb2 as pb
+from v2x.net.reception import AFTER_ACCEPT
+from v2x.net.station import Station, StepClock
+from v2x.net.transport import MemoryBroker, MemoryTransport, Message
+from v2x.vehicle.fleet import Fleet, Radio
+from v2x.watch.record import Recorder
+from v2x.watch.scene import Scene
 
 EPOCH = 1_767_225_600.0
 COUNT = 100_000

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from v2x.broker import MosquittoBroker
-from v2x.scenario import bundled_dir
+from v2x.core.scenario import bundled_dir
+from v2x.net.broker import MosquittoBroker
 
 
 def test_a_scheduled_hazard_is_broadcast_then_cleared(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from v2x.impair import Impairment
-from v2x.scenario import Cellular, Links, Sidelink
+from v2x.core.scenario import Cellular, Links, Sidelink
+from v2x.net.impair import Impairment
 from v2x.testing import RunScenario
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")

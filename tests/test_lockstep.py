@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from v2x.lockstep import Hub
-from v2x.transport import MemoryBroker, MemoryTransport
+from v2x.net.lockstep import Hub
+from v2x.net.transport import MemoryBroker, MemoryTransport
 
 
 async def test_the_barrier_expects_what_subscriptions_match_and_orders_deliveries() -> None:

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from v2x import messages as m
-from v2x.inputs import Reception
-from v2x.metrics import (
+from v2x.core import messages as m
+from v2x.core.metrics import (
     Histogram,
     Measurements,
     Stream,
@@ -20,8 +19,9 @@ from v2x.metrics import (
     merge_json,
     series_table,
 )
-from v2x.station import Station, StepClock
-from v2x.transport import Message
+from v2x.net.reception import Reception
+from v2x.net.station import Station, StepClock
+from v2x.net.transport import Message
 
 
 @given(st.integers(min_value=0, max_value=10**12))

@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from cloud.misbehaviour import Misbehaviour
-from roadside.offline import OfflineRun
-from v2x import scenario
-from v2x.attacks import Attacks
-from v2x.bsm import build_bsms
+from v2x.core import scenario
+from v2x.run.offline import OfflineRun
+from v2x.vehicle.attacks import Attacks
+from v2x.vehicle.bsm import build_bsms
 
 KINDS = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from v2x.report import Report
+from v2x.run.report import Report
 
 
 @pytest.mark.v2x_scenario("four_way", "--set", "links.cellular.latency_ms=50", duration=30)

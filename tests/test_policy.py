@@ -14,9 +14,9 @@ from cloud.policy import (
     progression_offsets,
     split_greens,
 )
-from roadside.signal import Mode, PhaseTiming, Plan
-from v2x import scenario
-from v2x.network import Network
+from v2x.core import scenario
+from v2x.core.network import Network
+from v2x.core.signal.controller import Mode, PhaseTiming, Plan
 
 
 def two_phase(green: float = 30.0, offset: float = 0.0) -> Plan:

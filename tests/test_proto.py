@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.net.broker import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "proto" / "v2x" / "v1" / "v2x.proto"

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from collections import Counter
 
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
-from v2x.scenario import bundled_dir
-from v2x.topics import Topics
-from v2x.transport import MqttTransport
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.scenario import bundled_dir
+from v2x.core.topics import Topics
+from v2x.net.broker import MosquittoBroker
+from v2x.net.transport import MqttTransport
 
 
 async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
@@ -69,11 +69,11 @@ async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: Mos
 
 async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
     from roadside.service import RSM_WINDOW_S, RsuService
-    from v2x.network import Network
-    from v2x.scenario import load
-    from v2x.station import Station, StepClock
-    from v2x.topics import quadkey
-    from v2x.transport import MemoryBroker, MemoryTransport
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.core.topics import quadkey
+    from v2x.net.station import Station, StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
 
     sc = load(bundled_dir() / "four_way.toml")
     net = Network(sc)

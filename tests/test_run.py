@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from v2x import scenario
-from v2x.errors import ScenarioError
-from v2x.network import Network
+from v2x.core import scenario
+from v2x.core.errors import ScenarioError
+from v2x.core.network import Network
+from v2x.core.traffic import Light, Traffic
 from v2x.testing import RunScenario
-from v2x.traffic import Light, Traffic
 
 
 def test_tile_lays_out_independent_copies_with_their_own_names() -> None:

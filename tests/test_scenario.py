@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from v2x import scenario
-from v2x.errors import ScenarioError
+from v2x.core import scenario
+from v2x.core.errors import ScenarioError
 
 BUNDLED = scenario.bundled()
 FOUR_WAY = scenario.bundled_dir() / "four_way.toml"
@@ -139,7 +139,7 @@ def test_syntax_error_has_a_line() -> None:
 
 
 def test_locator_handles_multiline_arrays_and_strings() -> None:
-    from v2x.schema import Locator
+    from v2x.core.schema import Locator
 
     text = 'a = """x\n[not.a.table]\n"""\n[t]\nb = [\n  1,\n  { c = "]#", d = 2 },\n]\n[[u]]\n[[u]]\ne = 1 # c\n'
     loc = Locator(text)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from v2x.broker import MosquittoBroker
-from v2x.security import Credentials, mosquitto_hash
-from v2x.topics import TILE_ZOOM, Topics
+from v2x.core.topics import TILE_ZOOM, Topics
+from v2x.net.broker import MosquittoBroker
+from v2x.net.security import Credentials, mosquitto_hash
 
 TILE = "1320121011220113" + "0"
 
@@ -125,10 +125,10 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 async def test_a_tls_listener_with_logins_carries_messages_and_refuses_plain_or_untrusted_clients(
     broker_factory: Callable[..., MosquittoBroker], tmp_path: Path,
 ) -> None:
-    from v2x.errors import BrokerError
-    from v2x.scenario import load, resolve
-    from v2x.security import OBSERVER, write_config
-    from v2x.transport import MqttTransport
+    from v2x.core.errors import BrokerError
+    from v2x.core.scenario import load, resolve
+    from v2x.net.security import OBSERVER, write_config
+    from v2x.net.transport import MqttTransport
 
     cert, key = _self_signed(tmp_path)
     creds = Credentials.new()

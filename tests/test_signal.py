@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roadside.signal import Interval, Mode, PhaseTiming, Plan, SignalController
-from v2x.messages import LightState
+from v2x.core.messages import LightState
+from v2x.core.signal.controller import Interval, Mode, PhaseTiming, Plan, SignalController
 
 
 def two_phase(mode: Mode = Mode.FIXED, green: float = 30.0, offset: float = 0.0, plan_id: int = 1) -> Plan:

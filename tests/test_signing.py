@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 from roadside.service import RsuService
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
-from v2x.network import Network
-from v2x.scenario import bundled_dir, load
-from v2x.signing import CA, sign_service
-from v2x.station import Station, StepClock
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.mapdata import intersection_ref
+from v2x.core.network import Network
+from v2x.core.scenario import bundled_dir, load
+from v2x.core.topics import Topics
+from v2x.core.wire import v2x_pb2 as pb
+from v2x.net.broker import MosquittoBroker
+from v2x.net.signing import CA
+from v2x.net.station import Station, StepClock
+from v2x.net.transport import MqttTransport, Will
 from v2x.testing import until
-from v2x.topics import Topics
-from v2x.transport import MqttTransport, Will
-from v2x.v2xmap import intersection_ref
-from v2x.wire import v2x_pb2 as pb
 
 EPOCH = 1_767_225_600.0
 NOW_US = int((EPOCH + 10.0) * 1e6)
@@ -93,7 +93,7 @@ async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_rep
     topics = Topics(f"{topic_prefix}/v2x/v1")
     ca = CA()
     rsu = RsuService(net, 0, MqttTransport(mosquitto.url, f"{topic_prefix}-rsu"), topics, clock)
-    sign_service(rsu, ca)
+    rsu.sign_with(ca)
     ids = sorted({g.group_id for g in net.groups if g.intersection == 0})
     plan = m.SignalPlan(intersection=intersection_ref(0), plan_id=7, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0, phases=(
         m.PhasePlan(phase_id=1, signal_groups=tuple(ids[: len(ids) // 2]), green_s=30.0, yellow_s=3.0, all_red_s=2.0, min_green_s=5.0, max_green_s=60.0),
@@ -138,7 +138,7 @@ def test_run_sign_end_to_end(tmp_path: Path) -> None:
 
 def test_v2v_acts_only_on_genuine_signed_bsms() -> None:
     """The sidelink verifies a BSM when an application first asks for it: unsigned, forged and replayed ones are counted, not used."""
-    from v2x.sidelink import Neighbours
+    from v2x.vehicle.sidelink import Neighbours
 
     ca = CA()
     heard = Neighbours(range_m=300.0)
@@ -162,8 +162,8 @@ def test_v2v_acts_only_on_genuine_signed_bsms() -> None:
 async def test_each_connection_gets_a_newly_signed_will() -> None:
     """A signed Will is taken to no age but checked for replays: after a lost connection, the reconnect must hand the
     broker new signed bytes, or a receiver would refuse the second lost connection's Will as a replay."""
-    from v2x.service import last_will
-    from v2x.station import Clock
+    from v2x.net.service import last_will
+    from v2x.net.station import Clock
 
     ca = CA()
     clock = Clock(EPOCH)
@@ -193,7 +193,7 @@ async def test_each_connection_gets_a_newly_signed_will() -> None:
 
 def test_fast_mode_signs_the_cloud_s_will() -> None:
     """Fast mode's cloud signs its Will like every other message (it is made at connect time, after signing is set up)."""
-    from v2x.fast import FastRun
+    from v2x.run.fast import FastRun
 
     ca = CA()
     run = FastRun(load(bundled_dir() / "four_way.toml"), "mqtt://127.0.0.1:1", "v2x/v1", ca=ca)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from v2x.broker import MosquittoBroker
-from v2x.sweep import Axis, parse_axis
+from v2x.net.broker import MosquittoBroker
+from v2x.run.sweep import Axis, parse_axis
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 

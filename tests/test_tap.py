@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.net.broker import MosquittoBroker
 
 
 def test_tap_prints_live_json_lines(mosquitto: MosquittoBroker, topic_prefix: str) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from v2x.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")  # 60 m approaches: vehicles cross in ~10 s
 RUN_S = 25.0

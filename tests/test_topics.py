@@ -7,8 +7,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from v2x import topics
-from v2x.messages import MessageType
+from v2x.core import topics
+from v2x.core.messages import MessageType
 
 
 def test_quadkey_matches_the_bing_maps_example() -> None:

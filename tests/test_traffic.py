@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from roadside.offline import OfflineRun
-from roadside.signal import Mode
-from v2x import scenario
-from v2x.geo import LocalFrame
-from v2x.network import LinkKind, Network
-from v2x.traffic import Light, Traffic
+from v2x.core import scenario
+from v2x.core.geo import LocalFrame
+from v2x.core.network import LinkKind, Network
+from v2x.core.signal.controller import Mode
+from v2x.core.traffic import Light, Traffic
+from v2x.run.offline import OfflineRun
 
 BUNDLED = scenario.bundled()
 BENCH = scenario.bundled_dir().parent / "bench" / "scenarios"
@@ -111,7 +111,7 @@ def _polygons_meet(p: list[tuple[float, float]], q: list[tuple[float, float]]) -
 
 
 def test_box_overlap_check_agrees_with_polygon_geometry() -> None:
-    from v2x.traffic import _overlapping_boxes
+    from v2x.core.traffic import _overlapping_boxes
 
     car = (4.5, 1.8)
     # a car heading north at the origin, another beside it, then crossing in front of it
@@ -142,7 +142,7 @@ def test_yellow_dilemma_rule() -> None:
         traffic._pending.clear()
         traffic._arrivals.clear()
         route = net.entry_routes[(0, "west", "through")][0]
-        from v2x.traffic import VEHICLE_TYPES, _Pending
+        from v2x.core.traffic import VEHICLE_TYPES, _Pending
 
         traffic._append([(_Pending(0.0, 0, "through", (0, "west", "through"), 1), route, VEHICLE_TYPES["car"], 13.9)])
         traffic.s[0] = net.route_start[route, 1] - dist
@@ -155,7 +155,7 @@ def test_yellow_dilemma_rule() -> None:
 
 def test_permissive_left_waits_for_an_oncoming_car() -> None:
     net = Network(_load("four_way"))
-    from v2x.traffic import VEHICLE_TYPES, _Pending
+    from v2x.core.traffic import VEHICLE_TYPES, _Pending
 
     def setup(oncoming_dist: float) -> Traffic:
         tr = Traffic(net, seed=1)

@@ -13,11 +13,11 @@ import textwrap
 
 import pytest
 
-from v2x import codec
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
-from v2x.errors import BrokerError
-from v2x.transport import (
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.errors import BrokerError
+from v2x.net.broker import MosquittoBroker
+from v2x.net.transport import (
     BACKOFF_CAP_S,
     BrokerUrl,
     FilterTree,
@@ -135,7 +135,7 @@ async def test_last_will_on_a_killed_client(mosquitto: MosquittoBroker, topic_pr
     will_topic = f"{topic_prefix}/status/rsu/R1"
     script = textwrap.dedent(f"""
         import asyncio, time
-        from v2x.transport import MqttTransport, Will
+        from v2x.net.transport import MqttTransport, Will
         async def main():
             t = MqttTransport({mosquitto.url!r}, "rsu-R1", will=Will({will_topic!r}, b"offline"), keepalive_s=1)
             await t.start()
@@ -163,7 +163,7 @@ async def test_last_will_on_a_killed_client(mosquitto: MosquittoBroker, topic_pr
 
 
 async def test_unreachable_broker_is_a_clear_error(topic_prefix: str) -> None:
-    from v2x.broker import free_port
+    from v2x.net.broker import free_port
 
     t = MqttTransport(f"mqtt://127.0.0.1:{free_port()}", "x", connect_timeout_s=0.5)
     with pytest.raises(BrokerError, match=r"cannot connect to mqtt://127\.0\.0\.1"):

@@ -7,15 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from roadside.offline import OfflineRun
-from roadside.plans import controllers
-from roadside.spat import intersection_state
-from v2x import codec, scenario
-from v2x import messages as m
-from v2x.belief import SignalBelief
-from v2x.network import LinkKind, Network
-from v2x.traffic import Light, Traffic
-from v2x.v2xmap import build_map, lane_id
+from v2x.core import codec, scenario
+from v2x.core import messages as m
+from v2x.core.mapdata import build_map, lane_id
+from v2x.core.network import LinkKind, Network
+from v2x.core.signal.plans import controllers
+from v2x.core.signal.spat import intersection_state
+from v2x.core.traffic import Light, Traffic
+from v2x.run.offline import OfflineRun
+from v2x.vehicle.belief import SignalBelief
 
 EPOCH_MS = 1_763_700_000_000  # UTC ms at sim time 0
 
@@ -49,7 +49,7 @@ def _run_on_spat(sc: scenario.Scenario, spat_every: int) -> Traffic:
         truth = np.full(traffic.n, Light.NONE, dtype=np.int64)
         for i in np.flatnonzero(group >= 0):
             g = net.groups[int(group[i])]
-            from v2x.traffic import light_of
+            from v2x.core.traffic import light_of
 
             truth[i] = light_of(ctls[g.intersection].state(g.group_id))
         traffic.step(sc.step_s, lights, truth)
@@ -134,7 +134,7 @@ def test_bsms_place_vehicles_where_the_core_has_them() -> None:
     sc = _load("four_way", 60.0)
     run = OfflineRun(sc)
     run.run(60.0)
-    from v2x.bsm import build_bsms
+    from v2x.vehicle.bsm import build_bsms
 
     bsms = build_bsms(run.traffic, run.net.frame)
     assert len(bsms) == run.traffic.n > 5

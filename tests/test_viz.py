@@ -11,17 +11,17 @@ from pathlib import Path
 import pygame
 import pytest
 
-from v2x import codec, scenario
-from v2x import messages as m
-from v2x.broker import MosquittoBroker
-from v2x.network import Network
-from v2x.record import Recorder, read
-from v2x.render import HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
-from v2x.scene import Flag, Scene
-from v2x.station import Station, StepClock
-from v2x.topics import Topics, quadkey
-from v2x.v2xmap import build_map
-from v2x.viz import replay_into
+from v2x.core import codec, scenario
+from v2x.core import messages as m
+from v2x.core.mapdata import build_map
+from v2x.core.network import Network
+from v2x.core.topics import Topics, quadkey
+from v2x.net.broker import MosquittoBroker
+from v2x.net.station import Station, StepClock
+from v2x.watch.record import Recorder, read
+from v2x.watch.render import HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
+from v2x.watch.scene import Flag, Scene
+from v2x.watch.viz import replay_into
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # read when the display starts: headless frames
 
@@ -266,7 +266,7 @@ def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_m
 def test_the_window_pans_zooms_selects_pauses_toggles_and_saves_screenshots(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from v2x.viz import Window
+    from v2x.watch.viz import Window
 
     path, where = _frames(tmp_path)
     scene = Scene()

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from v2x import __version__, scenario
-from v2x.errors import BrokerError, ScenarioError
-from v2x.tier_args import add_credentials_option
+from v2x import __version__
+from v2x.core import scenario
+from v2x.core.errors import BrokerError, ScenarioError
+from v2x.core.topics import DEFAULT_ROOT
+from v2x.net.options import add_credentials_option, add_scenario_options, load
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -54,9 +56,9 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _cmd_tap(args: argparse.Namespace) -> int:
-    from v2x.security import OBSERVER, login
-    from v2x.tap import run
-    from v2x.tier_args import credentials
+    from v2x.net.options import credentials
+    from v2x.net.security import OBSERVER, login
+    from v2x.watch.tap import run
 
     try:
         return run(login(credentials(args, "v2x tap"), args.broker, OBSERVER), args.topic_filter, args.count)
@@ -68,7 +70,7 @@ def _cmd_tap(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     import json
 
-    from v2x.plots import write_plots
+    from v2x.run.plots import write_plots
 
     try:
         report = json.loads(args.report.read_text())
@@ -86,7 +88,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_cluster(args: argparse.Namespace) -> int:
     import time
 
-    from v2x.broker import NatsCluster
+    from v2x.net.broker import NatsCluster
 
     try:
         with NatsCluster(args.nodes) as cluster:
@@ -190,18 +192,60 @@ VIEWERS = {
 
 #: commands with their own command line, imported only when used: name -> (module, function)
 OWN_PARSERS = {
-    "run": ("v2x.run", "main"),
-    "sweep": ("v2x.sweep", "main"),
-    "fleet": ("v2x.fleet_cli", "main"),
-    "viz": ("v2x.viz", "viz_main"),
-    "replay": ("v2x.viz", "replay_main"),
-    "record": ("v2x.record", "record_main"),
-    "broker-config": ("v2x.security", "config_main"),
+    "run": ("v2x.run.main", "main"),
+    "sweep": ("v2x.run.sweep", "main"),
+    "fleet": ("v2x.vehicle.cli", "main"),
+    "viz": ("v2x.watch.viz", "viz_main"),
+    "replay": ("v2x.watch.viz", "replay_main"),
+    "record": ("v2x.watch.record", "record_main"),
 }
+
+
+def broker_config_main(argv: list[str]) -> int:
+    """`v2x broker-config`: write a locked Mosquitto configuration for a scenario."""
+    from v2x.net.security import Credentials, users, write_config
+
+    p = argparse.ArgumentParser(
+        prog="v2x broker-config",
+        description="Write a Mosquitto configuration for a scenario in which every station logs in as itself and "
+        "may publish only its own topics: mosquitto.conf, passwd (PBKDF2-SHA512 hashes), acl, and "
+        "credentials.json (the secret the tiers log in with: pass it to each with --credentials; keep it private).",
+    )
+    p.add_argument("scenario", help="scenario file, or the name of a bundled one")
+    p.add_argument("out", type=Path, help="folder to write the files into (created)")
+    p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    p.add_argument("--port", type=int, default=1883, help="listener port (default 1883)")
+    p.add_argument("--duration", type=float, default=None, help="sim seconds the runs will last: sizes the vehicle logins (default: the scenario's)")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: the listener speaks TLS (mqtts://)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    add_scenario_options(p)
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("v2x broker-config: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    for f in (args.tls_cert, args.tls_key):
+        if f is not None and not f.is_file():
+            print(f"v2x broker-config: {f}: no such file", file=sys.stderr)
+            return 2
+    sc = load(args.scenario, args.set, args.seed, args.copies)
+    if sc is None:
+        return 2
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+    paths = write_config(sc, args.out, args.root, args.port, Credentials.new(), args.duration, tls)
+    n = len(users(sc, args.duration))
+    url = f"mqtts://HOST:{args.port}?ca=CA.pem" if tls else f"mqtt://HOST:{args.port}"
+    print(f"wrote {', '.join(str(x) for x in paths.values())} ({n} logins)")
+    print(f"start the broker:  mosquitto -c {paths['mosquitto.conf']}")
+    print(f"run each tier with:  --broker {url} --credentials {paths['credentials.json']}")
+    if tls:
+        print("(CA.pem: the certificate authority that signed --tls-cert, or the certificate itself if self-signed)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "broker-config":
+        return broker_config_main(args_list[1:])
     if args_list and args_list[0] in OWN_PARSERS:
         module, function = OWN_PARSERS[args_list[0]]
         command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)

@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from v2x.broker import INSTALL_HINT, MosquittoBroker, find_mosquitto
-from v2x.report import Report
+from v2x.net.broker import INSTALL_HINT, MosquittoBroker, find_mosquitto
+from v2x.run.report import Report
 
 
 def pytest_configure(config: pytest.Config) -> None:

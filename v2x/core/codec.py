@@ -1,0 +1,707 @@
+"""The one codec: domain messages (`v2x.messages`, SI units) <-> wire bytes (`v2x.v1.MessageFrame`).
+
+Encoding quantises to the standards' units (see proto/v2x/v1/v2x.proto); decoding checks every
+field against the standard's range and raises only `DecodeError`, whose `kind` says what
+was wrong, so that receivers can count faults per kind. A value that holds the standard's
+"unavailable" code is decoded as None where the domain field is optional, and rejected
+(kind "unavailable") where the simulator needs it (a BSM's position, speed and heading).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError as _PbDecodeError
+
+from v2x.core import messages as m
+from v2x.core.errors import DecodeError, V2xError
+from v2x.core.wire import v2x_pb2 as pb
+
+# Wire units: one unit on the wire is this much of the SI quantity.
+LATLON_DEG = 1e-7
+ELEVATION_M = 0.1
+SPEED_MPS = 0.02
+HEADING_DEG = 0.0125
+ACCEL_MPS2 = 0.01
+YAW_RATE_DPS = 0.01
+CM_M = 0.01
+DM_M = 0.1
+TENTH_S = 0.1
+
+# The standards' "unavailable" codes.
+LAT_NA = 900_000_001
+LON_NA = 1_800_000_001
+ELEVATION_NA = -4096
+SPEED_NA = 8191
+HEADING_NA = 28800
+ACCEL_NA = 2001
+TIME_NA = 36001
+
+#: Largest payload a receiver accepts; bigger ones are rejected before parsing.
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TIME = 2**63 - 1  # header times must fit a signed 64-bit integer (numpy arrays and arithmetic downstream)
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+class EncodeError(V2xError):
+    """A domain value cannot be represented on the wire (a bug in the sender)."""
+
+
+# ---------------------------------------------------------------------------
+# Scalar helpers
+# ---------------------------------------------------------------------------
+
+
+def _q(value: float, unit: float, lo: int, hi: int, field: str) -> int:
+    """Quantise `value` to wire units and check the range."""
+    if not math.isfinite(value):
+        raise EncodeError(f"{field}: {value} is not finite")
+    k = round(value / unit)
+    if not lo <= k <= hi:
+        raise EncodeError(f"{field}: {value} is outside {lo * unit:g}..{hi * unit:g}")
+    return k
+
+
+def _check(k: int, lo: int, hi: int, field: str) -> int:
+    if not lo <= k <= hi:
+        raise DecodeError("out_of_range", f"{k} is outside {lo}..{hi}", field)
+    return k
+
+
+def _enum(cls: type[E], k: int, field: str) -> E:
+    # the members by value (a dict the enum keeps): calling cls(k) costs several times more, per field per message
+    e = cls._value2member_map_.get(k)
+    if e is None:
+        raise DecodeError("out_of_range", f"{k} is not a {cls.__name__}", field)
+    return e  # type: ignore[return-value]
+
+
+def _bits(members: Iterable[enum.IntEnum]) -> int:
+    return sum(1 << int(e) for e in set(members))
+
+
+def _unbits(cls: type[E], k: int, field: str) -> frozenset[E]:
+    out = set()
+    bit = 0
+    while k:
+        if k & 1:
+            out.add(_enum(cls, bit, field))
+        k >>= 1
+        bit += 1
+    return frozenset(out)
+
+
+def _opt_tenths(value: float | None, field: str) -> int:
+    return TIME_NA if value is None else _q(value, TENTH_S, 0, 36000, field)
+
+
+def _opt_untenths(k: int, field: str) -> float | None:
+    return None if k == TIME_NA else _check(k, 0, 36000, field) * TENTH_S
+
+
+# ---------------------------------------------------------------------------
+# Shared types
+# ---------------------------------------------------------------------------
+
+
+def _enc_pos(p: m.GeoPoint, out: pb.Position3D, field: str) -> None:
+    out.lat = _q(p.lat_deg, LATLON_DEG, -900_000_000, 900_000_000, f"{field}.lat")
+    out.lon = _q(p.lon_deg, LATLON_DEG, -1_799_999_999, 1_800_000_000, f"{field}.lon")
+    out.elevation = (
+        ELEVATION_NA
+        if p.elevation_m is None
+        else _q(p.elevation_m, ELEVATION_M, -4095, 61439, f"{field}.elevation")
+    )
+
+
+def _dec_pos(p: pb.Position3D, field: str) -> m.GeoPoint:
+    lat, lon, elev = p.lat, p.lon, p.elevation
+    if lat == LAT_NA or lon == LON_NA:
+        raise DecodeError("unavailable", "position unavailable", field)
+    # field names only for a fault: every BSM holds a position
+    try:
+        _check(lat, -900_000_000, 900_000_000, "lat")
+        _check(lon, -1_799_999_999, 1_800_000_000, "lon")
+        if elev != ELEVATION_NA:
+            _check(elev, -4095, 61439, "elevation")
+    except DecodeError as e:
+        raise e.under(field) from None
+    return m.GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M)
+
+
+def _enc_ref(r: m.IntersectionRef, out: pb.IntersectionRef, field: str) -> None:
+    out.region = _q(r.region, 1, 0, 65535, f"{field}.region")
+    out.id = _q(r.id, 1, 0, 65535, f"{field}.id")
+
+
+def _dec_ref(r: pb.IntersectionRef, field: str) -> m.IntersectionRef:
+    return m.IntersectionRef(
+        _check(r.region, 0, 65535, f"{field}.region"), _check(r.id, 0, 65535, f"{field}.id")
+    )
+
+
+def _heading(deg: float, field: str) -> int:
+    return _q(deg % 360.0, HEADING_DEG, 0, 28800, field) % 28800
+
+
+# ---------------------------------------------------------------------------
+# BSM
+# ---------------------------------------------------------------------------
+
+
+def _enc_bsm(b: m.Bsm, out: pb.Bsm) -> None:
+    _enc_pos(b.position, out.pos, "bsm.pos")
+    out.speed = _q(b.speed_mps, SPEED_MPS, 0, 8190, "bsm.speed")
+    out.heading = _heading(b.heading_deg, "bsm.heading")
+    out.accel_long = _q(b.accel_mps2, ACCEL_MPS2, -2000, 2000, "bsm.accel_long")
+    out.accel_lat = _q(b.accel_lat_mps2, ACCEL_MPS2, -2000, 2000, "bsm.accel_lat")
+    out.yaw_rate = _q(b.yaw_rate_dps, YAW_RATE_DPS, -32767, 32767, "bsm.yaw_rate")
+    out.transmission = b.transmission.value  # type: ignore[assignment]
+    out.brake_applied = b.brake_applied
+    out.size.width_cm = _q(b.width_m, CM_M, 0, 1023, "bsm.size.width_cm")
+    out.size.length_cm = _q(b.length_m, CM_M, 0, 4095, "bsm.size.length_cm")
+    out.size.height_cm = 0 if b.height_m is None else _q(b.height_m, CM_M, 1, 635, "bsm.size.height_cm")
+    out.vehicle_class = b.vehicle_class.value  # type: ignore[assignment]
+    out.events = _bits(b.events)
+    if b.emergency is not None:
+        out.emergency.siren_in_use = b.emergency.siren_in_use
+        out.emergency.lights_in_use = b.emergency.lights_in_use
+        out.emergency.responding = b.emergency.responding
+
+
+def _dec_bsm(b: pb.Bsm) -> m.Bsm:
+    if b.speed == SPEED_NA:
+        raise DecodeError("unavailable", "speed unavailable", "bsm.speed")
+    if b.heading == HEADING_NA:
+        raise DecodeError("unavailable", "heading unavailable", "bsm.heading")
+    if b.accel_long == ACCEL_NA or b.accel_lat == ACCEL_NA:
+        raise DecodeError("unavailable", "acceleration unavailable", "bsm.accel")
+    em = b.emergency if b.HasField("emergency") else None
+    size = b.size
+    height = size.height_cm
+    return m.Bsm(
+        position=_dec_pos(b.pos, "bsm.pos"),
+        speed_mps=_check(b.speed, 0, 8190, "bsm.speed") * SPEED_MPS,
+        heading_deg=_check(b.heading, 0, 28799, "bsm.heading") * HEADING_DEG,
+        accel_mps2=_check(b.accel_long, -2000, 2000, "bsm.accel_long") * ACCEL_MPS2,
+        accel_lat_mps2=_check(b.accel_lat, -2000, 2000, "bsm.accel_lat") * ACCEL_MPS2,
+        yaw_rate_dps=_check(b.yaw_rate, -32767, 32767, "bsm.yaw_rate") * YAW_RATE_DPS,
+        transmission=_enum(m.Transmission, b.transmission, "bsm.transmission"),
+        brake_applied=b.brake_applied,
+        width_m=_check(size.width_cm, 0, 1023, "bsm.size.width_cm") * CM_M,
+        length_m=_check(size.length_cm, 0, 4095, "bsm.size.length_cm") * CM_M,
+        height_m=None if height == 0 else _check(height, 1, 635, "bsm.size.height_cm") * CM_M,
+        vehicle_class=_enum(m.VehicleClass, b.vehicle_class, "bsm.vehicle_class"),
+        events=_unbits(m.VehicleEvent, b.events, "bsm.events"),
+        emergency=None
+        if em is None
+        else m.EmergencyExt(em.siren_in_use, em.lights_in_use, em.responding),
+    )
+
+
+# ---------------------------------------------------------------------------
+# MAP
+# ---------------------------------------------------------------------------
+
+
+def _enc_map(d: m.MapData, out: pb.MapData) -> None:
+    for i, g in enumerate(d.intersections):
+        f = f"map.intersections[{i}]"
+        og = out.intersections.add()
+        _enc_ref(g.ref, og.id, f"{f}.id")
+        og.name = g.name
+        og.revision = _q(g.revision, 1, 0, 127, f"{f}.revision")
+        _enc_pos(g.ref_point, og.ref_point, f"{f}.ref_point")
+        for j, lane in enumerate(g.lanes):
+            lf = f"{f}.lanes[{j}]"
+            ol = og.lanes.add()
+            ol.lane_id = _q(lane.lane_id, 1, 0, 255, f"{lf}.lane_id")
+            ol.name = lane.name
+            ol.direction = lane.direction.value  # type: ignore[assignment]
+            ol.approach_id = _q(lane.approach_id, 1, 0, 15, f"{lf}.approach_id")
+            ol.maneuvers = _bits(lane.maneuvers)
+            ol.width_cm = _q(lane.width_m, CM_M, 0, 32767, f"{lf}.width_cm")
+            ol.speed_limit = _q(lane.speed_limit_mps, SPEED_MPS, 0, 8190, f"{lf}.speed_limit")
+            for x, y in lane.nodes:
+                n = ol.nodes.add()
+                n.x_cm = _q(x, CM_M, -(2**31), 2**31 - 1, f"{lf}.nodes.x_cm")
+                n.y_cm = _q(y, CM_M, -(2**31), 2**31 - 1, f"{lf}.nodes.y_cm")
+            for k, c in enumerate(lane.connections):
+                oc = ol.connects_to.add()
+                oc.lane_id = _q(c.lane_id, 1, 0, 255, f"{lf}.connects_to[{k}].lane_id")
+                oc.maneuver = _bits(c.maneuver)
+                oc.signal_group = _q(c.signal_group, 1, 0, 255, f"{lf}.connects_to[{k}].signal_group")
+                if c.remote_intersection is not None:
+                    _enc_ref(c.remote_intersection, oc.remote_intersection, f"{lf}.connects_to[{k}]")
+
+
+def _dec_map(d: pb.MapData) -> m.MapData:
+    out = []
+    for i, g in enumerate(d.intersections):
+        f = f"map.intersections[{i}]"
+        lanes = []
+        for j, ol in enumerate(g.lanes):
+            lf = f"{f}.lanes[{j}]"
+            conns = tuple(
+                m.Connection(
+                    lane_id=_check(c.lane_id, 0, 255, f"{lf}.connects_to[{k}].lane_id"),
+                    maneuver=_unbits(m.Maneuver, c.maneuver, f"{lf}.connects_to[{k}].maneuver"),
+                    signal_group=_check(c.signal_group, 0, 255, f"{lf}.connects_to[{k}].signal_group"),
+                    remote_intersection=_dec_ref(c.remote_intersection, f"{lf}.connects_to[{k}]")
+                    if c.HasField("remote_intersection")
+                    else None,
+                )
+                for k, c in enumerate(ol.connects_to)
+            )
+            lanes.append(
+                m.MapLane(
+                    lane_id=_check(ol.lane_id, 0, 255, f"{lf}.lane_id"),
+                    name=ol.name,
+                    direction=_enum(m.LaneDirection, ol.direction, f"{lf}.direction"),
+                    approach_id=_check(ol.approach_id, 0, 15, f"{lf}.approach_id"),
+                    maneuvers=_unbits(m.Maneuver, ol.maneuvers, f"{lf}.maneuvers"),
+                    width_m=_check(ol.width_cm, 0, 32767, f"{lf}.width_cm") * CM_M,
+                    speed_limit_mps=_check(ol.speed_limit, 0, 8190, f"{lf}.speed_limit") * SPEED_MPS,
+                    nodes=tuple((n.x_cm * CM_M, n.y_cm * CM_M) for n in ol.nodes),
+                    connections=conns,
+                )
+            )
+        out.append(
+            m.IntersectionGeometry(
+                ref=_dec_ref(g.id, f"{f}.id"),
+                name=g.name,
+                revision=_check(g.revision, 0, 127, f"{f}.revision"),
+                ref_point=_dec_pos(g.ref_point, f"{f}.ref_point"),
+                lanes=tuple(lanes),
+            )
+        )
+    return m.MapData(tuple(out))
+
+
+# ---------------------------------------------------------------------------
+# SPaT
+# ---------------------------------------------------------------------------
+
+
+def _enc_spat(s: m.Spat, out: pb.Spat) -> None:
+    for i, st in enumerate(s.intersections):
+        f = f"spat.intersections[{i}]"
+        o = out.intersections.add()
+        _enc_ref(st.ref, o.id, f"{f}.id")
+        o.name = st.name
+        o.revision = _q(st.revision, 1, 0, 127, f"{f}.revision")
+        o.status = _bits(st.status)
+        o.timestamp_ms = st.timestamp_ms
+        o.plan_id = _q(st.plan_id, 1, 0, 65535, f"{f}.plan_id")
+        for j, mv in enumerate(st.states):
+            om = o.states.add()
+            om.signal_group = _q(mv.signal_group, 1, 1, 255, f"{f}.states[{j}].signal_group")
+            for k, ev in enumerate(mv.events):
+                oe = om.events.add()
+                oe.state = ev.state.value  # type: ignore[assignment]
+                t = ev.timing
+                if t is not None:
+                    # field names only for a fault: a SPaT holds dozens of events, at 10 Hz per junction
+                    try:
+                        oe.timing.start_time = _opt_tenths(t.start_s, "start_time")
+                        oe.timing.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
+                        oe.timing.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
+                        oe.timing.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
+                        oe.timing.confidence = _q(t.confidence, 1, 0, 15, "confidence")
+                    except EncodeError as e:
+                        raise EncodeError(f"{f}.states[{j}].events[{k}].{e}") from None
+
+
+def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:
+    """One movement event; fields named relative to it (the caller adds where it is).
+
+    Events repeat (every group that is red until the same time, every copy of a SPaT a fleet hears):
+    decoded ones are kept by their wire values, as building a frozen dataclass costs more than the lookup.
+    """
+    t = oe.timing
+    key = (oe.state, t.start_time, t.min_end_time, t.max_end_time, t.likely_end_time, t.confidence) if oe.HasField("timing") else oe.state
+    ev = _EVENTS.get(key)
+    if ev is None:
+        ev = _EVENTS[key] = _new_event(oe)
+        if len(_EVENTS) > EVENTS_KEPT:
+            _EVENTS.clear()
+    return ev
+
+
+EVENTS_KEPT = 4096
+_EVENTS: dict[object, m.MovementEvent] = {}
+
+
+def _new_event(oe: pb.MovementEvent) -> m.MovementEvent:
+    timing = None
+    if oe.HasField("timing"):
+        t = oe.timing
+        timing = m.TimeChange(
+            start_s=_opt_untenths(t.start_time, "start_time"),
+            min_end_s=_opt_untenths(t.min_end_time, "min_end_time"),
+            max_end_s=_opt_untenths(t.max_end_time, "max_end_time"),
+            likely_end_s=_opt_untenths(t.likely_end_time, "likely_end_time"),
+            confidence=_check(t.confidence, 0, 15, "confidence"),
+        )
+    state = _LIGHT_STATES.get(oe.state)
+    return m.MovementEvent(state if state is not None else _enum(m.LightState, oe.state, "state"), timing)
+
+
+_LIGHT_STATES = {int(s): s for s in m.LightState}
+
+
+def _dec_spat(s: pb.Spat) -> m.Spat:
+    # field names are built only for a fault: a SPaT holds dozens of events, decoded by every receiver
+    out = []
+    for i, o in enumerate(s.intersections):
+        f = f"spat.intersections[{i}]"
+        states = []
+        for j, om in enumerate(o.states):
+            events = []
+            for k, oe in enumerate(om.events):
+                try:
+                    events.append(_dec_event(oe))
+                except DecodeError as e:
+                    raise e.under(f"{f}.states[{j}].events[{k}]") from None
+            if not 1 <= om.signal_group <= 255:
+                _check(om.signal_group, 1, 255, f"{f}.states[{j}].signal_group")
+            states.append(m.MovementState(om.signal_group, tuple(events)))
+        out.append(
+            m.IntersectionState(
+                ref=_dec_ref(o.id, f"{f}.id"),
+                name=o.name,
+                revision=_check(o.revision, 0, 127, f"{f}.revision"),
+                status=_unbits(m.IntersectionStatus, o.status, f"{f}.status"),
+                timestamp_ms=o.timestamp_ms,
+                plan_id=_check(o.plan_id, 0, 65535, f"{f}.plan_id"),
+                states=tuple(states),
+            )
+        )
+    return m.Spat(tuple(out))
+
+
+# ---------------------------------------------------------------------------
+# RSI, RSM
+# ---------------------------------------------------------------------------
+
+
+def _enc_rsi(r: m.Rsi, out: pb.Rsi) -> None:
+    _enc_pos(r.ref_pos, out.ref_pos, "rsi.ref_pos")
+    for i, ev in enumerate(r.events):
+        f = f"rsi.events[{i}]"
+        o = out.events.add()
+        o.event_id = _q(ev.event_id, 1, 0, 255, f"{f}.event_id")
+        o.kind = ev.kind.value  # type: ignore[assignment]
+        o.source = ev.source.value  # type: ignore[assignment]
+        o.status = ev.status.value  # type: ignore[assignment]
+        _enc_pos(ev.position, o.position, f"{f}.position")
+        o.radius_dm = _q(ev.radius_m, DM_M, 0, 2**32 - 1, f"{f}.radius_dm")
+        for j, lane in enumerate(ev.lanes):
+            ol = o.lanes.add()
+            _enc_ref(lane.intersection, ol.intersection, f"{f}.lanes[{j}].intersection")
+            ol.lane_id = _q(lane.lane_id, 1, 0, 255, f"{f}.lanes[{j}].lane_id")
+        o.priority = _q(ev.priority, 1, 0, 7, f"{f}.priority")
+        o.start_time_ms = ev.start_time_ms
+        o.end_time_ms = 0 if ev.end_time_ms is None else ev.end_time_ms
+        o.description = ev.description
+
+
+def _dec_rsi(r: pb.Rsi) -> m.Rsi:
+    events = []
+    for i, o in enumerate(r.events):
+        f = f"rsi.events[{i}]"
+        events.append(
+            m.RoadTrafficEvent(
+                event_id=_check(o.event_id, 0, 255, f"{f}.event_id"),
+                kind=_enum(m.HazardKind, o.kind, f"{f}.kind"),
+                source=_enum(m.EventSource, o.source, f"{f}.source"),
+                status=_enum(m.EventStatus, o.status, f"{f}.status"),
+                position=_dec_pos(o.position, f"{f}.position"),
+                radius_m=o.radius_dm * DM_M,
+                lanes=tuple(
+                    m.LaneRef(
+                        _dec_ref(ol.intersection, f"{f}.lanes[{j}].intersection"),
+                        _check(ol.lane_id, 0, 255, f"{f}.lanes[{j}].lane_id"),
+                    )
+                    for j, ol in enumerate(o.lanes)
+                ),
+                priority=_check(o.priority, 0, 7, f"{f}.priority"),
+                start_time_ms=o.start_time_ms,
+                end_time_ms=None if o.end_time_ms == 0 else o.end_time_ms,
+                description=o.description,
+            )
+        )
+    return m.Rsi(_dec_pos(r.ref_pos, "rsi.ref_pos"), tuple(events))
+
+
+def _enc_rsm(r: m.Rsm, out: pb.Rsm) -> None:
+    _enc_pos(r.ref_pos, out.ref_pos, "rsm.ref_pos")
+    for i, p in enumerate(r.participants):
+        f = f"rsm.participants[{i}]"
+        o = out.participants.add()
+        o.type = p.type.value  # type: ignore[assignment]
+        o.ptc_id = _q(p.ptc_id, 1, 0, 65535, f"{f}.ptc_id")
+        o.source = p.source.value  # type: ignore[assignment]
+        o.vehicle_id = p.vehicle_id
+        _enc_pos(p.position, o.pos, f"{f}.pos")
+        o.speed = _q(p.speed_mps, SPEED_MPS, 0, 8190, f"{f}.speed")
+        o.heading = _heading(p.heading_deg, f"{f}.heading")
+        o.size.width_cm = _q(p.width_m, CM_M, 0, 1023, f"{f}.size.width_cm")
+        o.size.length_cm = _q(p.length_m, CM_M, 0, 4095, f"{f}.size.length_cm")
+        o.lane_id = _q(p.lane_id, 1, 0, 255, f"{f}.lane_id")
+        if p.intersection is not None:
+            _enc_ref(p.intersection, o.intersection, f"{f}.intersection")
+
+
+def _dec_rsm(r: pb.Rsm) -> m.Rsm:
+    parts = []
+    for i, o in enumerate(r.participants):
+        f = f"rsm.participants[{i}]"
+        parts.append(
+            m.Participant(
+                type=_enum(m.ParticipantType, o.type, f"{f}.type"),
+                ptc_id=_check(o.ptc_id, 0, 65535, f"{f}.ptc_id"),
+                source=_enum(m.SourceType, o.source, f"{f}.source"),
+                vehicle_id=o.vehicle_id,
+                position=_dec_pos(o.pos, f"{f}.pos"),
+                speed_mps=_check(o.speed, 0, 8190, f"{f}.speed") * SPEED_MPS,
+                heading_deg=_check(o.heading, 0, 28799, f"{f}.heading") * HEADING_DEG,
+                width_m=_check(o.size.width_cm, 0, 1023, f"{f}.size.width_cm") * CM_M,
+                length_m=_check(o.size.length_cm, 0, 4095, f"{f}.size.length_cm") * CM_M,
+                lane_id=_check(o.lane_id, 0, 255, f"{f}.lane_id"),
+                intersection=_dec_ref(o.intersection, f"{f}.intersection")
+                if o.HasField("intersection")
+                else None,
+            )
+        )
+    return m.Rsm(_dec_pos(r.ref_pos, "rsm.ref_pos"), tuple(parts))
+
+
+# ---------------------------------------------------------------------------
+# Cloud control, priority, status
+# ---------------------------------------------------------------------------
+
+
+def _enc_plan(p: m.SignalPlan, out: pb.SignalPlan) -> None:
+    _enc_ref(p.intersection, out.intersection, "plan.intersection")
+    out.plan_id = _q(p.plan_id, 1, 0, 65535, "plan.plan_id")
+    out.mode = p.mode.value  # type: ignore[assignment]
+    out.cycle = _q(p.cycle_s, TENTH_S, 0, 65535, "plan.cycle")
+    out.offset = _q(p.offset_s, TENTH_S, 0, 65535, "plan.offset")
+    for i, ph in enumerate(p.phases):
+        f = f"plan.phases[{i}]"
+        o = out.phases.add()
+        o.phase_id = _q(ph.phase_id, 1, 0, 255, f"{f}.phase_id")
+        o.signal_groups.extend(_q(g, 1, 1, 255, f"{f}.signal_groups") for g in ph.signal_groups)
+        o.green = _q(ph.green_s, TENTH_S, 0, 65535, f"{f}.green")
+        o.yellow = _q(ph.yellow_s, TENTH_S, 0, 65535, f"{f}.yellow")
+        o.all_red = _q(ph.all_red_s, TENTH_S, 0, 65535, f"{f}.all_red")
+        o.min_green = _q(ph.min_green_s, TENTH_S, 0, 65535, f"{f}.min_green")
+        o.max_green = _q(ph.max_green_s, TENTH_S, 0, 65535, f"{f}.max_green")
+    out.not_before_ms = 0 if p.not_before_ms is None else p.not_before_ms
+    out.reason = p.reason
+
+
+def _dec_plan(p: pb.SignalPlan) -> m.SignalPlan:
+    phases = []
+    for i, o in enumerate(p.phases):
+        f = f"plan.phases[{i}]"
+        phases.append(
+            m.PhasePlan(
+                phase_id=_check(o.phase_id, 0, 255, f"{f}.phase_id"),
+                signal_groups=tuple(_check(g, 1, 255, f"{f}.signal_groups") for g in o.signal_groups),
+                green_s=_check(o.green, 0, 65535, f"{f}.green") * TENTH_S,
+                yellow_s=_check(o.yellow, 0, 65535, f"{f}.yellow") * TENTH_S,
+                all_red_s=_check(o.all_red, 0, 65535, f"{f}.all_red") * TENTH_S,
+                min_green_s=_check(o.min_green, 0, 65535, f"{f}.min_green") * TENTH_S,
+                max_green_s=_check(o.max_green, 0, 65535, f"{f}.max_green") * TENTH_S,
+            )
+        )
+    return m.SignalPlan(
+        intersection=_dec_ref(p.intersection, "plan.intersection"),
+        plan_id=_check(p.plan_id, 0, 65535, "plan.plan_id"),
+        mode=_enum(m.ControlMode, p.mode, "plan.mode"),
+        cycle_s=_check(p.cycle, 0, 65535, "plan.cycle") * TENTH_S,
+        offset_s=_check(p.offset, 0, 65535, "plan.offset") * TENTH_S,
+        phases=tuple(phases),
+        not_before_ms=None if p.not_before_ms == 0 else p.not_before_ms,
+        reason=p.reason,
+    )
+
+
+def _enc_advisory(a: m.Advisory, out: pb.Advisory) -> None:
+    out.target_id = a.target_id
+    out.kind = a.kind.value  # type: ignore[assignment]
+    out.advised_speed = (
+        SPEED_NA
+        if a.advised_speed_mps is None
+        else _q(a.advised_speed_mps, SPEED_MPS, 0, 8190, "advisory.advised_speed")
+    )
+    out.valid_until_ms = a.valid_until_ms
+    out.event_id = _q(a.event_id, 1, 0, 255, "advisory.event_id")
+    if a.intersection is not None:
+        _enc_ref(a.intersection, out.intersection, "advisory.intersection")
+    out.text = a.text
+
+
+def _dec_advisory(a: pb.Advisory) -> m.Advisory:
+    return m.Advisory(
+        target_id=a.target_id,
+        kind=_enum(m.AdvisoryKind, a.kind, "advisory.kind"),
+        advised_speed_mps=None
+        if a.advised_speed == SPEED_NA
+        else _check(a.advised_speed, 0, 8190, "advisory.advised_speed") * SPEED_MPS,
+        valid_until_ms=a.valid_until_ms,
+        event_id=_check(a.event_id, 0, 255, "advisory.event_id"),
+        intersection=_dec_ref(a.intersection, "advisory.intersection")
+        if a.HasField("intersection")
+        else None,
+        text=a.text,
+    )
+
+
+def _enc_prq(r: m.PriorityRequest, out: pb.PriorityRequest) -> None:
+    out.request_id = _q(r.request_id, 1, 0, 255, "priority_request.request_id")
+    _enc_ref(r.intersection, out.intersection, "priority_request.intersection")
+    out.type = r.type.value  # type: ignore[assignment]
+    out.role = r.role.value  # type: ignore[assignment]
+    out.in_lane_id = _q(r.in_lane_id, 1, 0, 255, "priority_request.in_lane_id")
+    out.out_lane_id = _q(r.out_lane_id, 1, 0, 255, "priority_request.out_lane_id")
+    out.eta = _q(r.eta_s, TENTH_S, 0, 36000, "priority_request.eta")
+    if r.position is not None:
+        _enc_pos(r.position, out.pos, "priority_request.pos")
+
+
+def _dec_prq(r: pb.PriorityRequest) -> m.PriorityRequest:
+    return m.PriorityRequest(
+        request_id=_check(r.request_id, 0, 255, "priority_request.request_id"),
+        intersection=_dec_ref(r.intersection, "priority_request.intersection"),
+        type=_enum(m.RequestType, r.type, "priority_request.type"),
+        role=_enum(m.VehicleRole, r.role, "priority_request.role"),
+        in_lane_id=_check(r.in_lane_id, 0, 255, "priority_request.in_lane_id"),
+        out_lane_id=_check(r.out_lane_id, 0, 255, "priority_request.out_lane_id"),
+        eta_s=_check(r.eta, 0, 36000, "priority_request.eta") * TENTH_S,
+        position=_dec_pos(r.pos, "priority_request.pos") if r.HasField("pos") else None,
+    )
+
+
+def _enc_prs(s: m.PriorityStatus, out: pb.PriorityStatus) -> None:
+    out.requester_id = s.requester_id
+    out.request_id = _q(s.request_id, 1, 0, 255, "priority_status.request_id")
+    _enc_ref(s.intersection, out.intersection, "priority_status.intersection")
+    out.state = s.state.value  # type: ignore[assignment]
+    out.action = s.action.value  # type: ignore[assignment]
+    out.signal_group = _q(s.signal_group, 1, 0, 255, "priority_status.signal_group")
+
+
+def _dec_prs(s: pb.PriorityStatus) -> m.PriorityStatus:
+    return m.PriorityStatus(
+        requester_id=s.requester_id,
+        request_id=_check(s.request_id, 0, 255, "priority_status.request_id"),
+        intersection=_dec_ref(s.intersection, "priority_status.intersection"),
+        state=_enum(m.PriorityState, s.state, "priority_status.state"),
+        action=_enum(m.PriorityAction, s.action, "priority_status.action"),
+        signal_group=_check(s.signal_group, 0, 255, "priority_status.signal_group"),
+    )
+
+
+def _enc_status(s: m.Status, out: pb.Status) -> None:
+    out.state = s.state.value  # type: ignore[assignment]
+    out.version = s.version
+    out.detail = s.detail
+
+
+def _dec_status(s: pb.Status) -> m.Status:
+    return m.Status(_enum(m.ServiceState, s.state, "status.state"), s.version, s.detail)
+
+
+# ---------------------------------------------------------------------------
+# Frames
+# ---------------------------------------------------------------------------
+
+# body type -> (oneof field name, encoder); oneof field name -> decoder
+_ENCODERS: dict[type, tuple[str, Callable[..., None]]] = {
+    m.Bsm: ("bsm", _enc_bsm),
+    m.MapData: ("map", _enc_map),
+    m.Spat: ("spat", _enc_spat),
+    m.Rsi: ("rsi", _enc_rsi),
+    m.Rsm: ("rsm", _enc_rsm),
+    m.SignalPlan: ("signal_plan", _enc_plan),
+    m.Advisory: ("advisory", _enc_advisory),
+    m.PriorityRequest: ("priority_request", _enc_prq),
+    m.PriorityStatus: ("priority_status", _enc_prs),
+    m.Status: ("status", _enc_status),
+}
+_DECODERS: dict[str, Callable[..., m.Body]] = {
+    "bsm": _dec_bsm,
+    "map": _dec_map,
+    "spat": _dec_spat,
+    "rsi": _dec_rsi,
+    "rsm": _dec_rsm,
+    "signal_plan": _dec_plan,
+    "advisory": _dec_advisory,
+    "priority_request": _dec_prq,
+    "priority_status": _dec_prs,
+    "status": _dec_status,
+}
+
+
+def to_proto(frame: m.Frame) -> pb.MessageFrame:
+    """Build the protobuf message of a frame."""
+    out = pb.MessageFrame()
+    h = frame.header
+    if not h.sender_id:
+        raise EncodeError("header.sender_id: empty")
+    out.header.sender_id = h.sender_id
+    out.header.sender_kind = h.sender_kind.value  # type: ignore[assignment]
+    out.header.seq = h.seq % 2**32
+    out.header.gen_time_us = h.gen_time_us
+    out.header.sim_time_ms = h.sim_time_ms
+    name, enc = _ENCODERS[type(frame.body)]
+    enc(frame.body, getattr(out, name))
+    # An empty sub-message must still mark the oneof (e.g. a Spat with no intersections).
+    getattr(out, name).SetInParent()
+    return out
+
+
+def encode(frame: m.Frame) -> bytes:
+    """Serialise a frame to wire bytes."""
+    return to_proto(frame).SerializeToString()
+
+
+def from_proto(msg: pb.MessageFrame) -> m.Frame:
+    """Convert a parsed protobuf frame to the domain, checking every field."""
+    if not msg.HasField("header"):
+        raise DecodeError("empty", "frame has no header", "header")
+    h = msg.header
+    if not h.sender_id:
+        raise DecodeError("empty", "sender id is empty", "header.sender_id")
+    header = m.Header(
+        sender_id=h.sender_id,
+        sender_kind=_enum(m.SenderKind, h.sender_kind, "header.sender_kind"),
+        seq=h.seq,
+        gen_time_us=_check(h.gen_time_us, 0, MAX_TIME, "header.gen_time_us"),
+        sim_time_ms=_check(h.sim_time_ms, 0, MAX_TIME, "header.sim_time_ms"),
+    )
+    which = msg.WhichOneof("body")
+    if which is None:
+        raise DecodeError("empty", "frame has no body", "body")
+    return m.Frame(header, _DECODERS[which](getattr(msg, which)))
+
+
+def decode(data: bytes) -> m.Frame:
+    """Parse wire bytes into a frame. Raises only `DecodeError`."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
+    msg = pb.MessageFrame()
+    try:
+        msg.ParseFromString(data)
+    except _PbDecodeError as e:
+        raise DecodeError("malformed", f"not a v2x.v1.MessageFrame: {e}") from None
+    except RecursionError:
+        raise DecodeError("malformed", "nesting too deep") from None
+    return from_proto(msg)

@@ -1,0 +1,52 @@
+"""SPaT from a signal controller: per signal group, the current state and what comes next."""
+
+from __future__ import annotations
+
+from v2x.core import messages as m
+from v2x.core.mapdata import intersection_ref
+from v2x.core.network import Network
+from v2x.core.signal.controller import Mode, SignalController
+
+_HORIZON_S = 3600.0  # [s] the wire's countdowns reach at most an hour (36000 tenths)
+
+
+def _rel(t_abs: float, now: float) -> float:
+    """An absolute sim time [s] as a countdown from now, clipped to the wire's range and 0.1 s."""
+    return round(min(max(t_abs - now, 0.0), _HORIZON_S), 1)
+
+
+def intersection_state(
+    net: Network, index: int, ctl: SignalController, timestamp_ms: int, revision: int = 0
+) -> m.IntersectionState:
+    """The controller's state at its current time, as one SPaT IntersectionState.
+
+    `timestamp_ms` is the UTC time the countdowns count from (the controller's current time).
+    """
+    now = ctl.t
+    states = []
+    for g in sorted(ctl.groups):
+        tm = ctl.timing(g)
+        current = m.MovementEvent(
+            tm.state,
+            m.TimeChange(
+                start_s=0.0,
+                min_end_s=_rel(tm.min_end_s, now),
+                max_end_s=_rel(tm.max_end_s, now),
+                likely_end_s=_rel(tm.likely_end_s, now),
+                confidence=15 if ctl.plan.mode is Mode.FIXED else 10,
+            ),
+        )
+        upcoming = m.MovementEvent(tm.next_state, m.TimeChange(start_s=_rel(tm.likely_end_s, now)))
+        states.append(m.MovementState(g, (current, upcoming)))
+    status = {m.IntersectionStatus.FIXED_TIME if ctl.plan.mode is Mode.FIXED else m.IntersectionStatus.TRAFFIC_DEPENDENT}
+    if ctl.priority_group is not None:
+        status.add(m.IntersectionStatus.SIGNAL_PRIORITY_ACTIVE)
+    return m.IntersectionState(
+        ref=intersection_ref(index),
+        name=net.intersections[index].spec.id,
+        revision=revision % 128,
+        status=frozenset(status),
+        timestamp_ms=timestamp_ms,
+        plan_id=ctl.plan.plan_id,
+        states=tuple(states),
+    )

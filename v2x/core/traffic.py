@@ -1,0 +1,1300 @@
+"""The mobility core: vehicles as numpy arrays, stepped in sim time, with no I/O.
+
+One step is two calls, as in highway-env:
+
+    view = traffic.signal_view()          # for each vehicle: the signal group of its next stop line
+    traffic.step(dt, believed, truth)     # believed[i]: the Light vehicle i believes it sees
+
+`believed` is what the vehicle acts on: the SPaT it received, mapped to `Light`. The core
+never reads a controller. `truth` (optional) is the light really shown, used only to count
+red-light entries.
+
+Car following is the Intelligent Driver Model (Treiber, Hennecke & Helbing 2000; Treiber &
+Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
+  - red, or unknown (stale or missing SPaT): the stop line is a standing obstacle;
+  - yellow: the driver stops only if the stop needs no more than `YELLOW_DECEL_MPS2`
+    (the ITE kinematic rule, 3.0 m/s^2 ~ 10 ft/s^2), else goes; the decision sticks;
+  - stalled vehicles (`obstacles`) stand in their lane: the vehicles behind stop for them and
+    change to the next lane of the approach when the gap there allows it (a front gap of
+    s0 + 0.5 s and a back gap of s0 + 1 s at the other vehicle's speed), keeping their turn
+    if that lane allows it, else going straight; a driver sees the obstacle `SIGHT_M` ahead,
+    one warned of it (the `warned` input: HLW) looks for a gap from `WARNED_M` and slows to
+    30 km/h within `HAZARD_SLOW_M` of it;
+  - permissive green: the movement yields at its conflict points, entering only if no
+    priority vehicle reaches the conflict point within the critical gap (HCM 6th ed.,
+    permitted left turn: 4.1 s for a passenger car; we use 4.5 s for margin).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from v2x.core.messages import LightState
+from v2x.core.network import LinkKind, Network, point_at
+from v2x.core.scenario import Demand, Driver, Scenario
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
+STALLED_LENGTH_M = 4.5  # [m] a scenario's hazard (stalled vehicle, obstacle) in its lane
+SIGHT_M = 60.0  # [m] how far ahead a driver sees a stalled vehicle in time to plan a lane change around it
+WARNED_M = 300.0  # [m] how far ahead a driver warned of it (HLW) starts looking for a gap in the next lane
+HAZARD_SLOW_M = 150.0  # [m] a warned driver slows down within this distance before the hazard...
+HAZARD_SPEED_MPS = 30.0 / 3.6  # [m/s] ...to this speed, on every lane of the approach
+LC_FRONT_GAP_S = 0.5  # [s] a lane change needs this time gap (plus s0) to the new leader...
+LC_BACK_GAP_S = 1.0  # [s] ...and this to the new follower, at its speed
+MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
+CRITICAL_GAP_S = 4.5  # [s] permissive movements: the gap needed to cross or merge
+LOOKAHEAD_LINKS = 2  # links beyond the current one searched for a leader
+STOPPED_MPS = 0.5  # [m/s] below this a vehicle counts as stopped
+MOVING_MPS = 2.0  # [m/s] above this a stopped vehicle counts as moving again (hysteresis)
+APPROACH_M = 40.0  # [m] from the stop line: vehicles this close look at the junction's conflicts
+CLEAR_M = 0.5  # [m] margin past a conflict zone's end before a vehicle's rear has cleared it
+COMMIT_M = 0.3  # [m] a front this far past its waiting point has entered the conflict zone
+QUEUE_GAP_S = 8.0  # [s] a longer gap between stop-line crossings ends a queue discharge
+
+
+class Light(enum.IntEnum):
+    """What a vehicle believes its next signal shows."""
+
+    GREEN = 0  # protected: go
+    PERMISSIVE = 1  # go, yielding to conflicting traffic
+    YELLOW = 2
+    RED = 3
+    UNKNOWN = 4  # no fresh SPaT: treated as red
+    NONE = 5  # no signal ahead
+
+
+# Plain ints for the hot paths: IntEnum class-attribute lookups cost a Python call each.
+_IN, _CONN, _OUT = int(LinkKind.IN), int(LinkKind.CONN), int(LinkKind.OUT)
+_GREEN, _PERMISSIVE, _YELLOW, _RED, _UNKNOWN, _NONE = (
+    int(Light.GREEN), int(Light.PERMISSIVE), int(Light.YELLOW), int(Light.RED), int(Light.UNKNOWN), int(Light.NONE)
+)
+
+
+@dataclass(frozen=True)
+class VehicleType:
+    name: str
+    length_m: float  # [m]
+    width_m: float  # [m]
+    speed_factor: float  # desired speed / speed limit
+    accel_factor: float  # max acceleration / the driver's
+
+
+VEHICLE_TYPES: dict[str, VehicleType] = {
+    "car": VehicleType("car", 4.5, 1.8, 1.0, 1.0),
+    "truck": VehicleType("truck", 10.0, 2.5, 0.9, 0.6),
+    "bus": VehicleType("bus", 12.0, 2.5, 0.9, 0.6),
+    "emergency": VehicleType("emergency", 5.5, 2.0, 1.3, 1.3),
+}
+KIND_INDEX = {name: i for i, name in enumerate(VEHICLE_TYPES)}
+TYPE_OF_KIND = tuple(VEHICLE_TYPES.values())  # a vehicle's `kind` indexes this
+EMERGENCY = KIND_INDEX["emergency"]
+
+
+@dataclass
+class LinkStats:
+    """Measurements on one approach lane (an IN link)."""
+
+    served: int = 0  # vehicles that crossed the stop line
+    max_queue: int = 0  # most vehicles stopped on the lane at once
+    discharge_headways_s: list[float] = field(default_factory=list)  # HCM: queued vehicles after the 4th
+    queue_pos: int = 0  # position of the last crossing vehicle in the current discharge
+    last_cross_s: float = -math.inf
+
+
+@dataclass(frozen=True)
+class FinishedVehicle:
+    vid: int
+    route: int
+    t_enter: float  # [s] arrival at the network edge
+    delay_s: float  # [s] control delay: travel time minus free-flow time over the whole route
+    line_delay_s: float  # [s] delay up to the first stop line (a point queue's delay, as in Webster)
+    stops: int
+    travel_s: float = 0.0  # [s] from the network edge to the end of the route
+    kind: int = 0  # index into VEHICLE_TYPES
+
+
+@dataclass
+class Stats:
+    """Network-wide measurements."""
+
+    spawned: int = 0
+    finished: int = 0
+    delay_sum_s: float = 0.0  # control delay of finished vehicles
+    stops_sum: int = 0  # stops of finished vehicles
+    red_light_entries: int = 0
+    obstacle_collisions: int = 0  # vehicles that ran into a stalled vehicle (also in `collisions`)
+    red_light_log: list[tuple[float, int, int, float, bool]] = field(default_factory=list)
+    # (time [s], vehicle id, IN link, speed [m/s], had committed on yellow)
+    collisions: int = 0
+    collision_pairs: set[tuple[int, int]] = field(default_factory=set)
+    waiting_to_enter: int = 0  # vehicles queued outside the network (entry lane full)
+    links: dict[int, LinkStats] = field(default_factory=dict)
+    finished_log: list[FinishedVehicle] = field(default_factory=list)
+
+    @property
+    def mean_delay_s(self) -> float:
+        return self.delay_sum_s / self.finished if self.finished else 0.0
+
+    @property
+    def stops_per_vehicle(self) -> float:
+        return self.stops_sum / self.finished if self.finished else 0.0
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One demand's Poisson arrivals at one approach, with its turn and vehicle-kind shares as cumulative
+    distributions (drawn as numpy's Generator.choice(p=...) draws: the same random stream, the same picks)."""
+
+    demand: Demand
+    key: tuple[int, str]  # (intersection index, approach leg)
+    turns: tuple[str, ...]
+    turn_cdf: FloatArray
+    kinds: tuple[int, ...]
+    kind_cdf: FloatArray
+
+
+def _cdf(shares: list[float]) -> FloatArray:
+    cdf: FloatArray = np.array(shares, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    return cdf
+
+
+@dataclass
+class _Pending:
+    """A vehicle that has arrived at the network edge and waits for room to enter."""
+
+    t_arrive: float
+    kind: int
+    turn: str
+    key: tuple[int, str, str]
+    vid: int
+    route: int = -1  # fixed route (scheduled vehicles), else chosen at entry
+    priority: bool = False
+
+
+def load_kernels(net: Network) -> None:
+    """Load the loops numba compiled for the core from its on-disk cache (~0.5 s per process), or compile them
+    if the cache is empty (the first run after install: several seconds). Called with the argument types of
+    the real calls, so the step finds them ready."""
+    none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+    _bodies(net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
+            none_i, none_i, none_f, none_f)
+    _overlapping_boxes(none_f, none_f, none_f, none_f, none_f)
+    _link_order(none_i, none_f, len(net.links))
+    _link_indices(net.route_start, net.route_nlinks, none_i, none_f)
+    _diverge_gaps(none_i, none_f, none_f, none_f, none_i, none_i, net.route_links, net.link_kind, net.link_length,
+                  none_i, none_i, none_f, none_i, none_i, none_f, none_f)
+    _leaders(none_i, none_i, none_f, none_f, none_i, none_i, net.route_links, net.link_length)
+    none_b = np.zeros(0, dtype=np.bool_)
+    _conflict_waits(none_i, none_f, none_f, none_b, none_i, none_i, none_f, none_f, none_f, none_f,
+                    net.route_links, net.link_kind, net.link_length, net.link_speed, none_i, none_i,
+                    none_i, none_b, none_f, none_f, none_f, none_f, none_f, none_f)
+    net.xy_heading(none_i, none_f)
+    _locate(net.route_links, net.route_start, none_i, none_i, none_f)
+    _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, none_i, none_i, none_f)
+    _rearmost(none_i, none_f, len(net.links))
+    _overhang_gaps(none_i, np.full(len(net.links), -1, dtype=np.int64), none_i, none_f, none_f, none_f, net.link_kind,
+                   net.link_source, net.link_length, none_f)
+    _desire(none_i, none_f, none_i, none_i, none_f, none_f, none_f, none_f, none_f, none_f, none_i, none_f, none_i,
+            none_b, net.route_links, net.link_length, net.link_speed, 2.0, 1.2, 2.0, 4.0)
+    _integrate(none_f, none_f, none_b, none_f, none_f, none_f, none_f, none_f, 0.1, 2.0, 1.2, 2.0, 4.0)
+    _measure_flags(none_f, none_f, none_i, none_i, none_i, net.link_kind, net.route_start, net.route_length, none_b,
+                   none_i, none_b, np.zeros(len(net.links), dtype=np.int64))
+    _lane_overlaps(none_i, none_i, none_f, none_f, net.link_kind, net.link_length)
+
+
+# the per-vehicle arrays of Traffic, one entry per vehicle in the network, in the same order
+COLUMNS = (
+    "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
+    "free_time", "free_to_line", "line_delay", "stops", "stopped", "queued", "go_on_yellow", "priority", "link_idx",
+)
+
+
+class Traffic:
+    """All vehicles of a scenario. Arrays are indexed by slot; `ids` gives each vehicle's id."""
+
+    def __init__(
+        self, network: Network, scenario: Scenario | None = None, seed: int | None = None,
+        area: frozenset[int] | None = None, shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.net = network
+        # an area shard of independent sites: only traffic entering at these intersections, with ids k*N + I
+        # (shard I of N), unique across the shards
+        self.area = area
+        self._id_shard = shard
+        self.scenario = scenario or network.scenario
+        self.driver: Driver = self.scenario.driver
+        self.rng = np.random.default_rng(self.scenario.seed if seed is None else seed)
+        self.t = 0.0
+        self.stats = Stats()
+        self._max_queue = np.zeros(len(network.links), dtype=np.int64)  # per link: stats.links[...].max_queue, as an array
+        self._next_id = 0
+        n = 0
+        self.ids: IntArray = np.zeros(n, dtype=np.int64)
+        self.route: IntArray = np.zeros(n, dtype=np.int64)
+        self.s: FloatArray = np.zeros(n)  # [m] along the route (front bumper)
+        self.v: FloatArray = np.zeros(n)  # [m/s]
+        self.a: FloatArray = np.zeros(n)  # [m/s^2]
+        self.kind: IntArray = np.zeros(n, dtype=np.int64)
+        self.length: FloatArray = np.zeros(n)
+        self.width: FloatArray = np.zeros(n)
+        self.vmax_factor: FloatArray = np.zeros(n)
+        self.amax: FloatArray = np.zeros(n)
+        self.t_enter: FloatArray = np.zeros(n)  # [s] arrival at the network edge
+        self.free_time: FloatArray = np.zeros(n)  # [s] route time at desired speed
+        self.free_to_line: FloatArray = np.zeros(n)  # [s] time to the first stop line at desired speed
+        self.line_delay: FloatArray = np.zeros(n)  # [s] delay up to the first stop line (nan before it)
+        self.stops: IntArray = np.zeros(n, dtype=np.int64)
+        self.stopped: BoolArray = np.zeros(n, dtype=bool)
+        self.queued: BoolArray = np.zeros(n, dtype=bool)  # stopped on its current IN link
+        self.go_on_yellow: BoolArray = np.zeros(n, dtype=bool)
+        self.priority: BoolArray = np.zeros(n, dtype=bool)  # requests signal priority
+        self.link_idx: IntArray = np.zeros(n, dtype=np.int64)  # index of the current link in the route
+        # stalled vehicles: key -> (IN link, front along it [m], length [m]); placed and removed by the driver
+        self.obstacles: dict[int, tuple[int, float, float]] = {}
+        self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
+        self._pending: list[_Pending] = []
+        self._sources: list[_Source] = []
+        self._arrivals: list[tuple[float, int]] = []  # heap of (next arrival [s], source index)
+        self._schedule_demand()
+        # conflicts by path: (other path, my conflict point [m], its conflict point [m], I yield)
+        # per path: (other path, my waiting point, my zone exit, its waiting point, its zone start, its zone exit,
+        #            I yield), all [m] along the respective path
+        self._conflicts: dict[int, list[tuple[int, float, float, float, float, float, bool]]] = {}
+        for c in network.conflicts:
+            self._conflicts.setdefault(c.yielder, []).append(
+                (c.priority, c.wait_yielder, c.exit_yielder, c.wait_priority, c.s_priority, c.exit_priority, True)
+            )
+            self._conflicts.setdefault(c.priority, []).append(
+                (c.yielder, c.wait_priority, c.exit_priority, c.wait_yielder, c.s_yielder, c.exit_yielder, False)
+            )
+        self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
+        self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
+        self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
+        # the pairs by path b, in pair order: (where each link's pairs start in the list, the list of pair indices)
+        by_b = np.argsort(self._diverge_b, kind="stable")
+        self._diverge_by_b = (np.searchsorted(self._diverge_b[by_b], np.arange(len(network.links) + 1)), by_b)
+        # the same table as arrays, rows grouped by path (`_conflict_rows`: a path's first row and count)
+        rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
+        table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
+        self._c_other = table[:, 0].astype(np.int64)
+        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = (
+            np.ascontiguousarray(table[:, 1:].T)
+        )
+        self._c_yield = np.array([r[7] for r in rows], dtype=bool)
+        first = np.zeros(len(network.links) + 1, dtype=np.int64)
+        count = np.zeros(len(network.links) + 1, dtype=np.int64)
+        for k, r in enumerate(rows):
+            first[r[0]] = k if count[r[0]] == 0 else first[r[0]]
+            count[r[0]] += 1
+        self._conflict_rows = (first, count)
+        # per path, the nearest waiting point it has as the other path of a conflict [m]: a vehicle short of it,
+        # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
+        self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
+        np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
+        # load the compiled kernels now, not at the first vehicle, where a real-time run would see it as a late step
+        load_kernels(network)
+
+    # -- demand --------------------------------------------------------------
+
+    def _schedule_demand(self) -> None:
+        ids = {x.id: i for i, x in enumerate(self.scenario.intersections)}
+        for d in self.scenario.demand:
+            if d.vph <= 0:
+                continue
+            a = self.scenario.intersections[ids[d.intersection]].approach(d.approach)
+            assert a is not None
+            turns = d.turn_shares(a.turns)
+            src = _Source(d, (ids[d.intersection], d.approach), tuple(turns), _cdf(list(turns.values())),
+                          tuple(KIND_INDEX[k] for k in d.mix), _cdf(list(d.mix.values())))
+            self._arrivals.append((d.start_s + self.rng.exponential(3600.0 / d.vph), len(self._sources)))
+            self._sources.append(src)
+        heapq.heapify(self._arrivals)
+        for sv in self.scenario.vehicles:
+            key = (ids[sv.intersection], sv.approach, sv.turn)
+            routes = [r for r in self.net.entry_routes[key] if self.net.links[self.net.routes[r][0]].lane == sv.lane]
+            if self.area is None or key[0] in self.area:
+                self._pending.append(_Pending(sv.depart_s, KIND_INDEX[sv.kind], sv.turn, key, self._new_id(), routes[0], sv.priority))
+        self._pending.sort(key=lambda p: p.t_arrive)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        i, n = self._id_shard
+        return (self._next_id - 1) * n + i + 1 if n > 1 else self._next_id
+
+    def _pick(self, cdf: FloatArray) -> int:
+        return int(cdf.searchsorted(self.rng.random(), side="right"))
+
+    def _generate(self, t_end: float) -> None:
+        """Move Poisson arrivals due by t_end into the pending list."""
+        due = []
+        while self._arrivals and self._arrivals[0][0] <= t_end:
+            due.append(heapq.heappop(self._arrivals))
+        if not due:
+            return
+        due.sort(key=lambda e: e[1])  # the sources in the order they were listed: the random draws follow it
+        for t_next, k in due:
+            src = self._sources[k]
+            d, (ii, leg) = src.demand, src.key
+            while t_next <= t_end and t_next < d.end_s:
+                turn = src.turns[self._pick(src.turn_cdf)]
+                kind = src.kinds[self._pick(src.kind_cdf)]
+                if self.area is None or ii in self.area:
+                    self._pending.append(_Pending(t_next, kind, turn, (ii, leg, turn), self._new_id()))
+                t_next += self.rng.exponential(3600.0 / d.vph)
+            if t_next < d.end_s:
+                heapq.heappush(self._arrivals, (t_next, k))
+        self._pending.sort(key=lambda p: p.t_arrive)
+
+    def _entry_room(self, link: int, rear: IntArray, s_link: FloatArray) -> tuple[float, float]:
+        """(free space [m] at the start of a link, speed [m/s] of the rearmost vehicle there), given the rearmost
+        vehicle per link and every vehicle's position on its link."""
+        j = int(rear[link])
+        if j < 0:
+            return math.inf, math.inf
+        return float(s_link[j] - self.length[j]), float(self.v[j])
+
+    def _admit(self) -> None:
+        """Let waiting vehicles enter where their entry lane has room."""
+        still = []
+        blocked: set[tuple[int, str, str]] = set()
+        cur, s_link = self._where()
+        rear = _rearmost(cur, s_link, len(self.net.links))
+        # a lane entered in this step: its newcomer is the rearmost vehicle there (at 0, as _entry_room would find it)
+        entered: dict[int, tuple[float, float]] = {}
+        admitted: list[tuple[_Pending, int, VehicleType, float]] = []
+        for p in self._pending:
+            if p.t_arrive > self.t or p.key in blocked:
+                still.append(p)
+                continue
+            vt = TYPE_OF_KIND[p.kind]
+            candidates = [p.route] if p.route >= 0 else self.net.entry_routes[p.key]
+            best, best_room, best_v = -1, -math.inf, 0.0
+            for r in candidates:
+                first = self.net.routes[r][0]
+                room, v_rear = entered[first] if first in entered else self._entry_room(first, rear, s_link)
+                if room > best_room + 1e-6 or (abs(room - best_room) <= 1e-6 and self.rng.random() < 0.5):
+                    best, best_room, best_v = r, room, v_rear
+            v0 = self.net.link_speed[self.net.routes[best][0]] * vt.speed_factor
+            need = self.driver.min_gap_m + vt.length_m * 0 + 1.0
+            if best_room < need:
+                blocked.add(p.key)  # keep arrival order per approach
+                still.append(p)
+                continue
+            # enter no faster than lets us stop behind the rear vehicle
+            v_safe = math.sqrt(max(0.0, 2 * self.driver.comfort_decel_mps2 * (best_room - self.driver.min_gap_m)))
+            v_enter = min(v0, v_safe if math.isinf(best_v) else min(v_safe, max(best_v, 0.0) + 0.5 * v_safe))
+            admitted.append((p, best, vt, v_enter))
+            entered[self.net.routes[best][0]] = (-vt.length_m, v_enter)  # at s 0 (every route starts at 0)
+        self._pending = still
+        self.stats.waiting_to_enter = sum(1 for p in still if p.t_arrive <= self.t)
+        if admitted:
+            self._append(admitted)
+
+    def _append(self, admitted: list[tuple[_Pending, int, VehicleType, float]]) -> None:
+        """New vehicles at the start of their routes, in the order they entered (one concatenation per column)."""
+        def cat(arr: npt.NDArray[np.generic], vals: list[object]) -> npt.NDArray[np.generic]:
+            return np.concatenate([arr, np.array(vals, dtype=arr.dtype)])
+
+        columns: dict[str, list[object]] = {
+            "ids": [p.vid for p, _, _, _ in admitted],
+            "route": [r for _, r, _, _ in admitted],
+            "s": [0.0] * len(admitted),
+            "v": [v for _, _, _, v in admitted],
+            "a": [0.0] * len(admitted),
+            "kind": [p.kind for p, _, _, _ in admitted],
+            "length": [vt.length_m for _, _, vt, _ in admitted],
+            "width": [vt.width_m for _, _, vt, _ in admitted],
+            "vmax_factor": [vt.speed_factor for _, _, vt, _ in admitted],
+            "amax": [self.driver.max_accel_mps2 * vt.accel_factor for _, _, vt, _ in admitted],
+            "t_enter": [p.t_arrive for p, _, _, _ in admitted],
+            "free_time": [self._free_time(r, vt) for _, r, vt, _ in admitted],
+            "free_to_line": [self._link_time(self.net.routes[r][0], vt) for _, r, vt, _ in admitted],
+            "line_delay": [np.nan] * len(admitted),
+            "stops": [0] * len(admitted),
+            "stopped": [False] * len(admitted),
+            "queued": [False] * len(admitted),
+            "go_on_yellow": [False] * len(admitted),
+            "priority": [p.priority for p, _, _, _ in admitted],
+            "link_idx": [0] * len(admitted),
+        }
+        for name in COLUMNS:
+            setattr(self, name, cat(getattr(self, name), columns[name]))
+        self._view = None
+        self.stats.spawned += len(admitted)
+
+    def _link_time(self, lid: int, vt: VehicleType) -> float:
+        """[s] to drive link `lid` at its speed limit (or the type's slower desired speed)."""
+        link = self.net.links[lid]
+        return link.length / (link.speed_limit_mps * min(vt.speed_factor, 1.0))
+
+    def _free_time(self, route: int, vt: VehicleType) -> float:
+        return float(sum(self._link_time(lid, vt) for lid in self.net.routes[route]))
+
+    # -- views for the caller ---------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        return len(self.s)
+
+    def _where(self) -> tuple[IntArray, FloatArray]:
+        """(current link, position on it [m]) of every vehicle."""
+        return _locate(self.net.route_links, self.net.route_start, self.route, self.link_idx, self.s)
+
+    def current_link(self) -> IntArray:
+        return self._where()[0]
+
+    def s_on_link(self) -> FloatArray:
+        return self._where()[1]
+
+    def signal_view(self) -> tuple[IntArray, FloatArray]:
+        """For each vehicle: (global signal group of its next stop line or -1, distance to it [m])."""
+        if self._view is None:
+            self._view = self._compute_signal_view()
+        return self._view
+
+    def _compute_signal_view(self) -> tuple[IntArray, FloatArray]:
+        net = self.net
+        return _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, self.route, self.link_idx, self.s)
+
+    def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
+        placed by front and rear points on the path, so a body on a curve lies along the chord."""
+        if idx is None:
+            idx = np.arange(self.n)
+        net = self.net
+        return _bodies(
+            net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
+            self.route[idx], self.link_idx[idx], self.s[idx], self.length[idx],
+        )
+
+    # -- the step ----------------------------------------------------------------
+
+    def step(
+        self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None,
+        advice: FloatArray | None = None, make_way: BoolArray | None = None,
+    ) -> None:
+        """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view();
+        `warned`: per vehicle, whether it was warned of the hazards ahead (HLW); `advice`: per vehicle,
+        an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none; `make_way`:
+        per vehicle, warned of an emergency vehicle behind (EVW): it moves to the next lane if it can."""
+        self._generate(self.t + dt)
+        self._place_obstacles()
+        n = self.n
+        if believed is None:
+            believed = np.full(n, _NONE, dtype=np.int64)
+        if n:
+            if self.obstacles or (make_way is not None and make_way.any()):
+                self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned, make_way)
+            self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice)
+        self.t += dt
+        self._admit()
+
+    # -- stalled vehicles ------------------------------------------------------------
+
+    def _place_obstacles(self) -> None:
+        """The scenario's hazards stand in their lanes while they last (the physical world, not a message)."""
+        for k, ev in enumerate(self.scenario.events, start=1):
+            if ev.start_s <= self.t + 1e-6 < ev.start_s + ev.duration_s:
+                if k not in self.obstacles:
+                    lid, s, _, _ = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
+                    self.obstacles[k] = (lid, s, STALLED_LENGTH_M)
+            else:
+                self.obstacles.pop(k, None)
+
+    def _obstacle_ahead(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, IntArray]:
+        """Per vehicle: the gap [m] to the rear of the nearest obstacle ahead on its link (inf: none), and its key."""
+        gap = np.full(self.n, np.inf)
+        key = np.full(self.n, -1, dtype=np.int64)
+        for k, (lid, front, length) in self.obstacles.items():
+            on = link == lid
+            g = np.where(on & (s_link < front), front - length - s_link, np.inf)
+            nearer = g < gap
+            gap[nearer] = g[nearer]
+            key[nearer] = k
+        return gap, key
+
+    def _near_hazard(self, link: IntArray, s_link: FloatArray) -> BoolArray:
+        """Per vehicle: within HAZARD_SLOW_M before a stalled vehicle on its approach, in any lane."""
+        net = self.net
+        out = np.zeros(self.n, dtype=bool)
+        to_line = net.link_length[link] - s_link
+        for lid, front, _ in self.obstacles.values():
+            ob = net.links[lid]
+            ob_to_line = net.link_length[lid] - front
+            same = np.isin(link, list(self._approach_links(ob.intersection, ob.leg)))
+            out |= same & (to_line > ob_to_line) & (to_line - ob_to_line < HAZARD_SLOW_M)
+        return out
+
+    def _approach_links(self, intersection: int, leg: str) -> frozenset[int]:
+        ig = self.net.intersections[intersection]
+        return frozenset(lid for (lg, _), lid in ig.in_links.items() if lg == leg)
+
+    def _change_lanes(self, warned: BoolArray, make_way: BoolArray | None = None) -> None:
+        """Vehicles facing a stalled vehicle in their lane, or making way for an emergency vehicle behind,
+        move to a neighbouring lane when the gap allows."""
+        net = self.net
+        link, s_link = self._where()
+        gap, _ = self._obstacle_ahead(link, s_link)
+        move = gap < np.where(warned, WARNED_M, SIGHT_M)
+        if make_way is not None:
+            move |= make_way & (self.kind != EMERGENCY)
+        want = np.flatnonzero(move & (self.link_idx == 0))
+        blocked = {lid for lid, _, _ in self.obstacles.values()}
+        for i in (int(x) for x in want):
+            lk = net.links[int(link[i])]
+            turn = net.links[int(net.route_links[self.route[i], 1])].turn
+            for lane in (lk.lane + 1, lk.lane - 1):
+                target = net.intersections[lk.intersection].in_links.get((lk.leg, lane))
+                if target is None or target in blocked:
+                    continue
+                route = self._route_from(target, lk.intersection, lk.leg, turn)
+                if route is not None and self._room(i, target, link, s_link):
+                    self.route[i] = route
+                    link[i] = target
+                    self._view = None
+                    break
+
+    def _route_from(self, first: int, intersection: int, leg: str, turn: str) -> int | None:
+        """An entry route starting on lane link `first` with this turn, else going straight; None: neither."""
+        for t in (turn, "through"):
+            for r in self.net.entry_routes.get((intersection, leg, t), []):
+                if self.net.route_links[r, 0] == first:
+                    return int(r)
+        return None
+
+    def _room(self, i: int, target: int, link: IntArray, s_link: FloatArray) -> bool:
+        """Whether vehicle i fits into lane link `target` where it is: gaps to the new leader and follower."""
+        s = float(s_link[i])
+        on = np.flatnonzero((link == target) & (np.arange(self.n) != i))
+        if not len(on):
+            return True
+        s0 = self.driver.min_gap_m
+        other = s_link[on]
+        ahead, behind = on[other >= s], on[other < s]
+        if len(ahead):
+            j = ahead[np.argmin(other[other >= s])]
+            if s_link[j] - self.length[j] - s < s0 + LC_FRONT_GAP_S * self.v[i]:
+                return False
+        if len(behind):
+            j = behind[np.argmax(other[other < s])]
+            if s - self.length[i] - s_link[j] < s0 + LC_BACK_GAP_S * self.v[j]:
+                return False
+        for _, front, length in (o for o in self.obstacles.values() if o[0] == target):
+            if s > front - length - s0 and s - self.length[i] < front + s0:
+                return False
+        return True
+
+    def leaders(self) -> tuple[IntArray, FloatArray]:
+        """Each vehicle's leader (its slot; -1: none within the lookahead) and the gap to its rear [m]."""
+        leader, gap, _ = self._leaders(*self._where())
+        return leader, gap
+
+    def _leaders(self, link: IntArray, s_link: FloatArray) -> tuple[IntArray, FloatArray, IntArray]:
+        """(leader slot or -1, gap [m], the rearmost vehicle on each link or -1): the next vehicle on the same
+        link, else the rearmost on the next LOOKAHEAD_LINKS links of the route."""
+        net = self.net
+        order = _link_order(link, s_link, len(net.links))
+        return _leaders(order, link, s_link, self.length, self.route, self.link_idx, net.route_links, net.link_length)
+
+    def _move(
+        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
+    ) -> None:
+        net, d = self.net, self.driver
+        link, s_link = self._where()
+        leader, gap, tail = self._leaders(link, s_link)
+        lead_v = _overhang_gaps(
+            leader, tail, link, s_link, self.length, self.v, net.link_kind, net.link_source, net.link_length, gap
+        )
+        # a stalled vehicle is a standing leader
+        if self.obstacles:
+            g_obs, _ = self._obstacle_ahead(link, s_link)
+            nearer = g_obs < gap
+            gap[nearer] = g_obs[nearer]
+            lead_v[nearer] = 0.0
+        # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
+        if len(self._diverge_a):
+            self._diverge_leaders(link, s_link, tail, gap, lead_v)
+
+        # a cap on the desired speed: near a hazard one was warned of (HLW), and an advisory speed (GLOSA)
+        v0_cap = np.full(self.n, np.inf)
+        if self.obstacles and warned.any():
+            v0_cap[warned & self._near_hazard(link, s_link)] = HAZARD_SPEED_MPS
+        if advice is not None:
+            np.minimum(v0_cap, advice, out=v0_cap, where=np.isfinite(advice))
+
+        group, dist = self.signal_view()
+        idm = (d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))  # s0, T, b, delta
+        acc, v0, stop_line = _desire(
+            link, s_link, self.route, self.link_idx, self.v, self.vmax_factor, self.amax, gap, lead_v, v0_cap,
+            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed, *idm,
+        )
+        # standing obstacles: the stop line, and waiting points at conflicts
+        wait = self._conflict_obstacles(link, s_link, dist, stop_line)
+        s_old = self.s
+        self.s, self.v, self.a = _integrate(acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, *idm)
+        self._view = None
+        self._measure(dt, link, s_old, believed, truth, group, dist)
+
+    def _diverge_leaders(
+        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray
+    ) -> None:
+        """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
+        net = self.net
+        _diverge_gaps(
+            link, s_link, self.length, self.v, self.route, self.link_idx, net.route_links, net.link_kind, net.link_length,
+            tail, self._diverge_a, self._diverge_s, *self._diverge_by_b, gap, lead_v,
+        )
+
+    def _conflict_obstacles(
+        self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
+    ) -> FloatArray:
+        """Distance [m] to where each vehicle must wait for conflicting traffic (inf: none).
+
+        Two rules at the junction's conflict points:
+          - gap acceptance: a yielding movement waits just before its conflict point (inside
+            the box, as drivers do) until no moving priority vehicle reaches the point within
+            the critical gap of its own arrival;
+          - box clear: nobody passes a conflict point while a vehicle on the crossing path is
+            in the conflict zone (a late turner, a long bus still clearing).
+        Loops over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples, compiled by numba.
+        """
+        net = self.net
+        first, count = self._conflict_rows
+        return _conflict_waits(
+            link, s_link, dist, stopping, self.route, self.link_idx, self.v, self.amax, self.length, self.vmax_factor,
+            net.route_links, net.link_kind, net.link_length, net.link_speed, first, count,
+            self._c_other, self._c_yield, self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other,
+            self._c_exit_other, self._c_first_wait_as_other,
+        )
+
+    def _measure(
+        self, dt: float, link: IntArray, s_old: FloatArray, believed: IntArray, truth: IntArray | None,
+        group: IntArray, dist: FloatArray,
+    ) -> None:
+        net = self.net
+        st = self.stats
+        t_now = self.t + dt
+        # stops with hysteresis, and the queue per approach lane
+        counts = np.zeros(len(net.links), dtype=np.int64)
+        start_next, crossed, done = _measure_flags(
+            self.v, self.s, self.route, self.link_idx, link, net.link_kind, net.route_start, net.route_length,
+            self.stopped, self.stops, self.queued, counts,
+        )
+        for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
+            st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
+        np.maximum(self._max_queue, counts, out=self._max_queue)
+        # advance link indices; a crossing of an IN link's end is a stop-line crossing
+        if crossed.any():
+            for i in np.flatnonzero(crossed & (net.link_kind[link] == _IN)):
+                lid = int(link[i])
+                ls = st.links.setdefault(lid, LinkStats())
+                ls.served += 1
+                # time the front crossed the line, interpolated within the step
+                frac = (float(start_next[i]) - float(s_old[i])) / max(float(self.s[i] - s_old[i]), 1e-9)
+                t_cross = self.t + dt * min(max(frac, 0.0), 1.0)
+                if self.queued[i] and t_cross - ls.last_cross_s < QUEUE_GAP_S:
+                    ls.queue_pos += 1
+                    if ls.queue_pos >= 5:
+                        ls.discharge_headways_s.append(t_cross - ls.last_cross_s)
+                else:
+                    ls.queue_pos = 1 if self.queued[i] else 0
+                ls.last_cross_s = t_cross
+                if self.link_idx[i] == 0:
+                    self.line_delay[i] = max(t_cross - self.t_enter[i] - self.free_to_line[i], 0.0)
+                if truth is not None and truth[i] in (_RED, _UNKNOWN):
+                    st.red_light_entries += 1
+                    st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
+            self.queued[crossed] = False
+            self.link_idx = _link_indices(net.route_start, net.route_nlinks, self.route, self.s)
+        # vehicles that reached the end of their route leave
+        if done.any():
+            idx = np.flatnonzero(done)
+            travel = t_now - self.t_enter[idx]
+            delay = np.maximum(travel - self.free_time[idx], 0.0)
+            st.finished += len(idx)
+            st.delay_sum_s += float(delay.sum())
+            st.stops_sum += int(self.stops[idx].sum())
+            for j, i in enumerate(idx):
+                st.finished_log.append(
+                    FinishedVehicle(
+                        int(self.ids[i]), int(self.route[i]), float(self.t_enter[i]), float(delay[j]),
+                        float(self.line_delay[i]), int(self.stops[i]), float(travel[j]), int(self.kind[i]),
+                    )
+                )
+            self._drop(~done)
+        self._collisions()
+
+    def _collisions(self) -> None:
+        """Count pairs of vehicles whose bodies overlap: in-lane (1D) and in junction boxes (2D)."""
+        n = self.n
+        if n < 2:
+            return
+        net = self.net
+        link, s_link = self._where()
+        lane_rear, lane_front, in_box = _lane_overlaps(
+            _link_order(link, s_link, len(net.links)), link, s_link, self.length, net.link_kind, net.link_length
+        )
+        pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(lane_rear, lane_front, strict=True)]
+        # 2D check among vehicles on turning paths or within a car length of a stop line
+        idx = np.flatnonzero(in_box)
+        if len(idx) >= 2:
+            x, y, h = self.bodies(idx)
+            ia, ib = _overlapping_boxes(x, y, h, self.length[idx], self.width[idx])
+            pairs += [(int(a), int(b)) for a, b in zip(self.ids[idx[ia]], self.ids[idx[ib]], strict=True)]
+        for k, (lid, front, length) in self.obstacles.items():  # a stalled vehicle is -1 - its key
+            on = np.flatnonzero((link == lid) & (s_link > front - length + 1e-6) & (s_link - self.length < front - 1e-6))
+            pairs += [(-1 - k, int(self.ids[i])) for i in on]
+        for p in pairs:
+            key = (min(p), max(p))
+            if key not in self.stats.collision_pairs:
+                self.stats.collision_pairs.add(key)
+                self.stats.collisions += 1
+                self.stats.obstacle_collisions += key[0] < 0
+
+    def _drop(self, keep: BoolArray) -> None:
+        for name in COLUMNS:
+            setattr(self, name, getattr(self, name)[keep])
+        self._view = None
+
+    # -- summaries ----------------------------------------------------------------
+
+    def saturation_flow_vphpl(self, links: list[int] | None = None) -> float:
+        """HCM saturation flow [veh/h/lane] from the queued headways after the 4th vehicle."""
+        hs = [h for lid, ls in self.stats.links.items() if links is None or lid in links for h in ls.discharge_headways_s]
+        return 3600.0 / float(np.mean(hs)) if hs else math.nan
+
+
+def _bodies_loops(
+    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, route_links: IntArray,
+    route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray, length: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`Traffic.bodies` for the given vehicles' route, link index, position along the route and length: the front
+    point, the rear point (on an earlier link of the route if the body reaches back), the heading of the chord
+    between them (of the front's segment when shorter than 0.5 m) and the centre half a length behind the front."""
+    n = len(route)
+    cx, cy, heading = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        r, li = route[i], link_idx[i]
+        fx, fy, fh = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, li], s[i] - route_start[r, li])
+        s_rear = max(s[i] - length[i], 0.0)
+        k = -1
+        for c in range(route_start.shape[1]):
+            k += route_start[r, c] <= s_rear
+        k = max(k, 0)
+        rx, ry, _ = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, k], s_rear - route_start[r, k])
+        dx, dy = fx - rx, fy - ry
+        h = math.atan2(dx, dy) * (180.0 / math.pi) % 360.0 if math.hypot(dx, dy) > 0.5 else fh
+        hr = h * (math.pi / 180.0)
+        cx[i], cy[i], heading[i] = fx - math.sin(hr) * length[i] / 2, fy - math.cos(hr) * length[i] / 2, h
+    return cx, cy, heading
+
+
+_bodies: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_bodies_loops)
+
+
+def _link_order_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
+    """The vehicles by link, and along each link by position: `np.lexsort((s_link, link))` (ties in slot order),
+    as a counting sort by link and an insertion sort of each link's few vehicles (compiled by numba: `_link_order`)."""
+    n = len(link)
+    start = np.zeros(n_links + 1, dtype=np.int64)
+    for i in range(n):
+        start[link[i] + 1] += 1
+    for k in range(n_links):
+        start[k + 1] += start[k]
+    order = np.empty(n, dtype=np.int64)
+    fill = start[:n_links].copy()
+    for i in range(n):
+        order[fill[link[i]]] = i
+        fill[link[i]] += 1
+    for k in range(n_links):
+        for p in range(start[k] + 1, start[k + 1]):
+            i = order[p]
+            q = p
+            while q > start[k] and s_link[order[q - 1]] > s_link[i]:  # strictly greater: ties stay in slot order
+                order[q] = order[q - 1]
+                q -= 1
+            order[q] = i
+    return order
+
+
+_link_order: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_link_order_loops)
+
+
+def _link_indices_loops(route_start: FloatArray, route_nlinks: IntArray, route: IntArray, s: FloatArray) -> IntArray:
+    """Each vehicle's link in its route: the last whose start is at or behind it (compiled: `_link_indices`)."""
+    out = np.empty(len(s), dtype=np.int64)
+    for i in range(len(s)):
+        k = 0
+        for c in range(route_start.shape[1]):
+            k += route_start[route[i], c] <= s[i]
+        out[i] = min(k - 1, route_nlinks[route[i]] - 1)
+    return out
+
+
+_link_indices: Callable[..., IntArray] = numba.njit(cache=True)(_link_indices_loops)
+
+
+def _locate_loops(
+    route_links: IntArray, route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray
+) -> tuple[IntArray, FloatArray]:
+    """Each vehicle's current link and position on it [m] (compiled: `_locate`)."""
+    n = len(s)
+    link, s_link = np.empty(n, dtype=np.int64), np.empty(n)
+    for i in range(n):
+        link[i] = route_links[route[i], link_idx[i]]
+        s_link[i] = s[i] - route_start[route[i], link_idx[i]]
+    return link, s_link
+
+
+_locate: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_locate_loops)
+
+
+def _signal_view_loops(
+    route_links: IntArray, route_start: FloatArray, link_kind: IntArray, link_group: IntArray,
+    route: IntArray, link_idx: IntArray, s: FloatArray,
+) -> tuple[IntArray, FloatArray]:
+    """`Traffic.signal_view` (compiled: `_signal_view`): the group of the stop line at the end of the vehicle's
+    IN link, or, on a turning path whose exit is the next junction's approach lane (corridor), at that lane's end."""
+    n, width = len(s), route_links.shape[1]
+    group, dist = np.full(n, -1, dtype=np.int64), np.full(n, np.inf)
+    for i in range(n):
+        r, k = route[i], link_idx[i]
+        kind = link_kind[route_links[r, k]]
+        nxt1 = route_links[r, min(k + 1, width - 1)]
+        if kind == _IN and k + 1 < width and nxt1 >= 0:
+            group[i], dist[i] = link_group[nxt1], route_start[r, k + 1] - s[i]
+        elif kind == _CONN and k + 2 < width and route_links[r, k + 2] >= 0 and link_kind[max(nxt1, 0)] == _IN:
+            group[i], dist[i] = link_group[route_links[r, k + 2]], route_start[r, k + 2] - s[i]
+    return group, dist
+
+
+_signal_view: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_signal_view_loops)
+
+
+def _rearmost_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
+    """Per link, the vehicle furthest back on it (on a tie the first slot; -1: none) (compiled: `_rearmost`)."""
+    rear = np.full(n_links, -1, dtype=np.int64)
+    for i in range(len(link)):
+        j = rear[link[i]]
+        if j < 0 or s_link[i] < s_link[j]:
+            rear[link[i]] = i
+    return rear
+
+
+_rearmost: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_rearmost_loops)
+
+
+def _overhang_gaps_loops(
+    leader: IntArray, tail: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray,
+    link_kind: IntArray, link_source: IntArray, link_length: FloatArray, gap: FloatArray,
+) -> FloatArray:
+    """The leader's speed per vehicle (0: none), and the rear of a vehicle that just turned off an IN link as a
+    standing leader on that link, for it still overhangs it: siblings must not run into it (`gap` shortened in
+    place, that vehicle's speed taken as 0). Compiled: `_overhang_gaps`."""
+    n, n_links = len(link), len(link_kind)
+    lead_v = np.zeros(n)
+    for i in range(n):
+        if leader[i] >= 0:
+            lead_v[i] = v[leader[i]]
+    overhang = np.full(n_links, -np.inf)  # per IN link, how far the rearmost body on a path leaving it reaches back
+    hangs = False
+    for c in range(n_links):
+        t = tail[c]
+        if link_kind[c] == _CONN and t >= 0 and length[t] - s_link[t] > 0:
+            overhang[link_source[c]] = max(overhang[link_source[c]], length[t] - s_link[t])
+            hangs = True
+    if hangs:
+        for i in range(n):
+            lk = link[i]
+            if link_kind[lk] == _IN and np.isfinite(overhang[lk]):
+                g = link_length[lk] - overhang[lk] - s_link[i]
+                if g < gap[i]:
+                    gap[i], lead_v[i] = g, 0.0
+    return lead_v
+
+
+_overhang_gaps: Callable[..., FloatArray] = numba.njit(cache=True)(_overhang_gaps_loops)
+
+
+@numba.njit(cache=True)
+def _idm(v: float, v0: float, amax: float, gap: float, dv: float, s0: float, t_gap: float, b: float, delta: float) -> float:
+    """IDM acceleration [m/s^2] (Treiber & Kesting 2013, eq. 11.3): desired speed v0, gap [m] to the leader's rear,
+    approach rate dv = v - v_leader; s0 minimum gap, t_gap time headway, b comfortable deceleration."""
+    s_star = s0 + max(0.0, v * t_gap + v * dv / (2.0 * math.sqrt(amax * b)))
+    free = 1.0 - (v / max(v0, 0.1)) ** delta
+    ratio = s_star / max(gap, 0.01)
+    return float(amax * (free - ratio * ratio))
+
+
+def _desire_loops(
+    link: IntArray, s_link: FloatArray, route: IntArray, link_idx: IntArray, v: FloatArray, vmax_factor: FloatArray,
+    amax: FloatArray, gap: FloatArray, lead_v: FloatArray, v0_cap: FloatArray, group: IntArray, dist: FloatArray,
+    believed: IntArray, go_on_yellow: BoolArray, route_links: IntArray, link_length: FloatArray,
+    link_speed: FloatArray, s0: float, t_gap: float, b: float, delta: float,
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Per vehicle: (IDM acceleration behind its leader, desired speed, whether it stops at its stop line)
+    (compiled: `_desire`). The desired speed is the link's limit (times the type's factor), capped by `v0_cap`
+    and by braking at comfortable deceleration to a slower next link. At the line: on red or unknown the vehicle
+    stops unless it went on yellow and can no longer stop (MAX_DECEL_MPS2); on yellow it stops only if that
+    takes no more than YELLOW_DECEL_MPS2, and the decision to go sticks (`go_on_yellow`, updated in place)."""
+    n, width = len(link), route_links.shape[1]
+    acc, v0, stop_line = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        lk, k = link[i], link_idx[i]
+        want = min(link_speed[lk] * vmax_factor[i], v0_cap[i])
+        nxt = route_links[route[i], min(k + 1, width - 1)]
+        v_next = link_speed[nxt] * vmax_factor[i] if k + 1 < width and nxt >= 0 else np.inf
+        v0[i] = min(want, math.sqrt(v_next * v_next + 2.0 * b * max(link_length[lk] - s_link[i], 0.0)))
+        acc[i] = _idm(v[i], v0[i], amax[i], gap[i], v[i] - lead_v[i], s0, t_gap, b, delta)
+        if group[i] < 0:
+            go_on_yellow[i] = False
+            continue
+        light = believed[i]
+        need_decel = v[i] * v[i] / (2.0 * max(dist[i], 0.01))
+        if light in (_GREEN, _PERMISSIVE):
+            go_on_yellow[i] = False
+        elif light == _YELLOW:
+            stop_line[i] = not go_on_yellow[i] and need_decel <= YELLOW_DECEL_MPS2
+            go_on_yellow[i] = not stop_line[i]
+        elif light in (_RED, _UNKNOWN):
+            stop_line[i] = not (go_on_yellow[i] and need_decel > MAX_DECEL_MPS2)
+    return acc, v0, stop_line
+
+
+_desire: Callable[..., tuple[FloatArray, FloatArray, BoolArray]] = numba.njit(cache=True)(_desire_loops)
+
+
+def _integrate_loops(
+    acc: FloatArray, v0: FloatArray, stop_line: BoolArray, dist: FloatArray, wait: FloatArray, v: FloatArray,
+    s: FloatArray, amax: FloatArray, dt: float, s0: float, t_gap: float, b: float, delta: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(position, speed, acceleration) after dt (compiled: `_integrate`). The stop line (if the vehicle stops
+    there) and the waiting point at a conflict (`wait`, inf: none) are standing obstacles: the acceleration is
+    the lower of `acc` and IDM towards the nearer, and never below -MAX_DECEL_MPS2. Ballistic update; a vehicle
+    that would reverse stops where its speed reaches 0."""
+    n = len(v)
+    s_new, v_new, a_new = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        a = acc[i]
+        obstacle = min(dist[i] if stop_line[i] else np.inf, wait[i])
+        if np.isfinite(obstacle):
+            a = min(a, _idm(v[i], v0[i], amax[i], obstacle, v[i], s0, t_gap, b, delta))
+        a = max(a, -MAX_DECEL_MPS2)
+        vn = v[i] + a * dt
+        if vn < 0:
+            s_new[i] = s[i] + -(v[i] * v[i]) / (2.0 * min(a, -1e-9))
+        else:
+            s_new[i] = s[i] + (v[i] * dt + 0.5 * a * dt * dt)
+        v_new[i], a_new[i] = max(vn, 0.0), a
+    return s_new, v_new, a_new
+
+
+_integrate: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_integrate_loops)
+
+
+def _measure_flags_loops(
+    v: FloatArray, s: FloatArray, route: IntArray, link_idx: IntArray, link: IntArray, link_kind: IntArray,
+    route_start: FloatArray, route_length: FloatArray, stopped: BoolArray, stops: IntArray, queued: BoolArray,
+    queue: IntArray,
+) -> tuple[FloatArray, BoolArray, BoolArray]:
+    """After the move (compiled: `_measure_flags`): stops with hysteresis (`stopped`, `stops`, and `queued` for a
+    vehicle stopped on an IN link, updated in place), the stopped vehicles per IN link (`queue`, zeros in, counted
+    in place), and per vehicle (where its next link starts [m], whether it reached it, whether it is past the
+    end of its route)."""
+    n, width = len(v), route_start.shape[1] - 1
+    start_next, crossed, done = np.empty(n), np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        now = v[i] < MOVING_MPS if stopped[i] else v[i] < STOPPED_MPS
+        if now and not stopped[i]:
+            stops[i] += 1
+        stopped[i] = now
+        if now and link_kind[link[i]] == _IN:
+            queued[i] = True
+            queue[link[i]] += 1
+        start_next[i] = route_start[route[i], min(link_idx[i] + 1, width)]
+        crossed[i] = s[i] >= start_next[i]
+        done[i] = s[i] >= route_length[route[i]]
+    return start_next, crossed, done
+
+
+_measure_flags: Callable[..., tuple[FloatArray, BoolArray, BoolArray]] = numba.njit(cache=True)(_measure_flags_loops)
+
+
+def _lane_overlaps_loops(
+    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, link_kind: IntArray,
+    link_length: FloatArray,
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """(rear, front) slots of the pairs that overlap on one link, given the vehicles in (link, position) order,
+    and per vehicle whether it needs the 2D check: on a turning path, within 6 m of a stop line, or with its body
+    reaching back onto the previous link (compiled: `_lane_overlaps`)."""
+    n = len(order)
+    rear, front = [], []
+    for p in range(n - 1):
+        a, b = order[p], order[p + 1]
+        if link[a] == link[b] and s_link[b] - length[b] < s_link[a] - 1e-6:
+            rear.append(a)
+            front.append(b)
+    in_box = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        kind = link_kind[link[i]]
+        in_box[i] = kind == _CONN or (kind == _IN and link_length[link[i]] - s_link[i] < 6.0) or s_link[i] < length[i]
+    return np.array(rear, dtype=np.int64), np.array(front, dtype=np.int64), in_box
+
+
+_lane_overlaps: Callable[..., tuple[IntArray, IntArray, BoolArray]] = numba.njit(cache=True)(_lane_overlaps_loops)
+
+
+def _diverge_gaps_loops(
+    link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray, route: IntArray, link_idx: IntArray,
+    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, tail: IntArray,
+    div_a: IntArray, div_s: FloatArray, b_start: IntArray, by_b: IntArray, gap: FloatArray, lead_v: FloatArray,
+) -> None:
+    """`Traffic._diverge_leaders` (compiled: `_diverge_gaps`). Pair p: paths div_a[p] and b leave one lane and
+    share their first div_s[p] m; the rearmost vehicle on a, while its rear is within them, leads every vehicle
+    behind it on b or on the lane before b. Per vehicle the smallest gap (on a tie the first pair), if smaller
+    than `gap`: `gap` and `lead_v` are updated in place."""
+    width = route_links.shape[1]
+    for i in range(len(link)):
+        best_g, best_p = np.inf, -1
+        for key_n in range(2):
+            if key_n == 0:
+                key, x = link[i], s_link[i]  # on path b, from its start
+            else:  # on the lane before it, from the end of that lane
+                if link_kind[link[i]] != _IN or link_idx[i] + 1 >= width:
+                    continue
+                key, x = route_links[route[i], link_idx[i] + 1], s_link[i] - link_length[link[i]]
+                if key < 0:
+                    continue
+            for q in range(b_start[key], b_start[key + 1]):
+                p = by_b[q]
+                lead = tail[div_a[p]]
+                if lead < 0:
+                    continue
+                rear = s_link[lead] - length[lead]  # [m] along path a
+                if not rear < div_s[p] or not x < rear:
+                    continue
+                g = rear - x
+                if g < best_g or (g == best_g and p < best_p):
+                    best_g, best_p = g, p
+        if best_p >= 0 and best_g < gap[i]:
+            gap[i] = best_g
+            lead_v[i] = v[tail[div_a[best_p]]]
+
+
+_diverge_gaps: Callable[..., None] = numba.njit(cache=True)(_diverge_gaps_loops)
+
+
+def _leaders_loops(
+    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, route: IntArray, link_idx: IntArray,
+    route_links: IntArray, link_length: FloatArray,
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """`Traffic._leaders` given the vehicles in (link, position) order: the next vehicle on the same link, else
+    the rearmost on one of the next LOOKAHEAD_LINKS links of the route (compiled by numba: `_leaders`)."""
+    n = len(order)
+    leader = np.full(n, -1, dtype=np.int64)
+    gap = np.full(n, np.inf)
+    tail = np.full(len(link_length), -1, dtype=np.int64)
+    for p in range(n):
+        i = order[p]
+        if p == 0 or link[order[p - 1]] != link[i]:
+            tail[link[i]] = i  # rearmost on its link
+        if p + 1 < n and link[order[p + 1]] == link[i]:
+            j = order[p + 1]
+            leader[i] = j
+            gap[i] = s_link[j] - length[j] - s_link[i]
+    width = route_links.shape[1]
+    for i in range(n):
+        if leader[i] >= 0:
+            continue
+        ahead = link_length[link[i]] - s_link[i]  # to the end of the links searched so far
+        for k in range(1, LOOKAHEAD_LINKS + 1):
+            if link_idx[i] + k >= width:
+                break
+            nxt = route_links[route[i], link_idx[i] + k]
+            if nxt < 0:
+                break
+            t = tail[nxt]
+            if t >= 0:
+                leader[i] = t
+                gap[i] = ahead + s_link[t] - length[t]
+                break
+            ahead += link_length[nxt]
+    return leader, gap, tail
+
+
+_leaders: Callable[..., tuple[IntArray, FloatArray, IntArray]] = numba.njit(cache=True)(_leaders_loops)
+
+
+def _conflict_waits_loops(
+    link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray, route: IntArray, link_idx: IntArray,
+    v: FloatArray, amax: FloatArray, length: FloatArray, vmax_factor: FloatArray,
+    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, link_speed: FloatArray,
+    first: IntArray, count: IntArray, c_other: IntArray, c_yield: BoolArray, c_wait_me: FloatArray,
+    c_exit_me: FloatArray, c_wait_other: FloatArray, c_s_other: FloatArray, c_exit_other: FloatArray,
+    c_first_wait_as_other: FloatArray,
+) -> FloatArray:
+    """`Traffic._conflict_obstacles` (compiled by numba: `_conflict_waits`). Conflict rows are grouped by path:
+    path p's are first[p] .. first[p] + count[p] - 1; for each, the other path and the points along both [m]."""
+    n = len(link)
+    width = route_links.shape[1]
+    out = np.full(n, np.inf)
+    # the turning path each vehicle is on or about to take, and its position along it (negative: before the line);
+    # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
+    path = np.full(n, -1, dtype=np.int64)
+    pos = np.empty(n)
+    for i in range(n):
+        kind = link_kind[link[i]]
+        nxt = route_links[route[i], link_idx[i] + 1] if link_idx[i] + 1 < width else -1
+        if kind == _CONN:
+            path[i], pos[i] = link[i], s_link[i]
+        else:
+            pos[i] = -dist[i]
+            if kind == _IN and nxt >= 0 and dist[i] < APPROACH_M:
+                path[i] = nxt
+        if path[i] < 0 and link_idx[i] > 0 and s_link[i] < length[i]:
+            prev = route_links[route[i], link_idx[i] - 1]
+            if prev >= 0 and link_kind[prev] == _CONN:
+                path[i], pos[i] = prev, link_length[prev] + s_link[i]
+    # the vehicles that can be the other of a conflict, by path in slot order: a vehicle standing or stopping
+    # short of every zone on its path can neither fill a zone nor close a gap
+    moving = np.empty(n, dtype=np.bool_)
+    n_paths = len(count)
+    per_path = np.zeros(n_paths + 1, dtype=np.int64)
+    for i in range(n):
+        moving[i] = v[i] > MOVING_MPS and not stopping[i]
+        p = path[i]
+        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
+            per_path[p + 1] += 1
+    for p in range(n_paths):
+        per_path[p + 1] += per_path[p]
+    others = np.empty(per_path[n_paths], dtype=np.int64)
+    fill = per_path[:n_paths].copy()
+    for i in range(n):
+        p = path[i]
+        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
+            others[fill[p]] = i
+            fill[p] += 1
+    for i in range(n):
+        p = path[i]
+        if p < 0 or count[p] == 0:
+            continue
+        x_i = pos[i]
+        vmax_i = link_speed[link[i]] * vmax_factor[i]
+        # where i waits when it must yield: short of every zone it yields at, not inside the nearer ones
+        first_yield_wait = np.inf
+        for c in range(first[p], first[p] + count[p]):
+            if x_i <= c_wait_me[c] + COMMIT_M and c_yield[c]:
+                first_yield_wait = min(first_yield_wait, c_wait_me[c])
+        wait_at = np.inf
+        for c in range(first[p], first[p] + count[p]):
+            if not x_i <= c_wait_me[c] + COMMIT_M:
+                continue  # a zone it has entered
+            o = c_other[c]
+            # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
+            zone = False
+            for k in range(per_path[o], per_path[o + 1]):
+                j = others[k]
+                if pos[j] > c_wait_other[c] + COMMIT_M and pos[j] - length[j] < c_exit_other[c] + CLEAR_M:
+                    zone = True
+                    break
+            if zone:
+                wait_at = min(wait_at, 0.0 if x_i <= 0.0 else c_wait_me[c])
+                continue
+            if not c_yield[c]:
+                continue
+            # gap acceptance against priority vehicles on their way (not those standing at a line)
+            t_me = _time_to_cover(c_exit_me[c] - x_i, v[i], amax[i], vmax_i)
+            t_me = t_me + CRITICAL_GAP_S - (c_exit_me[c] - c_wait_me[c]) / max(vmax_i, 1.0)
+            for k in range(per_path[o], per_path[o + 1]):
+                j = others[k]
+                if moving[j] and pos[j] <= c_wait_other[c] + COMMIT_M:
+                    vmax_j = link_speed[link[j]] * vmax_factor[j]
+                    if _time_to_cover(c_s_other[c] - pos[j], v[j], amax[j], vmax_j) < t_me:
+                        wait_at = min(wait_at, first_yield_wait)
+                        break
+        if wait_at < np.inf:
+            out[i] = max(wait_at - x_i, 0.0)
+    return out
+
+
+_conflict_waits: Callable[..., FloatArray] = numba.njit(cache=True)(_conflict_waits_loops)
+
+
+@numba.njit(cache=True)
+def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
+    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s]."""
+    v = min(v, vmax)
+    d_acc = (vmax * vmax - v * v) / (2.0 * a)
+    dd = max(d, 0.0)
+    t = (-v + math.sqrt(v * v + 2.0 * a * dd)) / a if dd <= d_acc else (vmax - v) / a + (dd - d_acc) / vmax
+    return 0.0 if d <= 0 else t
+
+
+def _overlapping_boxes_loops(
+    x: FloatArray, y: FloatArray, h: FloatArray, length: FloatArray, width: FloatArray
+) -> tuple[IntArray, IntArray]:
+    """Index pairs (a < b) of oriented rectangles (centre x, y [m]; heading h [deg]; length, width [m]) that
+    intersect, by separating axes. Sweeps along x: only pairs closer than half their lengths plus 1 m are tested.
+    Loops, compiled by numba (`_overlapping_boxes`): a few microseconds at one junction, where the same test as
+    numpy calls cost ~200 us of fixed overhead per step."""
+    n = len(x)
+    order = np.argsort(x)
+    reach = length.max() + 1.0 if n else 0.0  # no pair within reach is further apart than this along x
+    fx, fy = np.sin(np.radians(h)), np.cos(np.radians(h))  # forward unit vectors
+    out_a, out_b = [], []
+    for p in range(n):
+        a = order[p]
+        for q in range(p + 1, n):
+            b = order[q]
+            dx, dy = x[b] - x[a], y[b] - y[a]
+            if dx > reach:
+                break
+            hl_a, hl_b, hw_a, hw_b = length[a] / 2, length[b] / 2, width[a] / 2, width[b] / 2
+            if math.hypot(dx, dy) >= hl_a + hl_b + 1.0:
+                continue
+            separated = False
+            for k in range(4):  # the axes: each box's forward and sideways direction
+                src, side = (a, k == 1) if k < 2 else (b, k == 3)
+                ax, ay = (fy[src], -fx[src]) if side else (fx[src], fy[src])
+                ext_a = hl_a * abs(fx[a] * ax + fy[a] * ay) + hw_a * abs(fy[a] * ax - fx[a] * ay)
+                ext_b = hl_b * abs(fx[b] * ax + fy[b] * ay) + hw_b * abs(fy[b] * ax - fx[b] * ay)
+                if abs(dx * ax + dy * ay) >= ext_a + ext_b:
+                    separated = True
+                    break
+            if not separated:
+                out_a.append(min(a, b))
+                out_b.append(max(a, b))
+    return np.array(out_a, dtype=np.int64), np.array(out_b, dtype=np.int64)
+
+
+_overlapping_boxes: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray], tuple[IntArray, IntArray]] = (
+    numba.njit(cache=True)(_overlapping_boxes_loops)
+)
+
+
+_LIGHT_OF_STATE = {
+    LightState.PROTECTED_GREEN: Light.GREEN,
+    LightState.PERMISSIVE_GREEN: Light.PERMISSIVE,
+    LightState.FLASHING_GREEN: Light.GREEN,
+    LightState.YELLOW: Light.YELLOW,
+    LightState.RED: Light.RED,
+    LightState.FLASHING_RED: Light.RED,
+}
+
+
+def light_of(state: LightState) -> Light:
+    """How a driver reads a SPaT light state (anything else: unknown, treated as red)."""
+    return _LIGHT_OF_STATE.get(state, Light.UNKNOWN)

@@ -1,0 +1,69 @@
+"""Link impairment: the latency, jitter and loss of the scenario's links, applied at the receiver.
+
+Two link kinds (the scenario's `[links]`):
+
+- **sidelink** (PC5) carries vehicle<->RSU (and vehicle<->vehicle) messages: a fixed latency
+  plus uniform jitter; nothing arrives beyond `range_m`; within it the loss probability
+  rises with the square of the distance, from `loss` next to the sender to `edge_loss` at
+  the range:  p(d) = loss + (edge_loss - loss) * (d / range_m)^2.
+- **cellular** (Uu) carries everything to and from the cloud: latency lognormal with median
+  `latency_ms` and 99th percentile `p99_ms` (fixed at `latency_ms` without a p99), plus
+  uniform jitter, and a flat `loss`.
+
+Each draw is a pure function of the run's seed, the receiver and the message's bytes (its
+header holds sender, sequence number and generation time), so the same run impairs the
+same messages the same way whatever order they arrive in, under any topic root: fast mode
+stays deterministic. The
+delay adds to whatever the broker took (real time) or to the lockstep step (fast mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from statistics import NormalDist
+
+from v2x.core.scenario import Links
+
+Z99 = NormalDist().inv_cdf(0.99)  # 2.326...
+_INV = NormalDist().inv_cdf
+
+
+def link_of(hop: str) -> str:
+    """"cellular" for any hop to or from the cloud, else "sidelink"."""
+    return "cellular" if "cloud" in hop else "sidelink"
+
+
+class Impairment:
+    def __init__(self, links: Links, seed: int) -> None:
+        self.links = links
+        self.seed = seed
+        c = links.cellular
+        # lognormal: median = latency, p99 = median * exp(sigma * z99)
+        self._sigma = math.log(c.p99_ms / c.latency_ms) / Z99 if c.p99_ms and c.latency_ms > 0 else 0.0
+
+    def _uniforms(self, receiver: str, payload: bytes) -> tuple[float, float, float]:
+        d = hashlib.blake2b(f"{self.seed}|{receiver}|".encode() + payload, digest_size=24).digest()
+        return tuple((int.from_bytes(d[i : i + 8], "little") + 0.5) / 2.0**64 for i in (0, 8, 16))  # type: ignore[return-value]
+
+    def sidelink_loss(self, distance_m: float) -> float:
+        s = self.links.sidelink
+        if distance_m > s.range_m:
+            return 1.0
+        return s.loss + (s.edge_loss - s.loss) * (distance_m / s.range_m) ** 2
+
+    def delay_s(self, hop: str, receiver: str, payload: bytes, distance_m: float | None) -> float | None:
+        """The extra delay [s] of one message (its payload: header and body) at one receiver, or None if lost."""
+        u_loss, u_lat, u_jit = self._uniforms(receiver, payload)
+        if link_of(hop) == "sidelink":
+            s = self.links.sidelink
+            p = s.loss if distance_m is None else self.sidelink_loss(distance_m)
+            if u_loss < p:
+                return None
+            ms = s.latency_ms + s.jitter_ms * (2.0 * u_jit - 1.0)
+        else:
+            c = self.links.cellular
+            if u_loss < c.loss:
+                return None
+            ms = c.latency_ms * math.exp(self._sigma * _INV(u_lat)) + c.jitter_ms * (2.0 * u_jit - 1.0)
+        return max(ms, 0.0) / 1000.0

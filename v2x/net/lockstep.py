@@ -1,0 +1,201 @@
+"""Fast mode: every tier in one process, stepping together in sim time, through the real broker.
+
+Each vehicle, RSU and the cloud keeps its own MQTT connection, exactly as in real time; what
+changes is the clock. A lockstep driver advances sim time one step at a time, as fast as
+the broker carries the messages, and waits at a barrier until every message published in
+the step has reached every in-process subscriber before anyone acts on it. So the run is
+deterministic: the same scenario and seed give the same traffic and the same message counts.
+
+The barrier knows what each client should receive because every client of the run goes
+through a `Hub`: it records each client's subscriptions (after the broker's SUBACK) and,
+for each publish, which clients' filters match (and, for retained messages, what a later
+subscriber gets). A client then expects a multiset of (topic, payload) deliveries; what
+arrives is matched against it. Within a round each client handles its messages sorted by
+(topic, payload), so arrival order between connections never shows. A delivery that never
+arrives (a broker or inbox drop) ends the wait after `timeout_s`, counted as lost; a message
+no subscription of this run explains (something else publishing on the broker) is counted
+and set aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from v2x.net.transport import FilterTree, Lifecycle, Message, Transport, TransportStats, topic_matches
+
+Key = tuple[str, bytes]  # (topic, payload): one delivery
+
+
+@dataclass
+class LockstepStats:
+    rounds: int = 0
+    deliveries: int = 0  # expected deliveries that arrived
+    lost: int = 0  # expected deliveries that never arrived within the timeout
+    unexpected: int = 0  # arrivals no subscription of this run explains (set aside)
+    unexpected_by_kind: dict[str, int] = field(default_factory=dict)
+    wait_s: float = 0.0  # [s] wall time spent waiting at the barrier
+
+
+class Hub:
+    """Every client of a lockstep run: their subscriptions, what they should receive, the barrier."""
+
+    def __init__(self, root: str, timeout_s: float = 5.0) -> None:
+        self.root_levels = len(root.strip("/").split("/"))
+        self.timeout_s = timeout_s
+        self.clients: list[LockstepTransport] = []
+        self.stats = LockstepStats()
+        self.published = 0  # publishes so far: the driver runs another round while this grows
+        self._filters: FilterTree[LockstepTransport] = FilterTree()
+        self._retained: dict[str, bytes] = {}
+
+    def wrap(self, inner: Transport) -> LockstepTransport:
+        client = LockstepTransport(inner, self)
+        self.clients.append(client)
+        return client
+
+    def _level(self, topic: str) -> str:
+        """The level that tells message kinds apart: the first under the root."""
+        parts = topic.split("/", self.root_levels + 1)
+        return parts[self.root_levels] if len(parts) > self.root_levels else ""
+
+    def subscribed(self, client: LockstepTransport, topic_filter: str) -> None:
+        self._filters.add(topic_filter, client)
+        client.filters.add(topic_filter)
+        for topic, payload in self._retained.items():
+            if topic_matches(topic_filter, topic):
+                client.expect((topic, payload))
+
+    def unsubscribed(self, client: LockstepTransport, topic_filter: str) -> None:
+        self._filters.discard(topic_filter, client)
+        client.filters.discard(topic_filter)
+
+    def publishing(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.published += 1
+        for clients in self._filters.match(topic):
+            for c in clients:
+                c.expect((topic, payload))
+        if retain:
+            if payload:
+                self._retained[topic] = payload
+            else:
+                self._retained.pop(topic, None)
+
+    def unexpected(self, topic: str) -> None:
+        self.stats.unexpected += 1
+        kind = self._level(topic)
+        self.stats.unexpected_by_kind[kind] = self.stats.unexpected_by_kind.get(kind, 0) + 1
+
+    def outstanding(self) -> int:
+        return sum(c.outstanding for c in self.clients)
+
+    async def settle(self) -> None:
+        """Wait until every client has received what it expects (or the timeout passed)."""
+        self.stats.rounds += 1
+        t0 = time.monotonic()
+        deadline = t0 + self.timeout_s
+        pending = [c for c in self.clients if c.collect()]
+        while pending:
+            if time.monotonic() > deadline:
+                for c in pending:
+                    c.give_up()
+                break
+            await asyncio.sleep(0)  # let the connections read
+            pending = [c for c in pending if c.collect()]
+            if pending:
+                await asyncio.sleep(0.0002)
+        self.stats.wait_s += time.monotonic() - t0
+
+
+class LockstepTransport(Lifecycle):
+    """A client of a lockstep run: the real transport underneath, with its deliveries accounted for."""
+
+    def __init__(self, inner: Transport, hub: Hub) -> None:
+        self.inner = inner
+        self.hub = hub
+        self.stats: TransportStats = inner.stats
+        self._expected: Counter[Key] = Counter()
+        self.filters: set[str] = set()
+        self.outstanding = 0
+        self._ready: list[Message] = []
+
+    @property
+    def connected(self) -> bool:
+        return self.inner.connected
+
+    @property
+    def protocol_version(self) -> int:
+        return self.inner.protocol_version
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        for topic_filter in list(self.filters):
+            self.hub.unsubscribed(self, topic_filter)
+        self.hub.stats.lost += self.outstanding
+        self._expected.clear()
+        self.outstanding = 0
+        await self.inner.close()
+
+    def expect(self, key: Key) -> None:
+        self._expected[key] += 1
+        self.outstanding += 1
+
+    def collect(self) -> bool:
+        """Take what arrived; True while deliveries are still outstanding."""
+        for msg in self.inner.poll():
+            key = (msg.topic, msg.payload)
+            left = self._expected.get(key, 0)
+            if left == 0:
+                self.hub.unexpected(msg.topic)
+                continue
+            if left == 1:
+                del self._expected[key]
+            else:
+                self._expected[key] = left - 1
+            self.outstanding -= 1
+            self.hub.stats.deliveries += 1
+            self._ready.append(msg)
+        return self.outstanding > 0
+
+    def give_up(self) -> None:
+        self.hub.stats.lost += self.outstanding
+        self._expected.clear()
+        self.outstanding = 0
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
+    ) -> bool:
+        if not self.inner.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
+            return False
+        self.hub.publishing(topic, payload, retain)
+        return True
+
+    async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        await self.inner.subscribe(topic_filter, qos)  # returns after the broker's SUBACK
+        self.hub.subscribed(self, topic_filter)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        self.hub.unsubscribed(self, topic_filter)
+        await self.inner.unsubscribe(topic_filter)
+
+    def poll(self, limit: int = 10_000) -> list[Message]:
+        """This round's deliveries, in a fixed order: by topic, then payload."""
+        self.collect()
+        out = sorted(self._ready, key=lambda msg: (msg.topic, msg.payload))
+        self._ready = []
+        return out
+
+    async def receive(self, timeout_s: float) -> list[Message]:
+        return self.poll()
+
+    async def messages(self) -> AsyncIterator[Message]:
+        raise RuntimeError("a lockstep client is polled by the driver, not iterated")
+        yield  # pragma: no cover
+
+    async def drain(self, timeout_s: float = 5.0) -> bool:
+        return await self.inner.drain(timeout_s)

@@ -1,0 +1,140 @@
+"""Command-line options every tier shares (`v2x roadside`, `v2x cloud`, `v2x fleet`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from v2x.core import scenario
+from v2x.core.errors import BrokerError, ScenarioError
+from v2x.core.topics import DEFAULT_ROOT
+from v2x.net.security import Credentials
+from v2x.net.service import Service
+from v2x.net.signing import CA
+
+T = TypeVar("T")
+
+
+def add_common(
+    parser: argparse.ArgumentParser,
+    keepalive_help: str = "MQTT keepalive [s]",
+    duration_help: str = "sim seconds since the epoch to run (default: until Ctrl-C)",
+) -> None:
+    parser.add_argument("scenario", help="scenario file, or the name of a bundled one")
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
+    parser.add_argument("--duration", type=float, default=None, help=duration_help)
+    parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
+    add_credentials_option(parser)
+    parser.add_argument(
+        "--signing-ca", type=Path, default=None, metavar="KEY.pem",
+        help="sign every message with a pseudonym certificate this CA key issues, and accept only messages signed "
+        "under it (`v2x run --sign` shares one with its tiers)",
+    )
+    add_scenario_options(parser)
+
+
+def add_credentials_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--credentials", type=Path, default=None, metavar="FILE",
+        help="log in to a secured broker with the credentials.json that `v2x broker-config` wrote",
+    )
+
+
+def signing_ca(args: argparse.Namespace, prog: str) -> CA | None:
+    """The --signing-ca key, loaded; exits with a clear message when it cannot be read."""
+    return _loaded(args.signing_ca, CA.load, prog)
+
+
+def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:
+    """The --credentials file, loaded; exits with a clear message when it cannot be read."""
+    return _loaded(args.credentials, Credentials.load, prog)
+
+
+def _loaded(path: Path | None, loader: Callable[[Path], T], prog: str) -> T | None:
+    if path is None:
+        return None
+    try:
+        return loader(path)
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """--set, --seed and --no-impairment: what changes the scenario a tier runs."""
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a scenario setting, e.g. links.cellular.latency_ms=100 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    parser.add_argument(
+        "--copies", type=int, default=1, metavar="K",
+        help="run K independent copies of the scenario's site side by side on a grid (a district for scale runs: "
+        "J1 becomes J1, J1-1, J1-2, ...); default 1",
+    )
+    parser.add_argument(
+        "--policy", choices=["fixed", "actuated", "adaptive"], dest="set", action=_PolicyAction,
+        help="signal control: fixed time, actuated, or adaptive (the cloud retimes the signals); "
+        "default: the scenario's control.policy",
+    )
+    parser.add_argument(
+        "--no-impairment", dest="impair", action="store_false",
+        help="ignore the scenario's link latency and loss: latencies are the broker's own",
+    )
+
+
+class _PolicyAction(argparse.Action):
+    """--policy X is --set control.policy=X."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        namespace.set = [*(namespace.set or []), f"control.policy={values}"]
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+
+
+def load(arg: str, settings: list[str] | None = None, seed: int | None = None, copies: int = 1) -> scenario.Scenario | None:
+    """The scenario with --set, --seed and --copies applied, or None after printing every problem (exit 2)."""
+    try:
+        sc = scenario.override(scenario.load(scenario.resolve(arg)), settings) if settings else scenario.load(scenario.resolve(arg))
+        sc = scenario.tile(sc, copies)
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return None
+    return sc if seed is None else dataclasses.replace(sc, seed=seed)
+
+
+def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:
+    """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
+    code = 0
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        code = 130  # still print the summary of what was done
+    except BrokerError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    for svc in started:
+        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
+    return code
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/2)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= I < N")
+    return i, n

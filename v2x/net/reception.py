@@ -1,0 +1,204 @@
+"""What every receiver does with what arrives before acting on it: one place for every service.
+
+A bad payload never stops a service: it is counted per kind (DecodeError kinds, plus
+"wrong_type" and the like that services add) and logged once per kind and sender.
+`Reception` adds measurement (latency per hop and type, loss and duplicates per stream,
+v2x.metrics) and enforces expiry from the header time (MQTT 3.1.1 carries no expiry;
+on MQTT 5 the broker also drops expired messages, so behaviour is the same).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.errors import DecodeError
+from v2x.core.metrics import Measurements
+from v2x.core.topics import kind_of
+from v2x.net.impair import Impairment
+from v2x.net.signing import Verifier
+from v2x.net.station import Clock
+from v2x.net.transport import Message
+
+log = logging.getLogger(__name__)
+
+
+#: kinds a service's handler records about a message it accepted (the others reject a message before it is handled)
+AFTER_ACCEPT = frozenset({"not_handled", "bad_plan", "bad_priority_request", "unknown_intersection", "invalid", "handler_error"})
+
+
+class BadInput:
+    """Counts rejected input per kind; logs the first of each kind from each sender.
+
+    Kinds: the DecodeError kinds, "wrong_type" (not the type its topic carries), "expired"; and, about an
+    accepted message, the AFTER_ACCEPT kinds ("not_handled": a valid type this service does not act on)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.counts: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+
+    def record(self, kind: str, topic: str, detail: str, sender: str = "?") -> None:
+        self.counts[kind] += 1
+        if (kind, sender) not in self._logged:
+            self._logged.add((kind, sender))
+            log.warning("%s: bad input (%s) on %s from %s: %s", self.owner, kind, topic, sender, detail)
+
+    def decode(self, topic: str, payload: bytes) -> m.Frame | None:
+        """The frame, or None after counting why not (undecodable, or not the type its topic carries)."""
+        try:
+            frame = codec.decode(payload)
+        except DecodeError as e:
+            self.record(e.kind, topic, str(e), sender=topic.rsplit("/", 1)[-1])
+            return None
+        return frame if self.right_type(topic, frame) else None
+
+    def right_type(self, topic: str, frame: m.Frame) -> bool:
+        """Whether a frame is of the type its topic carries; counted as "wrong_type" when not."""
+        kind, mtype = kind_of(topic), m.message_type(frame.body).value
+        if kind is None or kind == mtype:
+            return True
+        self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
+        return False
+
+    def guard(self, topic: str, sender: str, handler: Callable[..., None], *args: Any) -> None:
+        """`handler(*args)` for one message; an exception it raises is counted ("handler_error") and logged, never raised."""
+        try:
+            handler(*args)
+        except Exception as e:  # a service must outlive any one message
+            self.counts["handler_error"] += 1
+            if ("handler_error", sender) not in self._logged:
+                self._logged.add(("handler_error", sender))
+                log.exception("%s: handling a message on %s from %s failed: %s", self.owner, topic, sender, e)
+
+
+DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
+MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
+
+Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
+
+
+class Reception:
+    """Decode, impair, measure, and drop duplicates and expired messages, counting each.
+
+    With an `Impairment`, each message is lost or delayed as its link says; a delayed one is
+    held and handed out by `due()` once its time comes (on the receiver's clock: the wall in
+    real time, sim time in fast mode). Its latency is what the application sees: the
+    broker's own, plus the link's.
+    """
+
+    def __init__(
+        self, owner: str, kind: m.SenderKind, clock: Clock, impairment: Impairment | None = None,
+        distance: Distance | None = None, max_age_s: Mapping[str, float] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.max_age_s = {**MAX_AGE_S, **(max_age_s or {})}  # by message type: older is dropped as expired
+        self.kind = kind.name.lower()
+        self.clock = clock
+        self.impairment = impairment
+        self.distance = distance
+        self.bad = BadInput(owner)
+        self.measure = Measurements(clock.epoch_s)
+        # topics taken through a shared subscription: each instance gets a share of every stream, so its
+        # sequence gaps are not losses (the relay's completeness shows downstream, and in relayed counts)
+        self.shared_prefix: str | None = None
+        self.verifier: Verifier | None = None  # signed messages required (v2x.signing): rejected ones are counted by kind
+        self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
+        # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
+        # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost
+        self.outcomes: Counter[str] = Counter()
+        self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
+        # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
+        self._decoded: dict[bytes, m.Frame] = {}
+
+    def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
+        """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
+        if self.verifier is None:
+            return True
+        h = frame.header
+        # a Last Will is signed at connect time and published by the broker when the connection is lost: old by design
+        will = isinstance(frame.body, m.Status) and frame.body.state is m.ServiceState.OFFLINE and frame.body.detail == m.LOST
+        rejected = self.verifier.check(msg.payload, h.gen_time_us, self.clock.utc_us(), receiver, msg.retain or will)
+        if rejected is not None:
+            self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
+        return rejected is None
+
+    def decode(self, msg: Message) -> m.Frame | None:
+        """The frame, or None after counting why not; bytes decoded recently are not decoded again."""
+        frame = self._decoded.get(msg.payload)
+        if frame is None:
+            frame = self.bad.decode(msg.topic, msg.payload)
+            if frame is None:
+                return None
+            if len(self._decoded) >= DECODED_KEPT:
+                self._decoded.clear()
+            self._decoded[msg.payload] = frame
+        elif not self.bad.right_type(msg.topic, frame):
+            return None
+        return frame
+
+    def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
+        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
+        frame = self.decode(msg)
+        if frame is None:
+            return None
+        h = frame.header
+        who = receiver or self.owner
+        if self.verifier is not None and not self.verified(msg, frame, who):  # no call per message when unsigned
+            return None
+        if h.sender_id == who:
+            self.outcomes["own"] += 1
+            return frame  # its own message, back from the broker: no link, nothing to measure
+        mtype = m.message_type(frame.body).value
+        hop = f"{h.sender_kind.name.lower()}->{self.kind}"
+        rx_us = self.clock.receipt_us(msg)
+        delay_us = 0
+        if self.impairment is not None and not msg.retain:
+            d = self.impairment.delay_s(hop, who, msg.payload, self.distance(who, frame) if self.distance else None)
+            if d is None:
+                self.link_lost[mtype] += 1  # the sequence numbers show it as lost, too
+                return None
+            delay_us = round(d * 1e6)
+        age_us = rx_us + delay_us - h.gen_time_us
+        # a retained message delivered on subscribing is as old as it is: no measure of the link
+        sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
+        if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id, sequenced):
+            self.outcomes["duplicate"] += 1
+            return None
+        max_age = self.max_age_s.get(mtype)
+        if max_age is not None and age_us > max_age * 1e6:
+            self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
+            return None
+        if delay_us > 0:
+            heapq.heappush(self._held, (rx_us + delay_us, msg.topic, msg.payload, receiver, frame))
+            self.outcomes["held"] += 1
+            return None
+        self.outcomes["accepted"] += 1
+        return frame
+
+    def due(self) -> list[tuple[str | None, str, m.Frame]]:
+        """Held messages whose time has come: (receiver, topic, frame), in release order."""
+        now = self.clock.utc_us()
+        out = []
+        while self._held and self._held[0][0] <= now:
+            _, topic, _, receiver, frame = heapq.heappop(self._held)
+            out.append((receiver, topic, frame))
+        return out
+
+    def link_drops(self) -> dict[str, object]:
+        """What the impaired links took: lost by type, and what was still on its way at the end."""
+        return {"lost": dict(self.link_lost), "in_flight": len(self._held)}
+
+    @property
+    def holding(self) -> int:
+        """Messages delayed by their link, not yet handed out."""
+        return len(self._held)
+
+    def next_due_s(self) -> float | None:
+        """Seconds until the next held message is due, if any."""
+        return None if not self._held else max(self._held[0][0] - self.clock.utc_us(), 0) / 1e6

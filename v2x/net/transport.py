@@ -1,0 +1,697 @@
+"""MQTT transport: one interface, a gmqtt implementation for real brokers and an in-memory one for tests.
+
+gmqtt was chosen by measurement (bench/transport.py, README). Around it this module adds
+what a V2X service needs:
+
+  - bounded queues both ways, with drop counters: `publish()` never blocks the caller;
+    a sender task drains the outbox; incoming messages wait in a bounded inbox;
+  - the broker's Receive Maximum respected for QoS 1 (gmqtt raises past it rather than queue);
+  - reconnect with jittered exponential backoff, re-subscribing every filter on each CONNACK;
+    unacknowledged QoS 1 messages are resent on the same session (at least once);
+  - persistent sessions (`clean_start=False`, a session expiry), a Last Will, username and
+    password, TLS (`mqtts://`);
+  - MQTT 5 where the broker speaks it (message expiry on short-lived messages), else
+    MQTT 3.1.1 with the same behaviour: receivers then enforce expiry from the header time.
+
+Library errors are translated into `BrokerError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from v2x.core.errors import BrokerError
+from v2x.net.broker import mqtt_ping
+
+log = logging.getLogger(__name__)
+
+MQTT5 = 5
+MQTT311 = 4
+BACKOFF_BASE_S = 0.2  # [s] first reconnect delay
+BACKOFF_CAP_S = 10.0  # [s] longest reconnect delay
+DEFAULT_RECEIVE_MAXIMUM = 20  # what Mosquitto announces unless configured otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    rx_ns: int  # time.time_ns() at receipt
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass
+class TransportStats:
+    published: int = 0  # accepted by publish()
+    sent: int = 0  # handed to the connection
+    received: int = 0
+    dropped_out: int = 0  # outbox full, or QoS 0 while disconnected
+    dropped_in: int = 0  # inbox full
+    reconnects: int = 0
+    disconnects: int = 0  # connections lost (not closed by us)
+    outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
+
+
+def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> dict[str, Any]:
+    """Lost connections of one or many transports: counts, and the merged down intervals in sim seconds."""
+    spans: list[tuple[float, float | None]] = []
+    disconnects = reconnects = 0
+    for st in stats:
+        disconnects += st.disconnects
+        reconnects += st.reconnects
+        spans.extend((round(down - epoch_s, 2), None if math.isnan(up) else round(up - epoch_s, 2)) for down, up in st.outages)
+    return {"disconnects": disconnects, "reconnects": reconnects, "down_s": merge_spans(spans)}
+
+
+def merge_spans(spans: Iterable[tuple[float, float | None] | list[float | None]]) -> list[list[float | None]]:
+    """Overlapping [from, to] intervals merged into one; `to` None: still open."""
+    merged: list[list[float]] = []
+    for a, b in sorted(((float(a or 0.0), math.inf if b is None else float(b)) for a, b in spans), key=lambda sp: sp[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [[a, None if math.isinf(b) else b] for a, b in merged]
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """mqtt://[user[:password]@]host[:port] or mqtts://...[?ca=CA.pem] (TLS, default port 8883; `ca`: the
+    certificate authority to trust, for a broker with a private or self-signed certificate)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise BrokerError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+        tls = parts.scheme in ("mqtts", "ssl")
+        if not parts.hostname:
+            raise BrokerError(f"broker URL {url!r}: no host (expected mqtt://host:port)")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise BrokerError(f"broker URL {url!r}: the port is not a number") from None
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"ca"})
+        if unknown:
+            raise BrokerError(f"broker URL {url!r}: unknown parameter {unknown[0]!r} (expected ?ca=CA.pem)")
+        ca = query.get("ca", [None])[-1]
+        if ca is not None and not tls:
+            raise BrokerError(f"broker URL {url!r}: ?ca= goes with mqtts:// (TLS)")
+        return cls(
+            parts.hostname,
+            port,
+            tls,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+            ca,
+        )
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class Transport(Protocol):
+    """What services use to talk to a broker."""
+
+    stats: TransportStats
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def protocol_version(self) -> int: ...
+
+    async def __aenter__(self) -> Transport: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
+    ) -> bool: ...
+
+    async def subscribe(self, topic_filter: str, qos: int = 0) -> None: ...
+
+    async def unsubscribe(self, topic_filter: str) -> None: ...
+
+    def messages(self) -> AsyncIterator[Message]: ...
+
+    def poll(self, limit: int = 10_000) -> list[Message]: ...
+
+    async def receive(self, timeout_s: float) -> list[Message]: ...
+
+    async def drain(self, timeout_s: float = 5.0) -> bool: ...
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic-filter matching with + and # (a leading $ is not matched by wildcards)."""
+    if topic.startswith("$") and not topic_filter.startswith("$"):
+        return False
+    fparts = topic_filter.split("/")
+    tparts = topic.split("/")
+    for i, f in enumerate(fparts):
+        if f == "#":
+            return True
+        if i >= len(tparts) or (f != "+" and f != tparts[i]):
+            return False
+    return len(fparts) == len(tparts)
+
+
+S = TypeVar("S")  # a subscriber
+
+
+class FilterTree(Generic[S]):
+    """Topic filters and their subscribers, matched by walking a topic's levels once (MQTT + and #; a topic
+    starting with $ is not matched by a wildcard at its first level): what a broker does, for the lockstep hub."""
+
+    def __init__(self) -> None:
+        self._root: _FilterNode[S] = _FilterNode()
+
+    def add(self, topic_filter: str, who: S) -> None:
+        node = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.setdefault(level, _FilterNode())
+        node.subs.add(who)
+
+    def discard(self, topic_filter: str, who: S) -> None:
+        node: _FilterNode[S] | None = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.get(level) if node is not None else None
+        if node is not None:
+            node.subs.discard(who)
+
+    def match(self, topic: str) -> list[set[S]]:
+        """The subscriber sets of every filter that matches `topic` (a subscriber with two matching filters is in two)."""
+        levels = topic.split("/")
+        out: list[set[S]] = []
+        dollar = topic.startswith("$")
+
+        def walk(node: _FilterNode[S], i: int) -> None:
+            wild = not (i == 0 and dollar)
+            hash_node = node.children.get("#")
+            if hash_node is not None and wild and hash_node.subs:
+                out.append(hash_node.subs)
+            if i == len(levels):
+                if node.subs:
+                    out.append(node.subs)
+                return
+            exact = node.children.get(levels[i])
+            if exact is not None:
+                walk(exact, i + 1)
+            plus = node.children.get("+")
+            if plus is not None and wild:
+                walk(plus, i + 1)
+
+        walk(self._root, 0)
+        return out
+
+
+class _FilterNode(Generic[S]):
+    __slots__ = ("children", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _FilterNode[S]] = {}
+        self.subs: set[S] = set()
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Jittered exponential backoff [s]: base * 2^attempt, capped, times a factor in [0.5, 1.5)."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 30))) * (0.5 + rng.random())
+
+
+class Lifecycle:
+    """`async with transport:` starts it and closes it, for every transport."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _Inbox(Lifecycle):
+    """The receiving side both transports share: a bounded queue read by iteration or by polling."""
+
+    _inbox: asyncio.Queue[Message]
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._inbox.get()
+
+    async def receive(self, timeout_s: float) -> list[Message]:
+        """Wait up to `timeout_s` for a message; then every message waiting (maybe none)."""
+        if self._inbox.empty():
+            try:
+                first = await asyncio.wait_for(self._inbox.get(), timeout=max(timeout_s, 0.0))
+            except TimeoutError:
+                return []
+            return [first, *self.poll()]
+        return self.poll()
+
+    def poll(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
+        if self._inbox.empty():  # the common case, polled per vehicle several times a step
+            return []
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
+
+# ---------------------------------------------------------------------------
+# gmqtt
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+class MqttTransport(_Inbox):
+    """A broker connection (gmqtt). Use as `async with MqttTransport(url, client_id) as t:`."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        will: Will | Callable[[], Will] | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        version: Literal["auto", "5", "3.1.1"] = "auto",
+        keepalive_s: int = 10,
+        inbox: int = 10_000,
+        outbox: int = 10_000,
+        max_inflight: int = 1000,
+        tls_ca: str | None = None,
+        connect_timeout_s: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
+        self.url = BrokerUrl.parse(url)
+        self.client_id = client_id
+        self.will = will
+        self.clean_start = clean_start
+        self.session_expiry_s = session_expiry_s
+        self.version = version
+        self.keepalive_s = keepalive_s
+        self.max_inflight = max_inflight
+        self.tls_ca = tls_ca
+        self.connect_timeout_s = connect_timeout_s
+        self.stats = TransportStats()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(inbox)
+        self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(outbox)
+        self._subs: dict[str, int] = {}
+        self._rng = random.Random(seed)
+        self._attempt = 0
+        self._connected = asyncio.Event()
+        self._freed = asyncio.Event()
+        self._unacked: set[int] = set()
+        self._receive_max = DEFAULT_RECEIVE_MAXIMUM
+        self._client: Any = None
+        self._acks: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def protocol_version(self) -> int:
+        if self._client is None:
+            return MQTT5
+        return int(self._client._connection_state.protocol_version)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._unacked)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        import gmqtt
+        from gmqtt.storage import PersistentStorage
+
+        transport = self
+
+        class Storage(PersistentStorage):  # type: ignore[misc]
+            """gmqtt's store of unacknowledged QoS 1 messages, counted for backpressure."""
+
+            def push_message(self, mid: int, raw: bytes) -> None:
+                transport._unacked.add(mid)
+                super().push_message(mid, raw)
+
+            def remove_message_by_mid(self, mid: int) -> None:
+                transport._unacked.discard(mid)
+                transport._freed.set()
+                super().remove_message_by_mid(mid)
+
+        will = self._will_message()
+        kwargs: dict[str, Any] = {}
+        if self.session_expiry_s and self.version != "3.1.1":
+            kwargs["session_expiry_interval"] = self.session_expiry_s
+        client = gmqtt.Client(
+            self.client_id,
+            clean_session=self.clean_start,
+            will_message=will,
+            persistent_storage=Storage(),
+            logger=logging.getLogger("gmqtt"),
+            **kwargs,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_ack
+        client.on_unsubscribe = self._on_ack
+        if self.url.username is not None:
+            client.set_auth_credentials(self.url.username, self.url.password)
+        return client
+
+    def _will_message(self) -> Any:
+        """The Will for the next CONNECT: `will`, or what `will()` makes (new bytes for each connection: a receiver
+        that refuses the same signed bytes twice must not take a second lost connection for a replay)."""
+        import gmqtt
+
+        w = self.will() if callable(self.will) else self.will
+        return None if w is None else gmqtt.Message(w.topic, w.payload, qos=w.qos, retain=w.retain)
+
+    async def start(self) -> None:
+        """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
+        from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+
+        if self.version == "auto" and not self.url.tls:
+            # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
+            # expiry is set, so decide the level before the real CONNECT.
+            host, port = self.url.host, self.url.port
+            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5, True) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4, True):
+                self.version = "3.1.1"
+        self._client = self._make_client()
+        ssl_ctx: ssl.SSLContext | bool = False
+        if self.url.tls:
+            ssl_ctx = ssl.create_default_context(cafile=self.tls_ca or self.url.ca)
+        version = MQTTv311 if self.version == "3.1.1" else MQTTv50
+        deadline = time.monotonic() + self.connect_timeout_s
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._client.connect(
+                        self.url.host, self.url.port, ssl=ssl_ctx, keepalive=self.keepalive_s, version=version
+                    ),
+                    timeout=max(deadline - time.monotonic(), 0.1),
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError...
+                if time.monotonic() >= deadline:
+                    raise BrokerError(f"cannot connect to {self.url} as {self.client_id!r}: {e}") from None
+                await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
+                attempt += 1
+        self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")
+
+    async def close(self) -> None:
+        """Disconnect cleanly (the broker does not publish the Will)."""
+        self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.disconnect(), timeout=5.0)
+        self._connected.clear()
+
+    # -- gmqtt callbacks ----------------------------------------------------------
+
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: dict[str, list[Any]]) -> None:
+        self._receive_max = int(properties.get("receive_maximum", [65535])[0]) if self.protocol_version == MQTT5 else 65535
+        if self._attempt:
+            self.stats.reconnects += 1
+        if self.stats.outages and math.isnan(self.stats.outages[-1][1]):
+            self.stats.outages[-1][1] = time.time()
+        self._attempt = 0
+        client.reconnect_delay = backoff_delay(0, self._rng)
+        self._connected.set()
+        self._freed.set()
+        for topic_filter, qos in self._subs.items():  # re-subscribe: the session may be new
+            client.subscribe(topic_filter, qos=qos)
+
+    def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
+        if self._connected.is_set() and not self._closing:  # lost, not closed
+            self.stats.disconnects += 1
+            self.stats.outages.append([time.time(), math.nan])
+        self._connected.clear()
+        # no acknowledgement will come on this connection; the next CONNACK subscribes `_subs` anew
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._acks.clear()
+        if not self._closing:
+            # gmqtt reconnects on its own after `reconnect_delay`: make that delay jittered and growing
+            client.reconnect_delay = backoff_delay(self._attempt, self._rng)
+            self._attempt += 1
+            if callable(self.will):
+                client._will_message = self._will_message()  # gmqtt sends it with the reconnect's CONNECT
+
+    def _on_ack(self, client: Any, mid: int, *args: Any) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _acked(self, mid: int, what: str) -> None:
+        fut = self._acks[mid] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(fut, timeout=self.connect_timeout_s)
+        except TimeoutError:
+            raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
+        finally:
+            self._acks.pop(mid, None)
+
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        self.stats.received += 1
+        retain = bool(properties.get("retain", False))
+        try:
+            self._inbox.put_nowait(Message(topic, bytes(payload), qos, retain, time.time_ns()))
+        except asyncio.QueueFull:
+            self.stats.dropped_in += 1
+        return 0
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
+    ) -> bool:
+        """Queue a message; never blocks. False (and counted) when the outbox is full."""
+        if qos == 0 and not self._connected.is_set():
+            self.stats.dropped_out += 1  # short-lived: not worth sending late; the caller learns it was not sent
+            return False
+        props: dict[str, Any] = {}
+        if expiry_s is not None and self.version != "3.1.1":
+            props["message_expiry_interval"] = int(expiry_s)
+        if qos == 0 and self._connected.is_set() and self._outbox.empty():
+            # nothing queued ahead of it: write it now rather than wait for the sender task's turn
+            self.stats.published += 1
+            self._send(_Outgoing(topic, payload, qos, retain, props))
+            return True
+        try:
+            self._outbox.put_nowait(_Outgoing(topic, payload, qos, retain, props))
+        except asyncio.QueueFull:
+            self.stats.dropped_out += 1
+            return False
+        self.stats.published += 1
+        return True
+
+    async def _send_loop(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if item.qos == 0 and not self._connected.is_set():
+                self.stats.dropped_out += 1  # short-lived: no point sending it late
+                continue
+            await self._connected.wait()
+            if item.qos > 0:
+                while len(self._unacked) >= min(self.max_inflight, self._receive_max) - 1:
+                    self._freed.clear()
+                    await self._freed.wait()
+            self._send(item)
+
+    def _send(self, item: _Outgoing) -> None:
+        props = item.props if self.protocol_version == MQTT5 else {}
+        try:
+            self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain, **props)
+        except Exception as e:  # a connection lost between the checks and here
+            log.warning("publish to %s failed: %s", item.topic, e)
+            self.stats.dropped_out += 1
+            return
+        self.stats.sent += 1
+
+    async def drain(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the outbox is empty and every QoS 1 message is acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox.qsize() or self._unacked:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    # -- subscribing ----------------------------------------------------------------
+
+    async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        """Subscribe; when connected, returns once the broker acknowledged (SUBACK).
+
+        While disconnected the filter is remembered and subscribed on the next CONNACK.
+        """
+        self._subs[topic_filter] = qos
+        if self._connected.is_set():
+            await self._acked(self._client.subscribe(topic_filter, qos=qos), f"SUBSCRIBE {topic_filter}")
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        if self._subs.pop(topic_filter, None) is not None and self._connected.is_set():
+            await self._acked(self._client.unsubscribe(topic_filter), f"UNSUBSCRIBE {topic_filter}")
+
+
+
+# ---------------------------------------------------------------------------
+# In memory, for unit tests of service logic
+# ---------------------------------------------------------------------------
+
+
+class MemoryBroker:
+    """An in-process broker: wildcards, retained messages and Last Wills; no network."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, MemoryTransport] = {}
+        self.retained: dict[str, Message] = {}
+
+    def route(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        msg = Message(topic, payload, qos, False, time.time_ns())
+        if retain:
+            if payload:
+                self.retained[topic] = Message(topic, payload, qos, True, msg.rx_ns)
+            else:
+                self.retained.pop(topic, None)
+        for c in list(self.clients.values()):
+            c.deliver(msg)
+
+    def kill(self, client_id: str) -> None:
+        """Drop a client without a clean disconnect: its Will is published."""
+        c = self.clients.pop(client_id, None)
+        if c is not None:
+            c._connected = False
+            if c.will is not None:
+                self.route(c.will.topic, c.will.payload, c.will.qos, c.will.retain)
+
+
+class MemoryTransport(_Inbox):
+    """The Transport interface over a MemoryBroker."""
+
+    def __init__(self, broker: MemoryBroker, client_id: str, *, will: Will | None = None, inbox: int = 10_000) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.will = will
+        self.stats = TransportStats()
+        self._subs: dict[str, int] = {}
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(inbox)
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def protocol_version(self) -> int:
+        return MQTT5
+
+    async def start(self) -> None:
+        self.broker.clients[self.client_id] = self
+        self._connected = True
+
+    async def close(self) -> None:
+        self.broker.clients.pop(self.client_id, None)
+        self._connected = False
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None
+    ) -> bool:
+        if not self._connected:
+            self.stats.dropped_out += 1
+            return False
+        self.stats.published += 1
+        self.stats.sent += 1
+        self.broker.route(topic, payload, qos, retain)
+        return True
+
+    def deliver(self, msg: Message) -> None:
+        if not any(topic_matches(f, msg.topic) for f in self._subs):
+            return
+        self.stats.received += 1
+        try:
+            self._inbox.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.stats.dropped_in += 1
+
+    async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        self._subs[topic_filter] = qos
+        for topic, msg in self.broker.retained.items():
+            if topic_matches(topic_filter, topic):
+                self.deliver(msg)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        self._subs.pop(topic_filter, None)
+
+
+    async def drain(self, timeout_s: float = 5.0) -> bool:
+        return True

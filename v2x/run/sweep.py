@@ -1,0 +1,289 @@
+"""`v2x sweep`: a grid of fast-mode runs, a CSV of their KPIs and a plot of each KPI against the swept setting.
+
+    v2x sweep four_way --set links.cellular.latency_ms=0,50,100,200,500 --seeds 3
+    v2x sweep four_way --set links.sidelink.latency_ms+links.cellular.latency_ms=0,250,500,1000 \\
+        --set fleet.spat_countdown=false,true --duration 600 --seeds 3 --jobs 2
+
+Each `--set` gives a setting and its values (comma-separated); settings joined by `+` take the
+same value together (one axis of the grid). The grid is every combination, each run with
+`--seeds N` seeds (the scenario's seed, +1, +2...). Every run is `v2x run --fast` in its own
+process, on a broker started for the sweep (one per job, each run under its own topic root); its report
+is kept in OUT/runs/. OUT/sweep.csv has one row per run; OUT/sweep.png plots the KPIs against
+the first axis (one line per combination of the others): the median across seeds, the range
+as a band, each seed as a dot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from v2x.core import scenario
+from v2x.core.errors import BrokerError, ScenarioError
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
+from v2x.net.options import load
+
+# (column, title, how to read it from a report); None where the run has no such figure
+KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
+    ("red_light_violations", "red-light violations", lambda r: r["traffic"].get("red_light_violations")),
+    ("collisions", "collisions", lambda r: r["traffic"].get("collisions")),
+    ("mean_delay_s", "mean delay [s]", lambda r: r["traffic"].get("mean_delay_s")),
+    ("stops_per_vehicle", "stops per vehicle", lambda r: r["traffic"].get("stops_per_vehicle")),
+    ("throughput_vph", "throughput [veh/h]", lambda r: r["traffic"].get("throughput_vph")),
+    ("hazard_warning_first_ms", "hazard: first vehicle warned [ms]",
+     lambda r: r.get("events", {}).get("hazard_warning_ms", {}).get("first")),
+    ("hazard_lead_time_s_p50", "hazard warning lead time p50 [s]",
+     lambda r: r.get("apps", {}).get("hlw", {}).get("lead_time_s_p50")),
+    ("spat_rsu_vehicle_p50_ms", "SPaT rsu->vehicle p50 [ms]",
+     lambda r: r["latency_ms_by_type"].get("spat", {}).get("rsu->vehicle", {}).get("p50")),
+    ("spat_cloud_vehicle_p50_ms", "SPaT cloud->vehicle p50 [ms]",
+     lambda r: r["latency_ms_by_type"].get("spat", {}).get("cloud->vehicle", {}).get("p50")),
+]
+PLOTTED = ["red_light_violations", "hazard_lead_time_s_p50", "collisions", "mean_delay_s", "stops_per_vehicle"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    keys: tuple[str, ...]  # settings that take the same value
+    values: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.keys)
+
+
+def parse_axis(text: str) -> Axis:
+    """KEY[+KEY...]=V1,V2,... -> Axis; ValueError naming what is wrong."""
+    keys, sep, values = text.partition("=")
+    if not sep or not keys.strip():
+        raise ValueError(f"--set {text!r}: expected KEY=V1,V2,... (keys joined by + move together)")
+    vals = tuple(v.strip() for v in values.split(","))
+    if any(not v for v in vals):
+        raise ValueError(f"--set {text!r}: an empty value in the list")
+    return Axis(tuple(k.strip() for k in keys.split("+")), vals)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="v2x sweep", description=__doc__.split("\n\n")[0],
+        epilog="Example: v2x sweep four_way --set links.cellular.latency_ms=0,50,100,200,500 --seeds 3",
+    )
+    p.add_argument("scenario", help="scenario file, or the name of a bundled one")
+    p.add_argument("--set", dest="axes", action="append", default=[], metavar="KEY[+KEY]=V1,V2,...",
+                   help="a setting and the values to sweep (repeatable: the grid is every combination)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per grid point, seeds from the scenario's (default 1)")
+    p.add_argument("--duration", type=float, default=None, help="sim seconds per run (default: the scenario's)")
+    p.add_argument("--out", type=Path, default=Path("sweep"), help="folder for the CSV, plot and reports (default ./sweep)")
+    p.add_argument("--broker", default=None, help="broker URL (default: start Mosquitto for the sweep, else amqtt)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1; 2 suits a 2-core machine)")
+    p.add_argument("--no-impairment", dest="impair", action="store_false", help="every run without link impairment")
+    p.add_argument("--replot", action="store_true", help="only redraw OUT/sweep.png from OUT/sweep.csv (no runs)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        axes = [parse_axis(a) for a in args.axes]
+    except ValueError as e:
+        print(f"v2x sweep: {e}", file=sys.stderr)
+        return 2
+    if not axes:
+        print("v2x sweep: nothing to sweep: give at least one --set KEY=V1,V2,...", file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.jobs < 1:
+        print("v2x sweep: --seeds and --jobs must be at least 1", file=sys.stderr)
+        return 2
+    base = load(args.scenario)
+    if base is None:
+        return 2
+    if args.replot:
+        return _replot(args, axes, base.name)
+    grid = list(itertools.product(*(a.values for a in axes)))
+    # every point must make a valid scenario: find out now, not after an hour of runs
+    for point in grid:
+        try:
+            scenario.override(base, _settings(axes, point))
+        except ScenarioError as e:
+            print(e, file=sys.stderr)
+            return 2
+    runs = [(point, base.seed + k) for point in grid for k in range(args.seeds)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "runs").mkdir(exist_ok=True)
+    duration = args.duration if args.duration is not None else base.duration_s
+    print(f"sweep: {len(grid)} point(s) x {args.seeds} seed(s) = {len(runs)} fast runs of {duration:g} s sim; "
+          f"out {args.out}", flush=True)
+
+    # one broker per job: runs sharing a broker would share client ids, and MQTT lets only one
+    # connection hold a client id (the broker drops the other)
+    brokers: list[MosquittoBroker] = []
+    urls: queue.Queue[str] = queue.Queue()
+    if args.broker is not None and args.broker != "embedded":
+        if args.jobs > 1:
+            print("v2x sweep: --jobs > 1 needs a broker per job: leave out --broker", file=sys.stderr)
+            return 2
+        urls.put(args.broker)
+    else:
+        try:
+            for _ in range(args.jobs):
+                broker = EmbeddedBroker() if args.broker == "embedded" else broker_for_run()
+                brokers.append(broker)
+                broker.start()
+                urls.put(broker.url)
+        except BrokerError as e:
+            print(f"v2x sweep: {e}", file=sys.stderr)
+            for b in brokers:
+                b.close()
+            return 1
+    rows: list[dict[str, Any] | None] = [None] * len(runs)
+    done = [0]
+    t0 = time.monotonic()
+
+    def one(i: int) -> None:
+        point, seed = runs[i]
+        report = args.out / "runs" / f"run{i:03d}.json"
+        url = urls.get()
+        cmd = [
+            sys.executable, "-m", "v2x", "run", args.scenario, "--fast", "--headless", "--duration", f"{duration:g}",
+            "--seed", str(seed), "--broker", url, "--root", f"sweep{i}/v2x/v1", "--report", str(report),
+            *(["--no-impairment"] if not args.impair else []), *(x for s in _settings(axes, point) for x in ("--set", s)),
+        ]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            urls.put(url)
+        row: dict[str, Any] = {"run": i, "seed": seed, **{a.name: v for a, v in zip(axes, point, strict=True)}}
+        if res.returncode != 0:
+            row["error"] = (res.stderr.strip().splitlines() or ["?"])[-1][:300]
+        else:
+            r = json.loads(report.read_text())
+            row |= {col: get(r) for col, _, get in KPIS} | {"wall_s": r["wall_s"]}
+        rows[i] = row
+        done[0] += 1
+        what = ", ".join(f"{a.name}={v}" for a, v in zip(axes, point, strict=True))
+        result = row.get("error") or f"violations {row.get('red_light_violations')}, delay {row.get('mean_delay_s')} s"
+        print(f"[{done[0]}/{len(runs)}] {what} seed {seed}: {result} ({time.monotonic() - t0:.0f} s)", flush=True)
+
+    try:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, range(len(runs))))
+    finally:
+        for b in brokers:
+            b.close()
+    got = [r for r in rows if r is not None]
+    columns = ["run", "seed", *(a.name for a in axes), *(c for c, _, _ in KPIS), "wall_s", "error"]
+    with (args.out / "sweep.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in got:
+            w.writerow({c: r.get(c, "") for c in columns})
+    print(f"csv: {args.out / 'sweep.csv'}")
+    plot = plot_sweep(got, axes, args.out / "sweep.png", f"{base.name}: {len(grid)} points x {args.seeds} seeds, {duration:g} s each")
+    print(f"plot: {plot}")
+    failed = [r for r in got if "error" in r]
+    if failed:
+        print(f"v2x sweep: {len(failed)} run(s) failed; see the error column", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replot(args: argparse.Namespace, axes: list[Axis], name: str) -> int:
+    path = args.out / "sweep.csv"
+    try:
+        rows: list[dict[str, Any]] = [
+            {k: (None if v == "" else v) for k, v in r.items()} for r in csv.DictReader(path.open())
+        ]
+    except OSError as e:
+        print(f"v2x sweep --replot: cannot read {path}: {e}", file=sys.stderr)
+        return 2
+    missing = [a.name for a in axes if rows and a.name not in rows[0]]
+    if missing:
+        print(f"v2x sweep --replot: {path} has no column {missing[0]!r} (give the sweep's own --set)", file=sys.stderr)
+        return 2
+    for r in rows:
+        if r.get("error") is None:
+            r.pop("error", None)
+    seeds = len({r["seed"] for r in rows})
+    points = len({tuple(r[a.name] for a in axes) for r in rows})
+    duration = f"{args.duration:g}" if args.duration is not None else "?"
+    print(f"plot: {plot_sweep(rows, axes, args.out / 'sweep.png', f'{name}: {points} points x {seeds} seeds, {duration} s each')}")
+    return 0
+
+
+def _settings(axes: list[Axis], point: tuple[str, ...]) -> list[str]:
+    return [f"{k}={v}" for a, v in zip(axes, point, strict=True) for k in a.keys]
+
+
+def _number(v: str) -> float | str:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    kpis = [k for k in PLOTTED if any(r.get(k) is not None for r in ok)]
+    titles = {c: t for c, t, _ in KPIS}
+    x_axis = axes[0]
+    fixed = [a for a in axes[1:] if len(a.values) == 1]  # said once in the title, not in every legend
+    others = [a for a in axes[1:] if len(a.values) > 1]
+    xs = list(x_axis.values)
+    numeric = all(isinstance(_number(v), float) for v in xs)
+    xpos = {v: (float(v) if numeric else float(i)) for i, v in enumerate(xs)}
+    ncol = 2
+    nrow = max((len(kpis) + ncol - 1) // ncol, 1)
+    fig, axs = plt.subplots(nrow, ncol, figsize=(11, 3.3 * nrow + 0.8), dpi=110, squeeze=False)
+    groups = sorted({tuple(r[a.name] for a in others) for r in ok}) or [()]
+    for ax, kpi in zip(axs.flat, kpis, strict=False):
+        for g in groups:
+            label = ", ".join(f"{a.name}={v}" for a, v in zip(others, g, strict=True)) or None
+            mx, med, lo, hi, dots_x, dots_y = [], [], [], [], [], []
+            for v in xs:
+                vals = [float(r[kpi]) for r in ok if r[x_axis.name] == v and tuple(r[a.name] for a in others) == g
+                        and r.get(kpi) is not None]
+                if not vals:
+                    continue
+                mx.append(xpos[v])
+                med.append(float(np.median(vals)))
+                lo.append(min(vals))
+                hi.append(max(vals))
+                dots_x += [xpos[v]] * len(vals)
+                dots_y += vals
+            line = ax.plot(mx, med, marker="o", lw=1.5, label=label, zorder=2)[0]
+            ax.fill_between(mx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.scatter(dots_x, dots_y, s=14, color=line.get_color(), edgecolors="white", linewidths=0.5, zorder=3)
+        ax.set_title(titles[kpi], fontsize=10)
+        ax.set_xlabel(x_axis.name, fontsize=8)
+        if not numeric:
+            ax.set_xticks(list(xpos.values()), xs)
+        ax.grid(True, alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+    for ax in list(axs.flat)[len(kpis):]:
+        ax.axis("off")
+    held = "; ".join(f"{a.name}={a.values[0]}" for a in fixed)
+    fig.suptitle(f"{title}{' (' + held + ')' if held else ''}\nline: median across seeds; band: min to max; dots: each seed",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

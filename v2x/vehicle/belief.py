@@ -1,0 +1,87 @@
+"""What a vehicle believes each signal shows, from the SPaT it has received.
+
+A vehicle keeps the latest IntersectionState per intersection, from either path (the RSU's
+sidelink or the cloud's cellular relay), and uses the fresher. Between messages it follows
+the countdown: past the current state's likely end it takes the next state (unless the
+scenario says OBUs do not: `fleet.spat_countdown = false`, then the state as heard, reacted to
+`fleet.reaction_s` after hearing it, as a driver does). SPaT older
+than the staleness threshold, or never received, is unknown, which the core treats as red.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from v2x.core import messages as m
+from v2x.core.traffic import Light, light_of
+
+
+@dataclass(frozen=True)
+class Received:
+    state: m.IntersectionState
+    at_s: float  # [s] sim time the timing counts from (the SPaT's timestamp, in sim time)
+    path: str  # "rsu" or "cloud"
+
+
+class SignalBelief:
+    """One vehicle's view of the signals around it."""
+
+    def __init__(self, stale_s: float, countdown: bool = True, reaction_s: float = 0.0) -> None:
+        self.stale_s = stale_s
+        # False: the state as heard (a driver reading a relayed signal head), acted on `reaction_s` after hearing it
+        self.countdown = countdown
+        self.reaction_s = reaction_s
+        self.latest: dict[int, Received] = {}  # intersection wire id -> latest SPaT
+        self._reacting: dict[int, list[tuple[float, Received]]] = {}  # without countdown: (acted on from, SPaT)
+
+    def receive(self, state: m.IntersectionState, at_s: float, path: str, now_s: float | None = None) -> None:
+        """Keep the fresher of what we have and what arrived (by the time it counts from); `now_s`: when heard."""
+        old = self.latest.get(state.ref.id)
+        if old is None or at_s >= old.at_s:
+            got = self.latest[state.ref.id] = Received(state, at_s, path)
+            if not self.countdown:
+                heard = at_s if now_s is None else now_s
+                queue = self._reacting.setdefault(state.ref.id, [])
+                queue.append((heard + self.reaction_s, got))
+                _keep_from_latest_ready(queue, heard)
+
+    def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
+        got = self.latest.get(intersection_id)
+        if got is None or now_s - got.at_s > self.stale_s:
+            return Light.UNKNOWN
+        if not self.countdown:
+            return self._as_heard(intersection_id, group_id, now_s)
+        for mv in got.state.states:
+            if mv.signal_group == group_id:
+                return _light_at(mv, now_s - got.at_s)
+        return Light.UNKNOWN
+
+    def _as_heard(self, intersection_id: int, group_id: int, now_s: float) -> Light:
+        """The state of the latest SPaT heard at least the reaction time ago."""
+        queue = self._reacting.get(intersection_id, [])
+        _keep_from_latest_ready(queue, now_s)
+        if not queue or queue[0][0] > now_s + 1e-9:
+            return Light.UNKNOWN  # heard, not yet reacted to
+        for mv in queue[0][1].state.states:
+            if mv.signal_group == group_id:
+                return light_of(mv.events[0].state) if mv.events else Light.UNKNOWN
+        return Light.UNKNOWN
+
+
+def _keep_from_latest_ready(queue: list[tuple[float, Received]], now_s: float) -> None:
+    """Drop what an entry already reacted to by `now_s` supersedes: the queue starts at the latest one ready."""
+    ready = 0
+    while ready < len(queue) and queue[ready][0] <= now_s + 1e-9:
+        ready += 1
+    del queue[: max(ready - 1, 0)]
+
+
+def _light_at(mv: m.MovementState, age_s: float) -> Light:
+    """The state a movement shows `age_s` after its SPaT's timestamp, following the countdown."""
+    if not mv.events:
+        return Light.UNKNOWN
+    current = mv.events[0]
+    end = current.timing.likely_end_s if current.timing is not None else None
+    if end is None or age_s < end - 1e-9 or len(mv.events) < 2:
+        return light_of(current.state)
+    return light_of(mv.events[1].state)

@@ -1,0 +1,543 @@
+"""The fleet: every vehicle an OBU with its own MQTT identity, driving on what it received.
+
+Real-time mode: the traffic core steps on the wall clock (sim time is seconds since the
+run's shared UTC epoch). Each vehicle, while it is in the network:
+  - connects as client `veh-<id>` and subscribes to SPaT from both paths (RSU sidelink and
+    cloud cellular) and to MAP on the tile of the intersection ahead, and to hazards (RSI)
+    and advisories on its own tile, re-subscribing when either changes;
+  - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
+  - feeds the SPaT it received, never the controller's state, into the core (`v2x.belief`).
+A stalled vehicle of the scenario (a hazard event of kind stalled_vehicle) is a connected car
+too: while it stands, its OBU (`stalled-<event>`) sends BSMs, speed 0, hazard lights on.
+The fleet also has one V2V radio: a single subscription to every BSM in the area, each kept
+as its sender's latest and decoded when an application first needs it; what each vehicle
+heard of it over the sidelink (range, loss) is decided then (`v2x.sidelink`).
+Bad payloads are counted per kind and never stop the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from v2x.core import messages as m
+from v2x.core.errors import BrokerError
+from v2x.core.network import Network
+from v2x.core.scenario import Scenario
+from v2x.core.topics import Topics, quadkey
+from v2x.core.traffic import Light, Traffic
+from v2x.core.trajectories import Trajectories
+from v2x.net.impair import Impairment
+from v2x.net.reception import Reception
+from v2x.net.security import Credentials, fleet_user, login
+from v2x.net.signing import CA
+from v2x.net.station import Clock, Station
+from v2x.net.transport import Message, MqttTransport, Transport, TransportStats, outage_summary
+from v2x.vehicle.apps import Apps, HazardWatch
+from v2x.vehicle.attacks import Attacks
+from v2x.vehicle.belief import SignalBelief
+from v2x.vehicle.bsm import build_bsms
+from v2x.vehicle.emergency import PriorityRequests
+from v2x.vehicle.sidelink import Neighbours
+
+log = logging.getLogger(__name__)
+
+BSM_EXPIRY_S = 1  # [s]
+# Real time: a step's BSMs go out spread evenly over the step, as unsynchronised OBUs send them,
+# in slices of at least SLICE_S (the event loop's timer resolution is 1 ms). Bursts cost more
+# than the same rate spread out: between bursts the processes idle and wake slowly (on the
+# reference machine a message after 100 ms idle takes ~0.7 ms, after 2 ms ~0.2 ms).
+SLICE_S = 0.001  # [s]
+RECEIVE_EVERY_S = 0.01  # [s] how often the vehicles act on what they received, within a step
+
+
+@dataclass
+class Radio:
+    """One vehicle's OBU: its connection, its header stamping and what it believes."""
+
+    vid: int
+    station: Station
+    transport: Transport
+    belief: SignalBelief
+    filters: frozenset[str] = frozenset()  # what it is subscribed to
+    place: tuple[str | None, int] | None = None  # (tile, intersection ahead) the filters were made for
+    hazards: dict[str, m.RoadTrafficEvent] = field(default_factory=dict)  # active, by "<sender>/<event id>"
+    tile: str | None = None  # the tile of its latest BSM
+    xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
+    ready: bool = False
+
+
+@dataclass
+class FleetCounters:
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)  # by type, SPaT also by path ("spat/rsu")
+    connect_failures: int = 0
+    resubscriptions: int = 0
+    arrived_after_leaving: int = 0  # delayed by the link until after its vehicle had left
+    subscribe_failures: int = 0  # (un)subscriptions the broker did not acknowledge in time (retried)
+    # never silent: BSMs not sent because the vehicle's connection was not up yet, and the
+    # transports' own drops (full outbox, QoS 0 while disconnected, full inbox), summed over vehicles
+    bsm_not_connected: int = 0
+    bsm_not_sent: int = 0  # generated (a sequence number taken) but not sent: the connection was down
+    dropped_out: int = 0
+    dropped_in: int = 0
+    vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
+    vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
+
+
+TransportFactory = Callable[[str], Transport]
+
+
+def _hazard_key(rsi_topic: str) -> str:
+    """`<sender>/<event id>`: the last two levels of an RSI topic name one hazard."""
+    return "/".join(rsi_topic.rsplit("/", 2)[-2:])
+
+
+class Fleet:
+    """The vehicles of a scenario (or of one shard of it), each with its own broker connection.
+
+    Synchronous at heart, with its I/O returned as coroutines: `radio_work()` (connect new
+    OBUs, let departed ones go) and `subscription_work()` (follow the intersection ahead and
+    the tile) return what to await; `receive()` handles what arrived; `step()` moves the
+    traffic on what each vehicle believes and publishes BSMs when due. `run()` paces them in
+    real time, spawning the coroutines; the lockstep driver awaits them (fast mode).
+    """
+
+    def __init__(
+        self,
+        sc: Scenario,
+        url: str,
+        topics: Topics,
+        clock: Clock,
+        *,
+        version: Literal["auto", "5", "3.1.1"] = "auto",
+        keepalive_s: int = 10,
+        seed: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+        by_area: bool = False,
+        transport_factory: TransportFactory | None = None,
+        impairment: Impairment | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.sc = sc
+        self.url = url
+        self.topics = topics
+        self.clock = clock
+        self.version = version
+        self.keepalive_s = keepalive_s
+        self.shard = shard
+        self.net = Network(sc)
+        # sharded by area: whole sites (v2x.network components) dealt round-robin; else by vehicle id
+        self.area: frozenset[int] | None = None
+        if by_area:
+            sites = len(self.net.components)
+            if sites < shard[1]:
+                raise ValueError(f"{sc.name} has {sites} independent site(s): too few to shard by area {shard[1]} ways (use --copies)")
+            self.area = self.net.shard_area(*shard)
+        self.traffic = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
+        self.radios: dict[int, Radio] = {}
+        self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary
+        self.counters = FleetCounters()
+        self.reception = Reception(
+            "fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance, max_age_s={"spat": sc.fleet.spat_stale_s}
+        )
+        self._by_sid: dict[str, Radio] = {}
+        self._rsu_xy = self.net.rsu_xy
+        self.bad = self.reception.bad
+        self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
+        self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
+        self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
+        self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
+        self.v2v: Radio | None = None
+        self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
+        self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
+        self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
+        self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
+        self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
+        self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
+        self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
+        self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
+        self._factory = transport_factory or self._mqtt
+        self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
+        # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
+        # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
+        self.shadow: Radio | None = None
+        self.obus = 0  # OBUs this fleet has been (its shard's vehicles so far)
+        self._k = 0
+        # real time, per sim second: the most a step's start lagged the wall clock [ms], the most vehicles
+        # present, steps, and steps that started a whole step (or more) late
+        self.tick: dict[int, list[float]] = {}
+
+    def sign_with(self, ca: CA) -> None:
+        """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
+        self.ca = ca
+        self.reception.verifier = ca.verifier()
+        self.neighbours.verifier, self.neighbours.utc_us = self.reception.verifier, self.clock.utc_us  # V2V BSMs too
+
+    def _station(self, sid: str) -> Station:
+        station = Station(sid, m.SenderKind.VEHICLE, self.clock)
+        if self.ca is not None:
+            station.signer = self.ca.issue(sid, self.clock.utc_us() // 1000 - 60_000)
+        return station
+
+    def _mqtt(self, sid: str) -> Transport:
+        url = login(self.credentials, self.url, fleet_user(sid))
+        return MqttTransport(url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
+
+    def _belief(self) -> SignalBelief:
+        f = self.sc.fleet
+        return SignalBelief(f.spat_stale_s, f.spat_countdown, f.reaction_s)
+
+    def mine(self, vid: int) -> bool:
+        """Whether a vehicle belongs to this fleet's shard (`v2x fleet --shard i/n`): by area, every one it simulates."""
+        i, n = self.shard
+        return self.area is not None or vid % n == i
+
+    # -- radios: I/O as coroutines ------------------------------------------------------
+
+    async def _connect(self, radio: Radio) -> None:
+        try:
+            await radio.transport.start()
+        except BrokerError as e:
+            self.counters.connect_failures += 1
+            log.warning("veh-%d: %s", radio.vid, e)
+            return
+        radio.ready = True
+
+    async def _close(self, radio: Radio) -> None:
+        self._by_sid.pop(radio.station.sender_id, None)
+        self.neighbours.forget(radio.station.sender_id)
+        self.reception.measure.forget(radio.station.sender_id)
+        self.counters.dropped_out += radio.transport.stats.dropped_out
+        self.counters.dropped_in += radio.transport.stats.dropped_in
+        self.closed_stats.append(radio.transport.stats)
+        with contextlib.suppress(Exception):
+            await radio.transport.close()
+
+    def radio_work(self) -> list[Coroutine[Any, Any, None]]:
+        """Give new vehicles of this shard an OBU; let departed vehicles' OBUs go."""
+        present = {int(v) for v in self.traffic.ids if self.mine(int(v))}
+        work = []
+        for vid in sorted(present - self.radios.keys()):
+            sid = f"veh-{vid}"
+            belief = self._belief()
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid), self._factory(sid), belief)
+            self.obus += 1
+            work.append(self._connect(radio))
+        for vid in sorted(self.radios.keys() - present):
+            work.append(self._close(self.radios.pop(vid)))
+        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)}
+        for k in sorted(standing - self.stalled.keys()):
+            sid = f"stalled-{k}"
+            radio = self.stalled[k] = Radio(-k, self._station(sid), self._factory(sid), self._belief())
+            work.append(self._connect(radio))
+        for k in sorted(self.stalled.keys() - standing):
+            work.append(self._close(self.stalled.pop(k)))
+        return work
+
+    def _owns_event(self, k: int) -> bool:
+        """Whether this shard runs hazard event k's stalled vehicle: by area, the shard of its site; else shard 0."""
+        if self.area is None:
+            return self.shard[0] == 0
+        return self.net.index_of(self.sc.events[k - 1].intersection) in self.area
+
+    def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
+        """Follow each vehicle's intersection ahead (SPaT, MAP) and its tile (hazards, advisories)."""
+        group, _ = self.traffic.signal_view()
+        work = []
+        for i, vid in enumerate(self.traffic.ids):
+            radio = self.radios.get(int(vid))
+            if radio is None or not radio.ready or radio.tile is None:
+                continue
+            g = int(group[i])
+            ix = self.net.groups[g].intersection if g >= 0 else -1
+            if ix >= 0:
+                self.counters.vehicles_approaching.add(int(vid))
+            if (radio.tile, ix) == radio.place:
+                continue  # same tile, same intersection ahead: same filters
+            radio.place = (radio.tile, ix)
+            t = self.topics
+            wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
+            if ix >= 0:
+                wanted |= {t.spat_area(self.net.tiles[ix]), t.area("map", self.net.tiles[ix])}
+                if self.traffic.priority[i]:
+                    wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
+            if wanted != radio.filters:
+                old, radio.filters = radio.filters, frozenset(wanted)
+                work.append(self._resubscribe(radio, old, radio.filters))
+        return work
+
+    async def _resubscribe(self, radio: Radio, old: frozenset[str], new: frozenset[str]) -> None:
+        if old:
+            self.counters.resubscriptions += 1
+        try:
+            for f in sorted(old - new):
+                await radio.transport.unsubscribe(f)
+            for f in sorted(new - old):
+                await radio.transport.subscribe(f, qos=1 if "/rsi/" in f or "/advisory/" in f or "/prs/" in f else 0)
+        except BrokerError as e:  # no acknowledgement: try again next step, never stop the fleet
+            self.counters.subscribe_failures += 1
+            log.warning("veh-%d: %s", radio.vid, e)
+            radio.filters, radio.place = frozenset(), None
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def start_shadow(self) -> None:
+        """The shard-wide radio: SPaT for every intersection, for the vehicles of other shards."""
+        i, n = self.shard
+        sid = f"fleet-shard-{i}-of-{n}"
+        radio = Radio(-1, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+        await radio.transport.start()
+        for tile in sorted(set(self.net.tiles)):
+            await radio.transport.subscribe(self.topics.spat_area(tile))
+        radio.ready = True
+        self.shadow = radio
+
+    async def start_v2v(self) -> None:
+        """The V2V radio: every BSM in the area, for the sidelink applications."""
+        i, n = self.shard
+        sid = f"fleet-v2v-{i}-of-{n}"
+        radio = Radio(-2, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+        await radio.transport.start()
+        if self.area is None:
+            await radio.transport.subscribe(self.topics.area("bsm", ""))
+        else:  # an area shard hears the BSMs of its own sites (and 50 m around them)
+            for tile in self.net.area_tiles(sorted(self.area)):
+                await radio.transport.subscribe(self.topics.area("bsm", tile))
+        radio.ready = True
+        self.v2v = radio
+
+    def receive(self) -> None:
+        """Handle what every OBU has received."""
+        if self.v2v is not None:
+            now = self.clock.sim_s()
+            for msg in self.v2v.transport.poll():
+                self.neighbours.add(msg.topic, msg.payload, now)
+        if self.shadow is not None:
+            for msg in self.shadow.transport.poll():
+                self._handle(self.shadow, msg)
+        for radio in self.radios.values():
+            if radio.ready:
+                for msg in radio.transport.poll():
+                    self._handle(radio, msg)
+        for sid, topic, frame in self.reception.due():  # what the links delayed
+            held = self._by_sid.get(sid or "")
+            if held is None:
+                self.counters.arrived_after_leaving += 1  # its vehicle left the network meanwhile
+            else:
+                self.bad.guard(topic, frame.header.sender_id, self._act, held, topic, frame)
+
+    def _distance(self, sid: str, frame: m.Frame) -> float | None:
+        """How far a vehicle is from an RSU that sent it something, for the sidelink."""
+        radio = self._by_sid.get(sid)
+        rsu = self._rsu_xy.get(frame.header.sender_id)
+        if radio is None or radio.xy is None or rsu is None:
+            return None
+        return math.hypot(radio.xy[0] - rsu[0], radio.xy[1] - rsu[1])
+
+    def _handle(self, radio: Radio, msg: Message) -> None:
+        topic = msg.topic
+        if not msg.payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
+            radio.hazards.pop(_hazard_key(topic), None)
+            self.counters.received["rsi_cleared"] += 1
+            return
+        # the shard-wide radio is not a vehicle: it is not measured
+        if radio is self.shadow:
+            frame = self.reception.decode(msg)
+            if frame is not None and not self.reception.verified(msg, frame, radio.station.sender_id):
+                return
+        else:
+            frame = self.reception.accept(msg, radio.station.sender_id)
+        if frame is not None:
+            self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
+
+    def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
+        body = frame.body
+        kind = m.message_type(body).value
+        if isinstance(body, m.Spat):
+            path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
+            for st in body.intersections:
+                at = self.clock.sim_of_utc_ms(st.timestamp_ms)
+                radio.belief.receive(st, at, path, self.clock.sim_s())
+                self.heard.receive(st, at, path)
+            if radio is not self.shadow:
+                self.counters.received[f"spat/{path}"] += 1
+                self.counters.vehicles_with_spat.add(radio.vid)
+        elif isinstance(body, m.Rsi):
+            self.counters.received[kind] += 1
+            for ev in body.events:
+                if ev.status is m.EventStatus.ENDED:
+                    radio.hazards.pop(_hazard_key(topic), None)
+                else:
+                    radio.hazards[_hazard_key(topic)] = ev
+        elif isinstance(body, (m.MapData, m.Advisory)):
+            self.counters.received[kind] += 1
+        elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
+            self.counters.received[kind] += 1
+            if not 1 <= body.intersection.id <= len(self.net.intersections):
+                self.bad.record("unknown_intersection", topic, f"priority status for intersection {body.intersection.id}", frame.header.sender_id)
+                return
+            self.priority.heard(radio.vid, body, self.clock.sim_s())
+        else:
+            self.bad.record("not_handled", topic, kind, frame.header.sender_id)
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def beliefs(self, group: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+        """The light each vehicle believes its next signal shows (another shard's vehicles: `truth` if known)."""
+        lights = np.full(self.traffic.n, Light.NONE, dtype=np.int64)
+        now = self.traffic.t
+        for i in np.flatnonzero(group >= 0):
+            vid = int(self.traffic.ids[i])
+            radio = self.radios.get(vid)
+            sg = self.net.groups[int(group[i])]
+            if radio is not None:
+                lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
+            elif self.mine(vid):
+                lights[i] = Light.UNKNOWN  # its OBU is not up yet
+            elif truth is not None:
+                lights[i] = truth[i]
+            elif self.shadow is not None:
+                lights[i] = self.shadow.belief.light(sg.intersection + 1, sg.group_id, now)
+            else:
+                lights[i] = Light.UNKNOWN
+        return lights
+
+    def move(self) -> None:
+        """Move the traffic one step on what the vehicles believe."""
+        group, _ = self.traffic.signal_view()
+        truth = self.truth(group) if self.truth is not None else None
+        hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
+        self.traffic.step(
+            self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards),
+            self.apps.speed_advice(self.traffic), self.apps.making_way(self.traffic),
+        )
+        self._k += 1
+        if self.trajectories is not None:
+            self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
+        self.apps.step(self.traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
+        self.hazard_watch.step(self.traffic)
+        for vid, iid, req in self.priority.step(self.traffic, self.traffic.t, self._can_send):
+            radio = self.radios[vid]
+            topic = self.topics.priority_request(iid, radio.station.sender_id)
+            if radio.transport.publish(topic, radio.station.encode(req, self.traffic.t, topic), qos=1):
+                self.counters.sent["priority_request"] += 1
+
+    def _can_send(self, vid: int) -> bool:
+        radio = self.radios.get(vid)
+        return radio is not None and radio.ready and radio.filters != frozenset()
+
+    def publish_bsms(self) -> None:
+        """Each vehicle's BSM, when due (every step at 10 Hz and 0.1 s steps)."""
+        self.publish(self.due_bsms())
+        self.stalled_bsms()
+
+    def due_bsms(self) -> list[tuple[int, m.Bsm]]:
+        """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
+        if (self._k - 1) % self._bsm_every != 0:
+            return []
+        return [(vid, bsm) for vid, bsm in build_bsms(self.traffic, self.net.frame) if self.mine(vid)]
+
+    def stalled_bsms(self) -> None:
+        """The stalled vehicles' BSMs, at the fleet's BSM rate."""
+        if (self._k - 1) % self._bsm_every != 0:
+            return
+        for k, radio in self.stalled.items():
+            lid, front, length = self.traffic.obstacles[k]
+            x, y, heading = self.net.xy_heading(np.array([lid]), np.array([front - length / 2]))
+            pos = self.net.frame.to_geo(float(x[0]), float(y[0]))
+            bsm = m.Bsm(position=pos, speed_mps=0.0, heading_deg=float(heading[0]) % 360.0, length_m=length,
+                        events=frozenset({m.VehicleEvent.HAZARD_LIGHTS}))
+            topic = self.topics.bsm(quadkey(pos.lat_deg, pos.lon_deg), radio.station.sender_id)
+            if radio.ready and radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
+                self.counters.sent["bsm"] += 1
+
+    def publish(self, bsms: list[tuple[int, m.Bsm]]) -> None:
+        for vid, bsm in bsms:
+            radio = self.radios.get(vid)
+            if radio is None or not radio.ready:
+                self.counters.bsm_not_connected += 1
+                continue
+            radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
+            radio.xy = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
+            said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
+            for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
+                station = radio.station if sid == radio.station.sender_id else self._ghost(sid)
+                tile = radio.tile if body is bsm else quadkey(body.position.lat_deg, body.position.lon_deg)
+                topic = self.topics.bsm(tile, sid)
+                if radio.transport.publish(topic, station.encode(body, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
+                    self.counters.sent["bsm"] += 1
+                else:  # its sequence number is spent: receivers count the gap
+                    self.counters.bsm_not_sent += 1
+
+    def _ghost(self, sid: str) -> Station:
+        st = self.ghosts.get(sid)
+        if st is None:
+            st = self.ghosts[sid] = self._station(sid)
+        return st
+
+    def connection(self) -> dict[str, Any]:
+        """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""
+        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        live = [r.transport.stats for r in [*self.radios.values(), *extra]]
+        return outage_summary([*self.closed_stats, *live], self.clock.epoch_s)
+
+    async def close(self) -> None:
+        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *extra]))
+        self.radios.clear()
+        self.stalled.clear()
+        self.shadow = self.v2v = None
+
+    # -- real time ------------------------------------------------------------------------------
+
+    async def run(self, duration_s: float, progress: Callable[[Fleet], None] | None = None) -> None:
+        """Drive in real time until sim time `duration_s` (since the epoch)."""
+        dt = self.sc.step_s
+        if self.shard[1] > 1 and self.area is None:
+            await self.start_shadow()
+        await self.start_v2v()
+        await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
+        self.traffic.t = max(round(self.clock.sim_s() / dt) * dt, 0.0)
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(work: list[Coroutine[Any, Any, None]]) -> None:
+            for coro in work:
+                task = tg.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while self.traffic.t < duration_s:
+                    lag_ms = (self.clock.sim_s() - self.traffic.t) * 1e3
+                    row = self.tick.setdefault(int(self.traffic.t), [lag_ms, 0, 0, 0])
+                    row[0], row[1] = max(row[0], lag_ms), max(row[1], self.traffic.n)
+                    row[2] += 1
+                    row[3] += lag_ms >= dt * 1e3
+                    spawn(self.radio_work())
+                    self.receive()
+                    spawn(self.subscription_work())
+                    self.move()
+                    # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
+                    bsms = self.due_bsms()
+                    self.stalled_bsms()
+                    slices = max(min(len(bsms), round(dt / SLICE_S)), 1)
+                    receive_every = max(round(RECEIVE_EVERY_S / dt * slices), 1)
+                    for j in range(slices):
+                        self.publish(bsms[j::slices])
+                        await asyncio.sleep(max(self.traffic.t - dt + (j + 1) * dt / slices - self.clock.sim_s(), 0.0))
+                        if j < slices - 1 and (j + 1) % receive_every == 0:
+                            self.receive()
+                    if progress is not None and self._k % 10 == 0:
+                        progress(self)
+            finally:
+                spawn([self.close()])

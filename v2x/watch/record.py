@@ -1,0 +1,247 @@
+"""Recording to MCAP and replaying from it.
+
+A recording holds every message a subscriber got, exactly as it came over the wire: one
+MCAP channel per MQTT topic, the payload bytes unchanged, `log_time` the receive time and
+`publish_time` the header's generation time. The schema is `v2x.v1.MessageFrame` as a
+protobuf FileDescriptorSet, so Foxglove and the `mcap` readers decode every message.
+A payload that is not a MessageFrame is still kept (nothing is lost), on a second channel
+of its topic with no schema, and counted.
+
+    v2x record --broker URL out.mcap     record until Ctrl-C (or --duration)
+    v2x replay run.mcap --to-broker URL  publish a recording back onto a broker
+    v2x replay run.mcap                  watch it in the visualiser (v2x.viz)
+
+Replayed messages go out with the QoS and retain flag of their topic (the topic table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from google.protobuf.message import DecodeError as PbDecodeError
+from mcap.exceptions import McapError
+from mcap.reader import make_reader
+from mcap.writer import Writer
+from mcap_protobuf.schema import build_file_descriptor_set
+
+from v2x.core.codec import MAX_PAYLOAD_BYTES
+from v2x.core.errors import BrokerError, V2xError
+from v2x.core.topics import DEFAULT_ROOT, spec_of
+from v2x.core.wire import v2x_pb2 as pb
+from v2x.net.options import add_credentials_option, credentials
+from v2x.net.security import OBSERVER, login
+from v2x.net.transport import MqttTransport
+
+SCHEMA_NAME = "v2x.v1.MessageFrame"
+RAW_ENCODING = "application/octet-stream"  # channels of payloads that are not MessageFrames
+QUIET_S = 0.5  # [s] with nothing arriving before a stopping recorder closes the file
+DRAIN_MAX_S = 10.0  # [s] at most spent draining on stop
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    topic: str
+    payload: bytes
+    log_time_ns: int  # receive time
+    publish_time_ns: int  # generation time from the header (the receive time when it has none)
+
+
+class Recorder:
+    """Writes messages to an MCAP file as they arrive."""
+
+    def __init__(self, out: Path | IO[bytes]) -> None:
+        self._file: IO[bytes] = open(out, "wb") if isinstance(out, Path) else out  # noqa: SIM115 (closed in close())
+        self._owns = isinstance(out, Path)
+        self.path = out if isinstance(out, Path) else None
+        self.writer = Writer(self._file)
+        self.writer.start(profile="", library="v2x-sim")
+        fds = build_file_descriptor_set(pb.MessageFrame)
+        self.schema_id = self.writer.register_schema(SCHEMA_NAME, "protobuf", fds.SerializeToString())
+        self._channels: dict[tuple[str, bool], int] = {}
+        self._seq: Counter[int] = Counter()
+        self.messages = 0
+        self.undecodable = 0
+        self.bytes = 0
+        self.by_type: Counter[str] = Counter()
+
+    def _channel(self, topic: str, framed: bool) -> int:
+        cid = self._channels.get((topic, framed))
+        if cid is None:
+            if framed:
+                cid = self.writer.register_channel(topic, "protobuf", self.schema_id)
+            else:
+                cid = self.writer.register_channel(topic, RAW_ENCODING, 0, {"note": "payload is not a v2x.v1.MessageFrame"})
+            self._channels[(topic, framed)] = cid
+        return cid
+
+    def write(self, topic: str, payload: bytes, rx_ns: int) -> None:
+        publish_ns, framed = rx_ns, len(payload) <= MAX_PAYLOAD_BYTES
+        if framed:
+            try:
+                msg = pb.MessageFrame.FromString(payload)
+            except (PbDecodeError, RecursionError):
+                framed = False
+            else:
+                if 0 < msg.header.gen_time_us < 2**64 // 1000:  # a wild header time does not fit MCAP's uint64 ns
+                    publish_ns = msg.header.gen_time_us * 1000
+                self.by_type[msg.WhichOneof("body") or ("cleared" if not payload else "no body")] += 1
+        if not framed:
+            self.undecodable += 1
+        cid = self._channel(topic, framed)
+        self._seq[cid] += 1
+        self.writer.add_message(cid, log_time=rx_ns, data=payload, publish_time=publish_ns, sequence=self._seq[cid])
+        self.messages += 1
+        self.bytes += len(payload)
+
+    def close(self) -> dict[str, Any]:
+        self.writer.finish()  # type: ignore[no-untyped-call]
+        if self._owns:
+            self._file.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path) if self.path else None, "messages": self.messages, "channels": len(self._channels),
+            "undecodable": self.undecodable, "bytes": self.bytes, "by_type": dict(sorted(self.by_type.items())),
+        }
+
+
+def read(path: Path) -> Iterator[Recorded]:
+    """Every message of a recording in log-time order, framed or not. A file that is not MCAP (or is cut
+    short) raises RecordingError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            reader = make_reader(f)
+            for _schema, channel, message in reader.iter_messages(log_time_order=True):
+                yield Recorded(channel.topic, bytes(message.data), message.log_time, message.publish_time)
+    except (McapError, EOFError, struct.error) as e:
+        raise RecordingError(f"{path}: not a readable MCAP recording ({e})") from None
+
+
+class RecordingError(V2xError):
+    """A recording cannot be read."""
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def _emit(event: str, **fields: Any) -> None:
+    """One JSON line on stdout: `v2x run` waits for "ready" and reads the "summary"."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+async def drain(t: MqttTransport, on_message: Any, quiet_s: float = QUIET_S, limit_s: float = DRAIN_MAX_S) -> None:
+    """Take what is still arriving until `quiet_s` passes with nothing (at most `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        got = await t.receive(quiet_s)
+        if not got:
+            return
+        for msg in got:
+            on_message(msg.topic, msg.payload, msg.rx_ns)
+
+
+def stop_event(*signals: signal.Signals) -> asyncio.Event:
+    """An event set by any of `signals` (default SIGINT and SIGTERM)."""
+    ev = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in signals or (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, ev.set)
+    return ev
+
+
+async def record(url: str, root: str, out: Path, duration_s: float | None) -> dict[str, Any]:
+    """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one."""
+    rec = Recorder(out)
+    stop = stop_event()
+    try:
+        async with MqttTransport(url, f"v2x-record-{os.getpid()}", inbox=1_000_000) as t:
+            await t.subscribe(f"{root}/#", qos=1)
+            _emit("ready", topic_filter=f"{root}/#")
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                for msg in await t.receive(0.2):
+                    rec.write(msg.topic, msg.payload, msg.rx_ns)
+            await drain(t, rec.write)
+            dropped = t.stats.dropped_in
+    finally:
+        summary = rec.close()
+    summary["dropped"] = dropped
+    return summary
+
+
+def qos_retain(topic: str) -> tuple[int, bool]:
+    """QoS and retain flag of a topic, from the topic table (QoS 0, not retained if the topic is not ours)."""
+    spec = spec_of(topic)
+    return (0, False) if spec is None else (spec.qos, spec.retained != "no")
+
+
+async def replay_to_broker(path: Path, url: str, speed: float) -> dict[str, int]:
+    """Publish a recording onto a broker, paced by its log times / `speed` (0: as fast as the broker takes them)."""
+    sent = Counter[str]()
+    async with MqttTransport(url, f"v2x-replay-{os.getpid()}", outbox=1_000_000) as t:
+        t0_wall = time.monotonic()
+        t0_log: int | None = None
+        for r in read(path):
+            t0_log = r.log_time_ns if t0_log is None else t0_log
+            if speed > 0:
+                due = t0_wall + (r.log_time_ns - t0_log) / 1e9 / speed
+                if due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
+            qos, retain = qos_retain(r.topic)
+            while not t.publish(r.topic, r.payload, qos=qos, retain=retain):  # the outbox is full: let it empty
+                await t.drain(1.0)
+            sent["messages"] += 1
+        if not await t.drain(60.0):
+            raise BrokerError(f"{url}: the replay's messages were not all acknowledged within 60 s")
+    return dict(sent)
+
+
+def build_record_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="v2x record",
+        description="Record every message under a topic root to MCAP (protobuf schemas; Foxglove opens it). "
+        "Stops on Ctrl-C or after --duration; prints a JSON summary.",
+    )
+    p.add_argument("out", type=Path, help="the .mcap file to write")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
+    p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
+    p.add_argument("--duration", type=float, default=None, help="wall seconds to record (default: until Ctrl-C)")
+    add_credentials_option(p)
+    return p
+
+
+def record_main(argv: list[str]) -> int:
+    args = build_record_parser().parse_args(argv)
+    try:
+        url = login(credentials(args, "v2x record"), args.broker, OBSERVER)
+        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration))
+    except BrokerError as e:
+        print(f"v2x record: {e}", file=sys.stderr)
+        return 1
+    _emit("summary", **summary)
+    return 0
+
+
+def replay_broker_main(path: Path, url: str, speed: float) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            sent = asyncio.run(replay_to_broker(path, url, speed))
+        except (BrokerError, RecordingError) as e:
+            print(f"v2x replay: {e}", file=sys.stderr)
+            return 1
+        _emit("summary", **sent)
+    return 0
