@@ -7,7 +7,7 @@ import sys
 
 from cloud.service import CloudService, serve
 from v2x.core.network import Network
-from v2x.net.options import add_common, credentials, load, run_service, setup_logging, shard_arg, signing_ca
+from v2x.net.options import add_common, connection, load, run_service, setup_logging, shard_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +38,9 @@ def main(argv: list[str] | None = None) -> int:
               "independent site(s) to share out (use --copies)", file=sys.stderr)
         return 2
     started: list[CloudService] = []
-    creds = credentials(args, "v2x cloud")
     return run_service(
         "v2x cloud",
-        serve(net, args.broker, args.duration, args.root, args.keepalive, args.epoch, started, args.impair, creds,
-              signing_ca(args, "v2x cloud"), args.instance, args.share),
+        serve(net, connection(args, "v2x cloud"), args.duration, started, args.instance, args.share),
         started,
     )
 

@@ -31,9 +31,11 @@ import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from v2x.core.jsonview import JsonRecord
 from v2x.core.network import LinkKind, Network
 
 MAX_SPEED_MPS = 40.0
@@ -81,6 +83,14 @@ class Track:
 def _credible(tr: Track) -> bool:
     """Heard for a second or more with no strike: its word counts against another's."""
     return tr.n >= CREDIBLE_BSMS and not tr.strikes
+
+
+@dataclass
+class MisbehaviourSummary(JsonRecord):
+    """BSMs checked per sender, and the senders flagged: when, and how many strikes of each check."""
+
+    senders: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, dict[str, Any]] = field(default_factory=dict)  # sender -> {"at_s": ..., "strikes": {check: n}}
 
 
 class Misbehaviour:
@@ -266,12 +276,12 @@ class Misbehaviour:
         if tr.flagged_s is None and sum(tr.strikes.values()) >= FLAG_STRIKES:
             tr.flagged_s = t
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> MisbehaviourSummary:
         every = {**self.gone, **self.tracks}
-        return {
-            "senders": {s: tr.n for s, tr in sorted(every.items())},
-            "flagged": {
+        return MisbehaviourSummary(
+            {s: tr.n for s, tr in sorted(every.items())},
+            {
                 s: {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}
                 for s, tr in sorted(every.items()) if tr.flagged_s is not None
             },
-        }
+        )

@@ -21,18 +21,17 @@ Bad payloads are counted per kind, never fatal.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import sys
 from collections import Counter, deque
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import numpy as np
 
 from cloud.detect import Detection, Detector
-from cloud.misbehaviour import Misbehaviour
+from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
 from cloud.policy import Adaptive, Approach
 from v2x import __version__
 from v2x.core import messages as m
@@ -42,12 +41,12 @@ from v2x.core.scenario import HazardEvent
 from v2x.core.signal.controller import Plan
 from v2x.core.signal.plans import plan_message
 from v2x.core.topics import Topics, tile_path, tiles_covering
+from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
-from v2x.net.security import Credentials, login
-from v2x.net.service import Service, last_will
-from v2x.net.signing import CA
+from v2x.net.reception import LinkDrops
+from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
-from v2x.net.transport import MqttTransport, Transport
+from v2x.net.transport import ConnectionSummary, Transport
 
 CLOUD_ID = "cloud"
 YIELD_EVERY = 16  # real time: messages handled between reads of the connection
@@ -68,6 +67,45 @@ class RsuLiveness:
 
 
 @dataclass
+class CloudSummary(ServiceSummary):
+    """What a cloud instance did: what every service reports, the SPaT it relayed, the vehicles it saw, the
+    longest queue per approach, the hazards it detected and what its misbehaviour checks flagged."""
+
+    relayed_spat: int = 0
+    vehicles_seen: int = 0
+    max_queue_by_approach: dict[str, int] = field(default_factory=dict)  # "J1.north" -> vehicles
+    detected_hazards: list[dict[str, Any]] = field(default_factory=list)
+    misbehaviour: MisbehaviourSummary = field(default_factory=MisbehaviourSummary)
+
+    @classmethod
+    def merge(cls, parts: list[CloudSummary]) -> CloudSummary:
+        """One summary for the instances of a run (`v2x run --clouds N`): counts added, lists joined. Each instance
+        owns whole sites, so their vehicles, approaches and flagged senders do not overlap. Measurements stay per
+        instance (the report adds them up with the other tiers'): the merged one has none."""
+        if len(parts) == 1:
+            return parts[0]
+        total: dict[str, Counter[str]] = {k: Counter() for k in ("sent", "received", "bad_input", "lost", "queues", "senders")}
+        for p in parts:
+            total["sent"].update(p.sent)
+            total["received"].update(p.received)
+            total["bad_input"].update(p.bad_input)
+            total["lost"].update(p.link_drops.lost)
+            total["queues"].update(p.max_queue_by_approach)
+            total["senders"].update(p.misbehaviour.senders)
+        return cls(
+            sent=dict(total["sent"]), received=dict(total["received"]), bad_input=dict(total["bad_input"]),
+            link_drops=LinkDrops(dict(total["lost"]), sum(p.link_drops.in_flight for p in parts)),
+            connection=ConnectionSummary(
+                sum(p.connection.disconnects for p in parts), sum(p.connection.reconnects for p in parts),
+                [span for p in parts for span in p.connection.down_s],
+            ),
+            relayed_spat=sum(p.relayed_spat for p in parts), vehicles_seen=sum(p.vehicles_seen for p in parts),
+            max_queue_by_approach=dict(total["queues"]), detected_hazards=[d for p in parts for d in p.detected_hazards],
+            misbehaviour=MisbehaviourSummary(dict(total["senders"]), {s: f for p in parts for s, f in p.misbehaviour.flagged.items()}),
+        )
+
+
+@dataclass
 class CloudCounters:
     relayed_spat: int = 0
 
@@ -77,7 +115,8 @@ class CloudService(Service):
         self, net: Network, transport: Transport, topics: Topics, clock: Clock, events: TextIO | None = sys.stdout,
         impairment: Impairment | None = None, instance: tuple[int, int] = (0, 1), share: str | None = None,
     ) -> None:
-        super().__init__(instance_id(instance), m.SenderKind.CLOUD, transport, clock, impairment)
+        sid = instance_id(instance)
+        super().__init__(sid, m.SenderKind.CLOUD, transport, clock, topics.status("cloud", sid), impairment)
         self.net = net
         # one of N instances: it owns whole sites (v2x.network components, dealt round-robin as the fleet's area
         # shards are): their BSMs and RSMs, hazards and signal plans; the SPaT relay, which keeps no state, is
@@ -111,7 +150,7 @@ class CloudService(Service):
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
         # one of several instances: the tiles its sites own, so that every BSM and RSM reaches one instance
         for tile in [""] if self.area is None else sorted(t for t, site in self.net.tile_owner.items() if site in self.area):
             await t.subscribe(self.topics.area("bsm", tile), qos=0)
@@ -128,7 +167,7 @@ class CloudService(Service):
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
     def stopping(self) -> None:
-        self.publish(self.topics.status("cloud", self.id), m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
@@ -138,7 +177,8 @@ class CloudService(Service):
             wait = TICK_S if due is None else min(TICK_S, due)
             if duration_s is not None:
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
-            for k, msg in enumerate(await self.transport.receive(wait), start=1):
+            await self.transport.wait(wait)
+            for k, msg in enumerate(self.transport.receive(), start=1):
                 self.accept(msg)
                 if k % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
@@ -267,33 +307,29 @@ class CloudService(Service):
         )
         topics = [self.topics.rsi(tile, self.id, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
         for topic in topics:
-            self.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
+            self.station.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
         self.hazard_topics[event_id] = topics
         self._event("hazard-raised", event_id=event_id, kind=kind, source=source.name.lower(), sim_s=round(now, 3), tiles=len(topics))
 
     def _clear_hazard(self, event_id: int, now: float) -> None:
         """An empty retained message on each topic: the broker forgets the RSI, subscribers learn it ended."""
         for topic in self.hazard_topics.pop(event_id):
-            self.transport.publish(topic, b"", qos=1, retain=True)
-            self.sent["rsi_cleared"] += 1
+            self.station.clear(topic)
         self._event("hazard-cleared", event_id=event_id, sim_s=round(now, 3))
 
     def send_plan(self, index: int, plan: Plan, reason: str = "") -> None:
         """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
         iid = self.net.intersections[index].spec.id
         body = plan_message(plan, index, reason)
-        self.publish(self.topics.plan(iid), body, qos=1)
+        self.station.publish(self.topics.plan(iid), body, qos=1)
         self._event("plan-sent", intersection=iid, plan_id=plan.plan_id, sim_s=round(self.clock.sim_s(), 3), reason=reason)
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "relayed_spat": self.counters.relayed_spat,
-            "vehicles_seen": len(self.vehicles),
-            "max_queue_by_approach": dict(sorted(self.max_queues.items())),
-            "detected_hazards": self.detected_log,
-            "misbehaviour": self.misbehaviour.summary(),
-            **super().summary(),
-        }
+    def summary(self) -> CloudSummary:
+        return self._summary(
+            CloudSummary, relayed_spat=self.counters.relayed_spat, vehicles_seen=len(self.vehicles),
+            max_queue_by_approach=dict(sorted(self.max_queues.items())), detected_hazards=self.detected_log,
+            misbehaviour=self.misbehaviour.summary(),
+        )
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
@@ -321,7 +357,7 @@ class CloudService(Service):
                 if tile is None:
                     self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
-                self.publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
+                self.station.publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
                 self.counters.relayed_spat += 1
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id
@@ -351,21 +387,16 @@ def instance_id(instance: tuple[int, int]) -> str:
 
 
 async def serve(
-    net: Network, url: str, duration_s: float | None, root: str, keepalive_s: int = 5, epoch_s: float | None = None,
-    started: list[CloudService] | None = None, impair: bool = True, credentials: Credentials | None = None,
-    ca: CA | None = None, instance: tuple[int, int] = (0, 1), share: str | None = None,
+    net: Network, conn: Connection, duration_s: float | None, started: list[CloudService] | None = None,
+    instance: tuple[int, int] = (0, 1), share: str | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
-    clock = Clock(epoch_s)
-    topics = Topics(root)
-    sid = instance_id(instance)
-    transport = MqttTransport(login(credentials, url, CLOUD_ID), sid, keepalive_s=keepalive_s)
-    sc = net.scenario
-    svc = CloudService(net, transport, topics, clock, impairment=Impairment(sc.links, sc.seed) if impair else None,
+    transport = conn.transport(instance_id(instance), user=CLOUD_ID)
+    svc = CloudService(net, transport, conn.topics, conn.clock(), impairment=conn.impairment(net.scenario),
                        instance=instance, share=share)
-    if ca is not None:
-        svc.sign_with(ca)
-    transport.will = functools.partial(last_will, topics.status("cloud", sid), sid, m.SenderKind.CLOUD, clock, svc.station.signer)
+    if conn.ca is not None:
+        svc.sign_with(conn.ca)
+    transport.will = svc.will
     await transport.start()
     if started is not None:
         started.append(svc)

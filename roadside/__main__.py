@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from roadside.service import RsuService, serve
-from v2x.net.options import add_common, credentials, load, run_service, setup_logging, signing_ca
+from v2x.net.options import add_common, connection, load, run_service, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     indices = [ids.index(w) for w in wanted]
     return run_service(
         "v2x roadside",
-        serve(sc, args.broker, indices, args.duration, args.root, args.keepalive, args.epoch, started, args.impair,
-              credentials(args, "v2x roadside"), signing_ca(args, "v2x roadside")),
+        serve(sc, connection(args, "v2x roadside"), indices, args.duration, started),
         started,
     )
 

@@ -17,9 +17,9 @@ Bad payloads are counted per kind and never stop the service.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from v2x import __version__
 from v2x.core import messages as m
@@ -30,10 +30,9 @@ from v2x.core.signal.controller import DETECTOR_M, SignalController
 from v2x.core.signal.plans import controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
 from v2x.core.topics import Topics, tiles_covering
+from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
-from v2x.net.security import Credentials, login
-from v2x.net.service import Service, last_will
-from v2x.net.signing import CA
+from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
 from v2x.net.transport import MqttTransport, Transport
 
@@ -45,6 +44,17 @@ CALL_FRESH_S = 0.3  # [s] a BSM places a detector call for this long after it wa
 
 def rsu_id(sc: Scenario, index: int) -> str:
     return sc.rsu_of(index).id
+
+
+@dataclass
+class RsuSummary(ServiceSummary):
+    """What an RSU did: what every service reports, the cloud's plans (issued, received, applied) and the priority
+    requests it served."""
+
+    rsu: str = ""
+    plans_applied: int = 0
+    plans: list[dict[str, Any]] = field(default_factory=list)  # plan_id, issued_s, received_s, applied_s (None: not yet)
+    priority: list[dict[str, Any]] = field(default_factory=list)  # each priority request and what was done
 
 
 @dataclass
@@ -64,7 +74,7 @@ class RsuService(Service):
         self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock, impairment: Impairment | None = None
     ) -> None:
         rsu = net.scenario.rsu_of(index)
-        super().__init__(rsu.id, m.SenderKind.RSU, transport, clock, impairment, self._distance)
+        super().__init__(rsu.id, m.SenderKind.RSU, transport, clock, topics.status("rsu", rsu.id), impairment, self._distance)
         self.net = net
         self.index = index
         self.topics = topics
@@ -95,8 +105,8 @@ class RsuService(Service):
 
     async def start(self) -> None:
         """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
-        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.ONLINE, __version__, f"{self.spec.id} range_m={self.range_m:g}"), qos=1, retain=True)
-        self.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, f"{self.spec.id} range_m={self.range_m:g}"), qos=1, retain=True)
+        self.station.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
         await self.transport.subscribe(self.topics.priority_request(self.spec.id, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
@@ -124,8 +134,8 @@ class RsuService(Service):
         self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
         state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k)
         self._k += 1
-        self.publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
-        self.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
+        self.station.publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
+        self.station.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
 
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s
@@ -215,13 +225,12 @@ class RsuService(Service):
             "sim_s": round(now, 3), "group": group, "eta_s": round(req.eta_s, 2), "state": state.name.lower(), "action": action.name.lower(),
         })
         reply = m.PriorityStatus(requester_id=sender, request_id=req.request_id, intersection=req.intersection, state=state, action=action, signal_group=group)
-        self.publish(self.topics.priority_status(self.spec.id, sender), reply, qos=1)
+        self.station.publish(self.topics.priority_status(self.spec.id, sender), reply, qos=1)
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "rsu": self.id, "plans_applied": self.counters.plans_applied, "plans": self.plan_log(),
-            "priority": self.priority_log, **super().summary(),
-        }
+    def summary(self) -> RsuSummary:
+        return self._summary(
+            RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), priority=self.priority_log,
+        )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:
         """Each plan the cloud sent: when it was issued, received, and applied at a phase boundary (None: not yet)."""
@@ -230,7 +239,7 @@ class RsuService(Service):
 
     def stopping(self) -> None:
         """Say so before a clean disconnect: a retained offline status, "stopped"."""
-        self.publish(self.topics.status("rsu", self.id), m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""
@@ -243,27 +252,21 @@ class RsuService(Service):
 
 
 async def serve(
-    sc: Scenario, url: str, indices: list[int], duration_s: float | None, root: str, keepalive_s: int = 5,
-    epoch_s: float | None = None, started: list[RsuService] | None = None, impair: bool = True,
-    credentials: Credentials | None = None, ca: CA | None = None,
+    sc: Scenario, conn: Connection, indices: list[int], duration_s: float | None, started: list[RsuService] | None = None,
 ) -> None:
-    """Run RSUs for the given intersections, each with its own connection, until `duration_s`.
-
-    `started` receives the services as soon as they exist (for a summary after Ctrl-C).
-    """
+    """Run RSUs for the given intersections, each with its own connection (a persistent session), until
+    `duration_s`. `started` receives the services as soon as they exist (for a summary after Ctrl-C)."""
     net = Network(sc)
-    clock = Clock(epoch_s)
-    topics = Topics(root)
+    clock = conn.clock()
     services: list[RsuService] = []
     transports: list[MqttTransport] = []
     for i in indices:
-        sid = rsu_id(sc, i)
-        transport = MqttTransport(login(credentials, url, sid), sid, clean_start=False, session_expiry_s=3600, keepalive_s=keepalive_s)
+        transport = conn.transport(rsu_id(sc, i), clean_start=False, session_expiry_s=3600)
         transports.append(transport)
-        services.append(RsuService(net, i, transport, topics, clock, Impairment(sc.links, sc.seed) if impair else None))
-        if ca is not None:
-            services[-1].sign_with(ca)
-        transport.will = functools.partial(last_will, topics.status("rsu", sid), sid, m.SenderKind.RSU, clock, services[-1].station.signer)
+        services.append(RsuService(net, i, transport, conn.topics, clock, conn.impairment(sc)))
+        if conn.ca is not None:
+            services[-1].sign_with(conn.ca)
+        transport.will = services[-1].will
     if started is not None:
         started.extend(services)
     for tr in transports:

@@ -19,6 +19,7 @@ from v2x.core.scenario import bundled_dir
 from v2x.net.broker import MosquittoBroker
 from v2x.net.signing import CA
 from v2x.net.transport import MqttTransport
+from v2x.testing import messages
 
 FOUR_WAY = str(bundled_dir() / "four_way.toml")
 
@@ -59,7 +60,7 @@ async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: Mosqui
             relayed: list[m.Frame] = []
 
             async def collect() -> None:
-                async for msg in watch.messages():
+                async for msg in messages(watch):
                     relayed.append(codec.decode(msg.payload))
                     if len(relayed) >= 10:
                         return
@@ -126,7 +127,7 @@ async def test_a_plan_from_the_cloud_reaches_the_rsu_and_shows_in_its_spat(mosqu
         # left turns stay permissive: that is the junction's geometry, which the wire plan does not carry
         assert [p.permissive for p in rsu.ctl.plan.phases] == [p.permissive for p in old.phases]
         await hub.settle()
-        frames = [codec.decode(msg.payload) for msg in cloud.transport.poll() if "/spat/" in msg.topic]
+        frames = [codec.decode(msg.payload) for msg in cloud.transport.receive() if "/spat/" in msg.topic]
         latest = max(frames, key=lambda f: f.header.seq).body  # a round's deliveries come sorted by payload
         assert isinstance(latest, m.Spat)
         assert latest.intersections[0].plan_id == 7

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from v2x.net.broker import MosquittoBroker
 from v2x.net.transport import MqttTransport
-from v2x.run.main import START_DELAY_S
+from v2x.run.realtime import START_DELAY_S
 from v2x.testing import until
 
 CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL)
@@ -99,5 +99,6 @@ async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
     async with rsu:
         deadline = time.monotonic() + 20.0
         while len(got) < 2 and time.monotonic() < deadline:
-            got += [m.payload for m in await rsu.receive(1.0)]
+            await rsu.wait(1.0)
+            got += [m.payload for m in rsu.receive()]
     assert got == [b"plan-1", b"plan-2"]

@@ -29,6 +29,7 @@ from v2x.core.network import Network
 from v2x.core.scenario import bundled_dir, load
 from v2x.core.topics import Topics, quadkey
 from v2x.core.wire import v2x_pb2 as pb
+from v2x.net.connection import Connection
 from v2x.net.reception import AFTER_ACCEPT
 from v2x.net.station import Station, StepClock
 from v2x.net.transport import MemoryBroker, MemoryTransport, Message
@@ -52,8 +53,9 @@ class Receivers:
         mem = MemoryBroker()
         self.rsu = RsuService(self.net, 0, MemoryTransport(mem, "rsu-J1"), self.topics, self.clock)
         self.cloud = CloudService(self.net, MemoryTransport(mem, "cloud"), self.topics, self.clock, events=None)
-        self.fleet = Fleet(sc, "mqtt://127.0.0.1:1", self.topics, self.clock, transport_factory=lambda sid: MemoryTransport(mem, sid))
-        self.radio = Radio(7, Station("veh-7", m.SenderKind.VEHICLE, self.clock), MemoryTransport(mem, "veh-7"), self.fleet._belief(), ready=True)
+        conn = Connection("mqtt://127.0.0.1:1", impair=False)
+        self.fleet = Fleet(sc, conn, self.clock, transport_factory=lambda sid: MemoryTransport(mem, sid))
+        self.radio = Radio(7, Station("veh-7", m.SenderKind.VEHICLE, self.clock, MemoryTransport(mem, "veh-7")), self.fleet._belief(), ready=True)
         self.fleet.radios[7] = self.radio
         self.fleet._by_sid["veh-7"] = self.radio
         self.scene = Scene()

@@ -19,7 +19,7 @@ async def test_the_barrier_expects_what_subscriptions_match_and_orders_deliverie
     assert b.outstanding == 2
     assert a.outstanding == 0
     await hub.settle()
-    assert [msg.payload for msg in b.poll()] == [b"first", b"second"]  # sorted by topic, not arrival
+    assert [msg.payload for msg in b.receive()] == [b"first", b"second"]  # sorted by topic, not arrival
     assert hub.stats.deliveries == 2
     assert hub.stats.lost == 0
     assert hub.outstanding() == 0
@@ -35,7 +35,7 @@ async def test_retained_messages_are_expected_by_a_later_subscriber() -> None:
     await veh.subscribe("v2x/v1/map/1/#")
     assert veh.outstanding == 1
     await hub.settle()
-    assert [msg.payload for msg in veh.poll()] == [b"geometry"]
+    assert [msg.payload for msg in veh.receive()] == [b"geometry"]
 
 
 async def test_strangers_are_set_aside_and_missing_deliveries_counted_lost() -> None:
@@ -50,7 +50,7 @@ async def test_strangers_are_set_aside_and_missing_deliveries_counted_lost() -> 
     stranger.publish("v2x/v1/rsi/9/x", b"from elsewhere")  # fills the inbox: nobody of the run expects it
     pub.publish("v2x/v1/rsi/1/cloud/1", b"hazard")  # dropped by the full inbox
     await hub.settle()
-    assert small.poll() == []
+    assert small.receive() == []
     assert hub.stats.unexpected == 1
     assert hub.stats.unexpected_by_kind == {"rsi": 1}
     assert hub.stats.lost == 1

@@ -35,8 +35,8 @@ def _run(kind: str | None, seconds: float = 300.0, share: float = 0.2) -> tuple[
 
 def _scores(det: Misbehaviour, truth: dict[str, str]) -> tuple[float, float, int]:
     s = det.summary()
-    judged = {k for k, n in s["senders"].items() if n >= 10}  # type: ignore[union-attr]
-    flagged = set(s["flagged"])  # type: ignore[arg-type]
+    judged = {k for k, n in s.senders.items() if n >= 10}
+    flagged = set(s.flagged)
     # an attack is detected when any identity it uses is flagged (a Sybil attacker: itself or its ghost)
     attacks = {k.removesuffix("-g") for k in truth if k in judged}
     honest = [k for k in judged if k not in truth]
@@ -48,8 +48,8 @@ def test_honest_traffic_is_not_flagged() -> None:
     det, truth = _run(None, seconds=300.0)
     assert truth == {}
     _, false_positives, _ = _scores(det, truth)
-    assert len(det.summary()["senders"]) > 50  # type: ignore[arg-type]
-    assert false_positives == 0.0, det.summary()["flagged"]
+    assert len(det.summary().senders) > 50
+    assert false_positives == 0.0, det.summary().flagged
 
 
 @pytest.mark.parametrize("kind", KINDS)

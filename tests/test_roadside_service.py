@@ -15,6 +15,7 @@ from v2x.core.scenario import bundled_dir
 from v2x.core.topics import Topics
 from v2x.net.broker import MosquittoBroker
 from v2x.net.transport import MqttTransport
+from v2x.testing import messages
 
 
 async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
@@ -36,7 +37,7 @@ async def test_rsu_process_publishes_map_spat_status_and_its_will(mosquitto: Mos
         try:
             async def watch_loop() -> None:
                 nonlocal killed_at
-                async for msg in watch.messages():
+                async for msg in messages(watch):
                     frame = codec.decode(msg.payload)
                     kind = m.message_type(frame.body).value
                     seen[kind] += 1
@@ -97,7 +98,7 @@ async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
         rsu.tick(0.0)
         clock.t = RSM_WINDOW_S + 0.2  # nobody heard since: the RSM empties
         rsu.tick(clock.t)
-        rsms = [codec.decode(msg.payload).body for msg in watch.poll()]
+        rsms = [codec.decode(msg.payload).body for msg in watch.receive()]
     assert all(isinstance(r, m.Rsm) for r in rsms)
     assert len(rsms) == 2
     first, later = rsms
@@ -106,4 +107,4 @@ async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
     assert [p.vehicle_id for p in first.participants] == ["veh-edge", "veh-near"]
     assert all(p.source is m.SourceType.V2X and p.speed_mps == 10.0 for p in first.participants)
     assert later.participants == ()
-    assert rsu.summary()["sent"] == {"status": 1, "map": 1, "spat": 2, "rsm": 2}
+    assert rsu.summary().sent == {"status": 1, "map": 1, "spat": 2, "rsm": 2}

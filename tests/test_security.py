@@ -140,7 +140,8 @@ async def test_a_tls_listener_with_logins_carries_messages_and_refuses_plain_or_
     async with MqttTransport(creds.url(url, OBSERVER), "watch") as watch, MqttTransport(creds.url(url, "veh-3"), "veh-3") as car:
         await watch.subscribe("v2x/v1/#", qos=1)
         assert car.publish(topic, b"over tls", qos=1)
-        got = await watch.receive(5.0)
+        await watch.wait(5.0)
+        got = watch.receive()
     assert [(m.topic, m.payload) for m in got] == [(topic, b"over tls")]
     for bad_url in (f"mqtt://127.0.0.1:{broker.port}", f"mqtts://127.0.0.1:{broker.port}"):  # plain; TLS without the CA
         with pytest.raises(BrokerError):

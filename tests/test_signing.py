@@ -193,10 +193,11 @@ async def test_each_connection_gets_a_newly_signed_will() -> None:
 
 def test_fast_mode_signs_the_cloud_s_will() -> None:
     """Fast mode's cloud signs its Will like every other message (it is made at connect time, after signing is set up)."""
+    from v2x.net.connection import Connection
     from v2x.run.fast import FastRun
 
     ca = CA()
-    run = FastRun(load(bundled_dir() / "four_way.toml"), "mqtt://127.0.0.1:1", "v2x/v1", ca=ca)
+    run = FastRun(load(bundled_dir() / "four_way.toml"), Connection("mqtt://127.0.0.1:1", root="v2x/v1", ca=ca))
     transport = run.cloud.transport.inner  # type: ignore[attr-defined]
     will = transport.will() if callable(transport.will) else transport.will  # as the CONNECT would carry it
     assert will.topic == "v2x/v1/status/cloud/cloud"

@@ -29,13 +29,14 @@ from v2x.net.transport import (
     backoff_delay,
     topic_matches,
 )
+from v2x.testing import messages
 
 
 async def _collect(t: MqttTransport | MemoryTransport, n: int, timeout_s: float = 10.0) -> list[Message]:
     out: list[Message] = []
 
     async def run() -> None:
-        async for msg in t.messages():
+        async for msg in messages(t):
             out.append(msg)
             if len(out) >= n:
                 return

@@ -18,7 +18,8 @@ Fixtures:
     def test_spat_by_cellular_is_quick_enough(v2x_report):
         assert v2x_report.latency("cloud->vehicle").p99 < 200
 
-Helper: `await until(lambda: transport.connected)` waits for a condition (fails the test after 30 s).
+Helpers: `await until(lambda: transport.connected)` waits for a condition (fails the test after 30 s);
+`async for msg in messages(transport):` takes each message as it arrives.
 
 Broker tests do not skip when `mosquitto` is missing: they fail, saying how to install it.
 """
@@ -30,14 +31,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from v2x.net.broker import INSTALL_HINT, MosquittoBroker, find_mosquitto
 from v2x.run.report import Report
+
+if TYPE_CHECKING:
+    from v2x.net.transport import Message, Transport
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,6 +120,14 @@ def v2x_report(request: pytest.FixtureRequest, v2x_run: RunScenario) -> Report:
     if marker is None:
         return v2x_run("four_way")
     return v2x_run(*marker.args, **marker.kwargs)
+
+
+async def messages(transport: Transport) -> AsyncIterator[Message]:
+    """Each message `transport` receives, as it arrives (built on its `wait()` and `receive()`)."""
+    while True:
+        await transport.wait(1.0)
+        for msg in transport.receive():
+            yield msg
 
 
 async def until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:

@@ -1,10 +1,14 @@
-"""Domain messages as JSON-ready values: enums by name, bit sets as sorted name lists."""
+"""JSON views: domain messages as JSON-ready values (enums by name, bit sets as sorted name lists), and
+`JsonRecord`, the typed summaries a tier prints and a run reads back."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Self
 
 from v2x.core import messages as m
 
@@ -35,22 +39,50 @@ def frame_record(topic: str, frame: m.Frame, rx_ns: int | None = None) -> dict[s
     return out
 
 
-def add_up(parts: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Summaries of several processes as one: numbers added, lists joined, dicts merged key by key,
-    anything else (text, flags) taken from the first that has it; top-level keys in `skip` left out."""
+class JsonRecord:
+    """A dataclass that goes to JSON and back: `to_json()` gives plain values (nested records, and records in
+    lists and dicts, by their own `to_json`); `from_json()` builds it again from its field types, and names any
+    key it does not know. Fields missing from the JSON take their defaults."""
 
-    def add(a: Any, b: Any) -> Any:
-        if a is None or b is None or isinstance(a, (bool, str)):
-            return a if a is not None else b
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return a + b
-        if isinstance(a, list) and isinstance(b, list):
-            return a + b
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {k: add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
-        return a
+    def to_json(self) -> dict[str, Any]:
+        assert dataclasses.is_dataclass(self)
+        return {f.name: _out(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    out: dict[str, Any] = {}
-    for p in parts:
-        out = add(out, {k: v for k, v in p.items() if k not in skip})
-    return out
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        assert dataclasses.is_dataclass(cls)
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (expected some of {sorted(fields)})")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _in(hints[k], v) for k, v in data.items()})
+
+
+def _out(value: Any) -> Any:
+    if isinstance(value, JsonRecord):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return {k: _out(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_out(v) for v in value]
+    return value
+
+
+def _in(tp: Any, value: Any) -> Any:
+    """`value` from JSON as type `tp`: records (also in lists, dict values and `X | None`) built, the rest as is."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _in(args[0], value) if len(args) == 1 else value
+    if isinstance(tp, type) and issubclass(tp, JsonRecord):
+        return tp.from_json(value)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [_in(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        return {k: _in(item, v) for k, v in value.items()}
+    return value

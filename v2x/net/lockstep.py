@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from v2x.net.transport import FilterTree, Lifecycle, Message, Transport, TransportStats, topic_matches
@@ -147,7 +146,7 @@ class LockstepTransport(Lifecycle):
 
     def collect(self) -> bool:
         """Take what arrived; True while deliveries are still outstanding."""
-        for msg in self.inner.poll():
+        for msg in self.inner.receive():
             key = (msg.topic, msg.payload)
             left = self._expected.get(key, 0)
             if left == 0:
@@ -183,19 +182,17 @@ class LockstepTransport(Lifecycle):
         self.hub.unsubscribed(self, topic_filter)
         await self.inner.unsubscribe(topic_filter)
 
-    def poll(self, limit: int = 10_000) -> list[Message]:
+    def receive(self, limit: int = 10_000) -> list[Message]:
         """This round's deliveries, in a fixed order: by topic, then payload."""
         self.collect()
         out = sorted(self._ready, key=lambda msg: (msg.topic, msg.payload))
         self._ready = []
         return out
 
-    async def receive(self, timeout_s: float) -> list[Message]:
-        return self.poll()
-
-    async def messages(self) -> AsyncIterator[Message]:
-        raise RuntimeError("a lockstep client is polled by the driver, not iterated")
-        yield  # pragma: no cover
+    async def wait(self, timeout_s: float) -> bool:
+        """A lockstep client does not wait: the driver settles each round. Whether this round delivered anything."""
+        self.collect()
+        return bool(self._ready)
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         return await self.inner.drain(timeout_s)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from v2x.core import scenario
 from v2x.core.errors import BrokerError, ScenarioError
 from v2x.core.topics import DEFAULT_ROOT
+from v2x.net.connection import Connection
 from v2x.net.security import Credentials
 from v2x.net.service import Service
 from v2x.net.signing import CA
@@ -26,13 +27,16 @@ def add_common(
     parser: argparse.ArgumentParser,
     keepalive_help: str = "MQTT keepalive [s]",
     duration_help: str = "sim seconds since the epoch to run (default: until Ctrl-C)",
+    keepalive_s: int = 5,
 ) -> None:
+    """The options every tier shares: the scenario, the run's duration, and its `Connection` (see `connection`)."""
     parser.add_argument("scenario", help="scenario file, or the name of a bundled one")
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     parser.add_argument("--duration", type=float, default=None, help=duration_help)
     parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    parser.add_argument("--keepalive", type=int, default=5, help=keepalive_help)
+    parser.add_argument("--keepalive", type=int, default=keepalive_s, help=f"{keepalive_help} (default {keepalive_s})")
+    add_mqtt_option(parser)
     add_credentials_option(parser)
     parser.add_argument(
         "--signing-ca", type=Path, default=None, metavar="KEY.pem",
@@ -40,6 +44,22 @@ def add_common(
         "under it (`v2x run --sign` shares one with its tiers)",
     )
     add_scenario_options(parser)
+
+
+def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mqtt", choices=["auto", "5", "3.1.1"], default="auto",
+        help="MQTT version of every client (default auto: 5, falling back to 3.1.1 when the broker speaks only that)",
+    )
+
+
+def connection(args: argparse.Namespace, prog: str) -> Connection:
+    """The `Connection` the options of `add_common` describe; exits with a clear message when the credentials or
+    the signing CA cannot be read."""
+    return Connection(
+        args.broker, credentials(args, prog), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
+        args.impair, args.epoch,
+    )
 
 
 def add_credentials_option(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +146,7 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     for svc in started:
-        print(json.dumps({"event": "summary", **svc.summary()}), flush=True)
+        print(json.dumps({"event": "summary", **svc.summary().to_json()}), flush=True)
     return code
 
 

@@ -13,11 +13,13 @@ import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import DecodeError
+from v2x.core.jsonview import JsonRecord
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
 from v2x.net.impair import Impairment
@@ -75,6 +77,14 @@ class BadInput:
             if ("handler_error", sender) not in self._logged:
                 self._logged.add(("handler_error", sender))
                 log.exception("%s: handling a message on %s from %s failed: %s", self.owner, topic, sender, e)
+
+
+@dataclass
+class LinkDrops(JsonRecord):
+    """What the impaired links took from a receiver: lost by message type, and what was still on its way at the end."""
+
+    lost: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
 
 
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
@@ -190,9 +200,9 @@ class Reception:
             out.append((receiver, topic, frame))
         return out
 
-    def link_drops(self) -> dict[str, object]:
+    def link_drops(self) -> LinkDrops:
         """What the impaired links took: lost by type, and what was still on its way at the end."""
-        return {"lost": dict(self.link_lost), "in_flight": len(self._held)}
+        return LinkDrops(dict(self.link_lost), len(self._held))
 
     @property
     def holding(self) -> int:

@@ -1,20 +1,23 @@
 """What the RSU and the cloud services share: one station on one connection.
 
-A service publishes bodies (stamped and counted by type) and receives through one
-`Reception` (decoded, impaired, measured, checked); subclasses say what `handle` does.
+A service publishes through its `Station` (stamped, encoded, counted by type) and receives through
+one `Reception` (decoded, impaired, measured, checked); subclasses say what `handle` does.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from v2x import __version__
 from v2x.core import messages as m
+from v2x.core.jsonview import JsonRecord
 from v2x.net.impair import Impairment
-from v2x.net.reception import Distance, Reception
+from v2x.net.reception import Distance, LinkDrops, Reception
 from v2x.net.signing import CA, Signer
 from v2x.net.station import Clock, Station
-from v2x.net.transport import Message, Transport, Will, outage_summary
+from v2x.net.transport import ConnectionSummary, Message, Transport, Will, outage_summary
 
 
 def last_will(topic: str, sid: str, kind: m.SenderKind, clock: Clock, signer: Signer | None = None) -> Will:
@@ -25,30 +28,45 @@ def last_will(topic: str, sid: str, kind: m.SenderKind, clock: Clock, signer: Si
     return Will(topic, station.encode(m.Status(m.ServiceState.OFFLINE, __version__, m.LOST), stream=topic))
 
 
+@dataclass
+class ServiceSummary(JsonRecord):
+    """What a service did, as its process prints it at the end (one JSON line, "event": "summary")."""
+
+    sent: dict[str, int] = field(default_factory=dict)  # by message type
+    received: dict[str, int] = field(default_factory=dict)  # by message type, as it handled them
+    bad_input: dict[str, int] = field(default_factory=dict)  # rejected, by kind (v2x.net.reception)
+    measurements: dict[str, Any] = field(default_factory=dict)  # latency, loss, duplicates (Measurements.to_json)
+    link_drops: LinkDrops = field(default_factory=LinkDrops)
+    connection: ConnectionSummary = field(default_factory=ConnectionSummary)
+
+
+S = TypeVar("S", bound=ServiceSummary)
+
+
 class Service:
     def __init__(
-        self, sid: str, kind: m.SenderKind, transport: Transport, clock: Clock, impairment: Impairment | None = None,
-        distance: Distance | None = None,
+        self, sid: str, kind: m.SenderKind, transport: Transport, clock: Clock, status_topic: str,
+        impairment: Impairment | None = None, distance: Distance | None = None,
     ) -> None:
         self.id = sid
+        self.kind = kind
+        self.status_topic = status_topic  # its retained online/offline status, and its Last Will
         self.transport = transport
         self.clock = clock
-        self.station = Station(sid, kind, clock)
         self.sent: Counter[str] = Counter()  # by message type
+        self.station = Station(sid, kind, clock, transport, self.sent)  # what it publishes goes through here
         self.received: Counter[str] = Counter()  # by message type, as the subclass handles them
         self.reception = Reception(sid, kind, clock, impairment, distance)
         self.bad = self.reception.bad
+
+    def will(self) -> Will:
+        """Its Last Will, made when it connects (signed like its other messages once `sign_with` was called)."""
+        return last_will(self.status_topic, self.id, self.kind, self.clock, self.station.signer)
 
     def sign_with(self, ca: CA) -> None:
         """Sign with a pseudonym the CA issues this service; accept only what is signed under it."""
         self.station.signer = ca.issue(self.id, self.clock.utc_us() // 1000 - 60_000)
         self.reception.verifier = ca.verifier()
-
-    def publish(self, topic: str, body: m.Body, qos: int = 0, retain: bool = False, expiry_s: int | None = None) -> None:
-        """Stamp, encode and publish a body on `topic` (its own sequence stream); count it sent."""
-        payload = self.station.encode(body, self.clock.sim_s(), topic)
-        if self.transport.publish(topic, payload, qos=qos, retain=retain, expiry_s=expiry_s):
-            self.sent[m.message_type(body).value] += 1
 
     def accept(self, msg: Message) -> None:
         """One arrival: handled now, or held by its link, or counted and dropped."""
@@ -58,7 +76,7 @@ class Service:
 
     def receive(self) -> None:
         """Handle what has arrived, and what the links held until now, without waiting."""
-        for msg in self.transport.poll():
+        for msg in self.transport.receive():
             self.accept(msg)
         self.release()
 
@@ -72,12 +90,13 @@ class Service:
     def handle(self, topic: str, frame: m.Frame) -> None:
         raise NotImplementedError
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "sent": dict(self.sent),
-            "received": dict(self.received),
-            "bad_input": dict(self.bad.counts),
-            "measurements": self.reception.measure.to_json(),
-            "link_drops": self.reception.link_drops(),
-            "connection": outage_summary([self.transport.stats], self.clock.epoch_s),
-        }
+    def summary(self) -> ServiceSummary:
+        return self._summary(ServiceSummary)
+
+    def _summary(self, cls: type[S], **own: Any) -> S:
+        """A summary of type `cls`: what every service reports, and the subclass's `own` fields."""
+        return cls(
+            sent=dict(self.sent), received=dict(self.received), bad_input=dict(self.bad.counts),
+            measurements=self.reception.measure.to_json(), link_drops=self.reception.link_drops(),
+            connection=outage_summary([self.transport.stats], self.clock.epoch_s), **own,
+        )

@@ -1,14 +1,15 @@
-"""A V2X station (vehicle OBU, RSU or the cloud): stamps and encodes its frames."""
+"""A V2X station (vehicle OBU, RSU or the cloud): stamps, encodes and publishes its frames: the one publish path."""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from v2x.core import codec
 from v2x.core import messages as m
+from v2x.core.topics import kind_of
 from v2x.net.signing import Signer
-from v2x.net.transport import Message
+from v2x.net.transport import Message, Transport
 
 
 class Clock:
@@ -57,18 +58,45 @@ class StepClock(Clock):
 
 
 class Station:
-    """Builds frames with a header: this station's id and kind, and a sequence number per stream.
+    """Builds frames with a header (this station's id and kind, and a sequence number per stream) and publishes
+    them on its transport, counting what was sent by type: every station of every tier publishes through here.
 
     A stream is one message type on one topic: a receiver tells loss and duplicates apart by
     topic and sequence number, whatever else the sender publishes elsewhere.
     """
 
-    def __init__(self, sender_id: str, kind: m.SenderKind, clock: Clock) -> None:
+    def __init__(
+        self, sender_id: str, kind: m.SenderKind, clock: Clock, transport: Transport | None = None,
+        sent: Counter[str] | None = None,
+    ) -> None:
         self.sender_id = sender_id
         self.kind = kind
         self.clock = clock
+        self.transport = transport  # None: a station that only encodes (a Last Will, a benchmark)
+        self.sent: Counter[str] = Counter() if sent is None else sent  # by message type; may be shared by a tier's stations
         self.signer: Signer | None = None  # signed messages (v2x.signing): its pseudonym certificate and key
         self._seq: dict[tuple[m.MessageType, str], int] = defaultdict(int)
+
+    def publish(
+        self, topic: str, body: m.Body, *, qos: int = 0, retain: bool = False, expiry_s: int | None = None,
+        sim_s: float | None = None,
+    ) -> bool:
+        """Stamp, encode and publish `body` on `topic` (its own sequence stream); count it sent. False when the
+        transport did not take it (its sequence number is spent: receivers count the gap)."""
+        assert self.transport is not None, f"{self.sender_id} has no transport to publish on"
+        if not self.transport.publish(topic, self.encode(body, sim_s, topic), qos=qos, retain=retain, expiry_s=expiry_s):
+            return False
+        self.sent[m.message_type(body).value] += 1
+        return True
+
+    def clear(self, topic: str) -> bool:
+        """Clear a retained message (an empty retained payload, QoS 1): subscribers learn it ended; counted as
+        `<type>_cleared` by the topic's kind."""
+        assert self.transport is not None, f"{self.sender_id} has no transport to publish on"
+        if not self.transport.publish(topic, b"", qos=1, retain=True):
+            return False
+        self.sent[f"{kind_of(topic)}_cleared"] += 1
+        return True
 
     def encode(self, body: m.Body, sim_s: float | None = None, stream: str = "") -> bytes:
         """The frame as bytes; `stream` is the topic it goes to."""

@@ -4,7 +4,8 @@ gmqtt was chosen by measurement (bench/transport.py, README). Around it this mod
 what a V2X service needs:
 
   - bounded queues both ways, with drop counters: `publish()` never blocks the caller;
-    a sender task drains the outbox; incoming messages wait in a bounded inbox;
+    a sender task drains the outbox; incoming messages wait in a bounded inbox, which
+    `receive()` empties without waiting (`await wait(timeout_s)` waits for an arrival);
   - the broker's Receive Maximum respected for QoS 1 (gmqtt raises past it rather than queue);
   - reconnect with jittered exponential backoff, re-subscribing every filter on each CONNACK;
     unacknowledged QoS 1 messages are resent on the same session (at least once);
@@ -25,13 +26,15 @@ import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.core.errors import BrokerError
+from v2x.core.jsonview import JsonRecord
 from v2x.net.broker import mqtt_ping
 
 log = logging.getLogger(__name__)
@@ -72,15 +75,25 @@ class TransportStats:
     outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
 
 
-def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> dict[str, Any]:
-    """Lost connections of one or many transports: counts, and the merged down intervals in sim seconds."""
+@dataclass
+class ConnectionSummary(JsonRecord):
+    """Lost connections of one or many transports: counts, and the down intervals [from, to] in sim seconds
+    (`to` None: still down)."""
+
+    disconnects: int = 0
+    reconnects: int = 0
+    down_s: list[list[float | None]] = field(default_factory=list)
+
+
+def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> ConnectionSummary:
+    """Lost connections of one or many transports, with their down intervals merged."""
     spans: list[tuple[float, float | None]] = []
     disconnects = reconnects = 0
     for st in stats:
         disconnects += st.disconnects
         reconnects += st.reconnects
         spans.extend((round(down - epoch_s, 2), None if math.isnan(up) else round(up - epoch_s, 2)) for down, up in st.outages)
-    return {"disconnects": disconnects, "reconnects": reconnects, "down_s": merge_spans(spans)}
+    return ConnectionSummary(disconnects, reconnects, merge_spans(spans))
 
 
 def merge_spans(spans: Iterable[tuple[float, float | None] | list[float | None]]) -> list[list[float | None]]:
@@ -167,11 +180,9 @@ class Transport(Protocol):
 
     async def unsubscribe(self, topic_filter: str) -> None: ...
 
-    def messages(self) -> AsyncIterator[Message]: ...
+    def receive(self, limit: int = 10_000) -> list[Message]: ...
 
-    def poll(self, limit: int = 10_000) -> list[Message]: ...
-
-    async def receive(self, timeout_s: float) -> list[Message]: ...
+    async def wait(self, timeout_s: float) -> bool: ...
 
     async def drain(self, timeout_s: float = 5.0) -> bool: ...
 
@@ -272,35 +283,44 @@ class Lifecycle:
 
 
 class _Inbox(Lifecycle):
-    """The receiving side both transports share: a bounded queue read by iteration or by polling."""
+    """The receiving side both transports share: a bounded inbox, emptied by `receive()`; `wait()` waits for it."""
 
-    _inbox: asyncio.Queue[Message]
+    stats: TransportStats
 
-    async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            yield await self._inbox.get()
+    def _open_inbox(self, size: int) -> None:
+        self._inbox: deque[Message] = deque()
+        self._inbox_size = size
+        self._arrived = asyncio.Event()
 
-    async def receive(self, timeout_s: float) -> list[Message]:
-        """Wait up to `timeout_s` for a message; then every message waiting (maybe none)."""
-        if self._inbox.empty():
-            try:
-                first = await asyncio.wait_for(self._inbox.get(), timeout=max(timeout_s, 0.0))
-            except TimeoutError:
-                return []
-            return [first, *self.poll()]
-        return self.poll()
+    def _put(self, msg: Message) -> None:
+        """One arrival into the inbox, or counted as dropped when it is full."""
+        if len(self._inbox) >= self._inbox_size:
+            self.stats.dropped_in += 1
+            return
+        self._inbox.append(msg)
+        self._arrived.set()
 
-    def poll(self, limit: int = 10_000) -> list[Message]:
-        """The messages waiting in the inbox, without waiting (for loops that step on a clock)."""
-        if self._inbox.empty():  # the common case, polled per vehicle several times a step
+    def receive(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox (at most `limit`, oldest first), without waiting."""
+        inbox = self._inbox
+        if not inbox:  # the common case, asked per vehicle several times a step
             return []
-        out: list[Message] = []
-        while len(out) < limit:
-            try:
-                out.append(self._inbox.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out
+        if len(inbox) <= limit:
+            out = list(inbox)
+            inbox.clear()
+            return out
+        return [inbox.popleft() for _ in range(limit)]
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` [s] for a message to arrive; whether one is waiting."""
+        if self._inbox:
+            return True
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout=max(timeout_s, 0.0))
+        except TimeoutError:
+            return False
+        return True
 
 
 # ---------------------------------------------------------------------------
@@ -348,7 +368,7 @@ class MqttTransport(_Inbox):
         self.tls_ca = tls_ca
         self.connect_timeout_s = connect_timeout_s
         self.stats = TransportStats()
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(inbox)
+        self._open_inbox(inbox)
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(outbox)
         self._subs: dict[str, int] = {}
         self._rng = random.Random(seed)
@@ -523,11 +543,7 @@ class MqttTransport(_Inbox):
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         self.stats.received += 1
-        retain = bool(properties.get("retain", False))
-        try:
-            self._inbox.put_nowait(Message(topic, bytes(payload), qos, retain, time.time_ns()))
-        except asyncio.QueueFull:
-            self.stats.dropped_in += 1
+        self._put(Message(topic, bytes(payload), qos, bool(properties.get("retain", False)), time.time_ns()))
         return 0
 
     # -- publishing ---------------------------------------------------------------
@@ -644,7 +660,7 @@ class MemoryTransport(_Inbox):
         self.will = will
         self.stats = TransportStats()
         self._subs: dict[str, int] = {}
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(inbox)
+        self._open_inbox(inbox)
         self._connected = False
 
     @property
@@ -678,10 +694,7 @@ class MemoryTransport(_Inbox):
         if not any(topic_matches(f, msg.topic) for f in self._subs):
             return
         self.stats.received += 1
-        try:
-            self._inbox.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.stats.dropped_in += 1
+        self._put(msg)
 
     async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
         self._subs[topic_filter] = qos

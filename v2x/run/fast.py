@@ -19,26 +19,25 @@ messages, byte for byte, and the same traffic.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 
 from cloud.service import CLOUD_ID, CloudService
 from roadside.service import RsuService, rsu_id
-from v2x.core import messages as m
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.topics import Topics
 from v2x.core.traffic import Light, light_of
-from v2x.net.impair import Impairment
+from v2x.core.trajectories import Trajectories
+from v2x.net.connection import Connection
 from v2x.net.lockstep import Hub
-from v2x.net.security import Credentials, fleet_user, login
-from v2x.net.service import last_will
-from v2x.net.signing import CA
+from v2x.net.security import fleet_user
 from v2x.net.station import StepClock
-from v2x.net.transport import MqttTransport, Transport, Will
+from v2x.net.transport import MqttTransport, Transport
+from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
+from v2x.vehicle.summary import FleetSummary
 
 FAST_EPOCH_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z: sim time 0 of every fast run
 
@@ -47,47 +46,37 @@ class FastRun:
     def __init__(
         self,
         sc: Scenario,
-        url: str,
-        root: str,
+        conn: Connection,
         *,
-        version: Literal["auto", "5", "3.1.1"] = "auto",
         timeout_s: float = 5.0,
-        impairment: Impairment | None = None,
-        credentials: Credentials | None = None,
-        ca: CA | None = None,
     ) -> None:
+        """`conn`: the broker, its logins, the MQTT version, the topic root, signing and impairment; its epoch is
+        not used (every fast run starts at FAST_EPOCH_S)."""
         self.sc = sc
         self.clock = StepClock(FAST_EPOCH_S)
-        self.topics = Topics(root)
+        self.topics = conn.topics
         self.hub = Hub(self.topics.root, timeout_s)
         net = Network(sc)
+        impairment = conn.impairment(sc)  # one for every tier: each draw depends only on the seed, receiver and bytes
 
-        def mqtt(sid: str, will: Will | Callable[[], Will] | None = None) -> MqttTransport:
-            return MqttTransport(login(credentials, url, sid), sid, will=will, version=version, inbox=100_000, outbox=100_000)
+        def mqtt(sid: str) -> MqttTransport:
+            return conn.transport(sid, inbox=100_000, outbox=100_000)
 
         def obu(sid: str) -> Transport:
-            return self.hub.wrap(MqttTransport(login(credentials, url, fleet_user(sid)), sid, version=version, inbox=1000, outbox=1000))
+            return self.hub.wrap(conn.transport(sid, user=fleet_user(sid), inbox=1000, outbox=1000))
 
-        self.fleet = Fleet(
-            sc, url, self.topics, self.clock, version=version, transport_factory=obu,
-            impairment=impairment,
-        )
+        self.fleet = Fleet(sc, conn, self.clock, transport_factory=obu)  # signs with conn.ca, if any
         self.fleet.truth = self._truth
         self.rsus = [
             RsuService(net, i, self.hub.wrap(mqtt(rsu_id(sc, i))), self.topics, self.clock, impairment)
             for i in range(len(net.intersections))
         ]
-        self.cloud = CloudService(
-            # the Will is made at connect time, after sign_with: signed like every other message when signing
-            net, self.hub.wrap(mqtt(CLOUD_ID, will=lambda: last_will(self.topics.status("cloud", CLOUD_ID), CLOUD_ID, m.SenderKind.CLOUD,
-                                                                    self.clock, self.cloud.station.signer))),
-            self.topics, self.clock, events=None,
-            impairment=impairment,
-        )
-        if ca is not None:  # signed messages: every station signs with its own pseudonym, every receiver verifies
-            self.fleet.sign_with(ca)
+        cloud_transport = mqtt(CLOUD_ID)
+        self.cloud = CloudService(net, self.hub.wrap(cloud_transport), self.topics, self.clock, events=None, impairment=impairment)
+        cloud_transport.will = self.cloud.will  # made at connect time, after sign_with: signed like its other messages
+        if conn.ca is not None:  # signed messages: every station signs with its own pseudonym, every receiver verifies
             for svc in (*self.rsus, self.cloud):
-                svc.sign_with(ca)
+                svc.sign_with(conn.ca)
         self._groups = self.fleet.net.groups
 
     def _truth(self, group: np.ndarray) -> np.ndarray:
@@ -156,3 +145,24 @@ class FastRun:
             for t in services:
                 await t.drain(2.0)
                 await t.close()
+
+
+def run_fast(
+    sc: Scenario, conn: Connection, duration_s: float, progress: Callable[[Fleet], None] | None = None,
+    trajectories: bool = False,
+) -> Results:
+    """Run every tier here in lockstep until sim time `duration_s`; Ctrl-C stops it and still returns what the
+    tiers reported. `trajectories`: record the fleet's (for `--plots`)."""
+    run = FastRun(sc, conn)
+    if trajectories:
+        run.fleet.trajectories = Trajectories(run.fleet.net)
+    interrupted = False
+    try:
+        asyncio.run(run.run(duration_s, progress))
+    except KeyboardInterrupt:
+        interrupted = True
+    return Results(
+        mode="fast", fleet=FleetSummary.of(run.fleet), cloud=run.cloud.summary(), rsus=[r.summary() for r in run.rsus],
+        cloud_events=run.cloud.event_log, lockstep=dataclasses.asdict(run.hub.stats), trajectories=run.fleet.trajectories,
+        interrupted=interrupted,
+    )

@@ -47,10 +47,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from v2x.core import messages as m
+from v2x.core.jsonview import JsonRecord
 from v2x.core.network import LinkKind, Network, SignalGroup
 from v2x.core.scenario import HazardEvent
 from v2x.core.traffic import EMERGENCY, YELLOW_DECEL_MPS2, Light, Traffic, light_of
@@ -108,6 +110,25 @@ def route_points(net: Network, intersection: int, leg: str, to_line_m: float) ->
                 out[r] = net.route_start[r, k] + net.link_length[lid] - to_line_m
                 break
     return out
+
+
+@dataclass
+class AppKpis(JsonRecord):
+    warnings: int = 0
+    vehicles: int = 0
+    lead_time_s_p50: float | None = None
+    lead_time_s_min: float | None = None
+    with_lead_time: int = 0
+
+
+@dataclass
+class HazardWarnings(JsonRecord):
+    """Per hazard, from its start to the first and the last affected vehicle warned [ms]; `first`, `last`: the
+    worst hazard's."""
+
+    first: float | None = None
+    last: float | None = None
+    per_hazard: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -301,18 +322,18 @@ class Apps:
                 still.append(w)
         self._pending = still
 
-    def summary(self) -> dict[str, object]:
-        out: dict[str, object] = {}
+    def summary(self) -> dict[str, AppKpis]:
+        out: dict[str, AppKpis] = {}
         for app in ("hlw", "rlvw", *(["fcw", "ebw", "evw"] if self.neighbours else []), *(["glosa"] if self.glosa else [])):
             ws = [w for w in self.warnings if w.app == app]
             leads = [w.lead_s for w in ws if w.lead_s is not None]
-            out[app] = {
-                "warnings": len(ws),
-                "vehicles": len({w.vehicle for w in ws}),
-                "lead_time_s_p50": round(float(np.median(leads)), 2) if leads else None,
-                "lead_time_s_min": round(min(leads), 2) if leads else None,
-                "with_lead_time": len(leads),
-            }
+            out[app] = AppKpis(
+                warnings=len(ws),
+                vehicles=len({w.vehicle for w in ws}),
+                lead_time_s_p50=round(float(np.median(leads)), 2) if leads else None,
+                lead_time_s_min=round(min(leads), 2) if leads else None,
+                with_lead_time=len(leads),
+            )
         return out
 
 
@@ -382,9 +403,11 @@ class HazardWatch:
                     got.setdefault(int(v), traffic.t)
             up.update(int(v) for v in traffic.ids[traffic.s < target])
 
-    def summary(self, warnings: list[Warning]) -> dict[str, object]:
+    def summary(self, warnings: list[Warning]) -> HazardWarnings:
         """events.hazard_warning_ms: per hazard, from its start to the first and last affected vehicle warned."""
-        per = []
+        per: list[dict[str, Any]] = []
+        firsts: list[float] = []
+        lasts: list[float] = []
         for k, ev in enumerate(self.events, start=1):
             if k not in self._started:
                 continue
@@ -397,18 +420,14 @@ class HazardWatch:
             # reaching it unwarned: got there with no HLW before (or only after) arriving
             reached = self.reached.get(k, {})
             unwarned = sorted(v for v, at in reached.items() if v not in warned or warned[v] > at)
+            first = round(min(times) * 1000.0, 1) if times else None
+            last = round(max(times) * 1000.0, 1) if len(times) == len(affected) and times else None
+            firsts += [] if first is None else [first]
+            lasts += [] if last is None else [last]
             per.append({
                 "event_id": k, "kind": ev.kind, "start_s": ev.start_s,
-                "affected": len(affected), "affected_warned": len(times),
-                "first_ms": round(min(times) * 1000.0, 1) if times else None,
-                "last_ms": round(max(times) * 1000.0, 1) if len(times) == len(affected) and times else None,
+                "affected": len(affected), "affected_warned": len(times), "first_ms": first, "last_ms": last,
                 "reached": len(reached), "reached_unwarned": len(unwarned), "unwarned_vehicles": unwarned[:20],
             })
-        firsts = [p["first_ms"] for p in per if p["first_ms"] is not None]
-        lasts = [p["last_ms"] for p in per if p["last_ms"] is not None]
-        return {
-            # the worst hazard's: the slowest first warning, the slowest last
-            "first": max(firsts) if firsts else None,
-            "last": max(lasts) if lasts else None,
-            "per_hazard": per,
-        }
+        # the worst hazard's: the slowest first warning, the slowest last
+        return HazardWarnings(max(firsts) if firsts else None, max(lasts) if lasts else None, per)

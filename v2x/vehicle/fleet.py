@@ -24,7 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +32,15 @@ from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.topics import Topics, quadkey
+from v2x.core.topics import quadkey
 from v2x.core.traffic import Light, Traffic
 from v2x.core.trajectories import Trajectories
-from v2x.net.impair import Impairment
+from v2x.net.connection import Connection
 from v2x.net.reception import Reception
-from v2x.net.security import Credentials, fleet_user, login
+from v2x.net.security import fleet_user
 from v2x.net.signing import CA
 from v2x.net.station import Clock, Station
-from v2x.net.transport import Message, MqttTransport, Transport, TransportStats, outage_summary
+from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
 from v2x.vehicle.apps import Apps, HazardWatch
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
@@ -61,11 +61,10 @@ RECEIVE_EVERY_S = 0.01  # [s] how often the vehicles act on what they received, 
 
 @dataclass
 class Radio:
-    """One vehicle's OBU: its connection, its header stamping and what it believes."""
+    """One vehicle's OBU: its station (identity, header stamping and connection) and what it believes."""
 
     vid: int
     station: Station
-    transport: Transport
     belief: SignalBelief
     filters: frozenset[str] = frozenset()  # what it is subscribed to
     place: tuple[str | None, int] | None = None  # (tile, intersection ahead) the filters were made for
@@ -73,6 +72,11 @@ class Radio:
     tile: str | None = None  # the tile of its latest BSM
     xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
     ready: bool = False
+
+    @property
+    def transport(self) -> Transport:
+        assert self.station.transport is not None
+        return self.station.transport
 
 
 @dataclass
@@ -114,25 +118,20 @@ class Fleet:
     def __init__(
         self,
         sc: Scenario,
-        url: str,
-        topics: Topics,
+        conn: Connection,
         clock: Clock,
         *,
-        version: Literal["auto", "5", "3.1.1"] = "auto",
-        keepalive_s: int = 10,
         seed: int | None = None,
         shard: tuple[int, int] = (0, 1),
         by_area: bool = False,
         transport_factory: TransportFactory | None = None,
-        impairment: Impairment | None = None,
-        credentials: Credentials | None = None,
     ) -> None:
+        """`conn`: how the OBUs reach the broker (and sign, and whether links are impaired); `clock`: sim time
+        (the wall clock from the run's epoch in real time, the lockstep's in fast mode)."""
         self.sc = sc
-        self.url = url
-        self.topics = topics
+        self.conn = conn
+        self.topics = conn.topics
         self.clock = clock
-        self.version = version
-        self.keepalive_s = keepalive_s
         self.shard = shard
         self.net = Network(sc)
         # sharded by area: whole sites (v2x.network components) dealt round-robin; else by vehicle id
@@ -146,6 +145,7 @@ class Fleet:
         self.radios: dict[int, Radio] = {}
         self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary
         self.counters = FleetCounters()
+        impairment = conn.impairment(sc)
         self.reception = Reception(
             "fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance, max_age_s={"spat": sc.fleet.spat_stale_s}
         )
@@ -161,7 +161,6 @@ class Fleet:
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
-        self.credentials = credentials  # a secured broker: each OBU logs in as itself (v2x.security)
         self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
@@ -175,6 +174,8 @@ class Fleet:
         # real time, per sim second: the most a step's start lagged the wall clock [ms], the most vehicles
         # present, steps, and steps that started a whole step (or more) late
         self.tick: dict[int, list[float]] = {}
+        if conn.ca is not None:
+            self.sign_with(conn.ca)
 
     def sign_with(self, ca: CA) -> None:
         """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
@@ -182,15 +183,15 @@ class Fleet:
         self.reception.verifier = ca.verifier()
         self.neighbours.verifier, self.neighbours.utc_us = self.reception.verifier, self.clock.utc_us  # V2V BSMs too
 
-    def _station(self, sid: str) -> Station:
-        station = Station(sid, m.SenderKind.VEHICLE, self.clock)
+    def _station(self, sid: str, transport: Transport) -> Station:
+        """A vehicle's station on `transport`: what it sends is counted with the fleet's; signed when signing."""
+        station = Station(sid, m.SenderKind.VEHICLE, self.clock, transport, self.counters.sent)
         if self.ca is not None:
             station.signer = self.ca.issue(sid, self.clock.utc_us() // 1000 - 60_000)
         return station
 
     def _mqtt(self, sid: str) -> Transport:
-        url = login(self.credentials, self.url, fleet_user(sid))
-        return MqttTransport(url, sid, version=self.version, keepalive_s=self.keepalive_s, inbox=1000, outbox=1000)
+        return self.conn.transport(sid, user=fleet_user(sid), inbox=1000, outbox=1000)
 
     def _belief(self) -> SignalBelief:
         f = self.sc.fleet
@@ -229,7 +230,7 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid), self._factory(sid), belief)
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, self._factory(sid)), belief)
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -237,7 +238,7 @@ class Fleet:
         standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)}
         for k in sorted(standing - self.stalled.keys()):
             sid = f"stalled-{k}"
-            radio = self.stalled[k] = Radio(-k, self._station(sid), self._factory(sid), self._belief())
+            radio = self.stalled[k] = Radio(-k, self._station(sid, self._factory(sid)), self._belief())
             work.append(self._connect(radio))
         for k in sorted(self.stalled.keys() - standing):
             work.append(self._close(self.stalled.pop(k)))
@@ -294,7 +295,7 @@ class Fleet:
         """The shard-wide radio: SPaT for every intersection, for the vehicles of other shards."""
         i, n = self.shard
         sid = f"fleet-shard-{i}-of-{n}"
-        radio = Radio(-1, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+        radio = Radio(-1, Station(sid, m.SenderKind.VEHICLE, self.clock, self._factory(sid)), self._belief())
         await radio.transport.start()
         for tile in sorted(set(self.net.tiles)):
             await radio.transport.subscribe(self.topics.spat_area(tile))
@@ -305,7 +306,7 @@ class Fleet:
         """The V2V radio: every BSM in the area, for the sidelink applications."""
         i, n = self.shard
         sid = f"fleet-v2v-{i}-of-{n}"
-        radio = Radio(-2, Station(sid, m.SenderKind.VEHICLE, self.clock), self._factory(sid), self._belief())
+        radio = Radio(-2, Station(sid, m.SenderKind.VEHICLE, self.clock, self._factory(sid)), self._belief())
         await radio.transport.start()
         if self.area is None:
             await radio.transport.subscribe(self.topics.area("bsm", ""))
@@ -319,14 +320,14 @@ class Fleet:
         """Handle what every OBU has received."""
         if self.v2v is not None:
             now = self.clock.sim_s()
-            for msg in self.v2v.transport.poll():
+            for msg in self.v2v.transport.receive():
                 self.neighbours.add(msg.topic, msg.payload, now)
         if self.shadow is not None:
-            for msg in self.shadow.transport.poll():
+            for msg in self.shadow.transport.receive():
                 self._handle(self.shadow, msg)
         for radio in self.radios.values():
             if radio.ready:
-                for msg in radio.transport.poll():
+                for msg in radio.transport.receive():
                     self._handle(radio, msg)
         for sid, topic, frame in self.reception.due():  # what the links delayed
             held = self._by_sid.get(sid or "")
@@ -427,9 +428,7 @@ class Fleet:
         self.hazard_watch.step(self.traffic)
         for vid, iid, req in self.priority.step(self.traffic, self.traffic.t, self._can_send):
             radio = self.radios[vid]
-            topic = self.topics.priority_request(iid, radio.station.sender_id)
-            if radio.transport.publish(topic, radio.station.encode(req, self.traffic.t, topic), qos=1):
-                self.counters.sent["priority_request"] += 1
+            radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
 
     def _can_send(self, vid: int) -> bool:
         radio = self.radios.get(vid)
@@ -456,9 +455,9 @@ class Fleet:
             pos = self.net.frame.to_geo(float(x[0]), float(y[0]))
             bsm = m.Bsm(position=pos, speed_mps=0.0, heading_deg=float(heading[0]) % 360.0, length_m=length,
                         events=frozenset({m.VehicleEvent.HAZARD_LIGHTS}))
-            topic = self.topics.bsm(quadkey(pos.lat_deg, pos.lon_deg), radio.station.sender_id)
-            if radio.ready and radio.transport.publish(topic, radio.station.encode(bsm, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
-                self.counters.sent["bsm"] += 1
+            if radio.ready:
+                topic = self.topics.bsm(quadkey(pos.lat_deg, pos.lon_deg), radio.station.sender_id)
+                radio.station.publish(topic, bsm, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t)
 
     def publish(self, bsms: list[tuple[int, m.Bsm]]) -> None:
         for vid, bsm in bsms:
@@ -470,21 +469,19 @@ class Fleet:
             radio.xy = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
             said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
             for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
-                station = radio.station if sid == radio.station.sender_id else self._ghost(sid)
+                station = radio.station if sid == radio.station.sender_id else self._ghost(sid, radio)
                 tile = radio.tile if body is bsm else quadkey(body.position.lat_deg, body.position.lon_deg)
-                topic = self.topics.bsm(tile, sid)
-                if radio.transport.publish(topic, station.encode(body, self.traffic.t, topic), expiry_s=BSM_EXPIRY_S):
-                    self.counters.sent["bsm"] += 1
-                else:  # its sequence number is spent: receivers count the gap
-                    self.counters.bsm_not_sent += 1
+                if not station.publish(self.topics.bsm(tile, sid), body, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t):
+                    self.counters.bsm_not_sent += 1  # its sequence number is spent: receivers count the gap
 
-    def _ghost(self, sid: str) -> Station:
+    def _ghost(self, sid: str, host: Radio) -> Station:
+        """A Sybil attacker's ghost identity, speaking on its host's connection."""
         st = self.ghosts.get(sid)
         if st is None:
-            st = self.ghosts[sid] = self._station(sid)
+            st = self.ghosts[sid] = self._station(sid, host.transport)
         return st
 
-    def connection(self) -> dict[str, Any]:
+    def connection(self) -> ConnectionSummary:
         """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""
         extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
         live = [r.transport.stats for r in [*self.radios.values(), *extra]]

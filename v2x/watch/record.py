@@ -147,10 +147,9 @@ async def drain(t: MqttTransport, on_message: Any, quiet_s: float = QUIET_S, lim
     """Take what is still arriving until `quiet_s` passes with nothing (at most `limit_s`)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        got = await t.receive(quiet_s)
-        if not got:
+        if not await t.wait(quiet_s):
             return
-        for msg in got:
+        for msg in t.receive():
             on_message(msg.topic, msg.payload, msg.rx_ns)
 
 
@@ -173,7 +172,8 @@ async def record(url: str, root: str, out: Path, duration_s: float | None) -> di
             _emit("ready", topic_filter=f"{root}/#")
             deadline = None if duration_s is None else time.monotonic() + duration_s
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                for msg in await t.receive(0.2):
+                await t.wait(0.2)
+                for msg in t.receive():
                     rec.write(msg.topic, msg.payload, msg.rx_ns)
             await drain(t, rec.write)
             dropped = t.stats.dropped_in

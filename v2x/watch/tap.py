@@ -19,18 +19,18 @@ async def tap(url: str, topic_filter: str, count: int | None, out: TextIO, error
     printed = 0
     async with MqttTransport(url, f"v2x-tap-{id(out):x}") as t:
         await t.subscribe(topic_filter, qos=1)
-        async for msg in t.messages():
-            try:
-                frame = codec.decode(msg.payload)
-            except DecodeError as e:
-                # a bad payload is reported, never fatal
-                print(json.dumps({"topic": msg.topic, "error": e.kind, "detail": str(e), "bytes": len(msg.payload)}), file=errors)
-                continue
-            out.write(json.dumps(frame_record(msg.topic, frame, msg.rx_ns), ensure_ascii=False) + "\n")
-            out.flush()
-            printed += 1
-            if count is not None and printed >= count:
-                break
+        while count is None or printed < count:
+            await t.wait(1.0)
+            for msg in t.receive() if count is None else t.receive(count - printed):
+                try:
+                    frame = codec.decode(msg.payload)
+                except DecodeError as e:
+                    # a bad payload is reported, never fatal
+                    print(json.dumps({"topic": msg.topic, "error": e.kind, "detail": str(e), "bytes": len(msg.payload)}), file=errors)
+                    continue
+                out.write(json.dumps(frame_record(msg.topic, frame, msg.rx_ns), ensure_ascii=False) + "\n")
+                out.flush()
+                printed += 1
     return printed
 
 

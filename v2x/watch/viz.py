@@ -196,7 +196,7 @@ async def live(args: argparse.Namespace) -> int:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 t_frame = time.monotonic()
-                for msg in t.poll(100_000):
+                for msg in t.receive(100_000):
                     scene.ingest(msg.topic, msg.payload, msg.rx_ns)
                 if not t.connected:
                     win.label("live · broker disconnected")

@@ -1,0 +1,177 @@
+"""`v2x run` in real time: the RSUs and the cloud as their own processes (`python -m roadside`, `python -m
+cloud`), the fleet in this process or in `--workers` processes of its own (`v2x fleet --shard`); every tier on
+one UTC epoch, so their sim times agree. Each process prints its summary as a JSON line at the end; they are
+read back as typed summaries (`Results`)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud.service import CloudSummary
+from roadside.service import RsuSummary
+from v2x.core import scenario
+from v2x.core.trajectories import Trajectories
+from v2x.net.connection import Connection
+from v2x.run.results import Results
+from v2x.vehicle.fleet import Fleet
+from v2x.vehicle.summary import FleetSummary
+
+START_DELAY_S = 3.0  # [s] between launching the tiers and sim time 0, for them to start (each imports numba) and connect
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a real-time run lays its tiers out in processes."""
+
+    workers: int = 1  # fleet processes (1: the fleet runs in `v2x run`'s own)
+    clouds: int = 1  # cloud instances, each owning whole sites, sharing the SPaT relay
+    shard_by: str = "vehicle"  # how the workers split the fleet: "vehicle" or "area"
+    credentials_file: Path | None = None  # the logins' file, handed to each tier (a secured broker)
+    trajectories: bool = False  # record the fleet's trajectories (--plots; only when the fleet runs here)
+
+
+def run_realtime(
+    sc: scenario.Scenario, conn: Connection, duration_s: float, layout: Layout, progress: Callable[[Fleet], None],
+) -> Results:
+    """Run every tier until sim time `duration_s`; Ctrl-C stops them all and still returns what they reported."""
+    # the tiers run exactly this scenario (--set and --seed applied): hand it over as a file
+    with tempfile.NamedTemporaryFile("w", prefix=f"v2x-{sc.name}-", suffix=".toml", delete=False) as f:
+        f.write(scenario.dumps(sc))
+    path = Path(f.name)
+    try:
+        return _run(sc, path, conn, duration_s, layout, progress)
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".ca.pem").unlink(missing_ok=True)
+
+
+def _run(
+    sc: scenario.Scenario, path: Path, conn: Connection, duration_s: float, layout: Layout,
+    progress: Callable[[Fleet], None],
+) -> Results:
+    epoch = time.time() + START_DELAY_S
+    conn = dataclasses.replace(conn, epoch_s=epoch)
+    ca_file = None
+    if conn.ca is not None:  # one CA for the run: the tiers get its key, as enrolment would give each its pseudonyms
+        ca_file = path.with_suffix(".ca.pem")
+        conn.ca.save(ca_file)
+    common = conn.argv(layout.credentials_file, ca_file)
+    # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
+    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *common, "--duration", f"{duration_s + 1.0:g}"])}
+    n = layout.clouds
+    for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
+        tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
+            ["-m", "cloud", str(path), *common, "--duration", f"{duration_s + 2.5:g}",
+             *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
+        )
+    if layout.workers > 1:
+        res = _fleet_workers(path, common, tiers, layout, duration_s, epoch)
+    else:
+        fleet = Fleet(sc, conn, conn.clock())
+        if layout.trajectories:
+            fleet.trajectories = Trajectories(fleet.net)
+        interrupted = False
+        try:
+            asyncio.run(fleet.run(duration_s, progress))
+        except KeyboardInterrupt:
+            interrupted = True
+        res = _results(_stop(tiers))
+        res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
+    res.epoch_utc_s = epoch
+    return res
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _fleet_workers(
+    path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]], layout: Layout, duration_s: float, epoch: float,
+) -> Results:
+    """The fleet as `layout.workers` processes; their summaries merged, their measurements kept apart."""
+    n, by = layout.workers, layout.shard_by
+    workers = {
+        f"fleet {i}/{n}": _spawn(["-m", "v2x", "fleet", str(path), *common, "--duration", f"{duration_s:g}", "--shard", f"{i}/{n}", "--by", by])
+        for i in range(n)
+    }
+    print(f"fleet: {n} processes, sharded by {by}; they report at the end (about {epoch + duration_s - time.time():.0f} s "
+          "from now)", file=sys.stderr)
+    try:
+        outputs = _stop(workers, until=epoch + duration_s + 30.0)  # they end at the run's end
+    except KeyboardInterrupt:
+        res = _results(_stop({**workers, **tiers}))
+        res.interrupted = True
+        return res
+    return _results({**outputs, **_stop(tiers)})
+
+
+def _results(outputs: dict[str, str]) -> Results:
+    """What the tiers' processes printed (JSON lines): the RSUs', the cloud's and any fleet workers' summaries, and
+    the cloud's events. A line that is not JSON, or a summary this version cannot read, is reported and left out."""
+
+    def lines(name: str) -> list[dict[str, Any]]:
+        out = []
+        for x in outputs.get(name, "").splitlines():
+            try:
+                out.append(json.loads(x))
+            except json.JSONDecodeError:
+                print(f"v2x run: the {name} tier printed a line that is not JSON: {x[:200]!r}", file=sys.stderr)
+        return out
+
+    printed = {name: lines(name) for name in outputs}
+
+    def summaries(name: str, read: Callable[[dict[str, Any]], Any]) -> list[Any]:
+        out = []
+        for e in printed.get(name, []):
+            if e.get("event") == "summary":
+                try:
+                    out.append(read({k: v for k, v in e.items() if k != "event"}))
+                except (ValueError, TypeError) as err:
+                    print(f"v2x run: the {name} tier's summary cannot be read: {err}", file=sys.stderr)
+        return out
+
+    fleets: list[FleetSummary] = [s for name in outputs if name.startswith("fleet ") for s in summaries(name, FleetSummary.from_json)]
+    clouds: list[CloudSummary] = [s for name in outputs if name.startswith("cloud") for s in summaries(name, CloudSummary.from_json)]
+    return Results(
+        mode="realtime",
+        fleet=FleetSummary.merge(fleets) if fleets else None,
+        fleets=fleets,
+        cloud=CloudSummary.merge(clouds) if clouds else None,
+        clouds=clouds,
+        rsus=summaries("roadside", RsuSummary.from_json),
+        cloud_events=[e for name in outputs if name.startswith("cloud") for e in printed[name] if e.get("event") != "summary"],
+    )
+
+
+def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -> dict[str, str]:
+    """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
+    (SIGINT); collect what it printed.
+
+    Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
+    """
+    outputs = {}
+    for name, proc in tiers.items():
+        try:
+            out, err = proc.communicate(timeout=8.0 if until is None else max(until - time.time(), 8.0))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+        if proc.returncode not in (0, 130, -signal.SIGINT):
+            print(f"v2x run: the {name} tier exited with {proc.returncode}:\n{(err or '')[-2000:]}", file=sys.stderr)
+        outputs[name] = out or ""
+    return outputs

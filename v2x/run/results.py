@@ -1,0 +1,286 @@
+"""What a run's tiers reported, as typed summaries, and the report built from them (`v2x run --report r.json`).
+
+`Results` holds each tier's summary (`FleetSummary`, `RsuSummary`, `CloudSummary`): in fast mode the
+objects themselves, in real time what the tiers' processes printed, read back with `from_json`.
+`build_report` turns them into the report's JSON; `print_summary` draws its table on the terminal.
+Reading a report back is `v2x.run.report.Report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from cloud.service import CloudSummary
+from roadside.service import RsuSummary
+from v2x.core.metrics import Counts, Histogram, Series, merge_json, series_after, series_table
+from v2x.core.scenario import Scenario
+from v2x.core.trajectories import Trajectories
+from v2x.net.service import ServiceSummary
+from v2x.net.transport import merge_spans
+from v2x.vehicle.apps import HazardWarnings
+from v2x.vehicle.summary import Emergency, FleetSummary
+
+MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
+MIN_BSMS_JUDGED = 10  # a sender the cloud heard fewer BSMs from is not scored
+
+
+@dataclass
+class Results:
+    """Every tier's summary of one run (None: that tier reported nothing, e.g. its process died)."""
+
+    mode: str  # "fast" or "realtime"
+    fleet: FleetSummary | None = None  # the fleet, or its processes' summaries merged
+    fleets: list[FleetSummary] = field(default_factory=list)  # real time with --workers: each process's
+    cloud: CloudSummary | None = None  # the cloud, or its instances' summaries merged
+    clouds: list[CloudSummary] = field(default_factory=list)  # real time: each instance's
+    rsus: list[RsuSummary] = field(default_factory=list)
+    cloud_events: list[dict[str, Any]] = field(default_factory=list)  # rsu-lost, plan-sent, hazard-raised...
+    lockstep: dict[str, Any] | None = None  # fast mode: the barrier's counts
+    trajectories: Trajectories | None = None  # with --plots: for the time-space diagrams
+    epoch_utc_s: float | None = None  # real time: the UTC time [s] of sim second 0 (every tier's)
+    interrupted: bool = False  # cut short by Ctrl-C
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the report says about the run itself, besides what the tiers measured."""
+
+    scenario: Scenario
+    duration_s: float
+    broker_kind: str
+    url: str
+    mqtt: str
+    impair: bool
+    settings: list[str]  # the --set overrides
+    warmup_s: float | None
+    wall_s: float
+
+
+def _total(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for c in counters:
+        out.update(c)
+    return dict(out)
+
+
+def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
+    """The run's report as JSON-ready values."""
+    sc, fs, cloud, rsus = run.scenario, res.fleet, res.cloud, res.rsus
+    fleet_rx = fs.messages.received if fs else {}
+    fleet_rx_by_type = _total({k.split("/")[0]: v} for k, v in fleet_rx.items())
+    sent = _total([fs.messages.sent if fs else {}, cloud.sent if cloud else {}, *(r.sent for r in rsus)])
+    by_receiver = {
+        "vehicles": fleet_rx_by_type, "cloud": cloud.received if cloud else {}, "rsus": _total(r.received for r in rsus),
+    }
+    receivers: list[FleetSummary | ServiceSummary] = [*(res.fleets or ([fs] if fs else [])), *(res.clouds or ([cloud] if cloud else [])), *rsus]
+    latency, counts, series = merge_json(p.measurements for p in receivers)
+    by_type_counts: dict[str, Counts] = {}
+    by_hop_counts: dict[str, Counts] = {}
+    for (t, hop), c in counts.items():
+        by_type_counts.setdefault(t, Counts()).add(c)
+        by_hop_counts.setdefault(hop, Counts()).add(c)
+    messages: dict[str, Any] = {}
+    for t in sorted(set(sent) | {k for c in by_receiver.values() for k in c}):
+        measured = by_type_counts.get(t, Counts())
+        messages[t] = {
+            "sent": sent.get(t, 0),
+            "received": sum(c.get(t, 0) for c in by_receiver.values()),
+            "lost": measured.lost,
+            "duplicates": measured.duplicates,
+            "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
+        }
+    window = max(math.ceil(run.duration_s / MAX_WINDOWS), 1)
+    by_hop: dict[str, Histogram] = {}
+    by_type: dict[str, dict[str, Any]] = {}
+    for (t, hop), h in sorted(latency.items()):
+        by_hop.setdefault(hop, Histogram()).merge(h)
+        by_type.setdefault(t, {})[hop] = h.summary_ms()
+    if "spat" in messages:
+        messages["spat"]["received_by_vehicles_by_path"] = {"rsu": fleet_rx.get("spat/rsu", 0), "cloud": fleet_rx.get("spat/cloud", 0)}
+        messages["spat"]["relayed_by_cloud"] = cloud.relayed_spat if cloud else 0
+    tick = fs.tick if fs else []
+    report: dict[str, Any] = {
+        "scenario": sc.name,
+        "mode": res.mode,
+        "seed": sc.seed,
+        "duration_s": run.duration_s,
+        "wall_s": round(run.wall_s, 1),
+        "epoch_utc_s": res.epoch_utc_s,  # real time: the UTC time [s] of sim second 0 (every tier's)
+        "interrupted": res.interrupted,
+        "broker": {"kind": run.broker_kind, "url": run.url, "mqtt": run.mqtt},
+        "impairment": dataclasses.asdict(sc.links) if run.impair else None,
+        "settings": run.settings,
+        "messages": messages,
+        "latency_ms": {hop: h.summary_ms() for hop, h in sorted(by_hop.items())},
+        "latency_ms_by_type": by_type,
+        # for plots: each hop's merged histogram (bucket index -> count, as in v2x.core.metrics), and p50/p99 over time
+        "latency_hist_us": {hop: h.to_json() for hop, h in sorted(by_hop.items())},
+        "latency_over_time": {
+            hop: {"window_s": window, "columns": ["t_s", "count", "p50_ms", "p99_ms"], "rows": series_table(per, window)}
+            for hop, per in sorted(series.items())
+        },
+        "fleet_peak_rss_mb": fs.peak_rss_mb if fs else None,  # the fleet's process (or processes, added up)
+        # real time, per sim second: [second, most a step started late (ms), most vehicles present, steps, late steps]
+        "fleet_tick": tick,
+        "steady": None if run.warmup_s is None else _steady(run.warmup_s, series, tick),
+        "loss_by_hop": {
+            hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
+        },
+        "vehicles": fs.vehicles.to_json() if fs else {},
+        "traffic": fs.traffic.to_json() if fs else {},
+        "events": {
+            "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
+            "plan_apply_ms": _plan_latency([p for r in rsus for p in r.plans]),
+            "detected_hazards": cloud.detected_hazards if cloud else [],  # raised by the cloud from BSMs, source "detection"
+        },
+        "apps": {app: kpis.to_json() for app, kpis in fs.apps.items()} if fs else {},
+        "app_events": fs.app_events.to_json() if fs else {},
+        # emergency vehicles' travel times, their priority requests, and what each RSU did with them
+        "emergency": {
+            **(fs.emergency if fs else Emergency()).to_json(),
+            "priority_policy": sc.control.priority,
+            "rsu_log": [e for r in rsus for e in r.priority],
+        },
+        "spat_coverage": fs.spat.to_json() if fs else {},
+        "cloud": {
+            "vehicles_seen": cloud.vehicles_seen if cloud else 0,
+            "max_queue_by_approach": cloud.max_queue_by_approach if cloud else {},
+            "events": res.cloud_events,
+        },
+        "bad_input": {"fleet": fs.bad_input if fs else {}, "cloud": cloud.bad_input if cloud else {}, "rsus": _total(r.bad_input for r in rsus)},
+        "dropped": {"fleet": fs.dropped.to_json() if fs else {}},
+        "connection": _connection(res),
+        "misbehaviour": _misbehaviour(fs.attackers if fs else {}, cloud.misbehaviour.to_json() if cloud else {}),
+        # messages the impaired links lost (also in the sequence-number loss), or still carried at the end
+        "link_drops": {
+            "fleet": fs.link_drops.to_json() if fs else {}, "cloud": cloud.link_drops.to_json() if cloud else {},
+            "rsus": [r.link_drops.to_json() for r in rsus],
+        },
+    }
+    if res.lockstep is not None:
+        report["lockstep"] = res.lockstep
+    return report
+
+
+def _steady(from_s: float, series: Series, tick: list[list[float]]) -> dict[str, Any]:
+    """The run from sim second `from_s` on: latency per hop; the fleet's tick (real time) and vehicles present."""
+    rows = [r for r in tick if r[0] >= from_s]
+    steps = sum(r[3] for r in rows)
+    return {
+        "from_s": from_s,
+        "latency_ms": {hop: series_after(per, from_s) for hop, per in sorted(series.items())},
+        "tick": {
+            "seconds": len(rows),
+            "steps": steps,
+            # steps that started a whole step (or more) behind the wall clock (with several fleet processes, a
+            # step of any): the fleet holds its tick while these are at most 1% (its p99 lag is under one step)
+            "late_steps": sum(r[4] for r in rows),
+            "late_share": round(sum(r[4] for r in rows) / steps, 4) if steps else None,
+            "lag_ms_max": max((r[1] for r in rows), default=None),
+            "vehicles_mean": round(sum(r[2] for r in rows) / len(rows), 1) if rows else None,
+            "vehicles_max": max((r[2] for r in rows), default=None),
+        },
+    }
+
+
+def _misbehaviour(attackers: dict[str, str], detector: dict[str, Any]) -> dict[str, Any]:
+    """The cloud's misbehaviour detection scored against the fleet's truth: detection rate per attack,
+    false-positive rate over honest vehicles (senders heard at least MIN_BSMS_JUDGED times)."""
+    if not detector:
+        return {}
+    flagged = detector.get("flagged", {})
+    judged = {s for s, n in detector.get("senders", {}).items() if n >= MIN_BSMS_JUDGED}
+    by_attack: dict[str, dict[str, Any]] = {}
+    for sid, kind in attackers.items():
+        if sid not in judged or (kind == "sybil" and not sid.endswith("-g")):
+            continue  # a Sybil host tells the truth about itself: its ghost is the lie
+        e = by_attack.setdefault(kind, {"attackers": 0, "detected": 0})
+        e["attackers"] += 1
+        e["detected"] += sid in flagged
+    for e in by_attack.values():
+        e["rate"] = round(e["detected"] / e["attackers"], 4)
+    honest = sorted(s for s in judged if s not in attackers)
+    false = [s for s in honest if s in flagged]
+    return {
+        "by_attack": dict(sorted(by_attack.items())),
+        "honest": {"vehicles": len(honest), "false_positives": len(false), "rate": round(len(false) / max(len(honest), 1), 4),
+                   "listed": {s: flagged[s] for s in false[:20]}},
+    }
+
+
+def _connection(res: Results) -> dict[str, Any]:
+    """Each tier's lost connections, and the broker outages: when any tier was down (merged, sim seconds)."""
+    tiers = {
+        "fleet": res.fleet.connection.to_json() if res.fleet else {},
+        "cloud": res.cloud.connection.to_json() if res.cloud else {},
+    }
+    tiers.update({r.rsu or str(k): r.connection.to_json() for k, r in enumerate(res.rsus)})
+    return {"tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", []))}
+
+
+def _plan_latency(plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """From a plan being issued by the cloud to its RSU applying it at a phase boundary [ms]."""
+    done = [round((p["applied_s"] - p["issued_s"]) * 1000.0, 1) for p in plans if p.get("applied_s") is not None]
+    return {
+        "issued": len(plans), "applied": len(done),
+        "p50": float(np.median(done)) if done else None, "max": max(done) if done else None, "plans": plans,
+    }
+
+
+def print_summary(console: Console, r: dict[str, Any]) -> None:
+    """The report's headline figures as a table on the terminal."""
+    from rich.table import Table
+
+    msgs = r["messages"]
+
+    def count(t: str, what: str) -> int:
+        return int(msgs.get(t, {}).get(what, 0))
+
+    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    if r["vehicles"]:
+        t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
+    for name in msgs:
+        t.add_row(f"{name}: sent / received / lost / dup",
+                  f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")
+    for hop, lat in r["latency_ms"].items():
+        t.add_row(f"latency {hop} p50 / p99 / max (ms)", f"{lat['p50']:g} / {lat['p99']:g} / {lat['max']:g}  (n={lat['count']})")
+    by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
+    t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
+    if r["spat_coverage"]:
+        t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
+    if r["traffic"]:
+        t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
+        t.add_row("collisions / red-light violations", f"{r['traffic']['collisions']} / {r['traffic']['red_light_violations']}")
+    for app, a in r.get("apps", {}).items():
+        if a["warnings"]:
+            t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)", f"{a['warnings']} / {a['vehicles']} / {a['lead_time_s_p50']}")
+    for h in r.get("events", {}).get("hazard_warning_ms", {}).get("per_hazard", []):
+        t.add_row(f"hazard {h['event_id']}: warned first / last (ms); reached unwarned",
+                  f"{h['first_ms']} / {h['last_ms']}; {h['reached_unwarned']} of {h['reached']}")
+    for d in r.get("events", {}).get("detected_hazards", []):
+        t.add_row(f"detected by the cloud: {d['kind'].replace('_', ' ')}",
+                  f"{d['intersection']}.{d['approach']} lane {d['lane']}, {d['to_line_m']} m before the line, at {d['sim_s']} s")
+    for x in r.get("emergency", {}).get("crossings", []):
+        t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", str(x["seconds"]))
+    plans = r.get("events", {}).get("plan_apply_ms", {})
+    if plans.get("issued"):
+        t.add_row("signal plans issued / applied; issue to apply p50 (ms)", f"{plans['issued']} / {plans['applied']}; {plans['p50']}")
+    for a, b in r.get("connection", {}).get("outages_s", []):
+        tiers = r["connection"]["tiers"]
+        back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
+        t.add_row(f"broker outage {a:g} to {'end' if b is None else f'{b:g}'} s (sim); reconnects",
+                  f"{back}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
+    if "lockstep" in r:
+        ls = r["lockstep"]
+        t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")
+    console.print(t)
