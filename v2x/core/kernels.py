@@ -1,11 +1,20 @@
-"""The traffic core's compiled loops: numba kernels over the vehicles' arrays, and what they read.
+"""The traffic core's compiled loops (numba), the bundles of arrays they take, and how they are loaded.
 
-`Traffic` (v2x/core/traffic.py) keeps the vehicles as numpy arrays and calls these for the
-per-vehicle work of a step. Each kernel is a plain function compiled by `@kernel`: nopython
-mode, cached on disk, and typed as the function itself, so mypy checks every call against the
-one signature written here. Its parameters' annotations also say what numba compiles it for
-(the array aliases below carry their numba types), which is how `load_kernels` loads every
-kernel before the first step without a second list of argument types.
+`Traffic` (v2x/core/traffic.py) keeps the vehicles as numpy arrays and calls the functions
+below for the per-vehicle work of a step. Each takes a few named bundles and the arrays of
+the call: the network's arrays (`NetArrays`, built once per network), the vehicles' state
+columns (`Vehicles`: `Traffic` itself), the IDM parameters (`Idm`), the junctions' conflict
+table (`Conflicts`) and the diverging paths (`Diverges`). It hands exactly the arrays its
+loop reads to the compiled kernel, a plain function compiled by `@kernel`: nopython mode,
+cached on disk, and typed as the function itself, so mypy checks every call, and the
+kernel's annotations (the array aliases below carry their numba types) are what
+`load_kernels` compiles it for: one signature per kernel, written once.
+
+The bundles stop at this Python layer on purpose. numba types a NamedTuple argument on every
+call from its class, field names and every field (~0.5 us plus ~0.1 us per array), where a
+flat array costs ~0.05 us; at one junction (a step of ~75 us calling ~15 kernels) passing
+the bundles into the compiled code made a step 87% slower (the network's arrays alone:
+~2 us more per call), while this layer costs ~0.1 us per call.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import enum
 import math
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import numba
 import numpy as np
@@ -57,6 +66,179 @@ _GREEN, _PERMISSIVE, _YELLOW, _RED, _UNKNOWN = (
     int(Light.GREEN), int(Light.PERMISSIVE), int(Light.YELLOW), int(Light.RED), int(Light.UNKNOWN)
 )
 
+class NetArrays(NamedTuple):
+    """The network's arrays (`Network`), built once per network: routes by row, links by id, and the links'
+    polylines joined end to end."""
+
+    route_links: IntMatrix  # [route, k] the route's k-th link, -1 past its end
+    route_start: FloatMatrix  # [route, k] where along the route [m] its k-th link starts (inf past its end)
+    route_nlinks: IntArray  # links per route
+    route_length: FloatArray  # [m]
+    link_kind: IntArray  # LinkKind
+    link_length: FloatArray  # [m]
+    link_speed: FloatArray  # [m/s] speed limit
+    link_group: IntArray  # CONN: global signal group, else -1
+    link_source: IntArray  # CONN: the IN link it leaves
+    link_offset: FloatArray  # [m] where the link's polyline starts in poly_s
+    poly_s: FloatArray  # [m] arc length of every polyline point, links end to end
+    poly_xy: FloatMatrix  # [m] the points, (x, y) per row
+
+    @classmethod
+    def of(cls, net: Network) -> NetArrays:
+        return cls(
+            net.route_links, net.route_start, net.route_nlinks, net.route_length, net.link_kind, net.link_length,
+            net.link_speed, net.link_group, net.link_source, net.link_offset, net.poly_s, net.poly_xy,
+        )
+
+
+class Vehicles(Protocol):
+    """The vehicles' state columns the kernels read, one entry per vehicle in slot order: `Traffic` has them (its
+    arrays themselves: the kernels that update some in place, update Traffic's)."""
+
+    route: IntArray
+    link_idx: IntArray  # index of the current link in the route
+    s: FloatArray  # [m] along the route (front bumper)
+    v: FloatArray  # [m/s]
+    length: FloatArray  # [m]
+    vmax_factor: FloatArray  # desired speed / speed limit
+    amax: FloatArray  # [m/s^2] maximum acceleration
+    go_on_yellow: BoolArray  # decided to go on this yellow
+    stopped: BoolArray
+    stops: IntArray
+    queued: BoolArray  # stopped on its current IN link
+
+
+class Idm(NamedTuple):
+    """The Intelligent Driver Model's parameters shared by all drivers."""
+
+    s0: float  # [m] minimum gap
+    t_gap: float  # [s] time headway
+    b: float  # [m/s^2] comfortable deceleration
+    delta: float  # acceleration exponent
+
+
+class Conflicts(NamedTuple):
+    """The junctions' conflicts, one row per (path, conflict) with rows grouped by path: path p's are first_row[p]
+    .. first_row[p] + n_rows[p] - 1; each gives the other path and points [m] along both."""
+
+    first_row: IntArray  # per path
+    n_rows: IntArray  # per path
+    other: IntArray  # the other path
+    yields: BoolArray  # this path yields
+    wait_me: FloatArray  # this path's waiting point
+    exit_me: FloatArray  # where this path leaves the conflict zone
+    wait_other: FloatArray  # the other path's waiting point
+    s_other: FloatArray  # where the other path enters the zone
+    exit_other: FloatArray  # where the other path leaves it
+    first_wait_as_other: FloatArray  # per path: its nearest waiting point as the other path of a conflict
+
+
+class Diverges(NamedTuple):
+    """Pairs of paths leaving one lane: pair p's path a shares its first s[p] m with its path b. The pairs by path
+    b: by_b[b_start[b]:b_start[b + 1]]."""
+
+    a: IntArray
+    s: FloatArray
+    b_start: IntArray
+    by_b: IntArray
+
+
+# -- the kernels as the core calls them -------------------------------------------------------------------------
+# Each hands the arrays its loop reads, out of the bundles, to the compiled kernel of the same name with a leading
+# underscore (documented there). The ones that take no bundle are the compiled kernels themselves.
+
+
+def locate(net: NetArrays, veh: Vehicles) -> tuple[IntArray, FloatArray]:
+    return _locate(net.route_links, net.route_start, veh.route, veh.link_idx, veh.s)
+
+
+def signal_view(net: NetArrays, veh: Vehicles) -> tuple[IntArray, FloatArray]:
+    return _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, veh.route, veh.link_idx, veh.s)
+
+
+def bodies(net: NetArrays, veh: Vehicles, idx: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    return _bodies(
+        net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
+        veh.route, veh.link_idx, veh.s, veh.length, idx,
+    )
+
+
+def link_indices(net: NetArrays, veh: Vehicles) -> IntArray:
+    return _link_indices(net.route_start, net.route_nlinks, veh.route, veh.s)
+
+
+def leaders(
+    net: NetArrays, veh: Vehicles, order: IntArray, link: IntArray, s_link: FloatArray
+) -> tuple[IntArray, FloatArray, IntArray]:
+    return _leaders(order, link, s_link, veh.length, veh.route, veh.link_idx, net.route_links, net.link_length)
+
+
+def overhang_gaps(
+    net: NetArrays, veh: Vehicles, leader: IntArray, tail: IntArray, link: IntArray, s_link: FloatArray, gap: FloatArray
+) -> FloatArray:
+    return _overhang_gaps(
+        leader, tail, link, s_link, veh.length, veh.v, net.link_kind, net.link_source, net.link_length, gap
+    )
+
+
+def diverge_gaps(
+    net: NetArrays, veh: Vehicles, div: Diverges, link: IntArray, s_link: FloatArray, tail: IntArray,
+    gap: FloatArray, lead_v: FloatArray,
+) -> None:
+    _diverge_gaps(
+        link, s_link, veh.length, veh.v, veh.route, veh.link_idx, net.route_links, net.link_kind, net.link_length,
+        tail, div.a, div.s, div.b_start, div.by_b, gap, lead_v,
+    )
+
+
+def desire(
+    net: NetArrays, veh: Vehicles, idm: Idm, link: IntArray, s_link: FloatArray, gap: FloatArray, lead_v: FloatArray,
+    v0_cap: FloatArray, group: IntArray, dist: FloatArray, believed: IntArray,
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    return _desire(
+        link, s_link, veh.route, veh.link_idx, veh.v, veh.vmax_factor, veh.amax, gap, lead_v, v0_cap, group, dist,
+        believed, veh.go_on_yellow, net.route_links, net.link_length, net.link_speed, idm.s0, idm.t_gap, idm.b,
+        idm.delta,
+    )
+
+
+def conflict_waits(
+    net: NetArrays, veh: Vehicles, table: Conflicts, link: IntArray, s_link: FloatArray, dist: FloatArray,
+    stopping: BoolArray,
+) -> FloatArray:
+    return _conflict_waits(
+        link, s_link, dist, stopping, veh.route, veh.link_idx, veh.v, veh.amax, veh.length, veh.vmax_factor,
+        net.route_links, net.link_kind, net.link_length, net.link_speed, table.first_row, table.n_rows, table.other,
+        table.yields, table.wait_me, table.exit_me, table.wait_other, table.s_other, table.exit_other,
+        table.first_wait_as_other,
+    )
+
+
+def integrate(
+    veh: Vehicles, idm: Idm, acc: FloatArray, v0: FloatArray, stop_line: BoolArray, dist: FloatArray,
+    wait: FloatArray, dt: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    return _integrate(acc, v0, stop_line, dist, wait, veh.v, veh.s, veh.amax, dt, idm.s0, idm.t_gap, idm.b, idm.delta)
+
+
+def measure_flags(
+    net: NetArrays, veh: Vehicles, link: IntArray, queue: IntArray
+) -> tuple[FloatArray, BoolArray, BoolArray]:
+    return _measure_flags(
+        veh.v, veh.s, veh.route, veh.link_idx, link, net.link_kind, net.route_start, net.route_length,
+        veh.stopped, veh.stops, veh.queued, queue,
+    )
+
+
+def lane_overlaps(
+    net: NetArrays, veh: Vehicles, order: IntArray, link: IntArray, s_link: FloatArray
+) -> tuple[IntArray, IntArray, BoolArray]:
+    return _lane_overlaps(order, link, s_link, veh.length, net.link_kind, net.link_length)
+
+
+# -- compiling and loading --------------------------------------------------------------------------------------
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 KERNELS: list[Any] = []  # every kernel's numba dispatcher, in the order they are defined
@@ -91,17 +273,21 @@ def load_kernels(net: Network) -> None:
     net.xy_heading(np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
+# -- the compiled loops ----------------------------------------------------------------------------------------
+
+
 @kernel
-def bodies(
+def _bodies(
     link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatMatrix, route_links: IntMatrix,
-    route_start: FloatMatrix, route: IntArray, link_idx: IntArray, s: FloatArray, length: FloatArray,
+    route_start: FloatMatrix, route: IntArray, link_idx: IntArray, s: FloatArray, length: FloatArray, idx: IntArray,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """`Traffic.bodies` for the given vehicles' route, link index, position along the route and length: the front
-    point, the rear point (on an earlier link of the route if the body reaches back), the heading of the chord
+    """`Traffic.bodies` for vehicles `idx`, from their route, link index, position along the route and length: the
+    front point, the rear point (on an earlier link of the route if the body reaches back), the heading of the chord
     between them (of the front's segment when shorter than 0.5 m) and the centre half a length behind the front."""
-    n = len(route)
+    n = len(idx)
     cx, cy, heading = np.empty(n), np.empty(n), np.empty(n)
-    for i in range(n):
+    for p in range(n):
+        i = idx[p]
         r, li = route[i], link_idx[i]
         fx, fy, fh = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, li], s[i] - route_start[r, li])
         s_rear = max(s[i] - length[i], 0.0)
@@ -113,7 +299,7 @@ def bodies(
         dx, dy = fx - rx, fy - ry
         h = math.atan2(dx, dy) * (180.0 / math.pi) % 360.0 if math.hypot(dx, dy) > 0.5 else fh
         hr = h * (math.pi / 180.0)
-        cx[i], cy[i], heading[i] = fx - math.sin(hr) * length[i] / 2, fy - math.cos(hr) * length[i] / 2, h
+        cx[p], cy[p], heading[p] = fx - math.sin(hr) * length[i] / 2, fy - math.cos(hr) * length[i] / 2, h
     return cx, cy, heading
 
 
@@ -144,7 +330,7 @@ def link_order(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
 
 
 @kernel
-def link_indices(route_start: FloatMatrix, route_nlinks: IntArray, route: IntArray, s: FloatArray) -> IntArray:
+def _link_indices(route_start: FloatMatrix, route_nlinks: IntArray, route: IntArray, s: FloatArray) -> IntArray:
     """Each vehicle's link in its route: the last whose start is at or behind it."""
     out = np.empty(len(s), dtype=np.int64)
     for i in range(len(s)):
@@ -156,7 +342,7 @@ def link_indices(route_start: FloatMatrix, route_nlinks: IntArray, route: IntArr
 
 
 @kernel
-def locate(
+def _locate(
     route_links: IntMatrix, route_start: FloatMatrix, route: IntArray, link_idx: IntArray, s: FloatArray
 ) -> tuple[IntArray, FloatArray]:
     """Each vehicle's current link and position on it [m]."""
@@ -169,12 +355,12 @@ def locate(
 
 
 @kernel
-def signal_view(
+def _signal_view(
     route_links: IntMatrix, route_start: FloatMatrix, link_kind: IntArray, link_group: IntArray,
     route: IntArray, link_idx: IntArray, s: FloatArray,
 ) -> tuple[IntArray, FloatArray]:
-    """`Traffic.signal_view`: the group of the stop line at the end of the vehicle's
-    IN link, or, on a turning path whose exit is the next junction's approach lane (corridor), at that lane's end."""
+    """`Traffic.signal_view`: the group of the stop line at the end of the vehicle's IN link, or, on a turning path
+    whose exit is the next junction's approach lane (corridor), at that lane's end."""
     n, width = len(s), route_links.shape[1]
     group, dist = np.full(n, -1, dtype=np.int64), np.full(n, np.inf)
     for i in range(n):
@@ -200,7 +386,7 @@ def rearmost(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
 
 
 @kernel
-def overhang_gaps(
+def _overhang_gaps(
     leader: IntArray, tail: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray,
     link_kind: IntArray, link_source: IntArray, link_length: FloatArray, gap: FloatArray,
 ) -> FloatArray:
@@ -240,7 +426,7 @@ def idm(v: float, v0: float, amax: float, gap: float, dv: float, s0: float, t_ga
 
 
 @kernel
-def desire(
+def _desire(
     link: IntArray, s_link: FloatArray, route: IntArray, link_idx: IntArray, v: FloatArray, vmax_factor: FloatArray,
     amax: FloatArray, gap: FloatArray, lead_v: FloatArray, v0_cap: FloatArray, group: IntArray, dist: FloatArray,
     believed: IntArray, go_on_yellow: BoolArray, route_links: IntMatrix, link_length: FloatArray,
@@ -276,7 +462,7 @@ def desire(
 
 
 @kernel
-def integrate(
+def _integrate(
     acc: FloatArray, v0: FloatArray, stop_line: BoolArray, dist: FloatArray, wait: FloatArray, v: FloatArray,
     s: FloatArray, amax: FloatArray, dt: float, s0: float, t_gap: float, b: float, delta: float,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -302,7 +488,7 @@ def integrate(
 
 
 @kernel
-def measure_flags(
+def _measure_flags(
     v: FloatArray, s: FloatArray, route: IntArray, link_idx: IntArray, link: IntArray, link_kind: IntArray,
     route_start: FloatMatrix, route_length: FloatArray, stopped: BoolArray, stops: IntArray, queued: BoolArray,
     queue: IntArray,
@@ -328,7 +514,7 @@ def measure_flags(
 
 
 @kernel
-def lane_overlaps(
+def _lane_overlaps(
     order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, link_kind: IntArray,
     link_length: FloatArray,
 ) -> tuple[IntArray, IntArray, BoolArray]:
@@ -350,13 +536,13 @@ def lane_overlaps(
 
 
 @kernel
-def diverge_gaps(
+def _diverge_gaps(
     link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray, route: IntArray, link_idx: IntArray,
     route_links: IntMatrix, link_kind: IntArray, link_length: FloatArray, tail: IntArray,
     div_a: IntArray, div_s: FloatArray, b_start: IntArray, by_b: IntArray, gap: FloatArray, lead_v: FloatArray,
 ) -> None:
-    """`Traffic._diverge_leaders`. Pair p: paths div_a[p] and b leave one lane and
-    share their first div_s[p] m; the rearmost vehicle on a, while its rear is within them, leads every vehicle
+    """Gaps to the rear of a vehicle on a sibling path still within the shared start. Pair p: paths div_a[p] and b
+    leave one lane and share their first div_s[p] m; the rearmost vehicle on a, while its rear is within them, leads every vehicle
     behind it on b or on the lane before b. Per vehicle the smallest gap (on a tie the first pair), if smaller
     than `gap`: `gap` and `lead_v` are updated in place."""
     width = route_links.shape[1]
@@ -388,7 +574,7 @@ def diverge_gaps(
 
 
 @kernel
-def leaders(
+def _leaders(
     order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, route: IntArray, link_idx: IntArray,
     route_links: IntMatrix, link_length: FloatArray,
 ) -> tuple[IntArray, FloatArray, IntArray]:
@@ -427,7 +613,7 @@ def leaders(
 
 
 @kernel
-def conflict_waits(
+def _conflict_waits(
     link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray, route: IntArray, link_idx: IntArray,
     v: FloatArray, amax: FloatArray, length: FloatArray, vmax_factor: FloatArray,
     route_links: IntMatrix, link_kind: IntArray, link_length: FloatArray, link_speed: FloatArray,
@@ -435,8 +621,8 @@ def conflict_waits(
     c_exit_me: FloatArray, c_wait_other: FloatArray, c_s_other: FloatArray, c_exit_other: FloatArray,
     c_first_wait_as_other: FloatArray,
 ) -> FloatArray:
-    """`Traffic._conflict_obstacles`. Conflict rows are grouped by path:
-    path p's are first[p] .. first[p] + count[p] - 1; for each, the other path and the points along both [m]."""
+    """`Traffic._conflict_obstacles`. Conflict rows are grouped by path: path p's are first[p] .. first[p] +
+    count[p] - 1; for each, the other path and the points along both [m] (`Conflicts`)."""
     n = len(link)
     width = route_links.shape[1]
     out = np.full(n, np.inf)
@@ -564,5 +750,3 @@ def overlapping_boxes(
                 out_a.append(min(a, b))
                 out_b.append(max(a, b))
     return np.array(out_a, dtype=np.int64), np.array(out_b, dtype=np.int64)
-
-

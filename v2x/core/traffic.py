@@ -228,30 +228,33 @@ class Traffic:
             self._conflicts.setdefault(c.priority, []).append(
                 (c.yielder, c.wait_priority, c.exit_priority, c.wait_yielder, c.s_yielder, c.exit_yielder, False)
             )
-        self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
-        self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
-        self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
+        self._arrays = kernels.NetArrays.of(network)
+        div_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
+        div_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
         # the pairs by path b, in pair order: (where each link's pairs start in the list, the list of pair indices)
-        by_b = np.argsort(self._diverge_b, kind="stable")
-        self._diverge_by_b = (np.searchsorted(self._diverge_b[by_b], np.arange(len(network.links) + 1)), by_b)
-        # the same table as arrays, rows grouped by path (`_conflict_rows`: a path's first row and count)
+        by_b = np.argsort(div_b, kind="stable")
+        self._diverges = kernels.Diverges(
+            div_a, np.array([d.separate_s for d in network.diverges] * 2),
+            np.searchsorted(div_b[by_b], np.arange(len(network.links) + 1)), by_b,
+        )
+        # the same table as arrays, rows grouped by path (a path's first row and count)
         rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
         table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
-        self._c_other = table[:, 0].astype(np.int64)
-        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = (
-            np.ascontiguousarray(table[:, 1:].T)
-        )
-        self._c_yield = np.array([r[7] for r in rows], dtype=bool)
+        other = table[:, 0].astype(np.int64)
+        wait_me, exit_me, wait_other, s_other, exit_other = np.ascontiguousarray(table[:, 1:].T)
         first = np.zeros(len(network.links) + 1, dtype=np.int64)
         count = np.zeros(len(network.links) + 1, dtype=np.int64)
         for k, r in enumerate(rows):
             first[r[0]] = k if count[r[0]] == 0 else first[r[0]]
             count[r[0]] += 1
-        self._conflict_rows = (first, count)
         # per path, the nearest waiting point it has as the other path of a conflict [m]: a vehicle short of it,
         # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
-        self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
-        np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
+        first_wait_as_other = np.full(len(network.links) + 1, np.inf)
+        np.minimum.at(first_wait_as_other, other, wait_other)
+        self._conflict_table = kernels.Conflicts(
+            first, count, other, np.array([r[7] for r in rows], dtype=bool), wait_me, exit_me, wait_other, s_other,
+            exit_other, first_wait_as_other,
+        )
         # load the compiled kernels now, not at the first vehicle, where a real-time run would see it as a late step
         load_kernels(network)
 
@@ -399,7 +402,7 @@ class Traffic:
 
     def _where(self) -> tuple[IntArray, FloatArray]:
         """(current link, position on it [m]) of every vehicle."""
-        return kernels.locate(self.net.route_links, self.net.route_start, self.route, self.link_idx, self.s)
+        return kernels.locate(self._arrays, self)
 
     def current_link(self) -> IntArray:
         return self._where()[0]
@@ -414,19 +417,12 @@ class Traffic:
         return self._view
 
     def _compute_signal_view(self) -> tuple[IntArray, FloatArray]:
-        net = self.net
-        return kernels.signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, self.route, self.link_idx, self.s)
+        return kernels.signal_view(self._arrays, self)
 
     def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
         placed by front and rear points on the path, so a body on a curve lies along the chord."""
-        if idx is None:
-            idx = np.arange(self.n)
-        net = self.net
-        return kernels.bodies(
-            net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
-            self.route[idx], self.link_idx[idx], self.s[idx], self.length[idx],
-        )
+        return kernels.bodies(self._arrays, self, np.arange(self.n) if idx is None else idx)
 
     # -- the step ----------------------------------------------------------------
 
@@ -553,19 +549,16 @@ class Traffic:
     def _leaders(self, link: IntArray, s_link: FloatArray) -> tuple[IntArray, FloatArray, IntArray]:
         """(leader slot or -1, gap [m], the rearmost vehicle on each link or -1): the next vehicle on the same
         link, else the rearmost on the next LOOKAHEAD_LINKS links of the route."""
-        net = self.net
-        order = kernels.link_order(link, s_link, len(net.links))
-        return kernels.leaders(order, link, s_link, self.length, self.route, self.link_idx, net.route_links, net.link_length)
+        order = kernels.link_order(link, s_link, len(self.net.links))
+        return kernels.leaders(self._arrays, self, order, link, s_link)
 
     def _move(
         self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
     ) -> None:
-        net, d = self.net, self.driver
-        link, s_link = self._where()
+        d, net = self.driver, self._arrays
+        link, s_link = kernels.locate(net, self)
         leader, gap, tail = self._leaders(link, s_link)
-        lead_v = kernels.overhang_gaps(
-            leader, tail, link, s_link, self.length, self.v, net.link_kind, net.link_source, net.link_length, gap
-        )
+        lead_v = kernels.overhang_gaps(net, self, leader, tail, link, s_link, gap)
         # a stalled vehicle is a standing leader
         if self.obstacles:
             g_obs, _ = self._obstacle_ahead(link, s_link)
@@ -573,8 +566,8 @@ class Traffic:
             gap[nearer] = g_obs[nearer]
             lead_v[nearer] = 0.0
         # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
-        if len(self._diverge_a):
-            self._diverge_leaders(link, s_link, tail, gap, lead_v)
+        if len(self._diverges.a):
+            kernels.diverge_gaps(net, self, self._diverges, link, s_link, tail, gap, lead_v)
 
         # a cap on the desired speed: near a hazard one was warned of (HLW), and an advisory speed (GLOSA)
         v0_cap = np.full(self.n, np.inf)
@@ -584,27 +577,14 @@ class Traffic:
             np.minimum(v0_cap, advice, out=v0_cap, where=np.isfinite(advice))
 
         group, dist = self.signal_view()
-        idm = (d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))  # s0, T, b, delta
-        acc, v0, stop_line = kernels.desire(
-            link, s_link, self.route, self.link_idx, self.v, self.vmax_factor, self.amax, gap, lead_v, v0_cap,
-            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed, *idm,
-        )
+        idm = kernels.Idm(d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))
+        acc, v0, stop_line = kernels.desire(net, self, idm, link, s_link, gap, lead_v, v0_cap, group, dist, believed)
         # standing obstacles: the stop line, and waiting points at conflicts
         wait = self._conflict_obstacles(link, s_link, dist, stop_line)
         s_old = self.s
-        self.s, self.v, self.a = kernels.integrate(acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, *idm)
+        self.s, self.v, self.a = kernels.integrate(self, idm, acc, v0, stop_line, dist, wait, dt)
         self._view = None
         self._measure(dt, link, s_old, believed, truth, group, dist)
-
-    def _diverge_leaders(
-        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray
-    ) -> None:
-        """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
-        net = self.net
-        kernels.diverge_gaps(
-            link, s_link, self.length, self.v, self.route, self.link_idx, net.route_links, net.link_kind, net.link_length,
-            tail, self._diverge_a, self._diverge_s, *self._diverge_by_b, gap, lead_v,
-        )
 
     def _conflict_obstacles(
         self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
@@ -619,14 +599,7 @@ class Traffic:
             in the conflict zone (a late turner, a long bus still clearing).
         Loops over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples, compiled by numba.
         """
-        net = self.net
-        first, count = self._conflict_rows
-        return kernels.conflict_waits(
-            link, s_link, dist, stopping, self.route, self.link_idx, self.v, self.amax, self.length, self.vmax_factor,
-            net.route_links, net.link_kind, net.link_length, net.link_speed, first, count,
-            self._c_other, self._c_yield, self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other,
-            self._c_exit_other, self._c_first_wait_as_other,
-        )
+        return kernels.conflict_waits(self._arrays, self, self._conflict_table, link, s_link, dist, stopping)
 
     def _measure(
         self, dt: float, link: IntArray, s_old: FloatArray, believed: IntArray, truth: IntArray | None,
@@ -637,10 +610,7 @@ class Traffic:
         t_now = self.t + dt
         # stops with hysteresis, and the queue per approach lane
         counts = np.zeros(len(net.links), dtype=np.int64)
-        start_next, crossed, done = kernels.measure_flags(
-            self.v, self.s, self.route, self.link_idx, link, net.link_kind, net.route_start, net.route_length,
-            self.stopped, self.stops, self.queued, counts,
-        )
+        start_next, crossed, done = kernels.measure_flags(self._arrays, self, link, counts)
         for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
             st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
         np.maximum(self._max_queue, counts, out=self._max_queue)
@@ -666,7 +636,7 @@ class Traffic:
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
             self.queued[crossed] = False
-            self.link_idx = kernels.link_indices(net.route_start, net.route_nlinks, self.route, self.s)
+            self.link_idx = kernels.link_indices(self._arrays, self)
         # vehicles that reached the end of their route leave
         if done.any():
             idx = np.flatnonzero(done)
@@ -690,16 +660,15 @@ class Traffic:
         n = self.n
         if n < 2:
             return
-        net = self.net
-        link, s_link = self._where()
-        lane_rear, lane_front, in_box = kernels.lane_overlaps(
-            kernels.link_order(link, s_link, len(net.links)), link, s_link, self.length, net.link_kind, net.link_length
-        )
+        net = self._arrays
+        link, s_link = kernels.locate(net, self)
+        order = kernels.link_order(link, s_link, len(self.net.links))
+        lane_rear, lane_front, in_box = kernels.lane_overlaps(net, self, order, link, s_link)
         pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(lane_rear, lane_front, strict=True)]
         # 2D check among vehicles on turning paths or within a car length of a stop line
         idx = np.flatnonzero(in_box)
         if len(idx) >= 2:
-            x, y, h = self.bodies(idx)
+            x, y, h = kernels.bodies(net, self, idx)
             ia, ib = kernels.overlapping_boxes(x, y, h, self.length[idx], self.width[idx])
             pairs += [(int(a), int(b)) for a, b in zip(self.ids[idx[ia]], self.ids[idx[ib]], strict=True)]
         for k, (lid, front, length) in self.obstacles.items():  # a stalled vehicle is -1 - its key
