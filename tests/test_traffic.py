@@ -137,11 +137,11 @@ def test_box_overlap_check_agrees_with_polygon_geometry() -> None:
 def test_kernels_are_loaded_for_the_types_of_the_real_calls() -> None:
     """load_kernels compiles each kernel for the types its annotations give; a call with other types (a dtype,
     a layout, a bundle's field) would compile a second version in the middle of a step."""
-    from v2x.core import kernels
+    from v2x.core import jit
 
     for path in BUNDLED:
         OfflineRun(dataclasses.replace(scenario.load(path), duration_s=60.0)).run(60.0)
-    assert {k.__name__: len(k.signatures) for k in kernels.KERNELS} == {k.__name__: 1 for k in kernels.KERNELS}
+    assert {k.__name__: len(k.signatures) for k in jit.KERNELS} == {k.__name__: 1 for k in jit.KERNELS}
 
 
 def test_yellow_dilemma_rule() -> None:

@@ -5,10 +5,9 @@ below for the per-vehicle work of a step. Each takes a few named bundles and the
 the call: the network's arrays (`NetArrays`, built once per network), the vehicles' state
 columns (`Vehicles`: `Traffic` itself), the IDM parameters (`Idm`), the junctions' conflict
 table (`Conflicts`) and the diverging paths (`Diverges`). It hands exactly the arrays its
-loop reads to the compiled kernel, a plain function compiled by `@kernel`: nopython mode,
-cached on disk, and typed as the function itself, so mypy checks every call, and the
-kernel's annotations (the array aliases below carry their numba types) are what
-`load_kernels` compiles it for: one signature per kernel, written once.
+loop reads to the compiled kernel, a plain function compiled by `@kernel` (v2x/core/jit.py):
+typed as the function itself, so mypy checks every call, and compiled by `load_kernels` for
+the numba types its annotations carry: one signature per kernel, written once.
 
 The bundles stop at this Python layer on purpose. numba types a NamedTuple argument on every
 call from its class, field names and every field (~0.5 us plus ~0.1 us per array), where a
@@ -21,22 +20,12 @@ from __future__ import annotations
 
 import enum
 import math
-import typing
-from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
-import numba
 import numpy as np
-import numpy.typing as npt
 
+from v2x.core.jit import BoolArray, FloatArray, FloatMatrix, IntArray, IntMatrix, compile_all, kernel
 from v2x.core.network import LinkKind, Network, point_at
-
-# The arrays the kernels take, each with the numba type it is compiled for (C-contiguous, writeable).
-FloatArray = Annotated[npt.NDArray[np.float64], numba.float64[::1]]
-IntArray = Annotated[npt.NDArray[np.int64], numba.int64[::1]]
-BoolArray = Annotated[npt.NDArray[np.bool_], numba.boolean[::1]]
-FloatMatrix = Annotated[npt.NDArray[np.float64], numba.float64[:, ::1]]
-IntMatrix = Annotated[npt.NDArray[np.int64], numba.int64[:, ::1]]
 
 YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
 MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
@@ -239,38 +228,11 @@ def lane_overlaps(
 # -- compiling and loading --------------------------------------------------------------------------------------
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-KERNELS: list[Any] = []  # every kernel's numba dispatcher, in the order they are defined
-
-
-def kernel(fn: Callable[P, R]) -> Callable[P, R]:
-    """`fn` compiled by numba (nopython, cached on disk), typed as `fn`, and registered for `load_kernels`."""
-    compiled: Callable[P, R] = numba.njit(cache=True)(fn)
-    KERNELS.append(compiled)
-    return compiled
-
-
-def _numba_type(annotation: object) -> Any:
-    """The numba type a parameter annotated `annotation` is compiled for."""
-    if typing.get_origin(annotation) is Annotated:
-        return typing.get_args(annotation)[1]
-    if annotation is float:
-        return numba.float64
-    if annotation is int:
-        return numba.int64
-    raise TypeError(f"no numba type for a kernel parameter annotated {annotation!r}")
-
-
-def load_kernels(net: Network) -> None:
-    """Load every kernel numba compiled from its on-disk cache (~0.5 s per process), or compile it if the cache is
-    empty (the first run after install: several seconds), for the argument types its annotations give: those of
-    the real calls, so the step finds them ready. Also the network's own (`Network.xy_heading`)."""
-    for k in KERNELS:
-        hints = typing.get_type_hints(k.py_func, include_extras=True)
-        hints.pop("return", None)
-        k.compile(tuple(_numba_type(hints[name]) for name in k.py_func.__code__.co_varnames[: k.py_func.__code__.co_argcount]))
-    net.xy_heading(np.zeros(0, dtype=np.int64), np.zeros(0))
+def load_kernels() -> None:
+    """Load every kernel of the core (these and the network's) from numba's on-disk cache (~0.5 s per process), or
+    compile them if the cache is empty (the first run after install: several seconds), for the argument types
+    their annotations give: those of the real calls, so the step finds them ready."""
+    compile_all()
 
 
 # -- the compiled loops ----------------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ class Traffic:
             exit_other, first_wait_as_other,
         )
         # load the compiled kernels now, not at the first vehicle, where a real-time run would see it as a late step
-        load_kernels(network)
+        load_kernels()
 
     # -- demand --------------------------------------------------------------
 
