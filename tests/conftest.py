@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from v2x.core import scenario
-from v2x.core.network import Network
 from v2x.core.traffic import load_kernels
 
 
@@ -13,4 +11,4 @@ from v2x.core.traffic import load_kernels
 def compiled_core() -> None:
     """numba's loops compiled before any test starts processes on the clock: in a clean clone the cache is
     empty, and tiers that each compiled (several seconds) would start late."""
-    load_kernels(Network(scenario.load(scenario.resolve("four_way"))))
+    load_kernels()

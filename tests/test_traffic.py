@@ -111,13 +111,13 @@ def _polygons_meet(p: list[tuple[float, float]], q: list[tuple[float, float]]) -
 
 
 def test_box_overlap_check_agrees_with_polygon_geometry() -> None:
-    from v2x.core.traffic import _overlapping_boxes
+    from v2x.core.kernels import overlapping_boxes
 
     car = (4.5, 1.8)
     # a car heading north at the origin, another beside it, then crossing in front of it
     for (x, y, h), expect in (((1.7, 0.0, 0.0), True), ((1.9, 0.0, 0.0), False), ((0.0, 3.1, 90.0), True), ((0.0, 3.2, 90.0), False),
                               ((0.0, 0.0, 37.0), True)):
-        a, b = _overlapping_boxes(np.array([0.0, x]), np.array([0.0, y]), np.array([0.0, h]), np.array(car[:1] * 2), np.array(car[1:] * 2))
+        a, b = overlapping_boxes(np.array([0.0, x]), np.array([0.0, y]), np.array([0.0, h]), np.array(car[:1] * 2), np.array(car[1:] * 2))
         assert (list(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 1)]) == expect, (x, y, h)
     # random scenes of cars and buses: the pairs found are exactly the pairs whose rectangles meet
     rng = np.random.default_rng(3)
@@ -126,12 +126,22 @@ def test_box_overlap_check_agrees_with_polygon_geometry() -> None:
         n = int(rng.integers(2, 40))
         x, y, h = rng.uniform(0, 40, n), rng.uniform(0, 40, n), rng.uniform(0, 360, n)
         length, width = rng.choice([4.5, 12.0], n), rng.choice([1.8, 2.5], n)
-        a, b = _overlapping_boxes(x, y, h, length, width)
+        a, b = overlapping_boxes(x, y, h, length, width)
         boxes = [_corners(x[i], y[i], h[i], length[i], width[i]) for i in range(n)]
         expected = {(i, j) for i in range(n) for j in range(i + 1, n) if _polygons_meet(boxes[i], boxes[j])}
         assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
         found += len(expected)
     assert found > 100
+
+
+def test_kernels_are_loaded_for_the_types_of_the_real_calls() -> None:
+    """load_kernels compiles each kernel for the types its annotations give; a call with other types (a dtype,
+    a layout, a bundle's field) would compile a second version in the middle of a step."""
+    from v2x.core import jit
+
+    for path in BUNDLED:
+        OfflineRun(dataclasses.replace(scenario.load(path), duration_s=60.0)).run(60.0)
+    assert {k.__name__: len(k.signatures) for k in jit.KERNELS} == {k.__name__: 1 for k in jit.KERNELS}
 
 
 def test_yellow_dilemma_rule() -> None:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from v2x.core import jit
 from v2x.core.geo import LocalFrame
+from v2x.core.jit import kernel
 from v2x.core.scenario import LEG_BEARING_DEG, LEGS, Approach, Intersection, Scenario
 from v2x.core.topics import quadkey, tile_bounds, tiles_covering
 
@@ -541,8 +541,10 @@ def _sweep(link: Link) -> float:
     return min(LONGEST_M**2 / (8.0 * radius), MAX_SWEEP_M)
 
 
-def _point_loops(
-    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, link: int, s_link: float
+@kernel
+def point_at(
+    link_offset: jit.FloatArray, link_length: jit.FloatArray, poly_s: jit.FloatArray, poly_xy: jit.FloatMatrix, link: int,
+    s_link: float,
 ) -> tuple[float, float, float]:
     """(x [m], y [m], compass heading [deg]) of the point at arc length `s_link` on `link` of the joined polyline
     (`Network.poly_s`, `poly_xy`): interpolated within its segment, the heading of that segment."""
@@ -554,20 +556,13 @@ def _point_loops(
     return poly_xy[j - 1, 0] + dx * t, poly_xy[j - 1, 1] + dy * t, math.atan2(dx, dy) * (180.0 / math.pi) % 360.0
 
 
-point_at: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, int, float], tuple[float, float, float]] = (
-    numba.njit(cache=True)(_point_loops)
-)
-
-
-def _points_loops(
-    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, link: IntArray, s_link: FloatArray
+@kernel
+def _points(
+    link_offset: jit.FloatArray, link_length: jit.FloatArray, poly_s: jit.FloatArray, poly_xy: jit.FloatMatrix,
+    link: jit.IntArray, s_link: jit.FloatArray,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     x, y, heading = np.empty(len(link)), np.empty(len(link)), np.empty(len(link))
     for i in range(len(link)):
         x[i], y[i], heading[i] = point_at(link_offset, link_length, poly_s, poly_xy, link[i], s_link[i])
     return x, y, heading
 
-
-_points: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, IntArray, FloatArray], tuple[FloatArray, FloatArray, FloatArray]] = (
-    numba.njit(cache=True)(_points_loops)
-)

@@ -27,25 +27,25 @@ Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
 
 from __future__ import annotations
 
-import enum
 import heapq
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from v2x.core import kernels
+from v2x.core.kernels import YELLOW_DECEL_MPS2 as YELLOW_DECEL_MPS2
+from v2x.core.kernels import Light as Light
+from v2x.core.kernels import load_kernels as load_kernels
 from v2x.core.messages import LightState
-from v2x.core.network import LinkKind, Network, point_at
+from v2x.core.network import LinkKind, Network
 from v2x.core.scenario import Demand, Driver, Scenario
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
 STALLED_LENGTH_M = 4.5  # [m] a scenario's hazard (stalled vehicle, obstacle) in its lane
 SIGHT_M = 60.0  # [m] how far ahead a driver sees a stalled vehicle in time to plan a lane change around it
 WARNED_M = 300.0  # [m] how far ahead a driver warned of it (HLW) starts looking for a gap in the next lane
@@ -53,33 +53,12 @@ HAZARD_SLOW_M = 150.0  # [m] a warned driver slows down within this distance bef
 HAZARD_SPEED_MPS = 30.0 / 3.6  # [m/s] ...to this speed, on every lane of the approach
 LC_FRONT_GAP_S = 0.5  # [s] a lane change needs this time gap (plus s0) to the new leader...
 LC_BACK_GAP_S = 1.0  # [s] ...and this to the new follower, at its speed
-MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
-CRITICAL_GAP_S = 4.5  # [s] permissive movements: the gap needed to cross or merge
-LOOKAHEAD_LINKS = 2  # links beyond the current one searched for a leader
-STOPPED_MPS = 0.5  # [m/s] below this a vehicle counts as stopped
-MOVING_MPS = 2.0  # [m/s] above this a stopped vehicle counts as moving again (hysteresis)
-APPROACH_M = 40.0  # [m] from the stop line: vehicles this close look at the junction's conflicts
-CLEAR_M = 0.5  # [m] margin past a conflict zone's end before a vehicle's rear has cleared it
-COMMIT_M = 0.3  # [m] a front this far past its waiting point has entered the conflict zone
 QUEUE_GAP_S = 8.0  # [s] a longer gap between stop-line crossings ends a queue discharge
 
 
-class Light(enum.IntEnum):
-    """What a vehicle believes its next signal shows."""
-
-    GREEN = 0  # protected: go
-    PERMISSIVE = 1  # go, yielding to conflicting traffic
-    YELLOW = 2
-    RED = 3
-    UNKNOWN = 4  # no fresh SPaT: treated as red
-    NONE = 5  # no signal ahead
-
-
 # Plain ints for the hot paths: IntEnum class-attribute lookups cost a Python call each.
-_IN, _CONN, _OUT = int(LinkKind.IN), int(LinkKind.CONN), int(LinkKind.OUT)
-_GREEN, _PERMISSIVE, _YELLOW, _RED, _UNKNOWN, _NONE = (
-    int(Light.GREEN), int(Light.PERMISSIVE), int(Light.YELLOW), int(Light.RED), int(Light.UNKNOWN), int(Light.NONE)
-)
+_IN = int(LinkKind.IN)
+_RED, _UNKNOWN, _NONE = int(Light.RED), int(Light.UNKNOWN), int(Light.NONE)
 
 
 @dataclass(frozen=True)
@@ -184,37 +163,6 @@ class _Pending:
     priority: bool = False
 
 
-def load_kernels(net: Network) -> None:
-    """Load the loops numba compiled for the core from its on-disk cache (~0.5 s per process), or compile them
-    if the cache is empty (the first run after install: several seconds). Called with the argument types of
-    the real calls, so the step finds them ready."""
-    none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-    _bodies(net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
-            none_i, none_i, none_f, none_f)
-    _overlapping_boxes(none_f, none_f, none_f, none_f, none_f)
-    _link_order(none_i, none_f, len(net.links))
-    _link_indices(net.route_start, net.route_nlinks, none_i, none_f)
-    _diverge_gaps(none_i, none_f, none_f, none_f, none_i, none_i, net.route_links, net.link_kind, net.link_length,
-                  none_i, none_i, none_f, none_i, none_i, none_f, none_f)
-    _leaders(none_i, none_i, none_f, none_f, none_i, none_i, net.route_links, net.link_length)
-    none_b = np.zeros(0, dtype=np.bool_)
-    _conflict_waits(none_i, none_f, none_f, none_b, none_i, none_i, none_f, none_f, none_f, none_f,
-                    net.route_links, net.link_kind, net.link_length, net.link_speed, none_i, none_i,
-                    none_i, none_b, none_f, none_f, none_f, none_f, none_f, none_f)
-    net.xy_heading(none_i, none_f)
-    _locate(net.route_links, net.route_start, none_i, none_i, none_f)
-    _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, none_i, none_i, none_f)
-    _rearmost(none_i, none_f, len(net.links))
-    _overhang_gaps(none_i, np.full(len(net.links), -1, dtype=np.int64), none_i, none_f, none_f, none_f, net.link_kind,
-                   net.link_source, net.link_length, none_f)
-    _desire(none_i, none_f, none_i, none_i, none_f, none_f, none_f, none_f, none_f, none_f, none_i, none_f, none_i,
-            none_b, net.route_links, net.link_length, net.link_speed, 2.0, 1.2, 2.0, 4.0)
-    _integrate(none_f, none_f, none_b, none_f, none_f, none_f, none_f, none_f, 0.1, 2.0, 1.2, 2.0, 4.0)
-    _measure_flags(none_f, none_f, none_i, none_i, none_i, net.link_kind, net.route_start, net.route_length, none_b,
-                   none_i, none_b, np.zeros(len(net.links), dtype=np.int64))
-    _lane_overlaps(none_i, none_i, none_f, none_f, net.link_kind, net.link_length)
-
-
 # the per-vehicle arrays of Traffic, one entry per vehicle in the network, in the same order
 COLUMNS = (
     "ids", "route", "s", "v", "a", "kind", "length", "width", "vmax_factor", "amax", "t_enter",
@@ -280,32 +228,35 @@ class Traffic:
             self._conflicts.setdefault(c.priority, []).append(
                 (c.yielder, c.wait_priority, c.exit_priority, c.wait_yielder, c.s_yielder, c.exit_yielder, False)
             )
-        self._diverge_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
-        self._diverge_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
-        self._diverge_s = np.array([d.separate_s for d in network.diverges] * 2)
+        self._arrays = kernels.NetArrays.of(network)
+        div_a = np.array([d.a for d in network.diverges] + [d.b for d in network.diverges], dtype=np.int64)
+        div_b = np.array([d.b for d in network.diverges] + [d.a for d in network.diverges], dtype=np.int64)
         # the pairs by path b, in pair order: (where each link's pairs start in the list, the list of pair indices)
-        by_b = np.argsort(self._diverge_b, kind="stable")
-        self._diverge_by_b = (np.searchsorted(self._diverge_b[by_b], np.arange(len(network.links) + 1)), by_b)
-        # the same table as arrays, rows grouped by path (`_conflict_rows`: a path's first row and count)
+        by_b = np.argsort(div_b, kind="stable")
+        self._diverges = kernels.Diverges(
+            div_a, np.array([d.separate_s for d in network.diverges] * 2),
+            np.searchsorted(div_b[by_b], np.arange(len(network.links) + 1)), by_b,
+        )
+        # the same table as arrays, rows grouped by path (a path's first row and count)
         rows = [(p, *c) for p in sorted(self._conflicts) for c in self._conflicts[p]]
         table = np.array([r[1:7] for r in rows], dtype=np.float64).reshape(-1, 6)
-        self._c_other = table[:, 0].astype(np.int64)
-        self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other, self._c_exit_other = (
-            np.ascontiguousarray(table[:, 1:].T)
-        )
-        self._c_yield = np.array([r[7] for r in rows], dtype=bool)
+        other = table[:, 0].astype(np.int64)
+        wait_me, exit_me, wait_other, s_other, exit_other = np.ascontiguousarray(table[:, 1:].T)
         first = np.zeros(len(network.links) + 1, dtype=np.int64)
         count = np.zeros(len(network.links) + 1, dtype=np.int64)
         for k, r in enumerate(rows):
             first[r[0]] = k if count[r[0]] == 0 else first[r[0]]
             count[r[0]] += 1
-        self._conflict_rows = (first, count)
         # per path, the nearest waiting point it has as the other path of a conflict [m]: a vehicle short of it,
         # standing, is in no conflict zone and no gap to judge (skipped as the other vehicle of a triple)
-        self._c_first_wait_as_other = np.full(len(network.links) + 1, np.inf)
-        np.minimum.at(self._c_first_wait_as_other, self._c_other, self._c_wait_other)
+        first_wait_as_other = np.full(len(network.links) + 1, np.inf)
+        np.minimum.at(first_wait_as_other, other, wait_other)
+        self._conflict_table = kernels.Conflicts(
+            first, count, other, np.array([r[7] for r in rows], dtype=bool), wait_me, exit_me, wait_other, s_other,
+            exit_other, first_wait_as_other,
+        )
         # load the compiled kernels now, not at the first vehicle, where a real-time run would see it as a late step
-        load_kernels(network)
+        load_kernels()
 
     # -- demand --------------------------------------------------------------
 
@@ -371,7 +322,7 @@ class Traffic:
         still = []
         blocked: set[tuple[int, str, str]] = set()
         cur, s_link = self._where()
-        rear = _rearmost(cur, s_link, len(self.net.links))
+        rear = kernels.rearmost(cur, s_link, len(self.net.links))
         # a lane entered in this step: its newcomer is the rearmost vehicle there (at 0, as _entry_room would find it)
         entered: dict[int, tuple[float, float]] = {}
         admitted: list[tuple[_Pending, int, VehicleType, float]] = []
@@ -451,7 +402,7 @@ class Traffic:
 
     def _where(self) -> tuple[IntArray, FloatArray]:
         """(current link, position on it [m]) of every vehicle."""
-        return _locate(self.net.route_links, self.net.route_start, self.route, self.link_idx, self.s)
+        return kernels.locate(self._arrays, self)
 
     def current_link(self) -> IntArray:
         return self._where()[0]
@@ -466,19 +417,12 @@ class Traffic:
         return self._view
 
     def _compute_signal_view(self) -> tuple[IntArray, FloatArray]:
-        net = self.net
-        return _signal_view(net.route_links, net.route_start, net.link_kind, net.link_group, self.route, self.link_idx, self.s)
+        return kernels.signal_view(self._arrays, self)
 
     def bodies(self, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(centre x [m], centre y [m], heading [deg]) of the bodies of vehicles `idx` (default: all),
         placed by front and rear points on the path, so a body on a curve lies along the chord."""
-        if idx is None:
-            idx = np.arange(self.n)
-        net = self.net
-        return _bodies(
-            net.link_offset, net.link_length, net.poly_s, net.poly_xy, net.route_links, net.route_start,
-            self.route[idx], self.link_idx[idx], self.s[idx], self.length[idx],
-        )
+        return kernels.bodies(self._arrays, self, np.arange(self.n) if idx is None else idx)
 
     # -- the step ----------------------------------------------------------------
 
@@ -605,19 +549,16 @@ class Traffic:
     def _leaders(self, link: IntArray, s_link: FloatArray) -> tuple[IntArray, FloatArray, IntArray]:
         """(leader slot or -1, gap [m], the rearmost vehicle on each link or -1): the next vehicle on the same
         link, else the rearmost on the next LOOKAHEAD_LINKS links of the route."""
-        net = self.net
-        order = _link_order(link, s_link, len(net.links))
-        return _leaders(order, link, s_link, self.length, self.route, self.link_idx, net.route_links, net.link_length)
+        order = kernels.link_order(link, s_link, len(self.net.links))
+        return kernels.leaders(self._arrays, self, order, link, s_link)
 
     def _move(
         self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
     ) -> None:
-        net, d = self.net, self.driver
-        link, s_link = self._where()
+        d, net = self.driver, self._arrays
+        link, s_link = kernels.locate(net, self)
         leader, gap, tail = self._leaders(link, s_link)
-        lead_v = _overhang_gaps(
-            leader, tail, link, s_link, self.length, self.v, net.link_kind, net.link_source, net.link_length, gap
-        )
+        lead_v = kernels.overhang_gaps(net, self, leader, tail, link, s_link, gap)
         # a stalled vehicle is a standing leader
         if self.obstacles:
             g_obs, _ = self._obstacle_ahead(link, s_link)
@@ -625,8 +566,8 @@ class Traffic:
             gap[nearer] = g_obs[nearer]
             lead_v[nearer] = 0.0
         # paths leaving one lane overlap at first: a vehicle on one is a leader for the other until they separate
-        if len(self._diverge_a):
-            self._diverge_leaders(link, s_link, tail, gap, lead_v)
+        if len(self._diverges.a):
+            kernels.diverge_gaps(net, self, self._diverges, link, s_link, tail, gap, lead_v)
 
         # a cap on the desired speed: near a hazard one was warned of (HLW), and an advisory speed (GLOSA)
         v0_cap = np.full(self.n, np.inf)
@@ -636,27 +577,14 @@ class Traffic:
             np.minimum(v0_cap, advice, out=v0_cap, where=np.isfinite(advice))
 
         group, dist = self.signal_view()
-        idm = (d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))  # s0, T, b, delta
-        acc, v0, stop_line = _desire(
-            link, s_link, self.route, self.link_idx, self.v, self.vmax_factor, self.amax, gap, lead_v, v0_cap,
-            group, dist, believed, self.go_on_yellow, net.route_links, net.link_length, net.link_speed, *idm,
-        )
+        idm = kernels.Idm(d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))
+        acc, v0, stop_line = kernels.desire(net, self, idm, link, s_link, gap, lead_v, v0_cap, group, dist, believed)
         # standing obstacles: the stop line, and waiting points at conflicts
         wait = self._conflict_obstacles(link, s_link, dist, stop_line)
         s_old = self.s
-        self.s, self.v, self.a = _integrate(acc, v0, stop_line, dist, wait, self.v, self.s, self.amax, dt, *idm)
+        self.s, self.v, self.a = kernels.integrate(self, idm, acc, v0, stop_line, dist, wait, dt)
         self._view = None
         self._measure(dt, link, s_old, believed, truth, group, dist)
-
-    def _diverge_leaders(
-        self, link: IntArray, s_link: FloatArray, tail: IntArray, gap: FloatArray, lead_v: FloatArray
-    ) -> None:
-        """Shorten gaps to the rear of a vehicle on a sibling path still within the shared start."""
-        net = self.net
-        _diverge_gaps(
-            link, s_link, self.length, self.v, self.route, self.link_idx, net.route_links, net.link_kind, net.link_length,
-            tail, self._diverge_a, self._diverge_s, *self._diverge_by_b, gap, lead_v,
-        )
 
     def _conflict_obstacles(
         self, link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray
@@ -671,14 +599,7 @@ class Traffic:
             in the conflict zone (a late turner, a long bus still clearing).
         Loops over (vehicle, conflict) pairs and (vehicle, conflict, other vehicle) triples, compiled by numba.
         """
-        net = self.net
-        first, count = self._conflict_rows
-        return _conflict_waits(
-            link, s_link, dist, stopping, self.route, self.link_idx, self.v, self.amax, self.length, self.vmax_factor,
-            net.route_links, net.link_kind, net.link_length, net.link_speed, first, count,
-            self._c_other, self._c_yield, self._c_wait_me, self._c_exit_me, self._c_wait_other, self._c_s_other,
-            self._c_exit_other, self._c_first_wait_as_other,
-        )
+        return kernels.conflict_waits(self._arrays, self, self._conflict_table, link, s_link, dist, stopping)
 
     def _measure(
         self, dt: float, link: IntArray, s_old: FloatArray, believed: IntArray, truth: IntArray | None,
@@ -689,10 +610,7 @@ class Traffic:
         t_now = self.t + dt
         # stops with hysteresis, and the queue per approach lane
         counts = np.zeros(len(net.links), dtype=np.int64)
-        start_next, crossed, done = _measure_flags(
-            self.v, self.s, self.route, self.link_idx, link, net.link_kind, net.route_start, net.route_length,
-            self.stopped, self.stops, self.queued, counts,
-        )
+        start_next, crossed, done = kernels.measure_flags(self._arrays, self, link, counts)
         for q_link in np.flatnonzero(counts > self._max_queue):  # only the lanes whose longest queue grew
             st.links.setdefault(int(q_link), LinkStats()).max_queue = int(counts[q_link])
         np.maximum(self._max_queue, counts, out=self._max_queue)
@@ -718,7 +636,7 @@ class Traffic:
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
             self.queued[crossed] = False
-            self.link_idx = _link_indices(net.route_start, net.route_nlinks, self.route, self.s)
+            self.link_idx = kernels.link_indices(self._arrays, self)
         # vehicles that reached the end of their route leave
         if done.any():
             idx = np.flatnonzero(done)
@@ -742,17 +660,16 @@ class Traffic:
         n = self.n
         if n < 2:
             return
-        net = self.net
-        link, s_link = self._where()
-        lane_rear, lane_front, in_box = _lane_overlaps(
-            _link_order(link, s_link, len(net.links)), link, s_link, self.length, net.link_kind, net.link_length
-        )
+        net = self._arrays
+        link, s_link = kernels.locate(net, self)
+        order = kernels.link_order(link, s_link, len(self.net.links))
+        lane_rear, lane_front, in_box = kernels.lane_overlaps(net, self, order, link, s_link)
         pairs = [(int(self.ids[a]), int(self.ids[b])) for a, b in zip(lane_rear, lane_front, strict=True)]
         # 2D check among vehicles on turning paths or within a car length of a stop line
         idx = np.flatnonzero(in_box)
         if len(idx) >= 2:
-            x, y, h = self.bodies(idx)
-            ia, ib = _overlapping_boxes(x, y, h, self.length[idx], self.width[idx])
+            x, y, h = kernels.bodies(net, self, idx)
+            ia, ib = kernels.overlapping_boxes(x, y, h, self.length[idx], self.width[idx])
             pairs += [(int(a), int(b)) for a, b in zip(self.ids[idx[ia]], self.ids[idx[ib]], strict=True)]
         for k, (lid, front, length) in self.obstacles.items():  # a stalled vehicle is -1 - its key
             on = np.flatnonzero((link == lid) & (s_link > front - length + 1e-6) & (s_link - self.length < front - 1e-6))
@@ -775,514 +692,6 @@ class Traffic:
         """HCM saturation flow [veh/h/lane] from the queued headways after the 4th vehicle."""
         hs = [h for lid, ls in self.stats.links.items() if links is None or lid in links for h in ls.discharge_headways_s]
         return 3600.0 / float(np.mean(hs)) if hs else math.nan
-
-
-def _bodies_loops(
-    link_offset: FloatArray, link_length: FloatArray, poly_s: FloatArray, poly_xy: FloatArray, route_links: IntArray,
-    route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray, length: FloatArray,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """`Traffic.bodies` for the given vehicles' route, link index, position along the route and length: the front
-    point, the rear point (on an earlier link of the route if the body reaches back), the heading of the chord
-    between them (of the front's segment when shorter than 0.5 m) and the centre half a length behind the front."""
-    n = len(route)
-    cx, cy, heading = np.empty(n), np.empty(n), np.empty(n)
-    for i in range(n):
-        r, li = route[i], link_idx[i]
-        fx, fy, fh = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, li], s[i] - route_start[r, li])
-        s_rear = max(s[i] - length[i], 0.0)
-        k = -1
-        for c in range(route_start.shape[1]):
-            k += route_start[r, c] <= s_rear
-        k = max(k, 0)
-        rx, ry, _ = point_at(link_offset, link_length, poly_s, poly_xy, route_links[r, k], s_rear - route_start[r, k])
-        dx, dy = fx - rx, fy - ry
-        h = math.atan2(dx, dy) * (180.0 / math.pi) % 360.0 if math.hypot(dx, dy) > 0.5 else fh
-        hr = h * (math.pi / 180.0)
-        cx[i], cy[i], heading[i] = fx - math.sin(hr) * length[i] / 2, fy - math.cos(hr) * length[i] / 2, h
-    return cx, cy, heading
-
-
-_bodies: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_bodies_loops)
-
-
-def _link_order_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
-    """The vehicles by link, and along each link by position: `np.lexsort((s_link, link))` (ties in slot order),
-    as a counting sort by link and an insertion sort of each link's few vehicles (compiled by numba: `_link_order`)."""
-    n = len(link)
-    start = np.zeros(n_links + 1, dtype=np.int64)
-    for i in range(n):
-        start[link[i] + 1] += 1
-    for k in range(n_links):
-        start[k + 1] += start[k]
-    order = np.empty(n, dtype=np.int64)
-    fill = start[:n_links].copy()
-    for i in range(n):
-        order[fill[link[i]]] = i
-        fill[link[i]] += 1
-    for k in range(n_links):
-        for p in range(start[k] + 1, start[k + 1]):
-            i = order[p]
-            q = p
-            while q > start[k] and s_link[order[q - 1]] > s_link[i]:  # strictly greater: ties stay in slot order
-                order[q] = order[q - 1]
-                q -= 1
-            order[q] = i
-    return order
-
-
-_link_order: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_link_order_loops)
-
-
-def _link_indices_loops(route_start: FloatArray, route_nlinks: IntArray, route: IntArray, s: FloatArray) -> IntArray:
-    """Each vehicle's link in its route: the last whose start is at or behind it (compiled: `_link_indices`)."""
-    out = np.empty(len(s), dtype=np.int64)
-    for i in range(len(s)):
-        k = 0
-        for c in range(route_start.shape[1]):
-            k += route_start[route[i], c] <= s[i]
-        out[i] = min(k - 1, route_nlinks[route[i]] - 1)
-    return out
-
-
-_link_indices: Callable[..., IntArray] = numba.njit(cache=True)(_link_indices_loops)
-
-
-def _locate_loops(
-    route_links: IntArray, route_start: FloatArray, route: IntArray, link_idx: IntArray, s: FloatArray
-) -> tuple[IntArray, FloatArray]:
-    """Each vehicle's current link and position on it [m] (compiled: `_locate`)."""
-    n = len(s)
-    link, s_link = np.empty(n, dtype=np.int64), np.empty(n)
-    for i in range(n):
-        link[i] = route_links[route[i], link_idx[i]]
-        s_link[i] = s[i] - route_start[route[i], link_idx[i]]
-    return link, s_link
-
-
-_locate: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_locate_loops)
-
-
-def _signal_view_loops(
-    route_links: IntArray, route_start: FloatArray, link_kind: IntArray, link_group: IntArray,
-    route: IntArray, link_idx: IntArray, s: FloatArray,
-) -> tuple[IntArray, FloatArray]:
-    """`Traffic.signal_view` (compiled: `_signal_view`): the group of the stop line at the end of the vehicle's
-    IN link, or, on a turning path whose exit is the next junction's approach lane (corridor), at that lane's end."""
-    n, width = len(s), route_links.shape[1]
-    group, dist = np.full(n, -1, dtype=np.int64), np.full(n, np.inf)
-    for i in range(n):
-        r, k = route[i], link_idx[i]
-        kind = link_kind[route_links[r, k]]
-        nxt1 = route_links[r, min(k + 1, width - 1)]
-        if kind == _IN and k + 1 < width and nxt1 >= 0:
-            group[i], dist[i] = link_group[nxt1], route_start[r, k + 1] - s[i]
-        elif kind == _CONN and k + 2 < width and route_links[r, k + 2] >= 0 and link_kind[max(nxt1, 0)] == _IN:
-            group[i], dist[i] = link_group[route_links[r, k + 2]], route_start[r, k + 2] - s[i]
-    return group, dist
-
-
-_signal_view: Callable[..., tuple[IntArray, FloatArray]] = numba.njit(cache=True)(_signal_view_loops)
-
-
-def _rearmost_loops(link: IntArray, s_link: FloatArray, n_links: int) -> IntArray:
-    """Per link, the vehicle furthest back on it (on a tie the first slot; -1: none) (compiled: `_rearmost`)."""
-    rear = np.full(n_links, -1, dtype=np.int64)
-    for i in range(len(link)):
-        j = rear[link[i]]
-        if j < 0 or s_link[i] < s_link[j]:
-            rear[link[i]] = i
-    return rear
-
-
-_rearmost: Callable[[IntArray, FloatArray, int], IntArray] = numba.njit(cache=True)(_rearmost_loops)
-
-
-def _overhang_gaps_loops(
-    leader: IntArray, tail: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray,
-    link_kind: IntArray, link_source: IntArray, link_length: FloatArray, gap: FloatArray,
-) -> FloatArray:
-    """The leader's speed per vehicle (0: none), and the rear of a vehicle that just turned off an IN link as a
-    standing leader on that link, for it still overhangs it: siblings must not run into it (`gap` shortened in
-    place, that vehicle's speed taken as 0). Compiled: `_overhang_gaps`."""
-    n, n_links = len(link), len(link_kind)
-    lead_v = np.zeros(n)
-    for i in range(n):
-        if leader[i] >= 0:
-            lead_v[i] = v[leader[i]]
-    overhang = np.full(n_links, -np.inf)  # per IN link, how far the rearmost body on a path leaving it reaches back
-    hangs = False
-    for c in range(n_links):
-        t = tail[c]
-        if link_kind[c] == _CONN and t >= 0 and length[t] - s_link[t] > 0:
-            overhang[link_source[c]] = max(overhang[link_source[c]], length[t] - s_link[t])
-            hangs = True
-    if hangs:
-        for i in range(n):
-            lk = link[i]
-            if link_kind[lk] == _IN and np.isfinite(overhang[lk]):
-                g = link_length[lk] - overhang[lk] - s_link[i]
-                if g < gap[i]:
-                    gap[i], lead_v[i] = g, 0.0
-    return lead_v
-
-
-_overhang_gaps: Callable[..., FloatArray] = numba.njit(cache=True)(_overhang_gaps_loops)
-
-
-@numba.njit(cache=True)
-def _idm(v: float, v0: float, amax: float, gap: float, dv: float, s0: float, t_gap: float, b: float, delta: float) -> float:
-    """IDM acceleration [m/s^2] (Treiber & Kesting 2013, eq. 11.3): desired speed v0, gap [m] to the leader's rear,
-    approach rate dv = v - v_leader; s0 minimum gap, t_gap time headway, b comfortable deceleration."""
-    s_star = s0 + max(0.0, v * t_gap + v * dv / (2.0 * math.sqrt(amax * b)))
-    free = 1.0 - (v / max(v0, 0.1)) ** delta
-    ratio = s_star / max(gap, 0.01)
-    return float(amax * (free - ratio * ratio))
-
-
-def _desire_loops(
-    link: IntArray, s_link: FloatArray, route: IntArray, link_idx: IntArray, v: FloatArray, vmax_factor: FloatArray,
-    amax: FloatArray, gap: FloatArray, lead_v: FloatArray, v0_cap: FloatArray, group: IntArray, dist: FloatArray,
-    believed: IntArray, go_on_yellow: BoolArray, route_links: IntArray, link_length: FloatArray,
-    link_speed: FloatArray, s0: float, t_gap: float, b: float, delta: float,
-) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """Per vehicle: (IDM acceleration behind its leader, desired speed, whether it stops at its stop line)
-    (compiled: `_desire`). The desired speed is the link's limit (times the type's factor), capped by `v0_cap`
-    and by braking at comfortable deceleration to a slower next link. At the line: on red or unknown the vehicle
-    stops unless it went on yellow and can no longer stop (MAX_DECEL_MPS2); on yellow it stops only if that
-    takes no more than YELLOW_DECEL_MPS2, and the decision to go sticks (`go_on_yellow`, updated in place)."""
-    n, width = len(link), route_links.shape[1]
-    acc, v0, stop_line = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
-    for i in range(n):
-        lk, k = link[i], link_idx[i]
-        want = min(link_speed[lk] * vmax_factor[i], v0_cap[i])
-        nxt = route_links[route[i], min(k + 1, width - 1)]
-        v_next = link_speed[nxt] * vmax_factor[i] if k + 1 < width and nxt >= 0 else np.inf
-        v0[i] = min(want, math.sqrt(v_next * v_next + 2.0 * b * max(link_length[lk] - s_link[i], 0.0)))
-        acc[i] = _idm(v[i], v0[i], amax[i], gap[i], v[i] - lead_v[i], s0, t_gap, b, delta)
-        if group[i] < 0:
-            go_on_yellow[i] = False
-            continue
-        light = believed[i]
-        need_decel = v[i] * v[i] / (2.0 * max(dist[i], 0.01))
-        if light in (_GREEN, _PERMISSIVE):
-            go_on_yellow[i] = False
-        elif light == _YELLOW:
-            stop_line[i] = not go_on_yellow[i] and need_decel <= YELLOW_DECEL_MPS2
-            go_on_yellow[i] = not stop_line[i]
-        elif light in (_RED, _UNKNOWN):
-            stop_line[i] = not (go_on_yellow[i] and need_decel > MAX_DECEL_MPS2)
-    return acc, v0, stop_line
-
-
-_desire: Callable[..., tuple[FloatArray, FloatArray, BoolArray]] = numba.njit(cache=True)(_desire_loops)
-
-
-def _integrate_loops(
-    acc: FloatArray, v0: FloatArray, stop_line: BoolArray, dist: FloatArray, wait: FloatArray, v: FloatArray,
-    s: FloatArray, amax: FloatArray, dt: float, s0: float, t_gap: float, b: float, delta: float,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(position, speed, acceleration) after dt (compiled: `_integrate`). The stop line (if the vehicle stops
-    there) and the waiting point at a conflict (`wait`, inf: none) are standing obstacles: the acceleration is
-    the lower of `acc` and IDM towards the nearer, and never below -MAX_DECEL_MPS2. Ballistic update; a vehicle
-    that would reverse stops where its speed reaches 0."""
-    n = len(v)
-    s_new, v_new, a_new = np.empty(n), np.empty(n), np.empty(n)
-    for i in range(n):
-        a = acc[i]
-        obstacle = min(dist[i] if stop_line[i] else np.inf, wait[i])
-        if np.isfinite(obstacle):
-            a = min(a, _idm(v[i], v0[i], amax[i], obstacle, v[i], s0, t_gap, b, delta))
-        a = max(a, -MAX_DECEL_MPS2)
-        vn = v[i] + a * dt
-        if vn < 0:
-            s_new[i] = s[i] + -(v[i] * v[i]) / (2.0 * min(a, -1e-9))
-        else:
-            s_new[i] = s[i] + (v[i] * dt + 0.5 * a * dt * dt)
-        v_new[i], a_new[i] = max(vn, 0.0), a
-    return s_new, v_new, a_new
-
-
-_integrate: Callable[..., tuple[FloatArray, FloatArray, FloatArray]] = numba.njit(cache=True)(_integrate_loops)
-
-
-def _measure_flags_loops(
-    v: FloatArray, s: FloatArray, route: IntArray, link_idx: IntArray, link: IntArray, link_kind: IntArray,
-    route_start: FloatArray, route_length: FloatArray, stopped: BoolArray, stops: IntArray, queued: BoolArray,
-    queue: IntArray,
-) -> tuple[FloatArray, BoolArray, BoolArray]:
-    """After the move (compiled: `_measure_flags`): stops with hysteresis (`stopped`, `stops`, and `queued` for a
-    vehicle stopped on an IN link, updated in place), the stopped vehicles per IN link (`queue`, zeros in, counted
-    in place), and per vehicle (where its next link starts [m], whether it reached it, whether it is past the
-    end of its route)."""
-    n, width = len(v), route_start.shape[1] - 1
-    start_next, crossed, done = np.empty(n), np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
-    for i in range(n):
-        now = v[i] < MOVING_MPS if stopped[i] else v[i] < STOPPED_MPS
-        if now and not stopped[i]:
-            stops[i] += 1
-        stopped[i] = now
-        if now and link_kind[link[i]] == _IN:
-            queued[i] = True
-            queue[link[i]] += 1
-        start_next[i] = route_start[route[i], min(link_idx[i] + 1, width)]
-        crossed[i] = s[i] >= start_next[i]
-        done[i] = s[i] >= route_length[route[i]]
-    return start_next, crossed, done
-
-
-_measure_flags: Callable[..., tuple[FloatArray, BoolArray, BoolArray]] = numba.njit(cache=True)(_measure_flags_loops)
-
-
-def _lane_overlaps_loops(
-    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, link_kind: IntArray,
-    link_length: FloatArray,
-) -> tuple[IntArray, IntArray, BoolArray]:
-    """(rear, front) slots of the pairs that overlap on one link, given the vehicles in (link, position) order,
-    and per vehicle whether it needs the 2D check: on a turning path, within 6 m of a stop line, or with its body
-    reaching back onto the previous link (compiled: `_lane_overlaps`)."""
-    n = len(order)
-    rear, front = [], []
-    for p in range(n - 1):
-        a, b = order[p], order[p + 1]
-        if link[a] == link[b] and s_link[b] - length[b] < s_link[a] - 1e-6:
-            rear.append(a)
-            front.append(b)
-    in_box = np.empty(n, dtype=np.bool_)
-    for i in range(n):
-        kind = link_kind[link[i]]
-        in_box[i] = kind == _CONN or (kind == _IN and link_length[link[i]] - s_link[i] < 6.0) or s_link[i] < length[i]
-    return np.array(rear, dtype=np.int64), np.array(front, dtype=np.int64), in_box
-
-
-_lane_overlaps: Callable[..., tuple[IntArray, IntArray, BoolArray]] = numba.njit(cache=True)(_lane_overlaps_loops)
-
-
-def _diverge_gaps_loops(
-    link: IntArray, s_link: FloatArray, length: FloatArray, v: FloatArray, route: IntArray, link_idx: IntArray,
-    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, tail: IntArray,
-    div_a: IntArray, div_s: FloatArray, b_start: IntArray, by_b: IntArray, gap: FloatArray, lead_v: FloatArray,
-) -> None:
-    """`Traffic._diverge_leaders` (compiled: `_diverge_gaps`). Pair p: paths div_a[p] and b leave one lane and
-    share their first div_s[p] m; the rearmost vehicle on a, while its rear is within them, leads every vehicle
-    behind it on b or on the lane before b. Per vehicle the smallest gap (on a tie the first pair), if smaller
-    than `gap`: `gap` and `lead_v` are updated in place."""
-    width = route_links.shape[1]
-    for i in range(len(link)):
-        best_g, best_p = np.inf, -1
-        for key_n in range(2):
-            if key_n == 0:
-                key, x = link[i], s_link[i]  # on path b, from its start
-            else:  # on the lane before it, from the end of that lane
-                if link_kind[link[i]] != _IN or link_idx[i] + 1 >= width:
-                    continue
-                key, x = route_links[route[i], link_idx[i] + 1], s_link[i] - link_length[link[i]]
-                if key < 0:
-                    continue
-            for q in range(b_start[key], b_start[key + 1]):
-                p = by_b[q]
-                lead = tail[div_a[p]]
-                if lead < 0:
-                    continue
-                rear = s_link[lead] - length[lead]  # [m] along path a
-                if not rear < div_s[p] or not x < rear:
-                    continue
-                g = rear - x
-                if g < best_g or (g == best_g and p < best_p):
-                    best_g, best_p = g, p
-        if best_p >= 0 and best_g < gap[i]:
-            gap[i] = best_g
-            lead_v[i] = v[tail[div_a[best_p]]]
-
-
-_diverge_gaps: Callable[..., None] = numba.njit(cache=True)(_diverge_gaps_loops)
-
-
-def _leaders_loops(
-    order: IntArray, link: IntArray, s_link: FloatArray, length: FloatArray, route: IntArray, link_idx: IntArray,
-    route_links: IntArray, link_length: FloatArray,
-) -> tuple[IntArray, FloatArray, IntArray]:
-    """`Traffic._leaders` given the vehicles in (link, position) order: the next vehicle on the same link, else
-    the rearmost on one of the next LOOKAHEAD_LINKS links of the route (compiled by numba: `_leaders`)."""
-    n = len(order)
-    leader = np.full(n, -1, dtype=np.int64)
-    gap = np.full(n, np.inf)
-    tail = np.full(len(link_length), -1, dtype=np.int64)
-    for p in range(n):
-        i = order[p]
-        if p == 0 or link[order[p - 1]] != link[i]:
-            tail[link[i]] = i  # rearmost on its link
-        if p + 1 < n and link[order[p + 1]] == link[i]:
-            j = order[p + 1]
-            leader[i] = j
-            gap[i] = s_link[j] - length[j] - s_link[i]
-    width = route_links.shape[1]
-    for i in range(n):
-        if leader[i] >= 0:
-            continue
-        ahead = link_length[link[i]] - s_link[i]  # to the end of the links searched so far
-        for k in range(1, LOOKAHEAD_LINKS + 1):
-            if link_idx[i] + k >= width:
-                break
-            nxt = route_links[route[i], link_idx[i] + k]
-            if nxt < 0:
-                break
-            t = tail[nxt]
-            if t >= 0:
-                leader[i] = t
-                gap[i] = ahead + s_link[t] - length[t]
-                break
-            ahead += link_length[nxt]
-    return leader, gap, tail
-
-
-_leaders: Callable[..., tuple[IntArray, FloatArray, IntArray]] = numba.njit(cache=True)(_leaders_loops)
-
-
-def _conflict_waits_loops(
-    link: IntArray, s_link: FloatArray, dist: FloatArray, stopping: BoolArray, route: IntArray, link_idx: IntArray,
-    v: FloatArray, amax: FloatArray, length: FloatArray, vmax_factor: FloatArray,
-    route_links: IntArray, link_kind: IntArray, link_length: FloatArray, link_speed: FloatArray,
-    first: IntArray, count: IntArray, c_other: IntArray, c_yield: BoolArray, c_wait_me: FloatArray,
-    c_exit_me: FloatArray, c_wait_other: FloatArray, c_s_other: FloatArray, c_exit_other: FloatArray,
-    c_first_wait_as_other: FloatArray,
-) -> FloatArray:
-    """`Traffic._conflict_obstacles` (compiled by numba: `_conflict_waits`). Conflict rows are grouped by path:
-    path p's are first[p] .. first[p] + count[p] - 1; for each, the other path and the points along both [m]."""
-    n = len(link)
-    width = route_links.shape[1]
-    out = np.full(n, np.inf)
-    # the turning path each vehicle is on or about to take, and its position along it (negative: before the line);
-    # a vehicle just off a turning path whose rear is still on it (a long bus) still occupies it
-    path = np.full(n, -1, dtype=np.int64)
-    pos = np.empty(n)
-    for i in range(n):
-        kind = link_kind[link[i]]
-        nxt = route_links[route[i], link_idx[i] + 1] if link_idx[i] + 1 < width else -1
-        if kind == _CONN:
-            path[i], pos[i] = link[i], s_link[i]
-        else:
-            pos[i] = -dist[i]
-            if kind == _IN and nxt >= 0 and dist[i] < APPROACH_M:
-                path[i] = nxt
-        if path[i] < 0 and link_idx[i] > 0 and s_link[i] < length[i]:
-            prev = route_links[route[i], link_idx[i] - 1]
-            if prev >= 0 and link_kind[prev] == _CONN:
-                path[i], pos[i] = prev, link_length[prev] + s_link[i]
-    # the vehicles that can be the other of a conflict, by path in slot order: a vehicle standing or stopping
-    # short of every zone on its path can neither fill a zone nor close a gap
-    moving = np.empty(n, dtype=np.bool_)
-    n_paths = len(count)
-    per_path = np.zeros(n_paths + 1, dtype=np.int64)
-    for i in range(n):
-        moving[i] = v[i] > MOVING_MPS and not stopping[i]
-        p = path[i]
-        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
-            per_path[p + 1] += 1
-    for p in range(n_paths):
-        per_path[p + 1] += per_path[p]
-    others = np.empty(per_path[n_paths], dtype=np.int64)
-    fill = per_path[:n_paths].copy()
-    for i in range(n):
-        p = path[i]
-        if p >= 0 and count[p] > 0 and (moving[i] or pos[i] > c_first_wait_as_other[p] + COMMIT_M):
-            others[fill[p]] = i
-            fill[p] += 1
-    for i in range(n):
-        p = path[i]
-        if p < 0 or count[p] == 0:
-            continue
-        x_i = pos[i]
-        vmax_i = link_speed[link[i]] * vmax_factor[i]
-        # where i waits when it must yield: short of every zone it yields at, not inside the nearer ones
-        first_yield_wait = np.inf
-        for c in range(first[p], first[p] + count[p]):
-            if x_i <= c_wait_me[c] + COMMIT_M and c_yield[c]:
-                first_yield_wait = min(first_yield_wait, c_wait_me[c])
-        wait_at = np.inf
-        for c in range(first[p], first[p] + count[p]):
-            if not x_i <= c_wait_me[c] + COMMIT_M:
-                continue  # a zone it has entered
-            o = c_other[c]
-            # box clear: someone is in the conflict zone (past their waiting point, rear not yet out)
-            zone = False
-            for k in range(per_path[o], per_path[o + 1]):
-                j = others[k]
-                if pos[j] > c_wait_other[c] + COMMIT_M and pos[j] - length[j] < c_exit_other[c] + CLEAR_M:
-                    zone = True
-                    break
-            if zone:
-                wait_at = min(wait_at, 0.0 if x_i <= 0.0 else c_wait_me[c])
-                continue
-            if not c_yield[c]:
-                continue
-            # gap acceptance against priority vehicles on their way (not those standing at a line)
-            t_me = _time_to_cover(c_exit_me[c] - x_i, v[i], amax[i], vmax_i)
-            t_me = t_me + CRITICAL_GAP_S - (c_exit_me[c] - c_wait_me[c]) / max(vmax_i, 1.0)
-            for k in range(per_path[o], per_path[o + 1]):
-                j = others[k]
-                if moving[j] and pos[j] <= c_wait_other[c] + COMMIT_M:
-                    vmax_j = link_speed[link[j]] * vmax_factor[j]
-                    if _time_to_cover(c_s_other[c] - pos[j], v[j], amax[j], vmax_j) < t_me:
-                        wait_at = min(wait_at, first_yield_wait)
-                        break
-        if wait_at < np.inf:
-            out[i] = max(wait_at - x_i, 0.0)
-    return out
-
-
-_conflict_waits: Callable[..., FloatArray] = numba.njit(cache=True)(_conflict_waits_loops)
-
-
-@numba.njit(cache=True)
-def _time_to_cover(d: float, v: float, a: float, vmax: float) -> float:
-    """Time [s] to travel d [m] from speed v [m/s], accelerating at a [m/s^2] up to vmax [m/s]."""
-    v = min(v, vmax)
-    d_acc = (vmax * vmax - v * v) / (2.0 * a)
-    dd = max(d, 0.0)
-    t = (-v + math.sqrt(v * v + 2.0 * a * dd)) / a if dd <= d_acc else (vmax - v) / a + (dd - d_acc) / vmax
-    return 0.0 if d <= 0 else t
-
-
-def _overlapping_boxes_loops(
-    x: FloatArray, y: FloatArray, h: FloatArray, length: FloatArray, width: FloatArray
-) -> tuple[IntArray, IntArray]:
-    """Index pairs (a < b) of oriented rectangles (centre x, y [m]; heading h [deg]; length, width [m]) that
-    intersect, by separating axes. Sweeps along x: only pairs closer than half their lengths plus 1 m are tested.
-    Loops, compiled by numba (`_overlapping_boxes`): a few microseconds at one junction, where the same test as
-    numpy calls cost ~200 us of fixed overhead per step."""
-    n = len(x)
-    order = np.argsort(x)
-    reach = length.max() + 1.0 if n else 0.0  # no pair within reach is further apart than this along x
-    fx, fy = np.sin(np.radians(h)), np.cos(np.radians(h))  # forward unit vectors
-    out_a, out_b = [], []
-    for p in range(n):
-        a = order[p]
-        for q in range(p + 1, n):
-            b = order[q]
-            dx, dy = x[b] - x[a], y[b] - y[a]
-            if dx > reach:
-                break
-            hl_a, hl_b, hw_a, hw_b = length[a] / 2, length[b] / 2, width[a] / 2, width[b] / 2
-            if math.hypot(dx, dy) >= hl_a + hl_b + 1.0:
-                continue
-            separated = False
-            for k in range(4):  # the axes: each box's forward and sideways direction
-                src, side = (a, k == 1) if k < 2 else (b, k == 3)
-                ax, ay = (fy[src], -fx[src]) if side else (fx[src], fy[src])
-                ext_a = hl_a * abs(fx[a] * ax + fy[a] * ay) + hw_a * abs(fy[a] * ax - fx[a] * ay)
-                ext_b = hl_b * abs(fx[b] * ax + fy[b] * ay) + hw_b * abs(fy[b] * ax - fx[b] * ay)
-                if abs(dx * ax + dy * ay) >= ext_a + ext_b:
-                    separated = True
-                    break
-            if not separated:
-                out_a.append(min(a, b))
-                out_b.append(max(a, b))
-    return np.array(out_a, dtype=np.int64), np.array(out_b, dtype=np.int64)
-
-
-_overlapping_boxes: Callable[[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray], tuple[IntArray, IntArray]] = (
-    numba.njit(cache=True)(_overlapping_boxes_loops)
-)
 
 
 _LIGHT_OF_STATE = {

@@ -172,7 +172,7 @@ def main(argv: list[str]) -> int:
     # compile the core's loops here, once, if numba's cache is empty (the first run after install): real-time
     # tiers each compiling at once, on the clock, would start late
     t0 = time.perf_counter()
-    load_kernels(net)
+    load_kernels()
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
 

@@ -1,0 +1,56 @@
+"""numba kernels typed once, and the registry that loads them.
+
+`@kernel` compiles a plain function with numba (nopython mode, cached on disk) and keeps the
+function's own type, so mypy checks every call against the one signature written in its
+`def`. The array aliases below carry the numba type they are compiled for, so the same
+annotations tell `compile_all` what to compile every registered kernel for: the types of the
+real calls, with no second list to keep.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+# The arrays kernels take, each with the numba type it is compiled for (C-contiguous, writeable).
+FloatArray = Annotated[npt.NDArray[np.float64], numba.float64[::1]]
+IntArray = Annotated[npt.NDArray[np.int64], numba.int64[::1]]
+BoolArray = Annotated[npt.NDArray[np.bool_], numba.boolean[::1]]
+FloatMatrix = Annotated[npt.NDArray[np.float64], numba.float64[:, ::1]]
+IntMatrix = Annotated[npt.NDArray[np.int64], numba.int64[:, ::1]]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+KERNELS: list[Any] = []  # every kernel's numba dispatcher, in the order they were defined
+
+
+def kernel(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` compiled by numba (nopython, cached on disk), typed as `fn`, and registered for `compile_all`."""
+    compiled: Callable[P, R] = numba.njit(cache=True)(fn)
+    KERNELS.append(compiled)
+    return compiled
+
+
+def _numba_type(annotation: object) -> Any:
+    """The numba type a kernel's parameter annotated `annotation` is compiled for."""
+    if typing.get_origin(annotation) is Annotated:
+        return typing.get_args(annotation)[1]
+    if annotation is float:
+        return numba.float64
+    if annotation is int:
+        return numba.int64
+    raise TypeError(f"no numba type for a kernel parameter annotated {annotation!r}")
+
+
+def compile_all() -> None:
+    """Load every registered kernel from numba's on-disk cache, or compile it if the cache has none, for the
+    types its parameters' annotations give."""
+    for k in KERNELS:
+        fn = k.py_func
+        hints = typing.get_type_hints(fn, include_extras=True)
+        k.compile(tuple(_numba_type(hints[name]) for name in fn.__code__.co_varnames[: fn.__code__.co_argcount]))
