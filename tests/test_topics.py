@@ -50,6 +50,8 @@ def test_every_message_type_has_a_topic() -> None:
     assert {s.mtype for s in topics.SPECS} == set(MessageType)
 
 
-def test_readme_carries_the_topic_table() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert topics.markdown_table() in readme, "regenerate the README table with `python -m v2x.topics`"
+def test_the_protocol_page_carries_the_topic_table() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert topics.markdown_table() in page, (
+        "regenerate the topic table in docs/protocol.md with `python -m v2x.core.topics`"
+    )

@@ -9,7 +9,7 @@ subscribes to an area of any size with one wildcard:
     v2x/v1/bsm/1/3/2/0/#                 every BSM in a zoom-4 tile
 
 Tiles are Bing-Maps quadkeys at zoom `TILE_ZOOM` (17: about 260 m square at 31 deg N).
-`python -m v2x.topics` prints the topic table that the README carries.
+`python -m v2x.core.topics` prints the topic table that docs/protocol.md carries.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class Topics:
 
 
 def markdown_table() -> str:
-    """The topic table as Markdown, for the README."""
+    """The topic table as Markdown, for docs/protocol.md."""
     rows = [
         "| message | topic (under `v2x/v1/`) | direction | QoS | retained | rate | notes |",
         "|---|---|---|---|---|---|---|",
