@@ -370,7 +370,7 @@ def run_sumo(sc: scenario.Scenario, measure: bool = True, approach: str = "west"
 
 
 def _queue_headways(crossings: dict[int, list[tuple[float, str]]], queued: set[str]) -> list[float]:
-    """HCM: headways of queued vehicles after the 4th, per lane (the same rule as v2x.traffic)."""
+    """HCM: headways of queued vehicles after the 4th, per lane (the same rule as v2x.core.traffic)."""
     out = []
     for events in crossings.values():
         pos, last = 0, -math.inf
@@ -508,7 +508,7 @@ def _core_speed(sc: scenario.Scenario) -> tuple[float, float, float]:
 
 
 def part_district(copies_list: tuple[int, ...] = (1, 16, 32, 48, 64), duration: float = 300.0, repeat: int = 3) -> None:
-    """The core's speed as the network grows: four_way tiled into districts (v2x.scenario.tile), fixed-time signals;
+    """The core's speed as the network grows: four_way tiled into districts (v2x.core.scenario.tile), fixed-time signals;
     vehicle-steps per second over the second half of the run, the median of `repeat` runs; beside it SUMO on the same
     district (the same junctions, arrivals, turns, vehicle mix and signal timing), timed the same way."""
     sumo = sumo_available()

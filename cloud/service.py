@@ -118,7 +118,7 @@ class CloudService(Service):
         sid = instance_id(instance)
         super().__init__(sid, m.SenderKind.CLOUD, transport, clock, topics.status("cloud", sid), impairment)
         self.net = net
-        # one of N instances: it owns whole sites (v2x.network components, dealt round-robin as the fleet's area
+        # one of N instances: it owns whole sites (v2x.core.network components, dealt round-robin as the fleet's area
         # shards are): their BSMs and RSMs, hazards and signal plans; the SPaT relay, which keeps no state, is
         # shared through `$share/<share>/...` so that the broker hands each RSU SPaT to one instance
         self.area = net.shard_area(*instance) if instance[1] > 1 else None

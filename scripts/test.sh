@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then lint, type-check and run the suite.
+# Install everything the tests need, then lint, type-check, check the import rules, build the docs and run the suite.
 #   - Mosquitto and its C clients, and nats-server (the clustered broker of tests/test_cluster.py),
 #     from Debian/Ubuntu (apt-get), when missing
 #   - this package with its `test` extra (pip, into the active Python environment)
@@ -26,5 +26,11 @@ echo "== ruff"
 "$PY" -m ruff check v2x roadside cloud scripts tests bench
 echo "== mypy --strict (v2x, roadside, cloud, bench)"
 "$PY" -m mypy
+echo "== lint-imports (the import rules: pyproject.toml [tool.importlinter])"
+"$PY" -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
+echo "== mkdocs build --strict (docs/)"
+SITE=$(mktemp -d)
+"$PY" -m mkdocs build --strict --quiet --site-dir "$SITE"
+rm -rf "$SITE"
 echo "== pytest (2 workers)"
 "$PY" -m pytest -n 2 "$@"

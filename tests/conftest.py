@@ -1,10 +1,24 @@
-"""Shared by every test module."""
+"""Shared by every test module.
+
+Unit tests and integration tests: a test that talks to a broker or starts a process is an integration test,
+marked `integration` (a test that uses the `mosquitto`, `broker_factory`, `v2x_run` or `v2x_report` fixture is
+marked so here). The rest are unit tests (`pytest -m "not integration"`), and they are held to it: a unit test
+that opens a network connection or starts a process fails, saying to mark it.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from v2x.core.traffic import load_kernels
+
+BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "v2x_run", "v2x_report"})
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -12,3 +26,28 @@ def compiled_core() -> None:
     """numba's loops compiled before any test starts processes on the clock: in a clean clone the cache is
     empty, and tiers that each compiled (several seconds) would start late."""
     load_kernels()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In a unit test, connecting a socket or starting a process is an error that says to mark the test."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+
+    def refuse(what: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"{request.node.nodeid} {what}: mark it @pytest.mark.integration (unit tests stay in process)")
+        return call
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("opens a network connection"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("opens a network connection"))
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", refuse("opens a network connection"))
+    yield

@@ -42,6 +42,7 @@ def test_missing_binary_says_how_to_install() -> None:
         broker.start()
 
 
+@pytest.mark.integration
 def test_bad_config_reports_the_broker_error() -> None:
     with pytest.raises(BrokerError, match="did not start"), MosquittoBroker(extra_config="no_such_option 1") as _:
         pass

@@ -1,7 +1,7 @@
 """Scale-out on a clustered broker: the tiers on different nodes of a 3-node NATS cluster (MQTT 3.1.1).
 
-Opt-in (`pytest -m cluster`): it needs Debian's nats-server, which the README's test command does not
-install. The recipe it runs is the README's "Beyond one machine".
+Marked `cluster` (`pytest -m cluster` runs it alone): it needs Debian's nats-server, which the README's test command
+installs. The recipe it runs is docs/scale.md's "Beyond one machine".
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def _summary(out: str) -> dict[str, Any]:
     return summary
 
 
+@pytest.mark.integration
 def test_a_vehicle_on_node_a_is_warned_by_a_hazard_published_through_node_c() -> None:
     with NatsCluster(3) as cluster:
         a, b, c = cluster.urls

@@ -41,6 +41,7 @@ def _sample_frame() -> m.Frame:
     )
 
 
+@pytest.mark.integration
 def test_generated_code_is_current() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"], capture_output=True, text=True
@@ -48,6 +49,7 @@ def test_generated_code_is_current() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.integration
 def test_protoc_decodes_a_codec_payload() -> None:
     text = _protoc_decode(codec.encode(_sample_frame()))
     assert 'sender_id: "veh-42"' in text

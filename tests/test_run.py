@@ -47,12 +47,14 @@ def test_run_on_the_fixture_mosquitto_with_mqtt_311(mosquitto: MosquittoBroker, 
     _check(r)
 
 
+@pytest.mark.integration
 def test_run_on_the_embedded_broker(tmp_path: Path) -> None:
     r = _run(tmp_path, "--broker", "embedded")
     assert r["broker"]["kind"] == "amqtt (embedded)"  # type: ignore[index]
     _check(r)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bad", ["nope.toml", "no_such_bundled_name"])
 def test_run_rejects_a_missing_scenario(bad: str) -> None:
     res = subprocess.run([sys.executable, "-m", "v2x", "run", bad], capture_output=True, text=True, timeout=30)

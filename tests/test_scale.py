@@ -82,6 +82,7 @@ def test_fleet_workers_and_cloud_instances_carry_every_message_once(v2x_run: Run
     assert data["vehicles"]["spawned"] > 20
 
 
+@pytest.mark.integration
 def test_workers_and_clouds_are_checked_before_anything_starts() -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "v2x", "run", "four_way", "--headless", *args], capture_output=True, text=True, timeout=60)

@@ -148,6 +148,7 @@ def test_locator_handles_multiline_arrays_and_strings() -> None:
     assert ("not",) not in loc.lines
 
 
+@pytest.mark.integration
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "v2x", "validate", *map(str, BUNDLED)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -162,6 +163,7 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert "cannot read" in missing.stderr
 
 
+@pytest.mark.integration
 def test_cli_lists_scenarios() -> None:
     res = subprocess.run([sys.executable, "-m", "v2x", "scenarios"], capture_output=True, text=True, check=True)
     for p in BUNDLED:

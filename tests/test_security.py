@@ -75,6 +75,7 @@ def test_mosquitto_hash_is_pbkdf2_sha512_in_mosquitto_s_format() -> None:
     assert len(h.rsplit("$", 1)[1]) == 88  # 64 bytes, base64
 
 
+@pytest.mark.integration
 def test_run_secure_every_tier_logs_in_as_itself(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     res = subprocess.run(

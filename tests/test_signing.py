@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from roadside.service import RsuService
 from v2x.core import codec
 from v2x.core import messages as m
@@ -125,6 +127,7 @@ async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_rep
     assert dict(rsu.bad.counts) == {"unknown_cert": 1, "bad_signature": 1, "replay": 1}
 
 
+@pytest.mark.integration
 def test_run_sign_end_to_end(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     res = subprocess.run([sys.executable, "-m", "v2x", "run", "hazard", "--sign", "--fast", "--headless", "--duration", "70",
@@ -159,6 +162,7 @@ def test_v2v_acts_only_on_genuine_signed_bsms() -> None:
     assert plain.heard("veh-5", "veh-2", 10.0, 10.1) is not None
 
 
+@pytest.mark.integration
 async def test_each_connection_gets_a_newly_signed_will() -> None:
     """A signed Will is taken to no age but checked for replays: after a lost connection, the reconnect must hand the
     broker new signed bytes, or a receiver would refuse the second lost connection's Will as a replay."""

@@ -43,6 +43,7 @@ def test_a_sweep_writes_a_row_per_run_and_a_plot(mosquitto: MosquittoBroker, tmp
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.integration
 def test_sweep_axes_and_their_errors(tmp_path: Path) -> None:
     assert parse_axis("a.b+c.d=0, 50,100") == Axis(("a.b", "c.d"), ("0", "50", "100"))
     with pytest.raises(ValueError, match="expected KEY=V1,V2"):

@@ -163,6 +163,7 @@ async def test_last_will_on_a_killed_client(mosquitto: MosquittoBroker, topic_pr
             proc.wait()
 
 
+@pytest.mark.integration
 async def test_unreachable_broker_is_a_clear_error(topic_prefix: str) -> None:
     from v2x.net.broker import free_port
 

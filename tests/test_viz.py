@@ -320,6 +320,7 @@ def test_the_window_pans_zooms_selects_pauses_toggles_and_saves_screenshots(
         win.close()
 
 
+@pytest.mark.integration
 def test_replay_of_a_file_that_is_not_a_recording_says_so(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mcap"
     bad.write_bytes(b"not an mcap file\n")

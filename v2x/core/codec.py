@@ -1,4 +1,4 @@
-"""The one codec: domain messages (`v2x.messages`, SI units) <-> wire bytes (`v2x.v1.MessageFrame`).
+"""The one codec: domain messages (`v2x.core.messages`, SI units) <-> wire bytes (`v2x.v1.MessageFrame`).
 
 Encoding quantises to the standards' units (see proto/v2x/v1/v2x.proto); decoding checks every
 field against the standard's range and raises only `DecodeError`, whose `kind` says what

@@ -1,6 +1,6 @@
 """Domain messages: what the simulator's tiers say to each other, in SI units.
 
-These are plain frozen dataclasses, free of protobuf. `v2x.codec` converts them to and
+These are plain frozen dataclasses, free of protobuf. `v2x.core.codec` converts them to and
 from the wire format (`proto/v2x/v1/v2x.proto`), quantising to the standards' units.
 Enum values equal the wire values, so the mapping is the identity on integers
 (a test checks the names and values against the .proto).

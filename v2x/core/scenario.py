@@ -1,7 +1,7 @@
 """Scenario files: typed, validated, round-trippable TOML.
 
 A scenario is laid out in local metres (x east, y north) around a WGS-84 origin. See
-`scenarios/four_way.toml` for an annotated example and the README for the format.
+`scenarios/four_way.toml` for an annotated example and docs/user-guide.md ("Scenarios") for the format.
 `load(path)` returns a `Scenario` or raises `ScenarioError` whose lines read
 `FILE:LINE: field.path: what is wrong (expected ...)`.
 """

@@ -1,4 +1,4 @@
-"""Typed, validated data from TOML: the machinery under `v2x.scenario`.
+"""Typed, validated data from TOML: the machinery under `v2x.core.scenario`.
 
 A schema is a tree of frozen dataclasses whose fields carry their constraints
 (`spec(ge=..., le=...)`). `load(cls, text, filename)` reads TOML with tomllib, converts it

@@ -95,7 +95,7 @@ class MosquittoBroker:
 
     `persistence=True` keeps sessions and queued QoS 1 messages in `data_dir` across a
     stop() and start() on the same port (for broker-restart tests). `secure=(passwd, acl)`
-    requires a login and applies the ACL (v2x.security writes both).
+    requires a login and applies the ACL (v2x.net.security writes both).
     """
 
     def __init__(

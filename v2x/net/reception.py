@@ -3,7 +3,7 @@
 A bad payload never stops a service: it is counted per kind (DecodeError kinds, plus
 "wrong_type" and the like that services add) and logged once per kind and sender.
 `Reception` adds measurement (latency per hop and type, loss and duplicates per stream,
-v2x.metrics) and enforces expiry from the header time (MQTT 3.1.1 carries no expiry;
+v2x.core.metrics) and enforces expiry from the header time (MQTT 3.1.1 carries no expiry;
 on MQTT 5 the broker also drops expired messages, so behaviour is the same).
 """
 
@@ -117,7 +117,7 @@ class Reception:
         # topics taken through a shared subscription: each instance gets a share of every stream, so its
         # sequence gaps are not losses (the relay's completeness shows downstream, and in relayed counts)
         self.shared_prefix: str | None = None
-        self.verifier: Verifier | None = None  # signed messages required (v2x.signing): rejected ones are counted by kind
+        self.verifier: Verifier | None = None  # signed messages required (v2x.net.signing): rejected ones are counted by kind
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
         # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost

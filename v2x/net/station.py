@@ -74,7 +74,7 @@ class Station:
         self.clock = clock
         self.transport = transport  # None: a station that only encodes (a Last Will, a benchmark)
         self.sent: Counter[str] = Counter() if sent is None else sent  # by message type; may be shared by a tier's stations
-        self.signer: Signer | None = None  # signed messages (v2x.signing): its pseudonym certificate and key
+        self.signer: Signer | None = None  # signed messages (v2x.net.signing): its pseudonym certificate and key
         self._seq: dict[tuple[m.MessageType, str], int] = defaultdict(int)
 
     def publish(

@@ -1,6 +1,6 @@
 """MQTT transport: one interface, a gmqtt implementation for real brokers and an in-memory one for tests.
 
-gmqtt was chosen by measurement (bench/transport.py, README). Around it this module adds
+gmqtt was chosen by measurement (bench/transport.py, docs/protocol.md). Around it this module adds
 what a V2X service needs:
 
   - bounded queues both ways, with drop counters: `publish()` never blocks the caller;

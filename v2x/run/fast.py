@@ -1,7 +1,7 @@
 """`v2x run --fast`: the whole scenario in one process, in lockstep, through the real broker.
 
 Every vehicle, every RSU and the cloud has its own MQTT connection; the lockstep driver
-(`v2x.lockstep`) moves them all one sim step at a time. In each step:
+(`v2x.net.lockstep`) moves them all one sim step at a time. In each step:
 
   1. new vehicles connect, departed ones disconnect; vehicles follow their intersection
      ahead and their tile with (un)subscriptions, each acknowledged by the broker;

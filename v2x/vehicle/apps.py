@@ -36,7 +36,7 @@ vehicle's path it warns of, for the lead time.
         approach; lead time: the predicted time to the stop line at the advice.
 
 The sidelink apps (FCW, EBW, EVW, and GLOSA's queue) act only on BSMs the vehicle heard
-(`v2x.sidelink`): within range, past the sidelink's loss, at most a second old.
+(`v2x.vehicle.sidelink`): within range, past the sidelink's loss, at most a second old.
 
 Ground truth for the hazard measurements comes from the scenario's events (`HazardWatch`):
 which vehicles were affected when a hazard began, when each was warned, and whether any

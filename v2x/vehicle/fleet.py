@@ -6,12 +6,12 @@ run's shared UTC epoch). Each vehicle, while it is in the network:
     cloud cellular) and to MAP on the tile of the intersection ahead, and to hazards (RSI)
     and advisories on its own tile, re-subscribing when either changes;
   - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
-  - feeds the SPaT it received, never the controller's state, into the core (`v2x.belief`).
+  - feeds the SPaT it received, never the controller's state, into the core (`v2x.vehicle.belief`).
 A stalled vehicle of the scenario (a hazard event of kind stalled_vehicle) is a connected car
 too: while it stands, its OBU (`stalled-<event>`) sends BSMs, speed 0, hazard lights on.
 The fleet also has one V2V radio: a single subscription to every BSM in the area, each kept
 as its sender's latest and decoded when an application first needs it; what each vehicle
-heard of it over the sidelink (range, loss) is decided then (`v2x.sidelink`).
+heard of it over the sidelink (range, loss) is decided then (`v2x.vehicle.sidelink`).
 Bad payloads are counted per kind and never stop the fleet.
 """
 
@@ -134,7 +134,7 @@ class Fleet:
         self.clock = clock
         self.shard = shard
         self.net = Network(sc)
-        # sharded by area: whole sites (v2x.network components) dealt round-robin; else by vehicle id
+        # sharded by area: whole sites (v2x.core.network components) dealt round-robin; else by vehicle id
         self.area: frozenset[int] | None = None
         if by_area:
             sites = len(self.net.components)

@@ -5,7 +5,7 @@ bytes are kept as its sender's latest (the sender is the topic's last level), an
 once, when an application first asks for them (most are never asked for). Whether a given
 vehicle heard it is decided then: the two must be within the sidelink's range, and the
 message survives the sidelink's distance-dependent loss, drawn per receiver and message
-(`v2x.impair`), as if each OBU had received it over PC5. Bad bytes are counted when decoded.
+(`v2x.net.impair`), as if each OBU had received it over PC5. Bad bytes are counted when decoded.
 Relative geometry (who is ahead in whose lane) comes from map matching the BSM positions,
 which the core's lane topology gives exactly; the kinematics an application acts on (speed,
 braking, event flags) come from the BSM heard.
@@ -48,7 +48,7 @@ class Neighbours:
         self.bad = bad or BadInput("v2v")
         self.latest: dict[str, Heard] = {}  # sender id -> its latest BSM
         self.lost = 0  # (receiver, BSM) pairs the sidelink lost when an application asked
-        # signed messages (v2x.signing): a BSM is verified when first decoded, against the receiver's UTC clock [us]
+        # signed messages (v2x.net.signing): a BSM is verified when first decoded, against the receiver's UTC clock [us]
         self.verifier: Verifier | None = None
         self.utc_us: Callable[[], int] | None = None
 

@@ -9,7 +9,7 @@ of its topic with no schema, and counted.
 
     v2x record --broker URL out.mcap     record until Ctrl-C (or --duration)
     v2x replay run.mcap --to-broker URL  publish a recording back onto a broker
-    v2x replay run.mcap                  watch it in the visualiser (v2x.viz)
+    v2x replay run.mcap                  watch it in the visualiser (v2x.watch.viz)
 
 Replayed messages go out with the QoS and retain flag of their topic (the topic table).
 """

@@ -1,7 +1,7 @@
 """`v2x viz` and `v2x replay`: the Pygame window, fed live from a broker or from a recording.
 
 The visualiser is nothing but a subscriber: it needs no scenario file. Messages go into a
-`Scene` (v2x.scene), a `Renderer` (v2x.render) draws it. Live, it subscribes to
+`Scene` (v2x.watch.scene), a `Renderer` (v2x.watch.render) draws it. Live, it subscribes to
 `<root>/#`; from a recording, it plays the messages at their recorded pace (`--speed`).
 
 Keys: drag to pan, mouse wheel to zoom, click a vehicle for its panel, `c` colours by
