@@ -17,7 +17,7 @@ queues the cloud estimated from BSMs (cloud.service):
      the downstream through green starts a link travel time (at the speed limit) after the
      upstream one.
 
-The controller walks into new offsets within min/max green (roadside.signal), so coordination
+The controller walks into new offsets within min/max green (v2x.core.signal.controller), so coordination
 survives retiming.
 """
 

@@ -35,6 +35,7 @@ from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
 from cloud.policy import Adaptive, Approach
 from v2x import __version__
 from v2x.core import messages as m
+from v2x.core.jsonview import add_counts
 from v2x.core.mapdata import intersection_ref, lane_id
 from v2x.core.network import Network
 from v2x.core.scenario import HazardEvent
@@ -84,24 +85,16 @@ class CloudSummary(ServiceSummary):
         instance (the report adds them up with the other tiers'): the merged one has none."""
         if len(parts) == 1:
             return parts[0]
-        total: dict[str, Counter[str]] = {k: Counter() for k in ("sent", "received", "bad_input", "lost", "queues", "senders")}
-        for p in parts:
-            total["sent"].update(p.sent)
-            total["received"].update(p.received)
-            total["bad_input"].update(p.bad_input)
-            total["lost"].update(p.link_drops.lost)
-            total["queues"].update(p.max_queue_by_approach)
-            total["senders"].update(p.misbehaviour.senders)
         return cls(
-            sent=dict(total["sent"]), received=dict(total["received"]), bad_input=dict(total["bad_input"]),
-            link_drops=LinkDrops(dict(total["lost"]), sum(p.link_drops.in_flight for p in parts)),
-            connection=ConnectionSummary(
-                sum(p.connection.disconnects for p in parts), sum(p.connection.reconnects for p in parts),
-                [span for p in parts for span in p.connection.down_s],
-            ),
+            sent=add_counts(p.sent for p in parts), received=add_counts(p.received for p in parts),
+            bad_input=add_counts(p.bad_input for p in parts), link_drops=LinkDrops.merge(p.link_drops for p in parts),
+            connection=ConnectionSummary.merge(p.connection for p in parts),
             relayed_spat=sum(p.relayed_spat for p in parts), vehicles_seen=sum(p.vehicles_seen for p in parts),
-            max_queue_by_approach=dict(total["queues"]), detected_hazards=[d for p in parts for d in p.detected_hazards],
-            misbehaviour=MisbehaviourSummary(dict(total["senders"]), {s: f for p in parts for s, f in p.misbehaviour.flagged.items()}),
+            max_queue_by_approach=add_counts(p.max_queue_by_approach for p in parts),
+            detected_hazards=[d for p in parts for d in p.detected_hazards],
+            misbehaviour=MisbehaviourSummary(
+                add_counts(p.misbehaviour.senders for p in parts), {s: f for p in parts for s, f in p.misbehaviour.flagged.items()},
+            ),
         )
 
 

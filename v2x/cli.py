@@ -109,6 +109,16 @@ def _exec_tier(package: str, args: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", package, *args])
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at least 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="v2x",
@@ -137,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("topic_filter", nargs="?", default="v2x/v1/#", help="MQTT topic filter (default v2x/v1/#)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
-    p.add_argument("-n", "--count", type=int, default=None, help="stop after this many messages")
+    p.add_argument("-n", "--count", type=_at_least_one, default=None, help="stop after this many messages")
     add_credentials_option(p)
     p.set_defaults(func=_cmd_tap)
 

@@ -7,7 +7,8 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 from v2x.core import messages as m
@@ -39,6 +40,14 @@ def frame_record(topic: str, frame: m.Frame, rx_ns: int | None = None) -> dict[s
     return out
 
 
+def add_counts(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Counts by name, added up (a summary's `sent`, `received`, `bad_input`...)."""
+    out: Counter[str] = Counter()
+    for c in counters:
+        out.update(c)
+    return dict(out)
+
+
 class JsonRecord:
     """A dataclass that goes to JSON and back: `to_json()` gives plain values (nested records, and records in
     lists and dicts, by their own `to_json`); `from_json()` builds it again from its field types, and names any
@@ -49,14 +58,20 @@ class JsonRecord:
         return {f.name: _out(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Self:
-        assert dataclasses.is_dataclass(cls)
+    def from_json(cls, data: Any, where: str = "") -> Self:
+        """Built from `data`; a ValueError names the first field (as a path from `where`) that is not what its type
+        says (a record, list or dict of the wrong shape, a number that is text, null where a value is needed)."""
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} is not a dataclass")
+        at = where or cls.__name__
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{at}: expected an object, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - fields)
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (expected some of {sorted(fields)})")
+            raise ValueError(f"{at}: unknown field(s) {unknown} (expected some of {sorted(fields)})")
         hints = typing.get_type_hints(cls)
-        return cls(**{k: _in(hints[k], v) for k, v in data.items()})
+        return cls(**{k: _in(hints[k], v, f"{at}.{k}") for k, v in data.items()})
 
 
 def _out(value: Any) -> Any:
@@ -69,20 +84,35 @@ def _out(value: Any) -> Any:
     return value
 
 
-def _in(tp: Any, value: Any) -> Any:
-    """`value` from JSON as type `tp`: records (also in lists, dict values and `X | None`) built, the rest as is."""
-    if value is None:
-        return None
+_SCALARS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _in(tp: Any, value: Any, at: str) -> Any:
+    """`value` from JSON as type `tp` (records, also in lists, dict values and `X | None`, built); a ValueError
+    names the path `at` of a value that is not of its type."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _in(args[0], value) if len(args) == 1 else value
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        return _in(args[0], value, at) if len(args) == 1 else value
+    if tp is Any:
+        return value
+    if value is None:
+        raise ValueError(f"{at}: null where a value is needed")
     if isinstance(tp, type) and issubclass(tp, JsonRecord):
-        return tp.from_json(value)
+        return tp.from_json(value, at)
     if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{at}: expected a list, got {type(value).__name__}")
         (item,) = typing.get_args(tp)
-        return [_in(item, v) for v in value]
+        return [_in(item, v, f"{at}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{at}: expected an object, got {type(value).__name__}")
         _, item = typing.get_args(tp)
-        return {k: _in(item, v) for k, v in value.items()}
+        return {k: _in(item, v, f"{at}.{k}") for k, v in value.items()}
+    ok = _SCALARS.get(tp)
+    if ok is not None and (not isinstance(value, ok) or (tp is not bool and isinstance(value, bool))):
+        raise ValueError(f"{at}: expected {tp.__name__}, got {value!r}")
     return value

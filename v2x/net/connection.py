@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT, Topics
@@ -20,9 +20,7 @@ from v2x.net.impair import Impairment
 from v2x.net.security import Credentials, login
 from v2x.net.signing import CA
 from v2x.net.station import Clock
-from v2x.net.transport import MqttTransport
-
-MqttVersion = Literal["auto", "5", "3.1.1"]
+from v2x.net.transport import MqttTransport, MqttVersion
 
 
 @dataclass(frozen=True)

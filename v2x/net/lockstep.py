@@ -190,9 +190,8 @@ class LockstepTransport(Lifecycle):
         return out
 
     async def wait(self, timeout_s: float) -> bool:
-        """A lockstep client does not wait: the driver settles each round. Whether this round delivered anything."""
-        self.collect()
-        return bool(self._ready)
+        """A lockstep client is not waited on: the driver settles each round, then its owner calls `receive()`."""
+        raise RuntimeError("a lockstep client is received from by the driver's rounds, not waited on")
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         return await self.inner.drain(timeout_s)

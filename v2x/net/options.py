@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import sys
+import typing
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from v2x.net.connection import Connection
 from v2x.net.security import Credentials
 from v2x.net.service import Service
 from v2x.net.signing import CA
+from v2x.net.transport import MqttVersion
 
 T = TypeVar("T")
 
@@ -48,7 +50,7 @@ def add_common(
 
 def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--mqtt", choices=["auto", "5", "3.1.1"], default="auto",
+        "--mqtt", choices=typing.get_args(MqttVersion), default="auto",
         help="MQTT version of every client (default auto: 5, falling back to 3.1.1 when the broker speaks only that)",
     )
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import DecodeError
-from v2x.core.jsonview import JsonRecord
+from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
 from v2x.net.impair import Impairment
@@ -85,6 +85,11 @@ class LinkDrops(JsonRecord):
 
     lost: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
+
+    @classmethod
+    def merge(cls, parts: Iterable[LinkDrops]) -> LinkDrops:
+        ps = list(parts)
+        return cls(add_counts(p.lost for p in ps), sum(p.in_flight for p in ps))
 
 
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes

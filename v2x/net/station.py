@@ -83,7 +83,8 @@ class Station:
     ) -> bool:
         """Stamp, encode and publish `body` on `topic` (its own sequence stream); count it sent. False when the
         transport did not take it (its sequence number is spent: receivers count the gap)."""
-        assert self.transport is not None, f"{self.sender_id} has no transport to publish on"
+        if self.transport is None:
+            raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
         if not self.transport.publish(topic, self.encode(body, sim_s, topic), qos=qos, retain=retain, expiry_s=expiry_s):
             return False
         self.sent[m.message_type(body).value] += 1
@@ -92,7 +93,8 @@ class Station:
     def clear(self, topic: str) -> bool:
         """Clear a retained message (an empty retained payload, QoS 1): subscribers learn it ended; counted as
         `<type>_cleared` by the topic's kind."""
-        assert self.transport is not None, f"{self.sender_id} has no transport to publish on"
+        if self.transport is None:
+            raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
         if not self.transport.publish(topic, b"", qos=1, retain=True):
             return False
         self.sent[f"{kind_of(topic)}_cleared"] += 1

@@ -44,6 +44,7 @@ MQTT311 = 4
 BACKOFF_BASE_S = 0.2  # [s] first reconnect delay
 BACKOFF_CAP_S = 10.0  # [s] longest reconnect delay
 DEFAULT_RECEIVE_MAXIMUM = 20  # what Mosquitto announces unless configured otherwise
+MqttVersion = Literal["auto", "5", "3.1.1"]  # "auto": MQTT 5, falling back to 3.1.1 when the broker speaks only that
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,12 @@ class ConnectionSummary(JsonRecord):
     disconnects: int = 0
     reconnects: int = 0
     down_s: list[list[float | None]] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, parts: Iterable[ConnectionSummary]) -> ConnectionSummary:
+        """Several processes' (or instances') lost connections: counts added, down intervals merged."""
+        ps = list(parts)
+        return cls(sum(p.disconnects for p in ps), sum(p.reconnects for p in ps), merge_spans([s for p in ps for s in p.down_s]))
 
 
 def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> ConnectionSummary:
@@ -288,8 +295,9 @@ class _Inbox(Lifecycle):
     stats: TransportStats
 
     def _open_inbox(self, size: int) -> None:
+        """`size`: the most messages kept waiting (0 or less: no limit)."""
         self._inbox: deque[Message] = deque()
-        self._inbox_size = size
+        self._inbox_size = size if size > 0 else math.inf
         self._arrived = asyncio.Event()
 
     def _put(self, msg: Message) -> None:
@@ -348,7 +356,7 @@ class MqttTransport(_Inbox):
         will: Will | Callable[[], Will] | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
-        version: Literal["auto", "5", "3.1.1"] = "auto",
+        version: MqttVersion = "auto",
         keepalive_s: int = 10,
         inbox: int = 10_000,
         outbox: int = 10_000,

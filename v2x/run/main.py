@@ -127,6 +127,7 @@ class BrokerForRun:
 
 def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: Console) -> BrokerForRun | int:
     """Start the run's broker, or take the one given; else the exit code, after saying why (2: bad options)."""
+    given = credentials(args, "v2x run")  # read (and refused with a clear error) even when --secure makes its own
     if args.secure:
         if args.broker is not None or find_mosquitto() is None:
             console.print("v2x run: --secure starts its own locked Mosquitto (it must be installed, and --broker "
@@ -139,9 +140,9 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
         out = BrokerForRun("", "mosquitto (secured: a login per station, ACLs)", broker, creds, paths["credentials.json"], secure_dir)
     elif args.broker is None or args.broker == "embedded":
         broker = EmbeddedBroker() if args.broker == "embedded" else broker_for_run()
-        out = BrokerForRun("", broker.kind, broker, credentials(args, "v2x run"), args.credentials)
+        out = BrokerForRun("", broker.kind, broker, given, args.credentials)
     else:
-        return BrokerForRun(args.broker, "external", None, credentials(args, "v2x run"), args.credentials)
+        return BrokerForRun(args.broker, "external", None, given, args.credentials)
     try:
         broker.start()
     except BrokerError as e:

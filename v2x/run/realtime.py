@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloud.service import CloudSummary
 from roadside.service import RsuSummary
@@ -27,6 +27,7 @@ from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
 
+R = TypeVar("R")
 START_DELAY_S = 3.0  # [s] between launching the tiers and sim time 0, for them to start (each imports numba) and connect
 
 
@@ -131,8 +132,8 @@ def _results(outputs: dict[str, str]) -> Results:
 
     printed = {name: lines(name) for name in outputs}
 
-    def summaries(name: str, read: Callable[[dict[str, Any]], Any]) -> list[Any]:
-        out = []
+    def summaries(name: str, read: Callable[[dict[str, Any]], R]) -> list[R]:
+        out: list[R] = []
         for e in printed.get(name, []):
             if e.get("event") == "summary":
                 try:
@@ -141,8 +142,8 @@ def _results(outputs: dict[str, str]) -> Results:
                     print(f"v2x run: the {name} tier's summary cannot be read: {err}", file=sys.stderr)
         return out
 
-    fleets: list[FleetSummary] = [s for name in outputs if name.startswith("fleet ") for s in summaries(name, FleetSummary.from_json)]
-    clouds: list[CloudSummary] = [s for name in outputs if name.startswith("cloud") for s in summaries(name, CloudSummary.from_json)]
+    fleets = [s for name in outputs if name.startswith("fleet ") for s in summaries(name, FleetSummary.from_json)]
+    clouds = [s for name in outputs if name.startswith("cloud") for s in summaries(name, CloudSummary.from_json)]
     return Results(
         mode="realtime",
         fleet=FleetSummary.merge(fleets) if fleets else None,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +18,7 @@ from rich.console import Console
 
 from cloud.service import CloudSummary
 from roadside.service import RsuSummary
+from v2x.core.jsonview import add_counts
 from v2x.core.metrics import Counts, Histogram, Series, merge_json, series_after, series_table
 from v2x.core.scenario import Scenario
 from v2x.core.trajectories import Trajectories
@@ -64,21 +63,14 @@ class RunInfo:
     wall_s: float
 
 
-def _total(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for c in counters:
-        out.update(c)
-    return dict(out)
-
-
 def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     """The run's report as JSON-ready values."""
     sc, fs, cloud, rsus = run.scenario, res.fleet, res.cloud, res.rsus
     fleet_rx = fs.messages.received if fs else {}
-    fleet_rx_by_type = _total({k.split("/")[0]: v} for k, v in fleet_rx.items())
-    sent = _total([fs.messages.sent if fs else {}, cloud.sent if cloud else {}, *(r.sent for r in rsus)])
+    fleet_rx_by_type = add_counts({k.split("/")[0]: v} for k, v in fleet_rx.items())
+    sent = add_counts([fs.messages.sent if fs else {}, cloud.sent if cloud else {}, *(r.sent for r in rsus)])
     by_receiver = {
-        "vehicles": fleet_rx_by_type, "cloud": cloud.received if cloud else {}, "rsus": _total(r.received for r in rsus),
+        "vehicles": fleet_rx_by_type, "cloud": cloud.received if cloud else {}, "rsus": add_counts(r.received for r in rsus),
     }
     receivers: list[FleetSummary | ServiceSummary] = [*(res.fleets or ([fs] if fs else [])), *(res.clouds or ([cloud] if cloud else [])), *rsus]
     latency, counts, series = merge_json(p.measurements for p in receivers)
@@ -155,7 +147,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             "max_queue_by_approach": cloud.max_queue_by_approach if cloud else {},
             "events": res.cloud_events,
         },
-        "bad_input": {"fleet": fs.bad_input if fs else {}, "cloud": cloud.bad_input if cloud else {}, "rsus": _total(r.bad_input for r in rsus)},
+        "bad_input": {"fleet": fs.bad_input if fs else {}, "cloud": cloud.bad_input if cloud else {}, "rsus": add_counts(r.bad_input for r in rsus)},
         "dropped": {"fleet": fs.dropped.to_json() if fs else {}},
         "connection": _connection(res),
         "misbehaviour": _misbehaviour(fs.attackers if fs else {}, cloud.misbehaviour.to_json() if cloud else {}),

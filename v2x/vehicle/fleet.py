@@ -75,7 +75,8 @@ class Radio:
 
     @property
     def transport(self) -> Transport:
-        assert self.station.transport is not None
+        if self.station.transport is None:
+            raise RuntimeError(f"{self.station.sender_id}: an OBU without a connection")
         return self.station.transport
 
 

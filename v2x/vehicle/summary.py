@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import resource
 import statistics
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from v2x.core.jsonview import JsonRecord
+from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.traffic import EMERGENCY
 from v2x.net.reception import LinkDrops
-from v2x.net.transport import ConnectionSummary, merge_spans
+from v2x.net.transport import ConnectionSummary
 from v2x.vehicle.apps import MAX_EVENTS_KEPT, AppKpis, HazardWarnings
 from v2x.vehicle.fleet import Fleet
 
@@ -161,12 +160,6 @@ class FleetSummary(JsonRecord):
         if len(parts) == 1:
             return parts[0]
 
-        def total(counters: list[dict[str, int]]) -> dict[str, int]:
-            out: Counter[str] = Counter()
-            for c in counters:
-                out.update(c)
-            return dict(out)
-
         finished = [p.vehicles.finished for p in parts]
         done = max(sum(finished), 1)
         rl = [p.traffic.red_light_violations for p in parts]
@@ -200,7 +193,7 @@ class FleetSummary(JsonRecord):
                 collisions=sum(p.traffic.collisions for p in parts),
                 collisions_with_obstacles=sum(p.traffic.collisions_with_obstacles for p in parts),
             ),
-            messages=MessageCounts(total([p.messages.sent for p in parts]), total([p.messages.received for p in parts])),
+            messages=MessageCounts(add_counts(p.messages.sent for p in parts), add_counts(p.messages.received for p in parts)),
             apps=apps,
             app_events=AppEvents(events, sum(p.app_events.not_listed for p in parts)),
             hazard_warning_ms=HazardWarnings(max(firsts) if firsts else None, max(lasts) if lasts else None, per),
@@ -212,15 +205,12 @@ class FleetSummary(JsonRecord):
                 sum(p.spat.vehicles_approaching for p in parts), sum(p.spat.vehicles_with_spat for p in parts),
                 [v for p in parts for v in p.spat.approaching_without_spat],
             ),
-            bad_input=total([p.bad_input for p in parts]),
-            connection=ConnectionSummary(
-                sum(p.connection.disconnects for p in parts), sum(p.connection.reconnects for p in parts),
-                merge_spans([span for p in parts for span in p.connection.down_s]),
-            ),
+            bad_input=add_counts(p.bad_input for p in parts),
+            connection=ConnectionSummary.merge(p.connection for p in parts),
             attackers={s: a for p in parts for s, a in p.attackers.items()},
             link_drops=FleetLinkDrops(
-                total([p.link_drops.lost for p in parts]), sum(p.link_drops.in_flight for p in parts),
-                sum(p.link_drops.arrived_after_leaving for p in parts),
+                **vars(LinkDrops.merge(p.link_drops for p in parts)),
+                arrived_after_leaving=sum(p.link_drops.arrived_after_leaving for p in parts),
             ),
             dropped=Dropped(*(sum(getattr(p.dropped, k) for p in parts) for k in ("bsm_not_connected", "bsm_not_sent", "transport_out", "transport_in"))),
             tick=[ticks[k] for k in sorted(ticks)],
