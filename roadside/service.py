@@ -7,7 +7,8 @@ It runs the intersection's signal controller in sim time and is its radio:
   - RSM at 10 Hz: the road users it heard (their BSMs) within its radio range;
   - actuated control: detector calls from the BSMs it hears (a vehicle within DETECTOR_M of the
     stop line on one of its approach lanes calls the groups that lane feeds);
-  - SignalPlans from the cloud (QoS 1, persistent session), applied at the next phase boundary;
+  - SignalPlans from the cloud (QoS 1, persistent session), checked against the intersection's PlanLimits
+    (no crossing movements green together, clearances no shorter than its own), applied at the next phase boundary;
   - signal priority: a PriorityRequest from an emergency vehicle (QoS 1) gets an early or
     extended green for its movement (unless `control.priority` is false) and a PriorityStatus
     reply; SPaT carries the grant in its timing and the signal-priority-active status bit.
@@ -27,7 +28,7 @@ from v2x.core.mapdata import build_map
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.signal.controller import DETECTOR_M, SignalController
-from v2x.core.signal.plans import controllers, plan_from_message
+from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
 from v2x.core.topics import Topics, tiles_covering
 from v2x.net.connection import Connection
@@ -39,6 +40,7 @@ from v2x.net.transport import MqttTransport, Transport
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
 RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
+MAX_REFUSALS_KEPT = 100  # refused plans listed in the summary (all are counted as bad_plan)
 CALL_FRESH_S = 0.3  # [s] a BSM places a detector call for this long after it was heard
 
 
@@ -54,6 +56,7 @@ class RsuSummary(ServiceSummary):
     rsu: str = ""
     plans_applied: int = 0
     plans: list[dict[str, Any]] = field(default_factory=list)  # plan_id, issued_s, received_s, applied_s (None: not yet)
+    plans_refused: list[dict[str, Any]] = field(default_factory=list)  # plan_id, from, sim_s, reasons (the first MAX_REFUSALS_KEPT)
     priority: list[dict[str, Any]] = field(default_factory=list)  # each priority request and what was done
 
 
@@ -88,7 +91,8 @@ class RsuService(Service):
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
-        self._group_ids = {g.group_id for g in net.groups if g.intersection == index}
+        self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
+        self.refused: list[dict[str, Any]] = []  # plans refused, with why
         # groups whose green is permissive (left turns that yield): geometry, so a plan from the cloud keeps them
         self._permissive = frozenset(g for p in self.ctl.plan.phases for g in p.permissive)
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
@@ -178,9 +182,15 @@ class RsuService(Service):
         elif isinstance(body, m.SignalPlan):
             self.received[kind] += 1
             plan = plan_from_message(body, self._permissive, self.ctl.plan.passage_s)
-            unknown = {g for p in plan.phases for g in p.groups} - self._group_ids
-            if unknown:
-                self.bad.record("bad_plan", topic, f"plan {body.plan_id} names unknown groups {sorted(unknown)}", sender)
+            reasons = self.limits.problems(plan)
+            if frame.header.sender_kind is not m.SenderKind.CLOUD:
+                reasons.insert(0, f"sent by a {frame.header.sender_kind.name.lower()}, not the cloud")
+            if body.intersection.id != self.index + 1:
+                reasons.insert(0, f"for intersection {body.intersection.id}, not {self.spec.id} ({self.index + 1})")
+            if reasons:  # never reaches the controller
+                self.bad.record("bad_plan", topic, f"plan {body.plan_id} refused: {'; '.join(reasons)}", sender)
+                if len(self.refused) < MAX_REFUSALS_KEPT:
+                    self.refused.append({"plan_id": body.plan_id, "from": sender, "sim_s": round(self.clock.sim_s(), 3), "reasons": reasons})
                 return
             self.ctl.command(plan)
             self.counters.plans_applied += 1
@@ -229,7 +239,8 @@ class RsuService(Service):
 
     def summary(self) -> RsuSummary:
         return self._summary(
-            RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), priority=self.priority_log,
+            RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), plans_refused=self.refused,
+            priority=self.priority_log,
         )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:

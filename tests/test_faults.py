@@ -18,6 +18,13 @@ from v2x.testing import until
 CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL)
 DOWN_S = 6.0  # [s] before it is started again on the same port
 HAZARD_AT_S = 15.0  # [s] the stalled vehicle appears while the broker is down: its RSI is published in the outage
+# A 30 s cycle of unequal greens: the adaptive cloud retimes it after one cycle (greens about equal for hazard's even
+# demand, a change of more than GREEN_STEP_S), and the RSU applies the plan at its next phase boundary, within the run
+SHORT_CYCLE = [
+    "--set", "intersections.0.signal.phases.0.min_green_s=5", "--set", "intersections.0.signal.phases.1.min_green_s=5",
+    "--set", "intersections.0.signal.phases.0.green_s=5", "--set", "intersections.0.signal.phases.1.green_s=15",
+    "--set", "intersections.0.signal.cycle_s=30",
+]
 
 
 def test_broker_killed_and_restarted_mid_run(broker_factory: Callable[..., MosquittoBroker], tmp_path: Path) -> None:
@@ -26,7 +33,7 @@ def test_broker_killed_and_restarted_mid_run(broker_factory: Callable[..., Mosqu
     t0 = time.monotonic()
     run = subprocess.Popen(
         [sys.executable, "-m", "v2x", "run", "hazard", "--headless", "--duration", "45", "--broker", broker.url,
-         "--policy", "adaptive", "--set", f"events.0.start_s={HAZARD_AT_S:g}", "--report", str(report_path)],
+         "--policy", "adaptive", *SHORT_CYCLE, "--set", f"events.0.start_s={HAZARD_AT_S:g}", "--report", str(report_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(START_DELAY_S + CRASH_AT_S)  # v2x run starts sim time START_DELAY_S after launching the tiers
@@ -57,8 +64,9 @@ def test_broker_killed_and_restarted_mid_run(broker_factory: Callable[..., Mosqu
     assert rsi["lost"] == 0
     assert rsi["received_by"].get("vehicles", 0) > 0
     assert r["apps"]["hlw"]["warnings"] > 0
-    # plans the cloud issued (adaptive control) all reached their RSU and were applied
+    # plans the cloud issued (adaptive control) all reached their RSU and were applied: at least one was issued
     plans = r["events"]["plan_apply_ms"]
+    assert plans["issued"] >= 1, plans
     assert plans["issued"] == plans["applied"]
 
     # BSM loss is counted from sequence gaps: vehicles kept taking sequence numbers while they could not send.

@@ -232,8 +232,10 @@ def main(argv: list[str]) -> int:
         console.print(f"recording: {rec.get('path')} ({rec.get('messages', 0)} messages)")
     if args.snapshot is not None and "visualiser" in watched:
         console.print(f"snapshot: {args.snapshot}")
+    for t in res.tiers_failed:
+        console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
     watchers.wait_window(console)
-    return 130 if res.interrupted else 0
+    return 130 if res.interrupted else 1 if res.tiers_failed else 0
 
 
 def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:

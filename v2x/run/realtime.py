@@ -109,17 +109,32 @@ def _fleet_workers(
     print(f"fleet: {n} processes, sharded by {by}; they report at the end (about {epoch + duration_s - time.time():.0f} s "
           "from now)", file=sys.stderr)
     try:
-        outputs = _stop(workers, until=epoch + duration_s + 30.0)  # they end at the run's end
+        done = _stop(workers, until=epoch + duration_s + 30.0)  # they end at the run's end
     except KeyboardInterrupt:
         res = _results(_stop({**workers, **tiers}))
         res.interrupted = True
         return res
-    return _results({**outputs, **_stop(tiers)})
+    return _results({**done, **_stop(tiers)})
 
 
-def _results(outputs: dict[str, str]) -> Results:
+@dataclass
+class Ended:
+    """How a tier's process ended: what it printed, its exit code, the end of its error output."""
+
+    out: str
+    code: int
+    err: str
+
+    @property
+    def failed(self) -> bool:
+        return self.code not in (0, 130, -signal.SIGINT)
+
+
+def _results(ended: dict[str, Ended]) -> Results:
     """What the tiers' processes printed (JSON lines): the RSUs', the cloud's and any fleet workers' summaries, and
-    the cloud's events. A line that is not JSON, or a summary this version cannot read, is reported and left out."""
+    the cloud's events; and the tiers that failed. A line that is not JSON, or a summary this version cannot read,
+    is reported and left out."""
+    outputs = {name: e.out for name, e in ended.items()}
 
     def lines(name: str) -> list[dict[str, Any]]:
         out = []
@@ -152,16 +167,24 @@ def _results(outputs: dict[str, str]) -> Results:
         clouds=clouds,
         rsus=summaries("roadside", RsuSummary.from_json),
         cloud_events=[e for name in outputs if name.startswith("cloud") for e in printed[name] if e.get("event") != "summary"],
+        tiers_failed=[
+            {"tier": name, "exit_code": e.code, "error": _last_line(e.err)} for name, e in ended.items() if e.failed
+        ],
     )
 
 
-def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -> dict[str, str]:
+def _last_line(err: str) -> str:
+    """The last non-empty line of a tier's error output (a traceback's: the exception), or what killed it."""
+    return next((x.strip() for x in reversed(err.splitlines()) if x.strip()), "")
+
+
+def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -> dict[str, Ended]:
     """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
-    (SIGINT); collect what it printed.
+    (SIGINT); collect what it printed and how it ended. A tier that failed is reported here, by name.
 
     Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
     """
-    outputs = {}
+    ended = {}
     for name, proc in tiers.items():
         try:
             out, err = proc.communicate(timeout=8.0 if until is None else max(until - time.time(), 8.0))
@@ -172,7 +195,8 @@ def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out, err = proc.communicate()
-        if proc.returncode not in (0, 130, -signal.SIGINT):
-            print(f"v2x run: the {name} tier exited with {proc.returncode}:\n{(err or '')[-2000:]}", file=sys.stderr)
-        outputs[name] = out or ""
-    return outputs
+        ended[name] = Ended(out or "", proc.returncode, (err or "")[-2000:])
+        if ended[name].failed:
+            what = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
+            print(f"v2x run: the {name} tier {what}:\n{ended[name].err}", file=sys.stderr)
+    return ended

@@ -46,6 +46,7 @@ class Results:
     trajectories: Trajectories | None = None  # with --plots: for the time-space diagrams
     epoch_utc_s: float | None = None  # real time: the UTC time [s] of sim second 0 (every tier's)
     interrupted: bool = False  # cut short by Ctrl-C
+    tiers_failed: list[dict[str, Any]] = field(default_factory=list)  # real time: tier, exit_code, error
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "wall_s": round(run.wall_s, 1),
         "epoch_utc_s": res.epoch_utc_s,  # real time: the UTC time [s] of sim second 0 (every tier's)
         "interrupted": res.interrupted,
+        "tiers_failed": res.tiers_failed,  # real time: each tier process that crashed or was killed, and why
         "broker": {"kind": run.broker_kind, "url": run.url, "mqtt": run.mqtt},
         "impairment": dataclasses.asdict(sc.links) if run.impair else None,
         "settings": run.settings,
@@ -130,7 +132,9 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "traffic": fs.traffic.to_json() if fs else {},
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
-            "plan_apply_ms": _plan_latency([p for r in rsus for p in r.plans]),
+            "plan_apply_ms": _plan_latency(
+                cloud.sent.get("plan", 0) if cloud else 0, [p for r in rsus for p in r.plans], [x for r in rsus for x in r.plans_refused],
+            ),
             "detected_hazards": cloud.detected_hazards if cloud else [],  # raised by the cloud from BSMs, source "detection"
         },
         "apps": {app: kpis.to_json() for app, kpis in fs.apps.items()} if fs else {},
@@ -218,12 +222,14 @@ def _connection(res: Results) -> dict[str, Any]:
     return {"tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", []))}
 
 
-def _plan_latency(plans: list[dict[str, Any]]) -> dict[str, Any]:
-    """From a plan being issued by the cloud to its RSU applying it at a phase boundary [ms]."""
+def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[str, Any]]) -> dict[str, Any]:
+    """Signal plans: issued (sent by the cloud), received and accepted by their RSU, applied at a phase boundary,
+    refused by the RSU (with why); from issue to apply [ms]."""
     done = [round((p["applied_s"] - p["issued_s"]) * 1000.0, 1) for p in plans if p.get("applied_s") is not None]
     return {
-        "issued": len(plans), "applied": len(done),
+        "issued": issued, "received": len(plans), "applied": len(done), "refused": len(refused),
         "p50": float(np.median(done)) if done else None, "max": max(done) if done else None, "plans": plans,
+        "refusals": refused,
     }
 
 
@@ -265,8 +271,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     for x in r.get("emergency", {}).get("crossings", []):
         t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", str(x["seconds"]))
     plans = r.get("events", {}).get("plan_apply_ms", {})
-    if plans.get("issued"):
-        t.add_row("signal plans issued / applied; issue to apply p50 (ms)", f"{plans['issued']} / {plans['applied']}; {plans['p50']}")
+    if plans.get("issued") or plans.get("refused"):
+        t.add_row("signal plans issued / applied / refused; issue to apply p50 (ms)",
+                  f"{plans['issued']} / {plans['applied']} / {plans['refused']}; {plans['p50']}")
     for a, b in r.get("connection", {}).get("outages_s", []):
         tiers = r["connection"]["tiers"]
         back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))

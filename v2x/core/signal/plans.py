@@ -1,6 +1,9 @@
-"""Signal plans and controllers for a scenario's intersections."""
+"""Signal plans and controllers for a scenario's intersections, and the checks a received plan must pass."""
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
 
 from v2x.core import messages as m
 from v2x.core.mapdata import intersection_ref
@@ -66,3 +69,74 @@ def plan_from_message(p: m.SignalPlan, permissive: frozenset[int] = frozenset(),
         for ph in p.phases
     )
     return Plan(p.plan_id, mode, phases, offset_s=p.offset_s, passage_s=passage_s)
+
+
+# Bounds of any plan, as for the plans of a scenario file (v2x.core.scenario: Phase, Signal)
+MAX_GREEN_S = 300.0  # [s] longest green, and longest max green
+MAX_YELLOW_S = 8.0  # [s]
+MAX_ALL_RED_S = 10.0  # [s]
+MAX_OFFSET_S = 600.0  # [s]
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """What a plan for one intersection may do, as a conflict monitor programs it (a plan that breaks any of these
+    never reaches the controller):
+
+    - only the intersection's own signal groups;
+    - no two movements whose paths cross green together, unless the intersection's own phasing has them green
+      together (a permissive left turn that yields to the oncoming through);
+    - clearance intervals no shorter than the intersection's own: yellow, all-red, and a minimum green;
+    - every duration within the bounds a scenario file's plan is held to, and green within min/max green.
+    """
+
+    intersection: str
+    groups: frozenset[int]  # the intersection's group ids (as in MAP and SPaT)
+    crossing: frozenset[tuple[int, int]]  # group id pairs (low, high) never green together
+    min_green_s: float  # [s] the shortest min green of the intersection's own phases
+    min_yellow_s: float  # [s] the shortest yellow of its own phases
+    min_all_red_s: float  # [s] the shortest all-red of its own phases
+
+    @classmethod
+    def of(cls, net: Network, index: int) -> PlanLimits:
+        ig = net.intersections[index]
+        gid = {g.index: g.group_id for g in net.groups if g.intersection == index}
+        link_group = {lk.id: lk.group for lk in net.links}
+        conflicting = set()
+        for c in net.conflicts:
+            a, b = link_group[c.yielder], link_group[c.priority]
+            if a in gid and b in gid and gid[a] != gid[b]:
+                conflicting.add((min(gid[a], gid[b]), max(gid[a], gid[b])))
+        together = {(min(gid[a], gid[b]), max(gid[a], gid[b])) for green in ig.phase_groups for a, b in itertools.combinations(green, 2)}
+        phases = ig.spec.signal.phases
+        return cls(
+            ig.spec.id, frozenset(gid.values()), frozenset(conflicting - together),
+            min(p.min_green_s for p in phases), min(p.yellow_s for p in phases), min(p.all_red_s for p in phases),
+        )
+
+    def problems(self, plan: Plan) -> list[str]:
+        """What is wrong with `plan` for this intersection (empty: it may take effect)."""
+        out = []
+        if not plan.phases:
+            out.append("no phases")
+        if not 0.0 <= plan.offset_s <= MAX_OFFSET_S:
+            out.append(f"offset {plan.offset_s:g} s (expected 0..{MAX_OFFSET_S:g})")
+        for p in plan.phases:
+            name = f"phase {p.phase_id}"
+            unknown = sorted(p.groups - self.groups)
+            if unknown:
+                out.append(f"{name}: signal groups {unknown} are not {self.intersection}'s (expected some of {sorted(self.groups)})")
+            both = sorted(pair for pair in itertools.combinations(sorted(p.groups), 2) if pair in self.crossing)
+            if both:
+                out.append(f"{name}: crossing movements green together: groups {', '.join(f'{a}+{b}' for a, b in both)}")
+            for what, value, low, high in (
+                ("yellow", p.yellow_s, self.min_yellow_s, MAX_YELLOW_S),
+                ("all-red", p.all_red_s, self.min_all_red_s, MAX_ALL_RED_S),
+                ("min green", p.min_green_s, self.min_green_s, MAX_GREEN_S),
+                ("max green", p.max_green_s, self.min_green_s, MAX_GREEN_S),
+            ):
+                if not low <= value <= high:
+                    out.append(f"{name}: {what} {value:g} s (expected {low:g}..{high:g} s)")
+            if not p.min_green_s <= p.green_s <= p.max_green_s:
+                out.append(f"{name}: green {p.green_s:g} s outside its min/max green ({p.min_green_s:g}..{p.max_green_s:g} s)")
+        return out

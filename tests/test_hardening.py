@@ -1,0 +1,129 @@
+"""A hostile client cannot corrupt a run (issue: hardening): on a real Mosquitto, against real tier processes.
+
+- A signal plan that greens crossing movements together, or whose durations are all zero, is refused by the RSU,
+  counted and reported with its reason, and never reaches the controller; the RSU carries on.
+- A tier that dies makes `v2x run` exit non-zero and say which tier died and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.mapdata import intersection_ref
+from v2x.core.scenario import bundled_dir
+from v2x.core.topics import Topics
+from v2x.net.broker import MosquittoBroker
+from v2x.net.station import Clock, Station
+from v2x.net.transport import MqttTransport
+
+pytestmark = pytest.mark.integration
+
+FOUR_WAY = str(bundled_dir() / "four_way.toml")
+NS_THROUGH, EW_THROUGH = 2, 5  # four_way's group ids of north and east through: their paths cross
+
+
+def _phase(groups: tuple[int, ...], green_s: float, yellow_s: float = 3.0, all_red_s: float = 2.0) -> m.PhasePlan:
+    return m.PhasePlan(phase_id=1, signal_groups=groups, green_s=green_s, yellow_s=yellow_s, all_red_s=all_red_s,
+                       min_green_s=min(10.0, green_s), max_green_s=max(150.0, green_s))
+
+
+ALL_GREEN = m.SignalPlan(intersection=intersection_ref(0), plan_id=901, mode=m.ControlMode.FIXED_TIME, cycle_s=150.0,
+                         offset_s=0.0, phases=(_phase(tuple(range(1, 13)), 145.0),), reason="every movement at once")
+ALL_ZERO = m.SignalPlan(intersection=intersection_ref(0), plan_id=902, mode=m.ControlMode.FIXED_TIME, cycle_s=0.0,
+                        offset_s=0.0, phases=(_phase((NS_THROUGH,), 0.0, 0.0, 0.0),), reason="no time at all")
+
+
+def _greens(state: m.IntersectionState) -> set[int]:
+    return {mv.signal_group for mv in state.states
+            if mv.events[0].state in (m.LightState.PROTECTED_GREEN, m.LightState.PERMISSIVE_GREEN)}
+
+
+@pytest.mark.parametrize("plan", [ALL_GREEN, ALL_ZERO], ids=["crossing-greens", "zero-durations"])
+async def test_a_plan_that_is_unsafe_or_impossible_is_refused_and_the_rsu_carries_on(
+    plan: m.SignalPlan, mosquitto: MosquittoBroker, topic_prefix: str,
+) -> None:
+    root = f"{topic_prefix}/v2x/v1"
+    topics = Topics(root)
+    # the plan is sent at sim time 1 s and the RSU's first phase boundary is at 35 s: start the run 33 s into its
+    # cycle, so a plan that were accepted would take effect within the test
+    epoch = time.time() - 33.0
+    rsu = subprocess.Popen(  # noqa: ASYNC220 - a real tier process
+        [sys.executable, "-m", "roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root,
+         "--epoch", f"{epoch:.3f}", "--duration", "42"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    greens: list[set[int]] = []
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-cloud") as cloud, MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(topics.spat_area(""))
+        deadline = time.monotonic() + 20.0
+        while not greens and time.monotonic() < deadline:  # the RSU is up: its SPaT arrives
+            await watch.wait(0.5)
+            greens += [_greens(st) for msg in watch.receive() for st in codec.decode(msg.payload).body.intersections]  # type: ignore[union-attr]
+        assert greens, "the RSU sent no SPaT"
+        station = Station("cloud", m.SenderKind.CLOUD, Clock(epoch), cloud)
+        assert station.publish(topics.plan("J1"), plan, qos=1)
+        end = time.monotonic() + 8.0  # past the phase boundary at sim time 35 s
+        while time.monotonic() < end:
+            await watch.wait(0.5)
+            greens += [_greens(st) for msg in watch.receive() for st in codec.decode(msg.payload).body.intersections]  # type: ignore[union-attr]
+    out, err = await asyncio.to_thread(rsu.communicate, timeout=30)
+    assert rsu.returncode == 0, err[-2000:]  # the RSU was not ended by the plan
+    summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
+    assert summary["bad_input"].get("bad_plan") == 1, summary["bad_input"]
+    assert summary["plans_applied"] == 0
+    (refusal,) = summary["plans_refused"]
+    assert refusal["plan_id"] == plan.plan_id
+    assert refusal["reasons"], refusal
+    if plan is ALL_GREEN:
+        assert any(f"{NS_THROUGH}+{EW_THROUGH}" in r for r in refusal["reasons"]), refusal
+    else:
+        assert any("yellow 0 s" in r for r in refusal["reasons"]), refusal
+    assert not any({NS_THROUGH, EW_THROUGH} <= g for g in greens)  # crossing through movements never green together
+    assert len(greens) > 50  # SPaT at 10 Hz all along
+
+
+def _tier_pid(root: str, module: str, timeout_s: float = 20.0) -> int:
+    """The pid of the `python -m <module>` process started for the run under topic root `root`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"-m" in argv and module.encode() in argv and root.encode() in argv:
+                return int(d.name)
+        time.sleep(0.2)
+    raise AssertionError(f"no {module} process for {root}")
+
+
+def test_a_tier_that_dies_makes_the_run_fail_naming_it(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    root = f"{topic_prefix}/v2x/v1"
+    report = tmp_path / "r.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "run", FOUR_WAY, "--headless", "--duration", "12", "--broker", mosquitto.url,
+         "--root", root, "--report", str(report)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    os.kill(_tier_pid(root, "roadside"), signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 1, err[-2000:]
+    assert "the roadside tier failed" in err, err[-2000:]
+    r: dict[str, Any] = json.loads(report.read_text())
+    (failed,) = r["tiers_failed"]
+    assert failed["tier"] == "roadside"
+    assert failed["exit_code"] == -signal.SIGKILL
