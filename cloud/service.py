@@ -42,6 +42,7 @@ from v2x.core.scenario import HazardEvent
 from v2x.core.signal.controller import Plan
 from v2x.core.signal.plans import plan_message
 from v2x.core.topics import Topics, tile_path, tiles_covering
+from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
 from v2x.net.reception import LinkDrops
@@ -109,7 +110,7 @@ class CloudService(Service):
         impairment: Impairment | None = None, instance: tuple[int, int] = (0, 1), share: str | None = None,
     ) -> None:
         sid = instance_id(instance)
-        super().__init__(sid, m.SenderKind.CLOUD, transport, clock, topics.status("cloud", sid), impairment)
+        super().__init__(sid, m.SenderKind.CLOUD, transport, clock, topics.status("cloud", sid), impairment, trust=TrustRules(net.scenario))
         self.net = net
         # one of N instances: it owns whole sites (v2x.core.network components, dealt round-robin as the fleet's area
         # shards are): their BSMs and RSMs, hazards and signal plans; the SPaT relay, which keeps no state, is

@@ -31,6 +31,8 @@ from v2x.core.signal.controller import DETECTOR_M, SignalController
 from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
 from v2x.core.topics import Topics, tiles_covering
+from v2x.core.traffic import light_of
+from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
 from v2x.net.service import Service, ServiceSummary
@@ -57,6 +59,10 @@ class RsuSummary(ServiceSummary):
     plans_applied: int = 0
     plans: list[dict[str, Any]] = field(default_factory=list)  # plan_id, issued_s, received_s, applied_s (None: not yet)
     plans_refused: list[dict[str, Any]] = field(default_factory=list)  # plan_id, from, sim_s, reasons (the first MAX_REFUSALS_KEPT)
+    intersection: str = ""
+    # what its signal heads really showed: [sim time [s], group id, Light] at every change (a run's red-light
+    # violations are judged against it where the controllers are not at hand: real time)
+    lights: list[list[float]] = field(default_factory=list)
     priority: list[dict[str, Any]] = field(default_factory=list)  # each priority request and what was done
 
 
@@ -77,7 +83,10 @@ class RsuService(Service):
         self, net: Network, index: int, transport: Transport, topics: Topics, clock: Clock, impairment: Impairment | None = None
     ) -> None:
         rsu = net.scenario.rsu_of(index)
-        super().__init__(rsu.id, m.SenderKind.RSU, transport, clock, topics.status("rsu", rsu.id), impairment, self._distance)
+        super().__init__(
+            rsu.id, m.SenderKind.RSU, transport, clock, topics.status("rsu", rsu.id), impairment, self._distance,
+            TrustRules(net.scenario),
+        )
         self.net = net
         self.index = index
         self.topics = topics
@@ -93,6 +102,9 @@ class RsuService(Service):
         self._next_ptc = 0
         self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
         self.refused: list[dict[str, Any]] = []  # plans refused, with why
+        self.lights: list[list[float]] = []  # [sim time, group id, Light] at each change of what a head shows
+        self._shown: dict[int, int] = {}
+        self._shown_key: tuple[object, ...] | None = None
         # groups whose green is permissive (left turns that yield): geometry, so a plan from the cloud keeps them
         self._permissive = frozenset(g for p in self.ctl.plan.phases for g in p.permissive)
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
@@ -131,6 +143,7 @@ class RsuService(Service):
         """Advance the controller to sim time `now` (with detector calls when actuated); publish SPaT and RSM when due."""
         calls = self.calls(now) if self.ctl.actuated else set()
         self.ctl.step(max(now, self.ctl.t), calls)
+        self._record_lights()
         if self._next_s is None:
             self._next_s = now
         if now + 1e-9 < self._next_s:
@@ -140,6 +153,18 @@ class RsuService(Service):
         self._k += 1
         self.station.publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
         self.station.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
+
+    def _record_lights(self) -> None:
+        """Log each signal head's true light when it changes (groups looked at only when the controller's state did)."""
+        key = self.ctl.state_key()
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        for g in sorted(self.ctl.groups):
+            light = int(light_of(self.ctl.state(g)))
+            if self._shown.get(g) != light:
+                self._shown[g] = light
+                self.lights.append([round(self.ctl.t, 3), g, light])
 
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s
@@ -240,7 +265,7 @@ class RsuService(Service):
     def summary(self) -> RsuSummary:
         return self._summary(
             RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), plans_refused=self.refused,
-            priority=self.priority_log,
+            priority=self.priority_log, intersection=self.spec.id, lights=self.lights,
         )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:

@@ -3,11 +3,15 @@
 - A signal plan that greens crossing movements together, or whose durations are all zero, is refused by the RSU,
   counted and reported with its reason, and never reaches the controller; the RSU carries on.
 - A tier that dies makes `v2x run` exit non-zero and say which tier died and why.
+- SPaT is trusted within limits: one dated ahead of the receiver's clock, or from a sender that is not the
+  intersection's RSU (or the cloud relaying it), is refused and counted; red-light violations are measured against
+  the controllers' true lights in real time too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -127,3 +131,45 @@ def test_a_tier_that_dies_makes_the_run_fail_naming_it(mosquitto: MosquittoBroke
     (failed,) = r["tiers_failed"]
     assert failed["tier"] == "roadside"
     assert failed["exit_code"] == -signal.SIGKILL
+
+
+def _all_green(sender: str, kind: m.SenderKind, at_us: int) -> bytes:
+    """A forged SPaT for four_way's J1: every group green for an hour, timed `at_us` [UTC us]."""
+    hour = m.TimeChange(start_s=0.0, min_end_s=3600.0, max_end_s=3600.0, likely_end_s=3600.0, confidence=15)
+    state = m.IntersectionState(
+        ref=intersection_ref(0), name="J1", revision=0, status=frozenset({m.IntersectionStatus.FIXED_TIME}),
+        timestamp_ms=at_us // 1000, plan_id=1,
+        states=tuple(m.MovementState(g, (m.MovementEvent(m.LightState.PROTECTED_GREEN, hour),)) for g in range(1, 13)),
+    )
+    return codec.encode(m.Frame(m.Header(sender, kind, 0, at_us, 0), m.Spat((state,))))
+
+
+async def test_spat_from_the_future_or_from_the_wrong_sender_is_refused_and_nobody_runs_a_red(
+    mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+
+    root = f"{topic_prefix}/v2x/v1"
+    topic = Topics(root).spat("rsu", Network(load(FOUR_WAY)).tiles[0], "J1")
+    report = tmp_path / "r.json"
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-forger") as forger:
+        # retained before the run, "from RSU-J1", an hour ahead: every vehicle that subscribes gets it
+        forger.publish(topic, _all_green("RSU-J1", m.SenderKind.RSU, time.time_ns() // 1000 + 3_600_000_000), qos=1, retain=True)
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "v2x", "run", FOUR_WAY, "--headless", "--duration", "45", "--broker", mosquitto.url,
+            "--root", root, "--report", str(report), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        while run.returncode is None:  # and all along, "from a vehicle", timed now, at 20 Hz
+            forger.publish(topic, _all_green("veh-666", m.SenderKind.VEHICLE, time.time_ns() // 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.wait(), 0.05)
+        err = (await run.stderr.read()).decode() if run.stderr else ""
+        forger.publish(topic, b"", qos=1, retain=True)
+    assert run.returncode == 0, err[-2000:]
+    r = json.loads(report.read_text())
+    refused = r["bad_input"]["fleet"]
+    assert refused.get("from_the_future", 0) >= 1, refused
+    assert refused.get("wrong_sender", 0) >= 100, refused
+    assert r["traffic"]["red_light_violations"] == 0, r["traffic"]  # a number in real time, against the true lights
+    assert r["spat_coverage"]["vehicles_approaching"] >= 20  # vehicles came to the stop lines, through a red phase

@@ -96,10 +96,11 @@ async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_rep
     ca = CA()
     rsu = RsuService(net, 0, MqttTransport(mosquitto.url, f"{topic_prefix}-rsu"), topics, clock)
     rsu.sign_with(ca)
-    ids = sorted({g.group_id for g in net.groups if g.intersection == 0})
+    # the intersection's own two phases (north-south, east-west), retimed: a plan its RSU's PlanLimits accept
+    ns, ew = (tuple(sorted(net.groups[g].group_id for g in green)) for green in net.intersections[0].phase_groups)
     plan = m.SignalPlan(intersection=intersection_ref(0), plan_id=7, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0, phases=(
-        m.PhasePlan(phase_id=1, signal_groups=tuple(ids[: len(ids) // 2]), green_s=30.0, yellow_s=3.0, all_red_s=2.0, min_green_s=5.0, max_green_s=60.0),
-        m.PhasePlan(phase_id=2, signal_groups=tuple(ids[len(ids) // 2:]), green_s=40.0, yellow_s=3.0, all_red_s=2.0, min_green_s=5.0, max_green_s=60.0),
+        m.PhasePlan(phase_id=1, signal_groups=ns, green_s=30.0, yellow_s=3.0, all_red_s=2.0, min_green_s=10.0, max_green_s=60.0),
+        m.PhasePlan(phase_id=2, signal_groups=ew, green_s=40.0, yellow_s=3.0, all_red_s=2.0, min_green_s=10.0, max_green_s=60.0),
     ))
     cloud = Station("cloud", m.SenderKind.CLOUD, clock)
     cloud.signer = ca.issue("cloud", int(EPOCH * 1000))

@@ -314,6 +314,16 @@ class Fleet:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """What every receiver holds a message to before it acts on it or measures it (v2x.core.trust)."""
+
+    clock_skew_s: float = spec(
+        0.5, ge=0.0, le=10.0,
+        doc="a message generated (or a SPaT timed) more than this ahead of the receiver's clock is refused as from the future",
+    )
+
+
+@dataclass(frozen=True)
 class Control:
     policy: Policy = "fixed"
     priority: bool = spec(True, doc="RSUs grant signal priority (early or extended green) to emergency vehicles that request it")
@@ -338,6 +348,7 @@ class Scenario:
     driver: Driver = field(default_factory=Driver)
     fleet: Fleet = field(default_factory=Fleet)
     control: Control = field(default_factory=Control)
+    trust: Trust = field(default_factory=Trust)
 
     def intersection(self, iid: str) -> Intersection | None:
         return next((i for i in self.intersections if i.id == iid), None)

@@ -211,6 +211,9 @@ class Traffic:
         self.priority: BoolArray = np.zeros(n, dtype=bool)  # requests signal priority
         self.link_idx: IntArray = np.zeros(n, dtype=np.int64)  # index of the current link in the route
         # stalled vehicles: key -> (IN link, front along it [m], length [m]); placed and removed by the driver
+        # stop-line crossings (sim time [s], vehicle id, global signal group), logged when this is a list: a run
+        # without the controllers at hand (real time) judges them against the RSUs' own record of their lights
+        self.crossings: list[tuple[float, int, int]] | None = None
         self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
         self._pending: list[_Pending] = []
@@ -635,6 +638,8 @@ class Traffic:
                 if truth is not None and truth[i] in (_RED, _UNKNOWN):
                     st.red_light_entries += 1
                     st.red_light_log.append((t_cross, int(self.ids[i]), lid, float(self.v[i]), bool(self.go_on_yellow[i])))
+                if self.crossings is not None:
+                    self.crossings.append((t_cross, int(self.ids[i]), int(group[i])))
             self.queued[crossed] = False
             self.link_idx = kernels.link_indices(self._arrays, self)
         # vehicles that reached the end of their route leave

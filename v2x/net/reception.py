@@ -22,6 +22,7 @@ from v2x.core.errors import DecodeError
 from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
+from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
 from v2x.net.signing import Verifier
 from v2x.net.station import Clock
@@ -37,7 +38,8 @@ AFTER_ACCEPT = frozenset({"not_handled", "bad_plan", "bad_priority_request", "un
 class BadInput:
     """Counts rejected input per kind; logs the first of each kind from each sender.
 
-    Kinds: the DecodeError kinds, "wrong_type" (not the type its topic carries), "expired"; and, about an
+    Kinds: the DecodeError kinds, "wrong_type" (not the type its topic carries), "wrong_sender" (not a sender that
+    may send it there), "from_the_future" (generated beyond the allowed clock skew ahead), "expired"; and, about an
     accepted message, the AFTER_ACCEPT kinds ("not_handled": a valid type this service does not act on)."""
 
     def __init__(self, owner: str) -> None:
@@ -109,9 +111,10 @@ class Reception:
 
     def __init__(
         self, owner: str, kind: m.SenderKind, clock: Clock, impairment: Impairment | None = None,
-        distance: Distance | None = None, max_age_s: Mapping[str, float] | None = None,
+        distance: Distance | None = None, max_age_s: Mapping[str, float] | None = None, trust: TrustRules | None = None,
     ) -> None:
         self.owner = owner
+        self.trust = trust  # who may send what, and the clock skew allowed (v2x.core.trust); None: not checked
         self.max_age_s = {**MAX_AGE_S, **(max_age_s or {})}  # by message type: older is dropped as expired
         self.kind = kind.name.lower()
         self.clock = clock
@@ -143,6 +146,23 @@ class Reception:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
         return rejected is None
 
+    def trusted(self, msg: Message, frame: m.Frame, rx_us: int) -> bool:
+        """Whether the sender may send this on this topic, and the message is not from the future (beyond the clock
+        skew allowed): checked before a message is acted on or measured; a refusal is counted by kind."""
+        if self.trust is None:
+            return True
+        h = frame.header
+        why = self.trust.sender_problem(msg.topic, frame)
+        if why is not None:
+            self.bad.record("wrong_sender", msg.topic, why, h.sender_id)
+            return False
+        ahead = self.trust.ahead_us(frame, rx_us)
+        if ahead > self.trust.clock_skew_us:
+            self.bad.record("from_the_future", msg.topic, f"{ahead / 1e6:.3f} s ahead of this receiver's clock "
+                            f"(at most {self.trust.clock_skew_us / 1e6:g} s allowed)", h.sender_id)
+            return False
+        return True
+
     def decode(self, msg: Message) -> m.Frame | None:
         """The frame, or None after counting why not; bytes decoded recently are not decoded again."""
         frame = self._decoded.get(msg.payload)
@@ -166,12 +186,14 @@ class Reception:
         who = receiver or self.owner
         if self.verifier is not None and not self.verified(msg, frame, who):  # no call per message when unsigned
             return None
+        rx_us = self.clock.receipt_us(msg)
+        if self.trust is not None and not self.trusted(msg, frame, rx_us):
+            return None
         if h.sender_id == who:
             self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure
         mtype = m.message_type(frame.body).value
         hop = f"{h.sender_kind.name.lower()}->{self.kind}"
-        rx_us = self.clock.receipt_us(msg)
         delay_us = 0
         if self.impairment is not None and not msg.retain:
             d = self.impairment.delay_s(hop, who, msg.payload, self.distance(who, frame) if self.distance else None)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from v2x import __version__
 from v2x.core import messages as m
 from v2x.core.jsonview import JsonRecord
+from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
 from v2x.net.reception import Distance, LinkDrops, Reception
 from v2x.net.signing import CA, Signer
@@ -46,7 +47,7 @@ S = TypeVar("S", bound=ServiceSummary)
 class Service:
     def __init__(
         self, sid: str, kind: m.SenderKind, transport: Transport, clock: Clock, status_topic: str,
-        impairment: Impairment | None = None, distance: Distance | None = None,
+        impairment: Impairment | None = None, distance: Distance | None = None, trust: TrustRules | None = None,
     ) -> None:
         self.id = sid
         self.kind = kind
@@ -56,7 +57,7 @@ class Service:
         self.sent: Counter[str] = Counter()  # by message type
         self.station = Station(sid, kind, clock, transport, self.sent)  # what it publishes goes through here
         self.received: Counter[str] = Counter()  # by message type, as the subclass handles them
-        self.reception = Reception(sid, kind, clock, impairment, distance)
+        self.reception = Reception(sid, kind, clock, impairment, distance, trust=trust)
         self.bad = self.reception.bad
 
     def will(self) -> Will:

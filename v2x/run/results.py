@@ -8,6 +8,7 @@ Reading a report back is `v2x.run.report.Report`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from roadside.service import RsuSummary
 from v2x.core.jsonview import add_counts
 from v2x.core.metrics import Counts, Histogram, Series, merge_json, series_after, series_table
 from v2x.core.scenario import Scenario
+from v2x.core.traffic import Light
 from v2x.core.trajectories import Trajectories
 from v2x.net.service import ServiceSummary
 from v2x.net.transport import merge_spans
 from v2x.vehicle.apps import HazardWarnings
-from v2x.vehicle.summary import Emergency, FleetSummary
+from v2x.vehicle.summary import Emergency, FleetSummary, LineCrossing
 
 MAX_WINDOWS = 600  # latency over time: at most this many points per hop in the report
 MIN_BSMS_JUDGED = 10  # a sender the cloud heard fewer BSMs from is not scored
@@ -129,7 +131,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
         },
         "vehicles": fs.vehicles.to_json() if fs else {},
-        "traffic": fs.traffic.to_json() if fs else {},
+        "traffic": _traffic(fs, rsus),
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
             "plan_apply_ms": _plan_latency(
@@ -164,6 +166,35 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     if res.lockstep is not None:
         report["lockstep"] = res.lockstep
     return report
+
+
+def _traffic(fs: FleetSummary | None, rsus: list[RsuSummary]) -> dict[str, Any]:
+    """The fleet's traffic figures; in real time its red-light violations judged from its stop-line crossings against
+    what each RSU's heads really showed then (None when an intersection crossed has no RSU record)."""
+    if fs is None:
+        return {}
+    out = fs.traffic.to_json()
+    if out["red_light_violations"] is None and fs.line_crossings:
+        out["red_light_violations"] = red_light_violations(fs.line_crossings, rsus)
+    return out
+
+
+def red_light_violations(crossings: list[LineCrossing], rsus: list[RsuSummary]) -> int | None:
+    """Stop-line crossings made while the movement's head really showed red (each RSU's record of its lights)."""
+    changes: dict[tuple[str, int], tuple[list[float], list[int]]] = {}
+    for r in rsus:
+        for t, g, light in r.lights:
+            times, lights = changes.setdefault((r.intersection, int(g)), ([], []))
+            times.append(t)
+            lights.append(int(light))
+    n = 0
+    for x in crossings:
+        record = changes.get((x.intersection, x.group))
+        if record is None:
+            return None  # no record of what that head showed: not judged
+        k = bisect.bisect_right(record[0], x.t_s) - 1
+        n += k >= 0 and record[1][k] == Light.RED
+    return n
 
 
 def _steady(from_s: float, series: Series, tick: list[list[float]]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from v2x.core.scenario import Scenario
 from v2x.core.topics import quadkey
 from v2x.core.traffic import Light, Traffic
 from v2x.core.trajectories import Trajectories
+from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
 from v2x.net.security import fleet_user
@@ -148,7 +149,8 @@ class Fleet:
         self.counters = FleetCounters()
         impairment = conn.impairment(sc)
         self.reception = Reception(
-            "fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance, max_age_s={"spat": sc.fleet.spat_stale_s}
+            "fleet", m.SenderKind.VEHICLE, clock, impairment, self._distance, max_age_s={"spat": sc.fleet.spat_stale_s},
+            trust=TrustRules(sc),
         )
         self._by_sid: dict[str, Radio] = {}
         self._rsu_xy = self.net.rsu_xy
@@ -354,7 +356,10 @@ class Fleet:
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
             frame = self.reception.decode(msg)
-            if frame is not None and not self.reception.verified(msg, frame, radio.station.sender_id):
+            if frame is not None and not (
+                self.reception.verified(msg, frame, radio.station.sender_id)
+                and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
+            ):
                 return
         else:
             frame = self.reception.accept(msg, radio.station.sender_id)
@@ -503,6 +508,9 @@ class Fleet:
         if self.shard[1] > 1 and self.area is None:
             await self.start_shadow()
         await self.start_v2v()
+        # no controllers here to tell red-light entries: log every stop-line crossing, judged later against the RSUs'
+        # record of their lights (v2x.run.results)
+        self.traffic.crossings = []
         await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
         self.traffic.t = max(round(self.clock.sim_s() / dt) * dt, 0.0)
         tasks: set[asyncio.Task[None]] = set()

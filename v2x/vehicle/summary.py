@@ -74,6 +74,16 @@ class FleetLinkDrops(LinkDrops):
 
 
 @dataclass
+class LineCrossing(JsonRecord):
+    """A vehicle of this fleet crossing a stop line (real time: judged against the RSU's record of its lights)."""
+
+    t_s: float  # [s] sim time
+    vehicle: int
+    intersection: str
+    group: int  # the signal group id of the movement (as in MAP and SPaT)
+
+
+@dataclass
 class Dropped(JsonRecord):
     bsm_not_connected: int = 0  # the vehicle's connection was not up yet
     bsm_not_sent: int = 0  # generated (a sequence number taken), but the connection was down
@@ -104,6 +114,7 @@ class FleetSummary(JsonRecord):
     connect_failures: int = 0
     resubscriptions: int = 0
     subscribe_failures: int = 0
+    line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
 
     @classmethod
     def of(cls, fleet: Fleet) -> FleetSummary:
@@ -149,6 +160,10 @@ class FleetSummary(JsonRecord):
             connect_failures=c.connect_failures,
             resubscriptions=c.resubscriptions,
             subscribe_failures=c.subscribe_failures,
+            line_crossings=[
+                LineCrossing(round(t, 3), vid, fleet.net.intersections[fleet.net.groups[g].intersection].spec.id, fleet.net.groups[g].group_id)
+                for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
+            ],
         )
 
     @classmethod
@@ -218,4 +233,5 @@ class FleetSummary(JsonRecord):
             connect_failures=sum(p.connect_failures for p in parts),
             resubscriptions=sum(p.resubscriptions for p in parts),
             subscribe_failures=sum(p.subscribe_failures for p in parts),
+            line_crossings=[x for p in parts for x in p.line_crossings],
         )

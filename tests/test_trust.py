@@ -1,0 +1,80 @@
+"""Who may send what on which topic (v2x.core.trust): the header's sender must agree with the topic and be of the
+kind that sends the message type; a message may not be ahead of the receiver's clock beyond the skew allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from v2x.core import messages as m
+from v2x.core.mapdata import intersection_ref
+from v2x.core.scenario import bundled_dir, load
+from v2x.core.topics import Topics
+from v2x.core.trust import TrustRules
+
+V, R, C = m.SenderKind.VEHICLE, m.SenderKind.RSU, m.SenderKind.CLOUD
+T = Topics("t/x/v2x/v1")
+TILE = "13212101122011302"
+RULES = TrustRules(load(bundled_dir() / "corridor.toml"))  # J1, J2, J3 with RSUs RSU-J1...
+
+
+def _spat(*names: str) -> m.Spat:
+    return m.Spat(tuple(
+        m.IntersectionState(ref=intersection_ref(0), name=n, revision=0, status=frozenset(), timestamp_ms=1_000, plan_id=1, states=())
+        for n in names
+    ))
+
+
+def _frame(sender: str, kind: m.SenderKind, body: m.Body) -> m.Frame:
+    return m.Frame(m.Header(sender, kind, 0, 1_000_000, 0), body)
+
+
+BSM = m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=10.0, heading_deg=90.0)
+STATUS = m.Status(m.ServiceState.ONLINE)
+
+
+@pytest.mark.parametrize(
+    ("topic", "sender", "kind", "body"),
+    [
+        (T.bsm(TILE, "veh-3"), "veh-3", V, BSM),
+        (T.spat("rsu", TILE, "J2"), "RSU-J2", R, _spat("J2")),
+        (T.spat("cloud", TILE, "J2"), "cloud-1", C, _spat("J2")),
+        (T.rsm(TILE, "RSU-J1"), "RSU-J1", R, m.Rsm(m.GeoPoint(31.0, 120.0), ())),
+        (T.status("rsu", "RSU-J3"), "RSU-J3", R, STATUS),
+        (T.status("cloud", "cloud"), "cloud", C, STATUS),
+    ],
+)
+def test_a_sender_that_agrees_with_its_topic_is_trusted(topic: str, sender: str, kind: m.SenderKind, body: m.Body) -> None:
+    assert RULES.sender_problem(topic, _frame(sender, kind, body)) is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "sender", "kind", "body", "says"),
+    [
+        (T.bsm(TILE, "veh-3"), "veh-4", V, BSM, "from 'veh-4' on a topic of 'veh-3'"),
+        (T.bsm(TILE, "RSU-J1"), "RSU-J1", R, BSM, "a bsm from a rsu"),
+        (T.spat("rsu", TILE, "J2"), "RSU-J1", R, _spat("J2"), "from 'RSU-J1' on a topic of 'RSU-J2'"),
+        (T.spat("rsu", TILE, "J2"), "veh-666", V, _spat("J2"), "a spat from a vehicle"),
+        (T.spat("rsu", TILE, "J2"), "RSU-J2", R, _spat("J2", "J3"), "about ['J2', 'J3']"),
+        (T.spat("cloud", TILE, "J2"), "RSU-J2", R, _spat("J2"), "a spat from a rsu (expected from a cloud)"),
+        (T.spat("rsu", TILE, "J9"), "RSU-J9", R, _spat("J9"), "no intersection of this scenario"),
+        (T.status("rsu", "RSU-J3"), "RSU-J1", R, STATUS, "on a topic of 'RSU-J3'"),
+        (T.status("cloud", "cloud"), "veh-1", V, STATUS, "a status from a vehicle"),
+    ],
+)
+def test_a_sender_that_does_not_agree_with_its_topic_is_refused(
+    topic: str, sender: str, kind: m.SenderKind, body: m.Body, says: str,
+) -> None:
+    why = RULES.sender_problem(topic, _frame(sender, kind, body))
+    assert why is not None
+    assert says in why
+
+
+def test_a_message_or_a_spat_s_timing_ahead_of_the_clock_is_measured() -> None:
+    now_us = 1_000_000
+    assert RULES.clock_skew_us == 500_000  # the default: 0.5 s
+    assert RULES.ahead_us(_frame("veh-3", V, BSM), now_us) == 0
+    later = m.Frame(m.Header("RSU-J1", R, 0, now_us, 0), _spat("J1"))
+    assert RULES.ahead_us(later, now_us - 2_000_000) == 2_000_000
+    dated_ahead = m.Spat((m.IntersectionState(ref=intersection_ref(0), name="J1", revision=0, status=frozenset(),
+                                              timestamp_ms=now_us // 1000 + 3_600_000, plan_id=1, states=()),))
+    assert RULES.ahead_us(m.Frame(m.Header("RSU-J1", R, 0, now_us, 0), dated_ahead), now_us) == 3_600_000_000
