@@ -94,6 +94,7 @@ class LinkDrops(JsonRecord):
         return cls(add_counts(p.lost for p in ps), sum(p.in_flight for p in ps))
 
 
+_UNJUDGED = "?"  # not yet in the sender verdicts (a verdict is None or a reason)
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
@@ -133,6 +134,7 @@ class Reception:
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: dict[bytes, m.Frame] = {}
+        self._senders: dict[tuple[str, bytes], str | None] = {}  # (topic, payload) -> why its sender is refused, recent
 
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
         """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
@@ -152,7 +154,13 @@ class Reception:
         if self.trust is None:
             return True
         h = frame.header
-        why = self.trust.sender_problem(msg.topic, frame)
+        key = (msg.topic, msg.payload)  # a fleet's vehicles hear the same bytes on the same topic: judge them once
+        why = self._senders.get(key, _UNJUDGED)
+        if why is _UNJUDGED:
+            why = self.trust.sender_problem(msg.topic, frame)
+            if len(self._senders) >= DECODED_KEPT:
+                self._senders.clear()
+            self._senders[key] = why
         if why is not None:
             self.bad.record("wrong_sender", msg.topic, why, h.sender_id)
             return False

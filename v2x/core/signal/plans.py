@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
 from v2x.core import messages as m
 from v2x.core.mapdata import intersection_ref
 from v2x.core.network import IntersectionGeom, Network
+from v2x.core.scenario import Phase, Signal
 from v2x.core.signal.controller import Mode, PhaseTiming, Plan, SignalController
 
 
@@ -71,11 +73,17 @@ def plan_from_message(p: m.SignalPlan, permissive: frozenset[int] = frozenset(),
     return Plan(p.plan_id, mode, phases, offset_s=p.offset_s, passage_s=passage_s)
 
 
-# Bounds of any plan, as for the plans of a scenario file (v2x.core.scenario: Phase, Signal)
-MAX_GREEN_S = 300.0  # [s] longest green, and longest max green
-MAX_YELLOW_S = 8.0  # [s]
-MAX_ALL_RED_S = 10.0  # [s]
-MAX_OFFSET_S = 600.0  # [s]
+def _upper(table: type, name: str) -> float:
+    """The upper bound a scenario file's field has (`spec(le=...)`): a received plan is held to the same."""
+    field = next(f for f in dataclasses.fields(table) if f.name == name)
+    return float(field.metadata["le"])
+
+
+# Bounds of any plan: those of a scenario file's plan (v2x.core.scenario: Phase, Signal)
+MAX_GREEN_S = _upper(Phase, "green_s")  # [s] longest green, and longest max green
+MAX_YELLOW_S = _upper(Phase, "yellow_s")  # [s]
+MAX_ALL_RED_S = _upper(Phase, "all_red_s")  # [s]
+MAX_OFFSET_S = _upper(Signal, "offset_s")  # [s]
 
 
 @dataclass(frozen=True)
