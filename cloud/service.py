@@ -388,8 +388,9 @@ async def serve(
     transport = conn.transport(instance_id(instance), user=CLOUD_ID)
     svc = CloudService(net, transport, conn.topics, conn.clock(), impairment=conn.impairment(net.scenario),
                        instance=instance, share=share)
-    if conn.ca is not None:
-        svc.sign_with(conn.ca)
+    authority = conn.authority("cloud", m.SenderKind.CLOUD, svc.clock)
+    if authority is not None:
+        svc.sign_with(authority)
     transport.will = svc.will
     await transport.start()
     if started is not None:

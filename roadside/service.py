@@ -36,6 +36,7 @@ from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
 from v2x.net.service import Service, ServiceSummary
+from v2x.net.signing import role_permissions
 from v2x.net.station import Clock
 from v2x.net.transport import MqttTransport, Transport
 
@@ -296,12 +297,13 @@ async def serve(
     clock = conn.clock()
     services: list[RsuService] = []
     transports: list[MqttTransport] = []
+    authority = conn.authority("roadside", m.SenderKind.RSU, clock, [sc.intersections[i].id for i in indices])
     for i in indices:
         transport = conn.transport(rsu_id(sc, i), clean_start=False, session_expiry_s=3600)
         transports.append(transport)
         services.append(RsuService(net, i, transport, conn.topics, clock, conn.impairment(sc)))
-        if conn.ca is not None:
-            services[-1].sign_with(conn.ca)
+        if authority is not None:  # each RSU's pseudonym speaks for its own intersection only
+            services[-1].sign_with(authority, role_permissions(m.SenderKind.RSU, [sc.intersections[i].id]))
         transport.will = services[-1].will
     if started is not None:
         started.extend(services)

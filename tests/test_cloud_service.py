@@ -17,7 +17,7 @@ from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.scenario import bundled_dir
 from v2x.net.broker import MosquittoBroker
-from v2x.net.signing import CA
+from v2x.net.signing import CA, role_permissions
 from v2x.net.transport import MqttTransport
 from v2x.testing import messages
 
@@ -48,12 +48,14 @@ async def test_cloud_relays_spat_and_reports_a_killed_rsu_lost(mosquitto: Mosqui
     publishes it long after it was made."""
     root = f"{topic_prefix}/v2x/v1"
     keepalive = 1
-    sign: list[str] = []
-    if signed:
-        CA().save(tmp_path / "ca.pem")
-        sign = ["--signing-ca", str(tmp_path / "ca.pem")]
-    cloud = _spawn("cloud", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--duration", "20", "--keepalive", "5", *sign)
-    rsu = _spawn("roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--keepalive", str(keepalive), *sign)
+    sign: dict[str, list[str]] = {"cloud": [], "roadside": []}
+    if signed:  # as `v2x run --sign` does: one root CA, an authority for each tier's process
+        ca, now_ms = CA(), int(time.time() * 1000) - 60_000
+        for tier, kind, ids in (("cloud", m.SenderKind.CLOUD, []), ("roadside", m.SenderKind.RSU, ["J1"])):
+            ca.authority(tier, now_ms, role_permissions(kind, ids)).save(tmp_path / f"{tier}.json")
+            sign[tier] = ["--signing-ca", str(tmp_path / f"{tier}.json")]
+    cloud = _spawn("cloud", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--duration", "20", "--keepalive", "5", *sign["cloud"])
+    rsu = _spawn("roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--keepalive", str(keepalive), *sign["roadside"])
     try:
         async with MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
             await watch.subscribe(f"{root}/spat/cloud/#")

@@ -133,15 +133,19 @@ def test_a_tier_that_dies_makes_the_run_fail_naming_it(mosquitto: MosquittoBroke
     assert failed["exit_code"] == -signal.SIGKILL
 
 
-def _all_green(sender: str, kind: m.SenderKind, at_us: int) -> bytes:
-    """A forged SPaT for four_way's J1: every group green for an hour, timed `at_us` [UTC us]."""
+def _state_all_green(at_us: int) -> m.IntersectionState:
+    """Four_way's J1 with every group green for an hour, timed `at_us` [UTC us]."""
     hour = m.TimeChange(start_s=0.0, min_end_s=3600.0, max_end_s=3600.0, likely_end_s=3600.0, confidence=15)
-    state = m.IntersectionState(
+    return m.IntersectionState(
         ref=intersection_ref(0), name="J1", revision=0, status=frozenset({m.IntersectionStatus.FIXED_TIME}),
         timestamp_ms=at_us // 1000, plan_id=1,
         states=tuple(m.MovementState(g, (m.MovementEvent(m.LightState.PROTECTED_GREEN, hour),)) for g in range(1, 13)),
     )
-    return codec.encode(m.Frame(m.Header(sender, kind, 0, at_us, 0), m.Spat((state,))))
+
+
+def _all_green(sender: str, kind: m.SenderKind, at_us: int) -> bytes:
+    """A forged SPaT for four_way's J1: every group green for an hour, timed `at_us` [UTC us]."""
+    return codec.encode(m.Frame(m.Header(sender, kind, 0, at_us, 0), m.Spat((_state_all_green(at_us),))))
 
 
 async def test_spat_from_the_future_or_from_the_wrong_sender_is_refused_and_nobody_runs_a_red(
@@ -173,3 +177,79 @@ async def test_spat_from_the_future_or_from_the_wrong_sender_is_refused_and_nobo
     assert refused.get("wrong_sender", 0) >= 100, refused
     assert r["traffic"]["red_light_violations"] == 0, r["traffic"]  # a number in real time, against the true lights
     assert r["spat_coverage"]["vehicles_approaching"] >= 20  # vehicles came to the stop lines, through a red phase
+
+
+async def test_a_vehicle_certificate_cannot_sign_for_the_cloud_or_an_rsu(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    """Signed, as `v2x run --sign` lays it out: one root CA, an authority per tier's process. A genuine vehicle
+    pseudonym (the most a fleet can issue) signs a plan "from the cloud", a retained SPaT "from RSU-J1" and an RSM
+    "from an RSU": each is refused by kind (wrong_pseudonym, not_permitted), never acted on; the run's own messages
+    are all accepted."""
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.net.signing import CA, role_permissions, valid_from_ms
+
+    root = f"{topic_prefix}/v2x/v1"
+    topics = Topics(root)
+    net = Network(load(FOUR_WAY))
+    tile = net.tiles[0]
+    # a plan J1's RSU would accept from the cloud (its own two phases, retimed): only the signature's permission can stop it
+    ns, ew = (tuple(sorted(net.groups[g].group_id for g in green)) for green in net.intersections[0].phase_groups)
+    plan = m.SignalPlan(intersection=intersection_ref(0), plan_id=903, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0,
+                        phases=(_phase(ns, 30.0), _phase(ew, 40.0)))
+    clock = Clock(time.time() + 2.0)
+    ca = CA()
+    files = {}
+    for tier, kind, ids in (("roadside", m.SenderKind.RSU, ["J1"]), ("cloud", m.SenderKind.CLOUD, []), ("fleet", m.SenderKind.VEHICLE, [])):
+        files[tier] = tmp_path / f"{tier}.json"
+        ca.authority(tier, valid_from_ms(clock), role_permissions(kind, ids)).save(files[tier])
+    fleet = ca.authority("fleet", valid_from_ms(clock), role_permissions(m.SenderKind.VEHICLE))
+    with pytest.raises(ValueError, match="may not grant"):  # a fleet's authority cannot make a cloud certificate
+        fleet.issue("cloud", valid_from_ms(clock), role_permissions(m.SenderKind.CLOUD))
+    vehicle = fleet.issue("veh-7", valid_from_ms(clock))  # a genuine vehicle's pseudonym
+
+    def forged(sender: str, kind: m.SenderKind) -> Station:
+        st = Station(sender, kind, clock)
+        st.signer = vehicle
+        return st
+
+    common = ["--broker", mosquitto.url, "--root", root, "--epoch", f"{clock.epoch_s:.3f}"]
+    procs = {
+        "roadside": [sys.executable, "-m", "roadside", FOUR_WAY, *common, "--duration", "21", "--signing-ca", str(files["roadside"])],
+        "cloud": [sys.executable, "-m", "cloud", FOUR_WAY, *common, "--duration", "22", "--signing-ca", str(files["cloud"])],
+        "fleet": [sys.executable, "-m", "v2x", "fleet", FOUR_WAY, *common, "--duration", "20", "--signing-ca", str(files["fleet"])],
+    }
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-forger") as forger:
+        spat = forged("RSU-J1", m.SenderKind.RSU)
+        spat_topic = topics.spat("rsu", tile, "J1")
+        # retained before the run starts: every vehicle that subscribes gets it
+        forger.publish(spat_topic, spat.encode(m.Spat((_state_all_green(clock.utc_us()),)), stream=spat_topic), qos=1, retain=True)
+        assert await forger.drain(5.0)
+        running = {tier: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: ASYNC220
+                   for tier, argv in procs.items()}
+        try:
+            await asyncio.sleep(8.0)  # every tier up and subscribed
+            cloud_plan = forged("cloud", m.SenderKind.CLOUD)
+            forger.publish(topics.plan("J1"), cloud_plan.encode(plan, stream=topics.plan("J1")), qos=1)
+            rsm = forged("veh-7", m.SenderKind.RSU)  # its own name, an RSU's message: the topic agrees, the permission not
+            rsm_topic = topics.rsm(tile, "veh-7")
+            forger.publish(rsm_topic, rsm.encode(m.Rsm(ref_pos=m.GeoPoint(0.0, 0.0), participants=()), stream=rsm_topic), qos=1)
+            assert await forger.drain(5.0)
+            outs = {tier: await asyncio.to_thread(p.communicate, timeout=60) for tier, p in running.items()}
+        finally:
+            forger.publish(spat_topic, b"", qos=1, retain=True)
+            for p in running.values():
+                if p.poll() is None:
+                    p.kill()
+    summaries = {}
+    for tier, (out, err) in outs.items():
+        assert running[tier].returncode == 0, (tier, err[-2000:])
+        summaries[tier] = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
+    rsu, cloud, vehicles = (summaries[t]["bad_input"] for t in ("roadside", "cloud", "fleet"))
+    assert rsu == {"wrong_pseudonym": 1}, rsu  # the plan "from the cloud"
+    assert summaries["roadside"]["plans_applied"] == 0
+    assert cloud == {"not_permitted": 1, "wrong_pseudonym": 1}, cloud  # the RSM "from an RSU"; the SPaT it would relay
+    assert vehicles.get("wrong_pseudonym", 0) >= 1, vehicles  # the retained SPaT "from RSU-J1"
+    assert set(vehicles) == {"wrong_pseudonym"}, vehicles
+    got = summaries["fleet"]["messages"]["received"]
+    assert got.get("spat/rsu", 0) > 100, got  # the genuine SPaT, verified
+    assert got.get("spat/cloud", 0) > 100, got

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from v2x.core.scenario import bundled_dir, load
 from v2x.core.topics import Topics
 from v2x.core.wire import v2x_pb2 as pb
 from v2x.net.broker import MosquittoBroker
-from v2x.net.signing import CA
+from v2x.net.signing import CA, Authority, Signer, Verifier, role_permissions
 from v2x.net.station import Station, StepClock
 from v2x.net.transport import MqttTransport, Will
 from v2x.testing import until
@@ -28,12 +29,20 @@ EPOCH = 1_767_225_600.0
 NOW_US = int((EPOCH + 10.0) * 1e6)
 
 
+VEHICLE = role_permissions(m.SenderKind.VEHICLE)
+
+
+def _check(v: Verifier, payload: bytes, now_us: int, receiver: str = "", retained: bool = False) -> str | None:
+    """`v`'s verdict on a payload as a receiver sees it: decoded, then checked."""
+    return v.check(payload, codec.decode(payload), now_us, receiver, retained)
+
+
 def _station(ca: CA | None, sid: str = "veh-1") -> Station:
     clock = StepClock(EPOCH)
     clock.t = 10.0
     st = Station(sid, m.SenderKind.VEHICLE, clock)
     if ca is not None:
-        st.signer = ca.issue(sid, int(EPOCH * 1000))
+        st.signer = ca.issue(sid, int(EPOCH * 1000), VEHICLE)
     return st
 
 
@@ -43,7 +52,7 @@ BSM = m.Bsm(position=m.GeoPoint(31.2, 121.4), speed_mps=10.0, heading_deg=90.0)
 def test_a_signed_frame_verifies_and_still_decodes_as_a_plain_one() -> None:
     ca = CA()
     payload = _station(ca).encode(BSM, stream="bsm")
-    assert ca.verifier().check(payload, NOW_US, NOW_US) is None
+    assert _check(ca.verifier(), payload, NOW_US) is None
     frame = codec.decode(payload)  # an unsigned receiver reads it as before
     assert frame.body == codec.decode(_station(None).encode(BSM, stream="bsm")).body
     assert len(pb.MessageFrame.FromString(payload).security.signature) == 64
@@ -57,32 +66,32 @@ def test_forged_messages_are_rejected() -> None:
     msg = pb.MessageFrame.FromString(genuine)
     msg.bsm.speed = 1000
     altered = msg.SerializeToString()
-    assert v.check(altered, NOW_US, NOW_US) == "bad_signature"
+    assert _check(v, altered, NOW_US) == "bad_signature"
     # signed by a pseudonym that another CA issued (or a self-made one)
-    assert v.check(_station(CA()).encode(BSM, stream="bsm"), NOW_US, NOW_US) == "unknown_cert"
+    assert _check(v, _station(CA()).encode(BSM, stream="bsm"), NOW_US) == "unknown_cert"
     # the certificate's validity stretched by its holder: the CA's signature over it fails
     msg = pb.MessageFrame.FromString(genuine)
     msg.security.signer.valid_to_ms += 10**9
     stretched = msg.SerializeToString()
-    assert ca.verifier().check(stretched, NOW_US, NOW_US) == "unknown_cert"
+    assert _check(ca.verifier(), stretched, NOW_US) == "unknown_cert"
     # a genuine certificate, used after it expired
     old = _station(None)
-    old.signer = ca.issue("veh-1", int(EPOCH * 1000) - 10**9, lifetime_ms=1000)
-    assert v.check(old.encode(BSM, stream="bsm"), NOW_US, NOW_US) == "expired_cert"
+    old.signer = ca.issue("veh-1", int(EPOCH * 1000) - 10**9, VEHICLE, lifetime_ms=1000)
+    assert _check(v, old.encode(BSM, stream="bsm"), NOW_US) == "expired_cert"
     # no signature at all
-    assert v.check(_station(None).encode(BSM, stream="bsm"), NOW_US, NOW_US) == "unsigned"
+    assert _check(v, _station(None).encode(BSM, stream="bsm"), NOW_US) == "unsigned"
 
 
 def test_replayed_and_stale_messages_are_rejected() -> None:
     ca = CA()
     v = ca.verifier()
     payload = _station(ca).encode(BSM, stream="bsm")
-    assert v.check(payload, NOW_US, NOW_US, receiver="rsu") is None
-    assert v.check(payload, NOW_US, NOW_US, receiver="rsu") == "replay"
-    assert v.check(payload, NOW_US, NOW_US, receiver="cloud") is None  # another receiver: its first copy
+    assert _check(v, payload, NOW_US, receiver="rsu") is None
+    assert _check(v, payload, NOW_US, receiver="rsu") == "replay"
+    assert _check(v, payload, NOW_US, receiver="cloud") is None  # another receiver: its first copy
     later = NOW_US + 60_000_000  # the same bytes a minute later: stale before it is a replay
-    assert v.check(payload, NOW_US, later, receiver="veh-9") == "stale"
-    assert v.check(payload, NOW_US, later, receiver="veh-9", retained=True) is None  # a retained MAP or RSI is old by design
+    assert _check(v, payload, later, receiver="veh-9") == "stale"
+    assert _check(v, payload, later, receiver="veh-9", retained=True) is None  # a retained MAP or RSI is old by design
 
 
 async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_replayed_ones(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
@@ -95,7 +104,7 @@ async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_rep
     topics = Topics(f"{topic_prefix}/v2x/v1")
     ca = CA()
     rsu = RsuService(net, 0, MqttTransport(mosquitto.url, f"{topic_prefix}-rsu"), topics, clock)
-    rsu.sign_with(ca)
+    rsu.sign_with(ca.authority("roadside", int(EPOCH * 1000), role_permissions(m.SenderKind.RSU, [sc.intersections[0].id])))
     # the intersection's own two phases (north-south, east-west), retimed: a plan its RSU's PlanLimits accept
     ns, ew = (tuple(sorted(net.groups[g].group_id for g in green)) for green in net.intersections[0].phase_groups)
     plan = m.SignalPlan(intersection=intersection_ref(0), plan_id=7, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0, phases=(
@@ -103,9 +112,9 @@ async def test_an_rsu_applies_the_cloud_s_signed_plan_and_rejects_forged_and_rep
         m.PhasePlan(phase_id=2, signal_groups=ew, green_s=40.0, yellow_s=3.0, all_red_s=2.0, min_green_s=10.0, max_green_s=60.0),
     ))
     cloud = Station("cloud", m.SenderKind.CLOUD, clock)
-    cloud.signer = ca.issue("cloud", int(EPOCH * 1000))
+    cloud.signer = ca.issue("cloud", int(EPOCH * 1000), role_permissions(m.SenderKind.CLOUD))
     forger = Station("cloud", m.SenderKind.CLOUD, clock)
-    forger.signer = CA().issue("cloud", int(EPOCH * 1000))
+    forger.signer = CA().issue("cloud", int(EPOCH * 1000), role_permissions(m.SenderKind.CLOUD))
     topic = topics.plan(sc.intersections[0].id)
     genuine = cloud.encode(plan, stream=topic)
     altered = pb.MessageFrame.FromString(genuine)
@@ -172,7 +181,7 @@ async def test_each_connection_gets_a_newly_signed_will() -> None:
 
     ca = CA()
     clock = Clock(EPOCH)
-    signer = ca.issue("rsu-w", int(EPOCH * 1000))
+    signer = ca.issue("rsu-w", int(time.time() * 1000) - 60_000, role_permissions(m.SenderKind.RSU))  # a Will is made now
     made: list[bytes] = []
 
     def will() -> Will:
@@ -193,7 +202,7 @@ async def test_each_connection_gets_a_newly_signed_will() -> None:
     assert len(made) >= 2
     assert len(set(made)) == len(made)  # new bytes for every CONNECT
     v = ca.verifier()
-    assert [v.check(p, NOW_US, NOW_US, "cloud", retained=True) for p in made] == [None] * len(made)  # each genuine, none a replay
+    assert [_check(v, p, NOW_US, "cloud", retained=True) for p in made] == [None] * len(made)  # each genuine, none a replay
 
 
 def test_fast_mode_signs_the_cloud_s_will() -> None:
@@ -207,4 +216,75 @@ def test_fast_mode_signs_the_cloud_s_will() -> None:
     will = transport.will() if callable(transport.will) else transport.will  # as the CONNECT would carry it
     assert will.topic == "v2x/v1/status/cloud/cloud"
     sent_us = codec.decode(will.payload).header.gen_time_us
-    assert ca.verifier().check(will.payload, sent_us, sent_us, "rsu-1", True) is None
+    assert _check(ca.verifier(), will.payload, sent_us, "rsu-1", True) is None
+
+
+def _spat_about(name: str) -> m.Spat:
+    state = m.IntersectionState(ref=intersection_ref(0), name=name, revision=0, status=frozenset(), timestamp_ms=0, plan_id=0, states=())
+    return m.Spat((state,))
+
+
+def test_a_certificate_permits_only_its_holder_s_messages_under_its_own_name() -> None:
+    """1609.2's permissions in spirit: a pseudonym signs only what its role sends, about its own intersections, under
+    its own name; an authority grants only what it holds, and its own certificate signs no message."""
+    ca = CA()
+    v = ca.verifier()
+    t0 = int(EPOCH * 1000)
+    fleet = ca.authority("fleet", t0, role_permissions(m.SenderKind.VEHICLE))
+    roadside = ca.authority("roadside", t0, role_permissions(m.SenderKind.RSU, ["J1", "J2"]))
+    clock = StepClock(EPOCH)
+    clock.t = 10.0
+
+    def signed(signer_of: Signer, sender: str, kind: m.SenderKind, body: m.Body) -> bytes:
+        st = Station(sender, kind, clock)
+        st.signer = signer_of
+        return st.encode(body, stream="x")
+
+    veh = fleet.issue("veh-1", t0)
+    rsu = roadside.issue("RSU-J1", t0, role_permissions(m.SenderKind.RSU, ["J1"]))
+    assert _check(v, signed(veh, "veh-1", m.SenderKind.VEHICLE, BSM), NOW_US) is None
+    assert _check(v, signed(rsu, "RSU-J1", m.SenderKind.RSU, _spat_about("J1")), NOW_US) is None
+    # a vehicle's genuine pseudonym, under another name: the cloud's, an RSU's
+    assert _check(v, signed(veh, "cloud", m.SenderKind.CLOUD, m.Status(m.ServiceState.ONLINE, "x", "")), NOW_US) == "wrong_pseudonym"
+    assert _check(v, signed(veh, "RSU-J1", m.SenderKind.RSU, _spat_about("J1")), NOW_US) == "wrong_pseudonym"
+    # under its own name, a message its role does not send; an RSU's SPaT about another intersection
+    assert _check(v, signed(veh, "veh-1", m.SenderKind.RSU, m.Rsm(ref_pos=m.GeoPoint(0.0, 0.0), participants=())), NOW_US) == "not_permitted"
+    assert _check(v, signed(rsu, "RSU-J1", m.SenderKind.RSU, _spat_about("J2")), NOW_US) == "not_permitted"
+    # an authority grants only what it holds
+    with pytest.raises(ValueError, match="may not grant"):
+        fleet.issue("cloud", t0, role_permissions(m.SenderKind.CLOUD))
+    with pytest.raises(ValueError, match="may not grant"):
+        roadside.issue("RSU-J3", t0, role_permissions(m.SenderKind.RSU, ["J3"]))
+    # an authority's own key signs no message
+    assert _check(v, signed(Signer(fleet.cert, fleet.key), "fleet", m.SenderKind.VEHICLE, BSM), NOW_US) == "unknown_cert"
+    # a genuine certificate with its pseudonym or permissions edited by its holder: its issuer's signature fails,
+    # though it keeps the certificate's id (a verifier must not trust an id it has seen before)
+    genuine = signed(veh, "veh-1", m.SenderKind.VEHICLE, BSM)
+    for edit in ("pseudonym", "permissions"):
+        cert = pb.Certificate()
+        cert.CopyFrom(veh.cert)
+        if edit == "pseudonym":
+            cert.pseudonym = "cloud"
+        else:
+            cert.permissions.add(psid="plan")
+        sender = "cloud" if edit == "pseudonym" else "veh-1"
+        body: m.Body = BSM if edit == "pseudonym" else m.SignalPlan(
+            intersection=intersection_ref(0), plan_id=1, mode=m.ControlMode.FIXED_TIME, cycle_s=60.0, offset_s=0.0, phases=())
+        kind = m.SenderKind.CLOUD
+        assert _check(v, genuine, NOW_US, receiver=edit) is None  # the genuine one first: its certificate now cached
+        assert _check(v, signed(Signer(cert, veh.key, veh.issuer), sender, kind, body), NOW_US) == "unknown_cert"
+
+
+def test_a_tier_s_authority_survives_its_file(tmp_path: Path) -> None:
+    ca = CA()
+    a = ca.authority("roadside", int(EPOCH * 1000), role_permissions(m.SenderKind.RSU, ["J1"]))
+    a.save(tmp_path / "a.json")
+    b = Authority.load(tmp_path / "a.json")
+    assert b.cert == a.cert
+    assert b.permissions == {"map": ("J1",), "prs": (), "rsm": (), "spat": ("J1",), "status": ()}
+    st = Station("RSU-J1", m.SenderKind.RSU, StepClock(EPOCH))
+    st.signer = b.issue("RSU-J1", int(EPOCH * 1000))
+    assert _check(ca.verifier(), st.encode(_spat_about("J1"), 10.0, "x"), int(EPOCH * 1e6)) is None
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"bad\.json: not a signing authority"):
+        Authority.load(tmp_path / "bad.json")

@@ -10,15 +10,17 @@ the tiers it starts as processes; each tier's command line turns those options b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from v2x.core import messages as m
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT, Topics
 from v2x.net.impair import Impairment
 from v2x.net.security import Credentials, login
-from v2x.net.signing import CA
+from v2x.net.signing import CA, Authority, role_permissions, valid_from_ms
 from v2x.net.station import Clock
 from v2x.net.transport import MqttTransport, MqttVersion
 
@@ -32,7 +34,8 @@ class Connection:
     mqtt: MqttVersion = "auto"  # MQTT 5, falling back to 3.1.1 ("auto"), or one of them
     keepalive_s: int = 10  # [s] the broker publishes a station's Last Will after 1.5x this without a packet
     root: str = DEFAULT_ROOT  # topic root
-    ca: CA | None = None  # signed messages: the run's CA issues each station its pseudonym (v2x.net.signing)
+    # signed messages (v2x.net.signing): the run's root CA (`v2x run`), or the authority a tier's process was given
+    ca: CA | Authority | None = None
     impair: bool = True  # apply the scenario's link latency and loss (v2x.net.impair)
     epoch_s: float | None = None  # UTC [s] of sim time 0, shared by every tier of a run (None: now)
     topics: Topics = field(init=False, repr=False, compare=False)
@@ -57,6 +60,14 @@ class Connection:
         `MqttTransport` (a Will, a persistent session, queue sizes)."""
         options.setdefault("keepalive_s", self.keepalive_s)
         return MqttTransport(self.login(user or client_id), client_id, version=self.mqtt, **options)
+
+    def authority(self, name: str, kind: m.SenderKind, clock: Clock, intersections: Iterable[str] = ()) -> Authority | None:
+        """The authority that issues a tier's pseudonyms when messages are signed: the one this tier's process was
+        given, or a new one from the run's root CA, valid from a minute before `clock`'s now, with what stations of
+        `kind` may send (about `intersections`)."""
+        if self.ca is None or isinstance(self.ca, Authority):
+            return self.ca
+        return self.ca.authority(name, valid_from_ms(clock), role_permissions(kind, intersections))
 
     def argv(self, credentials_file: Path | None = None, ca_file: Path | None = None) -> list[str]:
         """These settings as a tier's command-line options (`v2x roadside`, `v2x cloud`, `v2x fleet`): the

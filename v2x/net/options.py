@@ -19,7 +19,7 @@ from v2x.core.topics import DEFAULT_ROOT
 from v2x.net.connection import Connection
 from v2x.net.security import Credentials
 from v2x.net.service import Service
-from v2x.net.signing import CA
+from v2x.net.signing import Authority
 from v2x.net.transport import MqttVersion
 
 T = TypeVar("T")
@@ -41,9 +41,10 @@ def add_common(
     add_mqtt_option(parser)
     add_credentials_option(parser)
     parser.add_argument(
-        "--signing-ca", type=Path, default=None, metavar="KEY.pem",
-        help="sign every message with a pseudonym certificate this CA key issues, and accept only messages signed "
-        "under it (`v2x run --sign` shares one with its tiers)",
+        "--signing-ca", type=Path, default=None, metavar="AUTHORITY.json",
+        help="sign every message with a pseudonym certificate this tier's signing authority issues (permitted only "
+        "what this tier sends), and accept only messages signed under the same root CA (`v2x run --sign` writes one "
+        "per tier)",
     )
     add_scenario_options(parser)
 
@@ -71,9 +72,9 @@ def add_credentials_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def signing_ca(args: argparse.Namespace, prog: str) -> CA | None:
-    """The --signing-ca key, loaded; exits with a clear message when it cannot be read."""
-    return _loaded(args.signing_ca, CA.load, prog)
+def signing_ca(args: argparse.Namespace, prog: str) -> Authority | None:
+    """The --signing-ca authority, loaded; exits with a clear message when it cannot be read."""
+    return _loaded(args.signing_ca, Authority.load, prog)
 
 
 def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:

@@ -16,7 +16,7 @@ from v2x.core.jsonview import JsonRecord
 from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
 from v2x.net.reception import Distance, LinkDrops, Reception
-from v2x.net.signing import CA, Signer
+from v2x.net.signing import Authority, Permissions, Signer, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, Will, outage_summary
 
@@ -64,10 +64,11 @@ class Service:
         """Its Last Will, made when it connects (signed like its other messages once `sign_with` was called)."""
         return last_will(self.status_topic, self.id, self.kind, self.clock, self.station.signer)
 
-    def sign_with(self, ca: CA) -> None:
-        """Sign with a pseudonym the CA issues this service; accept only what is signed under it."""
-        self.station.signer = ca.issue(self.id, self.clock.utc_us() // 1000 - 60_000)
-        self.reception.verifier = ca.verifier()
+    def sign_with(self, authority: Authority, permissions: Permissions | None = None) -> None:
+        """Sign with a pseudonym its tier's authority issues it, permitted `permissions` (default: all the authority
+        holds); accept only what is signed under the same root CA."""
+        self.station.signer = authority.issue(self.id, valid_from_ms(self.clock), permissions)
+        self.reception.verifier = authority.verifier()
 
     def accept(self, msg: Message) -> None:
         """One arrival: handled now, or held by its link, or counted and dropped."""

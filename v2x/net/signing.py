@@ -1,36 +1,53 @@
-"""Signed messages: ECDSA P-256 with pseudonym certificates from a scenario CA (IEEE 1609.2 / ETSI TS 103 097 in spirit).
+"""Signed messages: ECDSA P-256 with certificates that carry permissions (IEEE 1609.2 / ETSI TS 103 097 in spirit).
 
 A signed payload is the plain MessageFrame bytes followed by field 99, `Security`: the
-signer's pseudonym certificate and an ECDSA P-256 / SHA-256 signature over exactly the bytes
-before it (protobuf reads the concatenation as one frame, so an unsigned receiver decodes it
-as before). The certificate is a compact stand-in for a 1609.2 one: pseudonym, validity,
-public key, and the CA's signature over them.
+signer's pseudonym certificate, the certificate of the authority that issued it, and an ECDSA
+P-256 / SHA-256 signature over exactly the bytes before it (protobuf reads the concatenation as
+one frame, so an unsigned receiver decodes it as before). A certificate is a compact stand-in for
+a 1609.2 one: pseudonym, validity, public key, permissions, and its issuer's signature over them.
 
-A receiver with a `Verifier` rejects, counting each by kind:
+Who issues what (the 1609.2 chain, shortened): the run's root CA issues one authority per tier,
+whose permissions are what that tier's stations may send (`role_permissions`):
 
-    unsigned       no signature where one is required
-    unknown_cert   not issued by the trusted CA (or its CA signature does not verify)
-    expired_cert   the message was generated outside its certificate's validity
-    bad_signature  the signature does not match the bytes (a forged or altered message)
-    stale          generated more than `max_age_s` from the receiver's clock
-    replay         the same signed bytes seen before by the same receiver
+    a vehicle   bsm, prq
+    an RSU      spat and map about its own intersections; rsm, prs, status
+    the cloud   plan, rsi, advisory, spat (the relay), status
 
-Certificates are checked once and cached by id; a payload's signature is checked once per
-process even when many receivers (a fleet's vehicles) get the same bytes.
+Each authority issues its stations' pseudonyms, with permissions within its own. A tier's process
+holds only its authority's key, never the root's, so a fleet cannot make itself a cloud certificate.
+
+A receiver with a `Verifier` (it trusts the root CA only) rejects, counting each by kind:
+
+    unsigned         no signature where one is required
+    unknown_cert     not issued (through an authority) by the trusted root CA, or a signature on the chain fails
+    expired_cert     the message was generated outside its certificate's (or its authority's) validity
+    bad_signature    the signature does not match the bytes (a forged or altered message)
+    wrong_pseudonym  the certificate's pseudonym is not the sender the header names
+    not_permitted    the certificate does not permit this message type, or this intersection
+    stale            generated more than `max_age_s` from the receiver's clock
+    replay           the same signed bytes seen before by the same receiver
+
+Certificates are checked once and cached by their exact bytes; a payload's verdict is reached once
+per process even when many receivers (a fleet's vehicles) get the same bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from v2x.core import messages as m
 from v2x.core.wire import v2x_pb2 as pb
 
 CERT_LIFETIME_MS = 7 * 24 * 3600 * 1000  # [ms] a pseudonym certificate's validity (1609.2 pseudonyms: about a week)
@@ -38,6 +55,51 @@ MAX_AGE_S = 5.0  # [s] a signed message older (or newer) than this on the receiv
 SEEN_KEPT = 200_000  # signed payloads remembered per verifier for replay detection
 VERIFIED_KEPT = 4096  # payloads whose signature was checked, kept for the next receiver of the same bytes
 _ECDSA = ec.ECDSA(hashes.SHA256())
+
+class _Clock(Protocol):
+    def utc_us(self) -> int: ...
+
+
+Permissions = Mapping[str, tuple[str, ...]]  # message type -> the intersections it may be about (empty: any)
+ABOUT_INTERSECTIONS = ("spat", "map")  # the types whose permission names intersections (their bodies name theirs)
+_SENDS = {
+    m.SenderKind.VEHICLE: ("bsm", "prq"),
+    m.SenderKind.RSU: ("spat", "map", "rsm", "prs", "status"),
+    m.SenderKind.CLOUD: ("plan", "rsi", "advisory", "spat", "status"),
+}
+
+
+def valid_from_ms(clock: _Clock) -> int:
+    """When a certificate issued now becomes valid: a minute before `clock`'s now (UTC ms), for clocks a little apart."""
+    return clock.utc_us() // 1000 - 60_000
+
+
+def role_permissions(kind: m.SenderKind, intersections: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:
+    """What a station of this kind may send; an RSU's SPaT and MAP only about `intersections` (its own)."""
+    about = tuple(intersections) if kind is m.SenderKind.RSU else ()
+    return {t: about if t in ABOUT_INTERSECTIONS else () for t in _SENDS[kind]}
+
+
+def _about(frame: m.Frame) -> set[str]:
+    """The intersections a SPaT or a MAP speaks for."""
+    body = frame.body
+    if isinstance(body, m.Spat | m.MapData):
+        return {x.name for x in body.intersections}
+    return set()
+
+
+def _permitted(perms: Permissions, frame: m.Frame) -> bool:
+    ssp = perms.get(m.message_type(frame.body).value)
+    return ssp is not None and (not ssp or _about(frame) <= set(ssp))
+
+
+def _within(granted: Permissions, held: Permissions) -> bool:
+    """Whether every permission `granted` is also `held` (an issuer grants only what it may)."""
+    return all(t in held and (not held[t] or (bool(ssp) and set(ssp) <= set(held[t]))) for t, ssp in granted.items())
+
+
+def _perms_of(cert: pb.Certificate) -> dict[str, tuple[str, ...]]:
+    return {p.psid: tuple(p.ssp) for p in cert.permissions}
 
 
 def hashed_id8(data: bytes) -> bytes:
@@ -70,77 +132,145 @@ def _trailer(sec: pb.Security) -> bytes:
     return pb.MessageFrame(security=sec).SerializeToString(deterministic=True)
 
 
+def _certificate(
+    pseudonym: str, key: ec.EllipticCurvePrivateKey, issuer_id: bytes, issuer_key: ec.EllipticCurvePrivateKey,
+    valid_from_ms: int, lifetime_ms: int, permissions: Permissions, authority: bool = False,
+) -> pb.Certificate:
+    cert = pb.Certificate(
+        pseudonym=pseudonym, valid_from_ms=valid_from_ms, valid_to_ms=valid_from_ms + lifetime_ms,
+        public_key=_point(key.public_key()), issuer=issuer_id, authority=authority,
+        permissions=[pb.Permission(psid=t, ssp=ssp) for t, ssp in sorted(permissions.items())],
+    )
+    tbs = _tbs(cert)
+    cert.id = hashed_id8(tbs)
+    cert.ca_signature = _raw(issuer_key.sign(tbs, _ECDSA))
+    return cert
+
+
 @dataclass
 class Signer:
-    """One station's pseudonym: its certificate and private key."""
+    """One station's pseudonym: its certificate and private key, and the authority certificate that issued it."""
 
     cert: pb.Certificate
     key: ec.EllipticCurvePrivateKey
+    issuer: pb.Certificate | None = None  # None: issued by the root CA itself
 
     def sign(self, frame: bytes) -> bytes:
         """The frame's bytes with its signature appended (field 99)."""
-        return frame + _trailer(pb.Security(signer=self.cert, signature=_raw(self.key.sign(frame, _ECDSA))))
+        sec = pb.Security(signer=self.cert, signature=_raw(self.key.sign(frame, _ECDSA)))
+        if self.issuer is not None:
+            sec.issuer.CopyFrom(self.issuer)
+        return frame + _trailer(sec)
 
 
 class CA:
-    """The scenario's certificate authority: it issues pseudonym certificates."""
+    """The run's root certificate authority: it issues the tiers' authorities (and, for tests, pseudonyms)."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey | None = None) -> None:
         self.key = key or ec.generate_private_key(ec.SECP256R1())
         self.public_key = self.key.public_key()
         self.id = hashed_id8(_point(self.public_key))
 
-    @classmethod
-    def load(cls, path: Path) -> CA:
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a CA key written by v2x ({e})") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-            raise ValueError(f"{path}: not a P-256 private key")
-        return cls(key)
-
-    def save(self, path: Path) -> None:
-        path.write_bytes(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        path.chmod(0o600)
-
-    def issue(self, pseudonym: str, valid_from_ms: int, lifetime_ms: int = CERT_LIFETIME_MS) -> Signer:
+    def issue(self, pseudonym: str, valid_from_ms: int, permissions: Permissions, lifetime_ms: int = CERT_LIFETIME_MS) -> Signer:
+        """A pseudonym the root issues itself, permitted to send `permissions`."""
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = pb.Certificate(
-            pseudonym=pseudonym, valid_from_ms=valid_from_ms, valid_to_ms=valid_from_ms + lifetime_ms,
-            public_key=_point(key.public_key()), issuer=self.id,
-        )
-        tbs = _tbs(cert)
-        cert.id = hashed_id8(tbs)
-        cert.ca_signature = _raw(self.key.sign(tbs, _ECDSA))
-        return Signer(cert, key)
+        return Signer(_certificate(pseudonym, key, self.id, self.key, valid_from_ms, lifetime_ms, permissions), key)
+
+    def authority(self, name: str, valid_from_ms: int, permissions: Permissions, lifetime_ms: int = CERT_LIFETIME_MS) -> Authority:
+        """An authority for one tier: it issues pseudonyms with permissions within `permissions`."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(name, key, self.id, self.key, valid_from_ms, lifetime_ms, permissions, authority=True)
+        return Authority(cert, key, self.public_key)
 
     def verifier(self, max_age_s: float = MAX_AGE_S) -> Verifier:
         return Verifier(self.public_key, self.id, max_age_s)
 
 
 @dataclass
+class Authority:
+    """A tier's issuing authority (1609.2's authorization authority, in spirit): its certificate from the root CA,
+    its key, and the root's public key, which is all its stations trust. Saved to the file a tier's process is
+    given (`--signing-ca`), in place of enrolment."""
+
+    cert: pb.Certificate
+    key: ec.EllipticCurvePrivateKey
+    root_key: ec.EllipticCurvePublicKey
+
+    @property
+    def permissions(self) -> dict[str, tuple[str, ...]]:
+        return _perms_of(self.cert)
+
+    def issue(self, pseudonym: str, valid_from_ms: int, permissions: Permissions | None = None, lifetime_ms: int = CERT_LIFETIME_MS) -> Signer:
+        """A pseudonym permitted to send `permissions` (default: all this authority may grant); ValueError beyond."""
+        perms = self.permissions if permissions is None else permissions
+        if not _within(perms, self.permissions):
+            raise ValueError(f"authority {self.cert.pseudonym!r} may not grant {dict(perms)} (it holds {self.permissions})")
+        key = ec.generate_private_key(ec.SECP256R1())
+        return Signer(_certificate(pseudonym, key, self.cert.id, self.key, valid_from_ms, lifetime_ms, perms), key, self.cert)
+
+    def verifier(self, max_age_s: float = MAX_AGE_S) -> Verifier:
+        return Verifier(self.root_key, hashed_id8(_point(self.root_key)), max_age_s)
+
+    def save(self, path: Path) -> None:
+        data = {
+            "certificate": base64.b64encode(self.cert.SerializeToString(deterministic=True)).decode(),
+            "key": self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+            "root": self.root_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        }
+        path.write_text(json.dumps(data) + "\n")
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> Authority:
+        try:
+            data = json.loads(path.read_text())
+            cert = pb.Certificate.FromString(base64.b64decode(data["certificate"]))
+            key = serialization.load_pem_private_key(data["key"].encode(), password=None)
+            root = serialization.load_pem_public_key(data["root"].encode())
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a signing authority written by `v2x run --sign` ({e})") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(root, ec.EllipticCurvePublicKey):
+            raise ValueError(f"{path}: not P-256 keys")
+        if not cert.authority:
+            raise ValueError(f"{path}: its certificate is not an authority's")
+        return cls(cert, key, root)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A certificate whose chain verified: its key, pseudonym, permissions and validity (with its issuer's)."""
+
+    key: ec.EllipticCurvePublicKey
+    pseudonym: str
+    permissions: dict[str, tuple[str, ...]]
+    valid_from_ms: int
+    valid_to_ms: int
+
+
+@dataclass
 class Verifier:
-    """Checks signed payloads against one trusted CA; remembers what it saw, per receiver, for replays."""
+    """Checks signed payloads against one trusted root CA; remembers what it saw, per receiver, for replays."""
 
     ca_key: ec.EllipticCurvePublicKey
     ca_id: bytes
     max_age_s: float = MAX_AGE_S
-    _certs: dict[bytes, ec.EllipticCurvePublicKey] = field(default_factory=dict)  # certificate id -> key, verified
+    _certs: dict[bytes, _Known | None] = field(default_factory=dict)  # a certificate's exact bytes -> verified, or None
     _checked: OrderedDict[bytes, str | None] = field(default_factory=OrderedDict)  # payload -> verdict, recent
     _seen: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)  # (receiver, signature) seen
 
-    def check(self, payload: bytes, gen_time_us: int, now_us: int, receiver: str = "", retained: bool = False) -> str | None:
-        """None when the payload is signed, genuine, fresh and new to `receiver`; else the kind of rejection.
-        A retained message (MAP, an active hazard) is as old as it is: it is not held to `max_age_s`."""
+    def check(self, payload: bytes, frame: m.Frame, now_us: int, receiver: str = "", retained: bool = False) -> str | None:
+        """None when the payload (decoded as `frame`) is signed, genuine, permitted, fresh and new to `receiver`;
+        else the kind of rejection. A retained message (MAP, an active hazard) is as old as it is: it is not held
+        to `max_age_s`."""
         verdict = self._checked.get(payload, "")
         if verdict == "":
-            verdict = self._verify(payload, gen_time_us)
+            verdict = self._verify(payload, frame)
             self._checked[payload] = verdict
             if len(self._checked) > VERIFIED_KEPT:
                 self._checked.popitem(last=False)
         if verdict is not None:
             return verdict
+        gen_time_us = frame.header.gen_time_us
         if not retained and abs(now_us - gen_time_us) > self.max_age_s * 1e6:
             return "stale"
         key = (receiver, payload[-64:])  # the signature: unique per signed message
@@ -151,7 +281,7 @@ class Verifier:
             self._seen.popitem(last=False)
         return None
 
-    def _verify(self, payload: bytes, gen_time_us: int) -> str | None:
+    def _verify(self, payload: bytes, frame: m.Frame) -> str | None:
         try:
             msg = pb.MessageFrame.FromString(payload)
         except Exception:
@@ -162,28 +292,50 @@ class Verifier:
         trailer = _trailer(sec)
         if not payload.endswith(trailer) or len(sec.signature) != 64:
             return "bad_signature"
-        public = self._cert_key(sec.signer)
-        if public is None:
+        known = self._known(sec.signer, sec.issuer if sec.HasField("issuer") else None)
+        if known is None:
             return "unknown_cert"
-        if not sec.signer.valid_from_ms <= gen_time_us // 1000 <= sec.signer.valid_to_ms:
+        if not known.valid_from_ms <= frame.header.gen_time_us // 1000 <= known.valid_to_ms:
             return "expired_cert"
         try:
-            public.verify(_der(sec.signature), payload[: -len(trailer)], _ECDSA)
+            known.key.verify(_der(sec.signature), payload[: -len(trailer)], _ECDSA)
         except InvalidSignature:
             return "bad_signature"
+        if known.pseudonym != frame.header.sender_id:
+            return "wrong_pseudonym"
+        if not _permitted(known.permissions, frame):
+            return "not_permitted"
         return None
 
-    def _cert_key(self, cert: pb.Certificate) -> ec.EllipticCurvePublicKey | None:
-        known = self._certs.get(cert.id)
-        if known is not None:
-            return known
+    def _known(self, cert: pb.Certificate, issuer: pb.Certificate | None) -> _Known | None:
+        """The signer's certificate, verified up to the root (through `issuer`, an authority, when the root did not
+        issue it itself); None when any link fails, or an authority's certificate signs a message."""
+        raw = cert.SerializeToString(deterministic=True) + b"|" + (b"" if issuer is None else issuer.SerializeToString(deterministic=True))
+        if raw in self._certs:
+            return self._certs[raw]
+        known = None
+        if not cert.authority:
+            if issuer is None:
+                known = self._signed_by(cert, self.ca_key, self.ca_id)
+            else:
+                auth = self._signed_by(issuer, self.ca_key, self.ca_id) if issuer.authority else None
+                leaf = None if auth is None else self._signed_by(cert, auth.key, issuer.id)
+                if auth is not None and leaf is not None and _within(leaf.permissions, auth.permissions):
+                    known = _Known(leaf.key, leaf.pseudonym, leaf.permissions, max(leaf.valid_from_ms, auth.valid_from_ms),
+                                   min(leaf.valid_to_ms, auth.valid_to_ms))
+        if len(self._certs) > VERIFIED_KEPT:
+            self._certs.clear()
+        self._certs[raw] = known
+        return known
+
+    @staticmethod
+    def _signed_by(cert: pb.Certificate, issuer_key: ec.EllipticCurvePublicKey, issuer_id: bytes) -> _Known | None:
         tbs = _tbs(cert)
-        if cert.issuer != self.ca_id or hashed_id8(tbs) != cert.id or len(cert.ca_signature) != 64:
+        if cert.issuer != issuer_id or hashed_id8(tbs) != cert.id or len(cert.ca_signature) != 64:
             return None
         try:
-            self.ca_key.verify(_der(cert.ca_signature), tbs, _ECDSA)
+            issuer_key.verify(_der(cert.ca_signature), tbs, _ECDSA)
             key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), cert.public_key)
         except (InvalidSignature, ValueError):
             return None
-        self._certs[cert.id] = key
-        return key
+        return _Known(key, cert.pseudonym, _perms_of(cert), cert.valid_from_ms, cert.valid_to_ms)

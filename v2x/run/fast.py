@@ -26,6 +26,7 @@ import numpy as np
 
 from cloud.service import CLOUD_ID, CloudService
 from roadside.service import RsuService, rsu_id
+from v2x.core import messages as m
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.traffic import Light, light_of
@@ -33,6 +34,7 @@ from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
 from v2x.net.lockstep import Hub
 from v2x.net.security import fleet_user
+from v2x.net.signing import role_permissions
 from v2x.net.station import StepClock
 from v2x.net.transport import MqttTransport, Transport
 from v2x.run.results import Results
@@ -74,9 +76,14 @@ class FastRun:
         cloud_transport = mqtt(CLOUD_ID)
         self.cloud = CloudService(net, self.hub.wrap(cloud_transport), self.topics, self.clock, events=None, impairment=impairment)
         cloud_transport.will = self.cloud.will  # made at connect time, after sign_with: signed like its other messages
-        if conn.ca is not None:  # signed messages: every station signs with its own pseudonym, every receiver verifies
-            for svc in (*self.rsus, self.cloud):
-                svc.sign_with(conn.ca)
+        # signed messages: every station signs with its own pseudonym, from its tier's authority; every receiver verifies
+        ids = [x.id for x in sc.intersections]
+        roadside, cloud = (conn.authority("roadside", m.SenderKind.RSU, self.clock, ids),
+                           conn.authority("cloud", m.SenderKind.CLOUD, self.clock))
+        if roadside is not None and cloud is not None:
+            for rsu, iid in zip(self.rsus, ids, strict=True):
+                rsu.sign_with(roadside, role_permissions(m.SenderKind.RSU, [iid]))
+            self.cloud.sign_with(cloud)
         self._groups = self.fleet.net.groups
 
     def _truth(self, group: np.ndarray) -> np.ndarray:

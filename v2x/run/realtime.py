@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from cloud.service import CloudSummary
 from roadside.service import RsuSummary
+from v2x.core import messages as m
 from v2x.core import scenario
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
@@ -54,7 +55,8 @@ def run_realtime(
         return _run(sc, path, conn, duration_s, layout, progress)
     finally:
         path.unlink(missing_ok=True)
-        path.with_suffix(".ca.pem").unlink(missing_ok=True)
+        for authority in path.parent.glob(f"{path.stem}.*.authority.json"):
+            authority.unlink(missing_ok=True)
 
 
 def _run(
@@ -63,21 +65,27 @@ def _run(
 ) -> Results:
     epoch = time.time() + START_DELAY_S
     conn = dataclasses.replace(conn, epoch_s=epoch)
-    ca_file = None
-    if conn.ca is not None:  # one CA for the run: the tiers get its key, as enrolment would give each its pseudonyms
-        ca_file = path.with_suffix(".ca.pem")
-        conn.ca.save(ca_file)
-    common = conn.argv(layout.credentials_file, ca_file)
+
+    def argv(tier: str, kind: m.SenderKind, intersections: list[str] | None = None) -> list[str]:
+        """A tier process's connection options; when signing, with the file of the authority made for that tier (the
+        run's root CA stays here: a tier can issue only what its own stations may send, as enrolment would give)."""
+        authority = conn.authority(tier, kind, conn.clock(), intersections or [])
+        if authority is None:
+            return conn.argv(layout.credentials_file)
+        authority.save(f := path.with_suffix(f".{tier}.authority.json"))
+        return conn.argv(layout.credentials_file, f)
+
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *common, "--duration", f"{duration_s + 1.0:g}"])}
+    rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
+    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])}
     n = layout.clouds
     for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
         tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
-            ["-m", "cloud", str(path), *common, "--duration", f"{duration_s + 2.5:g}",
+            ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
              *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
         )
     if layout.workers > 1:
-        res = _fleet_workers(path, common, tiers, layout, duration_s, epoch)
+        res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch)
     else:
         fleet = Fleet(sc, conn, conn.clock())
         if layout.trajectories:

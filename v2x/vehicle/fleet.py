@@ -39,7 +39,7 @@ from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
 from v2x.net.security import fleet_user
-from v2x.net.signing import CA
+from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
 from v2x.vehicle.apps import Apps, HazardWatch
@@ -164,7 +164,7 @@ class Fleet:
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
-        self.ca: CA | None = None  # signed messages: the CA that issues each OBU its pseudonym (sign_with)
+        self.ca: Authority | None = None  # signed messages: the authority that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
         self._factory = transport_factory or self._mqtt
@@ -177,20 +177,21 @@ class Fleet:
         # real time, per sim second: the most a step's start lagged the wall clock [ms], the most vehicles
         # present, steps, and steps that started a whole step (or more) late
         self.tick: dict[int, list[float]] = {}
-        if conn.ca is not None:
-            self.sign_with(conn.ca)
+        authority = conn.authority("fleet", m.SenderKind.VEHICLE, clock)
+        if authority is not None:
+            self.sign_with(authority)
 
-    def sign_with(self, ca: CA) -> None:
-        """Sign every OBU's messages with a pseudonym the CA issues it; verify what they receive."""
-        self.ca = ca
-        self.reception.verifier = ca.verifier()
+    def sign_with(self, authority: Authority) -> None:
+        """Sign every OBU's messages with a pseudonym the fleet's authority issues it; verify what they receive."""
+        self.ca = authority
+        self.reception.verifier = authority.verifier()
         self.neighbours.verifier, self.neighbours.utc_us = self.reception.verifier, self.clock.utc_us  # V2V BSMs too
 
     def _station(self, sid: str, transport: Transport) -> Station:
         """A vehicle's station on `transport`: what it sends is counted with the fleet's; signed when signing."""
         station = Station(sid, m.SenderKind.VEHICLE, self.clock, transport, self.counters.sent)
         if self.ca is not None:
-            station.signer = self.ca.issue(sid, self.clock.utc_us() // 1000 - 60_000)
+            station.signer = self.ca.issue(sid, valid_from_ms(self.clock))
         return station
 
     def _mqtt(self, sid: str) -> Transport:

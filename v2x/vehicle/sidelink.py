@@ -75,7 +75,7 @@ class Neighbours:
         """Why a signed-mode receiver rejects these bytes (unsigned, forged, stale, replayed...), or None."""
         if self.verifier is None or self.utc_us is None:
             return None
-        return self.verifier.check(payload, frame.header.gen_time_us, self.utc_us(), "v2v")
+        return self.verifier.check(payload, frame, self.utc_us(), "v2v")
 
     def forget(self, sender: str) -> None:
         self.latest.pop(sender, None)

@@ -718,7 +718,11 @@ Global___MessageFrame: _TypeAlias = MessageFrame  # noqa: Y015
 
 @_typing.final
 class Certificate(_message.Message):
-    """A pseudonym certificate a scenario CA issued (a compact stand-in for a 1609.2 certificate)."""
+    """A certificate (a compact stand-in for a 1609.2 certificate): a station's pseudonym certificate, or the certificate
+    of an authority that issues them. The run's root CA issues one authority per tier (the fleet, an RSU process, the
+    cloud) with the permissions that tier's stations may hold; each authority issues its stations' pseudonyms, with
+    permissions within its own.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -729,10 +733,12 @@ class Certificate(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     ISSUER_FIELD_NUMBER: _builtins.int
     CA_SIGNATURE_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
     id: _builtins.bytes
-    """HashedId8: the first 8 bytes of SHA-256 over the to-be-signed part (fields 2..6)"""
+    """HashedId8: the first 8 bytes of SHA-256 over the to-be-signed part (fields 2..6, 8, 9)"""
     pseudonym: _builtins.str
-    """the holder's pseudonym: the station id in the simulator"""
+    """the holder's pseudonym: the station id in the simulator (an authority: its name)"""
     valid_from_ms: _builtins.int
     """UTC ms since epoch"""
     valid_to_ms: _builtins.int
@@ -740,9 +746,15 @@ class Certificate(_message.Message):
     public_key: _builtins.bytes
     """P-256 point, SEC1 compressed, 33 bytes"""
     issuer: _builtins.bytes
-    """HashedId8 of the issuing CA's public key"""
+    """HashedId8 of the issuer: the root CA's public key, or the issuing authority's certificate id"""
     ca_signature: _builtins.bytes
-    """ECDSA P-256 / SHA-256 over the to-be-signed part, r||s, 64 bytes"""
+    """ECDSA P-256 / SHA-256 by the issuer over the to-be-signed part, r||s, 64 bytes"""
+    authority: _builtins.bool
+    """an authority: it issues certificates, and signs no messages"""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Permission]:
+        """what the holder may send (an authority: what it may grant)"""
+
     def __init__(
         self,
         *,
@@ -753,34 +765,70 @@ class Certificate(_message.Message):
         public_key: _builtins.bytes = ...,
         issuer: _builtins.bytes = ...,
         ca_signature: _builtins.bytes = ...,
+        permissions: _abc.Iterable[Global___Permission] | None = ...,
+        authority: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_signature", b"ca_signature", "id", b"id", "issuer", b"issuer", "pseudonym", b"pseudonym", "public_key", b"public_key", "valid_from_ms", b"valid_from_ms", "valid_to_ms", b"valid_to_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "ca_signature", b"ca_signature", "id", b"id", "issuer", b"issuer", "permissions", b"permissions", "pseudonym", b"pseudonym", "public_key", b"public_key", "valid_from_ms", b"valid_from_ms", "valid_to_ms", b"valid_to_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Certificate: _TypeAlias = Certificate  # noqa: Y015
 
 @_typing.final
+class Permission(_message.Message):
+    """One permission (1609.2's PsidSsp in spirit): a message type the holder may send, and what about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PSID_FIELD_NUMBER: _builtins.int
+    SSP_FIELD_NUMBER: _builtins.int
+    psid: _builtins.str
+    """the message type, as named in topics: "bsm", "spat", "map", "plan", ..."""
+    @_builtins.property
+    def ssp(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the intersections (by id) it may send this about; empty: any"""
+
+    def __init__(
+        self,
+        *,
+        psid: _builtins.str = ...,
+        ssp: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["psid", b"psid", "ssp", b"ssp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Permission: _TypeAlias = Permission  # noqa: Y015
+
+@_typing.final
 class Security(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNER_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     signature: _builtins.bytes
-    """ECDSA P-256 / SHA-256 over the frame's bytes before field 99, r||s, 64 bytes"""
+    """ECDSA P-256 / SHA-256 over the frame's bytes before field 99, r||s, 64 bytes: the"""
     @_builtins.property
     def signer(self) -> Global___Certificate: ...
+    @_builtins.property
+    def issuer(self) -> Global___Certificate:
+        """the signer's issuing authority, when an authority issued it (not the root CA)"""
+
     def __init__(
         self,
         *,
         signer: Global___Certificate | None = ...,
+        issuer: Global___Certificate | None = ...,
         signature: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["signer", b"signer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer", "signer", b"signer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "signer", b"signer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
