@@ -56,6 +56,7 @@ TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
 QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is queued
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
 QUEUE_EVERY_S = 1.0  # [s] how often the queue picture is refreshed
+PLAN_VALID_CYCLES = 2.0  # a plan is not to be applied later than this many of its cycles after the cloud sent it
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
 DETECTED_IDS = 128  # detected hazards' event ids: 129..255 (the wire's range), scheduled ones 1, 2, ...
 ARRIVALS_WINDOW_S = 300.0  # [s] arrivals per approach are counted over this sliding window
@@ -314,7 +315,9 @@ class CloudService(Service):
     def send_plan(self, index: int, plan: Plan, reason: str = "") -> None:
         """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
         iid = self.net.intersections[index].spec.id
-        body = plan_message(plan, index, reason)
+        # valid for PLAN_VALID_CYCLES of its cycle: it answers the demand the cloud saw, and may wait out an outage
+        valid_until_ms = self.clock.utc_us() // 1000 + round(PLAN_VALID_CYCLES * plan.cycle_s * 1000)
+        body = plan_message(plan, index, reason, valid_until_ms)
         self.station.publish(self.topics.plan(iid), body, qos=1)
         self._event("plan-sent", intersection=iid, plan_id=plan.plan_id, sim_s=round(self.clock.sim_s(), 3), reason=reason)
 

@@ -211,6 +211,9 @@ class RsuService(Service):
             reasons = self.limits.problems(plan)
             if frame.header.sender_kind is not m.SenderKind.CLOUD:
                 reasons.insert(0, f"sent by a {frame.header.sender_kind.name.lower()}, not the cloud")
+            late_ms = self.clock.utc_us() // 1000 - (body.valid_until_ms or 2**63)
+            if late_ms > 0:
+                reasons.insert(0, f"valid until {late_ms / 1000:.1f} s ago")
             if body.intersection.id != self.index + 1:
                 reasons.insert(0, f"for intersection {body.intersection.id}, not {self.spec.id} ({self.index + 1})")
             if reasons:  # never reaches the controller

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -45,6 +46,9 @@ def _phase(groups: tuple[int, ...], green_s: float, yellow_s: float = 3.0, all_r
 
 ALL_GREEN = m.SignalPlan(intersection=intersection_ref(0), plan_id=901, mode=m.ControlMode.FIXED_TIME, cycle_s=150.0,
                          offset_s=0.0, phases=(_phase(tuple(range(1, 13)), 145.0),), reason="every movement at once")
+EXPIRED = m.SignalPlan(intersection=intersection_ref(0), plan_id=906, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0,
+                       phases=(_phase((1, 2, 3, 7, 8, 9), 30.0), _phase((4, 5, 6, 10, 11, 12), 40.0)), valid_until_ms=1,
+                       reason="valid until 1970")
 ALL_ZERO = m.SignalPlan(intersection=intersection_ref(0), plan_id=902, mode=m.ControlMode.FIXED_TIME, cycle_s=0.0,
                         offset_s=0.0, phases=(_phase((NS_THROUGH,), 0.0, 0.0, 0.0),), reason="no time at all")
 
@@ -54,7 +58,7 @@ def _greens(state: m.IntersectionState) -> set[int]:
             if mv.events[0].state in (m.LightState.PROTECTED_GREEN, m.LightState.PERMISSIVE_GREEN)}
 
 
-@pytest.mark.parametrize("plan", [ALL_GREEN, ALL_ZERO], ids=["crossing-greens", "zero-durations"])
+@pytest.mark.parametrize("plan", [ALL_GREEN, ALL_ZERO, EXPIRED], ids=["crossing-greens", "zero-durations", "expired"])
 async def test_a_plan_that_is_unsafe_or_impossible_is_refused_and_the_rsu_carries_on(
     plan: m.SignalPlan, mosquitto: MosquittoBroker, topic_prefix: str,
 ) -> None:
@@ -92,6 +96,8 @@ async def test_a_plan_that_is_unsafe_or_impossible_is_refused_and_the_rsu_carrie
     assert refusal["reasons"], refusal
     if plan is ALL_GREEN:
         assert any(f"{NS_THROUGH}+{EW_THROUGH}" in r for r in refusal["reasons"]), refusal
+    elif plan is EXPIRED:
+        assert refusal["reasons"][0].startswith("valid until"), refusal
     else:
         assert any("yellow 0 s" in r for r in refusal["reasons"]), refusal
     assert not any({NS_THROUGH, EW_THROUGH} <= g for g in greens)  # crossing through movements never green together
@@ -253,3 +259,112 @@ async def test_a_vehicle_certificate_cannot_sign_for_the_cloud_or_an_rsu(mosquit
     got = summaries["fleet"]["messages"]["received"]
     assert got.get("spat/rsu", 0) > 100, got  # the genuine SPaT, verified
     assert got.get("spat/cloud", 0) > 100, got
+
+
+async def _until_received(rx: MqttTransport, reception: Any, accepted: list[m.Frame], timeout_s: float = 10.0) -> None:
+    """Wait for what arrives next on `rx`, and put it through `reception`: what it accepts goes to `accepted`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await rx.wait(0.5)
+        msgs = rx.receive()
+        accepted += [f for f in map(reception.accept, msgs) if f is not None]
+        if msgs:
+            return
+    raise AssertionError(f"nothing arrived within {timeout_s} s")
+
+
+def _signing(tmp_path: Path, clock: Clock) -> tuple[Any, Path, Any]:
+    """A run's root CA as `v2x run --sign` makes it: the roadside tier's authority saved for its process, and the
+    cloud's authority."""
+    from v2x.net.signing import CA, role_permissions, valid_from_ms
+
+    ca = CA()
+    ca.authority("roadside", valid_from_ms(clock), role_permissions(m.SenderKind.RSU, ["J1"])).save(tmp_path / "roadside.json")
+    return ca, tmp_path / "roadside.json", ca.authority("cloud", valid_from_ms(clock), role_permissions(m.SenderKind.CLOUD))
+
+
+async def test_a_signed_plan_that_waited_out_a_stall_is_applied_within_its_own_validity(
+    mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Signed, a plan is fresh until the end of the validity it carries, not 5 s after it was made: the RSU's process
+    is stopped for 8 s with the cloud's plan on its way, and applies it when it resumes (before: refused as stale).
+    A plan past its validity is refused as stale (unsigned, the RSU refuses it: test above)."""
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.net.signing import valid_from_ms
+
+    root = f"{topic_prefix}/v2x/v1"
+    topics = Topics(root)
+    net = Network(load(FOUR_WAY))
+    clock = Clock(time.time() + 1.0)
+    _, rsu_file, cloud_authority = _signing(tmp_path, clock)
+    ns, ew = (tuple(sorted(net.groups[g].group_id for g in green)) for green in net.intersections[0].phase_groups)
+
+    def plan(plan_id: int, valid_s: float) -> m.SignalPlan:
+        return m.SignalPlan(intersection=intersection_ref(0), plan_id=plan_id, mode=m.ControlMode.FIXED_TIME, cycle_s=80.0, offset_s=0.0,
+                            phases=(_phase(ns, 30.0), _phase(ew, 40.0)), valid_until_ms=clock.utc_us() // 1000 + round(valid_s * 1000))
+
+    rsu = subprocess.Popen(  # noqa: ASYNC220 - a real tier process
+        [sys.executable, "-m", "roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--epoch", f"{clock.epoch_s:.3f}",
+         "--duration", "22", "--signing-ca", str(rsu_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    cloud = Station("cloud", m.SenderKind.CLOUD, clock)
+    cloud.signer = cloud_authority.issue("cloud", valid_from_ms(clock))
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-cloud") as transport, MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(topics.spat_area(""))
+        deadline = time.monotonic() + 20.0
+        while not watch.receive() and time.monotonic() < deadline:  # the RSU is up: its SPaT arrives
+            await watch.wait(0.5)
+        os.kill(rsu.pid, signal.SIGSTOP)
+        try:
+            transport.publish(topics.plan("J1"), cloud.encode(plan(904, 160.0), stream=topics.plan("J1")), qos=1)
+            transport.publish(topics.plan("J1"), cloud.encode(plan(905, 4.0), stream=topics.plan("J1")), qos=1)  # valid 4 s only
+            assert await transport.drain(5.0)
+            await asyncio.sleep(8.0)  # both wait in the stopped process's socket
+        finally:
+            os.kill(rsu.pid, signal.SIGCONT)
+    out, err = await asyncio.to_thread(rsu.communicate, timeout=60)
+    assert rsu.returncode == 0, err[-2000:]
+    summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
+    assert summary["plans_applied"] == 1, summary  # 904, eight seconds old, within its validity
+    assert summary["bad_input"] == {"stale": 1}, summary["bad_input"]  # 905: its validity ended while it waited
+
+
+async def test_a_signed_hazard_that_waited_out_an_outage_warns_and_its_retained_copy_again_is_no_replay(
+    mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """An RSI about a hazard that lasts until it is cleared stays fresh while it waits (the cloud's connection down);
+    the broker's retained copy, delivered again when a vehicle subscribes anew, is a duplicate, not a replay."""
+    from v2x.net.reception import Reception
+    from v2x.net.signing import valid_from_ms
+
+    root = f"{topic_prefix}/v2x/v1"
+    topics = Topics(root)
+    clock = Clock(time.time())
+    ca, _, cloud_authority = _signing(tmp_path, clock)
+    cloud = Station("cloud", m.SenderKind.CLOUD, clock)
+    cloud.signer = cloud_authority.issue("cloud", valid_from_ms(clock))
+    pos = m.GeoPoint(31.2, 121.4)
+    event = m.RoadTrafficEvent(event_id=1, kind=m.HazardKind.STALLED_VEHICLE, source=m.EventSource.DETECTION, status=m.EventStatus.ACTIVE,
+                               position=pos, radius_m=10.0, start_time_ms=clock.utc_us() // 1000)
+    retained_topic, held_topic = topics.rsi("1/2/3", "cloud", 1), topics.rsi("1/2/3", "cloud", 2)
+    held = cloud.encode(m.Rsi(pos, (dataclasses.replace(event, event_id=2),)), stream=held_topic)  # made now, sent 6 s later
+    vehicle = Reception("veh-1", m.SenderKind.VEHICLE, clock)
+    vehicle.verifier = ca.verifier()
+    accepted: list[m.Frame] = []
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-cloud") as sender, MqttTransport(mosquitto.url, f"{topic_prefix}-veh") as rx:
+        sender.publish(retained_topic, cloud.encode(m.Rsi(pos, (event,)), stream=retained_topic), qos=1, retain=True)
+        assert await sender.drain(5.0)
+        for _ in range(2):  # subscribe, and again later (a vehicle moving to a new tile, a reconnect)
+            await rx.subscribe(retained_topic, qos=1)
+            await _until_received(rx, vehicle, accepted)
+            await rx.unsubscribe(retained_topic)
+            await asyncio.sleep(6.0)
+        await rx.subscribe(held_topic, qos=1)
+        sender.publish(held_topic, held, qos=1)  # six seconds after it was made, as after a broker outage
+        await _until_received(rx, vehicle, accepted)
+        sender.publish(retained_topic, b"", qos=1, retain=True)
+    assert [f.body.events[0].event_id for f in accepted] == [1, 2], accepted  # type: ignore[union-attr]
+    assert dict(vehicle.bad.counts) == {}, vehicle.bad.counts  # before: {"replay": 1, "stale": 1}
+    assert vehicle.outcomes["duplicate"] == 1  # the retained copy again

@@ -504,6 +504,7 @@ def _enc_plan(p: m.SignalPlan, out: pb.SignalPlan) -> None:
         o.max_green = _q(ph.max_green_s, TENTH_S, 0, 65535, f"{f}.max_green")
     out.not_before_ms = 0 if p.not_before_ms is None else p.not_before_ms
     out.reason = p.reason
+    out.valid_until_ms = 0 if p.valid_until_ms is None else p.valid_until_ms
 
 
 def _dec_plan(p: pb.SignalPlan) -> m.SignalPlan:
@@ -530,6 +531,7 @@ def _dec_plan(p: pb.SignalPlan) -> m.SignalPlan:
         phases=tuple(phases),
         not_before_ms=None if p.not_before_ms == 0 else p.not_before_ms,
         reason=p.reason,
+        valid_until_ms=None if p.valid_until_ms == 0 else p.valid_until_ms,
     )
 
 

@@ -406,6 +406,7 @@ class SignalPlan:
     phases: tuple[PhasePlan, ...]
     not_before_ms: int | None = None  # [ms] UTC; None: at the next safe boundary
     reason: str = ""
+    valid_until_ms: int | None = None  # [ms] UTC: not to be applied after (a signed plan is fresh until then); None: no end
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,8 +24,12 @@ A receiver with a `Verifier` (it trusts the root CA only) rejects, counting each
     bad_signature    the signature does not match the bytes (a forged or altered message)
     wrong_pseudonym  the certificate's pseudonym is not the sender the header names
     not_permitted    the certificate does not permit this message type, or this intersection
-    stale            generated more than `max_age_s` from the receiver's clock
-    replay           the same signed bytes seen before by the same receiver
+    stale            past its freshness on the receiver's clock: the end of the validity it declares (a plan's,
+                     an advisory's, its RSI events' ends; an RSI about a hazard that lasts until it is cleared
+                     stays fresh), or `max_age_s` after it was generated when it declares none; or
+                     generated more than `max_age_s` ahead of the receiver's clock
+    replay           the same signed bytes seen before by the same receiver (a retained message delivered
+                     again, on resubscribing, is the broker's copy: not a replay, the receiver's duplicate)
 
 Certificates are checked once and cached by their exact bytes; a payload's verdict is reached once
 per process even when many receivers (a fleet's vehicles) get the same bytes.
@@ -78,6 +82,22 @@ def role_permissions(kind: m.SenderKind, intersections: Iterable[str] = ()) -> d
     """What a station of this kind may send; an RSU's SPaT and MAP only about `intersections` (its own)."""
     about = tuple(intersections) if kind is m.SenderKind.RSU else ()
     return {t: about if t in ABOUT_INTERSECTIONS else () for t in _SENDS[kind]}
+
+
+_NO_END = -1  # valid until cleared: an RSI about a hazard with no end time
+
+
+def valid_until_ms(body: m.Body) -> int | None:
+    """The end [UTC ms] of the validity a message declares of its own: a plan's, an advisory's, the last of an RSI's
+    events (`_NO_END` when one of them lasts until it is cleared); None when it declares none."""
+    if isinstance(body, m.SignalPlan):
+        return body.valid_until_ms
+    if isinstance(body, m.Advisory):
+        return body.valid_until_ms or None
+    if isinstance(body, m.Rsi) and body.events:
+        ends = [e.end_time_ms for e in body.events]
+        return _NO_END if None in ends else max(e for e in ends if e is not None)
+    return None
 
 
 def _about(frame: m.Frame) -> set[str]:
@@ -270,16 +290,29 @@ class Verifier:
                 self._checked.popitem(last=False)
         if verdict is not None:
             return verdict
-        gen_time_us = frame.header.gen_time_us
-        if not retained and abs(now_us - gen_time_us) > self.max_age_s * 1e6:
+        if not retained and self._stale(frame, now_us):
             return "stale"
         key = (receiver, payload[-64:])  # the signature: unique per signed message
         if key in self._seen:
-            return "replay"
+            # a retained message delivered again (on resubscribing, after a reconnect) is the broker's copy, not a
+            # replay: the receiver's sequence bookkeeping drops it as a duplicate
+            return None if retained else "replay"
         self._seen[key] = None
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)
         return None
+
+    def _stale(self, frame: m.Frame, now_us: int) -> bool:
+        """Generated more than `max_age_s` ahead of `now_us`, or behind it and past its freshness: the end of its own
+        validity when it carries one (a plan, an RSI, an advisory: what may wait out an outage on its way), else
+        `max_age_s` after it was generated."""
+        gen_us = frame.header.gen_time_us
+        if gen_us - now_us > self.max_age_s * 1e6:
+            return True
+        until_ms = valid_until_ms(frame.body)
+        if until_ms is _NO_END:
+            return False
+        return now_us > (gen_us + self.max_age_s * 1e6 if until_ms is None else until_ms * 1000)
 
     def _verify(self, payload: bytes, frame: m.Frame) -> str | None:
         try:

@@ -40,8 +40,9 @@ def controllers(net: Network, mode: Mode | None = None, t0: float = 0.0) -> list
     return [SignalController(scenario_plan(net, ig, mode), t0) for ig in net.intersections]
 
 
-def plan_message(plan: Plan, index: int, reason: str = "") -> m.SignalPlan:
-    """A plan for the scenario's `index`-th intersection as the SignalPlan the cloud sends."""
+def plan_message(plan: Plan, index: int, reason: str = "", valid_until_ms: int | None = None) -> m.SignalPlan:
+    """A plan for the scenario's `index`-th intersection as the SignalPlan the cloud sends, not to be applied after
+    `valid_until_ms` (UTC)."""
     return m.SignalPlan(
         intersection=intersection_ref(index),
         plan_id=plan.plan_id,
@@ -56,6 +57,7 @@ def plan_message(plan: Plan, index: int, reason: str = "") -> m.SignalPlan:
             for p in plan.phases
         ),
         reason=reason,
+        valid_until_ms=valid_until_ms,
     )
 
 

@@ -1602,6 +1602,7 @@ class SignalPlan(_message.Message):
     PHASES_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_MS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.int
     """1..65535, increasing per intersection"""
     mode: Global___ControlMode.ValueType
@@ -1613,6 +1614,8 @@ class SignalPlan(_message.Message):
     """UTC ms since epoch; 0 = at the next safe boundary"""
     reason: _builtins.str
     """why the cloud sent it, for the report"""
+    valid_until_ms: _builtins.int
+    """UTC ms since epoch: not to be applied after; 0 = no end of its own"""
     @_builtins.property
     def intersection(self) -> Global___IntersectionRef: ...
     @_builtins.property
@@ -1628,10 +1631,11 @@ class SignalPlan(_message.Message):
         phases: _abc.Iterable[Global___PhasePlan] | None = ...,
         not_before_ms: _builtins.int = ...,
         reason: _builtins.str = ...,
+        valid_until_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["intersection", b"intersection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cycle", b"cycle", "intersection", b"intersection", "mode", b"mode", "not_before_ms", b"not_before_ms", "offset", b"offset", "phases", b"phases", "plan_id", b"plan_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cycle", b"cycle", "intersection", b"intersection", "mode", b"mode", "not_before_ms", b"not_before_ms", "offset", b"offset", "phases", b"phases", "plan_id", b"plan_id", "reason", b"reason", "valid_until_ms", b"valid_until_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
