@@ -58,9 +58,13 @@ class BadInput:
         try:
             frame = codec.decode(payload)
         except DecodeError as e:
-            self.record(e.kind, topic, str(e), sender=topic.rsplit("/", 1)[-1])
+            self.undecodable(topic, e)
             return None
         return frame if self.right_type(topic, frame) else None
+
+    def undecodable(self, topic: str, e: DecodeError) -> None:
+        """Count bytes that are no frame (named by the topic's last level: the header cannot be read)."""
+        self.record(e.kind, topic, str(e), sender=topic.rsplit("/", 1)[-1])
 
     def right_type(self, topic: str, frame: m.Frame) -> bool:
         """Whether a frame is of the type its topic carries; counted as "wrong_type" when not."""
@@ -133,7 +137,7 @@ class Reception:
         self.outcomes: Counter[str] = Counter()
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
-        self._decoded: dict[bytes, m.Frame] = {}
+        self._decoded: dict[bytes, m.Frame | DecodeError] = {}  # and why bytes that are no frame are not
         self._senders: dict[tuple[str, bytes], str | None] = {}  # (topic, payload) -> why its sender is refused, recent
 
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
@@ -172,18 +176,21 @@ class Reception:
         return True
 
     def decode(self, msg: Message) -> m.Frame | None:
-        """The frame, or None after counting why not; bytes decoded recently are not decoded again."""
-        frame = self._decoded.get(msg.payload)
-        if frame is None:
-            frame = self.bad.decode(msg.topic, msg.payload)
-            if frame is None:
-                return None
+        """The frame, or None after counting why not; bytes decoded recently (or found to be no frame) are not
+        decoded again: a fleet's vehicles get the same bytes, a flood's garbage too."""
+        got = self._decoded.get(msg.payload)
+        if got is None:
+            try:
+                got = codec.decode(msg.payload)
+            except DecodeError as e:
+                got = e
             if len(self._decoded) >= DECODED_KEPT:
                 self._decoded.clear()
-            self._decoded[msg.payload] = frame
-        elif not self.bad.right_type(msg.topic, frame):
+            self._decoded[msg.payload] = got
+        if isinstance(got, DecodeError):
+            self.bad.undecodable(msg.topic, got)
             return None
-        return frame
+        return got if self.bad.right_type(msg.topic, got) else None
 
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
         """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""

@@ -39,6 +39,8 @@ class ServiceSummary(JsonRecord):
     measurements: dict[str, Any] = field(default_factory=dict)  # latency, loss, duplicates (Measurements.to_json)
     link_drops: LinkDrops = field(default_factory=LinkDrops)
     connection: ConnectionSummary = field(default_factory=ConnectionSummary)
+    # its connection's own drops: in (inbox full, before it is read), out (outbox full, or QoS 0 while disconnected)
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 S = TypeVar("S", bound=ServiceSummary)
@@ -100,5 +102,6 @@ class Service:
         return cls(
             sent=dict(self.sent), received=dict(self.received), bad_input=dict(self.bad.counts),
             measurements=self.reception.measure.to_json(), link_drops=self.reception.link_drops(),
-            connection=outage_summary([self.transport.stats], self.clock.epoch_s), **own,
+            connection=outage_summary([self.transport.stats], self.clock.epoch_s),
+            dropped={"transport_in": self.transport.stats.dropped_in, "transport_out": self.transport.stats.dropped_out}, **own,
         )

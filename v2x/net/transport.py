@@ -44,6 +44,7 @@ MQTT311 = 4
 BACKOFF_BASE_S = 0.2  # [s] first reconnect delay
 BACKOFF_CAP_S = 10.0  # [s] longest reconnect delay
 DEFAULT_RECEIVE_MAXIMUM = 20  # what Mosquitto announces unless configured otherwise
+RATE_WINDOW_S = 0.1  # [s] a receiver's QoS 0 rate (`qos0_per_s`) is held over windows this long
 MqttVersion = Literal["auto", "5", "3.1.1"]  # "auto": MQTT 5, falling back to 3.1.1 when the broker speaks only that
 
 
@@ -70,7 +71,7 @@ class TransportStats:
     sent: int = 0  # handed to the connection
     received: int = 0
     dropped_out: int = 0  # outbox full, or QoS 0 while disconnected
-    dropped_in: int = 0  # inbox full
+    dropped_in: int = 0  # inbox full, or QoS 0 beyond the rate the receiver takes (MqttTransport's `qos0_per_s`)
     reconnects: int = 0
     disconnects: int = 0  # connections lost (not closed by us)
     outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
@@ -364,7 +365,12 @@ class MqttTransport(_Inbox):
         tls_ca: str | None = None,
         connect_timeout_s: float = 10.0,
         seed: int | None = None,
+        qos0_per_s: float | None = None,
     ) -> None:
+        """`qos0_per_s`: the most QoS 0 messages taken in per second, over windows of RATE_WINDOW_S; beyond it, and
+        whenever the inbox is full, a QoS 0 message is dropped as it comes off the socket, before it is parsed, and
+        counted (`stats.dropped_in`): a flood costs a receiver about a microsecond a message, and its handling
+        at most the rate (None: no limit but the inbox)."""
         self.url = BrokerUrl.parse(url)
         self.client_id = client_id
         self.will = will
@@ -389,6 +395,9 @@ class MqttTransport(_Inbox):
         self._acks: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
+        self._qos0_per_window = math.inf if qos0_per_s is None else max(qos0_per_s * RATE_WINDOW_S, 1.0)
+        self._window_ends = 0.0  # time.monotonic() at which the current rate window ends
+        self._qos0_in_window = 0
 
     # -- properties ------------------------------------------------------------
 
@@ -513,6 +522,7 @@ class MqttTransport(_Inbox):
             self.stats.outages[-1][1] = time.time()
         self._attempt = 0
         client.reconnect_delay = backoff_delay(0, self._rng)
+        self._shed_early(client)  # a new connection: its packets come through a new one
         self._connected.set()
         self._freed.set()
         for topic_filter, qos in self._subs.items():  # re-subscribe: the session may be new
@@ -548,6 +558,38 @@ class MqttTransport(_Inbox):
             raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
         finally:
             self._acks.pop(mid, None)
+
+    def _shed_early(self, client: Any) -> None:
+        """Drop a QoS 0 PUBLISH the receiver would drop anyway (`_takes_qos0`) as soon as gmqtt has framed it, before
+        it parses its topic and properties and calls back: about 1 us instead of 10 or more."""
+        connection = getattr(client, "_connection", None)
+        if connection is None or getattr(connection, "_v2x_sheds", False):
+            return
+        put = connection.put_package
+
+        def put_package(pkg: Any) -> None:
+            if pkg.cmd & 0xF6 == 0x30 and not self._takes_qos0():  # PUBLISH (any DUP or RETAIN flag), QoS 0
+                self.stats.received += 1
+                self.stats.dropped_in += 1
+                connection._last_data_in = time.monotonic()  # the connection is alive: no keepalive alarm
+                return
+            put(pkg)
+
+        connection.put_package = put_package
+        connection._v2x_sheds = True
+
+    def _takes_qos0(self) -> bool:
+        """Whether a QoS 0 message may come in now: room in the inbox, and within the rate (counted if so)."""
+        if len(self._inbox) >= self._inbox_size:
+            return False
+        if self._qos0_per_window != math.inf:
+            now = time.monotonic()
+            if now >= self._window_ends:
+                self._window_ends, self._qos0_in_window = now + RATE_WINDOW_S, 0
+            if self._qos0_in_window >= self._qos0_per_window:
+                return False
+            self._qos0_in_window += 1
+        return True
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         self.stats.received += 1

@@ -154,7 +154,10 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             "events": res.cloud_events,
         },
         "bad_input": {"fleet": fs.bad_input if fs else {}, "cloud": cloud.bad_input if cloud else {}, "rsus": add_counts(r.bad_input for r in rsus)},
-        "dropped": {"fleet": fs.dropped.to_json() if fs else {}},
+        "dropped": {
+            "fleet": fs.dropped.to_json() if fs else {}, "cloud": cloud.dropped if cloud else {},
+            "rsus": add_counts(r.dropped for r in rsus),
+        },
         "connection": _connection(res),
         "misbehaviour": _misbehaviour(fs.attackers if fs else {}, cloud.misbehaviour.to_json() if cloud else {}),
         # messages the impaired links lost (also in the sequence-number loss), or still carried at the end
@@ -287,6 +290,15 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
     if r["spat_coverage"]:
         t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
+    if r.get("fleet_tick"):  # real time: how far the fleet's steps fell behind the wall clock
+        late, steps = sum(row[4] for row in r["fleet_tick"]), sum(row[3] for row in r["fleet_tick"])
+        t.add_row("fleet steps late (a step or more) / max lag (ms)", f"{late} of {steps} / {max(row[1] for row in r['fleet_tick']):g}")
+    dropped = {tier: d.get("transport_in", 0) for tier, d in r.get("dropped", {}).items()}
+    rejected = {tier: sum(b.values()) for tier, b in r.get("bad_input", {}).items()}
+    if any(dropped.values()) or any(rejected.values()):
+        t.add_row("input dropped on arrival / rejected (fleet, cloud, RSUs)",
+                  f"{' / '.join(str(dropped.get(k, 0)) for k in ('fleet', 'cloud', 'rsus'))}; "
+                  f"{' / '.join(str(rejected.get(k, 0)) for k in ('fleet', 'cloud', 'rsus'))}")
     if r["traffic"]:
         t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
         t.add_row("collisions / red-light violations", f"{r['traffic']['collisions']} / {r['traffic']['red_light_violations']}")

@@ -52,6 +52,9 @@ from v2x.vehicle.sidelink import Neighbours
 log = logging.getLogger(__name__)
 
 BSM_EXPIRY_S = 1  # [s]
+# [1/s] the most QoS 0 messages (SPaT, RSM, MAP, BSM) an OBU takes in: ten times what one hears among several
+# intersections. A flood beyond it is dropped as it comes off the socket and counted (v2x.net.transport)
+OBU_QOS0_PER_S = 500.0
 # Real time: a step's BSMs go out spread evenly over the step, as unsynchronised OBUs send them,
 # in slices of at least SLICE_S (the event loop's timer resolution is 1 ms). Bursts cost more
 # than the same rate spread out: between bursts the processes idle and wake slowly (on the
@@ -195,7 +198,8 @@ class Fleet:
         return station
 
     def _mqtt(self, sid: str) -> Transport:
-        return self.conn.transport(sid, user=fleet_user(sid), inbox=1000, outbox=1000)
+        user = fleet_user(sid)  # an OBU logs in as itself; the listen-only radios, which hear a whole area, as observers
+        return self.conn.transport(sid, user=user, inbox=1000, outbox=1000, qos0_per_s=OBU_QOS0_PER_S if user == sid else None)
 
     def _belief(self) -> SignalBelief:
         f = self.sc.fleet
