@@ -78,3 +78,28 @@ def test_a_message_or_a_spat_s_timing_ahead_of_the_clock_is_measured() -> None:
     dated_ahead = m.Spat((m.IntersectionState(ref=intersection_ref(0), name="J1", revision=0, status=frozenset(),
                                               timestamp_ms=now_us // 1000 + 3_600_000, plan_id=1, states=()),))
     assert RULES.ahead_us(m.Frame(m.Header("RSU-J1", R, 0, now_us, 0), dated_ahead), now_us) == 3_600_000_000
+
+
+def test_a_bsm_heard_over_the_sidelink_is_held_to_the_same_rules() -> None:
+    """The fleet's V2V radio judges a BSM as every other receiver does, on first use: sender against topic, kind,
+    clock skew, age. Each refusal is counted by kind and never reaches an application."""
+    from v2x.core import codec
+    from v2x.vehicle.sidelink import Neighbours
+
+    now_us = 5_000_000_000
+
+    def bsm(sender: str, kind: m.SenderKind, at_us: int) -> bytes:
+        return codec.encode(m.Frame(m.Header(sender, kind, 0, at_us, 0), BSM))
+
+    heard = Neighbours(range_m=300.0)
+    heard.trust, heard.utc_us = RULES, lambda: now_us
+    cases = {
+        "veh-1": bsm("veh-1", V, now_us - 100_000),  # genuine, 0.1 s old
+        "veh-2": bsm("veh-2", R, now_us),  # a BSM claiming an RSU sent it
+        "veh-3": bsm("veh-3", V, now_us + 3_600_000_000),  # an hour ahead
+        "veh-4": bsm("veh-4", V, now_us - 5_000_000),  # five seconds old
+    }
+    for sender, payload in cases.items():
+        heard.add(T.bsm(TILE, sender), payload, 10.0)
+    assert [heard.heard("veh-9", s, 10.0, 10.1) is not None for s in cases] == [True, False, False, False]
+    assert dict(heard.bad.counts) == {"wrong_sender": 1, "from_the_future": 1, "expired": 1}

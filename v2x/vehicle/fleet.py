@@ -162,6 +162,7 @@ class Fleet:
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
         self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
+        self.neighbours.trust, self.neighbours.utc_us = self.reception.trust, clock.utc_us  # V2V: the same checks
         self.v2v: Radio | None = None
         self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
@@ -188,7 +189,7 @@ class Fleet:
         """Sign every OBU's messages with a pseudonym the fleet's authority issues it; verify what they receive."""
         self.ca = authority
         self.reception.verifier = authority.verifier()
-        self.neighbours.verifier, self.neighbours.utc_us = self.reception.verifier, self.clock.utc_us  # V2V BSMs too
+        self.neighbours.verifier = self.reception.verifier  # V2V BSMs too
 
     def _station(self, sid: str, transport: Transport) -> Station:
         """A vehicle's station on `transport`: what it sends is counted with the fleet's; signed when signing."""

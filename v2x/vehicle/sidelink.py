@@ -22,6 +22,7 @@ from v2x.net.impair import Impairment
 from v2x.net.reception import BadInput
 
 if TYPE_CHECKING:
+    from v2x.core.trust import TrustRules
     from v2x.net.signing import Verifier
 
 HOP = "vehicle->vehicle"
@@ -48,9 +49,10 @@ class Neighbours:
         self.bad = bad or BadInput("v2v")
         self.latest: dict[str, Heard] = {}  # sender id -> its latest BSM
         self.lost = 0  # (receiver, BSM) pairs the sidelink lost when an application asked
-        # signed messages (v2x.net.signing): a BSM is verified when first decoded, against the receiver's UTC clock [us]
-        self.verifier: Verifier | None = None
+        # who may send a BSM, and the clock skew allowed (v2x.core.trust), judged against the receiver's UTC clock [us]
+        self.trust: TrustRules | None = None
         self.utc_us: Callable[[], int] | None = None
+        self.verifier: Verifier | None = None  # signed messages (v2x.net.signing): a BSM is verified when first decoded
 
     def add(self, topic: str, payload: bytes, at_s: float) -> None:
         """A BSM as it arrived; its sender is the topic's last level."""
@@ -64,18 +66,30 @@ class Neighbours:
                 if frame is not None:
                     self.bad.record("wrong_type" if not isinstance(frame.body, m.Bsm) else "wrong_sender", got.topic,
                                     m.message_type(frame.body).value, frame.header.sender_id)
-            elif (rejected := self._rejected(got.payload, frame)) is not None:
+            elif (rejected := self._rejected(got.topic, got.payload, frame)) is not None:
                 got.bad = True
-                self.bad.record(rejected, got.topic, f"{rejected.replace('_', ' ')} (bsm)", sender)
+                self.bad.record(rejected[0], got.topic, rejected[1], frame.header.sender_id)
             else:
                 got.bsm = frame.body
         return got.bsm
 
-    def _rejected(self, payload: bytes, frame: m.Frame) -> str | None:
-        """Why a signed-mode receiver rejects these bytes (unsigned, forged, stale, replayed...), or None."""
-        if self.verifier is None or self.utc_us is None:
+    def _rejected(self, topic: str, payload: bytes, frame: m.Frame) -> tuple[str, str] | None:
+        """Why a BSM heard is not acted on, as (kind, detail): its sender is not the vehicle its topic names, it is
+        from the future or expired on the receiver's clock, or (signed) unsigned, forged, replayed...; or None.
+        The same checks, in the same order, as every other receiver's (v2x.net.reception)."""
+        now_us = None if self.utc_us is None else self.utc_us()
+        if self.trust is not None:
+            why = self.trust.sender_problem(topic, frame)
+            if why is not None:
+                return "wrong_sender", why
+            if now_us is not None and (ahead := self.trust.ahead_us(frame, now_us)) > self.trust.clock_skew_us:
+                return "from_the_future", f"{ahead / 1e6:.3f} s ahead of this receiver's clock"
+        if now_us is not None and now_us - frame.header.gen_time_us > self.max_age_s * 1e6:
+            return "expired", f"{(now_us - frame.header.gen_time_us) / 1e3:.0f} ms old (expires after {self.max_age_s:g} s)"
+        if self.verifier is None or now_us is None:
             return None
-        return self.verifier.check(payload, frame, self.utc_us(), "v2v")
+        rejected = self.verifier.check(payload, frame, now_us, "v2v")
+        return None if rejected is None else (rejected, f"{rejected.replace('_', ' ')} (bsm)")
 
     def forget(self, sender: str) -> None:
         self.latest.pop(sender, None)
