@@ -89,7 +89,8 @@ class CloudSummary(ServiceSummary):
             return parts[0]
         return cls(
             sent=add_counts(p.sent for p in parts), received=add_counts(p.received for p in parts),
-            bad_input=add_counts(p.bad_input for p in parts), link_drops=LinkDrops.merge(p.link_drops for p in parts),
+            bad_input=add_counts(p.bad_input for p in parts), rejected_by_type=add_counts(p.rejected_by_type for p in parts),
+            link_drops=LinkDrops.merge(p.link_drops for p in parts),
             connection=ConnectionSummary.merge(p.connection for p in parts), dropped=add_counts(p.dropped for p in parts),
             relayed_spat=sum(p.relayed_spat for p in parts), vehicles_seen=sum(p.vehicles_seen for p in parts),
             max_queue_by_approach=add_counts(p.max_queue_by_approach for p in parts),

@@ -253,6 +253,7 @@ async def test_a_vehicle_certificate_cannot_sign_for_the_cloud_or_an_rsu(mosquit
     rsu, cloud, vehicles = (summaries[t]["bad_input"] for t in ("roadside", "cloud", "fleet"))
     assert rsu == {"wrong_pseudonym": 1}, rsu  # the plan "from the cloud"
     assert summaries["roadside"]["plans_applied"] == 0
+    assert summaries["roadside"]["rejected_by_type"] == {"plan": 1}
     assert cloud == {"not_permitted": 1, "wrong_pseudonym": 1}, cloud  # the RSM "from an RSU"; the SPaT it would relay
     assert vehicles.get("wrong_pseudonym", 0) >= 1, vehicles  # the retained SPaT "from RSU-J1"
     assert set(vehicles) == {"wrong_pseudonym"}, vehicles
@@ -329,6 +330,7 @@ async def test_a_signed_plan_that_waited_out_a_stall_is_applied_within_its_own_v
     summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
     assert summary["plans_applied"] == 1, summary  # 904, eight seconds old, within its validity
     assert summary["bad_input"] == {"stale": 1}, summary["bad_input"]  # 905: its validity ended while it waited
+    assert summary["rejected_by_type"] == {"plan": 1}  # counted with the plans (the report's plan_apply_ms.rejected)
 
 
 async def test_a_signed_hazard_that_waited_out_an_outage_warns_and_its_retained_copy_again_is_no_replay(

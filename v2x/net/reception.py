@@ -45,10 +45,15 @@ class BadInput:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.counts: Counter[str] = Counter()
+        # by the message type its topic carries: what was rejected before it was handled (so a plan refused as stale
+        # or forged still shows in the plan counts)
+        self.rejected_by_type: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
 
     def record(self, kind: str, topic: str, detail: str, sender: str = "?") -> None:
         self.counts[kind] += 1
+        if kind not in AFTER_ACCEPT:
+            self.rejected_by_type[kind_of(topic) or "other"] += 1
         if (kind, sender) not in self._logged:
             self._logged.add((kind, sender))
             log.warning("%s: bad input (%s) on %s from %s: %s", self.owner, kind, topic, sender, detail)

@@ -36,6 +36,7 @@ class ServiceSummary(JsonRecord):
     sent: dict[str, int] = field(default_factory=dict)  # by message type
     received: dict[str, int] = field(default_factory=dict)  # by message type, as it handled them
     bad_input: dict[str, int] = field(default_factory=dict)  # rejected, by kind (v2x.net.reception)
+    rejected_by_type: dict[str, int] = field(default_factory=dict)  # rejected before it was handled, by message type
     measurements: dict[str, Any] = field(default_factory=dict)  # latency, loss, duplicates (Measurements.to_json)
     link_drops: LinkDrops = field(default_factory=LinkDrops)
     connection: ConnectionSummary = field(default_factory=ConnectionSummary)
@@ -101,6 +102,7 @@ class Service:
         """A summary of type `cls`: what every service reports, and the subclass's `own` fields."""
         return cls(
             sent=dict(self.sent), received=dict(self.received), bad_input=dict(self.bad.counts),
+            rejected_by_type=dict(self.bad.rejected_by_type),
             measurements=self.reception.measure.to_json(), link_drops=self.reception.link_drops(),
             connection=outage_summary([self.transport.stats], self.clock.epoch_s),
             dropped={"transport_in": self.transport.stats.dropped_in, "transport_out": self.transport.stats.dropped_out}, **own,

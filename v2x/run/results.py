@@ -136,6 +136,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
             "plan_apply_ms": _plan_latency(
                 cloud.sent.get("plan", 0) if cloud else 0, [p for r in rsus for p in r.plans], [x for r in rsus for x in r.plans_refused],
+                sum(r.rejected_by_type.get("plan", 0) for r in rsus),
             ),
             "detected_hazards": cloud.detected_hazards if cloud else [],  # raised by the cloud from BSMs, source "detection"
         },
@@ -256,12 +257,13 @@ def _connection(res: Results) -> dict[str, Any]:
     return {"tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", []))}
 
 
-def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[str, Any]]) -> dict[str, Any]:
+def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[str, Any]], rejected: int = 0) -> dict[str, Any]:
     """Signal plans: issued (sent by the cloud), received and accepted by their RSU, applied at a phase boundary,
-    refused by the RSU (with why); from issue to apply [ms]."""
+    refused by the RSU (with why), rejected on arrival (stale, forged, from a wrong sender: in the RSUs' bad input);
+    from issue to apply [ms]."""
     done = [round((p["applied_s"] - p["issued_s"]) * 1000.0, 1) for p in plans if p.get("applied_s") is not None]
     return {
-        "issued": issued, "received": len(plans), "applied": len(done), "refused": len(refused),
+        "issued": issued, "received": len(plans), "applied": len(done), "refused": len(refused), "rejected": rejected,
         "p50": float(np.median(done)) if done else None, "max": max(done) if done else None, "plans": plans,
         "refusals": refused,
     }
@@ -314,9 +316,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     for x in r.get("emergency", {}).get("crossings", []):
         t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", str(x["seconds"]))
     plans = r.get("events", {}).get("plan_apply_ms", {})
-    if plans.get("issued") or plans.get("refused"):
-        t.add_row("signal plans issued / applied / refused; issue to apply p50 (ms)",
-                  f"{plans['issued']} / {plans['applied']} / {plans['refused']}; {plans['p50']}")
+    if plans.get("issued") or plans.get("refused") or plans.get("rejected"):
+        t.add_row("signal plans issued / applied / refused / rejected on arrival; issue to apply p50 (ms)",
+                  f"{plans['issued']} / {plans['applied']} / {plans['refused']} / {plans.get('rejected', 0)}; {plans['p50']}")
     for a, b in r.get("connection", {}).get("outages_s", []):
         tiers = r["connection"]["tiers"]
         back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
