@@ -27,11 +27,10 @@ from v2x.core import messages as m
 from v2x.core.mapdata import build_map
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.signal.controller import DETECTOR_M, SignalController
+from v2x.core.signal.controller import DETECTOR_M, HeadWatch, SignalController
 from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
 from v2x.core.topics import Topics, tiles_covering
-from v2x.core.traffic import light_of
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
@@ -104,8 +103,7 @@ class RsuService(Service):
         self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
         self.refused: list[dict[str, Any]] = []  # plans refused, with why
         self.lights: list[list[float]] = []  # [sim time, group id, Light] at each change of what a head shows
-        self._shown: dict[int, int] = {}
-        self._shown_key: tuple[object, ...] | None = None
+        self._heads = HeadWatch(self.ctl)
         # groups whose green is permissive (left turns that yield): geometry, so a plan from the cloud keeps them
         self._permissive = frozenset(g for p in self.ctl.plan.phases for g in p.permissive)
         self._next_s: float | None = None  # [s] sim time of the next SPaT/RSM
@@ -156,16 +154,8 @@ class RsuService(Service):
         self.station.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
 
     def _record_lights(self) -> None:
-        """Log each signal head's true light when it changes (groups looked at only when the controller's state did)."""
-        key = self.ctl.state_key()
-        if key == self._shown_key:
-            return
-        self._shown_key = key
-        for g in sorted(self.ctl.groups):
-            light = int(light_of(self.ctl.state(g)))
-            if self._shown.get(g) != light:
-                self._shown[g] = light
-                self.lights.append([round(self.ctl.t, 3), g, light])
+        """Log each signal head's true light when it changes."""
+        self.lights += [[round(self.ctl.t, 3), g, int(light)] for g, light in self._heads.changes()]
 
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s

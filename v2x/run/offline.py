@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from v2x.core.network import Network, SignalGroup
+from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.signal.controller import DETECTOR_M, Mode, SignalController
+from v2x.core.signal.controller import DETECTOR_M, HeadWatch, Mode, SignalController
 from v2x.core.signal.plans import controllers
-from v2x.core.traffic import Light, Traffic, light_of
+from v2x.core.traffic import Light, Traffic
 
 
 class OfflineRun:
@@ -27,20 +27,14 @@ class OfflineRun:
         self.dt = scenario.step_s
         self.warned = warned  # every driver knows of the hazards ahead (as if warned by HLW)
         self._lights = np.full(len(self.net.groups), Light.NONE, dtype=np.int64)
-        self._groups_of: list[list[SignalGroup]] = [[] for _ in self.controllers]
-        for g in self.net.groups:
-            self._groups_of[g.intersection].append(g)
-        self._shown: list[tuple[object, ...] | None] = [None for _ in self.controllers]  # each controller's state_key
+        self._heads = [HeadWatch(ctl) for ctl in self.controllers]
+        self._index = {(g.intersection, g.group_id): g.index for g in self.net.groups}  # -> global group index
 
     def lights(self) -> np.ndarray:
-        """The light each group shows now, by global group index, as `Light` (read only: it is kept between steps;
-        a controller's groups are looked at again only when its state_key changes)."""
-        for i, ctl in enumerate(self.controllers):
-            key = ctl.state_key()
-            if key != self._shown[i]:
-                self._shown[i] = key
-                for g in self._groups_of[i]:
-                    self._lights[g.index] = light_of(ctl.state(g.group_id))
+        """The light each group shows now, by global group index, as `Light` (read only: it is kept between steps)."""
+        for i, heads in enumerate(self._heads):
+            for g, light in heads.changes():
+                self._lights[self._index[(i, g)]] = light
         return self._lights
 
     def step(self) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from v2x.core.messages import LightState
+from v2x.core.traffic import Light, light_of
 
 _EPS = 1e-9
 DETECTOR_M = 30.0  # [m] an actuated controller's detection zone upstream of the stop line
@@ -353,3 +354,27 @@ class SignalController:
             likely += q.green_s + tail
             hi += (q.green_s if fixed else q.max_green_s) + tail
         return lo, likely, hi
+
+
+class HeadWatch:
+    """What a controller's signal heads show, as a driver reads them (`Light`), looked at again only when the
+    controller's state changed: the offline runner's truth for every vehicle, and each RSU's log of its heads."""
+
+    def __init__(self, ctl: SignalController) -> None:
+        self.ctl = ctl
+        self.shown: dict[int, Light] = {}  # group id -> what it shows
+        self._key: tuple[object, ...] | None = None
+
+    def changes(self) -> list[tuple[int, Light]]:
+        """(group id, light) of each head whose light changed since the last look, in group order."""
+        key = self.ctl.state_key()
+        if key == self._key:
+            return []
+        self._key = key
+        out = []
+        for g in sorted(self.ctl.groups):
+            light = light_of(self.ctl.state(g))
+            if self.shown.get(g) != light:
+                self.shown[g] = light
+                out.append((g, light))
+        return out
