@@ -328,3 +328,33 @@ def test_replay_of_a_file_that_is_not_a_recording_says_so(tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert f"{bad}: not a readable MCAP recording" in res.stderr
+
+
+def test_a_fast_recording_keeps_sim_time_and_replays_at_its_pace(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    """A fast run's recording is logged in sim time (each message's generation time from the fixed epoch): its MCAP
+    statistics span the run's 120 sim s, though the run took a few wall seconds, and a replay at --speed 20 takes
+    120 / 20 wall seconds (before, about 12 times too fast)."""
+    import time
+
+    from mcap.reader import make_reader
+
+    rec, root = tmp_path / "run.mcap", f"{topic_prefix}/v2x/v1"
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", "four_way", "--fast", "--headless", "--duration", "120", "--broker", mosquitto.url,
+         "--root", root, "--record", str(rec)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(rec, "rb") as f:
+        stats = make_reader(f).get_summary().statistics  # type: ignore[union-attr]
+    assert stats is not None
+    span_s = (stats.message_end_time - stats.message_start_time) / 1e9
+    assert 115.0 <= span_s <= 125.0, span_s
+    t0 = time.monotonic()
+    replay = subprocess.run(
+        [sys.executable, "-m", "v2x", "replay", str(rec), "--to-broker", mosquitto.url, "--speed", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    took = time.monotonic() - t0
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert span_s / 20 <= took <= span_s / 20 + 4.0, took  # the pace, and the replay process's start

@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     watchers = Watchers(
         broker.url, args.root, f"{broker.kind} at {broker.url}", credentials_file=broker.credentials_file, record=args.record,
-        window=not args.headless and display_available(), snapshot=args.snapshot,
+        window=not args.headless and display_available(), snapshot=args.snapshot, fast=args.fast,
     )
     try:
         watchers.start()

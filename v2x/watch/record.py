@@ -1,8 +1,11 @@
 """Recording to MCAP and replaying from it.
 
 A recording holds every message a subscriber got, exactly as it came over the wire: one
-MCAP channel per MQTT topic, the payload bytes unchanged, `log_time` the receive time and
-`publish_time` the header's generation time. The schema is `v2x.v1.MessageFrame` as a
+MCAP channel per MQTT topic, the payload bytes unchanged, `publish_time` the header's generation
+time, and `log_time` the time on the run's own clock: in real time the receive time (sim time
+is the wall clock), in fast mode the generation time (sim time from the fixed epoch; `--log-time
+sent`), so that a replay at `--speed 1`, and Foxglove's timeline, take as long as the run's sim
+time did, not the seconds its fast run took. The schema is `v2x.v1.MessageFrame` as a
 protobuf FileDescriptorSet, so Foxglove and the `mcap` readers decode every message.
 A payload that is not a MessageFrame is still kept (nothing is lost), on a second channel
 of its topic with no schema, and counted.
@@ -59,10 +62,19 @@ class Recorded:
     publish_time_ns: int  # generation time from the header (the receive time when it has none)
 
 
+LOG_TIMES = ("receive", "sent")  # what a recording's log time is: when it arrived, or when it was generated
+
+
 class Recorder:
     """Writes messages to an MCAP file as they arrive."""
 
-    def __init__(self, out: Path | IO[bytes]) -> None:
+    def __init__(self, out: Path | IO[bytes], log_time: str = "receive") -> None:
+        """`log_time`: "receive" (the receive time), or "sent" (the header's generation time; a payload that has none
+        is logged at the latest generation time before it)."""
+        if log_time not in LOG_TIMES:
+            raise ValueError(f"log time {log_time!r}: expected one of {', '.join(LOG_TIMES)}")
+        self.log_sent = log_time == "sent"
+        self._last_sent_ns: int | None = None
         self._file: IO[bytes] = open(out, "wb") if isinstance(out, Path) else out  # noqa: SIM115 (closed in close())
         self._owns = isinstance(out, Path)
         self.path = out if isinstance(out, Path) else None
@@ -100,9 +112,14 @@ class Recorder:
                 self.by_type[msg.WhichOneof("body") or ("cleared" if not payload else "no body")] += 1
         if not framed:
             self.undecodable += 1
+        log_ns = rx_ns
+        if self.log_sent:
+            if publish_ns != rx_ns:
+                self._last_sent_ns = publish_ns
+            log_ns = rx_ns if self._last_sent_ns is None else self._last_sent_ns
         cid = self._channel(topic, framed)
         self._seq[cid] += 1
-        self.writer.add_message(cid, log_time=rx_ns, data=payload, publish_time=publish_ns, sequence=self._seq[cid])
+        self.writer.add_message(cid, log_time=log_ns, data=payload, publish_time=publish_ns, sequence=self._seq[cid])
         self.messages += 1
         self.bytes += len(payload)
 
@@ -162,9 +179,9 @@ def stop_event(*signals: signal.Signals) -> asyncio.Event:
     return ev
 
 
-async def record(url: str, root: str, out: Path, duration_s: float | None) -> dict[str, Any]:
+async def record(url: str, root: str, out: Path, duration_s: float | None, log_time: str = "receive") -> dict[str, Any]:
     """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one."""
-    rec = Recorder(out)
+    rec = Recorder(out, log_time)
     stop = stop_event()
     try:
         async with MqttTransport(url, f"v2x-record-{os.getpid()}", inbox=1_000_000) as t:
@@ -220,6 +237,12 @@ def build_record_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument("--duration", type=float, default=None, help="wall seconds to record (default: until Ctrl-C)")
+    p.add_argument(
+        "--log-time", choices=LOG_TIMES, default="receive",
+        help="each message's MCAP log time: when it arrived (default; real time, where sim time is the wall clock), "
+        "or when it was sent, from its header (a fast run, whose sim time runs ahead of the wall: `v2x run --fast "
+        "--record` sets it), so that replay and Foxglove's timeline keep sim time",
+    )
     add_credentials_option(p)
     return p
 
@@ -228,7 +251,7 @@ def record_main(argv: list[str]) -> int:
     args = build_record_parser().parse_args(argv)
     try:
         url = login(credentials(args, "v2x record"), args.broker, OBSERVER)
-        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration))
+        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.log_time))
     except BrokerError as e:
         print(f"v2x record: {e}", file=sys.stderr)
         return 1
