@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from v2x.net.broker import MosquittoBroker
-from v2x.run.sweep import Axis, parse_axis
+from v2x.run.sweep import Axis, axis_limits, parse_axis
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 
@@ -31,6 +31,10 @@ def test_a_sweep_writes_a_row_per_run_and_a_plot(mosquitto: MosquittoBroker, tmp
     p50 = {r[axis]: float(r["spat_rsu_vehicle_p50_ms"]) for r in rows}
     assert p50["0"] < 5.0
     assert 195.0 < p50["200"] < 210.0
+    # each hop's p99 and loss, and each app's warnings, are columns: the cellular hops' p99 follows the setting
+    p99 = {r[axis]: float(r["vehicle_cloud_p99_ms"]) for r in rows}
+    assert p99["0"] < 10.0 < 200.0 < p99["200"]
+    assert all(0.0 <= float(r["vehicle_rsu_loss"]) < 1.0 and r["hlw_warnings"] != "" for r in rows)
     assert len(list((out / "runs").glob("*.json"))) == 4
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     # --replot redraws the plot from the CSV alone
@@ -58,3 +62,14 @@ def test_sweep_axes_and_their_errors(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "links.cellular.latency_ms" in res.stderr
     assert not (tmp_path / "sweep.csv").exists()
+
+
+def test_a_panel_s_axis_fits_its_data_from_zero() -> None:
+    """A measure that stays flat shows as a flat line at its level (before: four flat measures drawn on +-0.04 axes,
+    as if they varied); one below zero keeps room under it."""
+    assert axis_limits([0.12, 0.12, 0.12]) == pytest.approx((0.0, 0.132))
+    assert axis_limits([0.0, 0.0]) == (0.0, 1.0)
+    assert axis_limits([]) == (0.0, 1.1)
+    lo, hi = axis_limits([-2.0, 3.0])
+    assert lo < -2.0
+    assert hi > 3.0

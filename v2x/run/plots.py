@@ -32,6 +32,9 @@ LIGHT_COLOURS = {
 }
 
 
+CDF_STYLES = [("-", 2.6, ""), ("--", 2.0, "o"), (":", 2.2, "s"), ("-.", 1.6, "^"), ((0, (5, 1)), 1.4, "v"), ((0, (1, 1)), 1.2, "D")]
+
+
 def write_plots(report: Mapping[str, Any], out: Path, traj: Trajectories | None = None) -> list[Path]:
     """Write the PNGs into `out` (created); returns their paths."""
     import matplotlib
@@ -56,14 +59,18 @@ def _latency_cdf(report: Mapping[str, Any], path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     hists = report.get("latency_hist_us", {})
-    for hop in _hops(hists):
+    for k, hop in enumerate(_hops(hists)):
         h = Histogram.from_json(hists[hop])
         if h.n == 0:
             continue
         idx = sorted(h.counts)
         x = np.array([min(bucket_range(i)[1], h.max) for i in idx], dtype=float) / 1e3
         y = np.cumsum([h.counts[i] for i in idx]) / h.n
-        ax.step(np.maximum(x, 1e-3), y, where="post", label=f"{hop} (n={h.n:,}, p50 {h.quantile_us(0.5) / 1e3:.2f} ms)")
+        # hops with the same link model lie on top of each other: each its own dash, width and markers, so all show
+        style = CDF_STYLES[k % len(CDF_STYLES)]
+        ax.step(np.maximum(x, 1e-3), y, where="post", linestyle=style[0], linewidth=style[1], marker=style[2], markevery=(0.016 * k, 0.08),
+                markersize=5, fillstyle="none", label=f"{hop} (n={h.n:,}, p50 {h.quantile_us(0.5) / 1e3:.2f} ms, p99 "
+                f"{h.quantile_us(0.99) / 1e3:.2f} ms)")
     ax.set_xscale("log")
     ax.set_xlabel("latency, generation to receipt [ms] (log scale)")
     ax.set_ylabel("share of messages delivered")

@@ -8,9 +8,10 @@ Each `--set` gives a setting and its values (comma-separated); settings joined b
 same value together (one axis of the grid). The grid is every combination, each run with
 `--seeds N` seeds (the scenario's seed, +1, +2...). Every run is `v2x run --fast` in its own
 process, on a broker started for the sweep (one per job, each run under its own topic root); its report
-is kept in OUT/runs/. OUT/sweep.csv has one row per run; OUT/sweep.png plots the KPIs against
+is kept in OUT/runs/. OUT/sweep.csv has one row per run: the traffic KPIs, each hop's latency
+(p50 and p99, ms) and loss, and each application's warnings. OUT/sweep.png plots them against
 the first axis (one line per combination of the others): the median across seeds, the range
-as a band, each seed as a dot.
+as a band, each seed as a dot; latency p99 and loss one line per hop, warnings one per app.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ from v2x.core import scenario
 from v2x.core.errors import BrokerError, ScenarioError
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
 from v2x.net.options import load
+from v2x.run.plots import HOP_ORDER
+
+APPS = ("hlw", "rlvw", "fcw", "ebw", "evw")  # the applications whose warnings a report counts
+
+
+def _at(*keys: str) -> Callable[[dict[str, Any]], float | None]:
+    """How to read a figure nested under `keys` in a report (None where any level is missing)."""
+    def get(r: dict[str, Any]) -> float | None:
+        v: Any = r
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        return None if v is None else float(v)
+    return get
+
+
+def _hop(hop: str) -> str:
+    return hop.replace("->", "_")
 
 # (column, title, how to read it from a report); None where the run has no such figure
 KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
@@ -51,8 +69,26 @@ KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
      lambda r: r["latency_ms_by_type"].get("spat", {}).get("rsu->vehicle", {}).get("p50")),
     ("spat_cloud_vehicle_p50_ms", "SPaT cloud->vehicle p50 [ms]",
      lambda r: r["latency_ms_by_type"].get("spat", {}).get("cloud->vehicle", {}).get("p50")),
+    *((f"{_hop(h)}_{q}_ms", f"{h} {q} [ms]", _at("latency_ms", h, q)) for h in HOP_ORDER for q in ("p50", "p99")),
+    *((f"{_hop(h)}_loss", f"{h} loss", _at("loss_by_hop", h, "loss")) for h in HOP_ORDER),
+    *((f"{app}_warnings", f"{app.upper()} warnings", _at("apps", app, "warnings")) for app in APPS),
 ]
-PLOTTED = ["red_light_violations", "hazard_lead_time_s_p50", "collisions", "mean_delay_s", "stops_per_vehicle"]
+
+
+def _single(*columns: str) -> list[tuple[str, list[tuple[str | None, str]]]]:
+    """A panel of one line for each of these KPI columns, titled as in KPIS."""
+    titles = {c: t for c, t, _ in KPIS}
+    return [(titles[c], [(None, c)]) for c in columns]
+
+
+# the panels of sweep.png: a title and its lines, each (label, column); one line per hop or per app where several share one
+PANELS: list[tuple[str, list[tuple[str | None, str]]]] = [
+    ("latency p99 per hop [ms]", [(h, f"{_hop(h)}_p99_ms") for h in HOP_ORDER]),
+    ("loss per hop", [(h, f"{_hop(h)}_loss") for h in HOP_ORDER]),
+    *_single("red_light_violations", "hazard_lead_time_s_p50", "mean_delay_s", "stops_per_vehicle"),
+    ("warnings per application", [(app.upper(), f"{app}_warnings") for app in APPS]),
+    *_single("collisions"),
+]
 
 
 @dataclass(frozen=True)
@@ -241,8 +277,12 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if "error" not in r]
-    kpis = [k for k in PLOTTED if any(r.get(k) is not None for r in ok)]
-    titles = {c: t for c, t, _ in KPIS}
+
+    def measured(col: str) -> bool:
+        return any(r.get(col) not in (None, "") for r in ok)
+
+    panels = [(t, [(lab, c) for lab, c in lines if measured(c)]) for t, lines in PANELS]
+    panels = [(t, lines) for t, lines in panels if lines]
     x_axis = axes[0]
     fixed = [a for a in axes[1:] if len(a.values) == 1]  # said once in the title, not in every legend
     others = [a for a in axes[1:] if len(a.values) > 1]
@@ -250,35 +290,42 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
     numeric = all(isinstance(_number(v), float) for v in xs)
     xpos = {v: (float(v) if numeric else float(i)) for i, v in enumerate(xs)}
     ncol = 2
-    nrow = max((len(kpis) + ncol - 1) // ncol, 1)
+    nrow = max((len(panels) + ncol - 1) // ncol, 1)
     fig, axs = plt.subplots(nrow, ncol, figsize=(11, 3.3 * nrow + 0.8), dpi=110, squeeze=False)
     groups = sorted({tuple(r[a.name] for a in others) for r in ok}) or [()]
-    for ax, kpi in zip(axs.flat, kpis, strict=False):
-        for g in groups:
-            label = ", ".join(f"{a.name}={v}" for a, v in zip(others, g, strict=True)) or None
-            mx, med, lo, hi, dots_x, dots_y = [], [], [], [], [], []
-            for v in xs:
-                vals = [float(r[kpi]) for r in ok if r[x_axis.name] == v and tuple(r[a.name] for a in others) == g
-                        and r.get(kpi) is not None]
-                if not vals:
+    dashes = ["-", "--", ":", "-."]
+    for ax, (panel, lines) in zip(axs.flat, panels, strict=False):
+        seen: list[float] = []
+        for k, g in enumerate(groups):
+            for line_label, col in lines:
+                label = ", ".join([*([line_label] if line_label else []), *(f"{a.name}={v}" for a, v in zip(others, g, strict=True))]) or None
+                mx, med, lo, hi, dots_x, dots_y = [], [], [], [], [], []
+                for v in xs:
+                    vals = [float(r[col]) for r in ok if r[x_axis.name] == v and tuple(r[a.name] for a in others) == g
+                            and r.get(col) not in (None, "")]
+                    if not vals:
+                        continue
+                    mx.append(xpos[v])
+                    med.append(float(np.median(vals)))
+                    lo.append(min(vals))
+                    hi.append(max(vals))
+                    dots_x += [xpos[v]] * len(vals)
+                    dots_y += vals
+                if not mx:
                     continue
-                mx.append(xpos[v])
-                med.append(float(np.median(vals)))
-                lo.append(min(vals))
-                hi.append(max(vals))
-                dots_x += [xpos[v]] * len(vals)
-                dots_y += vals
-            line = ax.plot(mx, med, marker="o", lw=1.5, label=label, zorder=2)[0]
-            ax.fill_between(mx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
-            ax.scatter(dots_x, dots_y, s=14, color=line.get_color(), edgecolors="white", linewidths=0.5, zorder=3)
-        ax.set_title(titles[kpi], fontsize=10)
+                seen += dots_y
+                line = ax.plot(mx, med, marker="o", lw=1.5, linestyle=dashes[k % len(dashes)], label=label, zorder=2)[0]
+                ax.fill_between(mx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+                ax.scatter(dots_x, dots_y, s=14, color=line.get_color(), edgecolors="white", linewidths=0.5, zorder=3)
+        ax.set_ylim(*axis_limits(seen))
+        ax.set_title(panel, fontsize=10)
         ax.set_xlabel(x_axis.name, fontsize=8)
         if not numeric:
             ax.set_xticks(list(xpos.values()), xs)
         ax.grid(True, alpha=0.3)
-        if others:
+        if others or len(lines) > 1:
             ax.legend(fontsize=7)
-    for ax in list(axs.flat)[len(kpis):]:
+    for ax in list(axs.flat)[len(panels):]:
         ax.axis("off")
     held = "; ".join(f"{a.name}={a.values[0]}" for a in fixed)
     fig.suptitle(f"{title}{' (' + held + ')' if held else ''}\nline: median across seeds; band: min to max; dots: each seed",
@@ -287,3 +334,13 @@ def plot_sweep(rows: list[dict[str, Any]], axes: list[Axis], path: Path, title: 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def axis_limits(values: list[float]) -> tuple[float, float]:
+    """Y limits that fit the data from zero (or from below it), with a margin: a measure that stays flat shows as a
+    flat line at its level, not as noise magnified to fill the panel."""
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    bottom = min(lo, 0.0)
+    span = max(hi - bottom, abs(hi), 1e-9)
+    return bottom - (0.05 * span if bottom < 0 else 0.0), hi + 0.1 * span if hi > bottom else bottom + 1.0
+
