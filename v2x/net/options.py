@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from v2x.core import scenario
-from v2x.core.errors import BrokerError, ScenarioError
+from v2x.core.errors import BrokerError, ScenarioError, V2xError, broker_error_in
 from v2x.core.topics import DEFAULT_ROOT
-from v2x.net.connection import Connection
+from v2x.net.connection import Connection, checked_run_id, new_run_id
 from v2x.net.security import Credentials
 from v2x.net.service import Service
 from v2x.net.signing import CA
@@ -39,6 +39,7 @@ def add_common(
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=keepalive_s, help=f"{keepalive_help} (default {keepalive_s})")
     add_mqtt_option(parser)
+    add_run_id_option(parser)
     add_credentials_option(parser)
     parser.add_argument(
         "--signing-ca", type=Path, default=None, metavar="KEY.pem",
@@ -55,12 +56,27 @@ def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_id_option(parser: argparse.ArgumentParser, what: str = "this tier") -> None:
+    parser.add_argument(
+        "--run-id", type=run_id_arg, default=None, metavar="ID",
+        help=f"the run {what} belongs to: every MQTT client id starts with it, so that runs sharing a broker never take "
+        "over each other's connections (`v2x run` passes its own; default: a new random one)",
+    )
+
+
+def run_id_arg(text: str) -> str:
+    try:
+        return checked_run_id(text)
+    except V2xError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def connection(args: argparse.Namespace, prog: str) -> Connection:
     """The `Connection` the options of `add_common` describe; exits with a clear message when the credentials or
     the signing CA cannot be read."""
     return Connection(
         args.broker, credentials(args, prog), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
-        args.impair, args.epoch,
+        args.impair, args.epoch, args.run_id or new_run_id(),
     )
 
 
@@ -144,8 +160,11 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
         asyncio.run(main)
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was done
-    except BrokerError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+    except (BrokerError, BaseExceptionGroup) as e:  # a TaskGroup's services raise in a group
+        err = broker_error_in(e)
+        if err is None:
+            raise
+        print(f"{prog}: {err}", file=sys.stderr)
         return 1
     for svc in started:
         print(json.dumps({"event": "summary", **svc.summary().to_json()}), flush=True)

@@ -31,8 +31,15 @@ from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
 from v2x.core.traffic import load_kernels
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mosquitto
-from v2x.net.connection import Connection
-from v2x.net.options import add_credentials_option, add_mqtt_option, add_scenario_options, credentials, load
+from v2x.net.connection import Connection, new_run_id
+from v2x.net.options import (
+    add_credentials_option,
+    add_mqtt_option,
+    add_run_id_option,
+    add_scenario_options,
+    credentials,
+    load,
+)
 from v2x.net.security import Credentials, write_config
 from v2x.net.signing import CA
 from v2x.run.fast import run_fast
@@ -81,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNGs here: latency CDF per hop, latency over time, a time-space diagram per approach",
     )
     add_mqtt_option(p)
+    add_run_id_option(p, "and every tier of it")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument(
         "--secure", action="store_true",
@@ -187,10 +195,13 @@ def main(argv: list[str]) -> int:
             "(apt-get install mosquitto) for figures worth reporting",
             style="yellow",
         )
-    conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None, impair=args.impair)
+    run_id = args.run_id or new_run_id()
+    console.print(f"run id: {run_id}")
+    conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
+                      impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
     watchers = Watchers(
-        broker.url, args.root, f"{broker.kind} at {broker.url}", credentials_file=broker.credentials_file, record=args.record,
+        broker.url, args.root, f"{broker.kind} at {broker.url}", run_id, credentials_file=broker.credentials_file, record=args.record,
         window=not args.headless and display_available(), snapshot=args.snapshot,
     )
     try:
@@ -217,7 +228,7 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(broker.secure_dir, ignore_errors=True)  # the run's logins die with its broker
     if res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
-    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0)
+    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0, run_id)
     report = build_report(info, res)
     report.update(watched)
     print_summary(console, report)

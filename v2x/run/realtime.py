@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from cloud.service import CloudSummary
 from roadside.service import RsuSummary
 from v2x.core import scenario
+from v2x.core.errors import BrokerError
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
 from v2x.run.results import Results
@@ -83,12 +84,17 @@ def _run(
         if layout.trajectories:
             fleet.trajectories = Trajectories(fleet.net)
         interrupted = False
+        failure: BrokerError | None = None
         try:
             asyncio.run(fleet.run(duration_s, progress))
         except KeyboardInterrupt:
             interrupted = True
+        except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
+            failure = e
         res = _results(_stop(tiers))
         res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
+        if failure is not None:
+            res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
     res.epoch_utc_s = epoch
     return res
 

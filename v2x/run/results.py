@@ -64,6 +64,7 @@ class RunInfo:
     settings: list[str]  # the --set overrides
     warmup_s: float | None
     wall_s: float
+    run_id: str  # in every client id of the run (v2x.net.connection)
 
 
 def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     tick = fs.tick if fs else []
     report: dict[str, Any] = {
         "scenario": sc.name,
+        "run_id": run.run_id,
         "mode": res.mode,
         "seed": sc.seed,
         "duration_s": run.duration_s,
@@ -273,7 +275,8 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     def count(t: str, what: str) -> int:
         return int(msgs.get(t, {}).get(what, 0))
 
-    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}")
+    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}, "
+                    f"run {r.get('run_id')}")
     t.add_column("what")
     t.add_column("value", justify="right")
     if r["vehicles"]:

@@ -2,7 +2,7 @@
 
 Real-time mode: the traffic core steps on the wall clock (sim time is seconds since the
 run's shared UTC epoch). Each vehicle, while it is in the network:
-  - connects as client `veh-<id>` and subscribes to SPaT from both paths (RSU sidelink and
+  - connects as station `veh-<id>` (client id `<run id>-veh-<id>`) and subscribes to SPaT from both paths (RSU sidelink and
     cloud cellular) and to MAP on the tile of the intersection ahead, and to hazards (RSI)
     and advisories on its own tile, re-subscribing when either changes;
   - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
@@ -521,6 +521,7 @@ class Fleet:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
+        failure: BrokerError | None = None
         async with asyncio.TaskGroup() as tg:
             try:
                 while self.traffic.t < duration_s:
@@ -545,5 +546,9 @@ class Fleet:
                             self.receive()
                     if progress is not None and self._k % 10 == 0:
                         progress(self)
+            except BrokerError as e:  # an OBU's client id taken over: end the run, plainly (not in a TaskGroup's group)
+                failure = e
             finally:
                 spawn([self.close()])
+        if failure is not None:
+            raise failure
