@@ -385,7 +385,7 @@ async def serve(
     instance: tuple[int, int] = (0, 1), share: str | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
-    transport = conn.transport(instance_id(instance), user=CLOUD_ID)
+    transport = conn.transport(instance_id(instance))  # each instance logs in as itself (v2x.net.security)
     svc = CloudService(net, transport, conn.topics, conn.clock(), impairment=conn.impairment(net.scenario),
                        instance=instance, share=share)
     if conn.ca is not None:

@@ -176,6 +176,11 @@ class Topics:
     def status(self, kind: str, sid: str) -> str:
         return f"{self.root}/status/{kind}/{sid}"
 
+    def run_marker(self) -> str:
+        """The retained marker of the run that holds this root (a Status frame from the run's id; v2x.run.claim):
+        not a kind of message of the topic table, so no receiver but a watcher of the whole root hears it."""
+        return f"{self.root}/run"
+
     def area(self, kind: str, tile_prefix: str) -> str:
         """Filter for every `kind` message ("bsm", "map", "rsm", "rsi", "advisory") in a tile of any zoom."""
         return f"{self.root}/{kind}/{tile_path(tile_prefix)}/#" if tile_prefix else f"{self.root}/{kind}/#"

@@ -71,11 +71,11 @@ def run_id_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def connection(args: argparse.Namespace, prog: str) -> Connection:
+def connection(args: argparse.Namespace, prog: str, roles: tuple[str, ...] = ()) -> Connection:
     """The `Connection` the options of `add_common` describe; exits with a clear message when the credentials or
-    the signing CA cannot be read."""
+    the signing CA cannot be read, or the credentials hold no secret of one of `roles` (the tier's logins)."""
     return Connection(
-        args.broker, credentials(args, prog), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
+        args.broker, credentials(args, prog, roles), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
         args.impair, args.epoch, args.run_id or new_run_id(),
     )
 
@@ -92,9 +92,16 @@ def signing_ca(args: argparse.Namespace, prog: str) -> CA | None:
     return _loaded(args.signing_ca, CA.load, prog)
 
 
-def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:
-    """The --credentials file, loaded; exits with a clear message when it cannot be read."""
-    return _loaded(args.credentials, Credentials.load, prog)
+def credentials(args: argparse.Namespace, prog: str, roles: tuple[str, ...] = ()) -> Credentials | None:
+    """The --credentials file, loaded; exits with a clear message when it cannot be read, or holds no secret of one of
+    `roles` (v2x.net.security: each role's logins have their own)."""
+    creds = _loaded(args.credentials, Credentials.load, prog)
+    missing = [] if creds is None else creds.missing(roles)
+    if missing:
+        print(f"{prog}: {args.credentials}: no {missing[0]} secret, and this command logs in with it (`v2x broker-config` "
+              f"writes each tier's credentials-<tier>.json, and credentials.json with every secret)", file=sys.stderr)
+        raise SystemExit(2)
+    return creds
 
 
 def _loaded(path: Path | None, loader: Callable[[Path], T], prog: str) -> T | None:

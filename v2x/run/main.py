@@ -40,7 +40,7 @@ from v2x.net.options import (
     credentials,
     load,
 )
-from v2x.net.security import Credentials, write_config
+from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
 from v2x.run.fast import run_fast
 from v2x.run.plots import write_plots
@@ -135,7 +135,7 @@ class BrokerForRun:
 
 def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: Console) -> BrokerForRun | int:
     """Start the run's broker, or take the one given; else the exit code, after saying why (2: bad options)."""
-    given = credentials(args, "v2x run")  # read (and refused with a clear error) even when --secure makes its own
+    given = credentials(args, "v2x run", ROLES)  # read (and refused with a clear error) even when --secure makes its own
     if args.secure:
         if args.broker is not None or find_mosquitto() is None:
             console.print("v2x run: --secure starts its own locked Mosquitto (it must be installed, and --broker "
@@ -143,7 +143,12 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
             return 2
         secure_dir = Path(tempfile.mkdtemp(prefix="v2x-secure-"))
         creds = Credentials.new()
-        paths = write_config(sc, secure_dir, args.root, 0, creds, duration_s)
+        try:
+            paths = write_config(sc, secure_dir, args.root, 0, creds, duration_s, workers=args.workers, clouds=args.clouds)
+        except ValueError as e:
+            console.print(f"v2x run: {e}", style="red")
+            shutil.rmtree(secure_dir, ignore_errors=True)
+            return 2
         broker = MosquittoBroker(secure=(paths["passwd"], paths["acl"]))
         out = BrokerForRun("", "mosquitto (secured: a login per station, ACLs)", broker, creds, paths["credentials.json"], secure_dir)
     elif args.broker is None or args.broker == "embedded":
@@ -213,7 +218,7 @@ def main(argv: list[str]) -> int:
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
-                                broker.credentials_file, trajectories=args.plots is not None)
+                                trajectories=args.plots is not None)
                 res = run_realtime(sc, conn, duration, layout, progress)
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)

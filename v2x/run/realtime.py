@@ -24,6 +24,7 @@ from v2x.core import scenario
 from v2x.core.errors import BrokerError
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
+from v2x.net.security import TIER_ROLES
 from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
@@ -39,7 +40,6 @@ class Layout:
     workers: int = 1  # fleet processes (1: the fleet runs in `v2x run`'s own)
     clouds: int = 1  # cloud instances, each owning whole sites, sharing the SPaT relay
     shard_by: str = "vehicle"  # how the workers split the fleet: "vehicle" or "area"
-    credentials_file: Path | None = None  # the logins' file, handed to each tier (a secured broker)
     trajectories: bool = False  # record the fleet's trajectories (--plots; only when the fleet runs here)
 
 
@@ -54,8 +54,8 @@ def run_realtime(
     try:
         return _run(sc, path, conn, duration_s, layout, progress)
     finally:
-        path.unlink(missing_ok=True)
-        path.with_suffix(".ca.pem").unlink(missing_ok=True)
+        for p in (path, path.with_suffix(".ca.pem"), *(path.with_suffix(f".{tier}.json") for tier in TIER_ROLES)):
+            p.unlink(missing_ok=True)
 
 
 def _run(
@@ -68,17 +68,25 @@ def _run(
     if conn.ca is not None:  # one CA for the run: the tiers get its key, as enrolment would give each its pseudonyms
         ca_file = path.with_suffix(".ca.pem")
         conn.ca.save(ca_file)
-    common = conn.argv(layout.credentials_file, ca_file)
+
+    def common(tier: str) -> list[str]:
+        """The run's connection as a tier's options; on a secured broker, a file with its own role's secrets only."""
+        credentials_file = None
+        if conn.credentials is not None:
+            credentials_file = path.with_suffix(f".{tier}.json")
+            conn.credentials.only(TIER_ROLES[tier]).save(credentials_file)
+        return conn.argv(credentials_file, ca_file)
+
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *common, "--duration", f"{duration_s + 1.0:g}"])}
+    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *common("roadside"), "--duration", f"{duration_s + 1.0:g}"])}
     n = layout.clouds
     for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
         tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
-            ["-m", "cloud", str(path), *common, "--duration", f"{duration_s + 2.5:g}",
+            ["-m", "cloud", str(path), *common("cloud"), "--duration", f"{duration_s + 2.5:g}",
              *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
         )
     if layout.workers > 1:
-        res = _fleet_workers(path, common, tiers, layout, duration_s, epoch)
+        res = _fleet_workers(path, common("fleet"), tiers, layout, duration_s, epoch)
     else:
         fleet = Fleet(sc, conn, conn.clock())
         if layout.trajectories:

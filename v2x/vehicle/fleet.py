@@ -38,7 +38,6 @@ from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
-from v2x.net.security import fleet_user
 from v2x.net.signing import CA
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
@@ -194,7 +193,7 @@ class Fleet:
         return station
 
     def _mqtt(self, sid: str) -> Transport:
-        return self.conn.transport(sid, user=fleet_user(sid), inbox=1000, outbox=1000)
+        return self.conn.transport(sid, inbox=1000, outbox=1000)
 
     def _belief(self) -> SignalBelief:
         f = self.sc.fleet

@@ -43,7 +43,7 @@ from v2x.core.topics import DEFAULT_ROOT, spec_of
 from v2x.core.wire import v2x_pb2 as pb
 from v2x.net.connection import new_run_id
 from v2x.net.options import add_credentials_option, add_run_id_option, credentials
-from v2x.net.security import OBSERVER, login
+from v2x.net.security import RECORD_LOGIN, login
 from v2x.net.transport import MqttTransport
 
 SCHEMA_NAME = "v2x.v1.MessageFrame"
@@ -230,7 +230,7 @@ def build_record_parser() -> argparse.ArgumentParser:
 def record_main(argv: list[str]) -> int:
     args = build_record_parser().parse_args(argv)
     try:
-        url = login(credentials(args, "v2x record"), args.broker, OBSERVER)
+        url = login(credentials(args, "v2x record", ("observer",)), args.broker, RECORD_LOGIN)
         summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.run_id))
     except BrokerError as e:
         print(f"v2x record: {e}", file=sys.stderr)
