@@ -187,3 +187,33 @@ async def _hostile_client_checks(out: Path, url: str) -> None:
     print("BSMs delivered (sender, bytes):", seen, "; veh-1 read the advisories", advised)
     assert seen == [("veh-1", len(b"a-small-bsm"))]  # the 20 MiB one went to nobody
     assert advised == ["advice-for-all", "advice-for-veh-1"]
+
+
+def test_a_second_run_under_the_same_root_refuses_to_start(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    root = f"{topic_prefix}/v2x/v1"
+    first = subprocess.Popen(_run_cmd(mosquitto.url, root, tmp_path / "a.json", scenario=SHORT, duration=40),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        marker = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", f"{root}/run", "-C", "1", "-W", "30"],
+                                capture_output=True, timeout=60)
+        assert marker.returncode == 0, "the first run holds no marker"
+        t0 = time.monotonic()
+        second = subprocess.run(_run_cmd(mosquitto.url, root, tmp_path / "b.json", "--fast", scenario=SHORT, duration=40),
+                                capture_output=True, text=True, timeout=120)
+        print(f"the second run exited with {second.returncode} after {time.monotonic() - t0:.1f} s:",
+              [x for x in second.stderr.splitlines() if "v2x run" in x])
+        assert second.returncode == 1, second.stderr[-2000:]
+        (line,) = [x for x in second.stderr.splitlines() if x.startswith("v2x run:")]  # one line says it all
+        assert f"topic root {root!r} is held by run " in line, line
+        assert "give this run another --root" in line, line
+        assert not (tmp_path / "b.json").exists()
+    finally:
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-2000:]  # the first run was not disturbed
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert all(t.get("disconnects", 0) == 0 for t in a["connection"]["tiers"].values()), a["connection"]
+    assert a["messages"]["bsm"]["received_by"]["cloud"] == a["messages"]["bsm"]["sent"]
+    # it cleared its marker at the end: the root is free again
+    left = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", f"{root}/#", "-W", "1", "-v"],
+                          capture_output=True, timeout=30)
+    assert left.stdout == b"", left.stdout[:300]  # and nothing else of it stays retained (MAP, statuses)

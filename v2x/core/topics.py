@@ -121,6 +121,7 @@ SPECS: tuple[TopicSpec, ...] = (
 
 
 KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS)  # the topic level naming a message kind
+RETAINED_KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS if s.retained != "no")  # map, rsi, status
 
 
 def kind_of(topic: str) -> str | None:

@@ -49,7 +49,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from v2x.core.scenario import Scenario
-from v2x.core.topics import KINDS, SPECS, TILE_ZOOM, Topics
+from v2x.core.topics import KINDS, RETAINED_KINDS, TILE_ZOOM, Topics
 from v2x.net.broker import LOCKED_SETTINGS
 from v2x.net.transport import BrokerUrl
 
@@ -62,7 +62,6 @@ RUN = "run"  # `v2x run`'s claim on its topic root (v2x.run.claim)
 ROLES = ("fleet", "rsu", "cloud", "observer", "run")  # each has its own secret
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd uses
 _TILE = "/".join(["+"] * TILE_ZOOM)  # any tile, as topic levels
-RETAINED_KINDS = tuple(sorted({s.pattern.split("/", 1)[0] for s in SPECS if s.retained != "no"}))  # map, rsi, status
 
 
 def role_of(user: str) -> str:
@@ -208,7 +207,7 @@ def acl_text(sc: Scenario, root: str, clouds: int = 1) -> str:
         "# v2x run: its claim on the root, and clearing what an earlier run left retained",
         f"user {RUN}",
         f"topic readwrite {t.run_marker()}",
-        *(f"topic readwrite {r}/{kind}/#" for kind in RETAINED_KINDS),
+        *(f"topic readwrite {r}/{kind}/#" for kind in sorted(RETAINED_KINDS)),
     ]
     return "\n".join(lines) + "\n"
 

@@ -42,6 +42,7 @@ from v2x.net.options import (
 )
 from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
+from v2x.run.claim import RootClaim
 from v2x.run.fast import run_fast
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
@@ -205,6 +206,16 @@ def main(argv: list[str]) -> int:
     conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
                       impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
+    claim = RootClaim(conn)  # one run per root; what an earlier run left retained there, cleared
+    try:
+        claim.__enter__()
+    except BrokerError as e:
+        console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
+        _stop_broker(broker)
+        return 1
+    if claim.leftovers:
+        console.print(f"cleared what an earlier run left retained under {args.root}: "
+                      f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
     watchers = Watchers(
         broker.url, args.root, f"{broker.kind} at {broker.url}", run_id, credentials_file=broker.credentials_file, record=args.record,
         window=not args.headless and display_available(), snapshot=args.snapshot,
@@ -227,13 +238,12 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
-        if broker.started is not None:
-            broker.started.close()
-        if broker.secure_dir is not None:
-            shutil.rmtree(broker.secure_dir, ignore_errors=True)  # the run's logins die with its broker
+        claim.__exit__(None, None, None)
+        _stop_broker(broker)
     if res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
-    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0, run_id)
+    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
+                   run_id, claim.leftovers)
     report = build_report(info, res)
     report.update(watched)
     print_summary(console, report)
@@ -252,6 +262,14 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
     watchers.wait_window(console)
     return 130 if res.interrupted else 1 if res.tiers_failed else 0
+
+
+def _stop_broker(broker: BrokerForRun) -> None:
+    """Stop the broker the run started, if it did; remove its locked configuration (the run's logins die with it)."""
+    if broker.started is not None:
+        broker.started.close()
+    if broker.secure_dir is not None:
+        shutil.rmtree(broker.secure_dir, ignore_errors=True)
 
 
 def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:

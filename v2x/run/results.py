@@ -65,6 +65,7 @@ class RunInfo:
     warmup_s: float | None
     wall_s: float
     run_id: str  # in every client id of the run (v2x.net.connection)
+    leftovers: dict[str, int] = field(default_factory=dict)  # retained by an earlier run under the root, cleared (v2x.run.claim)
 
 
 def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     report: dict[str, Any] = {
         "scenario": sc.name,
         "run_id": run.run_id,
+        "leftovers_cleared": run.leftovers,  # by kind: what an earlier run left retained under the root (v2x.run.claim)
         "mode": res.mode,
         "seed": sc.seed,
         "duration_s": run.duration_s,
@@ -289,7 +291,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
     t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
     if r["spat_coverage"]:
-        t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
+        cov = r["spat_coverage"]
+        t.add_row("approaching vehicles without SPaT / MAP",
+                  f"{len(cov['approaching_without_spat'])} / {cov['vehicles_approaching'] - cov.get('vehicles_with_map', 0)}")
     if r["traffic"]:
         t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
         t.add_row("collisions / red-light violations", f"{r['traffic']['collisions']} / {r['traffic']['red_light_violations']}")
@@ -313,6 +317,8 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
         back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
         t.add_row(f"broker outage {a:g} to {'end' if b is None else f'{b:g}'} s (sim); reconnects",
                   f"{back}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
+    if r.get("leftovers_cleared"):
+        t.add_row("cleared, left retained by an earlier run", ", ".join(f"{k} {n}" for k, n in r["leftovers_cleared"].items()))
     if "lockstep" in r:
         ls = r["lockstep"]
         t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")

@@ -32,7 +32,7 @@ from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.topics import quadkey
+from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
 from v2x.core.traffic import Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
@@ -95,6 +95,7 @@ class FleetCounters:
     dropped_out: int = 0
     dropped_in: int = 0
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
+    vehicles_with_map: set[int] = field(default_factory=set)  # vehicles that received a MAP at least once
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
 
 
@@ -348,9 +349,11 @@ class Fleet:
 
     def _handle(self, radio: Radio, msg: Message) -> None:
         topic = msg.topic
-        if not msg.payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
-            radio.hazards.pop(_hazard_key(topic), None)
-            self.counters.received["rsi_cleared"] += 1
+        kind = kind_of(topic)
+        if not msg.payload and kind in RETAINED_KINDS:  # a retained message cleared by its owner (a hazard: it is over)
+            if kind == "rsi":
+                radio.hazards.pop(_hazard_key(topic), None)
+            self.counters.received[f"{kind}_cleared"] += 1
             return
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
@@ -386,6 +389,8 @@ class Fleet:
                     radio.hazards[_hazard_key(topic)] = ev
         elif isinstance(body, (m.MapData, m.Advisory)):
             self.counters.received[kind] += 1
+            if isinstance(body, m.MapData) and radio is not self.shadow:
+                self.counters.vehicles_with_map.add(radio.vid)
         elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
             self.counters.received[kind] += 1
             if not 1 <= body.intersection.id <= len(self.net.intersections):
