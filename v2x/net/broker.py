@@ -24,13 +24,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from v2x.core.codec import MAX_PAYLOAD_BYTES
 from v2x.core.errors import BrokerError
 
-# a locked broker (`v2x broker-config`, `v2x run --secure`): a client's id is its login, so that no login can take over
-# another's session (v2x.net.security); no payload over the receivers' cap (v2x.core.codec) is carried
-LOCKED_SETTINGS = ("use_username_as_clientid true", f"message_size_limit {MAX_PAYLOAD_BYTES}")
 INSTALL_HINT = "install it with `apt-get install mosquitto` (Debian/Ubuntu) or see https://mosquitto.org/download/"
+
+
+def locked_settings() -> list[str]:
+    """A locked broker's settings (`v2x broker-config`, `v2x run --secure`): a client's id is its login, so that no login
+    can take over another's session (v2x.net.security); no payload over the receivers' cap is carried."""
+    from v2x.core.codec import MAX_PAYLOAD_BYTES  # here: the test fixtures import this module, and nothing heavy
+
+    return ["use_username_as_clientid true", f"message_size_limit {MAX_PAYLOAD_BYTES}"]
 
 
 def find_mosquitto() -> str | None:
@@ -145,7 +149,7 @@ class MosquittoBroker:
             f"listener {port} {self.host}",
             *([] if self.tls is None else [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]),
             *(["allow_anonymous true"] if self.secure is None else [
-                "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}", *LOCKED_SETTINGS,
+                "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}", *locked_settings(),
             ]),
             # run as whoever started it: as root, Mosquitto would switch to user `mosquitto`, which cannot
             # write the private directory (0700) its persistence database and log live in

@@ -50,7 +50,7 @@ from urllib.parse import quote
 
 from v2x.core.scenario import Scenario
 from v2x.core.topics import KINDS, RETAINED_KINDS, TILE_ZOOM, Topics
-from v2x.net.broker import LOCKED_SETTINGS
+from v2x.net.broker import locked_settings
 from v2x.net.transport import BrokerUrl
 
 OBSERVER = "observer"
@@ -243,14 +243,14 @@ def write_config(
 
 def secure_config(passwd: Path, acl: Path, port: int, tls: tuple[Path, Path] | None = None, host: str = "0.0.0.0") -> str:
     """The Mosquitto settings that lock a listener: no anonymous clients, the password file, the ACL, client id =
-    login, the payload cap (LOCKED_SETTINGS); and `user`: started as root, Mosquitto switches to this user, who
+    login, the payload cap (`locked_settings`); and `user`: started as root, Mosquitto switches to this user, who
     owns the files written with it (0600; the default user `mosquitto` could not read them, and it would not start)."""
     lines = [
         f"listener {port} {host}",
         "allow_anonymous false",
         f"password_file {passwd.resolve()}",
         f"acl_file {acl.resolve()}",
-        *LOCKED_SETTINGS,
+        *locked_settings(),
         f"user {getpass.getuser()}",
         "set_tcp_nodelay true",
     ]
