@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list[CloudService] = []
     return run_service(
         "v2x cloud",
-        serve(net, connection(args, "v2x cloud"), args.duration, started, args.instance, args.share),
+        serve(net, connection(args, "v2x cloud", ("cloud",)), args.duration, started, args.instance, args.share),
         started,
     )
 

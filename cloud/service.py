@@ -136,6 +136,7 @@ class CloudService(Service):
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
+        self._rsi: dict[int, m.Rsi] = {}  # active hazard's event id -> its RSI (announced again after a reconnect)
         self.counters = CloudCounters()
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
@@ -146,7 +147,8 @@ class CloudService(Service):
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""
         t = self.transport
-        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
+        self.announce()
+        self._reconnects = t.stats.reconnects
         # one of several instances: the tiles its sites own, so that every BSM and RSM reaches one instance
         for tile in [""] if self.area is None else sorted(t for t, site in self.net.tile_owner.items() if site in self.area):
             await t.subscribe(self.topics.area("bsm", tile), qos=0)
@@ -162,13 +164,25 @@ class CloudService(Service):
                 await t.subscribe(f"{self.topics.root}/spat/rsu/{tile_path(tile)}/#", qos=0)
         await t.subscribe(f"{self.topics.root}/status/#", qos=1)
 
+    def announce(self) -> None:
+        """Its retained messages: the online status and the RSI of every active hazard (again after each reconnect:
+        `Service.reassert`)."""
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, ""), qos=1, retain=True)
+        for event_id, topics in self.hazard_topics.items():
+            for topic in topics:
+                self.station.publish(topic, self._rsi[event_id], qos=1, retain=True)
+
     def stopping(self) -> None:
-        self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
+        """Before a clean disconnect: clear every active hazard, say it stopped and clear its status."""
+        for event_id in list(self.hazard_topics):
+            self._clear_hazard(event_id, self.clock.sim_s())
+        self.stopped([self.status_topic])
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then handle each message as it arrives (or its link delay ends), until `duration_s`."""
         await self.start()
         while duration_s is None or self.clock.sim_s() < duration_s:
+            self.reassert()
             due = self.reception.next_due_s()
             wait = TICK_S if due is None else min(TICK_S, due)
             if duration_s is not None:
@@ -302,13 +316,15 @@ class CloudService(Service):
             priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=kind.replace("_", " "),
         )
         topics = [self.topics.rsi(tile, self.id, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]
+        rsi = self._rsi[event_id] = m.Rsi(pos, (event,))
         for topic in topics:
-            self.station.publish(topic, m.Rsi(pos, (event,)), qos=1, retain=True)
+            self.station.publish(topic, rsi, qos=1, retain=True)
         self.hazard_topics[event_id] = topics
         self._event("hazard-raised", event_id=event_id, kind=kind, source=source.name.lower(), sim_s=round(now, 3), tiles=len(topics))
 
     def _clear_hazard(self, event_id: int, now: float) -> None:
         """An empty retained message on each topic: the broker forgets the RSI, subscribers learn it ended."""
+        self._rsi.pop(event_id, None)
         for topic in self.hazard_topics.pop(event_id):
             self.station.clear(topic)
         self._event("hazard-cleared", event_id=event_id, sim_s=round(now, 3))
@@ -389,7 +405,7 @@ async def serve(
     instance: tuple[int, int] = (0, 1), share: str | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
-    transport = conn.transport(instance_id(instance), user=CLOUD_ID)
+    transport = conn.transport(instance_id(instance))  # each instance logs in as itself (v2x.net.security)
     svc = CloudService(net, transport, conn.topics, conn.clock(), impairment=conn.impairment(net.scenario),
                        instance=instance, share=share)
     authority = conn.authority("cloud", m.SenderKind.CLOUD, svc.clock)

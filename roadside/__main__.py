@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     indices = [ids.index(w) for w in wanted]
     return run_service(
         "v2x roadside",
-        serve(sc, connection(args, "v2x roadside"), indices, args.duration, started),
+        serve(sc, connection(args, "v2x roadside", ("rsu",)), indices, args.duration, started),
         started,
     )
 

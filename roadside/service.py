@@ -118,10 +118,19 @@ class RsuService(Service):
             if lk.source in self._lane_groups and lk.group >= 0:
                 self._lane_groups[lk.source].add(net.groups[lk.group].group_id)
 
-    async def start(self) -> None:
-        """Announce, publish MAP, subscribe to plans and to the BSMs of the tiles in radio range."""
+    def announce(self) -> None:
+        """Its retained messages: the online status and MAP (again after each reconnect: `Service.reassert`)."""
         self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, f"{self.spec.id} range_m={self.range_m:g}"), qos=1, retain=True)
-        self.station.publish(self.topics.map(self.tile, self.spec.id), m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
+        self.station.publish(self.map_topic, m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
+
+    @property
+    def map_topic(self) -> str:
+        return self.topics.map(self.tile, self.spec.id)
+
+    async def start(self) -> None:
+        """Announce (status, MAP), subscribe to plans and to the BSMs of the tiles in radio range."""
+        self.announce()
+        self._reconnects = self.transport.stats.reconnects
         await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
         await self.transport.subscribe(self.topics.priority_request(self.spec.id, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
@@ -268,8 +277,8 @@ class RsuService(Service):
         return [{"plan_id": pid, **times, "applied_s": applied.get(pid)} for pid, times in self.plans.items()]
 
     def stopping(self) -> None:
-        """Say so before a clean disconnect: a retained offline status, "stopped"."""
-        self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1, retain=True)
+        """Before a clean disconnect: say it stopped, and clear its MAP and status."""
+        self.stopped([self.map_topic, self.status_topic])
 
     async def run(self, duration_s: float | None = None) -> None:
         """Real time: start, then tick and receive until `duration_s` of sim time (None: until cancelled)."""

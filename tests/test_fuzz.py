@@ -76,10 +76,9 @@ class Receivers:
         out = {}
         for name, svc in (("rsu", self.rsu), ("cloud", self.cloud)):
             r = svc.reception
-            out[name] = self.fed - sum(r.outcomes.values()) - _bad(svc.bad.counts) - sum(r.link_lost.values())
+            out[name] = self.fed - sum(r.outcomes.values()) - _bad(svc.bad.counts) - sum(r.link_lost.values()) - _cleared(svc.received)
         f = self.fleet
-        cleared = f.counters.received["rsi_cleared"]
-        out["fleet"] = self.fed - sum(f.reception.outcomes.values()) - _bad(f.bad.counts) - cleared
+        out["fleet"] = self.fed - sum(f.reception.outcomes.values()) - _bad(f.bad.counts) - _cleared(f.counters.received)
         out["scene"] = self.fed - sum(self.scene.received.values()) - _bad(self.scene.errors)
         out["recorder"] = self.fed - self.recorder.messages
         return out
@@ -89,6 +88,11 @@ class Receivers:
             "rsu": self.rsu.bad.counts["handler_error"], "cloud": self.cloud.bad.counts["handler_error"],
             "fleet": self.fleet.bad.counts["handler_error"], "scene": self.scene.errors["handler_error"],
         }
+
+
+def _cleared(received: Counter[str]) -> int:
+    """Empty payloads on a retained kind's topic: its owner clearing it, handled as `<kind>_cleared`."""
+    return sum(v for k, v in received.items() if k.endswith("_cleared"))
 
 
 def _bad(counts: Counter[str]) -> int:

@@ -64,7 +64,7 @@ def test_a_vehicle_may_publish_its_own_bsm_only_and_nothing_else_is_delivered(lo
 
 def test_no_login_or_a_wrong_password_is_refused(locked: tuple[MosquittoBroker, Credentials]) -> None:
     broker, _ = locked
-    for res in (_pub(broker, None, "", "v2x/v1/bsm/x", "anonymous"), _pub(broker, Credentials("not-the-secret"), "veh-1", "v2x/v1/x", "x")):
+    for res in (_pub(broker, None, "", "v2x/v1/bsm/x", "anonymous"), _pub(broker, Credentials.new(), "veh-1", "v2x/v1/x", "x")):
         assert res.returncode != 0
         assert "not authori" in res.stderr.lower(), res.stderr
 

@@ -61,7 +61,7 @@ def _cmd_tap(args: argparse.Namespace) -> int:
     from v2x.watch.tap import run
 
     try:
-        return run(login(credentials(args, "v2x tap"), args.broker, OBSERVER), args.topic_filter, args.count)
+        return run(login(credentials(args, "v2x tap", ("observer",)), args.broker, OBSERVER), args.topic_filter, args.count)
     except BrokerError as e:
         print(f"v2x tap: {e}", file=sys.stderr)
         return EXIT_FAILURE
@@ -218,14 +218,18 @@ def broker_config_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="v2x broker-config",
         description="Write a Mosquitto configuration for a scenario in which every station logs in as itself and "
-        "may publish only its own topics: mosquitto.conf, passwd (PBKDF2-SHA512 hashes), acl, and "
-        "credentials.json (the secret the tiers log in with: pass it to each with --credentials; keep it private).",
+        "may publish only its own topics, reads no other vehicle's advisories, and its client id is its login: "
+        "mosquitto.conf, passwd (PBKDF2-SHA512 hashes), acl, credentials.json (every role's secret, for `v2x run`) "
+        "and credentials-{fleet,roadside,cloud,observer}.json (each tier's own: pass it with --credentials; keep "
+        "them private).",
     )
     p.add_argument("scenario", help="scenario file, or the name of a bundled one")
     p.add_argument("out", type=Path, help="folder to write the files into (created)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument("--port", type=int, default=1883, help="listener port (default 1883)")
     p.add_argument("--duration", type=float, default=None, help="sim seconds the runs will last: sizes the vehicle logins (default: the scenario's)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="the most fleet processes a run will have (`v2x run --workers`; default 1)")
+    p.add_argument("--clouds", type=int, default=1, metavar="N", help="the most cloud instances a run will have (`v2x run --clouds`; default 1)")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: the listener speaks TLS (mqtts://)")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     add_scenario_options(p)
@@ -241,12 +245,20 @@ def broker_config_main(argv: list[str]) -> int:
     if sc is None:
         return 2
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
-    paths = write_config(sc, args.out, args.root, args.port, Credentials.new(), args.duration, tls)
-    n = len(users(sc, args.duration))
+    if args.workers < 1 or args.clouds < 1:
+        print("v2x broker-config: --workers and --clouds must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        paths = write_config(sc, args.out, args.root, args.port, Credentials.new(), args.duration, tls, args.workers, args.clouds)
+    except ValueError as e:
+        print(f"v2x broker-config: {e}", file=sys.stderr)
+        return 2
+    n = len(users(sc, args.duration, args.workers, args.clouds))
     url = f"mqtts://HOST:{args.port}?ca=CA.pem" if tls else f"mqtt://HOST:{args.port}"
     print(f"wrote {', '.join(str(x) for x in paths.values())} ({n} logins)")
     print(f"start the broker:  mosquitto -c {paths['mosquitto.conf']}")
-    print(f"run each tier with:  --broker {url} --credentials {paths['credentials.json']}")
+    print(f"run each tier with:  --broker {url} --credentials {args.out}/credentials-<tier>.json  (fleet, roadside, cloud; "
+          f"observer for v2x viz, record and tap; {paths['credentials.json']} for v2x run)")
     if tls:
         print("(CA.pem: the certificate authority that signed --tls-cert, or the certificate itself if self-signed)")
     return 0

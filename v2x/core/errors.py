@@ -36,3 +36,15 @@ class ScenarioError(V2xError):
 
 class BrokerError(V2xError):
     """A broker could not be started, reached or used."""
+
+
+def broker_error_in(exc: BaseException) -> BrokerError | None:
+    """The first BrokerError in `exc` or, for an exception group (a TaskGroup's), in any exception it holds."""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = broker_error_in(inner)
+            if found is not None:
+                return found
+    return None

@@ -121,6 +121,7 @@ SPECS: tuple[TopicSpec, ...] = (
 
 
 KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS)  # the topic level naming a message kind
+RETAINED_KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS if s.retained != "no")  # map, rsi, status
 
 
 def kind_of(topic: str) -> str | None:
@@ -175,6 +176,11 @@ class Topics:
 
     def status(self, kind: str, sid: str) -> str:
         return f"{self.root}/status/{kind}/{sid}"
+
+    def run_marker(self) -> str:
+        """The retained marker of the run that holds this root (a Status frame from the run's id; v2x.run.claim):
+        not a kind of message of the topic table, so no receiver but a watcher of the whole root hears it."""
+        return f"{self.root}/run"
 
     def area(self, kind: str, tile_prefix: str) -> str:
         """Filter for every `kind` message ("bsm", "map", "rsm", "rsi", "advisory") in a tile of any zoom."""

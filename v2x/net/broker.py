@@ -29,6 +29,14 @@ from v2x.core.errors import BrokerError
 INSTALL_HINT = "install it with `apt-get install mosquitto` (Debian/Ubuntu) or see https://mosquitto.org/download/"
 
 
+def locked_settings() -> list[str]:
+    """A locked broker's settings (`v2x broker-config`, `v2x run --secure`): a client's id is its login, so that no login
+    can take over another's session (v2x.net.security); no payload over the receivers' cap is carried."""
+    from v2x.core.codec import MAX_PAYLOAD_BYTES  # here: the test fixtures import this module, and nothing heavy
+
+    return ["use_username_as_clientid true", f"message_size_limit {MAX_PAYLOAD_BYTES}"]
+
+
 def find_mosquitto() -> str | None:
     """Path of the mosquitto binary, looking in PATH and the usual sbin folders."""
     found = shutil.which("mosquitto")
@@ -141,7 +149,7 @@ class MosquittoBroker:
             f"listener {port} {self.host}",
             *([] if self.tls is None else [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]),
             *(["allow_anonymous true"] if self.secure is None else [
-                "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}",
+                "allow_anonymous false", f"password_file {self.secure[0]}", f"acl_file {self.secure[1]}", *locked_settings(),
             ]),
             # run as whoever started it: as root, Mosquitto would switch to user `mosquitto`, which cannot
             # write the private directory (0700) its persistence database and log live in

@@ -2,7 +2,8 @@
 
 A `Connection` says which broker (URL, and a login per station on a secured broker), which MQTT
 version, how often to keep the connection alive, under which topic root, whether messages are
-signed (the run's CA) and links impaired, and which UTC instant is sim time 0. `v2x run` makes one
+signed (the run's CA) and links impaired, which UTC instant is sim time 0, and the run's id (in every
+client id, so that two runs on one broker never take over each other's connections). `v2x run` makes one
 and hands it to the tiers it runs in its own process, and as command-line options (`argv()`) to
 the tiers it starts as processes; each tier's command line turns those options back into one
 (`v2x.net.options.connection`).
@@ -10,12 +11,15 @@ the tiers it starts as processes; each tier's command line turns those options b
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from v2x.core import messages as m
+from v2x.core.errors import V2xError
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT, Topics
 from v2x.net.impair import Impairment
@@ -23,6 +27,20 @@ from v2x.net.security import Credentials, login
 from v2x.net.signing import CA, Authority, role_permissions, valid_from_ms
 from v2x.net.station import Clock
 from v2x.net.transport import MqttTransport, MqttVersion
+
+RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,31}")  # what a run id may be: part of every MQTT client id
+
+
+def new_run_id() -> str:
+    """A run id: 8 random hex digits (32 bits: two runs on one broker share one about once in 4 billion)."""
+    return secrets.token_hex(4)
+
+
+def checked_run_id(text: str) -> str:
+    """`text` if it can be a run id (1 to 32 letters, digits, `_`, `.`, `-`, not starting with one of the last three)."""
+    if not RUN_ID.fullmatch(text):
+        raise V2xError(f"run id {text!r}: expected 1 to 32 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return text
 
 
 @dataclass(frozen=True)
@@ -38,9 +56,11 @@ class Connection:
     ca: CA | Authority | None = None
     impair: bool = True  # apply the scenario's link latency and loss (v2x.net.impair)
     epoch_s: float | None = None  # UTC [s] of sim time 0, shared by every tier of a run (None: now)
+    run_id: str = field(default_factory=new_run_id)  # in every client id of the run: `<run id>-<station>`
     topics: Topics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        checked_run_id(self.run_id)
         object.__setattr__(self, "topics", Topics(self.root))
 
     def clock(self) -> Clock:
@@ -55,11 +75,16 @@ class Connection:
         """The broker URL `user` connects with: its own login on a secured broker, else the URL as given."""
         return login(self.credentials, self.url, user)
 
-    def transport(self, client_id: str, user: str | None = None, **options: Any) -> MqttTransport:
-        """A broker connection for station `client_id`, logged in as `user` (default: itself); `options` go to
-        `MqttTransport` (a Will, a persistent session, queue sizes)."""
+    def client_id(self, station: str) -> str:
+        """The MQTT client id of one of the run's stations: `<run id>-<station>` (the station's sender id, in its
+        messages and topics, stays `station`)."""
+        return f"{self.run_id}-{station}"
+
+    def transport(self, station: str, user: str | None = None, **options: Any) -> MqttTransport:
+        """A broker connection for `station` (client id `<run id>-<station>`), logged in as `user` (default: the
+        station); `options` go to `MqttTransport` (a Will, a persistent session, queue sizes)."""
         options.setdefault("keepalive_s", self.keepalive_s)
-        return MqttTransport(self.login(user or client_id), client_id, version=self.mqtt, **options)
+        return MqttTransport(self.login(user or station), self.client_id(station), version=self.mqtt, **options)
 
     def authority(self, name: str, kind: m.SenderKind, clock: Clock, intersections: Iterable[str] = ()) -> Authority | None:
         """The authority that issues a tier's pseudonyms when messages are signed: the one this tier's process was
@@ -75,7 +100,7 @@ class Connection:
         if (self.credentials is None) != (credentials_file is None) or (self.ca is None) != (ca_file is None):
             raise ValueError("the credentials and the CA go to a tier's process as files: give the file of each one set")
         return [
-            "--broker", self.url, "--root", self.root, "--mqtt", self.mqtt,
+            "--broker", self.url, "--root", self.root, "--mqtt", self.mqtt, "--run-id", self.run_id,
             *([] if self.epoch_s is None else ["--epoch", f"{self.epoch_s:.3f}"]),
             *([] if self.impair else ["--no-impairment"]),
             *([] if credentials_file is None else ["--credentials", str(credentials_file)]),

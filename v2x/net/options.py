@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from v2x.core import scenario
-from v2x.core.errors import BrokerError, ScenarioError
+from v2x.core.errors import BrokerError, ScenarioError, V2xError, broker_error_in
 from v2x.core.topics import DEFAULT_ROOT
-from v2x.net.connection import Connection
+from v2x.net.connection import Connection, checked_run_id, new_run_id
 from v2x.net.security import Credentials
 from v2x.net.service import Service
 from v2x.net.signing import Authority
@@ -39,6 +39,7 @@ def add_common(
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=keepalive_s, help=f"{keepalive_help} (default {keepalive_s})")
     add_mqtt_option(parser)
+    add_run_id_option(parser)
     add_credentials_option(parser)
     parser.add_argument(
         "--signing-ca", type=Path, default=None, metavar="AUTHORITY.json",
@@ -56,12 +57,27 @@ def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def connection(args: argparse.Namespace, prog: str) -> Connection:
+def add_run_id_option(parser: argparse.ArgumentParser, what: str = "this tier") -> None:
+    parser.add_argument(
+        "--run-id", type=run_id_arg, default=None, metavar="ID",
+        help=f"the run {what} belongs to: every MQTT client id starts with it, so that runs sharing a broker never take "
+        "over each other's connections (`v2x run` passes its own; default: a new random one)",
+    )
+
+
+def run_id_arg(text: str) -> str:
+    try:
+        return checked_run_id(text)
+    except V2xError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def connection(args: argparse.Namespace, prog: str, roles: tuple[str, ...] = ()) -> Connection:
     """The `Connection` the options of `add_common` describe; exits with a clear message when the credentials or
-    the signing CA cannot be read."""
+    the signing CA cannot be read, or the credentials hold no secret of one of `roles` (the tier's logins)."""
     return Connection(
-        args.broker, credentials(args, prog), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
-        args.impair, args.epoch,
+        args.broker, credentials(args, prog, roles), args.mqtt, args.keepalive, args.root, signing_ca(args, prog),
+        args.impair, args.epoch, args.run_id or new_run_id(),
     )
 
 
@@ -77,9 +93,16 @@ def signing_ca(args: argparse.Namespace, prog: str) -> Authority | None:
     return _loaded(args.signing_ca, Authority.load, prog)
 
 
-def credentials(args: argparse.Namespace, prog: str) -> Credentials | None:
-    """The --credentials file, loaded; exits with a clear message when it cannot be read."""
-    return _loaded(args.credentials, Credentials.load, prog)
+def credentials(args: argparse.Namespace, prog: str, roles: tuple[str, ...] = ()) -> Credentials | None:
+    """The --credentials file, loaded; exits with a clear message when it cannot be read, or holds no secret of one of
+    `roles` (v2x.net.security: each role's logins have their own)."""
+    creds = _loaded(args.credentials, Credentials.load, prog)
+    missing = [] if creds is None else creds.missing(roles)
+    if missing:
+        print(f"{prog}: {args.credentials}: no {missing[0]} secret, and this command logs in with it (`v2x broker-config` "
+              f"writes each tier's credentials-<tier>.json, and credentials.json with every secret)", file=sys.stderr)
+        raise SystemExit(2)
+    return creds
 
 
 def _loaded(path: Path | None, loader: Callable[[Path], T], prog: str) -> T | None:
@@ -145,8 +168,11 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
         asyncio.run(main)
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was done
-    except BrokerError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+    except (BrokerError, BaseExceptionGroup) as e:  # a TaskGroup's services raise in a group
+        err = broker_error_in(e)
+        if err is None:
+            raise
+        print(f"{prog}: {err}", file=sys.stderr)
         return 1
     for svc in started:
         print(json.dumps({"event": "summary", **svc.summary().to_json()}), flush=True)

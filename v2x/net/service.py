@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from v2x import __version__
 from v2x.core import messages as m
 from v2x.core.jsonview import JsonRecord
+from v2x.core.topics import RETAINED_KINDS, kind_of
 from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
 from v2x.net.reception import Distance, LinkDrops, Reception
@@ -62,6 +63,27 @@ class Service:
         self.received: Counter[str] = Counter()  # by message type, as the subclass handles them
         self.reception = Reception(sid, kind, clock, impairment, distance, trust=trust)
         self.bad = self.reception.bad
+        self._reconnects = 0  # the transport's reconnects, as of the last look
+
+    def announce(self) -> None:
+        """Publish every retained message this service owns (its online status, and what else it holds out)."""
+        raise NotImplementedError
+
+    def reassert(self) -> None:
+        """After each reconnect, announce again: the Will has said this service is offline, and a broker restarted
+        without persistence (CONNACK session-present 0: `TransportStats.sessions_lost`) has forgotten everything it
+        retained. Polled each step: the service stays synchronous."""
+        n = self.transport.stats.reconnects
+        if n != self._reconnects:
+            self._reconnects = n
+            self.announce()
+
+    def stopped(self, retained: list[str]) -> None:
+        """A clean stop: say so to who listens (an offline status, "stopped", not retained), then clear the
+        retained messages on `retained` (the status's among them): nothing of this run stays on the broker."""
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1)
+        for topic in retained:
+            self.station.clear(topic)
 
     def will(self) -> Will:
         """Its Last Will, made when it connects (signed like its other messages once `sign_with` was called)."""
@@ -74,13 +96,20 @@ class Service:
         self.reception.verifier = authority.verifier()
 
     def accept(self, msg: Message) -> None:
-        """One arrival: handled now, or held by its link, or counted and dropped."""
+        """One arrival: handled now, or held by its link, or counted and dropped; an empty payload on a retained
+        kind's topic is its owner clearing it (counted as received `<kind>_cleared`)."""
+        kind = kind_of(msg.topic)
+        if not msg.payload and kind in RETAINED_KINDS:
+            self.received[f"{kind}_cleared"] += 1
+            return
         frame = self.reception.accept(msg)
         if frame is not None:
             self._handle(msg.topic, frame)
 
     def receive(self) -> None:
-        """Handle what has arrived, and what the links held until now, without waiting."""
+        """Announce again after a reconnect; handle what has arrived, and what the links held until now, without
+        waiting."""
+        self.reassert()
         for msg in self.transport.receive():
             self.accept(msg)
         self.release()

@@ -12,7 +12,10 @@ what a V2X service needs:
   - persistent sessions (`clean_start=False`, a session expiry), a Last Will, username and
     password, TLS (`mqtts://`);
   - MQTT 5 where the broker speaks it (message expiry on short-lived messages), else
-    MQTT 3.1.1 with the same behaviour: receivers then enforce expiry from the header time.
+    MQTT 3.1.1 with the same behaviour: receivers then enforce expiry from the header time;
+  - a client id taken over by another client (MQTT 5 DISCONNECT 0x8E; on 3.1.1, the broker closing the
+    connection right after accepting it, TAKEN_OVER_TIMES in a row) ends the connection instead of a
+    reconnect fight: `receive()` raises `BrokerError` saying so.
 
 Library errors are translated into `BrokerError` at this boundary.
 """
@@ -45,6 +48,11 @@ BACKOFF_BASE_S = 0.2  # [s] first reconnect delay
 BACKOFF_CAP_S = 10.0  # [s] longest reconnect delay
 DEFAULT_RECEIVE_MAXIMUM = 20  # what Mosquitto announces unless configured otherwise
 RATE_WINDOW_S = 0.1  # [s] a receiver's QoS 0 rate (`qos0_per_s`) is held over windows this long
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with this client id
+# MQTT 3.1.1 has no DISCONNECT from the broker: a takeover shows as the broker closing the connection soon after
+# accepting it, again and again (the two clients throw each other out as each reconnects)
+TAKEN_OVER_WITHIN_S = 2.0  # [s] a connection closed this soon after its CONNACK ...
+TAKEN_OVER_TIMES = 3  # ... this many times in a row: taken over
 MqttVersion = Literal["auto", "5", "3.1.1"]  # "auto": MQTT 5, falling back to 3.1.1 when the broker speaks only that
 
 
@@ -74,6 +82,7 @@ class TransportStats:
     dropped_in: int = 0  # inbox full, or QoS 0 beyond the rate the receiver takes (MqttTransport's `qos0_per_s`)
     reconnects: int = 0
     disconnects: int = 0  # connections lost (not closed by us)
+    sessions_lost: int = 0  # reconnects whose CONNACK said no session was present (the broker kept nothing of ours)
     outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
 
 
@@ -398,6 +407,9 @@ class MqttTransport(_Inbox):
         self._qos0_per_window = math.inf if qos0_per_s is None else max(qos0_per_s * RATE_WINDOW_S, 1.0)
         self._window_ends = 0.0  # time.monotonic() at which the current rate window ends
         self._qos0_in_window = 0
+        self._connected_at = 0.0  # monotonic [s] of the latest CONNACK
+        self._short_lived = 0  # connections in a row closed by the broker within TAKEN_OVER_WITHIN_S
+        self.failure: BrokerError | None = None  # why this connection ended for good (taken over); receive() raises it
 
     # -- properties ------------------------------------------------------------
 
@@ -515,9 +527,12 @@ class MqttTransport(_Inbox):
     # -- gmqtt callbacks ----------------------------------------------------------
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: dict[str, list[Any]]) -> None:
+        """`flags`: CONNACK's session-present flag."""
         self._receive_max = int(properties.get("receive_maximum", [65535])[0]) if self.protocol_version == MQTT5 else 65535
+        self._connected_at = time.monotonic()
         if self._attempt:
             self.stats.reconnects += 1
+            self.stats.sessions_lost += not flags
         if self.stats.outages and math.isnan(self.stats.outages[-1][1]):
             self.stats.outages[-1][1] = time.time()
         self._attempt = 0
@@ -529,9 +544,22 @@ class MqttTransport(_Inbox):
             client.subscribe(topic_filter, qos=qos)
 
     def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
+        """`packet`: the broker's DISCONNECT (its first byte the reason code), or b"" when the connection closed."""
         if self._connected.is_set() and not self._closing:  # lost, not closed
             self.stats.disconnects += 1
             self.stats.outages.append([time.time(), math.nan])
+            self._short_lived = self._short_lived + 1 if time.monotonic() - self._connected_at < TAKEN_OVER_WITHIN_S else 0
+            reason = packet[0] if isinstance(packet, (bytes, bytearray)) and packet else None
+            if reason == SESSION_TAKEN_OVER or self._short_lived >= TAKEN_OVER_TIMES:
+                how = ("the broker said: session taken over, MQTT 5 reason 0x8E" if reason == SESSION_TAKEN_OVER else
+                       f"the broker closed {self._short_lived} connections in a row within {TAKEN_OVER_WITHIN_S:g} s of accepting them")
+                self.failure = BrokerError(
+                    f"client id {self.client_id!r} was taken over by another client ({how}): another process connected "
+                    "to the broker with the same client id; stopping rather than fighting over it"
+                )
+                self._closing = True
+                client._is_active = False  # gmqtt's reconnect, already scheduled, checks this first: no reconnect
+                log.error("%s", self.failure)
         self._connected.clear()
         # no acknowledgement will come on this connection; the next CONNACK subscribes `_subs` anew
         for fut in self._acks.values():
@@ -544,6 +572,13 @@ class MqttTransport(_Inbox):
             self._attempt += 1
             if callable(self.will):
                 client._will_message = self._will_message()  # gmqtt sends it with the reconnect's CONNECT
+
+    def receive(self, limit: int = 10_000) -> list[Message]:
+        """The messages waiting in the inbox (see `_Inbox.receive`); raises `BrokerError` once the client id was
+        taken over by another client (the connection is over: what it still holds is not handed out)."""
+        if self.failure is not None:
+            raise self.failure
+        return super().receive(limit)
 
     def _on_ack(self, client: Any, mid: int, *args: Any) -> None:
         fut = self._acks.pop(mid, None)

@@ -33,7 +33,6 @@ from v2x.core.traffic import Light, light_of
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
 from v2x.net.lockstep import Hub
-from v2x.net.security import fleet_user
 from v2x.net.signing import role_permissions
 from v2x.net.station import StepClock
 from v2x.net.transport import MqttTransport, Transport
@@ -65,7 +64,7 @@ class FastRun:
             return conn.transport(sid, inbox=100_000, outbox=100_000)
 
         def obu(sid: str) -> Transport:
-            return self.hub.wrap(conn.transport(sid, user=fleet_user(sid), inbox=1000, outbox=1000))
+            return self.hub.wrap(conn.transport(sid, inbox=1000, outbox=1000))
 
         self.fleet = Fleet(sc, conn, self.clock, transport_factory=obu)  # signs with conn.ca, if any
         self.fleet.truth = self._truth

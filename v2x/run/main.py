@@ -31,10 +31,18 @@ from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
 from v2x.core.traffic import load_kernels
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mosquitto
-from v2x.net.connection import Connection
-from v2x.net.options import add_credentials_option, add_mqtt_option, add_scenario_options, credentials, load
-from v2x.net.security import Credentials, write_config
+from v2x.net.connection import Connection, new_run_id
+from v2x.net.options import (
+    add_credentials_option,
+    add_mqtt_option,
+    add_run_id_option,
+    add_scenario_options,
+    credentials,
+    load,
+)
+from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
+from v2x.run.claim import RootClaim
 from v2x.run.fast import run_fast
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
@@ -81,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNGs here: latency CDF per hop, latency over time, a time-space diagram per approach",
     )
     add_mqtt_option(p)
+    add_run_id_option(p, "and every tier of it")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument(
         "--secure", action="store_true",
@@ -127,7 +136,7 @@ class BrokerForRun:
 
 def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: Console) -> BrokerForRun | int:
     """Start the run's broker, or take the one given; else the exit code, after saying why (2: bad options)."""
-    given = credentials(args, "v2x run")  # read (and refused with a clear error) even when --secure makes its own
+    given = credentials(args, "v2x run", ROLES)  # read (and refused with a clear error) even when --secure makes its own
     if args.secure:
         if args.broker is not None or find_mosquitto() is None:
             console.print("v2x run: --secure starts its own locked Mosquitto (it must be installed, and --broker "
@@ -135,7 +144,12 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
             return 2
         secure_dir = Path(tempfile.mkdtemp(prefix="v2x-secure-"))
         creds = Credentials.new()
-        paths = write_config(sc, secure_dir, args.root, 0, creds, duration_s)
+        try:
+            paths = write_config(sc, secure_dir, args.root, 0, creds, duration_s, workers=args.workers, clouds=args.clouds)
+        except ValueError as e:
+            console.print(f"v2x run: {e}", style="red")
+            shutil.rmtree(secure_dir, ignore_errors=True)
+            return 2
         broker = MosquittoBroker(secure=(paths["passwd"], paths["acl"]))
         out = BrokerForRun("", "mosquitto (secured: a login per station, ACLs)", broker, creds, paths["credentials.json"], secure_dir)
     elif args.broker is None or args.broker == "embedded":
@@ -187,10 +201,23 @@ def main(argv: list[str]) -> int:
             "(apt-get install mosquitto) for figures worth reporting",
             style="yellow",
         )
-    conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None, impair=args.impair)
+    run_id = args.run_id or new_run_id()
+    console.print(f"run id: {run_id}")
+    conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
+                      impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
+    claim = RootClaim(conn)  # one run per root; what an earlier run left retained there, cleared
+    try:
+        claim.__enter__()
+    except BrokerError as e:
+        console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
+        _stop_broker(broker)
+        return 1
+    if claim.leftovers:
+        console.print(f"cleared what an earlier run left retained under {args.root}: "
+                      f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
     watchers = Watchers(
-        broker.url, args.root, f"{broker.kind} at {broker.url}", credentials_file=broker.credentials_file, record=args.record,
+        broker.url, args.root, f"{broker.kind} at {broker.url}", run_id, credentials_file=broker.credentials_file, record=args.record,
         window=not args.headless and display_available(), snapshot=args.snapshot, fast=args.fast,
     )
     try:
@@ -202,7 +229,7 @@ def main(argv: list[str]) -> int:
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
-                                broker.credentials_file, trajectories=args.plots is not None)
+                                trajectories=args.plots is not None)
                 res = run_realtime(sc, conn, duration, layout, progress)
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)
@@ -211,13 +238,12 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
-        if broker.started is not None:
-            broker.started.close()
-        if broker.secure_dir is not None:
-            shutil.rmtree(broker.secure_dir, ignore_errors=True)  # the run's logins die with its broker
+        claim.__exit__(None, None, None)
+        _stop_broker(broker)
     if res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
-    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0)
+    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
+                   run_id, claim.leftovers)
     report = build_report(info, res)
     report.update(watched)
     print_summary(console, report)
@@ -236,6 +262,14 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
     watchers.wait_window(console)
     return 130 if res.interrupted else 1 if res.tiers_failed else 0
+
+
+def _stop_broker(broker: BrokerForRun) -> None:
+    """Stop the broker the run started, if it did; remove its locked configuration (the run's logins die with it)."""
+    if broker.started is not None:
+        broker.started.close()
+    if broker.secure_dir is not None:
+        shutil.rmtree(broker.secure_dir, ignore_errors=True)
 
 
 def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:

@@ -22,8 +22,10 @@ from cloud.service import CloudSummary
 from roadside.service import RsuSummary
 from v2x.core import messages as m
 from v2x.core import scenario
+from v2x.core.errors import BrokerError
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
+from v2x.net.security import TIER_ROLES
 from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
@@ -39,7 +41,6 @@ class Layout:
     workers: int = 1  # fleet processes (1: the fleet runs in `v2x run`'s own)
     clouds: int = 1  # cloud instances, each owning whole sites, sharing the SPaT relay
     shard_by: str = "vehicle"  # how the workers split the fleet: "vehicle" or "area"
-    credentials_file: Path | None = None  # the logins' file, handed to each tier (a secured broker)
     trajectories: bool = False  # record the fleet's trajectories (--plots; only when the fleet runs here)
 
 
@@ -54,9 +55,9 @@ def run_realtime(
     try:
         return _run(sc, path, conn, duration_s, layout, progress)
     finally:
-        path.unlink(missing_ok=True)
-        for authority in path.parent.glob(f"{path.stem}.*.authority.json"):
-            authority.unlink(missing_ok=True)
+        for p in (path, *(path.with_suffix(f".{tier}.json") for tier in TIER_ROLES),
+                  *(path.with_suffix(f".{tier}.authority.json") for tier in TIER_ROLES)):
+            p.unlink(missing_ok=True)
 
 
 def _run(
@@ -67,13 +68,17 @@ def _run(
     conn = dataclasses.replace(conn, epoch_s=epoch)
 
     def argv(tier: str, kind: m.SenderKind, intersections: list[str] | None = None) -> list[str]:
-        """A tier process's connection options; when signing, with the file of the authority made for that tier (the
-        run's root CA stays here: a tier can issue only what its own stations may send, as enrolment would give)."""
+        """A tier process's connection options: on a secured broker a file with its own role's secrets only; when
+        signing, the file of the authority made for that tier (the run's root CA stays here: a tier can issue only
+        what its own stations may send, as enrolment would give)."""
+        credentials_file = authority_file = None
+        if conn.credentials is not None:
+            credentials_file = path.with_suffix(f".{tier}.json")
+            conn.credentials.only(TIER_ROLES[tier]).save(credentials_file)
         authority = conn.authority(tier, kind, conn.clock(), intersections or [])
-        if authority is None:
-            return conn.argv(layout.credentials_file)
-        authority.save(f := path.with_suffix(f".{tier}.authority.json"))
-        return conn.argv(layout.credentials_file, f)
+        if authority is not None:
+            authority.save(authority_file := path.with_suffix(f".{tier}.authority.json"))
+        return conn.argv(credentials_file, authority_file)
 
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
@@ -91,12 +96,17 @@ def _run(
         if layout.trajectories:
             fleet.trajectories = Trajectories(fleet.net)
         interrupted = False
+        failure: BrokerError | None = None
         try:
             asyncio.run(fleet.run(duration_s, progress))
         except KeyboardInterrupt:
             interrupted = True
+        except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
+            failure = e
         res = _results(_stop(tiers))
         res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
+        if failure is not None:
+            res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
     res.epoch_utc_s = epoch
     return res
 

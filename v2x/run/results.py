@@ -64,6 +64,8 @@ class RunInfo:
     settings: list[str]  # the --set overrides
     warmup_s: float | None
     wall_s: float
+    run_id: str  # in every client id of the run (v2x.net.connection)
+    leftovers: dict[str, int] = field(default_factory=dict)  # retained by an earlier run under the root, cleared (v2x.run.claim)
 
 
 def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
@@ -104,6 +106,8 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     tick = fs.tick if fs else []
     report: dict[str, Any] = {
         "scenario": sc.name,
+        "run_id": run.run_id,
+        "leftovers_cleared": run.leftovers,  # by kind: what an earlier run left retained under the root (v2x.run.claim)
         "mode": res.mode,
         "seed": sc.seed,
         "duration_s": run.duration_s,
@@ -278,7 +282,8 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     def count(t: str, what: str) -> int:
         return int(msgs.get(t, {}).get(what, 0))
 
-    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}")
+    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}, "
+                    f"run {r.get('run_id')}")
     t.add_column("what")
     t.add_column("value", justify="right")
     if r["vehicles"]:
@@ -291,7 +296,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
     t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
     if r["spat_coverage"]:
-        t.add_row("approaching vehicles without SPaT", str(len(r["spat_coverage"]["approaching_without_spat"])))
+        cov = r["spat_coverage"]
+        t.add_row("approaching vehicles without SPaT / MAP",
+                  f"{len(cov['approaching_without_spat'])} / {cov['vehicles_approaching'] - cov.get('vehicles_with_map', 0)}")
     if r.get("fleet_tick"):  # real time: how far the fleet's steps fell behind the wall clock
         late, steps = sum(row[4] for row in r["fleet_tick"]), sum(row[3] for row in r["fleet_tick"])
         t.add_row("fleet steps late (a step or more) / max lag (ms)", f"{late} of {steps} / {max(row[1] for row in r['fleet_tick']):g}")
@@ -324,6 +331,8 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
         back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
         t.add_row(f"broker outage {a:g} to {'end' if b is None else f'{b:g}'} s (sim); reconnects",
                   f"{back}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
+    if r.get("leftovers_cleared"):
+        t.add_row("cleared, left retained by an earlier run", ", ".join(f"{k} {n}" for k, n in r["leftovers_cleared"].items()))
     if "lockstep" in r:
         ls = r["lockstep"]
         t.add_row("lockstep rounds / lost / unexpected", f"{ls['rounds']} / {ls['lost']} / {ls['unexpected']}")

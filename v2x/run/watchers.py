@@ -22,15 +22,15 @@ class Watchers:
     READY_S = 30.0  # [s] for a watcher to connect and subscribe
 
     def __init__(
-        self, url: str, root: str, broker_label: str, *, credentials_file: Path | None = None, record: Path | None = None,
+        self, url: str, root: str, broker_label: str, run_id: str, *, credentials_file: Path | None = None, record: Path | None = None,
         window: bool = False, snapshot: Path | None = None, fast: bool = False,
     ) -> None:
         """`record`: the MCAP file to record to; `window`: show the visualiser's window; `snapshot`: the PNG of its
-        last frame (rendered offscreen without a window); `fast`: a fast run (the recording's log time is sim time,
-        each message's generation time)."""
+        last frame (rendered offscreen without a window); `run_id`: the run's, in their client ids too; `fast`: a fast
+        run (the recording's log time is sim time, each message's generation time)."""
         self.commands: dict[str, list[str]] = {}
         base = [sys.executable, "-m", "v2x"]
-        login = [] if credentials_file is None else ["--credentials", str(credentials_file)]
+        login = ["--run-id", run_id, *([] if credentials_file is None else ["--credentials", str(credentials_file)])]
         if record is not None:
             self.commands["recording"] = [
                 *base, "record", str(record), "--broker", url, "--root", root, *login, *(["--log-time", "sent"] if fast else []),

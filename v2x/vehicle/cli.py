@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if sc is None:
         return 2
     try:
-        conn = connection(args, "v2x fleet")
+        conn = connection(args, "v2x fleet", ("fleet",))
         fleet = Fleet(sc, conn, conn.clock(), shard=args.shard, by_area=args.by == "area")
     except ValueError as e:
         print(f"v2x fleet: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Real-time mode: the traffic core steps on the wall clock (sim time is seconds since the
 run's shared UTC epoch). Each vehicle, while it is in the network:
-  - connects as client `veh-<id>` and subscribes to SPaT from both paths (RSU sidelink and
+  - connects as station `veh-<id>` (client id `<run id>-veh-<id>`) and subscribes to SPaT from both paths (RSU sidelink and
     cloud cellular) and to MAP on the tile of the intersection ahead, and to hazards (RSI)
     and advisories on its own tile, re-subscribing when either changes;
   - publishes a BSM at the scenario's rate (QoS 0, 1 s expiry) on the tile it is in;
@@ -32,13 +32,12 @@ from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.topics import quadkey
+from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
 from v2x.core.traffic import Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
-from v2x.net.security import fleet_user
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
@@ -99,6 +98,7 @@ class FleetCounters:
     dropped_out: int = 0
     dropped_in: int = 0
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
+    vehicles_with_map: set[int] = field(default_factory=set)  # vehicles that received a MAP at least once
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
 
 
@@ -199,8 +199,9 @@ class Fleet:
         return station
 
     def _mqtt(self, sid: str) -> Transport:
-        user = fleet_user(sid)  # an OBU logs in as itself; the listen-only radios, which hear a whole area, as observers
-        return self.conn.transport(sid, user=user, inbox=1000, outbox=1000, qos0_per_s=OBU_QOS0_PER_S if user == sid else None)
+        # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
+        obu = sid.startswith(("veh-", "stalled-"))
+        return self.conn.transport(sid, inbox=1000, outbox=1000, qos0_per_s=OBU_QOS0_PER_S if obu else None)
 
     def _belief(self) -> SignalBelief:
         f = self.sc.fleet
@@ -355,9 +356,11 @@ class Fleet:
 
     def _handle(self, radio: Radio, msg: Message) -> None:
         topic = msg.topic
-        if not msg.payload and "/rsi/" in topic:  # a hazard's retained RSI cleared: it is over
-            radio.hazards.pop(_hazard_key(topic), None)
-            self.counters.received["rsi_cleared"] += 1
+        kind = kind_of(topic)
+        if not msg.payload and kind in RETAINED_KINDS:  # a retained message cleared by its owner (a hazard: it is over)
+            if kind == "rsi":
+                radio.hazards.pop(_hazard_key(topic), None)
+            self.counters.received[f"{kind}_cleared"] += 1
             return
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
@@ -393,6 +396,8 @@ class Fleet:
                     radio.hazards[_hazard_key(topic)] = ev
         elif isinstance(body, (m.MapData, m.Advisory)):
             self.counters.received[kind] += 1
+            if isinstance(body, m.MapData) and radio is not self.shadow:
+                self.counters.vehicles_with_map.add(radio.vid)
         elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
             self.counters.received[kind] += 1
             if not 1 <= body.intersection.id <= len(self.net.intersections):
@@ -527,6 +532,7 @@ class Fleet:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
+        failure: BrokerError | None = None
         async with asyncio.TaskGroup() as tg:
             try:
                 while self.traffic.t < duration_s:
@@ -551,5 +557,9 @@ class Fleet:
                             self.receive()
                     if progress is not None and self._k % 10 == 0:
                         progress(self)
+            except BrokerError as e:  # an OBU's client id taken over: end the run, plainly (not in a TaskGroup's group)
+                failure = e
             finally:
                 spawn([self.close()])
+        if failure is not None:
+            raise failure

@@ -66,6 +66,8 @@ class SpatCoverage(JsonRecord):
     vehicles_approaching: int = 0
     vehicles_with_spat: int = 0
     approaching_without_spat: list[int] = field(default_factory=list)  # the first 20 per fleet process
+    vehicles_with_map: int = 0  # approaching vehicles that received the MAP of an intersection ahead
+    approaching_without_map: list[int] = field(default_factory=list)  # the first 20 per fleet process
 
 
 @dataclass
@@ -148,6 +150,7 @@ class FleetSummary(JsonRecord):
             ),
             spat=SpatCoverage(
                 len(c.vehicles_approaching), len(c.vehicles_with_spat), sorted(c.vehicles_approaching - c.vehicles_with_spat)[:20],
+                len(c.vehicles_approaching & c.vehicles_with_map), sorted(c.vehicles_approaching - c.vehicles_with_map)[:20],
             ),
             bad_input=dict(fleet.bad.counts),
             connection=fleet.connection(),
@@ -218,7 +221,8 @@ class FleetSummary(JsonRecord):
             ),
             spat=SpatCoverage(
                 sum(p.spat.vehicles_approaching for p in parts), sum(p.spat.vehicles_with_spat for p in parts),
-                [v for p in parts for v in p.spat.approaching_without_spat],
+                [v for p in parts for v in p.spat.approaching_without_spat], sum(p.spat.vehicles_with_map for p in parts),
+                [v for p in parts for v in p.spat.approaching_without_map],
             ),
             bad_input=add_counts(p.bad_input for p in parts),
             connection=ConnectionSummary.merge(p.connection for p in parts),

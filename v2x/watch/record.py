@@ -44,8 +44,9 @@ from v2x.core.codec import MAX_PAYLOAD_BYTES
 from v2x.core.errors import BrokerError, V2xError
 from v2x.core.topics import DEFAULT_ROOT, spec_of
 from v2x.core.wire import v2x_pb2 as pb
-from v2x.net.options import add_credentials_option, credentials
-from v2x.net.security import OBSERVER, login
+from v2x.net.connection import new_run_id
+from v2x.net.options import add_credentials_option, add_run_id_option, credentials
+from v2x.net.security import RECORD_LOGIN, login
 from v2x.net.transport import MqttTransport
 
 SCHEMA_NAME = "v2x.v1.MessageFrame"
@@ -179,12 +180,15 @@ def stop_event(*signals: signal.Signals) -> asyncio.Event:
     return ev
 
 
-async def record(url: str, root: str, out: Path, duration_s: float | None, log_time: str = "receive") -> dict[str, Any]:
-    """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one."""
+async def record(
+    url: str, root: str, out: Path, duration_s: float | None, run_id: str | None = None, log_time: str = "receive",
+) -> dict[str, Any]:
+    """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one; `run_id`: the
+    run it records (its client id is `<run id>-record`)."""
     rec = Recorder(out, log_time)
     stop = stop_event()
     try:
-        async with MqttTransport(url, f"v2x-record-{os.getpid()}", inbox=1_000_000) as t:
+        async with MqttTransport(url, f"{run_id or new_run_id()}-record", inbox=1_000_000) as t:
             await t.subscribe(f"{root}/#", qos=1)
             _emit("ready", topic_filter=f"{root}/#")
             deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -244,14 +248,15 @@ def build_record_parser() -> argparse.ArgumentParser:
         "--record` sets it), so that replay and Foxglove's timeline keep sim time",
     )
     add_credentials_option(p)
+    add_run_id_option(p, "it records")
     return p
 
 
 def record_main(argv: list[str]) -> int:
     args = build_record_parser().parse_args(argv)
     try:
-        url = login(credentials(args, "v2x record"), args.broker, OBSERVER)
-        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.log_time))
+        url = login(credentials(args, "v2x record", ("observer",)), args.broker, RECORD_LOGIN)
+        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.run_id, args.log_time))
     except BrokerError as e:
         print(f"v2x record: {e}", file=sys.stderr)
         return 1

@@ -31,8 +31,9 @@ from typing import Any
 
 from v2x.core.errors import BrokerError
 from v2x.core.topics import DEFAULT_ROOT
-from v2x.net.options import add_credentials_option, credentials
-from v2x.net.security import OBSERVER, login
+from v2x.net.connection import new_run_id
+from v2x.net.options import add_credentials_option, add_run_id_option, credentials
+from v2x.net.security import VIZ_LOGIN, login
 from v2x.net.transport import MqttTransport
 from v2x.watch.record import Recorded, RecordingError, drain, read, replay_broker_main, stop_event
 from v2x.watch.scene import Scene
@@ -185,8 +186,8 @@ async def live(args: argparse.Namespace) -> int:
     ended = stop_event(signal.SIGUSR1)  # `v2x run`: the run is over
     logging.getLogger("gmqtt").setLevel(logging.ERROR)  # reconnect chatter once the run's broker is gone
     try:
-        url = login(credentials(args, "v2x viz"), args.broker, OBSERVER)
-        async with MqttTransport(url, f"v2x-viz-{os.getpid()}", inbox=1_000_000) as t:
+        url = login(credentials(args, "v2x viz", ("observer",)), args.broker, VIZ_LOGIN)
+        async with MqttTransport(url, f"{args.run_id or new_run_id()}-viz", inbox=1_000_000) as t:
             await t.subscribe(f"{root}/#", qos=1)
             await t.subscribe("$SYS/broker/version", qos=0)
             print(json.dumps({"event": "ready"}), flush=True)
@@ -300,6 +301,7 @@ def build_viz_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-label", default="", help=argparse.SUPPRESS)  # `v2x run` says which broker it started
     p.add_argument("--exit-after", type=float, default=None, metavar="S", help="quit after S wall seconds (with --snapshot)")
     add_credentials_option(p)
+    add_run_id_option(p, "it watches")
     _common(p)
     return p
 
