@@ -184,6 +184,8 @@ class Renderer:
     _hud_at: float = 0.0
     _legend: pygame.Surface | None = None
     _legend_key: tuple[object, ...] = ()
+    _bar: tuple[tuple[float, float], pygame.Surface] | None = None  # the scale bar, per zoom
+    _labels: tuple[tuple[object, ...], list[pygame.Rect | None]] = ((), [])  # where the labels went, per layout
     _fitted: bool = False
 
     # -- text --------------------------------------------------------------------------
@@ -404,40 +406,53 @@ class Renderer:
     def _draw_labels(self, surf: pygame.Surface, taken: list[pygame.Rect]) -> list[pygame.Rect]:
         """The RSUs' markers and names, and the hazards' names, each beside its mark and off the road, inside the
         window. A hazard's name is always drawn; an RSU's when it finds a clean spot (or is selected or hovered)."""
-        taken = list(taken)
         placed = []
         font_px = self.label_size()
-        window = surf.get_rect()
-        items: list[tuple[pygame.Rect, pygame.Surface, bool]] = []
+        items: list[tuple[pygame.Rect, str, int, Colour, bool]] = []
         for hz in self.scene.hazards.values():
             c = self.view.point(*hz.xy)
             r = max(round(hz.event.radius_m * self.view.scale), 3)
             _, s = self._hazard_marker(c)
             mark = pygame.Rect(c[0] - r, c[1] - r, 2 * r + 1, 2 * r + 1).union((c[0] - s // 2, c[1] - s * 2 // 3, s, s))
             name = f"{hz.event.kind.name.lower().replace('_', ' ')} #{hz.event.event_id}"
-            items.append((mark, self.text(name, font_px + 1, HAZARD_COLOUR), True))
+            items.append((mark, name, font_px + 1, HAZARD_COLOUR, True))
         for rsu in self.scene.rsus.values():
             if rsu.xy is None:
                 continue
             colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
             name = rsu.sender + ("" if rsu.state == "online" else f" ({rsu.state})")
-            items.append((self._rsu_marker(rsu.xy), self.text(name, font_px, colour), rsu.sender in (self.selected_rsu, self.hovered_rsu)))
-        for mark, label, always in items:
-            if not window.colliderect(mark):
-                continue  # its mark is off screen: so is its name
-            size = (label.get_width() + 4, label.get_height())
-            box, cost = self._place(size, self._beside(mark, size), taken)
-            if cost and not always:
+            items.append((self._rsu_marker(rsu.xy), name, font_px, colour, rsu.sender in (self.selected_rsu, self.hovered_rsu)))
+        key = (self._road_key, tuple((tuple(it[0]), *it[1:]) for it in items), tuple(tuple(t) for t in taken))
+        boxes = self._labels[1] if key == self._labels[0] else self._place_labels(items, taken)
+        self._labels = (key, boxes)
+        for (mark, name, px, colour, _), box in zip(items, boxes, strict=True):
+            if box is None:
                 continue
-            box.clamp_ip(window)
+            label = self.text(name, px, colour)
             if not box.inflate(8, 8).colliderect(mark):  # a leader line: the name is not next to its mark
                 pygame.draw.line(surf, LIGHT_DARK, mark.center, (min(max(mark.centerx, box.left), box.right),
                                                                  min(max(mark.centery, box.top), box.bottom)), 1)
             pygame.draw.rect(surf, BACKGROUND, box)
             surf.blit(label, (box.x + 2, box.y))
-            taken.append(box)
             placed.append(box)
         return placed
+
+    def _place_labels(self, items: list[tuple[pygame.Rect, str, int, Colour, bool]], taken: list[pygame.Rect]) -> list[pygame.Rect | None]:
+        """Where each label goes (None: not drawn), in order, each clear of those before it."""
+        taken = list(taken)
+        window = pygame.Rect(0, 0, self.view.width, self.view.height)
+        out: list[pygame.Rect | None] = []
+        for mark, name, font_px, _, always in items:
+            label = self.font(font_px).size(name)
+            size = (label[0] + 4, label[1])
+            box, cost = self._place(size, self._beside(mark, size), taken)
+            if not window.colliderect(mark) or (cost and not always):
+                out.append(None)  # its mark is off screen, or no clean spot for a name that can wait
+                continue
+            box.clamp_ip(window)
+            taken.append(box)
+            out.append(box)
+        return out
 
     def _cloud_point(self) -> tuple[int, int]:
         return self.view.width - 70, 28
@@ -691,9 +706,11 @@ class Renderer:
         return panel
 
     def _scale_bar(self) -> pygame.Surface:
-        """A round length of about 120 px, and how long it is."""
+        """A round length of about 120 px, and how long it is (cached per zoom)."""
         metres = _nice_length(120 / self.view.scale)
         px = round(metres * self.view.scale)
+        if self._bar is not None and self._bar[0] == (metres, px):
+            return self._bar[1]
         label = self.text(f"{metres:g} m", 13)
         bar = pygame.Surface((px + label.get_width() + 30, 30), pygame.SRCALPHA)
         bar.fill(PANEL)
@@ -701,6 +718,7 @@ class Renderer:
         for x in (8, 8 + px):
             pygame.draw.line(bar, TEXT, (x, 9), (x, 21), 2)
         bar.blit(label, (16 + px, 15 - label.get_height() // 2))
+        self._bar = ((metres, px), bar)
         return bar
 
     def _panels(self) -> list[tuple[pygame.Surface, pygame.Rect]]:
