@@ -10,7 +10,7 @@ Each measurement runs in its own process (SDL picks its video driver once per pr
 
 The scene is built from real encoded messages: corridor's MAP (three junctions), SPaT per
 junction, 2,000 BSMs spread over its lanes. Every frame moves every vehicle (new positions
-and headings in the scene's arrays), then draws the full frame: road (cached), RSU ranges,
+and headings in the scene's arrays), then draws the full frame: road (cached), RSU markers,
 vehicles, signal heads with countdowns, HUD, legend. Its reference, in the same process:
 2,000 plain polygons drawn and flipped the same way, with no scene. It also times the
 ingest of BSMs (decode + scene update), which bounds how many messages per second the

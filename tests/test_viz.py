@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from v2x.core.topics import Topics, quadkey
 from v2x.net.broker import MosquittoBroker
 from v2x.net.station import Station, StepClock
 from v2x.watch.record import Recorder, read
-from v2x.watch.render import HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
+from v2x.watch.render import BACKGROUND, HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
 from v2x.watch.scene import Flag, Scene
 from v2x.watch.viz import replay_into
 
@@ -363,3 +364,174 @@ def test_a_fast_recording_keeps_sim_time_and_replays_at_its_pace(mosquitto: Mosq
     took = time.monotonic() - t0
     assert replay.returncode == 0, replay.stderr[-2000:]
     assert span_s / 20 <= took <= span_s / 20 + 4.0, took  # the pace, and the replay process's start
+
+
+# -- the window at every scale (#29, item 1) ---------------------------------------------------------------------
+
+
+def _run_length(surf: pygame.Surface, at: tuple[float, float], heading_rad: float, colour: tuple[int, int, int]) -> int:
+    """How many pixels long the run of `colour` through `at` is, along a heading (clockwise from north, y down)."""
+    w, h = surf.get_size()
+    ux, uy = math.sin(heading_rad), -math.cos(heading_rad)
+    n = 0
+    for sign in (1, -1):
+        t = 0 if sign == 1 else 1
+        while True:
+            x, y = round(at[0] + sign * t * ux), round(at[1] + sign * t * uy)
+            if not (0 <= x < w and 0 <= y < h) or tuple(surf.get_at((x, y)))[:3] != colour:
+                break
+            n, t = n + 1, t + 1
+    return n
+
+
+def _boxes(surf: pygame.Surface, colour: tuple[int, int, int], min_px: int) -> list[pygame.Rect]:
+    """Bounding boxes of the connected areas of exactly `colour` (at least `min_px` pixels), largest first."""
+    mask = pygame.mask.from_threshold(surf, colour, (1, 1, 1, 255))
+    return sorted((r for r in mask.get_bounding_rects() if mask.overlap_area(
+        pygame.Mask(r.size, fill=True), r.topleft) >= min_px), key=lambda r: -r.w * r.h)
+
+
+CORRIDOR = f"corridor-{os.getpid()}/v2x/v1"  # the topic root of the corridor run
+
+
+@pytest.fixture(scope="module")
+def corridor_run(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """corridor, 300 s in fast mode, recorded and snapshotted; the recording and the run's report (topic root CORRIDOR)."""
+    import json
+
+    out = tmp_path_factory.mktemp("corridor")
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", "corridor", "--fast", "--headless", "--duration", "300", "--broker", mosquitto.url,
+         "--root", CORRIDOR, "--record", str(out / "corridor.mcap"), "--snapshot", str(out / "corridor.png"),
+         "--report", str(out / "r.json")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out / "corridor.mcap", json.loads((out / "r.json").read_text())
+
+
+@pytest.mark.integration
+def test_corridor_at_the_default_fit_shows_every_vehicle_and_keeps_heads_and_labels_off_the_road(
+    corridor_run: tuple[Path, dict[str, object]],
+) -> None:
+    """The acceptance snapshot: corridor at 300 s (fast mode), drawn headless at the default fit. Every vehicle is at
+    least 6 px long (its own colour along its heading, read from the pixels: nothing hides it); each signal head is
+    smaller than a junction box (pixels of the heads' and the junction's colours); no head or label covers a lane or a
+    vehicle (the renderer's layout against the road's pixels and the vehicles' outlines)."""
+    from v2x.watch.render import JUNCTION
+
+    scene = Scene(CORRIDOR)
+    replay_into(scene, read(corridor_run[0]))
+    assert scene.now_ms >= 299_000
+    pygame.display.init()
+    pygame.font.init()
+    surf = pygame.Surface((W, H))
+    r = Renderer(scene, View(W, H))
+    r.draw(surf)
+    assert r.view.scale < 2.0  # the three junctions fit: the scale at which the corridor was unreadable
+
+    v = scene.vehicles
+    centres = r.view.to_screen(v.xy[: v.n])
+    colours = r.vehicle_colours()
+    lengths = {v.ids[i]: _run_length(surf, (centres[i, 0], centres[i, 1]), v.heading[i], colours[i]) for i in range(v.n)
+               if 10 <= centres[i, 0] < W - 10 and 10 <= centres[i, 1] < H - 10}
+    assert len(lengths) >= 30, len(lengths)
+    short = {vid: n for vid, n in lengths.items() if n < 6}
+    assert not short, f"{len(short)} of {len(lengths)} vehicles under 6 px long: {sorted(short.items())[:10]}"
+
+    junctions = _boxes(surf, JUNCTION, 50)[:3]
+    heads = _boxes(surf, (20, 20, 22), 10)
+    assert len(junctions) == 3
+    assert len(heads) >= 12, heads
+    smallest = min(min(j.w, j.h) for j in junctions)
+    assert max(max(h.w, h.h) for h in heads) < smallest, (heads, junctions)
+
+    road = r._road_surface()
+    placed = r.layout["heads"] + r.layout["labels"]
+    assert len(r.layout["labels"]) == 3  # the three RSUs' names
+    outlines = r.vehicle_outlines()
+    bodies = [pygame.Rect(*o.min(axis=0), *(o.max(axis=0) - o.min(axis=0))) for o in outlines]
+    for box in placed:
+        on_road = [(x, y) for x in range(box.left, box.right) for y in range(box.top, box.bottom)
+                   if 0 <= x < W and 0 <= y < H and tuple(road.get_at((x, y)))[:3] != BACKGROUND]
+        assert not on_road, (box, on_road[:5])
+        assert box.collidelist(bodies) == -1, (box, v.ids[box.collidelist(bodies)])
+
+
+@pytest.mark.integration
+def test_the_title_says_what_is_shown(corridor_run: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    """The snapshot `v2x run` takes when the run is over says so (not "live"); a headless replay says which file and
+    the sim time it was drawn at (not a playback speed it never played at)."""
+    import json
+
+    viz = corridor_run[1]["visualiser"]
+    assert isinstance(viz, dict)
+    assert viz["title"] == "v2x viz · live · run ended at sim 300 s", viz["title"]
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "replay", str(corridor_run[0]), "--root", CORRIDOR, "--headless", "--until", "120", "--snapshot", str(tmp_path / "r.png")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["title"] == "v2x viz · replay corridor.mcap at sim 120 s", summary["title"]
+
+
+def test_a_paused_window_says_so_and_still_answers_a_click(tmp_path: Path) -> None:
+    """Space pauses: the frame shows a paused badge at once; a click on a vehicle while paused redraws, with the vehicle
+    picked out; BSMs that arrive meanwhile do not move the paused picture."""
+    from v2x.watch.viz import Window
+
+    path, where = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    win = Window(scene, headless=False, size=(W, H))
+    win.open()
+    try:
+        r = win._renderer
+        win.frame()
+        before = pygame.display.get_surface().copy()
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_SPACE, mod=0, unicode=" ", scancode=0))
+        win.frame()
+        assert win.paused
+        shown = pygame.display.get_surface()
+        changed = pygame.mask.from_threshold(shown, (0, 0, 0), (1, 1, 1, 255), before, 1)  # pixels that differ
+        changed.invert()
+        badge = changed.get_bounding_rects()
+        assert badge, "pausing changed nothing on screen"
+        assert all(b.top < 60 and abs(b.centerx - W // 2) < 250 for b in badge), badge  # one badge, top centre
+        at = r.view.point(*where["vehicle"])
+        assert _colours_near(shown, at, 14)[(0, 0, 0)] == 0
+        frames = win.frames
+        win.frame()
+        assert win.frames == frames  # paused and no input: nothing redrawn
+        # a newer BSM moves the vehicle 30 m while paused: the picture holds still
+        car = Station("veh-7", m.SenderKind.VEHICLE, StepClock(EPOCH + 11.0))
+        geo = next(iter(scene.intersections.values()))
+        assert scene.frame is not None
+        moved = scene.frame.to_geo(where["vehicle"][0] + 30.0, where["vehicle"][1])
+        scene.ingest("v2x/v1/bsm/0/veh-7", car.encode(m.Bsm(position=moved, speed_mps=0.0, heading_deg=270.0), stream="bsm"), 0)
+        assert geo.name
+        for ev in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+            pygame.event.post(pygame.event.Event(ev, button=1, pos=at))
+        win.frame()
+        assert win.frames == frames + 1
+        assert r.selected == "veh-7"
+        ring = _colours_near(pygame.display.get_surface(), at, 14)[(0, 0, 0)]
+        assert ring > 20, ring  # the selection outline and ring, where the paused picture shows the vehicle
+    finally:
+        win.close()
+
+
+def test_the_hazard_label_stays_whole_inside_the_window(tmp_path: Path) -> None:
+    """The hazard's mark, zone and name draw the same pixels whether the hazard is in the middle of the window or
+    near its right or left edge: the name moves to the side where it fits, never clipped, and off its zone."""
+    path, where = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    counts = {}
+    hx, hy = where["hazard"]
+    for name, px in (("middle", W // 2), ("right edge", W - 55), ("left edge", 55)):
+        centre = (hx - (px - W / 2) / SCALE, hy)
+        counts[name] = pygame.mask.from_threshold(_draw(scene, centre), HAZARD_COLOUR, (1, 1, 1, 255)).count()
+    assert counts["middle"] > 100, counts
+    assert counts["right edge"] == counts["middle"] == counts["left edge"], counts

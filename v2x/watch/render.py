@@ -1,17 +1,26 @@
 """Draws a `Scene` with pygame. It only reads the scene: every pixel comes from a message.
 
 `View` maps local metres to pixels (pan and zoom); `Renderer.draw(surface)` paints one
-frame: the road from MAP (cached until the view changes), RSU radio ranges, hazards,
-vehicles (by speed or by state), signal heads with countdowns, the optional message-flow
-overlay, the HUD, the legend with a scale bar, and the panel of the selected vehicle.
+frame: the road from MAP (cached until the view changes), the radio range of the RSU
+selected or hovered (or of all, key `w`), hazards, vehicles (by speed or by state, never
+smaller than MIN_VEHICLE_PX, with a pointed nose along their heading), signal heads with
+countdowns, the optional message-flow overlay, the HUD, the legend with a scale bar, the
+panel of the selected vehicle and the paused badge.
+
+Signal heads and labels scale with the zoom (within bounds) and are placed off the road:
+each goes to the first of its candidate spots that covers no road pixel, nothing placed
+before it and no panel, inside the window. `layout` keeps where they went in the last frame.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +43,8 @@ LIGHT_RED: Colour = (222, 32, 32)
 LIGHT_YELLOW: Colour = (250, 196, 0)
 LIGHT_GREEN: Colour = (24, 186, 72)
 LIGHT_DARK: Colour = (110, 110, 110)
+HEAD_BODY: Colour = (20, 20, 22)
+PAUSED_BADGE: Colour = (40, 40, 48)
 
 _LIGHTS: dict[m.LightState, Colour] = {
     m.LightState.RED: LIGHT_RED,
@@ -67,9 +78,20 @@ _RSU_STATE_COLOURS: dict[str, Colour] = {"online": RSU_COLOUR, "lost": HAZARD_CO
 FLOW_COLOURS: dict[str, Colour] = {"bsm": (60, 120, 255), "prq": (190, 40, 210)}
 
 FIT_APPROACH_M = 150.0  # [m] of each approach the initial view shows around the junctions
-HEAD_H = 38  # [px] height of a signal head
-MIN_VEHICLE_PX = 3.0  # a vehicle is never drawn smaller than this
+HEAD_PITCH_OF_BOX = 0.24  # a head's pitch per light, as a share of its junction box: heads stay smaller than it ...
+HEAD_PITCH_PX = (5.0, 22.0)  # [px] ... within these bounds
+HEAD_DETAIL_PX = 12.0  # [px] from this pitch on, a head shows its turn letters and countdowns
+LABEL_FONT_PX = (10, 14)  # [px] font size of labels on the map: 10 + the zoom [px/m], within these bounds
+MIN_VEHICLE_PX = (7.0, 3.0)  # [px] length, width: a vehicle is never drawn smaller (sumo-gui's "exaggerate")
+RANGE_ALPHA = (20, 120)  # opacity of a shown RSU radio range: its area, its rim
 HUD_REFRESH_S = 0.25  # [s] wall time between HUD text updates
+#: clean sans-serif faces, the first installed wins; pygame's own freesansbold spaces small sizes unevenly
+FONT_FILES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf", "/System/Library/Fonts/Supplemental/Arial.ttf", "C:/Windows/Fonts/arial.ttf",
+)
+KEYS = ("drag: pan · wheel: zoom · click: vehicle or RSU · c: colours · f: flows · w: radio ranges · "
+        "space: pause · s: screenshot · r: fit · q: quit")
 
 
 @dataclass
@@ -120,10 +142,20 @@ def light_colour(state: m.LightState) -> Colour:
     return _LIGHTS.get(state, LIGHT_DARK)
 
 
+@functools.cache
+def font_file() -> str | None:
+    """The first of FONT_FILES installed here, else a system sans face, else None (pygame's default)."""
+    found = next((f for f in FONT_FILES if os.path.isfile(f)), None)
+    return found or pygame.font.match_font("dejavusans,liberationsans,arial,helvetica")
+
+
 def _nice_length(metres: float) -> float:
     """The largest 1/2/5 x 10^k not above `metres`."""
     k = 10.0 ** math.floor(math.log10(max(metres, 1e-9)))
     return float(max(f * k for f in (1, 2, 5) if f * k <= metres))
+
+
+Head = tuple[str, pygame.Rect, list[tuple[int, str]]]  # intersection, where its head is drawn [px], (group, turn) per light
 
 
 @dataclass
@@ -134,13 +166,26 @@ class Renderer:
     broker_label: str = ""
     colour_mode: str = "speed"  # or "state"
     show_flows: bool = False
-    selected: str | None = None
+    selected: str | None = None  # a vehicle, for its panel
+    selected_rsu: str | None = None  # an RSU, for its radio range
+    hovered_rsu: str | None = None
+    show_ranges: bool = False  # every RSU's radio range (key w)
+    paused: bool = False
+    #: where the last frame put things [px]: "heads", "labels" (RSUs, hazards), "panels" (HUD, legend, ...)
+    layout: dict[str, list[pygame.Rect]] = field(default_factory=dict)
     _fonts: dict[int, pygame.font.Font] = field(default_factory=dict)
     _text: dict[tuple[str, int, Colour], pygame.Surface] = field(default_factory=dict)
     _road: pygame.Surface | None = None
+    _road_mask: pygame.Mask | None = None  # the road's pixels, which heads and labels keep off
     _road_key: tuple[object, ...] = ()
+    _heads: list[Head] = field(default_factory=list)
+    _heads_key: tuple[object, ...] = ()
     _hud: pygame.Surface | None = None
     _hud_at: float = 0.0
+    _legend: pygame.Surface | None = None
+    _legend_key: tuple[object, ...] = ()
+    _bar: tuple[tuple[float, float], pygame.Surface] | None = None  # the scale bar, per zoom
+    _labels: tuple[tuple[object, ...], list[pygame.Rect | None]] = ((), [])  # where the labels went, per layout
     _fitted: bool = False
 
     # -- text --------------------------------------------------------------------------
@@ -150,10 +195,10 @@ class Renderer:
         if f is None:
             if not pygame.font.get_init():
                 pygame.font.init()
-            f = self._fonts[size] = pygame.font.Font(None, size)
+            f = self._fonts[size] = pygame.font.Font(font_file(), size)
         return f
 
-    def text(self, s: str, size: int = 18, colour: Colour = TEXT) -> pygame.Surface:
+    def text(self, s: str, size: int = 13, colour: Colour = TEXT) -> pygame.Surface:
         key = (s, size, colour)
         surf = self._text.get(key)
         if surf is None:
@@ -161,6 +206,11 @@ class Renderer:
                 self._text.clear()
             surf = self._text[key] = self.font(size).render(s, True, colour)
         return surf
+
+    def label_size(self) -> int:
+        """Font size [px] of labels on the map: it grows with the zoom, within LABEL_FONT_PX."""
+        lo, hi = LABEL_FONT_PX
+        return round(min(max(lo + self.view.scale, lo), hi))
 
     # -- frame -------------------------------------------------------------------------
 
@@ -170,18 +220,20 @@ class Renderer:
             self.view.width, self.view.height = w, h
         if not self._fitted:
             self.fit()
+        panels = self._panels()
+        taken = [r for _, r in panels]
         surf.blit(self._road_surface(), (0, 0))
         self._draw_rsus(surf)
         self._draw_hazards(surf)
         if self.show_flows:
             self._draw_flows(surf)
         self._draw_vehicles(surf)
-        self._draw_signals(surf)
-        self._draw_rsu_labels(surf)
-        self._draw_hud(surf)
-        self._draw_legend(surf)
-        if self.selected is not None:
-            self._draw_panel(surf)
+        heads = self._draw_signals(surf)
+        labels = self._draw_labels(surf, taken + heads)
+        self._draw_plan_flash(surf)
+        for panel, at in panels:
+            surf.blit(panel, at)
+        self.layout = {"heads": heads, "labels": labels, "panels": taken}
 
     def fit(self) -> None:
         """Fit the view to the junctions and the first FIT_APPROACH_M of their approaches (else to what is known)."""
@@ -199,6 +251,45 @@ class Renderer:
     def invalidate_hud(self) -> None:
         self._hud_at = 0.0
 
+    # -- placing heads and labels --------------------------------------------------------
+
+    def _cost(self, r: pygame.Rect, taken: list[pygame.Rect]) -> int:
+        """Pixels of `r` outside the window, on the road, or on what is `taken`: 0 is a clean spot."""
+        inside = r.clip(0, 0, self.view.width, self.view.height)
+        cost = r.w * r.h - inside.w * inside.h
+        if inside.w and inside.h and self._road_mask is not None:
+            cost += self._road_mask.overlap_area(pygame.Mask(inside.size, fill=True), inside.topleft)
+        for t in taken:
+            c = r.clip(t)
+            cost += c.w * c.h
+        return cost
+
+    def _place(self, size: tuple[int, int], spots: Iterable[tuple[int, int]], taken: list[pygame.Rect]) -> tuple[pygame.Rect, int]:
+        """The first of `spots` (top-left corners) where a `size` rectangle is clean, else the least covered one."""
+        best: tuple[int, pygame.Rect] | None = None
+        for xy in spots:
+            r = pygame.Rect(xy, size)
+            cost = self._cost(r, taken)
+            if cost == 0:
+                return r, 0
+            if best is None or cost < best[0]:
+                best = (cost, r)
+        assert best is not None, "no spots"
+        return best[1], best[0]
+
+    @staticmethod
+    def _beside(box: pygame.Rect, size: tuple[int, int], rings: int = 6) -> list[tuple[int, int]]:
+        """Top-left corners of a `size` rectangle beside `box`: right, left, above, below, then the corners, ever
+        further out (gaps of 3 px, then 1, 3, 7, ... text heights: out of a large junction box when zoomed in)."""
+        w, h = size
+        out = []
+        for k in range(rings):
+            g = 3 + (2**k - 1) * h
+            left, right, top, bottom = box.left - g - w, box.right + g, box.top - g - h, box.bottom + g
+            mx, my = box.centerx - w // 2, box.centery - h // 2
+            out += [(right, my), (left, my), (mx, top), (mx, bottom), (right, top), (left, top), (right, bottom), (left, bottom)]
+        return out
+
     # -- road (cached) -------------------------------------------------------------------
 
     def _road_surface(self) -> pygame.Surface:
@@ -211,6 +302,8 @@ class Renderer:
                 self._draw_road(self._road, iv)
             for iv in self.scene.intersections.values():
                 self._draw_markings(self._road, iv)
+            self._road_mask = pygame.mask.from_threshold(self._road, BACKGROUND, (1, 1, 1, 255))
+            self._road_mask.invert()
             self._road_key = key
         return self._road
 
@@ -222,6 +315,12 @@ class Renderer:
             n = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-9) * lane.width_m / 2
             quads.append(self.view.to_screen(np.array([a + n, b + n, b - n, a - n])))
         return quads
+
+    def junction_box(self, iv: IntersectionView) -> pygame.Rect:
+        """The screen rectangle around the junction box: the hull of where the lanes meet it."""
+        ends = self.view.to_screen(np.array([lane.points[0] for lane in iv.lanes]))
+        lo, hi = ends.min(axis=0), ends.max(axis=0)
+        return pygame.Rect(round(lo[0]), round(lo[1]), round(hi[0] - lo[0]), round(hi[1] - lo[1]))
 
     def _draw_road(self, surf: pygame.Surface, iv: IntersectionView) -> None:
         # the junction box: the hull of where the lanes meet it
@@ -247,40 +346,113 @@ class Renderer:
 
     # -- RSUs, hazards, flows ----------------------------------------------------------------
 
+    def _rsu_marker(self, xy: tuple[float, float]) -> pygame.Rect:
+        side = round(min(max(4 * self.view.scale, 7), 12))
+        r = pygame.Rect(0, 0, side, side)
+        r.center = self.view.point(*xy)
+        return r
+
+    def pick_rsu(self, px: float, py: float, radius_px: float = 8.0) -> str | None:
+        """The RSU whose marker is at (or within `radius_px` of) a pixel."""
+        for rsu in self.scene.rsus.values():
+            if rsu.xy is not None and self._rsu_marker(rsu.xy).inflate(2 * radius_px, 2 * radius_px).collidepoint(px, py):
+                return rsu.sender
+        return None
+
     def _draw_rsus(self, surf: pygame.Surface) -> None:
+        """The RSUs' markers and, faintly, the radio range of the selected and the hovered RSU, or of all (key w)."""
         for rsu in self.scene.rsus.values():
             if rsu.xy is None:
+                continue
+            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
+            marker = self._rsu_marker(rsu.xy)
+            pygame.draw.rect(surf, colour, marker)
+            pygame.draw.rect(surf, (255, 255, 255), marker, 1)
+            if not (self.show_ranges or rsu.sender in (self.selected_rsu, self.hovered_rsu)):
                 continue
             c = self.view.point(*rsu.xy)
             r = round(rsu.range_m * self.view.scale)
-            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
-            if r < 4000:
-                pygame.draw.circle(surf, colour, c, r, 1)
-            pygame.draw.rect(surf, colour, (c[0] - 6, c[1] - 6, 12, 12))
-            pygame.draw.rect(surf, (255, 255, 255), (c[0] - 6, c[1] - 6, 12, 12), 1)
-
-    def _draw_rsu_labels(self, surf: pygame.Surface) -> None:
-        for rsu in self.scene.rsus.values():
-            if rsu.xy is None:
+            area = pygame.Rect(c[0] - r, c[1] - r, 2 * r, 2 * r).clip(surf.get_rect())
+            if r < 2 or area.w == 0 or area.h == 0:
                 continue
-            c = self.view.point(*rsu.xy)
-            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
-            label = self.text(rsu.sender + ("" if rsu.state == "online" else f" ({rsu.state})"), 15, colour)
-            pygame.draw.rect(surf, BACKGROUND, (c[0] + 8, c[1] - 16, label.get_width() + 4, label.get_height() + 1))
-            surf.blit(label, (c[0] + 10, c[1] - 15))
+            red, green, blue = colour
+            layer = pygame.Surface(area.size, pygame.SRCALPHA)
+            centre = (c[0] - area.x, c[1] - area.y)
+            corners = max(math.dist(c, p) for p in (area.topleft, area.topright, area.bottomleft, area.bottomright))
+            if corners < r:  # the window lies inside the range: no rim to draw
+                layer.fill((red, green, blue, RANGE_ALPHA[0]))
+            else:
+                pygame.draw.circle(layer, (red, green, blue, RANGE_ALPHA[0]), centre, r)
+                pygame.draw.circle(layer, (red, green, blue, RANGE_ALPHA[1]), centre, r, 2)
+            surf.blit(layer, area)
+
+    def _hazard_marker(self, xy: tuple[int, int]) -> tuple[list[tuple[int, int]], int]:
+        """The warning triangle's corners [px] and its height, which grows with the zoom (14 to 24 px)."""
+        x, y = xy
+        s = round(min(max(6 * self.view.scale, 14), 24))
+        return [(x, y - s * 2 // 3), (x - s // 2, y + s // 3), (x + s // 2, y + s // 3)], s
 
     def _draw_hazards(self, surf: pygame.Surface) -> None:
         for hz in self.scene.hazards.values():
             x, y = self.view.point(*hz.xy)
             r = max(round(hz.event.radius_m * self.view.scale), 3)
             pygame.draw.circle(surf, HAZARD_COLOUR, (x, y), r, 2)
-            tri = [(x, y - 13), (x - 11, y + 7), (x + 11, y + 7)]
+            tri, s = self._hazard_marker((x, y))
             pygame.draw.polygon(surf, (255, 235, 0), tri)
-            pygame.draw.polygon(surf, HAZARD_COLOUR, tri, 3)
-            mark = self.text("!", 20, TEXT)
-            surf.blit(mark, (x - mark.get_width() // 2, y - 8))
-            label = f"{hz.event.kind.name.lower().replace('_', ' ')} #{hz.event.event_id}"
-            surf.blit(self.text(label, 16, HAZARD_COLOUR), (x + 13, y - 6))
+            pygame.draw.polygon(surf, HAZARD_COLOUR, tri, max(2, s // 8))
+            mark = self.text("!", s * 2 // 3, TEXT)
+            surf.blit(mark, (x - mark.get_width() // 2, y - s // 6 - mark.get_height() // 2))
+
+    def _draw_labels(self, surf: pygame.Surface, taken: list[pygame.Rect]) -> list[pygame.Rect]:
+        """The RSUs' markers and names, and the hazards' names, each beside its mark and off the road, inside the
+        window. A hazard's name is always drawn; an RSU's when it finds a clean spot (or is selected or hovered)."""
+        placed = []
+        font_px = self.label_size()
+        items: list[tuple[pygame.Rect, str, int, Colour, bool]] = []
+        for hz in self.scene.hazards.values():
+            c = self.view.point(*hz.xy)
+            r = max(round(hz.event.radius_m * self.view.scale), 3)
+            _, s = self._hazard_marker(c)
+            mark = pygame.Rect(c[0] - r, c[1] - r, 2 * r + 1, 2 * r + 1).union((c[0] - s // 2, c[1] - s * 2 // 3, s, s))
+            name = f"{hz.event.kind.name.lower().replace('_', ' ')} #{hz.event.event_id}"
+            items.append((mark, name, font_px + 1, HAZARD_COLOUR, True))
+        for rsu in self.scene.rsus.values():
+            if rsu.xy is None:
+                continue
+            colour = _RSU_STATE_COLOURS.get(rsu.state, LIGHT_DARK)
+            name = rsu.sender + ("" if rsu.state == "online" else f" ({rsu.state})")
+            items.append((self._rsu_marker(rsu.xy), name, font_px, colour, rsu.sender in (self.selected_rsu, self.hovered_rsu)))
+        key = (self._road_key, tuple((tuple(it[0]), *it[1:]) for it in items), tuple(tuple(t) for t in taken))
+        boxes = self._labels[1] if key == self._labels[0] else self._place_labels(items, taken)
+        self._labels = (key, boxes)
+        for (mark, name, px, colour, _), box in zip(items, boxes, strict=True):
+            if box is None:
+                continue
+            label = self.text(name, px, colour)
+            if not box.inflate(8, 8).colliderect(mark):  # a leader line: the name is not next to its mark
+                pygame.draw.line(surf, LIGHT_DARK, mark.center, (min(max(mark.centerx, box.left), box.right),
+                                                                 min(max(mark.centery, box.top), box.bottom)), 1)
+            pygame.draw.rect(surf, BACKGROUND, box)
+            surf.blit(label, (box.x + 2, box.y))
+            placed.append(box)
+        return placed
+
+    def _place_labels(self, items: list[tuple[pygame.Rect, str, int, Colour, bool]], taken: list[pygame.Rect]) -> list[pygame.Rect | None]:
+        """Where each label goes (None: not drawn), in order, each clear of those before it."""
+        taken = list(taken)
+        window = pygame.Rect(0, 0, self.view.width, self.view.height)
+        out: list[pygame.Rect | None] = []
+        for mark, name, font_px, _, always in items:
+            label = self.font(font_px).size(name)
+            size = (label[0] + 4, label[1])
+            box, cost = self._place(size, self._beside(mark, size), taken)
+            if not window.colliderect(mark) or (cost and not always):
+                out.append(None)  # its mark is off screen, or no clean spot for a name that can wait
+                continue
+            box.clamp_ip(window)
+            taken.append(box)
+            out.append(box)
+        return out
 
     def _cloud_point(self) -> tuple[int, int]:
         return self.view.width - 70, 28
@@ -301,8 +473,8 @@ class Renderer:
             pygame.draw.line(layer, (r, g, b, int(150 * alpha)), self.view.point(*f.src), dst, 1)
         surf.blit(layer, (0, 0))
         pygame.draw.circle(surf, CLOUD_COLOUR, cloud, 14)
-        label = self.text("cloud", 16, (255, 255, 255))
-        surf.blit(label, (cloud[0] - label.get_width() // 2, cloud[1] - 6))
+        label = self.text("cloud", 12, (255, 255, 255))
+        surf.blit(label, (cloud[0] - label.get_width() // 2, cloud[1] - label.get_height() // 2))
 
     # -- vehicles ------------------------------------------------------------------------
 
@@ -322,39 +494,40 @@ class Renderer:
             out.append(colour)
         return out
 
-    def vehicle_corners(self) -> np.ndarray:
-        """(n, 4, 2) screen corners of each vehicle's body (at least MIN_VEHICLE_PX on each side)."""
+    def vehicle_outlines(self) -> np.ndarray:
+        """(n, 5, 2) screen points of each vehicle: its body along its heading, the nose pointed over half its
+        width, at least MIN_VEHICLE_PX long and wide."""
         v = self.scene.vehicles
         n = v.n
         hd = v.heading[:n]
         fwd = np.stack([np.sin(hd), np.cos(hd)], axis=1)
         right = np.stack([np.cos(hd), -np.sin(hd)], axis=1)
-        floor = MIN_VEHICLE_PX / self.view.scale / 2
-        half_l = np.maximum(v.length[:n] / 2, floor)[:, None]
-        half_w = np.maximum(v.width[:n] / 2, floor)[:, None]
+        half_l = np.maximum(v.length[:n], MIN_VEHICLE_PX[0] / self.view.scale)[:, None] / 2
+        half_w = np.maximum(v.width[:n], MIN_VEHICLE_PX[1] / self.view.scale)[:, None] / 2
+        shoulder = fwd * (half_l - np.minimum(half_w, half_l))
         c = v.xy[:n]
-        corners = np.stack([
-            c + fwd * half_l + right * half_w, c + fwd * half_l - right * half_w,
-            c - fwd * half_l - right * half_w, c - fwd * half_l + right * half_w,
+        outline = np.stack([
+            c + fwd * half_l, c + shoulder + right * half_w, c - fwd * half_l + right * half_w,
+            c - fwd * half_l - right * half_w, c + shoulder - right * half_w,
         ], axis=1)
-        return self.view.to_screen(corners)
+        return self.view.to_screen(outline)
 
     def _draw_vehicles(self, surf: pygame.Surface) -> None:
         n = self.scene.vehicles.n
         if n == 0:
             return
-        corners = self.vehicle_corners()
-        lo, hi = corners.min(axis=1), corners.max(axis=1)
+        outlines = self.vehicle_outlines()
+        lo, hi = outlines.min(axis=1), outlines.max(axis=1)
         visible = (hi[:, 0] >= 0) & (lo[:, 0] < self.view.width) & (hi[:, 1] >= 0) & (lo[:, 1] < self.view.height)
         colours = self.vehicle_colours()
         polygon = pygame.draw.polygon
-        pts = corners.tolist()
+        pts = outlines.tolist()
         for i in np.flatnonzero(visible).tolist():
             polygon(surf, colours[i], pts[i])
         sel = self.scene.vehicles.index.get(self.selected) if self.selected else None
         if sel is not None:
             pygame.draw.polygon(surf, (0, 0, 0), pts[sel], 2)
-            x, y = corners[sel].mean(axis=0)
+            x, y = outlines[sel].mean(axis=0)
             pygame.draw.circle(surf, (0, 0, 0), (round(x), round(y)), 12, 2)
 
     def pick(self, px: float, py: float, radius_px: float = 10.0) -> str | None:
@@ -369,32 +542,50 @@ class Renderer:
 
     # -- signals ---------------------------------------------------------------------------
 
-    def signal_heads(self) -> list[tuple[str, tuple[int, int], list[tuple[int, str]]]]:
-        """(intersection, box centre in pixels, [(group, turn)]) per approach: where heads are drawn."""
-        out = []
+    def head_pitch(self, iv: IntersectionView) -> float:
+        """[px] per light of this junction's heads: a share of its junction box, within HEAD_PITCH_PX."""
+        box = self.junction_box(iv)
+        lo, hi = HEAD_PITCH_PX
+        return min(max(HEAD_PITCH_OF_BOX * min(box.w, box.h), lo), hi)
+
+    def signal_heads(self) -> list[Head]:
+        """Per approach: (intersection, where its head is drawn [px], [(group, turn)]). A head sits on the kerb side
+        upstream of the stop line, stepped further out until it covers no road and no other head; cached with the
+        road."""
+        self._road_surface()
+        if self._heads_key == self._road_key:
+            return self._heads
+        out: list[Head] = []
         for iv in self.scene.intersections.values():
             approaches: dict[int, list[LaneView]] = {}
             for lane in iv.lanes:
                 if lane.ingress and lane.movements:
                     approaches.setdefault(lane.approach, []).append(lane)
+            p = self.head_pitch(iv)
             for lanes in approaches.values():
                 a0, a1 = lanes[0].points[0], lanes[0].points[1]
                 inward = (a0 - a1) / max(float(np.hypot(*(a0 - a1))), 1e-9)
                 right = np.array([inward[1], -inward[0]])  # the kerb side (traffic on the right)
                 outer = max(lanes, key=lambda ln: float(np.dot(ln.points[0], right)))
-                anchor = outer.points[0] + right * (outer.width_m / 2) - inward * 1.0
-                px = self.view.to_screen(anchor)
+                anchor = self.view.to_screen(outer.points[0] + right * (outer.width_m / 2))
                 by_group: dict[int, str] = {}
                 for g, t in sorted({mv for ln in lanes for mv in ln.movements}, key=lambda gm: "LUTR".index(gm[1])):
                     by_group.setdefault(g, t)
                 uniq = list(by_group.items())
-                box_w = 20 * len(uniq) + 6
-                # outside the road on the kerb side, and upstream of the stop line: clear of the junction
-                off = np.array([right[0], -right[1]]) * (box_w / 2 + 14) - np.array([inward[0], -inward[1]]) * (HEAD_H / 2 + 6)
-                out.append((iv.name, (round(px[0] + off[0]), round(px[1] + off[1])), uniq))
+                w, h = round(p * (len(uniq) + 0.3)), round(p * (1.9 if p >= HEAD_DETAIL_PX else 1.3))
+                side, up = np.array([right[0], -right[1]]), -np.array([inward[0], -inward[1]])  # on screen (y down)
+                reach_side = abs(side[0]) * w / 2 + abs(side[1]) * h / 2 + 2  # centre to edge, across and along
+                reach_up = abs(up[0]) * w / 2 + abs(up[1]) * h / 2 + 2
+                spots = []
+                for k, j in sorted(itertools.product(range(8), range(3)), key=sum):
+                    c = anchor + side * (reach_side + k * p / 2) + up * (reach_up + j * p / 2)
+                    spots.append((round(c[0] - w / 2), round(c[1] - h / 2)))
+                box, _ = self._place((w, h), spots, [hd[1] for hd in out])
+                out.append((iv.name, box, uniq))
+        self._heads, self._heads_key = out, self._road_key
         return out
 
-    def _draw_signals(self, surf: pygame.Surface) -> None:
+    def _draw_signals(self, surf: pygame.Surface) -> list[pygame.Rect]:
         heads = self.signal_heads()
         states: dict[str, dict[int, m.MovementEvent]] = {}
         spats: dict[str, m.IntersectionState] = {}
@@ -403,25 +594,33 @@ class Renderer:
             if got is not None:
                 spats[name] = got[2]
                 states[name] = {ms.signal_group: ms.events[0] for ms in got[2].states if ms.events}
-        for name, (cx, cy), moves in heads:
-            box = pygame.Rect(0, 0, 20 * len(moves) + 6, HEAD_H)
-            box.center = (cx, cy)
-            pygame.draw.rect(surf, (20, 20, 22), box, border_radius=4)
+        for name, box, moves in heads:
+            p = box.w / (len(moves) + 0.3)
+            pygame.draw.rect(surf, HEAD_BODY, box, border_radius=max(1, round(p / 5)))
             for k, (group, turn) in enumerate(moves):
                 ev = states.get(name, {}).get(group)
                 colour = light_colour(ev.state) if ev is not None else LIGHT_DARK
-                dot = (box.left + 13 + 20 * k, box.top + 11)
-                pygame.draw.circle(surf, colour, dot, 8)
-                glyph = self.text(turn, 14, (255, 255, 255) if colour != LIGHT_YELLOW else TEXT)
-                surf.blit(glyph, (dot[0] - glyph.get_width() // 2, dot[1] - glyph.get_height() // 2 + 1))
+                dot = (box.left + round(p * (k + 0.65)), box.top + round(p * 0.65))
+                pygame.draw.circle(surf, colour, dot, max(round(p * 0.4), 2))
+                if p < HEAD_DETAIL_PX:
+                    continue
+                glyph = self.text(turn, round(p * 0.55), (255, 255, 255) if colour != LIGHT_YELLOW else TEXT)
+                surf.blit(glyph, (dot[0] - glyph.get_width() // 2, dot[1] - glyph.get_height() // 2))
                 left = self.scene.countdown_s(spats[name], ev) if ev is not None else None
                 if left is not None:
-                    num = self.text(f"{max(left, 0.0):.0f}", 15, colour)
-                    surf.blit(num, (dot[0] - num.get_width() // 2, box.top + 23))
+                    num = self.text(f"{max(left, 0.0):.0f}", round(p * 0.6), colour)
+                    surf.blit(num, (dot[0] - num.get_width() // 2, box.top + round(p * 1.25)))
+        return [h[1] for h in heads]
 
-    # -- HUD, legend, panel ------------------------------------------------------------------
+    def _draw_plan_flash(self, surf: pygame.Surface) -> None:
+        for name, until in self.scene.plan_flash.items():  # a plan change: the junction flashes
+            iv = self.scene.intersections.get(name)
+            if iv is not None and self.scene.now_ms < until:
+                pygame.draw.circle(surf, (170, 40, 200), self.view.point(*iv.center), max(round(30 * self.view.scale), 20), 3)
 
-    def _panel(self, lines: list[tuple[str, Colour]], size: int = 18) -> pygame.Surface:
+    # -- HUD, legend, panels -----------------------------------------------------------------
+
+    def _panel(self, lines: list[tuple[str, Colour]], size: int = 13) -> pygame.Surface:
         rendered = [self.text(s, size, c) for s, c in lines]
         w = max((r.get_width() for r in rendered), default=0) + 16
         h = sum(r.get_height() + 2 for r in rendered) + 12
@@ -433,13 +632,18 @@ class Renderer:
             y += r.get_height() + 2
         return panel
 
+    def title(self) -> str:
+        """The HUD's first line: what is shown (live or a replay, and whether it ended)."""
+        return f"v2x viz · {self.mode_label}"
+
     def hud_lines(self) -> list[str]:
         sc = self.scene
         rsus = list(sc.rsus.values())
         states = Counter(r.state for r in rsus)
+        broker = (f"broker {self.broker_label}" if self.broker_label else "") + (f" ({sc.broker_version})" if sc.broker_version else "")
         lines = [
-            f"v2x viz · {self.mode_label}" + (f" · broker {self.broker_label}" if self.broker_label else "")
-            + (f" ({sc.broker_version})" if sc.broker_version else ""),
+            self.title(),
+            *([broker.strip()] if broker else []),
             f"sim {sc.now_ms / 1000:7.1f} s   vehicles {sc.vehicles.n}   "
             f"RSUs {', '.join(f'{n} {k}' for k, n in sorted(states.items())) or 'not heard'}   cloud {sc.cloud_state}   "
             f"hazards {len(sc.hazards)}",
@@ -459,78 +663,87 @@ class Renderer:
             lines.append("bad payloads " + ", ".join(f"{k} {v}" for k, v in sorted(sc.errors.items())))
         return lines
 
-    def _draw_hud(self, surf: pygame.Surface) -> None:
-        now = time.monotonic()
-        if self._hud is None or now - self._hud_at >= HUD_REFRESH_S:
-            self._hud = self._panel([(s, TEXT) for s in self.hud_lines()])
-            self._hud_at = now
-        surf.blit(self._hud, (10, 10))
-        for name, until in self.scene.plan_flash.items():  # a plan change: the junction flashes
-            iv = self.scene.intersections.get(name)
-            if iv is not None and self.scene.now_ms < until:
-                pygame.draw.circle(surf, (170, 40, 200), self.view.point(*iv.center), max(round(30 * self.view.scale), 20), 3)
-
     def legend_entries(self) -> list[tuple[Colour, str]]:
         if self.colour_mode == "speed":
             return [(SPEED_COLOURS[0], f"0-{SPEED_STEP_MPS:g} m/s: stopped, queued"),
                     (SPEED_COLOURS[-1], f"{SPEED_STEP_MPS * (len(SPEED_COLOURS) - 1):g}+ m/s: free flow")]
         return [(c, label) for _, c, label in STATE_COLOURS] + [(STATE_NORMAL, "other vehicle")]
 
-    def _draw_legend(self, surf: pygame.Surface) -> None:
+    def _legend_surface(self) -> pygame.Surface:
+        """The legend of colours and marks (cached per colour mode)."""
+        if self._legend is not None and self._legend_key == (self.colour_mode,):
+            return self._legend
         row_h, icon_w = 19, 52
         rows: list[tuple[str, str, object]] = [("title", f"vehicles by {self.colour_mode} (key c)", None)]
         rows += [("swatch", label, c) for c, label in self.legend_entries()]
         if self.colour_mode == "speed":
             rows.insert(1, ("ramp", f"speed, {SPEED_STEP_MPS:g} m/s per shade", None))
-        rows += [("lights", "signal head: movement L/T/R, s left", None), ("rsu", "RSU and its radio range", None),
+        rows += [("lights", "signal head: movement L/T/R, s left", None), ("rsu", "RSU and its radio range (key w)", None),
                  ("hazard", "hazard (RSI) and its zone", None)]
-        texts = [self.text(label, 16) for _, label, _ in rows]
-        w = icon_w + max(t.get_width() for t in texts) + 12
-        h = row_h * len(rows) + 10
-        x0, y0 = 10, self.view.height - h - 44
-        panel = pygame.Surface((w, h), pygame.SRCALPHA)
+        texts = [self.text(label, 12) for _, label, _ in rows]
+        panel = pygame.Surface((icon_w + max(t.get_width() for t in texts) + 12, row_h * len(rows) + 10), pygame.SRCALPHA)
         panel.fill(PANEL)
-        surf.blit(panel, (x0, y0))
         for k, ((kind, _, arg), t) in enumerate(zip(rows, texts, strict=True)):
-            y = y0 + 5 + row_h * k + row_h // 2
-            tx = x0 + 8 if kind == "title" else x0 + icon_w
-            surf.blit(t, (tx, y - t.get_height() // 2))
+            y = 5 + row_h * k + row_h // 2
+            panel.blit(t, (8 if kind == "title" else icon_w, y - t.get_height() // 2))
             if kind == "swatch":
                 assert isinstance(arg, tuple)
-                pygame.draw.rect(surf, arg, (x0 + 14, y - 4, 24, 9))
+                pygame.draw.rect(panel, arg, (14, y - 4, 24, 9))
             elif kind == "ramp":
                 for j, c in enumerate(SPEED_COLOURS):
-                    pygame.draw.rect(surf, c, (x0 + 8 + 5 * j, y - 4, 5, 9))
+                    pygame.draw.rect(panel, c, (8 + 5 * j, y - 4, 5, 9))
             elif kind == "lights":
                 for j, c in enumerate((LIGHT_RED, LIGHT_YELLOW, LIGHT_GREEN)):
-                    pygame.draw.circle(surf, c, (x0 + 14 + 12 * j, y), 5)
+                    pygame.draw.circle(panel, c, (14 + 12 * j, y), 5)
             elif kind == "rsu":
-                pygame.draw.circle(surf, RSU_COLOUR, (x0 + 26, y), 9, 1)
-                pygame.draw.rect(surf, RSU_COLOUR, (x0 + 22, y - 4, 8, 8))
+                pygame.draw.circle(panel, RSU_COLOUR, (26, y), 9, 1)
+                pygame.draw.rect(panel, RSU_COLOUR, (22, y - 4, 8, 8))
             elif kind == "hazard":
-                tri = [(x0 + 26, y - 7), (x0 + 19, y + 6), (x0 + 33, y + 6)]
-                pygame.draw.polygon(surf, (255, 235, 0), tri)
-                pygame.draw.polygon(surf, HAZARD_COLOUR, tri, 2)
-        # scale bar: a round length of about 120 px
+                tri = [(26, y - 7), (19, y + 6), (33, y + 6)]
+                pygame.draw.polygon(panel, (255, 235, 0), tri)
+                pygame.draw.polygon(panel, HAZARD_COLOUR, tri, 2)
+        self._legend, self._legend_key = panel, (self.colour_mode,)
+        return panel
+
+    def _scale_bar(self) -> pygame.Surface:
+        """A round length of about 120 px, and how long it is (cached per zoom)."""
         metres = _nice_length(120 / self.view.scale)
         px = round(metres * self.view.scale)
-        sy = self.view.height - 22
-        label = self.text(f"{metres:g} m", 18)
+        if self._bar is not None and self._bar[0] == (metres, px):
+            return self._bar[1]
+        label = self.text(f"{metres:g} m", 13)
         bar = pygame.Surface((px + label.get_width() + 30, 30), pygame.SRCALPHA)
         bar.fill(PANEL)
-        surf.blit(bar, (10, sy - 15))
-        pygame.draw.line(surf, TEXT, (18, sy), (18 + px, sy), 3)
-        for x in (18, 18 + px):
-            pygame.draw.line(surf, TEXT, (x, sy - 6), (x, sy + 6), 2)
-        surf.blit(label, (26 + px, sy - label.get_height() // 2))
-        keys = "drag: pan · wheel: zoom · click: vehicle · c: colours · f: flows · space: pause · s: screenshot · r: fit · q: quit"
-        t = self.text(keys, 15, TEXT)
-        surf.blit(t, (self.view.width - t.get_width() - 10, self.view.height - t.get_height() - 8))
+        pygame.draw.line(bar, TEXT, (8, 15), (8 + px, 15), 3)
+        for x in (8, 8 + px):
+            pygame.draw.line(bar, TEXT, (x, 9), (x, 21), 2)
+        bar.blit(label, (16 + px, 15 - label.get_height() // 2))
+        self._bar = ((metres, px), bar)
+        return bar
 
-    def _draw_panel(self, surf: pygame.Surface) -> None:
-        assert self.selected is not None
-        panel = self._panel([(s, TEXT) for s in self.scene.describe(self.selected)], 17)
-        surf.blit(panel, (self.view.width - panel.get_width() - 10, 60))
+    def _panels(self) -> list[tuple[pygame.Surface, pygame.Rect]]:
+        """What is drawn over the map, and where: the HUD, the legend, the scale bar, the keys, the selected vehicle's
+        panel and, when paused, the paused badge."""
+        now = time.monotonic()
+        if self._hud is None or now - self._hud_at >= HUD_REFRESH_S:
+            self._hud = self._panel([(s, TEXT) for s in self.hud_lines()])
+            self._hud_at = now
+        w, h = self.view.width, self.view.height
+        legend, bar, keys = self._legend_surface(), self._scale_bar(), self.text(KEYS, 11)
+        out = [(self._hud, self._hud.get_rect(topleft=(10, 10))),
+               (legend, legend.get_rect(bottomleft=(10, h - 44))),
+               (bar, bar.get_rect(bottomleft=(10, h - 7))),
+               (keys, keys.get_rect(bottomright=(w - 10, h - 8)))]
+        if self.selected is not None:
+            panel = self._panel([(s, TEXT) for s in self.scene.describe(self.selected)], 12)
+            out.append((panel, panel.get_rect(topright=(w - 10, 60))))
+        if self.paused:
+            badge = self.text("paused · space to resume · click to inspect", 14, (255, 255, 255))
+            back = pygame.Surface((badge.get_width() + 20, badge.get_height() + 10))
+            back.fill(PAUSED_BADGE)
+            back.blit(badge, (10, 5))
+            out.append((back, back.get_rect(midtop=(w // 2, 10))))
+        return out
 
 
 def _hull(points: np.ndarray) -> np.ndarray:

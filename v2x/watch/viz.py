@@ -4,9 +4,10 @@ The visualiser is nothing but a subscriber: it needs no scenario file. Messages 
 `Scene` (v2x.watch.scene), a `Renderer` (v2x.watch.render) draws it. Live, it subscribes to
 `<root>/#`; from a recording, it plays the messages at their recorded pace (`--speed`).
 
-Keys: drag to pan, mouse wheel to zoom, click a vehicle for its panel, `c` colours by
-speed or by state, `f` the message-flow overlay, space pauses, `s` saves a screenshot,
-`r` fits the view, `q` or Esc quits. The window is resizable.
+Keys: drag to pan, mouse wheel to zoom, click a vehicle for its panel (or an RSU for its
+radio range), `c` colours by speed or by state, `f` the message-flow overlay, `w` every
+RSU's radio range, space pauses (the picture holds still; clicks, pan and zoom still
+work), `s` saves a screenshot, `r` fits the view, `q` or Esc quits. The window is resizable.
 
 `--snapshot PATH.png` writes the final frame: on a machine with no display it renders
 offscreen (SDL's dummy driver), so it works on CI. When `v2x run` starts the visualiser,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -75,6 +77,7 @@ class Window:
     frames: int = 0
     _drag: tuple[int, int] | None = None
     _moved: bool = False
+    _dirty: bool = False  # paused: an input changed what the frame shows
     _renderer: Any = None
     _surface: Any = None
     _events: list[str] = field(default_factory=list)
@@ -102,11 +105,18 @@ class Window:
         pygame.quit()
 
     def label(self, mode: str) -> None:
-        self._renderer.mode_label = mode
-        self._renderer.invalidate_hud()
+        """Say what the window shows (the HUD's title): live, a replay, and whether it ended."""
+        if mode != self._renderer.mode_label:
+            self._renderer.mode_label = mode
+            self._renderer.invalidate_hud()
+            self._dirty = True
+
+    @property
+    def title(self) -> str:
+        return str(self._renderer.title())
 
     def frame(self) -> None:
-        """Handle input, then draw (unless paused) and show."""
+        """Handle input, then draw and show: every frame, or when paused, only after an input that changes it."""
         if self.headless:
             return
         import pygame
@@ -115,27 +125,40 @@ class Window:
             self._handle(ev)
         if not self.paused:
             self.scene.tick()
-            self._surface = pygame.display.get_surface()
-            self._renderer.draw(self._surface)
-            pygame.display.flip()
-            self.frames += 1
+        elif not self._dirty:
+            return
+        self._dirty = False
+        self._surface = pygame.display.get_surface()
+        self._renderer.draw(self._surface)
+        pygame.display.flip()
+        self.frames += 1
+
+    def pause(self, paused: bool) -> None:
+        """Paused, the renderer draws a copy of the scene as it was, while messages keep arriving in the live one."""
+        self.paused = self._dirty = paused
+        self._renderer.paused = paused
+        self._renderer.scene = copy.deepcopy(self.scene) if paused else self.scene
+        self._renderer.invalidate_hud()
+        self._events.append("pause" if paused else "resume")
 
     def _handle(self, ev: Any) -> None:
         import pygame
 
         r = self._renderer
+        self._dirty = self._dirty or ev.type not in (pygame.MOUSEMOTION, pygame.MOUSEBUTTONDOWN)
         if ev.type == pygame.QUIT:
             self.closed = True
         elif ev.type == pygame.KEYDOWN:
             if ev.key in (pygame.K_q, pygame.K_ESCAPE):
                 self.closed = True
             elif ev.key == pygame.K_SPACE:
-                self.paused = not self.paused
-                self._events.append("pause" if self.paused else "resume")
+                self.pause(not self.paused)
             elif ev.key == pygame.K_c:
                 r.colour_mode = "state" if r.colour_mode == "speed" else "speed"
             elif ev.key == pygame.K_f:
                 r.show_flows = not r.show_flows
+            elif ev.key == pygame.K_w:
+                r.show_ranges = not r.show_ranges
             elif ev.key == pygame.K_r:
                 r.fit()
             elif ev.key == pygame.K_s:
@@ -148,10 +171,15 @@ class Window:
             dx, dy = ev.pos[0] - self._drag[0], ev.pos[1] - self._drag[1]
             if self._moved or abs(dx) + abs(dy) > 3:
                 r.view.pan(dx, dy)
-                self._drag, self._moved = ev.pos, True
+                self._drag, self._moved, self._dirty = ev.pos, True, True
+        elif ev.type == pygame.MOUSEMOTION:
+            hovered = r.pick_rsu(*ev.pos)
+            self._dirty = self._dirty or hovered != r.hovered_rsu
+            r.hovered_rsu = hovered
         elif ev.type == pygame.MOUSEBUTTONUP and ev.button == 1:
             if not self._moved:
                 r.selected = r.pick(*ev.pos)
+                r.selected_rsu = None if r.selected else r.pick_rsu(*ev.pos)
             self._drag = None
         elif ev.type == pygame.MOUSEWHEEL:
             r.view.zoom(1.2 ** ev.y, pygame.mouse.get_pos())
@@ -206,12 +234,14 @@ async def live(args: argparse.Namespace) -> int:
             if not win.closed:  # the run ended (or a signal): take in what is still on its way for the last frame
                 await drain(t, scene.ingest)
             dropped = t.stats.dropped_in
+        if ended.is_set():  # the picture is the run's last state: not live any more
+            win.label(f"live · run ended at sim {scene.now_ms / 1000:.0f} s")
         if args.snapshot is not None:
             win.snapshot(args.snapshot)
             print(f"snapshot: {args.snapshot}", file=sys.stderr)
-        print(json.dumps(_summary(scene, dropped=dropped, frames=win.frames)), flush=True)
+        print(json.dumps(_summary(scene, dropped=dropped, frames=win.frames, title=win.title)), flush=True)
         if ended.is_set() and not win.headless:  # the run is over: keep showing its last state
-            win.label("the run ended · close the window to exit")
+            win.label(f"live · run ended at sim {scene.now_ms / 1000:.0f} s · close the window to exit")
             while not (stop.is_set() or win.closed):
                 win.frame()
                 await asyncio.sleep(1.0 / 30)
@@ -242,12 +272,13 @@ async def replay_window(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             n = replay_into(scene, read(args.recording), args.until)
+            win.label(f"replay {args.recording.name} at sim {scene.now_ms / 1000:.0f} s")
         else:
             n = await _paced(win, scene, args.recording, args.speed)
         if args.snapshot is not None:
             win.snapshot(args.snapshot)
             print(f"snapshot: {args.snapshot}", file=sys.stderr)
-        print(json.dumps(_summary(scene, messages=n)), flush=True)
+        print(json.dumps(_summary(scene, messages=n, title=win.title)), flush=True)
     finally:
         win.close()
     return 0
@@ -272,7 +303,7 @@ async def _paced(win: Window, scene: Scene, path: Path, speed: float) -> int:
             n += 1
             nxt = next(messages, None)
         if nxt is None:
-            win.label(f"replay {path.name}: ended · close the window to exit")
+            win.label(f"replay {path.name}: ended at sim {scene.now_ms / 1000:.0f} s · close the window to exit")
         win.frame()
         await asyncio.sleep(1.0 / FPS)
     return n
