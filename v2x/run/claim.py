@@ -56,8 +56,11 @@ class RootInUse(BrokerError):
 class RootClaim:
     """`with RootClaim(conn):` the run's claim on `conn`'s topic root; `leftovers` what it cleared, by kind."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, clock: Clock | None = None) -> None:
+        """`clock`: the run's (a fast run's sim clock, at sim time 0: its marker is dated on the run's own time, as a
+        recording of it logs it); default the wall clock."""
         self.conn = conn
+        self.clock = clock or Clock()
         self.topic = conn.topics.run_marker()
         self.cleared: Counter[str] = Counter()  # what the claim's station sent: `<kind>_cleared`, and its markers
         self._ready = threading.Event()
@@ -101,7 +104,7 @@ class RootClaim:
     async def _hold(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         transport = self.conn.transport(RUN, will=Will(self.topic, b"", qos=1, retain=True))
-        station = Station(self.conn.run_id, m.SenderKind.UNSPECIFIED, Clock(), transport, self.cleared)
+        station = Station(self.conn.run_id, m.SenderKind.UNSPECIFIED, self.clock, transport, self.cleared)
         marker = m.Status(m.ServiceState.ONLINE, __version__, f"run {self.conn.run_id}")
         await transport.start()
         try:

@@ -42,8 +42,9 @@ from v2x.net.options import (
 )
 from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
+from v2x.net.station import StepClock
 from v2x.run.claim import RootClaim
-from v2x.run.fast import run_fast
+from v2x.run.fast import FAST_EPOCH_S, run_fast
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
 from v2x.run.results import Results, RunInfo, build_report, print_summary
@@ -206,7 +207,7 @@ def main(argv: list[str]) -> int:
     conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
                       impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
-    claim = RootClaim(conn)  # one run per root; what an earlier run left retained there, cleared
+    claim = RootClaim(conn, StepClock(FAST_EPOCH_S) if args.fast else None)  # one run per root; what an earlier run left retained there, cleared
     try:
         claim.__enter__()
     except BrokerError as e:
