@@ -6,6 +6,8 @@
 - SPaT is trusted within limits: one dated ahead of the receiver's clock, or from a sender that is not the
   intersection's RSU (or the cloud relaying it), is refused and counted; red-light violations are measured against
   the controllers' true lights in real time too.
+- The report cannot be poisoned: a forged frame numbered far ahead of a sender's stream starts a new stream, counted
+  as a jump, instead of counting every number skipped as lost.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import pytest
 from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.mapdata import intersection_ref
-from v2x.core.scenario import bundled_dir
-from v2x.core.topics import Topics
+from v2x.core.network import Network
+from v2x.core.scenario import bundled_dir, load
+from v2x.core.topics import Topics, quadkey
 from v2x.net.broker import MosquittoBroker
 from v2x.net.station import Clock, Station
 from v2x.net.transport import MqttTransport
@@ -147,9 +150,6 @@ def _all_green(sender: str, kind: m.SenderKind, at_us: int) -> bytes:
 async def test_spat_from_the_future_or_from_the_wrong_sender_is_refused_and_nobody_runs_a_red(
     mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path,
 ) -> None:
-    from v2x.core.network import Network
-    from v2x.core.scenario import load
-
     root = f"{topic_prefix}/v2x/v1"
     topic = Topics(root).spat("rsu", Network(load(FOUR_WAY)).tiles[0], "J1")
     report = tmp_path / "r.json"
@@ -173,3 +173,43 @@ async def test_spat_from_the_future_or_from_the_wrong_sender_is_refused_and_nobo
     assert refused.get("wrong_sender", 0) >= 100, refused
     assert r["traffic"]["red_light_violations"] == 0, r["traffic"]  # a number in real time, against the true lights
     assert r["spat_coverage"]["vehicles_approaching"] >= 20  # vehicles came to the stop lines, through a red phase
+
+
+async def test_a_forged_sequence_jump_starts_a_new_stream_and_is_counted_as_one_not_as_loss(
+    mosquitto: MosquittoBroker, topic_prefix: str,
+) -> None:
+    """A vehicle's BSMs to a real RSU process, with two forged frames in its name: one numbered 2^31, one a thousand
+    ahead of its latest. Before, the RSU counted 2^31 BSMs lost (the report said 386,547,046,024 in a run)."""
+    root = f"{topic_prefix}/v2x/v1"
+    net = Network(load(FOUR_WAY))
+    pos = net.frame.to_geo(*net.rsu_xy["RSU-J1"])
+    topic = Topics(root).bsm(quadkey(pos.lat_deg, pos.lon_deg), "veh-7")
+    epoch = time.time()
+    rsu = subprocess.Popen(  # noqa: ASYNC220 - a real tier process
+        [sys.executable, "-m", "roadside", FOUR_WAY, "--broker", mosquitto.url, "--root", root, "--no-impairment",
+         "--epoch", f"{epoch:.3f}", "--duration", "12"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-veh") as veh, MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(Topics(root).spat_area(""))
+        deadline = time.monotonic() + 20.0
+        while not watch.receive() and time.monotonic() < deadline:  # the RSU is up (and subscribed): its SPaT arrives
+            await watch.wait(0.5)
+        clock = Clock(epoch)
+        station = Station("veh-7", m.SenderKind.VEHICLE, clock, veh)
+        bsm = m.Bsm(position=pos, speed_mps=0.0, heading_deg=0.0)
+        for k in range(40):  # 4 s at 10 Hz
+            assert station.publish(topic, bsm)
+            if k in (10, 25):  # forged: the same sender, numbered far ahead of its stream, generated now
+                seq = 2**31 if k == 10 else k + 1000
+                forged = codec.encode(m.Frame(m.Header("veh-7", m.SenderKind.VEHICLE, seq, clock.utc_us(), round(clock.sim_s() * 1000)), bsm))
+                assert veh.publish(topic, forged)
+            await asyncio.sleep(0.1)
+    out, err = await asyncio.to_thread(rsu.communicate, timeout=30)
+    assert rsu.returncode == 0, err[-2000:]
+    summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
+    counts = summary["measurements"]["counts"]["bsm|vehicle->rsu"]
+    print("RSU's BSM counts:", counts)
+    assert counts["received"] == 42  # 40 genuine, 2 forged: each measured once
+    assert counts["lost"] == 0
+    assert counts["jumps"] == 2

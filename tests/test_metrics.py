@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from v2x.core import messages as m
 from v2x.core.metrics import (
+    Counts,
     Histogram,
     Measurements,
     Stream,
@@ -22,6 +23,8 @@ from v2x.core.metrics import (
 from v2x.net.reception import Reception
 from v2x.net.station import Station, StepClock
 from v2x.net.transport import Message
+
+SEQ_MOD = 2**32  # stations number each stream modulo this (Station.encode)
 
 
 @given(st.integers(min_value=0, max_value=10**12))
@@ -67,6 +70,44 @@ def test_a_stream_counts_gaps_as_lost_and_repeats_as_duplicates() -> None:
     assert s.lost == 2
     assert s.duplicates == 1
     assert s.unique == 5
+
+
+def _bsms(ms: Measurements, seqs: range | list[int], t0_us: int, sender: str = "veh-1") -> None:
+    """BSMs `seqs` from `sender` at 10 Hz from `t0_us`, as the cloud receives them."""
+    for k, seq in enumerate(seqs):
+        ms.record("cloud", f"t/bsm/{sender}", "bsm", "vehicle->cloud", seq % SEQ_MOD, t0_us + k * 100_000, 1000, sender)
+
+
+def test_a_number_further_ahead_than_its_sender_could_have_numbered_starts_a_new_stream_counted_as_a_jump() -> None:
+    ms = Measurements()
+    _bsms(ms, range(100), 0)  # 0..99 at 10 Hz: up to 9.9 s
+    # forged: "veh-1" numbering 2^31, and its highest + 1000, 50 ms after its last
+    ms.record("cloud", "t/bsm/veh-1", "bsm", "vehicle->cloud", 2**31, 9_950_000, 1000, "veh-1")
+    _bsms(ms, range(100, 150), 10_000_000)
+    ms.record("cloud", "t/bsm/veh-1", "bsm", "vehicle->cloud", 1149, 15_010_000, 1000, "veh-1")
+    _bsms(ms, range(150, 200), 15_000_000)
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (202, 0)
+    assert c.jumps == 2
+    # a genuine gap: ten seconds of silence, then the numbers the sender took meanwhile (a 10 Hz stream, 100 of them)
+    _bsms(ms, range(300, 310), 30_000_000)
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (212, 100)
+    assert c.jumps == 2
+
+
+def test_a_stream_carries_on_across_the_wrap_of_its_sequence_numbers() -> None:
+    ms = Measurements()
+    _bsms(ms, [SEQ_MOD - 3, SEQ_MOD - 2, SEQ_MOD - 1, SEQ_MOD + 1, SEQ_MOD + 2], 0)  # numbers 0 lost past the wrap
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (5, 1)
+    assert len(ms.streams) == 1
+    assert c.jumps == 0
+
+
+def test_counts_from_a_report_written_before_jumps_were_counted_still_load() -> None:
+    _, counts, _ = merge_json([{"counts": {"bsm|vehicle->cloud": {"received": 3, "lost": 1, "duplicates": 0}}}])
+    assert counts[("bsm", "vehicle->cloud")] == Counts(received=3, lost=1, duplicates=0, jumps=0)
 
 
 def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:

@@ -5,8 +5,10 @@
   2,048 us, within 1/1024 above, in memory that grows with the spread of values, never
   with their number. Histograms merge, so a report can add up every receiver's.
 - Loss and duplicates come from sequence numbers: a sender numbers each stream (one message
-  type on one topic) 0, 1, 2...; a receiver keeps, per stream, the first and highest number
-  it saw and the numbers it saw recently.
+  type on one topic) 0, 1, 2... (modulo 2**32); a receiver keeps, per stream, the first and highest number
+  it saw and the numbers it saw recently. A number further ahead than the sender could have
+  numbered since the highest (by their generation times) is not a gap of lost messages but another
+  stream under the same name (a forgery, or a second sender): it starts a new stream, counted as a jump.
 - Latency over time: per hop and sim second of generation, a coarse histogram (buckets 10% wide),
   enough to draw p50 and p99 against time in memory that grows with the run's length only.
 - Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
@@ -17,13 +19,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
+
+from v2x.core.scenario import Scenario
 
 _EXACT = 2048  # values below this are their own bucket
 _HALF = 1024  # sub-buckets per power of two above it
 
 DUP_WINDOW = 4096  # sequence numbers remembered per stream, to tell a duplicate from a late arrival
+SEQ_MOD = 2**32  # senders number each stream modulo this (v2x.net.station.Station.encode)
+# A station numbers a stream at most once per step, and no scenario's step is shorter than its schema allows
+# (Scenario.step_s, at least 0.01 s): 100 numbers per second of the sender's clock at the most. A number further
+# ahead of the highest than that rate allows over the generation times between them (plus a little slack for a
+# clock's resolution) was not numbered by the same sender: it begins a new stream (counted as a jump).
+MAX_RATE_HZ = 1.0 / float(next(f for f in fields(Scenario) if f.name == "step_s").metadata["ge"])
+JUMP_SLACK = 16  # sequence numbers beyond that rate still taken as the same stream
 
 
 def bucket(v: int) -> int:
@@ -112,7 +123,12 @@ class Stream:
 
     A duplicate repeats a sequence number with the same generation time. The same number
     with another time, or a number far behind the highest, means the sender started over
-    (a restart, or a Last Will built at connect time): the caller begins a new stream.
+    (a restart, or a Last Will built at connect time): the caller begins a new stream. A number
+    further from the highest than one sender could have numbered in the time between their
+    generation (MAX_RATE_HZ, plus JUMP_SLACK), or on the wrong side of it in time, is another sender
+    under the same name (a forged frame, or the stream it interrupted resuming): ahead, a JUMP; behind,
+    a RESTART; the caller begins a new stream either way rather than count the numbers between as lost.
+    Numbers wrap at SEQ_MOD: `first` and `highest` count on past it, so a stream may outlast the wrap.
     """
 
     first: int
@@ -124,9 +140,12 @@ class Stream:
     NEW: ClassVar[int] = 0
     DUPLICATE: ClassVar[int] = 1
     RESTART: ClassVar[int] = 2
+    JUMP: ClassVar[int] = 3
 
     def see(self, seq: int, gen_us: int) -> int:
-        """Record a sequence number: NEW, DUPLICATE, or RESTART (not recorded here)."""
+        """Record a sequence number: NEW, DUPLICATE, or RESTART or JUMP (not recorded here)."""
+        ahead = (seq - self.highest) % SEQ_MOD  # the nearer way round the wrap, ahead or behind
+        seq = self.highest + ahead if ahead < SEQ_MOD // 2 else self.highest + ahead - SEQ_MOD
         seen = self.recent.get(seq)
         if seen is not None:
             if seen == gen_us:
@@ -135,6 +154,8 @@ class Stream:
             return Stream.RESTART
         if seq < self.highest - DUP_WINDOW:
             return Stream.RESTART
+        if not self._numbered_by_one(seq, gen_us):
+            return Stream.JUMP if seq > self.highest else Stream.RESTART
         self.recent[seq] = gen_us
         self.unique += 1
         if seq > self.highest:
@@ -146,6 +167,15 @@ class Stream:
             self.recent = {k: v for k, v in self.recent.items() if k >= floor}
         return Stream.NEW
 
+    def _numbered_by_one(self, seq: int, gen_us: int) -> bool:
+        """Whether one sender could have numbered the highest and `seq` (generated at `gen_us`): no more numbers
+        apart than MAX_RATE_HZ allows over the time between them, in the same order (a later number, a later time)."""
+        last_us = self.recent.get(self.highest)
+        if last_us is None:
+            return seq - self.highest <= DUP_WINDOW
+        apart_us = gen_us - last_us if seq > self.highest else last_us - gen_us
+        return abs(seq - self.highest) <= JUMP_SLACK + max(apart_us, 0) * MAX_RATE_HZ / 1e6
+
     @property
     def lost(self) -> int:
         return self.highest - self.first + 1 - self.unique
@@ -153,14 +183,19 @@ class Stream:
 
 @dataclass
 class Counts:
+    """By (message type, hop): messages received (each once), lost (sequence gaps), duplicates; jumps: streams
+    begun anew because a number came further ahead than its sender could have numbered (Stream.JUMP)."""
+
     received: int = 0
     lost: int = 0
     duplicates: int = 0
+    jumps: int = 0
 
     def add(self, other: Counts) -> None:
         self.received += other.received
         self.lost += other.lost
         self.duplicates += other.duplicates
+        self.jumps += other.jumps
 
 
 COARSE_STEP = 1.1  # the coarse histogram's bucket i holds values near COARSE_STEP ** i [us]
@@ -217,9 +252,11 @@ class Measurements:
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
         if seen == Stream.DUPLICATE:
             return False
-        if seen == Stream.RESTART:
+        if seen != Stream.NEW:
             if stream is not None:
                 self._close(key)
+            if seen == Stream.JUMP:
+                self.closed.setdefault((mtype, hop), Counts()).jumps += 1
             self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
             self._stream_type[key] = (mtype, hop)
         self._latency(mtype, hop, gen_us, latency_us)
@@ -248,7 +285,7 @@ class Measurements:
 
     def counts(self) -> dict[tuple[str, str], Counts]:
         """Received, lost and duplicates by (message type, hop); a shared subscription's share counts as received only."""
-        out: dict[tuple[str, str], Counts] = {k: Counts(c.received, c.lost, c.duplicates) for k, c in self.closed.items()}
+        out: dict[tuple[str, str], Counts] = {k: Counts(**vars(c)) for k, c in self.closed.items()}
         for k, n in self.unsequenced.items():
             out.setdefault(k, Counts()).add(Counts(n, 0, 0))
         for key, s in self.streams.items():

@@ -90,6 +90,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             "received": sum(c.get(t, 0) for c in by_receiver.values()),
             "lost": measured.lost,
             "duplicates": measured.duplicates,
+            "jumps": measured.jumps,  # streams begun anew: a number further ahead than its sender could have numbered
             "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
         }
     window = max(math.ceil(run.duration_s / MAX_WINDOWS), 1)
@@ -281,6 +282,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")
+    for name, c in msgs.items():
+        if c.get("jumps"):
+            t.add_row(f"{name}: sequence jumps (new streams, not counted as lost)", str(c["jumps"]))
     for hop, lat in r["latency_ms"].items():
         t.add_row(f"latency {hop} p50 / p99 / max (ms)", f"{lat['p50']:g} / {lat['p99']:g} / {lat['max']:g}  (n={lat['count']})")
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
