@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from v2x.core import messages as m
+from v2x.core import metrics
 from v2x.core.metrics import (
     Counts,
     Histogram,
@@ -121,6 +122,41 @@ def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
     assert counts[("spat", "rsu->vehicle")].received == 5
     assert counts[("spat", "rsu->vehicle")].lost == 1
     assert latency[("spat", "rsu->vehicle")].n == 5
+
+
+def test_a_receiver_keeps_the_streams_of_the_senders_heard_lately_not_of_every_sender_ever_heard() -> None:
+    """Vehicles pass a receiver one after another (a new one every 0.5 s, each heard for 5 s at 10 Hz, one BSM of
+    each lost): what it keeps grows with the vehicles of the last minute (SILENT_S), and its totals are those of
+    every vehicle. Before, the RSU and the cloud kept every vehicle's stream for good (the RSU grew 114 -> 127 MB in
+    600 s)."""
+    clock = StepClock(1_767_225_600.0)
+    rx = Reception("cloud", m.SenderKind.CLOUD, clock)
+    body = m.Bsm(position=m.GeoPoint(31.0, 121.0), speed_mps=10.0, heading_deg=90.0)
+    vehicles, kept = 1000, []
+    stations = [Station(f"veh-{k}", m.SenderKind.VEHICLE, clock) for k in range(vehicles)]
+    for step in range(vehicles * 5 + 50):  # 0.1 s steps
+        clock.t = step / 10
+        for k in range(max(-(-(step - 49) // 5), 0), min(step // 5 + 1, vehicles)):  # vehicle k is heard from 0.5 k s for 5 s
+            frame = stations[k].encode(body, stream=f"t/bsm/{k}")
+            if step - 5 * k != 20:  # its 21st BSM lost on the way
+                assert rx.accept(Message(f"t/bsm/{k}", frame, 0, False, 0)) is not None
+        kept.append(len(rx.measure.streams))
+    counts = merge_json([rx.measure.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (counts.received, counts.lost) == (vehicles * 49, vehicles)
+    assert max(kept) <= (60 + 5 + 2) / 0.5, max(kept)  # the vehicles heard in the last minute (SILENT_S), give or take
+    assert kept[-1] < 0.2 * vehicles
+
+
+def test_closing_silent_streams_leaves_the_totals_as_they_were() -> None:
+    ms = Measurements()
+    for k in range(50):
+        _bsms(ms, [s for s in range(30) if s % 7], k * 1_000_000, f"veh-{k}")  # lost: 0, 7, 14, 21, 28; 0 unseen
+        ms.record("cloud", f"t/bsm/veh-{k}", "bsm", "vehicle->cloud", 3, k * 1_000_000 + 200_000, 1000, f"veh-{k}")  # a duplicate
+    ms.record("cloud", "t/bsm/veh-0", "bsm", "vehicle->cloud", 2**31, 3_000_000, 1000, "veh-0")  # and a jump
+    before = ms.to_json()
+    ms.close_silent(round((60 + metrics.SILENT_S) * 1e6))  # every stream silent for more than SILENT_S
+    assert not ms.streams
+    assert ms.to_json() == before
 
 
 def test_reception_drops_duplicates_and_expired_messages_and_skips_retained_latency() -> None:

@@ -35,6 +35,14 @@ SEQ_MOD = 2**32  # senders number each stream modulo this (v2x.net.station.Stati
 # clock's resolution) was not numbered by the same sender: it begins a new stream (counted as a jump).
 MAX_RATE_HZ = 1.0 / float(next(f for f in fields(Scenario) if f.name == "step_s").metadata["ge"])
 JUMP_SLACK = 16  # sequence numbers beyond that rate still taken as the same stream
+# A stream whose sender has said nothing for this long on the receiver's clock is closed and folded into the totals
+# (its numbers remembered no more): its sender has gone (a vehicle left, or moved to another tile's topic). A minute
+# is 600 periods of the 10 Hz streams (BSM, SPaT, RSM, which expire after 1 s) and six times the longest reconnect
+# backoff (10 s): a stream only interrupted (a broker outage, a stalled receiver) stays open and its gap is counted as
+# lost. A slower stream (plans, statuses, hazards) resuming after a minute starts a new stream, and a retained message
+# delivered again after that counts as received again, not as a duplicate.
+SILENT_S = 60.0  # [s]
+SWEEP_EVERY_S = 1.0  # [s] how often streams are looked at for silence
 
 
 def bucket(v: int) -> int:
@@ -231,8 +239,9 @@ class Measurements:
         self.series: dict[str, dict[int, dict[int, int]]] = {}  # hop -> sim second of generation -> coarse histogram
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
-        self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
+        self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
         self.unsequenced: dict[tuple[str, str], int] = {}  # by (message type, hop): received through a shared subscription
+        self._next_sweep_us = -math.inf
 
     def record(
         self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None, sender: str = "",
@@ -272,6 +281,17 @@ class Measurements:
         per_s = self.series.setdefault(hop, {}).setdefault(math.floor(gen_us / 1e6 - self.epoch_s), {})
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + 1
+
+    def close_silent(self, now_us: int) -> None:
+        """Close the streams whose latest message was generated more than SILENT_S before `now_us` (UTC [us], the
+        receiver's clock), folding their counts into the totals; looked at every SWEEP_EVERY_S at most. What a
+        receiver keeps then grows with the senders heard in the last SILENT_S, not with every sender ever heard."""
+        if now_us < self._next_sweep_us:
+            return
+        self._next_sweep_us = now_us + SWEEP_EVERY_S * 1e6
+        since_us = now_us - SILENT_S * 1e6
+        for key in [k for k, s in self.streams.items() if s.recent.get(s.highest, since_us) < since_us]:
+            self._close(key)
 
     def forget(self, receiver: str) -> None:
         """A receiver left (a vehicle's OBU): fold its streams into the totals."""

@@ -212,6 +212,7 @@ class Reception:
         age_us = rx_us + delay_us - h.gen_time_us
         # a retained message delivered on subscribing is as old as it is: no measure of the link
         sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
+        self.measure.close_silent(rx_us)  # senders gone silent: their streams folded into the totals
         if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id, sequenced):
             self.outcomes["duplicate"] += 1
             return None
