@@ -110,3 +110,39 @@ async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
             await rsu.wait(1.0)
             got += [m.payload for m in rsu.receive()]
     assert got == [b"plan-1", b"plan-2"]
+
+
+OUTAGE_AT_S = 38.0  # [s] sim time: four_way's first vehicles leave the network from about 40 s, some while the broker is down
+OUTAGE_S = 8.0  # [s]
+
+
+def test_an_outage_is_closed_when_the_broker_returns_though_vehicles_left_while_it_was_down(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path,
+) -> None:
+    """Vehicles that leave the network during a broker outage close their connections while it is down: they never
+    see it return. Before, their outages stayed open and the report said the broker was down "to end"."""
+    broker = broker_factory()
+    report_path = tmp_path / "r.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--duration", "60", "--broker", broker.url,
+         "--report", str(report_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(START_DELAY_S + OUTAGE_AT_S)
+    crashed_utc = time.time()
+    broker.crash()
+    time.sleep(OUTAGE_S)
+    restarted_utc = time.time()
+    broker.start()
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err[-3000:]
+    r = json.loads(report_path.read_text())
+    conn = r["connection"]
+    print("outages:", conn["outages_s"], "fleet:", conn["tiers"]["fleet"])
+    ((down, up),) = conn["outages_s"]
+    assert up is not None, conn
+    crash_s, restart_s = crashed_utc - r["epoch_utc_s"], restarted_utc - r["epoch_utc_s"]
+    assert crash_s - 0.5 <= down <= crash_s + 2.0, (crash_s, conn)
+    assert restart_s - 0.5 <= up <= restart_s + 12.0, (restart_s, conn)  # reconnect backoff is capped at 10 s
+    fleet = conn["tiers"]["fleet"]
+    assert fleet["disconnects"] > fleet["reconnects"]  # some OBUs were closed while the broker was down
