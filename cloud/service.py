@@ -93,7 +93,7 @@ class CloudSummary(ServiceSummary):
         return cls(
             sent=add_counts(p.sent for p in parts), received=add_counts(p.received for p in parts),
             bad_input=add_counts(p.bad_input for p in parts), link_drops=LinkDrops.merge(p.link_drops for p in parts),
-            connection=ConnectionSummary.merge(p.connection for p in parts),
+            connection=ConnectionSummary.merge(p.connection for p in parts), stalls_s=[s for p in parts for s in p.stalls_s],
             relayed_spat=sum(p.relayed_spat for p in parts), vehicles_seen=sum(p.vehicles_seen for p in parts),
             max_queue_by_approach=add_counts(p.max_queue_by_approach for p in parts),
             detected_hazards=[d for p in parts for d in p.detected_hazards],
@@ -177,6 +177,7 @@ class CloudService(Service):
             if duration_s is not None:
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
             await self.transport.wait(wait)
+            self.turn()
             for k, msg in enumerate(self.transport.receive(), start=1):
                 self.accept(msg)
                 if k % YIELD_EVERY == 0:

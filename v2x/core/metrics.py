@@ -192,18 +192,21 @@ class Stream:
 @dataclass
 class Counts:
     """By (message type, hop): messages received (each once), lost (sequence gaps), duplicates; jumps: streams
-    begun anew because a number came further ahead than its sender could have numbered (Stream.JUMP)."""
+    begun anew because a number came further ahead than its sender could have numbered (Stream.JUMP); expired: of
+    those received, how many arrived older than their expiry (dropped unused: a stalled or congested receiver)."""
 
     received: int = 0
     lost: int = 0
     duplicates: int = 0
     jumps: int = 0
+    expired: int = 0
 
     def add(self, other: Counts) -> None:
         self.received += other.received
         self.lost += other.lost
         self.duplicates += other.duplicates
         self.jumps += other.jumps
+        self.expired += other.expired
 
 
 COARSE_STEP = 1.1  # the coarse histogram's bucket i holds values near COARSE_STEP ** i [us]
@@ -270,6 +273,10 @@ class Measurements:
             self._stream_type[key] = (mtype, hop)
         self._latency(mtype, hop, gen_us, latency_us)
         return True
+
+    def expire(self, mtype: str, hop: str) -> None:
+        """A message just recorded arrived older than its expiry: received, but of no use."""
+        self.closed.setdefault((mtype, hop), Counts()).expired += 1
 
     def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None) -> None:
         if latency_us is None:

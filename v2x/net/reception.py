@@ -218,6 +218,7 @@ class Reception:
             return None
         max_age = self.max_age_s.get(mtype)
         if max_age is not None and age_us > max_age * 1e6:
+            self.measure.expire(mtype, hop)
             self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
             return None
         if delay_us > 0:
