@@ -194,3 +194,16 @@ def test_latency_over_time_in_windows_of_sim_time() -> None:
     assert rows[0][2] == pytest.approx(1.0, rel=0.05)
     assert rows[1][3] == pytest.approx(10.0, rel=0.05)
     assert coarse_quantile_us({coarse_bucket(123_456): 1}, 0.5) == pytest.approx(123_456, rel=0.05)
+
+
+def test_latency_series_packs_past_seconds_and_still_takes_late_arrivals_for_them() -> None:
+    ms = Measurements(0.0)
+    for sec in range(10):
+        ms.record("cloud", f"t/{sec}", "bsm", "vehicle->cloud", 0, sec * 1_000_000, 1_000 + sec)
+    assert sum(not isinstance(h, dict) for h in ms.series["vehicle->cloud"].values()) >= 7  # packed
+    ms.record("cloud", "t/late", "bsm", "vehicle->cloud", 0, 500_000, 50_000)  # generated in second 0, arriving now
+    _, _, series = merge_json([ms.to_json()])
+    per_s = series["vehicle->cloud"]
+    assert sorted(per_s) == list(range(10))
+    assert per_s[0] == {coarse_bucket(1_000): 1, coarse_bucket(50_000): 1}
+    assert per_s[9] == {coarse_bucket(1_009): 1}

@@ -10,7 +10,8 @@
   numbered since the highest (by their generation times) is not a gap of lost messages but another
   stream under the same name (a forgery, or a second sender): it starts a new stream, counted as a jump.
 - Latency over time: per hop and sim second of generation, a coarse histogram (buckets 10% wide),
-  enough to draw p50 and p99 against time in memory that grows with the run's length only.
+  enough to draw p50 and p99 against time in memory that grows with the run's length only: a second
+  more than OPEN_S behind the newest is kept as a compact array (about 300 bytes, a fifth of a dict's).
 - Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
   rsu->cloud, cloud->rsu, cloud->vehicle.
 """
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
@@ -43,6 +45,7 @@ JUMP_SLACK = 16  # sequence numbers beyond that rate still taken as the same str
 # delivered again after that counts as received again, not as a duplicate.
 SILENT_S = 60.0  # [s]
 SWEEP_EVERY_S = 1.0  # [s] how often streams are looked at for silence
+OPEN_S = 2  # [s] seconds of a hop's latency series kept as dicts behind its newest; older ones are packed
 
 
 def bucket(v: int) -> int:
@@ -239,7 +242,9 @@ class Measurements:
     def __init__(self, epoch_s: float = 0.0) -> None:
         self.epoch_s = epoch_s  # UTC [s] of sim time 0: the series is by sim second
         self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
-        self.series: dict[str, dict[int, dict[int, int]]] = {}  # hop -> sim second of generation -> coarse histogram
+        # hop -> sim second of generation -> coarse histogram: a dict, or packed (bucket, count, bucket, count...)
+        self.series: dict[str, dict[int, dict[int, int] | array[int]]] = {}
+        self._open: dict[str, set[int]] = {}  # by hop: the seconds of its series still dicts
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
@@ -285,7 +290,18 @@ class Measurements:
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
         h.record(latency_us)
-        per_s = self.series.setdefault(hop, {}).setdefault(math.floor(gen_us / 1e6 - self.epoch_s), {})
+        per_hop = self.series.setdefault(hop, {})
+        sec = math.floor(gen_us / 1e6 - self.epoch_s)
+        per_s = per_hop.get(sec)
+        if not isinstance(per_s, dict):  # a new second, or a late arrival for one packed already
+            per_s = per_hop[sec] = {} if per_s is None else dict(_bins(per_s))
+            opened = self._open.setdefault(hop, set())
+            opened.add(sec)
+            for old in [s for s in opened if s < sec - OPEN_S]:
+                opened.discard(old)
+                packed = per_hop[old]
+                if isinstance(packed, dict):
+                    per_hop[old] = array("I", [x for bc in sorted(packed.items()) for x in bc])
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + 1
 
@@ -323,8 +339,13 @@ class Measurements:
         return {
             "latency": {f"{t}|{hop}": h.to_json() for (t, hop), h in sorted(self.latency.items())},
             "counts": {f"{t}|{hop}": vars(c) for (t, hop), c in sorted(self.counts().items())},
-            "series": {hop: {str(sec): {str(b): c for b, c in h.items()} for sec, h in per.items()} for hop, per in self.series.items()},
+            "series": {hop: {str(sec): {str(b): c for b, c in _bins(h)} for sec, h in per.items()} for hop, per in self.series.items()},
         }
+
+
+def _bins(h: dict[int, int] | array[int]) -> Iterable[tuple[int, int]]:
+    """(bucket, count) of one second's coarse histogram, a dict or packed."""
+    return h.items() if isinstance(h, dict) else zip(h[0::2], h[1::2], strict=True)
 
 
 Series = dict[str, dict[int, dict[int, int]]]  # hop -> sim second -> coarse histogram
