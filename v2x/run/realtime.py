@@ -23,6 +23,7 @@ from roadside.service import RsuSummary
 from v2x.core import scenario
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
+from v2x.net.options import traced_allocations
 from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
@@ -84,7 +85,8 @@ def _run(
             fleet.trajectories = Trajectories(fleet.net)
         interrupted = False
         try:
-            asyncio.run(fleet.run(duration_s, progress))
+            with traced_allocations("v2x fleet"):
+                asyncio.run(fleet.run(duration_s, progress))
         except KeyboardInterrupt:
             interrupted = True
         res = _results(_stop(tiers))
