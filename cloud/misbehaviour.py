@@ -134,7 +134,10 @@ class Misbehaviour:
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
         self.tracks: dict[str, Track] = {}
-        self.gone: dict[str, Track] = {}  # senders that stopped sending
+        # senders that stopped sending: BSMs checked, and when and why it was flagged (None: not flagged); kept for the
+        # summary, without the track (a departed vehicle's check state is not kept: memory grows with the senders
+        # heard lately, and with only this pair per sender ever heard)
+        self.gone: dict[str, tuple[int, dict[str, Any] | None]] = {}
         self._twins: dict[tuple[str, str], tuple[float, float]] = {}  # pair moving in lockstep -> (since, distance)
         self._cells: dict[tuple[int, int], set[str]] = {}  # grid square -> senders whose latest position is in it
         self.latest_t = 0.0
@@ -265,7 +268,9 @@ class Misbehaviour:
                 self._cells[tr.cell].discard(sender)
                 if tr.speed < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
                     self._strike(tr, Counter(sudden_disappearance=FLAG_STRIKES), tr.t)
-                self.gone[sender] = tr
+                self.gone[sender] = (tr.n, _flag_of(tr))
+                for pair in [k for k in self._twins if sender in k]:
+                    del self._twins[pair]
 
     def _strike(self, tr: Track, strikes: Counter[str], t: float) -> None:
         if strikes:
@@ -277,11 +282,13 @@ class Misbehaviour:
             tr.flagged_s = t
 
     def summary(self) -> MisbehaviourSummary:
-        every = {**self.gone, **self.tracks}
+        every = {**self.gone, **{s: (tr.n, _flag_of(tr)) for s, tr in self.tracks.items()}}
         return MisbehaviourSummary(
-            {s: tr.n for s, tr in sorted(every.items())},
-            {
-                s: {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}
-                for s, tr in sorted(every.items()) if tr.flagged_s is not None
-            },
+            {s: n for s, (n, _) in sorted(every.items())},
+            {s: flag for s, (_, flag) in sorted(every.items()) if flag is not None},
         )
+
+
+def _flag_of(tr: Track) -> dict[str, Any] | None:
+    """When a sender was flagged and its strikes by check, for the summary (None: not flagged)."""
+    return None if tr.flagged_s is None else {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}

@@ -55,6 +55,10 @@ YIELD_EVERY = 16  # real time: messages handled between reads of the connection
 TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
 QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is queued
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
+# [s] a vehicle not heard for this long is let go from the picture (its latest BSM, the approach it was on): ten
+# times FRESH_S, so that one only interrupted (a broker outage) keeps its approach and is not counted arriving again;
+# the picture then holds the vehicles heard lately, not every vehicle ever heard
+GONE_S = 10.0
 QUEUE_EVERY_S = 1.0  # [s] how often the queue picture is refreshed
 PLAN_VALID_CYCLES = 2.0  # a plan is not to be applied later than this many of its cycles after the cloud sent it
 RSI_RELEVANCE_M = 300.0  # [m] a hazard's RSI goes to every tile within this distance of it
@@ -92,6 +96,7 @@ class CloudSummary(ServiceSummary):
             bad_input=add_counts(p.bad_input for p in parts), rejected_by_type=add_counts(p.rejected_by_type for p in parts),
             link_drops=LinkDrops.merge(p.link_drops for p in parts),
             connection=ConnectionSummary.merge(p.connection for p in parts), dropped=add_counts(p.dropped for p in parts),
+            stalls_s=[s for p in parts for s in p.stalls_s],
             relayed_spat=sum(p.relayed_spat for p in parts), vehicles_seen=sum(p.vehicles_seen for p in parts),
             max_queue_by_approach=add_counts(p.max_queue_by_approach for p in parts),
             detected_hazards=[d for p in parts for d in p.detected_hazards],
@@ -120,7 +125,8 @@ class CloudService(Service):
         self.area = net.shard_area(*instance) if instance[1] > 1 else None
         self.share = share
         self.topics = topics
-        self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time)
+        self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time), heard in the last GONE_S
+        self.seen: set[str] = set()  # every vehicle heard, for the summary
         self.rsus: dict[str, RsuLiveness] = {}
         self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
@@ -188,6 +194,7 @@ class CloudService(Service):
             if duration_s is not None:
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
             await self.transport.wait(wait)
+            self.turn()
             for k, msg in enumerate(self.transport.receive(), start=1):
                 self.accept(msg)
                 if k % YIELD_EVERY == 0:
@@ -201,6 +208,9 @@ class CloudService(Service):
         self.misbehaviour.sweep(now)
         if now + 1e-6 >= self._next_queue_s:
             self._next_queue_s = now + QUEUE_EVERY_S
+            for sid in [sid for sid, (_, at) in self.vehicles.items() if now - at > GONE_S]:
+                del self.vehicles[sid]
+                self._approach_of.pop(sid, None)
             self.queues = self.survey(now)
             for k, n in self.queues.items():
                 self.max_queues[k] = max(self.max_queues[k], n)
@@ -340,7 +350,7 @@ class CloudService(Service):
 
     def summary(self) -> CloudSummary:
         return self._summary(
-            CloudSummary, relayed_spat=self.counters.relayed_spat, vehicles_seen=len(self.vehicles),
+            CloudSummary, relayed_spat=self.counters.relayed_spat, vehicles_seen=len(self.seen),
             max_queue_by_approach=dict(sorted(self.max_queues.items())), detected_hazards=self.detected_log,
             misbehaviour=self.misbehaviour.summary(),
         )
@@ -352,6 +362,7 @@ class CloudService(Service):
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
             self.vehicles[frame.header.sender_id] = (body, now)
+            self.seen.add(frame.header.sender_id)
             bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
             self.misbehaviour.bsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg)
             if m.VehicleEvent.HARD_BRAKING in body.events:

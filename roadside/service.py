@@ -285,6 +285,7 @@ class RsuService(Service):
         await self.start()
         await asyncio.sleep(max(-self.clock.sim_s(), 0.0))  # every tier begins at sim time 0
         while duration_s is None or self.clock.sim_s() < duration_s:
+            self.turn()
             self.receive()
             self.tick(self.clock.sim_s())
             await asyncio.sleep(max(self.next_due_s() - self.clock.sim_s(), 0.0))

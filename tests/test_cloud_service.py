@@ -169,3 +169,43 @@ def test_the_cloud_counts_the_queue_on_each_approach_from_bsms() -> None:
             truth[key] = truth.get(key, 0) + 1
     assert sum(truth.values()) >= 5  # there is a queue to find
     assert cloud.survey(clock.t) == dict(sorted(truth.items()))
+
+
+def test_the_clouds_picture_holds_the_vehicles_heard_lately_not_every_vehicle_ever_heard() -> None:
+    """Ten minutes of four_way's traffic (offline, no broker) as BSMs into the cloud service: its picture of the
+    vehicles and its misbehaviour checks' tracks hold those heard in the last seconds; what it keeps of each departed
+    vehicle is a count for the summary. Before, both kept every vehicle that ever passed."""
+    import dataclasses
+
+    from cloud.service import CloudService
+    from v2x.core import scenario
+    from v2x.core.topics import Topics
+    from v2x.net.station import StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+    from v2x.run.offline import OfflineRun
+    from v2x.vehicle.bsm import build_bsms
+
+    sc = dataclasses.replace(scenario.load(scenario.resolve("four_way")), events=())
+    run = OfflineRun(sc)
+    clock = StepClock(1_767_225_600.0)
+    svc = CloudService(run.net, MemoryTransport(MemoryBroker(), "cloud"), Topics("t/v2x/v1"), clock, events=None)
+    seq: dict[str, int] = {}
+    held, present = [], []
+    for _ in range(round(600 / sc.step_s)):
+        run.step()
+        clock.t = run.traffic.t
+        for vid, bsm in build_bsms(run.traffic, run.net.frame):
+            sid = f"veh-{vid}"
+            seq[sid] = seq.get(sid, -1) + 1
+            header = m.Header(sid, m.SenderKind.VEHICLE, seq[sid], clock.utc_us(), round(clock.t * 1000))
+            svc.handle(f"t/v2x/v1/bsm/{sid}", m.Frame(header, bsm))
+        svc.tick(clock.t)
+        held.append(max(len(svc.vehicles), len(svc.misbehaviour.tracks)))
+        present.append(run.traffic.n)
+    assert svc.summary().vehicles_seen == len(seq) > 200
+    assert len(svc.misbehaviour.summary().senders) == len(seq)
+    # at most the vehicles present in the last 10 s (cloud.service.GONE_S) and a survey period, and those that entered meanwhile
+    steps = round(11.0 / sc.step_s)
+    arrived = max(len(seq) / 600 * 11.0 * 3, 10)  # three times the mean arrival rate over that time
+    assert max(held) <= max(present) + arrived, (max(held), max(present), arrived)
+    assert held[-1] <= max(present[-steps:]) + arrived

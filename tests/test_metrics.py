@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from v2x.core import messages as m
+from v2x.core import metrics
 from v2x.core.metrics import (
+    Counts,
     Histogram,
     Measurements,
     Stream,
@@ -22,6 +24,8 @@ from v2x.core.metrics import (
 from v2x.net.reception import Reception
 from v2x.net.station import Station, StepClock
 from v2x.net.transport import Message
+
+SEQ_MOD = 2**32  # stations number each stream modulo this (Station.encode)
 
 
 @given(st.integers(min_value=0, max_value=10**12))
@@ -69,6 +73,44 @@ def test_a_stream_counts_gaps_as_lost_and_repeats_as_duplicates() -> None:
     assert s.unique == 5
 
 
+def _bsms(ms: Measurements, seqs: range | list[int], t0_us: int, sender: str = "veh-1") -> None:
+    """BSMs `seqs` from `sender` at 10 Hz from `t0_us`, as the cloud receives them."""
+    for k, seq in enumerate(seqs):
+        ms.record("cloud", f"t/bsm/{sender}", "bsm", "vehicle->cloud", seq % SEQ_MOD, t0_us + k * 100_000, 1000, sender)
+
+
+def test_a_number_further_ahead_than_its_sender_could_have_numbered_starts_a_new_stream_counted_as_a_jump() -> None:
+    ms = Measurements()
+    _bsms(ms, range(100), 0)  # 0..99 at 10 Hz: up to 9.9 s
+    # forged: "veh-1" numbering 2^31, and its highest + 1000, 50 ms after its last
+    ms.record("cloud", "t/bsm/veh-1", "bsm", "vehicle->cloud", 2**31, 9_950_000, 1000, "veh-1")
+    _bsms(ms, range(100, 150), 10_000_000)
+    ms.record("cloud", "t/bsm/veh-1", "bsm", "vehicle->cloud", 1149, 15_010_000, 1000, "veh-1")
+    _bsms(ms, range(150, 200), 15_000_000)
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (202, 0)
+    assert c.jumps == 2
+    # a genuine gap: ten seconds of silence, then the numbers the sender took meanwhile (a 10 Hz stream, 100 of them)
+    _bsms(ms, range(300, 310), 30_000_000)
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (212, 100)
+    assert c.jumps == 2
+
+
+def test_a_stream_carries_on_across_the_wrap_of_its_sequence_numbers() -> None:
+    ms = Measurements()
+    _bsms(ms, [SEQ_MOD - 3, SEQ_MOD - 2, SEQ_MOD - 1, SEQ_MOD + 1, SEQ_MOD + 2], 0)  # numbers 0 lost past the wrap
+    c = merge_json([ms.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (c.received, c.lost) == (5, 1)
+    assert len(ms.streams) == 1
+    assert c.jumps == 0
+
+
+def test_counts_from_a_report_written_before_jumps_were_counted_still_load() -> None:
+    _, counts, _ = merge_json([{"counts": {"bsm|vehicle->cloud": {"received": 3, "lost": 1, "duplicates": 0}}}])
+    assert counts[("bsm", "vehicle->cloud")] == Counts(received=3, lost=1, duplicates=0, jumps=0)
+
+
 def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
     ms = Measurements()
     for seq in (0, 1, 3):
@@ -80,6 +122,41 @@ def test_measurements_fold_a_departed_receiver_into_the_totals() -> None:
     assert counts[("spat", "rsu->vehicle")].received == 5
     assert counts[("spat", "rsu->vehicle")].lost == 1
     assert latency[("spat", "rsu->vehicle")].n == 5
+
+
+def test_a_receiver_keeps_the_streams_of_the_senders_heard_lately_not_of_every_sender_ever_heard() -> None:
+    """Vehicles pass a receiver one after another (a new one every 0.5 s, each heard for 5 s at 10 Hz, one BSM of
+    each lost): what it keeps grows with the vehicles of the last minute (SILENT_S), and its totals are those of
+    every vehicle. Before, the RSU and the cloud kept every vehicle's stream for good (the RSU grew 114 -> 127 MB in
+    600 s)."""
+    clock = StepClock(1_767_225_600.0)
+    rx = Reception("cloud", m.SenderKind.CLOUD, clock)
+    body = m.Bsm(position=m.GeoPoint(31.0, 121.0), speed_mps=10.0, heading_deg=90.0)
+    vehicles, kept = 1000, []
+    stations = [Station(f"veh-{k}", m.SenderKind.VEHICLE, clock) for k in range(vehicles)]
+    for step in range(vehicles * 5 + 50):  # 0.1 s steps
+        clock.t = step / 10
+        for k in range(max(-(-(step - 49) // 5), 0), min(step // 5 + 1, vehicles)):  # vehicle k is heard from 0.5 k s for 5 s
+            frame = stations[k].encode(body, stream=f"t/bsm/{k}")
+            if step - 5 * k != 20:  # its 21st BSM lost on the way
+                assert rx.accept(Message(f"t/bsm/{k}", frame, 0, False, 0)) is not None
+        kept.append(len(rx.measure.streams))
+    counts = merge_json([rx.measure.to_json()])[1][("bsm", "vehicle->cloud")]
+    assert (counts.received, counts.lost) == (vehicles * 49, vehicles)
+    assert max(kept) <= (60 + 5 + 2) / 0.5, max(kept)  # the vehicles heard in the last minute (SILENT_S), give or take
+    assert kept[-1] < 0.2 * vehicles
+
+
+def test_closing_silent_streams_leaves_the_totals_as_they_were() -> None:
+    ms = Measurements()
+    for k in range(50):
+        _bsms(ms, [s for s in range(30) if s % 7], k * 1_000_000, f"veh-{k}")  # lost: 0, 7, 14, 21, 28; 0 unseen
+        ms.record("cloud", f"t/bsm/veh-{k}", "bsm", "vehicle->cloud", 3, k * 1_000_000 + 200_000, 1000, f"veh-{k}")  # a duplicate
+    ms.record("cloud", "t/bsm/veh-0", "bsm", "vehicle->cloud", 2**31, 3_000_000, 1000, "veh-0")  # and a jump
+    before = ms.to_json()
+    ms.close_silent(round((60 + metrics.SILENT_S) * 1e6))  # every stream silent for more than SILENT_S
+    assert not ms.streams
+    assert ms.to_json() == before
 
 
 def test_reception_drops_duplicates_and_expired_messages_and_skips_retained_latency() -> None:
@@ -117,3 +194,16 @@ def test_latency_over_time_in_windows_of_sim_time() -> None:
     assert rows[0][2] == pytest.approx(1.0, rel=0.05)
     assert rows[1][3] == pytest.approx(10.0, rel=0.05)
     assert coarse_quantile_us({coarse_bucket(123_456): 1}, 0.5) == pytest.approx(123_456, rel=0.05)
+
+
+def test_latency_series_packs_past_seconds_and_still_takes_late_arrivals_for_them() -> None:
+    ms = Measurements(0.0)
+    for sec in range(10):
+        ms.record("cloud", f"t/{sec}", "bsm", "vehicle->cloud", 0, sec * 1_000_000, 1_000 + sec)
+    assert sum(not isinstance(h, dict) for h in ms.series["vehicle->cloud"].values()) >= 7  # packed
+    ms.record("cloud", "t/late", "bsm", "vehicle->cloud", 0, 500_000, 50_000)  # generated in second 0, arriving now
+    _, _, series = merge_json([ms.to_json()])
+    per_s = series["vehicle->cloud"]
+    assert sorted(per_s) == list(range(10))
+    assert per_s[0] == {coarse_bucket(1_000): 1, coarse_bucket(50_000): 1}
+    assert per_s[9] == {coarse_bucket(1_009): 1}

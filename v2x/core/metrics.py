@@ -5,10 +5,13 @@
   2,048 us, within 1/1024 above, in memory that grows with the spread of values, never
   with their number. Histograms merge, so a report can add up every receiver's.
 - Loss and duplicates come from sequence numbers: a sender numbers each stream (one message
-  type on one topic) 0, 1, 2...; a receiver keeps, per stream, the first and highest number
-  it saw and the numbers it saw recently.
+  type on one topic) 0, 1, 2... (modulo 2**32); a receiver keeps, per stream, the first and highest number
+  it saw and the numbers it saw recently. A number further ahead than the sender could have
+  numbered since the highest (by their generation times) is not a gap of lost messages but another
+  stream under the same name (a forgery, or a second sender): it starts a new stream, counted as a jump.
 - Latency over time: per hop and sim second of generation, a coarse histogram (buckets 10% wide),
-  enough to draw p50 and p99 against time in memory that grows with the run's length only.
+  enough to draw p50 and p99 against time in memory that grows with the run's length only: a second
+  more than OPEN_S behind the newest is kept as a compact array (about 300 bytes, a fifth of a dict's).
 - Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
   rsu->cloud, cloud->rsu, cloud->vehicle.
 """
@@ -16,14 +19,33 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
+
+from v2x.core.scenario import Scenario
 
 _EXACT = 2048  # values below this are their own bucket
 _HALF = 1024  # sub-buckets per power of two above it
 
 DUP_WINDOW = 4096  # sequence numbers remembered per stream, to tell a duplicate from a late arrival
+SEQ_MOD = 2**32  # senders number each stream modulo this (v2x.net.station.Station.encode)
+# A station numbers a stream at most once per step, and no scenario's step is shorter than its schema allows
+# (Scenario.step_s, at least 0.01 s): 100 numbers per second of the sender's clock at the most. A number further
+# ahead of the highest than that rate allows over the generation times between them (plus a little slack for a
+# clock's resolution) was not numbered by the same sender: it begins a new stream (counted as a jump).
+MAX_RATE_HZ = 1.0 / float(next(f for f in fields(Scenario) if f.name == "step_s").metadata["ge"])
+JUMP_SLACK = 16  # sequence numbers beyond that rate still taken as the same stream
+# A stream whose sender has said nothing for this long on the receiver's clock is closed and folded into the totals
+# (its numbers remembered no more): its sender has gone (a vehicle left, or moved to another tile's topic). A minute
+# is 600 periods of the 10 Hz streams (BSM, SPaT, RSM, which expire after 1 s) and six times the longest reconnect
+# backoff (10 s): a stream only interrupted (a broker outage, a stalled receiver) stays open and its gap is counted as
+# lost. A slower stream (plans, statuses, hazards) resuming after a minute starts a new stream, and a retained message
+# delivered again after that counts as received again, not as a duplicate.
+SILENT_S = 60.0  # [s]
+SWEEP_EVERY_S = 1.0  # [s] how often streams are looked at for silence
+OPEN_S = 2  # [s] seconds of a hop's latency series kept as dicts behind its newest; older ones are packed
 
 
 def bucket(v: int) -> int:
@@ -112,7 +134,12 @@ class Stream:
 
     A duplicate repeats a sequence number with the same generation time. The same number
     with another time, or a number far behind the highest, means the sender started over
-    (a restart, or a Last Will built at connect time): the caller begins a new stream.
+    (a restart, or a Last Will built at connect time): the caller begins a new stream. A number
+    further from the highest than one sender could have numbered in the time between their
+    generation (MAX_RATE_HZ, plus JUMP_SLACK), or on the wrong side of it in time, is another sender
+    under the same name (a forged frame, or the stream it interrupted resuming): ahead, a JUMP; behind,
+    a RESTART; the caller begins a new stream either way rather than count the numbers between as lost.
+    Numbers wrap at SEQ_MOD: `first` and `highest` count on past it, so a stream may outlast the wrap.
     """
 
     first: int
@@ -124,9 +151,12 @@ class Stream:
     NEW: ClassVar[int] = 0
     DUPLICATE: ClassVar[int] = 1
     RESTART: ClassVar[int] = 2
+    JUMP: ClassVar[int] = 3
 
     def see(self, seq: int, gen_us: int) -> int:
-        """Record a sequence number: NEW, DUPLICATE, or RESTART (not recorded here)."""
+        """Record a sequence number: NEW, DUPLICATE, or RESTART or JUMP (not recorded here)."""
+        ahead = (seq - self.highest) % SEQ_MOD  # the nearer way round the wrap, ahead or behind
+        seq = self.highest + ahead if ahead < SEQ_MOD // 2 else self.highest + ahead - SEQ_MOD
         seen = self.recent.get(seq)
         if seen is not None:
             if seen == gen_us:
@@ -135,6 +165,8 @@ class Stream:
             return Stream.RESTART
         if seq < self.highest - DUP_WINDOW:
             return Stream.RESTART
+        if not self._numbered_by_one(seq, gen_us):
+            return Stream.JUMP if seq > self.highest else Stream.RESTART
         self.recent[seq] = gen_us
         self.unique += 1
         if seq > self.highest:
@@ -146,6 +178,15 @@ class Stream:
             self.recent = {k: v for k, v in self.recent.items() if k >= floor}
         return Stream.NEW
 
+    def _numbered_by_one(self, seq: int, gen_us: int) -> bool:
+        """Whether one sender could have numbered the highest and `seq` (generated at `gen_us`): no more numbers
+        apart than MAX_RATE_HZ allows over the time between them, in the same order (a later number, a later time)."""
+        last_us = self.recent.get(self.highest)
+        if last_us is None:
+            return seq - self.highest <= DUP_WINDOW
+        apart_us = gen_us - last_us if seq > self.highest else last_us - gen_us
+        return abs(seq - self.highest) <= JUMP_SLACK + max(apart_us, 0) * MAX_RATE_HZ / 1e6
+
     @property
     def lost(self) -> int:
         return self.highest - self.first + 1 - self.unique
@@ -153,14 +194,22 @@ class Stream:
 
 @dataclass
 class Counts:
+    """By (message type, hop): messages received (each once), lost (sequence gaps), duplicates; jumps: streams
+    begun anew because a number came further ahead than its sender could have numbered (Stream.JUMP); expired: of
+    those received, how many arrived older than their expiry (dropped unused: a stalled or congested receiver)."""
+
     received: int = 0
     lost: int = 0
     duplicates: int = 0
+    jumps: int = 0
+    expired: int = 0
 
     def add(self, other: Counts) -> None:
         self.received += other.received
         self.lost += other.lost
         self.duplicates += other.duplicates
+        self.jumps += other.jumps
+        self.expired += other.expired
 
 
 COARSE_STEP = 1.1  # the coarse histogram's bucket i holds values near COARSE_STEP ** i [us]
@@ -193,11 +242,14 @@ class Measurements:
     def __init__(self, epoch_s: float = 0.0) -> None:
         self.epoch_s = epoch_s  # UTC [s] of sim time 0: the series is by sim second
         self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
-        self.series: dict[str, dict[int, dict[int, int]]] = {}  # hop -> sim second of generation -> coarse histogram
+        # hop -> sim second of generation -> coarse histogram: a dict, or packed (bucket, count, bucket, count...)
+        self.series: dict[str, dict[int, dict[int, int] | array[int]]] = {}
+        self._open: dict[str, set[int]] = {}  # by hop: the seconds of its series still dicts
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
-        self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver has gone
+        self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
         self.unsequenced: dict[tuple[str, str], int] = {}  # by (message type, hop): received through a shared subscription
+        self._next_sweep_us = -math.inf
 
     def record(
         self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None, sender: str = "",
@@ -217,13 +269,19 @@ class Measurements:
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
         if seen == Stream.DUPLICATE:
             return False
-        if seen == Stream.RESTART:
+        if seen != Stream.NEW:
             if stream is not None:
                 self._close(key)
+            if seen == Stream.JUMP:
+                self.closed.setdefault((mtype, hop), Counts()).jumps += 1
             self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
             self._stream_type[key] = (mtype, hop)
         self._latency(mtype, hop, gen_us, latency_us)
         return True
+
+    def expire(self, mtype: str, hop: str) -> None:
+        """A message just recorded arrived older than its expiry: received, but of no use."""
+        self.closed.setdefault((mtype, hop), Counts()).expired += 1
 
     def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None) -> None:
         if latency_us is None:
@@ -232,9 +290,31 @@ class Measurements:
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
         h.record(latency_us)
-        per_s = self.series.setdefault(hop, {}).setdefault(math.floor(gen_us / 1e6 - self.epoch_s), {})
+        per_hop = self.series.setdefault(hop, {})
+        sec = math.floor(gen_us / 1e6 - self.epoch_s)
+        per_s = per_hop.get(sec)
+        if not isinstance(per_s, dict):  # a new second, or a late arrival for one packed already
+            per_s = per_hop[sec] = {} if per_s is None else dict(_bins(per_s))
+            opened = self._open.setdefault(hop, set())
+            opened.add(sec)
+            for old in [s for s in opened if s < sec - OPEN_S]:
+                opened.discard(old)
+                packed = per_hop[old]
+                if isinstance(packed, dict):
+                    per_hop[old] = array("I", [x for bc in sorted(packed.items()) for x in bc])
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + 1
+
+    def close_silent(self, now_us: int) -> None:
+        """Close the streams whose latest message was generated more than SILENT_S before `now_us` (UTC [us], the
+        receiver's clock), folding their counts into the totals; looked at every SWEEP_EVERY_S at most. What a
+        receiver keeps then grows with the senders heard in the last SILENT_S, not with every sender ever heard."""
+        if now_us < self._next_sweep_us:
+            return
+        self._next_sweep_us = now_us + SWEEP_EVERY_S * 1e6
+        since_us = now_us - SILENT_S * 1e6
+        for key in [k for k, s in self.streams.items() if s.recent.get(s.highest, since_us) < since_us]:
+            self._close(key)
 
     def forget(self, receiver: str) -> None:
         """A receiver left (a vehicle's OBU): fold its streams into the totals."""
@@ -248,7 +328,7 @@ class Measurements:
 
     def counts(self) -> dict[tuple[str, str], Counts]:
         """Received, lost and duplicates by (message type, hop); a shared subscription's share counts as received only."""
-        out: dict[tuple[str, str], Counts] = {k: Counts(c.received, c.lost, c.duplicates) for k, c in self.closed.items()}
+        out: dict[tuple[str, str], Counts] = {k: Counts(**vars(c)) for k, c in self.closed.items()}
         for k, n in self.unsequenced.items():
             out.setdefault(k, Counts()).add(Counts(n, 0, 0))
         for key, s in self.streams.items():
@@ -259,8 +339,13 @@ class Measurements:
         return {
             "latency": {f"{t}|{hop}": h.to_json() for (t, hop), h in sorted(self.latency.items())},
             "counts": {f"{t}|{hop}": vars(c) for (t, hop), c in sorted(self.counts().items())},
-            "series": {hop: {str(sec): {str(b): c for b, c in h.items()} for sec, h in per.items()} for hop, per in self.series.items()},
+            "series": {hop: {str(sec): {str(b): c for b, c in _bins(h)} for sec, h in per.items()} for hop, per in self.series.items()},
         }
+
+
+def _bins(h: dict[int, int] | array[int]) -> Iterable[tuple[int, int]]:
+    """(bucket, count) of one second's coarse histogram, a dict or packed."""
+    return h.items() if isinstance(h, dict) else zip(h[0::2], h[1::2], strict=True)
 
 
 Series = dict[str, dict[int, dict[int, int]]]  # hop -> sim second -> coarse histogram

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
+import threading
+import tracemalloc
 import typing
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +27,45 @@ from v2x.net.signing import Authority
 from v2x.net.transport import MqttVersion
 
 T = TypeVar("T")
+# "DIR:SECONDS": a tier traces its Python allocations and, when it ends, writes to DIR the sites that grew most
+# between SECONDS after it started and its end (bench.soak --tracemalloc: where a process that keeps growing keeps it)
+TRACEMALLOC_ENV = "V2X_TRACEMALLOC"
+TRACEMALLOC_TOP = 25  # allocation sites written
+
+
+@contextlib.contextmanager
+def traced_allocations(prog: str) -> Iterator[None]:
+    """With TRACEMALLOC_ENV set, trace this process's allocations while the block runs (see TRACEMALLOC_ENV)."""
+    setting = os.environ.get(TRACEMALLOC_ENV)
+    if not setting:
+        yield
+        return
+    where, _, after = setting.rpartition(":")
+    tracemalloc.start(1)  # the allocating line only: deeper tracebacks slow the fleet below real time
+    taken: list[tracemalloc.Snapshot] = []
+    done = threading.Event()
+
+    def snapshot_later() -> None:
+        if not done.wait(float(after)):
+            taken.append(tracemalloc.take_snapshot())
+
+    threading.Thread(target=snapshot_later, name="tracemalloc-snapshot", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+        end = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        lines = [f"{prog} (pid {os.getpid()}): allocation sites that grew most from {after} s to the end"]
+        if taken:
+            grew = sorted(end.compare_to(taken[0], "traceback"), key=lambda d: d.size_diff, reverse=True)
+            stats = [(f"+{d.size_diff / 1024:.1f} KiB (now {d.size / 1024:.1f} KiB, {d.count_diff:+d} blocks)", d.traceback) for d in grew]
+        else:
+            lines.append(f"(ended before {after} s: the largest sites at the end)")
+            stats = [(f"{st.size / 1024:.1f} KiB ({st.count} blocks)", st.traceback) for st in end.statistics("traceback")]
+        for what, tb in stats[:TRACEMALLOC_TOP]:
+            lines += [what, *tb.format()]
+        Path(where, f"{prog.replace(' ', '-')}-{os.getpid()}.txt").write_text("\n".join(lines) + "\n")
 
 
 def add_common(
@@ -165,7 +208,8 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
     """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
     code = 0
     try:
-        asyncio.run(main)
+        with traced_allocations(prog):
+            asyncio.run(main)
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was done
     except (BrokerError, BaseExceptionGroup) as e:  # a TaskGroup's services raise in a group

@@ -224,11 +224,13 @@ class Reception:
         age_us = rx_us + delay_us - h.gen_time_us
         # a retained message delivered on subscribing is as old as it is: no measure of the link
         sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
+        self.measure.close_silent(rx_us)  # senders gone silent: their streams folded into the totals
         if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id, sequenced):
             self.outcomes["duplicate"] += 1
             return None
         max_age = self.max_age_s.get(mtype)
         if max_age is not None and age_us > max_age * 1e6:
+            self.measure.expire(mtype, hop)
             self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
             return None
         if delay_us > 0:

@@ -43,9 +43,13 @@ class ServiceSummary(JsonRecord):
     connection: ConnectionSummary = field(default_factory=ConnectionSummary)
     # its connection's own drops: in (inbox full, before it is read), out (outbox full, or QoS 0 while disconnected)
     dropped: dict[str, int] = field(default_factory=dict)
+    stalls_s: list[list[float]] = field(default_factory=list)  # [from, to] sim time [s] its loop did not run (> STALL_S)
 
 
 S = TypeVar("S", bound=ServiceSummary)
+# [s] a service's loop runs at least every 0.1 s (SPaT at 10 Hz, the cloud's tick): a gap of ten times that between
+# two turns is a stall (the process stopped, or starved of CPU), in which it read nothing and its messages waited
+STALL_S = 1.0
 
 
 class Service:
@@ -84,6 +88,15 @@ class Service:
         self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1)
         for topic in retained:
             self.station.clear(topic)
+        self.stalls: list[list[float]] = []  # [from, to] sim time [s] of each stall of its loop (real time)
+        self._turn_s: float | None = None
+
+    def turn(self) -> None:
+        """One turn of the real-time loop: a gap of more than STALL_S since the last is recorded as a stall."""
+        now = self.clock.sim_s()
+        if self._turn_s is not None and now - self._turn_s > STALL_S:
+            self.stalls.append([round(self._turn_s, 2), round(now, 2)])
+        self._turn_s = now
 
     def will(self) -> Will:
         """Its Last Will, made when it connects (signed like its other messages once `sign_with` was called)."""
@@ -133,6 +146,6 @@ class Service:
             sent=dict(self.sent), received=dict(self.received), bad_input=dict(self.bad.counts),
             rejected_by_type=dict(self.bad.rejected_by_type),
             measurements=self.reception.measure.to_json(), link_drops=self.reception.link_drops(),
-            connection=outage_summary([self.transport.stats], self.clock.epoch_s),
+            connection=outage_summary([self.transport.stats], self.clock.epoch_s), stalls_s=self.stalls,
             dropped={"transport_in": self.transport.stats.dropped_in, "transport_out": self.transport.stats.dropped_out}, **own,
         )

@@ -23,6 +23,7 @@ Library errors are translated into `BrokerError` at this boundary.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -84,6 +85,7 @@ class TransportStats:
     disconnects: int = 0  # connections lost (not closed by us)
     sessions_lost: int = 0  # reconnects whose CONNACK said no session was present (the broker kept nothing of ours)
     outages: list[list[float]] = field(default_factory=list)  # [down, up] UTC [s] of each lost connection; up NaN: still down
+    closed_s: float = math.nan  # UTC [s] the transport was closed (NaN: still open)
 
 
 @dataclass
@@ -103,13 +105,23 @@ class ConnectionSummary(JsonRecord):
 
 
 def outage_summary(stats: Iterable[TransportStats], epoch_s: float) -> ConnectionSummary:
-    """Lost connections of one or many transports, with their down intervals merged."""
+    """Lost connections of one or many transports (of one process), with their down intervals merged.
+
+    A connection closed while it was down (a vehicle that left the network during a broker outage) never sees the
+    broker return: its outage ends when another of the transports reconnected after it began, the broker being back
+    then. Without such evidence (no connection came back before the end) it stays open ("to end")."""
+    sts = list(stats)
+    back = sorted(up for st in sts for _, up in st.outages if not math.isnan(up))  # when any connection reconnected
     spans: list[tuple[float, float | None]] = []
     disconnects = reconnects = 0
-    for st in stats:
+    for st in sts:
         disconnects += st.disconnects
         reconnects += st.reconnects
-        spans.extend((round(down - epoch_s, 2), None if math.isnan(up) else round(up - epoch_s, 2)) for down, up in st.outages)
+        for down, up in st.outages:
+            if math.isnan(up) and not math.isnan(st.closed_s):
+                k = bisect.bisect_left(back, down)
+                up = back[k] if k < len(back) else up
+            spans.append((round(down - epoch_s, 2), None if math.isnan(up) else round(up - epoch_s, 2)))
     return ConnectionSummary(disconnects, reconnects, merge_spans(spans))
 
 
@@ -514,6 +526,7 @@ class MqttTransport(_Inbox):
     async def close(self) -> None:
         """Disconnect cleanly (the broker does not publish the Will)."""
         self._closing = True
+        self.stats.closed_s = time.time()
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -763,6 +776,7 @@ class MemoryTransport(_Inbox):
     async def close(self) -> None:
         self.broker.clients.pop(self.client_id, None)
         self._connected = False
+        self.stats.closed_s = time.time()
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: int | None = None

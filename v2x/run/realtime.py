@@ -25,6 +25,7 @@ from v2x.core import scenario
 from v2x.core.errors import BrokerError
 from v2x.core.trajectories import Trajectories
 from v2x.net.connection import Connection
+from v2x.net.options import traced_allocations
 from v2x.net.security import TIER_ROLES
 from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
@@ -98,7 +99,8 @@ def _run(
         interrupted = False
         failure: BrokerError | None = None
         try:
-            asyncio.run(fleet.run(duration_s, progress))
+            with traced_allocations("v2x fleet"):
+                asyncio.run(fleet.run(duration_s, progress))
         except KeyboardInterrupt:
             interrupted = True
         except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard

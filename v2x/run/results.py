@@ -79,6 +79,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     }
     receivers: list[FleetSummary | ServiceSummary] = [*(res.fleets or ([fs] if fs else [])), *(res.clouds or ([cloud] if cloud else [])), *rsus]
     latency, counts, series = merge_json(p.measurements for p in receivers)
+    unseen = _bsms_unseen(res, counts)
     by_type_counts: dict[str, Counts] = {}
     by_hop_counts: dict[str, Counts] = {}
     for (t, hop), c in counts.items():
@@ -92,6 +93,8 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
             "received": sum(c.get(t, 0) for c in by_receiver.values()),
             "lost": measured.lost,
             "duplicates": measured.duplicates,
+            "jumps": measured.jumps,  # streams begun anew: a number further ahead than its sender could have numbered
+            "expired": measured.expired,  # received too old to use (a stalled or congested receiver)
             "received_by": {who: c[t] for who, c in by_receiver.items() if c.get(t)},
         }
     window = max(math.ceil(run.duration_s / MAX_WINDOWS), 1)
@@ -132,8 +135,11 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "fleet_tick": tick,
         "steady": None if run.warmup_s is None else _steady(run.warmup_s, series, tick),
         "loss_by_hop": {
-            hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4)} for hop, c in sorted(by_hop_counts.items())
+            hop: {**vars(c), "loss": round(c.lost / max(c.received + c.lost, 1), 4), **({"unseen": unseen} if hop == "vehicle->cloud" else {})}
+            for hop, c in sorted(by_hop_counts.items())
         },
+        # [from, to] sim time [s] each service's loop did not run for more than STALL_S (stopped, or starved of CPU)
+        "stalls_s": {**({"cloud": cloud.stalls_s} if cloud else {}), **{r.rsu or str(k): r.stalls_s for k, r in enumerate(rsus)}},
         "vehicles": fs.vehicles.to_json() if fs else {},
         "traffic": _traffic(fs, rsus),
         "events": {
@@ -174,6 +180,22 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     if res.lockstep is not None:
         report["lockstep"] = res.lockstep
     return report
+
+
+def _bsms_unseen(res: Results, counts: dict[tuple[str, str], Counts]) -> int:
+    """BSMs the vehicles generated (sent, or a sequence number spent while their connection was down) that the cloud
+    neither received nor saw missing from a sequence gap, added to its lost ones (`counts` is changed): the ends of
+    streams that a receiver could not hear (a vehicle that left, or moved to another tile's topic, while the cloud was
+    stalled or cut off) leave no gap behind. One cloud hears every BSM of the run (it subscribes to all of them before
+    sim time 0, when the first vehicle may appear), so what it did not receive was lost to it. Several instances each
+    hear their own sites' tiles: not added up then (0)."""
+    fs = res.fleet
+    if fs is None or res.cloud is None or len(res.clouds) > 1:
+        return 0
+    c = counts.setdefault(("bsm", "vehicle->cloud"), Counts())
+    unseen = max(fs.messages.sent.get("bsm", 0) + fs.dropped.bsm_not_sent - c.received - c.lost, 0)
+    c.lost += unseen
+    return unseen
 
 
 def _traffic(fs: FleetSummary | None, rsus: list[RsuSummary]) -> dict[str, Any]:
@@ -291,6 +313,16 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")
+    for name, c in msgs.items():
+        if c.get("jumps"):
+            t.add_row(f"{name}: sequence jumps (new streams, not counted as lost)", str(c["jumps"]))
+        if c.get("expired"):
+            t.add_row(f"{name}: received expired (too old to use)", str(c["expired"]))
+    if r["loss_by_hop"].get("vehicle->cloud", {}).get("unseen"):
+        t.add_row("BSMs lost to the cloud with no sequence gap to show it (stream ends)", str(r["loss_by_hop"]["vehicle->cloud"]["unseen"]))
+    for tier, stalls in r.get("stalls_s", {}).items():
+        for a, b in stalls:
+            t.add_row(f"{tier} stalled (its loop did not run) {a:g} to {b:g} s (sim)", f"{b - a:.1f} s")
     for hop, lat in r["latency_ms"].items():
         t.add_row(f"latency {hop} p50 / p99 / max (ms)", f"{lat['p50']:g} / {lat['p99']:g} / {lat['max']:g}  (n={lat['count']})")
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})

@@ -148,7 +148,9 @@ class Fleet:
             self.area = self.net.shard_area(*shard)
         self.traffic = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
         self.radios: dict[int, Radio] = {}
-        self.closed_stats: list[TransportStats] = []  # transports of OBUs that have gone, for the outage summary
+        # transports of OBUs that have gone, for the outage summary: those that lost their connection (the others have
+        # nothing to say there, and are not kept: one per vehicle that ever passed)
+        self.closed_stats: list[TransportStats] = []
         self.counters = FleetCounters()
         impairment = conn.impairment(sc)
         self.reception = Reception(
@@ -229,9 +231,11 @@ class Fleet:
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
-        self.closed_stats.append(radio.transport.stats)
         with contextlib.suppress(Exception):
             await radio.transport.close()
+        st = radio.transport.stats
+        if st.outages or st.disconnects or st.reconnects:
+            self.closed_stats.append(st)
 
     def radio_work(self) -> list[Coroutine[Any, Any, None]]:
         """Give new vehicles of this shard an OBU; let departed vehicles' OBUs go."""
