@@ -68,6 +68,8 @@ class Service:
         self.reception = Reception(sid, kind, clock, impairment, distance, trust=trust)
         self.bad = self.reception.bad
         self._reconnects = 0  # the transport's reconnects, as of the last look
+        self.stalls: list[list[float]] = []  # [from, to] sim time [s] of each stall of its loop (real time)
+        self._turn_s: float | None = None
 
     def announce(self) -> None:
         """Publish every retained message this service owns (its online status, and what else it holds out)."""
@@ -88,8 +90,6 @@ class Service:
         self.station.publish(self.status_topic, m.Status(m.ServiceState.OFFLINE, __version__, m.STOPPED), qos=1)
         for topic in retained:
             self.station.clear(topic)
-        self.stalls: list[list[float]] = []  # [from, to] sim time [s] of each stall of its loop (real time)
-        self._turn_s: float | None = None
 
     def turn(self) -> None:
         """One turn of the real-time loop: a gap of more than STALL_S since the last is recorded as a stall."""
