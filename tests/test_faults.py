@@ -122,8 +122,8 @@ async def test_plans_published_in_an_outage_reach_the_rsu_session_afterwards(
     assert got == [b"plan-1", b"plan-2"]
 
 
-OUTAGE_AT_S = 38.0  # [s] sim time: four_way's first vehicles leave the network from about 40 s, some while the broker is down
-OUTAGE_S = 8.0  # [s]
+OUTAGE_AT_S = 42.0  # [s] sim time: in real time four_way's first vehicles leave the network from about 45 s (GLOSA slows them)
+OUTAGE_S = 14.0  # [s] long enough that some leave while the broker is down, whatever their SPaT made them do
 
 
 def test_an_outage_is_closed_when_the_broker_returns_though_vehicles_left_while_it_was_down(
@@ -131,6 +131,6 @@ def test_an_outage_is_closed_when_the_broker_returns_though_vehicles_left_while_
 ) -> None:
     """Vehicles that leave the network during a broker outage close their connections while it is down: they never
     see it return. Before, their outages stayed open and the report said the broker was down "to end"."""
-    r = _run_through_an_outage(broker_factory(), ["four_way", "--duration", "60"], OUTAGE_AT_S, OUTAGE_S, tmp_path)
+    r = _run_through_an_outage(broker_factory(), ["four_way", "--duration", "70"], OUTAGE_AT_S, OUTAGE_S, tmp_path)
     fleet = r["connection"]["tiers"]["fleet"]
     assert fleet["disconnects"] > fleet["reconnects"]  # some OBUs were closed while the broker was down
