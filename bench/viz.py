@@ -20,6 +20,7 @@ window keeps up with.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -121,8 +122,10 @@ def _measure(frames: int, n: int) -> dict[str, Any]:
     for _ in range(frames):
         screen.fill((228, 226, 216))
         pts += rng.normal(0, 0.5, (n, 2))
+        gc.disable()  # as the visualiser's frame does (v2x.watch.render.Renderer.draw): no collection mid-frame
         for p in (pts[:, None, :] + quad).tolist():
             pygame.draw.polygon(screen, (70, 110, 190), p)
+        gc.enable()
         pygame.event.pump()
         pygame.display.flip()
     ref_fps = frames / (time.perf_counter() - t0)

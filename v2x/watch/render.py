@@ -15,6 +15,7 @@ before it and no panel, inside the window. `layout` keeps where they went in the
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import math
 import os
@@ -215,6 +216,18 @@ class Renderer:
     # -- frame -------------------------------------------------------------------------
 
     def draw(self, surf: pygame.Surface) -> None:
+        """One frame. The cyclic garbage collector waits until it is drawn: a frame makes some 12,000 short-lived
+        lists at 2,000 vehicles (the polygons' points), freed by reference counting, which would otherwise set off a
+        dozen collections over the whole scene per frame (at 2,000 vehicles the frame took 2.5 times as long)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._draw(surf)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _draw(self, surf: pygame.Surface) -> None:
         w, h = surf.get_size()
         if (w, h) != (self.view.width, self.view.height):
             self.view.width, self.view.height = w, h
