@@ -500,8 +500,14 @@ class Renderer:
         if n == 0:
             return
         outlines = self.vehicle_outlines()
-        lo, hi = outlines.min(axis=1), outlines.max(axis=1)
-        visible = (hi[:, 0] >= 0) & (lo[:, 0] < self.view.width) & (hi[:, 1] >= 0) & (lo[:, 1] < self.view.height)
+        # on screen: its nose (point 0) or its tail's middle within reach; a vehicle reaches no further than its length
+        # from either (a reduction over each outline's points costs as much as drawing them)
+        v = self.scene.vehicles
+        reach = max(float(v.length[:n].max()) * self.view.scale, MIN_VEHICLE_PX[0])
+        mid = (outlines[:, 2] + outlines[:, 3]) * 0.5
+        visible = np.zeros(n, dtype=bool)
+        for p in (outlines[:, 0], mid):
+            visible |= (p[:, 0] >= -reach) & (p[:, 0] < self.view.width + reach) & (p[:, 1] >= -reach) & (p[:, 1] < self.view.height + reach)
         colours = self.vehicle_colours()
         polygon = pygame.draw.polygon
         pts = outlines.tolist()
