@@ -179,8 +179,12 @@ def main(argv: list[str]) -> int:
         console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
+    if sc.mobility == "sumo" and (args.workers > 1 or args.clouds > 1):
+        console.print(f"v2x run: {sc.name} runs on SUMO, one simulation in one process: --workers and --clouds need "
+                      'mobility = "native"', style="red")
+        return 2
     net = Network(sc)
-    sites = len(net.components)
+    sites = len(net.components) if sc.mobility == "native" else 1  # a SUMO network is one site
     if args.clouds > sites or args.workers < 1 or args.clouds < 1:
         console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
                       "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")
