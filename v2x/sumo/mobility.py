@@ -19,7 +19,7 @@ from v2x.core.geo import LocalFrame
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
 from v2x.core.traffic import KIND_INDEX, Stats
-from v2x.sumo.netfile import Location, read_location
+from v2x.sumo.netfile import Location, check_scenario_files
 
 # bits of libsumo.vehicle.getSignals (SUMO's TraCI "VehicleSignals")
 SIGNAL_EMERGENCY_BLINKER = 1 << 2
@@ -36,7 +36,7 @@ class SumoTraffic:
     def __init__(self, sc: Scenario, seed: int | None = None) -> None:
         if sc.sumo is None:
             raise ValueError(f'{sc.name}: mobility = "sumo" needs a [sumo] table')
-        self.location: Location = read_location(Path(sc.sumo.net))
+        self.location: Location = check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes]).location
         self._frame = LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg, sc.origin.elevation_m)
         self._elevation_m = sc.origin.elevation_m
         args = [

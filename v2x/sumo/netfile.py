@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 
 from v2x.core.errors import ScenarioError
 
@@ -39,3 +40,74 @@ def read_location(net: Path) -> Location:
     except ValueError as e:
         raise ScenarioError([f"{net}: a location element that cannot be read: {e} (expected numbers)"]) from None
     raise ScenarioError([f"{net}: no <net> with a <location> element (expected a SUMO network, .net.xml, as netconvert writes)"])
+
+
+@dataclass(frozen=True)
+class NetSummary:
+    """What an import says about a network: its extent and projection, its edges, its junctions with traffic lights."""
+
+    location: Location
+    edges: frozenset[str]  # normal edges (not the internal ones through junctions)
+    junctions: int  # real junctions (not internal, not dead ends)
+    traffic_lights: tuple[str, ...]  # tlLogic ids
+
+
+def read_network(net: Path) -> NetSummary:
+    """Read a .net.xml through once; ScenarioError naming the file (and the line) when it cannot be read as a network."""
+    location = read_location(net)
+    edges: set[str] = set()
+    junctions, lights = 0, []
+    try:
+        for _, el in ET.iterparse(net, events=("end",)):
+            if el.tag == "edge" and el.get("function") != "internal":
+                edges.add(el.get("id", ""))
+            elif el.tag == "junction" and el.get("type") not in ("internal", "dead_end"):
+                junctions += 1
+            elif el.tag == "tlLogic":
+                lights.append(el.get("id", ""))
+            if el.tag in ("edge", "junction", "tlLogic", "connection"):
+                el.clear()  # a city's network: keep no element once it is counted
+    except ET.ParseError as e:
+        raise ScenarioError([f"{net}:{e.position[0]}: not well-formed XML: {e} (expected a SUMO network, .net.xml)"]) from None
+    if not edges:
+        raise ScenarioError([f"{net}: no edges (expected a SUMO network with roads)"])
+    return NetSummary(location, frozenset(edges), junctions, tuple(dict.fromkeys(lights)))
+
+
+#: attributes of route-file elements that name edges (SUMO's routes, trips and flows)
+_EDGE_ATTRS = {"edges": True, "from": False, "to": False, "via": True}
+
+
+def check_routes(routes: list[Path], edges: frozenset[str], net: Path) -> list[str]:
+    """Problems with route files against a network's edges, each `FILE:LINE: ...` (none: they fit)."""
+    problems = []
+    for path in routes:
+        parser = expat.ParserCreate()
+
+        def start(tag: str, attrs: dict[str, str], path: Path = path, parser: expat.XMLParserType = parser) -> None:
+            if tag not in ("route", "trip", "flow", "vehicle"):
+                return
+            for attr, many in _EDGE_ATTRS.items():
+                for edge in (attrs.get(attr, "").split() if many else [attrs.get(attr, "")]):
+                    if edge and edge not in edges:
+                        problems.append(f'{path}:{parser.CurrentLineNumber}: <{tag}> {attr}: edge "{edge}" is not in {net.name} '
+                                        f"(expected an edge of the network)")
+
+        parser.StartElementHandler = start
+        try:
+            with path.open("rb") as f:
+                parser.ParseFile(f)
+        except OSError as e:
+            problems.append(f"{path}: cannot read: {e.strerror or e} (expected a SUMO route file, .rou.xml)")
+        except expat.ExpatError as e:
+            problems.append(f"{path}:{e.lineno}: not well-formed XML: {expat.errors.messages[e.code]} (expected a SUMO route file)")
+    return problems
+
+
+def check_scenario_files(net: Path, routes: list[Path]) -> NetSummary:
+    """A SUMO scenario's network and routes, read and checked before SUMO runs; ScenarioError listing every problem."""
+    summary = read_network(net)
+    problems = check_routes(routes, summary.edges, net)
+    if problems:
+        raise ScenarioError(problems)
+    return summary
