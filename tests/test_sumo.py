@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
+from v2x import cli
 from v2x.core import codec, scenario
 from v2x.core import messages as m
+from v2x.core.errors import ScenarioError
 from v2x.run.report import Report
 from v2x.testing import RunScenario
 from v2x.vehicle.bsm import bsms_of
 
 libsumo = pytest.importorskip("libsumo", reason="the sumo extra: pip install -e '.[sumo]'")
-from v2x.sumo.mobility import SumoTraffic  # noqa: E402  (needs libsumo)
+from v2x.sumo import importer  # noqa: E402  (needs libsumo)
+from v2x.sumo.mobility import SumoTraffic  # noqa: E402
 
 GRID = scenario.bundled_dir() / "grid.toml"
 
@@ -60,3 +65,81 @@ def test_every_vehicle_sumo_inserts_is_heard_by_the_cloud(v2x_run: RunScenario) 
     assert bsm.sent == bsm.received > spawned * 50
     assert bsm.lost == 0
     assert report["traffic"]["collisions"] == 0
+
+
+# -- scenarios and imports ------------------------------------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+GRID_NET, GRID_ROUTES = GRID.parent / "grid" / "grid.net.xml", GRID.parent / "grid" / "grid.rou.xml"
+
+
+def _problems(text: str, base: Path) -> list[str]:
+    with pytest.raises(ScenarioError) as info:
+        scenario.parse(text, "s.toml", base)
+    return info.value.problems
+
+
+def test_sumo_scenario_fields_are_validated_with_file_line_and_field(tmp_path: Path) -> None:
+    head = 'name = "s"\ndescription = "d"\n[origin]\nlat_deg = 31.5\nlon_deg = 120.3\n'
+    assert _problems('mobility = "sumo"\n' + head, tmp_path) == [
+        's.toml:1: mobility: is "sumo" but there is no [sumo] table (expected [sumo] with net = "FILE.net.xml")'
+    ]
+    assert _problems(head + '[sumo]\nnet = "nope.net.xml"\n', tmp_path) == [
+        's.toml:6: sumo: is given but mobility is "native" (expected mobility = "sumo" with a [sumo] table)',
+        "s.toml:1: intersections: has 0 entries (expected at least 1)",
+    ][::-1]
+    missing = _problems('mobility = "sumo"\n' + head + '[sumo]\nnet = "nope.net.xml"\nroutes = ["r.rou.xml"]\n', tmp_path)
+    assert missing == [
+        f's.toml:8: sumo.net: "nope.net.xml": no such file in {tmp_path} (expected a SUMO network (.net.xml))',
+        f's.toml:9: sumo.routes[0]: "r.rou.xml": no such file in {tmp_path} (expected a SUMO route file (.rou.xml))',
+    ]
+
+
+def test_import_sumo_writes_a_scenario_that_names_its_files_relative_to_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "net").mkdir()
+    net, routes = tmp_path / "net" / "g.net.xml", tmp_path / "net" / "g.rou.xml"
+    shutil.copy(GRID_NET, net)
+    shutil.copy(GRID_ROUTES, routes)
+    out = tmp_path / "mine.toml"
+    assert cli.main(["import-sumo", str(net), "--routes", str(routes), "-o", str(out)]) == 0
+    assert "34 edges, 6 junctions, 6 with traffic lights" in capsys.readouterr().out
+    assert 'net = "net/g.net.xml"\nroutes = ["net/g.rou.xml"]' in out.read_text()
+    sc = scenario.load(out)
+    assert sc.mobility == "sumo"
+    assert sc.sumo == scenario.Sumo(str(net), (str(routes),))
+    # the origin is the network's centre in its own projection: the grid was projected around (31.495, 120.32)
+    assert (sc.origin.lat_deg, sc.origin.lon_deg) == pytest.approx((31.495, 120.32), abs=1e-7)
+
+
+@pytest.mark.integration  # netconvert and randomTrips.py
+def test_import_osm_converts_a_signalised_crossing(tmp_path: Path) -> None:
+    done = importer.import_osm(DATA / "tiny.osm", tmp_path / "tiny.toml", trips_s=5.0)
+    assert len(done.network.traffic_lights) == 1
+    assert done.network.location.georeferenced
+    assert done.scenario.sumo is not None
+    assert [Path(r).name for r in done.scenario.sumo.routes] == ["tiny.trips.rou.xml"]
+    # the map's signalised node is at (31.4950, 120.3200), in the middle of the arms
+    assert (done.scenario.origin.lat_deg, done.scenario.origin.lon_deg) == pytest.approx((31.495, 120.32), abs=2e-5)
+
+
+@pytest.mark.parametrize("case", ["missing net", "malformed net", "unknown edge",
+                                  pytest.param("unreadable osm", marks=pytest.mark.integration)])  # netconvert
+def test_bad_input_is_one_clear_line_naming_the_file(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "x.toml")
+    if case == "missing net":
+        argv, expect = ["import-sumo", str(tmp_path / "none.net.xml"), "-o", out], "none.net.xml: cannot read: No such file"
+    elif case == "malformed net":
+        (tmp_path / "b.net.xml").write_text('<net>\n<location netOffset="0,0" projParameter="!"/>\n<edge id="a">\n</net>\n')
+        argv, expect = ["import-sumo", str(tmp_path / "b.net.xml"), "-o", out], "b.net.xml:4: not well-formed XML: mismatched tag"
+    elif case == "unknown edge":
+        (tmp_path / "r.rou.xml").write_text('<routes>\n  <route id="r" edges="A0B0 B0Z9"/>\n</routes>\n')
+        argv = ["import-sumo", str(GRID_NET), "--routes", str(tmp_path / "r.rou.xml"), "-o", out]
+        expect = 'r.rou.xml:2: <route> edges: edge "B0Z9" is not in grid.net.xml'
+    else:
+        (tmp_path / "m.osm").write_text("this is not XML <<<\n")
+        argv, expect = ["import-osm", str(tmp_path / "m.osm"), "-o", out], "m.osm: netconvert cannot read it: Error"
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expect in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.toml").exists()

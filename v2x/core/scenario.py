@@ -486,7 +486,7 @@ def _sumo_references(s: Scenario) -> Iterator[tuple[Path, str]]:
 
 def _sumo_files(s: Scenario, base: FsPath) -> Iterator[tuple[Path, str]]:
     """A SUMO scenario's files exist (relative to the scenario file's folder `base`)."""
-    if s.sumo is None:
+    if s.sumo is None or s.mobility != "sumo":
         return
     for path, name, expected in [(("sumo", "net"), s.sumo.net, "a SUMO network (.net.xml)")] + [
         (("sumo", "routes", i), r, "a SUMO route file (.rou.xml)") for i, r in enumerate(s.sumo.routes)
