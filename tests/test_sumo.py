@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from v2x import cli
 from v2x.core import codec, scenario
 from v2x.core import messages as m
 from v2x.core.errors import ScenarioError
+from v2x.core.signal.controller import SignalController
 from v2x.run.report import Report
 from v2x.testing import RunScenario
 from v2x.vehicle.bsm import bsms_of
@@ -19,6 +21,8 @@ from v2x.vehicle.bsm import bsms_of
 libsumo = pytest.importorskip("libsumo", reason="the sumo extra: pip install -e '.[sumo]'")
 from v2x.sumo import importer  # noqa: E402  (needs libsumo)
 from v2x.sumo.mobility import SumoTraffic  # noqa: E402
+from v2x.sumo.netfile import TlsPhase, TrafficLight, read_traffic_lights  # noqa: E402
+from v2x.sumo.signals import program_plan, sumo_state  # noqa: E402
 
 GRID = scenario.bundled_dir() / "grid.toml"
 
@@ -143,3 +147,67 @@ def test_bad_input_is_one_clear_line_naming_the_file(case: str, tmp_path: Path, 
     assert expect in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.toml").exists()
+
+
+# -- traffic lights: the RSU's controller is the truth, and drives SUMO's ----------------------------------------------
+
+
+def test_plans_made_from_the_grids_programs_show_what_sumo_shows_every_step() -> None:
+    sc = scenario.load(GRID)
+    lights = read_traffic_lights(Path(sc.sumo.net if sc.sumo else ""))
+    assert [tl.id for tl in lights] == ["A0", "A1", "B0", "B1", "C0", "C1"]
+    controllers = {tl.id: SignalController(program_plan(tl)) for tl in lights}
+    traffic = SumoTraffic(sc)
+    try:
+        samples = 0
+        for _ in range(1900):  # 190 s: two cycles and more, every phase change twice
+            for ctl in controllers.values():
+                ctl.step(traffic.t)  # a step's light is the one at its start: SUMO switches as a step begins
+            traffic.step(sc.step_s)
+            for tls, ctl in controllers.items():
+                assert sumo_state(ctl.states(), 16) == traffic.shown(tls), (tls, traffic.t)
+                samples += 1
+        assert samples == 1900 * 6
+    finally:
+        traffic.close()
+
+
+def test_the_controller_drives_sumos_lights_and_sumos_drivers_obey_them() -> None:
+    """A plan with other greens than SUMO's program (20 s east-west, 64 s north-south) shown in SUMO every step: SUMO
+    shows it, and vehicles stand at lights that SUMO's own program would have given green."""
+    sc = scenario.load(GRID)
+    tl = read_traffic_lights(Path(sc.sumo.net if sc.sumo else ""))[2]  # B0
+    own = SignalController(program_plan(tl))
+    plan = program_plan(tl)
+    ours = SignalController(dataclasses.replace(plan, phases=(
+        dataclasses.replace(plan.phases[0], green_s=20.0), dataclasses.replace(plan.phases[1], green_s=64.0))))
+    lanes = {lk.from_lane for lk in tl.links}
+    traffic = SumoTraffic(sc)
+    try:
+        differ, held = 0, 0
+        for _ in range(1800):
+            ours.step(traffic.t)
+            own.step(traffic.t)
+            traffic.show(tl.id, sumo_state(ours.states(), len(tl.links)))
+            traffic.step(sc.step_s)
+            assert traffic.shown(tl.id) == sumo_state(ours.states(), len(tl.links))
+            if ours.states() != own.states():
+                differ += 1
+                red_here = {lk.from_lane for lk in tl.links if ours.state(lk.index + 1) is m.LightState.RED
+                            and own.state(lk.index + 1) is m.LightState.PROTECTED_GREEN}
+                held += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in red_here & lanes)
+        assert differ > 300  # the plans really differ (22 s of each 90 s cycle, and more around the changes)
+        assert held > 100  # vehicle-steps standing at our red where SUMO's program shows green
+    finally:
+        traffic.close()
+
+
+def test_a_program_that_does_not_fit_is_refused_naming_the_light() -> None:
+    blinking = TrafficLight("J7", (0.0, 0.0), "static", 0.0, (TlsPhase(30.0, "GGrr"), TlsPhase(3.0, "yyrr"),
+                                                              TlsPhase(30.0, "rrGG"), TlsPhase(3.0, "rroo")), ())
+    with pytest.raises(ScenarioError, match=r"traffic light J7: its program shows 'o'"):
+        program_plan(blinking)
+    shuffled = TrafficLight("J8", (0.0, 0.0), "static", 0.0, (TlsPhase(30.0, "GGrr"), TlsPhase(3.0, "yyrr"),
+                                                             TlsPhase(30.0, "rrGG"), TlsPhase(3.0, "ryyr")), ())
+    with pytest.raises(ScenarioError, match=r"traffic light J8: phase 3 shows ryyr"):
+        program_plan(shuffled)

@@ -137,6 +137,17 @@ class SumoTraffic:
             cols["len"], cols["w"], kinds, brake, hazard,
         )
 
+    # -- the lights --------------------------------------------------------------------------
+
+    def show(self, tls: str, state: str) -> None:
+        """Make traffic light `tls` show `state` (SUMO's characters, one per link index) from now until told
+        otherwise: its own program no longer runs (the RSU's controller drives it: docs/sumo.md)."""
+        libsumo.trafficlight.setRedYellowGreenState(tls, state)
+
+    def shown(self, tls: str) -> str:
+        """What traffic light `tls` shows now, one character per link index."""
+        return str(libsumo.trafficlight.getRedYellowGreenState(tls))
+
     def sumo_id(self, vid: int) -> str | None:
         """SUMO's id of a present vehicle of ours."""
         return next((s for s, v in self._vid.items() if v == vid), None)

@@ -111,3 +111,75 @@ def check_scenario_files(net: Path, routes: list[Path]) -> NetSummary:
     if problems:
         raise ScenarioError(problems)
     return summary
+
+
+@dataclass(frozen=True)
+class TlsLink:
+    """One link a traffic light controls (a SUMO connection with a `linkIndex`): MAP's movement, SPaT's signal group."""
+
+    index: int  # linkIndex: the position of its state in the program's state strings
+    from_lane: str  # "<edge>_<lane>"
+    to_lane: str
+    direction: str  # SUMO's dir: s (straight), l, r, L, R (partly), t (turn around)
+
+
+@dataclass(frozen=True)
+class TlsPhase:
+    duration_s: float
+    state: str  # one character per link index: G, g, y, r, u, o, O, s
+    min_dur_s: float | None = None  # actuated programs
+    max_dur_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TrafficLight:
+    """A traffic light of the network: the junction(s) it controls, its links and its program."""
+
+    id: str
+    xy: tuple[float, float]  # [m] the centre of its junctions, in the network's coordinates
+    kind: str  # SUMO's tlLogic type: static, actuated, ...
+    offset_s: float
+    phases: tuple[TlsPhase, ...]
+    links: tuple[TlsLink, ...]
+
+
+def read_traffic_lights(net: Path) -> list[TrafficLight]:
+    """Every traffic light of a network with its program (the first one listed for it) and links."""
+    programs: dict[str, tuple[str, float, list[TlsPhase]]] = {}
+    links: dict[str, list[TlsLink]] = {}
+    edge_to: dict[str, str] = {}  # edge -> the junction it ends at
+    junction_xy: dict[str, tuple[float, float]] = {}
+    current: list[TlsPhase] | None = None
+    try:
+        for event, el in ET.iterparse(net, events=("start", "end")):
+            if event == "start":
+                if el.tag == "tlLogic" and el.get("id", "") not in programs:
+                    current = []
+                    programs[el.get("id", "")] = (el.get("type", "static"), float(el.get("offset", "0")), current)
+                continue
+            if el.tag == "phase" and current is not None:
+                opt = {k: float(v) for k in ("minDur", "maxDur") if (v := el.get(k)) is not None}
+                current.append(TlsPhase(float(el.get("duration", "0")), el.get("state", ""), opt.get("minDur"), opt.get("maxDur")))
+            elif el.tag == "tlLogic":
+                current = None
+            elif el.tag == "edge" and el.get("function") != "internal":
+                edge_to[el.get("id", "")] = el.get("to", "")
+            elif el.tag == "junction":
+                junction_xy[el.get("id", "")] = (float(el.get("x", "0")), float(el.get("y", "0")))
+            elif el.tag == "connection" and el.get("tl") is not None:
+                links.setdefault(el.get("tl", ""), []).append(TlsLink(
+                    int(el.get("linkIndex", "-1")), f"{el.get('from')}_{el.get('fromLane')}", f"{el.get('to')}_{el.get('toLane')}",
+                    el.get("dir", "s"),
+                ))
+            if el.tag in ("edge", "junction", "connection", "tlLogic"):
+                el.clear()
+    except ET.ParseError as e:
+        raise ScenarioError([f"{net}:{e.position[0]}: not well-formed XML: {e} (expected a SUMO network, .net.xml)"]) from None
+    out = []
+    for tls, (kind, offset, phases) in programs.items():
+        own = sorted(links.get(tls, []), key=lambda lk: lk.index)
+        ends = sorted({edge_to[lk.from_lane.rsplit("_", 1)[0]] for lk in own if lk.from_lane.rsplit("_", 1)[0] in edge_to})
+        pts = [junction_xy[j] for j in ends if j in junction_xy] or [(0.0, 0.0)]
+        xy = (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts))
+        out.append(TrafficLight(tls, xy, kind, offset, tuple(phases), tuple(own)))
+    return out
