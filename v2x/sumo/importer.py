@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +61,13 @@ def random_trips(net: Path, out: Path, period_s: float, seed: int = 1) -> Path:
     (fringe factor 10), each checked routable (--validate); written to `out`."""
     home = Path(sumo.SUMO_HOME)
     _, env = _tool("duarouter")
-    res = subprocess.run(
-        [sys.executable, str(home / "tools" / "randomTrips.py"), "--net-file", str(net), "--output-trip-file", str(out),
-         "--period", f"{period_s:g}", "--end", "3600", "--fringe-factor", "10", "--seed", str(seed), "--validate"],
-        capture_output=True, text=True, env=env,
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # --validate routes the trips, writing files into the working folder
+        res = subprocess.run(
+            [sys.executable, str(home / "tools" / "randomTrips.py"), "--net-file", str(net.resolve()),
+             "--output-trip-file", str(out.resolve()), "--period", f"{period_s:g}", "--end", "3600", "--fringe-factor", "10",
+             "--seed", str(seed), "--validate"],
+            capture_output=True, text=True, env=env, cwd=scratch,
+        )
     if res.returncode != 0 or not out.is_file():
         said = (res.stderr.strip().splitlines() or [f"exited with {res.returncode}"])[-1]
         raise ScenarioError([f"{net}: randomTrips.py cannot make trips on it: {said} (expected a network with routable edges)"])
