@@ -29,12 +29,13 @@ GRID = scenario.bundled_dir() / "grid.toml"
 
 def test_bsm_positions_are_sumos_after_the_wire_and_back() -> None:
     """Every vehicle's BSM, encoded and decoded, converted back with the network's projection and moved forward
-    half a length along its heading, is within 0.5 m of SUMO's front bumper; leaving vehicles leave the report."""
+    half a length along its heading, is within 0.5 m of SUMO's front bumper; its speed, brake and turn signals are
+    SUMO's; leaving vehicles leave the report."""
     sc = scenario.load(GRID)
     traffic = SumoTraffic(sc)
     assert traffic.location.georeferenced
     try:
-        checked, seen, worst = 0, set(), 0.0
+        checked, blinking, seen, worst = 0, 0, set(), 0.0
         for _ in range(600):  # 60 s: the first vehicles leave at about 50 s
             traffic.step(sc.step_s)
             for vid, bsm in bsms_of(traffic.states()):
@@ -47,10 +48,16 @@ def test_bsm_positions_are_sumos_after_the_wire_and_back() -> None:
                 sx, sy = libsumo.vehicle.getPosition(traffic.sumo_id(vid))
                 worst = max(worst, math.hypot(fx - sx, fy - sy))
                 assert abs(wire.speed_mps - libsumo.vehicle.getSpeed(traffic.sumo_id(vid))) < 0.02
+                signals = libsumo.vehicle.getSignals(traffic.sumo_id(vid))
+                assert (m.ExteriorLight.LEFT_TURN_SIGNAL in wire.lights) == bool(signals & 2)
+                assert (m.ExteriorLight.RIGHT_TURN_SIGNAL in wire.lights) == bool(signals & 1)
+                assert wire.brake_applied == bool(signals & 8)
+                blinking += bool(wire.lights & {m.ExteriorLight.LEFT_TURN_SIGNAL, m.ExteriorLight.RIGHT_TURN_SIGNAL})
                 checked += 1
                 seen.add(vid)
             assert traffic.n == len(set(traffic.ids.tolist())) == libsumo.vehicle.getIDCount()
         assert worst < 0.5, worst
+        assert blinking > 100  # turning vehicles signal, and say so
         assert traffic.stats.spawned == len(seen) >= 15
         assert checked > 1000
         assert traffic.stats.finished > 0

@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from v2x.core.messages import ExteriorLight
 from v2x.core.traffic import Stats
 
 IntArray = npt.NDArray[np.int64]
@@ -66,4 +67,4 @@ class VehicleStates:
     width_m: list[float]
     kind: list[int]  # index into VEHICLE_TYPES
     brake: list[bool]  # brake lights on
-    hazard_lights: list[bool]
+    lights: list[frozenset[ExteriorLight]]  # exterior lights on (turn signals, hazard signal...)

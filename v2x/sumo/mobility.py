@@ -16,16 +16,22 @@ import numpy as np
 
 from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
+from v2x.core.messages import ExteriorLight
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
 from v2x.core.traffic import KIND_INDEX, Stats
 from v2x.sumo.netfile import Location, check_scenario_files
 
 # bits of libsumo.vehicle.getSignals (SUMO's TraCI "VehicleSignals")
-SIGNAL_EMERGENCY_BLINKER = 1 << 2
 SIGNAL_BRAKELIGHT = 1 << 3
+#: the other signal bits that are exterior lights, as BSMs carry them
+LIGHT_OF_SIGNAL = {
+    1 << 0: ExteriorLight.RIGHT_TURN_SIGNAL, 1 << 1: ExteriorLight.LEFT_TURN_SIGNAL, 1 << 2: ExteriorLight.HAZARD_SIGNAL,
+    1 << 4: ExteriorLight.LOW_BEAM, 1 << 5: ExteriorLight.FOG, 1 << 6: ExteriorLight.HIGH_BEAM,
+}
 _VARS = (libsumo.constants.VAR_POSITION, libsumo.constants.VAR_SPEED, libsumo.constants.VAR_ANGLE,
          libsumo.constants.VAR_ACCELERATION, libsumo.constants.VAR_SIGNALS)
+_LIGHT_BITS = sum(LIGHT_OF_SIGNAL)
 #: SUMO vehicle classes -> our kinds (the rest are cars)
 _KIND = {"truck": "truck", "trailer": "truck", "delivery": "truck", "bus": "bus", "coach": "bus", "emergency": "emergency"}
 
@@ -58,6 +64,7 @@ class SumoTraffic:
         self._vid: dict[str, int] = {}  # SUMO's id -> ours, while present
         self._static: dict[str, tuple[float, float, int]] = {}  # SUMO's id -> (length [m], width [m], kind)
         self._state: dict[str, dict[int, Any]] = {}  # the subscribed variables after the last step
+        self._lights: dict[int, frozenset[ExteriorLight]] = {}  # signal bits -> the exterior lights they are
         self._ids = np.zeros(0, dtype=np.int64)
         self._kind = np.zeros(0, dtype=np.int64)
 
@@ -118,7 +125,7 @@ class SumoTraffic:
         cols: dict[str, list[float]] = {k: [] for k in ("lat", "lon", "v", "h", "a", "len", "w")}
         kinds: list[int] = []
         brake: list[bool] = []
-        hazard: list[bool] = []
+        lights: list[frozenset[ExteriorLight]] = []
         for sid in self._vid:
             r = self._state[sid]
             x, y = r[c.VAR_POSITION]
@@ -131,11 +138,16 @@ class SumoTraffic:
                 cols[k].append(float(v))
             kinds.append(kind)
             brake.append(bool(signals & SIGNAL_BRAKELIGHT))
-            hazard.append(bool(signals & SIGNAL_EMERGENCY_BLINKER))
+            lights.append(self._lights.get(signals & _LIGHT_BITS) or self._light_set(signals & _LIGHT_BITS))
         return VehicleStates(
             list(self._vid.values()), cols["lat"], cols["lon"], self._elevation_m, cols["v"], cols["h"], cols["a"],
-            cols["len"], cols["w"], kinds, brake, hazard,
+            cols["len"], cols["w"], kinds, brake, lights,
         )
+
+    def _light_set(self, bits: int) -> frozenset[ExteriorLight]:
+        """The lights of a signal bit set, kept: a handful of sets serve every vehicle."""
+        lights = self._lights[bits] = frozenset(light for bit, light in LIGHT_OF_SIGNAL.items() if bits & bit)
+        return lights
 
     # -- the lights --------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ def build_bsms(traffic: Traffic, frame: LocalFrame) -> list[tuple[int, m.Bsm]]:
 
 def bsms_of(states: VehicleStates) -> list[tuple[int, m.Bsm]]:
     """(vehicle id, BSM) for every vehicle of a state report (SUMO's: docs/sumo.md), by the same rules as
-    `build_bsms`; the brake is what the vehicle's brake lights say."""
+    `build_bsms`; the brake is what the vehicle's brake lights say, and its exterior lights are reported (hazard
+    lights also as the event)."""
     no_events: frozenset[m.VehicleEvent] = frozenset()
     return [
         (
@@ -73,13 +74,15 @@ def bsms_of(states: VehicleStates) -> list[tuple[int, m.Bsm]]:
                 length_m=ln,
                 vehicle_class=_CLASS_OF_KIND[kind],
                 events=frozenset(
-                    e for e, on in ((m.VehicleEvent.HARD_BRAKING, a < -HARD_BRAKING_MPS2), (m.VehicleEvent.HAZARD_LIGHTS, hazard)) if on
+                    e for e, on in ((m.VehicleEvent.HARD_BRAKING, a < -HARD_BRAKING_MPS2),
+                                    (m.VehicleEvent.HAZARD_LIGHTS, m.ExteriorLight.HAZARD_SIGNAL in lights)) if on
                 ) or no_events,
                 emergency=m.EmergencyExt(True, True, True) if kind == EMERGENCY else None,
+                lights=lights,
             ),
         )
-        for vid, la, lo, v, h, a, w, ln, kind, brake, hazard in zip(
+        for vid, la, lo, v, h, a, w, ln, kind, brake, lights in zip(
             states.ids, states.lat_deg, states.lon_deg, states.speed_mps, states.heading_deg, states.accel_mps2,
-            states.width_m, states.length_m, states.kind, states.brake, states.hazard_lights, strict=True,
+            states.width_m, states.length_m, states.kind, states.brake, states.lights, strict=True,
         )
     ]
