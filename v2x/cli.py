@@ -31,7 +31,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
             continue
         if not args.quiet:
-            print(f"{f}: ok ({s.name}: {len(s.intersections)} intersection(s), {s.duration_s:g} s)")
+            where = f"SUMO network {Path(s.sumo.net).name}" if s.sumo is not None and s.mobility == "sumo" else f"{len(s.intersections)} intersection(s)"
+            print(f"{f}: ok ({s.name}: {where}, {s.duration_s:g} s)")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_USAGE

@@ -161,7 +161,7 @@ class SumoTraffic:
         return str(libsumo.trafficlight.getRedYellowGreenState(tls))
 
     def sumo_id(self, vid: int) -> str | None:
-        """SUMO's id of a present vehicle of ours."""
+        """SUMO's id of a present vehicle of ours (a search: for tests and tools, not for every step)."""
         return next((s for s, v in self._vid.items() if v == vid), None)
 
     def close(self) -> None:

@@ -484,7 +484,11 @@ class Fleet:
         """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
         if (self._k - 1) % self._bsm_every != 0:
             return []
-        bsms = bsms_of(self.sumo.states()) if self.sumo is not None else build_bsms(self.core, self.net.frame) if self.core else []
+        if self.sumo is not None:
+            bsms = bsms_of(self.sumo.states())
+        else:
+            assert self.core is not None  # one of the two backends moves the vehicles
+            bsms = build_bsms(self.core, self.net.frame)
         return [(vid, bsm) for vid, bsm in bsms if self.mine(vid)]
 
     def stalled_bsms(self) -> None:
