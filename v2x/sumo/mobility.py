@@ -16,6 +16,7 @@ import numpy as np
 
 from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
+from v2x.core.kernels import MOVING_MPS, STOPPED_MPS
 from v2x.core.messages import ExteriorLight
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
@@ -30,7 +31,7 @@ LIGHT_OF_SIGNAL = {
     1 << 4: ExteriorLight.LOW_BEAM, 1 << 5: ExteriorLight.FOG, 1 << 6: ExteriorLight.HIGH_BEAM,
 }
 _VARS = (libsumo.constants.VAR_POSITION, libsumo.constants.VAR_SPEED, libsumo.constants.VAR_ANGLE,
-         libsumo.constants.VAR_ACCELERATION, libsumo.constants.VAR_SIGNALS)
+         libsumo.constants.VAR_ACCELERATION, libsumo.constants.VAR_SIGNALS, libsumo.constants.VAR_TIMELOSS)
 _LIGHT_BITS = sum(LIGHT_OF_SIGNAL)
 #: SUMO vehicle classes -> our kinds (the rest are cars)
 _KIND = {"truck": "truck", "trailer": "truck", "delivery": "truck", "bus": "bus", "coach": "bus", "emergency": "emergency"}
@@ -63,6 +64,9 @@ class SumoTraffic:
         self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._vid: dict[str, int] = {}  # SUMO's id -> ours, while present
         self._static: dict[str, tuple[float, float, int]] = {}  # SUMO's id -> (length [m], width [m], kind)
+        # SUMO's id -> [stops so far, stopped now, time lost so far [s]]: stops by the core's rule (below STOPPED_MPS,
+        # moving again above MOVING_MPS), delay as SUMO's timeLoss (time lost against the desired speed)
+        self._trip: dict[str, list[Any]] = {}
         self._state: dict[str, dict[int, Any]] = {}  # the subscribed variables after the last step
         self._lights: dict[int, frozenset[ExteriorLight]] = {}  # signal bits -> the exterior lights they are
         self._ids = np.zeros(0, dtype=np.int64)
@@ -96,15 +100,28 @@ class SumoTraffic:
         for sid in libsumo.simulation.getArrivedIDList():
             if self._vid.pop(sid, None) is not None:
                 self._static.pop(sid)
+                stops, _, lost_s = self._trip.pop(sid)
                 self.stats.finished += 1
+                self.stats.stops_sum += stops
+                self.stats.delay_sum_s += lost_s
         for sid in libsumo.simulation.getDepartedIDList():
             self._vid[sid] = self.stats.spawned
             self.stats.spawned += 1
             vclass = libsumo.vehicle.getVehicleClass(sid)
             self._static[sid] = (libsumo.vehicle.getLength(sid), libsumo.vehicle.getWidth(sid), KIND_INDEX[_KIND.get(vclass, "car")])
             libsumo.vehicle.subscribe(sid, _VARS)
+            self._trip[sid] = [0, False, 0.0]
         self.stats.collisions += libsumo.simulation.getCollidingVehiclesNumber()
         self._state = libsumo.vehicle.getAllSubscriptionResults()
+        c = libsumo.constants
+        for sid, trip in self._trip.items():
+            r = self._state.get(sid)
+            if r is None:
+                continue
+            v = float(r[c.VAR_SPEED])
+            stopped = v < MOVING_MPS if trip[1] else v < STOPPED_MPS
+            trip[0] += stopped and not trip[1]
+            trip[1], trip[2] = stopped, float(r[c.VAR_TIMELOSS])
         self._ids = np.fromiter(self._vid.values(), dtype=np.int64, count=len(self._vid))
         self._kind = np.fromiter((self._static[s][2] for s in self._vid), dtype=np.int64, count=len(self._vid))
 
