@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from v2x.core.errors import BrokerError
+from v2x.core.errors import BrokerError, ScenarioError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
@@ -168,6 +168,20 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
     return dataclasses.replace(out, url=broker.url)
 
 
+def _sumo_problems(sc: Scenario) -> list[str]:
+    """What is wrong with a SUMO scenario's network and routes, before any tier starts (docs/sumo.md)."""
+    try:
+        from v2x.sumo.netfile import check_scenario_files
+    except ImportError as e:
+        return [f"v2x run: {sc.name} runs on SUMO, which needs the sumo extra ({e.name} is missing): pip install -e '.[sumo]'"]
+    assert sc.sumo is not None  # validated: mobility = "sumo" has its table
+    try:
+        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes])
+    except ScenarioError as e:
+        return e.problems
+    return []
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
@@ -179,8 +193,18 @@ def main(argv: list[str]) -> int:
         console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
+    if sc.mobility == "sumo":
+        problems = _sumo_problems(sc)
+        if problems:
+            for line in problems:
+                console.print(line, style="red", markup=False, highlight=False)
+            return 2
+    if sc.mobility == "sumo" and (args.workers > 1 or args.clouds > 1):
+        console.print(f"v2x run: {sc.name} runs on SUMO, one simulation in one process: --workers and --clouds need "
+                      'mobility = "native"', style="red")
+        return 2
     net = Network(sc)
-    sites = len(net.components)
+    sites = len(net.components) if sc.mobility == "native" else 1  # a SUMO network is one site
     if args.clouds > sites or args.workers < 1 or args.clouds < 1:
         console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
                       "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from v2x.core.errors import BrokerError
+from v2x.core.errors import BrokerError, ScenarioError
 from v2x.net.options import add_common, connection, load, setup_logging, shard_arg
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         fleet = Fleet(sc, conn, conn.clock(), shard=args.shard, by_area=args.by == "area")
     except ValueError as e:
         print(f"v2x fleet: {e}", file=sys.stderr)
+        return 2
+    except ScenarioError as e:  # a SUMO scenario's network or routes
+        print("\n".join(e.problems), file=sys.stderr)
         return 2
     try:
         asyncio.run(fleet.run(args.duration if args.duration is not None else sc.duration_s))

@@ -129,7 +129,8 @@ class FleetSummary(JsonRecord):
                 throughput_vph=round(st.finished / max(fleet.traffic.t, 1e-9) * 3600.0, 1),
                 mean_delay_s=round(st.mean_delay_s, 2),
                 stops_per_vehicle=round(st.stops_per_vehicle, 3),
-                red_light_violations=st.red_light_entries if fleet.truth is not None else None,
+                # counted against the controllers' true state in process, and by the core only (not yet on SUMO)
+                red_light_violations=st.red_light_entries if fleet.truth is not None and fleet.core is not None else None,
                 collisions=st.collisions,
                 collisions_with_obstacles=st.obstacle_collisions,
             ),
