@@ -35,6 +35,7 @@ from v2x.net.connection import Connection, new_run_id
 from v2x.net.options import (
     add_credentials_option,
     add_mqtt_option,
+    add_obu_connections_option,
     add_run_id_option,
     add_scenario_options,
     credentials,
@@ -47,7 +48,7 @@ from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
-from v2x.run.results import Results, RunInfo, build_report, print_summary
+from v2x.run.results import SHARED_NOTE, Results, RunInfo, build_report, print_summary
 from v2x.run.watchers import Watchers
 from v2x.vehicle.fleet import Fleet
 from v2x.watch.viz import display_available
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNGs here: latency CDF per hop, latency over time, a time-space diagram per approach",
     )
     add_mqtt_option(p)
+    add_obu_connections_option(p)
     add_run_id_option(p, "and every tier of it")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument(
@@ -189,6 +191,12 @@ def main(argv: list[str]) -> int:
     if sc is None:
         return 2
     duration = args.duration if args.duration is not None else sc.duration_s
+    shared_obus = args.obu_connections == "shared"
+    if shared_obus and (args.secure or args.credentials is not None):
+        console.print("v2x run: --obu-connections shared gives up the OBUs' own logins and ACLs (one connection carries "
+                      "them all): it cannot run on a secured broker; leave out --secure/--credentials, or the option",
+                      style="red")
+        return 2
     if (args.workers > 1 or args.clouds > 1) and args.fast:
         console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
                       "this process (leave out --fast, or the two options)", style="red")
@@ -228,6 +236,8 @@ def main(argv: list[str]) -> int:
         )
     run_id = args.run_id or new_run_id()
     console.print(f"run id: {run_id}")
+    if shared_obus:
+        console.print(f"OBUs: {SHARED_NOTE}")
     conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
                       impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
@@ -250,11 +260,11 @@ def main(argv: list[str]) -> int:
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             progress = _progress(live, duration)
             if args.fast:
-                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None)
+                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus)
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
-                                trajectories=args.plots is not None)
+                                trajectories=args.plots is not None, shared_obus=shared_obus)
                 res = run_realtime(sc, conn, duration, layout, progress)
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)

@@ -39,6 +39,7 @@ from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
+from v2x.net.shared import SharedConnection
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
@@ -134,9 +135,12 @@ class Fleet:
         shard: tuple[int, int] = (0, 1),
         by_area: bool = False,
         transport_factory: TransportFactory | None = None,
+        shared: SharedConnection | None = None,
     ) -> None:
         """`conn`: how the OBUs reach the broker (and sign, and whether links are impaired); `clock`: sim time
-        (the wall clock from the run's epoch in real time, the lockstep's in fast mode)."""
+        (the wall clock from the run's epoch in real time, the lockstep's in fast mode). `shared`: the OBUs share
+        this one connection (`--obu-connections shared`; v2x.net.shared); with no `transport_factory`, each OBU's
+        transport is made on it."""
         self.sc = sc
         self.conn = conn
         self.topics = conn.topics
@@ -188,7 +192,8 @@ class Fleet:
         self.ca: Authority | None = None  # signed messages: the authority that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
-        self._factory = transport_factory or self._mqtt
+        self.shared = shared
+        self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
         # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
@@ -214,6 +219,12 @@ class Fleet:
         if self.ca is not None:
             station.signer = self.ca.issue(sid, valid_from_ms(self.clock))
         return station
+
+    @staticmethod
+    def shared_connection(conn: Connection, shard: tuple[int, int] = (0, 1)) -> SharedConnection:
+        """The one connection the OBUs of a fleet process share (client id `<run id>-fleet-obus-<i>-of-<n>`)."""
+        i, n = shard
+        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000))
 
     def _mqtt(self, sid: str) -> Transport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
@@ -536,6 +547,14 @@ class Fleet:
     async def close(self) -> None:
         extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
         await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *extra]))
+        if self.shared is not None:  # the OBUs' one connection: its drops and outages are theirs
+            st = self.shared.inner.stats
+            self.counters.dropped_out += st.dropped_out
+            self.counters.dropped_in += st.dropped_in
+            with contextlib.suppress(Exception):
+                await self.shared.close()
+            if st.outages or st.disconnects or st.reconnects:
+                self.closed_stats.append(st)
         if self.sumo is not None:
             self.sumo.close()  # libsumo: the process's one simulation, free for the next
         self.radios.clear()
