@@ -224,7 +224,7 @@ class Fleet:
     def shared_connection(conn: Connection, shard: tuple[int, int] = (0, 1)) -> SharedConnection:
         """The one connection the OBUs of a fleet process share (client id `<run id>-fleet-obus-<i>-of-<n>`)."""
         i, n = shard
-        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000))
+        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000, coalesce_writes=True))
 
     def _mqtt(self, sid: str) -> Transport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
