@@ -176,7 +176,7 @@ def _sumo_problems(sc: Scenario) -> list[str]:
         return [f"v2x run: {sc.name} runs on SUMO, which needs the sumo extra ({e.name} is missing): pip install -e '.[sumo]'"]
     assert sc.sumo is not None  # validated: mobility = "sumo" has its table
     try:
-        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes])
+        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes], list(sc.sites))
     except ScenarioError as e:
         return e.problems
     return []

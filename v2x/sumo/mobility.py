@@ -43,7 +43,9 @@ class SumoTraffic:
     def __init__(self, sc: Scenario, seed: int | None = None) -> None:
         if sc.sumo is None:
             raise ValueError(f'{sc.name}: mobility = "sumo" needs a [sumo] table')
-        self.location: Location = check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes]).location
+        self.location: Location = check_scenario_files(
+            Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes], list(sc.sites),
+        ).location
         self._frame = LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg, sc.origin.elevation_m)
         self._elevation_m = sc.origin.elevation_m
         args = [
