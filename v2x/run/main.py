@@ -197,7 +197,7 @@ def main(argv: list[str]) -> int:
         problems = _sumo_problems(sc)
         if problems:
             for line in problems:
-                console.print(line, style="red", markup=False, highlight=False)
+                console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)  # one line each
             return 2
     if sc.mobility == "sumo" and (args.workers > 1 or args.clouds > 1):
         console.print(f"v2x run: {sc.name} runs on SUMO, one simulation in one process: --workers and --clouds need "
