@@ -30,7 +30,7 @@ from v2x.core.scenario import Scenario
 from v2x.core.signal.controller import DETECTOR_M, HeadWatch, SignalController
 from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
-from v2x.core.topics import Topics, quadkey, tiles_covering
+from v2x.core.topics import Topics, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
@@ -103,8 +103,7 @@ class RsuService(Service):
             self.sumo = sumo_sites(net.scenario)[index]
             self.iid, self.xy, self.limits = self.sumo.id, self.sumo.xy, self.sumo.limits
             self.ctl: SignalController = SignalController(self.sumo.plan, 0.0)
-            g = net.frame.to_geo(*self.xy)
-            self.tile = quadkey(g.lat_deg, g.lon_deg)
+            self.tile = net.site_tiles[index]
         else:
             self.iid = net.intersections[index].spec.id
             self.ctl = controllers(net)[index]
