@@ -233,6 +233,29 @@ def test_the_controller_drives_sumos_lights_and_sumos_drivers_obey_them() -> Non
         traffic.close()
 
 
+def test_without_the_rsus_at_hand_the_fleet_drives_the_lights_with_copies_of_their_controllers() -> None:
+    """Real time (the RSUs in other processes): SUMO's lights follow controllers made from the scenario, stepped with
+    SUMO's time, which is what the RSUs' fixed-time controllers show at the same sim time."""
+    from v2x.sumo.site import sumo_sites
+
+    sc = scenario.load(GRID)
+    rsus = {site.id: SignalController(site.plan, 0.0) for site in sumo_sites(sc)}  # as each RSU builds its own
+    traffic = SumoTraffic(sc)
+    try:
+        changes, before = 0, ""
+        for _ in range(500):  # 50 s: the first phase change (42 s, 45 s)
+            for ctl in rsus.values():
+                ctl.step(traffic.t)
+            traffic.step(sc.step_s)
+            for tls, ctl in rsus.items():
+                assert traffic.shown(tls) == sumo_state(ctl.states(), 16), (tls, traffic.t)
+            changes += traffic.shown("B0") != before
+            before = traffic.shown("B0")
+        assert changes == 3  # the first green, its yellow, the next green
+    finally:
+        traffic.close()
+
+
 def test_a_program_that_does_not_fit_is_refused_naming_the_light() -> None:
     blinking = TrafficLight("J7", (0.0, 0.0), "static", 0.0, (TlsPhase(30.0, "GGrr"), TlsPhase(3.0, "yyrr"),
                                                               TlsPhase(30.0, "rrGG"), TlsPhase(3.0, "rroo")), ())
@@ -254,6 +277,7 @@ class GridRun:
     maps: dict[str, tuple[str, m.IntersectionGeometry]]  # junction -> (topic, its MAP), retained
     map_payloads: list[tuple[str, bytes]]
     spat: dict[tuple[int, str], dict[int, m.LightState]]  # (step, junction) -> SPaT state per signal group
+    ends: dict[tuple[int, str], dict[int, m.TimeChange]]  # (step, junction) -> SPaT's timing per signal group
     shown: dict[tuple[int, str], str]  # (step, junction) -> what SUMO's light showed in that step
     collisions: int
     commanded: str  # the junction whose RSU runs another plan than SUMO's program
@@ -314,6 +338,7 @@ def grid_run(mosquitto: Any) -> GridRun:
     asyncio.run(main())
     maps: dict[str, tuple[str, m.IntersectionGeometry]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
+    ends: dict[tuple[int, str], dict[int, m.TimeChange]] = {}
     map_payloads = []
     for topic, payload in heard:
         if not payload:
@@ -327,7 +352,8 @@ def grid_run(mosquitto: Any) -> GridRun:
             for st in body.intersections:
                 k = round((st.timestamp_ms / 1000 - FAST_EPOCH_S) / sc.step_s)
                 spat[(k, st.name)] = {ms.signal_group: ms.events[0].state for ms in st.states}
-    return GridRun(maps, map_payloads, spat, shown, sumo.stats.collisions, "B0")
+                ends[(k, st.name)] = {ms.signal_group: t for ms in st.states if (t := ms.events[0].timing) is not None}
+    return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0")
 
 
 def test_one_map_per_signalised_junction_with_the_networks_lanes(grid_run: GridRun) -> None:
@@ -410,3 +436,25 @@ def test_the_visualiser_draws_every_lane_of_the_network_from_map(grid_run: GridR
             x, y = lane.points[len(lane.points) // 2 - 1 : len(lane.points) // 2 + 1].mean(axis=0)
             px, py = round(w / 2 + x * scale), round(h / 2 - y * scale)
             assert surf.get_at((px, py)) != bg, (iv.name, lane.name)
+
+
+def test_spats_end_times_are_when_sumos_light_changes(grid_run: GridRun) -> None:
+    """On the junctions running SUMO's program (fixed-time), SPaT's likely end of each group's light is when SUMO's
+    light for that group changed, within a step; its min and max bracket it."""
+    from v2x.sumo.signals import light_states
+
+    checked = 0
+    for tls in ("A0", "C1"):
+        shown = [light_states(grid_run.shown[(k, tls)]) for k in range(900)]
+        for k in range(0, 900, 7):
+            timing = grid_run.ends.get((k, tls))
+            if timing is None:
+                continue
+            for g, tc in timing.items():
+                change = next((j for j in range(k + 1, 900) if shown[j][g] != shown[k][g]), None)
+                if change is None:
+                    continue
+                assert abs(tc.likely_end_s - (change - k) * 0.1) <= 0.11, (tls, k, g, tc)
+                assert tc.min_end_s <= tc.likely_end_s <= tc.max_end_s
+                checked += 1
+    assert checked > 500
