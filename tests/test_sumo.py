@@ -77,6 +77,13 @@ def test_every_vehicle_sumo_inserts_is_heard_by_the_cloud(v2x_run: RunScenario) 
     assert report.latency("vehicle->cloud", "bsm").count == bsm.sent > spawned * 50
     assert bsm.lost == 0
     assert report.latency("vehicle->rsu", "bsm").count > 0  # the RSUs of the grid's junctions hear them too
+    # each vehicle follows the next junction on its route (SUMO's next light): its SPaT by both paths, its MAP
+    cov = report["spat_coverage"]
+    assert cov["vehicles_approaching"] >= 30
+    assert cov["approaching_without_spat"] == cov["approaching_without_map"] == []
+    by_path = report["messages"]["spat"]["received_by_vehicles_by_path"]
+    assert by_path["rsu"] > 1000
+    assert by_path["cloud"] > 1000
     traffic = report["traffic"]
     assert traffic["collisions"] == 0
     assert traffic["red_light_violations"] is None  # not counted on SUMO yet: said, not reported as 0

@@ -83,6 +83,7 @@ class SumoTraffic:
         self._links = {site.id: len(site.light.phases[0].state) for site in sites}
         self.heads: dict[str, SignalController] = {site.id: SignalController(site.plan, 0.0) for site in sites}
         self._own_heads = True
+        self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
         self._shown: dict[str, str] = {}  # what each light was last told to show
 
     # -- the Mobility interface --------------------------------------------------------
@@ -139,6 +140,18 @@ class SumoTraffic:
             trip[1], trip[2] = stopped, float(r[c.VAR_TIMELOSS])
         self._ids = np.fromiter(self._vid.values(), dtype=np.int64, count=len(self._vid))
         self._kind = np.fromiter((self._static[s][2] for s in self._vid), dtype=np.int64, count=len(self._vid))
+
+    def ahead(self) -> IntArray:
+        """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
+        the first traffic light ahead (SUMO's next TLS) when it is one with an RSU."""
+        out = np.full(self.n, -1, dtype=np.int64)
+        if not self._site:
+            return out
+        for i, sid in enumerate(self._vid):
+            nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
+            if nxt:
+                out[i] = self._site.get(nxt[0][0], -1)
+        return out
 
     # -- what the OBUs report ---------------------------------------------------------------
 
