@@ -101,15 +101,14 @@ class RsuService(Service):
             from v2x.sumo.site import sumo_sites  # reads the network as XML: no libsumo in the RSU
 
             self.sumo = sumo_sites(net.scenario)[index]
-            self.iid, self.xy, self.limits = self.sumo.id, self.sumo.xy, self.sumo.limits
+            self.iid, self.limits = self.sumo.id, self.sumo.limits
             self.ctl: SignalController = SignalController(self.sumo.plan, 0.0)
-            self.tile = net.site_tiles[index]
         else:
             self.iid = net.intersections[index].spec.id
             self.ctl = controllers(net)[index]
-            self.tile = net.tiles[index]
-            self.xy = net.rsu_xy[self.id]
             self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
+        self.tile = net.site_tiles[index]
+        self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
@@ -161,6 +160,8 @@ class RsuService(Service):
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
         out: set[int] = set()
+        if not self._lane_groups:  # no detectors (a SUMO junction, for now)
+            return out
         for bsm, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue

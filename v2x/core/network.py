@@ -489,7 +489,10 @@ class Network:
 
     @functools.cached_property
     def rsu_xy(self) -> dict[str, tuple[float, float]]:
-        """Each RSU's position [m], by id."""
+        """Each RSU's position [m], by id (a SUMO junction's RSU: at the junction's centre)."""
+        sumo = self.scenario.sumo
+        if self.scenario.mobility == "sumo" and sumo is not None:
+            return {self.scenario.rsu_of(i).id: (j.x_m, j.y_m) for i, j in enumerate(sumo.junctions)}
         out = {}
         for ig in self.intersections:
             rsu = self.scenario.rsu_of(ig.index)
