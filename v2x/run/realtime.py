@@ -83,7 +83,7 @@ def _run(
         return conn.argv(credentials_file, authority_file)
 
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
+    rsu_argv = argv("roadside", m.SenderKind.RSU, list(sc.sites))
     tiers = {"roadside": _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])}
     n = layout.clouds
     for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)

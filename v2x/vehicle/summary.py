@@ -118,6 +118,7 @@ class FleetSummary(JsonRecord):
     resubscriptions: int = 0
     subscribe_failures: int = 0
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
+    crossings_logged: bool = True  # its mobility can log stop-line crossings (SUMO's cannot yet): red-light violations judged
 
     @classmethod
     def of(cls, fleet: Fleet) -> FleetSummary:
@@ -170,6 +171,7 @@ class FleetSummary(JsonRecord):
                 LineCrossing(round(t, 3), vid, fleet.net.intersections[fleet.net.groups[g].intersection].spec.id, fleet.net.groups[g].group_id)
                 for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
             ],
+            crossings_logged=fleet.core is not None,
         )
 
     @classmethod
@@ -241,4 +243,5 @@ class FleetSummary(JsonRecord):
             resubscriptions=sum(p.resubscriptions for p in parts),
             subscribe_failures=sum(p.subscribe_failures for p in parts),
             line_crossings=[x for p in parts for x in p.line_crossings],
+            crossings_logged=all(p.crossings_logged for p in parts),
         )
