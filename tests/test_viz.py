@@ -553,7 +553,12 @@ def test_a_fast_recording_keeps_sim_time_and_replays_at_its_pace(mosquitto: Mosq
     )
     took = time.monotonic() - t0
     assert replay.returncode == 0, replay.stderr[-2000:]
-    assert span_s / 20 <= took <= span_s / 20 + 4.0, took  # the pace, and the replay process's start
+    assert took >= span_s / 20
+    # the pace, from its first message to its last (the process's start, which a loaded machine slows, apart)
+    import json
+
+    paced_s = json.loads(replay.stdout.strip().splitlines()[-1])["wall_ms"] / 1000
+    assert span_s / 20 - 0.1 <= paced_s <= span_s / 20 + 1.0, paced_s
 
 
 # -- the window at every scale (#29, item 1) ---------------------------------------------------------------------
