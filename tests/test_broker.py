@@ -7,7 +7,7 @@ import os
 import pytest
 
 from v2x.core.errors import BrokerError
-from v2x.net.broker import MosquittoBroker, find_mosquitto, mqtt_ping
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, mqtt_ping
 
 
 def test_fixture_broker_speaks_mqtt5(mosquitto: MosquittoBroker) -> None:
@@ -50,3 +50,13 @@ def test_bad_config_reports_the_broker_error() -> None:
 
 def test_find_mosquitto() -> None:
     assert find_mosquitto() is not None, "install mosquitto: apt-get install mosquitto"
+
+
+@pytest.mark.integration
+def test_embedded_broker_keeps_answering_after_many_connections() -> None:
+    """amqtt logs each connection (about 260 bytes); its output once went to a pipe nobody read during the run,
+    and after about 250 connections (64 KiB) the broker blocked in write() for good: the hang of issue #28."""
+    with EmbeddedBroker() as broker:
+        assert broker.port is not None
+        for i in range(400):
+            assert mqtt_ping(broker.host, broker.port, 2.0, version=4), f"no CONNACK after {i} connections"

@@ -144,6 +144,12 @@ class MosquittoBroker:
     def log_path(self) -> Path:
         return self.dir / "mosquitto.log"
 
+    @property
+    def output_path(self) -> Path:
+        """The broker process's stdout and stderr. A file, not a pipe: a pipe nobody reads during the run fills
+        (64 KiB), and the broker then blocks in write() for good (amqtt logs every connection to stderr)."""
+        return self.dir / "output.log"
+
     def config_text(self, port: int) -> str:
         lines = [
             f"listener {port} {self.host}",
@@ -187,12 +193,8 @@ class MosquittoBroker:
             port = self.port or free_port()
             conf = self.dir / "mosquitto.conf"
             conf.write_text(self.config_text(port))
-            self.proc = subprocess.Popen(
-                self.command(conf),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            with open(self.output_path, "wb") as out:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -212,8 +214,8 @@ class MosquittoBroker:
         parts = []
         if self.proc is not None and self.proc.poll() is not None:
             parts.append(f"exit code {self.proc.returncode}")
-            if self.proc.stderr is not None:
-                parts.append(self.proc.stderr.read().decode(errors="replace").strip())
+            if self.output_path.exists():
+                parts.append(self.output_path.read_text(errors="replace")[-2000:].strip())
         else:
             parts.append("no CONNACK before the timeout")
         if self.log_path.exists():
@@ -225,8 +227,6 @@ class MosquittoBroker:
         if proc is None:
             return
         end_process(proc, sig, wait_s)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s). Keeps the port for a restart."""
