@@ -56,11 +56,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
-    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
-
-    `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
-    broker that requires a password is up, and speaks that level)."""
+def mqtt_connack(host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False) -> int | None:
+    """The return code of the CONNACK that answers an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port; None when
+    the answer is not a CONNACK (or the connection closed without one). Raises `TimeoutError` when nothing answers
+    within `timeout_s` (a broker that is stopped or stuck, whose kernel still accepts connections), another `OSError`
+    when nothing listens there."""
     # a unique id: probes sharing one would take over each other's session at the broker
     client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
     # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
@@ -68,23 +68,29 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
     payload = len(client_id).to_bytes(2, "big") + client_id
     body = var + payload
     packet = b"\x10" + bytes([len(body)]) + body
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+        if tls:  # only "is it up": the certificate is not checked here
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
+        s.sendall(packet)
+        ack = s.recv(16)
+        with contextlib.suppress(OSError):
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+    return ack[3] if len(ack) >= 4 and ack[0] == 0x20 else None
+
+
+def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
+    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
+
+    `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
+    broker that requires a password is up, and speaks that level)."""
     try:
-        with contextlib.ExitStack() as stack:
-            s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
-            if tls:  # only "is it up": the certificate is not checked here
-                ctx = ssl.create_default_context()
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
-            s.sendall(packet)
-            ack = s.recv(16)
-            with contextlib.suppress(OSError):
-                s.sendall(b"\xe0\x00")  # DISCONNECT
+        code = mqtt_connack(host, port, timeout_s, version, tls)
     except OSError:
         return False
-    if len(ack) < 4 or ack[0] != 0x20:
-        return False
-    code = ack[3]
-    return code == 0 or (refused_ok and code not in (0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
+    return code == 0 or (refused_ok and code not in (None, 0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
 
 
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:

@@ -56,10 +56,12 @@ class RootInUse(BrokerError):
 class RootClaim:
     """`with RootClaim(conn):` the run's claim on `conn`'s topic root; `leftovers` what it cleared, by kind."""
 
-    def __init__(self, conn: Connection, clock: Clock | None = None) -> None:
+    def __init__(self, conn: Connection, clock: Clock | None = None, broker_gone: threading.Event | None = None) -> None:
         """`clock`: the run's (a fast run's sim clock, at sim time 0: its marker is dated on the run's own time, as a
-        recording of it logs it); default the wall clock."""
+        recording of it logs it); default the wall clock. `broker_gone`: set when the broker stopped answering
+        (v2x.run.stall): the marker is then left to the Last Will, not cleared and waited for."""
         self.conn = conn
+        self.broker_gone = broker_gone or threading.Event()
         self.clock = clock or Clock()
         self.topic = conn.topics.run_marker()
         self.cleared: Counter[str] = Counter()  # what the claim's station sent: `<kind>_cleared`, and its markers
@@ -137,8 +139,9 @@ class RootClaim:
                 if transport.stats.reconnects != reconnects:  # the Will cleared it, or a restarted broker forgot it
                     reconnects = transport.stats.reconnects
                     station.publish(self.topic, marker, qos=1, retain=True)
-            station.clear(self.topic)
-            await transport.drain(5.0)
+            if not self.broker_gone.is_set():
+                station.clear(self.topic)
+                await transport.drain(5.0)
         finally:
             await transport.close()
 
