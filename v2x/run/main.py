@@ -47,6 +47,7 @@ from v2x.net.signing import CA
 from v2x.net.station import StepClock
 from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
+from v2x.run.gaps import costs, missing
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
 from v2x.run.results import SHARED_NOTE, Results, RunInfo, build_report, print_summary
@@ -256,6 +257,9 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
         _stop_broker(broker)
         return 1
+    gaps = missing(claim.abilities, args.mqtt)
+    for gap in gaps:
+        console.print(f"broker gap: {gap}", style="yellow", soft_wrap=True)
     if claim.leftovers:
         console.print(f"cleared what an earlier run left retained under {args.root}: "
                       f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
@@ -269,7 +273,7 @@ def main(argv: list[str]) -> int:
             progress = _progress(live, duration)
             if args.fast:
                 res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus,
-                               broker_gone=watch.gone)
+                               broker_gone=watch.gone, retained_to_wildcard=claim.abilities.retained_to_wildcard)
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
@@ -294,7 +298,10 @@ def main(argv: list[str]) -> int:
     report.update(watched)
     if watch.stalled is not None:
         report["broker_stalled"] = watch.stalled
+    report["broker_gaps"] = {"missing": gaps, "cost": costs(report, bool(gaps))}
     print_summary(console, report)
+    if report["broker_gaps"]["cost"]:
+        console.print(f"broker gaps cost: {'; '.join(report['broker_gaps']['cost'])}", style="yellow", soft_wrap=True)
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {args.report}")
