@@ -8,6 +8,7 @@ import pytest
 
 from v2x.core.errors import BrokerError
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, mqtt_ping
+from v2x.net.transport import MqttTransport
 
 
 def test_fixture_broker_speaks_mqtt5(mosquitto: MosquittoBroker) -> None:
@@ -60,3 +61,21 @@ def test_embedded_broker_keeps_answering_after_many_connections() -> None:
         assert broker.port is not None
         for i in range(400):
             assert mqtt_ping(broker.host, broker.port, 2.0, version=4), f"no CONNACK after {i} connections"
+
+
+@pytest.mark.integration
+async def test_embedded_broker_sends_a_new_client_no_retained_message_it_did_not_subscribe_to() -> None:
+    """amqtt sends each new client the retained messages of every filter any client holds (a fleet's vehicles got the
+    RSUs' statuses); the embedded broker sends them only to whoever holds the filter."""
+    with EmbeddedBroker() as broker:
+        async with MqttTransport(broker.url, "holder") as holder, MqttTransport(broker.url, "publisher") as publisher:
+            await holder.subscribe("status/#", qos=1)
+            publisher.publish("status/rsu", b"online", qos=1, retain=True)
+            assert await publisher.drain(5.0)
+            assert await holder.wait(5.0)
+            async with MqttTransport(broker.url, "newcomer") as newcomer:
+                await newcomer.subscribe("bsm/#")
+                assert not await newcomer.wait(1.0), newcomer.receive()
+                await newcomer.subscribe("status/+")  # a filter of its own: the retained message comes
+                assert await newcomer.wait(5.0)
+                assert [(m.topic, m.payload) for m in newcomer.receive()] == [("status/rsu", b"online")]
