@@ -59,3 +59,20 @@ def test_every_bundled_scenario_runs_on_the_embedded_broker_in_both_modes(tmp_pa
                 proc.kill()
                 proc.communicate()
     assert not failed, "\n".join(failed)
+
+
+@pytest.mark.integration
+def test_a_run_the_embedded_broker_cannot_carry_is_refused_within_seconds_saying_why() -> None:
+    """Several cloud instances share the SPaT relay through an MQTT 5 shared subscription; amqtt speaks 3.1.1 and has
+    none, so vehicles would get no SPaT by cellular, silently. Before, the run went ahead."""
+    started = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", "four_way", "--copies", "2", "--clouds", "2", "--duration", "5", "--headless",
+         "--broker", "embedded"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": _path_without_mosquitto()},
+    )
+    assert time.monotonic() - started <= REFUSED_WITHIN_S, res.stderr[-2000:]
+    assert res.returncode == 2, res.stderr[-2000:]
+    (said,) = [x for x in res.stderr.splitlines() if x.startswith("v2x run: --clouds 2")]
+    assert "shared subscription" in said, said
+    assert "install Mosquitto: apt-get install mosquitto" in said, said

@@ -257,6 +257,15 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
         _stop_broker(broker)
         return 1
+    if args.clouds > 1 and not claim.abilities.mqtt5:  # the instances would share no SPaT relay, silently
+        fix = ("leave out --mqtt 3.1.1" if args.mqtt == "3.1.1" else "install Mosquitto: apt-get install mosquitto"
+               if isinstance(broker.started, EmbeddedBroker) else "use an MQTT 5 broker such as Mosquitto")
+        console.print(f"v2x run: --clouds {args.clouds} shares the SPaT relay through an MQTT 5 shared subscription, and "
+                      f"{broker.kind} at {broker.url} was reached over MQTT 3.1.1 only: {fix}, or run one cloud", style="red",
+                      soft_wrap=True)
+        claim.__exit__(None, None, None)
+        _stop_broker(broker)
+        return 2
     gaps = missing(claim.abilities, args.mqtt)
     for gap in gaps:
         console.print(f"broker gap: {gap}", style="yellow", soft_wrap=True)
