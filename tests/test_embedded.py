@@ -1,8 +1,9 @@
 """Every bundled scenario on the embedded broker (amqtt), as a user without Mosquitto runs it: each in fast mode for
 120 s and in real time for 30 s completes, or is refused within 10 s saying why and what to install (issue #28).
 
-The ten runs go at once, each with its own broker, as subprocesses: the test costs about what the slowest fast run
-does on a machine this busy, not their sum. `--broker embedded` picks the broker a run without Mosquitto falls back
+The runs (six scenarios, two modes) go at once, each with its own broker, as subprocesses, so the real-time ones,
+which mostly wait for the clock, take no wall time of their own: the test costs the fast runs' CPU time, spread over
+the cores. `--broker embedded` picks the broker a run without Mosquitto falls back
 to (`broker_for_run()`); Mosquitto is also left off the PATH (v2x.net.broker.find_mosquitto would find it in /usr/sbin
 anyway, hence the option), so nothing of the run can lean on its tools.
 """
