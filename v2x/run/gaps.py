@@ -27,16 +27,17 @@ class Abilities:
     mqtt5: bool = True  # the broker accepted an MQTT 5 connection
 
 
-def missing(found: Abilities, mqtt: str) -> list[str]:
-    """What the broker lacks that the run relies on, each with what it will cost. `mqtt`: the version the run asked
-    for (`--mqtt`): 3.1.1 asked for is not a gap."""
-    out = []
+def missing(found: Abilities, mqtt: str) -> dict[str, str]:
+    """What the broker lacks that the run relies on, by ability (`retained_to_wildcard`, `mqtt5`), each with what it
+    will cost. `mqtt`: the version the run asked for (`--mqtt`): 3.1.1 asked for is not a gap."""
+    out = {}
     if not found.retained_to_wildcard:
-        out.append("retained messages are not delivered to wildcard subscriptions: vehicles, which take MAP and hazards "
-                   "(RSI) through one, get no MAP and no hazard raised before they subscribed")
+        out["retained_to_wildcard"] = ("retained messages are not delivered to wildcard subscriptions: vehicles, which "
+                                       "take MAP and hazards (RSI) through one, get no MAP and no hazard raised before "
+                                       "they subscribed")
     if not found.mqtt5 and mqtt == "auto":
-        out.append("no MQTT 5 (3.1.1 only): no message expiry, so stale BSM and SPaT are delivered and dropped by each "
-                   "receiver, and no shared subscriptions (--clouds)")
+        out["mqtt5"] = ("no MQTT 5 (3.1.1 only): no message expiry, so stale BSM and SPaT are delivered and dropped by "
+                        "each receiver, and no shared subscriptions (--clouds)")
     return out
 
 
