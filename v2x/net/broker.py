@@ -56,11 +56,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
-    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
-
-    `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
-    broker that requires a password is up, and speaks that level)."""
+def mqtt_connack(host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False) -> int | None:
+    """The return code of the CONNACK that answers an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port; None when
+    the answer is not a CONNACK (or the connection closed without one). Raises `TimeoutError` when nothing answers
+    within `timeout_s` (a broker that is stopped or stuck, whose kernel still accepts connections), another `OSError`
+    when nothing listens there."""
     # a unique id: probes sharing one would take over each other's session at the broker
     client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
     # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
@@ -68,23 +68,29 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
     payload = len(client_id).to_bytes(2, "big") + client_id
     body = var + payload
     packet = b"\x10" + bytes([len(body)]) + body
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+        if tls:  # only "is it up": the certificate is not checked here
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
+        s.sendall(packet)
+        ack = s.recv(16)
+        with contextlib.suppress(OSError):
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+    return ack[3] if len(ack) >= 4 and ack[0] == 0x20 else None
+
+
+def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
+    """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
+
+    `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
+    broker that requires a password is up, and speaks that level)."""
     try:
-        with contextlib.ExitStack() as stack:
-            s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
-            if tls:  # only "is it up": the certificate is not checked here
-                ctx = ssl.create_default_context()
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
-            s.sendall(packet)
-            ack = s.recv(16)
-            with contextlib.suppress(OSError):
-                s.sendall(b"\xe0\x00")  # DISCONNECT
+        code = mqtt_connack(host, port, timeout_s, version, tls)
     except OSError:
         return False
-    if len(ack) < 4 or ack[0] != 0x20:
-        return False
-    code = ack[3]
-    return code == 0 or (refused_ok and code not in (0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
+    return code == 0 or (refused_ok and code not in (None, 0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
 
 
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
@@ -144,6 +150,12 @@ class MosquittoBroker:
     def log_path(self) -> Path:
         return self.dir / "mosquitto.log"
 
+    @property
+    def output_path(self) -> Path:
+        """The broker process's stdout and stderr. A file, not a pipe: a pipe nobody reads during the run fills
+        (64 KiB), and the broker then blocks in write() for good (amqtt logs every connection to stderr)."""
+        return self.dir / "output.log"
+
     def config_text(self, port: int) -> str:
         lines = [
             f"listener {port} {self.host}",
@@ -187,12 +199,8 @@ class MosquittoBroker:
             port = self.port or free_port()
             conf = self.dir / "mosquitto.conf"
             conf.write_text(self.config_text(port))
-            self.proc = subprocess.Popen(
-                self.command(conf),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            with open(self.output_path, "wb") as out:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -212,8 +220,8 @@ class MosquittoBroker:
         parts = []
         if self.proc is not None and self.proc.poll() is not None:
             parts.append(f"exit code {self.proc.returncode}")
-            if self.proc.stderr is not None:
-                parts.append(self.proc.stderr.read().decode(errors="replace").strip())
+            if self.output_path.exists():
+                parts.append(self.output_path.read_text(errors="replace")[-2000:].strip())
         else:
             parts.append("no CONNACK before the timeout")
         if self.log_path.exists():
@@ -225,8 +233,6 @@ class MosquittoBroker:
         if proc is None:
             return
         end_process(proc, sig, wait_s)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s). Keeps the port for a restart."""
@@ -253,7 +259,9 @@ class EmbeddedBroker(MosquittoBroker):
     """amqtt, a pure-Python MQTT 3.1.1 broker, for a zero-setup run where Mosquitto is not installed.
 
     It is much slower than Mosquitto (about 27 ms median latency at 100 vehicles x 10 Hz where
-    Mosquitto adds about 2 ms), so a run on it says so in its output and report.
+    Mosquitto adds about 2 ms), so a run on it says so in its output and report. It runs as
+    `python -m v2x.net.embedded`: amqtt's broker, sending a new client only the retained messages of
+    the filters it holds.
     """
 
     kind = "amqtt (embedded)"
@@ -270,8 +278,7 @@ class EmbeddedBroker(MosquittoBroker):
         )
 
     def command(self, conf: Path) -> list[str]:
-        script = "import sys; from amqtt.scripts.broker_script import main; sys.argv = ['amqtt', '-c', sys.argv[1]]; main()"
-        return [sys.executable, "-c", script, str(conf)]
+        return [sys.executable, "-m", "v2x.net.embedded", str(conf)]  # amqtt, with a fix (see there)
 
 
 def broker_for_run() -> MosquittoBroker:
