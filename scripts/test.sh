@@ -41,4 +41,4 @@ SITE=$(mktemp -d)
 "$PY" -m mkdocs build --strict --quiet --site-dir "$SITE"
 rm -rf "$SITE"
 echo "== pytest (2 workers)"
-"$PY" -m pytest -n 2 --durations=20 "$@"  # the 20 slowest tests, to keep the suite within its time
+"$PY" -m pytest -n 2 --dist loadgroup --durations=20 "$@"  # a group's tests share a worker (and its module fixture); the 20 slowest tests shown
