@@ -85,6 +85,9 @@ class SumoTraffic:
         self._own_heads = True
         self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
         self._shown: dict[str, str] = {}  # what each light was last told to show
+        self._sid: dict[int, str] = {}  # ours -> SUMO's id, while present
+        self._advised: dict[str, float] = {}  # SUMO's id -> the speed [m/s] it was told to drive at (GLOSA)
+        self._ahead: tuple[float, tuple[IntArray, IntArray, FloatArray]] | None = None  # (t, signals_ahead()) of a step
 
     # -- the Mobility interface --------------------------------------------------------
 
@@ -114,7 +117,8 @@ class SumoTraffic:
         libsumo.simulationStep()
         self.t += dt
         for sid in libsumo.simulation.getArrivedIDList():
-            if self._vid.pop(sid, None) is not None:
+            if (vid := self._vid.pop(sid, None)) is not None:
+                del self._sid[vid]
                 self._static.pop(sid)
                 stops, _, lost_s = self._trip.pop(sid)
                 self.stats.finished += 1
@@ -122,6 +126,7 @@ class SumoTraffic:
                 self.stats.delay_sum_s += lost_s
         for sid in libsumo.simulation.getDepartedIDList():
             self._vid[sid] = self.stats.spawned
+            self._sid[self.stats.spawned] = sid
             self.stats.spawned += 1
             vclass = libsumo.vehicle.getVehicleClass(sid)
             self._static[sid] = (libsumo.vehicle.getLength(sid), libsumo.vehicle.getWidth(sid), KIND_INDEX[_KIND.get(vclass, "car")])
@@ -144,14 +149,42 @@ class SumoTraffic:
     def ahead(self) -> IntArray:
         """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
         the first traffic light ahead (SUMO's next TLS) when it is one with an RSU."""
-        out = np.full(self.n, -1, dtype=np.int64)
-        if not self._site:
-            return out
-        for i, sid in enumerate(self._vid):
-            nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
-            if nxt:
-                out[i] = self._site.get(nxt[0][0], -1)
-        return out
+        return self.signals_ahead()[0]
+
+    def signals_ahead(self) -> tuple[IntArray, IntArray, FloatArray]:
+        """Per present vehicle, the first traffic light ahead on its route when it has an RSU: the junction (its index
+        in the scenario's sites, -1 for none), the signal group (MAP's: SUMO's link index + 1) and the distance to
+        its stop line [m]. Read once per step."""
+        if self._ahead is not None and self._ahead[0] == self.t:
+            return self._ahead[1]
+        site = np.full(self.n, -1, dtype=np.int64)
+        group = np.zeros(self.n, dtype=np.int64)
+        dist = np.full(self.n, np.inf)
+        if self._site:
+            for i, sid in enumerate(self._vid):
+                nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
+                if nxt:
+                    site[i] = self._site.get(nxt[0][0], -1)
+                    group[i], dist[i] = nxt[0][1] + 1, nxt[0][2]
+        self._ahead = (self.t, (site, group, dist))
+        return site, group, dist
+
+    def allowed_speed(self, vid: int) -> float:
+        """[m/s] the speed limit for a present vehicle of ours where it is (its lane's, for its type)."""
+        return float(libsumo.vehicle.getAllowedSpeed(self._sid[vid]))
+
+    def advise(self, speeds: dict[int, float]) -> None:
+        """Drive the vehicles of ours in `speeds` towards those speeds [m/s] (TraCI's setSpeed: SUMO's driver still
+        keeps a safe gap and stops for the real light); the others advised before are given back to SUMO's driver."""
+        for vid, v in speeds.items():
+            sid = self._sid[vid]
+            if abs(self._advised.get(sid, -1.0) - v) > 0.05:
+                libsumo.vehicle.setSpeed(sid, v)
+                self._advised[sid] = v
+        for sid in [s for s in self._advised if self._vid.get(s) not in speeds]:
+            if sid in self._vid:
+                libsumo.vehicle.setSpeed(sid, -1.0)  # SUMO's own control again
+            del self._advised[sid]
 
     # -- what the OBUs report ---------------------------------------------------------------
 
@@ -223,8 +256,12 @@ class SumoTraffic:
         return str(libsumo.trafficlight.getRedYellowGreenState(tls))
 
     def sumo_id(self, vid: int) -> str | None:
-        """SUMO's id of a present vehicle of ours (a search: for tests and tools, not for every step)."""
-        return next((s for s, v in self._vid.items() if v == vid), None)
+        """SUMO's id of a present vehicle of ours."""
+        return self._sid.get(vid)
+
+    def stops(self) -> tuple[int, int]:
+        """(stops so far, vehicles so far): of every vehicle inserted, those still present too (the core's rule)."""
+        return self.stats.stops_sum + sum(trip[0] for trip in self._trip.values()), self.stats.spawned
 
     def close(self) -> None:
         """End the simulation (once; later calls do nothing)."""

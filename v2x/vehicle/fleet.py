@@ -43,7 +43,7 @@ from v2x.net.shared import SharedConnection
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
-from v2x.vehicle.apps import Apps, HazardWatch
+from v2x.vehicle.apps import GLOSA_RANGE_M, Apps, HazardWatch
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
@@ -466,8 +466,11 @@ class Fleet:
     def move(self) -> None:
         """Move the traffic one step on what the vehicles believe."""
         traffic = self.core
-        if traffic is None:  # SUMO: its drivers see its lights; the applications through TraCI are #25 item 4
-            self.traffic.step(self.sc.step_s)
+        if traffic is None:  # SUMO: its drivers see its lights; the applications act through TraCI (docs/sumo.md)
+            assert self.sumo is not None
+            if self.sc.fleet.glosa:
+                self.sumo.advise(self._sumo_glosa(self.sumo))
+            self.sumo.step(self.sc.step_s)
             self._k += 1
             return
         group, _ = traffic.signal_view()
@@ -485,6 +488,22 @@ class Fleet:
         for vid, iid, req in self.priority.step(traffic, traffic.t, self._can_send):
             radio = self.radios[vid]
             radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
+
+    def _sumo_glosa(self, sumo: SumoTraffic) -> dict[int, float]:
+        """GLOSA on SUMO: each vehicle's advised speed towards its next RSU junction, from the SPaT its OBU received."""
+        site, group, dist = sumo.signals_ahead()
+        names = list(self.sc.sites)
+        out = {}
+        for i in np.flatnonzero((site >= 0) & (dist <= GLOSA_RANGE_M)):
+            vid = int(sumo.ids[i])
+            radio = self.radios.get(vid)
+            if radio is None:
+                continue
+            v = self.apps.advise(sumo.t, vid, radio.belief, (int(site[i]), names[int(site[i])]), int(group[i]), float(dist[i]),
+                                 sumo.allowed_speed(vid))
+            if v is not None:
+                out[vid] = v
+        return out
 
     def _can_send(self, vid: int) -> bool:
         radio = self.radios.get(vid)
