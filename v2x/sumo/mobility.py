@@ -173,6 +173,44 @@ class SumoTraffic:
         """[m/s] the speed limit for a present vehicle of ours where it is (its lane's, for its type)."""
         return float(libsumo.vehicle.getAllowedSpeed(self._sid[vid]))
 
+    def road_at(self, lat_deg: float, lon_deg: float) -> tuple[str, float, int] | None:
+        """(edge, position along it [m], lane index) of the lane nearest a WGS-84 point (the inverse of `to_geo`);
+        None off the network. What a vehicle makes of a position it received, on its own map (SUMO's network)."""
+        try:
+            if self.location.georeferenced:
+                edge, pos, lane = libsumo.simulation.convertRoad(lon_deg, lat_deg, True)
+            else:
+                edge, pos, lane = libsumo.simulation.convertRoad(*self._frame.to_local(lat_deg, lon_deg))
+        except libsumo.TraCIException:
+            return None
+        return (str(edge), float(pos), int(lane)) if edge and not str(edge).startswith(":") else None
+
+    def distance_to(self, vid: int, edge: str, pos_m: float) -> float | None:
+        """[m] along a present vehicle's route to `pos_m` on `edge`; None if it is not ahead on its route (passed,
+        or not on its way) or the vehicle is not present."""
+        sid = self._sid.get(vid)
+        if sid is None:
+            return None
+        d = float(libsumo.vehicle.getDrivingDistance(sid, edge, pos_m))
+        return d if d >= 0.0 else None  # SUMO's INVALID_DOUBLE_VALUE, -2^30: not ahead
+
+    def present(self, vid: int) -> bool:
+        return vid in self._sid
+
+    def keep_off(self, vid: int, edge: str, lane: int, for_s: float) -> None:
+        """Keep a present vehicle out of lane `lane` of `edge` while it is on that edge, for `for_s` [s] at a time:
+        from that lane to the next one (towards the middle when it can), elsewhere staying where it is (TraCI's
+        changeLane: SUMO's driver changes when the gap allows)."""
+        sid = self._sid[vid]
+        if libsumo.vehicle.getRoadID(sid) != edge:
+            return
+        lanes = int(libsumo.edge.getLaneNumber(edge))
+        now = int(libsumo.vehicle.getLaneIndex(sid))
+        if now != lane:
+            libsumo.vehicle.changeLane(sid, now, for_s)
+        elif lanes > 1:
+            libsumo.vehicle.changeLane(sid, lane + 1 if lane + 1 < lanes else lane - 1, for_s)
+
     def advise(self, speeds: dict[int, float]) -> None:
         """Drive the vehicles of ours in `speeds` towards those speeds [m/s] (TraCI's setSpeed: SUMO's driver still
         keeps a safe gap and stops for the real light); the others advised before are given back to SUMO's driver."""

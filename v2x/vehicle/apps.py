@@ -166,6 +166,11 @@ class Apps:
         warned = [vid for vid, active in hazards.items() if any((vid, "hlw", key) in self._warned for key in active)]
         return np.isin(traffic.ids, warned)
 
+    def warn(self, w: Warning, what: str) -> bool:
+        """Keep warning `w` about `what` (a hazard's key, a signal group, a vehicle), unless its vehicle was already
+        warned by its app about it: whether it is new. For another backend's vehicles (SUMO)."""
+        return self._warn(w, what)
+
     def _warn(self, w: Warning, what: str) -> bool:
         key = (w.vehicle, w.app, what)
         if key in self._warned:
