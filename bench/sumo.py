@@ -123,10 +123,19 @@ def shares(profile: cProfile.Profile, top: int) -> tuple[list[tuple[str, float]]
     total = sum(v[2] for v in stats.values()) or 1.0
     parts: dict[str, float] = {}
     funcs = []
+    def part_of(file: str, name: str) -> str:
+        return next((p for p, pat in PARTS if re.search(pat, f"{file}:{name}")), "other")
+
     for (file, line, name), v in stats.items():
-        where = f"{file}:{name}"
-        part = next((p for p, pat in PARTS if re.search(pat, where)), "other")
-        parts[part] = parts.get(part, 0.0) + v[2] / total
+        own_part = part_of(file, name)
+        callers = v[4]
+        if file == "~" and own_part == "other" and callers:  # a builtin (dict.get, round): its callers' parts, by their share
+            by_caller = sum(c[2] for c in callers.values()) or 1.0
+            for (cf, _, cn), c in callers.items():
+                part = part_of(cf, cn)
+                parts[part] = parts.get(part, 0.0) + v[2] * c[2] / by_caller / total
+        else:
+            parts[own_part] = parts.get(own_part, 0.0) + v[2] / total
         short = re.sub(r".*/(site-packages|wt-[^/]+|main)/", "", file)
         funcs.append((f"{short}:{line}({name})", v[2] / total))
     funcs.sort(key=lambda f: -f[1])
