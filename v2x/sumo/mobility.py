@@ -3,7 +3,8 @@
 libsumo is one simulation per process: a `SumoTraffic` owns it from construction to `close()`, and the fleet
 process owns the `SumoTraffic`. The lights of the junctions with RSUs show what the RSUs' controllers show (the
 controllers themselves in fast mode, deterministic copies of them elsewhere: docs/sumo.md); SUMO's drivers see
-those lights. What they believe from V2X does not move them yet (#25 item 4: the applications through TraCI).
+those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
+warning's slowing down and lane change) reaches SUMO's drivers through TraCI: `advise`, `keep_off`.
 """
 
 from __future__ import annotations
