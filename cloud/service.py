@@ -49,6 +49,7 @@ from v2x.net.reception import LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
 from v2x.net.transport import ConnectionSummary, Transport
+from v2x.sumo.site import hazard_points
 
 CLOUD_ID = "cloud"
 YIELD_EVERY = 16  # real time: messages handled between reads of the connection
@@ -226,6 +227,16 @@ class CloudService(Service):
                 self._raise_hazard(event_id, ev, now)
             elif not active and event_id in self.hazard_topics:
                 self._clear_hazard(event_id, now)
+        sumo = self.net.scenario.sumo
+        for h, hz in enumerate(sumo.hazards if sumo is not None and self.area is None else ()):
+            event_id = len(self.net.scenario.events) + h + 1  # on SUMO the hazards of [[sumo.hazards]], after any others
+            active = hz.start_s <= now + 1e-6 < hz.start_s + hz.duration_s
+            if active and event_id not in self.hazard_topics:
+                end_s = None if math.isinf(hz.duration_s) else hz.start_s + hz.duration_s
+                self._raise(event_id, hz.kind, _SOURCE.get(hz.kind, m.EventSource.DETECTION), None, hazard_points(self.net.scenario)[h],
+                            end_s, now)
+            elif not active and event_id in self.hazard_topics:
+                self._clear_hazard(event_id, now)
 
     def owns(self, intersection: str) -> bool:
         """Whether this instance looks after an intersection (every one, unless one of several)."""
@@ -312,17 +323,18 @@ class CloudService(Service):
         })
 
     def _raise(
-        self, event_id: int, kind: str, source: m.EventSource, lid: int, xy: tuple[float, float], end_s: float | None, now: float,
+        self, event_id: int, kind: str, source: m.EventSource, lid: int | None, xy: tuple[float, float], end_s: float | None,
+        now: float,
     ) -> None:
-        """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared."""
+        """RSI at QoS 1, retained on every tile the hazard concerns, until it is cleared. `lid`: the lane of our
+        network it is on (None on a SUMO network: the position alone says where)."""
         pos = self.net.frame.to_geo(*xy)
         utc_ms = self.clock.utc_us() // 1000
         end_ms = None if end_s is None else utc_ms + round((end_s - now) * 1000)
-        link = self.net.links[lid]
+        lanes = () if lid is None else (m.LaneRef(intersection_ref(self.net.links[lid].intersection), lane_id(self.net, lid)),)
         event = m.RoadTrafficEvent(
             event_id=event_id, kind=m.HazardKind[kind.upper()], source=source,
-            status=m.EventStatus.ACTIVE, position=pos, radius_m=10.0,
-            lanes=(m.LaneRef(intersection_ref(link.intersection), lane_id(self.net, lid)),),
+            status=m.EventStatus.ACTIVE, position=pos, radius_m=10.0, lanes=lanes,
             priority=5, start_time_ms=utc_ms, end_time_ms=end_ms, description=kind.replace("_", " "),
         )
         topics = [self.topics.rsi(tile, self.id, event_id) for tile in tiles_covering(pos.lat_deg, pos.lon_deg, RSI_RELEVANCE_M)]

@@ -17,6 +17,7 @@ from v2x.core.errors import ScenarioError
 from v2x.core.signal.controller import SignalController
 from v2x.run.report import Report
 from v2x.testing import RunScenario
+from v2x.vehicle.apps import Warning
 from v2x.vehicle.bsm import bsms_of
 
 libsumo = pytest.importorskip("libsumo", reason="the sumo extra: pip install -e '.[sumo]'")
@@ -288,21 +289,42 @@ class GridRun:
     shown: dict[tuple[int, str], str]  # (step, junction) -> what SUMO's light showed in that step
     collisions: int
     commanded: str  # the junction whose RSU runs another plan than SUMO's program
+    stops: tuple[int, int]  # (stops, vehicles) of every vehicle inserted
+    hlw: list[Warning]  # the hazard warnings the vehicles raised
+    heading: dict[int, float]  # vehicle -> when SUMO first had it within HLW range of the hazard, ahead on its route
+    passed: list[tuple[int, int, float]]  # (vehicle, lane, speed [m/s]) as each passed the hazard
+
+
+#: a hazard on the grid's eastbound A0 -> B0 road (two lanes), in its right lane, 60 m before B0's stop line
+HAZARD = scenario.SumoHazard("road_works", "A0B0", lane=0, distance_m=60.0, start_s=10.0)
 
 
 @pytest.fixture(scope="module")
 def grid_run(mosquitto: Any) -> GridRun:
     """90 s of the grid in fast mode. The RSU of B0 is commanded another plan (30 s greens, where SUMO's program has
     42 s) at the start, as a cloud plan would be: SUMO can show it only by following the RSU's controller, not its
-    own program."""
+    own program. A hazard (`HAZARD`) from 10 s."""
+    return _grid_run(mosquitto, glosa=False)
+
+
+@pytest.fixture(scope="module")
+def glosa_run(mosquitto: Any) -> GridRun:
+    """The same run, seed and plans, with GLOSA on."""
+    return _grid_run(mosquitto, glosa=True)
+
+
+def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
     import asyncio
     import uuid
 
     from v2x.core.topics import kind_of
     from v2x.net.connection import Connection
     from v2x.run.fast import FAST_EPOCH_S, FastRun
+    from v2x.vehicle.apps import HLW_RANGE_M
 
     sc = scenario.load(GRID)
+    assert sc.sumo is not None
+    sc = dataclasses.replace(sc, sumo=dataclasses.replace(sc.sumo, hazards=(HAZARD,)), fleet=dataclasses.replace(sc.fleet, glosa=glosa))
     conn = Connection(mosquitto.url, root=f"t/grid-rsus-{uuid.uuid4().hex[:8]}/v2x/v1")
     run = FastRun(sc, conn)
     b0 = next(r for r in run.rsus if r.iid == "B0")
@@ -314,10 +336,25 @@ def grid_run(mosquitto: Any) -> GridRun:
     shown: dict[tuple[int, str], str] = {}
     move = run.fleet.move
 
-    def move_and_look() -> None:  # what SUMO's lights show through the step that starts now
+    heading: dict[int, float] = {}
+    passed: list[tuple[int, int, float]] = []
+    at_m = libsumo.lane.getLength(f"{HAZARD.edge}_{HAZARD.lane}") - HAZARD.distance_m
+    was: dict[int, float] = {}
+
+    def move_and_look() -> None:  # what SUMO's lights show through the step that starts now; who meets the hazard
         k = round(run.fleet.traffic.t / sc.step_s)
         move()
         shown.update({(k, tls): sumo.shown(tls) for tls in sc.sites})
+        for vid in (int(v) for v in sumo.ids):
+            sid = sumo.sumo_id(vid)
+            d = libsumo.vehicle.getDrivingDistance(sid, HAZARD.edge, at_m)
+            if sumo.t >= HAZARD.start_s and 0 <= d <= HLW_RANGE_M:
+                heading.setdefault(vid, sumo.t)
+            if libsumo.vehicle.getRoadID(sid) == HAZARD.edge:
+                pos = libsumo.vehicle.getLanePosition(sid)
+                if was.get(vid, math.inf) < at_m <= pos:
+                    passed.append((vid, libsumo.vehicle.getLaneIndex(sid), libsumo.vehicle.getSpeed(sid)))
+                was[vid] = pos
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
     watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
@@ -360,7 +397,8 @@ def grid_run(mosquitto: Any) -> GridRun:
                 k = round((st.timestamp_ms / 1000 - FAST_EPOCH_S) / sc.step_s)
                 spat[(k, st.name)] = {ms.signal_group: ms.events[0].state for ms in st.states}
                 ends[(k, st.name)] = {ms.signal_group: t for ms in st.states if (t := ms.events[0].timing) is not None}
-    return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0")
+    hlw = [w for w in run.fleet.apps.warnings if w.app == "hlw"]
+    return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0", sumo.stops(), hlw, heading, passed)
 
 
 @pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
@@ -470,3 +508,48 @@ def test_spats_end_times_are_when_sumos_light_changes(grid_run: GridRun) -> None
                 assert tc.min_end_s <= tc.likely_end_s <= tc.max_end_s
                 checked += 1
     assert checked > 500
+
+
+def test_glosa_on_sumo_cuts_the_stops(grid_run: GridRun, glosa_run: GridRun) -> None:
+    """GLOSA on SUMO, through TraCI: the advised speed from the SPaT each vehicle received; fewer stops per vehicle
+    than with GLOSA off, on the same seed, plans and demand (stops of every vehicle inserted, present ones too)."""
+    (off, n_off), (on, n_on) = grid_run.stops, glosa_run.stops
+    assert n_on == n_off >= 40  # the same demand: SUMO inserts the same vehicles
+    print(f"stops per vehicle: GLOSA off {off / n_off:.2f}, on {on / n_on:.2f}")
+    assert on / n_on < 0.8 * off / n_off
+    assert glosa_run.collisions == 0
+
+
+def test_a_hazard_on_a_sumo_edge_is_warned_to_the_vehicles_heading_for_it(grid_run: GridRun) -> None:
+    """The cloud announces a hazard of [[sumo.hazards]] (RSI); each vehicle that SUMO's routes bring within HLW
+    range of it is warned (HLW), at least 5 s before it gets there; warned, it passes in the other lane, slowly."""
+    from v2x.core.traffic import HAZARD_SPEED_MPS
+
+    warned = {w.vehicle: w for w in grid_run.hlw}
+    assert len(grid_run.heading) >= 3
+    assert set(grid_run.heading) <= set(warned)  # every vehicle heading for it, and no other
+    assert set(warned) <= set(grid_run.heading)
+    for vid, w in warned.items():
+        assert w.t_s - grid_run.heading[vid] <= 0.5  # warned as it came within range (its OBU up), or as it began
+        assert w.trigger.startswith("rsi cloud")
+    leads = [w.lead_s for w in grid_run.hlw if w.lead_s is not None]
+    assert len(leads) >= 2
+    assert min(leads) >= 5.0, leads
+    assert grid_run.passed
+    for vid, lane, v in grid_run.passed:
+        assert vid in warned
+        assert lane != HAZARD.lane
+        assert v <= HAZARD_SPEED_MPS + 0.1
+
+
+def test_sumo_hazards_are_validated_with_file_line_and_field() -> None:
+    text = (f'name = "s"\ndescription = "d"\nmobility = "sumo"\n[origin]\nlat_deg = 31.5\nlon_deg = 120.3\n'
+            f'[sumo]\nnet = "{GRID_NET.name}"\n')
+    hazards = ('[[sumo.hazards]]\nkind = "road_works"\nedge = "nowhere"\n'
+               '[[sumo.hazards]]\nkind = "accident"\nedge = "A0B0"\nlane = 2\n'
+               '[[sumo.hazards]]\nkind = "obstacle"\nedge = "A0B0"\ndistance_m = 500.0\n')
+    assert _problems(text + hazards, GRID_NET.parent) == [
+        's.toml:11: sumo.hazards[0].edge: "nowhere" is not an edge of grid.net.xml (expected a non-internal edge id)',
+        "s.toml:15: sumo.hazards[1].lane: 2 is out of range (expected 0..1 for edge A0B0)",
+        "s.toml:19: sumo.hazards[2].distance_m: 500 is beyond lane 0 of edge A0B0 (expected < its length, 179.2)",
+    ]

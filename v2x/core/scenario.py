@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal, get_args
+from xml.etree import ElementTree
 
 from v2x.core import schema
 from v2x.core.errors import ScenarioError
@@ -344,12 +345,26 @@ class SumoJunction:
 
 
 @dataclass(frozen=True)
+class SumoHazard:
+    """A scheduled hazard on a lane of a SUMO edge: the cloud announces it (RSI), as it does a reported hazard of
+    `events` on our junctions. SUMO's road is not blocked: the warned vehicles slow down and change lane."""
+
+    kind: HazardKindName
+    edge: str = spec(doc="the SUMO edge it is on (an edge id of the network)")
+    lane: int = spec(0, ge=0, le=15, doc="the lane's index on the edge, SUMO's: 0 = the rightmost")
+    distance_m: float = spec(50.0, ge=0.0, le=5000.0, doc="upstream of the edge's end")
+    start_s: float = spec(0.0, ge=0.0)
+    duration_s: float = spec(math.inf, gt=0.0)
+
+
+@dataclass(frozen=True)
 class Sumo:
     """A SUMO network and its demand, for `mobility = "sumo"` (docs/sumo.md). Paths are relative to the scenario file."""
 
     net: str = spec(doc="the network, a .net.xml file")
     routes: tuple[str, ...] = spec((), doc="SUMO route files: routes, trips or flows")
     junctions: tuple[SumoJunction, ...] = spec((), doc="the signalised junctions with an RSU (none: no RSUs)")
+    hazards: tuple[SumoHazard, ...] = spec((), doc="hazards on the network's edges, announced by the cloud")
 
 
 @dataclass(frozen=True)
@@ -524,6 +539,32 @@ def _sumo_files(s: Scenario, base: FsPath) -> Iterator[tuple[Path, str]]:
     ]:
         if not (base / name).is_file():
             yield path, f'"{name}": no such file in {base} (expected {expected})'
+    if s.sumo.hazards and (base / s.sumo.net).is_file():
+        edges = _sumo_edges(base / s.sumo.net)
+        for i, hz in enumerate(s.sumo.hazards):
+            lanes = edges.get(hz.edge)
+            if lanes is None:
+                yield ("sumo", "hazards", i, "edge"), f'"{hz.edge}" is not an edge of {s.sumo.net} (expected a non-internal edge id)'
+            elif hz.lane >= len(lanes):
+                yield ("sumo", "hazards", i, "lane"), f"{hz.lane} is out of range (expected 0..{len(lanes) - 1} for edge {hz.edge})"
+            elif hz.distance_m >= lanes[hz.lane]:
+                yield ("sumo", "hazards", i, "distance_m"), (
+                    f"{hz.distance_m:g} is beyond lane {hz.lane} of edge {hz.edge} (expected < its length, {lanes[hz.lane]:g})")
+
+
+def _sumo_edges(net: FsPath) -> dict[str, list[float]]:
+    """A SUMO network's edges (not its internal ones): each lane's length [m], by index; {} when it cannot be read
+    (the network is checked, with its own errors, before any tier starts: v2x.sumo.netfile)."""
+    out: dict[str, list[float]] = {}
+    try:
+        for _, el in ElementTree.iterparse(net, events=("end",)):
+            if el.tag == "edge":
+                if el.get("function", "normal") != "internal":
+                    out[el.get("id", "")] = [float(ln.get("length", "0")) for ln in el.iter("lane")]
+                el.clear()
+    except (ElementTree.ParseError, ValueError):
+        return {}
+    return out
 
 
 def _resolved(s: Scenario, base: FsPath) -> Scenario:

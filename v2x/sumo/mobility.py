@@ -3,7 +3,8 @@
 libsumo is one simulation per process: a `SumoTraffic` owns it from construction to `close()`, and the fleet
 process owns the `SumoTraffic`. The lights of the junctions with RSUs show what the RSUs' controllers show (the
 controllers themselves in fast mode, deterministic copies of them elsewhere: docs/sumo.md); SUMO's drivers see
-those lights. What they believe from V2X does not move them yet (#25 item 4: the applications through TraCI).
+those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
+warning's slowing down and lane change) reaches SUMO's drivers through TraCI: `advise`, `keep_off`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class SumoTraffic:
         self._own_heads = True
         self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
         self._shown: dict[str, str] = {}  # what each light was last told to show
+        self._sid: dict[int, str] = {}  # ours -> SUMO's id, while present
+        self._advised: dict[str, float] = {}  # SUMO's id -> the speed [m/s] it was told to drive at (GLOSA)
+        self._ahead: tuple[float, tuple[IntArray, IntArray, FloatArray]] | None = None  # (t, signals_ahead()) of a step
 
     # -- the Mobility interface --------------------------------------------------------
 
@@ -114,7 +118,8 @@ class SumoTraffic:
         libsumo.simulationStep()
         self.t += dt
         for sid in libsumo.simulation.getArrivedIDList():
-            if self._vid.pop(sid, None) is not None:
+            if (vid := self._vid.pop(sid, None)) is not None:
+                del self._sid[vid]
                 self._static.pop(sid)
                 stops, _, lost_s = self._trip.pop(sid)
                 self.stats.finished += 1
@@ -122,6 +127,7 @@ class SumoTraffic:
                 self.stats.delay_sum_s += lost_s
         for sid in libsumo.simulation.getDepartedIDList():
             self._vid[sid] = self.stats.spawned
+            self._sid[self.stats.spawned] = sid
             self.stats.spawned += 1
             vclass = libsumo.vehicle.getVehicleClass(sid)
             self._static[sid] = (libsumo.vehicle.getLength(sid), libsumo.vehicle.getWidth(sid), KIND_INDEX[_KIND.get(vclass, "car")])
@@ -144,14 +150,80 @@ class SumoTraffic:
     def ahead(self) -> IntArray:
         """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
         the first traffic light ahead (SUMO's next TLS) when it is one with an RSU."""
-        out = np.full(self.n, -1, dtype=np.int64)
-        if not self._site:
-            return out
-        for i, sid in enumerate(self._vid):
-            nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
-            if nxt:
-                out[i] = self._site.get(nxt[0][0], -1)
-        return out
+        return self.signals_ahead()[0]
+
+    def signals_ahead(self) -> tuple[IntArray, IntArray, FloatArray]:
+        """Per present vehicle, the first traffic light ahead on its route when it has an RSU: the junction (its index
+        in the scenario's sites, -1 for none), the signal group (MAP's: SUMO's link index + 1) and the distance to
+        its stop line [m]. Read once per step."""
+        if self._ahead is not None and self._ahead[0] == self.t:
+            return self._ahead[1]
+        site = np.full(self.n, -1, dtype=np.int64)
+        group = np.zeros(self.n, dtype=np.int64)
+        dist = np.full(self.n, np.inf)
+        if self._site:
+            for i, sid in enumerate(self._vid):
+                nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
+                if nxt:
+                    site[i] = self._site.get(nxt[0][0], -1)
+                    group[i], dist[i] = nxt[0][1] + 1, nxt[0][2]
+        self._ahead = (self.t, (site, group, dist))
+        return site, group, dist
+
+    def allowed_speed(self, vid: int) -> float:
+        """[m/s] the speed limit for a present vehicle of ours where it is (its lane's, for its type)."""
+        return float(libsumo.vehicle.getAllowedSpeed(self._sid[vid]))
+
+    def road_at(self, lat_deg: float, lon_deg: float) -> tuple[str, float, int] | None:
+        """(edge, position along it [m], lane index) of the lane nearest a WGS-84 point (the inverse of `to_geo`);
+        None off the network. What a vehicle makes of a position it received, on its own map (SUMO's network)."""
+        try:
+            if self.location.georeferenced:
+                edge, pos, lane = libsumo.simulation.convertRoad(lon_deg, lat_deg, True)
+            else:
+                edge, pos, lane = libsumo.simulation.convertRoad(*self._frame.to_local(lat_deg, lon_deg))
+        except libsumo.TraCIException:
+            return None
+        return (str(edge), float(pos), int(lane)) if edge and not str(edge).startswith(":") else None
+
+    def distance_to(self, vid: int, edge: str, pos_m: float) -> float | None:
+        """[m] along a present vehicle's route to `pos_m` on `edge`; None if it is not ahead on its route (passed,
+        or not on its way) or the vehicle is not present."""
+        sid = self._sid.get(vid)
+        if sid is None:
+            return None
+        d = float(libsumo.vehicle.getDrivingDistance(sid, edge, pos_m))
+        return d if d >= 0.0 else None  # SUMO's INVALID_DOUBLE_VALUE, -2^30: not ahead
+
+    def present(self, vid: int) -> bool:
+        return vid in self._sid
+
+    def keep_off(self, vid: int, edge: str, lane: int, for_s: float) -> None:
+        """Keep a present vehicle out of lane `lane` of `edge` while it is on that edge, for `for_s` [s] at a time:
+        from that lane to the next one (towards the middle when it can), elsewhere staying where it is (TraCI's
+        changeLane: SUMO's driver changes when the gap allows)."""
+        sid = self._sid[vid]
+        if libsumo.vehicle.getRoadID(sid) != edge:
+            return
+        lanes = int(libsumo.edge.getLaneNumber(edge))
+        now = int(libsumo.vehicle.getLaneIndex(sid))
+        if now != lane:
+            libsumo.vehicle.changeLane(sid, now, for_s)
+        elif lanes > 1:
+            libsumo.vehicle.changeLane(sid, lane + 1 if lane + 1 < lanes else lane - 1, for_s)
+
+    def advise(self, speeds: dict[int, float]) -> None:
+        """Drive the vehicles of ours in `speeds` towards those speeds [m/s] (TraCI's setSpeed: SUMO's driver still
+        keeps a safe gap and stops for the real light); the others advised before are given back to SUMO's driver."""
+        for vid, v in speeds.items():
+            sid = self._sid[vid]
+            if abs(self._advised.get(sid, -1.0) - v) > 0.05:
+                libsumo.vehicle.setSpeed(sid, v)
+                self._advised[sid] = v
+        for sid in [s for s in self._advised if self._vid.get(s) not in speeds]:
+            if sid in self._vid:
+                libsumo.vehicle.setSpeed(sid, -1.0)  # SUMO's own control again
+            del self._advised[sid]
 
     # -- what the OBUs report ---------------------------------------------------------------
 
@@ -223,8 +295,12 @@ class SumoTraffic:
         return str(libsumo.trafficlight.getRedYellowGreenState(tls))
 
     def sumo_id(self, vid: int) -> str | None:
-        """SUMO's id of a present vehicle of ours (a search: for tests and tools, not for every step)."""
-        return next((s for s, v in self._vid.items() if v == vid), None)
+        """SUMO's id of a present vehicle of ours."""
+        return self._sid.get(vid)
+
+    def stops(self) -> tuple[int, int]:
+        """(stops so far, vehicles so far): of every vehicle inserted, those still present too (the core's rule)."""
+        return self.stats.stops_sum + sum(trip[0] for trip in self._trip.values()), self.stats.spawned
 
     def close(self) -> None:
         """End the simulation (once; later calls do nothing)."""

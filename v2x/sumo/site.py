@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +118,45 @@ def sumo_sites(sc: Scenario) -> tuple[SumoSite, ...]:
         plan = program_plan(tl, Mode.FIXED)
         out.append(SumoSite(i, tl, (j.x_m, j.y_m), build_geometry(tl, lanes, i, frame.to_geo(j.x_m, j.y_m), net), plan, plan_limits(tl, plan)))
     return tuple(out)
+
+
+def hazard_points(sc: Scenario) -> tuple[tuple[float, float], ...]:
+    """Where each of a SUMO scenario's hazards is, in local metres [m]: on its lane's centre line, `distance_m`
+    before the lane's end. The network's metres are put on our local plane by the similarity (scale, rotation,
+    shift) that takes its RSU junctions' centres in the network to theirs in the scenario (written from the
+    network's projection by `v2x import-sumo`): exact on a tangent plane, within centimetres over a city on a
+    transverse Mercator one. Without two junctions: shifted by the one, else the network's own metres (as for a
+    network without a projection, laid out around the origin)."""
+    if sc.sumo is None or not sc.sumo.hazards:
+        return ()
+    net = Path(sc.sumo.net)
+    lanes = read_lanes(net, {f"{hz.edge}_{hz.lane}" for hz in sc.sumo.hazards})
+    a, b = complex(1.0), complex(0.0)  # local = a * network + b, as complex numbers
+    if sc.sumo.junctions:
+        sites = sumo_sites(sc)
+        src = [complex(*s.light.xy) for s in sites]
+        dst = [complex(*s.xy) for s in sites]
+        if len(sites) >= 2:
+            sm, dm = sum(src) / len(src), sum(dst) / len(dst)
+            a = sum((d - dm) * (s - sm).conjugate() for s, d in zip(src, dst, strict=True)) / sum(abs(s - sm) ** 2 for s in src)
+            b = dm - a * sm
+        else:
+            b = dst[0] - src[0]
+    out = []
+    for hz in sc.sumo.hazards:
+        x, y = _back_along(lanes[f"{hz.edge}_{hz.lane}"].shape, hz.distance_m)
+        z = a * complex(x, y) + b
+        out.append((z.real, z.imag))
+    return tuple(out)
+
+
+def _back_along(shape: tuple[tuple[float, float], ...], distance_m: float) -> tuple[float, float]:
+    """The point `distance_m` back from the end of a polyline [m]."""
+    pts = shape[::-1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        seg = math.hypot(x1 - x0, y1 - y0)
+        if distance_m <= seg and seg > 0:
+            f = distance_m / seg
+            return x0 + f * (x1 - x0), y0 + f * (y1 - y0)
+        distance_m -= seg
+    return pts[-1]

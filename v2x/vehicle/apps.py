@@ -45,6 +45,7 @@ reached the hazard unwarned.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,11 @@ class Apps:
         """Per vehicle: warned (HLW) of a hazard that its OBU still holds active."""
         warned = [vid for vid, active in hazards.items() if any((vid, "hlw", key) in self._warned for key in active)]
         return np.isin(traffic.ids, warned)
+
+    def warn(self, w: Warning, what: str) -> bool:
+        """Keep warning `w` about `what` (a hazard's key, a signal group, a vehicle), unless its vehicle was already
+        warned by its app about it: whether it is new. For another backend's vehicles (SUMO)."""
+        return self._warn(w, what)
 
     def _warn(self, w: Warning, what: str) -> bool:
         key = (w.vehicle, w.app, what)
@@ -295,14 +301,26 @@ class Apps:
             green_in = time_to_green(belief, sg.intersection + 1, sg.group_id, traffic.t)
             if green_in is None or green_in <= 0.0:
                 continue
-            queued = self._queue(traffic, i, float(dist[i]))
-            to_back = float(dist[i]) - JAM_SPACING_M * queued
-            if to_back <= 5.0:
-                continue  # it will stop behind the queue anyway
-            v = to_back / (green_in + (START_UP_S + DISCHARGE_S * queued if queued else 0.0))
-            if GLOSA_MIN_MPS <= v < float(v_limit[i]):
+            v = glosa_speed(float(dist[i]), green_in, self._queue(traffic, i, float(dist[i])), float(v_limit[i]))
+            if v is not None:
                 self.advice[vid] = v
                 self._spat_warning(traffic, "glosa", vid, belief, sg, float(traffic.s[i] + dist[i]), green_in)
+
+    def advise(
+        self, t: float, vid: int, belief: SignalBelief, site: tuple[int, str], group_id: int, to_line_m: float, limit_mps: float,
+    ) -> float | None:
+        """GLOSA for one vehicle that another backend moves (SUMO): the advised speed [m/s] towards signal group
+        `group_id` of `site` (its index, its name), `to_line_m` ahead, from the SPaT the vehicle received (None: no
+        advice). The queue ahead is not known there (no sidelink apps on SUMO yet): taken as empty."""
+        if not GLOSA_RANGE_M >= to_line_m > 5.0:
+            return None
+        green_in = time_to_green(belief, site[0] + 1, group_id, t)
+        v = glosa_speed(to_line_m, green_in, 0, limit_mps)
+        if v is not None:
+            got = belief.latest[site[0] + 1]
+            w = Warning(t, vid, "glosa", f"spat {site[1]} rev {got.state.revision} via {got.path}", math.nan, lead_s=green_in)
+            self._warn(w, f"{site[0]}/{group_id}")
+        return v
 
     def speed_advice(self, traffic: Traffic) -> np.ndarray | None:
         """Per vehicle, the GLOSA speed it follows this step (NaN: none); None when GLOSA is off."""
@@ -335,6 +353,19 @@ class Apps:
                 with_lead_time=len(leads),
             )
         return out
+
+
+def glosa_speed(to_line_m: float, green_in_s: float | None, queued: int, limit_mps: float) -> float | None:
+    """GLOSA's advised speed [m/s]: `to_line_m` to the stop line of a group that turns green in `green_in_s` (from the
+    SPaT received), `queued` vehicles heard waiting ahead; None when there is no advice (not red, the queue's back too
+    near, or the speed below `GLOSA_MIN_MPS` or not below the limit)."""
+    if green_in_s is None or green_in_s <= 0.0:
+        return None
+    to_back = to_line_m - JAM_SPACING_M * queued
+    if to_back <= 5.0:
+        return None  # it will stop behind the queue anyway
+    v = to_back / (green_in_s + (START_UP_S + DISCHARGE_S * queued if queued else 0.0))
+    return v if GLOSA_MIN_MPS <= v < limit_mps else None
 
 
 def _current(belief: SignalBelief, intersection_id: int, group_id: int, now_s: float) -> tuple[Light, float | None] | None:

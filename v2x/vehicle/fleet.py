@@ -34,7 +34,7 @@ from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
-from v2x.core.traffic import Light, Traffic
+from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
@@ -43,7 +43,7 @@ from v2x.net.shared import SharedConnection
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
-from v2x.vehicle.apps import Apps, HazardWatch
+from v2x.vehicle.apps import GLOSA_RANGE_M, HLW_RANGE_M, Apps, HazardWatch, Warning
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
@@ -65,6 +65,7 @@ OBU_QOS0_PER_S = 500.0
 # reference machine a message after 100 ms idle takes ~0.7 ms, after 2 ms ~0.2 ms).
 SLICE_S = 0.001  # [s]
 RECEIVE_EVERY_S = 0.01  # [s] how often the vehicles act on what they received, within a step
+HAZARD_KEEP_OFF_S = 1.0  # [s] on SUMO, a warned vehicle is kept out of the hazard's lane this long at a time (renewed each step)
 
 
 @dataclass
@@ -189,6 +190,9 @@ class Fleet:
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
         self.priority = PriorityRequests(self.net)  # emergency vehicles' signal priority requests
+        # HLW on SUMO: each RSI's (edge, position [m], lane) on the network; the warnings awaiting arrival there
+        self._hazard_road: dict[str, tuple[str, float, int] | None] = {}
+        self._hlw_pending: list[tuple[Warning, str, float]] = []
         self.ca: Authority | None = None  # signed messages: the authority that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
@@ -466,8 +470,14 @@ class Fleet:
     def move(self) -> None:
         """Move the traffic one step on what the vehicles believe."""
         traffic = self.core
-        if traffic is None:  # SUMO: its drivers see its lights; the applications through TraCI are #25 item 4
-            self.traffic.step(self.sc.step_s)
+        if traffic is None:  # SUMO: its drivers see its lights; the applications act through TraCI (docs/sumo.md)
+            sumo = self.sumo
+            assert sumo is not None
+            speeds = self._sumo_glosa(sumo) if self.sc.fleet.glosa else {}
+            for vid, v in self._sumo_hazards(sumo).items():
+                speeds[vid] = min(v, speeds.get(vid, v))
+            sumo.advise(speeds)
+            sumo.step(self.sc.step_s)
             self._k += 1
             return
         group, _ = traffic.signal_view()
@@ -485,6 +495,53 @@ class Fleet:
         for vid, iid, req in self.priority.step(traffic, traffic.t, self._can_send):
             radio = self.radios[vid]
             radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
+
+    def _sumo_glosa(self, sumo: SumoTraffic) -> dict[int, float]:
+        """GLOSA on SUMO: each vehicle's advised speed towards its next RSU junction, from the SPaT its OBU received."""
+        site, group, dist = sumo.signals_ahead()
+        names = list(self.sc.sites)
+        out = {}
+        for i in np.flatnonzero((site >= 0) & (dist <= GLOSA_RANGE_M)):
+            vid = int(sumo.ids[i])
+            radio = self.radios.get(vid)
+            if radio is None:
+                continue
+            v = self.apps.advise(sumo.t, vid, radio.belief, (int(site[i]), names[int(site[i])]), int(group[i]), float(dist[i]),
+                                 sumo.allowed_speed(vid))
+            if v is not None:
+                out[vid] = v
+        return out
+
+    def _sumo_hazards(self, sumo: SumoTraffic) -> dict[int, float]:
+        """HLW on SUMO, from the RSI each OBU holds: a hazard ahead on the vehicle's route within HLW_RANGE_M (where
+        it is found on the network from the position received) warns it; a warned vehicle keeps out of the hazard's
+        lane on its edge and, within HAZARD_SLOW_M of it, slows to HAZARD_SPEED_MPS (returned: vehicle -> speed).
+        The lead time is measured as on the core: warning to arrival at the hazard's position."""
+        slow: dict[int, float] = {}
+        for vid, radio in self.radios.items():
+            for key, ev in radio.hazards.items():
+                if key not in self._hazard_road:
+                    self._hazard_road[key] = sumo.road_at(ev.position.lat_deg, ev.position.lon_deg)
+                at = self._hazard_road[key]
+                d = None if at is None else sumo.distance_to(vid, at[0], at[1])
+                if at is None or d is None or d > HLW_RANGE_M:
+                    continue
+                w = Warning(sumo.t, vid, "hlw", f"rsi {key}", math.nan)
+                if self.apps.warn(w, key):
+                    self._hlw_pending.append((w, at[0], at[1]))
+                sumo.keep_off(vid, at[0], at[2], HAZARD_KEEP_OFF_S)
+                if d <= HAZARD_SLOW_M:
+                    slow[vid] = HAZARD_SPEED_MPS
+        still = []
+        for w, edge, pos in self._hlw_pending:
+            if not sumo.present(w.vehicle):
+                continue  # left without reaching it
+            if sumo.distance_to(w.vehicle, edge, pos) is None:
+                w.lead_s = sumo.t - w.t_s  # there (or past it) now
+            else:
+                still.append((w, edge, pos))
+        self._hlw_pending = still
+        return slow
 
     def _can_send(self, vid: int) -> bool:
         radio = self.radios.get(vid)
