@@ -510,6 +510,7 @@ def test_spats_end_times_are_when_sumos_light_changes(grid_run: GridRun) -> None
     assert checked > 500
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_glosa_on_sumo_cuts_the_stops(grid_run: GridRun, glosa_run: GridRun) -> None:
     """GLOSA on SUMO, through TraCI: the advised speed from the SPaT each vehicle received; fewer stops per vehicle
     than with GLOSA off, on the same seed, plans and demand (stops of every vehicle inserted, present ones too)."""
@@ -520,6 +521,7 @@ def test_glosa_on_sumo_cuts_the_stops(grid_run: GridRun, glosa_run: GridRun) -> 
     assert glosa_run.collisions == 0
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_a_hazard_on_a_sumo_edge_is_warned_to_the_vehicles_heading_for_it(grid_run: GridRun) -> None:
     """The cloud announces a hazard of [[sumo.hazards]] (RSI); each vehicle that SUMO's routes bring within HLW
     range of it is warned (HLW), at least 5 s before it gets there; warned, it passes in the other lane, slowly."""
