@@ -194,14 +194,18 @@ class MosquittoBroker:
                 start_new_session=True,
             )
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                up = mqtt_ping(self.host, port, 0.5, self.mqtt_version, self.secure is not None, tls=self.tls is not None)
-                if up:
-                    self.port = port
-                    return self
-                time.sleep(0.02)
+            try:
+                while time.monotonic() < deadline:
+                    if self.proc.poll() is not None:
+                        break
+                    up = mqtt_ping(self.host, port, 0.5, self.mqtt_version, self.secure is not None, tls=self.tls is not None)
+                    if up:
+                        self.port = port
+                        return self
+                    time.sleep(0.02)
+            except BaseException:  # Ctrl-C (or a signal made one) while it starts: it must not outlive the caller
+                self._kill()
+                raise
             last_error = self._failure_text()
             self._kill()
             if self.port is not None:  # a fixed port: retrying cannot help

@@ -12,12 +12,14 @@ and still writes the report.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,9 +194,23 @@ def main(argv: list[str]) -> int:
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
 
-    broker = _broker(args, sc, duration, console)
-    if isinstance(broker, int):
-        return broker
+    with _signals_stop_the_run() as (hold_signals, release_signals):
+        broker = _broker(args, sc, duration, console)
+        if isinstance(broker, int):
+            return broker
+        try:
+            return _run(args, sc, duration, sites, broker, console, (hold_signals, release_signals))
+        finally:
+            hold_signals()
+            _stop_broker(broker)
+
+
+def _run(
+    args: argparse.Namespace, sc: Scenario, duration: float, sites: int, broker: BrokerForRun, console: Console,
+    signals: tuple[Callable[[], None], Callable[[], None]],
+) -> int:
+    """The run on its broker: the tiers, the watchers, the summary and the report; the exit code."""
+    hold_signals, release_signals = signals
     console.print(f"broker: {broker.kind} at {broker.url}")
     if isinstance(broker.started, EmbeddedBroker):
         console.print(
@@ -212,8 +228,9 @@ def main(argv: list[str]) -> int:
         claim.__enter__()
     except BrokerError as e:
         console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
-        _stop_broker(broker)
         return 1
+    except KeyboardInterrupt:  # nothing ran yet: no report
+        return 130
     if claim.leftovers:
         console.print(f"cleared what an earlier run left retained under {args.root}: "
                       f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
@@ -238,6 +255,7 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: {e}", style="red")
         return 1
     finally:
+        hold_signals()  # from here on the run only ends: a second signal must not cut that short
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
         claim.__exit__(None, None, None)
         _stop_broker(broker)
@@ -261,8 +279,37 @@ def main(argv: list[str]) -> int:
         console.print(f"snapshot: {args.snapshot}")
     for t in res.tiers_failed:
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
+    release_signals()  # Ctrl-C closes the window
     watchers.wait_window(console)
     return 130 if res.interrupted else 1 if res.tiers_failed else 0
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run() -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (`timeout`, CI runners and process managers send the first, a
+    closed terminal the second): every tier and the broker stopped, the partial report written. Yields `hold()`: from
+    then on these signals and Ctrl-C are ignored while the run ends (each step of which is bounded in time), so that a
+    second one cannot leave the broker or a tier behind; and `release()`, which makes them stop things again."""
+    def as_ctrl_c(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio.run, or KeyboardInterrupt)
+
+    before = {k: signal.getsignal(k) for k in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def release() -> None:
+        signal.signal(signal.SIGINT, before[signal.SIGINT])
+        signal.signal(signal.SIGTERM, as_ctrl_c)
+        signal.signal(signal.SIGHUP, as_ctrl_c)
+
+    def hold() -> None:
+        for k in before:
+            signal.signal(k, signal.SIG_IGN)
+
+    release()
+    try:
+        yield hold, release
+    finally:
+        for k, h in before.items():
+            signal.signal(k, h)
 
 
 def _stop_broker(broker: BrokerForRun) -> None:

@@ -105,7 +105,7 @@ def _run(
             interrupted = True
         except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
             failure = e
-        res = _results(_stop(tiers))
+        res = _results(_stop(tiers, now=interrupted))
         res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
         if failure is not None:
             res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
@@ -114,7 +114,9 @@ def _run(
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A tier's process, in a process group of its own: a Ctrl-C in the terminal reaches `v2x run` alone, which
+    stops each tier once (`_stop`), as it does on SIGTERM, SIGHUP or a SIGINT sent to its PID alone."""
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
 
 
 def _fleet_workers(
@@ -131,7 +133,7 @@ def _fleet_workers(
     try:
         done = _stop(workers, until=epoch + duration_s + 30.0)  # they end at the run's end
     except KeyboardInterrupt:
-        res = _results(_stop({**workers, **tiers}))
+        res = _results(_stop({**workers, **tiers}, now=True))
         res.interrupted = True
         return res
     return _results({**done, **_stop(tiers)})
@@ -198,13 +200,17 @@ def _last_line(err: str) -> str:
     return next((x.strip() for x in reversed(err.splitlines()) if x.strip()), "")
 
 
-def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None) -> dict[str, Ended]:
+def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None, now: bool = False) -> dict[str, Ended]:
     """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
-    (SIGINT); collect what it printed and how it ended. A tier that failed is reported here, by name.
+    (SIGINT; `now`: the run was interrupted, ask every tier at once); collect what it printed and how it ended. A tier
+    that failed is reported here, by name.
 
     Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
     """
     ended = {}
+    if now:
+        for proc in tiers.values():
+            proc.send_signal(signal.SIGINT)
     for name, proc in tiers.items():
         try:
             out, err = proc.communicate(timeout=8.0 if until is None else max(until - time.time(), 8.0))

@@ -113,7 +113,9 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "leftovers_cleared": run.leftovers,  # by kind: what an earlier run left retained under the root (v2x.run.claim)
         "mode": res.mode,
         "seed": sc.seed,
-        "duration_s": run.duration_s,
+        # the sim seconds the run reached (less than asked when it was stopped early); what was asked, apart
+        "duration_s": fs.sim_s if fs else 0.0,
+        "duration_configured_s": run.duration_s,
         "wall_s": round(run.wall_s, 1),
         "epoch_utc_s": res.epoch_utc_s,  # real time: the UTC time [s] of sim second 0 (every tier's)
         "interrupted": res.interrupted,

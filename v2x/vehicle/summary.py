@@ -117,6 +117,7 @@ class FleetSummary(JsonRecord):
     resubscriptions: int = 0
     subscribe_failures: int = 0
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
+    sim_s: float = 0.0  # [s] the sim time the fleet reached (short of the run's duration when it was stopped)
 
     @classmethod
     def of(cls, fleet: Fleet) -> FleetSummary:
@@ -167,6 +168,7 @@ class FleetSummary(JsonRecord):
                 LineCrossing(round(t, 3), vid, fleet.net.intersections[fleet.net.groups[g].intersection].spec.id, fleet.net.groups[g].group_id)
                 for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
             ],
+            sim_s=round(fleet.traffic.t, 1),
         )
 
     @classmethod
@@ -238,4 +240,5 @@ class FleetSummary(JsonRecord):
             resubscriptions=sum(p.resubscriptions for p in parts),
             subscribe_failures=sum(p.subscribe_failures for p in parts),
             line_crossings=[x for p in parts for x in p.line_crossings],
+            sim_s=min(p.sim_s for p in parts),  # the run reached what every shard did
         )
