@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from v2x.core.errors import BrokerError
 from v2x.core.network import Network
@@ -240,8 +239,8 @@ def _run(
     )
     try:
         watchers.start()
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            progress = _progress(live, duration)
+        with _progress_bar(console) as bar:
+            progress = _progress(bar, duration)
             if args.fast:
                 res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None)
             else:
@@ -320,15 +319,25 @@ def _stop_broker(broker: BrokerForRun) -> None:
         shutil.rmtree(broker.secure_dir, ignore_errors=True)
 
 
-def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
+def _progress_bar(console: Console) -> Progress:
+    """The run's progress: sim seconds done, a bar, the time left (an estimate from the pace so far), the fleet."""
+    return Progress(
+        TextColumn("sim {task.completed:6.1f} / {task.total:g} s"), BarColumn(), TaskProgressColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fleet]}"),
+        console=console, refresh_per_second=4,
+    )
+
+
+def _progress(bar: Progress, duration: float) -> Callable[[Fleet], None]:
     last = [time.monotonic(), 0]
+    task = bar.add_task("run", total=duration, fleet="")
 
     def progress(f: Fleet) -> None:
         now = time.monotonic()
         sent = sum(f.counters.sent.values()) + sum(f.counters.received.values())
         rate = (sent - last[1]) / max(now - last[0], 1e-6)
         last[0], last[1] = now, sent
-        live.update(Text(f"sim {f.traffic.t:7.1f} / {duration:g} s   vehicles {f.traffic.n:4d}   "
-                         f"finished {f.traffic.stats.finished:5d}   fleet msgs/s {rate:8.0f}"))
+        bar.update(task, completed=min(f.traffic.t, duration),
+                   fleet=f"vehicles {f.traffic.n:4d}  finished {f.traffic.stats.finished:5d}  fleet msgs/s {rate:7.0f}")
 
     return progress
