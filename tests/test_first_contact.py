@@ -3,18 +3,26 @@ line for every failure, and helpful refusals of bad input."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import logging
 import re
+import socket
+import struct
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from v2x.core import scenario
-from v2x.net.broker import MosquittoBroker
+from v2x.net.broker import MosquittoBroker, free_port
+from v2x.net.options import OncePerKind
+from v2x.net.security import mosquitto_hash
 from v2x.run.report import Report
 from v2x.run.results import Results, RunInfo, build_report, print_summary
 
@@ -90,3 +98,82 @@ def test_a_latency_the_report_lacks_is_an_error_that_lists_what_it_has() -> None
         report.latency("vehicle->cloud", "spat")
     with pytest.raises(KeyError, match=r"hops measured for 'bsm': \['vehicle->cloud'\]"):
         report.latency("cloud->vehicle", "bsm")
+
+
+@pytest.fixture(scope="module")
+def not_brokers() -> Iterator[dict[str, int]]:
+    """Ports that are not MQTT brokers: a web server's, and a silent one (it accepts TCP connections, never answers)."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=web.serve_forever, name="web", daemon=True).start()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel accepts connections into the backlog; nobody reads them
+        yield {"http": web.server_address[1], "silent": silent.getsockname()[1], "closed": free_port()}
+    web.shutdown()
+
+
+@pytest.fixture(scope="module")
+def locked_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """A Mosquitto that lets in user `alice` with password `right` only."""
+    d = tmp_path_factory.mktemp("locked")
+    (d / "passwd").write_text(f"alice:{mosquitto_hash('right')}\n")
+    (d / "acl").write_text("user alice\ntopic readwrite #\n")
+    with MosquittoBroker(secure=(d / "passwd", d / "acl")) as broker:
+        yield broker
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("case", "cause"), [
+    ("http", "answered in HTTP, not MQTT"),
+    ("silent", "accepts TCP connections but sent no CONNACK within 5 s"),
+    ("closed", "connection refused: nothing listens on port"),
+    ("password", "a wrong user name or password"),
+    ("host", "unknown host 'no-such-host.invalid'"),
+])
+def test_a_broker_that_cannot_serve_the_run_is_one_line_naming_the_url_and_the_cause(
+    not_brokers: dict[str, int], locked_broker: MosquittoBroker, case: str, cause: str,
+) -> None:
+    url = {
+        "password": f"mqtt://alice:wrong@127.0.0.1:{locked_broker.port}", "host": "mqtt://no-such-host.invalid:1883",
+    }.get(case) or f"mqtt://127.0.0.1:{not_brokers.get(case)}"
+    res = _v2x("run", "four_way", "--fast", "--duration", "5", "--headless", "--broker", url, timeout=60)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) <= 3, res.stderr
+    shown = url.replace(":wrong@", ":***@")  # the password is never printed
+    assert f"v2x run: cannot use the broker at {shown}: " in lines[-1], lines
+    assert cause in lines[-1]
+    assert "wrong" not in res.stderr.replace("wrong user name", "")
+
+
+@pytest.mark.integration
+def test_a_password_is_never_printed_nor_saved(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    url = f"mqtt://alice:right@127.0.0.1:{mosquitto.port}"  # an anonymous Mosquitto lets any login in
+    res = _v2x("run", "four_way", "--fast", "--duration", "2", "--headless", "--broker", url, "--report", str(tmp_path / "r.json"),
+               "--root", f"{topic_prefix}/v2x/v1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "right@" not in res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["broker"]["url"] == url.replace(":right@", ":***@")
+
+
+def test_library_log_lines_come_once_per_kind_per_sender_with_a_traceback_cut_to_one_line() -> None:
+    once = OncePerKind()
+
+    def record(sender: str | None, msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+        r = logging.LogRecord("gmqtt", logging.WARNING, __file__, 1, msg, args, (type(exc), exc, None) if exc else None)
+        if sender is not None:
+            r.sender = sender
+        return r
+
+    first = record("veh-1", "[CONNACK] %s", "0x68", exc=struct.error("bad char in struct format"))
+    assert once.filter(first)
+    assert first.getMessage() == "veh-1: [CONNACK] 0x68 (error: bad char in struct format)"
+    assert first.exc_info is None
+    assert not once.filter(record("veh-1", "[CONNACK] %s", "0x69"))  # the same kind from the same sender
+    assert once.filter(record("veh-2", "[CONNACK] %s", "0x68"))  # another sender
+    assert once.filter(record(None, "[TRYING WRITE TO CLOSED SOCKET]"))
+    assert not once.filter(record(None, "[TRYING WRITE TO CLOSED SOCKET]"))

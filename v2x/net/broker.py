@@ -61,30 +61,105 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
 
     `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
     broker that requires a password is up, and speaks that level)."""
+    try:
+        code = connack(host, port, timeout_s, version, tls)
+    except BrokerError:
+        return False
+    return code == 0 or (refused_ok and code not in UNSUPPORTED_LEVEL)
+
+
+UNSUPPORTED_LEVEL = (0x01, 0x84)  # CONNACK codes (3.1.1, 5): the broker does not speak that MQTT version
+REFUSED = {  # other CONNACK codes a user can act on (MQTT 3.1.1 and 5)
+    0x02: "the broker rejected the client id", 0x03: "the broker is unavailable", 0x04: "wrong user name or password",
+    0x05: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow", 0x85: "the broker rejected the client id",
+    0x86: "wrong user name or password",
+    0x87: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow", 0x88: "the broker is unavailable",
+    0x89: "the broker is busy", 0x8A: "banned by the broker", 0x8C: "the broker does not accept this authentication method",
+}
+
+
+class Unreachable(BrokerError):
+    """No TCP connection to the broker: nothing listens there, or the host cannot be reached (it may come up later)."""
+
+
+AUTH_REFUSED = (0x04, 0x05, 0x86, 0x87)  # CONNACK codes: wrong login, or not authorised
+
+
+def connack(
+    host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False,
+    username: str | None = None, password: str | None = None,
+) -> int:
+    """The return code of the CONNACK an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port gets; raises `BrokerError`
+    saying why, in words a user can act on, when none comes (nothing listening, not an MQTT broker, no answer...)."""
     # a unique id: probes sharing one would take over each other's session at the broker
     client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
-    var = b"\x00\x04MQTT\x05\x02\x00\x0a\x00" if version == 5 else b"\x00\x04MQTT\x04\x02\x00\x0a"
-    payload = len(client_id).to_bytes(2, "big") + client_id
+    var = b"\x00\x04MQTT" + bytes([version, flags]) + b"\x00\x0a" + (b"\x00" if version == 5 else b"")
+    payload = b"".join(len(x).to_bytes(2, "big") + x for x in (client_id, *(v.encode() for v in (username, password) if v is not None)))
     body = var + payload
-    packet = b"\x10" + bytes([len(body)]) + body
+    packet = b"\x10" + _remaining_length(len(body)) + body
     try:
         with contextlib.ExitStack() as stack:
             s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
-            if tls:  # only "is it up": the certificate is not checked here
+            if tls:  # only "does it answer": the certificate is not checked here
                 ctx = ssl.create_default_context()
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
                 s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
             s.sendall(packet)
-            ack = s.recv(16)
+            try:
+                ack = s.recv(16)
+            except TimeoutError:
+                raise BrokerError(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT "
+                                  "broker, or one that has stalled") from None
             with contextlib.suppress(OSError):
                 s.sendall(b"\xe0\x00")  # DISCONNECT
-    except OSError:
-        return False
+    except BrokerError:
+        raise
+    except socket.gaierror as e:
+        raise Unreachable(f"unknown host {host!r} ({e.strerror})") from None
+    except ConnectionRefusedError:
+        raise Unreachable(f"connection refused: nothing listens on port {port} of {host}") from None
+    except TimeoutError:
+        raise Unreachable(f"no answer to a TCP connection within {timeout_s:g} s: the host is unreachable, or a firewall "
+                          "drops the connection") from None
+    except ssl.SSLError as e:
+        raise BrokerError(f"TLS failed ({e.reason or e}): is it a TLS (mqtts://) port?") from None
+    except OSError as e:
+        raise Unreachable(f"cannot connect: {e.strerror or e}") from None
+    if ack.lstrip().startswith((b"HTTP/", b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")):  # a status line, or a page (HTTP/0.9)
+        raise BrokerError("it answered in HTTP, not MQTT: a web server's port? (MQTT brokers listen on 1883, or 8883 with TLS)")
+    if not ack:
+        raise BrokerError("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
     if len(ack) < 4 or ack[0] != 0x20:
-        return False
-    code = ack[3]
-    return code == 0 or (refused_ok and code not in (0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
+        raise BrokerError(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
+    return ack[3]
+
+
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length integer: 7 bits a byte, the high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def broker_problem(host: str, port: int, tls: bool = False, username: str | None = None, password: str | None = None,
+                   timeout_s: float = 5.0, any_login: bool = False) -> BrokerError | None:
+    """Why an MQTT client cannot use the broker at host:port, as an error whose message says it in one phrase
+    (`Unreachable`: no TCP connection, which may change); None when it accepts the login (in MQTT 5 or 3.1.1).
+    `any_login`: a broker that answers but refuses this login will do (the caller logs in otherwise)."""
+    try:
+        code = connack(host, port, timeout_s, 5, tls, username, password)
+        if code in UNSUPPORTED_LEVEL:
+            code = connack(host, port, timeout_s, 4, tls, username, password)
+    except BrokerError as e:
+        return e
+    if code == 0 or (any_login and code in AUTH_REFUSED):
+        return None
+    return BrokerError(REFUSED.get(code, f"the broker refused the connection (CONNACK code {code:#04x})"))
 
 
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -188,9 +189,39 @@ class _PolicyAction(argparse.Action):
         namespace.set = [*(namespace.set or []), f"control.policy={values}"]
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+class OncePerKind(logging.Filter):
+    """One line per kind of message per sender: the first record of each (sender, message template) passes, with a
+    traceback cut to its last line; the rest are counted in `seen`. The sender is a record's `sender` (an MQTT
+    client's id: `MqttTransport` hands gmqtt a logger that adds it), else its logger's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sender = getattr(record, "sender", None)
+        key = (sender or record.name, str(record.msg))
+        self.seen[key] += 1
+        if self.seen[key] > 1:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None or sender:
+            record.msg = f"{f'{sender}: ' if sender else ''}{record.getMessage()}{f' ({type(exc).__name__}: {exc})' if exc else ''}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+def setup_logging(level: int = logging.INFO, verbose: bool = False, handler: logging.Handler | None = None) -> None:
+    """Log to stderr (or to `handler`); library messages (gmqtt's) too, at WARNING and above, each kind once per sender
+    (`OncePerKind`) unless `verbose`, which shows every record, tracebacks whole, and gmqtt's at `level`."""
+    if handler is None:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
+    else:
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("gmqtt").setLevel(level if verbose else max(level, logging.WARNING))
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OncePerKind())
 
 
 def load(arg: str, settings: list[str] | None = None, seed: int | None = None, copies: int = 1) -> scenario.Scenario | None:

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.core.errors import BrokerError
 from v2x.core.jsonview import JsonRecord
-from v2x.net.broker import mqtt_ping
+from v2x.net.broker import Unreachable, broker_problem, mqtt_ping
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,14 @@ class BrokerUrl:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def masked(url: str) -> str:
+    """A broker URL fit to print or save: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 class Transport(Protocol):
@@ -468,7 +476,7 @@ class MqttTransport(_Inbox):
             clean_session=self.clean_start,
             will_message=will,
             persistent_storage=Storage(),
-            logger=logging.getLogger("gmqtt"),
+            logger=logging.LoggerAdapter(logging.getLogger("gmqtt"), {"sender": self.client_id}),  # whose, in each line
             **kwargs,
         )
         client.on_connect = self._on_connect
@@ -516,9 +524,12 @@ class MqttTransport(_Inbox):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError...
-                if time.monotonic() >= deadline:
-                    raise BrokerError(f"cannot connect to {self.url} as {self.client_id!r}: {e}") from None
+            except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError... with little to say why
+                u = self.url
+                problem = await asyncio.to_thread(broker_problem, u.host, u.port, u.tls, u.username, u.password, 2.0)
+                # a broker not (yet) listening may come up: retried until the deadline; any other answer will not change
+                if time.monotonic() >= deadline or (problem is not None and not isinstance(problem, Unreachable)):
+                    raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {problem or e or type(e).__name__}") from None
                 await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
                 attempt += 1
         self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")

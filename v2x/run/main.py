@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import shutil
 import signal
 import tempfile
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from v2x.core.errors import BrokerError
@@ -31,7 +33,7 @@ from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
 from v2x.core.traffic import load_kernels
-from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mosquitto
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, broker_problem, find_mosquitto
 from v2x.net.connection import Connection, new_run_id
 from v2x.net.options import (
     add_credentials_option,
@@ -40,10 +42,12 @@ from v2x.net.options import (
     add_scenario_options,
     credentials,
     load,
+    setup_logging,
 )
 from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
 from v2x.net.station import StepClock
+from v2x.net.transport import BrokerUrl, masked
 from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
 from v2x.run.plots import write_plots
@@ -120,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign every message (ECDSA P-256, a pseudonym certificate per station from a CA made for the run); "
         "receivers verify and reject forged, replayed, stale or unsigned messages",
     )
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log more: every library message (gmqtt's), tracebacks whole, and the fleet's INFO lines (default: "
+        "warnings only, each kind once per sender)",
+    )
     add_scenario_options(p)
     return p
 
@@ -158,6 +167,14 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
         broker = EmbeddedBroker() if args.broker == "embedded" else broker_for_run()
         out = BrokerForRun("", broker.kind, broker, given, args.credentials)
     else:
+        try:  # a broker that cannot serve the run is one line, at once, not a flood from every client that tries
+            u = BrokerUrl.parse(args.broker)
+            problem = broker_problem(u.host, u.port, u.tls, u.username, u.password, any_login=given is not None)
+        except BrokerError as e:
+            problem = e
+        if problem is not None:
+            console.print(f"v2x run: cannot use the broker at {masked(args.broker)}: {problem}", style="red", soft_wrap=True)
+            return 1
         return BrokerForRun(args.broker, "external", None, given, args.credentials)
     try:
         broker.start()
@@ -172,6 +189,9 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
+    # through the console: a log line goes above the progress bar, never into it
+    setup_logging(logging.INFO if args.verbose else logging.WARNING, args.verbose,
+                  RichHandler(console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False))
     sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
@@ -210,7 +230,7 @@ def _run(
 ) -> int:
     """The run on its broker: the tiers, the watchers, the summary and the report; the exit code."""
     hold_signals, release_signals = signals
-    console.print(f"broker: {broker.kind} at {broker.url}")
+    console.print(f"broker: {broker.kind} at {masked(broker.url)}")
     if isinstance(broker.started, EmbeddedBroker):
         console.print(
             "note: the embedded amqtt broker adds tens of milliseconds of latency; install Mosquitto "
@@ -234,7 +254,7 @@ def _run(
         console.print(f"cleared what an earlier run left retained under {args.root}: "
                       f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
     watchers = Watchers(
-        broker.url, args.root, f"{broker.kind} at {broker.url}", run_id, credentials_file=broker.credentials_file, record=args.record,
+        broker.url, args.root, f"{broker.kind} at {masked(broker.url)}", run_id, credentials_file=broker.credentials_file, record=args.record,
         window=not args.headless and display_available(), snapshot=args.snapshot, fast=args.fast,
     )
     try:
@@ -251,7 +271,7 @@ def _run(
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)
     except BrokerError as e:
-        console.print(f"v2x run: {e}", style="red")
+        console.print(f"v2x run: {e}", style="red", soft_wrap=True)
         return 1
     finally:
         hold_signals()  # from here on the run only ends: a second signal must not cut that short
@@ -260,7 +280,7 @@ def _run(
         _stop_broker(broker)
     if res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
-    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
+    info = RunInfo(sc, duration, broker.kind, masked(broker.url), args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
                    run_id, claim.leftovers)
     report = build_report(info, res)
     report.update(watched)
