@@ -20,11 +20,15 @@ import pytest
 from rich.console import Console
 
 from v2x.core import scenario
-from v2x.net.broker import MosquittoBroker, free_port
+from v2x.core.errors import ScenarioError
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker, free_port
 from v2x.net.options import OncePerKind
 from v2x.net.security import mosquitto_hash
+from v2x.net.transport import MqttTransport
+from v2x.run.main import build_parser as build_run_parser
 from v2x.run.report import Report
 from v2x.run.results import Results, RunInfo, build_report, print_summary
+from v2x.testing import until
 
 TABLE = re.compile(r"^[┏┃┡│└]")  # a line of the summary's table (its title is checked apart)
 
@@ -177,3 +181,45 @@ def test_library_log_lines_come_once_per_kind_per_sender_with_a_traceback_cut_to
     assert once.filter(record("veh-2", "[CONNACK] %s", "0x68"))  # another sender
     assert once.filter(record(None, "[TRYING WRITE TO CLOSED SOCKET]"))
     assert not once.filter(record(None, "[TRYING WRITE TO CLOSED SOCKET]"))
+
+
+@pytest.mark.parametrize("bad", ["-5", "0", "nan", "inf", "soon"])
+def test_a_duration_that_is_not_a_positive_number_of_seconds_is_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        build_run_parser().parse_args(["four_way", "--duration", bad])
+    assert stop.value.code == 2
+    assert f"argument --duration: {bad!r}" in capsys.readouterr().err
+
+
+def test_a_misspelt_scenario_gets_the_near_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "four_way_night.toml").write_text("")
+    with pytest.raises(ScenarioError, match=r"did you mean 'four_way' or 'four_way_night\.toml'\?"):
+        scenario.load(scenario.resolve("four_wya"))
+    with pytest.raises(ScenarioError, match=r"did you mean 'corridor'\?"):
+        scenario.load(scenario.resolve("corridr"))
+
+
+@pytest.mark.integration
+def test_a_failed_recording_leaves_no_file_behind(not_brokers: dict[str, int], tmp_path: Path) -> None:
+    out = tmp_path / "run.mcap"
+    res = _v2x("record", str(out), "--broker", f"mqtt://127.0.0.1:{not_brokers['http']}", "--duration", "5", timeout=60)
+    assert res.returncode == 1
+    assert "answered in HTTP" in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.integration
+async def test_retained_messages_on_topics_never_subscribed_are_counted_and_set_aside(topic_prefix: str) -> None:
+    """amqtt 0.12 sends a connecting client the retained messages of every filter any client subscribed to."""
+    with EmbeddedBroker() as broker:
+        async with MqttTransport(broker.url, "a") as a, MqttTransport(broker.url, "p") as p:
+            await a.subscribe(f"{topic_prefix}/a/#")
+            p.publish(f"{topic_prefix}/a/status", b"up", qos=1, retain=True)
+            assert await p.drain(5.0)
+            async with MqttTransport(broker.url, "b") as b:
+                await b.subscribe(f"{topic_prefix}/b/#")
+                await until(lambda: b.stats.not_subscribed > 0, 5.0)
+                assert b.receive() == []
+            await a.wait(5.0)
+            assert [m.topic for m in a.receive()] == [f"{topic_prefix}/a/status"]  # its own subscription's: kept

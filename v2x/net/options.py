@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -78,7 +79,7 @@ def add_common(
     """The options every tier shares: the scenario, the run's duration, and its `Connection` (see `connection`)."""
     parser.add_argument("scenario", help="scenario file, or the name of a bundled one")
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
-    parser.add_argument("--duration", type=float, default=None, help=duration_help)
+    parser.add_argument("--duration", type=positive_seconds, default=None, help=duration_help)
     parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=keepalive_s, help=f"{keepalive_help} (default {keepalive_s})")
@@ -92,6 +93,26 @@ def add_common(
         "per tier)",
     )
     add_scenario_options(parser)
+
+
+def positive_seconds(text: str) -> float:
+    """An option's duration [s]: a finite number above 0."""
+    return _seconds(text, "above 0", lambda x: 0 < x < math.inf)
+
+
+def seconds_from_zero(text: str) -> float:
+    """An option's sim time [s]: a finite number, 0 or more."""
+    return _seconds(text, "0 or more", lambda x: 0 <= x < math.inf)
+
+
+def _seconds(text: str, expected: str, ok: Callable[[float], bool]) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, {expected}")
+    return x
 
 
 def add_mqtt_option(parser: argparse.ArgumentParser) -> None:

@@ -81,6 +81,9 @@ class TransportStats:
     received: int = 0
     dropped_out: int = 0  # outbox full, or QoS 0 while disconnected
     dropped_in: int = 0  # inbox full, or QoS 0 beyond the rate the receiver takes (MqttTransport's `qos0_per_s`)
+    # retained messages on topics none of our filters matches, set aside: amqtt 0.12 sends a connecting client the
+    # retained messages of every filter any client has subscribed to (its broker.py loops over all subscriptions)
+    not_subscribed: int = 0
     reconnects: int = 0
     disconnects: int = 0  # connections lost (not closed by us)
     sessions_lost: int = 0  # reconnects whose CONNACK said no session was present (the broker kept nothing of ours)
@@ -651,8 +654,12 @@ class MqttTransport(_Inbox):
         return True
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        retain = bool(properties.get("retain", False))
+        if retain and not any(topic_matches(f.split("/", 2)[2] if f.startswith("$share/") else f, topic) for f in self._subs):
+            self.stats.not_subscribed += 1  # not ours (see TransportStats.not_subscribed)
+            return 0
         self.stats.received += 1
-        self._put(Message(topic, bytes(payload), qos, bool(properties.get("retain", False)), time.time_ns()))
+        self._put(Message(topic, bytes(payload), qos, retain, time.time_ns()))
         return 0
 
     # -- publishing ---------------------------------------------------------------

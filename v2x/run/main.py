@@ -42,6 +42,8 @@ from v2x.net.options import (
     add_scenario_options,
     credentials,
     load,
+    positive_seconds,
+    seconds_from_zero,
     setup_logging,
 )
 from v2x.net.security import ROLES, Credentials, write_config
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every tier in this process, stepping in lockstep through the broker as fast as it carries the "
         "messages; deterministic for a given seed",
     )
-    p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
+    p.add_argument("--duration", type=positive_seconds, default=None, help="sim seconds to run (default: the scenario's)")
     p.add_argument(
         "--headless", action="store_true",
         help="no window (default: open the visualiser when a display is available; it stays open after the run "
@@ -114,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "subscription; default 1",
     )
     p.add_argument(
-        "--warmup", type=float, default=None, metavar="S",
+        "--warmup", type=seconds_from_zero, default=None, metavar="S",
         help="also report the steady state from sim second S on (latency per hop; real time: the fleet's tick lag "
         "and vehicles present), leaving out the network filling up",
     )

@@ -91,6 +91,7 @@ class Dropped(JsonRecord):
     bsm_not_sent: int = 0  # generated (a sequence number taken), but the connection was down
     transport_out: int = 0  # the transports' own drops, summed over vehicles
     transport_in: int = 0
+    not_subscribed: int = 0  # retained messages on topics no filter of the vehicle's matches, set aside (amqtt)
 
 
 @dataclass
@@ -158,7 +159,7 @@ class FleetSummary(JsonRecord):
             attackers={} if fleet.attacks is None else dict(sorted(fleet.attacks.assigned.items())),
             measurements=fleet.reception.measure.to_json(),
             link_drops=FleetLinkDrops(**vars(fleet.reception.link_drops()), arrived_after_leaving=c.arrived_after_leaving),
-            dropped=Dropped(c.bsm_not_connected, c.bsm_not_sent, c.dropped_out, c.dropped_in),
+            dropped=Dropped(c.bsm_not_connected, c.bsm_not_sent, c.dropped_out, c.dropped_in, c.not_subscribed),
             tick=[[sec, round(lag, 1), int(n), int(k), int(late)] for sec, (lag, n, k, late) in sorted(fleet.tick.items())],
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's
             connect_failures=c.connect_failures,
@@ -233,7 +234,7 @@ class FleetSummary(JsonRecord):
                 **vars(LinkDrops.merge(p.link_drops for p in parts)),
                 arrived_after_leaving=sum(p.link_drops.arrived_after_leaving for p in parts),
             ),
-            dropped=Dropped(*(sum(getattr(p.dropped, k) for p in parts) for k in ("bsm_not_connected", "bsm_not_sent", "transport_out", "transport_in"))),
+            dropped=Dropped(*(sum(getattr(p.dropped, k) for p in parts) for k in ("bsm_not_connected", "bsm_not_sent", "transport_out", "transport_in", "not_subscribed"))),
             tick=[ticks[k] for k in sorted(ticks)],
             peak_rss_mb=sum(p.peak_rss_mb for p in parts),
             connect_failures=sum(p.connect_failures for p in parts),
