@@ -223,3 +223,13 @@ async def test_retained_messages_on_topics_never_subscribed_are_counted_and_set_
                 assert b.receive() == []
             await a.wait(5.0)
             assert [m.topic for m in a.receive()] == [f"{topic_prefix}/a/status"]  # its own subscription's: kept
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tier", ["fleet", "roadside"])
+def test_a_tier_on_its_own_says_in_one_line_that_the_port_is_not_a_broker(not_brokers: dict[str, int], tier: str) -> None:
+    res = _v2x(tier, "four_way", "--duration", "3", "--broker", f"mqtt://127.0.0.1:{not_brokers['http']}", timeout=60)
+    assert res.returncode == 1
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"cannot connect to mqtt://127.0.0.1:{not_brokers['http']}" in res.stderr
+    assert "answered in HTTP, not MQTT" in res.stderr

@@ -78,8 +78,13 @@ REFUSED = {  # other CONNACK codes a user can act on (MQTT 3.1.1 and 5)
 }
 
 
-class Unreachable(BrokerError):
-    """No TCP connection to the broker: nothing listens there, or the host cannot be reached (it may come up later)."""
+class Transient(BrokerError):
+    """No usable answer from the broker, which may change: nothing listens there (yet), the host cannot be reached,
+    or no CONNACK came (a broker starting, or overloaded)."""
+
+
+class NotMqtt(BrokerError):
+    """Something answered that is not an MQTT broker: retrying will not help."""
 
 
 AUTH_REFUSED = (0x04, 0x05, 0x86, 0x87)  # CONNACK codes: wrong login, or not authorised
@@ -110,29 +115,29 @@ def connack(
             try:
                 ack = s.recv(16)
             except TimeoutError:
-                raise BrokerError(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT "
-                                  "broker, or one that has stalled") from None
+                raise Transient(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT "
+                                "broker, or one that has stalled") from None
             with contextlib.suppress(OSError):
                 s.sendall(b"\xe0\x00")  # DISCONNECT
     except BrokerError:
         raise
     except socket.gaierror as e:
-        raise Unreachable(f"unknown host {host!r} ({e.strerror})") from None
+        raise Transient(f"unknown host {host!r} ({e.strerror})") from None
     except ConnectionRefusedError:
-        raise Unreachable(f"connection refused: nothing listens on port {port} of {host}") from None
+        raise Transient(f"connection refused: nothing listens on port {port} of {host}") from None
     except TimeoutError:
-        raise Unreachable(f"no answer to a TCP connection within {timeout_s:g} s: the host is unreachable, or a firewall "
+        raise Transient(f"no answer to a TCP connection within {timeout_s:g} s: the host is unreachable, or a firewall "
                           "drops the connection") from None
     except ssl.SSLError as e:
         raise BrokerError(f"TLS failed ({e.reason or e}): is it a TLS (mqtts://) port?") from None
     except OSError as e:
-        raise Unreachable(f"cannot connect: {e.strerror or e}") from None
+        raise Transient(f"cannot connect: {e.strerror or e}") from None
     if ack.lstrip().startswith((b"HTTP/", b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")):  # a status line, or a page (HTTP/0.9)
-        raise BrokerError("it answered in HTTP, not MQTT: a web server's port? (MQTT brokers listen on 1883, or 8883 with TLS)")
+        raise NotMqtt("it answered in HTTP, not MQTT: a web server's port? (MQTT brokers listen on 1883, or 8883 with TLS)")
     if not ack:
-        raise BrokerError("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
+        raise Transient("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
     if len(ack) < 4 or ack[0] != 0x20:
-        raise BrokerError(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
+        raise NotMqtt(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
     return ack[3]
 
 
@@ -149,7 +154,7 @@ def _remaining_length(n: int) -> bytes:
 def broker_problem(host: str, port: int, tls: bool = False, username: str | None = None, password: str | None = None,
                    timeout_s: float = 5.0, any_login: bool = False) -> BrokerError | None:
     """Why an MQTT client cannot use the broker at host:port, as an error whose message says it in one phrase
-    (`Unreachable`: no TCP connection, which may change); None when it accepts the login (in MQTT 5 or 3.1.1).
+    (`Transient`: no usable answer, which may change); None when it accepts the login (in MQTT 5 or 3.1.1).
     `any_login`: a broker that answers but refuses this login will do (the caller logs in otherwise)."""
     try:
         code = connack(host, port, timeout_s, 5, tls, username, password)

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.core.errors import BrokerError
 from v2x.core.jsonview import JsonRecord
-from v2x.net.broker import Unreachable, broker_problem, mqtt_ping
+from v2x.net.broker import UNSUPPORTED_LEVEL, NotMqtt, Transient, broker_problem, connack
 
 log = logging.getLogger(__name__)
 
@@ -503,12 +503,10 @@ class MqttTransport(_Inbox):
         """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-        if self.version == "auto" and not self.url.tls:
-            # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
-            # expiry is set, so decide the level before the real CONNECT.
-            host, port = self.url.host, self.url.port
-            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5, True) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4, True):
-                self.version = "3.1.1"
+        # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
+        # expiry is set, so decide the level before the real CONNECT.
+        if self.version == "auto" and not self.url.tls and await asyncio.to_thread(self._level) == MQTT311:
+            self.version = "3.1.1"
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False
         if self.url.tls:
@@ -530,12 +528,26 @@ class MqttTransport(_Inbox):
             except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError... with little to say why
                 u = self.url
                 problem = await asyncio.to_thread(broker_problem, u.host, u.port, u.tls, u.username, u.password, 2.0)
-                # a broker not (yet) listening may come up: retried until the deadline; any other answer will not change
-                if time.monotonic() >= deadline or (problem is not None and not isinstance(problem, Unreachable)):
+                # a broker not (yet) listening or answering may come up: retried until the deadline; any other answer will not change
+                if time.monotonic() >= deadline or (problem is not None and not isinstance(problem, Transient)):
                     raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {problem or e or type(e).__name__}") from None
                 await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
                 attempt += 1
         self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")
+
+    def _level(self) -> int | None:
+        """The MQTT level the broker speaks (5, else 4 for 3.1.1; None: no answer yet). Something that is not an MQTT
+        broker ends it here, in one line, before gmqtt meets it (and logs a page of tracebacks)."""
+        u = self.url
+        for level in (MQTT5, MQTT311):
+            try:
+                if connack(u.host, u.port, 2.0, level) not in UNSUPPORTED_LEVEL:
+                    return level
+            except NotMqtt as e:
+                raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {e}") from None
+            except BrokerError:
+                return None
+        return None
 
     async def close(self) -> None:
         """Disconnect cleanly (the broker does not publish the Will)."""
