@@ -238,7 +238,7 @@ def setup_logging(level: int = logging.INFO, verbose: bool = False, handler: log
     if handler is None:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
     else:
-        logging.basicConfig(level=level, handlers=[handler], force=True)
+        logging.basicConfig(level=level, handlers=[handler], format="%(name)s: %(message)s", force=True)
     logging.getLogger("gmqtt").setLevel(level if verbose else max(level, logging.WARNING))
     if not verbose:
         for handler in logging.getLogger().handlers:

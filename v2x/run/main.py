@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -311,13 +312,15 @@ def _signals_stop_the_run() -> Iterator[tuple[Callable[[], None], Callable[[], N
     closed terminal the second): every tier and the broker stopped, the partial report written. Yields `hold()`: from
     then on these signals and Ctrl-C are ignored while the run ends (each step of which is bounded in time), so that a
     second one cannot leave the broker or a tier behind; and `release()`, which makes them stop things again."""
-    def as_ctrl_c(signum: int, frame: object) -> None:
-        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (asyncio.run, or KeyboardInterrupt)
+    def as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now: asyncio.run's handler, or KeyboardInterrupt
 
     before = {k: signal.getsignal(k) for k in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # a shell starts a background job with SIGINT ignored, and the tiers would inherit that: they are stopped by SIGINT
+    ctrl_c = before[signal.SIGINT] if callable(before[signal.SIGINT]) else signal.default_int_handler
 
     def release() -> None:
-        signal.signal(signal.SIGINT, before[signal.SIGINT])
+        signal.signal(signal.SIGINT, ctrl_c)
         signal.signal(signal.SIGTERM, as_ctrl_c)
         signal.signal(signal.SIGHUP, as_ctrl_c)
 
