@@ -114,7 +114,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "mode": res.mode,
         "seed": sc.seed,
         # the sim seconds the run reached (less than asked when it was stopped early); what was asked, apart
-        "duration_s": fs.sim_s if fs else 0.0,
+        "duration_s": min(fs.sim_s, run.duration_s) if fs else 0.0,  # (real time's last step may end a step past it)
         "duration_configured_s": run.duration_s,
         "wall_s": round(run.wall_s, 1),
         "epoch_utc_s": res.epoch_utc_s,  # real time: the UTC time [s] of sim second 0 (every tier's)
