@@ -5,8 +5,8 @@ roadside`, `python -m cloud`), the fleet runs here; all share one UTC epoch, so 
 times agree. Fast mode (--fast): every tier runs here, each client with its own connection,
 in lockstep (v2x.run.fast); deterministic for a given scenario and seed.
 Without --broker a private broker is started: Mosquitto when it is installed, else the
-embedded amqtt, and the output and the report say which. Ctrl-C stops every tier cleanly
-and still writes the report.
+embedded amqtt, and the output and the report say which. Ctrl-C, SIGTERM and SIGHUP stop every
+tier, watcher and the broker the run started, and the report is still written.
 """
 
 from __future__ import annotations

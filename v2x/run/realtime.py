@@ -82,33 +82,38 @@ def _run(
         return conn.argv(credentials_file, authority_file)
 
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
-    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])}
-    n = layout.clouds
-    for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
-        tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
-            ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
-             *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
-        )
-    if layout.workers > 1:
-        res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch)
-    else:
-        fleet = Fleet(sc, conn, conn.clock())
-        if layout.trajectories:
-            fleet.trajectories = Trajectories(fleet.net)
-        interrupted = False
-        failure: BrokerError | None = None
-        try:
-            with traced_allocations("v2x fleet"):
-                asyncio.run(fleet.run(duration_s, progress))
-        except KeyboardInterrupt:
-            interrupted = True
-        except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
-            failure = e
-        res = _results(_stop(tiers, now=interrupted))
-        res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
-        if failure is not None:
-            res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
+    tiers: dict[str, subprocess.Popen[str]] = {}
+    try:
+        rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
+        tiers["roadside"] = _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])
+        n = layout.clouds
+        for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
+            tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
+                ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
+                 *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
+            )
+        if layout.workers > 1:
+            res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch)
+        else:
+            fleet = Fleet(sc, conn, conn.clock())
+            if layout.trajectories:
+                fleet.trajectories = Trajectories(fleet.net)
+            interrupted = False
+            failure: BrokerError | None = None
+            try:
+                with traced_allocations("v2x fleet"):
+                    asyncio.run(fleet.run(duration_s, progress))
+            except KeyboardInterrupt:
+                interrupted = True
+            except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
+                failure = e
+            res = _results(_stop(tiers, now=interrupted))
+            res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
+            if failure is not None:
+                res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
+    except BaseException:  # whatever cut the run short before its tiers were stopped: they end with it
+        _end(tiers)
+        raise
     res.epoch_utc_s = epoch
     return res
 
@@ -137,6 +142,19 @@ def _fleet_workers(
         res.interrupted = True
         return res
     return _results({**done, **_stop(tiers)})
+
+
+def _end(tiers: dict[str, subprocess.Popen[str]]) -> None:
+    """Stop the tier processes still running (SIGINT, SIGKILL after 5 s), not waiting for what they print."""
+    running = [p for p in tiers.values() if p.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGINT)
+    for proc in running:
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
