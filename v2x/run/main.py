@@ -347,8 +347,8 @@ def _stop_broker(broker: BrokerForRun) -> None:
 def _progress_bar(console: Console) -> Progress:
     """The run's progress: sim seconds done, a bar, the time left (an estimate from the pace so far), the fleet."""
     return Progress(
-        TextColumn("sim {task.completed:6.1f} / {task.total:g} s"), BarColumn(), TaskProgressColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[fleet]}"),
+        TextColumn("sim {task.completed:6.1f}/{task.total:g} s"), BarColumn(bar_width=16), TaskProgressColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[fleet]}"),
         console=console, refresh_per_second=4,
     )
 
@@ -363,6 +363,6 @@ def _progress(bar: Progress, duration: float) -> Callable[[Fleet], None]:
         rate = (sent - last[1]) / max(now - last[0], 1e-6)
         last[0], last[1] = now, sent
         bar.update(task, completed=min(f.traffic.t, duration),
-                   fleet=f"vehicles {f.traffic.n:4d}  finished {f.traffic.stats.finished:5d}  fleet msgs/s {rate:7.0f}")
+                   fleet=f"{f.traffic.n} vehicles, {f.traffic.stats.finished} done, {rate:.0f} msg/s")
 
     return progress
