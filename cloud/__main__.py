@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if sc is None:
         return 2
     net = Network(sc)
-    if args.instance[1] > len(net.components):
+    if args.instance[1] > max(len(net.components), 1):  # one instance serves any network, a SUMO one too
         print(f"v2x cloud: --instance {args.instance[0]}/{args.instance[1]}: {sc.name} has only {len(net.components)} "
               "independent site(s) to share out (use --copies)", file=sys.stderr)
         return 2

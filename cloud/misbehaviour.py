@@ -109,7 +109,9 @@ class Misbehaviour:
             width = approach.lane_width_m if approach is not None else 3.5
             for a, b in itertools.pairwise(p):
                 segs.append((a[0], a[1], b[0], b[1], width))
-        s = np.array(segs)
+        # a network without lanes here (a SUMO scenario's: docs/sumo.md) is checked on motion alone, not on the road
+        self.roads = bool(segs)
+        s = np.array(segs, dtype=np.float64).reshape(-1, 5)
         seg_a, seg_b, hw = s[:, 0:2], s[:, 2:4], s[:, 4] / 2
         d = seg_b - seg_a
         len2 = np.maximum((d**2).sum(axis=1), 1e-9)
@@ -174,7 +176,7 @@ class Misbehaviour:
         strikes: Counter[str] = Counter()
         if tr is None:
             tr = self.tracks[sender] = Track(t, x, y, speed, h, t)
-            if float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M:
+            if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M:
                 strikes["sudden_appearance"] += FLAG_STRIKES
         else:
             dt = t - tr.t
@@ -193,7 +195,7 @@ class Misbehaviour:
             tr.n += 1
         if speed > MAX_SPEED_MPS:
             strikes["speed"] += 1
-        off, dirs = self._near_lanes(x, y)
+        off, dirs = self._near_lanes(x, y) if self.roads else (0.0, self._no_lane)
         if off > ROAD_MARGIN_M:
             strikes["off_road"] += 1
         elif speed > 1.0 and dirs.size and float(np.abs((dirs - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG):

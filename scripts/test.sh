@@ -2,7 +2,7 @@
 # Install everything the tests need, then lint, type-check, check the import rules, build the docs and run the suite.
 #   - Mosquitto and its C clients, and nats-server (the clustered broker of tests/test_cluster.py),
 #     from Debian/Ubuntu (apt-get), when missing
-#   - this package with its `test` extra (pip, into the active Python environment)
+#   - this package with its `test` and `sumo` extras (pip, into the active Python environment; SUMO for tests/test_sumo.py)
 # Extra arguments go to pytest: scripts/test.sh -k codec -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +18,9 @@ if ! { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || ! com
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients nats-server >/dev/null
 fi
 
-echo "== installing v2x-sim[test] (pip)"
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -vE "^WARNING: (Location|Running pip as)" || true
-"$PY" -c "import v2x, google.protobuf, gmqtt, pytest_asyncio" # fail here, clearly, if the install did
+echo "== installing v2x-sim[test,sumo] (pip)"
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,sumo]' 2>&1 | grep -vE "^WARNING: (Location|Running pip as)" || true
+"$PY" -c "import v2x, google.protobuf, gmqtt, pytest_asyncio, libsumo, sumolib" # fail here, clearly, if the install did
 
 echo "== ruff"
 "$PY" -m ruff check v2x roadside cloud scripts tests bench
@@ -33,4 +33,4 @@ SITE=$(mktemp -d)
 "$PY" -m mkdocs build --strict --quiet --site-dir "$SITE"
 rm -rf "$SITE"
 echo "== pytest (2 workers)"
-"$PY" -m pytest -n 2 "$@"
+"$PY" -m pytest -n 2 --durations=20 "$@"  # the 20 slowest tests, to keep the suite within its time

@@ -68,6 +68,7 @@ bsm = st.builds(
     vehicle_class=st.sampled_from(list(m.VehicleClass)),
     events=bitset(m.VehicleEvent),
     emergency=st.none() | st.builds(m.EmergencyExt, st.booleans(), st.booleans(), st.booleans()),
+    lights=bitset(m.ExteriorLight),
 )
 
 connection = st.builds(

@@ -46,6 +46,7 @@ ENUM_PAIRS = [
     (m.VehicleClass, "VehicleClass", "VEHICLE_CLASS_"),
     (m.Transmission, "Transmission", "TRANSMISSION_"),
     (m.VehicleEvent, "VehicleEvent", "VEHICLE_EVENT_"),
+    (m.ExteriorLight, "ExteriorLight", "EXTERIOR_LIGHT_"),
     (m.Maneuver, "Maneuver", "MANEUVER_"),
     (m.LaneDirection, "LaneDirection", "LANE_DIRECTION_"),
     (m.LightState, "LightState", "LIGHT_STATE_"),

@@ -106,3 +106,27 @@ def test_four_way_fast_with_every_client_on_mqtt_311(mosquitto: MosquittoBroker,
     assert r["spat_coverage"]["approaching_without_spat"] == []
     assert r["traffic"]["collisions"] == 0
     assert r["lockstep"]["lost"] == 0
+
+
+def test_shared_obu_connections_give_the_same_run(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+    """#27 item 2: with the OBUs on one shared connection, the run is the same as with one connection each: the same
+    traffic, the same messages sent and received by every tier (the cloud hears every BSM, every approaching vehicle
+    gets SPaT on both paths and the retained MAP once), and the report says which mode ran."""
+    root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--seed", "7"]
+    each = _run(tmp_path, SHORT, 60, *root, name="each.json")
+    shared = _run(tmp_path, SHORT, 60, *root, "--obu-connections", "shared", name="shared.json")
+    assert _kpis(shared) == _kpis(each)
+    assert shared["lockstep"]["lost"] == shared["lockstep"]["unexpected"] == 0
+    assert shared["lockstep"]["deliveries"] == each["lockstep"]["deliveries"]
+    msgs, vehicles = shared["messages"], shared["vehicles"]
+    assert msgs["bsm"]["received_by"]["cloud"] == msgs["bsm"]["sent"] > 1000
+    assert shared["spat_coverage"]["approaching_without_spat"] == []
+    assert msgs["spat"]["received_by_vehicles_by_path"]["rsu"] > 0
+    assert msgs["spat"]["received_by_vehicles_by_path"]["cloud"] > 0
+    # the retained MAP, once per vehicle (from the connection's copy for all but the first): as many as with one
+    # connection each (a vehicle that entered in the last steps had not reached its intersection's filter yet)
+    assert msgs["map"]["received_by"]["vehicles"] == each["messages"]["map"]["received_by"]["vehicles"] >= vehicles["spawned"] - 2
+    assert shared["traffic"]["collisions"] == 0
+    assert shared["connection"]["obus"].startswith("shared")
+    assert each["connection"]["obus"].startswith("per-vehicle")
+

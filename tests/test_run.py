@@ -47,6 +47,17 @@ def test_run_on_the_fixture_mosquitto_with_mqtt_311(mosquitto: MosquittoBroker, 
     _check(r)
 
 
+def test_run_with_shared_obu_connections(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
+    """#27 item 2 in real time: the OBUs on one connection pass the same end-to-end checks; a secured broker is refused."""
+    r = _run(tmp_path, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--obu-connections", "shared")
+    _check(r)
+    assert r["connection"]["obus"].startswith("shared")  # type: ignore[index]
+    res = subprocess.run([sys.executable, "-m", "v2x", "run", SHORT, "--secure", "--obu-connections", "shared"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "cannot run on a secured broker" in res.stderr
+
+
 @pytest.mark.integration
 def test_run_on_the_embedded_broker(tmp_path: Path) -> None:
     r = _run(tmp_path, "--broker", "embedded")

@@ -15,7 +15,7 @@ from v2x.core.signal.controller import Mode
 from v2x.core.traffic import Light, Traffic
 from v2x.run.offline import OfflineRun
 
-BUNDLED = scenario.bundled()
+BUNDLED = [p for p in scenario.bundled() if scenario.load(p).mobility == "native"]  # the core's (SUMO's: test_sumo.py)
 BENCH = scenario.bundled_dir().parent / "bench" / "scenarios"
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pygame
 import pytest
@@ -208,23 +209,34 @@ def _record(url: str, root: str, out: Path) -> subprocess.Popen[str]:
     return proc
 
 
+HAZARD_ROOT = f"hazard-{os.getpid()}/v2x/v1"  # the topic root of the recorded hazard run
+
+
+@pytest.fixture(scope="module")
+def hazard_run(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    """hazard, 25 s in fast mode with its stalled vehicle from 5 s, recorded and snapshotted: the recording, the
+    snapshot and the run's report (topic root HAZARD_ROOT)."""
+    import json
+
+    out = tmp_path_factory.mktemp("hazard")
+    first, png = out / "first.mcap", out / "final.png"
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", "hazard", "--fast", "--headless", "--duration", "25", "--set", "events.0.start_s=5",
+         "--broker", mosquitto.url, "--root", HAZARD_ROOT, "--record", str(first), "--snapshot", str(png), "--report", str(out / "r.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return first, png, json.loads((out / "r.json").read_text())
+
+
 def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_messages(
-    mosquitto: MosquittoBroker, broker_factory: object, topic_prefix: str, tmp_path: Path,
+    hazard_run: tuple[Path, Path, dict[str, Any]], broker_factory: object, tmp_path: Path,
 ) -> None:
     from mcap.reader import make_reader
     from mcap_protobuf.decoder import DecoderFactory
 
-    first, second, png = tmp_path / "first.mcap", tmp_path / "second.mcap", tmp_path / "final.png"
-    root = f"{topic_prefix}/v2x/v1"
-    res = subprocess.run(
-        [sys.executable, "-m", "v2x", "run", "hazard", "--fast", "--headless", "--duration", "25", "--broker", mosquitto.url,
-         "--root", root, "--record", str(first), "--snapshot", str(png), "--report", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    import json
-
-    report = json.loads((tmp_path / "r.json").read_text())
+    first, png, report = hazard_run
+    second, root = tmp_path / "second.mcap", HAZARD_ROOT
     sent = {t: c["sent"] for t, c in report["messages"].items()}
     # the recorder files retained messages cleared (empty payloads) under "cleared"; it also holds the run's marker
     # on its root, a Status (v2x.run.claim), retained before the recorder subscribed
@@ -240,11 +252,13 @@ def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_m
     img = pygame.image.load(str(png))
     assert img.get_size() == (1280, 800)
 
-    # MCAP: the mcap reader opens it, and every message decodes with its protobuf schema
+    # MCAP: the mcap reader opens it, and every message off the wire decodes with its protobuf schema
     decoded = 0
     with open(first, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         for schema, channel, _msg, proto in reader.iter_decoded_messages():
+            if channel.metadata.get("v2x") == "scene":  # Foxglove's scene, derived from them (the next test)
+                continue
             assert schema is not None
             assert schema.name == "v2x.v1.MessageFrame"
             assert channel.message_encoding == "protobuf"
@@ -267,6 +281,171 @@ def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_m
     b = Counter((r.topic, r.payload) for r in read(second))
     assert sum(a.values()) == decoded
     assert a == b
+
+
+def test_a_recording_holds_foxglove_scene_channels_derived_from_its_messages(hazard_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    """#29 item 3: the stock mcap reader and foxglove-schemas-protobuf decode the scene channels. Per step, one fix per
+    vehicle of that step's BSMs, at the BSM's position, and a SceneUpdate with one entity per vehicle present; one
+    GeoJSON LineString per MAP lane; the hazard's zone, at the RSI's position with its radius."""
+    import json
+
+    from foxglove_schemas_protobuf.GeoJSON_pb2 import GeoJSON
+    from foxglove_schemas_protobuf.LocationFixes_pb2 import LocationFixes
+    from foxglove_schemas_protobuf.SceneEntityDeletion_pb2 import SceneEntityDeletion
+    from foxglove_schemas_protobuf.SceneUpdate_pb2 import SceneUpdate
+    from mcap.reader import make_reader
+
+    from v2x.core.geo import LocalFrame
+
+    first, _png, report = hazard_run
+    bsms: dict[int, dict[str, m.GeoPoint]] = {}  # generation time [ns] -> sender -> position: the steps' BSMs
+    lanes = 0
+    rsi: list[m.RoadTrafficEvent] = []
+    scene: dict[str, list[Any]] = {}
+    schemas = {}
+    with open(first, "rb") as f:
+        reader = make_reader(f)
+        for schema, channel, msg in reader.iter_messages(log_time_order=False):
+            if channel.metadata.get("v2x") == "scene":
+                assert schema is not None
+                schemas[channel.topic] = schema.name
+                scene.setdefault(channel.topic, []).append(msg.data)
+            elif msg.data:
+                frame = codec.decode(msg.data)
+                if isinstance(frame.body, m.Bsm):
+                    bsms.setdefault(frame.header.gen_time_us * 1000, {})[frame.header.sender_id] = frame.body.position
+                elif isinstance(frame.body, m.MapData):
+                    lanes = sum(len(ig.lanes) for ig in frame.body.intersections)
+                elif isinstance(frame.body, m.Rsi):
+                    rsi.extend(frame.body.events)
+    assert schemas["/scene/vehicles/fixes"] == "foxglove.LocationFixes"
+    assert schemas["/scene/vehicles"] == schemas["/scene/hazards"] == schemas["/scene/lanes"] == "foxglove.SceneUpdate"
+    assert schemas["/scene/lanes/geojson"] == schemas["/scene/hazards/geojson"] == "foxglove.GeoJSON"
+
+    # vehicles: every step of BSMs, each vehicle once, where its BSM put it
+    fixes = [LocationFixes.FromString(d) for d in scene["/scene/vehicles/fixes"]]
+    updates = [SceneUpdate.FromString(d) for d in scene["/scene/vehicles"]]
+    assert len(fixes) == len(updates) == len(bsms) > 200
+    for fx, up, (t_ns, step) in zip(fixes, updates, sorted(bsms.items()), strict=True):
+        assert {f.timestamp.ToNanoseconds() for f in fx.fixes} == {t_ns}
+        assert [f.frame_id for f in fx.fixes] == sorted(step, key=[f.frame_id for f in fx.fixes].index)  # each once
+        assert {f.frame_id: (round(f.latitude, 7), round(f.longitude, 7)) for f in fx.fixes} == {
+            vid: (round(p.lat_deg, 7), round(p.lon_deg, 7)) for vid, p in step.items()}
+        assert {e.id for e in up.entities} == set(step)  # one entity per vehicle present, and no other
+        assert len(up.entities) == len(step)
+        assert [d.type for d in up.deletions] == [SceneEntityDeletion.ALL]  # replacing the step before
+        for e in up.entities:
+            (cube,) = e.cubes
+            assert e.frame_id == "site"
+            assert 3.0 < cube.size.x < 20.0
+            assert 1.0 < cube.size.y < 3.0
+    assert max(len(fx.fixes) for fx in fixes) >= 5
+
+    # lanes: one LineString per MAP lane
+    assert lanes > 0
+    (lane_geo, *_) = [json.loads(GeoJSON.FromString(d).geojson) for d in scene["/scene/lanes/geojson"]]
+    assert [ft["geometry"]["type"] for ft in lane_geo["features"]] == ["LineString"] * lanes
+    road = SceneUpdate.FromString(scene["/scene/lanes"][0])
+    assert sum(len(ln.points) > 1 for e in road.entities for ln in e.lines if ln.type == ln.LINE_STRIP) == lanes
+
+    # the hazard: its zone on the map and in 3D, where the RSI put it, as big as its radius
+    assert rsi
+    ev = rsi[0]
+    zones = [json.loads(GeoJSON.FromString(d).geojson)["features"] for d in scene["/scene/hazards/geojson"]]
+    shown = [ft for fts in zones for ft in fts if ft["properties"]["event_id"] == ev.event_id]
+    assert shown
+    ring = shown[0]["geometry"]["coordinates"][0]
+    assert shown[0]["geometry"]["type"] == "Polygon"
+    assert ring[0] == ring[-1]
+    local = LocalFrame(ev.position.lat_deg, ev.position.lon_deg)
+    radii = [math.hypot(*local.to_local(lat, lon)) for lon, lat in ring]
+    assert min(radii) == pytest.approx(ev.radius_m, abs=0.5)
+    assert max(radii) == pytest.approx(ev.radius_m, abs=0.5)
+    cylinders = [c for d in scene["/scene/hazards"] for e in SceneUpdate.FromString(d).entities for c in e.cylinders]
+    assert cylinders
+    assert cylinders[0].size.x == pytest.approx(2 * ev.radius_m)
+    assert json.loads(GeoJSON.FromString(scene["/scene/hazards/geojson"][-1]).geojson)["features"] == []  # cleared at the end
+    assert report["recording"]["scene"]["late_bsm"] == 0
+    assert report["recording"]["scene"]["errors"] == 0
+    assert report["recording"]["scene"]["messages"]["/scene/signals"] > 0
+
+
+def test_foxglove_live_serves_the_scene_of_a_running_simulation(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
+    """#29 item 4: a WebSocket client speaking Foxglove's protocol (the `websockets` package, subprotocol
+    foxglove.sdk.v1 as foxglove-sdk's server speaks it) connects to `v2x viz --foxglove` and gets the channels'
+    advertisements, then, once a run starts, its vehicles: LocationFixes at four_way's site, SceneUpdates with boxes."""
+    import asyncio
+    import json
+    import signal
+    import struct
+
+    import websockets
+    from foxglove_schemas_protobuf.LocationFixes_pb2 import LocationFixes
+    from foxglove_schemas_protobuf.SceneUpdate_pb2 import SceneUpdate
+
+    root = f"{topic_prefix}/v2x/v1"
+    viz = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "viz", "--foxglove", "0", "--broker", mosquitto.url, "--root", root, "--exit-after", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    run: subprocess.Popen[str] | None = None
+    try:
+        assert viz.stdout is not None
+        ready = json.loads(viz.stdout.readline() or "{}")
+        assert ready.get("event") == "ready", viz.stderr.read() if viz.stderr else ""
+
+        async def watch() -> tuple[set[str], list[LocationFixes], list[SceneUpdate]]:
+            nonlocal run
+            fixes: list[LocationFixes] = []
+            updates: list[SceneUpdate] = []
+            async with websockets.connect(ready["foxglove"], subprotocols=["foxglove.sdk.v1"]) as ws:  # type: ignore[list-item]
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["op"] == "serverInfo"
+                advertised = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert advertised["op"] == "advertise"
+                topics = {c["topic"]: c for c in advertised["channels"]}
+                wanted = {1: topics["/scene/vehicles/fixes"], 2: topics["/scene/vehicles"]}
+                await ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": k, "channelId": c["id"]} for k, c in wanted.items()]}))
+                run = await asyncio.to_thread(  # the run starts once the viewer is watching
+                    subprocess.Popen,
+                    [sys.executable, "-m", "v2x", "run", "four_way", "--fast", "--headless", "--duration", "20", "--broker", mosquitto.url,
+                     "--root", root, "--report", str(tmp_path / "r.json")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )
+                while len(fixes) < 20 or len(updates) < 20:
+                    data = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(data, str):
+                        continue  # more advertisements (latency channels), status
+                    opcode, sub, _log_time = struct.unpack_from("<BIQ", data)
+                    assert opcode == 1  # message data
+                    payload = bytes(data[13:])
+                    if sub == 1:
+                        fixes.append(LocationFixes.FromString(payload))
+                    elif sub == 2:
+                        updates.append(SceneUpdate.FromString(payload))
+            return set(topics), fixes, updates
+
+        advertised, fixes, updates = asyncio.run(watch())
+        assert {"/scene/vehicles/fixes", "/scene/vehicles", "/scene/lanes", "/scene/lanes/geojson", "/scene/signals",
+                "/scene/hazards", "/scene/hazards/geojson"} <= advertised
+        sc = scenario.load(scenario.resolve("four_way"))
+        positions = [(f.latitude, f.longitude) for fx in fixes for f in fx.fixes]
+        assert positions
+        assert all(abs(lat - sc.origin.lat_deg) < 0.01 and abs(lon - sc.origin.lon_deg) < 0.01 for lat, lon in positions)
+        assert all(f.frame_id.startswith("veh-") for fx in fixes for f in fx.fixes)
+        assert any(len(u.entities) > 0 for u in updates)
+        assert all(len(e.cubes) == 1 for u in updates for e in u.entities)
+        assert run is not None
+        assert run.wait(timeout=300) == 0, run.stderr.read()[-2000:] if run.stderr else ""
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        viz.send_signal(signal.SIGINT)
+        out, err = viz.communicate(timeout=30)
+    assert viz.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "summary"
+    assert summary["scene_messages"]["/scene/vehicles/fixes"] >= 20
+    assert summary["late_bsm"] == 0
 
 
 def test_the_window_pans_zooms_selects_pauses_toggles_and_saves_screenshots(

@@ -31,7 +31,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
             continue
         if not args.quiet:
-            print(f"{f}: ok ({s.name}: {len(s.intersections)} intersection(s), {s.duration_s:g} s)")
+            where = f"SUMO network {Path(s.sumo.net).name}" if s.sumo is not None and s.mobility == "sumo" else f"{len(s.intersections)} intersection(s)"
+            print(f"{f}: ok ({s.name}: {where}, {s.duration_s:g} s)")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) invalid", file=sys.stderr)
         return EXIT_USAGE
@@ -52,6 +53,40 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
         print(f"{f.stem:<{width}}  {desc}")
     if args.paths:
         print(f"\n(in {scenario.bundled_dir()})")
+    return EXIT_OK
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LAT,LON in degrees, e.g. 31.4912,120.3119") from None
+    if not (-85 <= lat <= 85 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"{text!r}: out of range (expected -85..85, -180..180)")
+    return lat, lon
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    try:
+        from v2x.sumo import importer
+    except ImportError as e:
+        print(f"v2x {args.command}: needs SUMO, the sumo extra ({e.name} is missing): pip install -e '.[sumo]'", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "import-osm":
+            done = importer.import_osm(args.osm, args.output, args.routes, args.trips)
+        else:
+            done = importer.import_sumo(args.net, args.routes, args.output, args.origin, args.trips)
+    except ScenarioError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    net = done.network
+    print(f"{done.path}: {done.scenario.name}, SUMO network {done.scenario.sumo.net if done.scenario.sumo else ''}: "
+          f"{len(net.edges)} edges, {net.junctions} junctions, {len(net.traffic_lights)} with traffic lights"
+          f"{'' if net.location.georeferenced else ' (no projection: laid out around the origin)'}; "
+          f"route files: {', '.join(Path(r).name for r in done.scenario.sumo.routes) if done.scenario.sumo else ''} "
+          f"{'' if done.scenario.sumo and done.scenario.sumo.routes else '(none: SUMO inserts no vehicles; give --routes or --trips)'}")
     return EXIT_OK
 
 
@@ -179,6 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
     p.set_defaults(func=_cmd_cluster)
+
+    p = sub.add_parser(
+        "import-sumo",
+        help="write a scenario that runs a SUMO network (and its routes) on SUMO",
+        description="Write a scenario (mobility = \"sumo\") that references a SUMO network and its demand, after "
+        "checking them (the network reads, every edge the routes name is in it). Paths in the scenario are relative "
+        "to it. Needs the sumo extra (pip install -e '.[sumo]'); see docs/sumo.md.",
+    )
+    p.add_argument("net", type=Path, metavar="NET.net.xml", help="the SUMO network")
+    p.add_argument("--routes", type=Path, action="append", default=[], metavar="R.rou.xml",
+                   help="a SUMO route file: routes, trips or flows (repeat for several)")
+    p.add_argument("--origin", type=_lat_lon, default=None, metavar="LAT,LON",
+                   help="where a network without a projection lies: its (0, 0) [deg] (default: Wuxi, 31.4912,120.3119)")
+    p.add_argument("--trips", type=float, default=None, metavar="SECONDS",
+                   help="also make random trips, one every SECONDS for an hour, edge to edge (SUMO's randomTrips.py)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="my.toml", help="the scenario to write")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser(
+        "import-osm",
+        help="convert an OpenStreetMap file with netconvert and write a scenario that runs it on SUMO",
+        description="Run SUMO's netconvert on an OpenStreetMap file (traffic lights from the signals mapped, "
+        "joined junctions, the road geometry kept) into NAME.net.xml beside the scenario, then write the scenario "
+        "as import-sumo does. Needs the sumo extra; see docs/sumo.md.",
+    )
+    p.add_argument("osm", type=Path, metavar="MAP.osm", help="the OpenStreetMap file")
+    p.add_argument("--routes", type=Path, action="append", default=[], metavar="R.rou.xml", help="a SUMO route file for the new network")
+    p.add_argument("--trips", type=float, default=None, metavar="SECONDS",
+                   help="also make random trips, one every SECONDS for an hour, edge to edge (SUMO's randomTrips.py)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="my.toml", help="the scenario to write")
+    p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios", description="List the bundled scenarios.")
     p.add_argument("--paths", action="store_true", help="also print the folder they are in")

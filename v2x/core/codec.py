@@ -167,6 +167,7 @@ def _enc_bsm(b: m.Bsm, out: pb.Bsm) -> None:
     out.size.height_cm = 0 if b.height_m is None else _q(b.height_m, CM_M, 1, 635, "bsm.size.height_cm")
     out.vehicle_class = b.vehicle_class.value  # type: ignore[assignment]
     out.events = _bits(b.events)
+    out.lights = _bits(b.lights)
     if b.emergency is not None:
         out.emergency.siren_in_use = b.emergency.siren_in_use
         out.emergency.lights_in_use = b.emergency.lights_in_use
@@ -197,6 +198,7 @@ def _dec_bsm(b: pb.Bsm) -> m.Bsm:
         height_m=None if height == 0 else _check(height, 1, 635, "bsm.size.height_cm") * CM_M,
         vehicle_class=_enum(m.VehicleClass, b.vehicle_class, "bsm.vehicle_class"),
         events=_unbits(m.VehicleEvent, b.events, "bsm.events"),
+        lights=_unbits(m.ExteriorLight, b.lights, "bsm.lights"),
         emergency=None
         if em is None
         else m.EmergencyExt(em.siren_in_use, em.lights_in_use, em.responding),

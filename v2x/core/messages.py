@@ -56,6 +56,20 @@ class VehicleEvent(enum.IntEnum):
     AIR_BAG_DEPLOYMENT = 12
 
 
+class ExteriorLight(enum.IntEnum):
+    """Bit numbers of J2735 ExteriorLights."""
+
+    LOW_BEAM = 0
+    HIGH_BEAM = 1
+    LEFT_TURN_SIGNAL = 2
+    RIGHT_TURN_SIGNAL = 3
+    HAZARD_SIGNAL = 4
+    AUTOMATIC_LIGHT_CONTROL = 5
+    DAYTIME_RUNNING = 6
+    FOG = 7
+    PARKING = 8
+
+
 class Maneuver(enum.IntEnum):
     """Bit numbers of J2735 AllowedManeuvers."""
 
@@ -259,6 +273,7 @@ class Bsm:
     vehicle_class: VehicleClass = VehicleClass.PASSENGER_CAR
     events: frozenset[VehicleEvent] = frozenset()
     emergency: EmergencyExt | None = None
+    lights: frozenset[ExteriorLight] = frozenset()  # exterior lights on: turn signals, hazard signal
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,8 +377,8 @@ class Network:
             cums.append(lk.cum + base)
             base += lk.length + 1.0
         self.link_offset = np.array(offsets)
-        self.poly_xy = np.concatenate(pts)
-        self.poly_s = np.concatenate(cums)
+        self.poly_xy = np.concatenate(pts) if pts else np.zeros((0, 2))  # no links: a SUMO scenario's (docs/sumo.md)
+        self.poly_s = np.concatenate(cums) if cums else np.zeros(0)
 
     # -- queries ---------------------------------------------------------------
 
@@ -400,6 +400,8 @@ class Network:
     def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
         """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane."""
         ids, a, b, half = self._in_segments
+        if not len(ids):
+            return None  # no approach lanes: a SUMO scenario's network (docs/sumo.md)
         ab = b - a
         p = np.array([x, y])
         t = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)

@@ -8,6 +8,7 @@ A scenario is laid out in local metres (x east, y north) around a WGS-84 origin.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import tomllib
@@ -25,6 +26,7 @@ Turn = Literal["left", "through", "right"]
 Policy = Literal["fixed", "actuated", "adaptive"]
 VehicleKind = Literal["car", "truck", "bus", "emergency"]
 HazardKindName = Literal["stalled_vehicle", "road_works", "accident", "obstacle"]
+MobilityName = Literal["native", "sumo"]
 
 LEGS: tuple[Leg, ...] = get_args(Leg)
 TURNS: tuple[Turn, ...] = get_args(Turn)
@@ -331,11 +333,21 @@ class Control:
 
 
 @dataclass(frozen=True)
+class Sumo:
+    """A SUMO network and its demand, for `mobility = "sumo"` (docs/sumo.md). Paths are relative to the scenario file."""
+
+    net: str = spec(doc="the network, a .net.xml file")
+    routes: tuple[str, ...] = spec((), doc="SUMO route files: routes, trips or flows")
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
     origin: Origin
-    intersections: tuple[Intersection, ...] = spec(min_len=1)
+    intersections: tuple[Intersection, ...] = spec((), doc="schematic junctions (mobility = \"native\")")
+    mobility: MobilityName = spec("native", doc='what moves the vehicles: "native" (the numba core) or "sumo" (libsumo)')
+    sumo: Sumo | None = None
     duration_s: float = spec(3600.0, gt=0.0, le=7 * 86400.0)
     seed: int = spec(1, ge=0, le=2**63 - 1)
     step_s: float = spec(0.1, ge=0.01, le=1.0)
@@ -366,6 +378,12 @@ class Scenario:
 
 
 def _references(s: Scenario) -> Iterator[tuple[Path, str]]:
+    if s.mobility == "sumo":
+        yield from _sumo_references(s)
+    elif not s.intersections:
+        yield ("intersections",), "has 0 entries (expected at least 1)"
+    if s.sumo is not None and s.mobility != "sumo":
+        yield ("sumo",), 'is given but mobility is "native" (expected mobility = "sumo" with a [sumo] table)'
     ids = [i.id for i in s.intersections]
     seen: dict[str, int] = {}
     for n, iid in enumerate(ids):
@@ -459,6 +477,36 @@ def _references(s: Scenario) -> Iterator[tuple[Path, str]]:
         yield ("fleet", "bsm_hz"), f"a BSM every {bsm_period:g} s is not a whole number of {s.step_s:g} s steps (expected 1/bsm_hz to be a multiple of step_s)"
 
 
+def _sumo_references(s: Scenario) -> Iterator[tuple[Path, str]]:
+    if s.sumo is None:
+        yield ("mobility",), 'is "sumo" but there is no [sumo] table (expected [sumo] with net = "FILE.net.xml")'
+    for table in ("intersections", "roads", "rsus", "demand", "vehicles", "events"):
+        if getattr(s, table):
+            yield (table,), 'is given with mobility = "sumo" (expected none: the junctions, roads and demand are the SUMO network\'s)'
+
+
+def _sumo_files(s: Scenario, base: FsPath) -> Iterator[tuple[Path, str]]:
+    """A SUMO scenario's files exist (relative to the scenario file's folder `base`)."""
+    if s.sumo is None or s.mobility != "sumo":
+        return
+    for path, name, expected in [(("sumo", "net"), s.sumo.net, "a SUMO network (.net.xml)")] + [
+        (("sumo", "routes", i), r, "a SUMO route file (.rou.xml)") for i, r in enumerate(s.sumo.routes)
+    ]:
+        if not (base / name).is_file():
+            yield path, f'"{name}": no such file in {base} (expected {expected})'
+
+
+def _resolved(s: Scenario, base: FsPath) -> Scenario:
+    """The scenario with its SUMO files' paths made absolute, so that a copy written elsewhere (a real-time run's
+    tiers read one from a temporary file) names the same files."""
+    if s.sumo is None:
+        return s
+    absolute = dataclasses.replace(
+        s.sumo, net=str((base / s.sumo.net).resolve()), routes=tuple(str((base / r).resolve()) for r in s.sumo.routes),
+    )
+    return dataclasses.replace(s, sumo=absolute)
+
+
 def _angle_diff(a: float, b: float) -> float:
     return abs((a - b + 180.0) % 360.0 - 180.0)
 
@@ -468,9 +516,13 @@ def _angle_diff(a: float, b: float) -> float:
 # ---------------------------------------------------------------------------
 
 
-def parse(text: str, filename: str = "<scenario>") -> Scenario:
-    """Validate scenario TOML text."""
-    return schema.read(Scenario, text, filename, _references)
+def parse(text: str, filename: str = "<scenario>", base: FsPath | None = None) -> Scenario:
+    """Validate scenario TOML text. `base`: the folder its relative paths (a SUMO network) start from; with it,
+    those files must exist, and the scenario names them by absolute paths."""
+    if base is None:
+        return schema.read(Scenario, text, filename, _references)
+    s = schema.read(Scenario, text, filename, lambda s: [*_references(s), *_sumo_files(s, base)])
+    return _resolved(s, base)
 
 
 def load(path: str | FsPath) -> Scenario:
@@ -485,7 +537,7 @@ def load(path: str | FsPath) -> Scenario:
                              f"bundled scenario: {', '.join(f.stem for f in bundled())}){hint}"]) from None
     except UnicodeDecodeError as e:
         raise ScenarioError([f"{p}:1: (file): not UTF-8 text: {e.reason} (expected a UTF-8 TOML file)"]) from None
-    return parse(text, str(p))
+    return parse(text, str(p), p.parent)
 
 
 def near_names(p: FsPath) -> list[str]:
@@ -574,6 +626,8 @@ def tile(s: Scenario, copies: int, spacing_m: float | None = None) -> Scenario:
     """
     if copies < 1:
         raise ScenarioError([f"copies: {copies} (expected at least 1)"])
+    if copies > 1 and s.mobility == "sumo":
+        raise ScenarioError([f'copies: {s.name} runs on a SUMO network, which is not copied (expected 1, or mobility = "native")'])
     if copies == 1:
         return s
     if spacing_m is None:

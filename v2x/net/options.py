@@ -122,6 +122,15 @@ def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_obu_connections_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--obu-connections", choices=["per-vehicle", "shared"], default="per-vehicle",
+        help="per-vehicle (default): each OBU is its own MQTT client, with its own client id, login and ACL, as "
+        "deployed; shared: each fleet process carries all its OBUs' messages on one connection and subscribes to "
+        "each filter once (v2x.net.shared), for scale: it gives up per-vehicle client ids, Wills, logins and ACLs",
+    )
+
+
 def add_run_id_option(parser: argparse.ArgumentParser, what: str = "this tier") -> None:
     parser.add_argument(
         "--run-id", type=run_id_arg, default=None, metavar="ID",

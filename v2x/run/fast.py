@@ -50,9 +50,10 @@ class FastRun:
         conn: Connection,
         *,
         timeout_s: float = 5.0,
+        shared_obus: bool = False,
     ) -> None:
         """`conn`: the broker, its logins, the MQTT version, the topic root, signing and impairment; its epoch is
-        not used (every fast run starts at FAST_EPOCH_S)."""
+        not used (every fast run starts at FAST_EPOCH_S). `shared_obus`: the OBUs share one connection."""
         self.sc = sc
         self.clock = StepClock(FAST_EPOCH_S)
         self.topics = conn.topics
@@ -63,10 +64,12 @@ class FastRun:
         def mqtt(sid: str) -> MqttTransport:
             return conn.transport(sid, inbox=100_000, outbox=100_000)
 
-        def obu(sid: str) -> Transport:
-            return self.hub.wrap(conn.transport(sid, inbox=1000, outbox=1000))
+        shared = Fleet.shared_connection(conn) if shared_obus else None
 
-        self.fleet = Fleet(sc, conn, self.clock, transport_factory=obu)  # signs with conn.ca, if any
+        def obu(sid: str) -> Transport:
+            return self.hub.wrap(shared.transport(sid) if shared is not None else conn.transport(sid, inbox=1000, outbox=1000))
+
+        self.fleet = Fleet(sc, conn, self.clock, transport_factory=obu, shared=shared)  # signs with conn.ca, if any
         self.fleet.truth = self._truth
         self.rsus = [
             RsuService(net, i, self.hub.wrap(mqtt(rsu_id(sc, i))), self.topics, self.clock, impairment)
@@ -155,11 +158,11 @@ class FastRun:
 
 def run_fast(
     sc: Scenario, conn: Connection, duration_s: float, progress: Callable[[Fleet], None] | None = None,
-    trajectories: bool = False,
+    trajectories: bool = False, shared_obus: bool = False,
 ) -> Results:
     """Run every tier here in lockstep until sim time `duration_s`; Ctrl-C stops it and still returns what the
-    tiers reported. `trajectories`: record the fleet's (for `--plots`)."""
-    run = FastRun(sc, conn)
+    tiers reported. `trajectories`: record the fleet's (for `--plots`); `shared_obus`: the OBUs share one connection."""
+    run = FastRun(sc, conn, shared_obus=shared_obus)
     if trajectories:
         run.fleet.trajectories = Trajectories(run.fleet.net)
     interrupted = False

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from v2x.core.errors import BrokerError
+from v2x.core.errors import BrokerError, ScenarioError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
@@ -39,6 +39,7 @@ from v2x.net.connection import Connection, new_run_id
 from v2x.net.options import (
     add_credentials_option,
     add_mqtt_option,
+    add_obu_connections_option,
     add_run_id_option,
     add_scenario_options,
     credentials,
@@ -55,7 +56,7 @@ from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
-from v2x.run.results import Results, RunInfo, build_report, print_summary
+from v2x.run.results import SHARED_NOTE, Results, RunInfo, build_report, print_summary
 from v2x.run.watchers import Watchers
 from v2x.vehicle.fleet import Fleet
 from v2x.watch.viz import display_available
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PNGs here: latency CDF per hop, latency over time, a time-space diagram per approach",
     )
     add_mqtt_option(p)
+    add_obu_connections_option(p)
     add_run_id_option(p, "and every tier of it")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument(
@@ -189,6 +191,20 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
     return dataclasses.replace(out, url=broker.url)
 
 
+def _sumo_problems(sc: Scenario) -> list[str]:
+    """What is wrong with a SUMO scenario's network and routes, before any tier starts (docs/sumo.md)."""
+    try:
+        from v2x.sumo.netfile import check_scenario_files
+    except ImportError as e:
+        return [f"v2x run: {sc.name} runs on SUMO, which needs the sumo extra ({e.name} is missing): pip install -e '.[sumo]'"]
+    assert sc.sumo is not None  # validated: mobility = "sumo" has its table
+    try:
+        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes])
+    except ScenarioError as e:
+        return e.problems
+    return []
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
@@ -199,12 +215,28 @@ def main(argv: list[str]) -> int:
     if sc is None:
         return 2
     duration = args.duration if args.duration is not None else sc.duration_s
+    shared_obus = args.obu_connections == "shared"
+    if shared_obus and (args.secure or args.credentials is not None):
+        console.print("v2x run: --obu-connections shared gives up the OBUs' own logins and ACLs (one connection carries "
+                      "them all): it cannot run on a secured broker; leave out --secure/--credentials, or the option",
+                      style="red")
+        return 2
     if (args.workers > 1 or args.clouds > 1) and args.fast:
         console.print("v2x run: --workers and --clouds run tiers as processes in real time; fast mode runs every tier in "
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
+    if sc.mobility == "sumo":
+        problems = _sumo_problems(sc)
+        if problems:
+            for line in problems:
+                console.print(line, style="red", markup=False, highlight=False)
+            return 2
+    if sc.mobility == "sumo" and (args.workers > 1 or args.clouds > 1):
+        console.print(f"v2x run: {sc.name} runs on SUMO, one simulation in one process: --workers and --clouds need "
+                      'mobility = "native"', style="red")
+        return 2
     net = Network(sc)
-    sites = len(net.components)
+    sites = len(net.components) if sc.mobility == "native" else 1  # a SUMO network is one site
     if args.clouds > sites or args.workers < 1 or args.clouds < 1:
         console.print(f"v2x run: --clouds {args.clouds} --workers {args.workers}: {sc.name} has {sites} independent site(s); "
                       "each cloud instance needs at least one (use --copies), and both counts must be at least 1", style="red")
@@ -233,6 +265,7 @@ def _run(
 ) -> int:
     """The run on its broker: the tiers, the watchers, the summary and the report; the exit code."""
     hold_signals, release_signals = signals
+    shared_obus = args.obu_connections == "shared"
     console.print(f"broker: {broker.kind} at {masked(broker.url)}")
     if isinstance(broker.started, EmbeddedBroker):
         console.print(
@@ -242,6 +275,8 @@ def _run(
         )
     run_id = args.run_id or new_run_id()
     console.print(f"run id: {run_id}")
+    if shared_obus:
+        console.print(f"OBUs: {SHARED_NOTE}")
     conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
                       impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
@@ -265,11 +300,11 @@ def _run(
         with _progress_bar(console) as bar:
             progress = _progress(bar, duration)
             if args.fast:
-                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None)
+                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus)
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
-                                trajectories=args.plots is not None)
+                                trajectories=args.plots is not None, shared_obus=shared_obus)
                 res = run_realtime(sc, conn, duration, layout, progress)
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)

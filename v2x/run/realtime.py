@@ -43,6 +43,7 @@ class Layout:
     clouds: int = 1  # cloud instances, each owning whole sites, sharing the SPaT relay
     shard_by: str = "vehicle"  # how the workers split the fleet: "vehicle" or "area"
     trajectories: bool = False  # record the fleet's trajectories (--plots; only when the fleet runs here)
+    shared_obus: bool = False  # each fleet process's OBUs share one broker connection (--obu-connections shared)
 
 
 def run_realtime(
@@ -95,7 +96,7 @@ def _run(
         if layout.workers > 1:
             res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch)
         else:
-            fleet = Fleet(sc, conn, conn.clock())
+            fleet = Fleet(sc, conn, conn.clock(), shared=Fleet.shared_connection(conn) if layout.shared_obus else None)
             if layout.trajectories:
                 fleet.trajectories = Trajectories(fleet.net)
             interrupted = False
@@ -130,7 +131,8 @@ def _fleet_workers(
     """The fleet as `layout.workers` processes; their summaries merged, their measurements kept apart."""
     n, by = layout.workers, layout.shard_by
     workers = {
-        f"fleet {i}/{n}": _spawn(["-m", "v2x", "fleet", str(path), *common, "--duration", f"{duration_s:g}", "--shard", f"{i}/{n}", "--by", by])
+        f"fleet {i}/{n}": _spawn(["-m", "v2x", "fleet", str(path), *common, "--duration", f"{duration_s:g}", "--shard", f"{i}/{n}", "--by", by,
+                                   *(["--obu-connections", "shared"] if layout.shared_obus else [])])
         for i in range(n)
     }
     print(f"fleet: {n} processes, sharded by {by}; they report at the end (about {epoch + duration_s - time.time():.0f} s "

@@ -291,7 +291,15 @@ def _connection(res: Results) -> dict[str, Any]:
         "cloud": res.cloud.connection.to_json() if res.cloud else {},
     }
     tiers.update({r.rsu or str(k): r.connection.to_json() for k, r in enumerate(res.rsus)})
-    return {"tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", []))}
+    shared = res.fleet is not None and res.fleet.shard.connections == "shared"
+    return {
+        "tiers": tiers, "outages_s": merge_spans(span for t in tiers.values() for span in t.get("down_s", [])),
+        "obus": SHARED_NOTE if shared else "per-vehicle: each OBU its own MQTT client, client id and login",
+    }
+
+
+SHARED_NOTE = ("shared: one MQTT connection per fleet process carries all its OBUs' messages (--obu-connections shared); "
+               "no per-vehicle client ids, Wills, logins or ACLs")
 
 
 def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[str, Any]], rejected: int = 0) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import json
 import logging
 import sys
 
-from v2x.core.errors import BrokerError
-from v2x.net.options import add_common, connection, load, setup_logging, shard_arg
+from v2x.core.errors import BrokerError, ScenarioError
+from v2x.net.options import add_common, add_obu_connections_option, connection, load, setup_logging, shard_arg
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "sites only (the scenario's road-connected groups of intersections, dealt round-robin; see --copies), "
         "and hears V2V from its own sites",
     )
+    add_obu_connections_option(parser)
     args = parser.parse_args(argv)
     setup_logging(logging.WARNING)
     sc = load(args.scenario, args.set, args.seed, args.copies)
@@ -40,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         conn = connection(args, "v2x fleet", ("fleet",))
-        fleet = Fleet(sc, conn, conn.clock(), shard=args.shard, by_area=args.by == "area")
+        shared = Fleet.shared_connection(conn, args.shard) if args.obu_connections == "shared" else None
+        fleet = Fleet(sc, conn, conn.clock(), shard=args.shard, by_area=args.by == "area", shared=shared)
     except ValueError as e:
         print(f"v2x fleet: {e}", file=sys.stderr)
+        return 2
+    except ScenarioError as e:  # a SUMO scenario's network or routes
+        print("\n".join(e.problems), file=sys.stderr)
         return 2
     try:
         asyncio.run(fleet.run(args.duration if args.duration is not None else sc.duration_s))

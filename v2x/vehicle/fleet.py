@@ -24,12 +24,13 @@ import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from v2x.core import messages as m
 from v2x.core.errors import BrokerError
+from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
@@ -38,15 +39,19 @@ from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
+from v2x.net.shared import SharedConnection
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
 from v2x.vehicle.apps import Apps, HazardWatch
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
-from v2x.vehicle.bsm import build_bsms
+from v2x.vehicle.bsm import bsms_of, build_bsms
 from v2x.vehicle.emergency import PriorityRequests
 from v2x.vehicle.sidelink import Neighbours
+
+if TYPE_CHECKING:
+    from v2x.sumo.mobility import SumoTraffic
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +136,12 @@ class Fleet:
         shard: tuple[int, int] = (0, 1),
         by_area: bool = False,
         transport_factory: TransportFactory | None = None,
+        shared: SharedConnection | None = None,
     ) -> None:
         """`conn`: how the OBUs reach the broker (and sign, and whether links are impaired); `clock`: sim time
-        (the wall clock from the run's epoch in real time, the lockstep's in fast mode)."""
+        (the wall clock from the run's epoch in real time, the lockstep's in fast mode). `shared`: the OBUs share
+        this one connection (`--obu-connections shared`; v2x.net.shared); with no `transport_factory`, each OBU's
+        transport is made on it."""
         self.sc = sc
         self.conn = conn
         self.topics = conn.topics
@@ -147,7 +155,18 @@ class Fleet:
             if sites < shard[1]:
                 raise ValueError(f"{sc.name} has {sites} independent site(s): too few to shard by area {shard[1]} ways (use --copies)")
             self.area = self.net.shard_area(*shard)
-        self.traffic = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
+        # what moves the vehicles (docs/sumo.md): the numba core, on which the applications act, or SUMO
+        self.core: Traffic | None = None
+        self.sumo: SumoTraffic | None = None
+        self.traffic: Mobility
+        if sc.mobility == "sumo":
+            if shard != (0, 1):
+                raise ValueError(f"{sc.name} runs on SUMO, one simulation per process: it cannot be sharded (run one fleet)")
+            from v2x.sumo.mobility import SumoTraffic  # the sumo extra: only a SUMO scenario needs it
+
+            self.traffic = self.sumo = SumoTraffic(sc, seed)
+        else:
+            self.traffic = self.core = Traffic(self.net, sc, seed, area=self.area, shard=shard if by_area else (0, 1))
         self.radios: dict[int, Radio] = {}
         # transports of OBUs that have gone, for the outage summary: those that lost their connection (the others have
         # nothing to say there, and are not kept: one per vehicle that ever passed)
@@ -174,7 +193,8 @@ class Fleet:
         self.ca: Authority | None = None  # signed messages: the authority that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
-        self._factory = transport_factory or self._mqtt
+        self.shared = shared
+        self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
         # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
@@ -200,6 +220,12 @@ class Fleet:
         if self.ca is not None:
             station.signer = self.ca.issue(sid, valid_from_ms(self.clock))
         return station
+
+    @staticmethod
+    def shared_connection(conn: Connection, shard: tuple[int, int] = (0, 1)) -> SharedConnection:
+        """The one connection the OBUs of a fleet process share (client id `<run id>-fleet-obus-<i>-of-<n>`)."""
+        i, n = shard
+        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000))
 
     def _mqtt(self, sid: str) -> Transport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
@@ -285,7 +311,7 @@ class Fleet:
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             if ix >= 0:
                 wanted |= {t.spat_area(self.net.tiles[ix]), t.area("map", self.net.tiles[ix])}
-                if self.traffic.priority[i]:
+                if self.core is not None and self.core.priority[i]:
                     wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
             if wanted != radio.filters:
                 old, radio.filters = radio.filters, frozenset(wanted)
@@ -437,19 +463,24 @@ class Fleet:
 
     def move(self) -> None:
         """Move the traffic one step on what the vehicles believe."""
-        group, _ = self.traffic.signal_view()
+        traffic = self.core
+        if traffic is None:  # SUMO: its drivers see its lights; the applications through TraCI are #25 item 4
+            self.traffic.step(self.sc.step_s)
+            self._k += 1
+            return
+        group, _ = traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
         hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
-        self.traffic.step(
-            self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(self.traffic, hazards),
-            self.apps.speed_advice(self.traffic), self.apps.making_way(self.traffic),
+        traffic.step(
+            self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(traffic, hazards),
+            self.apps.speed_advice(traffic), self.apps.making_way(traffic),
         )
         self._k += 1
         if self.trajectories is not None:
-            self.trajectories.sample(self.traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
-        self.apps.step(self.traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
-        self.hazard_watch.step(self.traffic)
-        for vid, iid, req in self.priority.step(self.traffic, self.traffic.t, self._can_send):
+            self.trajectories.sample(traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
+        self.apps.step(traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
+        self.hazard_watch.step(traffic)
+        for vid, iid, req in self.priority.step(traffic, traffic.t, self._can_send):
             radio = self.radios[vid]
             radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
 
@@ -466,7 +497,12 @@ class Fleet:
         """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
         if (self._k - 1) % self._bsm_every != 0:
             return []
-        return [(vid, bsm) for vid, bsm in build_bsms(self.traffic, self.net.frame) if self.mine(vid)]
+        if self.sumo is not None:
+            bsms = bsms_of(self.sumo.states())
+        else:
+            assert self.core is not None  # one of the two backends moves the vehicles
+            bsms = build_bsms(self.core, self.net.frame)
+        return [(vid, bsm) for vid, bsm in bsms if self.mine(vid)]
 
     def stalled_bsms(self) -> None:
         """The stalled vehicles' BSMs, at the fleet's BSM rate."""
@@ -513,6 +549,17 @@ class Fleet:
     async def close(self) -> None:
         extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
         await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *extra]))
+        if self.shared is not None:  # the OBUs' one connection: its drops and outages are theirs
+            st = self.shared.inner.stats
+            self.counters.dropped_out += st.dropped_out
+            self.counters.dropped_in += st.dropped_in
+            self.counters.not_subscribed += st.not_subscribed
+            with contextlib.suppress(Exception):
+                await self.shared.close()
+            if st.outages or st.disconnects or st.reconnects:
+                self.closed_stats.append(st)
+        if self.sumo is not None:
+            self.sumo.close()  # libsumo: the process's one simulation, free for the next
         self.radios.clear()
         self.stalled.clear()
         self.shadow = self.v2v = None

@@ -29,6 +29,7 @@ class Shard(JsonRecord):
     of: int = 1
     obus: int = 0  # OBUs this fleet has been (its shard's vehicles so far)
     by: str = "vehicle"  # "vehicle" or "area"
+    connections: str = "per-vehicle"  # the OBUs' broker connections: one each, or "shared" (one per fleet process)
 
 
 @dataclass
@@ -126,12 +127,14 @@ class FleetSummary(JsonRecord):
         c = fleet.counters
         return cls(
             vehicles=Vehicles(st.spawned, st.finished, fleet.traffic.n),
-            shard=Shard(fleet.shard[0], fleet.shard[1], fleet.obus, "vehicle" if fleet.area is None else "area"),
+            shard=Shard(fleet.shard[0], fleet.shard[1], fleet.obus, "vehicle" if fleet.area is None else "area",
+                        "shared" if fleet.shared is not None else "per-vehicle"),
             traffic=TrafficKpis(
                 throughput_vph=round(st.finished / max(fleet.traffic.t, 1e-9) * 3600.0, 1),
                 mean_delay_s=round(st.mean_delay_s, 2),
                 stops_per_vehicle=round(st.stops_per_vehicle, 3),
-                red_light_violations=st.red_light_entries if fleet.truth is not None else None,
+                # counted against the controllers' true state in process, and by the core only (not yet on SUMO)
+                red_light_violations=st.red_light_entries if fleet.truth is not None and fleet.core is not None else None,
                 collisions=st.collisions,
                 collisions_with_obstacles=st.obstacle_collisions,
             ),
@@ -205,7 +208,7 @@ class FleetSummary(JsonRecord):
         lasts = [h["last_ms"] for h in per if h.get("last_ms") is not None]
         return cls(
             vehicles=Vehicles(*(sum(getattr(p.vehicles, k) for p in parts) for k in ("spawned", "finished", "in_network"))),
-            shard=Shard(None, len(parts), sum(p.shard.obus for p in parts), parts[0].shard.by),
+            shard=Shard(None, len(parts), sum(p.shard.obus for p in parts), parts[0].shard.by, parts[0].shard.connections),
             traffic=TrafficKpis(
                 throughput_vph=sum(p.traffic.throughput_vph for p in parts),
                 mean_delay_s=round(sum(p.traffic.mean_delay_s * n for p, n in zip(parts, finished, strict=True)) / done, 2),

@@ -10,6 +10,10 @@ protobuf FileDescriptorSet, so Foxglove and the `mcap` readers decode every mess
 A payload that is not a MessageFrame is still kept (nothing is lost), on a second channel
 of its topic with no schema, and counted.
 
+Beside the raw channels, a recording holds Foxglove scene channels derived from the messages
+(v2x.watch.foxglove: vehicles for the Map and 3D panels, lanes, signals, hazards, latency), marked
+with the channel metadata `v2x: scene`; `read` and the replays skip them. `--no-scene` leaves them out.
+
     v2x record --broker URL out.mcap     record until Ctrl-C (or --duration)
     v2x replay run.mcap --to-broker URL  publish a recording back onto a broker
     v2x replay run.mcap                  watch it in the visualiser (v2x.watch.viz)
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import struct
@@ -48,8 +53,12 @@ from v2x.net.connection import new_run_id
 from v2x.net.options import add_credentials_option, add_run_id_option, credentials, positive_seconds
 from v2x.net.security import RECORD_LOGIN, login
 from v2x.net.transport import MqttTransport
+from v2x.watch.foxglove import LATENCY_PREFIX, LATENCY_SCHEMA, SCHEMAS, Out, SceneChannels
+
+log = logging.getLogger(__name__)
 
 SCHEMA_NAME = "v2x.v1.MessageFrame"
+SCENE_METADATA = {"v2x": "scene"}  # marks a derived channel (Foxglove's scene), not a topic of the wire
 RAW_ENCODING = "application/octet-stream"  # channels of payloads that are not MessageFrames
 QUIET_S = 0.5  # [s] with nothing arriving before a stopping recorder closes the file
 DRAIN_MAX_S = 10.0  # [s] at most spent draining on stop
@@ -69,9 +78,10 @@ LOG_TIMES = ("receive", "sent")  # what a recording's log time is: when it arriv
 class Recorder:
     """Writes messages to an MCAP file as they arrive."""
 
-    def __init__(self, out: Path | IO[bytes], log_time: str = "receive") -> None:
+    def __init__(self, out: Path | IO[bytes], log_time: str = "receive", *, scene: bool = True, root: str = DEFAULT_ROOT) -> None:
         """`log_time`: "receive" (the receive time), or "sent" (the header's generation time; a payload that has none
-        is logged at the latest generation time before it)."""
+        is logged at the latest generation time before it). `scene`: add Foxglove's scene channels, from the messages
+        under the topic root `root`."""
         if log_time not in LOG_TIMES:
             raise ValueError(f"log time {log_time!r}: expected one of {', '.join(LOG_TIMES)}")
         self.log_sent = log_time == "sent"
@@ -89,6 +99,10 @@ class Recorder:
         self.undecodable = 0
         self.bytes = 0
         self.by_type: Counter[str] = Counter()
+        # the scene (latency only when the log time is the receive time: a fast run's log time is when it was sent)
+        self.scene = SceneChannels(root, measure_latency=not self.log_sent) if scene else None
+        self.scene_errors = 0
+        self._scene_schemas: dict[str, int] = {}
 
     def _channel(self, topic: str, framed: bool) -> int:
         cid = self._channels.get((topic, framed))
@@ -123,8 +137,38 @@ class Recorder:
         self.writer.add_message(cid, log_time=log_ns, data=payload, publish_time=publish_ns, sequence=self._seq[cid])
         self.messages += 1
         self.bytes += len(payload)
+        if self.scene is not None:
+            try:
+                self._write_scene(self.scene.feed(topic, payload, log_ns))
+            except Exception:  # a bug in deriving the scene never costs the recording its raw messages
+                self.scene_errors += 1
+                if self.scene_errors == 1:
+                    log.exception("%s: the Foxglove scene could not be derived from this message", topic)
+
+    def _write_scene(self, outs: list[Out]) -> None:
+        for o in outs:
+            key = ("scene:" + o.channel, True)
+            cid = self._channels.get(key)
+            if cid is None:
+                cid = self._channels[key] = self._scene_channel(o.channel)
+            self._seq[cid] += 1
+            self.writer.add_message(cid, log_time=o.log_time_ns, data=o.data, publish_time=o.log_time_ns, sequence=self._seq[cid])
+
+    def _scene_channel(self, channel: str) -> int:
+        if channel.startswith(LATENCY_PREFIX):
+            name, encoding, data, msg_encoding = "v2x.Latency", "jsonschema", json.dumps(LATENCY_SCHEMA).encode(), "json"
+        else:
+            cls = SCHEMAS[channel]
+            name, encoding, msg_encoding = cls.DESCRIPTOR.full_name, "protobuf", "protobuf"
+            data = build_file_descriptor_set(cls).SerializeToString()
+        sid = self._scene_schemas.get(name)
+        if sid is None:
+            sid = self._scene_schemas[name] = self.writer.register_schema(name, encoding, data)
+        return self.writer.register_channel(channel, msg_encoding, sid, SCENE_METADATA)
 
     def close(self) -> dict[str, Any]:
+        if self.scene is not None:
+            self._write_scene(self.scene.flush())
         self.writer.finish()  # type: ignore[no-untyped-call]
         if self._owns:
             self._file.close()
@@ -134,17 +178,21 @@ class Recorder:
         return {
             "path": str(self.path) if self.path else None, "messages": self.messages, "channels": len(self._channels),
             "undecodable": self.undecodable, "bytes": self.bytes, "by_type": dict(sorted(self.by_type.items())),
+            **({} if self.scene is None else {"scene": {
+                "messages": dict(sorted(self.scene.sent.items())), "late_bsm": self.scene.late_bsm, "errors": self.scene_errors,
+            }}),
         }
 
 
 def read(path: Path) -> Iterator[Recorded]:
-    """Every message of a recording in log-time order, framed or not. A file that is not MCAP (or is cut
-    short) raises RecordingError naming the file."""
+    """Every message of a recording that came over the wire, in log-time order, framed or not (not the scene channels
+    derived from them). A file that is not MCAP (or is cut short) raises RecordingError naming the file."""
     try:
         with open(path, "rb") as f:
             reader = make_reader(f)
             for _schema, channel, message in reader.iter_messages(log_time_order=True):
-                yield Recorded(channel.topic, bytes(message.data), message.log_time, message.publish_time)
+                if channel.metadata.get("v2x") != "scene":
+                    yield Recorded(channel.topic, bytes(message.data), message.log_time, message.publish_time)
     except (McapError, EOFError, struct.error) as e:
         raise RecordingError(f"{path}: not a readable MCAP recording ({e})") from None
 
@@ -182,10 +230,11 @@ def stop_event(*signals: signal.Signals) -> asyncio.Event:
 
 async def record(
     url: str, root: str, out: Path, duration_s: float | None, run_id: str | None = None, log_time: str = "receive",
+    scene: bool = True,
 ) -> dict[str, Any]:
     """Record until SIGINT/SIGTERM or `duration_s`; `url` carries the login when the broker needs one; `run_id`: the
     run it records (its client id is `<run id>-record`)."""
-    rec = Recorder(out, log_time)
+    rec = Recorder(out, log_time, scene=scene, root=root)
     stop = stop_event()
     try:
         async with MqttTransport(url, f"{run_id or new_run_id()}-record", inbox=1_000_000) as t:
@@ -247,6 +296,10 @@ def build_record_parser() -> argparse.ArgumentParser:
         "or when it was sent, from its header (a fast run, whose sim time runs ahead of the wall: `v2x run --fast "
         "--record` sets it), so that replay and Foxglove's timeline keep sim time",
     )
+    p.add_argument(
+        "--no-scene", action="store_true",
+        help="leave out the Foxglove scene channels (/scene/..., /latency/...) derived from the messages: only what came over the wire",
+    )
     add_credentials_option(p)
     add_run_id_option(p, "it records")
     return p
@@ -256,7 +309,7 @@ def record_main(argv: list[str]) -> int:
     args = build_record_parser().parse_args(argv)
     try:
         url = login(credentials(args, "v2x record", ("observer",)), args.broker, RECORD_LOGIN)
-        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.run_id, args.log_time))
+        summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.run_id, args.log_time, not args.no_scene))
     except BrokerError as e:
         args.out.unlink(missing_ok=True)  # failed: no partial recording left behind to be taken for a whole one
         print(f"v2x record: {e}", file=sys.stderr)

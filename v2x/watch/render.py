@@ -28,9 +28,21 @@ import numpy as np
 import pygame
 
 from v2x.core import messages as m
-from v2x.watch.scene import FLOW_S, Flag, IntersectionView, LaneView, Scene
-
-Colour = tuple[int, int, int]
+from v2x.watch.palette import (
+    HAZARD_COLOUR,
+    LIGHT_DARK,
+    LIGHT_GREEN,
+    LIGHT_RED,
+    LIGHT_YELLOW,
+    SPEED_COLOURS,
+    SPEED_STEP_MPS,
+    STATE_COLOURS,
+    STATE_NORMAL,
+    Colour,
+    light_colour,
+    state_colour,
+)
+from v2x.watch.scene import FLOW_S, IntersectionView, LaneView, Scene
 
 BACKGROUND: Colour = (228, 226, 216)
 ROAD: Colour = (78, 80, 84)
@@ -40,40 +52,10 @@ STOP_LINE: Colour = (250, 250, 250)
 TEXT: Colour = (25, 25, 30)
 PANEL: tuple[int, int, int, int] = (255, 255, 255, 215)
 
-LIGHT_RED: Colour = (222, 32, 32)
-LIGHT_YELLOW: Colour = (250, 196, 0)
-LIGHT_GREEN: Colour = (24, 186, 72)
-LIGHT_DARK: Colour = (110, 110, 110)
 HEAD_BODY: Colour = (20, 20, 22)
 PAUSED_BADGE: Colour = (40, 40, 48)
 
-_LIGHTS: dict[m.LightState, Colour] = {
-    m.LightState.RED: LIGHT_RED,
-    m.LightState.FLASHING_RED: LIGHT_RED,
-    m.LightState.PERMISSIVE_GREEN: LIGHT_GREEN,
-    m.LightState.PROTECTED_GREEN: LIGHT_GREEN,
-    m.LightState.FLASHING_GREEN: LIGHT_GREEN,
-    m.LightState.YELLOW: LIGHT_YELLOW,
-    m.LightState.FLASHING_YELLOW: LIGHT_YELLOW,
-}
-
-#: speed colours, 0 .. 14+ m/s in 2 m/s steps: stopped is red, free flow green
-SPEED_STEP_MPS = 2.0
-SPEED_COLOURS: list[Colour] = [
-    (200, 30, 30), (225, 85, 30), (240, 140, 30), (240, 190, 40),
-    (200, 205, 50), (140, 195, 60), (70, 175, 70), (30, 150, 90),
-]
-#: state colours, in order of precedence (the first flag a vehicle has wins)
-STATE_COLOURS: list[tuple[int, Colour, str]] = [
-    (Flag.EMERGENCY, (210, 20, 40), "emergency vehicle"),
-    (Flag.PRIORITY, (170, 40, 200), "signal priority requested"),
-    (Flag.HAZARD_LIGHTS, (20, 20, 20), "hazard lights / disabled"),
-    (Flag.WARNED, (255, 130, 0), "warned (hazard ahead / advisory)"),
-    (Flag.BRAKING, (240, 210, 0), "hard braking"),
-]
-STATE_NORMAL: Colour = (70, 110, 190)
 RSU_COLOUR: Colour = (40, 90, 200)
-HAZARD_COLOUR: Colour = (215, 25, 25)
 CLOUD_COLOUR: Colour = (90, 90, 200)
 _RSU_STATE_COLOURS: dict[str, Colour] = {"online": RSU_COLOUR, "lost": HAZARD_COLOUR}  # else grey (stopped)
 FLOW_COLOURS: dict[str, Colour] = {"bsm": (60, 120, 255), "prq": (190, 40, 210)}
@@ -137,10 +119,6 @@ class View:
 
     def key(self) -> tuple[int, int, float, float, float]:
         return self.width, self.height, round(self.cx, 3), round(self.cy, 3), round(self.scale, 5)
-
-
-def light_colour(state: m.LightState) -> Colour:
-    return _LIGHTS.get(state, LIGHT_DARK)
 
 
 @functools.cache
@@ -497,15 +475,7 @@ class Renderer:
         if self.colour_mode == "speed":
             idx = np.minimum((v.speed[:n] / SPEED_STEP_MPS).astype(np.int64), len(SPEED_COLOURS) - 1)
             return [SPEED_COLOURS[i] for i in idx.tolist()]
-        out = []
-        for flags in v.flags[:n].tolist():
-            colour = STATE_NORMAL
-            for bit, c, _ in STATE_COLOURS:
-                if flags & bit:
-                    colour = c
-                    break
-            out.append(colour)
-        return out
+        return [state_colour(flags) for flags in v.flags[:n].tolist()]
 
     def vehicle_outlines(self) -> np.ndarray:
         """(n, 5, 2) screen points of each vehicle: its body along its heading, the nose pointed over half its
@@ -530,8 +500,14 @@ class Renderer:
         if n == 0:
             return
         outlines = self.vehicle_outlines()
-        lo, hi = outlines.min(axis=1), outlines.max(axis=1)
-        visible = (hi[:, 0] >= 0) & (lo[:, 0] < self.view.width) & (hi[:, 1] >= 0) & (lo[:, 1] < self.view.height)
+        # on screen: its nose (point 0) or its tail's middle within reach; a vehicle reaches no further than its length
+        # from either (a reduction over each outline's points costs as much as drawing them)
+        v = self.scene.vehicles
+        reach = max(float(v.length[:n].max()) * self.view.scale, MIN_VEHICLE_PX[0])
+        mid = (outlines[:, 2] + outlines[:, 3]) * 0.5
+        visible = np.zeros(n, dtype=bool)
+        for p in (outlines[:, 0], mid):
+            visible |= (p[:, 0] >= -reach) & (p[:, 0] < self.view.width + reach) & (p[:, 1] >= -reach) & (p[:, 1] < self.view.height + reach)
         colours = self.vehicle_colours()
         polygon = pygame.draw.polygon
         pts = outlines.tolist()

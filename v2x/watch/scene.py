@@ -30,7 +30,7 @@ from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import DecodeError
 from v2x.core.geo import LocalFrame
-from v2x.core.topics import DEFAULT_ROOT, kind_of
+from v2x.core.topics import DEFAULT_ROOT, Topics, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ SPAT_STALE_S = 1.0  # [s] a signal head whose SPaT is older than this goes dark 
 #: the periodic streams whose times set the picture's clock: a service's status at shutdown does not move it
 CLOCK_TYPES = frozenset({"bsm", "spat", "rsm"})
 DEFAULT_RANGE_M = 300.0  # [m] an RSU's radio range when its status does not say
+RUN_MARKER = Topics("").run_marker().strip("/")  # the run's marker, under the root
 
 
 class Flag:
@@ -240,12 +241,16 @@ class Scene:
 
     # -- ingest ------------------------------------------------------------------------
 
-    def ingest(self, topic: str, payload: bytes, rx_ns: int) -> None:
-        """One message from the wire. Never raises on bad input: counts it."""
+    def ingest(self, topic: str, payload: bytes, rx_ns: int) -> m.Frame | None:
+        """One message from the wire; the frame it decoded to, once applied (None when it was counted as bad, or
+        was not a frame: a cleared retained message, the broker's version). Never raises on bad input: counts it."""
         if topic.startswith("$SYS/"):
             self.broker_version = payload.decode("utf-8", "replace")[:80]
-            return
+            return None
         rest = topic[len(self.root) + 1:] if topic.startswith(self.root + "/") else ""
+        if rest == RUN_MARKER:  # the run's claim on the root (v2x.run.claim): a Status, not a message to show
+            self.received["run marker"] += 1
+            return None
         kind = kind_of(topic) or ""
         if not payload:
             if kind == "rsi":  # a retained hazard cleared
@@ -253,17 +258,17 @@ class Scene:
                 if len(parts) >= 3 and parts[-1].isdigit():
                     self.hazards.pop((parts[-2], int(parts[-1])), None)
             self.received["cleared"] += 1
-            return
+            return None
         try:
             frame = codec.decode(payload)
         except DecodeError as e:
             self._bad(topic, e.kind, str(e))
-            return
+            return None
         h, body = frame.header, frame.body
         mtype = m.message_type(body).value
         if kind != mtype:
             self._bad(topic, "wrong_type", f"a {mtype} message on a {kind or 'foreign'} topic")
-            return
+            return None
         self.received[mtype] += 1
         if mtype in CLOCK_TYPES:
             self.now_ms = max(self.now_ms, h.sim_time_ms)
@@ -286,6 +291,9 @@ class Scene:
             self._bad(topic, "invalid", str(e))
         except Exception as e:  # a bug: counted and logged, never fatal to the window
             self._bad(topic, "handler_error", f"{type(e).__name__}: {e}")
+        else:
+            return frame
+        return None
 
     def _bad(self, topic: str, kind: str, detail: str) -> None:
         self.errors[kind] += 1
@@ -293,14 +301,14 @@ class Scene:
             self._bad_topics.add(topic)
             log.warning("%s: %s payload: %s", topic, kind, detail)
 
-    def _local(self, p: m.GeoPoint) -> tuple[float, float]:
+    def local(self, p: m.GeoPoint) -> tuple[float, float]:
         if self.frame is None:
             self.frame = LocalFrame(p.lat_deg, p.lon_deg)
         return self.frame.to_local(p.lat_deg, p.lon_deg)
 
     def _apply(self, topic: str, rest: str, h: m.Header, body: m.Body) -> None:
         if isinstance(body, m.Bsm):
-            xy = self._local(body.position)
+            xy = self.local(body.position)
             self.vehicles.update(h, body, xy)
         elif isinstance(body, m.Spat):
             path = rest.split("/")[1] if rest.count("/") >= 1 else "rsu"
@@ -315,9 +323,9 @@ class Scene:
                 if ev.status == m.EventStatus.ENDED:
                     self.hazards.pop(key, None)
                 else:
-                    self.hazards[key] = HazardView(h.sender_id, ev, self._local(ev.position), self._travel(ev.lanes))
+                    self.hazards[key] = HazardView(h.sender_id, ev, self.local(ev.position), self._travel(ev.lanes))
         elif isinstance(body, m.Rsm):
-            self._rsu(h.sender_id).xy = self._local(body.ref_pos)
+            self._rsu(h.sender_id).xy = self.local(body.ref_pos)
         elif isinstance(body, m.Status):
             if h.sender_kind == m.SenderKind.RSU:
                 rsu = self._rsu(h.sender_id)
@@ -353,7 +361,7 @@ class Scene:
             iid = rest.split("/")[1] if rest.count("/") >= 1 else ""
             target = next((r for r in self.rsus.values() if r.intersection == iid), None)
             if body.position is not None and target is not None:
-                self.flows.append(Flow(h.sim_time_ms, self._local(body.position), f"rsu:{target.sender}", "prq"))
+                self.flows.append(Flow(h.sim_time_ms, self.local(body.position), f"rsu:{target.sender}", "prq"))
         elif isinstance(body, m.PriorityStatus):
             req = self.priority.get(body.requester_id)
             if req is not None:
@@ -377,7 +385,7 @@ class Scene:
         return rsu
 
     def _map(self, h: m.Header, ig: m.IntersectionGeometry) -> None:
-        cx, cy = self._local(ig.ref_point)
+        cx, cy = self.local(ig.ref_point)
         lanes = []
         for lane in ig.lanes:
             pts = np.array([(cx + x, cy + y) for x, y in lane.nodes], dtype=float).reshape(-1, 2)

@@ -334,6 +334,14 @@ def build_viz_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("--broker-label", default="", help=argparse.SUPPRESS)  # `v2x run` says which broker it started
     p.add_argument("--exit-after", type=float, default=None, metavar="S", help="quit after S wall seconds (with --snapshot)")
+    p.add_argument(
+        "--foxglove", type=int, nargs="?", const=8765, default=None, metavar="PORT",
+        help="instead of the window, serve the scene to Foxglove over its WebSocket protocol on PORT (default 8765; 0: any free "
+        "port): vehicles on the Map and 3D panels, lanes, signals, hazards, latency; in Foxglove, open a Foxglove WebSocket "
+        "connection to ws://HOST:PORT",
+    )
+    p.add_argument("--foxglove-host", default="127.0.0.1", metavar="HOST",
+                   help="the address the Foxglove server listens on (default 127.0.0.1; 0.0.0.0: every interface)")
     add_credentials_option(p)
     add_run_id_option(p, "it watches")
     _common(p)
@@ -365,6 +373,20 @@ def _window_ok(args: argparse.Namespace, prog: str) -> bool:
 
 def viz_main(argv: list[str]) -> int:
     args = build_viz_parser().parse_args(argv)
+    if args.foxglove is not None:
+        if not 0 <= args.foxglove <= 65535:
+            print(f"v2x viz: --foxglove {args.foxglove}: expected a TCP port, 0 to 65535", file=sys.stderr)
+            return 2
+        from v2x.watch.foxglove_live import serve  # foxglove-sdk loads only when asked for
+
+        try:
+            return asyncio.run(serve(args))
+        except BrokerError as e:
+            print(f"v2x viz: {e}", file=sys.stderr)
+            return 1
+        except RuntimeError as e:  # the server cannot listen there (port taken, address not ours)
+            print(f"v2x viz: Foxglove server on {args.foxglove_host}:{args.foxglove}: {e}", file=sys.stderr)
+            return 1
     if not _window_ok(args, "v2x viz"):
         return 2
     try:

@@ -163,6 +163,36 @@ VEHICLE_EVENT_DISABLED_VEHICLE: VehicleEvent.ValueType  # 11
 VEHICLE_EVENT_AIR_BAG_DEPLOYMENT: VehicleEvent.ValueType  # 12
 Global___VehicleEvent: _TypeAlias = VehicleEvent  # noqa: Y015
 
+class _ExteriorLight:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExteriorLightEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExteriorLight.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXTERIOR_LIGHT_LOW_BEAM: _ExteriorLight.ValueType  # 0
+    EXTERIOR_LIGHT_HIGH_BEAM: _ExteriorLight.ValueType  # 1
+    EXTERIOR_LIGHT_LEFT_TURN_SIGNAL: _ExteriorLight.ValueType  # 2
+    EXTERIOR_LIGHT_RIGHT_TURN_SIGNAL: _ExteriorLight.ValueType  # 3
+    EXTERIOR_LIGHT_HAZARD_SIGNAL: _ExteriorLight.ValueType  # 4
+    EXTERIOR_LIGHT_AUTOMATIC_LIGHT_CONTROL: _ExteriorLight.ValueType  # 5
+    EXTERIOR_LIGHT_DAYTIME_RUNNING: _ExteriorLight.ValueType  # 6
+    EXTERIOR_LIGHT_FOG: _ExteriorLight.ValueType  # 7
+    EXTERIOR_LIGHT_PARKING: _ExteriorLight.ValueType  # 8
+
+class ExteriorLight(_ExteriorLight, metaclass=_ExteriorLightEnumTypeWrapper):
+    """Bits of J2735 ExteriorLights (BSM Part II, VehicleSafetyExtensions): which lights are on."""
+
+EXTERIOR_LIGHT_LOW_BEAM: ExteriorLight.ValueType  # 0
+EXTERIOR_LIGHT_HIGH_BEAM: ExteriorLight.ValueType  # 1
+EXTERIOR_LIGHT_LEFT_TURN_SIGNAL: ExteriorLight.ValueType  # 2
+EXTERIOR_LIGHT_RIGHT_TURN_SIGNAL: ExteriorLight.ValueType  # 3
+EXTERIOR_LIGHT_HAZARD_SIGNAL: ExteriorLight.ValueType  # 4
+EXTERIOR_LIGHT_AUTOMATIC_LIGHT_CONTROL: ExteriorLight.ValueType  # 5
+EXTERIOR_LIGHT_DAYTIME_RUNNING: ExteriorLight.ValueType  # 6
+EXTERIOR_LIGHT_FOG: ExteriorLight.ValueType  # 7
+EXTERIOR_LIGHT_PARKING: ExteriorLight.ValueType  # 8
+Global___ExteriorLight: _TypeAlias = ExteriorLight  # noqa: Y015
+
 class _Maneuver:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -967,6 +997,7 @@ class Bsm(_message.Message):
     VEHICLE_CLASS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     EMERGENCY_FIELD_NUMBER: _builtins.int
+    LIGHTS_FIELD_NUMBER: _builtins.int
     speed: _builtins.int
     """0.02 m/s, 0..8191 (8191 = n/a)"""
     heading: _builtins.int
@@ -983,6 +1014,8 @@ class Bsm(_message.Message):
     vehicle_class: Global___VehicleClass.ValueType
     events: _builtins.int
     """bit set of VehicleEvent (J2735 VehicleEventFlags, 13 bits)"""
+    lights: _builtins.int
+    """bit set of ExteriorLight (J2735 ExteriorLights, 9 bits): turn signals, hazard lights"""
     @_builtins.property
     def pos(self) -> Global___Position3D: ...
     @_builtins.property
@@ -1006,10 +1039,11 @@ class Bsm(_message.Message):
         vehicle_class: Global___VehicleClass.ValueType = ...,
         events: _builtins.int = ...,
         emergency: Global___EmergencyExt | None = ...,
+        lights: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["emergency", b"emergency", "pos", b"pos", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel_lat", b"accel_lat", "accel_long", b"accel_long", "brake_applied", b"brake_applied", "emergency", b"emergency", "events", b"events", "heading", b"heading", "pos", b"pos", "size", b"size", "speed", b"speed", "transmission", b"transmission", "vehicle_class", b"vehicle_class", "yaw_rate", b"yaw_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel_lat", b"accel_lat", "accel_long", b"accel_long", "brake_applied", b"brake_applied", "emergency", b"emergency", "events", b"events", "heading", b"heading", "lights", b"lights", "pos", b"pos", "size", b"size", "speed", b"speed", "transmission", b"transmission", "vehicle_class", b"vehicle_class", "yaw_rate", b"yaw_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
