@@ -147,8 +147,8 @@ class CloudService(Service):
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
         # a SPaT names its intersection, or gives its wire id (index + 1)
-        self._tile_of = {ig.spec.id: tile for ig, tile in zip(net.intersections, net.tiles, strict=True)}
-        self._tile_of |= {str(i + 1): tile for i, tile in enumerate(net.tiles)}
+        self._tile_of = dict(zip(net.scenario.sites, net.site_tiles, strict=True))
+        self._tile_of |= {str(i + 1): tile for i, tile in enumerate(net.site_tiles)}
 
     async def start(self) -> None:
         """Announce; subscribe to BSMs, RSMs, RSU SPaT and every service's status in the region."""

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
-    ids = [x.id for x in sc.intersections]
+    ids = list(sc.sites)
     wanted = args.intersection or ids
     unknown = sorted(set(wanted) - set(ids))
     if unknown:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from v2x import __version__
 from v2x.core import messages as m
@@ -38,6 +38,9 @@ from v2x.net.service import Service, ServiceSummary
 from v2x.net.signing import role_permissions
 from v2x.net.station import Clock
 from v2x.net.transport import MqttTransport, Transport
+
+if TYPE_CHECKING:
+    from v2x.sumo.site import SumoSite
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
@@ -90,17 +93,27 @@ class RsuService(Service):
         self.net = net
         self.index = index
         self.topics = topics
-        self.spec = net.intersections[index].spec
         self.range_m = rsu.range_m
-        self.ctl: SignalController = controllers(net)[index]
-        self.tile = net.tiles[index]
+        # the seam between the RSU and its intersection: a schematic one of the network, or a SUMO junction (its MAP
+        # and plan read from the SUMO network: v2x.sumo.site); the rest of the RSU is the same for both
+        self.sumo: SumoSite | None = None
+        if net.scenario.mobility == "sumo":
+            from v2x.sumo.site import sumo_sites  # reads the network as XML: no libsumo in the RSU
+
+            self.sumo = sumo_sites(net.scenario)[index]
+            self.iid, self.limits = self.sumo.id, self.sumo.limits
+            self.ctl: SignalController = SignalController(self.sumo.plan, 0.0)
+        else:
+            self.iid = net.intersections[index].spec.id
+            self.ctl = controllers(net)[index]
+            self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
+        self.tile = net.site_tiles[index]
         self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
-        self.limits = PlanLimits.of(net, index)  # what a plan from the cloud may do here
         self.refused: list[dict[str, Any]] = []  # plans refused, with why
         self.lights: list[list[float]] = []  # [sim time, group id, Light] at each change of what a head shows
         self._heads = HeadWatch(self.ctl)
@@ -110,35 +123,45 @@ class RsuService(Service):
         self._k = 0
         self.plans: dict[int, dict[str, float]] = {}  # plan id -> sim times [s] it was issued and received
         self.priority_log: list[dict[str, object]] = []  # each priority request and what was done
-        ig = net.intersections[index]
-        self._lane_link = {net.map_lane_ids[lid]: lid for lid in [*ig.in_links.values(), *ig.out_links.values()]}
-        # each approach lane -> the groups of the movements it feeds (what a loop on it calls)
-        self._lane_groups: dict[int, set[int]] = {lid: set() for lid in ig.in_links.values()}
-        for lk in net.links:
-            if lk.source in self._lane_groups and lk.group >= 0:
-                self._lane_groups[lk.source].add(net.groups[lk.group].group_id)
+        # MAP lane id -> the network's link; each approach lane -> the groups of the movements it feeds (what a loop
+        # on it calls). Not yet on SUMO: no detector calls (its plans are fixed-time) and no signal priority there
+        self._lane_link: dict[int, int] = {}
+        self._lane_groups: dict[int, set[int]] = {}
+        if self.sumo is None:
+            ig = net.intersections[index]
+            self._lane_link = {net.map_lane_ids[lid]: lid for lid in [*ig.in_links.values(), *ig.out_links.values()]}
+            self._lane_groups = {lid: set() for lid in ig.in_links.values()}
+            for lk in net.links:
+                if lk.source in self._lane_groups and lk.group >= 0:
+                    self._lane_groups[lk.source].add(net.groups[lk.group].group_id)
 
     def announce(self) -> None:
         """Its retained messages: the online status and MAP (again after each reconnect: `Service.reassert`)."""
-        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, f"{self.spec.id} range_m={self.range_m:g}"), qos=1, retain=True)
-        self.station.publish(self.map_topic, m.MapData((build_map(self.net, self.index),)), qos=1, retain=True)
+        self.station.publish(self.status_topic, m.Status(m.ServiceState.ONLINE, __version__, f"{self.iid} range_m={self.range_m:g}"), qos=1, retain=True)
+        self.station.publish(self.map_topic, m.MapData((self.geometry(),)), qos=1, retain=True)
+
+    def geometry(self) -> m.IntersectionGeometry:
+        """Its intersection's MAP: from the schematic network, or from the SUMO network's lanes."""
+        return self.sumo.geometry if self.sumo is not None else build_map(self.net, self.index)
 
     @property
     def map_topic(self) -> str:
-        return self.topics.map(self.tile, self.spec.id)
+        return self.topics.map(self.tile, self.iid)
 
     async def start(self) -> None:
         """Announce (status, MAP), subscribe to plans and to the BSMs of the tiles in radio range."""
         self.announce()
         self._reconnects = self.transport.stats.reconnects
-        await self.transport.subscribe(self.topics.plan(self.spec.id), qos=1)
-        await self.transport.subscribe(self.topics.priority_request(self.spec.id, "+"), qos=1)
+        await self.transport.subscribe(self.topics.plan(self.iid), qos=1)
+        await self.transport.subscribe(self.topics.priority_request(self.iid, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
 
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
         out: set[int] = set()
+        if not self._lane_groups:  # no detectors (a SUMO junction, for now)
+            return out
         for bsm, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
@@ -157,9 +180,9 @@ class RsuService(Service):
         if now + 1e-9 < self._next_s:
             return
         self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
-        state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k)
+        state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k, name=self.iid)
         self._k += 1
-        self.station.publish(self.topics.spat("rsu", self.tile, self.spec.id), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
+        self.station.publish(self.topics.spat("rsu", self.tile, self.iid), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
         self.station.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
 
     def _record_lights(self) -> None:
@@ -214,7 +237,7 @@ class RsuService(Service):
             if late_ms > 0:
                 reasons.insert(0, f"valid until {late_ms / 1000:.1f} s ago")
             if body.intersection.id != self.index + 1:
-                reasons.insert(0, f"for intersection {body.intersection.id}, not {self.spec.id} ({self.index + 1})")
+                reasons.insert(0, f"for intersection {body.intersection.id}, not {self.iid} ({self.index + 1})")
             if reasons:  # never reaches the controller
                 self.bad.record("bad_plan", topic, f"plan {body.plan_id} refused: {'; '.join(reasons)}", sender)
                 if len(self.refused) < MAX_REFUSALS_KEPT:
@@ -263,12 +286,12 @@ class RsuService(Service):
             "sim_s": round(now, 3), "group": group, "eta_s": round(req.eta_s, 2), "state": state.name.lower(), "action": action.name.lower(),
         })
         reply = m.PriorityStatus(requester_id=sender, request_id=req.request_id, intersection=req.intersection, state=state, action=action, signal_group=group)
-        self.station.publish(self.topics.priority_status(self.spec.id, sender), reply, qos=1)
+        self.station.publish(self.topics.priority_status(self.iid, sender), reply, qos=1)
 
     def summary(self) -> RsuSummary:
         return self._summary(
             RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), plans_refused=self.refused,
-            priority=self.priority_log, intersection=self.spec.id, lights=self.lights,
+            priority=self.priority_log, intersection=self.iid, lights=self.lights,
         )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:
@@ -300,13 +323,13 @@ async def serve(
     clock = conn.clock()
     services: list[RsuService] = []
     transports: list[MqttTransport] = []
-    authority = conn.authority("roadside", m.SenderKind.RSU, clock, [sc.intersections[i].id for i in indices])
+    authority = conn.authority("roadside", m.SenderKind.RSU, clock, [sc.sites[i] for i in indices])
     for i in indices:
         transport = conn.transport(rsu_id(sc, i), clean_start=False, session_expiry_s=3600)
         transports.append(transport)
         services.append(RsuService(net, i, transport, conn.topics, clock, conn.impairment(sc)))
         if authority is not None:  # each RSU's pseudonym speaks for its own intersection only
-            services[-1].sign_with(authority, role_permissions(m.SenderKind.RSU, [sc.intersections[i].id]))
+            services[-1].sign_with(authority, role_permissions(m.SenderKind.RSU, [sc.sites[i]]))
         transport.will = services[-1].will
     if started is not None:
         started.extend(services)

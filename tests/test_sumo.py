@@ -6,6 +6,7 @@ import dataclasses
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,8 +74,16 @@ def test_every_vehicle_sumo_inserts_is_heard_by_the_cloud(v2x_run: RunScenario) 
     assert spawned >= 30
     assert report["cloud"]["vehicles_seen"] == spawned
     bsm = report.messages("bsm")
-    assert bsm.sent == bsm.received > spawned * 50
+    assert report.latency("vehicle->cloud", "bsm").count == bsm.sent > spawned * 50
     assert bsm.lost == 0
+    assert report.latency("vehicle->rsu", "bsm").count > 0  # the RSUs of the grid's junctions hear them too
+    # each vehicle follows the next junction on its route (SUMO's next light): its SPaT by both paths, its MAP
+    cov = report["spat_coverage"]
+    assert cov["vehicles_approaching"] >= 30
+    assert cov["approaching_without_spat"] == cov["approaching_without_map"] == []
+    by_path = report["messages"]["spat"]["received_by_vehicles_by_path"]
+    assert by_path["rsu"] > 1000
+    assert by_path["cloud"] > 1000
     traffic = report["traffic"]
     assert traffic["collisions"] == 0
     assert traffic["red_light_violations"] is None  # not counted on SUMO yet: said, not reported as 0
@@ -121,7 +130,12 @@ def test_import_sumo_writes_a_scenario_that_names_its_files_relative_to_it(tmp_p
     assert 'net = "net/g.net.xml"\nroutes = ["net/g.rou.xml"]' in out.read_text()
     sc = scenario.load(out)
     assert sc.mobility == "sumo"
-    assert sc.sumo == scenario.Sumo(str(net), (str(routes),))
+    grid = scenario.load(GRID)
+    assert grid.sumo is not None
+    assert len(grid.sumo.junctions) == 6
+    # one RSU junction per traffic light, placed by the network's projection: the bundled grid's, 200 m by 200 m apart
+    assert sc.sumo == scenario.Sumo(str(net), (str(routes),), grid.sumo.junctions)
+    assert [(j.id, j.x_m, j.y_m) for j in sc.sumo.junctions[:2]] == [("A0", -200.0, -100.0), ("A1", -200.0, 100.0)]
     # the origin is the network's centre in its own projection: the grid was projected around (31.495, 120.32)
     assert (sc.origin.lat_deg, sc.origin.lon_deg) == pytest.approx((31.495, 120.32), abs=1e-7)
 
@@ -133,11 +147,13 @@ def test_import_osm_converts_a_signalised_crossing(tmp_path: Path) -> None:
     assert done.network.location.georeferenced
     assert done.scenario.sumo is not None
     assert [Path(r).name for r in done.scenario.sumo.routes] == ["tiny.trips.rou.xml"]
+    [junction] = done.scenario.sumo.junctions  # its RSU, at the crossing (the origin is the extent's centre)
+    assert math.hypot(junction.x_m, junction.y_m) < 10
     # the map's signalised node is at (31.4950, 120.3200), in the middle of the arms
     assert (done.scenario.origin.lat_deg, done.scenario.origin.lon_deg) == pytest.approx((31.495, 120.32), abs=2e-5)
 
 
-@pytest.mark.parametrize("case", ["missing net", "malformed net", "unknown edge",
+@pytest.mark.parametrize("case", ["missing net", "malformed net", "unknown edge", "rsus without lights",
                                   pytest.param("unreadable osm", marks=pytest.mark.integration)])  # netconvert
 def test_bad_input_is_one_clear_line_naming_the_file(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "x.toml")
@@ -150,6 +166,15 @@ def test_bad_input_is_one_clear_line_naming_the_file(case: str, tmp_path: Path, 
         (tmp_path / "r.rou.xml").write_text('<routes>\n  <route id="r" edges="A0B0 B0Z9"/>\n</routes>\n')
         argv = ["import-sumo", str(GRID_NET), "--routes", str(tmp_path / "r.rou.xml"), "-o", out]
         expect = 'r.rou.xml:2: <route> edges: edge "B0Z9" is not in grid.net.xml'
+    elif case == "rsus without lights":  # a road with no traffic light, and a scenario asking for an RSU on it
+        (tmp_path / "road.net.xml").write_text(
+            '<net>\n<location netOffset="0,0" convBoundary="0,0,100,0" projParameter="!"/>\n<edge id="a" from="j1" to="j2">\n'
+            '<lane id="a_0" index="0" speed="13.89" length="100" shape="0,0 100,0"/>\n</edge>\n</net>\n')
+        (tmp_path / "road.toml").write_text(
+            'name = "road"\ndescription = "d"\nmobility = "sumo"\n[origin]\nlat_deg = 31.5\nlon_deg = 120.3\n'
+            '[sumo]\nnet = "road.net.xml"\n[[sumo.junctions]]\nid = "j2"\nx_m = 100.0\ny_m = 0.0\n')
+        argv = ["run", str(tmp_path / "road.toml"), "--fast", "--duration", "1", "--headless"]
+        expect = "road.net.xml: the network has no traffic lights, and the scenario asks for RSUs at j2"
     else:
         (tmp_path / "m.osm").write_text("this is not XML <<<\n")
         argv, expect = ["import-osm", str(tmp_path / "m.osm"), "-o", out], "m.osm: netconvert cannot read it: Error"
@@ -168,7 +193,8 @@ def test_plans_made_from_the_grids_programs_show_what_sumo_shows_every_step() ->
     lights = read_traffic_lights(Path(sc.sumo.net if sc.sumo else ""))
     assert [tl.id for tl in lights] == ["A0", "A1", "B0", "B1", "C0", "C1"]
     controllers = {tl.id: SignalController(program_plan(tl)) for tl in lights}
-    traffic = SumoTraffic(sc)
+    assert sc.sumo is not None
+    traffic = SumoTraffic(dataclasses.replace(sc, sumo=dataclasses.replace(sc.sumo, junctions=())))  # SUMO's programs run
     try:
         samples = 0
         for _ in range(1900):  # 190 s: two cycles and more, every phase change twice
@@ -194,12 +220,13 @@ def test_the_controller_drives_sumos_lights_and_sumos_drivers_obey_them() -> Non
         dataclasses.replace(plan.phases[0], green_s=20.0), dataclasses.replace(plan.phases[1], green_s=64.0))))
     lanes = {lk.from_lane for lk in tl.links}
     traffic = SumoTraffic(sc)
+    others = {t.id: SignalController(program_plan(t)) for t in read_traffic_lights(Path(sc.sumo.net if sc.sumo else "")) if t.id != tl.id}
+    traffic.follow({tl.id: ours, **others})  # as a fast run hands it the RSUs' controllers
     try:
         differ, held = 0, 0
         for _ in range(1800):
-            ours.step(traffic.t)
-            own.step(traffic.t)
-            traffic.show(tl.id, sumo_state(ours.states(), len(tl.links)))
+            for ctl in (ours, own, *others.values()):
+                ctl.step(traffic.t)
             traffic.step(sc.step_s)
             assert traffic.shown(tl.id) == sumo_state(ours.states(), len(tl.links))
             if ours.states() != own.states():
@@ -213,6 +240,29 @@ def test_the_controller_drives_sumos_lights_and_sumos_drivers_obey_them() -> Non
         traffic.close()
 
 
+def test_without_the_rsus_at_hand_the_fleet_drives_the_lights_with_copies_of_their_controllers() -> None:
+    """Real time (the RSUs in other processes): SUMO's lights follow controllers made from the scenario, stepped with
+    SUMO's time, which is what the RSUs' fixed-time controllers show at the same sim time."""
+    from v2x.sumo.site import sumo_sites
+
+    sc = scenario.load(GRID)
+    rsus = {site.id: SignalController(site.plan, 0.0) for site in sumo_sites(sc)}  # as each RSU builds its own
+    traffic = SumoTraffic(sc)
+    try:
+        changes, before = 0, ""
+        for _ in range(500):  # 50 s: the first phase change (42 s, 45 s)
+            for ctl in rsus.values():
+                ctl.step(traffic.t)
+            traffic.step(sc.step_s)
+            for tls, ctl in rsus.items():
+                assert traffic.shown(tls) == sumo_state(ctl.states(), 16), (tls, traffic.t)
+            changes += traffic.shown("B0") != before
+            before = traffic.shown("B0")
+        assert changes == 3  # the first green, its yellow, the next green
+    finally:
+        traffic.close()
+
+
 def test_a_program_that_does_not_fit_is_refused_naming_the_light() -> None:
     blinking = TrafficLight("J7", (0.0, 0.0), "static", 0.0, (TlsPhase(30.0, "GGrr"), TlsPhase(3.0, "yyrr"),
                                                               TlsPhase(30.0, "rrGG"), TlsPhase(3.0, "rroo")), ())
@@ -222,3 +272,197 @@ def test_a_program_that_does_not_fit_is_refused_naming_the_light() -> None:
                                                              TlsPhase(30.0, "rrGG"), TlsPhase(3.0, "ryyr")), ())
     with pytest.raises(ScenarioError, match=r"traffic light J8: phase 3 shows ryyr"):
         program_plan(shuffled)
+
+
+# -- RSUs on the network's traffic lights: MAP and SPaT true to SUMO -------------------------------------------------
+
+
+@dataclasses.dataclass
+class GridRun:
+    """A fast run of the grid on Mosquitto, with what a subscriber heard and what SUMO showed at every step."""
+
+    maps: dict[str, tuple[str, m.IntersectionGeometry]]  # junction -> (topic, its MAP), retained
+    map_payloads: list[tuple[str, bytes]]
+    spat: dict[tuple[int, str], dict[int, m.LightState]]  # (step, junction) -> SPaT state per signal group
+    ends: dict[tuple[int, str], dict[int, m.TimeChange]]  # (step, junction) -> SPaT's timing per signal group
+    shown: dict[tuple[int, str], str]  # (step, junction) -> what SUMO's light showed in that step
+    collisions: int
+    commanded: str  # the junction whose RSU runs another plan than SUMO's program
+
+
+@pytest.fixture(scope="module")
+def grid_run(mosquitto: Any) -> GridRun:
+    """90 s of the grid in fast mode. The RSU of B0 is commanded another plan (30 s greens, where SUMO's program has
+    42 s) at the start, as a cloud plan would be: SUMO can show it only by following the RSU's controller, not its
+    own program."""
+    import asyncio
+    import uuid
+
+    from v2x.core.topics import kind_of
+    from v2x.net.connection import Connection
+    from v2x.run.fast import FAST_EPOCH_S, FastRun
+
+    sc = scenario.load(GRID)
+    conn = Connection(mosquitto.url, root=f"t/grid-rsus-{uuid.uuid4().hex[:8]}/v2x/v1")
+    run = FastRun(sc, conn)
+    b0 = next(r for r in run.rsus if r.iid == "B0")
+    plan = b0.ctl.plan
+    b0.ctl.command(dataclasses.replace(plan, plan_id=7, phases=(
+        dataclasses.replace(plan.phases[0], green_s=30.0), dataclasses.replace(plan.phases[1], green_s=30.0))))
+    sumo = run.fleet.sumo
+    assert sumo is not None
+    shown: dict[tuple[int, str], str] = {}
+    move = run.fleet.move
+
+    def move_and_look() -> None:  # what SUMO's lights show through the step that starts now
+        k = round(run.fleet.traffic.t / sc.step_s)
+        move()
+        shown.update({(k, tls): sumo.shown(tls) for tls in sc.sites})
+
+    run.fleet.move = move_and_look  # type: ignore[method-assign]
+    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
+    heard: list[tuple[str, bytes]] = []
+
+    async def main() -> None:
+        await watcher.start()
+        await watcher.subscribe(f"{conn.root}/spat/rsu/#", qos=0)
+        await watcher.subscribe(f"{conn.root}/map/#", qos=1)
+
+        async def drain() -> None:
+            while True:
+                await watcher.wait(0.5)
+                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+
+        task = asyncio.create_task(drain(), name="watch")
+        try:
+            await run.run(90.0)
+            await asyncio.sleep(1.0)
+        finally:
+            task.cancel()
+            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+            await watcher.close()
+
+    asyncio.run(main())
+    maps: dict[str, tuple[str, m.IntersectionGeometry]] = {}
+    spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
+    ends: dict[tuple[int, str], dict[int, m.TimeChange]] = {}
+    map_payloads = []
+    for topic, payload in heard:
+        if not payload:
+            continue  # MAP cleared as the RSUs stop
+        body = codec.decode(payload).body
+        if kind_of(topic) == "map" and isinstance(body, m.MapData):
+            map_payloads.append((topic, payload))
+            for ig in body.intersections:
+                maps[ig.name] = (topic, ig)
+        elif isinstance(body, m.Spat):
+            for st in body.intersections:
+                k = round((st.timestamp_ms / 1000 - FAST_EPOCH_S) / sc.step_s)
+                spat[(k, st.name)] = {ms.signal_group: ms.events[0].state for ms in st.states}
+                ends[(k, st.name)] = {ms.signal_group: t for ms in st.states if (t := ms.events[0].timing) is not None}
+    return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0")
+
+
+def test_one_map_per_signalised_junction_with_the_networks_lanes(grid_run: GridRun) -> None:
+    """MAP from the network: per traffic light, its controlled links' incoming and outgoing lanes (counted here by
+    sumolib, not by our reader), each link index a signal group on the connection from its lane to its lane."""
+    import sumolib
+
+    net = sumolib.net.readNet(str(GRID_NET))
+    lights = net.getTrafficLights()
+    assert sorted(grid_run.maps) == sorted(tl.getID() for tl in lights)
+    assert len(lights) == 6
+    for tl in lights:
+        links = tl.getConnections()  # (incoming lane, outgoing lane, link index)
+        lanes = {lane.getID() for a, b, _ in links for lane in (a, b)}
+        _, mp = grid_run.maps[tl.getID()]
+        assert len(mp.lanes) == len(lanes) == 16
+        by_id = {ln.lane_id: ln for ln in mp.lanes}
+        assert {ln.name for ln in mp.lanes} == lanes
+        movements = {(ln.name, by_id[c.lane_id].name, c.signal_group) for ln in mp.lanes for c in ln.connections}
+        assert movements == {(a.getID(), b.getID(), k + 1) for a, b, k in links}
+        for ln in mp.lanes:  # geometry: the lane's shape around the junction, an ingress lane from its stop line
+            shape = net.getLane(ln.name).getShape()
+            cx, cy = net.getNode(tl.getID()).getCoord()
+            end = shape[-1] if ln.direction is m.LaneDirection.INGRESS else shape[0]
+            assert math.dist(ln.nodes[0], (end[0] - cx, end[1] - cy)) < 0.02
+            assert math.hypot(*ln.nodes[0]) < 20 < math.hypot(*ln.nodes[-1])  # starts at the junction, leads away
+
+
+def test_spat_shows_the_light_sumo_shows_at_every_step(grid_run: GridRun) -> None:
+    """The SPaT each RSU broadcast, as heard on Mosquitto, against what SUMO's light showed in the same step, per
+    signal group; B0 ran a commanded plan, not SUMO's program, so SUMO showed what the RSU's controller decided."""
+    from v2x.sumo.signals import light_states
+
+    assert grid_run.collisions == 0
+    same = total = 0
+    for (k, tls), sumo_shows in grid_run.shown.items():
+        heard = grid_run.spat.get((k, tls))
+        if heard is None:
+            continue
+        truth = light_states(sumo_shows)
+        assert set(heard) == set(truth)
+        total += len(truth)
+        same += sum(heard[g] == truth[g] for g in truth)
+    assert total >= 0.99 * 900 * 6 * 16  # a SPaT per step per junction, nearly all heard
+    print(f"SPaT = SUMO's light in {same} of {total} (step, signal group) samples")
+    assert same / total >= 0.999, (same, total)
+    # B0's light followed the commanded plan from its first phase boundary (45 s): 30 s greens, where SUMO's program
+    # (A0's, with the same offset) has 42 s: 27 s of a different light by 90 s
+    b0 = [grid_run.shown[(k, "B0")] for k in range(900)]
+    a0 = [grid_run.shown[(k, "A0")] for k in range(900)]
+    differ_from_program = sum(x != y for x, y in zip(b0, a0, strict=True))
+    assert differ_from_program > 200
+
+
+def test_the_visualiser_draws_every_lane_of_the_network_from_map(grid_run: GridRun) -> None:
+    import os
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import pygame
+
+    from v2x.core.geo import LocalFrame
+    from v2x.watch.render import BACKGROUND, Renderer, View
+    from v2x.watch.scene import Scene
+
+    root = grid_run.map_payloads[0][0].split("/map/")[0]
+    sc = scenario.load(GRID)
+    scene = Scene(root=root, frame=LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg))  # the grid's centre, in the view's
+    for topic, payload in grid_run.map_payloads:
+        assert scene.ingest(topic, payload, 0) is not None
+    assert sum(len(iv.lanes) for iv in scene.intersections.values()) == 6 * 16
+    pygame.display.init()
+    pygame.font.init()
+    w, h, scale = 1000, 600, 1.5  # [px/m]: the whole grid, 700 m x 500 m
+    surf = pygame.Surface((w, h))
+    r = Renderer(scene, View(w, h, 0.0, 0.0, scale))
+    r._fitted = True
+    r.draw(surf)
+    bg = pygame.Color(*BACKGROUND)
+    for iv in scene.intersections.values():
+        for lane in iv.lanes:  # the middle of every lane is drawn on
+            x, y = lane.points[len(lane.points) // 2 - 1 : len(lane.points) // 2 + 1].mean(axis=0)
+            px, py = round(w / 2 + x * scale), round(h / 2 - y * scale)
+            assert surf.get_at((px, py)) != bg, (iv.name, lane.name)
+
+
+def test_spats_end_times_are_when_sumos_light_changes(grid_run: GridRun) -> None:
+    """On the junctions running SUMO's program (fixed-time), SPaT's likely end of each group's light is when SUMO's
+    light for that group changed, within a step; its min and max bracket it."""
+    from v2x.sumo.signals import light_states
+
+    checked = 0
+    for tls in ("A0", "C1"):
+        shown = [light_states(grid_run.shown[(k, tls)]) for k in range(900)]
+        for k in range(0, 900, 7):
+            timing = grid_run.ends.get((k, tls))
+            if timing is None:
+                continue
+            for g, tc in timing.items():
+                change = next((j for j in range(k + 1, 900) if shown[j][g] != shown[k][g]), None)
+                if change is None:
+                    continue
+                assert abs(tc.likely_end_s - (change - k) * 0.1) <= 0.11, (tls, k, g, tc)
+                assert tc.min_end_s <= tc.likely_end_s <= tc.max_end_s
+                checked += 1
+    assert checked > 500

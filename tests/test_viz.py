@@ -386,6 +386,17 @@ def test_a_recording_holds_foxglove_scene_channels_derived_from_its_messages(haz
     assert report["recording"]["scene"]["messages"]["/scene/signals"] > 0
 
 
+def test_the_docs_scene_picture_script_draws_a_recording(hazard_run: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    """scripts/scene_picture.py, which draws the docs' picture of the Foxglove channels, runs on a recording."""
+    out = tmp_path / "scene.png"
+    script = Path(__file__).parent.parent / "scripts" / "scene_picture.py"
+    res = subprocess.run([sys.executable, str(script), str(hazard_run[0]), "--at", "20", "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    img = pygame.image.load(str(out))
+    assert img.get_width() > 1000
+
+
 def test_foxglove_live_serves_the_scene_of_a_running_simulation(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> None:
     """#29 item 4: a WebSocket client speaking Foxglove's protocol (the `websockets` package, subprotocol
     foxglove.sdk.v1 as foxglove-sdk's server speaks it) connects to `v2x viz --foxglove` and gets the channels'

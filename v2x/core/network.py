@@ -479,8 +479,20 @@ class Network:
         return out
 
     @functools.cached_property
+    def site_tiles(self) -> list[str]:
+        """The tile of each intersection with an RSU (`Scenario.sites`, in order): the schematic intersections'
+        (`tiles`), or a SUMO scenario's junctions', from the positions the scenario gives them."""
+        sumo = self.scenario.sumo
+        if self.scenario.mobility != "sumo" or sumo is None:
+            return self.tiles
+        return [quadkey(g.lat_deg, g.lon_deg) for g in (self.frame.to_geo(j.x_m, j.y_m) for j in sumo.junctions)]
+
+    @functools.cached_property
     def rsu_xy(self) -> dict[str, tuple[float, float]]:
-        """Each RSU's position [m], by id."""
+        """Each RSU's position [m], by id (a SUMO junction's RSU: at the junction's centre)."""
+        sumo = self.scenario.sumo
+        if self.scenario.mobility == "sumo" and sumo is not None:
+            return {self.scenario.rsu_of(i).id: (j.x_m, j.y_m) for i, j in enumerate(sumo.junctions)}
         out = {}
         for ig in self.intersections:
             rsu = self.scenario.rsu_of(ig.index)

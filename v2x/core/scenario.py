@@ -333,11 +333,24 @@ class Control:
 
 
 @dataclass(frozen=True)
+class SumoJunction:
+    """A signalised junction of a SUMO network that has an RSU: what every tier knows of it without reading the
+    network (`v2x import-sumo` writes one per traffic light). Only the RSU (MAP, the plan) and the fleet (the
+    lights) read the network itself."""
+
+    id: str = spec(doc="the traffic light's id (tlLogic): the intersection's name in MAP, SPaT and topics")
+    x_m: float = spec(doc="east of the origin: the junction's centre, from the network's projection")
+    y_m: float = spec(doc="north of the origin")
+    range_m: float = spec(300.0, gt=0.0, le=2000.0, doc="the RSU's sidelink radio range")
+
+
+@dataclass(frozen=True)
 class Sumo:
     """A SUMO network and its demand, for `mobility = "sumo"` (docs/sumo.md). Paths are relative to the scenario file."""
 
     net: str = spec(doc="the network, a .net.xml file")
     routes: tuple[str, ...] = spec((), doc="SUMO route files: routes, trips or flows")
+    junctions: tuple[SumoJunction, ...] = spec((), doc="the signalised junctions with an RSU (none: no RSUs)")
 
 
 @dataclass(frozen=True)
@@ -366,8 +379,19 @@ class Scenario:
     def intersection(self, iid: str) -> Intersection | None:
         return next((i for i in self.intersections if i.id == iid), None)
 
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The ids of the intersections that have an RSU, in wire order (MAP's intersection id is the index + 1):
+        the schematic intersections, or a SUMO scenario's signalised junctions."""
+        if self.mobility == "sumo" and self.sumo is not None:
+            return tuple(j.id for j in self.sumo.junctions)
+        return tuple(x.id for x in self.intersections)
+
     def rsu_of(self, index: int) -> Rsu:
-        """The RSU of the `index`-th intersection: the one listed, else a default one at its centre."""
+        """The RSU of the `index`-th intersection (of `sites`): the one listed, else a default one at its centre."""
+        if self.mobility == "sumo" and self.sumo is not None:
+            j = self.sumo.junctions[index]
+            return Rsu(f"rsu-{j.id}", j.id, j.range_m)
         iid = self.intersections[index].id
         return next((r for r in self.rsus if r.intersection == iid), Rsu(f"rsu-{iid}", iid))
 
@@ -483,6 +507,13 @@ def _sumo_references(s: Scenario) -> Iterator[tuple[Path, str]]:
     for table in ("intersections", "roads", "rsus", "demand", "vehicles", "events"):
         if getattr(s, table):
             yield (table,), 'is given with mobility = "sumo" (expected none: the junctions, roads and demand are the SUMO network\'s)'
+    seen: set[str] = set()
+    for i, j in enumerate(s.sumo.junctions if s.sumo is not None else ()):
+        if j.id in seen:
+            yield ("sumo", "junctions", i, "id"), f'"{j.id}" is listed twice (expected one RSU per junction)'
+        if not j.id or any(c in j.id for c in "/+#"):
+            yield ("sumo", "junctions", i, "id"), f'"{j.id}" cannot be a topic level (expected no "/", "+" or "#")'
+        seen.add(j.id)
 
 
 def _sumo_files(s: Scenario, base: FsPath) -> Iterator[tuple[Path, str]]:

@@ -32,7 +32,7 @@ class TrustRules:
     """A scenario's rules of who sends what (see the module docstring), and the clock skew receivers allow."""
 
     def __init__(self, sc: Scenario) -> None:
-        self.rsu_of = {x.id: sc.rsu_of(i).id for i, x in enumerate(sc.intersections)}  # intersection -> its RSU
+        self.rsu_of = {iid: sc.rsu_of(i).id for i, iid in enumerate(sc.sites)}  # intersection -> its RSU
         self.clock_skew_us = round(sc.trust.clock_skew_s * 1e6)  # [us] how far ahead of the receiver a message may be
 
     def sender_problem(self, topic: str, frame: m.Frame) -> str | None:

@@ -160,7 +160,7 @@ def cloud_users(clouds: int) -> list[str]:
 
 def users(sc: Scenario, duration_s: float | None = None, workers: int = 1, clouds: int = 1) -> list[str]:
     return [
-        *vehicle_users(sc, duration_s), *fleet_radios(workers), *(sc.rsu_of(i).id for i in range(len(sc.intersections))),
+        *vehicle_users(sc, duration_s), *fleet_radios(workers), *(sc.rsu_of(i).id for i in range(len(sc.sites))),
         *cloud_users(clouds), *OBSERVERS, RUN,
     ]
 
@@ -180,15 +180,15 @@ def acl_text(sc: Scenario, root: str, clouds: int = 1) -> str:
         f"pattern write {r}/bsm/{_TILE}/%u",
         f"pattern write {r}/prq/+/%u",
     ]
-    for i, inter in enumerate(sc.intersections):
+    for i, iid in enumerate(sc.sites):
         rsu = sc.rsu_of(i).id
         lines += [
-            f"# {rsu}: the RSU of {inter.id}",
+            f"# {rsu}: the RSU of {iid}",
             f"user {rsu}",
-            f"topic write {r}/spat/rsu/{_TILE}/{inter.id}",
-            f"topic write {r}/map/{_TILE}/{inter.id}",
+            f"topic write {r}/spat/rsu/{_TILE}/{iid}",
+            f"topic write {r}/map/{_TILE}/{iid}",
             f"topic write {r}/rsm/{_TILE}/{rsu}",
-            f"topic write {r}/prs/{inter.id}/+",
+            f"topic write {r}/prs/{iid}/+",
             f"topic write {t.status('rsu', rsu)}",
         ]
     for cloud in cloud_users(clouds):
@@ -224,7 +224,7 @@ def write_config(
     credentials-<tier>.json (each tier's own, TIER_ROLES) into `out`; their paths. `workers`, `clouds`: the most
     fleet processes and cloud instances a run will have (they log in each as itself)."""
     logins = users(sc, duration_s, workers, clouds)
-    clashes = sorted(u for u in (sc.rsu_of(i).id for i in range(len(sc.intersections))) if role_of(u) != "rsu")
+    clashes = sorted(u for u in (sc.rsu_of(i).id for i in range(len(sc.sites))) if role_of(u) != "rsu")
     if clashes:
         raise ValueError(f"scenario {sc.name}: RSU id(s) {clashes} look like the logins of another role (veh-, stalled-, "
                          f"fleet-, {CLOUD}, {OBSERVER}, {RUN}): rename them")

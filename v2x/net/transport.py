@@ -398,11 +398,14 @@ class MqttTransport(_Inbox):
         connect_timeout_s: float = 10.0,
         seed: int | None = None,
         qos0_per_s: float | None = None,
+        coalesce_writes: bool = False,
     ) -> None:
         """`qos0_per_s`: the most QoS 0 messages taken in per second, over windows of RATE_WINDOW_S; beyond it, and
         whenever the inbox is full, a QoS 0 message is dropped as it comes off the socket, before it is parsed, and
         counted (`stats.dropped_in`): a flood costs a receiver about a microsecond a message, and its handling
-        at most the rate (None: no limit but the inbox)."""
+        at most the rate (None: no limit but the inbox). `coalesce_writes`: the packets written in one turn of the
+        event loop go to the socket in one write, at the end of the turn (a connection that carries many stations'
+        messages: one system call instead of one per message)."""
         self.url = BrokerUrl.parse(url)
         self.client_id = client_id
         self.will = will
@@ -428,6 +431,7 @@ class MqttTransport(_Inbox):
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self._qos0_per_window = math.inf if qos0_per_s is None else max(qos0_per_s * RATE_WINDOW_S, 1.0)
+        self.coalesce_writes = coalesce_writes
         self._window_ends = 0.0  # time.monotonic() at which the current rate window ends
         self._qos0_in_window = 0
         self._connected_at = 0.0  # monotonic [s] of the latest CONNACK
@@ -559,6 +563,9 @@ class MqttTransport(_Inbox):
                 await self._sender
             self._sender = None
         if self._client is not None:
+            uncork = getattr(getattr(getattr(self._client, "_connection", None), "_protocol", None), "_v2x_uncork", None)
+            if uncork is not None:
+                uncork()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._client.disconnect(), timeout=5.0)
         self._connected.clear()
@@ -577,6 +584,8 @@ class MqttTransport(_Inbox):
         self._attempt = 0
         client.reconnect_delay = backoff_delay(0, self._rng)
         self._shed_early(client)  # a new connection: its packets come through a new one
+        if self.coalesce_writes:
+            self._coalesce(client)
         self._connected.set()
         self._freed.set()
         for topic_filter, qos in self._subs.items():  # re-subscribe: the session may be new
@@ -651,6 +660,35 @@ class MqttTransport(_Inbox):
 
         connection.put_package = put_package
         connection._v2x_sheds = True
+
+    @staticmethod
+    def _coalesce(client: Any) -> None:
+        """Hold what gmqtt writes during a turn of the event loop and write it to the socket at once, at the turn's
+        end (the protocol is gmqtt's per connection: patched again after each reconnect)."""
+        protocol = getattr(getattr(client, "_connection", None), "_protocol", None)
+        if protocol is None or getattr(protocol, "_v2x_coalesces", False):
+            return
+        write = protocol.write_data
+        held: list[bytes] = []
+
+        def flush() -> None:
+            if held:  # (an uncork may have written them already)
+                data = b"".join(held)
+                held.clear()
+                write(data)
+
+        def write_data(data: bytes) -> None:
+            if not held:
+                asyncio.get_running_loop().call_soon(flush)
+            held.append(data)
+
+        def uncork() -> None:  # before a clean disconnect: what is held goes first, then writes go straight out
+            flush()
+            protocol.write_data = write
+
+        protocol.write_data = write_data
+        protocol._v2x_coalesces = True
+        protocol._v2x_uncork = uncork
 
     def _takes_qos0(self) -> bool:
         """Whether a QoS 0 message may come in now: room in the inbox, and within the rate (counted if so)."""

@@ -73,13 +73,13 @@ class FastRun:
         self.fleet.truth = self._truth
         self.rsus = [
             RsuService(net, i, self.hub.wrap(mqtt(rsu_id(sc, i))), self.topics, self.clock, impairment)
-            for i in range(len(net.intersections))
+            for i in range(len(sc.sites))
         ]
         cloud_transport = mqtt(CLOUD_ID)
         self.cloud = CloudService(net, self.hub.wrap(cloud_transport), self.topics, self.clock, events=None, impairment=impairment)
         cloud_transport.will = self.cloud.will  # made at connect time, after sign_with: signed like its other messages
         # signed messages: every station signs with its own pseudonym, from its tier's authority; every receiver verifies
-        ids = [x.id for x in sc.intersections]
+        ids = list(sc.sites)
         roadside, cloud = (conn.authority("roadside", m.SenderKind.RSU, self.clock, ids),
                            conn.authority("cloud", m.SenderKind.CLOUD, self.clock))
         if roadside is not None and cloud is not None:
@@ -87,6 +87,8 @@ class FastRun:
                 rsu.sign_with(roadside, role_permissions(m.SenderKind.RSU, [iid]))
             self.cloud.sign_with(cloud)
         self._groups = self.fleet.net.groups
+        if self.fleet.sumo is not None:  # SUMO's lights show what the RSUs' controllers show, at every step (docs/sumo.md)
+            self.fleet.sumo.follow({r.iid: r.ctl for r in self.rsus})
 
     def _truth(self, group: np.ndarray) -> np.ndarray:
         """What each vehicle's next signal really shows (for counting red-light entries)."""

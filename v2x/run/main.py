@@ -199,7 +199,7 @@ def _sumo_problems(sc: Scenario) -> list[str]:
         return [f"v2x run: {sc.name} runs on SUMO, which needs the sumo extra ({e.name} is missing): pip install -e '.[sumo]'"]
     assert sc.sumo is not None  # validated: mobility = "sumo" has its table
     try:
-        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes])
+        check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes], list(sc.sites))
     except ScenarioError as e:
         return e.problems
     return []
@@ -229,7 +229,7 @@ def main(argv: list[str]) -> int:
         problems = _sumo_problems(sc)
         if problems:
             for line in problems:
-                console.print(line, style="red", markup=False, highlight=False)
+                console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)  # one line each
             return 2
     if sc.mobility == "sumo" and (args.workers > 1 or args.clouds > 1):
         console.print(f"v2x run: {sc.name} runs on SUMO, one simulation in one process: --workers and --clouds need "

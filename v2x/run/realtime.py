@@ -85,7 +85,7 @@ def _run(
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
     tiers: dict[str, subprocess.Popen[str]] = {}
     try:
-        rsu_argv = argv("roadside", m.SenderKind.RSU, [x.id for x in sc.intersections])
+        rsu_argv = argv("roadside", m.SenderKind.RSU, list(sc.sites))
         tiers["roadside"] = _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])
         n = layout.clouds
         for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)

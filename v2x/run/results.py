@@ -215,7 +215,7 @@ def _traffic(fs: FleetSummary | None, rsus: list[RsuSummary]) -> dict[str, Any]:
     if fs is None:
         return {}
     out = fs.traffic.to_json()
-    if out["red_light_violations"] is None and rsus:  # no crossing at all is 0 violations, not "not judged"
+    if out["red_light_violations"] is None and rsus and fs.crossings_logged:  # no crossing at all is 0 violations, not "not judged"
         out["red_light_violations"] = red_light_violations(fs.line_crossings, rsus)
     return out
 

@@ -15,7 +15,9 @@ import sumo
 
 from v2x.core import scenario
 from v2x.core.errors import ScenarioError
-from v2x.sumo.netfile import NetSummary, check_scenario_files
+from v2x.core.geo import LocalFrame
+from v2x.sumo.netfile import NetSummary, TrafficLight, check_scenario_files, read_traffic_lights
+from v2x.sumo.signals import program_plan
 
 #: where a network without a projection is laid out (its metres around this point): the project's pilot zone, Wuxi
 DEFAULT_ORIGIN = (31.4912, 120.3119)
@@ -74,17 +76,23 @@ def random_trips(net: Path, out: Path, period_s: float, seed: int = 1) -> Path:
     return out
 
 
-def _origin(net: Path, summary: NetSummary, origin: tuple[float, float] | None) -> tuple[float, float]:
-    """Local (0, 0): for a georeferenced network the centre of its extent, in its own projection; else `origin`."""
+def _place(
+    net: Path, summary: NetSummary, origin: tuple[float, float] | None, lights: list[TrafficLight],
+) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+    """Local (0, 0) (for a georeferenced network the centre of its extent, in its own projection; else `origin`),
+    and each light's junction in local metres: its WGS-84 point by the network's projection, on our local plane
+    around that origin (a network without a projection is already metres around the origin)."""
     if not summary.location.georeferenced:
-        return origin or DEFAULT_ORIGIN
+        return origin or DEFAULT_ORIGIN, [tl.xy for tl in lights]
     x0, y0, x1, y1 = summary.location.boundary
     libsumo.start(["sumo", "--net-file", str(net), "--no-step-log", "true", "--no-warnings", "true"])
     try:
         lon, lat = libsumo.simulation.convertGeo((x0 + x1) / 2, (y0 + y1) / 2)
+        frame = LocalFrame(lat, lon)
+        xy = [frame.to_local(*libsumo.simulation.convertGeo(*tl.xy)[::-1]) for tl in lights]
     finally:
         libsumo.close()
-    return lat, lon
+    return (lat, lon), xy
 
 
 def import_sumo(
@@ -97,19 +105,26 @@ def import_sumo(
     summary = check_scenario_files(net, routes)
     if trips_s is not None:
         routes = [*routes, random_trips(net, out.with_suffix(".trips.rou.xml"), trips_s)]
-    lat, lon = _origin(net, summary, origin)
+    lights, unfit = [], []
+    for tl in read_traffic_lights(net):
+        try:
+            program_plan(tl)
+            lights.append(tl)
+        except ScenarioError as e:  # an RSU could not run it: left out, and the scenario says why
+            unfit.append(f"# No RSU: {e.problems[0]}")
+    (lat, lon), junction_xy = _place(net, summary, origin, lights)
     folder = out.resolve().parent
 
     def rel(p: Path) -> str:
         return os.path.relpath(p.resolve(), folder)
 
-    lights = len(summary.traffic_lights)
+    n_lights = len(summary.traffic_lights)
     placed = "with its own projection" if summary.location.georeferenced else "as metres around the origin (it has no projection)"
     text = "\n".join([
-        f"# {what or f'Imported by v2x import-sumo from {net.name}'}: {summary.junctions} junctions, {lights} with traffic lights.",
+        f"# {what or f'Imported by v2x import-sumo from {net.name}'}: {summary.junctions} junctions, {n_lights} with traffic lights.",
         f"# SUMO moves the vehicles (docs/sumo.md); positions go on the wire converted {placed}.",
         f"name = {_quote(out.stem)}",
-        f"description = {_quote(f'SUMO network {net.name}: {summary.junctions} junctions, {lights} signalised')}",
+        f"description = {_quote(f'SUMO network {net.name}: {summary.junctions} junctions, {n_lights} signalised')}",
         "duration_s = 3600.0",
         "seed = 1",
         "step_s = 0.1",
@@ -123,6 +138,11 @@ def import_sumo(
         f"net = {_quote(rel(net))}",
         f"routes = [{', '.join(_quote(rel(r)) for r in routes)}]",
         "",
+        *(["# One RSU per signalised junction: its traffic light's id and its centre in local metres [m] (east, north)."]
+          if lights else ["# No traffic lights that an RSU can run: no RSUs."]),
+        *unfit,
+        *(line for tl, (x, y) in zip(lights, junction_xy, strict=True)
+          for line in ("[[sumo.junctions]]", f"id = {_quote(tl.id)}", f"x_m = {x:.2f}", f"y_m = {y:.2f}", "")),
     ])
     out.write_text(text, encoding="utf-8")
     return Imported(out, scenario.load(out), summary)

@@ -1,8 +1,9 @@
 """SUMO stepped in process through libsumo: the fleet's mobility when a scenario says `mobility = "sumo"`.
 
 libsumo is one simulation per process: a `SumoTraffic` owns it from construction to `close()`, and the fleet
-process owns the `SumoTraffic`. SUMO's drivers see SUMO's lights; what they believe from V2X does not move them
-yet (#25 item 4: the applications through TraCI).
+process owns the `SumoTraffic`. The lights of the junctions with RSUs show what the RSUs' controllers show (the
+controllers themselves in fast mode, deterministic copies of them elsewhere: docs/sumo.md); SUMO's drivers see
+those lights. What they believe from V2X does not move them yet (#25 item 4: the applications through TraCI).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from v2x.core.kernels import MOVING_MPS, STOPPED_MPS
 from v2x.core.messages import ExteriorLight
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
+from v2x.core.signal.controller import SignalController
 from v2x.core.traffic import KIND_INDEX, Stats
 from v2x.sumo.netfile import Location, check_scenario_files
+from v2x.sumo.signals import sumo_state
+from v2x.sumo.site import sumo_sites
 
 # bits of libsumo.vehicle.getSignals (SUMO's TraCI "VehicleSignals")
 SIGNAL_BRAKELIGHT = 1 << 3
@@ -43,7 +47,9 @@ class SumoTraffic:
     def __init__(self, sc: Scenario, seed: int | None = None) -> None:
         if sc.sumo is None:
             raise ValueError(f'{sc.name}: mobility = "sumo" needs a [sumo] table')
-        self.location: Location = check_scenario_files(Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes]).location
+        self.location: Location = check_scenario_files(
+            Path(sc.sumo.net), [Path(r) for r in sc.sumo.routes], list(sc.sites),
+        ).location
         self._frame = LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg, sc.origin.elevation_m)
         self._elevation_m = sc.origin.elevation_m
         args = [
@@ -71,6 +77,14 @@ class SumoTraffic:
         self._lights: dict[int, frozenset[ExteriorLight]] = {}  # signal bits -> the exterior lights they are
         self._ids = np.zeros(0, dtype=np.int64)
         self._kind = np.zeros(0, dtype=np.int64)
+        # the lights of the scenario's RSU junctions, driven by a controller each (docs/sumo.md): the RSUs' own when
+        # they run in this process (`follow`, fast mode), else copies made from the scenario, stepped here
+        sites = sumo_sites(sc)
+        self._links = {site.id: len(site.light.phases[0].state) for site in sites}
+        self.heads: dict[str, SignalController] = {site.id: SignalController(site.plan, 0.0) for site in sites}
+        self._own_heads = True
+        self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
+        self._shown: dict[str, str] = {}  # what each light was last told to show
 
     # -- the Mobility interface --------------------------------------------------------
 
@@ -94,7 +108,9 @@ class SumoTraffic:
         self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None,
         advice: FloatArray | None = None, make_way: BoolArray | None = None,
     ) -> None:
-        """One SUMO step of `dt` (the scenario's step, SUMO's --step-length); SUMO's drivers see its own lights."""
+        """One SUMO step of `dt` (the scenario's step, SUMO's --step-length), its RSU junctions' lights showing what
+        their controllers show at the step's start (`drive_lights`); SUMO's drivers see those lights."""
+        self.drive_lights()
         libsumo.simulationStep()
         self.t += dt
         for sid in libsumo.simulation.getArrivedIDList():
@@ -124,6 +140,18 @@ class SumoTraffic:
             trip[1], trip[2] = stopped, float(r[c.VAR_TIMELOSS])
         self._ids = np.fromiter(self._vid.values(), dtype=np.int64, count=len(self._vid))
         self._kind = np.fromiter((self._static[s][2] for s in self._vid), dtype=np.int64, count=len(self._vid))
+
+    def ahead(self) -> IntArray:
+        """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
+        the first traffic light ahead (SUMO's next TLS) when it is one with an RSU."""
+        out = np.full(self.n, -1, dtype=np.int64)
+        if not self._site:
+            return out
+        for i, sid in enumerate(self._vid):
+            nxt = libsumo.vehicle.getNextTLS(sid)  # (tls, link index, distance [m], state) per light ahead
+            if nxt:
+                out[i] = self._site.get(nxt[0][0], -1)
+        return out
 
     # -- what the OBUs report ---------------------------------------------------------------
 
@@ -167,6 +195,23 @@ class SumoTraffic:
         return lights
 
     # -- the lights --------------------------------------------------------------------------
+
+    def follow(self, controllers: dict[str, SignalController]) -> None:
+        """Drive the lights from these controllers (the RSUs', by junction id), stepped by their owner, from now on."""
+        missing = sorted(set(self.heads) - set(controllers))
+        if missing:
+            raise ValueError(f"no controller for the lights {missing}")
+        self.heads, self._own_heads = {tls: controllers[tls] for tls in self.heads}, False
+
+    def drive_lights(self) -> None:
+        """Set each RSU junction's light to its controller's state at the current time (SUMO is told only changes)."""
+        for tls, ctl in self.heads.items():
+            if self._own_heads:
+                ctl.step(max(self.t, ctl.t))
+            state = sumo_state(ctl.states(), self._links[tls])
+            if self._shown.get(tls) != state:
+                self.show(tls, state)
+                self._shown[tls] = state
 
     def show(self, tls: str, state: str) -> None:
         """Make traffic light `tls` show `state` (SUMO's characters, one per link index) from now until told

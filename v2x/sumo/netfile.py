@@ -104,10 +104,20 @@ def check_routes(routes: list[Path], edges: frozenset[str], net: Path) -> list[s
     return problems
 
 
-def check_scenario_files(net: Path, routes: list[Path]) -> NetSummary:
-    """A SUMO scenario's network and routes, read and checked before SUMO runs; ScenarioError listing every problem."""
+def check_junctions(junctions: list[str], summary: NetSummary, net: Path) -> list[str]:
+    """Problems with the junctions a scenario asks RSUs for, against the network's traffic lights (none: they fit)."""
+    if junctions and not summary.traffic_lights:
+        return [f"{net}: the network has no traffic lights, and the scenario asks for RSUs at {', '.join(junctions)} "
+                f"(expected a network with signalised junctions, or no [[sumo.junctions]])"]
+    return [f'{net}: no traffic light "{j}" (expected one of {", ".join(summary.traffic_lights)})'
+            for j in junctions if j not in summary.traffic_lights]
+
+
+def check_scenario_files(net: Path, routes: list[Path], junctions: list[str] | None = None) -> NetSummary:
+    """A SUMO scenario's network, routes and RSU junctions, read and checked before SUMO runs; ScenarioError listing
+    every problem."""
     summary = read_network(net)
-    problems = check_routes(routes, summary.edges, net)
+    problems = check_junctions(junctions or [], summary, net) + check_routes(routes, summary.edges, net)
     if problems:
         raise ScenarioError(problems)
     return summary
@@ -182,4 +192,34 @@ def read_traffic_lights(net: Path) -> list[TrafficLight]:
         pts = [junction_xy[j] for j in ends if j in junction_xy] or [(0.0, 0.0)]
         xy = (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts))
         out.append(TrafficLight(tls, xy, kind, offset, tuple(phases), tuple(own)))
+    return out
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane of the network: its centre line and what MAP says of it."""
+
+    id: str  # "<edge>_<index>"
+    shape: tuple[tuple[float, float], ...]  # [m] the network's coordinates, in the direction of travel
+    width_m: float
+    speed_mps: float
+
+
+DEFAULT_LANE_WIDTH_M = 3.2  # [m] SUMO's, for a lane that does not say
+
+
+def read_lanes(net: Path, wanted: set[str]) -> dict[str, Lane]:
+    """The lanes `wanted` (ids), with their shapes; ScenarioError naming the file when it cannot be read."""
+    out: dict[str, Lane] = {}
+    try:
+        for _, el in ET.iterparse(net, events=("end",)):
+            if el.tag == "lane" and el.get("id", "") in wanted:
+                pts = tuple((float(x), float(y)) for x, y in (p.split(",")[:2] for p in el.get("shape", "").split()))
+                out[el.get("id", "")] = Lane(el.get("id", ""), pts, float(el.get("width", DEFAULT_LANE_WIDTH_M)), float(el.get("speed", "13.89")))
+            elif el.tag in ("edge", "junction", "connection", "tlLogic"):
+                el.clear()
+    except ET.ParseError as e:
+        raise ScenarioError([f"{net}:{e.position[0]}: not well-formed XML: {e} (expected a SUMO network, .net.xml)"]) from None
+    except ValueError as e:
+        raise ScenarioError([f"{net}: a lane shape that cannot be read: {e} (expected x,y pairs)"]) from None
     return out

@@ -225,7 +225,7 @@ class Fleet:
     def shared_connection(conn: Connection, shard: tuple[int, int] = (0, 1)) -> SharedConnection:
         """The one connection the OBUs of a fleet process share (client id `<run id>-fleet-obus-<i>-of-<n>`)."""
         i, n = shard
-        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000))
+        return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000, coalesce_writes=True))
 
     def _mqtt(self, sid: str) -> Transport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
@@ -295,13 +295,17 @@ class Fleet:
     def subscription_work(self) -> list[Coroutine[Any, Any, None]]:
         """Follow each vehicle's intersection ahead (SPaT, MAP) and its tile (hazards, advisories)."""
         group, _ = self.traffic.signal_view()
+        ahead = self.sumo.ahead() if self.sumo is not None else None  # SUMO: the next junction with an RSU
         work = []
         for i, vid in enumerate(self.traffic.ids):
             radio = self.radios.get(int(vid))
             if radio is None or not radio.ready or radio.tile is None:
                 continue
-            g = int(group[i])
-            ix = self.net.groups[g].intersection if g >= 0 else -1
+            if ahead is not None:
+                ix = int(ahead[i])
+            else:
+                g = int(group[i])
+                ix = self.net.groups[g].intersection if g >= 0 else -1
             if ix >= 0:
                 self.counters.vehicles_approaching.add(int(vid))
             if (radio.tile, ix) == radio.place:
@@ -310,7 +314,7 @@ class Fleet:
             t = self.topics
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             if ix >= 0:
-                wanted |= {t.spat_area(self.net.tiles[ix]), t.area("map", self.net.tiles[ix])}
+                wanted |= {t.spat_area(self.net.site_tiles[ix]), t.area("map", self.net.site_tiles[ix])}
                 if self.core is not None and self.core.priority[i]:
                     wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
             if wanted != radio.filters:

@@ -120,6 +120,7 @@ class FleetSummary(JsonRecord):
     subscribe_failures: int = 0
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
     sim_s: float = 0.0  # [s] the sim time the fleet reached (short of the run's duration when it was stopped)
+    crossings_logged: bool = True  # its mobility can log stop-line crossings (SUMO's cannot yet): red-light violations judged
 
     @classmethod
     def of(cls, fleet: Fleet) -> FleetSummary:
@@ -173,6 +174,7 @@ class FleetSummary(JsonRecord):
                 for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
             ],
             sim_s=round(fleet.traffic.t, 1),
+            crossings_logged=fleet.core is not None,
         )
 
     @classmethod
@@ -245,4 +247,5 @@ class FleetSummary(JsonRecord):
             subscribe_failures=sum(p.subscribe_failures for p in parts),
             line_crossings=[x for p in parts for x in p.line_crossings],
             sim_s=min(p.sim_s for p in parts),  # the run reached what every shard did
+            crossings_logged=all(p.crossings_logged for p in parts),
         )

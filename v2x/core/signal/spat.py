@@ -16,11 +16,12 @@ def _rel(t_abs: float, now: float) -> float:
 
 
 def intersection_state(
-    net: Network, index: int, ctl: SignalController, timestamp_ms: int, revision: int = 0
+    net: Network, index: int, ctl: SignalController, timestamp_ms: int, revision: int = 0, name: str | None = None,
 ) -> m.IntersectionState:
     """The controller's state at its current time, as one SPaT IntersectionState.
 
-    `timestamp_ms` is the UTC time the countdowns count from (the controller's current time).
+    `timestamp_ms` is the UTC time the countdowns count from (the controller's current time); `name`: the
+    intersection's, when it is not one of `net`'s (a SUMO junction's).
     """
     now = ctl.t
     states = []
@@ -43,7 +44,7 @@ def intersection_state(
         status.add(m.IntersectionStatus.SIGNAL_PRIORITY_ACTIVE)
     return m.IntersectionState(
         ref=intersection_ref(index),
-        name=net.intersections[index].spec.id,
+        name=net.intersections[index].spec.id if name is None else name,
         revision=revision % 128,
         status=frozenset(status),
         timestamp_ms=timestamp_ms,
