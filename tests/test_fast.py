@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from v2x.core.scenario import LEGS
 from v2x.net.broker import MosquittoBroker
 
@@ -74,13 +72,6 @@ def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker
         assert sum(row[1] for row in rows) == lat["count"]
     bsm_rows = r["latency_over_time"]["vehicle->cloud"]["rows"]
     assert [row[0] for row in bsm_rows] == list(range(bsm_rows[0][0], 121))  # no gap; the last BSMs at t = 120 s
-
-
-@pytest.mark.integration
-def test_four_way_120_s_fast_on_the_embedded_broker(tmp_path: Path) -> None:
-    r = _run(tmp_path, "four_way", 120, "--broker", "embedded")
-    assert r["broker"]["kind"] == "amqtt (embedded)"
-    _check(r)
 
 
 def _kpis(r: dict[str, Any]) -> dict[str, Any]:

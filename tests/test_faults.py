@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from v2x.net.broker import MosquittoBroker
 from v2x.net.transport import MqttTransport
@@ -134,3 +138,44 @@ def test_an_outage_is_closed_when_the_broker_returns_though_vehicles_left_while_
     r = _run_through_an_outage(broker_factory(), ["four_way", "--duration", "70"], OUTAGE_AT_S, OUTAGE_S, tmp_path)
     fleet = r["connection"]["tiers"]["fleet"]
     assert fleet["disconnects"] > fleet["reconnects"]  # some OBUs were closed while the broker was down
+
+
+STALL_S = 5.0  # [s] the test's --stall-timeout
+SHUTDOWN_S = 8.0  # [s] allowed for stopping the tiers and writing the report once the stall is seen (measured: 1-4)
+
+
+@pytest.mark.parametrize("mode", ["--fast", "--realtime"])
+def test_a_stalled_broker_ends_the_run_with_one_clear_line_and_a_partial_report(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path, mode: str,
+) -> None:
+    """The broker is stopped (SIGSTOP) mid-run: its port still takes connections, nothing answers on them. Before, the
+    run hung (gmqtt's lost heartbeats and reconnects, each lockstep round waiting out its timeout, every step)."""
+    broker = broker_factory()
+    assert broker.pid is not None
+    report_path = tmp_path / "r.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "run", "four_way", mode, "--duration", "600", "--headless", "--broker", broker.url,
+         "--report", str(report_path), "--stall-timeout", f"{STALL_S:g}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(START_DELAY_S + 6.0)  # both modes are well into the run (fast: about 60 of the 600 s)
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        os.kill(broker.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = run.communicate(timeout=STALL_S + SHUTDOWN_S + 30.0)  # a hang fails below, not here
+        took_s = time.monotonic() - stopped
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 1, err[-3000:]
+    assert took_s <= STALL_S + 3.0 + SHUTDOWN_S, (took_s, err[-3000:])  # a probe's timeout and its interval: up to 2 s late
+    (said,) = [x for x in err.splitlines() if "stopped answering" in x]
+    assert broker.url in said, said
+    assert f"--stall-timeout {STALL_S:g}" in said, said
+    r = json.loads(report_path.read_text())
+    assert r["interrupted"] is True
+    assert "stopped answering" in r["broker_stalled"]
+    assert r["messages"]["bsm"]["sent"] > 0, r["messages"]  # what the run measured until then

@@ -44,6 +44,7 @@ def _check(r: dict[str, object]) -> None:
 def test_run_on_the_fixture_mosquitto_with_mqtt_311(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
     r = _run(tmp_path, "--broker", mosquitto.url, "--mqtt", "3.1.1", "--root", f"{topic_prefix}/v2x/v1")
     assert r["broker"] == {"kind": "external", "url": mosquitto.url, "mqtt": "3.1.1"}
+    assert r["broker_gaps"] == {"missing": {}, "cost": []}  # retained messages reach wildcards; 3.1.1 was asked for
     _check(r)
 
 

@@ -363,6 +363,7 @@ def grid_run(mosquitto: Any) -> GridRun:
     return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0")
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_one_map_per_signalised_junction_with_the_networks_lanes(grid_run: GridRun) -> None:
     """MAP from the network: per traffic light, its controlled links' incoming and outgoing lanes (counted here by
     sumolib, not by our reader), each link index a signal group on the connection from its lane to its lane."""
@@ -389,6 +390,7 @@ def test_one_map_per_signalised_junction_with_the_networks_lanes(grid_run: GridR
             assert math.hypot(*ln.nodes[0]) < 20 < math.hypot(*ln.nodes[-1])  # starts at the junction, leads away
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_spat_shows_the_light_sumo_shows_at_every_step(grid_run: GridRun) -> None:
     """The SPaT each RSU broadcast, as heard on Mosquitto, against what SUMO's light showed in the same step, per
     signal group; B0 ran a commanded plan, not SUMO's program, so SUMO showed what the RSU's controller decided."""
@@ -415,6 +417,7 @@ def test_spat_shows_the_light_sumo_shows_at_every_step(grid_run: GridRun) -> Non
     assert differ_from_program > 200
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_the_visualiser_draws_every_lane_of_the_network_from_map(grid_run: GridRun) -> None:
     import os
 
@@ -446,6 +449,7 @@ def test_the_visualiser_draws_every_lane_of_the_network_from_map(grid_run: GridR
             assert surf.get_at((px, py)) != bg, (iv.name, lane.name)
 
 
+@pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
 def test_spats_end_times_are_when_sumos_light_changes(grid_run: GridRun) -> None:
     """On the junctions running SUMO's program (fixed-time), SPaT's likely end of each group's light is when SUMO's
     light for that group changed, within a step; its min and max bracket it."""

@@ -245,6 +245,7 @@ def hazard_run(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFact
     return first, png, json.loads((out / "r.json").read_text())
 
 
+@pytest.mark.xdist_group("hazard_run")  # one worker runs its module fixture once
 def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_messages(
     hazard_run: tuple[Path, Path, dict[str, Any]], broker_factory: object, tmp_path: Path,
 ) -> None:
@@ -299,6 +300,7 @@ def test_run_records_and_snapshots_then_replay_and_record_again_holds_the_same_m
     assert a == b
 
 
+@pytest.mark.xdist_group("hazard_run")  # one worker runs its module fixture once
 def test_a_recording_holds_foxglove_scene_channels_derived_from_its_messages(hazard_run: tuple[Path, Path, dict[str, Any]]) -> None:
     """#29 item 3: the stock mcap reader and foxglove-schemas-protobuf decode the scene channels. Per step, one fix per
     vehicle of that step's BSMs, at the BSM's position, and a SceneUpdate with one entity per vehicle present; one
@@ -386,6 +388,7 @@ def test_a_recording_holds_foxglove_scene_channels_derived_from_its_messages(haz
     assert report["recording"]["scene"]["messages"]["/scene/signals"] > 0
 
 
+@pytest.mark.xdist_group("hazard_run")  # one worker runs its module fixture once
 def test_the_docs_scene_picture_script_draws_a_recording(hazard_run: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
     """scripts/scene_picture.py, which draws the docs' picture of the Foxglove channels, runs on a recording."""
     out = tmp_path / "scene.png"
@@ -569,7 +572,12 @@ def test_a_fast_recording_keeps_sim_time_and_replays_at_its_pace(mosquitto: Mosq
     )
     took = time.monotonic() - t0
     assert replay.returncode == 0, replay.stderr[-2000:]
-    assert span_s / 20 <= took <= span_s / 20 + 4.0, took  # the pace, and the replay process's start
+    assert took >= span_s / 20
+    # the pace, from its first message to its last (the process's start, which a loaded machine slows, apart)
+    import json
+
+    paced_s = json.loads(replay.stdout.strip().splitlines()[-1])["wall_ms"] / 1000
+    assert span_s / 20 - 0.1 <= paced_s <= span_s / 20 + 1.0, paced_s
 
 
 # -- the window at every scale (#29, item 1) ---------------------------------------------------------------------
@@ -617,6 +625,7 @@ def corridor_run(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("corridor")  # one worker runs its module fixture once
 def test_corridor_at_the_default_fit_shows_every_vehicle_and_keeps_heads_and_labels_off_the_road(
     corridor_run: tuple[Path, dict[str, object]],
 ) -> None:
@@ -665,6 +674,7 @@ def test_corridor_at_the_default_fit_shows_every_vehicle_and_keeps_heads_and_lab
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("corridor")  # one worker runs its module fixture once
 def test_the_title_says_what_is_shown(corridor_run: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
     """The snapshot `v2x run` takes when the run is over says so (not "live"); a headless replay says which file and
     the sim time it was drawn at (not a playback speed it never played at)."""

@@ -56,25 +56,73 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _connect_packet(version: int, username: str | None = None, password: str | None = None) -> bytes:
+    """An MQTT CONNECT (level 5, or 4 for 3.1.1; clean start, keepalive 10 s, no properties) with a unique client id
+    (probes sharing one would take over each other's session at the broker), and a login if given."""
+    client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    var = b"\x00\x04MQTT" + bytes([version, flags]) + b"\x00\x0a" + (b"\x00" if version == 5 else b"")
+    body = var + b"".join(len(x).to_bytes(2, "big") + x for x in (client_id, *(v.encode() for v in (username, password) if v is not None)))
+    n, length = len(body), bytearray()
+    while True:  # MQTT's variable-length integer: 7 bits a byte, the high bit set on all but the last
+        n, digit = divmod(n, 128)
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            return b"\x10" + bytes(length) + body
+
+
+def _exchange(host: str, port: int, timeout_s: float, tls: bool, packet: bytes) -> bytes:
+    """Send `packet` on a new connection and return the first bytes that answer it (b"": closed without a word)."""
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+        if tls:  # only "does it answer": the certificate is not checked here
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
+        s.sendall(packet)
+        try:
+            ack = s.recv(16)
+        except TimeoutError:
+            raise NoReply from None
+        with contextlib.suppress(OSError):
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+    return ack
+
+
+class NoReply(TimeoutError):
+    """The connection was taken, and nothing answered on it."""
+
+
+def mqtt_connack(host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False) -> int | None:
+    """The return code of the CONNACK that answers an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port; None when
+    the answer is not a CONNACK (or the connection closed without one). Raises `TimeoutError` when nothing answers
+    within `timeout_s` (a broker that is stopped or stuck, whose kernel still accepts connections), another `OSError`
+    when nothing listens there."""
+    ack = _exchange(host, port, timeout_s, tls, _connect_packet(version))
+    return ack[3] if len(ack) >= 4 and ack[0] == 0x20 else None
+
+
 def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, refused_ok: bool = False, tls: bool = False) -> bool:
     """True when an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port is accepted (CONNACK code 0).
 
     `refused_ok`: also True when the broker answers at that protocol level but refuses the login (a
     broker that requires a password is up, and speaks that level)."""
     try:
-        code = connack(host, port, timeout_s, version, tls)
-    except BrokerError:
+        code = mqtt_connack(host, port, timeout_s, version, tls)
+    except OSError:
         return False
-    return code == 0 or (refused_ok and code not in UNSUPPORTED_LEVEL)
+    return code == 0 or (refused_ok and code not in (None, *UNSUPPORTED_LEVEL))
 
 
 UNSUPPORTED_LEVEL = (0x01, 0x84)  # CONNACK codes (3.1.1, 5): the broker does not speak that MQTT version
+AUTH_REFUSED = (0x04, 0x05, 0x86, 0x87)  # CONNACK codes: wrong login, or not authorised
 REFUSED = {  # other CONNACK codes a user can act on (MQTT 3.1.1 and 5)
     0x02: "the broker rejected the client id", 0x03: "the broker is unavailable", 0x04: "wrong user name or password",
-    0x05: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow", 0x85: "the broker rejected the client id",
-    0x86: "wrong user name or password",
-    0x87: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow", 0x88: "the broker is unavailable",
-    0x89: "the broker is busy", 0x8A: "banned by the broker", 0x8C: "the broker does not accept this authentication method",
+    0x05: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow",
+    0x85: "the broker rejected the client id", 0x86: "wrong user name or password",
+    0x87: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow",
+    0x88: "the broker is unavailable", 0x89: "the broker is busy", 0x8A: "banned by the broker",
+    0x8C: "the broker does not accept this authentication method",
 }
 
 
@@ -87,49 +135,26 @@ class NotMqtt(BrokerError):
     """Something answered that is not an MQTT broker: retrying will not help."""
 
 
-AUTH_REFUSED = (0x04, 0x05, 0x86, 0x87)  # CONNACK codes: wrong login, or not authorised
-
-
 def connack(
     host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False,
     username: str | None = None, password: str | None = None,
 ) -> int:
-    """The return code of the CONNACK an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port gets; raises `BrokerError`
-    saying why, in words a user can act on, when none comes (nothing listening, not an MQTT broker, no answer...)."""
-    # a unique id: probes sharing one would take over each other's session at the broker
-    client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
-    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
-    var = b"\x00\x04MQTT" + bytes([version, flags]) + b"\x00\x0a" + (b"\x00" if version == 5 else b"")
-    payload = b"".join(len(x).to_bytes(2, "big") + x for x in (client_id, *(v.encode() for v in (username, password) if v is not None)))
-    body = var + payload
-    packet = b"\x10" + _remaining_length(len(body)) + body
+    """The return code of the CONNACK an MQTT CONNECT (level 5, or 4 for 3.1.1, with a login if given) to host:port
+    gets; raises `Transient` or `NotMqtt` saying why, in words a user can act on, when none comes."""
     try:
-        with contextlib.ExitStack() as stack:
-            s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
-            if tls:  # only "does it answer": the certificate is not checked here
-                ctx = ssl.create_default_context()
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
-            s.sendall(packet)
-            try:
-                ack = s.recv(16)
-            except TimeoutError:
-                raise Transient(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT "
-                                "broker, or one that has stalled") from None
-            with contextlib.suppress(OSError):
-                s.sendall(b"\xe0\x00")  # DISCONNECT
-    except BrokerError:
-        raise
+        ack = _exchange(host, port, timeout_s, tls, _connect_packet(version, username, password))
     except socket.gaierror as e:
         raise Transient(f"unknown host {host!r} ({e.strerror})") from None
     except ConnectionRefusedError:
         raise Transient(f"connection refused: nothing listens on port {port} of {host}") from None
+    except NoReply:
+        raise Transient(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT broker, or "
+                        "one that has stalled") from None
     except TimeoutError:
         raise Transient(f"no answer to a TCP connection within {timeout_s:g} s: the host is unreachable, or a firewall "
-                          "drops the connection") from None
+                        "drops the connection") from None
     except ssl.SSLError as e:
-        raise BrokerError(f"TLS failed ({e.reason or e}): is it a TLS (mqtts://) port?") from None
+        raise NotMqtt(f"TLS failed ({e.reason or e}): is it a TLS (mqtts://) port?") from None
     except OSError as e:
         raise Transient(f"cannot connect: {e.strerror or e}") from None
     if ack.lstrip().startswith((b"HTTP/", b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")):  # a status line, or a page (HTTP/0.9)
@@ -139,16 +164,6 @@ def connack(
     if len(ack) < 4 or ack[0] != 0x20:
         raise NotMqtt(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
     return ack[3]
-
-
-def _remaining_length(n: int) -> bytes:
-    """MQTT's variable-length integer: 7 bits a byte, the high bit set on all but the last."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def broker_problem(host: str, port: int, tls: bool = False, username: str | None = None, password: str | None = None,
@@ -224,6 +239,12 @@ class MosquittoBroker:
     def log_path(self) -> Path:
         return self.dir / "mosquitto.log"
 
+    @property
+    def output_path(self) -> Path:
+        """The broker process's stdout and stderr. A file, not a pipe: a pipe nobody reads during the run fills
+        (64 KiB), and the broker then blocks in write() for good (amqtt logs every connection to stderr)."""
+        return self.dir / "output.log"
+
     def config_text(self, port: int) -> str:
         lines = [
             f"listener {port} {self.host}",
@@ -267,12 +288,8 @@ class MosquittoBroker:
             port = self.port or free_port()
             conf = self.dir / "mosquitto.conf"
             conf.write_text(self.config_text(port))
-            self.proc = subprocess.Popen(
-                self.command(conf),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            with open(self.output_path, "wb") as out:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + timeout_s
             try:
                 while time.monotonic() < deadline:
@@ -296,8 +313,8 @@ class MosquittoBroker:
         parts = []
         if self.proc is not None and self.proc.poll() is not None:
             parts.append(f"exit code {self.proc.returncode}")
-            if self.proc.stderr is not None:
-                parts.append(self.proc.stderr.read().decode(errors="replace").strip())
+            if self.output_path.exists():
+                parts.append(self.output_path.read_text(errors="replace")[-2000:].strip())
         else:
             parts.append("no CONNACK before the timeout")
         if self.log_path.exists():
@@ -309,8 +326,6 @@ class MosquittoBroker:
         if proc is None:
             return
         end_process(proc, sig, wait_s)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s). Keeps the port for a restart."""
@@ -337,7 +352,9 @@ class EmbeddedBroker(MosquittoBroker):
     """amqtt, a pure-Python MQTT 3.1.1 broker, for a zero-setup run where Mosquitto is not installed.
 
     It is much slower than Mosquitto (about 27 ms median latency at 100 vehicles x 10 Hz where
-    Mosquitto adds about 2 ms), so a run on it says so in its output and report.
+    Mosquitto adds about 2 ms), so a run on it says so in its output and report. It runs as
+    `python -m v2x.net.embedded`: amqtt's broker, sending a new client only the retained messages of
+    the filters it holds.
     """
 
     kind = "amqtt (embedded)"
@@ -354,8 +371,7 @@ class EmbeddedBroker(MosquittoBroker):
         )
 
     def command(self, conf: Path) -> list[str]:
-        script = "import sys; from amqtt.scripts.broker_script import main; sys.argv = ['amqtt', '-c', sys.argv[1]]; main()"
-        return [sys.executable, "-c", script, str(conf)]
+        return [sys.executable, "-m", "v2x.net.embedded", str(conf)]  # amqtt, with a fix (see there)
 
 
 def broker_for_run() -> MosquittoBroker:

@@ -37,14 +37,18 @@ class LockstepStats:
     unexpected: int = 0  # arrivals no subscription of this run explains (set aside)
     unexpected_by_kind: dict[str, int] = field(default_factory=dict)
     wait_s: float = 0.0  # [s] wall time spent waiting at the barrier
+    waited_out_s: float = 0.0  # [s] of it in rounds that ended at the timeout, waiting for deliveries that never came
 
 
 class Hub:
     """Every client of a lockstep run: their subscriptions, what they should receive, the barrier."""
 
-    def __init__(self, root: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, root: str, timeout_s: float = 5.0, retained_to_wildcard: bool = True) -> None:
+        """`retained_to_wildcard`: whether the broker delivers retained messages to wildcard subscriptions; when it
+        does not (RabbitMQ), none is expected there, and no round waits for them (v2x.run.gaps)."""
         self.root_levels = len(root.strip("/").split("/"))
         self.timeout_s = timeout_s
+        self.retained_to_wildcard = retained_to_wildcard
         self.clients: list[LockstepTransport] = []
         self.stats = LockstepStats()
         self.published = 0  # publishes so far: the driver runs another round while this grows
@@ -64,6 +68,8 @@ class Hub:
     def subscribed(self, client: LockstepTransport, topic_filter: str) -> None:
         self._filters.add(topic_filter, client)
         client.filters.add(topic_filter)
+        if not self.retained_to_wildcard and ("+" in topic_filter or "#" in topic_filter):
+            return
         for topic, payload in self._retained.items():
             if topic_matches(topic_filter, topic):
                 client.expect((topic, payload))
@@ -101,6 +107,7 @@ class Hub:
             if time.monotonic() > deadline:
                 for c in pending:
                     c.give_up()
+                self.stats.waited_out_s += time.monotonic() - t0
                 break
             await asyncio.sleep(0)  # let the connections read
             pending = [c for c in pending if c.collect()]

@@ -207,6 +207,7 @@ def acl_text(sc: Scenario, root: str, clouds: int = 1) -> str:
         "# v2x run: its claim on the root, and clearing what an earlier run left retained",
         f"user {RUN}",
         f"topic readwrite {t.run_marker()}",
+        f"topic read {r}/+",  # its marker read back through a wildcard (does the broker deliver retained messages so?)
         *(f"topic readwrite {r}/{kind}/#" for kind in sorted(RETAINED_KINDS)),
     ]
     return "\n".join(lines) + "\n"

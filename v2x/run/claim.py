@@ -13,6 +13,10 @@ run's vehicles): the claim clears it before any tier starts, and counts it by ki
 report). A retained message of another kind (a retained SPaT) is no run's state: it is left to the receivers'
 checks (v2x.core.trust).
 
+Once its marker is up, it reads it back through a wildcard (`{root}/+`): whether the broker delivers retained
+messages to wildcard subscriptions (RabbitMQ's MQTT plugin does not, rabbitmq-server#8096), as vehicles take MAP and
+hazards through one. That, and the MQTT version the broker speaks, is what `abilities` says (v2x.run.gaps).
+
 Why at the root, not in every message: the tiers' receivers then need no run id in each frame (no change to the one
 codec, no bytes added to every BSM), and a run cannot be told apart by what a forger could copy anyway. Two runs
 starting within the same fraction of a second under one root can both find it free: the claim is a check, not a
@@ -40,13 +44,15 @@ from v2x.core.topics import RETAINED_KINDS, kind_of
 from v2x.net.connection import Connection
 from v2x.net.security import RUN
 from v2x.net.station import Clock, Station
-from v2x.net.transport import Message, MqttTransport, Will
+from v2x.net.transport import MQTT5, Message, MqttTransport, Will
+from v2x.run.gaps import Abilities
 
 log = logging.getLogger(__name__)
 
 QUIET_S = 0.5  # [s] retained messages come right after the SUBACK: this long without one, they have all come
 LOOK_S = 5.0  # [s] the longest it looks
 CLAIM_S = 30.0  # [s] the longest claiming may take (connecting included)
+READ_BACK_S = 1.0  # [s] for the marker to come back through a wildcard (Mosquitto: about a millisecond)
 
 
 class RootInUse(BrokerError):
@@ -56,13 +62,16 @@ class RootInUse(BrokerError):
 class RootClaim:
     """`with RootClaim(conn):` the run's claim on `conn`'s topic root; `leftovers` what it cleared, by kind."""
 
-    def __init__(self, conn: Connection, clock: Clock | None = None) -> None:
+    def __init__(self, conn: Connection, clock: Clock | None = None, broker_gone: threading.Event | None = None) -> None:
         """`clock`: the run's (a fast run's sim clock, at sim time 0: its marker is dated on the run's own time, as a
-        recording of it logs it); default the wall clock."""
+        recording of it logs it); default the wall clock. `broker_gone`: set when the broker stopped answering
+        (v2x.run.stall): the marker is then left to the Last Will, not cleared and waited for."""
         self.conn = conn
+        self.broker_gone = broker_gone or threading.Event()
         self.clock = clock or Clock()
         self.topic = conn.topics.run_marker()
         self.cleared: Counter[str] = Counter()  # what the claim's station sent: `<kind>_cleared`, and its markers
+        self.abilities = Abilities()  # what the broker was found to do, once claimed
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +138,7 @@ class RootClaim:
             station.publish(self.topic, marker, qos=1, retain=True)
             if not await transport.drain(10.0):
                 raise BrokerError(f"{self.conn.url}: the claim on topic root {self.conn.root!r} was not acknowledged")
+            self.abilities = Abilities(await self._read_back(transport), transport.protocol_version == MQTT5)
             self._ready.set()
             reconnects = transport.stats.reconnects
             while not self._stop.is_set():
@@ -137,10 +147,22 @@ class RootClaim:
                 if transport.stats.reconnects != reconnects:  # the Will cleared it, or a restarted broker forgot it
                     reconnects = transport.stats.reconnects
                     station.publish(self.topic, marker, qos=1, retain=True)
-            station.clear(self.topic)
-            await transport.drain(5.0)
+            if not self.broker_gone.is_set():
+                station.clear(self.topic)
+                await transport.drain(5.0)
         finally:
             await transport.close()
+
+    async def _read_back(self, transport: MqttTransport) -> bool:
+        """Whether the marker, retained, comes back through a wildcard subscription."""
+        wildcard = f"{self.conn.topics.root}/+"
+        await transport.subscribe(wildcard, qos=1)
+        end = time.monotonic() + READ_BACK_S
+        back = False
+        while not back and time.monotonic() < end and await transport.wait(end - time.monotonic()):
+            back = any(msg.topic == self.topic and msg.retain for msg in transport.receive())
+        await transport.unsubscribe(wildcard)
+        return back
 
     async def _retained(self, transport: MqttTransport) -> dict[str, Message]:
         """The retained messages under the root, by topic, as the broker hands them out on subscribing."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -51,13 +52,19 @@ class FastRun:
         *,
         timeout_s: float = 5.0,
         shared_obus: bool = False,
+        broker_gone: threading.Event | None = None,
+        retained_to_wildcard: bool = True,
     ) -> None:
         """`conn`: the broker, its logins, the MQTT version, the topic root, signing and impairment; its epoch is
-        not used (every fast run starts at FAST_EPOCH_S). `shared_obus`: the OBUs share one connection."""
+        not used (every fast run starts at FAST_EPOCH_S). `shared_obus`: the OBUs share one connection.
+        `broker_gone`: set when the broker stopped answering (v2x.run.stall); the run then ends without goodbyes that
+        nothing would carry. `retained_to_wildcard`: whether the broker delivers retained messages to wildcard
+        subscriptions (v2x.run.gaps; the barrier expects them only then)."""
         self.sc = sc
+        self.broker_gone = broker_gone or threading.Event()
         self.clock = StepClock(FAST_EPOCH_S)
         self.topics = conn.topics
-        self.hub = Hub(self.topics.root, timeout_s)
+        self.hub = Hub(self.topics.root, timeout_s, retained_to_wildcard)
         net = Network(sc)
         impairment = conn.impairment(sc)  # one for every tier: each draw depends only on the seed, receiver and bytes
 
@@ -148,23 +155,31 @@ class FastRun:
             await self._deliver_in_flight()
         finally:
             await self.fleet.close()
-            for rsu in self.rsus:
-                rsu.stopping()
-            await self._rounds()
-            self.cloud.stopping()
-            await self._rounds()
+            if not self.broker_gone.is_set():  # a stalled broker would hold each round and drain to its timeout
+                await self._goodbyes(services)
             for t in services:
-                await t.drain(2.0)
                 await t.close()
+
+    async def _goodbyes(self, services: list[Transport]) -> None:
+        """The RSUs, then the cloud, say they are going (retained statuses), and what they sent is acknowledged."""
+        for rsu in self.rsus:
+            rsu.stopping()
+        await self._rounds()
+        self.cloud.stopping()
+        await self._rounds()
+        for t in services:
+            await t.drain(2.0)
 
 
 def run_fast(
     sc: Scenario, conn: Connection, duration_s: float, progress: Callable[[Fleet], None] | None = None,
-    trajectories: bool = False, shared_obus: bool = False,
+    trajectories: bool = False, shared_obus: bool = False, broker_gone: threading.Event | None = None,
+    retained_to_wildcard: bool = True,
 ) -> Results:
     """Run every tier here in lockstep until sim time `duration_s`; Ctrl-C stops it and still returns what the
-    tiers reported. `trajectories`: record the fleet's (for `--plots`); `shared_obus`: the OBUs share one connection."""
-    run = FastRun(sc, conn, shared_obus=shared_obus)
+    tiers reported. `trajectories`: record the fleet's (for `--plots`); `shared_obus`: the OBUs share one connection;
+    `broker_gone`, `retained_to_wildcard`: see `FastRun`."""
+    run = FastRun(sc, conn, shared_obus=shared_obus, broker_gone=broker_gone, retained_to_wildcard=retained_to_wildcard)
     if trajectories:
         run.fleet.trajectories = Trajectories(run.fleet.net)
     interrupted = False

@@ -11,6 +11,7 @@ tier, watcher and the broker the run started, and the report is still written.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import dataclasses
@@ -54,9 +55,11 @@ from v2x.net.station import StepClock
 from v2x.net.transport import BrokerUrl, masked
 from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
+from v2x.run.gaps import costs, missing
 from v2x.run.plots import write_plots
 from v2x.run.realtime import Layout, run_realtime
 from v2x.run.results import SHARED_NOTE, Results, RunInfo, build_report, print_summary
+from v2x.run.stall import DEFAULT_STALL_S, StallWatch
 from v2x.run.watchers import Watchers
 from v2x.vehicle.fleet import Fleet
 from v2x.watch.viz import display_available
@@ -122,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=seconds_from_zero, default=None, metavar="S",
         help="also report the steady state from sim second S on (latency per hop; real time: the fleet's tick lag "
         "and vehicles present), leaving out the network filling up",
+    )
+    p.add_argument(
+        "--stall-timeout", type=float, default=DEFAULT_STALL_S, metavar="S",
+        help=f"end the run, with the partial report, when the broker answers nothing for S seconds while its port still "
+        f"takes connections (a stopped or stuck broker); 0: never (default {DEFAULT_STALL_S:g})",
     )
     add_credentials_option(p)
     p.add_argument(
@@ -269,7 +277,7 @@ def _run(
     console.print(f"broker: {broker.kind} at {masked(broker.url)}")
     if isinstance(broker.started, EmbeddedBroker):
         console.print(
-            "note: the embedded amqtt broker adds tens of milliseconds of latency; install Mosquitto "
+            "note: the embedded amqtt broker (MQTT 3.1.1) adds tens of milliseconds of latency; install Mosquitto "
             "(apt-get install mosquitto) for figures worth reporting",
             style="yellow",
         )
@@ -280,7 +288,8 @@ def _run(
     conn = Connection(broker.url, broker.credentials, args.mqtt, root=args.root, ca=CA() if args.sign else None,
                       impair=args.impair, run_id=run_id)
     t0 = time.monotonic()
-    claim = RootClaim(conn, StepClock(FAST_EPOCH_S) if args.fast else None)  # one run per root; what an earlier run left retained there, cleared
+    watch = StallWatch(broker.url, args.stall_timeout, _thread.interrupt_main)  # stops the run as Ctrl-C does
+    claim = RootClaim(conn, StepClock(FAST_EPOCH_S) if args.fast else None, watch.gone)  # one run per root; what an earlier run left retained there, cleared
     try:
         claim.__enter__()
     except BrokerError as e:
@@ -288,6 +297,20 @@ def _run(
         return 1
     except KeyboardInterrupt:  # nothing ran yet: no report
         return 130
+    if args.clouds > 1 and not claim.abilities.mqtt5:  # the instances would share no SPaT relay, silently
+        fix = ("leave out --mqtt 3.1.1" if args.mqtt == "3.1.1" else "install Mosquitto: apt-get install mosquitto"
+               if isinstance(broker.started, EmbeddedBroker) else "use an MQTT 5 broker such as Mosquitto")
+        console.print(f"v2x run: --clouds {args.clouds} shares the SPaT relay through an MQTT 5 shared subscription, and "
+                      f"{broker.kind} at {masked(broker.url)} was reached over MQTT 3.1.1 only: {fix}, or run one cloud", style="red",
+                      soft_wrap=True)
+        claim.__exit__(None, None, None)
+        _stop_broker(broker)
+        return 2
+    gaps = missing(claim.abilities, args.mqtt)
+    known = {"mqtt5"} if isinstance(broker.started, EmbeddedBroker) else set()  # the note above says it
+    for ability, gap in gaps.items():
+        if ability not in known:
+            console.print(f"broker gap: {gap}", style="yellow", soft_wrap=True)
     if claim.leftovers:
         console.print(f"cleared what an earlier run left retained under {args.root}: "
                       f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
@@ -297,15 +320,16 @@ def _run(
     )
     try:
         watchers.start()
-        with _progress_bar(console) as bar:
+        with watch, _progress_bar(console) as bar:
             progress = _progress(bar, duration)
             if args.fast:
-                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus)
+                res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus,
+                               broker_gone=watch.gone, retained_to_wildcard=claim.abilities.retained_to_wildcard)
             else:
                 # --workers splits the fleet by area when the scenario has enough independent sites, else by vehicle
                 layout = Layout(args.workers, args.clouds, "area" if sites >= args.workers else "vehicle",
                                 trajectories=args.plots is not None, shared_obus=shared_obus)
-                res = run_realtime(sc, conn, duration, layout, progress)
+                res = run_realtime(sc, conn, duration, layout, progress, watch.gone)
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)
     except BrokerError as e:
@@ -316,13 +340,20 @@ def _run(
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
         claim.__exit__(None, None, None)
         _stop_broker(broker)
-    if res.interrupted:
+    if watch.stalled is not None:
+        console.print(f"v2x run: {watch.stalled}; every tier stopped, the report is partial", style="red", soft_wrap=True)
+    elif res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
     info = RunInfo(sc, duration, broker.kind, masked(broker.url), args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
                    run_id, claim.leftovers)
     report = build_report(info, res)
     report.update(watched)
+    if watch.stalled is not None:
+        report["broker_stalled"] = watch.stalled
+    report["broker_gaps"] = {"missing": gaps, "cost": costs(report, bool(gaps))}
     print_summary(console, report)
+    if report["broker_gaps"]["cost"]:
+        console.print(f"broker gaps cost: {'; '.join(report['broker_gaps']['cost'])}", style="yellow", soft_wrap=True)
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report: {args.report}")
@@ -338,7 +369,7 @@ def _run(
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
     release_signals()  # Ctrl-C closes the window
     watchers.wait_window(console)
-    return 130 if res.interrupted else 1 if res.tiers_failed else 0
+    return 1 if watch.stalled is not None or res.tiers_failed else 130 if res.interrupted else 0
 
 
 @contextlib.contextmanager

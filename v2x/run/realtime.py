@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,14 +49,16 @@ class Layout:
 
 def run_realtime(
     sc: scenario.Scenario, conn: Connection, duration_s: float, layout: Layout, progress: Callable[[Fleet], None],
+    broker_gone: threading.Event | None = None,
 ) -> Results:
-    """Run every tier until sim time `duration_s`; Ctrl-C stops them all and still returns what they reported."""
+    """Run every tier until sim time `duration_s`; Ctrl-C stops them all and still returns what they reported.
+    `broker_gone`: set when the broker stopped answering (v2x.run.stall): the tiers are then stopped at once."""
     # the tiers run exactly this scenario (--set and --seed applied): hand it over as a file
     with tempfile.NamedTemporaryFile("w", prefix=f"v2x-{sc.name}-", suffix=".toml", delete=False) as f:
         f.write(scenario.dumps(sc))
     path = Path(f.name)
     try:
-        return _run(sc, path, conn, duration_s, layout, progress)
+        return _run(sc, path, conn, duration_s, layout, progress, broker_gone or threading.Event())
     finally:
         for p in (path, *(path.with_suffix(f".{tier}.json") for tier in TIER_ROLES),
                   *(path.with_suffix(f".{tier}.authority.json") for tier in TIER_ROLES)):
@@ -64,7 +67,7 @@ def run_realtime(
 
 def _run(
     sc: scenario.Scenario, path: Path, conn: Connection, duration_s: float, layout: Layout,
-    progress: Callable[[Fleet], None],
+    progress: Callable[[Fleet], None], broker_gone: threading.Event,
 ) -> Results:
     epoch = time.time() + START_DELAY_S
     conn = dataclasses.replace(conn, epoch_s=epoch)
@@ -94,7 +97,7 @@ def _run(
                  *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
             )
         if layout.workers > 1:
-            res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch)
+            res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch, broker_gone)
         else:
             fleet = Fleet(sc, conn, conn.clock(), shared=Fleet.shared_connection(conn) if layout.shared_obus else None)
             if layout.trajectories:
@@ -108,7 +111,7 @@ def _run(
                 interrupted = True
             except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
                 failure = e
-            res = _results(_stop(tiers, now=interrupted))
+            res = _results(_stop(tiers, now=interrupted or broker_gone.is_set()))
             res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
             if failure is not None:
                 res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
@@ -127,6 +130,7 @@ def _spawn(args: list[str]) -> subprocess.Popen[str]:
 
 def _fleet_workers(
     path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]], layout: Layout, duration_s: float, epoch: float,
+    broker_gone: threading.Event,
 ) -> Results:
     """The fleet as `layout.workers` processes; their summaries merged, their measurements kept apart."""
     n, by = layout.workers, layout.shard_by
@@ -222,14 +226,14 @@ def _last_line(err: str) -> str:
 
 def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None, now: bool = False) -> dict[str, Ended]:
     """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
-    (SIGINT; `now`: the run was interrupted, ask every tier at once); collect what it printed and how it ended. A tier
-    that failed is reported here, by name.
+    (SIGINT; `now`: at once, without waiting: the run was interrupted, or its broker is gone); collect what it printed
+    and how it ended. A tier that failed is reported here, by name.
 
     Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
     """
     ended = {}
-    if now:
-        for proc in tiers.values():
+    for proc in tiers.values() if now else ():
+        if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
     for name, proc in tiers.items():
         try:

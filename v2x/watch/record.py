@@ -277,7 +277,8 @@ async def replay_to_broker(path: Path, url: str, speed: float) -> dict[str, int]
             sent["messages"] += 1
         if not await t.drain(60.0):
             raise BrokerError(f"{url}: the replay's messages were not all acknowledged within 60 s")
-    return dict(sent)
+        took_s = time.monotonic() - t0_wall
+    return {**sent, "wall_ms": round(took_s * 1000)}  # from the first message to the last acknowledged
 
 
 def build_record_parser() -> argparse.ArgumentParser:
