@@ -135,6 +135,11 @@ class NotMqtt(BrokerError):
     """Something answered that is not an MQTT broker: retrying will not help."""
 
 
+class Closed(Transient):
+    """The connection closed without a CONNACK: a broker of MQTT 3.1.1 only may do that to a level-5 CONNECT
+    (RabbitMQ, NATS), or one that refuses this client."""
+
+
 def connack(
     host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False,
     username: str | None = None, password: str | None = None,
@@ -160,10 +165,21 @@ def connack(
     if ack.lstrip().startswith((b"HTTP/", b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")):  # a status line, or a page (HTTP/0.9)
         raise NotMqtt("it answered in HTTP, not MQTT: a web server's port? (MQTT brokers listen on 1883, or 8883 with TLS)")
     if not ack:
-        raise Transient("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
+        raise Closed("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
     if len(ack) < 4 or ack[0] != 0x20:
         raise NotMqtt(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
     return ack[3]
+
+
+def connack_at_any_level(
+    host: str, port: int, timeout_s: float, tls: bool = False, username: str | None = None, password: str | None = None,
+) -> int:
+    """`connack` at MQTT 5, else at 3.1.1 when the broker says it does not speak 5 or closes the connection on it."""
+    try:
+        code = connack(host, port, timeout_s, 5, tls, username, password)
+    except Closed:
+        code = UNSUPPORTED_LEVEL[0]
+    return connack(host, port, timeout_s, 4, tls, username, password) if code in UNSUPPORTED_LEVEL else code
 
 
 def broker_problem(host: str, port: int, tls: bool = False, username: str | None = None, password: str | None = None,
@@ -172,9 +188,7 @@ def broker_problem(host: str, port: int, tls: bool = False, username: str | None
     (`Transient`: no usable answer, which may change); None when it accepts the login (in MQTT 5 or 3.1.1).
     `any_login`: a broker that answers but refuses this login will do (the caller logs in otherwise)."""
     try:
-        code = connack(host, port, timeout_s, 5, tls, username, password)
-        if code in UNSUPPORTED_LEVEL:
-            code = connack(host, port, timeout_s, 4, tls, username, password)
+        code = connack_at_any_level(host, port, timeout_s, tls, username, password)
     except BrokerError as e:
         return e
     if code == 0 or (any_login and code in AUTH_REFUSED):

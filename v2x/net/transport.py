@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.core.errors import BrokerError
 from v2x.core.jsonview import JsonRecord
-from v2x.net.broker import UNSUPPORTED_LEVEL, NotMqtt, Transient, broker_problem, connack
+from v2x.net.broker import UNSUPPORTED_LEVEL, Closed, NotMqtt, Transient, broker_problem, connack
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +549,8 @@ class MqttTransport(_Inbox):
                     return level
             except NotMqtt as e:
                 raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {e}") from None
+            except Closed:  # a broker of 3.1.1 only may close a level-5 CONNECT without a word (RabbitMQ, NATS)
+                continue
             except BrokerError:
                 return None
         return None
