@@ -51,7 +51,8 @@ def _check(r: dict[str, Any]) -> None:
         assert msgs[t]["sent"] > 0, t
         assert msgs[t]["received"] > 0, t
     assert r["lockstep"]["lost"] == 0
-    assert r["dropped"]["fleet"] == {"bsm_not_connected": 0, "bsm_not_sent": 0, "transport_out": 0, "transport_in": 0}
+    # (not_subscribed: retained messages amqtt sends to clients that never subscribed to them, set aside)
+    assert r["dropped"]["fleet"] | {"not_subscribed": 0} == {"bsm_not_connected": 0, "bsm_not_sent": 0, "transport_out": 0, "transport_in": 0, "not_subscribed": 0}
 
 
 def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
@@ -59,6 +60,7 @@ def test_four_way_120_s_fast_on_the_fixture_mosquitto(mosquitto: MosquittoBroker
     r = _run(tmp_path, "four_way", 120, "--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--plots", str(plots))
     _check(r)
     assert r["lockstep"]["unexpected"] == 0
+    assert r["dropped"]["fleet"]["not_subscribed"] == r["dropped"]["cloud"]["not_subscribed"] == 0  # Mosquitto sends none
     # --plots: a CDF per hop, latency over time, a time-space diagram per approach (PNGs, not empty)
     names = sorted(p.name for p in plots.glob("*.png"))
     assert names == ["latency_cdf.png", "latency_over_time.png", *(f"time_space_J1_{leg}.png" for leg in sorted(LEGS))]

@@ -23,7 +23,7 @@ from v2x.net.station import Station, StepClock
 from v2x.watch.record import Recorder, read
 from v2x.watch.render import BACKGROUND, HAZARD_COLOUR, LIGHT_GREEN, LIGHT_RED, SPEED_COLOURS, Renderer, View
 from v2x.watch.scene import Flag, Scene
-from v2x.watch.viz import replay_into
+from v2x.watch.viz import _summary, replay_into
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # read when the display starts: headless frames
 
@@ -143,6 +143,22 @@ def test_a_frame_from_a_fixed_recording_shows_signals_vehicle_and_hazard(tmp_pat
     # Coloured by state, the vehicle 40 m up the east approach is not warned (the hazard is behind it, south).
     scene.tick()
     assert scene.vehicles.flags[0] & Flag.WARNED == 0
+
+
+def test_the_hud_says_its_latency_is_measured_here_through_the_broker_and_the_summary_keeps_the_same(tmp_path: Path) -> None:
+    """The HUD's hop (sender -> visualiser, no link model) is not the report's (sender -> receiver, link model
+    included): it says so, and the summary that goes into the report holds the same figures under the same names."""
+    path, _ = _frames(tmp_path)
+    scene = Scene()
+    replay_into(scene, read(path))
+    pygame.display.init()
+    pygame.font.init()
+    line = next(x for x in Renderer(scene, View(W, H)).hud_lines() if x.startswith("latency"))
+    assert line.startswith("latency p50/p99 ms, measured here through the broker (no link model)")
+    summary = _summary(scene)["latency_ms"]
+    assert set(summary) == {"cloud->viz", "rsu->viz", "vehicle->viz"}
+    for hop, v in summary.items():
+        assert f"{hop} {v['p50']:.1f}/{v['p99']:.1f}" in line
 
 
 def test_clearing_the_hazard_takes_its_marker_off(tmp_path: Path) -> None:

@@ -18,6 +18,10 @@ Fixtures:
     def test_spat_by_cellular_is_quick_enough(v2x_report):
         assert v2x_report.latency("cloud->vehicle").p99 < 200
 
+Latencies in fast mode (the default here) are modelled: the scenario's link delays in sim time, not the
+broker's (four_way's cellular link alone gives about 80 ms p99). With `fast=False` they are measured on the
+wall clock through the broker, link delays included. `report["latency_basis"]["kind"]` says which.
+
 Helpers: `await until(lambda: transport.connected)` waits for a condition (fails the test after 30 s);
 `async for msg in messages(transport):` takes each message as it arrives.
 

@@ -9,6 +9,7 @@ A scenario is laid out in local metres (x east, y north) around a WGS-84 origin.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -602,10 +603,23 @@ def load(path: str | FsPath) -> Scenario:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
-        raise ScenarioError([f"{p}:1: (file): cannot read: {e.strerror or e} (expected a readable TOML file)"]) from None
+        near = near_names(p) if isinstance(e, FileNotFoundError) else []
+        hint = f"; did you mean {' or '.join(repr(x) for x in near)}?" if near else ""
+        raise ScenarioError([f"{p}:1: (file): cannot read: {e.strerror or e} (expected a readable TOML file, or the name of a "
+                             f"bundled scenario: {', '.join(f.stem for f in bundled())}){hint}"]) from None
     except UnicodeDecodeError as e:
         raise ScenarioError([f"{p}:1: (file): not UTF-8 text: {e.reason} (expected a UTF-8 TOML file)"]) from None
     return parse(text, str(p), p.parent)
+
+
+def near_names(p: FsPath) -> list[str]:
+    """Scenarios named like `p`, a file or name that does not exist: bundled names, and TOML files in its folder."""
+    if p.parent == FsPath(".") and p.suffix != ".toml":  # a bare name: a bundled scenario's, or a file here
+        candidates = {f.stem: f.stem for f in bundled()} | {f.stem: f.name for f in FsPath(".").glob("*.toml")}
+    else:
+        candidates = {f.stem: f.stem for f in bundled()}
+        candidates |= {f.stem: str(f) for f in p.parent.glob("*.toml")} if p.parent.is_dir() else {}
+    return [candidates[n] for n in difflib.get_close_matches(p.stem, candidates, n=2, cutoff=0.6)]
 
 
 def dumps(s: Scenario) -> str:

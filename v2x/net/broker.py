@@ -56,28 +56,49 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _connect_packet(version: int, username: str | None = None, password: str | None = None) -> bytes:
+    """An MQTT CONNECT (level 5, or 4 for 3.1.1; clean start, keepalive 10 s, no properties) with a unique client id
+    (probes sharing one would take over each other's session at the broker), and a login if given."""
+    client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    var = b"\x00\x04MQTT" + bytes([version, flags]) + b"\x00\x0a" + (b"\x00" if version == 5 else b"")
+    body = var + b"".join(len(x).to_bytes(2, "big") + x for x in (client_id, *(v.encode() for v in (username, password) if v is not None)))
+    n, length = len(body), bytearray()
+    while True:  # MQTT's variable-length integer: 7 bits a byte, the high bit set on all but the last
+        n, digit = divmod(n, 128)
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            return b"\x10" + bytes(length) + body
+
+
+def _exchange(host: str, port: int, timeout_s: float, tls: bool, packet: bytes) -> bytes:
+    """Send `packet` on a new connection and return the first bytes that answer it (b"": closed without a word)."""
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+        if tls:  # only "does it answer": the certificate is not checked here
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
+        s.sendall(packet)
+        try:
+            ack = s.recv(16)
+        except TimeoutError:
+            raise NoReply from None
+        with contextlib.suppress(OSError):
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+    return ack
+
+
+class NoReply(TimeoutError):
+    """The connection was taken, and nothing answered on it."""
+
+
 def mqtt_connack(host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False) -> int | None:
     """The return code of the CONNACK that answers an MQTT CONNECT (level 5, or 4 for 3.1.1) to host:port; None when
     the answer is not a CONNACK (or the connection closed without one). Raises `TimeoutError` when nothing answers
     within `timeout_s` (a broker that is stopped or stuck, whose kernel still accepts connections), another `OSError`
     when nothing listens there."""
-    # a unique id: probes sharing one would take over each other's session at the broker
-    client_id = f"v2x-ping-{os.getpid()}-{secrets.token_hex(4)}".encode()
-    # protocol name, level 5 (clean start, keepalive 10 s, no properties) or level 4 (3.1.1)
-    var = b"\x00\x04MQTT\x05\x02\x00\x0a\x00" if version == 5 else b"\x00\x04MQTT\x04\x02\x00\x0a"
-    payload = len(client_id).to_bytes(2, "big") + client_id
-    body = var + payload
-    packet = b"\x10" + bytes([len(body)]) + body
-    with contextlib.ExitStack() as stack:
-        s = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
-        if tls:  # only "is it up": the certificate is not checked here
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            s = stack.enter_context(ctx.wrap_socket(s, server_hostname=host))
-        s.sendall(packet)
-        ack = s.recv(16)
-        with contextlib.suppress(OSError):
-            s.sendall(b"\xe0\x00")  # DISCONNECT
+    ack = _exchange(host, port, timeout_s, tls, _connect_packet(version))
     return ack[3] if len(ack) >= 4 and ack[0] == 0x20 else None
 
 
@@ -90,7 +111,89 @@ def mqtt_ping(host: str, port: int, timeout_s: float = 1.0, version: int = 5, re
         code = mqtt_connack(host, port, timeout_s, version, tls)
     except OSError:
         return False
-    return code == 0 or (refused_ok and code not in (None, 0x01, 0x84))  # 0x01 / 0x84: unsupported protocol level
+    return code == 0 or (refused_ok and code not in (None, *UNSUPPORTED_LEVEL))
+
+
+UNSUPPORTED_LEVEL = (0x01, 0x84)  # CONNACK codes (3.1.1, 5): the broker does not speak that MQTT version
+AUTH_REFUSED = (0x04, 0x05, 0x86, 0x87)  # CONNACK codes: wrong login, or not authorised
+REFUSED = {  # other CONNACK codes a user can act on (MQTT 3.1.1 and 5)
+    0x02: "the broker rejected the client id", 0x03: "the broker is unavailable", 0x04: "wrong user name or password",
+    0x05: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow",
+    0x85: "the broker rejected the client id", 0x86: "wrong user name or password",
+    0x87: "login refused (not authorised): a wrong user name or password, or a login the broker does not allow",
+    0x88: "the broker is unavailable", 0x89: "the broker is busy", 0x8A: "banned by the broker",
+    0x8C: "the broker does not accept this authentication method",
+}
+
+
+class Transient(BrokerError):
+    """No usable answer from the broker, which may change: nothing listens there (yet), the host cannot be reached,
+    or no CONNACK came (a broker starting, or overloaded)."""
+
+
+class NotMqtt(BrokerError):
+    """Something answered that is not an MQTT broker: retrying will not help."""
+
+
+class Closed(Transient):
+    """The connection closed without a CONNACK: a broker of MQTT 3.1.1 only may do that to a level-5 CONNECT
+    (RabbitMQ, NATS), or one that refuses this client."""
+
+
+def connack(
+    host: str, port: int, timeout_s: float = 1.0, version: int = 5, tls: bool = False,
+    username: str | None = None, password: str | None = None,
+) -> int:
+    """The return code of the CONNACK an MQTT CONNECT (level 5, or 4 for 3.1.1, with a login if given) to host:port
+    gets; raises `Transient` or `NotMqtt` saying why, in words a user can act on, when none comes."""
+    try:
+        ack = _exchange(host, port, timeout_s, tls, _connect_packet(version, username, password))
+    except socket.gaierror as e:
+        raise Transient(f"unknown host {host!r} ({e.strerror})") from None
+    except ConnectionRefusedError:
+        raise Transient(f"connection refused: nothing listens on port {port} of {host}") from None
+    except NoReply:
+        raise Transient(f"it accepts TCP connections but sent no CONNACK within {timeout_s:g} s: not an MQTT broker, or "
+                        "one that has stalled") from None
+    except TimeoutError:
+        raise Transient(f"no answer to a TCP connection within {timeout_s:g} s: the host is unreachable, or a firewall "
+                        "drops the connection") from None
+    except ssl.SSLError as e:
+        raise NotMqtt(f"TLS failed ({e.reason or e}): is it a TLS (mqtts://) port?") from None
+    except OSError as e:
+        raise Transient(f"cannot connect: {e.strerror or e}") from None
+    if ack.lstrip().startswith((b"HTTP/", b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")):  # a status line, or a page (HTTP/0.9)
+        raise NotMqtt("it answered in HTTP, not MQTT: a web server's port? (MQTT brokers listen on 1883, or 8883 with TLS)")
+    if not ack:
+        raise Closed("it closed the connection without a CONNACK: not an MQTT broker, or it refuses this client")
+    if len(ack) < 4 or ack[0] != 0x20:
+        raise NotMqtt(f"it answered with bytes that are not an MQTT CONNACK ({ack[:8]!r}): not an MQTT broker")
+    return ack[3]
+
+
+def connack_at_any_level(
+    host: str, port: int, timeout_s: float, tls: bool = False, username: str | None = None, password: str | None = None,
+) -> int:
+    """`connack` at MQTT 5, else at 3.1.1 when the broker says it does not speak 5 or closes the connection on it."""
+    try:
+        code = connack(host, port, timeout_s, 5, tls, username, password)
+    except Closed:
+        code = UNSUPPORTED_LEVEL[0]
+    return connack(host, port, timeout_s, 4, tls, username, password) if code in UNSUPPORTED_LEVEL else code
+
+
+def broker_problem(host: str, port: int, tls: bool = False, username: str | None = None, password: str | None = None,
+                   timeout_s: float = 5.0, any_login: bool = False) -> BrokerError | None:
+    """Why an MQTT client cannot use the broker at host:port, as an error whose message says it in one phrase
+    (`Transient`: no usable answer, which may change); None when it accepts the login (in MQTT 5 or 3.1.1).
+    `any_login`: a broker that answers but refuses this login will do (the caller logs in otherwise)."""
+    try:
+        code = connack_at_any_level(host, port, timeout_s, tls, username, password)
+    except BrokerError as e:
+        return e
+    if code == 0 or (any_login and code in AUTH_REFUSED):
+        return None
+    return BrokerError(REFUSED.get(code, f"the broker refused the connection (CONNACK code {code:#04x})"))
 
 
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
@@ -202,14 +305,18 @@ class MosquittoBroker:
             with open(self.output_path, "wb") as out:  # the child keeps its own descriptor
                 self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                up = mqtt_ping(self.host, port, 0.5, self.mqtt_version, self.secure is not None, tls=self.tls is not None)
-                if up:
-                    self.port = port
-                    return self
-                time.sleep(0.02)
+            try:
+                while time.monotonic() < deadline:
+                    if self.proc.poll() is not None:
+                        break
+                    up = mqtt_ping(self.host, port, 0.5, self.mqtt_version, self.secure is not None, tls=self.tls is not None)
+                    if up:
+                        self.port = port
+                        return self
+                    time.sleep(0.02)
+            except BaseException:  # Ctrl-C (or a signal made one) while it starts: it must not outlive the caller
+                self._kill()
+                raise
             last_error = self._failure_text()
             self._kill()
             if self.port is not None:  # a fixed port: retrying cannot help

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -77,7 +79,7 @@ def add_common(
     """The options every tier shares: the scenario, the run's duration, and its `Connection` (see `connection`)."""
     parser.add_argument("scenario", help="scenario file, or the name of a bundled one")
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
-    parser.add_argument("--duration", type=float, default=None, help=duration_help)
+    parser.add_argument("--duration", type=positive_seconds, default=None, help=duration_help)
     parser.add_argument("--epoch", type=float, default=None, help="UTC seconds of sim time 0, shared by every tier of a run (default: now)")
     parser.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     parser.add_argument("--keepalive", type=int, default=keepalive_s, help=f"{keepalive_help} (default {keepalive_s})")
@@ -91,6 +93,26 @@ def add_common(
         "per tier)",
     )
     add_scenario_options(parser)
+
+
+def positive_seconds(text: str) -> float:
+    """An option's duration [s]: a finite number above 0."""
+    return _seconds(text, "above 0", lambda x: 0 < x < math.inf)
+
+
+def seconds_from_zero(text: str) -> float:
+    """An option's sim time [s]: a finite number, 0 or more."""
+    return _seconds(text, "0 or more", lambda x: 0 <= x < math.inf)
+
+
+def _seconds(text: str, expected: str, ok: Callable[[float], bool]) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, {expected}")
+    return x
 
 
 def add_mqtt_option(parser: argparse.ArgumentParser) -> None:
@@ -197,9 +219,39 @@ class _PolicyAction(argparse.Action):
         namespace.set = [*(namespace.set or []), f"control.policy={values}"]
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+class OncePerKind(logging.Filter):
+    """One line per kind of message per sender: the first record of each (sender, message template) passes, with a
+    traceback cut to its last line; the rest are counted in `seen`. The sender is a record's `sender` (an MQTT
+    client's id: `MqttTransport` hands gmqtt a logger that adds it), else its logger's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sender = getattr(record, "sender", None)
+        key = (sender or record.name, str(record.msg))
+        self.seen[key] += 1
+        if self.seen[key] > 1:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None or sender:
+            record.msg = f"{f'{sender}: ' if sender else ''}{record.getMessage()}{f' ({type(exc).__name__}: {exc})' if exc else ''}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+def setup_logging(level: int = logging.INFO, verbose: bool = False, handler: logging.Handler | None = None) -> None:
+    """Log to stderr (or to `handler`); library messages (gmqtt's) too, at WARNING and above, each kind once per sender
+    (`OncePerKind`) unless `verbose`, which shows every record, tracebacks whole, and gmqtt's at `level`."""
+    if handler is None:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
+    else:
+        logging.basicConfig(level=level, handlers=[handler], format="%(name)s: %(message)s", force=True)
+    logging.getLogger("gmqtt").setLevel(level if verbose else max(level, logging.WARNING))
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OncePerKind())
 
 
 def load(arg: str, settings: list[str] | None = None, seed: int | None = None, copies: int = 1) -> scenario.Scenario | None:

@@ -147,5 +147,6 @@ class Service:
             rejected_by_type=dict(self.bad.rejected_by_type),
             measurements=self.reception.measure.to_json(), link_drops=self.reception.link_drops(),
             connection=outage_summary([self.transport.stats], self.clock.epoch_s), stalls_s=self.stalls,
-            dropped={"transport_in": self.transport.stats.dropped_in, "transport_out": self.transport.stats.dropped_out}, **own,
+            dropped={"transport_in": self.transport.stats.dropped_in, "transport_out": self.transport.stats.dropped_out,
+                     "not_subscribed": self.transport.stats.not_subscribed}, **own,
         )

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from v2x.core.errors import BrokerError
 from v2x.core.jsonview import JsonRecord
-from v2x.net.broker import mqtt_ping
+from v2x.net.broker import UNSUPPORTED_LEVEL, Closed, NotMqtt, Transient, broker_problem, connack
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class TransportStats:
     received: int = 0
     dropped_out: int = 0  # outbox full, or QoS 0 while disconnected
     dropped_in: int = 0  # inbox full, or QoS 0 beyond the rate the receiver takes (MqttTransport's `qos0_per_s`)
+    # retained messages on topics none of our filters matches, set aside: amqtt 0.12 sends a connecting client the
+    # retained messages of every filter any client has subscribed to (its broker.py loops over all subscriptions)
+    not_subscribed: int = 0
     reconnects: int = 0
     disconnects: int = 0  # connections lost (not closed by us)
     sessions_lost: int = 0  # reconnects whose CONNACK said no session was present (the broker kept nothing of ours)
@@ -178,6 +181,14 @@ class BrokerUrl:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def masked(url: str) -> str:
+    """A broker URL fit to print or save: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 class Transport(Protocol):
@@ -472,7 +483,7 @@ class MqttTransport(_Inbox):
             clean_session=self.clean_start,
             will_message=will,
             persistent_storage=Storage(),
-            logger=logging.getLogger("gmqtt"),
+            logger=logging.LoggerAdapter(logging.getLogger("gmqtt"), {"sender": self.client_id}),  # whose, in each line
             **kwargs,
         )
         client.on_connect = self._on_connect
@@ -496,12 +507,10 @@ class MqttTransport(_Inbox):
         """Connect (retrying with backoff until connect_timeout_s) and start the sender."""
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-        if self.version == "auto" and not self.url.tls:
-            # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
-            # expiry is set, so decide the level before the real CONNECT.
-            host, port = self.url.host, self.url.port
-            if not await asyncio.to_thread(mqtt_ping, host, port, 2.0, 5, True) and await asyncio.to_thread(mqtt_ping, host, port, 2.0, 4, True):
-                self.version = "3.1.1"
+        # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
+        # expiry is set, so decide the level before the real CONNECT.
+        if self.version == "auto" and not self.url.tls and await asyncio.to_thread(self._level) == MQTT311:
+            self.version = "3.1.1"
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False
         if self.url.tls:
@@ -520,12 +529,31 @@ class MqttTransport(_Inbox):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError...
-                if time.monotonic() >= deadline:
-                    raise BrokerError(f"cannot connect to {self.url} as {self.client_id!r}: {e}") from None
+            except Exception as e:  # gmqtt raises OSError, MQTTConnectError, TimeoutError... with little to say why
+                u = self.url
+                problem = await asyncio.to_thread(broker_problem, u.host, u.port, u.tls, u.username, u.password, 2.0)
+                # a broker not (yet) listening or answering may come up: retried until the deadline; any other answer will not change
+                if time.monotonic() >= deadline or (problem is not None and not isinstance(problem, Transient)):
+                    raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {problem or e or type(e).__name__}") from None
                 await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
                 attempt += 1
         self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")
+
+    def _level(self) -> int | None:
+        """The MQTT level the broker speaks (5, else 4 for 3.1.1; None: no answer yet). Something that is not an MQTT
+        broker ends it here, in one line, before gmqtt meets it (and logs a page of tracebacks)."""
+        u = self.url
+        for level in (MQTT5, MQTT311):
+            try:
+                if connack(u.host, u.port, 2.0, level) not in UNSUPPORTED_LEVEL:
+                    return level
+            except NotMqtt as e:
+                raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {e}") from None
+            except Closed:  # a broker of 3.1.1 only may close a level-5 CONNECT without a word (RabbitMQ, NATS)
+                continue
+            except BrokerError:
+                return None
+        return None
 
     async def close(self) -> None:
         """Disconnect cleanly (the broker does not publish the Will)."""
@@ -678,8 +706,12 @@ class MqttTransport(_Inbox):
         return True
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        retain = bool(properties.get("retain", False))
+        if retain and not any(topic_matches(f.split("/", 2)[2] if f.startswith("$share/") else f, topic) for f in self._subs):
+            self.stats.not_subscribed += 1  # not ours (see TransportStats.not_subscribed)
+            return 0
         self.stats.received += 1
-        self._put(Message(topic, bytes(payload), qos, bool(properties.get("retain", False)), time.time_ns()))
+        self._put(Message(topic, bytes(payload), qos, retain, time.time_ns()))
         return 0
 
     # -- publishing ---------------------------------------------------------------

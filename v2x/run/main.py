@@ -5,33 +5,37 @@ roadside`, `python -m cloud`), the fleet runs here; all share one UTC epoch, so 
 times agree. Fast mode (--fast): every tier runs here, each client with its own connection,
 in lockstep (v2x.run.fast); deterministic for a given scenario and seed.
 Without --broker a private broker is started: Mosquitto when it is installed, else the
-embedded amqtt, and the output and the report say which. Ctrl-C stops every tier cleanly
-and still writes the report.
+embedded amqtt, and the output and the report say which. Ctrl-C, SIGTERM and SIGHUP stop every
+tier, watcher and the broker the run started, and the report is still written.
 """
 
 from __future__ import annotations
 
 import _thread
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import shutil
+import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from v2x.core.errors import BrokerError, ScenarioError
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import DEFAULT_ROOT
 from v2x.core.traffic import load_kernels
-from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, find_mosquitto
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run, broker_problem, find_mosquitto
 from v2x.net.connection import Connection, new_run_id
 from v2x.net.options import (
     add_credentials_option,
@@ -41,10 +45,14 @@ from v2x.net.options import (
     add_scenario_options,
     credentials,
     load,
+    positive_seconds,
+    seconds_from_zero,
+    setup_logging,
 )
 from v2x.net.security import ROLES, Credentials, write_config
 from v2x.net.signing import CA
 from v2x.net.station import StepClock
+from v2x.net.transport import BrokerUrl, masked
 from v2x.run.claim import RootClaim
 from v2x.run.fast import FAST_EPOCH_S, run_fast
 from v2x.run.gaps import costs, missing
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every tier in this process, stepping in lockstep through the broker as fast as it carries the "
         "messages; deterministic for a given seed",
     )
-    p.add_argument("--duration", type=float, default=None, help="sim seconds to run (default: the scenario's)")
+    p.add_argument("--duration", type=positive_seconds, default=None, help="sim seconds to run (default: the scenario's)")
     p.add_argument(
         "--headless", action="store_true",
         help="no window (default: open the visualiser when a display is available; it stays open after the run "
@@ -114,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "subscription; default 1",
     )
     p.add_argument(
-        "--warmup", type=float, default=None, metavar="S",
+        "--warmup", type=seconds_from_zero, default=None, metavar="S",
         help="also report the steady state from sim second S on (latency per hop; real time: the fleet's tick lag "
         "and vehicles present), leaving out the network filling up",
     )
@@ -128,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sign", action="store_true",
         help="sign every message (ECDSA P-256, a pseudonym certificate per station from a CA made for the run); "
         "receivers verify and reject forged, replayed, stale or unsigned messages",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log more: every library message (gmqtt's), tracebacks whole, and the fleet's INFO lines (default: "
+        "warnings only, each kind once per sender)",
     )
     add_scenario_options(p)
     return p
@@ -167,6 +180,14 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
         broker = EmbeddedBroker() if args.broker == "embedded" else broker_for_run()
         out = BrokerForRun("", broker.kind, broker, given, args.credentials)
     else:
+        try:  # a broker that cannot serve the run is one line, at once, not a flood from every client that tries
+            u = BrokerUrl.parse(args.broker)
+            problem = broker_problem(u.host, u.port, u.tls, u.username, u.password, any_login=given is not None)
+        except BrokerError as e:
+            problem = e
+        if problem is not None:
+            console.print(f"v2x run: cannot use the broker at {masked(args.broker)}: {problem}", style="red", soft_wrap=True)
+            return 1
         return BrokerForRun(args.broker, "external", None, given, args.credentials)
     try:
         broker.start()
@@ -195,6 +216,9 @@ def _sumo_problems(sc: Scenario) -> list[str]:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
+    # through the console: a log line goes above the progress bar, never into it
+    setup_logging(logging.INFO if args.verbose else logging.WARNING, args.verbose,
+                  RichHandler(console=console, show_time=False, show_path=False, markup=False, rich_tracebacks=False))
     sc = load(args.scenario, args.set, args.seed, args.copies)
     if sc is None:
         return 2
@@ -232,10 +256,25 @@ def main(argv: list[str]) -> int:
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
 
-    broker = _broker(args, sc, duration, console)
-    if isinstance(broker, int):
-        return broker
-    console.print(f"broker: {broker.kind} at {broker.url}")
+    with _signals_stop_the_run() as (hold_signals, release_signals):
+        broker = _broker(args, sc, duration, console)
+        if isinstance(broker, int):
+            return broker
+        try:
+            return _run(args, sc, duration, sites, broker, console, (hold_signals, release_signals))
+        finally:
+            hold_signals()
+            _stop_broker(broker)
+
+
+def _run(
+    args: argparse.Namespace, sc: Scenario, duration: float, sites: int, broker: BrokerForRun, console: Console,
+    signals: tuple[Callable[[], None], Callable[[], None]],
+) -> int:
+    """The run on its broker: the tiers, the watchers, the summary and the report; the exit code."""
+    hold_signals, release_signals = signals
+    shared_obus = args.obu_connections == "shared"
+    console.print(f"broker: {broker.kind} at {masked(broker.url)}")
     if isinstance(broker.started, EmbeddedBroker):
         console.print(
             "note: the embedded amqtt broker (MQTT 3.1.1) adds tens of milliseconds of latency; install Mosquitto "
@@ -255,13 +294,14 @@ def main(argv: list[str]) -> int:
         claim.__enter__()
     except BrokerError as e:
         console.print(f"v2x run: {e}", style="red", soft_wrap=True)  # one line, whatever the terminal's width
-        _stop_broker(broker)
         return 1
+    except KeyboardInterrupt:  # nothing ran yet: no report
+        return 130
     if args.clouds > 1 and not claim.abilities.mqtt5:  # the instances would share no SPaT relay, silently
         fix = ("leave out --mqtt 3.1.1" if args.mqtt == "3.1.1" else "install Mosquitto: apt-get install mosquitto"
                if isinstance(broker.started, EmbeddedBroker) else "use an MQTT 5 broker such as Mosquitto")
         console.print(f"v2x run: --clouds {args.clouds} shares the SPaT relay through an MQTT 5 shared subscription, and "
-                      f"{broker.kind} at {broker.url} was reached over MQTT 3.1.1 only: {fix}, or run one cloud", style="red",
+                      f"{broker.kind} at {masked(broker.url)} was reached over MQTT 3.1.1 only: {fix}, or run one cloud", style="red",
                       soft_wrap=True)
         claim.__exit__(None, None, None)
         _stop_broker(broker)
@@ -275,13 +315,13 @@ def main(argv: list[str]) -> int:
         console.print(f"cleared what an earlier run left retained under {args.root}: "
                       f"{', '.join(f'{k} {n}' for k, n in claim.leftovers.items())}", style="yellow")
     watchers = Watchers(
-        broker.url, args.root, f"{broker.kind} at {broker.url}", run_id, credentials_file=broker.credentials_file, record=args.record,
+        broker.url, args.root, f"{broker.kind} at {masked(broker.url)}", run_id, credentials_file=broker.credentials_file, record=args.record,
         window=not args.headless and display_available(), snapshot=args.snapshot, fast=args.fast,
     )
     try:
         watchers.start()
-        with watch, Live(console=console, refresh_per_second=4, transient=False) as live:
-            progress = _progress(live, duration)
+        with watch, _progress_bar(console) as bar:
+            progress = _progress(bar, duration)
             if args.fast:
                 res = run_fast(sc, conn, duration, progress, trajectories=args.plots is not None, shared_obus=shared_obus,
                                broker_gone=watch.gone, retained_to_wildcard=claim.abilities.retained_to_wildcard)
@@ -293,9 +333,10 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # before the tiers started, or while they were being stopped
         res = Results(mode="fast" if args.fast else "realtime", interrupted=True)
     except BrokerError as e:
-        console.print(f"v2x run: {e}", style="red")
+        console.print(f"v2x run: {e}", style="red", soft_wrap=True)
         return 1
     finally:
+        hold_signals()  # from here on the run only ends: a second signal must not cut that short
         watched = watchers.run_ended()  # before the broker goes: they take in the last messages
         claim.__exit__(None, None, None)
         _stop_broker(broker)
@@ -303,7 +344,7 @@ def main(argv: list[str]) -> int:
         console.print(f"v2x run: {watch.stalled}; every tier stopped, the report is partial", style="red", soft_wrap=True)
     elif res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
-    info = RunInfo(sc, duration, broker.kind, broker.url, args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
+    info = RunInfo(sc, duration, broker.kind, masked(broker.url), args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
                    run_id, claim.leftovers)
     report = build_report(info, res)
     report.update(watched)
@@ -326,8 +367,39 @@ def main(argv: list[str]) -> int:
         console.print(f"snapshot: {args.snapshot}")
     for t in res.tiers_failed:
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
+    release_signals()  # Ctrl-C closes the window
     watchers.wait_window(console)
     return 1 if watch.stalled is not None or res.tiers_failed else 130 if res.interrupted else 0
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run() -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (`timeout`, CI runners and process managers send the first, a
+    closed terminal the second): every tier and the broker stopped, the partial report written. Yields `hold()`: from
+    then on these signals and Ctrl-C are ignored while the run ends (each step of which is bounded in time), so that a
+    second one cannot leave the broker or a tier behind; and `release()`, which makes them stop things again."""
+    def as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now: asyncio.run's handler, or KeyboardInterrupt
+
+    before = {k: signal.getsignal(k) for k in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # a shell starts a background job with SIGINT ignored, and the tiers would inherit that: they are stopped by SIGINT
+    ctrl_c = before[signal.SIGINT] if callable(before[signal.SIGINT]) else signal.default_int_handler
+
+    def release() -> None:
+        signal.signal(signal.SIGINT, ctrl_c)
+        signal.signal(signal.SIGTERM, as_ctrl_c)
+        signal.signal(signal.SIGHUP, as_ctrl_c)
+
+    def hold() -> None:
+        for k in before:
+            signal.signal(k, signal.SIG_IGN)
+
+    release()
+    try:
+        yield hold, release
+    finally:
+        for k, h in before.items():
+            signal.signal(k, h)
 
 
 def _stop_broker(broker: BrokerForRun) -> None:
@@ -338,15 +410,25 @@ def _stop_broker(broker: BrokerForRun) -> None:
         shutil.rmtree(broker.secure_dir, ignore_errors=True)
 
 
-def _progress(live: Live, duration: float) -> Callable[[Fleet], None]:
+def _progress_bar(console: Console) -> Progress:
+    """The run's progress: sim seconds done, a bar, the time left (an estimate from the pace so far), the fleet."""
+    return Progress(
+        TextColumn("sim {task.completed:6.1f}/{task.total:g} s"), BarColumn(bar_width=16), TaskProgressColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[fleet]}"),
+        console=console, refresh_per_second=4,
+    )
+
+
+def _progress(bar: Progress, duration: float) -> Callable[[Fleet], None]:
     last = [time.monotonic(), 0]
+    task = bar.add_task("run", total=duration, fleet="")
 
     def progress(f: Fleet) -> None:
         now = time.monotonic()
         sent = sum(f.counters.sent.values()) + sum(f.counters.received.values())
         rate = (sent - last[1]) / max(now - last[0], 1e-6)
         last[0], last[1] = now, sent
-        live.update(Text(f"sim {f.traffic.t:7.1f} / {duration:g} s   vehicles {f.traffic.n:4d}   "
-                         f"finished {f.traffic.stats.finished:5d}   fleet msgs/s {rate:8.0f}"))
+        bar.update(task, completed=min(f.traffic.t, duration),
+                   fleet=f"{f.traffic.n} vehicles, {f.traffic.stats.finished} done, {rate:.0f} msg/s")
 
     return progress

@@ -42,7 +42,11 @@ def write_plots(report: Mapping[str, Any], out: Path, traj: Trajectories | None 
     matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
     title = f"{report.get('scenario', '?')} ({report.get('mode', '?')}, broker {report.get('broker', {}).get('kind', '?')})"
-    written = [_latency_cdf(report, out / "latency_cdf.png", title), _latency_over_time(report, out / "latency_over_time.png", title)]
+    # measured (real time: wall clock, through the broker) or modelled (fast mode: the link model, in sim time)
+    basis = report.get("latency_basis", {}).get("label") or ("modelled: sim time" if report.get("mode") == "fast" else "measured: wall clock")
+    latency_title = f"{title}\nlatency {basis}"
+    written = [_latency_cdf(report, out / "latency_cdf.png", latency_title),
+               _latency_over_time(report, out / "latency_over_time.png", latency_title)]
     if traj is not None:
         for k, (ix, leg) in enumerate(traj.approaches):
             name = traj.net.intersections[ix].spec.id

@@ -86,39 +86,46 @@ def _run(
         return conn.argv(credentials_file, authority_file)
 
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    rsu_argv = argv("roadside", m.SenderKind.RSU, list(sc.sites))
-    tiers = {"roadside": _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])}
-    n = layout.clouds
-    for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
-        tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
-            ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
-             *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
-        )
-    if layout.workers > 1:
-        res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch, broker_gone)
-    else:
-        fleet = Fleet(sc, conn, conn.clock(), shared=Fleet.shared_connection(conn) if layout.shared_obus else None)
-        if layout.trajectories:
-            fleet.trajectories = Trajectories(fleet.net)
-        interrupted = False
-        failure: BrokerError | None = None
-        try:
-            with traced_allocations("v2x fleet"):
-                asyncio.run(fleet.run(duration_s, progress))
-        except KeyboardInterrupt:
-            interrupted = True
-        except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
-            failure = e
-        res = _results(_stop(tiers, now=broker_gone.is_set()))
-        res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
-        if failure is not None:
-            res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
+    tiers: dict[str, subprocess.Popen[str]] = {}
+    try:
+        rsu_argv = argv("roadside", m.SenderKind.RSU, list(sc.sites))
+        tiers["roadside"] = _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])
+        n = layout.clouds
+        for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
+            tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
+                ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
+                 *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
+            )
+        if layout.workers > 1:
+            res = _fleet_workers(path, argv("fleet", m.SenderKind.VEHICLE), tiers, layout, duration_s, epoch, broker_gone)
+        else:
+            fleet = Fleet(sc, conn, conn.clock(), shared=Fleet.shared_connection(conn) if layout.shared_obus else None)
+            if layout.trajectories:
+                fleet.trajectories = Trajectories(fleet.net)
+            interrupted = False
+            failure: BrokerError | None = None
+            try:
+                with traced_allocations("v2x fleet"):
+                    asyncio.run(fleet.run(duration_s, progress))
+            except KeyboardInterrupt:
+                interrupted = True
+            except BrokerError as e:  # an OBU's client id taken over: the other tiers are still stopped and heard
+                failure = e
+            res = _results(_stop(tiers, now=interrupted or broker_gone.is_set()))
+            res.fleet, res.trajectories, res.interrupted = FleetSummary.of(fleet), fleet.trajectories, interrupted
+            if failure is not None:
+                res.tiers_failed.append({"tier": "fleet", "exit_code": 1, "error": str(failure)})
+    except BaseException:  # whatever cut the run short before its tiers were stopped: they end with it
+        _end(tiers)
+        raise
     res.epoch_utc_s = epoch
     return res
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A tier's process, in a process group of its own: a Ctrl-C in the terminal reaches `v2x run` alone, which
+    stops each tier once (`_stop`), as it does on SIGTERM, SIGHUP or a SIGINT sent to its PID alone."""
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
 
 
 def _fleet_workers(
@@ -137,10 +144,23 @@ def _fleet_workers(
     try:
         done = _stop(workers, until=epoch + duration_s + 30.0)  # they end at the run's end
     except KeyboardInterrupt:
-        res = _results(_stop({**workers, **tiers}, now=broker_gone.is_set()))
+        res = _results(_stop({**workers, **tiers}, now=True))
         res.interrupted = True
         return res
     return _results({**done, **_stop(tiers)})
+
+
+def _end(tiers: dict[str, subprocess.Popen[str]]) -> None:
+    """Stop the tier processes still running (SIGINT, SIGKILL after 5 s), not waiting for what they print."""
+    running = [p for p in tiers.values() if p.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGINT)
+    for proc in running:
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
@@ -206,8 +226,8 @@ def _last_line(err: str) -> str:
 
 def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None, now: bool = False) -> dict[str, Ended]:
     """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
-    (SIGINT; `now`: at once, without waiting); collect what it printed and how it ended. A tier that failed is
-    reported here, by name.
+    (SIGINT; `now`: at once, without waiting: the run was interrupted, or its broker is gone); collect what it printed
+    and how it ended. A tier that failed is reported here, by name.
 
     Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
     """

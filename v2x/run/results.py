@@ -113,7 +113,9 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "leftovers_cleared": run.leftovers,  # by kind: what an earlier run left retained under the root (v2x.run.claim)
         "mode": res.mode,
         "seed": sc.seed,
-        "duration_s": run.duration_s,
+        # the sim seconds the run reached (less than asked when it was stopped early); what was asked, apart
+        "duration_s": min(fs.sim_s, run.duration_s) if fs else 0.0,  # (real time's last step may end a step past it)
+        "duration_configured_s": run.duration_s,
         "wall_s": round(run.wall_s, 1),
         "epoch_utc_s": res.epoch_utc_s,  # real time: the UTC time [s] of sim second 0 (every tier's)
         "interrupted": res.interrupted,
@@ -122,6 +124,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "impairment": dataclasses.asdict(sc.links) if run.impair else None,
         "settings": run.settings,
         "messages": messages,
+        "latency_basis": latency_basis(res.mode, run.impair),  # what every latency below is: measured or modelled
         "latency_ms": {hop: h.summary_ms() for hop, h in sorted(by_hop.items())},
         "latency_ms_by_type": by_type,
         # for plots: each hop's merged histogram (bucket index -> count, as in v2x.core.metrics), and p50/p99 over time
@@ -180,6 +183,14 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
     if res.lockstep is not None:
         report["lockstep"] = res.lockstep
     return report
+
+
+def latency_basis(mode: str, impair: bool) -> dict[str, str]:
+    """What a run's latencies are: in real time measured on the wall clock through the broker (with the link model's
+    delays on top when impaired); in fast mode modelled, the link model's delays in sim time, not the broker's."""
+    if mode == "fast":
+        return {"kind": "modelled", "clock": "sim", "label": "modelled: the link model's delays in sim time (fast mode); the broker's own time is not in it"}
+    return {"kind": "measured", "clock": "wall", "label": "measured: wall clock, through the broker" + (", with the link model's delays" if impair else "")}
 
 
 def _bsms_unseen(res: Results, counts: dict[tuple[str, str], Counts]) -> int:
@@ -303,17 +314,32 @@ def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[s
     }
 
 
+def na(value: float | None, reason: str, fmt: str = "g") -> str:
+    """A figure for the terminal: the number, or "n/a (reason)" when there is none."""
+    return f"n/a ({reason})" if value is None else format(value, fmt)
+
+
+def _ms(x: float | None) -> str:
+    """Latency [ms] on the terminal: always two decimals."""
+    return na(x, "none measured", ".2f")
+
+
 def print_summary(console: Console, r: dict[str, Any]) -> None:
-    """The report's headline figures as a table on the terminal."""
+    """The report's headline figures as a table on the terminal: numbers, or "n/a" with the reason."""
     from rich.table import Table
 
     msgs = r["messages"]
+    configured = r.get("duration_configured_s", r["duration_s"])
 
     def count(t: str, what: str) -> int:
         return int(msgs.get(t, {}).get(what, 0))
 
-    t = Table(title=f"{r['scenario']}: {r['duration_s']:g} s {r['mode']} in {r['wall_s']:g} s wall, broker {r['broker']['kind']}, "
-                    f"run {r.get('run_id')}")
+    if r.get("interrupted"):
+        console.print(f"INTERRUPTED at sim {r['duration_s']:.1f} s of {configured:g} s: the figures below cover that much",
+                      style="bold red")
+    basis = r.get("latency_basis") or latency_basis(r["mode"], r.get("impairment") is not None)
+    t = Table(title=f"{r['scenario']}: {r['duration_s']:.1f} of {configured:g} s sim, {r['mode']}, in {r['wall_s']:.1f} s wall, "
+                    f"broker {r['broker']['kind']}, run {r.get('run_id')}")
     t.add_column("what")
     t.add_column("value", justify="right")
     if r["vehicles"]:
@@ -330,9 +356,14 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
         t.add_row("BSMs lost to the cloud with no sequence gap to show it (stream ends)", str(r["loss_by_hop"]["vehicle->cloud"]["unseen"]))
     for tier, stalls in r.get("stalls_s", {}).items():
         for a, b in stalls:
-            t.add_row(f"{tier} stalled (its loop did not run) {a:g} to {b:g} s (sim)", f"{b - a:.1f} s")
+            t.add_row(f"{tier} stalled (its loop did not run) {a:.1f} to {b:.1f} s (sim)", f"{b - a:.1f} s")
+    t.add_row("latency", basis["label"])
     for hop, lat in r["latency_ms"].items():
-        t.add_row(f"latency {hop} p50 / p99 / max (ms)", f"{lat['p50']:g} / {lat['p99']:g} / {lat['max']:g}  (n={lat['count']})")
+        t.add_row(f"latency {hop} p50 / p99 / max (ms, {basis['kind']})",
+                  f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])}  (n={lat['count']})")
+    for hop, lat in r.get("visualiser", {}).get("latency_ms", {}).items():
+        t.add_row(f"latency {hop} p50 / p99 (ms, measured by the visualiser as its HUD shows it: the broker only, no link model)",
+                  f"{_ms(lat['p50'])} / {_ms(lat['p99'])}")
     by_path = msgs.get("spat", {}).get("received_by_vehicles_by_path", {})
     t.add_row("SPaT to vehicles (RSU path / cloud path)", f"{by_path.get('rsu', 0)} / {by_path.get('cloud', 0)}")
     if r["spat_coverage"]:
@@ -341,7 +372,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{len(cov['approaching_without_spat'])} / {cov['vehicles_approaching'] - cov.get('vehicles_with_map', 0)}")
     if r.get("fleet_tick"):  # real time: how far the fleet's steps fell behind the wall clock
         late, steps = sum(row[4] for row in r["fleet_tick"]), sum(row[3] for row in r["fleet_tick"])
-        t.add_row("fleet steps late (a step or more) / max lag (ms)", f"{late} of {steps} / {max(row[1] for row in r['fleet_tick']):g}")
+        t.add_row("fleet tick lag: steps late (a step or more) / max lag (ms)", f"{late} of {steps} / {max(row[1] for row in r['fleet_tick']):.1f}")
+    else:
+        t.add_row("fleet tick lag", "n/a (fast mode: lockstep, no wall clock)" if r["mode"] == "fast" else "n/a (no fleet step recorded)")
     dropped = {tier: d.get("transport_in", 0) for tier, d in r.get("dropped", {}).items()}
     rejected = {tier: sum(b.values()) for tier, b in r.get("bad_input", {}).items()}
     if any(dropped.values()) or any(rejected.values()):
@@ -349,28 +382,34 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{' / '.join(str(dropped.get(k, 0)) for k in ('fleet', 'cloud', 'rsus'))}; "
                   f"{' / '.join(str(rejected.get(k, 0)) for k in ('fleet', 'cloud', 'rsus'))}")
     if r["traffic"]:
-        t.add_row("mean delay (s) / stops per vehicle", f"{r['traffic']['mean_delay_s']} / {r['traffic']['stops_per_vehicle']}")
-        t.add_row("collisions / red-light violations", f"{r['traffic']['collisions']} / {r['traffic']['red_light_violations']}")
+        tr, finished = r["traffic"], r["vehicles"].get("finished", 0)
+        t.add_row("mean delay (s) / stops per vehicle",
+                  f"{na(tr['mean_delay_s'] if finished else None, 'no vehicle finished', '.1f')} / "
+                  f"{na(tr['stops_per_vehicle'] if finished else None, 'no vehicle finished', '.2f')}")
+        t.add_row("collisions / red-light violations",
+                  f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings, or SUMO mobility')}")
     for app, a in r.get("apps", {}).items():
         if a["warnings"]:
-            t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)", f"{a['warnings']} / {a['vehicles']} / {a['lead_time_s_p50']}")
+            t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)",
+                      f"{a['warnings']} / {a['vehicles']} / {na(a['lead_time_s_p50'], 'no lead time', '.1f')}")
     for h in r.get("events", {}).get("hazard_warning_ms", {}).get("per_hazard", []):
         t.add_row(f"hazard {h['event_id']}: warned first / last (ms); reached unwarned",
-                  f"{h['first_ms']} / {h['last_ms']}; {h['reached_unwarned']} of {h['reached']}")
+                  f"{na(h['first_ms'], 'none warned', '.1f')} / {na(h['last_ms'], 'none warned', '.1f')}; {h['reached_unwarned']} of {h['reached']}")
     for d in r.get("events", {}).get("detected_hazards", []):
         t.add_row(f"detected by the cloud: {d['kind'].replace('_', ' ')}",
                   f"{d['intersection']}.{d['approach']} lane {d['lane']}, {d['to_line_m']} m before the line, at {d['sim_s']} s")
     for x in r.get("emergency", {}).get("crossings", []):
-        t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", str(x["seconds"]))
+        t.add_row(f"{x['vehicle']} (emergency) request to crossing {x['intersection']} (s)", na(x["seconds"], "did not cross", ".1f"))
     plans = r.get("events", {}).get("plan_apply_ms", {})
     if plans.get("issued") or plans.get("refused") or plans.get("rejected"):
         t.add_row("signal plans issued / applied / refused / rejected on arrival; issue to apply p50 (ms)",
-                  f"{plans['issued']} / {plans['applied']} / {plans['refused']} / {plans.get('rejected', 0)}; {plans['p50']}")
+                  f"{plans['issued']} / {plans['applied']} / {plans['refused']} / {plans.get('rejected', 0)}; "
+                  f"{na(plans['p50'], 'none applied', '.1f')}")
     for a, b in r.get("connection", {}).get("outages_s", []):
         tiers = r["connection"]["tiers"]
         back = ", ".join(f"{k} {v.get('reconnects', 0)}" for k, v in tiers.items() if v.get("disconnects"))
-        t.add_row(f"broker outage {a:g} to {'end' if b is None else f'{b:g}'} s (sim); reconnects",
-                  f"{back}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
+        t.add_row(f"broker outage {a:.1f} to {'end' if b is None else f'{b:.1f}'} s (sim); reconnects",
+                  f"{back or 'none'}; BSMs not sent {r['dropped']['fleet'].get('bsm_not_sent', 0)}")
     if r.get("leftovers_cleared"):
         t.add_row("cleared, left retained by an earlier run", ", ".join(f"{k} {n}" for k, n in r["leftovers_cleared"].items()))
     if "lockstep" in r:

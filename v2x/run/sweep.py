@@ -35,7 +35,7 @@ import numpy as np
 from v2x.core import scenario
 from v2x.core.errors import BrokerError, ScenarioError
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker, broker_for_run
-from v2x.net.options import load
+from v2x.net.options import load, positive_seconds
 from v2x.run.plots import HOP_ORDER
 
 APPS = ("hlw", "rlvw", "fcw", "ebw", "evw")  # the applications whose warnings a report counts
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="axes", action="append", default=[], metavar="KEY[+KEY]=V1,V2,...",
                    help="a setting and the values to sweep (repeatable: the grid is every combination)")
     p.add_argument("--seeds", type=int, default=1, help="runs per grid point, seeds from the scenario's (default 1)")
-    p.add_argument("--duration", type=float, default=None, help="sim seconds per run (default: the scenario's)")
+    p.add_argument("--duration", type=positive_seconds, default=None, help="sim seconds per run (default: the scenario's)")
     p.add_argument("--out", type=Path, default=Path("sweep"), help="folder for the CSV, plot and reports (default ./sweep)")
     p.add_argument("--broker", default=None, help="broker URL (default: start Mosquitto for the sweep, else amqtt)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1; 2 suits a 2-core machine)")

@@ -46,7 +46,8 @@ class Watchers:
 
     def start(self) -> None:
         for name, cmd in self.commands.items():
-            self.procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            # a process group of its own: a Ctrl-C in the terminal reaches `v2x run` alone, which tells them (run_ended)
+            self.procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, process_group=0)
         for name, proc in self.procs.items():
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], self.READY_S)

@@ -103,6 +103,7 @@ class FleetCounters:
     bsm_not_sent: int = 0  # generated (a sequence number taken) but not sent: the connection was down
     dropped_out: int = 0
     dropped_in: int = 0
+    not_subscribed: int = 0  # retained messages on topics the vehicle never subscribed to (TransportStats.not_subscribed)
     vehicles_with_spat: set[int] = field(default_factory=set)  # vehicles that heard SPaT at least once
     vehicles_with_map: set[int] = field(default_factory=set)  # vehicles that received a MAP at least once
     vehicles_approaching: set[int] = field(default_factory=set)  # vehicles that had a stop line ahead
@@ -261,6 +262,7 @@ class Fleet:
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
         self.counters.dropped_in += radio.transport.stats.dropped_in
+        self.counters.not_subscribed += radio.transport.stats.not_subscribed
         with contextlib.suppress(Exception):
             await radio.transport.close()
         st = radio.transport.stats
@@ -612,6 +614,7 @@ class Fleet:
             st = self.shared.inner.stats
             self.counters.dropped_out += st.dropped_out
             self.counters.dropped_in += st.dropped_in
+            self.counters.not_subscribed += st.not_subscribed
             with contextlib.suppress(Exception):
                 await self.shared.close()
             if st.outages or st.disconnects or st.reconnects:

@@ -92,6 +92,7 @@ class Dropped(JsonRecord):
     bsm_not_sent: int = 0  # generated (a sequence number taken), but the connection was down
     transport_out: int = 0  # the transports' own drops, summed over vehicles
     transport_in: int = 0
+    not_subscribed: int = 0  # retained messages on topics no filter of the vehicle's matches, set aside (amqtt)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class FleetSummary(JsonRecord):
     resubscriptions: int = 0
     subscribe_failures: int = 0
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
+    sim_s: float = 0.0  # [s] the sim time the fleet reached (short of the run's duration when it was stopped)
     crossings_logged: bool = True  # its mobility can log stop-line crossings (SUMO's cannot yet): red-light violations judged
 
     @classmethod
@@ -161,7 +163,7 @@ class FleetSummary(JsonRecord):
             attackers={} if fleet.attacks is None else dict(sorted(fleet.attacks.assigned.items())),
             measurements=fleet.reception.measure.to_json(),
             link_drops=FleetLinkDrops(**vars(fleet.reception.link_drops()), arrived_after_leaving=c.arrived_after_leaving),
-            dropped=Dropped(c.bsm_not_connected, c.bsm_not_sent, c.dropped_out, c.dropped_in),
+            dropped=Dropped(c.bsm_not_connected, c.bsm_not_sent, c.dropped_out, c.dropped_in, c.not_subscribed),
             tick=[[sec, round(lag, 1), int(n), int(k), int(late)] for sec, (lag, n, k, late) in sorted(fleet.tick.items())],
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # this process's
             connect_failures=c.connect_failures,
@@ -171,6 +173,7 @@ class FleetSummary(JsonRecord):
                 LineCrossing(round(t, 3), vid, fleet.net.intersections[fleet.net.groups[g].intersection].spec.id, fleet.net.groups[g].group_id)
                 for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
             ],
+            sim_s=round(fleet.traffic.t, 1),
             crossings_logged=fleet.core is not None,
         )
 
@@ -236,12 +239,13 @@ class FleetSummary(JsonRecord):
                 **vars(LinkDrops.merge(p.link_drops for p in parts)),
                 arrived_after_leaving=sum(p.link_drops.arrived_after_leaving for p in parts),
             ),
-            dropped=Dropped(*(sum(getattr(p.dropped, k) for p in parts) for k in ("bsm_not_connected", "bsm_not_sent", "transport_out", "transport_in"))),
+            dropped=Dropped(*(sum(getattr(p.dropped, k) for p in parts) for k in ("bsm_not_connected", "bsm_not_sent", "transport_out", "transport_in", "not_subscribed"))),
             tick=[ticks[k] for k in sorted(ticks)],
             peak_rss_mb=sum(p.peak_rss_mb for p in parts),
             connect_failures=sum(p.connect_failures for p in parts),
             resubscriptions=sum(p.resubscriptions for p in parts),
             subscribe_failures=sum(p.subscribe_failures for p in parts),
             line_crossings=[x for p in parts for x in p.line_crossings],
+            sim_s=min(p.sim_s for p in parts),  # the run reached what every shard did
             crossings_logged=all(p.crossings_logged for p in parts),
         )

@@ -50,7 +50,7 @@ from v2x.core.errors import BrokerError, V2xError
 from v2x.core.topics import DEFAULT_ROOT, spec_of
 from v2x.core.wire import v2x_pb2 as pb
 from v2x.net.connection import new_run_id
-from v2x.net.options import add_credentials_option, add_run_id_option, credentials
+from v2x.net.options import add_credentials_option, add_run_id_option, credentials, positive_seconds
 from v2x.net.security import RECORD_LOGIN, login
 from v2x.net.transport import MqttTransport
 from v2x.watch.foxglove import LATENCY_PREFIX, LATENCY_SCHEMA, SCHEMAS, Out, SceneChannels
@@ -290,7 +290,7 @@ def build_record_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the .mcap file to write")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default mqtt://127.0.0.1:1883)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
-    p.add_argument("--duration", type=float, default=None, help="wall seconds to record (default: until Ctrl-C)")
+    p.add_argument("--duration", type=positive_seconds, default=None, help="wall seconds to record (default: until Ctrl-C)")
     p.add_argument(
         "--log-time", choices=LOG_TIMES, default="receive",
         help="each message's MCAP log time: when it arrived (default; real time, where sim time is the wall clock), "
@@ -312,6 +312,7 @@ def record_main(argv: list[str]) -> int:
         url = login(credentials(args, "v2x record", ("observer",)), args.broker, RECORD_LOGIN)
         summary = asyncio.run(record(url, args.root.strip("/"), args.out, args.duration, args.run_id, args.log_time, not args.no_scene))
     except BrokerError as e:
+        args.out.unlink(missing_ok=True)  # failed: no partial recording left behind to be taken for a whole one
         print(f"v2x record: {e}", file=sys.stderr)
         return 1
     _emit("summary", **summary)

@@ -641,9 +641,9 @@ class Renderer:
         lines.append("msgs/s  " + ("  ".join(f"{k} {v}" for k, v in sorted(rates.items())) if rates else "-"))
         lat = sc.latency_ms()
         if lat and all(v is None for v in lat.values()):
-            lines.append("latency: n/a (senders run on a sim clock: fast mode)")
+            lines.append("latency: n/a here (fast mode: senders run on a sim clock; the report gives the modelled link delays)")
         elif lat:
-            lines.append("latency p50/p99 ms  " + "  ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in lat.items() if v))
+            lines.append("latency p50/p99 ms, measured here through the broker (no link model)  " + "  ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in lat.items() if v))
         for pc in list(sc.plans)[-3:]:
             greens = "/".join(f"{g:.0f}" for g in pc.greens)
             lines.append(f"plan {pc.plan_id} -> {pc.intersection} at {pc.sim_s:.0f} s: cycle {pc.cycle_s:.0f} s, greens {greens}")

@@ -198,7 +198,10 @@ def _summary(scene: Scene, **extra: Any) -> dict[str, Any]:
     return {
         "event": "summary", "received": dict(sorted(scene.received.items())), "errors": dict(scene.errors),
         "vehicles": scene.vehicles.n, "intersections": sorted(scene.intersections), "hazards": len(scene.hazards),
-        "sim_s": scene.now_ms / 1000, **extra,
+        "sim_s": scene.now_ms / 1000,
+        # as the HUD shows it: measured here on the wall clock, through the broker (no link model), the last messages per hop
+        "latency_ms": {hop: {"p50": round(v[0], 2), "p99": round(v[1], 2)} for hop, v in scene.latency_ms().items() if v is not None},
+        **extra,
     }
 
 

@@ -1,0 +1,95 @@
+"""`v2x run` stopped by a signal mid-run, as CI runners, `timeout` and process managers stop it: every process it
+started (tiers, broker, watchers) ends with it, and the partial report is still written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
+
+
+def _children(pid: int) -> set[int]:
+    """The processes below `pid`, from /proc (each process's parent is the 4th field of its stat)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parents.items() if pp == p}
+        out |= kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has ended: only its exit status waits for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _started(tmp_path: Path, *extra: str, background: bool = False) -> tuple[subprocess.Popen[str], set[int]]:
+    """`v2x run` in real time, once its tiers are past their start (sim time running); with what it started.
+    `background`: as a shell starts a background job, with SIGINT ignored."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "v2x", "run", SHORT, "--headless", "--duration", "60", "--report", str(tmp_path / "r.json"), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None,
+    )
+    kids: set[int] = set()
+    deadline = time.monotonic() + 40
+    while len(kids) < 3 and time.monotonic() < deadline and proc.poll() is None:  # the broker and both tiers
+        kids |= _children(proc.pid)
+        time.sleep(0.2)
+    time.sleep(6.0)  # the tiers started, connected and a few sim seconds in
+    kids |= _children(proc.pid)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    assert len(kids) >= 3, f"expected a broker and two tier processes, found {kids}"
+    return proc, kids
+
+
+def _stopped(proc: subprocess.Popen[str], kids: set[int], sig: int, within_s: float) -> tuple[float, str]:
+    t0 = time.monotonic()
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t0
+    left = {p for p in kids if _alive(p)}
+    assert not left, f"still running after the run ended: {left}"
+    assert took <= within_s, f"took {took:.1f} s to stop"
+    return took, err
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("broker", "sig", "background"), [
+    ("embedded", signal.SIGTERM, False),
+    ("mosquitto", signal.SIGTERM, True),  # started as a shell's background job: SIGINT ignored, SIGTERM still stops it
+    ("mosquitto", signal.SIGHUP, False),
+])
+def test_a_signal_stops_every_process_of_the_run_and_the_report_is_written(tmp_path: Path, broker: str, sig: int, background: bool) -> None:
+    proc, kids = _started(tmp_path, *(["--broker", "embedded"] if broker == "embedded" else []), background=background)
+    _, err = _stopped(proc, kids, sig, 10.0)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True, err[-2000:]
+    assert report["broker"]["kind"].startswith("amqtt" if broker == "embedded" else "mosquitto")
+    assert 0 < report["duration_s"] < 60
+
+
+@pytest.mark.integration
+def test_sigint_to_the_pid_stops_the_run_within_2_s(tmp_path: Path) -> None:
+    proc, kids = _started(tmp_path)
+    _stopped(proc, kids, signal.SIGINT, 2.0)
+    assert json.loads((tmp_path / "r.json").read_text())["interrupted"] is True
