@@ -356,15 +356,15 @@ def _run(
         console.print(f"broker gaps cost: {'; '.join(report['broker_gaps']['cost'])}", style="yellow", soft_wrap=True)
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report: {args.report}")
+        console.print(f"report: {args.report}", soft_wrap=True, highlight=False)
     if args.plots is not None:
         written = write_plots(report, args.plots, res.trajectories)
-        console.print(f"plots: {len(written)} PNGs in {args.plots}")
+        console.print(f"plots: {len(written)} PNGs in {args.plots}", soft_wrap=True, highlight=False)
     if "recording" in watched:
         rec = watched["recording"]
-        console.print(f"recording: {rec.get('path')} ({rec.get('messages', 0)} messages)")
+        console.print(f"recording: {rec.get('path')} ({rec.get('messages', 0)} messages)", soft_wrap=True, highlight=False)
     if args.snapshot is not None and "visualiser" in watched:
-        console.print(f"snapshot: {args.snapshot}")
+        console.print(f"snapshot: {args.snapshot}", soft_wrap=True, highlight=False)
     for t in res.tiers_failed:
         console.print(f"v2x run: the {t['tier']} tier failed (exit code {t['exit_code']}): {t['error'] or 'no error output'}", style="red")
     release_signals()  # Ctrl-C closes the window
