@@ -12,23 +12,29 @@ from v2x.core import scenario
 from v2x.run.offline import OfflineRun
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.bsm import build_bsms
+from v2x.vehicle.gnss import GnssError
 
 KINDS = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
 
 
-def _run(kind: str | None, seconds: float = 300.0, share: float = 0.2) -> tuple[Misbehaviour, dict[str, str]]:
+def _run(
+    kind: str | None, seconds: float = 300.0, share: float = 0.2, gnss: str = "off"
+) -> tuple[Misbehaviour, dict[str, str]]:
     base = scenario.load(scenario.resolve("four_way"))
     sc = dataclasses.replace(base, events=(), attacks=() if kind is None else (scenario.Attack(kind, share),))  # type: ignore[arg-type]
     run = OfflineRun(sc)
     attacks = Attacks(sc, run.net)
+    receivers = GnssError(scenario.Gnss(gnss), sc.seed, run.net.frame)  # type: ignore[arg-type]
     det = Misbehaviour(run.net)
     for _ in range(round(seconds / sc.step_s)):
         run.step()
         t = run.traffic.t
-        for vid, bsm in build_bsms(run.traffic, run.net.frame):
+        bsms = build_bsms(run.traffic, run.net.frame)
+        for vid, bsm in bsms if gnss == "off" else receivers.apply(bsms, t):
             for sid, said in attacks.apply(vid, bsm, t):
                 x, y = run.net.frame.to_local(said.position.lat_deg, said.position.lon_deg)
-                det.bsm(sid, t, x, y, said.speed_mps, said.heading_deg)
+                acc = 0.0 if said.accuracy is None else said.accuracy.semi_major_m
+                det.bsm(sid, t, x, y, said.speed_mps, said.heading_deg, acc)
         det.sweep(t)
     return det, attacks.assigned
 
@@ -59,3 +65,18 @@ def test_each_attack_is_detected(kind: str) -> None:
     assert attackers >= 5
     assert detection >= 0.95, (kind, detection, {k: v for k, v in truth.items()})
     assert false_positives <= 0.01
+
+
+GNSS_KINDS = ["constant_position", "constant_offset", "random_position", "eventual_stop"]
+
+
+@pytest.mark.parametrize("kind", [None, *GNSS_KINDS])
+def test_with_standard_receivers_the_rules_allow_for_the_stated_accuracy(kind: str | None) -> None:
+    """GNSS error of standard single-frequency receivers (metres), stated in each BSM: honest vehicles are not
+    flagged for it (at most 1%), and the attacks are still detected (at least 95%)."""
+    det, truth = _run(kind, seconds=200.0, gnss="standard")
+    detection, false_positives, attackers = _scores(det, truth)
+    assert false_positives <= 0.01, {k: v for k, v in det.summary().flagged.items() if k not in truth}
+    if kind is not None:
+        assert attackers >= 5
+        assert detection >= 0.95, (kind, detection)
