@@ -47,8 +47,8 @@ from v2x.vehicle.apps import Apps, HazardWatch
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
-from v2x.vehicle.gnss import GnssError
 from v2x.vehicle.emergency import PriorityRequests
+from v2x.vehicle.gnss import GnssError
 from v2x.vehicle.sidelink import Neighbours
 
 if TYPE_CHECKING:
