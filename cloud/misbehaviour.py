@@ -233,6 +233,8 @@ class Misbehaviour:
                 lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
                 if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
                     self._twin(tr, sender, o, other, d, t)
+                else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
+                    self._twins.pop((sender, other) if sender < other else (other, sender), None)
         self._strike(tr, strikes, t)
 
     def _move(self, sender: str, tr: Track) -> None:

@@ -80,3 +80,14 @@ def test_with_standard_receivers_the_rules_allow_for_the_stated_accuracy(kind: s
     if kind is not None:
         assert attackers >= 5
         assert detection >= 0.95, (kind, detection)
+
+
+def test_side_by_side_vehicles_whose_gnss_error_puts_them_in_line_now_and_then_are_no_twins() -> None:
+    """Two honest cars in adjacent lanes, in step: GNSS error (2 m) shows them in line every other beacon.
+    Lockstep must hold without a break for TWIN_S, as a Sybil ghost's does."""
+    det = Misbehaviour(OfflineRun(scenario.load(scenario.resolve("four_way"))).net)
+    for k in range(60):  # 6 s at 10 Hz, entering southbound on the approach lanes at x = -1.75 m and -5.25 m
+        t, y = k / 10, 260.0 - k
+        det.bsm("a", t, -1.75, y, 10.0, 180.0, 2.0)
+        det.bsm("b", t, -2.25 if k % 2 else -5.25, y - 5.0, 10.0, 180.0, 2.0)
+    assert det.summary().flagged == {}
