@@ -96,9 +96,10 @@ def test_bsm_positional_accuracy_is_in_j2735_units_and_absent_when_not_stated() 
     bsm = m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=10.0, heading_deg=0.0)
     header = m.Header("veh-1", m.SenderKind.VEHICLE, 0, 0, 0)
     assert not pb.MessageFrame.FromString(codec.encode(m.Frame(header, bsm))).bsm.HasField("accuracy")
-    stated = dataclasses.replace(bsm, accuracy=m.PositionalAccuracy(2.5, 1.0, 90.0))
+    stated = dataclasses.replace(bsm, accuracy=m.PositionalAccuracy(2.5, 0.02, 90.0))
     wire = pb.MessageFrame.FromString(codec.encode(m.Frame(header, stated))).bsm.accuracy
-    assert (wire.semi_major, wire.semi_minor, wire.orientation) == (50, 20, 16384)  # 0.05 m; 360/65535 degree
+    # 0.05 m, rounded up (2 cm is not 0); 360/65535 degree
+    assert (wire.semi_major, wire.semi_minor, wire.orientation) == (50, 1, 16384)
     huge = dataclasses.replace(bsm, accuracy=m.PositionalAccuracy(40.0, 30.0))
     wire = pb.MessageFrame.FromString(codec.encode(m.Frame(header, huge))).bsm.accuracy
     assert (wire.semi_major, wire.orientation) == (254, 65535)  # "12.7 m or more"; orientation unavailable

@@ -185,7 +185,9 @@ def _enc_accuracy(a: m.PositionalAccuracy, out: pb.PositionalAccuracy) -> None:
     for name, value in (("semi_major", a.semi_major_m), ("semi_minor", a.semi_minor_m)):
         if not math.isfinite(value) or value < 0:
             raise EncodeError(f"bsm.accuracy.{name}: {value} is not a length >= 0")
-        setattr(out, name, min(round(value / ACCURACY_M), ACCURACY_MAX))  # beyond the range: "12.7 m or more"
+        # rounded up: a stated accuracy never claims better than it is (RTK's 2 cm is 0.05 m, not 0); beyond the
+        # range: "12.7 m or more"
+        setattr(out, name, min(math.ceil(value / ACCURACY_M - 1e-9), ACCURACY_MAX))
     if a.orientation_deg is None:
         out.orientation = ORIENTATION_NA
     elif not math.isfinite(a.orientation_deg):
