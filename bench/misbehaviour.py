@@ -2,6 +2,7 @@
 
     python -m bench.misbehaviour                     # 6 attacks + a run with none, 600 s each, fast mode
     python -m bench.misbehaviour --duration 300 --share 0.2
+    python -m bench.misbehaviour --gnss standard     # every OBU with a standard receiver's GNSS error ([fleet.gnss])
 
 Each run is four_way (no hazard events) with one `[[attacks]]` entry: a share of the vehicles
 (10% by default, drawn from the seed) lie in their BSMs from t = 0 as the attack says
@@ -31,7 +32,8 @@ KINDS = ["constant_position", "constant_offset", "random_position", "random_offs
 def _run(kind: str | None, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     base = scenario.load(scenario.resolve("four_way"))
     attacks = () if kind is None else (scenario.Attack(kind, args.share),)  # type: ignore[arg-type]
-    sc = dataclasses.replace(base, attacks=attacks, events=(), seed=args.seed)
+    fleet = dataclasses.replace(base.fleet, gnss=scenario.Gnss(args.gnss, rtk_share=args.rtk_share))
+    sc = dataclasses.replace(base, attacks=attacks, events=(), seed=args.seed, fleet=fleet)
     path = tmp / f"{kind or 'none'}.toml"
     path.write_text(scenario.dumps(sc))
     report = tmp / f"{kind or 'none'}.json"
@@ -46,12 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=600.0, help="sim seconds per run (default 600)")
     p.add_argument("--share", type=float, default=0.1, help="share of vehicles attacking (default 0.1)")
     p.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    p.add_argument("--gnss", choices=["off", "standard", "rtk"], default="off", help="the OBUs' GNSS receivers (default off)")
+    p.add_argument("--rtk-share", type=float, default=0.0, help="share of OBUs with RTK receivers instead (default 0)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-mb-"))
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip([None, *KINDS], pool.map(lambda k: _run(k, args, tmp), [None, *KINDS]), strict=True))
-    print(f"four_way, no hazards, {args.duration:g} s fast, seed {args.seed}, {args.share:.0%} of vehicles attacking")
+    gnss = "exact positions" if args.gnss == "off" else f"GNSS {args.gnss} receivers, {args.rtk_share:.0%} RTK"
+    print(f"four_way, no hazards, {args.duration:g} s fast, seed {args.seed}, {args.share:.0%} of vehicles attacking, {gnss}")
     print(f"{'attack':18} {'attackers':>9} {'detected':>8} {'rate':>7}   {'honest':>6} {'false +':>7} {'FP rate':>8}")
     for kind, r in results.items():
         honest = r["honest"]

@@ -20,6 +20,14 @@ Per sender, each BSM is checked on its own and against the sender's previous one
     sudden_disappearance  it stops sending while standing, while others still send (honest vehicles leave at
                         the network's edge, moving; a stalled vehicle cleared from the road would count too)
 
+Positions come from GNSS, and a BSM may say how accurate its position is (J2735 PositionalAccuracy: one
+sigma). The position checks allow for it, the stated accuracy counted up to ACCURACY_CAP_M (a sender that
+claims to know nothing cannot switch them off): off_road and heading widen the road by OFF_ROAD_SIGMAS
+sigmas, sudden_appearance its distance as much; position_speed widens its tolerance by MOVE_SIGMAS times the
+two fixes' combined sigma; overlap asks the two positions to be within OVERLAP_M by OVERLAP_SIGMAS combined
+sigmas more, so with standard receivers (metres) it does not judge at all, with RTK (centimetres) as before.
+twin needs no allowance: independent errors only make honest pairs look less alike.
+
 A sender is flagged as misbehaving once its strikes reach FLAG_STRIKES (a sudden appearance or
 disappearance counts FLAG_STRIKES at once: no honest vehicle does either). Thresholds start
 from F2MD's defaults, set for this simulator's urban roads (speeds to 40 m/s, braking to 9 m/s2).
@@ -63,6 +71,10 @@ LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
 SWEEP_EVERY_S = 0.1  # [s] how often senders that went quiet are looked for
 NEAR_KEPT = 20_000  # positions whose on-road answer is kept (about 6 MB; cleared when full)
 GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
+ACCURACY_CAP_M = 3.0  # [m] a stated accuracy (one sigma) is counted up to this: worse buys no more allowance
+OFF_ROAD_SIGMAS = 3.5  # lateral error allowed beyond the road's margin, in sigmas (one-sided 3.5 sigma: 0.02%)
+MOVE_SIGMAS = 2.0  # position-speed tolerance added, in sigmas of the difference of two fixes
+OVERLAP_SIGMAS = 2.0  # two positions overlap when closer than OVERLAP_M by this many combined sigmas
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Track:
     overlapped: set[str] = field(default_factory=set)
     flagged_s: float | None = None
     cell: tuple[int, int] = (0, 0)  # its square of the grid the neighbour checks look in
+    acc: float = 0.0  # [m] its latest stated accuracy (one sigma), capped at ACCURACY_CAP_M
 
 
 def _credible(tr: Track) -> bool:
@@ -118,7 +131,7 @@ class Misbehaviour:
         heading = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
         self._no_lane = heading[:0]
         # the segments that can be within ROAD_MARGIN_M of a point, per LANE_GRID_M square
-        reach = hw + ROAD_MARGIN_M
+        reach = hw + ROAD_MARGIN_M + OFF_ROAD_SIGMAS * ACCURACY_CAP_M
         lo = np.floor((np.minimum(seg_a, seg_b) - reach[:, None]) / LANE_GRID_M).astype(int)
         hi = np.floor((np.maximum(seg_a, seg_b) + reach[:, None]) / LANE_GRID_M).astype(int)
         cells: dict[tuple[int, int], list[int]] = {}
@@ -131,7 +144,7 @@ class Misbehaviour:
         self._lane_cells = {c: (seg_a[ks], d[ks], len2[ks], hw[ks], heading[ks])
                             for c, ks in ((c, np.array(ks)) for c, ks in cells.items())}
         # the answer per exact position: a standing vehicle says the same position in every BSM
-        self._near: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
+        self._near: dict[tuple[float, float, float], tuple[float, np.ndarray]] = {}
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -145,13 +158,13 @@ class Misbehaviour:
         self.latest_t = 0.0
         self._next_sweep_s = -math.inf
 
-    def _near_lanes(self, x: float, y: float) -> tuple[float, np.ndarray]:
-        """Distance beyond the nearest lane's half width; the directions of the lanes within reach.
+    def _near_lanes(self, x: float, y: float, margin: float = ROAD_MARGIN_M) -> tuple[float, np.ndarray]:
+        """Distance beyond the nearest lane's half width; the directions of the lanes within `margin` [m] of it.
 
         Only the segments of the point's grid square are looked at: they hold every segment that can
-        be within ROAD_MARGIN_M, so beyond that the distance may be overstated (it is then off road anyway).
+        be within the widest margin, so beyond that the distance may be overstated (it is then off road anyway).
         """
-        known = self._near.get((x, y))
+        known = self._near.get((x, y, margin))
         if known is not None:
             return known
         cell = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
@@ -162,21 +175,25 @@ class Misbehaviour:
         u = np.clip(((p - a) * d).sum(axis=1) / len2, 0.0, 1.0)
         closest = a + d * u[:, None]
         dist = np.hypot(*(closest - p).T) - hw
-        out = float(dist.min()), dirs[dist <= ROAD_MARGIN_M]
+        out = float(dist.min()), dirs[dist <= margin]
         if len(self._near) >= NEAR_KEPT:
             self._near.clear()
-        self._near[(x, y)] = out
+        self._near[(x, y, margin)] = out
         return out
 
-    def bsm(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float) -> None:
-        """One BSM: `t` its generation time [s], position in local metres."""
+    def bsm(
+        self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float = 0.0
+    ) -> None:
+        """One BSM: `t` its generation time [s], position in local metres, `accuracy_m` the position's stated
+        accuracy (one sigma, the error ellipse's semi-major axis; 0: not stated, taken as exact)."""
         self.latest_t = max(self.latest_t, t)
         h = math.radians(heading_deg)
+        acc = min(accuracy_m, ACCURACY_CAP_M)
         tr = self.tracks.get(sender)
         strikes: Counter[str] = Counter()
         if tr is None:
-            tr = self.tracks[sender] = Track(t, x, y, speed, h, t)
-            if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M:
+            tr = self.tracks[sender] = Track(t, x, y, speed, h, t, acc=acc)
+            if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M + OFF_ROAD_SIGMAS * acc:
                 strikes["sudden_appearance"] += FLAG_STRIKES
         else:
             dt = t - tr.t
@@ -184,19 +201,21 @@ class Misbehaviour:
                 strikes["frequency"] += 1
             if 0 < dt <= MAX_DT_S:
                 d = math.hypot(x - tr.x, y - tr.y)
-                if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d:
+                allowance = MOVE_SIGMAS * math.hypot(tr.acc, acc)  # both fixes' errors, at worst independent
+                if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d + allowance:
                     strikes["position_speed"] += 1
                 if abs(speed - tr.speed) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
                     strikes["acceleration"] += FLAG_STRIKES
                 turn = abs((h - tr.heading + math.pi) % (2 * math.pi) - math.pi)
                 if dt <= 0.5 and speed > 2.0 and turn > math.radians(MAX_TURN_DEG):
                     strikes["heading_change"] += 1
-            tr.t, tr.x, tr.y, tr.speed, tr.heading = t, x, y, speed, h
+            tr.t, tr.x, tr.y, tr.speed, tr.heading, tr.acc = t, x, y, speed, h, acc
             tr.n += 1
         if speed > MAX_SPEED_MPS:
             strikes["speed"] += 1
-        off, dirs = self._near_lanes(x, y) if self.roads else (0.0, self._no_lane)
-        if off > ROAD_MARGIN_M:
+        margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * acc
+        off, dirs = self._near_lanes(x, y, margin) if self.roads else (0.0, self._no_lane)
+        if off > margin:
             strikes["off_road"] += 1
         elif speed > 1.0 and dirs.size and float(np.abs((dirs - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG):
             strikes["heading"] += 1
@@ -208,12 +227,14 @@ class Misbehaviour:
             if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
                 continue  # compare with others heard at the same moment and not already known to lie
             d = math.hypot(o.x - x, o.y - y)
-            if d < OVERLAP_M:
+            if d + OVERLAP_SIGMAS * math.hypot(acc, o.acc) < OVERLAP_M:  # surely within OVERLAP_M, errors allowed for
                 self._overlap(tr, sender, o, other, t)
             if d < TWIN_M and abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
                 lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
                 if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
                     self._twin(tr, sender, o, other, d, t)
+                else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
+                    self._twins.pop((sender, other) if sender < other else (other, sender), None)
         self._strike(tr, strikes, t)
 
     def _move(self, sender: str, tr: Track) -> None:

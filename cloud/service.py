@@ -376,7 +376,10 @@ class CloudService(Service):
             self.vehicles[frame.header.sender_id] = (body, now)
             self.seen.add(frame.header.sender_id)
             bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
-            self.misbehaviour.bsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg)
+            accuracy = 0.0 if body.accuracy is None else body.accuracy.semi_major_m
+            self.misbehaviour.bsm(
+                frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg, accuracy
+            )
             if m.VehicleEvent.HARD_BRAKING in body.events:
                 x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
                 hit = self.net.in_lane_at(x, y)

@@ -47,6 +47,9 @@ SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
 RSM_WINDOW_S = 1.0  # [s] a road user is in the RSM while its last BSM is at most this old
 MAX_REFUSALS_KEPT = 100  # refused plans listed in the summary (all are counted as bad_plan)
 CALL_FRESH_S = 0.3  # [s] a BSM places a detector call for this long after it was heard
+LANE_SLACK_M = 0.5  # [m] beyond a lane's half width a position still counts as on it (as Network.in_lane_at)
+LANE_SIGMAS = 2.0  # a BSM that states its accuracy calls for every lane within this many sigmas more
+ACCURACY_CAP_M = 3.0  # [m] a stated accuracy counts up to this (claiming to know nothing calls no more)
 
 
 def rsu_id(sc: Scenario, index: int) -> str:
@@ -165,9 +168,16 @@ class RsuService(Service):
         for bsm, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
-            hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
-            if hit is not None and hit[0] in self._lane_groups and hit[1] < DETECTOR_M:
-                out |= self._lane_groups[hit[0]]
+            x, y = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
+            if bsm.accuracy is None:
+                hit = self.net.in_lane_at(x, y)
+                hits = [] if hit is None else [hit]
+            else:  # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
+                slack = LANE_SLACK_M + LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M)
+                hits = self.net.in_lanes_near(x, y, bsm.heading_deg, slack)
+            for lane, to_line in hits:
+                if lane in self._lane_groups and to_line < DETECTOR_M:
+                    out |= self._lane_groups[lane]
         return out
 
     def tick(self, now: float) -> None:

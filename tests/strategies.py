@@ -69,6 +69,10 @@ bsm = st.builds(
     events=bitset(m.VehicleEvent),
     emergency=st.none() | st.builds(m.EmergencyExt, st.booleans(), st.booleans(), st.booleans()),
     lights=bitset(m.ExteriorLight),
+    accuracy=st.none() | st.builds(
+        m.PositionalAccuracy, grid(0, c.ACCURACY_MAX, c.ACCURACY_M), grid(0, c.ACCURACY_MAX, c.ACCURACY_M),
+        st.none() | grid(0, c.ORIENTATION_NA - 1, c.ORIENTATION_DEG),
+    ),
 )
 
 connection = st.builds(

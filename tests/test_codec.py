@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 
 import pytest
@@ -89,6 +90,19 @@ def test_bsm_quantises_to_standard_units() -> None:
     assert wire.bsm.heading == 21600  # 270 deg / 0.0125
     assert wire.bsm.accel_long == -250
     assert wire.header.gen_time_us == 1_700_000_000_123_456
+
+
+def test_bsm_positional_accuracy_is_in_j2735_units_and_absent_when_not_stated() -> None:
+    bsm = m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=10.0, heading_deg=0.0)
+    header = m.Header("veh-1", m.SenderKind.VEHICLE, 0, 0, 0)
+    assert not pb.MessageFrame.FromString(codec.encode(m.Frame(header, bsm))).bsm.HasField("accuracy")
+    stated = dataclasses.replace(bsm, accuracy=m.PositionalAccuracy(2.5, 0.02, 90.0))
+    wire = pb.MessageFrame.FromString(codec.encode(m.Frame(header, stated))).bsm.accuracy
+    # 0.05 m, rounded up (2 cm is not 0); 360/65535 degree
+    assert (wire.semi_major, wire.semi_minor, wire.orientation) == (50, 1, 16384)
+    huge = dataclasses.replace(bsm, accuracy=m.PositionalAccuracy(40.0, 30.0))
+    wire = pb.MessageFrame.FromString(codec.encode(m.Frame(header, huge))).bsm.accuracy
+    assert (wire.semi_major, wire.orientation) == (254, 65535)  # "12.7 m or more"; orientation unavailable
 
 
 def test_encoding_out_of_range_names_the_field() -> None:

@@ -108,3 +108,29 @@ async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
     assert all(p.source is m.SourceType.V2X and p.speed_mps == 10.0 for p in first.participants)
     assert later.participants == ()
     assert rsu.summary().sent == {"status": 1, "map": 1, "spat": 2, "rsm": 2}
+
+
+async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on() -> None:
+    """Actuated control: a car on the north approach's median lane (x = -1.75 m), 20 m before the line, that its
+    GNSS puts 2.5 m east of it (off every approach lane) still calls its movements when its BSM says it is known
+    only to 2 m; a car leaving on the exit lane beside it calls nothing."""
+    from roadside.service import RsuService
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.net.station import StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+
+    net = Network(load(bundled_dir() / "four_way.toml"))
+    median = next(lid for lid in net.intersections[0].in_links.values() if net.links[lid].points[0][0] == -1.75)
+
+    def calls(x: float, heading_deg: float, accuracy: m.PositionalAccuracy | None) -> set[int]:
+        rsu.heard = {"veh-1": (m.Bsm(position=net.frame.to_geo(x, 33.0), speed_mps=10.0, heading_deg=heading_deg, accuracy=accuracy), 0.0)}
+        return rsu.calls(0.0)
+
+    async with MemoryTransport(MemoryBroker(), "rsu") as t:
+        rsu = RsuService(net, 0, t, Topics(), StepClock(1_767_225_600.0))
+        groups = rsu._lane_groups[median]
+        assert calls(-1.75, 180.0, None) == groups  # exact, on its lane
+        assert calls(0.75, 180.0, None) == set()  # off every lane, as far as a position alone tells
+        assert calls(0.75, 180.0, m.PositionalAccuracy(2.0, 2.0)) >= groups
+        assert calls(1.75, 0.0, m.PositionalAccuracy(2.0, 2.0)) == set()  # northbound, leaving

@@ -168,3 +168,17 @@ def test_cli_lists_scenarios() -> None:
     res = subprocess.run([sys.executable, "-m", "v2x", "scenarios"], capture_output=True, text=True, check=True)
     for p in BUNDLED:
         assert p.stem in res.stdout
+
+
+def test_bad_gnss_settings_name_file_line_and_field() -> None:
+    text = FOUR_WAY.read_text() + (
+        '\n[fleet.gnss]\nreceiver = "gps"\nrtk_share = 1.5\n\n[fleet.gnss.standard]\nsigma_m = -2.0\ntau_s = 300.0\nnoise_m = 0.3\n'
+    )
+    assert _problems(text) == [
+        f's.toml:{_line_of(text, "receiver = ")}: fleet.gnss.receiver: "gps" is not allowed (expected one of "off", "standard", "rtk")',
+        f"s.toml:{_line_of(text, 'rtk_share = ')}: fleet.gnss.rtk_share: 1.5 is out of range (expected a number <= 1)",
+        f"s.toml:{_line_of(text, 'sigma_m = ')}: fleet.gnss.standard.sigma_m: -2 is out of range (expected a number >= 0)",
+    ]
+    ok = scenario.parse(FOUR_WAY.read_text() + '\n[fleet.gnss]\nreceiver = "standard"\nrtk_share = 0.25\n', "s.toml")
+    assert (ok.fleet.gnss.receiver, ok.fleet.gnss.rtk_share) == ("standard", 0.25)
+    assert scenario.parse(scenario.dumps(ok), "dumped") == ok

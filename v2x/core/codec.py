@@ -39,6 +39,11 @@ SPEED_NA = 8191
 HEADING_NA = 28800
 ACCEL_NA = 2001
 TIME_NA = 36001
+ACCURACY_M = 0.05  # J2735 SemiMajorAxisAccuracy / SemiMinorAxisAccuracy
+ACCURACY_MAX = 254  # 12.7 m or more
+ACCURACY_NA = 255
+ORIENTATION_DEG = 360.0 / 65535  # J2735 SemiMajorAxisOrientation
+ORIENTATION_NA = 65535
 
 #: Largest payload a receiver accepts; bigger ones are rejected before parsing.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -172,6 +177,34 @@ def _enc_bsm(b: m.Bsm, out: pb.Bsm) -> None:
         out.emergency.siren_in_use = b.emergency.siren_in_use
         out.emergency.lights_in_use = b.emergency.lights_in_use
         out.emergency.responding = b.emergency.responding
+    if b.accuracy is not None:  # absent when not stated: a BSM without it is byte for byte what it was before
+        _enc_accuracy(b.accuracy, out.accuracy)
+
+
+def _enc_accuracy(a: m.PositionalAccuracy, out: pb.PositionalAccuracy) -> None:
+    for name, value in (("semi_major", a.semi_major_m), ("semi_minor", a.semi_minor_m)):
+        if not math.isfinite(value) or value < 0:
+            raise EncodeError(f"bsm.accuracy.{name}: {value} is not a length >= 0")
+        # rounded up: a stated accuracy never claims better than it is (RTK's 2 cm is 0.05 m, not 0); beyond the
+        # range: "12.7 m or more"
+        setattr(out, name, min(math.ceil(value / ACCURACY_M - 1e-9), ACCURACY_MAX))
+    if a.orientation_deg is None:
+        out.orientation = ORIENTATION_NA
+    elif not math.isfinite(a.orientation_deg):
+        raise EncodeError(f"bsm.accuracy.orientation: {a.orientation_deg} is not finite")
+    else:
+        out.orientation = round(a.orientation_deg % 360.0 / ORIENTATION_DEG) % ORIENTATION_NA
+
+
+def _dec_accuracy(a: pb.PositionalAccuracy) -> m.PositionalAccuracy | None:
+    major = _check(a.semi_major, 0, ACCURACY_NA, "bsm.accuracy.semi_major")
+    minor = _check(a.semi_minor, 0, ACCURACY_NA, "bsm.accuracy.semi_minor")
+    orientation = _check(a.orientation, 0, ORIENTATION_NA, "bsm.accuracy.orientation")
+    if ACCURACY_NA in (major, minor):
+        return None  # unavailable: as if not stated
+    return m.PositionalAccuracy(
+        major * ACCURACY_M, minor * ACCURACY_M, None if orientation == ORIENTATION_NA else orientation * ORIENTATION_DEG
+    )
 
 
 def _dec_bsm(b: pb.Bsm) -> m.Bsm:
@@ -202,6 +235,7 @@ def _dec_bsm(b: pb.Bsm) -> m.Bsm:
         emergency=None
         if em is None
         else m.EmergencyExt(em.siren_in_use, em.lights_in_use, em.responding),
+        accuracy=_dec_accuracy(b.accuracy) if b.HasField("accuracy") else None,
     )
 
 

@@ -227,6 +227,15 @@ class GeoPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PositionalAccuracy:
+    """J2735 PositionalAccuracy: the horizontal error ellipse of a GNSS position, at one standard deviation."""
+
+    semi_major_m: float  # [m] 0..12.7 (larger is sent as 12.7: "12.7 m or more")
+    semi_minor_m: float  # [m] 0..12.7, at most semi_major_m
+    orientation_deg: float | None = None  # [deg] the semi-major axis from true north, clockwise; None: unavailable
+
+
+@dataclass(frozen=True, slots=True)
 class IntersectionRef:
     """J2735 IntersectionReferenceID."""
 
@@ -274,6 +283,7 @@ class Bsm:
     events: frozenset[VehicleEvent] = frozenset()
     emergency: EmergencyExt | None = None
     lights: frozenset[ExteriorLight] = frozenset()  # exterior lights on: turn signals, hazard signal
+    accuracy: PositionalAccuracy | None = None  # how accurate `position` is (GNSS); None: not stated
 
 
 @dataclass(frozen=True, slots=True)

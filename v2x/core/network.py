@@ -411,6 +411,21 @@ class Network:
             return None
         return int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))
 
+    def in_lanes_near(self, x: float, y: float, heading_deg: float, slack_m: float) -> list[tuple[int, float]]:
+        """Every IN lane a point may lie on when it is known only to within `slack_m` [m] (GNSS error): those
+        within their half width plus `slack_m` that run within 45 degrees of `heading_deg` (so not the exit lanes
+        beside them); each with the point's distance [m] to its stop line."""
+        ids, a, b, half = self._in_segments
+        if not len(ids):
+            return []
+        ab = b - a
+        p = np.array([x, y])
+        t = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
+        d = np.hypot(*(a + ab * t[:, None] - p).T)
+        turn = np.abs((np.degrees(np.arctan2(ab[:, 0], ab[:, 1])) - heading_deg + 180.0) % 360.0 - 180.0)
+        near = np.flatnonzero((d <= half + slack_m) & (turn <= 45.0))
+        return [(int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))) for k in near]
+
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) [m] of every lane and turning path."""
         pts = np.concatenate([lk.points for lk in self.links])

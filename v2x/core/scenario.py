@@ -304,6 +304,35 @@ class Driver:
     delta: float = spec(4.0, ge=1.0, le=8.0)
 
 
+GnssClass = Literal["off", "standard", "rtk"]
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """One GNSS receiver class's horizontal error, per axis (east, north): a slowly varying bias (first-order
+    Gauss-Markov) plus white noise on each fix. Defaults and their sources: docs/faults-security.md ("GNSS error")."""
+
+    sigma_m: float = spec(ge=0.0, le=100.0, doc="standard deviation of the bias, per axis")
+    tau_s: float = spec(gt=0.0, le=86_400.0, doc="correlation time of the bias")
+    noise_m: float = spec(ge=0.0, le=100.0, doc="standard deviation of the noise on each fix, per axis")
+
+
+@dataclass(frozen=True)
+class Gnss:
+    """Where the OBUs think they are: GNSS error by receiver class (off: every OBU knows its position exactly)."""
+
+    receiver: GnssClass = spec("off", doc='the OBUs\' receiver class: "off" (exact positions), "standard" or "rtk"')
+    rtk_share: float = spec(0.0, ge=0.0, le=1.0, doc="share of the OBUs with an RTK receiver instead (drawn from the seed)")
+    # single-frequency code receiver, open sky: about 2.5 m CEP (2.1 m per axis)
+    standard: Receiver = field(default_factory=lambda: Receiver(sigma_m=2.0, tau_s=300.0, noise_m=0.3))
+    # RTK fixed: about 1 cm + 1 ppm CEP
+    rtk: Receiver = field(default_factory=lambda: Receiver(sigma_m=0.015, tau_s=60.0, noise_m=0.01))
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        if self.receiver == "off" and self.rtk_share > 0:
+            yield ("rtk_share",), f'{self.rtk_share:g} with receiver = "off" (expected a receiver class, or no rtk_share)'
+
+
 @dataclass(frozen=True)
 class Fleet:
     bsm_hz: float = spec(10.0, ge=1.0, le=50.0)
@@ -315,6 +344,7 @@ class Fleet:
     reaction_s: float = spec(
         1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
     )
+    gnss: Gnss = field(default_factory=Gnss)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
 from v2x.vehicle.emergency import PriorityRequests
+from v2x.vehicle.gnss import GnssError
 from v2x.vehicle.sidelink import Neighbours
 
 if TYPE_CHECKING:
@@ -196,6 +197,8 @@ class Fleet:
         self._hlw_pending: list[tuple[Warning, str, float]] = []
         self.ca: Authority | None = None  # signed messages: the authority that issues each OBU its pseudonym (sign_with)
         self.attacks = Attacks(sc, self.net) if sc.attacks else None  # misbehaving OBUs
+        # where the OBUs think they are (None: exactly where they are)
+        self.gnss = GnssError(sc.fleet.gnss, sc.seed if seed is None else seed, self.net.frame) if sc.fleet.gnss.receiver != "off" else None
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
         self.shared = shared
         self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
@@ -563,7 +566,8 @@ class Fleet:
         else:
             assert self.core is not None  # one of the two backends moves the vehicles
             bsms = build_bsms(self.core, self.net.frame)
-        return [(vid, bsm) for vid, bsm in bsms if self.mine(vid)]
+        mine = [(vid, bsm) for vid, bsm in bsms if self.mine(vid)]
+        return mine if self.gnss is None else self.gnss.apply(mine, self.traffic.t)
 
     def stalled_bsms(self) -> None:
         """The stalled vehicles' BSMs, at the fleet's BSM rate."""

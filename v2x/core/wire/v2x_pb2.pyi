@@ -898,6 +898,36 @@ class Position3D(_message.Message):
 Global___Position3D: _TypeAlias = Position3D  # noqa: Y015
 
 @_typing.final
+class PositionalAccuracy(_message.Message):
+    """J2735 PositionalAccuracy: the horizontal error ellipse of the position, at one standard deviation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEMI_MAJOR_FIELD_NUMBER: _builtins.int
+    SEMI_MINOR_FIELD_NUMBER: _builtins.int
+    ORIENTATION_FIELD_NUMBER: _builtins.int
+    semi_major: _builtins.int
+    """0.05 m, 0..255 (254 = 12.7 m or more, 255 = n/a) (J2735 SemiMajorAxisAccuracy)"""
+    semi_minor: _builtins.int
+    """0.05 m, 0..255 (254 = 12.7 m or more, 255 = n/a) (J2735 SemiMinorAxisAccuracy)"""
+    orientation: _builtins.int
+    """the semi-major axis from true north, clockwise, 360/65535 degree, 0..65535 (65535 = n/a) (J2735 SemiMajorAxisOrientation)"""
+    def __init__(
+        self,
+        *,
+        semi_major: _builtins.int = ...,
+        semi_minor: _builtins.int = ...,
+        orientation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orientation", b"orientation", "semi_major", b"semi_major", "semi_minor", b"semi_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionalAccuracy: _TypeAlias = PositionalAccuracy  # noqa: Y015
+
+@_typing.final
 class VehicleSize(_message.Message):
     """CSAE VehicleSize / J2735 VehicleSize."""
 
@@ -998,6 +1028,7 @@ class Bsm(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     EMERGENCY_FIELD_NUMBER: _builtins.int
     LIGHTS_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
     speed: _builtins.int
     """0.02 m/s, 0..8191 (8191 = n/a)"""
     heading: _builtins.int
@@ -1024,6 +1055,10 @@ class Bsm(_message.Message):
     def emergency(self) -> Global___EmergencyExt:
         """present only for emergency vehicles"""
 
+    @_builtins.property
+    def accuracy(self) -> Global___PositionalAccuracy:
+        """present only when the OBU knows its GNSS accuracy (J2735 BSMcoreData.accuracy)"""
+
     def __init__(
         self,
         *,
@@ -1040,10 +1075,11 @@ class Bsm(_message.Message):
         events: _builtins.int = ...,
         emergency: Global___EmergencyExt | None = ...,
         lights: _builtins.int = ...,
+        accuracy: Global___PositionalAccuracy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["emergency", b"emergency", "pos", b"pos", "size", b"size"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "emergency", b"emergency", "pos", b"pos", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel_lat", b"accel_lat", "accel_long", b"accel_long", "brake_applied", b"brake_applied", "emergency", b"emergency", "events", b"events", "heading", b"heading", "lights", b"lights", "pos", b"pos", "size", b"size", "speed", b"speed", "transmission", b"transmission", "vehicle_class", b"vehicle_class", "yaw_rate", b"yaw_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel_lat", b"accel_lat", "accel_long", b"accel_long", "accuracy", b"accuracy", "brake_applied", b"brake_applied", "emergency", b"emergency", "events", b"events", "heading", b"heading", "lights", b"lights", "pos", b"pos", "size", b"size", "speed", b"speed", "transmission", b"transmission", "vehicle_class", b"vehicle_class", "yaw_rate", b"yaw_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
