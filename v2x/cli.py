@@ -223,14 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "to it. Needs the sumo extra (pip install -e '.[sumo]'); see docs/sumo.md.",
     )
     p.add_argument("net", type=Path, metavar="NET.net.xml", help="the SUMO network")
-    p.add_argument("--routes", type=Path, action="append", default=[], metavar="R.rou.xml",
-                   help="a SUMO route file: routes, trips or flows (repeat for several)")
     p.add_argument("--origin", type=_lat_lon, default=None, metavar="LAT,LON",
                    help="where a network without a projection lies: its (0, 0) [deg] (default: Wuxi, 31.4912,120.3119)")
-    p.add_argument("--trips", type=float, default=None, metavar="SECONDS",
-                   help="also make random trips, one every SECONDS for an hour, edge to edge (SUMO's randomTrips.py)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="my.toml", help="the scenario to write")
-    p.set_defaults(func=_cmd_import)
+    _import_options(p, "a SUMO route file: routes, trips or flows (repeat for several)")
 
     p = sub.add_parser(
         "import-osm",
@@ -240,16 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
         "as import-sumo does. Needs the sumo extra; see docs/sumo.md.",
     )
     p.add_argument("osm", type=Path, metavar="MAP.osm", help="the OpenStreetMap file")
-    p.add_argument("--routes", type=Path, action="append", default=[], metavar="R.rou.xml", help="a SUMO route file for the new network")
-    p.add_argument("--trips", type=float, default=None, metavar="SECONDS",
-                   help="also make random trips, one every SECONDS for an hour, edge to edge (SUMO's randomTrips.py)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="my.toml", help="the scenario to write")
-    p.set_defaults(func=_cmd_import)
+    _import_options(p, "a SUMO route file for the new network")
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios", description="List the bundled scenarios.")
     p.add_argument("--paths", action="store_true", help="also print the folder they are in")
     p.set_defaults(func=_cmd_scenarios)
     return parser
+
+
+def _import_options(p: argparse.ArgumentParser, routes_help: str) -> None:
+    """The demand and output options `import-sumo` and `import-osm` share."""
+    p.add_argument("--routes", type=Path, action="append", default=[], metavar="R.rou.xml", help=routes_help)
+    p.add_argument("--trips", type=float, default=None, metavar="SECONDS",
+                   help="also make random trips, one every SECONDS for an hour, edge to edge (SUMO's randomTrips.py)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="my.toml", help="the scenario to write")
+    p.set_defaults(func=_cmd_import)
 
 
 TIERS = {

@@ -377,22 +377,20 @@ def viz_main(argv: list[str]) -> int:
         if not 0 <= args.foxglove <= 65535:
             print(f"v2x viz: --foxglove {args.foxglove}: expected a TCP port, 0 to 65535", file=sys.stderr)
             return 2
-        from v2x.watch.foxglove_live import serve  # foxglove-sdk loads only when asked for
-
-        try:
-            return asyncio.run(serve(args))
-        except BrokerError as e:
-            print(f"v2x viz: {e}", file=sys.stderr)
-            return 1
-        except RuntimeError as e:  # the server cannot listen there (port taken, address not ours)
-            print(f"v2x viz: Foxglove server on {args.foxglove_host}:{args.foxglove}: {e}", file=sys.stderr)
-            return 1
-    if not _window_ok(args, "v2x viz"):
+        from v2x.watch.foxglove_live import serve as watch  # foxglove-sdk loads only when asked for
+    elif not _window_ok(args, "v2x viz"):
         return 2
+    else:
+        watch = live
     try:
-        return asyncio.run(live(args))
+        return asyncio.run(watch(args))
     except BrokerError as e:
         print(f"v2x viz: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # the Foxglove server cannot listen there (port taken, address not ours)
+        if args.foxglove is None:
+            raise
+        print(f"v2x viz: Foxglove server on {args.foxglove_host}:{args.foxglove}: {e}", file=sys.stderr)
         return 1
 
 
