@@ -93,3 +93,19 @@ def test_sigint_to_the_pid_stops_the_run_within_2_s(tmp_path: Path) -> None:
     proc, kids = _started(tmp_path)
     _stopped(proc, kids, signal.SIGINT, 2.0)
     assert json.loads((tmp_path / "r.json").read_text())["interrupted"] is True
+
+
+@pytest.mark.integration
+def test_a_tier_that_prints_more_than_a_pipe_holds_is_not_blocked_before_the_run_reads_it() -> None:
+    """The fleet runs in `v2x run`'s own process and reads the other tiers' output only at the end: a tier that printed
+    more than a pipe holds (64 KiB: a long run's cloud events) would block there, mid-run, until then."""
+    from v2x.run.realtime import _stop, _Tier
+
+    line = '{"event": "plan-sent", "rsu": "rsu-1", "padding": "' + "x" * 180 + '"}'
+    tier = _Tier(["-c", f"import sys\nfor _ in range(2000): print({line!r})\nprint('warned', file=sys.stderr)"])
+    deadline = time.monotonic() + 20.0
+    while tier.poll() is None and time.monotonic() < deadline:  # nobody reads its output meanwhile
+        time.sleep(0.05)
+    assert tier.poll() == 0, "the tier blocked on its output"
+    ended = _stop({"cloud": tier})["cloud"]
+    assert ended.out.splitlines() == [line] * 2000 and ended.err == "warned\n" and ended.code == 0

@@ -86,13 +86,13 @@ def _run(
         return conn.argv(credentials_file, authority_file)
 
     # the RSUs outlive the fleet by a second, the cloud outlives the RSUs (to see them stop)
-    tiers: dict[str, subprocess.Popen[str]] = {}
+    tiers: dict[str, _Tier] = {}
     try:
         rsu_argv = argv("roadside", m.SenderKind.RSU, list(sc.sites))
-        tiers["roadside"] = _spawn(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])
+        tiers["roadside"] = _Tier(["-m", "roadside", str(path), *rsu_argv, "--duration", f"{duration_s + 1.0:g}"])
         n = layout.clouds
         for i in range(n):  # several instances: each owns whole sites, and they share the SPaT relay ($share)
-            tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _spawn(
+            tiers["cloud" if n == 1 else f"cloud {i}/{n}"] = _Tier(
                 ["-m", "cloud", str(path), *argv("cloud", m.SenderKind.CLOUD), "--duration", f"{duration_s + 2.5:g}",
                  *([] if n == 1 else ["--instance", f"{i}/{n}", "--share", "v2x-cloud"])],
             )
@@ -122,20 +122,36 @@ def _run(
     return res
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
+class _Tier(subprocess.Popen[str]):
     """A tier's process, in a process group of its own: a Ctrl-C in the terminal reaches `v2x run` alone, which
-    stops each tier once (`_stop`), as it does on SIGTERM, SIGHUP or a SIGINT sent to its PID alone."""
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    stops each tier once (`_stop`), as it does on SIGTERM, SIGHUP or a SIGINT sent to its PID alone.
+
+    What it prints goes to files, read once it has ended: a pipe read only then would block the tier as soon as it
+    had printed more than the pipe holds (64 KiB: a long run's cloud events, a flood of warnings)."""
+
+    def __init__(self, args: list[str]) -> None:
+        # closed by output(), or with the object when a run is cut short (_end)
+        self.out_file, self.err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
+        super().__init__([sys.executable, *args], stdout=self.out_file, stderr=self.err_file, text=True, process_group=0)
+
+    def output(self) -> tuple[str, str]:
+        """What it printed (standard output, error output); once, when it has ended."""
+        texts = []
+        for f in (self.out_file, self.err_file):
+            f.seek(0)
+            texts.append(f.read())
+            f.close()
+        return texts[0], texts[1]
 
 
 def _fleet_workers(
-    path: Path, common: list[str], tiers: dict[str, subprocess.Popen[str]], layout: Layout, duration_s: float, epoch: float,
+    path: Path, common: list[str], tiers: dict[str, _Tier], layout: Layout, duration_s: float, epoch: float,
     broker_gone: threading.Event,
 ) -> Results:
     """The fleet as `layout.workers` processes; their summaries merged, their measurements kept apart."""
     n, by = layout.workers, layout.shard_by
     workers = {
-        f"fleet {i}/{n}": _spawn(["-m", "v2x", "fleet", str(path), *common, "--duration", f"{duration_s:g}", "--shard", f"{i}/{n}", "--by", by,
+        f"fleet {i}/{n}": _Tier(["-m", "v2x", "fleet", str(path), *common, "--duration", f"{duration_s:g}", "--shard", f"{i}/{n}", "--by", by,
                                    *(["--obu-connections", "shared"] if layout.shared_obus else [])])
         for i in range(n)
     }
@@ -150,7 +166,7 @@ def _fleet_workers(
     return _results({**done, **_stop(tiers)})
 
 
-def _end(tiers: dict[str, subprocess.Popen[str]]) -> None:
+def _end(tiers: dict[str, _Tier]) -> None:
     """Stop the tier processes still running (SIGINT, SIGKILL after 5 s), not waiting for what they print."""
     running = [p for p in tiers.values() if p.poll() is None]
     for proc in running:
@@ -224,12 +240,12 @@ def _last_line(err: str) -> str:
     return next((x.strip() for x in reversed(err.splitlines()) if x.strip()), "")
 
 
-def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None, now: bool = False) -> dict[str, Ended]:
+def _stop(tiers: dict[str, _Tier], until: float | None = None, now: bool = False) -> dict[str, Ended]:
     """Let each tier end on its own (a moment after the fleet, or by `until` on the wall clock), else ask it
     (SIGINT; `now`: at once, without waiting: the run was interrupted, or its broker is gone); collect what it printed
     and how it ended. A tier that failed is reported here, by name.
 
-    Output is read while waiting: a summary larger than the pipe's buffer must not block its writer.
+    Output is read from the tier's files once it has ended (`_Tier`): nothing it prints can block it.
     """
     ended = {}
     for proc in tiers.values() if now else ():
@@ -237,15 +253,16 @@ def _stop(tiers: dict[str, subprocess.Popen[str]], until: float | None = None, n
             proc.send_signal(signal.SIGINT)
     for name, proc in tiers.items():
         try:
-            out, err = proc.communicate(timeout=8.0 if until is None else max(until - time.time(), 8.0))
+            proc.wait(timeout=8.0 if until is None else max(until - time.time(), 8.0))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
             try:
-                out, err = proc.communicate(timeout=15)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                out, err = proc.communicate()
-        ended[name] = Ended(out or "", proc.returncode, (err or "")[-2000:])
+                proc.wait()
+        out, err = proc.output()
+        ended[name] = Ended(out, proc.returncode, err[-2000:])
         if ended[name].failed:
             what = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
             print(f"v2x run: the {name} tier {what}:\n{ended[name].err}", file=sys.stderr)
