@@ -89,6 +89,19 @@ def test_a_signal_stops_every_process_of_the_run_and_the_report_is_written(tmp_p
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("broker", ["embedded", "mosquitto"])
+def test_a_killed_run_leaves_no_process_behind(tmp_path: Path, broker: str) -> None:
+    """SIGKILL cannot be handled: the broker and the tiers learn of `v2x run`'s death from the kernel (PDEATHSIG)."""
+    proc, kids = _started(tmp_path, *(["--broker", "embedded"] if broker == "embedded" else []))
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10.0
+    while {p for p in kids if _alive(p)} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not {p for p in kids if _alive(p)}, "still running 10 s after the run was killed"
+
+
+@pytest.mark.integration
 def test_sigint_to_the_pid_stops_the_run_within_2_s(tmp_path: Path) -> None:
     proc, kids = _started(tmp_path)
     _stopped(proc, kids, signal.SIGINT, 2.0)
@@ -108,4 +121,5 @@ def test_a_tier_that_prints_more_than_a_pipe_holds_is_not_blocked_before_the_run
         time.sleep(0.05)
     assert tier.poll() == 0, "the tier blocked on its output"
     ended = _stop({"cloud": tier})["cloud"]
-    assert ended.out.splitlines() == [line] * 2000 and ended.err == "warned\n" and ended.code == 0
+    assert ended.out.splitlines() == [line] * 2000
+    assert (ended.err, ended.code) == ("warned\n", 0)

@@ -9,6 +9,7 @@ tail to small messages.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import os
 import secrets
@@ -19,7 +20,9 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -196,6 +199,25 @@ def broker_problem(host: str, port: int, tls: bool = False, username: str | None
     return BrokerError(REFUSED.get(code, f"the broker refused the connection (CONNACK code {code:#04x})"))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child sent `sig` when this process dies, however it dies (SIGKILL, a crash): a
+    broker or tier started by a run must not outlive it. Linux only (prctl PR_SET_PDEATHSIG), and only from the main
+    thread: the signal follows the thread that started the child, and a worker thread may end long before the run."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()  # looked up here, not in the forked child
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), sig)
+
+    return arm
+
+
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
     """Send `sig` to a broker process still running and wait for it; SIGKILL it after `wait_s`."""
     if proc.poll() is None:
@@ -303,7 +325,8 @@ class MosquittoBroker:
             conf = self.dir / "mosquitto.conf"
             conf.write_text(self.config_text(port))
             with open(self.output_path, "wb") as out:  # the child keeps its own descriptor
-                self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                self.proc = subprocess.Popen(self.command(conf), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=die_with_parent())
             deadline = time.monotonic() + timeout_s
             try:
                 while time.monotonic() < deadline:
@@ -443,7 +466,8 @@ class NatsCluster:
             conf.write_text(self.config_text(i, clients[i], routes))
             log = open(self.dir / f"n{i}.log", "wb")  # noqa: SIM115 (the process writes it; closed in close())
             self._logs.append(log)
-            self.procs.append(subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                               preexec_fn=die_with_parent()))
         deadline = time.monotonic() + timeout_s
         waiting = set(range(self.nodes))
         while waiting and time.monotonic() < deadline:

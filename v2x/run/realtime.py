@@ -25,6 +25,7 @@ from v2x.core import messages as m
 from v2x.core import scenario
 from v2x.core.errors import BrokerError
 from v2x.core.trajectories import Trajectories
+from v2x.net.broker import die_with_parent
 from v2x.net.connection import Connection
 from v2x.net.options import traced_allocations
 from v2x.net.security import TIER_ROLES
@@ -132,7 +133,8 @@ class _Tier(subprocess.Popen[str]):
     def __init__(self, args: list[str]) -> None:
         # closed by output(), or with the object when a run is cut short (_end)
         self.out_file, self.err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
-        super().__init__([sys.executable, *args], stdout=self.out_file, stderr=self.err_file, text=True, process_group=0)
+        super().__init__([sys.executable, *args], stdout=self.out_file, stderr=self.err_file, text=True, process_group=0,
+                         preexec_fn=die_with_parent(signal.SIGINT))  # killed, `v2x run` cannot stop its tiers
 
     def output(self) -> tuple[str, str]:
         """What it printed (standard output, error output); once, when it has ended."""

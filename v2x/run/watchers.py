@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from v2x.core.errors import BrokerError
+from v2x.net.broker import die_with_parent
 
 
 class Watchers:
@@ -47,7 +48,8 @@ class Watchers:
     def start(self) -> None:
         for name, cmd in self.commands.items():
             # a process group of its own: a Ctrl-C in the terminal reaches `v2x run` alone, which tells them (run_ended)
-            self.procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, process_group=0)
+            self.procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, process_group=0,
+                                               preexec_fn=die_with_parent(signal.SIGINT))  # and a killed run's end
         for name, proc in self.procs.items():
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], self.READY_S)
