@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from roadside.perception import Perception
 from v2x import __version__
 from v2x.core import messages as m
 from v2x.core.mapdata import build_map
@@ -70,6 +71,7 @@ class RsuSummary(ServiceSummary):
     # violations are judged against it where the controllers are not at hand: real time)
     lights: list[list[float]] = field(default_factory=list)
     priority: list[dict[str, Any]] = field(default_factory=list)  # each priority request and what was done
+    perception: dict[str, Any] = field(default_factory=dict)  # its sensors' counts (roadside.perception); none: no sensors
 
 
 @dataclass
@@ -114,6 +116,7 @@ class RsuService(Service):
         self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
+        self.perception = Perception.of(net, index, self.id, self.xy)  # its sensors (None: none), fed by `sense`
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
@@ -216,6 +219,8 @@ class RsuService(Service):
                     width_m=b.width_m, length_m=b.length_m,
                 )
             )
+        if self.perception is not None:
+            parts += self.perception.participants(now)
         return m.Rsm(self.position, tuple(parts))
 
     def _distance(self, _receiver: str, frame: m.Frame) -> float | None:
@@ -302,6 +307,7 @@ class RsuService(Service):
         return self._summary(
             RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), plans_refused=self.refused,
             priority=self.priority_log, intersection=self.iid, lights=self.lights,
+            perception=self.perception.summary() if self.perception is not None else {},
         )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:
