@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from roadside.perception import Perception
 from v2x import __version__
 from v2x.core import messages as m
+from v2x.core import truth
 from v2x.core.mapdata import build_map
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
@@ -38,7 +39,7 @@ from v2x.net.impair import Impairment
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.signing import role_permissions
 from v2x.net.station import Clock
-from v2x.net.transport import MqttTransport, Transport
+from v2x.net.transport import Message, MqttTransport, Transport
 
 if TYPE_CHECKING:
     from v2x.sumo.site import SumoSite
@@ -162,6 +163,21 @@ class RsuService(Service):
         await self.transport.subscribe(self.topics.priority_request(self.iid, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
+        if self.perception is not None:  # real time: the fleet's ground truth for its sensors (fast mode hands it over)
+            await self.transport.subscribe(self.topics.truth(self.id), qos=0)
+
+    def accept(self, msg: Message) -> None:
+        """The fleet's ground truth for the sensors (not a V2X message: checked, never measured); else as every
+        service."""
+        if self.perception is not None and msg.topic == self.topics.truth(self.id):
+            try:
+                users = truth.decode(msg.payload)
+            except ValueError as e:
+                self.bad.record("bad_truth", msg.topic, str(e), "fleet")
+                return
+            self.perception.sense(users)
+            return
+        super().accept(msg)
 
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""

@@ -231,3 +231,36 @@ def test_fusion_matches_equipped_vehicles_to_their_detections(v2x_run: RunScenar
     assert 0.9 <= radar["detection_rate"] <= 1.0
     assert 0 < p["position_error_m"]["p50"] < p["position_error_m"]["p95"] < 5.0
     assert r.messages("rsm").sent > 0
+
+
+def test_the_truth_feed_round_trips_and_bad_bytes_are_refused_with_why() -> None:
+    from v2x.core import truth
+    from v2x.run.offline import OfflineRun
+
+    run = OfflineRun(dataclasses.replace(scenario.load(FOUR_WAY), events=()))
+    run.run(60.0)
+    users = truth.RoadUsers.of(run.traffic)
+    back = truth.decode(truth.encode(users))
+    assert back.t == users.t
+    assert back.ids.tolist() == users.ids.tolist()
+    assert np.allclose(back.x_m, users.x_m, atol=1e-3)
+    assert back.equipped.all()
+    good = truth.encode(users)
+    for bad, why in ((good[:-1], "bytes for"), (b"XXXXX" + good[5:], "expected b'V2XT1'"), (good[:3], "shorter than")):
+        with pytest.raises(ValueError, match=why):
+            truth.decode(bad)
+    nan = truth.RoadUsers(**{**vars(users), "speed_mps": np.full(len(users.ids), np.nan)})
+    with pytest.raises(ValueError, match="speed_mps is not finite"):
+        truth.decode(truth.encode(nan))
+
+
+def test_real_time_the_rsu_process_gets_the_truth_from_the_fleet_process_through_the_broker(v2x_run: RunScenario, tmp_path: Path) -> None:
+    """Real time, each tier its own process: the fleet publishes the truth in the sensors' coverage, the RSU turns it
+    into RSM detections, the cloud fuses them."""
+    path = tmp_path / "sensors.toml"
+    path.write_text(_with_sensors(SENSORS))
+    r = v2x_run(str(path), duration=25, fast=False)
+    fusion = r["perception"]["fusion"]
+    assert fusion["detections"] > 500
+    assert fusion["equipped"]["match_rate"] >= 0.95
+    assert r["bad_input"]["rsus"] == {}
