@@ -53,6 +53,7 @@ class PerceptionStats:
     """Counted per sensor update: road users in coverage, detected, missed (unequipped ones apart: no BSM puts them
     in the cloud's picture); the RSM's detections and their position error against the truth at the RSM's time."""
 
+    truth_updates: int = 0  # ground truth received (none in real time: the fleet's truth feed does not arrive)
     in_coverage: int = 0
     detected: int = 0
     missed: int = 0
@@ -89,6 +90,7 @@ class Perception:
     def sense(self, truth: RoadUsers) -> None:
         """Each sensor due at `truth.t` measures the road users in its coverage."""
         self._truth = truth
+        self.stats.truth_updates += 1
         now = truth.t
         for k, (sensor, model) in enumerate(zip(self.sensors, self.models, strict=True)):
             due = self._next_s[k]
@@ -184,7 +186,7 @@ class Perception:
         st = self.stats
         return {
             "sensors": [{"type": s.type, **vars(md)} for s, md in zip(self.sensors, self.models, strict=True)],
-            "in_coverage": st.in_coverage, "detected": st.detected, "missed": st.missed,
+            "truth_updates": st.truth_updates, "in_coverage": st.in_coverage, "detected": st.detected, "missed": st.missed,
             "missed_unequipped": st.missed_unequipped, "reported": st.reported,
             "error_cm": {str(k): n for k, n in sorted(st.error_cm.items())},
             "labels": {str(p): lab for p, lab in self.labels.items()},

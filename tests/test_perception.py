@@ -264,3 +264,22 @@ def test_real_time_the_rsu_process_gets_the_truth_from_the_fleet_process_through
     assert fusion["detections"] > 500
     assert fusion["equipped"]["match_rate"] >= 0.95
     assert r["bad_input"]["rsus"] == {}
+
+
+@pytest.mark.integration
+def test_real_time_on_a_broker_with_logins_and_acls_the_truth_still_reaches_the_rsu(tmp_path: Path) -> None:
+    """`v2x run --secure`: the ACL lets the fleet's V2V radio write the truth and the RSU read its own. Without those
+    lines the broker refuses both, and the sensors see nothing (truth_updates 0)."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "sensors.toml"
+    path.write_text(_with_sensors(SENSORS))
+    report = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "v2x", "run", str(path), "--secure", "--headless", "--duration", "15",
+                          "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    p = json.loads(report.read_text())["perception"]
+    assert p["sensors"]["RSU-J1"]["truth_updates"] > 50
+    assert p["fusion"]["detections"] > 100

@@ -44,7 +44,7 @@ def perception_report(rsus: Sequence[tuple[str, dict[str, Any]]], fusion: dict[s
     labels: dict[str, list[Any]] = {}
     for rid, p in rsus:
         errors.update({int(k): n for k, n in p["error_cm"].items()})
-        sensors[rid] = {k: p[k] for k in ("sensors", "in_coverage", "detected", "missed", "missed_unequipped", "reported")}
+        sensors[rid] = {k: p[k] for k in ("sensors", "truth_updates", "in_coverage", "detected", "missed", "missed_unequipped", "reported")}
         sensors[rid]["detection_rate"] = round(p["detected"] / p["in_coverage"], 4) if p["in_coverage"] else None
         labels |= {f"{rid}/{ptc}": lab for ptc, lab in p["labels"].items()}
     equipped = Counter[str]()
