@@ -17,7 +17,7 @@ from v2x.core import messages as m
 from v2x.core.errors import ScenarioError
 from v2x.core.sensors import Sensor
 from v2x.net.broker import MosquittoBroker
-from v2x.testing import RunScenario
+from v2x.testing import RunScenario, messages
 
 FOUR_WAY = scenario.resolve("four_way")
 
@@ -164,9 +164,8 @@ def _run_in_process(mosquitto: MosquittoBroker, sc: scenario.Scenario, seconds: 
         await watcher.subscribe(f"{conn.root}/rsm/#", qos=0)
 
         async def drain() -> None:
-            while True:
-                await watcher.wait(0.5)
-                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+            async for msg in messages(watcher):
+                heard.append((msg.topic, msg.payload))
 
         task = asyncio.create_task(drain(), name="watch")
         try:

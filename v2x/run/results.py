@@ -391,6 +391,11 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{na(tr['stops_per_vehicle'] if finished else None, 'no vehicle finished', '.2f')}")
         t.add_row("collisions / red-light violations",
                   f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings, or SUMO mobility')}")
+    if r.get("perception"):
+        f, err = r["perception"]["fusion"], r["perception"]["position_error_m"]
+        t.add_row("sensor detections / equipped matched to own BSM / ghosts / misses; error p50 (m)",
+                  f"{f['detections']} / {na(f['equipped']['match_rate'], 'no equipped vehicle detected')} / {f['ghosts']} / "
+                  f"{f['misses']}; {na(err['p50'], 'none reported')}")
     for app, a in r.get("apps", {}).items():
         if a["warnings"]:
             t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)",
