@@ -282,3 +282,36 @@ def test_real_time_on_a_broker_with_logins_and_acls_the_truth_still_reaches_the_
     p = json.loads(report.read_text())["perception"]
     assert p["sensors"]["RSU-J1"]["truth_updates"] > 50
     assert p["fusion"]["detections"] > 100
+
+
+def test_fusion_learns_a_vehicles_gnss_offset_and_keeps_a_queue_apart() -> None:
+    """Two cars whose BSMs are both 4 m ahead of where they are (a GNSS bias), 7 m apart in a queue: the nearest
+    detection to the rear car's BSM is the front car's. A fusion that met them apart first has learnt each one's
+    offset and matches both right; one that meets them only in the queue gives the rear car's BSM the front car's
+    detection."""
+    from cloud.fusion import Fusion
+    from v2x.core.network import Network
+
+    sc = dataclasses.replace(scenario.load(FOUR_WAY), sensors=(Sensor(rsu="RSU-J1", type="lidar"),))
+    net = Network(sc)
+    accuracy = m.PositionalAccuracy(3.0, 3.0)
+    bias = 4.0  # [m] north, both cars
+
+    def step(fusion: Fusion, t: float, rear_y: float, front_y: float) -> dict[str, str]:
+        for sid, y in (("veh-1", rear_y), ("veh-2", front_y)):
+            fusion.bsm(sid, t, 0.0, y + bias, 5.0, 0.0, accuracy)
+        parts = tuple(
+            m.Participant(type=m.ParticipantType.MOTOR, ptc_id=ptc, source=m.SourceType.LIDAR, vehicle_id="",
+                          position=net.frame.to_geo(0.0, y), speed_mps=5.0, heading_deg=0.0, width_m=1.8, length_m=4.5)
+            for ptc, y in ((40001, rear_y), (40002, front_y))
+        )
+        before = {k: dict(v) for k, v in fusion.counts.assoc.items()}
+        fusion.rsm("RSU-J1", t, m.Rsm(net.frame.to_geo(0.0, 0.0), parts))
+        return {k: next(w for w, n in v.items() if n > before.get(k, {}).get(w, 0)) for k, v in fusion.counts.assoc.items()}
+
+    learnt = Fusion(net)
+    for k in range(20):  # apart: 40 m between them
+        assert step(learnt, k * 0.1, -100.0 + k * 0.5, -60.0 + k * 0.5) == {"RSU-J1/40001": "veh-1", "RSU-J1/40002": "veh-2"}
+    assert step(learnt, 2.0, -50.0, -43.0) == {"RSU-J1/40001": "veh-1", "RSU-J1/40002": "veh-2"}
+    naive = Fusion(net)
+    assert step(naive, 2.0, -50.0, -43.0)["RSU-J1/40002"] == "veh-1"
