@@ -315,3 +315,29 @@ def test_fusion_learns_a_vehicles_gnss_offset_and_keeps_a_queue_apart() -> None:
     assert step(learnt, 2.0, -50.0, -43.0) == {"RSU-J1/40001": "veh-1", "RSU-J1/40002": "veh-2"}
     naive = Fusion(net)
     assert step(naive, 2.0, -50.0, -43.0)["RSU-J1/40002"] == "veh-1"
+
+
+def test_a_car_without_an_obu_standing_in_a_lane_is_detected_as_a_hazard_from_rsm_alone() -> None:
+    """The cloud's stalled-vehicle rule runs on the fused picture: a road user only the RSU's lidar sees, standing in
+    a travel lane 100 m before the stop line, is raised as a hazard (RSI) as a stalled vehicle with an OBU would be.
+    Before the fusion the cloud ignored RSM, and raised nothing."""
+    from cloud.detect import STOPPED_S
+    from cloud.service import CloudService
+    from v2x.core.network import Network
+    from v2x.core.topics import Topics
+    from v2x.net.station import Station, StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+
+    sc = dataclasses.replace(scenario.load(FOUR_WAY), sensors=(Sensor(rsu="RSU-J1", type="lidar"),), events=())
+    net = Network(sc)
+    _, _, x, y = net.lane_point("J1", "north", 0, 100.0)
+    clock = StepClock(1_767_225_600.0)
+    cloud = CloudService(net, MemoryTransport(MemoryBroker(), "cloud"), Topics(), clock, events=None)
+    rsu = Station("RSU-J1", m.SenderKind.RSU, clock)
+    car = m.Participant(type=m.ParticipantType.MOTOR, ptc_id=40001, source=m.SourceType.LIDAR, vehicle_id="",
+                        position=net.frame.to_geo(x, y), speed_mps=0.0, heading_deg=180.0, width_m=1.8, length_m=4.5)
+    for k in range(round(STOPPED_S) + 3):
+        clock.t = float(k)
+        cloud.handle("t", codec.decode(rsu.encode(m.Rsm(net.frame.to_geo(0.0, 0.0), (car,)))))
+        cloud.tick(clock.t)
+    assert [(d["kind"], d["approach"], d["vehicles"]) for d in cloud.detected_log] == [("stalled_vehicle", "north", ["RSU-J1/40001"])]
