@@ -25,12 +25,14 @@ import json
 import math
 import sys
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
 
 from cloud.detect import Detection, Detector
+from cloud.fusion import Fusion
 from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
 from cloud.policy import Adaptive, Approach
 from v2x import __version__
@@ -84,6 +86,7 @@ class CloudSummary(ServiceSummary):
     max_queue_by_approach: dict[str, int] = field(default_factory=dict)  # "J1.north" -> vehicles
     detected_hazards: list[dict[str, Any]] = field(default_factory=list)
     misbehaviour: MisbehaviourSummary = field(default_factory=MisbehaviourSummary)
+    fusion: dict[str, Any] = field(default_factory=dict)  # BSM and RSM fused (cloud.fusion); none without sensors
 
     @classmethod
     def merge(cls, parts: list[CloudSummary]) -> CloudSummary:
@@ -104,6 +107,7 @@ class CloudSummary(ServiceSummary):
             misbehaviour=MisbehaviourSummary(
                 add_counts(p.misbehaviour.senders for p in parts), {s: f for p in parts for s, f in p.misbehaviour.flagged.items()},
             ),
+            fusion=Fusion.merge([p.fusion for p in parts]),
         )
 
 
@@ -140,6 +144,7 @@ class CloudService(Service):
         self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
         self.detector = Detector()
         self.misbehaviour = Misbehaviour(net)  # plausibility checks on every BSM (F2MD)
+        self.fusion = Fusion(net) if net.scenario.sensors else None  # BSMs and the RSUs' sensor detections as one picture
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -212,6 +217,8 @@ class CloudService(Service):
             for sid in [sid for sid, (_, at) in self.vehicles.items() if now - at > GONE_S]:
                 del self.vehicles[sid]
                 self._approach_of.pop(sid, None)
+                if self.fusion is not None:
+                    self.fusion.forget(sid)
             self.queues = self.survey(now)
             for k, n in self.queues.items():
                 self.max_queues[k] = max(self.max_queues[k], n)
@@ -249,19 +256,17 @@ class CloudService(Service):
             self._first_survey_s = now
         out: Counter[str] = Counter()
         on_lanes = []
-        for sid, (bsm, at) in self.vehicles.items():
-            if now - at > FRESH_S:
-                continue
-            hit = self.net.in_lane_at(*self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg))
+        for sid, x, y, speed in self.picture(now):
+            hit = self.net.in_lane_at(x, y)
             if hit is None:
                 continue
-            on_lanes.append((sid, hit[0], hit[1], bsm.speed_mps))
+            on_lanes.append((sid, hit[0], hit[1], speed))
             link = self.net.links[hit[0]]
             key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
             if self._approach_of.get(sid) != key:
                 self._approach_of[sid] = key
                 self.arrivals.setdefault(key, deque()).append(now)
-            if bsm.speed_mps < QUEUE_SPEED_MPS:
+            if speed < QUEUE_SPEED_MPS:
                 out[key] += 1
         for key, times in self.arrivals.items():
             while times and times[0] < now - ARRIVALS_WINDOW_S:
@@ -273,6 +278,15 @@ class CloudService(Service):
             if det.event_id is not None:
                 self._clear_hazard(det.event_id, now)
         return dict(sorted(out.items()))
+
+    def picture(self, now: float) -> Iterator[tuple[str, float, float, float]]:
+        """(id, x, y, speed) of every road user the cloud knows of now: each vehicle by its latest BSM, then those
+        the RSUs' sensors alone see (cloud.fusion), so that a queue of cars without an OBU still counts."""
+        for sid, (bsm, at) in self.vehicles.items():
+            if now - at <= FRESH_S:
+                yield sid, *self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg), bsm.speed_mps
+        if self.fusion is not None:
+            yield from self.fusion.unmatched(now)
 
     def approaches(self, now: float) -> dict[str, Approach]:
         """What was measured on each approach: arrivals per hour over the window, and the residual queue."""
@@ -364,7 +378,7 @@ class CloudService(Service):
         return self._summary(
             CloudSummary, relayed_spat=self.counters.relayed_spat, vehicles_seen=len(self.seen),
             max_queue_by_approach=dict(sorted(self.max_queues.items())), detected_hazards=self.detected_log,
-            misbehaviour=self.misbehaviour.summary(),
+            misbehaviour=self.misbehaviour.summary(), fusion=self.fusion.summary() if self.fusion is not None else {},
         )
 
     def handle(self, topic: str, frame: m.Frame) -> None:
@@ -380,6 +394,8 @@ class CloudService(Service):
             self.misbehaviour.bsm(
                 frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg, accuracy
             )
+            if self.fusion is not None:
+                self.fusion.bsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg, body.accuracy)
             if m.VehicleEvent.HARD_BRAKING in body.events:
                 x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
                 hit = self.net.in_lane_at(x, y)
@@ -410,6 +426,8 @@ class CloudService(Service):
                 self._event(name, rsu=sid, sim_s=round(now, 3))
         elif isinstance(body, m.Rsm):
             self.rsm[frame.header.sender_id] = (body, now)
+            if self.fusion is not None:
+                self.fusion.rsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, body)
         elif not isinstance(body, (m.Spat, m.Status)):
             self.bad.record("not_handled", topic, kind, frame.header.sender_id)
 

@@ -22,8 +22,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from roadside.perception import Perception
 from v2x import __version__
 from v2x.core import messages as m
+from v2x.core import truth
 from v2x.core.mapdata import build_map
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
@@ -37,7 +39,7 @@ from v2x.net.impair import Impairment
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.signing import role_permissions
 from v2x.net.station import Clock
-from v2x.net.transport import MqttTransport, Transport
+from v2x.net.transport import Message, MqttTransport, Transport
 
 if TYPE_CHECKING:
     from v2x.sumo.site import SumoSite
@@ -70,6 +72,7 @@ class RsuSummary(ServiceSummary):
     # violations are judged against it where the controllers are not at hand: real time)
     lights: list[list[float]] = field(default_factory=list)
     priority: list[dict[str, Any]] = field(default_factory=list)  # each priority request and what was done
+    perception: dict[str, Any] = field(default_factory=dict)  # its sensors' counts (roadside.perception); none: no sensors
 
 
 @dataclass
@@ -114,6 +117,7 @@ class RsuService(Service):
         self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
         self.counters = RsuCounters()
+        self.perception = Perception.of(net, index, self.id, self.xy)  # its sensors (None: none), fed by `sense`
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
@@ -159,6 +163,21 @@ class RsuService(Service):
         await self.transport.subscribe(self.topics.priority_request(self.iid, "+"), qos=1)
         for tile in tiles_covering(self.position.lat_deg, self.position.lon_deg, self.range_m):
             await self.transport.subscribe(self.topics.area("bsm", tile), qos=0)
+        if self.perception is not None:  # real time: the fleet's ground truth for its sensors (fast mode hands it over)
+            await self.transport.subscribe(self.topics.truth(self.id), qos=0)
+
+    def accept(self, msg: Message) -> None:
+        """The fleet's ground truth for the sensors (not a V2X message: checked, never measured); else as every
+        service."""
+        if self.perception is not None and msg.topic == self.topics.truth(self.id):
+            try:
+                users = truth.decode(msg.payload)
+            except ValueError as e:
+                self.bad.record("bad_truth", msg.topic, str(e), "fleet")
+                return
+            self.perception.sense(users)
+            return
+        super().accept(msg)
 
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
@@ -216,6 +235,8 @@ class RsuService(Service):
                     width_m=b.width_m, length_m=b.length_m,
                 )
             )
+        if self.perception is not None:
+            parts += self.perception.participants(now)
         return m.Rsm(self.position, tuple(parts))
 
     def _distance(self, _receiver: str, frame: m.Frame) -> float | None:
@@ -302,6 +323,7 @@ class RsuService(Service):
         return self._summary(
             RsuSummary, rsu=self.id, plans_applied=self.counters.plans_applied, plans=self.plan_log(), plans_refused=self.refused,
             priority=self.priority_log, intersection=self.iid, lights=self.lights,
+            perception=self.perception.summary() if self.perception is not None else {},
         )
 
     def plan_log(self) -> list[dict[str, float | int | None]]:

@@ -21,6 +21,7 @@ from xml.etree import ElementTree
 from v2x.core import schema
 from v2x.core.errors import ScenarioError
 from v2x.core.schema import Path, spec
+from v2x.core.sensors import Sensor
 
 Leg = Literal["north", "east", "south", "west"]
 Turn = Literal["left", "through", "right"]
@@ -415,6 +416,7 @@ class Scenario:
     vehicles: tuple[ScheduledVehicle, ...] = ()
     events: tuple[HazardEvent, ...] = ()
     attacks: tuple[Attack, ...] = ()
+    sensors: tuple[Sensor, ...] = spec((), doc="roadside sensors, each on an RSU (v2x.core.sensors, docs/perception.md)")
     links: Links = field(default_factory=Links)
     driver: Driver = field(default_factory=Driver)
     fleet: Fleet = field(default_factory=Fleet)
@@ -499,6 +501,8 @@ def _references(s: Scenario) -> Iterator[tuple[Path, str]]:
         if s.intersection(rsu.intersection) is None:
             yield ("rsus", n, "intersection"), f'"{rsu.intersection}" is not an intersection of this scenario (expected one of {ids})'
 
+    yield from _sensor_references(s)
+
     def place(table: str, n: int, iid: str, leg: str) -> tuple[Intersection, Approach] | list[tuple[Path, str]]:
         """The intersection and approach a table entry names, or the problem with them."""
         inter = s.intersection(iid)
@@ -544,6 +548,23 @@ def _references(s: Scenario) -> Iterator[tuple[Path, str]]:
     bsm_period = 1.0 / s.fleet.bsm_hz
     if abs(round(bsm_period / s.step_s) * s.step_s - bsm_period) > 1e-9:
         yield ("fleet", "bsm_hz"), f"a BSM every {bsm_period:g} s is not a whole number of {s.step_s:g} s steps (expected 1/bsm_hz to be a multiple of step_s)"
+
+
+def _sensor_references(s: Scenario) -> Iterator[tuple[Path, str]]:
+    """Each sensor is on an RSU of the scenario, and watches legs its intersection has."""
+    if s.sensors and s.mobility == "sumo":
+        yield ("sensors",), 'are given with mobility = "sumo" (expected none: roadside sensors run on the native core only, for now)'
+        return
+    rsus = {s.rsu_of(i).id: i for i in range(len(s.sites))}
+    for n, sensor in enumerate(s.sensors):
+        i = rsus.get(sensor.rsu)
+        if i is None:
+            yield ("sensors", n, "rsu"), f'"{sensor.rsu}" is not an RSU of this scenario (expected one of {sorted(rsus)})'
+        elif sensor.approaches:
+            legs = [a.leg for a in s.intersections[i].approaches]
+            for k, leg in enumerate(sensor.approaches):
+                if leg not in legs:
+                    yield ("sensors", n, "approaches", k), f'{s.sites[i]} has no {leg} approach (expected one of {legs})'
 
 
 def _sumo_references(s: Scenario) -> Iterator[tuple[Path, str]]:
@@ -739,7 +760,7 @@ def tile(s: Scenario, copies: int, spacing_m: float | None = None) -> Scenario:
         spacing_m = max(max(xs) - min(xs), max(ys) - min(ys)) + 2 * reach + 200.0
     cols = math.ceil(math.sqrt(copies))
     data = tomllib.loads(dumps(s))
-    out: dict[str, list[Any]] = {k: [] for k in ("intersections", "roads", "rsus", "demand", "vehicles", "events")}
+    out: dict[str, list[Any]] = {k: [] for k in ("intersections", "roads", "rsus", "demand", "vehicles", "events", "sensors")}
     for k in range(copies):
         dx, dy = (k % cols) * spacing_m, (k // cols) * spacing_m
 
@@ -754,6 +775,7 @@ def tile(s: Scenario, copies: int, spacing_m: float | None = None) -> Scenario:
             out["rsus"].append({**rsu, "id": name(rsu["id"]), "intersection": name(rsu["intersection"])})
         for table in ("demand", "vehicles", "events"):
             out[table] += [{**row, "intersection": name(row["intersection"])} for row in data.get(table, [])]
+        out["sensors"] += [{**row, "rsu": name(row["rsu"])} for row in data.get("sensors", [])]
     data.update({k: v for k, v in out.items() if v})
     data["name"] = f"{s.name}_x{copies}"
     data["description"] = f"{copies} copies of {s.name} on a {cols}-column grid {spacing_m:g} m apart: {s.description}"

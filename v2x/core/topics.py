@@ -182,6 +182,11 @@ class Topics:
         not a kind of message of the topic table, so no receiver but a watcher of the whole root hears it."""
         return f"{self.root}/run"
 
+    def truth(self, rsu: str) -> str:
+        """Real time: the road users' ground truth in the coverage of an RSU's sensors, from the fleet (v2x.core.truth).
+        Not a message of the topic table: no V2X station sends it, nothing counts or measures it."""
+        return f"{self.root}/truth/{rsu}"
+
     def area(self, kind: str, tile_prefix: str) -> str:
         """Filter for every `kind` message ("bsm", "map", "rsm", "rsi", "advisory") in a tile of any zoom."""
         return f"{self.root}/{kind}/{tile_path(tile_prefix)}/#" if tile_prefix else f"{self.root}/{kind}/#"

@@ -165,7 +165,7 @@ def users(sc: Scenario, duration_s: float | None = None, workers: int = 1, cloud
     ]
 
 
-def acl_text(sc: Scenario, root: str, clouds: int = 1) -> str:
+def acl_text(sc: Scenario, root: str, clouds: int = 1, workers: int = 1) -> str:
     t = Topics(root)
     r = t.root
     lines = [
@@ -190,7 +190,11 @@ def acl_text(sc: Scenario, root: str, clouds: int = 1) -> str:
             f"topic write {r}/rsm/{_TILE}/{rsu}",
             f"topic write {r}/prs/{iid}/+",
             f"topic write {t.status('rsu', rsu)}",
+            *([f"topic read {t.truth(rsu)}"] if any(s.rsu == rsu for s in sc.sensors) else []),  # its sensors' truth
         ]
+    if sc.sensors:  # real time: the fleet processes' V2V radios publish the truth for the RSUs' sensors (v2x.core.truth)
+        for radio in (u for u in fleet_radios(workers) if u.startswith("fleet-v2v-")):
+            lines += [f"# {radio}: the road users' truth for the RSUs' sensors", f"user {radio}", f"topic write {t.truth('+')}"]
     for cloud in cloud_users(clouds):
         lines += [
             f"# the cloud{'' if cloud == CLOUD else f' instance {cloud}'}",
@@ -233,7 +237,7 @@ def write_config(
     paths = {name: out / name for name in ("mosquitto.conf", "passwd", "acl", "credentials.json")}
     paths["passwd"].write_text("".join(f"{u}:{mosquitto_hash(credentials.password(u))}\n" for u in logins))
     paths["passwd"].chmod(0o600)
-    paths["acl"].write_text(acl_text(sc, root, clouds))
+    paths["acl"].write_text(acl_text(sc, root, clouds, workers))
     credentials.save(paths["credentials.json"])
     for tier, roles in TIER_ROLES.items():
         paths[f"credentials-{tier}.json"] = out / f"credentials-{tier}.json"

@@ -32,6 +32,7 @@ from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.traffic import Light, light_of
 from v2x.core.trajectories import Trajectories
+from v2x.core.truth import RoadUsers
 from v2x.net.connection import Connection
 from v2x.net.lockstep import Hub
 from v2x.net.signing import role_permissions
@@ -105,6 +106,15 @@ class FastRun:
             out[i] = light_of(self.rsus[sg.intersection].ctl.state(sg.group_id))
         return out
 
+    def _sense(self) -> None:
+        """The RSUs' sensors see the road users' ground truth, handed over in process (as the true lights are to the
+        fleet): it is no V2X message (docs/perception.md)."""
+        sensing = [r.perception for r in self.rsus if r.perception is not None]
+        if sensing and self.fleet.core is not None:
+            truth = RoadUsers.of(self.fleet.core)
+            for p in sensing:
+                p.sense(truth)
+
     async def _rounds(self) -> None:
         """Deliver and handle until a round publishes nothing."""
         while True:
@@ -141,6 +151,7 @@ class FastRun:
                 self.clock.t = traffic.t
                 await asyncio.gather(*self.fleet.radio_work())
                 await asyncio.gather(*self.fleet.subscription_work())
+                self._sense()
                 for rsu in self.rsus:
                     rsu.tick(traffic.t)
                 self.cloud.tick(traffic.t)

@@ -26,6 +26,7 @@ from v2x.core.traffic import Light
 from v2x.core.trajectories import Trajectories
 from v2x.net.service import ServiceSummary
 from v2x.net.transport import merge_spans
+from v2x.run.perception import perception_report
 from v2x.vehicle.apps import HazardWarnings
 from v2x.vehicle.summary import Emergency, FleetSummary, LineCrossing
 
@@ -145,6 +146,8 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "stalls_s": {**({"cloud": cloud.stalls_s} if cloud else {}), **{r.rsu or str(k): r.stalls_s for k, r in enumerate(rsus)}},
         "vehicles": fs.vehicles.to_json() if fs else {},
         "traffic": _traffic(fs, rsus),
+        # roadside sensors and the cloud's fusion, scored against the truth (v2x.run.perception); {} without sensors
+        "perception": perception_report([(r.rsu, r.perception) for r in rsus], cloud.fusion if cloud else {}),
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
             "plan_apply_ms": _plan_latency(
@@ -388,6 +391,11 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{na(tr['stops_per_vehicle'] if finished else None, 'no vehicle finished', '.2f')}")
         t.add_row("collisions / red-light violations",
                   f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings, or SUMO mobility')}")
+    if r.get("perception"):
+        f, err = r["perception"]["fusion"], r["perception"]["position_error_m"]
+        t.add_row("sensor detections / equipped matched to own BSM / ghosts / misses; error p50 (m)",
+                  f"{f['detections']} / {na(f['equipped']['match_rate'], 'no equipped vehicle detected')} / {f['ghosts']} / "
+                  f"{f['misses']}; {na(err['p50'], 'none reported')}")
     for app, a in r.get("apps", {}).items():
         if a["warnings"]:
             t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)",

@@ -37,6 +37,7 @@ from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
 from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
+from v2x.core.truth import TruthFeed
 from v2x.net.connection import Connection
 from v2x.net.reception import Reception
 from v2x.net.shared import SharedConnection
@@ -214,6 +215,8 @@ class Fleet:
         authority = conn.authority("fleet", m.SenderKind.VEHICLE, clock)
         if authority is not None:
             self.sign_with(authority)
+        # real time: the ground truth for the RSUs' sensors (docs/perception.md), from one fleet process per site
+        self.truth_feed = TruthFeed(self.net, self.topics, self.area) if sc.sensors and (self.area or shard[0] == 0) else None
 
     def sign_with(self, authority: Authority) -> None:
         """Sign every OBU's messages with a pseudonym the fleet's authority issues it; verify what they receive."""
@@ -663,6 +666,9 @@ class Fleet:
                     self.receive()
                     spawn(self.subscription_work())
                     self.move()
+                    if self.truth_feed is not None and self.core is not None and self.v2v is not None:
+                        for topic, payload in self.truth_feed.due(self.core):
+                            self.v2v.transport.publish(topic, payload)
                     # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
                     bsms = self.due_bsms()
                     self.stalled_bsms()
