@@ -345,6 +345,15 @@ class Fleet:
         1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
     )
     gnss: Gnss = field(default_factory=Gnss)
+    penetration: float = spec(
+        1.0, ge=0.0, le=1.0, doc="the share of vehicles with an OBU (drawn per vehicle from the seed); the others drive on the signal heads"
+    )
+    penetration_by_class: dict[VehicleKind, float] = field(default_factory=dict)  # per vehicle kind, instead of `penetration`
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        for kind, share in self.penetration_by_class.items():
+            if not 0.0 <= share <= 1.0:
+                yield ("penetration_by_class", kind), f"{share:g} is out of range (expected a share 0..1)"
 
 
 @dataclass(frozen=True)

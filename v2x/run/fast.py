@@ -135,6 +135,7 @@ class FastRun:
             for rsu in self.rsus:
                 await rsu.start()
             await self.fleet.start_v2v()
+            await self.fleet.start_heads()
             await self._rounds()
             k = 0
             while traffic.t < duration_s - 1e-9:

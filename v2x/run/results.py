@@ -145,6 +145,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "stalls_s": {**({"cloud": cloud.stalls_s} if cloud else {}), **{r.rsu or str(k): r.stalls_s for k, r in enumerate(rsus)}},
         "vehicles": fs.vehicles.to_json() if fs else {},
         "traffic": _traffic(fs, rsus),
+        "penetration": fs.penetration.to_json() if fs else {},  # who had an OBU, and each group's traffic figures
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
             "plan_apply_ms": _plan_latency(
@@ -344,6 +345,12 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     t.add_column("value", justify="right")
     if r["vehicles"]:
         t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
+    pen = r.get("penetration") or {}
+    if pen.get("unequipped", {}).get("vehicles"):
+        eq, un = pen["equipped"], pen["unequipped"]
+        t.add_row("vehicles equipped / unequipped (fleet.penetration)", f"{eq['vehicles']} / {un['vehicles']}")
+        t.add_row("mean delay (s) / stops: equipped; unequipped",
+                  f"{eq['mean_delay_s']:.1f} / {eq['stops_per_vehicle']:.2f}; {un['mean_delay_s']:.1f} / {un['stops_per_vehicle']:.2f}")
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")
