@@ -349,8 +349,8 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     if pen.get("unequipped", {}).get("vehicles"):
         eq, un = pen["equipped"], pen["unequipped"]
         t.add_row("vehicles equipped / unequipped (fleet.penetration)", f"{eq['vehicles']} / {un['vehicles']}")
-        t.add_row("mean delay (s) / stops: equipped; unequipped",
-                  f"{eq['mean_delay_s']:.1f} / {eq['stops_per_vehicle']:.2f}; {un['mean_delay_s']:.1f} / {un['stops_per_vehicle']:.2f}")
+        t.add_row("mean delay (s) / stops: equipped; unequipped", "; ".join(
+            f"{na(g['mean_delay_s'], 'none finished', '.1f')} / {na(g['stops_per_vehicle'], 'none finished', '.2f')}" for g in (eq, un)))
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")

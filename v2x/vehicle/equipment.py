@@ -72,8 +72,8 @@ class Group(JsonRecord):
 
     vehicles: int = 0  # seen (entered the network)
     finished: int = 0
-    mean_delay_s: float = 0.0  # of those that finished
-    stops_per_vehicle: float = 0.0
+    mean_delay_s: float | None = None  # of those that finished (None: none did)
+    stops_per_vehicle: float | None = None
     red_light_violations: int | None = None  # counted in process only (fast mode), as the run's own
 
 
@@ -96,8 +96,8 @@ class Penetration(JsonRecord):
             red = sum((vid in eq.unequipped) is without for _, vid, *_ in stats.red_light_log)
             groups.append(Group(
                 len(eq.unequipped) if without else obus, len(done),
-                round(sum(f.delay_s for f in done) / len(done), 2) if done else 0.0,
-                round(sum(f.stops for f in done) / len(done), 3) if done else 0.0,
+                round(sum(f.delay_s for f in done) / len(done), 2) if done else None,
+                round(sum(f.stops for f in done) / len(done), 3) if done else None,
                 red if red_light_counted else None,
             ))
         return cls(eq.fleet.penetration, {str(k): v for k, v in eq.fleet.penetration_by_class.items()},
@@ -111,8 +111,8 @@ class Penetration(JsonRecord):
             rl = [g.red_light_violations for g in gs]
             return Group(
                 sum(g.vehicles for g in gs), done,
-                round(sum(g.mean_delay_s * g.finished for g in gs) / done, 2) if done else 0.0,
-                round(sum(g.stops_per_vehicle * g.finished for g in gs) / done, 3) if done else 0.0,
+                round(sum((g.mean_delay_s or 0.0) * g.finished for g in gs) / done, 2) if done else None,
+                round(sum((g.stops_per_vehicle or 0.0) * g.finished for g in gs) / done, 3) if done else None,
                 None if None in rl else sum(x for x in rl if x is not None),
             )
         return cls(parts[0].share, parts[0].by_class, add_counts(p.unequipped_by_class for p in parts),

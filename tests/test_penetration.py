@@ -1,0 +1,126 @@
+"""`fleet.penetration` (v2x/vehicle/equipment.py): who carries an OBU, drawn from the seed; the unequipped have no
+OBU and drive on the signal heads. Draws and bad input without a broker; runs on the session's Mosquitto, whose
+own log says which clients connected."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from v2x.core.errors import ScenarioError
+from v2x.core.scenario import Fleet, bundled_dir, parse
+from v2x.core.traffic import KIND_INDEX
+from v2x.net.broker import MosquittoBroker
+from v2x.run.report import Report
+from v2x.testing import RunScenario
+from v2x.vehicle.equipment import Equipment
+
+SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
+IDS = range(4000)
+
+
+def _equipped(fleet: Fleet, seed: int = 1, kind: str = "car") -> set[int]:
+    eq = Equipment(fleet, seed, lambda vid: True)
+    return {vid for vid in IDS if eq.has_obu(vid, KIND_INDEX[kind])}
+
+
+def test_who_is_equipped_comes_from_the_seed_and_the_share() -> None:
+    for share in (0.3, 0.6):
+        n = len(_equipped(Fleet(penetration=share)))
+        assert abs(n / len(IDS) - share) < 4 * math.sqrt(share * (1 - share) / len(IDS))  # four binomial sigmas
+    low, high = _equipped(Fleet(penetration=0.3)), _equipped(Fleet(penetration=0.6))
+    assert low < high  # a higher share keeps everyone a lower one equipped: one draw per vehicle
+    assert _equipped(Fleet(penetration=0.3)) == low
+    assert _equipped(Fleet(penetration=0.3), seed=2) != low
+    assert _equipped(Fleet(penetration=0.0)) == set()
+    assert _equipped(Fleet(penetration=1.0)) == set(IDS)
+    assert Equipment(Fleet(), 1, lambda vid: True).everyone  # the default: nothing drawn, nothing started
+
+
+def test_a_class_can_be_forced_equipped_and_only_this_fleet_s_vehicles_are_counted() -> None:
+    fleet = Fleet(penetration=0.0, penetration_by_class={"emergency": 1.0})
+    assert _equipped(fleet, kind="emergency") == set(IDS)
+    assert _equipped(fleet, kind="car") == set()
+    assert not Equipment(fleet, 1, lambda vid: True).everyone
+    eq = Equipment(fleet, 1, lambda vid: vid % 2 == 0)  # shard 0 of 2, by vehicle
+    for vid in range(10):
+        eq.has_obu(vid, KIND_INDEX["bus"])
+    assert eq.unequipped == {vid: "bus" for vid in range(0, 10, 2)}
+
+
+@pytest.mark.parametrize(("setting", "field", "expected"), [
+    ("penetration = 1.5", "fleet.penetration", "expected a number <= 1"),
+    ("penetration = -0.1", "fleet.penetration", "expected a number >= 0"),
+    ("penetration_by_class = { car = 0.2, emergency = 2.0 }", "fleet.penetration_by_class.emergency", "expected a share 0..1"),
+    ("penetration_by_class = { tram = 1.0 }", "fleet.penetration_by_class.tram", "is not allowed"),
+])
+def test_a_share_out_of_range_is_an_error_at_its_file_and_line(setting: str, field: str, expected: str) -> None:
+    text = (bundled_dir() / "four_way.toml").read_text().replace("[fleet]\n", f"[fleet]\n{setting}\n", 1)
+    line = text.splitlines().index(setting) + 1
+    with pytest.raises(ScenarioError) as e:
+        parse(text, "mixed.toml")
+    assert f"mixed.toml:{line}: {field}: " in str(e.value)
+    assert expected in str(e.value)
+
+
+def _clients(broker: MosquittoBroker, report: Report) -> list[str]:
+    """The client ids of a run's connections, from the broker's own log."""
+    prefix = f"{report['run_id']}-"
+    return [w for line in broker.log_path.read_text().splitlines() if " as " in line
+            for w in line.split() if w.startswith(prefix)]
+
+
+def test_penetration_0_no_obu_connects_no_bsm_is_sent_and_the_drivers_obey_the_heads(
+    v2x_run: RunScenario, mosquitto: MosquittoBroker,
+) -> None:
+    r = v2x_run("four_way", "--set", "fleet.penetration=0", duration=600)
+    clients = _clients(mosquitto, r)
+    assert not [c for c in clients if "-veh-" in c or "-stalled-" in c]
+    assert any(c.endswith("-fleet-heads-0-of-1") for c in clients)  # the heads' view: one connection, not an OBU
+    assert "bsm" not in r["messages"]  # none sent, none received by the cloud or the RSU
+    assert r["cloud"]["vehicles_seen"] == 0
+    assert r["vehicles"]["finished"] > 0
+    pen = r["penetration"]
+    assert (pen["equipped"]["vehicles"], pen["unequipped"]["vehicles"]) == (0, r["vehicles"]["spawned"])
+    assert pen["unequipped"]["mean_delay_s"] == r.traffic["mean_delay_s"]  # the run's KPIs are over every vehicle
+    assert r.traffic["collisions"] == 0
+    assert r.traffic["red_light_violations"] == 0
+
+
+def test_penetration_1_is_the_run_as_before(v2x_run: RunScenario, mosquitto: MosquittoBroker) -> None:
+    before = v2x_run("four_way", duration=120)
+    forced = v2x_run("four_way", "--set", "fleet.penetration=1", "--set", "fleet.penetration_by_class.emergency=1", duration=120)
+    for r in (before, forced):
+        clients = _clients(mosquitto, r)
+        assert not [c for c in clients if "-fleet-heads-" in c]
+        assert len([c for c in clients if "-veh-" in c]) == r["vehicles"]["spawned"]
+    for key in ("vehicles", "traffic", "messages", "latency_ms", "spat_coverage", "apps"):
+        assert before[key] == forced[key], key
+    assert before["lockstep"]["deliveries"] == forced["lockstep"]["deliveries"]
+
+
+def test_mixed_traffic_only_the_equipped_are_heard_and_a_forced_class_always_is(
+    v2x_run: RunScenario, mosquitto: MosquittoBroker,
+) -> None:
+    r = v2x_run("emergency", "--set", "fleet.penetration=0.5", "--set", "fleet.penetration_by_class.emergency=1", duration=150)
+    pen = r["penetration"]
+    assert pen["equipped"]["vehicles"] + pen["unequipped"]["vehicles"] == r["vehicles"]["spawned"]
+    assert pen["equipped"]["vehicles"] > 0
+    assert pen["unequipped"]["vehicles"] > 0
+    assert "emergency" not in pen["unequipped_by_class"]
+    assert r["cloud"]["vehicles_seen"] == pen["equipped"]["vehicles"]  # BSMs came from the equipped alone
+    assert len([c for c in _clients(mosquitto, r) if "-veh-" in c]) == pen["equipped"]["vehicles"]
+    assert r["emergency"]["rsu_log"]  # the ambulance's OBU asked for priority
+    assert r.traffic["collisions"] == 0
+
+
+def test_penetration_0_in_real_time(v2x_run: RunScenario, mosquitto: MosquittoBroker) -> None:
+    r = v2x_run(SHORT, "--set", "fleet.penetration=0", duration=30, fast=False)
+    assert not [c for c in _clients(mosquitto, r) if "-veh-" in c]
+    assert "bsm" not in r["messages"]
+    assert r["vehicles"]["finished"] > 0
+    assert r["penetration"]["unequipped"]["vehicles"] == r["vehicles"]["spawned"]
+    assert r.traffic["collisions"] == 0
+    assert r.traffic["red_light_violations"] == 0  # judged from the crossings against the RSU's record of its heads
