@@ -18,6 +18,7 @@ from v2x.testing import RunScenario
 from v2x.vehicle.equipment import Equipment
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
+GRID = str(bundled_dir() / "grid.toml")
 IDS = range(4000)
 
 
@@ -124,3 +125,15 @@ def test_penetration_0_in_real_time(v2x_run: RunScenario, mosquitto: MosquittoBr
     assert r["penetration"]["unequipped"]["vehicles"] == r["vehicles"]["spawned"]
     assert r.traffic["collisions"] == 0
     assert r.traffic["red_light_violations"] == 0  # judged from the crossings against the RSU's record of its heads
+
+
+def test_on_sumo_the_unequipped_have_no_obu(v2x_run: RunScenario, mosquitto: MosquittoBroker) -> None:
+    """SUMO's drivers see SUMO's lights, which the RSUs' controllers drive: only the OBUs are left out."""
+    r = v2x_run(GRID, "--set", "fleet.penetration=0.5", duration=60)
+    pen = r["penetration"]
+    assert pen["equipped"]["vehicles"] + pen["unequipped"]["vehicles"] == r["vehicles"]["spawned"]
+    assert pen["unequipped"]["vehicles"] > 0
+    assert r["cloud"]["vehicles_seen"] == pen["equipped"]["vehicles"]
+    assert len([c for c in _clients(mosquitto, r) if "-veh-" in c]) == pen["equipped"]["vehicles"]
+    assert not [c for c in _clients(mosquitto, r) if "-fleet-heads-" in c]
+    assert r.traffic["collisions"] == 0

@@ -348,7 +348,8 @@ class Fleet:
     penetration: float = spec(
         1.0, ge=0.0, le=1.0, doc="the share of vehicles with an OBU (drawn per vehicle from the seed); the others drive on the signal heads"
     )
-    penetration_by_class: dict[VehicleKind, float] = field(default_factory=dict)  # per vehicle kind, instead of `penetration`
+    # per vehicle kind, instead of `penetration` (not hashed: a SUMO scenario, which has no dict elsewhere, is a cache key)
+    penetration_by_class: dict[VehicleKind, float] = field(default_factory=dict, hash=False)
 
     def check(self) -> Iterator[tuple[Path, str]]:
         for kind, share in self.penetration_by_class.items():

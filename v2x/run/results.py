@@ -349,8 +349,9 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     if pen.get("unequipped", {}).get("vehicles"):
         eq, un = pen["equipped"], pen["unequipped"]
         t.add_row("vehicles equipped / unequipped (fleet.penetration)", f"{eq['vehicles']} / {un['vehicles']}")
+        why = [("none finished" if g["finished"] is not None else "not kept per vehicle on SUMO") for g in (eq, un)]
         t.add_row("mean delay (s) / stops: equipped; unequipped", "; ".join(
-            f"{na(g['mean_delay_s'], 'none finished', '.1f')} / {na(g['stops_per_vehicle'], 'none finished', '.2f')}" for g in (eq, un)))
+            f"{na(g['mean_delay_s'], w, '.1f')} / {na(g['stops_per_vehicle'], w, '.2f')}" for g, w in zip((eq, un), why, strict=True)))
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")

@@ -71,8 +71,8 @@ class Group(JsonRecord):
     """The traffic figures of one group of vehicles (the equipped, or the others)."""
 
     vehicles: int = 0  # seen (entered the network)
-    finished: int = 0
-    mean_delay_s: float | None = None  # of those that finished (None: none did)
+    finished: int | None = 0  # None: not known per vehicle (SUMO's mobility keeps no log of them)
+    mean_delay_s: float | None = None  # of those that finished (None: none did, or not known)
     stops_per_vehicle: float | None = None
     red_light_violations: int | None = None  # counted in process only (fast mode), as the run's own
 
@@ -91,11 +91,12 @@ class Penetration(JsonRecord):
     def of(cls, eq: Equipment, obus: int, stats: Stats, red_light_counted: bool) -> Penetration:
         """From a fleet's draw, its OBUs so far (the equipped of its own vehicles) and its traffic's statistics."""
         groups = []
+        logged = len(stats.finished_log) == stats.finished
         for without in (False, True):
             done = [f for f in stats.finished_log if (f.vid in eq.unequipped) is without]
             red = sum((vid in eq.unequipped) is without for _, vid, *_ in stats.red_light_log)
             groups.append(Group(
-                len(eq.unequipped) if without else obus, len(done),
+                len(eq.unequipped) if without else obus, len(done) if logged else None,
                 round(sum(f.delay_s for f in done) / len(done), 2) if done else None,
                 round(sum(f.stops for f in done) / len(done), 3) if done else None,
                 red if red_light_counted else None,
@@ -107,12 +108,13 @@ class Penetration(JsonRecord):
     def merge(cls, parts: list[Penetration]) -> Penetration:
         """The shards of a run: counts added, means weighted by the vehicles finished."""
         def group(gs: list[Group]) -> Group:
-            done = sum(g.finished for g in gs)
+            finished = [g.finished for g in gs]
+            done = None if None in finished else sum(n for n in finished if n is not None)
             rl = [g.red_light_violations for g in gs]
             return Group(
                 sum(g.vehicles for g in gs), done,
-                round(sum((g.mean_delay_s or 0.0) * g.finished for g in gs) / done, 2) if done else None,
-                round(sum((g.stops_per_vehicle or 0.0) * g.finished for g in gs) / done, 3) if done else None,
+                round(sum((g.mean_delay_s or 0.0) * (g.finished or 0) for g in gs) / done, 2) if done else None,
+                round(sum((g.stops_per_vehicle or 0.0) * (g.finished or 0) for g in gs) / done, 3) if done else None,
                 None if None in rl else sum(x for x in rl if x is not None),
             )
         return cls(parts[0].share, parts[0].by_class, add_counts(p.unequipped_by_class for p in parts),
