@@ -11,11 +11,11 @@ import pytest
 
 from v2x.core.errors import ScenarioError
 from v2x.core.scenario import Fleet, bundled_dir, parse
-from v2x.core.traffic import KIND_INDEX
+from v2x.core.traffic import KIND_INDEX, FinishedVehicle, Stats
 from v2x.net.broker import MosquittoBroker
 from v2x.run.report import Report
 from v2x.testing import RunScenario
-from v2x.vehicle.equipment import Equipment
+from v2x.vehicle.equipment import Equipment, Penetration
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 GRID = str(bundled_dir() / "grid.toml")
@@ -49,6 +49,26 @@ def test_a_class_can_be_forced_equipped_and_only_this_fleet_s_vehicles_are_count
     for vid in range(10):
         eq.has_obu(vid, KIND_INDEX["bus"])
     assert eq.unequipped == {vid: "bus" for vid in range(0, 10, 2)}
+
+
+def test_each_group_s_figures_are_over_this_fleet_s_own_vehicles() -> None:
+    eq = Equipment(Fleet(penetration=0.5), 1, lambda vid: vid % 2 == 0)  # shard 0 of 2: it simulates every vehicle
+    stats = Stats()
+    for vid in range(40):
+        eq.has_obu(vid, KIND_INDEX["car"])
+        stats.finished_log.append(FinishedVehicle(vid, 0, 0.0, float(vid), 0.0, vid % 3))
+        stats.red_light_log.append((0.0, vid, 0, 10.0, False))
+    stats.finished = len(stats.finished_log)
+    mine = [f for f in stats.finished_log if f.vid % 2 == 0]
+    pen = Penetration.of(eq, len(mine) - len(eq.unequipped), stats, red_light_counted=True)
+    for group, own in ((pen.unequipped, [f for f in mine if f.vid in eq.unequipped]),
+                       (pen.equipped, [f for f in mine if f.vid not in eq.unequipped])):
+        assert group.vehicles == group.finished == group.red_light_violations == len(own) > 0
+        assert group.mean_delay_s == pytest.approx(sum(f.delay_s for f in own) / len(own), abs=0.01)
+        assert group.stops_per_vehicle == pytest.approx(sum(f.stops for f in own) / len(own), abs=0.001)
+    merged = Penetration.merge([pen, pen])
+    assert merged.unequipped.finished == 2 * len(eq.unequipped)
+    assert merged.unequipped.mean_delay_s == pen.unequipped.mean_delay_s
 
 
 @pytest.mark.parametrize(("setting", "field", "expected"), [

@@ -93,8 +93,9 @@ class Penetration(JsonRecord):
         groups = []
         logged = len(stats.finished_log) == stats.finished
         for without in (False, True):
-            done = [f for f in stats.finished_log if (f.vid in eq.unequipped) is without]
-            red = sum((vid in eq.unequipped) is without for _, vid, *_ in stats.red_light_log)
+            # a shard by vehicle simulates every vehicle: its groups are its own vehicles
+            done = [f for f in stats.finished_log if eq.mine(f.vid) and (f.vid in eq.unequipped) is without]
+            red = sum(eq.mine(vid) and (vid in eq.unequipped) is without for _, vid, *_ in stats.red_light_log)
             groups.append(Group(
                 len(eq.unequipped) if without else obus, len(done) if logged else None,
                 round(sum(f.delay_s for f in done) / len(done), 2) if done else None,
