@@ -4,7 +4,10 @@ own log says which clients connected."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +160,17 @@ def test_on_sumo_the_unequipped_have_no_obu(v2x_run: RunScenario, mosquitto: Mos
     assert len([c for c in _clients(mosquitto, r) if "-veh-" in c]) == pen["equipped"]["vehicles"]
     assert not [c for c in _clients(mosquitto, r) if "-fleet-heads-" in c]
     assert r.traffic["collisions"] == 0
+
+
+@pytest.mark.integration
+def test_the_heads_listener_has_a_login_on_a_secured_broker(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "run", SHORT, "--secure", "--fast", "--headless", "--duration", "20",
+         "--set", "fleet.penetration=0.5", "--report", str(report)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert r["broker"]["kind"].startswith("mosquitto (secured")
+    assert r["penetration"]["unequipped"]["vehicles"] > 0
