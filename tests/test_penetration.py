@@ -4,6 +4,7 @@ own log says which clients connected."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -174,3 +175,17 @@ def test_the_heads_listener_has_a_login_on_a_secured_broker(tmp_path: Path) -> N
     r = json.loads(report.read_text())
     assert r["broker"]["kind"].startswith("mosquitto (secured")
     assert r["penetration"]["unequipped"]["vehicles"] > 0
+
+
+def test_a_sweep_over_penetration_has_its_column_and_each_group_s(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "v2x", "sweep", SHORT, "--set", "fleet.penetration=0,1", "--duration", "15",
+         "--out", str(tmp_path), "--broker", mosquitto.url],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["fleet.penetration"]: r for r in csv.DictReader((tmp_path / "sweep.csv").open())}
+    assert rows.keys() == {"0", "1"}
+    assert float(rows["0"]["equipped_vehicles"]) == 0 < float(rows["0"]["unequipped_vehicles"])
+    assert float(rows["1"]["unequipped_vehicles"]) == 0 < float(rows["1"]["equipped_vehicles"])
+    assert rows["1"]["unequipped_mean_delay_s"] == ""  # no such vehicle: blank, not 0

@@ -342,7 +342,7 @@ class Fleet:
     )
     glosa: bool = spec(False, doc="OBUs run GLOSA: approaching a red, they slow to arrive as it turns green")
     reaction_s: float = spec(
-        1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
+        1.0, ge=0.0, le=5.0, doc="perception-reaction time (ITE: 1 s) to a signal change heard without the countdown, or seen on the head (unequipped)"
     )
     gnss: Gnss = field(default_factory=Gnss)
     penetration: float = spec(
