@@ -111,6 +111,8 @@ def test_penetration_0_no_obu_connects_no_bsm_is_sent_and_the_drivers_obey_the_h
     assert (pen["equipped"]["vehicles"], pen["unequipped"]["vehicles"]) == (0, r["vehicles"]["spawned"])
     assert pen["unequipped"]["mean_delay_s"] == r.traffic["mean_delay_s"]  # the run's KPIs are over every vehicle
     assert r.traffic["collisions"] == 0
+    # seed 1 (the scenario's): 0. Not every seed: a 3 s yellow with a 1 s reaction leaves a dilemma zone, and seed 2
+    # has one car enter 0.12 s into the all-red after committing on the yellow (docs/mixed-traffic.md)
     assert r.traffic["red_light_violations"] == 0
 
 
