@@ -41,6 +41,8 @@ def test_who_is_equipped_comes_from_the_seed_and_the_share() -> None:
     assert _equipped(Fleet(penetration=0.3), seed=2) != low
     assert _equipped(Fleet(penetration=0.0)) == set()
     assert _equipped(Fleet(penetration=1.0)) == set(IDS)
+    assert not Equipment(Fleet(penetration=0.0), 1, lambda vid: True).stalled_has_obu(1)  # a stalled car is a car
+    assert Equipment(Fleet(penetration=0.0, penetration_by_class={"car": 1.0}), 1, lambda vid: True).stalled_has_obu(1)
     assert Equipment(Fleet(), 1, lambda vid: True).everyone  # the default: nothing drawn, nothing started
 
 
@@ -114,6 +116,16 @@ def test_penetration_0_no_obu_connects_no_bsm_is_sent_and_the_drivers_obey_the_h
     # seed 1 (the scenario's): 0. Not every seed: a 3 s yellow with a 1 s reaction leaves a dilemma zone, and seed 2
     # has one car enter 0.12 s into the all-red after committing on the yellow (docs/mixed-traffic.md)
     assert r.traffic["red_light_violations"] == 0
+
+
+def test_at_penetration_0_a_stalled_car_has_no_obu_either_and_its_reported_hazard_is_still_announced(
+    v2x_run: RunScenario, mosquitto: MosquittoBroker,
+) -> None:
+    r = v2x_run("hazard", "--set", "fleet.penetration=0", duration=90)  # the car stalls at 60 s
+    assert not [c for c in _clients(mosquitto, r) if "-stalled-" in c or "-veh-" in c]
+    assert "bsm" not in r["messages"]
+    assert r["messages"]["rsi"]["sent"] > 0  # the cloud learns of it from a report, not from the car
+    assert r.traffic["collisions"] == 0
 
 
 def test_penetration_1_is_the_run_as_before(v2x_run: RunScenario, mosquitto: MosquittoBroker) -> None:

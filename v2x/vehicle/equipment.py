@@ -48,12 +48,18 @@ class Equipment:
         got = self._drawn.get(vid)
         if got is None:
             name = KIND_NAMES[kind]
-            share = self.share(name)
-            digest = hashlib.sha256(f"{self.seed}/equipped/{vid}".encode()).digest()
-            got = self._drawn[vid] = share >= 1.0 or int.from_bytes(digest[:8], "big") / 2.0**64 < share
+            got = self._drawn[vid] = self._draw(str(vid), self.share(name))
             if not got and self.mine(vid):
                 self.unequipped[vid] = name
         return got
+
+    def stalled_has_obu(self, event: int) -> bool:
+        """Whether the stalled car of hazard event `event` (from 1) carries an OBU: a car like the others."""
+        return self._draw(f"stalled-{event}", self.share("car"))
+
+    def _draw(self, key: str, share: float) -> bool:
+        digest = hashlib.sha256(f"{self.seed}/equipped/{key}".encode()).digest()
+        return share >= 1.0 or int.from_bytes(digest[:8], "big") / 2.0**64 < share
 
     def without_obu(self, traffic: Mobility) -> set[int]:
         """The vehicles present that have no OBU."""

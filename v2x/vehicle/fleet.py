@@ -288,7 +288,8 @@ class Fleet:
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
             work.append(self._close(self.radios.pop(vid)))
-        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)}
+        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)
+                    and self.equipment.stalled_has_obu(k)}
         for k in sorted(standing - self.stalled.keys()):
             sid = f"stalled-{k}"
             radio = self.stalled[k] = Radio(-k, self._station(sid, self._factory(sid)), self._belief())
