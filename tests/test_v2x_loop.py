@@ -97,6 +97,17 @@ def test_without_the_countdown_a_vehicle_keeps_the_state_it_heard() -> None:
     assert driver.light(1, 2, 1.2) is Light.GREEN
 
 
+def test_a_step_behind_the_clock_that_heard_still_sees_what_it_had_reacted_to() -> None:
+    """Real time: a SPaT is heard at 10 Hz on the wall clock, a few ms after the step (sim time) that asks next."""
+    sc = _load("four_way", 10.0)
+    net = Network(sc)
+    state = intersection_state(net, 0, controllers(net)[0], EPOCH_MS)
+    driver = SignalBelief(stale_s=1.0, countdown=False, reaction_s=1.0)
+    for k in range(30):
+        driver.receive(state, k / 10, "rsu", now_s=k / 10 + 0.003)
+        assert driver.light(1, 2, k / 10) is (Light.GREEN if k >= 11 else Light.UNKNOWN), k
+
+
 def test_the_fresher_path_wins() -> None:
     sc = _load("four_way", 10.0)
     net = Network(sc)

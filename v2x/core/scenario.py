@@ -343,9 +343,19 @@ class Fleet:
     )
     glosa: bool = spec(False, doc="OBUs run GLOSA: approaching a red, they slow to arrive as it turns green")
     reaction_s: float = spec(
-        1.0, ge=0.0, le=5.0, doc="without the countdown: perception-reaction time to a signal change heard (ITE: 1 s)"
+        1.0, ge=0.0, le=5.0, doc="perception-reaction time (ITE: 1 s) to a signal change heard without the countdown, or seen on the head (unequipped)"
     )
     gnss: Gnss = field(default_factory=Gnss)
+    penetration: float = spec(
+        1.0, ge=0.0, le=1.0, doc="the share of vehicles with an OBU (drawn per vehicle from the seed); the others drive on the signal heads"
+    )
+    # per vehicle kind, instead of `penetration` (not hashed: a SUMO scenario, which has no dict elsewhere, is a cache key)
+    penetration_by_class: dict[VehicleKind, float] = field(default_factory=dict, hash=False)
+
+    def check(self) -> Iterator[tuple[Path, str]]:
+        for kind, share in self.penetration_by_class.items():
+            if not 0.0 <= share <= 1.0:
+                yield ("penetration_by_class", kind), f"{share:g} is out of range (expected a share 0..1)"
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class FastRun:
         fleet): it is no V2X message (docs/perception.md)."""
         sensing = [r.perception for r in self.rsus if r.perception is not None]
         if sensing and self.fleet.core is not None:
-            truth = RoadUsers.of(self.fleet.core)
+            truth = RoadUsers.of(self.fleet.core, self.fleet.equipment.mask(self.fleet.core))
             for p in sensing:
                 p.sense(truth)
 
@@ -145,6 +145,7 @@ class FastRun:
             for rsu in self.rsus:
                 await rsu.start()
             await self.fleet.start_v2v()
+            await self.fleet.start_heads()
             await self._rounds()
             k = 0
             while traffic.t < duration_s - 1e-9:

@@ -148,6 +148,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "traffic": _traffic(fs, rsus),
         # roadside sensors and the cloud's fusion, scored against the truth (v2x.run.perception); {} without sensors
         "perception": perception_report([(r.rsu, r.perception) for r in rsus], cloud.fusion if cloud else {}),
+        "penetration": fs.penetration.to_json() if fs else {},  # who had an OBU, and each group's traffic figures
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),
             "plan_apply_ms": _plan_latency(
@@ -347,6 +348,13 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
     t.add_column("value", justify="right")
     if r["vehicles"]:
         t.add_row("vehicles spawned / finished", f"{r['vehicles']['spawned']} / {r['vehicles']['finished']}")
+    pen = r.get("penetration") or {}
+    if pen.get("unequipped", {}).get("vehicles"):
+        eq, un = pen["equipped"], pen["unequipped"]
+        t.add_row("vehicles equipped / unequipped (fleet.penetration)", f"{eq['vehicles']} / {un['vehicles']}")
+        why = [("none finished" if g["finished"] is not None else "not kept per vehicle on SUMO") for g in (eq, un)]
+        t.add_row("mean delay (s) / stops: equipped; unequipped", "; ".join(
+            f"{na(g['mean_delay_s'], w, '.1f')} / {na(g['stops_per_vehicle'], w, '.2f')}" for g, w in zip((eq, un), why, strict=True)))
     for name in msgs:
         t.add_row(f"{name}: sent / received / lost / dup",
                   f"{count(name, 'sent')} / {count(name, 'received')} / {count(name, 'lost')} / {count(name, 'duplicates')}")

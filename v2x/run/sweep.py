@@ -72,6 +72,9 @@ KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
     *((f"{_hop(h)}_{q}_ms", f"{h} {q} [ms]", _at("latency_ms", h, q)) for h in HOP_ORDER for q in ("p50", "p99")),
     *((f"{_hop(h)}_loss", f"{h} loss", _at("loss_by_hop", h, "loss")) for h in HOP_ORDER),
     *((f"{app}_warnings", f"{app.upper()} warnings", _at("apps", app, "warnings")) for app in APPS),
+    # fleet.penetration: how many vehicles had an OBU, and each group's delay and stops
+    *((f"{g}_{k}", f"{g} {t}", _at("penetration", g, k)) for g in ("equipped", "unequipped")
+      for k, t in (("vehicles", "vehicles"), ("mean_delay_s", "mean delay [s]"), ("stops_per_vehicle", "stops per vehicle"))),
 ]
 
 

@@ -43,7 +43,9 @@ class SignalBelief:
                 heard = at_s if now_s is None else now_s
                 queue = self._reacting.setdefault(state.ref.id, [])
                 queue.append((heard + self.reaction_s, got))
-                _keep_from_latest_ready(queue, heard)
+                # what was ready a staleness threshold before hearing supersedes the older: the steps that ask
+                # (at their own sim time) may lag the clock that heard it (real time), so keep what they may need
+                _keep_from_latest_ready(queue, heard - self.stale_s)
 
     def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         got = self.latest.get(intersection_id)

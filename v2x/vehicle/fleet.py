@@ -49,6 +49,7 @@ from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
 from v2x.vehicle.emergency import PriorityRequests
+from v2x.vehicle.equipment import Equipment
 from v2x.vehicle.gnss import GnssError
 from v2x.vehicle.sidelink import Neighbours
 
@@ -201,6 +202,9 @@ class Fleet:
         # where the OBUs think they are (None: exactly where they are)
         self.gnss = GnssError(sc.fleet.gnss, sc.seed if seed is None else seed, self.net.frame) if sc.fleet.gnss.receiver != "off" else None
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
+        # who has an OBU (`fleet.penetration`); the signal heads the others see, when there are others (start_heads)
+        self.equipment = Equipment(sc.fleet, sc.seed if seed is None else seed, self.mine)
+        self.heads: Radio | None = None
         self.shared = shared
         self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
@@ -277,7 +281,7 @@ class Fleet:
 
     def radio_work(self) -> list[Coroutine[Any, Any, None]]:
         """Give new vehicles of this shard an OBU; let departed vehicles' OBUs go."""
-        present = {int(v) for v in self.traffic.ids if self.mine(int(v))}
+        present = {int(v) for v in self.traffic.ids if self.mine(int(v))} - self.equipment.without_obu(self.traffic)
         work = []
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
@@ -287,7 +291,8 @@ class Fleet:
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
             work.append(self._close(self.radios.pop(vid)))
-        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)}
+        standing = {k for k in self.traffic.obstacles if self.sc.events[k - 1].kind == "stalled_vehicle" and self._owns_event(k)
+                    and self.equipment.stalled_has_obu(k)}
         for k in sorted(standing - self.stalled.keys()):
             sid = f"stalled-{k}"
             radio = self.stalled[k] = Radio(-k, self._station(sid, self._factory(sid)), self._belief())
@@ -358,6 +363,19 @@ class Fleet:
         radio.ready = True
         self.shadow = radio
 
+    async def start_heads(self) -> None:
+        """When some vehicles have no OBU: the signal heads their drivers see, from the RSUs' SPaT (v2x.vehicle.equipment)."""
+        if self.equipment.everyone or self.sumo is not None:  # SUMO's drivers see SUMO's lights
+            return
+        i, n = self.shard
+        sid = f"fleet-heads-{i}-of-{n}"
+        radio = Radio(-3, Station(sid, m.SenderKind.VEHICLE, self.clock, self._factory(sid)), self.equipment.heads())
+        await radio.transport.start()
+        for ix in sorted(self.area) if self.area is not None else range(len(self.net.intersections)):
+            await radio.transport.subscribe(self.topics.spat("rsu", self.net.site_tiles[ix], self.net.intersections[ix].spec.id))
+        radio.ready = True
+        self.heads = radio
+
     async def start_v2v(self) -> None:
         """The V2V radio: every BSM in the area, for the sidelink applications."""
         i, n = self.shard
@@ -381,6 +399,9 @@ class Fleet:
         if self.shadow is not None:
             for msg in self.shadow.transport.receive():
                 self._handle(self.shadow, msg)
+        if self.heads is not None:
+            for msg in self.heads.transport.receive():
+                self._see_heads(self.heads, msg)
         for radio in self.radios.values():
             if radio.ready:
                 for msg in radio.transport.receive():
@@ -421,6 +442,17 @@ class Fleet:
         if frame is not None:
             self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
 
+    def _see_heads(self, heads: Radio, msg: Message) -> None:
+        """What the signal heads show, as the RSUs' SPaT says (not measured: the physical world)."""
+        frame = self.reception.decode(msg)
+        if frame is None or not isinstance(frame.body, m.Spat) or not (
+            self.reception.verified(msg, frame, heads.station.sender_id) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
+        ):
+            return
+        now = self.clock.sim_s()
+        for st in frame.body.intersections:
+            heads.belief.receive(st, self.clock.sim_of_utc_ms(st.timestamp_ms), "rsu", now)
+
     def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
         body = frame.body
         kind = m.message_type(body).value
@@ -459,12 +491,15 @@ class Fleet:
         """The light each vehicle believes its next signal shows (another shard's vehicles: `truth` if known)."""
         lights = np.full(self.traffic.n, Light.NONE, dtype=np.int64)
         now = self.traffic.t
+        unequipped = self.equipment.without_obu(self.traffic)
         for i in np.flatnonzero(group >= 0):
             vid = int(self.traffic.ids[i])
             radio = self.radios.get(vid)
             sg = self.net.groups[int(group[i])]
             if radio is not None:
                 lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
+            elif vid in unequipped:  # its driver sees the signal head
+                lights[i] = self.heads.belief.light(sg.intersection + 1, sg.group_id, now) if self.heads is not None else Light.UNKNOWN
             elif self.mine(vid):
                 lights[i] = Light.UNKNOWN  # its OBU is not up yet
             elif truth is not None:
@@ -569,7 +604,8 @@ class Fleet:
         else:
             assert self.core is not None  # one of the two backends moves the vehicles
             bsms = build_bsms(self.core, self.net.frame)
-        mine = [(vid, bsm) for vid, bsm in bsms if self.mine(vid)]
+        unequipped = self.equipment.without_obu(self.traffic)
+        mine = [(vid, bsm) for vid, bsm in bsms if self.mine(vid) and vid not in unequipped]
         return mine if self.gnss is None else self.gnss.apply(mine, self.traffic.t)
 
     def stalled_bsms(self) -> None:
@@ -610,12 +646,12 @@ class Fleet:
 
     def connection(self) -> ConnectionSummary:
         """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""
-        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        extra = [r for r in (self.shadow, self.v2v, self.heads, *self.stalled.values()) if r is not None]
         live = [r.transport.stats for r in [*self.radios.values(), *extra]]
         return outage_summary([*self.closed_stats, *live], self.clock.epoch_s)
 
     async def close(self) -> None:
-        extra = [r for r in (self.shadow, self.v2v, *self.stalled.values()) if r is not None]
+        extra = [r for r in (self.shadow, self.v2v, self.heads, *self.stalled.values()) if r is not None]
         await asyncio.gather(*(self._close(r) for r in [*self.radios.values(), *extra]))
         if self.shared is not None:  # the OBUs' one connection: its drops and outages are theirs
             st = self.shared.inner.stats
@@ -630,7 +666,7 @@ class Fleet:
             self.sumo.close()  # libsumo: the process's one simulation, free for the next
         self.radios.clear()
         self.stalled.clear()
-        self.shadow = self.v2v = None
+        self.shadow = self.v2v = self.heads = None
 
     # -- real time ------------------------------------------------------------------------------
 
@@ -640,6 +676,7 @@ class Fleet:
         if self.shard[1] > 1 and self.area is None:
             await self.start_shadow()
         await self.start_v2v()
+        await self.start_heads()
         # no controllers here to tell red-light entries: log every stop-line crossing, judged later against the RSUs'
         # record of their lights (v2x.run.results)
         self.traffic.crossings = []
@@ -667,7 +704,7 @@ class Fleet:
                     spawn(self.subscription_work())
                     self.move()
                     if self.truth_feed is not None and self.core is not None and self.v2v is not None:
-                        for topic, payload in self.truth_feed.due(self.core):
+                        for topic, payload in self.truth_feed.due(self.core, self.equipment.mask(self.core)):
                             self.v2v.transport.publish(topic, payload)
                     # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
                     bsms = self.due_bsms()

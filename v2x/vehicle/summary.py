@@ -13,6 +13,7 @@ from v2x.core.traffic import EMERGENCY
 from v2x.net.reception import LinkDrops
 from v2x.net.transport import ConnectionSummary
 from v2x.vehicle.apps import MAX_EVENTS_KEPT, AppKpis, HazardWarnings
+from v2x.vehicle.equipment import Penetration
 from v2x.vehicle.fleet import Fleet
 
 
@@ -121,6 +122,7 @@ class FleetSummary(JsonRecord):
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
     sim_s: float = 0.0  # [s] the sim time the fleet reached (short of the run's duration when it was stopped)
     crossings_logged: bool = True  # its mobility can log stop-line crossings (SUMO's cannot yet): red-light violations judged
+    penetration: Penetration = field(default_factory=Penetration)  # who had an OBU; traffic figures of each group
 
     @classmethod
     def of(cls, fleet: Fleet) -> FleetSummary:
@@ -175,6 +177,7 @@ class FleetSummary(JsonRecord):
             ],
             sim_s=round(fleet.traffic.t, 1),
             crossings_logged=fleet.core is not None,
+            penetration=Penetration.of(fleet.equipment, fleet.obus, st, fleet.truth is not None and fleet.core is not None),
         )
 
     @classmethod
@@ -248,4 +251,5 @@ class FleetSummary(JsonRecord):
             line_crossings=[x for p in parts for x in p.line_crossings],
             sim_s=min(p.sim_s for p in parts),  # the run reached what every shard did
             crossings_logged=all(p.crossings_logged for p in parts),
+            penetration=Penetration.merge([p.penetration for p in parts]),
         )
