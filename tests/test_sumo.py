@@ -555,3 +555,109 @@ def test_sumo_hazards_are_validated_with_file_line_and_field() -> None:
         "s.toml:15: sumo.hazards[1].lane: 2 is out of range (expected 0..1 for edge A0B0)",
         "s.toml:19: sumo.hazards[2].distance_m: 500 is beyond lane 0 of edge A0B0 (expected < its length, 179.2)",
     ]
+
+
+# -- the cloud's plans on SUMO junctions -----------------------------------------------------------------------------
+
+
+def test_an_adaptive_cloud_plan_changes_sumos_light(mosquitto: Any) -> None:
+    """The grid in fast mode on Mosquitto with `control.policy = "adaptive"`: the cloud plans the SUMO junctions from
+    the BSMs it heard and sends the plans over the broker; the RSUs accept them (checked against the limits made from
+    SUMO's program) and SUMO's light follows them: at every step it shows what a controller shows that runs SUMO's
+    program until each plan heard on the wire reached its RSU, and that plan from then on, not what SUMO's program
+    shows; and the SPaT heard on the broker is SUMO's light."""
+    import asyncio
+    import uuid
+
+    from v2x.core.signal.plans import plan_from_message
+    from v2x.core.topics import kind_of
+    from v2x.net.connection import Connection
+    from v2x.run.fast import FAST_EPOCH_S, FastRun
+    from v2x.sumo.signals import light_states
+    from v2x.sumo.site import sumo_sites
+
+    sc = scenario.load(GRID)
+    sc = dataclasses.replace(sc, control=dataclasses.replace(sc.control, policy="adaptive"))
+    conn = Connection(mosquitto.url, root=f"t/grid-adaptive-{uuid.uuid4().hex[:8]}/v2x/v1")
+    run = FastRun(sc, conn)
+    # the policy first retimes a cycle (90 s) into the run; the test asks at 30 s, so that a plan is running by 45 s
+    run.cloud._next_plan_s = 30.0
+    sumo = run.fleet.sumo
+    assert sumo is not None
+    shown: dict[tuple[int, str], str] = {}
+    move = run.fleet.move
+
+    def move_and_look() -> None:  # what SUMO's lights show through the step that starts now
+        k = round(run.fleet.traffic.t / sc.step_s)
+        move()
+        shown.update({(k, tls): sumo.shown(tls) for tls in sc.sites})
+
+    run.fleet.move = move_and_look  # type: ignore[method-assign]
+    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
+    heard: list[tuple[str, bytes]] = []
+    steps = 750  # 75 s
+
+    async def main() -> None:
+        await watcher.start()
+        await watcher.subscribe(f"{conn.root}/spat/rsu/#", qos=0)
+        await watcher.subscribe(f"{conn.root}/plan/#", qos=1)
+
+        async def drain() -> None:
+            while True:
+                await watcher.wait(0.5)
+                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+
+        task = asyncio.create_task(drain(), name="watch")
+        try:
+            await run.run(steps * sc.step_s)
+            await asyncio.sleep(1.0)
+        finally:
+            task.cancel()
+            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+            await watcher.close()
+
+    asyncio.run(main())
+    assert sumo.stats.collisions == 0
+    plans: dict[str, list[m.SignalPlan]] = {}
+    spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
+    for topic, payload in heard:
+        frame = codec.decode(payload)
+        if kind_of(topic) == "plan":
+            assert isinstance(frame.body, m.SignalPlan)
+            assert frame.header.sender_kind is m.SenderKind.CLOUD
+            plans.setdefault(sc.sites[frame.body.intersection.id - 1], []).append(frame.body)
+        elif isinstance(frame.body, m.Spat):
+            for st in frame.body.intersections:
+                k = round((st.timestamp_ms / 1000 - FAST_EPOCH_S) / sc.step_s)
+                spat[(k, st.name)] = {ms.signal_group: ms.events[0].state for ms in st.states}
+    assert plans, "the cloud sent no plan"
+    rsus = {r.iid: r for r in run.rsus}
+    differ = 0
+    for site in sumo_sites(sc):
+        rsu = rsus[site.id]
+        assert not rsu.refused, rsu.refused
+        sent = plans.get(site.id, [])
+        assert {p.plan_id for p in sent} == set(rsu.plans)  # each plan heard on the wire reached the RSU, and no other
+        # replay: SUMO's program until each plan reached the RSU, then that plan (as the wire carried it)
+        ours, program = SignalController(site.plan, 0.0), SignalController(site.plan, 0.0)
+        todo = sorted((rsu.plans[p.plan_id]["received_s"], p.plan_id, p) for p in sent)
+        for k in range(steps):
+            t = k * sc.step_s
+            while todo and todo[0][0] <= t + 1e-9:
+                ours.command(plan_from_message(todo.pop(0)[2], rsu._permissive, site.plan.passage_s))
+            ours.step(t)
+            program.step(t)
+            assert shown[(k, site.id)] == sumo_state(ours.states(), len(site.light.links)), (site.id, t)
+            differ += ours.states() != program.states()
+    applied = [(r.iid, t, pid) for r in run.rsus for t, pid in r.ctl.plan_changes]
+    assert applied, "no plan took effect"
+    assert differ > 50, differ  # SUMO's light followed the cloud's plans where they differ from its program
+    same = total = 0
+    for (k, tls), sumo_shows in shown.items():
+        if (got := spat.get((k, tls))) is not None:
+            truth = light_states(sumo_shows)
+            total += len(truth)
+            same += sum(got[g] == truth[g] for g in truth)
+    assert total >= 0.99 * steps * 6 * 16
+    assert same / total >= 0.999, (same, total)
+    print(f"plans applied {applied}; steps x junctions off SUMO's program: {differ}; SPaT = SUMO's light {same}/{total}")
