@@ -661,3 +661,97 @@ def test_an_adaptive_cloud_plan_changes_sumos_light(mosquitto: Any) -> None:
     assert total >= 0.99 * steps * 6 * 16
     assert same / total >= 0.999, (same, total)
     print(f"plans applied {applied}; steps x junctions off SUMO's program: {differ}; SPaT = SUMO's light {same}/{total}")
+
+
+def test_in_real_time_a_plan_that_reaches_the_rsu_reaches_sumos_light(mosquitto: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`v2x run grid` in real time, the RSUs and the cloud in processes of their own, the fleet (and SUMO) here: a
+    plan sent to B0's RSU over the broker, as the cloud sends one (phase 2's green cut to 5 s), reaches SUMO's light
+    through the RSU tier: SUMO's lights follow each RSU's own SPaT (v2x.vehicle.heads), so every junction's light is
+    at every step what its RSU's heads showed (the RSU's own log of them), within a SPaT period and the broker's
+    latency; and B0's differs from SUMO's program once the plan runs, which copies of the controllers could not do."""
+    import asyncio
+    import threading
+    import time
+    import uuid
+
+    from v2x.core.signal.plans import plan_message
+    from v2x.core.traffic import light_of
+    from v2x.net.connection import Connection
+    from v2x.net.station import Clock, Station
+    from v2x.run.realtime import Layout, run_realtime
+    from v2x.sumo.signals import STATE_OF_CHAR
+    from v2x.sumo.site import sumo_sites
+
+    sc = scenario.load(GRID)
+    conn = Connection(mosquitto.url, root=f"t/grid-heads-{uuid.uuid4().hex[:8]}/v2x/v1")
+    b0 = next(s for s in sumo_sites(sc) if s.id == "B0")
+    plan = dataclasses.replace(b0.plan, plan_id=9, phases=(b0.plan.phases[0], dataclasses.replace(b0.plan.phases[1], green_s=5.0)))
+    samples: list[tuple[float, dict[str, str]]] = []  # (step's sim time, what each light shows through the step)
+    drive = SumoTraffic.drive_lights
+
+    traffic: list[SumoTraffic] = []
+
+    def drive_and_look(self: SumoTraffic) -> None:
+        drive(self)
+        traffic[:1] = [self]
+        samples.append((self.t, {tls: self.shown(tls) for tls in sc.sites}))
+
+    monkeypatch.setattr(SumoTraffic, "drive_lights", drive_and_look)
+    sent: list[float] = []
+
+    def send_plan() -> None:  # as the cloud does, once B0's RSU broadcasts (so it has subscribed to its plans)
+        async def go() -> None:
+            tr = conn.transport(f"test-cloud-{uuid.uuid4().hex[:6]}")
+            await tr.start()
+            await tr.subscribe(f"{conn.root}/spat/rsu/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/B0", qos=0)
+            deadline = time.time() + 30.0
+            while not list(tr.receive()) and time.time() < deadline:
+                await tr.wait(0.2)
+            station = Station("cloud", m.SenderKind.CLOUD, Clock(), tr)
+            station.publish(conn.topics.plan("B0"), plan_message(plan, b0.index, "test", round(time.time() * 1000) + 120_000), qos=1)
+            sent.append(time.time())
+            await tr.drain(2.0)
+            await tr.close()
+
+        asyncio.run(go())
+
+    sender = threading.Thread(target=send_plan, name="plan")
+    sender.start()
+    res = run_realtime(sc, conn, 55.0, Layout(), lambda _: None)
+    sender.join()
+    assert sent, "the plan was not sent"
+    assert not res.tiers_failed, res.tiers_failed
+    rsu = next(r for r in res.rsus if r.intersection == "B0")
+    assert [p["plan_id"] for p in rsu.plans] == [9]
+    assert rsu.plans[0]["applied_s"] is not None  # at the first phase boundary, 45 s
+    assert res.fleet is not None
+    # what each RSU's heads showed, from its log of changes: [sim time, group, Light]
+    logs = {r.intersection: r.lights for r in res.rsus}
+
+    def rsu_light(tls: str, group: int, t: float) -> int | None:
+        return next((int(light) for at, g, light in reversed(logs[tls]) if g == group and at <= t + 1e-6), None)
+
+    program = SignalController(b0.plan, 0.0)
+    exact = total = off_program = 0
+    lags: list[float] = []
+    for t, shown in samples:
+        if t < 1.0:
+            continue  # the first SPaT may still be on its way
+        program.step(t)
+        for tls, state in shown.items():
+            for k, c in enumerate(state):
+                light = int(light_of(STATE_OF_CHAR[c]))
+                total += 1
+                if rsu_light(tls, k + 1, t) == light:
+                    exact += 1
+                    continue
+                # SUMO shows what the RSU showed a little earlier: how much earlier
+                lag = next((j * 0.05 for j in range(1, 21) if rsu_light(tls, k + 1, t - j * 0.05) == light), math.inf)
+                lags.append(lag)
+        off_program += shown["B0"] != sumo_state(program.states(), len(b0.light.links))
+    print(f"SUMO = the RSU's heads in {exact} of {total} (step, group) samples; the others lag by {sorted(lags)[-5:]} s at most")
+    assert total >= 0.95 * 540 * 6 * 16
+    assert max(lags, default=0.0) <= 0.5, sorted(lags)[-10:]
+    assert exact / total >= 0.98
+    assert traffic[0].heard_dropped == traffic[0].on_copy_steps == 0  # SPaT followed throughout, once it came
+    assert off_program >= 30  # from 50 s, B0 showed the plan's yellow and red where SUMO's program shows green

@@ -10,6 +10,7 @@ warning's slowing down and lane change) reaches SUMO's drivers through TraCI: `a
 from __future__ import annotations
 
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
 from v2x.core.kernels import MOVING_MPS, STOPPED_MPS
-from v2x.core.messages import ExteriorLight
+from v2x.core.messages import ExteriorLight, LightState
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
 from v2x.core.signal.controller import SignalController
@@ -39,6 +40,8 @@ _VARS = (libsumo.constants.VAR_POSITION, libsumo.constants.VAR_SPEED, libsumo.co
          libsumo.constants.VAR_ACCELERATION, libsumo.constants.VAR_SIGNALS, libsumo.constants.VAR_TIMELOSS)
 _LIGHT_BITS = sum(LIGHT_OF_SIGNAL)
 #: SUMO vehicle classes -> our kinds (the rest are cars)
+HEARD_FRESH_S = 1.0  # [s] a light follows its RSU's SPaT while the latest is this fresh (the RSU's SPaT expiry)
+HEARD_KEPT = 100  # SPaT kept per light until its time comes: 10 s of a 10 Hz SPaT, far more than a fleet may lag
 _KIND = {"truck": "truck", "trailer": "truck", "delivery": "truck", "bus": "bus", "coach": "bus", "emergency": "emergency"}
 
 
@@ -86,6 +89,12 @@ class SumoTraffic:
         self._own_heads = True
         self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
         self._shown: dict[str, str] = {}  # what each light was last told to show
+        # real time (`hear`): junction -> the SPaT heard from its RSU and not yet shown, oldest first, as (its sim time
+        # [s], state string); and the one shown now
+        self._heard: dict[str, deque[tuple[float, str]]] = {}
+        self._showing: dict[str, tuple[float, str]] = {}
+        self.heard_dropped = 0  # SPaT heard and never shown: more than HEARD_KEPT waiting for their time
+        self.on_copy_steps = 0  # steps x junctions a light ran on the copy after its SPaT went stale (`hear`)
         self._sid: dict[int, str] = {}  # ours -> SUMO's id, while present
         self._advised: dict[str, float] = {}  # SUMO's id -> the speed [m/s] it was told to drive at (GLOSA)
         self._ahead: tuple[float, tuple[IntArray, IntArray, FloatArray]] | None = None  # (t, signals_ahead()) of a step
@@ -280,10 +289,30 @@ class SumoTraffic:
         for tls, ctl in self.heads.items():
             if self._own_heads:
                 ctl.step(max(self.t, ctl.t))
-            state = sumo_state(ctl.states(), self._links[tls])
+            heard, showing = self._heard.get(tls), self._showing.get(tls)
+            while heard and heard[0][0] <= self.t + 1e-6:  # the RSU's latest state by this step's time, never a later one
+                showing = self._showing[tls] = heard.popleft()
+            if showing is not None and self.t - showing[0] <= HEARD_FRESH_S:
+                state = showing[1]
+            else:
+                state = sumo_state(ctl.states(), self._links[tls])
+                self.on_copy_steps += showing is not None
             if self._shown.get(tls) != state:
                 self.show(tls, state)
                 self._shown[tls] = state
+
+    def has_light(self, tls: str) -> bool:
+        """Whether `tls` is the traffic light of one of the scenario's RSU junctions."""
+        return tls in self._links
+
+    def hear(self, tls: str, states: dict[int, LightState], at_s: float) -> None:
+        """Real time: light `tls` shows `states` (by signal group), what its RSU's SPaT of sim time `at_s` [s] says
+        (v2x.vehicle.heads), from the first step that starts at `at_s` or later (a fleet running late never shows
+        a light before its time), in place of the copy of its controller while that SPaT is at most HEARD_FRESH_S
+        old. SPaT must be heard in order."""
+        heard = self._heard.setdefault(tls, deque(maxlen=HEARD_KEPT))
+        self.heard_dropped += len(heard) == HEARD_KEPT  # the oldest goes unshown: the fleet is far behind its clock
+        heard.append((at_s, sumo_state(states, self._links[tls])))
 
     def show(self, tls: str, state: str) -> None:
         """Make traffic light `tls` show `state` (SUMO's characters, one per link index) from now until told

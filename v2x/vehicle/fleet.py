@@ -53,6 +53,7 @@ from v2x.vehicle.sidelink import Neighbours
 
 if TYPE_CHECKING:
     from v2x.sumo.mobility import SumoTraffic
+    from v2x.vehicle.heads import SpatHeads
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class Fleet:
         self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
         self.neighbours.trust, self.neighbours.utc_us = self.reception.trust, clock.utc_us  # V2V: the same checks
         self.v2v: Radio | None = None
+        self.heads: SpatHeads | None = None  # SUMO in real time: its lights follow the RSUs' SPaT (start_heads)
         self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
@@ -369,8 +371,18 @@ class Fleet:
         radio.ready = True
         self.v2v = radio
 
+    async def start_heads(self) -> None:
+        """SUMO in real time: the RSU junctions' lights follow their RSUs' own SPaT (v2x.vehicle.heads)."""
+        from v2x.vehicle.heads import HEADS_ID, SpatHeads
+
+        assert self.sumo is not None
+        self.heads = SpatHeads(self.sumo, self._factory(HEADS_ID), self.topics, self.clock, self.reception)
+        await self.heads.start()
+
     def receive(self) -> None:
         """Handle what every OBU has received."""
+        if self.heads is not None:
+            self.heads.receive()
         if self.v2v is not None:
             now = self.clock.sim_s()
             for msg in self.v2v.transport.receive():
@@ -623,6 +635,14 @@ class Fleet:
                 await self.shared.close()
             if st.outages or st.disconnects or st.reconnects:
                 self.closed_stats.append(st)
+        if self.heads is not None:
+            self.counters.dropped_in += self.heads.transport.stats.dropped_in
+            if self.sumo is not None and (self.sumo.heard_dropped or self.sumo.on_copy_steps):
+                log.warning("SUMO's lights: %d SPaT never shown (the fleet far behind), %d junction-steps on a copy of the "
+                            "controller for want of fresh SPaT", self.sumo.heard_dropped, self.sumo.on_copy_steps)
+            with contextlib.suppress(Exception):
+                await self.heads.close()
+            self.heads = None
         if self.sumo is not None:
             self.sumo.close()  # libsumo: the process's one simulation, free for the next
         self.radios.clear()
@@ -637,6 +657,8 @@ class Fleet:
         if self.shard[1] > 1 and self.area is None:
             await self.start_shadow()
         await self.start_v2v()
+        if self.sumo is not None:
+            await self.start_heads()
         # no controllers here to tell red-light entries: log every stop-line crossing, judged later against the RSUs'
         # record of their lights (v2x.run.results)
         self.traffic.crossings = []
