@@ -755,3 +755,69 @@ def test_in_real_time_a_plan_that_reaches_the_rsu_reaches_sumos_light(mosquitto:
     assert exact / total >= 0.98
     assert traffic[0].heard_dropped == traffic[0].on_copy_steps == 0  # SPaT followed throughout, once it came
     assert off_program >= 30  # from 50 s, B0 showed the plan's yellow and red where SUMO's program shows green
+
+
+def test_actuated_control_on_sumo_takes_detector_calls_from_the_bsms_heard(mosquitto: Any) -> None:
+    """`control.policy = "actuated"` on the grid, fast mode on Mosquitto: each RSU's detector calls come from the BSMs
+    it heard, matched to its junction's ingress lanes; a group is called only while a vehicle (by SUMO) is, or was in
+    the BSM's age, near the stop line of a lane feeding it, and greens end on gap-out rather than by the program's
+    clock; SUMO's light is the controller's, so SUMO's program no longer runs there."""
+    import asyncio
+    import uuid
+    from collections import deque
+
+    from v2x.core.signal.controller import DETECTOR_M
+    from v2x.net.connection import Connection
+    from v2x.run.fast import FastRun
+    from v2x.sumo.site import sumo_sites
+
+    sc = scenario.load(GRID)
+    sc = dataclasses.replace(sc, control=dataclasses.replace(sc.control, policy="actuated"))
+    run = FastRun(sc, Connection(mosquitto.url, root=f"t/grid-actuated-{uuid.uuid4().hex[:8]}/v2x/v1"))
+    sumo = run.fleet.sumo
+    assert sumo is not None
+    feeds: dict[tuple[str, int], set[str]] = {}
+    for s in sumo_sites(sc):
+        for lk in s.light.links:
+            feeds.setdefault((s.id, lk.index + 1), set()).add(lk.from_lane)
+    # by SUMO, the ingress lanes with a vehicle near the stop line (its front within DETECTOR_M, or past the line
+    # into the junction with its body still behind it), over the last steps: a BSM calls for CALL_FRESH_S
+    near: deque[set[str]] = deque(maxlen=5)
+    came_from: dict[str, str] = {}  # vehicle -> the last lane it was on outside junctions
+    move = run.fleet.move
+
+    def move_and_look() -> None:
+        move()
+        here = set()
+        for v in libsumo.vehicle.getIDList():
+            lane = libsumo.vehicle.getLaneID(v)
+            if lane.startswith(":"):
+                if v in came_from:
+                    here.add(came_from[v])
+                continue
+            came_from[v] = lane
+            if libsumo.lane.getLength(lane) - libsumo.vehicle.getLanePosition(v) < DETECTOR_M:
+                here.add(lane)
+        near.append(here)
+
+    run.fleet.move = move_and_look  # type: ignore[method-assign]
+    checked = wrong = 0
+    for rsu in run.rsus:
+        def calls_and_check(now: float, rsu: Any = rsu, calls: Any = rsu.calls) -> set[int]:
+            nonlocal checked, wrong
+            out: set[int] = calls(now)
+            seen = set().union(*near)
+            for g in out:
+                checked += 1
+                wrong += not feeds[(rsu.iid, g)] & seen
+            return out
+
+        rsu.calls = calls_and_check  # type: ignore[method-assign]
+    asyncio.run(run.run(60.0))
+    ended = [rsu.ctl.green_ended_by for rsu in run.rsus]
+    print(f"detector calls checked {checked}, without a vehicle there {wrong}; the last greens ended by {ended}")
+    assert all(rsu.ctl.plan.mode.name == "ACTUATED" for rsu in run.rsus)
+    assert checked > 100
+    assert wrong == 0
+    assert "gap" in ended  # a green ended for want of calls, not by the program's clock
+    assert sumo.stats.collisions == 0

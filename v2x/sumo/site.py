@@ -24,7 +24,7 @@ from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
 from v2x.core.mapdata import intersection_ref
 from v2x.core.scenario import Scenario
-from v2x.core.signal.controller import Mode, Plan
+from v2x.core.signal.controller import DETECTOR_M, Mode, Plan
 from v2x.core.signal.plans import PlanLimits
 from v2x.sumo.netfile import Lane, TrafficLight, read_lanes, read_traffic_lights
 from v2x.sumo.signals import group_of, program_plan
@@ -188,6 +188,15 @@ class Approaches:
         if d[k] > self.half_m[k] + ON_LANE_SLACK_M:
             return None
         return int(self.site[k]), self.lane[k], float(self.beyond_m[k] + (1.0 - t[k]) * np.hypot(*ab[k]))
+
+
+    def calls(self, index: int, x: float, y: float, heading_deg: float) -> frozenset[int]:
+        """The signal groups a vehicle at local (x, y) [m] heading `heading_deg` calls at junction `index`: those of
+        the links its ingress lane starts, when it is within DETECTOR_M of the stop line (a loop detector's zone)."""
+        on = self.at(x, y, heading_deg)
+        if on is None or on[0] != index or on[2] >= DETECTOR_M:
+            return frozenset()
+        return self.groups[(index, on[1])]
 
 
 def approach_of(lane: str) -> str:
