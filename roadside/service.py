@@ -131,7 +131,7 @@ class RsuService(Service):
         self.plans: dict[int, dict[str, float]] = {}  # plan id -> sim times [s] it was issued and received
         self.priority_log: list[dict[str, object]] = []  # each priority request and what was done
         # MAP lane id -> the network's link; each approach lane -> the groups of the movements it feeds (what a loop
-        # on it calls). On SUMO: detector calls from its ingress lanes (above); no signal priority there yet
+        # on it calls). On SUMO: detector calls from its ingress lanes (above), a request's lanes read from its MAP
         self._lane_link: dict[int, int] = {}
         self._lane_groups: dict[int, set[int]] = {}
         if self.sumo is None:
@@ -269,6 +269,12 @@ class RsuService(Service):
 
     def _movement(self, req: m.PriorityRequest) -> int | None:
         """The signal group of the movement a request names (in lane -> out lane; no out lane: through)."""
+        if self.sumo is not None:  # a SUMO junction: its MAP's connection from that lane to that lane
+            conns = [c for ln in self.sumo.geometry.lanes if ln.lane_id == req.in_lane_id and ln.direction is m.LaneDirection.INGRESS
+                     for c in ln.connections]
+            conn = next((c for c in conns if c.lane_id == req.out_lane_id), None)
+            conn = conn or next((c for c in conns if req.out_lane_id == 0 and m.Maneuver.STRAIGHT in c.maneuver), None)
+            return None if conn is None else conn.signal_group
         in_link = self._lane_link.get(req.in_lane_id)
         if in_link is None:
             return None

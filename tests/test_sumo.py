@@ -821,3 +821,58 @@ def test_actuated_control_on_sumo_takes_detector_calls_from_the_bsms_heard(mosqu
     assert wrong == 0
     assert "gap" in ended  # a green ended for want of calls, not by the program's clock
     assert sumo.stats.collisions == 0
+
+
+def test_an_emergency_vehicle_on_sumo_gets_signal_priority(mosquitto: Any, tmp_path: Path) -> None:
+    """An ambulance (SUMO vClass emergency) crossing the grid west to east, fast mode on Mosquitto: its OBU asks each
+    junction's RSU ahead for priority, naming SUMO's link it will take as MAP lanes; the RSU reads the movement from
+    its MAP (the group is that link's index + 1), grants it and its controller serves it (an early green or a longer
+    one), which SUMO's light shows; the request is cancelled once the ambulance has crossed."""
+    import asyncio
+    import uuid
+
+    from v2x.net.connection import Connection
+    from v2x.run.fast import FastRun
+    from v2x.sumo.site import sumo_sites
+
+    routes = tmp_path / "ambulance.rou.xml"
+    routes.write_text('<routes>\n    <vType id="ambulance" vClass="emergency"/>\n'
+                      '    <vehicle id="ambulance" type="ambulance" depart="20" departLane="best" departSpeed="max">\n'
+                      '        <route edges="left0A0 A0B0 B0C0 C0right0"/>\n    </vehicle>\n</routes>\n')
+    sc = scenario.load(GRID)
+    assert sc.sumo is not None
+    sc = dataclasses.replace(sc, sumo=dataclasses.replace(sc.sumo, routes=(*sc.sumo.routes, str(routes))))
+    run = FastRun(sc, Connection(mosquitto.url, root=f"t/grid-ambulance-{uuid.uuid4().hex[:8]}/v2x/v1"))
+    sumo = run.fleet.sumo
+    assert sumo is not None
+    took: set[tuple[str, int]] = set()  # (junction, group): the links the ambulance approached, by SUMO
+    program = {s.id: SignalController(s.plan, 0.0) for s in sumo_sites(sc)}
+    served = 0  # steps its group showed green in SUMO where SUMO's program shows red, while it approached
+    move = run.fleet.move
+
+    def move_and_look() -> None:
+        nonlocal served
+        t = sumo.t
+        move()
+        if "ambulance" in libsumo.vehicle.getIDList():
+            nxt = libsumo.vehicle.getNextTLS("ambulance")
+            if nxt:
+                tls, index = nxt[0][0], nxt[0][1]
+                took.add((tls, index + 1))
+                program[tls].step(t)
+                shows = sumo.shown(tls)[index]
+                served += shows in "Gg" and program[tls].state(index + 1) is m.LightState.RED
+
+    run.fleet.move = move_and_look  # type: ignore[method-assign]
+    asyncio.run(run.run(75.0))
+    granted = [(r.iid, p) for r in run.rsus for p in r.priority_log if p["type"] == "request"]
+    print(f"requests {granted}; steps served against the program {served}")
+    assert {iid for iid, _ in granted} == {"A0", "B0", "C0"}
+    assert all(p["state"] == "granted" for _, p in granted)
+    assert {(iid, p["group"]) for iid, p in granted} <= took  # the movement SUMO's ambulance took
+    assert any(p["action"] in ("early_green", "extension") for _, p in granted)
+    assert served > 0  # SUMO's light gave it green where its program would not have
+    cancels = [r.iid for r in run.rsus for p in r.priority_log if p["type"] == "cancel"]
+    assert sorted(cancels) == ["A0", "B0", "C0"]
+    assert not any(r.bad.counts for r in run.rsus), [dict(r.bad.counts) for r in run.rsus]
+    assert sumo.stats.collisions == 0

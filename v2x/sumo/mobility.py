@@ -204,6 +204,10 @@ class SumoTraffic:
         d = float(libsumo.vehicle.getDrivingDistance(sid, edge, pos_m))
         return d if d >= 0.0 else None  # SUMO's INVALID_DOUBLE_VALUE, -2^30: not ahead
 
+    def speed(self, vid: int) -> float:
+        """[m/s] a present vehicle's speed after the last step."""
+        return float(self._state[self._sid[vid]][libsumo.constants.VAR_SPEED])
+
     def present(self, vid: int) -> bool:
         return vid in self._sid
 

@@ -34,7 +34,7 @@ from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
-from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, Light, Traffic
+from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, KIND_INDEX, Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
@@ -324,8 +324,10 @@ class Fleet:
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             if ix >= 0:
                 wanted |= {t.spat_area(self.net.site_tiles[ix]), t.area("map", self.net.site_tiles[ix])}
-                if self.core is not None and self.core.priority[i]:
-                    wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
+                # an emergency vehicle hears the RSU's replies: the core's priority vehicles, SUMO's emergency class
+                emergency = self.core.priority[i] if self.core is not None else self.traffic.kind[i] == KIND_INDEX["emergency"]
+                if emergency:
+                    wanted.add(t.priority_status(self.sc.sites[ix], radio.station.sender_id))
             if wanted != radio.filters:
                 old, radio.filters = radio.filters, frozenset(wanted)
                 work.append(self._resubscribe(radio, old, radio.filters))
@@ -455,7 +457,7 @@ class Fleet:
                 self.counters.vehicles_with_map.add(radio.vid)
         elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
             self.counters.received[kind] += 1
-            if not 1 <= body.intersection.id <= len(self.net.intersections):
+            if not 1 <= body.intersection.id <= len(self.sc.sites):
                 self.bad.record("unknown_intersection", topic, f"priority status for intersection {body.intersection.id}", frame.header.sender_id)
                 return
             self.priority.heard(radio.vid, body, self.clock.sim_s())
@@ -496,6 +498,7 @@ class Fleet:
             sumo.advise(speeds)
             sumo.step(self.sc.step_s)
             self._k += 1
+            self._send_priority(self.priority.step_sumo(sumo, sumo.t, self._can_send))
             return
         group, _ = traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
@@ -509,7 +512,11 @@ class Fleet:
             self.trajectories.sample(traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
         self.apps.step(traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
         self.hazard_watch.step(traffic)
-        for vid, iid, req in self.priority.step(traffic, traffic.t, self._can_send):
+        self._send_priority(self.priority.step(traffic, traffic.t, self._can_send))
+
+    def _send_priority(self, requests: list[tuple[int, str, m.PriorityRequest]]) -> None:
+        """Each emergency vehicle's priority request, update or cancellation (QoS 1), from its OBU."""
+        for vid, iid, req in requests:
             radio = self.radios[vid]
             radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
 
