@@ -87,7 +87,7 @@ def test_every_vehicle_sumo_inserts_is_heard_by_the_cloud(v2x_run: RunScenario) 
     assert by_path["cloud"] > 1000
     traffic = report["traffic"]
     assert traffic["collisions"] == 0
-    assert traffic["red_light_violations"] is None  # not counted on SUMO yet: said, not reported as 0
+    assert traffic["red_light_violations"] == 0  # SUMO's drivers obey SUMO's lights, which are the RSUs' controllers
     assert 0 < traffic["mean_delay_s"] < 60  # SUMO's time loss of the vehicles that left, through 6 lights at most
     assert 0 < traffic["stops_per_vehicle"] < 6
 
@@ -754,6 +754,13 @@ def test_in_real_time_a_plan_that_reaches_the_rsu_reaches_sumos_light(mosquitto:
     assert max(lags, default=0.0) <= 0.5, sorted(lags)[-10:]
     assert exact / total >= 0.98
     assert traffic[0].heard_dropped == traffic[0].on_copy_steps == 0  # SPaT followed throughout, once it came
+    # the report judges red-light entries in real time from the fleet's stop-line crossings against the RSUs' logs
+    from v2x.run.results import red_light_violations
+
+    assert len(res.fleet.line_crossings) > 20
+    violations = red_light_violations(res.fleet.line_crossings, res.rsus)
+    print(f"red-light violations judged against the RSUs' heads: {violations} of {len(res.fleet.line_crossings)} crossings")
+    assert violations is not None
     assert off_program >= 30  # from 50 s, B0 showed the plan's yellow and red where SUMO's program shows green
 
 
@@ -876,3 +883,38 @@ def test_an_emergency_vehicle_on_sumo_gets_signal_priority(mosquitto: Any, tmp_p
     assert sorted(cancels) == ["A0", "B0", "C0"]
     assert not any(r.bad.counts for r in run.rsus), [dict(r.bad.counts) for r in run.rsus]
     assert sumo.stats.collisions == 0
+
+
+def test_stop_line_crossings_on_sumo_are_logged_with_the_light_they_were_made_on() -> None:
+    """Every vehicle that drives through an RSU junction is logged crossing its stop line once, on the link SUMO had
+    it on (the next step finds it in the junction or on that link's outgoing lane), and a crossing is a red-light
+    entry exactly when SUMO's light for that link showed red through the step."""
+    sc = scenario.load(GRID)
+    traffic = SumoTraffic(sc)
+    traffic.crossings = []  # log them, as a real-time fleet does
+    links = {(tl.id, lk.index + 1): lk for tl in read_traffic_lights(Path(sc.sumo.net if sc.sumo else "")) for lk in tl.links}
+    try:
+        through: set[tuple[str, str]] = set()  # (SUMO's vehicle, junction) seen inside a junction, by SUMO
+        reds = 0
+        for _ in range(900):
+            shown = {tls: traffic.shown(tls) for tls in sc.sites}  # the light of the step to come (set as it starts)
+            logged = len(traffic.line_crossings)
+            traffic.step(sc.step_s)
+            for _t, vid, tls, g in traffic.line_crossings[logged:]:
+                sid = traffic.sumo_id(vid)
+                assert sid is not None
+                lane = libsumo.vehicle.getLaneID(sid)
+                assert lane.startswith(f":{tls}_") or lane == links[(tls, g)].to_lane, (tls, g, lane)
+                reds += shown[tls][g - 1] == "r"
+            for sid in libsumo.vehicle.getIDList():
+                lane = libsumo.vehicle.getLaneID(sid)
+                if lane.startswith(":") and lane[1:3] in sc.sites:
+                    through.add((sid, lane[1:3]))
+        logged_pairs = [(traffic.sumo_id(vid) or f"gone {vid}", tls) for _t, vid, tls, _g in traffic.line_crossings]
+        assert len(logged_pairs) == len(set(logged_pairs))  # once each
+        assert {p for p in logged_pairs if not p[0].startswith("gone")} <= through
+        assert len(through) >= 50
+        assert len(set(logged_pairs)) >= len(through) - 2  # at most the ones inside a junction as the run ends
+        assert traffic.stats.red_light_entries == reds
+    finally:
+        traffic.close()

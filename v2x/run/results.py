@@ -387,7 +387,7 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{na(tr['mean_delay_s'] if finished else None, 'no vehicle finished', '.1f')} / "
                   f"{na(tr['stops_per_vehicle'] if finished else None, 'no vehicle finished', '.2f')}")
         t.add_row("collisions / red-light violations",
-                  f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings, or SUMO mobility')}")
+                  f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings')}")
     for app, a in r.get("apps", {}).items():
         if a["warnings"]:
             t.add_row(f"{app.upper()} warnings / vehicles / lead p50 (s)",

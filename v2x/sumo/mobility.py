@@ -2,8 +2,8 @@
 
 libsumo is one simulation per process: a `SumoTraffic` owns it from construction to `close()`, and the fleet
 process owns the `SumoTraffic`. The lights of the junctions with RSUs show what the RSUs' controllers show (the
-controllers themselves in fast mode, deterministic copies of them elsewhere: docs/sumo.md); SUMO's drivers see
-those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
+controllers themselves in fast mode; in real time each RSU's own SPaT, `hear`, and deterministic copies of the
+controllers until it comes: docs/sumo.md); SUMO's drivers see those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
 warning's slowing down and lane change) reaches SUMO's drivers through TraCI: `advise`, `keep_off`.
 """
 
@@ -70,7 +70,9 @@ class SumoTraffic:
         self._closed = False
         self.t = 0.0
         self.stats = Stats()
-        self.crossings: list[tuple[float, int, int]] | None = None
+        self.crossings: list[tuple[float, int, int]] | None = None  # a list: log stop-line crossings (`line_crossings`)
+        # stop-line crossings at RSU junctions, when `crossings` is a list: (sim time [s], vehicle, junction, signal group)
+        self.line_crossings: list[tuple[float, int, str, int]] = []
         self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._vid: dict[str, int] = {}  # SUMO's id -> ours, while present
         self._static: dict[str, tuple[float, float, int]] = {}  # SUMO's id -> (length [m], width [m], kind)
@@ -82,12 +84,14 @@ class SumoTraffic:
         self._ids = np.zeros(0, dtype=np.int64)
         self._kind = np.zeros(0, dtype=np.int64)
         # the lights of the scenario's RSU junctions, driven by a controller each (docs/sumo.md): the RSUs' own when
-        # they run in this process (`follow`, fast mode), else copies made from the scenario, stepped here
+        # they run in this process (`follow`, fast mode), else copies made from the scenario, stepped here, which the
+        # RSUs' SPaT heard overrides (`hear`, real time)
         sites = sumo_sites(sc)
         self._links = {site.id: len(site.light.phases[0].state) for site in sites}
         self.heads: dict[str, SignalController] = {site.id: SignalController(site.plan, 0.0) for site in sites}
         self._own_heads = True
         self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
+        self._tls = [site.id for site in sites]  # and back
         self._shown: dict[str, str] = {}  # what each light was last told to show
         # real time (`hear`): junction -> the SPaT heard from its RSU and not yet shown, oldest first, as (its sim time
         # [s], state string); and the one shown now
@@ -122,7 +126,10 @@ class SumoTraffic:
         advice: FloatArray | None = None, make_way: BoolArray | None = None,
     ) -> None:
         """One SUMO step of `dt` (the scenario's step, SUMO's --step-length), its RSU junctions' lights showing what
-        their controllers show at the step's start (`drive_lights`); SUMO's drivers see those lights."""
+        their controllers show at the step's start (`drive_lights`); SUMO's drivers see those lights. Each vehicle
+        crossing an RSU junction's stop line in the step is counted a red-light entry when its link's light was red
+        (`stats.red_light_entries`), and logged when `crossings` is a list."""
+        before = (self._ids, self.signals_ahead()) if self._site else None
         self.drive_lights()
         libsumo.simulationStep()
         self.t += dt
@@ -155,6 +162,24 @@ class SumoTraffic:
             trip[1], trip[2] = stopped, float(r[c.VAR_TIMELOSS])
         self._ids = np.fromiter(self._vid.values(), dtype=np.int64, count=len(self._vid))
         self._kind = np.fromiter((self._static[s][2] for s in self._vid), dtype=np.int64, count=len(self._vid))
+        if before is not None:
+            self._crossed(*before)
+
+    def _crossed(self, ids: IntArray, ahead: tuple[IntArray, IntArray, FloatArray]) -> None:
+        """Count and log the stop lines crossed in the step just made, from the lights ahead (`signals_ahead`) at its
+        start (`ids`, `ahead`) and now: a vehicle crossed the one it had ahead when it has another light ahead now (or
+        none), or is farther from the same one (its next pass). The light it crossed on is the one its link showed
+        through the step."""
+        site, _, dist = self.signals_ahead()
+        now = {int(v): k for k, v in enumerate(self._ids)}
+        for k in np.flatnonzero(ahead[0] >= 0):
+            j = now.get(int(ids[k]))
+            if j is None or (site[j] == ahead[0][k] and dist[j] <= ahead[2][k] + 1.0):
+                continue  # left the network (not through a junction), or still approaching that light
+            tls, g = self._tls[int(ahead[0][k])], int(ahead[1][k])
+            self.stats.red_light_entries += self._shown.get(tls, "")[g - 1 : g] == "r"
+            if self.crossings is not None:
+                self.line_crossings.append((self.t, int(ids[k]), tls, g))
 
     def ahead(self) -> IntArray:
         """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
@@ -287,6 +312,12 @@ class SumoTraffic:
         if missing:
             raise ValueError(f"no controller for the lights {missing}")
         self.heads, self._own_heads = {tls: controllers[tls] for tls in self.heads}, False
+
+    @property
+    def driven_by_controllers(self) -> bool:
+        """Whether its lights are the RSUs' controllers themselves (`follow`: fast mode), so that what it counts of
+        them (red-light entries) is true of the RSUs' lights; else copies and SPaT heard, which may lag them."""
+        return not self._own_heads
 
     def drive_lights(self) -> None:
         """Set each RSU junction's light to its controller's state at the current time (SUMO is told only changes)."""
