@@ -314,7 +314,6 @@ def glosa_run(mosquitto: Any) -> GridRun:
 
 
 def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
-    import asyncio
     import uuid
 
     from v2x.core.topics import kind_of
@@ -357,29 +356,7 @@ def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
                 was[vid] = pos
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
-    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
-    heard: list[tuple[str, bytes]] = []
-
-    async def main() -> None:
-        await watcher.start()
-        await watcher.subscribe(f"{conn.root}/spat/rsu/#", qos=0)
-        await watcher.subscribe(f"{conn.root}/map/#", qos=1)
-
-        async def drain() -> None:
-            while True:
-                await watcher.wait(0.5)
-                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-
-        task = asyncio.create_task(drain(), name="watch")
-        try:
-            await run.run(90.0)
-            await asyncio.sleep(1.0)
-        finally:
-            task.cancel()
-            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-            await watcher.close()
-
-    asyncio.run(main())
+    heard = _run_watching(run, conn, 90.0, [("spat/rsu/#", 0), ("map/#", 1)])
     maps: dict[str, tuple[str, m.IntersectionGeometry]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
     ends: dict[tuple[int, str], dict[int, m.TimeChange]] = {}
@@ -399,6 +376,38 @@ def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
                 ends[(k, st.name)] = {ms.signal_group: t for ms in st.states if (t := ms.events[0].timing) is not None}
     hlw = [w for w in run.fleet.apps.warnings if w.app == "hlw"]
     return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0", sumo.stops(), hlw, heading, passed)
+
+
+def _run_watching(run: Any, conn: Any, duration_s: float, filters: list[tuple[str, int]]) -> list[tuple[str, bytes]]:
+    """Run a FastRun for `duration_s` while a subscriber of its own hears `filters` (under the run's root, with their
+    QoS); what it heard, (topic, payload), in order."""
+    import asyncio
+    import uuid
+
+    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
+    heard: list[tuple[str, bytes]] = []
+
+    async def main() -> None:
+        await watcher.start()
+        for f, qos in filters:
+            await watcher.subscribe(f"{conn.root}/{f}", qos=qos)
+
+        async def drain() -> None:
+            while True:
+                await watcher.wait(0.5)
+                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+
+        task = asyncio.create_task(drain(), name="watch")
+        try:
+            await run.run(duration_s)
+            await asyncio.sleep(1.0)
+        finally:
+            task.cancel()
+            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+            await watcher.close()
+
+    asyncio.run(main())
+    return heard
 
 
 @pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
@@ -566,7 +575,6 @@ def test_an_adaptive_cloud_plan_changes_sumos_light(mosquitto: Any) -> None:
     SUMO's program) and SUMO's light follows them: at every step it shows what a controller shows that runs SUMO's
     program until each plan heard on the wire reached its RSU, and that plan from then on, not what SUMO's program
     shows; and the SPaT heard on the broker is SUMO's light."""
-    import asyncio
     import uuid
 
     from v2x.core.signal.plans import plan_from_message
@@ -593,30 +601,8 @@ def test_an_adaptive_cloud_plan_changes_sumos_light(mosquitto: Any) -> None:
         shown.update({(k, tls): sumo.shown(tls) for tls in sc.sites})
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
-    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
-    heard: list[tuple[str, bytes]] = []
     steps = 750  # 75 s
-
-    async def main() -> None:
-        await watcher.start()
-        await watcher.subscribe(f"{conn.root}/spat/rsu/#", qos=0)
-        await watcher.subscribe(f"{conn.root}/plan/#", qos=1)
-
-        async def drain() -> None:
-            while True:
-                await watcher.wait(0.5)
-                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-
-        task = asyncio.create_task(drain(), name="watch")
-        try:
-            await run.run(steps * sc.step_s)
-            await asyncio.sleep(1.0)
-        finally:
-            task.cancel()
-            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-            await watcher.close()
-
-    asyncio.run(main())
+    heard = _run_watching(run, conn, steps * sc.step_s, [("spat/rsu/#", 0), ("plan/#", 1)])
     assert sumo.stats.collisions == 0
     plans: dict[str, list[m.SignalPlan]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
@@ -879,6 +865,8 @@ def test_an_emergency_vehicle_on_sumo_gets_signal_priority(mosquitto: Any, tmp_p
     assert {(iid, p["group"]) for iid, p in granted} <= took  # the movement SUMO's ambulance took
     assert any(p["action"] in ("early_green", "extension") for _, p in granted)
     assert served > 0  # SUMO's light gave it green where its program would not have
+    heard = {e["intersection"] for e in run.fleet.priority.events if e["event"] == "status" and e["state"] == "granted"}
+    assert heard == {"A0", "B0", "C0"}  # the ambulance's OBU heard each RSU's reply
     cancels = [r.iid for r in run.rsus for p in r.priority_log if p["type"] == "cancel"]
     assert sorted(cancels) == ["A0", "B0", "C0"]
     assert not any(r.bad.counts for r in run.rsus), [dict(r.bad.counts) for r in run.rsus]
