@@ -2,7 +2,7 @@
 
 Every connection logs in with its own user name, the one its station signs its messages with (its sender id):
 each vehicle `veh-N` (and a stalled vehicle `stalled-K`), a fleet process's listen-only radios
-(`fleet-v2v-I-of-N`, `fleet-shard-I-of-N`), each RSU by its id, the cloud `cloud` (instances `cloud-I`);
+(`fleet-v2v-I-of-N`, `fleet-shard-I-of-N`, and on SUMO `fleet-heads-I-of-N`), each RSU by its id, the cloud `cloud` (instances `cloud-I`);
 watchers log in as `observer` (the visualiser as `observer-viz`, the recorder as `observer-record`), and
 `v2x run`'s claim on its topic root as `run`.
 
@@ -150,7 +150,7 @@ def vehicle_users(sc: Scenario, duration_s: float | None = None) -> list[str]:
 
 def fleet_radios(workers: int) -> list[str]:
     """The logins of the listen-only radios of a fleet of up to `workers` processes (v2x.vehicle.fleet)."""
-    return [f"fleet-{r}-{i}-of-{n}" for n in range(1, workers + 1) for i in range(n) for r in ("v2v", "shard")]
+    return [f"fleet-{r}-{i}-of-{n}" for n in range(1, workers + 1) for i in range(n) for r in ("v2v", "shard", "heads")]
 
 
 def cloud_users(clouds: int) -> list[str]:

@@ -375,10 +375,12 @@ class Fleet:
 
     async def start_heads(self) -> None:
         """SUMO in real time: the RSU junctions' lights follow their RSUs' own SPaT (v2x.vehicle.heads)."""
-        from v2x.vehicle.heads import HEADS_ID, SpatHeads
+        from v2x.vehicle.heads import SpatHeads
 
         assert self.sumo is not None
-        self.heads = SpatHeads(self.sumo, self._factory(HEADS_ID), self.topics, self.clock, self.reception)
+        i, n = self.shard
+        sid = f"fleet-heads-{i}-of-{n}"
+        self.heads = SpatHeads(sid, self.sumo, self._factory(sid), self.topics, self.clock, self.reception)
         await self.heads.start()
 
     def receive(self) -> None:

@@ -22,13 +22,14 @@ from v2x.net.station import Clock
 from v2x.net.transport import Transport
 from v2x.sumo.mobility import SumoTraffic
 
-HEADS_ID = "fleet-heads"  # the connection's station id
-
 
 class SpatHeads:
     """The connection on which the fleet hears its SUMO junctions' SPaT, and hands it to SUMO's lights."""
 
-    def __init__(self, sumo: SumoTraffic, transport: Transport, topics: Topics, clock: Clock, reception: Reception) -> None:
+    def __init__(
+        self, sid: str, sumo: SumoTraffic, transport: Transport, topics: Topics, clock: Clock, reception: Reception,
+    ) -> None:
+        self.sid = sid  # its login and station id, as the fleet's other radios: fleet-heads-I-of-N
         self.sumo = sumo
         self.transport = transport
         self.topics = topics
@@ -46,7 +47,7 @@ class SpatHeads:
         for msg in self.transport.receive():
             frame = self.reception.decode(msg)
             if frame is None or not (
-                self.reception.verified(msg, frame, HEADS_ID) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
+                self.reception.verified(msg, frame, self.sid) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
             ):
                 continue
             if not isinstance(frame.body, m.Spat):
