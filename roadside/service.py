@@ -171,14 +171,15 @@ class RsuService(Service):
             if now - at > CALL_FRESH_S:
                 continue
             x, y = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
-            if self._sumo_lanes is not None:  # a SUMO junction: the lane it is nearest (a stated GNSS accuracy is not used yet)
-                out |= self._sumo_lanes.calls(self.index, x, y, bsm.heading_deg)
+            # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
+            slack = LANE_SLACK_M + (0.0 if bsm.accuracy is None else LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M))
+            if self._sumo_lanes is not None:  # a SUMO junction: its ingress lanes
+                out |= self._sumo_lanes.calls(self.index, x, y, bsm.heading_deg, slack)
                 continue
             if bsm.accuracy is None:
                 hit = self.net.in_lane_at(x, y)
                 hits = [] if hit is None else [hit]
-            else:  # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
-                slack = LANE_SLACK_M + LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M)
+            else:
                 hits = self.net.in_lanes_near(x, y, bsm.heading_deg, slack)
             for lane, to_line in hits:
                 if lane in self._lane_groups and to_line < DETECTOR_M:

@@ -910,3 +910,36 @@ def test_stop_line_crossings_on_sumo_are_logged_with_the_light_they_were_made_on
         assert traffic.stats.red_light_entries == reds
     finally:
         traffic.close()
+
+
+def test_a_sumo_rsus_detector_calls_cover_every_lane_a_gnss_position_may_be_on() -> None:
+    """A position on the right lane of A0 -> B0, 10 m before B0's stop line, calls that lane's links only when known
+    exactly, and the left lane's too when it is known only to within 2 m; none from 40 m out (beyond DETECTOR_M), at
+    another junction, or heading the other way."""
+    from v2x.sumo.site import approaches, sumo_sites, to_local
+
+    sc = scenario.load(GRID)
+    b0 = next(s for s in sumo_sites(sc) if s.id == "B0")
+    appr = approaches(sc)
+    a, b = to_local(sc)
+    lanes = {ln.name: ln for ln in b0.geometry.lanes}
+
+    def point(lane: str, back_m: float) -> tuple[float, float, float]:  # local x, y and heading of travel
+        (x0, y0), (x1, y1) = lanes[lane].nodes[:2]  # from the stop line outwards
+        cx, cy = b0.light.xy
+        p, q = a * complex(cx + x0, cy + y0) + b, a * complex(cx + x1, cy + y1) + b
+        z = p + (q - p) / abs(q - p) * back_m
+        return z.real, z.imag, math.degrees(math.atan2((p - q).real, (p - q).imag))
+
+    right = appr.groups[(b0.index, "A0B0_0")]
+    left = appr.groups[(b0.index, "A0B0_1")]
+    assert right
+    assert left
+    assert not right & left
+    x, y, h = point("A0B0_0", 10.0)
+    assert appr.calls(b0.index, x, y, h) == right
+    assert appr.calls(b0.index, x, y, h, slack_m=2.0) == right | left
+    assert appr.calls(b0.index, *point("A0B0_0", 40.0)) == set()
+    assert appr.calls(b0.index - 1, x, y, h) == set()
+    assert appr.calls(b0.index, x, y, h + 180.0) == set()
+    assert appr.at(x, y, h) == (b0.index, "A0B0_0", pytest.approx(10.0, abs=0.05))

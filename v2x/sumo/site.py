@@ -173,30 +173,38 @@ class Approaches:
     groups: dict[tuple[int, str], frozenset[int]]  # (junction, lane) -> the signal groups of the links it starts
     lanes: dict[tuple[int, str], int]  # (junction, approach: the lane's edge) -> its ingress lanes
 
-    def at(self, x: float, y: float, heading_deg: float) -> tuple[int, str, float] | None:
-        """(junction index, lane, distance to its stop line [m]) of the ingress lane a vehicle at local (x, y) [m]
-        heading `heading_deg` is on; None off every one (or in the junction)."""
-        if not len(self.lane):
-            return None
+    def _along(self, x: float, y: float, heading_deg: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment: the distance [m] from local (x, y) (infinite where the segment does not run within
+        ON_LANE_TURN_DEG of `heading_deg`), and the distance [m] along the lane to its stop line."""
         ab = self.b - self.a
         p = np.array([x, y])
         t = np.clip(((p - self.a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
         d = np.hypot(*(self.a + ab * t[:, None] - p).T)
         turn = np.abs((np.degrees(np.arctan2(ab[:, 0], ab[:, 1])) - heading_deg + 180.0) % 360.0 - 180.0)
         d[turn > ON_LANE_TURN_DEG] = np.inf
+        return d, self.beyond_m + (1.0 - t) * np.hypot(ab[:, 0], ab[:, 1])
+
+    def at(self, x: float, y: float, heading_deg: float) -> tuple[int, str, float] | None:
+        """(junction index, lane, distance to its stop line [m]) of the ingress lane a vehicle at local (x, y) [m]
+        heading `heading_deg` is on; None off every one (or in the junction)."""
+        if not len(self.lane):
+            return None
+        d, to_line = self._along(x, y, heading_deg)
         k = int(np.argmin(d))
         if d[k] > self.half_m[k] + ON_LANE_SLACK_M:
             return None
-        return int(self.site[k]), self.lane[k], float(self.beyond_m[k] + (1.0 - t[k]) * np.hypot(*ab[k]))
+        return int(self.site[k]), self.lane[k], float(to_line[k])
 
-
-    def calls(self, index: int, x: float, y: float, heading_deg: float) -> frozenset[int]:
+    def calls(self, index: int, x: float, y: float, heading_deg: float, slack_m: float = ON_LANE_SLACK_M) -> set[int]:
         """The signal groups a vehicle at local (x, y) [m] heading `heading_deg` calls at junction `index`: those of
-        the links its ingress lane starts, when it is within DETECTOR_M of the stop line (a loop detector's zone)."""
-        on = self.at(x, y, heading_deg)
-        if on is None or on[0] != index or on[2] >= DETECTOR_M:
-            return frozenset()
-        return self.groups[(index, on[1])]
+        the links each ingress lane there starts that it may be on (within the lane's half width and `slack_m` [m]:
+        a position known only to within a GNSS error calls for every lane it may be on) within DETECTOR_M of the
+        stop line (a loop detector's zone)."""
+        if not len(self.lane):
+            return set()
+        d, to_line = self._along(x, y, heading_deg)
+        hit = np.flatnonzero((self.site == index) & (d <= self.half_m + slack_m) & (to_line < DETECTOR_M))
+        return {g for k in hit for g in self.groups[(index, self.lane[k])]}
 
 
 def approach_of(lane: str) -> str:
