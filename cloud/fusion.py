@@ -65,6 +65,7 @@ class Detected:
     x: float
     y: float
     speed: float
+    heading: float
 
 
 @dataclass
@@ -151,14 +152,14 @@ class Fusion:
             if who:
                 self.detected.pop(key, None)
             else:
-                self.detected[key] = Detected(t, float(dxy[i, 0]), float(dxy[i, 1]), p.speed_mps)
+                self.detected[key] = Detected(t, float(dxy[i, 0]), float(dxy[i, 1]), p.speed_mps, p.heading_deg)
 
-    def unmatched(self, now: float) -> Iterator[tuple[str, float, float, float]]:
-        """(object id, x, y, speed) of each road user known from detections alone, detected in the last FRESH_S."""
+    def unmatched(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
+        """(object id, x, y, speed, heading) of each road user known from detections alone, detected in the last FRESH_S."""
         for key in [k for k, d in self.detected.items() if now - d.t > FRESH_S]:
             del self.detected[key]
         for key, d in self.detected.items():
-            yield key, d.x, d.y, d.speed
+            yield key, d.x, d.y, d.speed, d.heading
 
     def forget(self, sender: str) -> None:
         """A vehicle gone from the cloud's picture."""

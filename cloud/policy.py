@@ -186,6 +186,7 @@ class Adaptive:
 
     def __init__(self, net: Network) -> None:
         self.net = net
+        self.ids = [ig.spec.id for ig in net.intersections]  # each intersection's name, the approaches' prefix
         self.base = [scenario_plan(net, ig, Mode.FIXED) for ig in net.intersections]
         self.current = list(self.base)
         # the legs each phase serves, and the lanes of each approach ("J1.north" -> lanes)
@@ -219,16 +220,14 @@ class Adaptive:
         is not put through a transition for noise in the counts. The first intersection of each
         coordination group keeps its rhythm: the new plan's phase 1 starts when the current one's
         next would (the rest follow by progression), so a change of cycle needs no transition there."""
-        net = self.net
         ratios = []
-        for ig, _base, legs in zip(net.intersections, self.base, self.phase_legs, strict=True):
-            here = {k.partition(".")[2]: a for k, a in approaches.items() if k.partition(".")[0] == ig.spec.id}
-            cycle = self.current[ig.index].cycle_s
-            ratios.append(phase_ratios(legs, here, cycle))
+        for i, (iid, legs) in enumerate(zip(self.ids, self.phase_legs, strict=True)):
+            here = {k.partition(".")[2]: a for k, a in approaches.items() if k.partition(".")[0] == iid}
+            ratios.append(phase_ratios(legs, here, self.current[i].cycle_s))
         over = {k.partition(".")[0] for k, a in approaches.items() if a.residual >= RESIDUAL_MIN}
         cycles = [
-            cycle_s(b, r, cur.cycle_s, ig.spec.id in over)
-            for b, r, cur, ig in zip(self.base, ratios, self.current, net.intersections, strict=True)
+            cycle_s(b, r, cur.cycle_s, iid in over)
+            for b, r, cur, iid in zip(self.base, ratios, self.current, self.ids, strict=True)
         ]
         common = {g: max(c for c, gg in zip(cycles, self.group_of, strict=True) if gg == g) for g in set(self.group_of)}
         new = [

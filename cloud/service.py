@@ -34,7 +34,8 @@ import numpy as np
 from cloud.detect import Detection, Detector
 from cloud.fusion import Fusion
 from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
-from cloud.policy import Adaptive, Approach
+from cloud.policy import Approach
+from cloud.sumo_policy import adaptive
 from v2x import __version__
 from v2x.core import messages as m
 from v2x.core.jsonview import add_counts
@@ -51,7 +52,7 @@ from v2x.net.reception import LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
 from v2x.net.transport import ConnectionSummary, Transport
-from v2x.sumo.site import hazard_points
+from v2x.sumo.site import approach_of, approaches, hazard_points
 
 CLOUD_ID = "cloud"
 YIELD_EVERY = 16  # real time: messages handled between reads of the connection
@@ -141,7 +142,9 @@ class CloudService(Service):
         self.arrivals: dict[str, deque[float]] = {}  # approach -> sim times vehicles entered it, in the window
         self._first_survey_s: float | None = None
         self._min_queues: dict[str, int] = {}  # approach -> shortest queue since the last retiming
-        self.adaptive = Adaptive(net) if net.scenario.control.policy == "adaptive" else None
+        self.adaptive = adaptive(net) if net.scenario.control.policy == "adaptive" else None
+        # on SUMO: the RSU junctions' ingress lanes, which the BSMs are matched to (no schematic lanes there)
+        self._sumo_lanes = approaches(net.scenario) if net.scenario.mobility == "sumo" else None
         self.detector = Detector()
         self.misbehaviour = Misbehaviour(net)  # plausibility checks on every BSM (F2MD)
         self.fusion = Fusion(net) if net.scenario.sensors else None  # BSMs and the RSUs' sensor detections as one picture
@@ -256,13 +259,16 @@ class CloudService(Service):
             self._first_survey_s = now
         out: Counter[str] = Counter()
         on_lanes = []
-        for sid, x, y, speed in self.picture(now):
+        for sid, x, y, speed, heading in self.picture(now):
             hit = self.net.in_lane_at(x, y)
-            if hit is None:
+            if hit is not None:
+                on_lanes.append((sid, hit[0], hit[1], speed))
+                link = self.net.links[hit[0]]
+                key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
+            elif self._sumo_lanes is not None and (on := self._sumo_lanes.at(x, y, heading)) is not None:
+                key = f"{self.net.scenario.sites[on[0]]}.{approach_of(on[1])}"
+            else:
                 continue
-            on_lanes.append((sid, hit[0], hit[1], speed))
-            link = self.net.links[hit[0]]
-            key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
             if self._approach_of.get(sid) != key:
                 self._approach_of[sid] = key
                 self.arrivals.setdefault(key, deque()).append(now)
@@ -279,12 +285,12 @@ class CloudService(Service):
                 self._clear_hazard(det.event_id, now)
         return dict(sorted(out.items()))
 
-    def picture(self, now: float) -> Iterator[tuple[str, float, float, float]]:
-        """(id, x, y, speed) of every road user the cloud knows of now: each vehicle by its latest BSM, then those
+    def picture(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
+        """(id, x, y, speed, heading) of every road user the cloud knows of now: each vehicle by its latest BSM, then those
         the RSUs' sensors alone see (cloud.fusion), so that a queue of cars without an OBU still counts."""
         for sid, (bsm, at) in self.vehicles.items():
             if now - at <= FRESH_S:
-                yield sid, *self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg), bsm.speed_mps
+                yield sid, *self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg), bsm.speed_mps, bsm.heading_deg
         if self.fusion is not None:
             yield from self.fusion.unmatched(now)
 
@@ -367,7 +373,7 @@ class CloudService(Service):
 
     def send_plan(self, index: int, plan: Plan, reason: str = "") -> None:
         """A new signal plan for the scenario's `index`-th intersection; its RSU applies it at a safe boundary."""
-        iid = self.net.intersections[index].spec.id
+        iid = self.net.scenario.sites[index]
         # valid for PLAN_VALID_CYCLES of its cycle: it answers the demand the cloud saw, and may wait out an outage
         valid_until_ms = self.clock.utc_us() // 1000 + round(PLAN_VALID_CYCLES * plan.cycle_s * 1000)
         body = plan_message(plan, index, reason, valid_until_ms)

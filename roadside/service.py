@@ -18,6 +18,7 @@ Bad payloads are counted per kind and never stop the service.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from v2x.core import truth
 from v2x.core.mapdata import build_map
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.signal.controller import DETECTOR_M, HeadWatch, SignalController
+from v2x.core.signal.controller import DETECTOR_M, HeadWatch, Mode, SignalController
 from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
 from v2x.core.signal.spat import intersection_state
 from v2x.core.topics import Topics, tiles_covering
@@ -42,7 +43,7 @@ from v2x.net.station import Clock
 from v2x.net.transport import Message, MqttTransport, Transport
 
 if TYPE_CHECKING:
-    from v2x.sumo.site import SumoSite
+    from v2x.sumo.site import Approaches, SumoSite
 
 SPAT_PERIOD_S = 0.1  # [s] 10 Hz, SPaT and RSM
 SPAT_EXPIRY_S = 1  # [s] MQTT 5 message expiry for SPaT and RSM
@@ -103,12 +104,15 @@ class RsuService(Service):
         # the seam between the RSU and its intersection: a schematic one of the network, or a SUMO junction (its MAP
         # and plan read from the SUMO network: v2x.sumo.site); the rest of the RSU is the same for both
         self.sumo: SumoSite | None = None
+        self._sumo_lanes: Approaches | None = None
         if net.scenario.mobility == "sumo":
-            from v2x.sumo.site import sumo_sites  # reads the network as XML: no libsumo in the RSU
+            from v2x.sumo.site import approaches, sumo_sites  # reads the network as XML: no libsumo in the RSU
 
             self.sumo = sumo_sites(net.scenario)[index]
             self.iid, self.limits = self.sumo.id, self.sumo.limits
-            self.ctl: SignalController = SignalController(self.sumo.plan, 0.0)
+            mode = Mode.ACTUATED if net.scenario.control.policy == "actuated" else Mode.FIXED
+            self.ctl: SignalController = SignalController(dataclasses.replace(self.sumo.plan, mode=mode), 0.0)
+            self._sumo_lanes = approaches(net.scenario)  # its ingress lanes: detector calls from the BSMs heard
         else:
             self.iid = net.intersections[index].spec.id
             self.ctl = controllers(net)[index]
@@ -131,7 +135,7 @@ class RsuService(Service):
         self.plans: dict[int, dict[str, float]] = {}  # plan id -> sim times [s] it was issued and received
         self.priority_log: list[dict[str, object]] = []  # each priority request and what was done
         # MAP lane id -> the network's link; each approach lane -> the groups of the movements it feeds (what a loop
-        # on it calls). Not yet on SUMO: no detector calls (its plans are fixed-time) and no signal priority there
+        # on it calls). On SUMO: detector calls from its ingress lanes (above), a request's lanes read from its MAP
         self._lane_link: dict[int, int] = {}
         self._lane_groups: dict[int, set[int]] = {}
         if self.sumo is None:
@@ -182,17 +186,19 @@ class RsuService(Service):
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
         out: set[int] = set()
-        if not self._lane_groups:  # no detectors (a SUMO junction, for now)
-            return out
         for bsm, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
             x, y = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
+            # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
+            slack = LANE_SLACK_M + (0.0 if bsm.accuracy is None else LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M))
+            if self._sumo_lanes is not None:  # a SUMO junction: its ingress lanes
+                out |= self._sumo_lanes.calls(self.index, x, y, bsm.heading_deg, slack)
+                continue
             if bsm.accuracy is None:
                 hit = self.net.in_lane_at(x, y)
                 hits = [] if hit is None else [hit]
-            else:  # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
-                slack = LANE_SLACK_M + LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M)
+            else:
                 hits = self.net.in_lanes_near(x, y, bsm.heading_deg, slack)
             for lane, to_line in hits:
                 if lane in self._lane_groups and to_line < DETECTOR_M:
@@ -285,6 +291,12 @@ class RsuService(Service):
 
     def _movement(self, req: m.PriorityRequest) -> int | None:
         """The signal group of the movement a request names (in lane -> out lane; no out lane: through)."""
+        if self.sumo is not None:  # a SUMO junction: its MAP's connection from that lane to that lane
+            conns = [c for ln in self.sumo.geometry.lanes if ln.lane_id == req.in_lane_id and ln.direction is m.LaneDirection.INGRESS
+                     for c in ln.connections]
+            conn = next((c for c in conns if c.lane_id == req.out_lane_id), None)
+            conn = conn or next((c for c in conns if req.out_lane_id == 0 and m.Maneuver.STRAIGHT in c.maneuver), None)
+            return None if conn is None else conn.signal_group
         in_link = self._lane_link.get(req.in_lane_id)
         if in_link is None:
             return None

@@ -88,7 +88,7 @@ def test_the_summary_says_n_a_with_the_reason_never_none() -> None:
     text = _printed(r)
     assert "None" not in text
     assert "n/a (no vehicle finished) / n/a (no vehicle finished)" in text
-    assert "0 / n/a (not judged: no record of the lights at the crossings, or SUMO mobility)" in text
+    assert "0 / n/a (not judged: no record of the lights at the crossings)" in text
     assert "3.00 / 3.98 / 4.00" in text  # one number format for every latency
     assert "measured: wall clock, through the broker" in text
     assert "fleet tick lag" in text

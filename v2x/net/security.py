@@ -2,7 +2,7 @@
 
 Every connection logs in with its own user name, the one its station signs its messages with (its sender id):
 each vehicle `veh-N` (and a stalled vehicle `stalled-K`), a fleet process's listen-only radios
-(`fleet-v2v-I-of-N`, `fleet-shard-I-of-N`, `fleet-heads-I-of-N`), each RSU by its id, the cloud `cloud` (instances `cloud-I`);
+(`fleet-v2v-I-of-N`, `fleet-shard-I-of-N`, `fleet-heads-I-of-N`: the signal heads, or on SUMO its lights' SPaT), each RSU by its id, the cloud `cloud` (instances `cloud-I`);
 watchers log in as `observer` (the visualiser as `observer-viz`, the recorder as `observer-record`), and
 `v2x run`'s claim on its topic root as `run`.
 

@@ -398,7 +398,7 @@ def print_summary(console: Console, r: dict[str, Any]) -> None:
                   f"{na(tr['mean_delay_s'] if finished else None, 'no vehicle finished', '.1f')} / "
                   f"{na(tr['stops_per_vehicle'] if finished else None, 'no vehicle finished', '.2f')}")
         t.add_row("collisions / red-light violations",
-                  f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings, or SUMO mobility')}")
+                  f"{tr['collisions']} / {na(tr['red_light_violations'], 'not judged: no record of the lights at the crossings')}")
     if r.get("perception"):
         f, err = r["perception"]["fusion"], r["perception"]["position_error_m"]
         t.add_row("sensor detections / equipped matched to own BSM / ghosts / misses; error p50 (m)",

@@ -2,14 +2,15 @@
 
 libsumo is one simulation per process: a `SumoTraffic` owns it from construction to `close()`, and the fleet
 process owns the `SumoTraffic`. The lights of the junctions with RSUs show what the RSUs' controllers show (the
-controllers themselves in fast mode, deterministic copies of them elsewhere: docs/sumo.md); SUMO's drivers see
-those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
+controllers themselves in fast mode; in real time each RSU's own SPaT, `hear`, and deterministic copies of the
+controllers until it comes: docs/sumo.md); SUMO's drivers see those lights. What the vehicles' applications make of what their OBUs received (GLOSA's advised speed, a hazard
 warning's slowing down and lane change) reaches SUMO's drivers through TraCI: `advise`, `keep_off`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
 from v2x.core.kernels import MOVING_MPS, STOPPED_MPS
-from v2x.core.messages import ExteriorLight
+from v2x.core.messages import ExteriorLight, LightState
 from v2x.core.mobility import BoolArray, FloatArray, IntArray, VehicleStates
 from v2x.core.scenario import Scenario
 from v2x.core.signal.controller import SignalController
@@ -39,6 +40,8 @@ _VARS = (libsumo.constants.VAR_POSITION, libsumo.constants.VAR_SPEED, libsumo.co
          libsumo.constants.VAR_ACCELERATION, libsumo.constants.VAR_SIGNALS, libsumo.constants.VAR_TIMELOSS)
 _LIGHT_BITS = sum(LIGHT_OF_SIGNAL)
 #: SUMO vehicle classes -> our kinds (the rest are cars)
+HEARD_FRESH_S = 1.0  # [s] a light follows its RSU's SPaT while the latest is this fresh (the RSU's SPaT expiry)
+HEARD_KEPT = 100  # SPaT kept per light until its time comes: 10 s of a 10 Hz SPaT, far more than a fleet may lag
 _KIND = {"truck": "truck", "trailer": "truck", "delivery": "truck", "bus": "bus", "coach": "bus", "emergency": "emergency"}
 
 
@@ -67,7 +70,9 @@ class SumoTraffic:
         self._closed = False
         self.t = 0.0
         self.stats = Stats()
-        self.crossings: list[tuple[float, int, int]] | None = None
+        self.crossings: list[tuple[float, int, int]] | None = None  # a list: log stop-line crossings (`line_crossings`)
+        # stop-line crossings at RSU junctions, when `crossings` is a list: (sim time [s], vehicle, junction, signal group)
+        self.line_crossings: list[tuple[float, int, str, int]] = []
         self.obstacles: dict[int, tuple[int, float, float]] = {}
         self._vid: dict[str, int] = {}  # SUMO's id -> ours, while present
         self._static: dict[str, tuple[float, float, int]] = {}  # SUMO's id -> (length [m], width [m], kind)
@@ -79,13 +84,21 @@ class SumoTraffic:
         self._ids = np.zeros(0, dtype=np.int64)
         self._kind = np.zeros(0, dtype=np.int64)
         # the lights of the scenario's RSU junctions, driven by a controller each (docs/sumo.md): the RSUs' own when
-        # they run in this process (`follow`, fast mode), else copies made from the scenario, stepped here
+        # they run in this process (`follow`, fast mode), else copies made from the scenario, stepped here, which the
+        # RSUs' SPaT heard overrides (`hear`, real time)
         sites = sumo_sites(sc)
         self._links = {site.id: len(site.light.phases[0].state) for site in sites}
         self.heads: dict[str, SignalController] = {site.id: SignalController(site.plan, 0.0) for site in sites}
         self._own_heads = True
         self._site = {site.id: site.index for site in sites}  # junction -> its index in the scenario's sites
+        self._tls = [site.id for site in sites]  # and back
         self._shown: dict[str, str] = {}  # what each light was last told to show
+        # real time (`hear`): junction -> the SPaT heard from its RSU and not yet shown, oldest first, as (its sim time
+        # [s], state string); and the one shown now
+        self._heard: dict[str, deque[tuple[float, str]]] = {}
+        self._showing: dict[str, tuple[float, str]] = {}
+        self.heard_dropped = 0  # SPaT heard and never shown: more than HEARD_KEPT waiting for their time
+        self.on_copy_steps = 0  # steps x junctions a light ran on the copy after its SPaT went stale (`hear`)
         self._sid: dict[int, str] = {}  # ours -> SUMO's id, while present
         self._advised: dict[str, float] = {}  # SUMO's id -> the speed [m/s] it was told to drive at (GLOSA)
         self._ahead: tuple[float, tuple[IntArray, IntArray, FloatArray]] | None = None  # (t, signals_ahead()) of a step
@@ -113,7 +126,10 @@ class SumoTraffic:
         advice: FloatArray | None = None, make_way: BoolArray | None = None,
     ) -> None:
         """One SUMO step of `dt` (the scenario's step, SUMO's --step-length), its RSU junctions' lights showing what
-        their controllers show at the step's start (`drive_lights`); SUMO's drivers see those lights."""
+        their controllers show at the step's start (`drive_lights`); SUMO's drivers see those lights. Each vehicle
+        crossing an RSU junction's stop line in the step is counted a red-light entry when its link's light was red
+        (`stats.red_light_entries`), and logged when `crossings` is a list."""
+        before = (self._ids, self.signals_ahead()) if self._site else None
         self.drive_lights()
         libsumo.simulationStep()
         self.t += dt
@@ -146,6 +162,24 @@ class SumoTraffic:
             trip[1], trip[2] = stopped, float(r[c.VAR_TIMELOSS])
         self._ids = np.fromiter(self._vid.values(), dtype=np.int64, count=len(self._vid))
         self._kind = np.fromiter((self._static[s][2] for s in self._vid), dtype=np.int64, count=len(self._vid))
+        if before is not None:
+            self._crossed(*before)
+
+    def _crossed(self, ids: IntArray, ahead: tuple[IntArray, IntArray, FloatArray]) -> None:
+        """Count and log the stop lines crossed in the step just made, from the lights ahead (`signals_ahead`) at its
+        start (`ids`, `ahead`) and now: a vehicle crossed the one it had ahead when it has another light ahead now (or
+        none), or is farther from the same one (its next pass). The light it crossed on is the one its link showed
+        through the step."""
+        site, _, dist = self.signals_ahead()
+        now = {int(v): k for k, v in enumerate(self._ids)}
+        for k in np.flatnonzero(ahead[0] >= 0):
+            j = now.get(int(ids[k]))
+            if j is None or (site[j] == ahead[0][k] and dist[j] <= ahead[2][k] + 1.0):
+                continue  # left the network (not through a junction), or still approaching that light
+            tls, g = self._tls[int(ahead[0][k])], int(ahead[1][k])
+            self.stats.red_light_entries += self._shown.get(tls, "")[g - 1 : g] == "r"
+            if self.crossings is not None:
+                self.line_crossings.append((self.t, int(ids[k]), tls, g))
 
     def ahead(self) -> IntArray:
         """Each present vehicle's next RSU junction on its route (its index in the scenario's sites), -1 for none:
@@ -194,6 +228,10 @@ class SumoTraffic:
             return None
         d = float(libsumo.vehicle.getDrivingDistance(sid, edge, pos_m))
         return d if d >= 0.0 else None  # SUMO's INVALID_DOUBLE_VALUE, -2^30: not ahead
+
+    def speed(self, vid: int) -> float:
+        """[m/s] a present vehicle's speed after the last step."""
+        return float(self._state[self._sid[vid]][libsumo.constants.VAR_SPEED])
 
     def present(self, vid: int) -> bool:
         return vid in self._sid
@@ -275,15 +313,41 @@ class SumoTraffic:
             raise ValueError(f"no controller for the lights {missing}")
         self.heads, self._own_heads = {tls: controllers[tls] for tls in self.heads}, False
 
+    @property
+    def driven_by_controllers(self) -> bool:
+        """Whether its lights are the RSUs' controllers themselves (`follow`: fast mode), so that what it counts of
+        them (red-light entries) is true of the RSUs' lights; else copies and SPaT heard, which may lag them."""
+        return not self._own_heads
+
     def drive_lights(self) -> None:
         """Set each RSU junction's light to its controller's state at the current time (SUMO is told only changes)."""
         for tls, ctl in self.heads.items():
             if self._own_heads:
                 ctl.step(max(self.t, ctl.t))
-            state = sumo_state(ctl.states(), self._links[tls])
+            heard, showing = self._heard.get(tls), self._showing.get(tls)
+            while heard and heard[0][0] <= self.t + 1e-6:  # the RSU's latest state by this step's time, never a later one
+                showing = self._showing[tls] = heard.popleft()
+            if showing is not None and self.t - showing[0] <= HEARD_FRESH_S:
+                state = showing[1]
+            else:
+                state = sumo_state(ctl.states(), self._links[tls])
+                self.on_copy_steps += showing is not None
             if self._shown.get(tls) != state:
                 self.show(tls, state)
                 self._shown[tls] = state
+
+    def has_light(self, tls: str) -> bool:
+        """Whether `tls` is the traffic light of one of the scenario's RSU junctions."""
+        return tls in self._links
+
+    def hear(self, tls: str, states: dict[int, LightState], at_s: float) -> None:
+        """Real time: light `tls` shows `states` (by signal group), what its RSU's SPaT of sim time `at_s` [s] says
+        (v2x.vehicle.heads), from the first step that starts at `at_s` or later (a fleet running late never shows
+        a light before its time), in place of the copy of its controller while that SPaT is at most HEARD_FRESH_S
+        old. SPaT must be heard in order."""
+        heard = self._heard.setdefault(tls, deque(maxlen=HEARD_KEPT))
+        self.heard_dropped += len(heard) == HEARD_KEPT  # the oldest goes unshown: the fleet is far behind its clock
+        heard.append((at_s, sumo_state(states, self._links[tls])))
 
     def show(self, tls: str, state: str) -> None:
         """Make traffic light `tls` show `state` (SUMO's characters, one per link index) from now until told

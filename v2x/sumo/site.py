@@ -17,12 +17,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from v2x.core import messages as m
 from v2x.core.errors import ScenarioError
 from v2x.core.geo import LocalFrame
 from v2x.core.mapdata import intersection_ref
 from v2x.core.scenario import Scenario
-from v2x.core.signal.controller import Mode, Plan
+from v2x.core.signal.controller import DETECTOR_M, Mode, Plan
 from v2x.core.signal.plans import PlanLimits
 from v2x.sumo.netfile import Lane, TrafficLight, read_lanes, read_traffic_lights
 from v2x.sumo.signals import group_of, program_plan
@@ -31,6 +33,8 @@ from v2x.sumo.signals import group_of, program_plan
 MANEUVER_OF_DIR = {"s": m.Maneuver.STRAIGHT, "l": m.Maneuver.LEFT, "L": m.Maneuver.LEFT, "r": m.Maneuver.RIGHT,
                    "R": m.Maneuver.RIGHT, "t": m.Maneuver.U_TURN}
 MAX_LANES = 255  # MAP lane ids are 1..255 within an intersection
+ON_LANE_SLACK_M = 0.5  # [m] beyond a lane's half width a point still counts as on it (as Network.in_lane_at)
+ON_LANE_TURN_DEG = 45.0  # [deg] a vehicle on a lane heads along it within this (so not the exit lane beside it)
 
 
 @dataclass(frozen=True)
@@ -122,32 +126,122 @@ def sumo_sites(sc: Scenario) -> tuple[SumoSite, ...]:
 
 def hazard_points(sc: Scenario) -> tuple[tuple[float, float], ...]:
     """Where each of a SUMO scenario's hazards is, in local metres [m]: on its lane's centre line, `distance_m`
-    before the lane's end. The network's metres are put on our local plane by the similarity (scale, rotation,
-    shift) that takes its RSU junctions' centres in the network to theirs in the scenario (written from the
-    network's projection by `v2x import-sumo`): exact on a tangent plane, within centimetres over a city on a
-    transverse Mercator one. Without two junctions: shifted by the one, else the network's own metres (as for a
-    network without a projection, laid out around the origin)."""
+    before the lane's end, put on our local plane by `to_local`."""
     if sc.sumo is None or not sc.sumo.hazards:
         return ()
-    net = Path(sc.sumo.net)
-    lanes = read_lanes(net, {f"{hz.edge}_{hz.lane}" for hz in sc.sumo.hazards})
-    a, b = complex(1.0), complex(0.0)  # local = a * network + b, as complex numbers
-    if sc.sumo.junctions:
-        sites = sumo_sites(sc)
-        src = [complex(*s.light.xy) for s in sites]
-        dst = [complex(*s.xy) for s in sites]
-        if len(sites) >= 2:
-            sm, dm = sum(src) / len(src), sum(dst) / len(dst)
-            a = sum((d - dm) * (s - sm).conjugate() for s, d in zip(src, dst, strict=True)) / sum(abs(s - sm) ** 2 for s in src)
-            b = dm - a * sm
-        else:
-            b = dst[0] - src[0]
+    lanes = read_lanes(Path(sc.sumo.net), {f"{hz.edge}_{hz.lane}" for hz in sc.sumo.hazards})
+    a, b = to_local(sc)
     out = []
     for hz in sc.sumo.hazards:
         x, y = _back_along(lanes[f"{hz.edge}_{hz.lane}"].shape, hz.distance_m)
         z = a * complex(x, y) + b
         out.append((z.real, z.imag))
     return tuple(out)
+
+
+@functools.cache
+def to_local(sc: Scenario) -> tuple[complex, complex]:
+    """(a, b): a network point z (x + iy, the network's metres) is at a * z + b on our local plane [m]: the similarity
+    (scale, rotation, shift) that takes the RSU junctions' centres in the network to theirs in the scenario
+    (written from the network's projection by `v2x import-sumo`): exact on a tangent plane, within centimetres over a
+    city on a transverse Mercator one. With one junction: shifted by it; with none, the network's own metres (as for
+    a network without a projection, laid out around the origin)."""
+    a, b = complex(1.0), complex(0.0)
+    sites = sumo_sites(sc)
+    src = [complex(*s.light.xy) for s in sites]
+    dst = [complex(*s.xy) for s in sites]
+    if len(sites) >= 2:
+        sm, dm = sum(src) / len(src), sum(dst) / len(dst)
+        a = sum((d - dm) * (s - sm).conjugate() for s, d in zip(src, dst, strict=True)) / sum(abs(s - sm) ** 2 for s in src)
+        b = dm - a * sm
+    elif sites:
+        b = dst[0] - src[0]
+    return a, b
+
+
+@dataclass(frozen=True)
+class Approaches:
+    """The ingress lanes of a SUMO scenario's RSU junctions on our local plane, as straight segments, to tell which
+    lane a position heard in a BSM is on (the cloud's demand, the RSU's detector calls: docs/sumo.md)."""
+
+    site: np.ndarray  # per segment: its junction's index in the scenario's sites
+    lane: tuple[str, ...]  # per segment: SUMO's lane id
+    a: np.ndarray  # [m] (n, 2) each segment's start, local
+    b: np.ndarray  # [m] (n, 2) its end, nearer the stop line
+    half_m: np.ndarray  # [m] the lane's half width
+    beyond_m: np.ndarray  # [m] from the segment's end to the stop line, along the lane
+    groups: dict[tuple[int, str], frozenset[int]]  # (junction, lane) -> the signal groups of the links it starts
+    lanes: dict[tuple[int, str], int]  # (junction, approach: the lane's edge) -> its ingress lanes
+
+    def _along(self, x: float, y: float, heading_deg: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment: the distance [m] from local (x, y) (infinite where the segment does not run within
+        ON_LANE_TURN_DEG of `heading_deg`), and the distance [m] along the lane to its stop line."""
+        ab = self.b - self.a
+        p = np.array([x, y])
+        t = np.clip(((p - self.a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
+        d = np.hypot(*(self.a + ab * t[:, None] - p).T)
+        turn = np.abs((np.degrees(np.arctan2(ab[:, 0], ab[:, 1])) - heading_deg + 180.0) % 360.0 - 180.0)
+        d[turn > ON_LANE_TURN_DEG] = np.inf
+        return d, self.beyond_m + (1.0 - t) * np.hypot(ab[:, 0], ab[:, 1])
+
+    def at(self, x: float, y: float, heading_deg: float) -> tuple[int, str, float] | None:
+        """(junction index, lane, distance to its stop line [m]) of the ingress lane a vehicle at local (x, y) [m]
+        heading `heading_deg` is on; None off every one (or in the junction)."""
+        if not len(self.lane):
+            return None
+        d, to_line = self._along(x, y, heading_deg)
+        k = int(np.argmin(d))
+        if d[k] > self.half_m[k] + ON_LANE_SLACK_M:
+            return None
+        return int(self.site[k]), self.lane[k], float(to_line[k])
+
+    def calls(self, index: int, x: float, y: float, heading_deg: float, slack_m: float = ON_LANE_SLACK_M) -> set[int]:
+        """The signal groups a vehicle at local (x, y) [m] heading `heading_deg` calls at junction `index`: those of
+        the links each ingress lane there starts that it may be on (within the lane's half width and `slack_m` [m]:
+        a position known only to within a GNSS error calls for every lane it may be on) within DETECTOR_M of the
+        stop line (a loop detector's zone)."""
+        if not len(self.lane):
+            return set()
+        d, to_line = self._along(x, y, heading_deg)
+        hit = np.flatnonzero((self.site == index) & (d <= self.half_m + slack_m) & (to_line < DETECTOR_M))
+        return {g for k in hit for g in self.groups[(index, self.lane[k])]}
+
+
+def approach_of(lane: str) -> str:
+    """The approach a SUMO lane belongs to: its edge."""
+    return lane.rsplit("_", 1)[0]
+
+
+@functools.cache
+def approaches(sc: Scenario) -> Approaches:
+    """The ingress lanes of every RSU junction of a SUMO scenario (its MAPs' ingress lanes, put on our plane by
+    `to_local`)."""
+    a, b = to_local(sc)
+    site, lane, starts, ends, half, beyond = [], [], [], [], [], []
+    groups: dict[tuple[int, str], frozenset[int]] = {}
+    lanes: dict[tuple[int, str], int] = {}
+    for s in sumo_sites(sc):
+        cx, cy = s.light.xy
+        for ln in s.geometry.lanes:
+            if ln.direction is not m.LaneDirection.INGRESS:
+                continue
+            pts = [a * complex(cx + x, cy + y) + b for x, y in ln.nodes]  # from the stop line outwards
+            along = 0.0
+            for near, far in itertools.pairwise(pts):
+                site.append(s.index)
+                lane.append(ln.name)
+                starts.append((far.real, far.imag))
+                ends.append((near.real, near.imag))
+                half.append(ln.width_m / 2)
+                beyond.append(along)
+                along += abs(far - near)
+            groups[(s.index, ln.name)] = frozenset(c.signal_group for c in ln.connections)
+            key = (s.index, approach_of(ln.name))
+            lanes[key] = lanes.get(key, 0) + 1
+    return Approaches(
+        np.array(site, dtype=np.int64), tuple(lane), np.array(starts).reshape(-1, 2), np.array(ends).reshape(-1, 2),
+        np.array(half), np.array(beyond), groups, lanes,
+    )
 
 
 def _back_along(shape: tuple[tuple[float, float], ...], distance_m: float) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
-from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, Light, Traffic
+from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, KIND_INDEX, Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
 from v2x.core.truth import TruthFeed
@@ -55,6 +55,7 @@ from v2x.vehicle.sidelink import Neighbours
 
 if TYPE_CHECKING:
     from v2x.sumo.mobility import SumoTraffic
+    from v2x.vehicle.heads import SpatHeads
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class Fleet:
         self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
         self.neighbours.trust, self.neighbours.utc_us = self.reception.trust, clock.utc_us  # V2V: the same checks
         self.v2v: Radio | None = None
+        self.sumo_lights: SpatHeads | None = None  # SUMO in real time: its lights follow the RSUs' SPaT (start_sumo_lights)
         self.stalled: dict[int, Radio] = {}  # hazard event -> the stalled vehicle's OBU
         self.apps = Apps(self.net, glosa=sc.fleet.glosa, neighbours=self.neighbours)  # the vehicles' applications
         self.hazard_watch = HazardWatch(self.net, sc.events)  # ground truth for the hazard measurements
@@ -330,8 +332,10 @@ class Fleet:
             wanted = {t.area("rsi", radio.tile), t.advisory(radio.tile), t.advisory(radio.tile, radio.station.sender_id)}
             if ix >= 0:
                 wanted |= {t.spat_area(self.net.site_tiles[ix]), t.area("map", self.net.site_tiles[ix])}
-                if self.core is not None and self.core.priority[i]:
-                    wanted.add(t.priority_status(self.net.intersections[ix].spec.id, radio.station.sender_id))
+                # an emergency vehicle hears the RSU's replies: the core's priority vehicles, SUMO's emergency class
+                emergency = self.core.priority[i] if self.core is not None else self.traffic.kind[i] == KIND_INDEX["emergency"]
+                if emergency:
+                    wanted.add(t.priority_status(self.sc.sites[ix], radio.station.sender_id))
             if wanted != radio.filters:
                 old, radio.filters = radio.filters, frozenset(wanted)
                 work.append(self._resubscribe(radio, old, radio.filters))
@@ -390,8 +394,21 @@ class Fleet:
         radio.ready = True
         self.v2v = radio
 
+    async def start_sumo_lights(self) -> None:
+        """SUMO in real time: the RSU junctions' lights follow their RSUs' own SPaT (v2x.vehicle.heads). The login is the
+        signal heads' (start_heads): on SUMO the drivers without an OBU see SUMO's lights, so only one of them runs."""
+        from v2x.vehicle.heads import SpatHeads
+
+        assert self.sumo is not None
+        i, n = self.shard
+        sid = f"fleet-heads-{i}-of-{n}"
+        self.sumo_lights = SpatHeads(sid, self.sumo, self._factory(sid), self.topics, self.clock, self.reception)
+        await self.sumo_lights.start()
+
     def receive(self) -> None:
         """Handle what every OBU has received."""
+        if self.sumo_lights is not None:
+            self.sumo_lights.receive()
         if self.v2v is not None:
             now = self.clock.sim_s()
             for msg in self.v2v.transport.receive():
@@ -478,7 +495,7 @@ class Fleet:
                 self.counters.vehicles_with_map.add(radio.vid)
         elif isinstance(body, m.PriorityStatus) and radio is not self.shadow:
             self.counters.received[kind] += 1
-            if not 1 <= body.intersection.id <= len(self.net.intersections):
+            if not 1 <= body.intersection.id <= len(self.sc.sites):
                 self.bad.record("unknown_intersection", topic, f"priority status for intersection {body.intersection.id}", frame.header.sender_id)
                 return
             self.priority.heard(radio.vid, body, self.clock.sim_s())
@@ -522,6 +539,7 @@ class Fleet:
             sumo.advise(speeds)
             sumo.step(self.sc.step_s)
             self._k += 1
+            self._send_priority(self.priority.step_sumo(sumo, sumo.t, self._can_send))
             return
         group, _ = traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
@@ -535,7 +553,11 @@ class Fleet:
             self.trajectories.sample(traffic, lambda g, t: self.heard.light(g.intersection + 1, g.group_id, t))
         self.apps.step(traffic, hazards, {vid: r.belief for vid, r in self.radios.items()})
         self.hazard_watch.step(traffic)
-        for vid, iid, req in self.priority.step(traffic, traffic.t, self._can_send):
+        self._send_priority(self.priority.step(traffic, traffic.t, self._can_send))
+
+    def _send_priority(self, requests: list[tuple[int, str, m.PriorityRequest]]) -> None:
+        """Each emergency vehicle's priority request, update or cancellation (QoS 1), from its OBU."""
+        for vid, iid, req in requests:
             radio = self.radios[vid]
             radio.station.publish(self.topics.priority_request(iid, radio.station.sender_id), req, qos=1, sim_s=self.traffic.t)
 
@@ -648,6 +670,7 @@ class Fleet:
         """Lost connections over every OBU (and the fleet's extra radios), gone or still here."""
         extra = [r for r in (self.shadow, self.v2v, self.heads, *self.stalled.values()) if r is not None]
         live = [r.transport.stats for r in [*self.radios.values(), *extra]]
+        live += [self.sumo_lights.transport.stats] if self.sumo_lights is not None else []
         return outage_summary([*self.closed_stats, *live], self.clock.epoch_s)
 
     async def close(self) -> None:
@@ -662,6 +685,14 @@ class Fleet:
                 await self.shared.close()
             if st.outages or st.disconnects or st.reconnects:
                 self.closed_stats.append(st)
+        if self.sumo_lights is not None:
+            self.counters.dropped_in += self.sumo_lights.transport.stats.dropped_in
+            if self.sumo is not None and (self.sumo.heard_dropped or self.sumo.on_copy_steps):
+                log.warning("SUMO's lights: %d SPaT never shown (the fleet far behind), %d junction-steps on a copy of the "
+                            "controller for want of fresh SPaT", self.sumo.heard_dropped, self.sumo.on_copy_steps)
+            with contextlib.suppress(Exception):
+                await self.sumo_lights.close()
+            self.sumo_lights = None
         if self.sumo is not None:
             self.sumo.close()  # libsumo: the process's one simulation, free for the next
         self.radios.clear()
@@ -676,7 +707,7 @@ class Fleet:
         if self.shard[1] > 1 and self.area is None:
             await self.start_shadow()
         await self.start_v2v()
-        await self.start_heads()
+        await (self.start_sumo_lights() if self.sumo is not None else self.start_heads())
         # no controllers here to tell red-light entries: log every stop-line crossing, judged later against the RSUs'
         # record of their lights (v2x.run.results)
         self.traffic.crossings = []

@@ -121,7 +121,7 @@ class FleetSummary(JsonRecord):
     subscribe_failures: int = 0
     line_crossings: list[LineCrossing] = field(default_factory=list)  # real time: its own vehicles' stop-line crossings
     sim_s: float = 0.0  # [s] the sim time the fleet reached (short of the run's duration when it was stopped)
-    crossings_logged: bool = True  # its mobility can log stop-line crossings (SUMO's cannot yet): red-light violations judged
+    crossings_logged: bool = True  # its mobility logged stop-line crossings (both backends do): red-light violations judged
     penetration: Penetration = field(default_factory=Penetration)  # who had an OBU; traffic figures of each group
 
     @classmethod
@@ -137,7 +137,8 @@ class FleetSummary(JsonRecord):
                 mean_delay_s=round(st.mean_delay_s, 2),
                 stops_per_vehicle=round(st.stops_per_vehicle, 3),
                 # counted against the controllers' true state in process, and by the core only (not yet on SUMO)
-                red_light_violations=st.red_light_entries if fleet.truth is not None and fleet.core is not None else None,
+                red_light_violations=st.red_light_entries if (fleet.truth is not None and fleet.core is not None) or (
+                    fleet.sumo is not None and fleet.sumo.driven_by_controllers) else None,
                 collisions=st.collisions,
                 collisions_with_obstacles=st.obstacle_collisions,
             ),
@@ -174,9 +175,9 @@ class FleetSummary(JsonRecord):
             line_crossings=[
                 LineCrossing(round(t, 3), vid, fleet.net.intersections[fleet.net.groups[g].intersection].spec.id, fleet.net.groups[g].group_id)
                 for t, vid, g in fleet.traffic.crossings or [] if g >= 0 and fleet.mine(vid)
-            ],
+            ] + [LineCrossing(round(t, 3), vid, iid, g) for t, vid, iid, g in (fleet.sumo.line_crossings if fleet.sumo else [])],
             sim_s=round(fleet.traffic.t, 1),
-            crossings_logged=fleet.core is not None,
+            crossings_logged=True,
             penetration=Penetration.of(fleet.equipment, fleet.obus, st, fleet.truth is not None and fleet.core is not None),
         )
 
