@@ -9,7 +9,8 @@ in-process transport, step by step as the fast driver does it (`receive`, then `
 those the cloud subscribes to, logged in that step. What is measured is the cloud's own work per message (decode,
 checks, the picture, misbehaviour, the SPaT relay, its periodic work), without sockets: process CPU time
 (`time.process_time`, so other load on the machine matters little) over the vehicle-seconds the BSMs say were
-driven (the distinct BSM senders of each step, times the step). Repeated `--repeat` times; the least is kept.
+driven (the distinct BSM senders of each step, times the step). Played `--repeat` times, the trees in turn
+(each play in a new process); the least CPU of each is kept.
 
 Beside the figure, a fingerprint of the cloud's behaviour: a hash of every message it published (topic and bytes,
 per topic in order) and of its summary and event log. Two trees that behave alike print the same fingerprint.
@@ -116,18 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(measure(args.recording, args.scenario, args.copies, args.step, args.repeat)))
         return 0
-    rows = []
-    for tree in [HERE.parent.parent, *args.against]:
+    trees = [HERE.parent.parent, *args.against]
+    for tree in trees:
         if not (tree / "cloud" / "service.py").is_file():
             ap.error(f"--against {tree}: no cloud/service.py there (expected a source tree of this project)")
-        # this file runs as a script, so its own folder (not a `bench` package) is first on the path, then the tree
-        cmd = [sys.executable, str(HERE), str(args.recording), "--scenario", args.scenario, "--copies", str(args.copies),
-               "--step", str(args.step), "--repeat", str(args.repeat), "--json"]
-        env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"{tree}: {' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
-        rows.append((tree, json.loads(out.stdout.strip().splitlines()[-1])))
+    best: dict[Path, dict[str, Any]] = {}
+    for _ in range(args.repeat):  # the trees in turn, once a round: both see the machine's load alike
+        for tree in trees:
+            # this file runs as a script, so its own folder (not a `bench` package) is first on the path, then the tree
+            cmd = [sys.executable, str(HERE), str(args.recording), "--scenario", args.scenario, "--copies", str(args.copies),
+                   "--step", str(args.step), "--repeat", "1", "--json"]
+            env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise SystemExit(f"{tree}: {' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            if tree in best and r["fingerprint"] != best[tree]["fingerprint"]:
+                raise SystemExit(f"{tree}: two plays of one recording behaved differently (the cloud is not deterministic)")
+            if tree not in best or r["cpu_s"] < best[tree]["cpu_s"]:
+                best[tree] = r
+    rows = list(best.items())
     print(f"cloud replay of {args.recording} ({args.scenario} x {args.copies}), least CPU of {args.repeat}:")
     for tree, r in rows:
         print(f"  {tree!s:<40} {r['ms_per_vehicle_s']:6.3f} ms CPU per vehicle-second ({r['cpu_s']:.2f} s over "

@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mcap.writer import Writer
 
 from cloud.misbehaviour import ACCURACY_CAP_M, HEADING_TOL_DEG, OFF_ROAD_SIGMAS, ROAD_MARGIN_M, Misbehaviour
 from tests import strategies as gen
@@ -22,6 +27,7 @@ from v2x.net.transport import MemoryBroker, MemoryTransport
 from v2x.run.offline import OfflineRun
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.bsm import build_bsms
+from v2x.watch.record import RAW_ENCODING, read
 
 EPOCH = 1_767_225_600.0
 
@@ -139,3 +145,36 @@ def test_a_signed_relay_drops_the_rsu_s_signature_and_carries_its_own() -> None:
     assert codec.decode(relayed).header.seq == 0
     assert codec.decode(encoded).header.seq == 1
     assert cloud.sent["spat"] == 2
+
+
+@pytest.mark.integration
+def test_the_cloud_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp_path: Path) -> None:
+    """bench.cloud_replay on a real fast run's recording: CPU over the vehicle-seconds the BSMs say, and a fingerprint
+    that two plays agree on and a change of what the cloud heard changes."""
+    from bench.cloud_replay import measure
+
+    rec = tmp_path / "run.mcap"
+    subprocess.run([sys.executable, "-m", "v2x", "run", "four_way", "--fast", "--duration", "15", "--headless", "--record", str(rec)],
+                   check=True, capture_output=True, timeout=600)
+    got = measure(rec, "four_way", 1, 0.1, 2)
+    assert got["vehicle_s"] > 0
+    assert got["cpu_s"] > 0
+    assert got["published"] > 100  # the SPaT relay, each RSU SPaT once
+    # the same recording without one RSU SPaT: one relay fewer, another fingerprint
+    cut = tmp_path / "cut.mcap"
+    with cut.open("wb") as f:
+        writer = Writer(f)
+        writer.start()
+        channels: dict[str, int] = {}
+        dropped = False
+        for r in read(rec):
+            if not dropped and "/spat/rsu/" in r.topic:
+                dropped = True
+                continue
+            if r.topic not in channels:
+                channels[r.topic] = writer.register_channel(r.topic, RAW_ENCODING, 0)
+            writer.add_message(channels[r.topic], log_time=r.log_time_ns, data=r.payload, publish_time=r.publish_time_ns)
+        writer.finish()
+    other = measure(cut, "four_way", 1, 0.1, 1)
+    assert other["published"] == got["published"] - 1
+    assert other["fingerprint"] != got["fingerprint"]
