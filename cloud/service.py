@@ -370,13 +370,21 @@ class CloudService(Service):
         )
 
     def accept(self, msg: Message) -> None:
-        """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay (a
-        message its link delays is handled later, without them: the relay encodes that one again)."""
+        """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""
         self._wire = msg.payload
         try:
             super().accept(msg)
         finally:
             self._wire = b""
+
+    def release(self) -> None:
+        """What the links held until now, as every service hands it out; its bytes kept as `accept` keeps them."""
+        for _, topic, payload, frame in self.reception.due_with_payload():
+            self._wire = payload
+            try:
+                self._handle(topic, frame)
+            finally:
+                self._wire = b""
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body

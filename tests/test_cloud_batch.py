@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,10 +114,13 @@ def test_a_relayed_spat_is_the_frame_a_fresh_encoding_makes(spat: m.Spat, header
     assert codec.encode_relayed(relay, codec.relay_body(data)) == codec.encode(m.Frame(relay, got.body))
 
 
-async def _connect(out: MemoryTransport, tap: MemoryTransport) -> None:
+async def _connect(out: MemoryTransport, tap: MemoryTransport, service: Any = None) -> None:
+    """Both transports connected, the tap hearing everything; then the service subscribes, if one is given."""
     await out.start()
     await tap.start()
     await tap.subscribe("#")
+    if service is not None:
+        await service.start()
 
 
 def test_a_signed_relay_drops_the_rsu_s_signature_and_carries_its_own() -> None:
@@ -178,3 +182,45 @@ def test_the_cloud_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp
     other = measure(cut, "four_way", 1, 0.1, 1)
     assert other["published"] == got["published"] - 1
     assert other["fingerprint"] != got["fingerprint"]
+
+
+def test_a_spat_its_cellular_link_delayed_is_relayed_from_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the scenario's cellular latency the RSU's SPaT reaches the cloud late (held by the link): it is still
+    relayed from its bytes, and as a fresh encoding would give it."""
+    from cloud.service import CloudService
+    from v2x.core.topics import Topics
+    from v2x.net.impair import Impairment
+    from v2x.net.transport import Message
+
+    sc = scenario.load(scenario.resolve("four_way"))
+    assert sc.links.cellular.latency_ms > 0
+    net = Network(sc)
+    clock = StepClock(EPOCH)
+    broker = MemoryBroker()
+    out, tap = MemoryTransport(broker, "cloud"), MemoryTransport(broker, "tap")
+    svc = CloudService(net, out, Topics(), clock, events=None, impairment=Impairment(sc.links, sc.seed))
+    asyncio.run(_connect(out, tap, svc))
+    relays: list[str] = []
+    relay = Station.relay
+
+    def counted(self: Station, topic: str, *args: object, **kw: object) -> bool:
+        relays.append(topic)
+        return relay(self, topic, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Station, "relay", counted)
+    name = sc.sites[0]
+    rsu = Station(sc.rsu_of(0).id, m.SenderKind.RSU, clock)
+    topic = Topics().spat("rsu", net.site_tiles[0], name)
+    sent = []
+    for k in range(30):
+        clock.t = k * 0.1
+        spat = m.Spat((m.IntersectionState(ref=m.IntersectionRef(0, 1), name=name, revision=0, status=frozenset(),
+                                           timestamp_ms=clock.utc_us() // 1000, plan_id=0, states=()),))
+        sent.append(spat)
+        out.deliver(Message(topic, rsu.encode(spat, stream=topic), 0, False, clock.utc_us() * 1000))
+        svc.receive()
+        svc.tick(clock.t)
+    relayed = [codec.decode(msg.payload) for msg in tap.receive() if "/spat/cloud/" in msg.topic]
+    assert svc.reception.outcomes["held"] > 0, (svc.reception.outcomes, svc.bad.counts)
+    assert len(relayed) == len(relays) > 20  # every relay from its bytes (a few may be lost, or still on the link)
+    assert [f.body for f in relayed] == sent[: len(relayed)]
