@@ -20,7 +20,9 @@ Every figure is measured in this run, each beside its reference:
   - fast: `v2x run --fast` (every tier in one process, lockstep through the broker) on the
     districts: simulated seconds per wall second, and the vehicles at the end;
   - profile: one more run at the first district that fails, each process's CPU use (cores, from
-    /proc) and, with py-spy installed, its busiest functions;
+    /proc, and ms of CPU per vehicle-second: per tier, beside bench.floor's same tiers) and, with
+    py-spy installed, its busiest functions (`python -m bench.cloud_replay` measures the cloud's own
+    work alone, on a recording, against another source tree);
   - floor: the stack's MQTT traffic alone (bench/floor.py): one gmqtt client per vehicle publishing
     BSMs at 10 Hz, RSUs publishing SPaT, the cloud hearing every BSM and relaying SPaT, nothing
     simulated; at the 2,000-vehicle target, and at the profiled district to set the stack's CPU
@@ -176,8 +178,8 @@ def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: floa
     print(f"  profile at four_way x {copies} ({sample_s:g} s of the steady state; py-spy at 50 Hz slows each process a little):")
     print(f"  CPU use: {sum(cpu.values()):.2f} cores of {os.cpu_count()}, {vehicles:.0f} vehicles: "
           f"{sum(cpu.values()) / vehicles * 1e3:.2f} ms of CPU per vehicle-second")
-    for p, share in sorted(cpu.items(), key=lambda kv: -kv[1]):
-        print(f"    {procs[p]:<18} {share:5.2f} cores")
+    for p, share in sorted(cpu.items(), key=lambda kv: -kv[1]):  # per tier: the figure bench.floor gives its own tiers
+        print(f"    {procs[p]:<18} {share:5.2f} cores  {share / vehicles * 1e3:5.2f} ms of CPU per vehicle-second")
         raw = tmp / f"spy-{p}.txt"
         if not raw.exists():
             continue

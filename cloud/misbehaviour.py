@@ -69,7 +69,6 @@ MOVING_MPS = 3.0
 EDGE_SLACK_M = 15.0  # [m] each lane is taken as this much longer at both ends
 LANE_GRID_M = 25.0  # [m] grid squares of the on-road check
 SWEEP_EVERY_S = 0.1  # [s] how often senders that went quiet are looked for
-NEAR_KEPT = 20_000  # positions whose on-road answer is kept (about 6 MB; cleared when full)
 GRID_M = 10.0  # [m] grid squares for the neighbour checks: at least TWIN_M
 ACCURACY_CAP_M = 3.0  # [m] a stated accuracy (one sigma) is counted up to this: worse buys no more allowance
 OFF_ROAD_SIGMAS = 3.5  # lateral error allowed beyond the road's margin, in sigmas (one-sided 3.5 sigma: 0.02%)
@@ -129,7 +128,6 @@ class Misbehaviour:
         d = seg_b - seg_a
         len2 = np.maximum((d**2).sum(axis=1), 1e-9)
         heading = np.arctan2(d[:, 0], d[:, 1])  # compass heading of each segment
-        self._no_lane = heading[:0]
         # the segments that can be within ROAD_MARGIN_M of a point, per LANE_GRID_M square
         reach = hw + ROAD_MARGIN_M + OFF_ROAD_SIGMAS * ACCURACY_CAP_M
         lo = np.floor((np.minimum(seg_a, seg_b) - reach[:, None]) / LANE_GRID_M).astype(int)
@@ -139,12 +137,23 @@ class Misbehaviour:
             for cx in range(lo[k, 0], hi[k, 0] + 1):
                 for cy in range(lo[k, 1], hi[k, 1] + 1):
                     cells.setdefault((cx, cy), []).append(k)
-        # each square's segments as their own arrays (start, direction vector, length^2, half width, heading):
-        # picking them out of the whole network's per BSM costs more than the geometry
-        self._lane_cells = {c: (seg_a[ks], d[ks], len2[ks], hw[ks], heading[ks])
-                            for c, ks in ((c, np.array(ks)) for c, ks in cells.items())}
-        # the answer per exact position: a standing vehicle says the same position in every BSM
-        self._near: dict[tuple[float, float, float], tuple[float, np.ndarray]] = {}
+        # each square's segments as a row of padded arrays (start, direction vector, length^2, half width, heading),
+        # so that a batch of BSMs is checked against its squares' segments in a few array operations; squares are kept
+        # in buckets by their segment count (up to a power of two: a junction's squares hold a hundred turning-path
+        # segments, most squares a few); the padding's half width is -inf (infinitely far)
+        by_width: dict[int, list[tuple[tuple[int, int], list[int]]]] = {}
+        for c, ks in cells.items():
+            by_width.setdefault(1 << (len(ks) - 1).bit_length(), []).append((c, ks))
+        self._cell_row: dict[tuple[int, int], tuple[int, int]] = {}  # square -> (bucket, row)
+        self._buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for width, group in sorted(by_width.items()):
+            a, dv = np.zeros((len(group), width, 2)), np.zeros((len(group), width, 2))
+            ln2, half, dirs = np.ones((len(group), width)), np.full((len(group), width), -np.inf), np.zeros((len(group), width))
+            for row, (c, ks) in enumerate(group):
+                n, idx = len(ks), np.array(ks)
+                a[row, :n], dv[row, :n], ln2[row, :n], half[row, :n], dirs[row, :n] = seg_a[idx], d[idx], len2[idx], hw[idx], heading[idx]
+                self._cell_row[c] = (len(self._buckets), row)
+            self._buckets.append((a, dv, ln2, half, dirs))
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -157,35 +166,66 @@ class Misbehaviour:
         self._cells: dict[tuple[int, int], set[str]] = {}  # grid square -> senders whose latest position is in it
         self.latest_t = 0.0
         self._next_sweep_s = -math.inf
+        # BSMs heard and not yet checked (`check`): senders, and (t, x, y, speed, heading, accuracy) of each
+        self._senders: list[str] = []
+        self._pending: list[tuple[float, float, float, float, float, float]] = []
 
-    def _near_lanes(self, x: float, y: float, margin: float = ROAD_MARGIN_M) -> tuple[float, np.ndarray]:
-        """Distance beyond the nearest lane's half width; the directions of the lanes within `margin` [m] of it.
-
-        Only the segments of the point's grid square are looked at: they hold every segment that can
-        be within the widest margin, so beyond that the distance may be overstated (it is then off road anyway).
-        """
-        known = self._near.get((x, y, margin))
-        if known is not None:
-            return known
-        cell = self._lane_cells.get((math.floor(x / LANE_GRID_M), math.floor(y / LANE_GRID_M)))
-        if cell is None:
-            return math.inf, self._no_lane  # no lane within reach
-        a, d, len2, hw, dirs = cell
-        p = np.array([x, y])
-        u = np.clip(((p - a) * d).sum(axis=1) / len2, 0.0, 1.0)
-        closest = a + d * u[:, None]
-        dist = np.hypot(*(closest - p).T) - hw
-        out = float(dist.min()), dirs[dist <= margin]
-        if len(self._near) >= NEAR_KEPT:
-            self._near.clear()
-        self._near[(x, y, margin)] = out
-        return out
+    def _on_road(self, x: np.ndarray, y: np.ndarray, speed: np.ndarray, h: np.ndarray,
+                 margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per BSM of a batch: whether it is off the road (farther than `margin` [m] beyond the nearest lane's half
+        width), and whether, on it and moving, no lane within `margin` runs within HEADING_TOL_DEG of heading `h`
+        [rad]. Only the segments of the point's grid square are looked at: they hold every segment that can be
+        within the widest margin, so beyond that the distance may be overstated (it is then off road anyway)."""
+        off = np.ones(len(x), dtype=bool)  # no lane within reach
+        wrong_way = np.zeros(len(x), dtype=bool)
+        at = [self._cell_row.get((math.floor(px / LANE_GRID_M), math.floor(py / LANE_GRID_M)), (-1, 0))
+              for px, py in zip(x.tolist(), y.tolist(), strict=True)]
+        bucket, row = np.array([b for b, _ in at], dtype=np.intp), np.array([r for _, r in at], dtype=np.intp)
+        for b, (a_all, d_all, len2_all, hw_all, dir_all) in enumerate(self._buckets):
+            i = np.flatnonzero(bucket == b)
+            if not i.size:
+                continue
+            r = row[i]
+            a, d = a_all[r], d_all[r]
+            p = np.stack([x[i], y[i]], axis=1)[:, None, :]
+            u = np.clip(((p - a) * d).sum(axis=2) / len2_all[r], 0.0, 1.0)
+            closest = a + d * u[:, :, None]
+            dist = np.hypot(closest[:, :, 0] - p[:, :, 0], closest[:, :, 1] - p[:, :, 1]) - hw_all[r]
+            off[i] = dist.min(axis=1) > margin[i]
+            near = dist <= margin[i, None]
+            turn = np.where(near, np.abs((dir_all[r] - h[i, None] + math.pi) % (2 * math.pi) - math.pi), np.inf)
+            wrong_way[i] = ~off[i] & (speed[i] > 1.0) & near.any(axis=1) & (turn.min(axis=1) > math.radians(HEADING_TOL_DEG))
+        return off, wrong_way
 
     def bsm(
         self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float = 0.0
     ) -> None:
         """One BSM: `t` its generation time [s], position in local metres, `accuracy_m` the position's stated
-        accuracy (one sigma, the error ellipse's semi-major axis; 0: not stated, taken as exact)."""
+        accuracy (one sigma, the error ellipse's semi-major axis; 0: not stated, taken as exact).
+
+        Checked with the others heard since, as one batch, before anything reads the verdicts (`check`)."""
+        self._senders.append(sender)
+        self._pending.append((t, x, y, speed, heading_deg, accuracy_m))
+
+    def check(self) -> None:
+        """The BSMs heard since the last call, in the order they were heard: the same verdicts as checking each on
+        arrival, the on-road checks (which need no sender's history) for all of them at once."""
+        if not self._senders:
+            return
+        senders, pending = self._senders, np.array(self._pending, dtype=np.float64)
+        self._senders, self._pending = [], []
+        _, x, y, speed, heading_deg, accuracy_m = pending.T
+        margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * np.minimum(accuracy_m, ACCURACY_CAP_M)
+        if self.roads:
+            off, wrong_way = self._on_road(x, y, speed, np.radians(heading_deg), margin)
+        else:  # no lanes (a SUMO network): motion alone
+            off = wrong_way = np.zeros(len(senders), dtype=bool)
+        for (t, px, py, v, heading, acc), sender, o, w in zip(pending.tolist(), senders, off.tolist(), wrong_way.tolist(), strict=True):
+            self._check(sender, t, px, py, v, heading, acc, o, w)
+
+    def _check(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float,
+               off_road: bool, wrong_way: bool) -> None:
+        """One BSM's checks against its sender's history and its neighbours; `off_road`, `wrong_way`: `_on_road`'s."""
         self.latest_t = max(self.latest_t, t)
         h = math.radians(heading_deg)
         acc = min(accuracy_m, ACCURACY_CAP_M)
@@ -213,11 +253,9 @@ class Misbehaviour:
             tr.n += 1
         if speed > MAX_SPEED_MPS:
             strikes["speed"] += 1
-        margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * acc
-        off, dirs = self._near_lanes(x, y, margin) if self.roads else (0.0, self._no_lane)
-        if off > margin:
+        if off_road:
             strikes["off_road"] += 1
-        elif speed > 1.0 and dirs.size and float(np.abs((dirs - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG):
+        elif wrong_way:
             strikes["heading"] += 1
         self._move(sender, tr)
         cx, cy = tr.cell
@@ -284,6 +322,7 @@ class Misbehaviour:
         Looks at most every SWEEP_EVERY_S (the cloud calls it after every batch of messages)."""
         if now < self._next_sweep_s:
             return
+        self.check()
         self._next_sweep_s = now + SWEEP_EVERY_S
         for sender, tr in list(self.tracks.items()):
             if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
@@ -305,6 +344,7 @@ class Misbehaviour:
             tr.flagged_s = t
 
     def summary(self) -> MisbehaviourSummary:
+        self.check()
         every = {**self.gone, **{s: (tr.n, _flag_of(tr)) for s, tr in self.tracks.items()}}
         return MisbehaviourSummary(
             {s: n for s, (n, _) in sorted(every.items())},

@@ -37,6 +37,7 @@ from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
 from cloud.policy import Approach
 from cloud.sumo_policy import adaptive
 from v2x import __version__
+from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.jsonview import add_counts
 from v2x.core.mapdata import intersection_ref, lane_id
@@ -51,7 +52,7 @@ from v2x.net.impair import Impairment
 from v2x.net.reception import LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
-from v2x.net.transport import ConnectionSummary, Transport
+from v2x.net.transport import ConnectionSummary, Message, Transport
 from v2x.sumo.site import approach_of, approaches, hazard_points
 
 CLOUD_ID = "cloud"
@@ -153,6 +154,7 @@ class CloudService(Service):
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
         self._rsi: dict[int, m.Rsi] = {}  # active hazard's event id -> its RSI (announced again after a reconnect)
         self.counters = CloudCounters()
+        self._wire = b""  # the payload of the message being handled, while `accept` handles it now
         self.events = events  # where events are printed as they happen (JSON lines), if anywhere
         self.event_log: list[dict[str, object]] = []
         # a SPaT names its intersection, or gives its wire id (index + 1)
@@ -387,6 +389,23 @@ class CloudService(Service):
             misbehaviour=self.misbehaviour.summary(), fusion=self.fusion.summary() if self.fusion is not None else {},
         )
 
+    def accept(self, msg: Message) -> None:
+        """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""
+        self._wire = msg.payload
+        try:
+            super().accept(msg)
+        finally:
+            self._wire = b""
+
+    def release(self) -> None:
+        """What the links held until now, as every service hands it out; its bytes kept as `accept` keeps them."""
+        for _, topic, payload, frame in self.reception.due_with_payload():
+            self._wire = payload
+            try:
+                self._handle(topic, frame)
+            finally:
+                self._wire = b""
+
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
         kind = m.message_type(body).value
@@ -419,7 +438,11 @@ class CloudService(Service):
                 if tile is None:
                     self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
                     continue
-                self.station.publish(self.topics.spat("cloud", tile, st.name), m.Spat((st,)), expiry_s=1)
+                relayed, topic_out = m.Spat((st,)), self.topics.spat("cloud", tile, st.name)
+                if self._wire and len(body.intersections) == 1:  # the body as it came: no need to encode it again
+                    self.station.relay(topic_out, relayed, codec.relay_body(self._wire), expiry_s=1)
+                else:
+                    self.station.publish(topic_out, relayed, expiry_s=1)
                 self.counters.relayed_spat += 1
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id

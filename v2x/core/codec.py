@@ -688,17 +688,20 @@ _DECODERS: dict[str, Callable[..., m.Body]] = {
 }
 
 
+def _enc_header(h: m.Header, out: pb.Header) -> None:
+    if not h.sender_id:
+        raise EncodeError("header.sender_id: empty")
+    out.sender_id = h.sender_id
+    out.sender_kind = h.sender_kind.value  # type: ignore[assignment]
+    out.seq = h.seq % 2**32
+    out.gen_time_us = h.gen_time_us
+    out.sim_time_ms = h.sim_time_ms
+
+
 def to_proto(frame: m.Frame) -> pb.MessageFrame:
     """Build the protobuf message of a frame."""
     out = pb.MessageFrame()
-    h = frame.header
-    if not h.sender_id:
-        raise EncodeError("header.sender_id: empty")
-    out.header.sender_id = h.sender_id
-    out.header.sender_kind = h.sender_kind.value  # type: ignore[assignment]
-    out.header.seq = h.seq % 2**32
-    out.header.gen_time_us = h.gen_time_us
-    out.header.sim_time_ms = h.sim_time_ms
+    _enc_header(frame.header, out.header)
     name, enc = _ENCODERS[type(frame.body)]
     enc(frame.body, getattr(out, name))
     # An empty sub-message must still mark the oneof (e.g. a Spat with no intersections).
@@ -743,3 +746,24 @@ def decode(data: bytes) -> m.Frame:
     except RecursionError:
         raise DecodeError("malformed", "nesting too deep") from None
     return from_proto(msg)
+
+
+def encode_relayed(header: m.Header, body: bytes) -> bytes:
+    """A frame of `header` around a body already in wire form (`relay_body`): what `encode` makes of the same header
+    and body, without converting the body from the domain again (protobuf fields may be concatenated; the header,
+    field 1, comes first as `encode` writes it)."""
+    out = pb.MessageFrame()
+    _enc_header(header, out.header)
+    return out.SerializeToString() + body
+
+
+def relay_body(data: bytes) -> bytes:
+    """The body of a frame that `decode` accepted, in wire form (its field's tag and length included), for a relay to
+    send on under its own header (`encode_relayed`): without the sender's header and signature, and without fields
+    this codec does not know (they are not checked, so they are not passed on)."""
+    msg = pb.MessageFrame()
+    msg.ParseFromString(data)
+    msg.ClearField("header")
+    msg.ClearField("security")
+    msg.DiscardUnknownFields()
+    return msg.SerializeToString()

@@ -242,11 +242,15 @@ class Reception:
 
     def due(self) -> list[tuple[str | None, str, m.Frame]]:
         """Held messages whose time has come: (receiver, topic, frame), in release order."""
+        return [(receiver, topic, frame) for receiver, topic, _, frame in self.due_with_payload()]
+
+    def due_with_payload(self) -> list[tuple[str | None, str, bytes, m.Frame]]:
+        """As `due`, with each message's payload: (receiver, topic, payload, frame)."""
         now = self.clock.utc_us()
         out = []
         while self._held and self._held[0][0] <= now:
-            _, topic, _, receiver, frame = heapq.heappop(self._held)
-            out.append((receiver, topic, frame))
+            _, topic, payload, receiver, frame = heapq.heappop(self._held)
+            out.append((receiver, topic, payload, frame))
         return out
 
     def link_drops(self) -> LinkDrops:

@@ -1,0 +1,226 @@
+"""The cloud's per-message work done in batches gives what it gave one message at a time: the misbehaviour checks
+(on-road geometry for a batch of BSMs at once) and the SPaT relay (the body sent on as it came, not encoded again)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mcap.writer import Writer
+
+from cloud.misbehaviour import ACCURACY_CAP_M, HEADING_TOL_DEG, OFF_ROAD_SIGMAS, ROAD_MARGIN_M, Misbehaviour
+from tests import strategies as gen
+from v2x.core import codec, scenario
+from v2x.core import messages as m
+from v2x.core.network import Network
+from v2x.net.signing import CA, role_permissions
+from v2x.net.station import Station, StepClock
+from v2x.net.transport import MemoryBroker, MemoryTransport
+from v2x.run.offline import OfflineRun
+from v2x.vehicle.attacks import Attacks
+from v2x.vehicle.bsm import build_bsms
+from v2x.watch.record import RAW_ENCODING, read
+
+EPOCH = 1_767_225_600.0
+
+
+def _segments(det: Misbehaviour) -> tuple[np.ndarray, ...]:
+    """Every lane segment the detector knows (start, direction, length^2, half width, heading), out of its buckets."""
+    parts: list[list[np.ndarray]] = [[], [], [], [], []]
+    for bucket in det._buckets:
+        keep = bucket[3] > -np.inf
+        for k, arr in enumerate(bucket):
+            parts[k].append(arr[keep])
+    return tuple(np.concatenate(p) for p in parts)
+
+
+def _on_road_one(segs: tuple[np.ndarray, ...], x: float, y: float, speed: float, h: float, margin: float) -> tuple[bool, bool]:
+    """The on-road check for one position against every segment of the network, as it was written before batches
+    (one position at a time); the detector looks only at the segments of the position's grid square, which hold every
+    segment within reach, so the verdicts must agree."""
+    a, d, len2, hw, dirs = segs
+    p = np.array([x, y])
+    u = np.clip(((p - a) * d).sum(axis=1) / len2, 0.0, 1.0)
+    closest = a + d * u[:, None]
+    dist = np.hypot(*(closest - p).T) - hw
+    near = dirs[dist <= margin]
+    off = float(dist.min()) > margin
+    wrong = speed > 1.0 and near.size > 0 and float(np.abs((near - h + math.pi) % (2 * math.pi) - math.pi).min()) > math.radians(HEADING_TOL_DEG)
+    return off, not off and wrong
+
+
+def test_the_on_road_check_of_a_batch_is_that_of_each_position_alone() -> None:
+    net = Network(scenario.tile(scenario.load(scenario.resolve("four_way")), 2))
+    det = Misbehaviour(net)
+    rng = np.random.default_rng(7)
+    pts = np.concatenate([lk.points for lk in net.links])  # on every lane and turning path
+    n = 4000
+    x = np.concatenate([pts[rng.integers(len(pts), size=n), 0] + rng.normal(0, 4, n), rng.uniform(-2000, 2000, 200)])
+    y = np.concatenate([pts[rng.integers(len(pts), size=n), 1] + rng.normal(0, 4, n), rng.uniform(-2000, 2000, 200)])
+    speed, h = rng.uniform(0, 20, len(x)), rng.uniform(-math.pi, math.pi, len(x))
+    margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * np.minimum(rng.choice([0.0, 0.5, 5.0], len(x)), ACCURACY_CAP_M)
+    off, wrong = det._on_road(x, y, speed, h, margin)
+    segs = _segments(det)
+    one = [_on_road_one(segs, *args) for args in zip(x.tolist(), y.tolist(), speed.tolist(), h.tolist(), margin.tolist(), strict=True)]
+    assert off.tolist() == [o for o, _ in one]
+    assert wrong.tolist() == [w for _, w in one]
+    # both verdicts, and both answers of each, were exercised
+    assert 0 < off.sum() < len(x)
+    assert wrong.sum() > 0
+
+
+def test_misbehaviour_verdicts_do_not_depend_on_the_batches() -> None:
+    """Attackers of every kind: checked as one batch per step, and each BSM on its own, the same flags and strikes."""
+    base = scenario.load(scenario.resolve("four_way"))
+    kinds = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
+    sc = dataclasses.replace(base, events=(), attacks=tuple(scenario.Attack(k, 0.1) for k in kinds))  # type: ignore[arg-type]
+    run = OfflineRun(sc)
+    attacks = Attacks(sc, run.net)
+    batched, alone = Misbehaviour(run.net), Misbehaviour(run.net)
+    for _ in range(round(120.0 / sc.step_s)):
+        run.step()
+        t = run.traffic.t
+        for vid, bsm in build_bsms(run.traffic, run.net.frame):
+            for sid, said in attacks.apply(vid, bsm, t):
+                x, y = run.net.frame.to_local(said.position.lat_deg, said.position.lon_deg)
+                for det in (batched, alone):
+                    det.bsm(sid, t, x, y, said.speed_mps, said.heading_deg, 0.0)
+                alone.check()
+        for det in (batched, alone):
+            det.sweep(t)
+    assert batched.summary().flagged, "no attacker flagged: the comparison says nothing"
+    assert batched.summary() == alone.summary()
+
+
+@settings(max_examples=150, deadline=None)
+@given(spat=gen.spat.filter(lambda s: len(s.intersections) == 1), header=gen.header, unknown=st.booleans())
+def test_a_relayed_spat_is_the_frame_a_fresh_encoding_makes(spat: m.Spat, header: m.Header, unknown: bool) -> None:
+    """The relay's bytes (the body as it came, under the relay's header) equal decoding the SPaT and encoding it
+    again; a field this codec does not know is not passed on."""
+    data = codec.encode(m.Frame(header, spat))
+    if unknown:
+        data += b"\x90\x03\x01"  # field 50, varint 1: not in MessageFrame
+    got = codec.decode(data)
+    relay = m.Header("cloud", m.SenderKind.CLOUD, 7, header.gen_time_us, header.sim_time_ms)
+    assert codec.encode_relayed(relay, codec.relay_body(data)) == codec.encode(m.Frame(relay, got.body))
+
+
+async def _connect(out: MemoryTransport, tap: MemoryTransport, service: Any = None) -> None:
+    """Both transports connected, the tap hearing everything; then the service subscribes, if one is given."""
+    await out.start()
+    await tap.start()
+    await tap.subscribe("#")
+    if service is not None:
+        await service.start()
+
+
+def test_a_signed_relay_drops_the_rsu_s_signature_and_carries_its_own() -> None:
+    ca = CA()
+    clock = StepClock(EPOCH)
+    rsu = Station("RSU-J1", m.SenderKind.RSU, clock)
+    rsu.signer = ca.issue("RSU-J1", int(EPOCH * 1000), role_permissions(m.SenderKind.RSU, ["J1"]))
+    spat = m.Spat((m.IntersectionState(ref=m.IntersectionRef(0, 1), name="J1", revision=0, status=frozenset(), timestamp_ms=0, plan_id=0,
+                                       states=()),))
+    came = rsu.encode(spat, stream="spat/rsu/J1")
+    broker = MemoryBroker()
+    out, tap = MemoryTransport(broker, "cloud"), MemoryTransport(broker, "tap")
+    asyncio.run(_connect(out, tap))
+    cloud = Station("cloud", m.SenderKind.CLOUD, clock, out)
+    cloud.signer = ca.issue("cloud", int(EPOCH * 1000), role_permissions(m.SenderKind.CLOUD))
+    assert cloud.relay("spat/cloud/J1", spat, codec.relay_body(came), expiry_s=1)
+    assert cloud.publish("spat/cloud/J1", spat, expiry_s=1)
+    relayed, encoded = (msg.payload for msg in tap.receive())
+    v = ca.verifier()
+    for payload in (relayed, encoded):
+        frame = codec.decode(payload)
+        assert frame.header.sender_id == "cloud"
+        assert frame.body == spat
+        assert v.check(payload, frame, clock.utc_us(), "veh-1", False) is None
+    # the same stream: the relay took sequence number 0, the fresh encoding 1; otherwise the same frame
+    assert codec.decode(relayed).header.seq == 0
+    assert codec.decode(encoded).header.seq == 1
+    assert cloud.sent["spat"] == 2
+
+
+@pytest.mark.integration
+def test_the_cloud_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp_path: Path) -> None:
+    """bench.cloud_replay on a real fast run's recording: CPU over the vehicle-seconds the BSMs say, and a fingerprint
+    that two plays agree on and a change of what the cloud heard changes."""
+    from bench.cloud_replay import measure
+
+    rec = tmp_path / "run.mcap"
+    subprocess.run([sys.executable, "-m", "v2x", "run", "four_way", "--fast", "--duration", "15", "--headless", "--record", str(rec)],
+                   check=True, capture_output=True, timeout=600)
+    got = measure(rec, "four_way", 1, 0.1, 2)
+    assert got["vehicle_s"] > 0
+    assert got["cpu_s"] > 0
+    assert got["published"] > 100  # the SPaT relay, each RSU SPaT once
+    # the same recording without one RSU SPaT: one relay fewer, another fingerprint
+    cut = tmp_path / "cut.mcap"
+    with cut.open("wb") as f:
+        writer = Writer(f)
+        writer.start()
+        channels: dict[str, int] = {}
+        dropped = False
+        for r in read(rec):
+            if not dropped and "/spat/rsu/" in r.topic:
+                dropped = True
+                continue
+            if r.topic not in channels:
+                channels[r.topic] = writer.register_channel(r.topic, RAW_ENCODING, 0)
+            writer.add_message(channels[r.topic], log_time=r.log_time_ns, data=r.payload, publish_time=r.publish_time_ns)
+        writer.finish()
+    other = measure(cut, "four_way", 1, 0.1, 1)
+    assert other["published"] == got["published"] - 1
+    assert other["fingerprint"] != got["fingerprint"]
+
+
+def test_a_spat_its_cellular_link_delayed_is_relayed_from_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the scenario's cellular latency the RSU's SPaT reaches the cloud late (held by the link): it is still
+    relayed from its bytes, and as a fresh encoding would give it."""
+    from cloud.service import CloudService
+    from v2x.core.topics import Topics
+    from v2x.net.impair import Impairment
+    from v2x.net.transport import Message
+
+    sc = scenario.load(scenario.resolve("four_way"))
+    assert sc.links.cellular.latency_ms > 0
+    net = Network(sc)
+    clock = StepClock(EPOCH)
+    broker = MemoryBroker()
+    out, tap = MemoryTransport(broker, "cloud"), MemoryTransport(broker, "tap")
+    svc = CloudService(net, out, Topics(), clock, events=None, impairment=Impairment(sc.links, sc.seed))
+    asyncio.run(_connect(out, tap, svc))
+    relays: list[str] = []
+    relay = Station.relay
+
+    def counted(self: Station, topic: str, *args: object, **kw: object) -> bool:
+        relays.append(topic)
+        return relay(self, topic, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Station, "relay", counted)
+    name = sc.sites[0]
+    rsu = Station(sc.rsu_of(0).id, m.SenderKind.RSU, clock)
+    topic = Topics().spat("rsu", net.site_tiles[0], name)
+    sent = []
+    for k in range(30):
+        clock.t = k * 0.1
+        spat = m.Spat((m.IntersectionState(ref=m.IntersectionRef(0, 1), name=name, revision=0, status=frozenset(),
+                                           timestamp_ms=clock.utc_us() // 1000, plan_id=0, states=()),))
+        sent.append(spat)
+        out.deliver(Message(topic, rsu.encode(spat, stream=topic), 0, False, clock.utc_us() * 1000))
+        svc.receive()
+        svc.tick(clock.t)
+    relayed = [codec.decode(msg.payload) for msg in tap.receive() if "/spat/cloud/" in msg.topic]
+    assert svc.reception.outcomes["held"] > 0, (svc.reception.outcomes, svc.bad.counts)
+    assert len(relayed) == len(relays) > 20  # every relay from its bytes (a few may be lost, or still on the link)
+    assert [f.body for f in relayed] == sent[: len(relayed)]
