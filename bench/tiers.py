@@ -1,0 +1,141 @@
+"""CPU per vehicle-second of each tier, the stack's against the messaging floor's, in one run.
+
+    python -m bench.tiers                           # four_way x 14, 2 fleet workers, and the floor at that size
+    python -m bench.tiers --copies 8 --no-floor
+
+One real-time run of `v2x run four_way --copies K` on its own Mosquitto: after the warm-up every
+process's CPU (user + system, from /proc) is read over `--sample` seconds and divided by the
+vehicle-seconds the fleet simulated in that window (from the report's fleet tick: per sim second,
+the vehicles and the steps, and how late the steps were, which places each sim second in wall
+time). The fleet workers are summed into one "fleet" row. Then, unless `--no-floor`,
+`bench.floor` at the same vehicle count gives the same tiers' CPU for the MQTT traffic alone
+(bench/floor.py).
+
+CPU time depends little on the machine's load, and so does this denominator: a fleet that falls
+behind the wall clock on a busy machine simulates fewer vehicle-seconds in the window, and is
+charged for those only. What it does not cover: the RSUs' and the cloud's SPaT, paced by the wall
+clock, then weigh more per vehicle-second. The share of late steps is printed, flagged over 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import floor
+from bench.__main__ import LATE_SHARE, _role, _tree
+from bench.transport import cpu_s
+from v2x.core import scenario
+
+TIERS = ("fleet", "roadside", "cloud", "mosquitto")
+
+
+@dataclass
+class TierCpu:
+    """One measured window: cores busy per tier, vehicles (vehicle-seconds simulated per wall second), and the fleet's
+    share of late steps."""
+
+    cores: dict[str, float]
+    vehicles: float
+    late_share: float
+
+    def ms_per_veh_s(self, tier: str) -> float:
+        return self.cores.get(tier, 0.0) / self.vehicles * 1e3 if self.vehicles else math.nan
+
+
+def _tier(role: str) -> str:
+    """A process's tier: fleet workers ("fleet 0/2") are the fleet; `v2x run` itself hosts the fleet with one worker."""
+    return role.split()[0] if role.split()[0] in TIERS else "run"
+
+
+def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: float, tmp: Path) -> TierCpu:
+    """One real-time run of four_way x `copies`, each tier's CPU over `sample_s` seconds of its steady state."""
+    report = tmp / f"tiers-{copies}.json"
+    cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
+           "--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t_start = time.monotonic()
+    procs: dict[int, str] = {}
+    while not {"fleet", "roadside", "cloud"} <= set(procs.values()) or time.monotonic() - t_start < warmup + 2.0:
+        if run.poll() is not None or time.monotonic() - t_start > warmup + 120.0:
+            run.kill()
+            raise RuntimeError(f"{' '.join(cmd)}: its tiers' processes did not all start (found {sorted(set(procs.values()))})")
+        time.sleep(0.5)
+        procs = {p: _tier(_role(c)) for p, c in _tree(run.pid).items()}
+    procs[run.pid] = "fleet" if workers == 1 else "run"
+    w0, t0, cpu0 = time.time(), time.monotonic(), {p: cpu_s(p) for p in procs}
+    time.sleep(sample_s)
+    wall, w1 = time.monotonic() - t0, time.time()
+    cores: dict[str, float] = {}
+    for p, tier in procs.items():
+        if Path(f"/proc/{p}").exists():
+            cores[tier] = cores.get(tier, 0.0) + (cpu_s(p) - cpu0[p]) / wall
+    _, err = run.communicate()
+    if run.returncode != 0 or not report.exists():
+        raise RuntimeError(f"{' '.join(cmd)} exited {run.returncode}:\n{err[-3000:]}")
+    r = json.loads(report.read_text())
+    step_s = scenario.load(scenario.resolve("four_way")).step_s
+    # each sim second's row: [second, most lag [ms], vehicles (summed over workers), steps (summed), late steps]; it was
+    # simulated at about epoch + second + lag on the wall clock
+    rows = [row for row in r["fleet_tick"] if w0 <= r["epoch_utc_s"] + row[0] + row[1] / 1e3 < w1]
+    vehicle_s = sum(n * k / workers * step_s for _, _, n, k, _ in rows)
+    steps = sum(row[3] for row in rows)
+    late = sum(row[4] for row in rows) / steps if steps else 1.0
+    return TierCpu(cores, vehicle_s / wall, late)
+
+
+def floor_tiers(vehicles: int, workers: int, seconds: float) -> TierCpu:
+    """The messaging floor at `vehicles`: the same tiers' CPU for the stack's MQTT traffic alone."""
+    r = floor.run(vehicles, seconds, workers)
+    cores: dict[str, float] = {"mosquitto": r.broker_cores}
+    for part in r.parts:
+        if part.wall_s:
+            tier = part.role.split()[0]
+            cores[tier] = cores.get(tier, 0.0) + part.cpu_s / part.wall_s
+    return TierCpu(cores, float(r.vehicles), r.late_share)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tiers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--copies", type=int, default=14, help="copies of four_way (default 14)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
+    p.add_argument("--seconds", type=float, default=50.0, help="sim seconds of the run")
+    p.add_argument("--warmup", type=float, default=30.0, help="sim seconds before the window, while the district fills")
+    p.add_argument("--sample", type=float, default=15.0, help="seconds measured (within the run's steady part)")
+    p.add_argument("--no-floor", action="store_true", help="skip the messaging floor at the same size")
+    args = p.parse_args(argv)
+    if args.warmup + 2.0 + args.sample > args.seconds:
+        p.error("--warmup + 2 + --sample must fit in --seconds")
+    tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
+    s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp)
+    f = None if args.no_floor else floor_tiers(round(s.vehicles), args.workers, args.sample)
+    flag = "" if s.late_share <= LATE_SHARE else "  (behind real time: the RSUs' and the cloud's wall-clock work then weighs more per vehicle-second)"
+    print(f"four_way x {args.copies}, {args.workers} fleet workers: {s.vehicles:.0f} vehicles, {s.late_share:.1%} of fleet steps late{flag}")
+    if f is not None:
+        print(f"floor at {f.vehicles:.0f} vehicles: {f.late_share:.1%} of its steps late")
+    print()
+    print("| tier | stack (cores) | stack (ms CPU per vehicle-second) | floor (ms per vehicle-second) | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for tier in (*TIERS, "run"):
+        if tier not in s.cores:
+            continue
+        ms = s.ms_per_veh_s(tier)
+        ref = f.ms_per_veh_s(tier) if f is not None and tier in f.cores else math.nan
+        print(f"| {tier} | {s.cores[tier]:.3f} | {ms:.2f} | {ref:.2f} | {ms / ref:.1f} |")
+    total = sum(s.cores.values())
+    ms = total / s.vehicles * 1e3 if s.vehicles else math.nan
+    ref_total = sum(f.cores.values()) / f.vehicles * 1e3 if f is not None and f.vehicles else math.nan
+    print(f"| all | {total:.3f} | {ms:.2f} | {ref_total:.2f} | {ms / ref_total:.1f} |")
+    return 0 if s.vehicles else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
