@@ -63,13 +63,17 @@ def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: fl
            "--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_start = time.monotonic()
-    procs: dict[int, str] = {}
-    while not {"fleet", "roadside", "cloud"} <= set(procs.values()) or time.monotonic() - t_start < warmup + 2.0:
-        if run.poll() is not None or time.monotonic() - t_start > warmup + 120.0:
+    tree: dict[int, str] = {}
+    while not {"fleet", "roadside", "cloud"} <= {_tier(_role(c)) for c in tree.values()}:
+        if run.poll() is not None or time.monotonic() - t_start > 120.0:
             run.kill()
-            raise RuntimeError(f"{' '.join(cmd)}: its tiers' processes did not all start (found {sorted(set(procs.values()))})")
+            raise RuntimeError(f"{' '.join(cmd)}: its tiers' processes did not all start")
         time.sleep(0.5)
-        procs = {p: _tier(_role(c)) for p, c in _tree(run.pid).items()}
+        tree = _tree(run.pid)
+    # sim time 0 is the run's epoch, which `v2x run` hands each tier (--epoch): the window starts `warmup` after it
+    epoch = next(float(c.split("--epoch ")[1].split()[0]) for c in tree.values() if "--epoch " in c)
+    time.sleep(max(epoch + warmup - time.time(), 0.0))
+    procs = {p: _tier(_role(c)) for p, c in _tree(run.pid).items()}
     procs[run.pid] = "fleet" if workers == 1 else "run"
     w0, t0, cpu0 = time.time(), time.monotonic(), {p: cpu_s(p) for p in procs}
     time.sleep(sample_s)
@@ -109,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     p.add_argument("--seconds", type=float, default=50.0, help="sim seconds of the run")
     p.add_argument("--warmup", type=float, default=30.0, help="sim seconds before the window, while the district fills")
-    p.add_argument("--sample", type=float, default=15.0, help="seconds measured (within the run's steady part)")
+    p.add_argument("--sample", type=float, default=15.0, help="seconds measured, from --warmup on")
     p.add_argument("--no-floor", action="store_true", help="skip the messaging floor at the same size")
     args = p.parse_args(argv)
-    if args.warmup + 2.0 + args.sample > args.seconds:
-        p.error("--warmup + 2 + --sample must fit in --seconds")
+    if args.warmup + args.sample > args.seconds:
+        p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
     s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp)
     f = None if args.no_floor else floor_tiers(round(s.vehicles), args.workers, args.sample)
