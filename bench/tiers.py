@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,93 @@ def floor_tiers(vehicles: int, workers: int, seconds: float) -> TierCpu:
     return TierCpu(cores, float(r.vehicles), r.late_share)
 
 
+def ops(repeat: int = 5) -> dict[str, float]:
+    """CPU [us] of the roadside's and the fleet's per-message work in this process, on real messages of four_way after
+    60 s (no broker, no socket: what the code costs, whatever the machine's load): the best of `repeat` rounds."""
+    import asyncio
+
+    from roadside.service import RsuService
+    from v2x.core import messages as m
+    from v2x.core.network import Network
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
+    from v2x.core.topics import Topics, quadkey
+    from v2x.net.connection import Connection
+    from v2x.net.station import Clock, Station
+    from v2x.net.transport import MemoryBroker, MemoryTransport, Message
+    from v2x.run.offline import OfflineRun
+    from v2x.vehicle.bsm import build_bsms
+    from v2x.vehicle.fleet import Fleet, Radio
+
+    sc = scenario.load(scenario.resolve("four_way"))
+    run = OfflineRun(sc)
+    for _ in range(round(60.0 / sc.step_s)):
+        run.step()
+    net, clock, topics, mem = Network(sc), Clock(), Topics(), MemoryBroker()
+    # each car alone on a broker of its own: what it publishes is routed nowhere (no one else's cost in its figure)
+    cars = {vid: Station(f"veh-{vid}", m.SenderKind.VEHICLE, clock, MemoryTransport(MemoryBroker(), f"veh-{vid}"))
+            for vid in run.traffic.ids.tolist()}
+    for st in cars.values():
+        asyncio.run(st.transport.start())  # type: ignore[union-attr]
+    rsu = RsuService(net, 0, MemoryTransport(mem, "rsu"), topics, clock)
+    asyncio.run(rsu.transport.start())
+    fleet = Fleet(sc, Connection("mqtt://127.0.0.1:1", impair=False), clock, transport_factory=lambda sid: MemoryTransport(mem, sid))
+    for vid, st in cars.items():
+        fleet.radios[vid] = fleet._by_sid[st.sender_id] = Radio(vid, st, fleet._belief(), ready=True)
+    rsu_st, cloud_st, ctl = Station(rsu.id, m.SenderKind.RSU, clock), Station("cloud", m.SenderKind.CLOUD, clock), controllers(net)[0]
+    spat_topics = (topics.spat("rsu", rsu.tile, rsu.iid), topics.spat("cloud", rsu.tile, rsu.iid))
+    out: dict[str, float] = {}
+
+    def best(name: str, per: int, work: Callable[[int], None]) -> None:
+        """`work(i)` for rounds i = 0.. `repeat` - 1, each on messages of its own (a repeat would be a duplicate)."""
+        times = []
+        for i in range(repeat):
+            t0 = time.process_time()
+            work(i)
+            times.append((time.process_time() - t0) / per * 1e6)
+        out[name] = min(times)
+
+    def publish_bsms() -> None:
+        for vid, bsm in build_bsms(run.traffic, net.frame):
+            cars[vid].publish(topics.bsm(quadkey(bsm.position.lat_deg, bsm.position.lon_deg), cars[vid].sender_id), bsm, expiry_s=1)
+
+    rounds = 20
+
+    def bsm_rounds(_: int) -> None:
+        for _ in range(rounds):
+            publish_bsms()
+    best("fleet: build, encode and publish a BSM", rounds * len(cars), bsm_rounds)
+    heard = []  # more rounds of BSMs, as the RSU hears them
+    for _ in range(repeat):
+        batch = []
+        for _ in range(rounds):
+            for vid, bsm in build_bsms(run.traffic, net.frame):
+                topic = topics.bsm(quadkey(bsm.position.lat_deg, bsm.position.lon_deg), cars[vid].sender_id)
+                batch.append(Message(topic, cars[vid].encode(bsm, None, topic), 0, False, time.time_ns()))
+        heard.append(batch)
+
+    def receive_bsms(i: int) -> None:
+        for msg in heard[i]:
+            rsu.accept(msg)
+    best("roadside: receive a BSM (decode, check, measure, handle)", len(heard[0]), receive_bsms)
+
+    def ticks(_: int) -> None:
+        for _ in range(rounds):
+            rsu._next_s = None
+            rsu.tick(clock.sim_s())
+    best(f"roadside: one tick (SPaT, and RSM of {len(rsu.heard)} road users: built, encoded, published)", rounds, ticks)
+
+    def spat_deliveries(_: int) -> None:
+        for k in range(rounds):
+            state = m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000, revision=k % 128),))
+            for station, topic in ((rsu_st, spat_topics[0]), (cloud_st, spat_topics[1])):
+                payload = station.encode(state, None, topic)
+                for radio in fleet.radios.values():  # each vehicle its own copy of the bytes, as off its own socket
+                    fleet._handle(radio, Message(topic, bytes(bytearray(payload)), 0, False, time.time_ns()))
+    best("fleet: a SPaT delivered to a vehicle (both paths; building the SPaT included)", 2 * rounds * len(cars), spat_deliveries)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tiers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=14, help="copies of four_way (default 14)")
@@ -115,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=30.0, help="sim seconds before the window, while the district fills")
     p.add_argument("--sample", type=float, default=15.0, help="seconds measured, from --warmup on")
     p.add_argument("--no-floor", action="store_true", help="skip the messaging floor at the same size")
+    p.add_argument("--ops", action="store_true", help="instead: CPU of the roadside's and the fleet's per-message work, in "
+                   "this process on real messages (no broker, no socket), which the machine's load hardly moves")
     args = p.parse_args(argv)
+    if args.ops:
+        for name, us in ops().items():
+            print(f"  {us:8.1f} us  {name}")
+        return 0
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
