@@ -254,7 +254,7 @@ class RsuService(Service):
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
-        kind = m.message_type(body).value
+        kind = m.type_name(body)
         sender = frame.header.sender_id
         if isinstance(body, m.Bsm):
             self.received[kind] += 1
@@ -369,7 +369,8 @@ async def serve(
     transports: list[MqttTransport] = []
     authority = conn.authority("roadside", m.SenderKind.RSU, clock, [sc.sites[i] for i in indices])
     for i in indices:
-        transport = conn.transport(rsu_id(sc, i), clean_start=False, session_expiry_s=3600)
+        # a tick's SPaT and RSM (and any reply) leave in one write: half the system calls, the same bytes in the same order
+        transport = conn.transport(rsu_id(sc, i), clean_start=False, session_expiry_s=3600, coalesce_writes=True)
         transports.append(transport)
         services.append(RsuService(net, i, transport, conn.topics, clock, conn.impairment(sc)))
         if authority is not None:  # each RSU's pseudonym speaks for its own intersection only

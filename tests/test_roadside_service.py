@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from typing import Any
 
 from v2x.core import codec
 from v2x.core import messages as m
@@ -134,3 +135,32 @@ async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on
         assert calls(0.75, 180.0, None) == set()  # off every lane, as far as a position alone tells
         assert calls(0.75, 180.0, m.PositionalAccuracy(2.0, 2.0)) >= groups
         assert calls(1.75, 0.0, m.PositionalAccuracy(2.0, 2.0)) == set()  # northbound, leaving
+
+
+async def test_an_rsu_sends_each_ticks_spat_and_rsm_in_one_socket_write(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """`serve` gives each RSU a connection that coalesces its writes: a tick's SPaT and RSM reach the broker, in that
+    order, from one system call (two before: the profile's largest roadside cost)."""
+    from roadside.service import serve
+    from v2x.core.scenario import load
+    from v2x.net.connection import Connection
+
+    root = f"{topic_prefix}/v2x/v1"
+    conn = Connection(mosquitto.url, root=root, impair=False)
+    started: list[Any] = []
+    writes: list[bytes] = []
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-watch") as watch:
+        await watch.subscribe(f"{root}/spat/#")
+        await watch.subscribe(f"{root}/rsm/#")
+        task = asyncio.create_task(serve(load(bundled_dir() / "four_way.toml"), conn, [0], 3.0, started))
+        while not started or not started[0].transport.connected:  # noqa: ASYNC110 - serve() signals no event of its own
+            await asyncio.sleep(0.05)
+        socket = started[0].transport._client._connection._protocol._transport  # what gmqtt writes to
+        write = socket.write
+        socket.write = lambda data: (writes.append(bytes(data)), write(data))[1]
+        await task
+        got = [msg.topic.split("/")[len(root.split("/"))] for msg in watch.receive()]
+    ticks = [w for w in writes if w.count(b"/spat/") == 1]
+    assert len(ticks) >= 10  # about 3 s at 10 Hz, after connecting
+    assert all(b"/rsm/" in w and w.index(b"/spat/") < w.index(b"/rsm/") for w in ticks)  # one write each: SPaT, then RSM
+    assert got.count("spat") >= len(ticks)
+    assert got.count("rsm") >= len(ticks)

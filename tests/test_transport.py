@@ -16,6 +16,7 @@ import pytest
 from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import BrokerError
+from v2x.net import transport as transport_module
 from v2x.net.broker import MosquittoBroker
 from v2x.net.transport import (
     BACKOFF_CAP_S,
@@ -240,3 +241,51 @@ def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
         for _ in range(50):
             t = topic()
             assert sorted(x for subs in tree.match(t) for x in subs) == [f for f in filters if topic_matches(f, t)], t
+
+
+async def _mosquitto_pub(broker: MosquittoBroker, *args: str, payload: bytes) -> None:
+    """One message by the C client: `payload` from stdin, or a null message."""
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-h", broker.host, "-p", str(broker.port), *args, "-s" if payload else "-n", stdin=asyncio.subprocess.PIPE,
+    )
+    await proc.communicate(payload)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_qos0_messages_read_past_gmqtt_are_what_was_sent(
+    mosquitto: MosquittoBroker, topic_prefix: str, version: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain QoS 0 PUBLISH is read by the transport itself, anything else by gmqtt: either way the same topic, payload
+    and retain flag arrive, in order (mosquitto_pub sends them: a frame, an empty payload, a non-ASCII topic, a
+    message expiry, a user property, retained)."""
+    read_here: list[str] = []
+    plain = transport_module._plain_qos0
+
+    def spy(data: bytes, v5: bool) -> tuple[str, bytes] | None:
+        got = plain(data, v5)
+        if got is not None:
+            read_here.append(got[0])
+        return got
+
+    monkeypatch.setattr(transport_module, "_plain_qos0", spy)
+    sent = [
+        ("a", _frame(1), []), ("b", b"", []), ("ü/ß", b"\x00\xff", []), ("c", _frame(2), ["-D", "publish", "message-expiry-interval", "5"]),
+        ("d", b"u", ["-D", "publish", "user-property", "k", "v"]), ("e", b"kept", ["-r"]),
+    ]
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-sub", version=version) as sub:  # type: ignore[arg-type]
+        await sub.subscribe(f"{topic_prefix}/#")
+        await asyncio.sleep(0.2)
+        for topic, payload, extra in sent:
+            if version == "3.1.1" and "-D" in extra:
+                continue  # properties are MQTT 5 only
+            await _mosquitto_pub(mosquitto, "-V", "5" if version == "5" else "311", "-t", f"{topic_prefix}/{topic}", *extra, payload=payload)
+        expected = [(f"{topic_prefix}/{t}", p, False) for t, p, x in sent if not (version == "3.1.1" and "-D" in x)]
+        got = await _collect(sub, len(expected))
+    await _mosquitto_pub(mosquitto, "-t", f"{topic_prefix}/e", "-r", payload=b"")
+    # the retained one reached a live subscriber: MQTT says its retain flag is clear
+    assert [(x.topic, x.payload, x.retain) for x in got] == expected
+    assert sub.stats.received == len(expected)
+    assert f"{topic_prefix}/a" in read_here
+    assert f"{topic_prefix}/ü/ß" in read_here
+    assert f"{topic_prefix}/d" not in read_here  # a user property: gmqtt's path

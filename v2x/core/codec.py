@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError as _PbDecodeError
 
@@ -159,6 +159,53 @@ def _heading(deg: float, field: str) -> int:
 
 
 def _enc_bsm(b: m.Bsm, out: pb.Bsm) -> None:
+    """A BSM: quantised and range-checked at once where every value is finite and in range (the common case, at 10 Hz
+    per vehicle); otherwise field by field, naming the first that is not (`_enc_bsm_checked`)."""
+    p = b.position
+    try:
+        lat, lon = round(p.lat_deg / LATLON_DEG), round(p.lon_deg / LATLON_DEG)
+        elev = ELEVATION_NA if p.elevation_m is None else round(p.elevation_m / ELEVATION_M)
+        speed, heading = round(b.speed_mps / SPEED_MPS), round(b.heading_deg % 360.0 / HEADING_DEG)
+        along, alat = round(b.accel_mps2 / ACCEL_MPS2), round(b.accel_lat_mps2 / ACCEL_MPS2)
+        yaw = round(b.yaw_rate_dps / YAW_RATE_DPS)
+        width, length = round(b.width_m / CM_M), round(b.length_m / CM_M)
+        height = 0 if b.height_m is None else round(b.height_m / CM_M)
+    except (ValueError, OverflowError):  # not finite
+        ok = False
+    else:
+        ok = (
+            -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+            and (elev == ELEVATION_NA if p.elevation_m is None else -4095 <= elev <= 61439)
+            and 0 <= speed <= 8190 and 0 <= heading <= 28800 and -2000 <= along <= 2000 and -2000 <= alat <= 2000
+            and -32767 <= yaw <= 32767 and 0 <= width <= 1023 and 0 <= length <= 4095
+            and (b.height_m is None or 1 <= height <= 635)
+        )
+    if not ok:
+        _enc_bsm_checked(b, out)
+        return
+    pos = out.pos
+    pos.lat, pos.lon, pos.elevation = lat, lon, elev
+    out.speed = speed
+    out.heading = heading % 28800
+    out.accel_long, out.accel_lat, out.yaw_rate = along, alat, yaw
+    out.transmission = b.transmission.value  # type: ignore[assignment]
+    out.brake_applied = b.brake_applied
+    size = out.size
+    size.width_cm, size.length_cm, size.height_cm = width, length, height
+    out.vehicle_class = b.vehicle_class.value  # type: ignore[assignment]
+    if b.events:
+        out.events = _bits(b.events)
+    if b.lights:
+        out.lights = _bits(b.lights)
+    if b.emergency is not None:
+        out.emergency.siren_in_use = b.emergency.siren_in_use
+        out.emergency.lights_in_use = b.emergency.lights_in_use
+        out.emergency.responding = b.emergency.responding
+    if b.accuracy is not None:
+        _enc_accuracy(b.accuracy, out.accuracy)
+
+
+def _enc_bsm_checked(b: m.Bsm, out: pb.Bsm) -> None:
     _enc_pos(b.position, out.pos, "bsm.pos")
     out.speed = _q(b.speed_mps, SPEED_MPS, 0, 8190, "bsm.speed")
     out.heading = _heading(b.heading_deg, "bsm.heading")
@@ -207,7 +254,49 @@ def _dec_accuracy(a: pb.PositionalAccuracy) -> m.PositionalAccuracy | None:
     )
 
 
+_NO_BITS: frozenset[Any] = frozenset()
+
+
 def _dec_bsm(b: pb.Bsm) -> m.Bsm:
+    """A BSM: every field checked at once where all are in range (the common case, at 10 Hz per vehicle for every
+    receiver); otherwise field by field, naming the first that is not (`_dec_bsm_checked`)."""
+    pos, size = b.pos, b.size
+    lat, lon, elev = pos.lat, pos.lon, pos.elevation
+    speed, heading, along, alat, yaw = b.speed, b.heading, b.accel_long, b.accel_lat, b.yaw_rate
+    width, length, height = size.width_cm, size.length_cm, size.height_cm
+    transmission = m.Transmission._value2member_map_.get(b.transmission)
+    vclass = m.VehicleClass._value2member_map_.get(b.vehicle_class)
+    events, lights = b.events, b.lights
+    if not (
+        -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+        and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+        and 0 <= speed <= 8190 and 0 <= heading <= 28799 and -2000 <= along <= 2000 and -2000 <= alat <= 2000
+        and -32767 <= yaw <= 32767 and width <= 1023 and length <= 4095 and height <= 635
+        and transmission is not None and vclass is not None and events == 0 and lights == 0
+    ):
+        return _dec_bsm_checked(b)  # out of range, unavailable, or with event or light bits: the field by field path
+    em = b.emergency if b.HasField("emergency") else None
+    return m.Bsm(
+        position=m.GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
+        speed_mps=speed * SPEED_MPS,
+        heading_deg=heading * HEADING_DEG,
+        accel_mps2=along * ACCEL_MPS2,
+        accel_lat_mps2=alat * ACCEL_MPS2,
+        yaw_rate_dps=yaw * YAW_RATE_DPS,
+        transmission=transmission,  # type: ignore[arg-type]
+        brake_applied=b.brake_applied,
+        width_m=width * CM_M,
+        length_m=length * CM_M,
+        height_m=None if height == 0 else height * CM_M,
+        vehicle_class=vclass,  # type: ignore[arg-type]
+        events=_NO_BITS,
+        lights=_NO_BITS,
+        emergency=None if em is None else m.EmergencyExt(em.siren_in_use, em.lights_in_use, em.responding),
+        accuracy=_dec_accuracy(b.accuracy) if b.HasField("accuracy") else None,
+    )
+
+
+def _dec_bsm_checked(b: pb.Bsm) -> m.Bsm:
     if b.speed == SPEED_NA:
         raise DecodeError("unavailable", "speed unavailable", "bsm.speed")
     if b.heading == HEADING_NA:
@@ -335,19 +424,21 @@ def _enc_spat(s: m.Spat, out: pb.Spat) -> None:
         o.plan_id = _q(st.plan_id, 1, 0, 65535, f"{f}.plan_id")
         for j, mv in enumerate(st.states):
             om = o.states.add()
-            om.signal_group = _q(mv.signal_group, 1, 1, 255, f"{f}.states[{j}].signal_group")
+            g = mv.signal_group  # (the field's name built only when it is needed, as below)
+            om.signal_group = g if type(g) is int and 1 <= g <= 255 else _q(g, 1, 1, 255, f"{f}.states[{j}].signal_group")
             for k, ev in enumerate(mv.events):
                 oe = om.events.add()
                 oe.state = ev.state.value  # type: ignore[assignment]
                 t = ev.timing
                 if t is not None:
                     # field names only for a fault: a SPaT holds dozens of events, at 10 Hz per junction
+                    ot = oe.timing
                     try:
-                        oe.timing.start_time = _opt_tenths(t.start_s, "start_time")
-                        oe.timing.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
-                        oe.timing.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
-                        oe.timing.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
-                        oe.timing.confidence = _q(t.confidence, 1, 0, 15, "confidence")
+                        ot.start_time = _opt_tenths(t.start_s, "start_time")
+                        ot.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
+                        ot.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
+                        ot.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
+                        ot.confidence = _q(t.confidence, 1, 0, 15, "confidence")
                     except EncodeError as e:
                         raise EncodeError(f"{f}.states[{j}].events[{k}].{e}") from None
 
@@ -477,20 +568,24 @@ def _dec_rsi(r: pb.Rsi) -> m.Rsi:
 def _enc_rsm(r: m.Rsm, out: pb.Rsm) -> None:
     _enc_pos(r.ref_pos, out.ref_pos, "rsm.ref_pos")
     for i, p in enumerate(r.participants):
-        f = f"rsm.participants[{i}]"
         o = out.participants.add()
         o.type = p.type.value  # type: ignore[assignment]
-        o.ptc_id = _q(p.ptc_id, 1, 0, 65535, f"{f}.ptc_id")
         o.source = p.source.value  # type: ignore[assignment]
         o.vehicle_id = p.vehicle_id
-        _enc_pos(p.position, o.pos, f"{f}.pos")
-        o.speed = _q(p.speed_mps, SPEED_MPS, 0, 8190, f"{f}.speed")
-        o.heading = _heading(p.heading_deg, f"{f}.heading")
-        o.size.width_cm = _q(p.width_m, CM_M, 0, 1023, f"{f}.size.width_cm")
-        o.size.length_cm = _q(p.length_m, CM_M, 0, 4095, f"{f}.size.length_cm")
-        o.lane_id = _q(p.lane_id, 1, 0, 255, f"{f}.lane_id")
-        if p.intersection is not None:
-            _enc_ref(p.intersection, o.intersection, f"{f}.intersection")
+        # field names relative to the participant, its place added only for a fault: an RSU sends one RSM per
+        # 0.1 s with every road user it hears
+        try:
+            o.ptc_id = _q(p.ptc_id, 1, 0, 65535, "ptc_id")
+            _enc_pos(p.position, o.pos, "pos")
+            o.speed = _q(p.speed_mps, SPEED_MPS, 0, 8190, "speed")
+            o.heading = _heading(p.heading_deg, "heading")
+            o.size.width_cm = _q(p.width_m, CM_M, 0, 1023, "size.width_cm")
+            o.size.length_cm = _q(p.length_m, CM_M, 0, 4095, "size.length_cm")
+            o.lane_id = _q(p.lane_id, 1, 0, 255, "lane_id")
+            if p.intersection is not None:
+                _enc_ref(p.intersection, o.intersection, "intersection")
+        except EncodeError as e:
+            raise EncodeError(f"rsm.participants[{i}].{e}") from None
 
 
 def _dec_rsm(r: pb.Rsm) -> m.Rsm:
@@ -731,7 +826,26 @@ def from_proto(msg: pb.MessageFrame) -> m.Frame:
     which = msg.WhichOneof("body")
     if which is None:
         raise DecodeError("empty", "frame has no body", "body")
+    if which == "spat":
+        return m.Frame(header, _spat_body(msg.spat))
     return m.Frame(header, _DECODERS[which](getattr(msg, which)))
+
+
+SPAT_BODIES_KEPT = 512
+_SPAT_BODIES: dict[bytes, m.Spat] = {}
+
+
+def _spat_body(s: pb.Spat) -> m.Spat:
+    """A SPaT body, decoded once for its wire bytes: a vehicle hears each SPaT on two paths, the RSU's and the cloud's
+    relay of it (the same body under another header), and a fleet process hears it for every vehicle near the junction."""
+    key = s.SerializeToString()
+    body = _SPAT_BODIES.get(key)
+    if body is None:
+        body = _dec_spat(s)  # raises for a body that is no SPaT: nothing kept
+        if len(_SPAT_BODIES) >= SPAT_BODIES_KEPT:
+            _SPAT_BODIES.clear()
+        _SPAT_BODIES[key] = body
+    return body
 
 
 def decode(data: bytes) -> m.Frame:

@@ -14,6 +14,7 @@ Tiles are Bing-Maps quadkeys at zoom `TILE_ZOOM` (17: about 260 m square at 31 d
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,12 @@ def quadkey(lat_deg: float, lon_deg: float, zoom: int = TILE_ZOOM) -> str:
     x = int((lon_deg + 180.0) / 360.0 * n)
     s = math.sin(math.radians(lat))
     y = int((0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n)
-    x, y = min(max(x, 0), n - 1), min(max(y, 0), n - 1)
+    return _key(min(max(x, 0), n - 1), min(max(y, 0), n - 1), zoom)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(x: int, y: int, zoom: int) -> str:
+    """The quadkey of tile (x, y): kept, as every BSM asks for one and vehicles stay in a few tiles a while."""
     digits = []
     for i in range(zoom, 0, -1):
         mask = 1 << (i - 1)

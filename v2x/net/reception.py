@@ -73,7 +73,7 @@ class BadInput:
 
     def right_type(self, topic: str, frame: m.Frame) -> bool:
         """Whether a frame is of the type its topic carries; counted as "wrong_type" when not."""
-        kind, mtype = kind_of(topic), m.message_type(frame.body).value
+        kind, mtype = kind_of(topic), m.type_name(frame.body)
         if kind is None or kind == mtype:
             return True
         self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
@@ -127,6 +127,7 @@ class Reception:
         self.trust = trust  # who may send what, and the clock skew allowed (v2x.core.trust); None: not checked
         self.max_age_s = {**MAX_AGE_S, **(max_age_s or {})}  # by message type: older is dropped as expired
         self.kind = kind.name.lower()
+        self._hops = {k: f"{k.name.lower()}->{self.kind}" for k in m.SenderKind}  # by sender kind: "vehicle->rsu"
         self.clock = clock
         self.impairment = impairment
         self.distance = distance
@@ -154,7 +155,7 @@ class Reception:
         will = isinstance(frame.body, m.Status) and frame.body.state is m.ServiceState.OFFLINE and frame.body.detail == m.LOST
         rejected = self.verifier.check(msg.payload, frame, self.clock.utc_us(), receiver, msg.retain or will)
         if rejected is not None:
-            self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.message_type(frame.body).value})", h.sender_id)
+            self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.type_name(frame.body)})", h.sender_id)
         return rejected is None
 
     def trusted(self, msg: Message, frame: m.Frame, rx_us: int) -> bool:
@@ -212,8 +213,8 @@ class Reception:
         if h.sender_id == who:
             self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure
-        mtype = m.message_type(frame.body).value
-        hop = f"{h.sender_kind.name.lower()}->{self.kind}"
+        mtype = m.type_name(frame.body)
+        hop = self._hops[h.sender_kind]
         delay_us = 0
         if self.impairment is not None and not msg.retain:
             d = self.impairment.delay_s(hop, who, msg.payload, self.distance(who, frame) if self.distance else None)

@@ -87,7 +87,7 @@ class Station:
             raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
         if not self.transport.publish(topic, self.encode(body, sim_s, topic), qos=qos, retain=retain, expiry_s=expiry_s):
             return False
-        self.sent[m.message_type(body).value] += 1
+        self.sent[m.type_name(body)] += 1
         return True
 
     def clear(self, topic: str) -> bool:

@@ -472,7 +472,7 @@ class Fleet:
 
     def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
         body = frame.body
-        kind = m.message_type(body).value
+        kind = m.type_name(body)
         if isinstance(body, m.Spat):
             path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
             for st in body.intersections:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from v2x.core import messages as m
 from v2x.core.mapdata import intersection_ref
 from v2x.core.network import Network
@@ -15,6 +17,14 @@ def _rel(t_abs: float, now: float) -> float:
     return round(min(max(t_abs - now, 0.0), _HORIZON_S), 1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _event(state: m.LightState, start_s: float | None, min_end_s: float | None = None, max_end_s: float | None = None,
+           likely_end_s: float | None = None, confidence: int = 0) -> m.MovementEvent:
+    """One movement event, kept: groups red until the same time share theirs, and each RSU builds a SPaT every 0.1 s."""
+    return m.MovementEvent(state, m.TimeChange(start_s=start_s, min_end_s=min_end_s, max_end_s=max_end_s,
+                                               likely_end_s=likely_end_s, confidence=confidence))
+
+
 def intersection_state(
     net: Network, index: int, ctl: SignalController, timestamp_ms: int, revision: int = 0, name: str | None = None,
 ) -> m.IntersectionState:
@@ -24,21 +34,13 @@ def intersection_state(
     intersection's, when it is not one of `net`'s (a SUMO junction's).
     """
     now = ctl.t
+    confidence = 15 if ctl.plan.mode is Mode.FIXED else 10
     states = []
     for g in sorted(ctl.groups):
         tm = ctl.timing(g)
-        current = m.MovementEvent(
-            tm.state,
-            m.TimeChange(
-                start_s=0.0,
-                min_end_s=_rel(tm.min_end_s, now),
-                max_end_s=_rel(tm.max_end_s, now),
-                likely_end_s=_rel(tm.likely_end_s, now),
-                confidence=15 if ctl.plan.mode is Mode.FIXED else 10,
-            ),
-        )
-        upcoming = m.MovementEvent(tm.next_state, m.TimeChange(start_s=_rel(tm.likely_end_s, now)))
-        states.append(m.MovementState(g, (current, upcoming)))
+        likely = _rel(tm.likely_end_s, now)
+        current = _event(tm.state, 0.0, _rel(tm.min_end_s, now), _rel(tm.max_end_s, now), likely, confidence)
+        states.append(m.MovementState(g, (current, _event(tm.next_state, likely))))
     status = {m.IntersectionStatus.FIXED_TIME if ctl.plan.mode is Mode.FIXED else m.IntersectionStatus.TRAFFIC_DEPENDENT}
     if ctl.priority_group is not None:
         status.add(m.IntersectionStatus.SIGNAL_PRIORITY_ACTIVE)
