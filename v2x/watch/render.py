@@ -309,13 +309,13 @@ class Renderer:
 
     def junction_box(self, iv: IntersectionView) -> pygame.Rect:
         """The screen rectangle around the junction box: the hull of where the lanes meet it."""
-        ends = self.view.to_screen(np.array([lane.points[0] for lane in iv.lanes]))
+        ends = self.view.to_screen(_junction_ends(iv))
         lo, hi = ends.min(axis=0), ends.max(axis=0)
         return pygame.Rect(round(lo[0]), round(lo[1]), round(hi[0] - lo[0]), round(hi[1] - lo[1]))
 
     def _draw_road(self, surf: pygame.Surface, iv: IntersectionView) -> None:
         # the junction box: the hull of where the lanes meet it
-        ends = np.array([lane.points[0] for lane in iv.lanes])
+        ends = _junction_ends(iv)
         if len(ends) >= 3:
             hull = _hull(ends)
             pygame.draw.polygon(surf, JUNCTION, self.view.to_screen(hull).tolist())
@@ -733,6 +733,12 @@ class Renderer:
             back.blit(badge, (10, 5))
             out.append((back, back.get_rect(midtop=(w // 2, 10))))
         return out
+
+
+def _junction_ends(iv: IntersectionView) -> np.ndarray:
+    """Where the junction's approach lanes meet it: their first nodes (the rest of the road a MAP may carry, lanes
+    of no approach, is not at the junction)."""
+    return np.array([lane.points[0] for lane in iv.lanes if lane.approach] or [lane.points[0] for lane in iv.lanes])
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
