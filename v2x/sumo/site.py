@@ -140,12 +140,14 @@ def road_lanes(sc: Scenario, lights: list[TrafficLight], lanes: dict[str, Lane])
     the junctions' own MAPs, by the junction nearest its middle within that junction's range, nearest first, as
     many as MAP's lane ids leave room for; and the lanes in no MAP (beyond every range, or no room)."""
     assert sc.sumo is not None
+    if not lights:
+        return [], sorted(lanes)
     own = {lane for tl in lights for lane in map_lanes(tl)}
     near: list[list[tuple[float, str]]] = [[] for _ in lights]
     left_out = []
     for lane in sorted(set(lanes) - own):
         x, y = lanes[lane].shape[len(lanes[lane].shape) // 2]  # its middle node
-        d, k = min((math.hypot(x - tl.xy[0], y - tl.xy[1]), k) for k, tl in enumerate(lights)) if lights else (math.inf, 0)
+        d, k = min((math.hypot(x - tl.xy[0], y - tl.xy[1]), k) for k, tl in enumerate(lights))
         if d <= sc.sumo.junctions[k].range_m:
             near[k].append((d, lane))
         else:

@@ -87,12 +87,13 @@ class View:
     cy: float = 0.0
     scale: float = 2.0
 
-    def fit(self, bounds: tuple[float, float, float, float], margin_px: int = 30) -> None:
+    def fit(self, bounds: tuple[float, float, float, float], margin_px: int = 30, top_px: int = 0) -> None:
+        """Show `bounds` (local metres) whole, `margin_px` in from the edges and below the top `top_px` (the HUD)."""
         x0, y0, x1, y1 = bounds
-        self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2
         w = max(x1 - x0, 10.0)
         h = max(y1 - y0, 10.0)
-        self.scale = max(min((self.width - 2 * margin_px) / w, (self.height - 2 * margin_px) / h), 0.05)
+        self.scale = max(min((self.width - 2 * margin_px) / w, (self.height - 2 * margin_px - top_px) / h), 0.05)
+        self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2 + top_px / 2 / self.scale
 
     def to_screen(self, xy: np.ndarray) -> np.ndarray:
         out = np.empty_like(xy, dtype=np.float64)
@@ -210,8 +211,9 @@ class Renderer:
         if (w, h) != (self.view.width, self.view.height):
             self.view.width, self.view.height = w, h
         if not self._fitted:
+            self._panels()  # the HUD, whose height the fit leaves clear
             self.fit()
-        panels = self._panels()
+        panels = self._panels()  # the scale bar at the fitted scale
         taken = [r for _, r in panels]
         surf.blit(self._road_surface(), (0, 0))
         self._draw_rsus(surf)
@@ -236,7 +238,7 @@ class Renderer:
             xs, ys = [c[0] for c in centres], [c[1] for c in centres]
             b = (max(b[0], min(xs) - FIT_APPROACH_M), max(b[1], min(ys) - FIT_APPROACH_M),
                  min(b[2], max(xs) + FIT_APPROACH_M), min(b[3], max(ys) + FIT_APPROACH_M))
-        self.view.fit(b)
+        self.view.fit(b, top_px=self._hud.get_height() if self._hud is not None else 0)  # nothing under the HUD
         self._fitted = True
 
     def invalidate_hud(self) -> None:
