@@ -212,10 +212,10 @@ def test_validate_and_run_name_a_malformed_network_of_a_sumo_scenario(tmp_path: 
 
 @pytest.mark.integration  # netconvert
 def test_on_a_real_network_the_visualiser_draws_every_lane_from_map(tmp_path: Path) -> None:
-    """tests/data/helsinki.osm (central Helsinki, OpenStreetMap) through `v2x import-osm`: an RSU at each light whose
-    program our controller runs (12 of 13; the other is named in the scenario), every lane of the network (but the
-    junctions' internal ones) in some RSU's MAP, each MAP within the wire's size cap, and the visualiser, fed those
-    MAPs through the codec alone, drawing on the middle of every lane."""
+    """tests/data/helsinki.osm (central Helsinki, OpenStreetMap) through `v2x import-osm`: an RSU at each of its 13
+    lights (one of them clears links between two greens that share them: its plan says so), every lane of the
+    network (but the junctions' internal ones) in some RSU's MAP, each MAP within the wire's size cap, and the
+    visualiser, fed those MAPs through the codec alone, drawing on the middle of every lane."""
     import os
 
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -232,8 +232,8 @@ def test_on_a_real_network_the_visualiser_draws_every_lane_from_map(tmp_path: Pa
     done = import_osm(Path(__file__).parent / "data" / "helsinki.osm", tmp_path / "helsinki.toml")
     sc = done.scenario
     assert sc.sumo is not None
-    assert len(sc.sumo.junctions) == 12
-    assert "# No RSU: traffic light joinedS_" in done.path.read_text()
+    assert len(sc.sumo.junctions) == len(done.network.traffic_lights) == 13
+    assert "# No RSU" not in done.path.read_text()
     net = sumolib.net.readNet(sc.sumo.net)
     network_lanes = {ln.getID() for e in net.getEdges() for ln in e.getLanes()}  # sumolib leaves internal edges out
     scene = Scene(frame=LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg))
@@ -275,3 +275,28 @@ def test_a_light_whose_id_cannot_be_a_topic_level_gets_no_rsu_and_the_scenario_l
     assert done.scenario.sumo is not None
     assert [j.id for j in done.scenario.sumo.junctions] == ["A1", "B0", "B1", "C0", "C1"]
     assert "# No RSU: traffic light A0_#2more: its id cannot be an MQTT topic level" in done.path.read_text()
+
+
+def test_a_program_that_clears_links_between_two_greens_runs_as_sumo_runs_it() -> None:
+    """Two programs of the Helsinki extract's kind, which our controller refused before (it held the shared links
+    green through the transition): an all-red between two greens that share link 3, and a program of one green. Each
+    plan, run fixed-time, shows what the program shows at every second of two cycles."""
+    from v2x.core.signal.controller import SignalController
+    from v2x.sumo.netfile import TlsPhase, TrafficLight
+    from v2x.sumo.signals import program_plan, sumo_state
+
+    shared = TrafficLight("J1", (0.0, 0.0), "static", 0.0, (
+        TlsPhase(24.0, "rrrGGGGGrrr"), TlsPhase(3.0, "rrryyyyyrrr"), TlsPhase(2.0, "rrrrrrrrrrr"),
+        TlsPhase(24.0, "GGGGrrrrrrr"), TlsPhase(3.0, "yyyyrrrrrrr"), TlsPhase(4.0, "rrrrrrrrrrr"),
+        TlsPhase(24.0, "GrrGrrrrGGG"), TlsPhase(3.0, "yrryrrrryyy"), TlsPhase(3.0, "rrrrrrrrrrr")), ())
+    single = TrafficLight("J2", (0.0, 0.0), "static", 0.0, (TlsPhase(40.0, "GG"), TlsPhase(3.0, "yy"), TlsPhase(2.0, "rr")), ())
+    for tl in (shared, single):
+        plan = program_plan(tl)
+        assert any(p.clears for p in plan.phases)
+        ctl = SignalController(plan, 0.0)
+        cycle = sum(p.duration_s for p in tl.phases)
+        starts = [sum(p.duration_s for p in tl.phases[:k]) for k in range(len(tl.phases))]
+        for t in (x + 0.5 for x in range(int(2 * cycle))):
+            ctl.step(t)
+            k = max(j for j, s0 in enumerate(starts) if s0 <= t % cycle)
+            assert sumo_state(ctl.states(), len(tl.phases[0].state)) == tl.phases[k].state, (tl.id, t)
