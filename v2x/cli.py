@@ -30,6 +30,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             for line in e.problems:
                 print(line, file=sys.stderr)
             continue
+        if s.mobility == "sumo":  # its network and routes too, as `v2x run` checks them before any tier starts
+            from v2x.run.main import sumo_problems
+
+            if problems := sumo_problems(s):
+                failed += 1
+                print("\n".join(problems), file=sys.stderr)
+                continue
         if not args.quiet:
             where = f"SUMO network {Path(s.sumo.net).name}" if s.sumo is not None and s.mobility == "sumo" else f"{len(s.intersections)} intersection(s)"
             print(f"{f}: ok ({s.name}: {where}, {s.duration_s:g} s)")

@@ -199,7 +199,7 @@ def _broker(args: argparse.Namespace, sc: Scenario, duration_s: float, console: 
     return dataclasses.replace(out, url=broker.url)
 
 
-def _sumo_problems(sc: Scenario) -> list[str]:
+def sumo_problems(sc: Scenario) -> list[str]:
     """What is wrong with a SUMO scenario's network and routes, before any tier starts (docs/sumo.md)."""
     try:
         from v2x.sumo.netfile import check_scenario_files
@@ -234,7 +234,7 @@ def main(argv: list[str]) -> int:
                       "this process (leave out --fast, or the two options)", style="red")
         return 2
     if sc.mobility == "sumo":
-        problems = _sumo_problems(sc)
+        problems = sumo_problems(sc)
         if problems:
             for line in problems:
                 console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)  # one line each
@@ -359,7 +359,9 @@ def _run(
         console.print(f"report: {args.report}", soft_wrap=True, highlight=False)
     if args.plots is not None:
         written = write_plots(report, args.plots, res.trajectories)
-        console.print(f"plots: {len(written)} PNGs in {args.plots}", soft_wrap=True, highlight=False)
+        # on SUMO the fleet keeps no trajectories of the native core's approaches: say so, not leave them out unsaid
+        none = "; no time-space diagrams (n/a on SUMO: not drawn for its roads yet)" if sc.mobility == "sumo" else ""
+        console.print(f"plots: {len(written)} PNGs in {args.plots}{none}", soft_wrap=True, highlight=False)
     if "recording" in watched:
         rec = watched["recording"]
         console.print(f"recording: {rec.get('path')} ({rec.get('messages', 0)} messages)", soft_wrap=True, highlight=False)

@@ -54,12 +54,17 @@ def _at(*keys: str) -> Callable[[dict[str, Any]], float | None]:
 def _hop(hop: str) -> str:
     return hop.replace("->", "_")
 
+def _of_finished(r: dict[str, Any], key: str) -> float | None:
+    """A figure over the vehicles that finished: none when none did (as the run's summary says n/a), not 0."""
+    return r["traffic"].get(key) if r.get("vehicles", {}).get("finished") else None
+
+
 # (column, title, how to read it from a report); None where the run has no such figure
 KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
     ("red_light_violations", "red-light violations", lambda r: r["traffic"].get("red_light_violations")),
     ("collisions", "collisions", lambda r: r["traffic"].get("collisions")),
-    ("mean_delay_s", "mean delay [s]", lambda r: r["traffic"].get("mean_delay_s")),
-    ("stops_per_vehicle", "stops per vehicle", lambda r: r["traffic"].get("stops_per_vehicle")),
+    ("mean_delay_s", "mean delay [s]", lambda r: _of_finished(r, "mean_delay_s")),
+    ("stops_per_vehicle", "stops per vehicle", lambda r: _of_finished(r, "stops_per_vehicle")),
     ("throughput_vph", "throughput [veh/h]", lambda r: r["traffic"].get("throughput_vph")),
     ("hazard_warning_first_ms", "hazard: first vehicle warned [ms]",
      lambda r: r.get("events", {}).get("hazard_warning_ms", {}).get("first")),

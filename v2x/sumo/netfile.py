@@ -208,12 +208,13 @@ class Lane:
 DEFAULT_LANE_WIDTH_M = 3.2  # [m] SUMO's, for a lane that does not say
 
 
-def read_lanes(net: Path, wanted: set[str]) -> dict[str, Lane]:
-    """The lanes `wanted` (ids), with their shapes; ScenarioError naming the file when it cannot be read."""
+def read_lanes(net: Path, wanted: set[str] | None) -> dict[str, Lane]:
+    """The lanes `wanted` (ids; None: every lane but the junctions' internal ones), with their shapes; ScenarioError
+    naming the file when it cannot be read."""
     out: dict[str, Lane] = {}
     try:
         for _, el in ET.iterparse(net, events=("end",)):
-            if el.tag == "lane" and el.get("id", "") in wanted:
+            if el.tag == "lane" and (el.get("id", "") in wanted if wanted is not None else not el.get("id", ":").startswith(":")):
                 pts = tuple((float(x), float(y)) for x, y in (p.split(",")[:2] for p in el.get("shape", "").split()))
                 out[el.get("id", "")] = Lane(el.get("id", ""), pts, float(el.get("width", DEFAULT_LANE_WIDTH_M)), float(el.get("speed", "13.89")))
             elif el.tag in ("edge", "junction", "connection", "tlLogic"):

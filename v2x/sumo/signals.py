@@ -6,7 +6,8 @@ what the controller shows is written into SUMO as a state string (`sumo_state`).
 
 A program fits our controller when it is a ring of greens, each followed by its yellow and then all-red time:
 netconvert's and netgenerate's programs are. A link green in two greens in a row stays green through the
-transition between them, as our controller's overlaps do. Anything else (red-yellow `u`, blinking, a program
+transition between them, as our controller's overlaps do, unless the program clears it there (yellow, then red:
+netconvert's programs with an all-red do, and a program of one green does): then the phase `clears` it. Anything else (red-yellow `u`, blinking, a program
 the plan does not reproduce step for step) is refused with the light and the phase named.
 """
 
@@ -38,6 +39,11 @@ def sumo_state(states: dict[int, LightState], links: int) -> str:
     return "".join(CHAR_OF_STATE.get(states.get(group_of(i), LightState.RED), "r") for i in range(links))
 
 
+def _greens(state: str) -> frozenset[int]:
+    """The signal groups a state string shows green (protected or permissive)."""
+    return frozenset(group_of(k) for k, c in enumerate(state) if c in "Gg")
+
+
 def _green(p: TlsPhase) -> bool:
     return "y" not in p.state and any(c in "Gg" for c in p.state)
 
@@ -54,22 +60,28 @@ def program_plan(tl: TrafficLight, mode: Mode = Mode.FIXED, plan_id: int = 1) ->
     if start is None:
         raise refuse("its program has no green")
     ring = [*tl.phases[start:], *tl.phases[:start]]
-    phases: list[PhaseTiming] = []
+    steps: list[tuple[TlsPhase, list[TlsPhase]]] = []  # each green and the yellow and red phases after it
     i = 0
     while i < len(ring):
-        green = ring[i]
-        yellow_s = red_s = 0.0
+        green, after = ring[i], list[TlsPhase]()
         i += 1
         while i < len(ring) and "y" in ring[i].state:
-            yellow_s, i = yellow_s + ring[i].duration_s, i + 1
+            after, i = [*after, ring[i]], i + 1
         while i < len(ring) and not _green(ring[i]) and "y" not in ring[i].state:
-            red_s, i = red_s + ring[i].duration_s, i + 1
-        groups = frozenset(group_of(k) for k, c in enumerate(green.state) if c in "Gg")
+            after, i = [*after, ring[i]], i + 1
+        steps.append((green, after))
+    phases: list[PhaseTiming] = []
+    for k, (green, after) in enumerate(steps):
+        groups = _greens(green.state)
+        nxt = _greens(steps[(k + 1) % len(steps)][0].state)
         lo = green.min_dur_s if green.min_dur_s is not None else min(MIN_GREEN_S, green.duration_s)
         hi = green.max_dur_s if green.max_dur_s is not None else max(MAX_GREEN_S, green.duration_s)
         phases.append(PhaseTiming(
-            groups, green.duration_s, yellow_s, red_s, lo, hi,
-            permissive=frozenset(group_of(k) for k, c in enumerate(green.state) if c == "g"), phase_id=len(phases) + 1,
+            groups, green.duration_s, sum(p.duration_s for p in after if "y" in p.state),
+            sum(p.duration_s for p in after if "y" not in p.state), lo, hi,
+            permissive=frozenset(group_of(j) for j, c in enumerate(green.state) if c == "g"), phase_id=len(phases) + 1,
+            # green in this green and the next, and yet cleared between them (netconvert's all-red does so)
+            clears=frozenset(g for g in groups & nxt if any(p.state[g - 1] not in "Gg" for p in after)),
         ))
     cycle_s = sum(p.duration_s for p in tl.phases)
     plan = Plan(plan_id, mode, tuple(phases), offset_s=(tl.offset_s + sum(p.duration_s for p in tl.phases[:start])) % cycle_s)

@@ -7,6 +7,11 @@ MAP's lanes are the incoming and outgoing lanes of the traffic light's controlle
 `linkIndex`), each once: an ingress lane with a connection per link it starts, an egress lane for every lane a
 link ends on. Node offsets are metres around the junction's centre in the network's own coordinates (a projected
 network's metres), ingress lists from the stop line outwards. Each link index is a signal group (index + 1).
+
+The rest of the road: every other lane of the network (not a junction's internal lane) is in the MAP of the RSU
+junction nearest to its middle, if within that RSU's radio range, after the junction's own lanes: a lane with no
+approach (0), no direction and no connections, its nodes in the direction of travel. So the road between the
+junctions, through the unsignalised ones, is on the wire too, and a receiver draws all of it from MAP alone.
 """
 
 from __future__ import annotations
@@ -60,8 +65,10 @@ def map_lanes(light: TrafficLight) -> list[str]:
     return [*ins, *outs]
 
 
-def build_geometry(light: TrafficLight, lanes: dict[str, Lane], index: int, ref_point: m.GeoPoint, net: Path) -> m.IntersectionGeometry:
-    """The MAP geometry of a traffic light's junction (see the module docstring)."""
+def build_geometry(
+    light: TrafficLight, lanes: dict[str, Lane], index: int, ref_point: m.GeoPoint, net: Path, roads: tuple[str, ...] = (),
+) -> m.IntersectionGeometry:
+    """The MAP geometry of a traffic light's junction, and of the `roads` lanes around it (see the module docstring)."""
     order = map_lanes(light)
     if len(order) > MAX_LANES:
         raise ScenarioError([f"{net}: traffic light {light.id} has {len(order)} lanes (expected at most {MAX_LANES} in one MAP)"])
@@ -89,6 +96,12 @@ def build_geometry(light: TrafficLight, lanes: dict[str, Lane], index: int, ref_
             nodes=tuple(nodes[::-1] if into else nodes),  # J2735: an ingress lane's nodes start at the stop line
             connections=conns,
         ))
+    for k, lane in enumerate(roads, start=len(order) + 1):
+        ln = lanes[lane]
+        out.append(m.MapLane(
+            lane_id=k, name=lane, direction=m.LaneDirection.UNSPECIFIED, approach_id=0, maneuvers=frozenset(),
+            width_m=ln.width_m, speed_limit_mps=ln.speed_mps, nodes=tuple((round(x - cx, 2), round(y - cy, 2)) for x, y in ln.shape),
+        ))
     return m.IntersectionGeometry(ref=intersection_ref(index), name=light.id, revision=1, ref_point=ref_point, lanes=tuple(out))
 
 
@@ -114,14 +127,42 @@ def sumo_sites(sc: Scenario) -> tuple[SumoSite, ...]:
     missing = [j.id for j in sc.sumo.junctions if j.id not in lights]
     if missing:
         raise ScenarioError([f"{net}: no traffic light {', '.join(missing)} (expected one of {', '.join(lights) or 'none: it has no traffic lights'})"])
-    lanes = read_lanes(net, {lane for j in sc.sumo.junctions for lane in map_lanes(lights[j.id])})
+    lanes = read_lanes(net, None)
+    roads, _ = road_lanes(sc, [lights[j.id] for j in sc.sumo.junctions], lanes)
     frame = LocalFrame(sc.origin.lat_deg, sc.origin.lon_deg, sc.origin.elevation_m)
     out = []
     for i, j in enumerate(sc.sumo.junctions):
         tl = lights[j.id]
         plan = program_plan(tl, Mode.FIXED)
-        out.append(SumoSite(i, tl, (j.x_m, j.y_m), build_geometry(tl, lanes, i, frame.to_geo(j.x_m, j.y_m), net), plan, plan_limits(tl, plan)))
+        geometry = build_geometry(tl, lanes, i, frame.to_geo(j.x_m, j.y_m), net, roads[i])
+        out.append(SumoSite(i, tl, (j.x_m, j.y_m), geometry, plan, plan_limits(tl, plan)))
     return tuple(out)
+
+
+def road_lanes(sc: Scenario, lights: list[TrafficLight], lanes: dict[str, Lane]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Per RSU junction (in `lights`' order), the lanes of the rest of the road in its MAP: each lane not in any of
+    the junctions' own MAPs, by the junction nearest its middle within that junction's range, nearest first, as
+    many as MAP's lane ids leave room for; and the lanes in no MAP (beyond every range, or no room)."""
+    assert sc.sumo is not None
+    if not lights:
+        return [], sorted(lanes)
+    own = {lane for tl in lights for lane in map_lanes(tl)}
+    near: list[list[tuple[float, str]]] = [[] for _ in lights]
+    left_out = []
+    for lane in sorted(set(lanes) - own):
+        x, y = lanes[lane].shape[len(lanes[lane].shape) // 2]  # its middle node
+        d, k = min((math.hypot(x - tl.xy[0], y - tl.xy[1]), k) for k, tl in enumerate(lights))
+        if d <= sc.sumo.junctions[k].range_m:
+            near[k].append((d, lane))
+        else:
+            left_out.append(lane)
+    roads = []
+    for tl, by_distance in zip(lights, near, strict=True):
+        room = max(MAX_LANES - len(map_lanes(tl)), 0)
+        ranked = [lane for _, lane in sorted(by_distance)]
+        roads.append(tuple(ranked[:room]))
+        left_out += ranked[room:]
+    return roads, sorted(left_out)
 
 
 def hazard_points(sc: Scenario) -> tuple[tuple[float, float], ...]:

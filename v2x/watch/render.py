@@ -87,12 +87,13 @@ class View:
     cy: float = 0.0
     scale: float = 2.0
 
-    def fit(self, bounds: tuple[float, float, float, float], margin_px: int = 30) -> None:
+    def fit(self, bounds: tuple[float, float, float, float], margin_px: int = 30, top_px: int = 0) -> None:
+        """Show `bounds` (local metres) whole, `margin_px` in from the edges and below the top `top_px` (the HUD)."""
         x0, y0, x1, y1 = bounds
-        self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2
         w = max(x1 - x0, 10.0)
         h = max(y1 - y0, 10.0)
-        self.scale = max(min((self.width - 2 * margin_px) / w, (self.height - 2 * margin_px) / h), 0.05)
+        self.scale = max(min((self.width - 2 * margin_px) / w, (self.height - 2 * margin_px - top_px) / h), 0.05)
+        self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2 + top_px / 2 / self.scale
 
     def to_screen(self, xy: np.ndarray) -> np.ndarray:
         out = np.empty_like(xy, dtype=np.float64)
@@ -210,8 +211,9 @@ class Renderer:
         if (w, h) != (self.view.width, self.view.height):
             self.view.width, self.view.height = w, h
         if not self._fitted:
+            self._panels()  # the HUD, whose height the fit leaves clear
             self.fit()
-        panels = self._panels()
+        panels = self._panels()  # the scale bar at the fitted scale
         taken = [r for _, r in panels]
         surf.blit(self._road_surface(), (0, 0))
         self._draw_rsus(surf)
@@ -236,7 +238,7 @@ class Renderer:
             xs, ys = [c[0] for c in centres], [c[1] for c in centres]
             b = (max(b[0], min(xs) - FIT_APPROACH_M), max(b[1], min(ys) - FIT_APPROACH_M),
                  min(b[2], max(xs) + FIT_APPROACH_M), min(b[3], max(ys) + FIT_APPROACH_M))
-        self.view.fit(b)
+        self.view.fit(b, top_px=self._hud.get_height() if self._hud is not None else 0)  # nothing under the HUD
         self._fitted = True
 
     def invalidate_hud(self) -> None:
@@ -309,13 +311,13 @@ class Renderer:
 
     def junction_box(self, iv: IntersectionView) -> pygame.Rect:
         """The screen rectangle around the junction box: the hull of where the lanes meet it."""
-        ends = self.view.to_screen(np.array([lane.points[0] for lane in iv.lanes]))
+        ends = self.view.to_screen(_junction_ends(iv))
         lo, hi = ends.min(axis=0), ends.max(axis=0)
         return pygame.Rect(round(lo[0]), round(lo[1]), round(hi[0] - lo[0]), round(hi[1] - lo[1]))
 
     def _draw_road(self, surf: pygame.Surface, iv: IntersectionView) -> None:
         # the junction box: the hull of where the lanes meet it
-        ends = np.array([lane.points[0] for lane in iv.lanes])
+        ends = _junction_ends(iv)
         if len(ends) >= 3:
             hull = _hull(ends)
             pygame.draw.polygon(surf, JUNCTION, self.view.to_screen(hull).tolist())
@@ -733,6 +735,12 @@ class Renderer:
             back.blit(badge, (10, 5))
             out.append((back, back.get_rect(midtop=(w // 2, 10))))
         return out
+
+
+def _junction_ends(iv: IntersectionView) -> np.ndarray:
+    """Where the junction's approach lanes meet it: their first nodes (the rest of the road a MAP may carry, lanes
+    of no approach, is not at the junction)."""
+    return np.array([lane.points[0] for lane in iv.lanes if lane.approach] or [lane.points[0] for lane in iv.lanes])
 
 
 def _hull(points: np.ndarray) -> np.ndarray:

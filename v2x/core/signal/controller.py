@@ -53,6 +53,9 @@ class PhaseTiming:
     max_green_s: float  # [s]
     permissive: frozenset[int] = frozenset()  # groups whose green is permissive (they yield)
     phase_id: int = 0
+    # groups green in the next phase too that still go yellow and red at this phase's end (no overlap): a SUMO
+    # program with an all-red between two greens that share links, or of one green (v2x/sumo/signals.py)
+    clears: frozenset[int] = frozenset()
 
     @property
     def duration_s(self) -> float:
@@ -275,7 +278,7 @@ class SignalController:
             if self.interval is Interval.GREEN:
                 return self._green_state(g, p)
             nxt = self.plan.phases[self._next_index()]
-            if g in nxt.groups and self.pending is None:
+            if g in nxt.groups and g not in p.clears and self.pending is None:
                 return self._green_state(g, p)  # overlap: stays green into the next phase
             return LightState.YELLOW if self.interval is Interval.YELLOW else LightState.RED
         return LightState.RED
