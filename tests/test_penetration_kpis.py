@@ -132,3 +132,15 @@ def test_at_penetration_half_the_fusion_matches_the_equipped_and_the_unequipped_
     pic = r["cloud_picture"]["in_sensor_coverage"]
     assert pic["bsm_only"] < 0.75
     assert pic["fused"] >= 0.95
+
+
+def test_glosa_cuts_the_stops_of_all_vehicles_at_penetration_1_and_does_nothing_at_0(v2x_run: RunScenario) -> None:
+    """four_way with GLOSA, 120 s, the same seed: at penetration 0 no OBU runs it (no advice, the stops as with it
+    off); at 1 the stops per vehicle over all vehicles fall."""
+    runs = {(p, g): v2x_run("four_way", "--set", f"fleet.penetration={p}", "--set", f"fleet.glosa={g}", duration=120)
+            for p, g in (("0", "true"), ("0", "false"), ("1", "true"))}
+    stops = {k: r.traffic["stops_per_vehicle"] for k, r in runs.items()}
+    assert runs["0", "true"]["apps"].get("glosa", {}).get("warnings", 0) == 0
+    assert stops["0", "true"] == stops["0", "false"]
+    assert runs["1", "true"]["apps"]["glosa"]["warnings"] > 0
+    assert stops["1", "true"] < 0.75 * stops["0", "true"]
