@@ -144,3 +144,29 @@ def test_glosa_cuts_the_stops_of_all_vehicles_at_penetration_1_and_does_nothing_
     assert stops["0", "true"] == stops["0", "false"]
     assert runs["1", "true"]["apps"]["glosa"]["warnings"] > 0
     assert stops["1", "true"] < 0.75 * stops["0", "true"]
+
+
+def test_a_stalled_car_is_a_road_user_the_sensors_see_and_the_picture_holds(mosquitto: MosquittoBroker) -> None:
+    """hazard at penetration 0, a lidar on the approaches, the car stalling at 10 s: the stalled car (an obstacle of
+    the traffic core, not one of its vehicles) is in the sensors' truth as -1, unequipped (its own draw: no OBU, no
+    BSM), each RSM carries it with the vehicles in range, and the cloud's picture holds it from RSM alone. Before,
+    the truth had only the core's vehicles: no sensor saw a stalled car."""
+    lidar = Sensor(rsu="RSU-J1", type="lidar", range_m=150.0, detection_p=1.0, latency_ms=0.0)
+    sc = scenario.parse(resolve("hazard").read_text().replace("start_s = 60.0", "start_s = 10.0"), "hazard.toml")
+    sc = dataclasses.replace(sc, sensors=(lidar,), fleet=dataclasses.replace(sc.fleet, penetration=0.0))
+    run, heard, seen = _run_in_process(mosquitto, sc, 20.0)
+    labels = run.rsus[0].perception.labels
+    assert [lab for lab in labels.values() if lab[0] < 0] == [[-1, False]]
+    carried = 0
+    for _, payload in heard:
+        frame = codec.decode(payload)
+        assert isinstance(frame.body, m.Rsm)
+        k = round(frame.header.sim_time_ms / 1000 / sc.step_s)
+        ids = {labels[p.ptc_id][0] for p in frame.body.participants}
+        assert ids == seen[k]
+        assert (-1 in ids) == (frame.header.sim_time_ms > 10_000)  # placed by the step that starts at 10 s
+        carried += -1 in ids
+    assert carried >= 90  # 10 s of RSM at 10 Hz
+    assert not [s for s in run.cloud.vehicles if s.startswith("stalled-")]
+    assert run.picture.coverage.bsm == 0
+    assert run.picture.coverage.fused > 0

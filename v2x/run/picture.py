@@ -1,7 +1,7 @@
 """The report's `cloud_picture`: how complete the cloud's picture of the area is, against the ground truth (fast mode).
 
-Once a sim second, every true road user (every vehicle the traffic core moves, equipped or not) is looked up in what
-the cloud holds at that moment:
+Once a sim second, every true road user (every vehicle the traffic core moves and the scenario's stalled cars, equipped
+or not: v2x.core.truth.RoadUsers) is looked up in what the cloud holds at that moment:
 
   bsm     the vehicles whose BSM the cloud holds fresh (at most cloud.service.FRESH_S old): the picture without sensors;
   fused   those, and the road users the cloud knows from RSU detections alone (cloud.fusion's unmatched objects,
@@ -38,7 +38,7 @@ class Held:
     bsm: int = 0
     fused: int = 0
 
-    def add(self, ids: np.ndarray, by_bsm: set[int], fused: set[int]) -> None:
+    def add(self, ids: np.ndarray, by_bsm: set[int | None], fused: set[int | None]) -> None:
         self.users += len(ids)
         self.bsm += sum(1 for v in ids.tolist() if v in by_bsm)
         self.fused += sum(1 for v in ids.tolist() if v in fused)
@@ -49,6 +49,14 @@ class Held:
             "bsm_only": round(self.bsm / self.users, 4) if self.users else None,
             "fused": round(self.fused / self.users, 4) if self.users else None,
         }
+
+
+def _road_user(sender: str) -> int | None:
+    """The truth's id of a BSM's sender: veh-<id>, or -k for the stalled car of event k (stalled-k)."""
+    kind, _, n = sender.rpartition("-")
+    if not n.isdigit():
+        return None
+    return int(n) if kind == "veh" else -int(n) if kind == "stalled" else None
 
 
 class PictureScore:
@@ -70,8 +78,7 @@ class PictureScore:
         now = truth.t
         self._next_s = now + EVERY_S
         self.samples += 1
-        by_bsm = {int(sid[4:]) for sid, (_, at) in self.cloud.vehicles.items()
-                  if now - at <= BSM_FRESH_S and sid.startswith("veh-") and sid[4:].isdigit()}
+        by_bsm: set[int | None] = {_road_user(sid) for sid, (_, at) in self.cloud.vehicles.items() if now - at <= BSM_FRESH_S}
         fused = set(by_bsm)
         fusion = self.cloud.fusion
         if fusion is not None:
