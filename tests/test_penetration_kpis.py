@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,12 @@ def test_a_sweep_over_penetration_gives_hazard_coverage_of_the_equipped_and_the_
             assert 0.0 <= bsm <= fused <= 1.0
     assert float(zero["picture_bsm_only"]) < float(half["picture_bsm_only"]) < float(one["picture_bsm_only"])
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
+    for report in (tmp_path / "out" / "runs").glob("*.json"):  # each group apart, both ways of being affected
+        for h in json.loads(report.read_text())["events"]["hazard_warning_ms"]["per_hazard"]:
+            assert h["affected_equipped"] + h["affected_unequipped"] == h["affected"]
+            assert h["reached_equipped"] + h["reached_unequipped"] == h["reached"]
+            assert h["affected_warned"] <= h["affected_equipped"]
+            assert h["reached_equipped_warned"] <= h["reached_equipped"]
 
 
 def _pen0_lidar() -> scenario.Scenario:

@@ -470,7 +470,7 @@ class HazardWatch:
             lasts += [] if last is None else [last]
             per.append({
                 "event_id": k, "kind": ev.kind, "start_s": ev.start_s,
-                "affected": len(affected), "affected_equipped": equipped, "affected_unequipped": len(unequipped),
+                "affected": len(affected), "affected_equipped": equipped, "affected_unequipped": len(affected) - equipped,
                 "affected_warned": len(times), "coverage": round(len(times) / equipped, 4) if equipped else None,
                 "first_ms": first, "last_ms": last,
                 "reached": len(reached), "reached_unwarned": len(unwarned), "unwarned_vehicles": unwarned[:20],
