@@ -177,3 +177,21 @@ def test_a_stalled_car_is_a_road_user_the_sensors_see_and_the_picture_holds(mosq
     assert not [s for s in run.cloud.vehicles if s.startswith("stalled-")]
     assert run.picture.coverage.bsm == 0
     assert run.picture.coverage.fused > 0
+
+
+def test_an_equipped_stalled_car_s_detections_are_matched_to_its_own_bsm(mosquitto: MosquittoBroker) -> None:
+    """hazard at penetration 1 (the stalled car has an OBU, `stalled-1`), a lidar: the fusion matches its detections
+    to its own BSM, and the report's score counts them so (before, the score named every vehicle's OBU veh-<id>)."""
+    from v2x.run.perception import perception_report
+
+    sc = scenario.parse(resolve("hazard").read_text().replace("start_s = 60.0", "start_s = 10.0"), "hazard.toml")
+    sc = dataclasses.replace(sc, sensors=(Sensor(rsu="RSU-J1", type="lidar", range_m=150.0),))
+    run, _, _ = _run_in_process(mosquitto, sc, 20.0)
+    perception = run.rsus[0].perception
+    (ptc,) = [p for p, lab in perception.labels.items() if lab[0] < 0]
+    assert perception.labels[ptc] == [-1, True]
+    assert run.cloud.fusion is not None
+    assert set(run.cloud.fusion.counts.assoc[f"RSU-J1/{ptc}"]) == {"stalled-1"}
+    score = perception_report([("RSU-J1", perception.summary())], run.cloud.fusion.summary())["fusion"]["equipped"]
+    assert score["wrong"] == 0
+    assert score["match_rate"] >= 0.95
