@@ -100,6 +100,13 @@ class Perception:
             self._next_s[k] = nxt if nxt > now + 1e-9 else now + 1.0 / model.rate_hz  # a late call does not catch up
             self._measure(k, sensor, model, truth)
 
+    def covered(self, truth: RoadUsers) -> np.ndarray:
+        """Per road user: within some sensor's coverage (detected or not)."""
+        inside = np.zeros(len(truth.ids), dtype=bool)
+        for sensor, model in zip(self.sensors, self.models, strict=True):
+            inside |= self._coverage(sensor, model, truth)
+        return inside
+
     def _coverage(self, sensor: Sensor, model: SensorModel, truth: RoadUsers) -> np.ndarray:
         dx, dy = truth.x_m - self.xy[0], truth.y_m - self.xy[1]
         inside: np.ndarray = dx * dx + dy * dy <= model.range_m**2

@@ -18,7 +18,7 @@ import numpy as np
 from v2x.core.mobility import BoolArray, FloatArray, IntArray
 from v2x.core.network import Network
 from v2x.core.topics import Topics
-from v2x.core.traffic import Traffic
+from v2x.core.traffic import VEHICLE_TYPES, Traffic
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,27 @@ class RoadUsers:
 
     @classmethod
     def of(cls, traffic: Traffic, equipped: BoolArray | None = None) -> RoadUsers:
-        """The core's vehicles now; `equipped`: which carry an OBU (default: every one)."""
+        """The core's vehicles now, then the scenario's stalled cars standing now (`stalled`: id -k for event k);
+        `equipped`: which carry an OBU, in that order (default: every one)."""
         x, y, heading = traffic.bodies()
+        ks = stalled(traffic)
+        ids, speed, length, width = traffic.ids.copy(), np.clip(traffic.v, 0.0, None), traffic.length.copy(), traffic.width.copy()
+        if ks:  # a stalled car is an obstacle of the core, not one of its vehicles: a road user all the same
+            lid, front, size = (np.array(col) for col in zip(*(traffic.obstacles[k] for k in ks), strict=True))
+            sx, sy, sh = traffic.net.xy_heading(lid.astype(np.int64), front - size / 2)
+            x, y, heading = np.concatenate([x, sx]), np.concatenate([y, sy]), np.concatenate([heading, sh])
+            ids = np.concatenate([ids, -np.array(ks, dtype=np.int64)])
+            speed, length = np.concatenate([speed, np.zeros(len(ks))]), np.concatenate([length, size])
+            width = np.concatenate([width, np.full(len(ks), VEHICLE_TYPES["car"].width_m)])
         return cls(
-            traffic.t, traffic.ids.copy(), x, y, np.clip(traffic.v, 0.0, None), heading % 360.0, traffic.length.copy(),
-            traffic.width.copy(), np.ones(traffic.n, dtype=bool) if equipped is None else equipped,
+            traffic.t, ids, x, y, speed, heading % 360.0, length, width,
+            np.ones(len(ids), dtype=bool) if equipped is None else equipped,
         )
+
+
+def stalled(traffic: Traffic) -> list[int]:
+    """The scenario's stalled cars standing now: their hazard events (from 1), in the order `RoadUsers.of` adds them."""
+    return [k for k in traffic.obstacles if traffic.scenario.events[k - 1].kind == "stalled_vehicle"]
 
 
 # Real time: the fleet process publishes the truth in each sensor-equipped RSU's coverage on an internal topic

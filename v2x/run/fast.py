@@ -38,6 +38,7 @@ from v2x.net.lockstep import Hub
 from v2x.net.signing import role_permissions
 from v2x.net.station import StepClock
 from v2x.net.transport import MqttTransport, Transport
+from v2x.run.picture import PictureScore
 from v2x.run.results import Results
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
@@ -95,6 +96,7 @@ class FastRun:
                 rsu.sign_with(roadside, role_permissions(m.SenderKind.RSU, [iid]))
             self.cloud.sign_with(cloud)
         self._groups = self.fleet.net.groups
+        self.picture = PictureScore(self.cloud, self.rsus)  # the cloud's picture against the truth (v2x.run.picture)
         if self.fleet.sumo is not None:  # SUMO's lights show what the RSUs' controllers show, at every step (docs/sumo.md)
             self.fleet.sumo.follow({r.iid: r.ctl for r in self.rsus})
 
@@ -110,8 +112,11 @@ class FastRun:
         """The RSUs' sensors see the road users' ground truth, handed over in process (as the true lights are to the
         fleet): it is no V2X message (docs/perception.md)."""
         sensing = [r.perception for r in self.rsus if r.perception is not None]
-        if sensing and self.fleet.core is not None:
-            truth = RoadUsers.of(self.fleet.core, self.fleet.equipment.mask(self.fleet.core))
+        core = self.fleet.core
+        if core is not None and (sensing or self.picture.due(core.t)):
+            truth = RoadUsers.of(core, self.fleet.equipment.mask(core))
+            if self.picture.due(core.t):  # the cloud's picture as it stands, before this step's RSMs
+                self.picture.sample(truth)
             for p in sensing:
                 p.sense(truth)
 
@@ -202,5 +207,5 @@ def run_fast(
     return Results(
         mode="fast", fleet=FleetSummary.of(run.fleet), cloud=run.cloud.summary(), rsus=[r.summary() for r in run.rsus],
         cloud_events=run.cloud.event_log, lockstep=dataclasses.asdict(run.hub.stats), trajectories=run.fleet.trajectories,
-        interrupted=interrupted,
+        interrupted=interrupted, cloud_picture=run.picture.to_json() if run.picture.samples else None,
     )

@@ -54,7 +54,7 @@ def perception_report(rsus: Sequence[tuple[str, dict[str, Any]]], fusion: dict[s
         if lab is None:
             equipped["unlabelled"] += sum(matched.values())
             continue
-        own = f"veh-{lab[0]}"
+        own = f"veh-{lab[0]}" if lab[0] >= 0 else f"stalled-{-lab[0]}"  # a stalled car is -k, its OBU stalled-k
         side = equipped if lab[1] else unequipped
         for who, n in matched.items():
             side["detections"] += n

@@ -50,6 +50,7 @@ class Results:
     epoch_utc_s: float | None = None  # real time: the UTC time [s] of sim second 0 (every tier's)
     interrupted: bool = False  # cut short by Ctrl-C
     tiers_failed: list[dict[str, Any]] = field(default_factory=list)  # real time: tier, exit_code, error
+    cloud_picture: dict[str, Any] | None = None  # fast mode: the cloud's picture against the truth (v2x.run.picture)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "traffic": _traffic(fs, rsus),
         # roadside sensors and the cloud's fusion, scored against the truth (v2x.run.perception); {} without sensors
         "perception": perception_report([(r.rsu, r.perception) for r in rsus], cloud.fusion if cloud else {}),
+        "cloud_picture": res.cloud_picture,  # fast mode: the share of the true road users the cloud holds (v2x.run.picture)
         "penetration": fs.penetration.to_json() if fs else {},  # who had an OBU, and each group's traffic figures
         "events": {
             "hazard_warning_ms": (fs.hazard_warning_ms if fs else HazardWarnings()).to_json(),

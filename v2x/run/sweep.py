@@ -77,10 +77,35 @@ KPIS: list[tuple[str, str, Callable[[dict[str, Any]], float | None]]] = [
     *((f"{_hop(h)}_{q}_ms", f"{h} {q} [ms]", _at("latency_ms", h, q)) for h in HOP_ORDER for q in ("p50", "p99")),
     *((f"{_hop(h)}_loss", f"{h} loss", _at("loss_by_hop", h, "loss")) for h in HOP_ORDER),
     *((f"{app}_warnings", f"{app.upper()} warnings", _at("apps", app, "warnings")) for app in APPS),
+    # of the equipped vehicles that came to a hazard, the share warned before arriving, all told and by path (an RSI
+    # reaches a vehicle only from the cloud over cellular: no RSU rebroadcast, no V2V relay exists to report); and
+    # how many of each group came to it (the unequipped cannot be warned by V2X)
+    ("hazard_coverage", "hazard warning coverage (equipped warned / equipped affected)", lambda r: _hazards(r, "coverage")),
+    ("hazard_coverage_cloud", "hazard warning coverage by cloud", lambda r: _hazards(r, "coverage", "cloud")),
+    ("hazard_reached_equipped", "hazard: equipped vehicles that came to it", lambda r: _hazards(r, "reached_equipped")),
+    ("hazard_reached_unequipped", "hazard: unequipped vehicles that came to it", lambda r: _hazards(r, "reached_unequipped")),
+    # the share of the true road users the cloud's picture holds: from BSMs alone, fused with RSM (v2x.run.picture)
+    *((f"picture_{k}", f"cloud picture: {t}", _at("cloud_picture", "area", k)) for k, t in (("bsm_only", "BSM only"), ("fused", "fused"))),
+    *((f"picture_{k}_in_coverage", f"cloud picture in sensor coverage: {t}", _at("cloud_picture", "in_sensor_coverage", k))
+      for k, t in (("bsm_only", "BSM only"), ("fused", "fused"))),
     # fleet.penetration: how many vehicles had an OBU, and each group's delay and stops
     *((f"{g}_{k}", f"{g} {t}", _at("penetration", g, k)) for g in ("equipped", "unequipped")
       for k, t in (("vehicles", "vehicles"), ("mean_delay_s", "mean delay [s]"), ("stops_per_vehicle", "stops per vehicle"))),
 ]
+
+
+def _hazards(r: dict[str, Any], key: str, path: str | None = None) -> float | None:
+    """Over every hazard of a run: a count (`key`: reached_equipped, reached_unequipped...), or (key "coverage") the
+    share of the equipped vehicles that came to a hazard while it was active that were warned before arriving, all
+    told or by one path (None: no equipped vehicle came to one)."""
+    per = r.get("events", {}).get("hazard_warning_ms", {}).get("per_hazard", [])
+    if not per or any("reached_equipped" not in h for h in per):
+        return None
+    if key != "coverage":
+        return float(sum(h[key] for h in per))
+    equipped = sum(h["reached_equipped"] for h in per)
+    warned = sum(h["reached_equipped_warned"] if path is None else (h["warned_by_path"].get(path) or 0) for h in per)
+    return warned / equipped if equipped else None
 
 
 def _single(*columns: str) -> list[tuple[str, list[tuple[str | None, str]]]]:
@@ -96,6 +121,11 @@ PANELS: list[tuple[str, list[tuple[str | None, str]]]] = [
     *_single("red_light_violations", "hazard_lead_time_s_p50", "mean_delay_s", "stops_per_vehicle"),
     ("warnings per application", [(app.upper(), f"{app}_warnings") for app in APPS]),
     *_single("collisions"),
+    ("hazard warning coverage (equipped warned / equipped affected)",
+     [("all paths", "hazard_coverage"), ("cloud (cellular)", "hazard_coverage_cloud")]),
+    ("cloud picture completeness (share of true road users held)",
+     [("BSM only", "picture_bsm_only"), ("fused with RSM", "picture_fused"),
+      ("BSM only, in sensor coverage", "picture_bsm_only_in_coverage"), ("fused, in sensor coverage", "picture_fused_in_coverage")]),
 ]
 
 

@@ -46,7 +46,7 @@ reached the hazard unwarned.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -406,7 +406,9 @@ class HazardWatch:
 
     net: Network
     events: tuple[HazardEvent, ...]
+    has_obu: Callable[[int, int], bool] | None = None  # (vehicle id, kind index) -> equipped; None: every vehicle is
     affected: dict[int, dict[int, float]] = field(default_factory=dict)  # event id -> vehicle -> target [m]
+    unequipped: dict[int, set[int]] = field(default_factory=dict)  # event id -> the affected without an OBU
     reached: dict[int, dict[int, float]] = field(default_factory=dict)  # event id -> vehicle -> sim time it got there
     _started: set[int] = field(default_factory=set)
     _upstream: dict[int, set[int]] = field(default_factory=dict)  # event id -> vehicles seen upstream of it while active
@@ -427,11 +429,18 @@ class HazardWatch:
                 self._started.add(k)
                 ahead = (traffic.s < target) & (target <= traffic.s + HLW_RANGE_M)
                 self.affected[k] = {int(v): float(t) for v, t in zip(traffic.ids[ahead], target[ahead], strict=True)}
+                has_obu = self.has_obu
+                self.unequipped[k] = set() if has_obu is None else {
+                    int(v) for v, kind in zip(traffic.ids[ahead], traffic.kind[ahead], strict=True) if not has_obu(int(v), int(kind))
+                }
             up = self._upstream.setdefault(k, set())
             got = self.reached.setdefault(k, {})
-            for v in traffic.ids[traffic.s >= target]:  # NaN (not on its path) compares False
-                if int(v) in up:
-                    got.setdefault(int(v), traffic.t)
+            there = traffic.s >= target  # NaN (not on its path) compares False
+            for v, kind in zip(traffic.ids[there].tolist(), traffic.kind[there].tolist(), strict=True):
+                if v in up and v not in got:
+                    got[v] = traffic.t
+                    if self.has_obu is not None and not self.has_obu(v, kind):
+                        self.unequipped.setdefault(k, set()).add(v)
             up.update(int(v) for v in traffic.ids[traffic.s < target])
 
     def summary(self, warnings: list[Warning]) -> HazardWarnings:
@@ -447,18 +456,31 @@ class HazardWatch:
                 if w.app == "hlw" and w.trigger.endswith(f"/{k}") and w.vehicle not in warned:
                     warned[w.vehicle] = w.t_s
             affected = self.affected.get(k, {})
+            unequipped = self.unequipped.get(k, set())  # affected at its start, or reaching it, without an OBU
+            equipped = len(affected.keys() - unequipped)  # only these can be warned by V2X
             times = [warned[v] - ev.start_s for v in affected if v in warned]
             # reaching it unwarned: got there with no HLW before (or only after) arriving
             reached = self.reached.get(k, {})
             unwarned = sorted(v for v, at in reached.items() if v not in warned or warned[v] > at)
+            reached_equipped = len(reached.keys() - unequipped)
+            reached_warned = reached_equipped - len(set(unwarned) - unequipped)
             first = round(min(times) * 1000.0, 1) if times else None
-            last = round(max(times) * 1000.0, 1) if len(times) == len(affected) and times else None
+            last = round(max(times) * 1000.0, 1) if len(times) == equipped and times else None
             firsts += [] if first is None else [first]
             lasts += [] if last is None else [last]
             per.append({
                 "event_id": k, "kind": ev.kind, "start_s": ev.start_s,
-                "affected": len(affected), "affected_warned": len(times), "first_ms": first, "last_ms": last,
+                "affected": len(affected), "affected_equipped": equipped, "affected_unequipped": len(affected) - equipped,
+                "affected_warned": len(times), "coverage": round(len(times) / equipped, 4) if equipped else None,
+                "first_ms": first, "last_ms": last,
                 "reached": len(reached), "reached_unwarned": len(unwarned), "unwarned_vehicles": unwarned[:20],
+                # every vehicle that came to it while it was active, equipped or not: the equipped warned before arriving
+                "reached_equipped": reached_equipped, "reached_unequipped": len(reached) - reached_equipped,
+                "reached_equipped_warned": reached_warned,
+                "reached_coverage": round(reached_warned / reached_equipped, 4) if reached_equipped else None,
+                # how they were warned: an RSI comes only from a cloud (v2x.core.trust admits no other sender), over
+                # cellular; no RSU rebroadcasts it on the sidelink and no vehicle relays it over V2V (null: no such path)
+                "warned_by_path": {"cloud": reached_warned, "rsu": None, "v2v": None},
             })
         # the worst hazard's: the slowest first warning, the slowest last
         return HazardWarnings(max(firsts) if firsts else None, max(lasts) if lasts else None, per)

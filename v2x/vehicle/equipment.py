@@ -22,7 +22,8 @@ import numpy as np
 from v2x.core import scenario
 from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.mobility import Mobility
-from v2x.core.traffic import VEHICLE_TYPES, Stats
+from v2x.core.traffic import VEHICLE_TYPES, Stats, Traffic
+from v2x.core.truth import stalled
 from v2x.vehicle.belief import SignalBelief
 
 KIND_NAMES = tuple(VEHICLE_TYPES)  # a vehicle's `kind` indexes this
@@ -69,12 +70,13 @@ class Equipment:
             return set()
         return {v for v, k in zip(traffic.ids.tolist(), traffic.kind.tolist(), strict=True) if not self.has_obu(v, k)}
 
-    def mask(self, traffic: Mobility) -> np.ndarray | None:
-        """Which of the vehicles present carry an OBU, in the traffic's order (None: every one): the sensors' truth."""
+    def mask(self, traffic: Traffic) -> np.ndarray | None:
+        """Which road users carry an OBU, in `RoadUsers.of`'s order: the vehicles present, then the stalled cars
+        standing (None: every one). The sensors' truth."""
         if self.everyone:
             return None
-        return np.fromiter((self.has_obu(v, k) for v, k in zip(traffic.ids.tolist(), traffic.kind.tolist(), strict=True)),
-                           dtype=bool, count=len(traffic.ids))
+        vehicles = [self.has_obu(v, k) for v, k in zip(traffic.ids.tolist(), traffic.kind.tolist(), strict=True)]
+        return np.array(vehicles + [self.stalled_has_obu(k) for k in stalled(traffic)], dtype=bool)
 
     def heads(self) -> SignalBelief:
         """What an unequipped driver makes of the signal heads: the state shown, reacted to after `reaction_s`."""

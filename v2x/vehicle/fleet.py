@@ -206,6 +206,7 @@ class Fleet:
         self.ghosts: dict[str, Station] = {}  # Sybil attackers' ghost identities
         # who has an OBU (`fleet.penetration`); the signal heads the others see, when there are others (start_heads)
         self.equipment = Equipment(sc.fleet, sc.seed if seed is None else seed, self.mine)
+        self.hazard_watch.has_obu = None if self.equipment.everyone else self.equipment.has_obu  # the unequipped apart
         self.heads: Radio | None = None
         self.shared = shared
         self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
