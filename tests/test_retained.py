@@ -74,6 +74,9 @@ def test_a_hazard_a_crashed_run_left_retained_warns_nobody_in_a_later_run(
     # the run's cloud raised the hazard (its RSI retained on the broker): the run and its tiers die there, clearing nothing
     rsi = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", f"{root}/rsi/#", "-C", "1", "-W", "60"],
                          capture_output=True, timeout=90)
+    # the tiers first: killed after `v2x run`, they would be told of its death (PDEATHSIG) and stop cleanly
+    for tier in (int(p) for p in Path(f"/proc/{crashed.pid}/task/{crashed.pid}/children").read_text().split()):
+        os.kill(tier, signal.SIGKILL)
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait(30)
     assert rsi.returncode == 0, "the hazard run raised no hazard"

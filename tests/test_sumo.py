@@ -313,7 +313,7 @@ def glosa_run(mosquitto: Any) -> GridRun:
     return _grid_run(mosquitto, glosa=True)
 
 
-def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
+def _grid_run(mosquitto: Any, glosa: bool, duration_s: float = 90.0) -> GridRun:
     import uuid
 
     from v2x.core.topics import kind_of
@@ -356,7 +356,7 @@ def _grid_run(mosquitto: Any, glosa: bool) -> GridRun:
                 was[vid] = pos
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
-    heard = _run_watching(run, conn, 90.0, [("spat/rsu/#", 0), ("map/#", 1)])
+    heard = _run_watching(run, conn, duration_s, [("spat/rsu/#", 0), ("map/#", 1)])
     maps: dict[str, tuple[str, m.IntersectionGeometry]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
     ends: dict[tuple[int, str], dict[int, m.TimeChange]] = {}
