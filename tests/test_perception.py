@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import uuid
@@ -17,7 +16,7 @@ from v2x.core import messages as m
 from v2x.core.errors import ScenarioError
 from v2x.core.sensors import Sensor
 from v2x.net.broker import MosquittoBroker
-from v2x.testing import RunScenario, messages
+from v2x.testing import RunScenario, run_watching
 
 FOUR_WAY = scenario.resolve("four_way")
 
@@ -156,27 +155,7 @@ def _run_in_process(mosquitto: MosquittoBroker, sc: scenario.Scenario, seconds: 
         sense(truth)
 
     rsu.perception.sense = sense_and_note  # type: ignore[method-assign]
-    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
-    heard: list[tuple[str, bytes]] = []
-
-    async def main() -> None:
-        await watcher.start()
-        await watcher.subscribe(f"{conn.root}/rsm/#", qos=0)
-
-        async def drain() -> None:
-            async for msg in messages(watcher):
-                heard.append((msg.topic, msg.payload))
-
-        task = asyncio.create_task(drain(), name="watch")
-        try:
-            await run.run(seconds)
-            await asyncio.sleep(1.0)
-        finally:
-            task.cancel()
-            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-            await watcher.close()
-
-    asyncio.run(main())
+    heard = run_watching(run, conn, seconds, [("rsm/#", 0)])
     return run, heard, seen
 
 

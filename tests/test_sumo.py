@@ -16,7 +16,7 @@ from v2x.core import messages as m
 from v2x.core.errors import ScenarioError
 from v2x.core.signal.controller import SignalController
 from v2x.run.report import Report
-from v2x.testing import RunScenario
+from v2x.testing import RunScenario, run_watching
 from v2x.vehicle.apps import Warning
 from v2x.vehicle.bsm import bsms_of
 
@@ -356,7 +356,7 @@ def _grid_run(mosquitto: Any, glosa: bool, duration_s: float = 90.0) -> GridRun:
                 was[vid] = pos
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
-    heard = _run_watching(run, conn, duration_s, [("spat/rsu/#", 0), ("map/#", 1)])
+    heard = run_watching(run, conn, duration_s, [("spat/rsu/#", 0), ("map/#", 1)])
     maps: dict[str, tuple[str, m.IntersectionGeometry]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}
     ends: dict[tuple[int, str], dict[int, m.TimeChange]] = {}
@@ -376,38 +376,6 @@ def _grid_run(mosquitto: Any, glosa: bool, duration_s: float = 90.0) -> GridRun:
                 ends[(k, st.name)] = {ms.signal_group: t for ms in st.states if (t := ms.events[0].timing) is not None}
     hlw = [w for w in run.fleet.apps.warnings if w.app == "hlw"]
     return GridRun(maps, map_payloads, spat, ends, shown, sumo.stats.collisions, "B0", sumo.stops(), hlw, heading, passed)
-
-
-def _run_watching(run: Any, conn: Any, duration_s: float, filters: list[tuple[str, int]]) -> list[tuple[str, bytes]]:
-    """Run a FastRun for `duration_s` while a subscriber of its own hears `filters` (under the run's root, with their
-    QoS); what it heard, (topic, payload), in order."""
-    import asyncio
-    import uuid
-
-    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
-    heard: list[tuple[str, bytes]] = []
-
-    async def main() -> None:
-        await watcher.start()
-        for f, qos in filters:
-            await watcher.subscribe(f"{conn.root}/{f}", qos=qos)
-
-        async def drain() -> None:
-            while True:
-                await watcher.wait(0.5)
-                heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-
-        task = asyncio.create_task(drain(), name="watch")
-        try:
-            await run.run(duration_s)
-            await asyncio.sleep(1.0)
-        finally:
-            task.cancel()
-            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
-            await watcher.close()
-
-    asyncio.run(main())
-    return heard
 
 
 @pytest.mark.xdist_group("grid_run")  # one worker runs the module fixture once
@@ -602,7 +570,7 @@ def test_an_adaptive_cloud_plan_changes_sumos_light(mosquitto: Any) -> None:
 
     run.fleet.move = move_and_look  # type: ignore[method-assign]
     steps = 750  # 75 s
-    heard = _run_watching(run, conn, steps * sc.step_s, [("spat/rsu/#", 0), ("plan/#", 1)])
+    heard = run_watching(run, conn, steps * sc.step_s, [("spat/rsu/#", 0), ("plan/#", 1)])
     assert sumo.stats.collisions == 0
     plans: dict[str, list[m.SignalPlan]] = {}
     spat: dict[tuple[int, str], dict[int, m.LightState]] = {}

@@ -45,7 +45,9 @@ from v2x.net.broker import INSTALL_HINT, MosquittoBroker, find_mosquitto
 from v2x.run.report import Report
 
 if TYPE_CHECKING:
+    from v2x.net.connection import Connection
     from v2x.net.transport import Message, Transport
+    from v2x.run.fast import FastRun
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,3 +143,31 @@ async def until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s"
         await asyncio.sleep(0.05)
+
+
+def run_watching(run: FastRun, conn: Connection, duration_s: float, filters: list[tuple[str, int]]) -> list[tuple[str, bytes]]:
+    """Run a fast run (`v2x.run.fast.FastRun`) for `duration_s` while a subscriber of its own hears `filters` (under
+    the run's root, with their QoS); what it heard, (topic, payload), in order."""
+    watcher = conn.transport(f"watch-{uuid.uuid4().hex[:6]}", inbox=100_000)
+    heard: list[tuple[str, bytes]] = []
+
+    async def main() -> None:
+        await watcher.start()
+        for f, qos in filters:
+            await watcher.subscribe(f"{conn.root}/{f}", qos=qos)
+
+        async def drain() -> None:
+            async for msg in messages(watcher):
+                heard.append((msg.topic, msg.payload))
+
+        task = asyncio.create_task(drain(), name="watch")
+        try:
+            await run.run(duration_s)
+            await asyncio.sleep(1.0)
+        finally:
+            task.cancel()
+            heard.extend((msg.topic, msg.payload) for msg in watcher.receive())
+            await watcher.close()
+
+    asyncio.run(main())
+    return heard

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,15 +117,16 @@ class TruthFeed:
                                    1.0 / max(md.rate_hz for md in models)))
         self._next = [-math.inf] * len(self.feeds)
 
-    def due(self, traffic: Traffic, equipped: BoolArray | None = None) -> list[tuple[str, bytes]]:
-        """(topic, payload) of each feed due at the traffic's sim time; `equipped`: which vehicles carry an OBU."""
+    def due(self, traffic: Traffic, equipped: Callable[[], BoolArray | None] = lambda: None) -> list[tuple[str, bytes]]:
+        """(topic, payload) of each feed due at the traffic's sim time; `equipped()`: which vehicles carry an OBU,
+        asked only when a feed is due (not every step)."""
         out: list[tuple[str, bytes]] = []
         users: RoadUsers | None = None
         for k, (topic, (x, y), reach, period) in enumerate(self.feeds):
             if traffic.t + 1e-9 < self._next[k]:
                 continue
             self._next[k] = max(self._next[k] + period, traffic.t)
-            users = users or RoadUsers.of(traffic, equipped)
+            users = users or RoadUsers.of(traffic, equipped())
             near = np.flatnonzero(np.hypot(users.x_m - x, users.y_m - y) <= reach)
             out.append((topic, encode(users, near)))
         return out

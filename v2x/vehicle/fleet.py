@@ -735,8 +735,8 @@ class Fleet:
                     self.receive()
                     spawn(self.subscription_work())
                     self.move()
-                    if self.truth_feed is not None and self.core is not None and self.v2v is not None:
-                        for topic, payload in self.truth_feed.due(self.core, self.equipment.mask(self.core)):
+                    if self.truth_feed is not None and (core := self.core) is not None and self.v2v is not None:
+                        for topic, payload in self.truth_feed.due(core, lambda: self.equipment.mask(core)):
                             self.v2v.transport.publish(topic, payload)
                     # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
                     bsms = self.due_bsms()
