@@ -163,6 +163,36 @@ def test_yellow_dilemma_rule() -> None:
         assert crossed != expect_stop, f"at {dist} m on yellow"
 
 
+def test_a_driver_who_knows_the_yellow_brakes_out_of_the_dilemma_zone() -> None:
+    """30 m out at 50 km/h with 2 s of yellow left (a 3 s yellow seen after a 1 s reaction): stopping needs
+    3.2 m/s^2, more than a comfortable yellow stop, and going reaches the line after the red. A driver who does
+    not know the time left goes and enters on red; one who knows it brakes harder and stops."""
+    net = Network(_load("four_way"))
+    from v2x.core.traffic import VEHICLE_TYPES, _Pending
+
+    for knows in (False, True):
+        traffic = Traffic(net, seed=1)
+        traffic._pending.clear()
+        traffic._arrivals.clear()
+        route = net.entry_routes[(0, "west", "through")][0]
+        traffic._append([(_Pending(0.0, 0, "through", (0, "west", "through"), 1), route, VEHICLE_TYPES["car"], 13.9)])
+        traffic.s[0] = net.route_start[route, 1] - 30.0
+        hardest = 0.0
+        for k in range(100):
+            group, _ = traffic.signal_view()
+            light = Light.YELLOW if k < 20 else Light.RED
+            left = np.full(traffic.n, 2.0 - k * 0.1 if knows else np.inf)
+            shown = np.where(group >= 0, light, Light.NONE)
+            traffic.step(0.1, shown, shown, yellow_left=left)
+            hardest = min(hardest, float(traffic.a.min())) if traffic.n else hardest
+        assert traffic.stats.red_light_entries == (0 if knows else 1), f"knows the time left: {knows}"
+        if knows:
+            assert traffic.n == 1
+            assert traffic.link_idx[0] == 0  # short of its line
+            assert traffic.v[0] < 0.1  # stopped
+            assert -8.0 <= hardest < -3.0  # harder than a comfortable stop, within the physical limit
+
+
 def test_permissive_left_waits_for_an_oncoming_car() -> None:
     net = Network(_load("four_way"))
     from v2x.core.traffic import VEHICLE_TYPES, _Pending

@@ -108,6 +108,31 @@ def test_a_step_behind_the_clock_that_heard_still_sees_what_it_had_reacted_to() 
         assert driver.light(1, 2, k / 10) is (Light.GREEN if k >= 11 else Light.UNKNOWN), k
 
 
+def test_a_driver_counts_the_yellow_from_when_they_saw_it_and_a_late_message_fools_them() -> None:
+    """The time left on a yellow (kernels: the dilemma zone): with the countdown, the SPaT's own; as heard, the
+    yellow's length counted from when the driver saw it begin, so a message 0.5 s late leaves them 0.5 s short."""
+    sc = _load("four_way", 40.0)
+    net = Network(sc)
+    ctl = controllers(net)[0]
+    while ctl.state(2) is not m.LightState.YELLOW:  # group 2: green, then its 3 s yellow
+        ctl.step(ctl.t + 0.1)
+    onset = ctl.t
+    yellow = intersection_state(net, 0, ctl, EPOCH_MS)
+    follows = SignalBelief(stale_s=5.0)
+    follows.receive(yellow, onset, "rsu", now_s=onset + 0.5)
+    assert follows.light(1, 2, onset + 1.0) is Light.YELLOW
+    assert follows.yellow_left(1, 2, onset + 1.0) == pytest.approx(2.0, abs=0.11)
+    for late in (0.0, 0.5):
+        driver = SignalBelief(stale_s=5.0, countdown=False, reaction_s=1.0)
+        driver.receive(yellow, onset, "rsu", now_s=onset + late)
+        driver.receive(yellow, onset + 0.1, "rsu", now_s=onset + 0.1 + late)  # still yellow: the same yellow
+        now = onset + late + 1.0  # reacted to
+        assert driver.light(1, 2, now) is Light.YELLOW
+        truly_left = 3.0 - (now - onset)
+        assert driver.yellow_left(1, 2, now) == pytest.approx(truly_left + late, abs=0.11), late
+    assert SignalBelief(stale_s=5.0, countdown=False).yellow_left(1, 2, onset) == float("inf")  # never heard one
+
+
 def test_the_fresher_path_wins() -> None:
     sc = _load("four_way", 10.0)
     net = Network(sc)

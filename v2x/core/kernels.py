@@ -182,11 +182,11 @@ def diverge_gaps(
 
 def desire(
     net: NetArrays, veh: Vehicles, idm: Idm, link: IntArray, s_link: FloatArray, gap: FloatArray, lead_v: FloatArray,
-    v0_cap: FloatArray, group: IntArray, dist: FloatArray, believed: IntArray,
+    v0_cap: FloatArray, group: IntArray, dist: FloatArray, believed: IntArray, yellow_left: FloatArray,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
     return _desire(
         link, s_link, veh.route, veh.link_idx, veh.v, veh.vmax_factor, veh.amax, gap, lead_v, v0_cap, group, dist,
-        believed, veh.go_on_yellow, net.route_links, net.link_length, net.link_speed, idm.s0, idm.t_gap, idm.b,
+        believed, yellow_left, veh.go_on_yellow, net.route_links, net.link_length, net.link_speed, idm.s0, idm.t_gap, idm.b,
         idm.delta,
     )
 
@@ -391,14 +391,16 @@ def idm(v: float, v0: float, amax: float, gap: float, dv: float, s0: float, t_ga
 def _desire(
     link: IntArray, s_link: FloatArray, route: IntArray, link_idx: IntArray, v: FloatArray, vmax_factor: FloatArray,
     amax: FloatArray, gap: FloatArray, lead_v: FloatArray, v0_cap: FloatArray, group: IntArray, dist: FloatArray,
-    believed: IntArray, go_on_yellow: BoolArray, route_links: IntMatrix, link_length: FloatArray,
-    link_speed: FloatArray, s0: float, t_gap: float, b: float, delta: float,
+    believed: IntArray, yellow_left: FloatArray, go_on_yellow: BoolArray, route_links: IntMatrix,
+    link_length: FloatArray, link_speed: FloatArray, s0: float, t_gap: float, b: float, delta: float,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
     """Per vehicle: (IDM acceleration behind its leader, desired speed, whether it stops at its stop line).
     The desired speed is the link's limit (times the type's factor), capped by `v0_cap`
     and by braking at comfortable deceleration to a slower next link. At the line: on red or unknown the vehicle
-    stops unless it went on yellow and can no longer stop (MAX_DECEL_MPS2); on yellow it stops only if that
-    takes no more than YELLOW_DECEL_MPS2, and the decision to go sticks (`go_on_yellow`, updated in place)."""
+    stops unless it went on yellow and can no longer stop (MAX_DECEL_MPS2); on yellow it stops if that takes no
+    more than YELLOW_DECEL_MPS2, and also, braking up to MAX_DECEL_MPS2, if at its speed it would not reach the
+    line within the `yellow_left` [s] it knows the yellow has (inf: not known); else it goes, and the decision to
+    go sticks (`go_on_yellow`, updated in place)."""
     n, width = len(link), route_links.shape[1]
     acc, v0, stop_line = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
     for i in range(n):
@@ -416,7 +418,8 @@ def _desire(
         if light in (_GREEN, _PERMISSIVE):
             go_on_yellow[i] = False
         elif light == _YELLOW:
-            stop_line[i] = not go_on_yellow[i] and need_decel <= YELLOW_DECEL_MPS2
+            late = dist[i] > v[i] * yellow_left[i]  # would reach the line after the red: a dilemma zone, braked out of
+            stop_line[i] = not go_on_yellow[i] and (need_decel <= YELLOW_DECEL_MPS2 or (late and need_decel <= MAX_DECEL_MPS2))
             go_on_yellow[i] = not stop_line[i]
         elif light in (_RED, _UNKNOWN):
             stop_line[i] = not (go_on_yellow[i] and need_decel > MAX_DECEL_MPS2)

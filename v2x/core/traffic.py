@@ -12,8 +12,10 @@ red-light entries.
 Car following is the Intelligent Driver Model (Treiber, Hennecke & Helbing 2000; Treiber &
 Kesting, *Traffic Flow Dynamics*, 2013, ch. 11). Behaviour at signals:
   - red, or unknown (stale or missing SPaT): the stop line is a standing obstacle;
-  - yellow: the driver stops only if the stop needs no more than `YELLOW_DECEL_MPS2`
-    (the ITE kinematic rule, 3.0 m/s^2 ~ 10 ft/s^2), else goes; the decision sticks;
+  - yellow: the driver stops if the stop needs no more than `YELLOW_DECEL_MPS2`
+    (the ITE kinematic rule, 3.0 m/s^2 ~ 10 ft/s^2), else goes, and the decision sticks; but a driver
+    who knows how long the yellow has left (`yellow_left`) and would not reach the line before the
+    red (the ITE dilemma zone) brakes harder, up to `MAX_DECEL_MPS2`, rather than enter on red;
   - stalled vehicles (`obstacles`) stand in their lane: the vehicles behind stop for them and
     change to the next lane of the approach when the gap there allows it (a front gap of
     s0 + 0.5 s and a back gap of s0 + 1 s at the other vehicle's speed), keeping their turn
@@ -431,9 +433,10 @@ class Traffic:
 
     def step(
         self, dt: float, believed: IntArray | None = None, truth: IntArray | None = None, warned: BoolArray | None = None,
-        advice: FloatArray | None = None, make_way: BoolArray | None = None,
+        advice: FloatArray | None = None, make_way: BoolArray | None = None, yellow_left: FloatArray | None = None,
     ) -> None:
         """Advance by dt [s]. `believed`/`truth`: a `Light` per vehicle, aligned with signal_view();
+        `yellow_left`: per vehicle believing yellow, the seconds it knows the yellow has left (inf: not known);
         `warned`: per vehicle, whether it was warned of the hazards ahead (HLW); `advice`: per vehicle,
         an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none; `make_way`:
         per vehicle, warned of an emergency vehicle behind (EVW): it moves to the next lane if it can."""
@@ -445,7 +448,10 @@ class Traffic:
         if n:
             if self.obstacles or (make_way is not None and make_way.any()):
                 self._change_lanes(np.zeros(n, dtype=bool) if warned is None else warned, make_way)
-            self._move(dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice)
+            self._move(
+                dt, believed, truth, np.zeros(n, dtype=bool) if warned is None else warned, advice,
+                np.full(n, np.inf) if yellow_left is None else yellow_left,
+            )
         self.t += dt
         self._admit()
 
@@ -556,7 +562,8 @@ class Traffic:
         return kernels.leaders(self._arrays, self, order, link, s_link)
 
     def _move(
-        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None = None
+        self, dt: float, believed: IntArray, truth: IntArray | None, warned: BoolArray, advice: FloatArray | None,
+        yellow_left: FloatArray,
     ) -> None:
         d, net = self.driver, self._arrays
         link, s_link = kernels.locate(net, self)
@@ -581,7 +588,7 @@ class Traffic:
 
         group, dist = self.signal_view()
         idm = kernels.Idm(d.min_gap_m, d.time_headway_s, d.comfort_decel_mps2, float(d.delta))
-        acc, v0, stop_line = kernels.desire(net, self, idm, link, s_link, gap, lead_v, v0_cap, group, dist, believed)
+        acc, v0, stop_line = kernels.desire(net, self, idm, link, s_link, gap, lead_v, v0_cap, group, dist, believed, yellow_left)
         # standing obstacles: the stop line, and waiting points at conflicts
         wait = self._conflict_obstacles(link, s_link, dist, stop_line)
         s_old = self.s

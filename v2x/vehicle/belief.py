@@ -33,6 +33,10 @@ class SignalBelief:
         self.reaction_s = reaction_s
         self.latest: dict[int, Received] = {}  # intersection wire id -> latest SPaT
         self._reacting: dict[int, list[tuple[float, Received]]] = {}  # without countdown: (acted on from, SPaT)
+        # without countdown: per (intersection, group), whether the latest SPaT heard shows yellow, and when the
+        # yellow last heard begin ends by the driver's reckoning (heard, plus the yellow's length)
+        self._yellow_heard: dict[tuple[int, int], bool] = {}
+        self._yellow_end: dict[tuple[int, int], float] = {}
 
     def receive(self, state: m.IntersectionState, at_s: float, path: str, now_s: float | None = None) -> None:
         """Keep the fresher of what we have and what arrived (by the time it counts from); `now_s`: when heard."""
@@ -46,6 +50,14 @@ class SignalBelief:
                 # what was ready a staleness threshold before hearing supersedes the older: the steps that ask
                 # (at their own sim time) may lag the clock that heard it (real time), so keep what they may need
                 _keep_from_latest_ready(queue, heard - self.stale_s)
+                for mv in state.states:
+                    key = (state.ref.id, mv.signal_group)
+                    ev = mv.events[0] if mv.events else None
+                    yellow = ev is not None and light_of(ev.state) == Light.YELLOW
+                    if yellow and not self._yellow_heard.get(key, False):
+                        end = ev.timing.likely_end_s if ev is not None and ev.timing is not None else None
+                        self._yellow_end[key] = heard + end if end is not None else float("inf")
+                    self._yellow_heard[key] = yellow
 
     def light(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         got = self.latest.get(intersection_id)
@@ -57,6 +69,24 @@ class SignalBelief:
             if mv.signal_group == group_id:
                 return _light_at(mv, now_s - got.at_s)
         return Light.UNKNOWN
+
+    def yellow_left(self, intersection_id: int, group_id: int, now_s: float) -> float:
+        """The seconds a yellow this vehicle believes it sees has left, by what it knows (inf: unknown).
+        With the countdown: the SPaT's own, counted from its timestamp. As heard: a driver knows how long a yellow
+        lasts (a fixed, posted interval: 3 s on the bundled junctions; here the first SPaT heard showing it), and
+        counts it from when they saw it begin, so a late message makes them think they have longer than they do."""
+        if not self.countdown:
+            return max(self._yellow_end.get((intersection_id, group_id), float("inf")) - now_s, 0.0)
+        got = self.latest.get(intersection_id)
+        if got is None:
+            return float("inf")
+        for mv in got.state.states:
+            if mv.signal_group == group_id:
+                for ev in mv.events[:2]:  # the current state, or the next once the countdown passed its end
+                    end = ev.timing.likely_end_s if ev.timing is not None else None
+                    if end is not None and light_of(ev.state) == Light.YELLOW and got.at_s + end > now_s:
+                        return got.at_s + end - now_s
+        return float("inf")
 
     def _as_heard(self, intersection_id: int, group_id: int, now_s: float) -> Light:
         """The state of the latest SPaT heard at least the reaction time ago."""

@@ -505,9 +505,11 @@ class Fleet:
 
     # -- the step ----------------------------------------------------------------------------
 
-    def beliefs(self, group: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
-        """The light each vehicle believes its next signal shows (another shard's vehicles: `truth` if known)."""
+    def beliefs(self, group: np.ndarray, truth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The light each vehicle believes its next signal shows (another shard's vehicles: `truth` if known), and
+        on a yellow, the seconds it knows that yellow has left (inf: not known)."""
         lights = np.full(self.traffic.n, Light.NONE, dtype=np.int64)
+        yellow_left = np.full(self.traffic.n, np.inf)
         now = self.traffic.t
         unequipped = self.equipment.without_obu(self.traffic)
         for i in np.flatnonzero(group >= 0):
@@ -516,8 +518,12 @@ class Fleet:
             sg = self.net.groups[int(group[i])]
             if radio is not None:
                 lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
+                if lights[i] == Light.YELLOW:
+                    yellow_left[i] = radio.belief.yellow_left(sg.intersection + 1, sg.group_id, now)
             elif vid in unequipped:  # its driver sees the signal head
                 lights[i] = self.heads.belief.light(sg.intersection + 1, sg.group_id, now) if self.heads is not None else Light.UNKNOWN
+                if lights[i] == Light.YELLOW and self.heads is not None:
+                    yellow_left[i] = self.heads.belief.yellow_left(sg.intersection + 1, sg.group_id, now)
             elif self.mine(vid):
                 lights[i] = Light.UNKNOWN  # its OBU is not up yet
             elif truth is not None:
@@ -526,7 +532,7 @@ class Fleet:
                 lights[i] = self.shadow.belief.light(sg.intersection + 1, sg.group_id, now)
             else:
                 lights[i] = Light.UNKNOWN
-        return lights
+        return lights, yellow_left
 
     def move(self) -> None:
         """Move the traffic one step on what the vehicles believe."""
@@ -545,9 +551,10 @@ class Fleet:
         group, _ = traffic.signal_view()
         truth = self.truth(group) if self.truth is not None else None
         hazards = {vid: r.hazards for vid, r in self.radios.items() if r.hazards}
+        believed, yellow_left = self.beliefs(group, truth)
         traffic.step(
-            self.sc.step_s, self.beliefs(group, truth), truth, self.apps.hazard_warned(traffic, hazards),
-            self.apps.speed_advice(traffic), self.apps.making_way(traffic),
+            self.sc.step_s, believed, truth, self.apps.hazard_warned(traffic, hazards),
+            self.apps.speed_advice(traffic), self.apps.making_way(traffic), yellow_left,
         )
         self._k += 1
         if self.trajectories is not None:
