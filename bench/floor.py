@@ -47,6 +47,7 @@ STEP_S = 0.1  # every sender's period: BSM and SPaT at 10 Hz
 PER_JUNCTION = 19  # vehicles per junction: four_way's steady count per copy in `python -m bench` capacity runs
 SPAT_SHARE = 0.74  # vehicles subscribed to SPaT: the stack's SPaT receipts per vehicle-second / 20 at capacity
 CONNECT_BATCH = 100  # clients connecting at once
+MODES = ("per-vehicle", "shared")  # as `v2x run --obu-connections`
 
 
 def message_sizes() -> tuple[int, int]:
@@ -141,14 +142,20 @@ def _go(conn: Connection) -> tuple[float, float]:
 
 
 def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int, spat_share: float, bsm_bytes: int,
-          conn: Connection) -> None:
-    """One fleet process: an OBU client per vehicle of its junctions, and a V2V radio hearing their BSMs."""
+          shared: bool, conn: Connection) -> None:
+    """One fleet process: an OBU client per vehicle of its junctions, and a V2V radio hearing their BSMs. `shared`: as
+    `--obu-connections shared` does it, one client carries every OBU's BSMs (its writes coalesced per turn of the event
+    loop) and the V2V radio, and subscribes to each junction's SPaT once for the vehicles that hear it."""
     async def main() -> None:
         import gmqtt
+
+        from v2x.net.transport import MqttTransport
 
         part = Part(f"fleet {shard}/{shards}")
         win = _Window(part, 0.0, 0.0)
         spat_lat: list[float] = []
+        mine = range(shard, junctions, shards)
+        listening = round(spat_share * per_junction)
 
         def obu_message(_c: object, _t: str, payload: bytes, _q: int, _p: object) -> int:
             win.received += 1
@@ -160,20 +167,34 @@ def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int,
             win.received += 1
             return 0
 
-        mine = range(shard, junctions, shards)
-        listening = round(spat_share * per_junction)
+        def shared_message(_c: object, topic: str, payload: bytes, _q: int, _p: object) -> int:
+            if "/spat/" in topic:  # handed to each vehicle that hears it, as the shared connection does
+                win.received += listening
+                if win.part.steps:
+                    spat_lat.append(time.time() - struct.unpack_from("<d", payload)[0])
+            else:
+                win.received += 1
+            return 0
+
+        v2v = gmqtt.Client(f"floor-{'obus' if shared else 'v2v'}-{shard}")
+        v2v.on_message = shared_message if shared else v2v_message
         obus: list[tuple[Any, str, int, bool]] = []
         for j in mine:
             for k in range(per_junction):
-                c = gmqtt.Client(f"floor-veh-{j}-{k}")
-                c.on_message = obu_message
+                c = v2v
+                if not shared:
+                    c = gmqtt.Client(f"floor-veh-{j}-{k}")
+                    c.on_message = obu_message
                 obus.append((c, f"floor/bsm/{j}/veh-{j}-{k}", j, k < listening))
-        v2v = gmqtt.Client(f"floor-v2v-{shard}")
-        v2v.on_message = v2v_message
-        await _connect([c for c, *_ in obus] + [v2v], port)
-        for c, _, j, listens in obus:
-            if listens:
-                c.subscribe(f"floor/spat/{j}/#", qos=0)
+        clients = [v2v] if shared else [c for c, *_ in obus] + [v2v]
+        await _connect(clients, port)
+        if shared:
+            MqttTransport._coalesce(v2v)  # the shared fleet connection's writes: one system call per turn of the loop
+            v2v.subscribe([gmqtt.Subscription(f"floor/spat/{j}/#", qos=0) for j in mine if listening])
+        else:
+            for c, _, j, listens in obus:
+                if listens:
+                    c.subscribe(f"floor/spat/{j}/#", qos=0)
         v2v.subscribe([gmqtt.Subscription(f"floor/bsm/{j}/#", qos=0) for j in mine])  # one packet: ids are few
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
@@ -186,7 +207,9 @@ def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int,
         await _ticks(win, send)
         part.latency_ms["spat rsu/cloud->vehicle"] = [x * 1e3 for x in spat_lat]
         conn.send(part)
-        await asyncio.gather(*(c.disconnect() for c in [c for c, *_ in obus] + [v2v]))
+        if shared:  # what is held goes out before the DISCONNECT, as MqttTransport.close does
+            v2v._connection._protocol._v2x_uncork()
+        await asyncio.gather(*(c.disconnect() for c in clients))
 
     asyncio.run(main())
 
@@ -274,6 +297,11 @@ class FloorResult:
     broker_cores: float
     delivered_per_s: float
     offered_per_s: float
+    shared: bool = False  # one connection per fleet process (else one per vehicle)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.shared]
 
     @property
     def cores(self) -> float:
@@ -290,8 +318,9 @@ class FloorResult:
 
 
 def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER_JUNCTION, spat_share: float = SPAT_SHARE,
-        sizes: tuple[int, int] | None = None) -> FloorResult:
-    """The floor at `vehicles`: every process connected, five seconds of traffic, then `seconds` measured."""
+        sizes: tuple[int, int] | None = None, shared: bool = False) -> FloorResult:
+    """The floor at `vehicles`: every process connected, five seconds of traffic, then `seconds` measured. `shared`:
+    each fleet process carries its vehicles on one connection (`--obu-connections shared`'s pattern)."""
     bsm_bytes, spat_bytes = sizes or message_sizes()
     junctions = max(math.ceil(vehicles / per_junction), workers)
     per = per_junction
@@ -302,7 +331,7 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
         specs: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
             (cloud, (port,)),
             (roadside, (port, junctions, spat_bytes)),
-            *[(fleet, (port, i, workers, junctions, per, spat_share, bsm_bytes)) for i in range(workers)],
+            *[(fleet, (port, i, workers, junctions, per, spat_share, bsm_bytes, shared)) for i in range(workers)],
         ]
         for target, args in specs:
             here, there = ctx.Pipe()
@@ -337,13 +366,15 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
                     proc.kill()
     n = junctions * per
     listening = junctions * round(spat_share * per)
-    # per second: BSMs to the cloud, the RSU and the V2V radio; SPaT (both paths) to listening vehicles; RSU SPaT to the cloud
-    offered = (3 * n + 2 * listening + junctions) / STEP_S
-    return FloorResult(n, junctions, parts, broker_cores, counter.rate(start, end), offered)
+    # per second: BSMs to the cloud, the RSU and the V2V radio; SPaT (both paths) to listening vehicles (shared: to their
+    # fleet process's connection, once); RSU SPaT to the cloud
+    spat = 2 * (junctions if listening else 0) if shared else 2 * listening
+    offered = (3 * n + spat + junctions) / STEP_S
+    return FloorResult(n, junctions, parts, broker_cores, counter.rate(start, end), offered, shared)
 
 
 def report(r: FloorResult) -> None:
-    print(f"  {r.vehicles:,} vehicles ({r.junctions} junctions): {r.cores:.2f} cores busy of {os.cpu_count()} "
+    print(f"  {r.vehicles:,} vehicles ({r.junctions} junctions, {r.mode}): {r.cores:.2f} cores busy of {os.cpu_count()} "
           f"(" + ", ".join(f"{p.role} {p.cpu_s / p.wall_s:.2f}" for p in r.parts if p.wall_s) + f", mosquitto {r.broker_cores:.2f})", flush=True)
     print(f"      fleet steps late {r.late_share:.1%} (max lag {max(p.lag_ms_max for p in r.parts):.0f} ms); "
           f"vehicle->cloud p50 {r.p('vehicle->cloud', 50):.1f} ms, p99 {r.p('vehicle->cloud', 99):.1f} ms; "
@@ -356,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vehicles", type=counts, default=(2000,), help="vehicle counts, comma-separated (default 2000)")
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per count (default 30)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
+    p.add_argument("--obu-connections", choices=MODES, default=MODES[0], help="one MQTT connection per vehicle (the "
+                   "default, as `v2x run`), or one per fleet process, as `v2x run --obu-connections shared`")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -365,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)
     for v in args.vehicles:
-        report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes)))
+        report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes), shared=args.obu_connections == "shared"))
     return 0
 
 
