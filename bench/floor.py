@@ -2,6 +2,7 @@
 
     python -m bench.floor                           # 2,000 vehicles (the scale target), 30 s
     python -m bench.floor --vehicles 400,1000,2000 --seconds 30
+    python -m bench.floor --obu-connections shared --vehicles 2000,4000
 
 Each vehicle is its own gmqtt client (its OBU's MQTT identity, as in the fleet): it publishes a
 BSM-sized frame at 10 Hz on its junction's BSM topic, and a share of the vehicles (those
@@ -10,6 +11,11 @@ RSU publishes at 10 Hz and the cloud relays (both paths reach the vehicle, as in
 Each fleet process has one more client that hears every BSM of its junctions (the V2V radio);
 each RSU hears its junction's BSMs; the cloud hears every BSM and every RSU SPaT, and relays
 the SPaT. Sizes are the stack's: a BSM and a four_way SPaT encoded by v2x's own codec.
+
+With `--obu-connections shared` the pattern is the shared-connection fleet's (`v2x run --obu-connections
+shared`): each fleet process carries all its vehicles' BSMs and its V2V radio on one client, whose writes go out
+once per turn of the event loop, and subscribes to each of its junctions' SPaT once; a SPaT that arrives counts as
+received by every vehicle hearing it (the stack hands it on in process).
 
 The clients do nothing else: no traffic, no decoding, no measurement but a send time in each
 message. RSM, MAP, status and hazard messages are left out. So this costs less than the
