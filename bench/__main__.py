@@ -156,12 +156,12 @@ def realtime(copies: int, workers: int, clouds: int, seconds: float, warmup: flo
     return res
 
 
-def floor_run(junctions: int, pattern: Pattern | None, seconds: float, workers: int, sizes: tuple[int, int], mode: str) -> FloorRun:
+def floor_run(junctions: int, pattern: Pattern | None, seconds: float, workers: int, mode: str) -> FloorRun:
     """The floor at `junctions` of the stack's measured pattern (vehicles per junction, share hearing SPaT)."""
     per = max(round(pattern.per_junction), 1) if pattern else floor.PER_JUNCTION
     share = pattern.spat_share if pattern else floor.SPAT_SHARE
     print(f"  floor, {junctions} junctions x {per} vehicles ({mode}): running, {seconds:g} s ...", flush=True)
-    res = FloorRun(junctions, floor.run(junctions * per, seconds, workers, per, share, sizes, shared=mode == "shared"))
+    res = FloorRun(junctions, floor.run(junctions * per, seconds, workers, per, share, shared=mode == "shared"))
     floor.report(res.result)
     print(f"      {'holds' if res.ok else 'FAILS'}", flush=True)
     return res
@@ -317,7 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     stacks: dict[str, Search[RunResult]] = {}
     floors: dict[str, Search[FloorRun]] = {}
     want_runs = parts & {"capacity", "memory"}
-    msg_sizes = floor.message_sizes()  # the bytes of a BSM and a SPaT, for the floor
     modes = args.modes if "capacity" in parts else (MODES[0],) if want_runs else ()
     for mode in modes:
         print(f"capacity, the stack ({mode}): four_way x K, {args.workers} fleet workers, {args.clouds} cloud instance(s), "
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{pattern.spat_share:.0%} hearing SPaT (the stack's, at four_way x {pattern.copies}); {floor_s:g} s measured each",
               flush=True)
         floors[mode] = search(args.floor_copies or doubling(start, (4 if q else 16) * start),
-                              partial(floor_run, pattern=pattern, seconds=floor_s, workers=args.workers, sizes=msg_sizes, mode=mode),
+                              partial(floor_run, pattern=pattern, seconds=floor_s, workers=args.workers, mode=mode),
                               refine)
     cpu_rows: dict[str, tuple[int, tiers.TierCpu, tiers.TierCpu]] = {}
     if "cpu" in parts:

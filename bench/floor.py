@@ -9,8 +9,10 @@ BSM-sized frame at 10 Hz on its junction's BSM topic, and a share of the vehicle
 approaching a junction, in the stack) subscribe to their junction's SPaT, which the junction's
 RSU publishes at 10 Hz and the cloud relays (both paths reach the vehicle, as in the stack).
 Each fleet process has one more client that hears every BSM of its junctions (the V2V radio);
-each RSU hears its junction's BSMs; the cloud hears every BSM and every RSU SPaT, and relays
-the SPaT. Sizes are the stack's: a BSM and a four_way SPaT encoded by v2x's own codec.
+each RSU hears its junction's BSMs and publishes an RSM (its road users) with each SPaT, both
+written at once as the stack's RSU coalesces its writes; the cloud hears every BSM, every RSU
+SPaT and RSM, and relays the SPaT. Sizes are the stack's: a BSM, a four_way SPaT and an RSM
+of a junction's vehicles, encoded by v2x's own codec.
 
 With `--obu-connections shared` the pattern is the shared-connection fleet's (`v2x run --obu-connections
 shared`): each fleet process carries all its vehicles' BSMs and its V2V radio on one client, whose writes go out
@@ -18,8 +20,8 @@ once per turn of the event loop, and subscribes to each of its junctions' SPaT o
 received by every vehicle hearing it (the stack hands it on in process).
 
 The clients do nothing else: no traffic, no decoding, no measurement but a send time in each
-message. RSM, MAP, status and hazard messages are left out. So this costs less than the
-stack's real mix, never more: what a Python stack with one MQTT connection per vehicle needs
+message. MAP, status and hazard messages (a few per run) are left out. So this costs less than
+the stack's real mix, never more: what a Python stack with one MQTT connection per vehicle needs
 at the least, before it simulates anything.
 
 Printed per vehicle count: CPU of every process (cores over the measured seconds; the clients'
@@ -56,8 +58,9 @@ CONNECT_BATCH = 100  # clients connecting at once
 MODES = ("per-vehicle", "shared")  # as `v2x run --obu-connections`
 
 
-def message_sizes() -> tuple[int, int]:
-    """The bytes of a BSM and of a four_way SPaT, as the stack's codec encodes them."""
+def message_sizes(participants: int = PER_JUNCTION) -> tuple[int, int, int]:
+    """The bytes of a BSM, of a four_way SPaT and of an RSM listing `participants` road users (an RSU lists the
+    vehicles it heard), as the stack's codec encodes them."""
     from v2x.core import messages as m
     from v2x.core import scenario
     from v2x.core.network import Network
@@ -70,8 +73,13 @@ def message_sizes() -> tuple[int, int]:
     ctl = controllers(net)[0]
     pos = net.frame.to_geo(*net.intersections[0].center)
     bsm = Station("veh-123", m.SenderKind.VEHICLE, clock).encode(m.Bsm(position=pos, speed_mps=12.3, heading_deg=181.0))
-    spat = Station("rsu-J1", m.SenderKind.RSU, clock).encode(m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000),)))
-    return len(bsm), len(spat)
+    rsu = Station("rsu-J1", m.SenderKind.RSU, clock)
+    spat = rsu.encode(m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000),)))
+    users = tuple(m.Participant(type=m.ParticipantType.MOTOR, ptc_id=k + 1, source=m.SourceType.V2X, vehicle_id=f"veh-{100 + k}",
+                                position=pos, speed_mps=12.3, heading_deg=181.0, width_m=1.8, length_m=4.5)
+                  for k in range(participants))
+    rsm = rsu.encode(m.Rsm(pos, users))
+    return len(bsm), len(spat), len(rsm)
 
 
 @dataclass
@@ -220,10 +228,13 @@ def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int,
     asyncio.run(main())
 
 
-def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> None:
-    """The RSUs, one client each (as in `python -m roadside`): SPaT out, their junction's BSMs in."""
+def roadside(port: int, junctions: int, spat_bytes: int, rsm_bytes: int, conn: Connection) -> None:
+    """The RSUs, one client each (as in `python -m roadside`): SPaT and RSM out (written together, as an RSU's
+    connection coalesces its writes), their junction's BSMs in."""
     async def main() -> None:
         import gmqtt
+
+        from v2x.net.transport import MqttTransport
 
         part = Part("roadside")
         win = _Window(part, 0.0, 0.0)
@@ -239,6 +250,7 @@ def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> No
             rsus.append(c)
         await _connect(rsus, port)
         for j, c in enumerate(rsus):
+            MqttTransport._coalesce(c)
             c.subscribe(f"floor/bsm/{j}/#", qos=0)
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
@@ -246,17 +258,20 @@ def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> No
         def send() -> int:
             for j, c in enumerate(rsus):
                 c.publish(f"floor/spat/{j}/rsu", _stamped(spat_bytes), qos=0)
-            return len(rsus)
+                c.publish(f"floor/rsm/{j}", _stamped(rsm_bytes), qos=0)
+            return 2 * len(rsus)
 
         await _ticks(win, send, tick=False)
         conn.send(part)
+        for c in rsus:  # what is held goes out before the DISCONNECT
+            c._connection._protocol._v2x_uncork()
         await asyncio.gather(*(c.disconnect() for c in rsus))
 
     asyncio.run(main())
 
 
 def cloud(port: int, conn: Connection) -> None:
-    """The cloud: every BSM in (latency measured), every RSU SPaT in and relayed."""
+    """The cloud: every BSM in (latency measured), every RSU SPaT in and relayed, every RSM in."""
     async def main() -> None:
         import gmqtt
 
@@ -271,7 +286,7 @@ def cloud(port: int, conn: Connection) -> None:
             if topic.endswith("/rsu"):
                 c.publish(topic[:-3] + "cloud", payload, qos=0)
                 part.published += 1
-            elif measuring[0]:
+            elif measuring[0] and topic.startswith("floor/bsm/"):
                 lat.append(time.time() - struct.unpack_from("<d", payload)[0])
             return 0
 
@@ -279,6 +294,7 @@ def cloud(port: int, conn: Connection) -> None:
         await c.connect(HOST, port)
         c.subscribe("floor/bsm/#", qos=0)
         c.subscribe("floor/spat/+/rsu", qos=0)
+        c.subscribe("floor/rsm/#", qos=0)
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
         await asyncio.sleep(max(win.start - time.time(), 0.0))
@@ -324,10 +340,10 @@ class FloorResult:
 
 
 def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER_JUNCTION, spat_share: float = SPAT_SHARE,
-        sizes: tuple[int, int] | None = None, shared: bool = False) -> FloorResult:
+        sizes: tuple[int, int, int] | None = None, shared: bool = False) -> FloorResult:
     """The floor at `vehicles`: every process connected, five seconds of traffic, then `seconds` measured. `shared`:
     each fleet process carries its vehicles on one connection (`--obu-connections shared`'s pattern)."""
-    bsm_bytes, spat_bytes = sizes or message_sizes()
+    bsm_bytes, spat_bytes, rsm_bytes = sizes or message_sizes(per_junction)
     junctions = max(math.ceil(vehicles / per_junction), workers)
     per = per_junction
     ctx = mp.get_context("spawn")
@@ -336,7 +352,7 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
         pipes, procs = [], []
         specs: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
             (cloud, (port,)),
-            (roadside, (port, junctions, spat_bytes)),
+            (roadside, (port, junctions, spat_bytes, rsm_bytes)),
             *[(fleet, (port, i, workers, junctions, per, spat_share, bsm_bytes, shared)) for i in range(workers)],
         ]
         for target, args in specs:
@@ -373,9 +389,9 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
     n = junctions * per
     listening = junctions * round(spat_share * per)
     # per second: BSMs to the cloud, the RSU and the V2V radio; SPaT (both paths) to listening vehicles (shared: to their
-    # fleet process's connection, once); RSU SPaT to the cloud
+    # fleet process's connection, once); RSU SPaT and RSM to the cloud
     spat = 2 * (junctions if listening else 0) if shared else 2 * listening
-    offered = (3 * n + spat + junctions) / STEP_S
+    offered = (3 * n + spat + 2 * junctions) / STEP_S
     return FloorResult(n, junctions, parts, broker_cores, counter.rate(start, end), offered, shared)
 
 
@@ -400,11 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers must be at least 1")
     if args.seconds < 5:
         p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
-    bsm_bytes, spat_bytes = message_sizes()
-    print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B; "
+    sizes = bsm_bytes, spat_bytes, rsm_bytes = message_sizes()
+    print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B, RSM {rsm_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)
     for v in args.vehicles:
-        report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes), shared=args.obu_connections == "shared"))
+        report(run(v, args.seconds, args.workers, sizes=sizes, shared=args.obu_connections == "shared"))
     return 0
 
 
