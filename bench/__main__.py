@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     refine = args.refine if args.refine is not None else 1 if q else 3
     floor_s = args.floor_seconds if args.floor_seconds is not None else 5.0 if q else 20.0
     sizes = args.copies or ((2, 4) if q else tuple(doubling(8, 128)))
+    small = [k for k in (*sizes, args.cpu_copies or args.workers, args.profile_copies or args.workers) if k < args.workers]
+    if small:
+        # fewer sites than workers: the fleet shards by vehicle, each worker simulates all the traffic, and the report's
+        # vehicles present (the fleet's tick, summed over workers) count each vehicle once per worker
+        p.error(f"district x {min(small)} is smaller than --workers {args.workers}: a district needs a site per fleet "
+                "worker for its vehicle count to be right")
     if warmup + 5 > seconds:
         p.error(f"--warmup {warmup:g} and --seconds {seconds:g}: leave at least 5 steady seconds")
     if floor_s < 5:

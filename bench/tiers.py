@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, us in ops().items():
             print(f"  {us:8.1f} us  {name}")
         return 0
+    if args.copies < args.workers:  # sharded by vehicle: every worker simulates all the traffic, and counts it
+        p.error(f"--copies {args.copies} is smaller than --workers {args.workers}: a site per fleet worker, for the vehicle count")
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
