@@ -99,3 +99,24 @@ def test_the_pattern_takes_each_type_into_the_steady_seconds_by_its_hops_share()
     assert p.per_junction == vehicles / 2
     assert p.broker == delivered_per_s / vehicles
     assert p.measured == sum(x for *_, x in p.rows)
+
+
+def test_the_capacity_table_marks_lower_bounds_and_lists_repeats() -> None:
+    from bench.__main__ import RunResult, capacity_table
+    from bench.pattern import Pattern
+
+    def run(copies: int, late_share: float) -> RunResult:
+        vehicles = 19.0 * copies
+        return RunResult(copies, "per-vehicle", vehicles, late_share, 0.0, 20.0, 45 * vehicles, 12 * vehicles, 0.0, 0,
+                         Pattern(copies, "per-vehicle", vehicles, [], 45.0))
+
+    # 16 fails once (5% of steps late) and holds on its repeat; 24 fails twice
+    results = {8: iter([run(8, 0.0)]), 16: iter([run(16, 0.05), run(16, 0.0)]), 24: iter([run(24, 0.05), run(24, 0.05)])}
+    capped = search([8, 16, 24], lambda k: next(results[k]), refine=0, say=lambda _: None)
+    results = {8: iter([run(8, 0.0)]), 16: iter([run(16, 0.0)])}
+    open_ended = search([8, 16], lambda k: next(results[k]), refine=0, say=lambda _: None)
+    row_capped = capacity_table({"per-vehicle": capped}, {}, 90_000.0)[-1]
+    row_open = capacity_table({"shared": open_ended}, {}, 90_000.0)[-1]
+    assert "| 304 (x 16," in row_capped  # the largest that held, not a lower bound: x 24 failed
+    assert "x 16 held; x 24 failed" in row_capped
+    assert "| >= 304 (x 16," in row_open  # nothing failed: at least this
