@@ -86,20 +86,30 @@ class RunResult:
     rss_mb: float
     vehicles_max: int
     pattern: Pattern
+    error: str = ""  # why the run did not finish (it counts as failed)
 
     @property
     def ok(self) -> bool:
-        return holds(self.late_share, self.v2c_p99_ms)
+        return not self.error and holds(self.late_share, self.v2c_p99_ms)
+
+    @classmethod
+    def crashed(cls, copies: int, mode: str, error: str) -> RunResult:
+        nan = math.nan
+        return cls(copies, mode, nan, 1.0, nan, nan, nan, nan, nan, 0, Pattern(copies, mode, 0.0, [], nan), error)
 
 
 @dataclass
 class FloorRun:
     copies: int  # junctions
-    result: floor.FloorResult
+    result: floor.FloorResult | None  # None: it did not finish (it counts as failed)
+    error: str = ""
 
     @property
     def ok(self) -> bool:
-        return holds(self.result.late_share, self.result.p("vehicle->cloud", 99))
+        return self.result is not None and holds(self.result.late_share, self.result.p("vehicle->cloud", 99))
+
+    def __str__(self) -> str:
+        return f"{self.result.vehicles:,}" if self.result else "did not finish"
 
 
 def ceiling(n: int = 200_000, repeat: int = 3) -> float:
@@ -130,6 +140,9 @@ def realtime(copies: int, workers: int, clouds: int, seconds: float, warmup: flo
             r = _v2x_run(["--broker", broker.url, "--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds),
                           "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}", "--obu-connections", mode],
                          tmp / f"rt-{copies}-{workers}-{clouds}-{mode}.json")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:  # a size that breaks the run has failed, and says why
+            print(f"  four_way x {copies:3d} ({mode}): FAILS, the run did not finish: {e}", flush=True)
+            return RunResult.crashed(copies, mode, str(e).splitlines()[0])
         finally:
             counter.stop()
     steady = r["steady"]
@@ -161,7 +174,12 @@ def floor_run(junctions: int, pattern: Pattern | None, seconds: float, workers: 
     per = max(round(pattern.per_junction), 1) if pattern else floor.PER_JUNCTION
     share = pattern.spat_share if pattern else floor.SPAT_SHARE
     print(f"  floor, {junctions} junctions x {per} vehicles ({mode}): running, {seconds:g} s ...", flush=True)
-    res = FloorRun(junctions, floor.run(junctions * per, seconds, workers, per, share, shared=mode == "shared"))
+    try:
+        res = FloorRun(junctions, floor.run(junctions * per, seconds, workers, per, share, shared=mode == "shared"))
+    except RuntimeError as e:  # a process that cannot connect its clients or report in time: the size has failed
+        print(f"      FAILS, the floor did not finish: {e}", flush=True)
+        return FloorRun(junctions, None, str(e))
+    assert res.result is not None
     floor.report(res.result)
     print(f"      {'holds' if res.ok else 'FAILS'}", flush=True)
     return res
@@ -332,11 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         if "capacity" not in parts:
             continue
         held = stacks[mode].held
-        pattern = held[1].pattern if held else stacks[mode].attempts[0].result.pattern
+        pattern = held[1].pattern if held else None
         start = held[0] if held else sizes[0]
-        print(f"capacity, the floor ({mode}): {max(round(pattern.per_junction), 1)} vehicles per junction, "
-              f"{pattern.spat_share:.0%} hearing SPaT (the stack's, at four_way x {pattern.copies}); {floor_s:g} s measured each",
-              flush=True)
+        print(f"capacity, the floor ({mode}): " + (
+            f"{max(round(pattern.per_junction), 1)} vehicles per junction, {pattern.spat_share:.0%} hearing SPaT (the stack's, at "
+            f"four_way x {pattern.copies})" if pattern else f"no stack size held: bench.floor's own pattern, {floor.PER_JUNCTION} "
+            f"vehicles per junction, {floor.SPAT_SHARE:.0%} hearing SPaT") + f"; {floor_s:g} s measured each", flush=True)
         floors[mode] = search(args.floor_copies or doubling(start, (4 if q else 16) * start),
                               partial(floor_run, pattern=pattern, seconds=floor_s, workers=args.workers, mode=mode),
                               refine)
@@ -391,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         rate, got, retained = clustered
         print(f"| 3-node NATS cluster, QoS 1 burst node C -> node A (C clients, median of 3) | {rate:,.0f} msgs/s, {got:,} of "
               f"{3 * 5000:,} delivered; retained via C reached a wildcard subscriber on A: {'yes' if retained else 'no'} | | |")
-    runs = [a.result for a in per_vehicle.attempts] if per_vehicle else []
+    runs = [a.result for a in per_vehicle.attempts if not a.result.error] if per_vehicle else []
     if "memory" in parts and len(runs) >= 2:
         x = np.array([r.vehicles_max for r in runs], dtype=float)
         y = np.array([r.rss_mb for r in runs])
@@ -412,27 +431,29 @@ def capacity_table(stacks: dict[str, Search[RunResult]], floors: dict[str, Searc
     """Markdown: per mode, the stack's and the floor's capacity, their ratio, the broker's deliveries at each beside the
     C-client ceiling, the smallest sizes that failed, and which sizes needed a repeat."""
     out = [f"real-time capacity: the fleet's 10 Hz tick held (at most {LATE_SHARE:.0%} of steps a step late) and "
-           f"vehicle->cloud p99 <= {P99_MS:g} ms (\">=\": no size tried failed)",
+           f"vehicle->cloud p99 <= {P99_MS:g} ms (\">=\": no size tried failed, a lower bound; \"?\": neither search found a "
+           "size that fails, so the ratio of two lower bounds)",
            "",
            "| connections | stack: vehicles | floor: vehicles | stack / floor | broker deliveries at capacity, stack / floor "
            "| C-client ceiling | share of the ceiling, stack / floor | first that fails, stack / floor | repeats, stack / floor |",
            "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for mode, s in stacks.items():
         f = floors.get(mode)
-        sh, fh = s.held, f.held if f else None
-        sv = sh[1].vehicles if sh else 0.0
-        fv = float(fh[1].result.vehicles) if fh else math.nan
-        sd = sh[1].delivered_per_s if sh else math.nan
-        fd = fh[1].result.delivered_per_s if fh else math.nan
-        sf, ff = s.failed, f.failed if f else None
+        sh, sf = s.held, s.failed
+        fh, ff = (f.held, f.failed) if f else (None, None)
+        fr = fh[1].result if fh else None  # a size that held has a result
+        sv, fv = (sh[1].vehicles if sh else 0.0), (float(fr.vehicles) if fr else math.nan)
+        sd, fd = (sh[1].delivered_per_s if sh else math.nan), (fr.delivered_per_s if fr else math.nan)
         stack_cell = (f"{'' if sf else '>= '}{sv:,.0f} (x {sh[0]}, p99 {sh[1].v2c_p99_ms:.1f} ms, {sh[1].late_share:.1%} late)"
                       if sh else "none held")
-        floor_cell = (f"{'' if ff else '>= '}{fv:,.0f} ({fh[0]} junctions, p99 {fh[1].result.p('vehicle->cloud', 99):.1f} ms, "
-                      f"{fh[1].result.late_share:.1%} late)" if fh else "none held" if f else "not run")
-        fails = (f"x {sf[0]} ({sf[1].vehicles:,.0f})" if sf else "none") + " / " + (
-            f"{ff[0]} junctions ({ff[1].result.vehicles:,})" if ff else "none")
-        ratio = sv / fv if fv else math.nan
-        out.append(f"| {mode} | {stack_cell} | {floor_cell} | {ratio:.2f} | {sd:,.0f} / {fd:,.0f} msgs/s | {ceil:,.0f} msgs/s "
+        floor_cell = (f"{'' if ff else '>= '}{fv:,.0f} ({fh[0] if fh else 0} junctions, p99 {fr.p('vehicle->cloud', 99):.1f} ms, "
+                      f"{fr.late_share:.1%} late)" if fr else "none held" if f else "not run")
+        fails = (f"x {sf[0]} ({sf[1].error or f'{sf[1].vehicles:,.0f}'})" if sf else "none") + " / " + (
+            f"{ff[0]} junctions ({ff[1]})" if ff else "none")
+        # a capacity no failure bounded is a lower bound, and so the ratio is bounded on that side
+        bound = {(True, True): "", (False, True): ">= ", (True, False): "<= "}.get((sf is not None, ff is not None), "? ")
+        ratio = f"{bound}{sv / fv:.2f}" if sh and math.isfinite(fv) and fv else "n/a"
+        out.append(f"| {mode} | {stack_cell} | {floor_cell} | {ratio} | {sd:,.0f} / {fd:,.0f} msgs/s | {ceil:,.0f} msgs/s "
                    f"| {sd / ceil:.2f} / {fd / ceil:.2f} | {fails} | {_repeated(s)} / {_repeated(f) if f else 'n/a'} |")
     return out
 
