@@ -176,9 +176,10 @@ def floor_run(junctions: int, pattern: Pattern | None, seconds: float, workers: 
     print(f"  floor, {junctions} junctions x {per} vehicles ({mode}): running, {seconds:g} s ...", flush=True)
     try:
         res = FloorRun(junctions, floor.run(junctions * per, seconds, workers, per, share, shared=mode == "shared"))
-    except RuntimeError as e:  # a process that cannot connect its clients or report in time: the size has failed
-        print(f"      FAILS, the floor did not finish: {e}", flush=True)
-        return FloorRun(junctions, None, str(e))
+    except (RuntimeError, EOFError, OSError) as e:  # a process that cannot connect its clients, died or did not report: failed
+        why = f"{type(e).__name__}: {e}"
+        print(f"      FAILS, the floor did not finish: {why}", flush=True)
+        return FloorRun(junctions, None, why)
     assert res.result is not None
     floor.report(res.result)
     print(f"      {'holds' if res.ok else 'FAILS'}", flush=True)
