@@ -2,18 +2,26 @@
 
     python -m bench.floor                           # 2,000 vehicles (the scale target), 30 s
     python -m bench.floor --vehicles 400,1000,2000 --seconds 30
+    python -m bench.floor --obu-connections shared --vehicles 2000,4000
 
 Each vehicle is its own gmqtt client (its OBU's MQTT identity, as in the fleet): it publishes a
 BSM-sized frame at 10 Hz on its junction's BSM topic, and a share of the vehicles (those
 approaching a junction, in the stack) subscribe to their junction's SPaT, which the junction's
 RSU publishes at 10 Hz and the cloud relays (both paths reach the vehicle, as in the stack).
 Each fleet process has one more client that hears every BSM of its junctions (the V2V radio);
-each RSU hears its junction's BSMs; the cloud hears every BSM and every RSU SPaT, and relays
-the SPaT. Sizes are the stack's: a BSM and a four_way SPaT encoded by v2x's own codec.
+each RSU hears its junction's BSMs and publishes an RSM (its road users) with each SPaT, both
+written at once as the stack's RSU coalesces its writes; the cloud hears every BSM, every RSU
+SPaT and RSM, and relays the SPaT. Sizes are the stack's: a BSM, a four_way SPaT and an RSM
+of a junction's vehicles, encoded by v2x's own codec.
+
+With `--obu-connections shared` the pattern is the shared-connection fleet's (`v2x run --obu-connections
+shared`): each fleet process carries all its vehicles' BSMs and its V2V radio on one client, whose writes go out
+once per turn of the event loop, and subscribes to each of its junctions' SPaT once; a SPaT that arrives counts as
+received by every vehicle hearing it (the stack hands it on in process).
 
 The clients do nothing else: no traffic, no decoding, no measurement but a send time in each
-message. RSM, MAP, status and hazard messages are left out. So this costs less than the
-stack's real mix, never more: what a Python stack with one MQTT connection per vehicle needs
+message. MAP, status and hazard messages (a few per run) are left out. So this costs less than
+the stack's real mix, never more: what a Python stack with one MQTT connection per vehicle needs
 at the least, before it simulates anything.
 
 Printed per vehicle count: CPU of every process (cores over the measured seconds; the clients'
@@ -47,10 +55,12 @@ STEP_S = 0.1  # every sender's period: BSM and SPaT at 10 Hz
 PER_JUNCTION = 19  # vehicles per junction: four_way's steady count per copy in `python -m bench` capacity runs
 SPAT_SHARE = 0.74  # vehicles subscribed to SPaT: the stack's SPaT receipts per vehicle-second / 20 at capacity
 CONNECT_BATCH = 100  # clients connecting at once
+MODES = ("per-vehicle", "shared")  # as `v2x run --obu-connections`
 
 
-def message_sizes() -> tuple[int, int]:
-    """The bytes of a BSM and of a four_way SPaT, as the stack's codec encodes them."""
+def message_sizes(participants: int = PER_JUNCTION) -> tuple[int, int, int]:
+    """The bytes of a BSM, of a four_way SPaT and of an RSM listing `participants` road users (an RSU lists the
+    vehicles it heard), as the stack's codec encodes them."""
     from v2x.core import messages as m
     from v2x.core import scenario
     from v2x.core.network import Network
@@ -63,8 +73,13 @@ def message_sizes() -> tuple[int, int]:
     ctl = controllers(net)[0]
     pos = net.frame.to_geo(*net.intersections[0].center)
     bsm = Station("veh-123", m.SenderKind.VEHICLE, clock).encode(m.Bsm(position=pos, speed_mps=12.3, heading_deg=181.0))
-    spat = Station("rsu-J1", m.SenderKind.RSU, clock).encode(m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000),)))
-    return len(bsm), len(spat)
+    rsu = Station("rsu-J1", m.SenderKind.RSU, clock)
+    spat = rsu.encode(m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000),)))
+    users = tuple(m.Participant(type=m.ParticipantType.MOTOR, ptc_id=k + 1, source=m.SourceType.V2X, vehicle_id=f"veh-{100 + k}",
+                                position=pos, speed_mps=12.3, heading_deg=181.0, width_m=1.8, length_m=4.5)
+                  for k in range(participants))
+    rsm = rsu.encode(m.Rsm(pos, users))
+    return len(bsm), len(spat), len(rsm)
 
 
 @dataclass
@@ -141,14 +156,20 @@ def _go(conn: Connection) -> tuple[float, float]:
 
 
 def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int, spat_share: float, bsm_bytes: int,
-          conn: Connection) -> None:
-    """One fleet process: an OBU client per vehicle of its junctions, and a V2V radio hearing their BSMs."""
+          shared: bool, conn: Connection) -> None:
+    """One fleet process: an OBU client per vehicle of its junctions, and a V2V radio hearing their BSMs. `shared`: as
+    `--obu-connections shared` does it, one client carries every OBU's BSMs (its writes coalesced per turn of the event
+    loop) and the V2V radio, and subscribes to each junction's SPaT once for the vehicles that hear it."""
     async def main() -> None:
         import gmqtt
+
+        from v2x.net.transport import MqttTransport
 
         part = Part(f"fleet {shard}/{shards}")
         win = _Window(part, 0.0, 0.0)
         spat_lat: list[float] = []
+        mine = range(shard, junctions, shards)
+        listening = round(spat_share * per_junction)
 
         def obu_message(_c: object, _t: str, payload: bytes, _q: int, _p: object) -> int:
             win.received += 1
@@ -160,20 +181,34 @@ def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int,
             win.received += 1
             return 0
 
-        mine = range(shard, junctions, shards)
-        listening = round(spat_share * per_junction)
+        def shared_message(_c: object, topic: str, payload: bytes, _q: int, _p: object) -> int:
+            if "/spat/" in topic:  # handed to each vehicle that hears it, as the shared connection does
+                win.received += listening
+                if win.part.steps:
+                    spat_lat.append(time.time() - struct.unpack_from("<d", payload)[0])
+            else:
+                win.received += 1
+            return 0
+
+        v2v = gmqtt.Client(f"floor-{'obus' if shared else 'v2v'}-{shard}")
+        v2v.on_message = shared_message if shared else v2v_message
         obus: list[tuple[Any, str, int, bool]] = []
         for j in mine:
             for k in range(per_junction):
-                c = gmqtt.Client(f"floor-veh-{j}-{k}")
-                c.on_message = obu_message
+                c = v2v
+                if not shared:
+                    c = gmqtt.Client(f"floor-veh-{j}-{k}")
+                    c.on_message = obu_message
                 obus.append((c, f"floor/bsm/{j}/veh-{j}-{k}", j, k < listening))
-        v2v = gmqtt.Client(f"floor-v2v-{shard}")
-        v2v.on_message = v2v_message
-        await _connect([c for c, *_ in obus] + [v2v], port)
-        for c, _, j, listens in obus:
-            if listens:
-                c.subscribe(f"floor/spat/{j}/#", qos=0)
+        clients = [v2v] if shared else [c for c, *_ in obus] + [v2v]
+        await _connect(clients, port)
+        if shared:
+            MqttTransport._coalesce(v2v)  # the shared fleet connection's writes: one system call per turn of the loop
+            v2v.subscribe([gmqtt.Subscription(f"floor/spat/{j}/#", qos=0) for j in mine if listening])
+        else:
+            for c, _, j, listens in obus:
+                if listens:
+                    c.subscribe(f"floor/spat/{j}/#", qos=0)
         v2v.subscribe([gmqtt.Subscription(f"floor/bsm/{j}/#", qos=0) for j in mine])  # one packet: ids are few
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
@@ -186,15 +221,20 @@ def fleet(port: int, shard: int, shards: int, junctions: int, per_junction: int,
         await _ticks(win, send)
         part.latency_ms["spat rsu/cloud->vehicle"] = [x * 1e3 for x in spat_lat]
         conn.send(part)
-        await asyncio.gather(*(c.disconnect() for c in [c for c, *_ in obus] + [v2v]))
+        if shared:  # what is held goes out before the DISCONNECT, as MqttTransport.close does
+            v2v._connection._protocol._v2x_uncork()
+        await asyncio.gather(*(c.disconnect() for c in clients))
 
     asyncio.run(main())
 
 
-def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> None:
-    """The RSUs, one client each (as in `python -m roadside`): SPaT out, their junction's BSMs in."""
+def roadside(port: int, junctions: int, spat_bytes: int, rsm_bytes: int, conn: Connection) -> None:
+    """The RSUs, one client each (as in `python -m roadside`): SPaT and RSM out (written together, as an RSU's
+    connection coalesces its writes), their junction's BSMs in."""
     async def main() -> None:
         import gmqtt
+
+        from v2x.net.transport import MqttTransport
 
         part = Part("roadside")
         win = _Window(part, 0.0, 0.0)
@@ -210,6 +250,7 @@ def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> No
             rsus.append(c)
         await _connect(rsus, port)
         for j, c in enumerate(rsus):
+            MqttTransport._coalesce(c)
             c.subscribe(f"floor/bsm/{j}/#", qos=0)
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
@@ -217,17 +258,20 @@ def roadside(port: int, junctions: int, spat_bytes: int, conn: Connection) -> No
         def send() -> int:
             for j, c in enumerate(rsus):
                 c.publish(f"floor/spat/{j}/rsu", _stamped(spat_bytes), qos=0)
-            return len(rsus)
+                c.publish(f"floor/rsm/{j}", _stamped(rsm_bytes), qos=0)
+            return 2 * len(rsus)
 
         await _ticks(win, send, tick=False)
         conn.send(part)
+        for c in rsus:  # what is held goes out before the DISCONNECT
+            c._connection._protocol._v2x_uncork()
         await asyncio.gather(*(c.disconnect() for c in rsus))
 
     asyncio.run(main())
 
 
 def cloud(port: int, conn: Connection) -> None:
-    """The cloud: every BSM in (latency measured), every RSU SPaT in and relayed."""
+    """The cloud: every BSM in (latency measured), every RSU SPaT in and relayed, every RSM in."""
     async def main() -> None:
         import gmqtt
 
@@ -242,7 +286,7 @@ def cloud(port: int, conn: Connection) -> None:
             if topic.endswith("/rsu"):
                 c.publish(topic[:-3] + "cloud", payload, qos=0)
                 part.published += 1
-            elif measuring[0]:
+            elif measuring[0] and topic.startswith("floor/bsm/"):
                 lat.append(time.time() - struct.unpack_from("<d", payload)[0])
             return 0
 
@@ -250,6 +294,7 @@ def cloud(port: int, conn: Connection) -> None:
         await c.connect(HOST, port)
         c.subscribe("floor/bsm/#", qos=0)
         c.subscribe("floor/spat/+/rsu", qos=0)
+        c.subscribe("floor/rsm/#", qos=0)
         await asyncio.sleep(1.0)
         win.start, win.end = await asyncio.get_running_loop().run_in_executor(None, _go, conn)
         await asyncio.sleep(max(win.start - time.time(), 0.0))
@@ -274,6 +319,11 @@ class FloorResult:
     broker_cores: float
     delivered_per_s: float
     offered_per_s: float
+    shared: bool = False  # one connection per fleet process (else one per vehicle)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.shared]
 
     @property
     def cores(self) -> float:
@@ -290,9 +340,10 @@ class FloorResult:
 
 
 def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER_JUNCTION, spat_share: float = SPAT_SHARE,
-        sizes: tuple[int, int] | None = None) -> FloorResult:
-    """The floor at `vehicles`: every process connected, five seconds of traffic, then `seconds` measured."""
-    bsm_bytes, spat_bytes = sizes or message_sizes()
+        sizes: tuple[int, int, int] | None = None, shared: bool = False) -> FloorResult:
+    """The floor at `vehicles`: every process connected, five seconds of traffic, then `seconds` measured. `shared`:
+    each fleet process carries its vehicles on one connection (`--obu-connections shared`'s pattern)."""
+    bsm_bytes, spat_bytes, rsm_bytes = sizes or message_sizes(per_junction)
     junctions = max(math.ceil(vehicles / per_junction), workers)
     per = per_junction
     ctx = mp.get_context("spawn")
@@ -301,8 +352,8 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
         pipes, procs = [], []
         specs: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
             (cloud, (port,)),
-            (roadside, (port, junctions, spat_bytes)),
-            *[(fleet, (port, i, workers, junctions, per, spat_share, bsm_bytes)) for i in range(workers)],
+            (roadside, (port, junctions, spat_bytes, rsm_bytes)),
+            *[(fleet, (port, i, workers, junctions, per, spat_share, bsm_bytes, shared)) for i in range(workers)],
         ]
         for target, args in specs:
             here, there = ctx.Pipe()
@@ -337,13 +388,15 @@ def run(vehicles: int, seconds: float, workers: int = 2, per_junction: int = PER
                     proc.kill()
     n = junctions * per
     listening = junctions * round(spat_share * per)
-    # per second: BSMs to the cloud, the RSU and the V2V radio; SPaT (both paths) to listening vehicles; RSU SPaT to the cloud
-    offered = (3 * n + 2 * listening + junctions) / STEP_S
-    return FloorResult(n, junctions, parts, broker_cores, counter.rate(start, end), offered)
+    # per second: BSMs to the cloud, the RSU and the V2V radio; SPaT (both paths) to listening vehicles (shared: to their
+    # fleet process's connection, once); RSU SPaT and RSM to the cloud
+    spat = 2 * (junctions if listening else 0) if shared else 2 * listening
+    offered = (3 * n + spat + 2 * junctions) / STEP_S
+    return FloorResult(n, junctions, parts, broker_cores, counter.rate(start, end), offered, shared)
 
 
 def report(r: FloorResult) -> None:
-    print(f"  {r.vehicles:,} vehicles ({r.junctions} junctions): {r.cores:.2f} cores busy of {os.cpu_count()} "
+    print(f"  {r.vehicles:,} vehicles ({r.junctions} junctions, {r.mode}): {r.cores:.2f} cores busy of {os.cpu_count()} "
           f"(" + ", ".join(f"{p.role} {p.cpu_s / p.wall_s:.2f}" for p in r.parts if p.wall_s) + f", mosquitto {r.broker_cores:.2f})", flush=True)
     print(f"      fleet steps late {r.late_share:.1%} (max lag {max(p.lag_ms_max for p in r.parts):.0f} ms); "
           f"vehicle->cloud p50 {r.p('vehicle->cloud', 50):.1f} ms, p99 {r.p('vehicle->cloud', 99):.1f} ms; "
@@ -356,16 +409,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vehicles", type=counts, default=(2000,), help="vehicle counts, comma-separated (default 2000)")
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per count (default 30)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
+    p.add_argument("--obu-connections", choices=MODES, default=MODES[0], help="one MQTT connection per vehicle (the "
+                   "default, as `v2x run`), or one per fleet process, as `v2x run --obu-connections shared`")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.seconds < 5:
         p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
-    bsm_bytes, spat_bytes = message_sizes()
-    print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B; "
+    sizes = bsm_bytes, spat_bytes, rsm_bytes = message_sizes()
+    print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B, RSM {rsm_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)
     for v in args.vehicles:
-        report(run(v, args.seconds, args.workers, sizes=(bsm_bytes, spat_bytes)))
+        report(run(v, args.seconds, args.workers, sizes=sizes, shared=args.obu_connections == "shared"))
     return 0
 
 

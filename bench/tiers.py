@@ -32,11 +32,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import floor
-from bench.__main__ import LATE_SHARE, _role, _tree
+from bench.capacity import LATE_SHARE
+from bench.pattern import Pattern
 from bench.transport import cpu_s
 from v2x.core import scenario
 
 TIERS = ("fleet", "roadside", "cloud", "mosquitto")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """A process's descendants: pid -> command line."""
+    children: dict[int, list[int]] = {}
+    cmd: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                cmd[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out[c] = cmd.get(c, "?")
+            todo.append(c)
+    return out
+
+
+def role(cmd: str) -> str:
+    """A process's role in a run, from its command line ("fleet 0/2", "cloud", "mosquitto", ...)."""
+    for key, name in (("mosquitto", "mosquitto"), (" fleet ", "fleet"), ("-m roadside", "roadside"), ("-m cloud", "cloud")):
+        if key in cmd:
+            return name + (f" {cmd.split('--shard ')[1].split()[0]}" if "--shard" in cmd else "")
+    return cmd[:40]
 
 
 @dataclass
@@ -47,6 +76,7 @@ class TierCpu:
     cores: dict[str, float]
     vehicles: float
     late_share: float
+    spat_share: float = floor.SPAT_SHARE  # vehicles hearing SPaT (the stack's: bench.pattern)
 
     def ms_per_veh_s(self, tier: str) -> float:
         return self.cores.get(tier, 0.0) / self.vehicles * 1e3 if self.vehicles else math.nan
@@ -57,24 +87,26 @@ def _tier(role: str) -> str:
     return role.split()[0] if role.split()[0] in TIERS else "run"
 
 
-def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: float, tmp: Path) -> TierCpu:
+def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: float, tmp: Path,
+          obu_connections: str = "per-vehicle") -> TierCpu:
     """One real-time run of four_way x `copies`, each tier's CPU over `sample_s` seconds of its steady state."""
-    report = tmp / f"tiers-{copies}.json"
+    report = tmp / f"tiers-{copies}-{obu_connections}.json"
     cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
-           "--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"]
+           "--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}",
+           "--obu-connections", obu_connections]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_start = time.monotonic()
     tree: dict[int, str] = {}
-    while not {"fleet", "roadside", "cloud"} <= {_tier(_role(c)) for c in tree.values()}:
+    while not {"fleet", "roadside", "cloud"} <= {_tier(role(c)) for c in tree.values()}:
         if run.poll() is not None or time.monotonic() - t_start > 120.0:
             run.kill()
             raise RuntimeError(f"{' '.join(cmd)}: its tiers' processes did not all start")
         time.sleep(0.5)
-        tree = _tree(run.pid)
+        tree = descendants(run.pid)
     # sim time 0 is the run's epoch, which `v2x run` hands each tier (--epoch): the window starts `warmup` after it
     epoch = next(float(c.split("--epoch ")[1].split()[0]) for c in tree.values() if "--epoch " in c)
     time.sleep(max(epoch + warmup - time.time(), 0.0))
-    procs = {p: _tier(_role(c)) for p, c in _tree(run.pid).items()}
+    procs = {p: _tier(role(c)) for p, c in descendants(run.pid).items()}
     procs[run.pid] = "fleet" if workers == 1 else "run"
     w0, t0, cpu0 = time.time(), time.monotonic(), {p: cpu_s(p) for p in procs}
     time.sleep(sample_s)
@@ -94,12 +126,15 @@ def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: fl
     vehicle_s = sum(n * k / workers * step_s for _, _, n, k, _ in rows)
     steps = sum(row[3] for row in rows)
     late = sum(row[4] for row in rows) / steps if steps else 1.0
-    return TierCpu(cores, vehicle_s / wall, late)
+    return TierCpu(cores, vehicle_s / wall, late, Pattern.of(r, math.nan, copies, obu_connections).spat_share)
 
 
-def floor_tiers(vehicles: int, workers: int, seconds: float) -> TierCpu:
-    """The messaging floor at `vehicles`: the same tiers' CPU for the stack's MQTT traffic alone."""
-    r = floor.run(vehicles, seconds, workers)
+def floor_tiers(s: TierCpu, copies: int, workers: int, seconds: float, shared: bool = False) -> TierCpu:
+    """The messaging floor at the size of the stack's window `s` (its vehicles over `copies` junctions, its share of
+    vehicles hearing SPaT): the same tiers' CPU for the stack's MQTT traffic alone (`shared`: in the shared-connection
+    pattern)."""
+    per = max(round(s.vehicles / copies), 1)
+    r = floor.run(copies * per, seconds, workers, per, s.spat_share, shared=shared)
     cores: dict[str, float] = {"mosquitto": r.broker_cores}
     for part in r.parts:
         if part.wall_s:
@@ -195,6 +230,27 @@ def ops(repeat: int = 5) -> dict[str, float]:
     return out
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def table(s: TierCpu, f: TierCpu | None) -> list[str]:
+    """Markdown: per process, the stack's cores and CPU per vehicle-second beside the floor's, and their ratio."""
+    out = ["| process | stack (cores) | stack (ms CPU per vehicle-second) | floor (ms per vehicle-second) | ratio |",
+           "|---|---:|---:|---:|---:|"]
+    for tier in (*TIERS, "run"):
+        if tier not in s.cores:
+            continue
+        ms = s.ms_per_veh_s(tier)
+        ref = f.ms_per_veh_s(tier) if f is not None and tier in f.cores else math.nan
+        out.append(f"| {tier} | {s.cores[tier]:.3f} | {ms:.2f} | {ref:.2f} | {_ratio(ms, ref):.1f} |")
+    total = sum(s.cores.values())
+    ms = total / s.vehicles * 1e3 if s.vehicles else math.nan
+    ref_total = sum(f.cores.values()) / f.vehicles * 1e3 if f is not None and f.vehicles else math.nan
+    out.append(f"| all | {total:.3f} | {ms:.2f} | {ref_total:.2f} | {_ratio(ms, ref_total):.1f} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tiers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=14, help="copies of four_way (default 14)")
@@ -203,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=30.0, help="sim seconds before the window, while the district fills")
     p.add_argument("--sample", type=float, default=15.0, help="seconds measured, from --warmup on")
     p.add_argument("--no-floor", action="store_true", help="skip the messaging floor at the same size")
+    p.add_argument("--obu-connections", choices=floor.MODES, default=floor.MODES[0], help="as `v2x run`'s; the floor "
+                   "follows the same pattern")
     p.add_argument("--ops", action="store_true", help="instead: CPU of the roadside's and the fleet's per-message work, in "
                    "this process on real messages (no broker, no socket), which the machine's load hardly moves")
     args = p.parse_args(argv)
@@ -210,28 +268,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, us in ops().items():
             print(f"  {us:8.1f} us  {name}")
         return 0
+    if args.copies < args.workers:  # sharded by vehicle: every worker simulates all the traffic, and counts it
+        p.error(f"--copies {args.copies} is smaller than --workers {args.workers}: a site per fleet worker, for the vehicle count")
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
-    s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp)
-    f = None if args.no_floor else floor_tiers(round(s.vehicles), args.workers, args.sample)
+    s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp, args.obu_connections)
+    shared = args.obu_connections == "shared"
+    f = None if args.no_floor else floor_tiers(s, args.copies, args.workers, args.sample, shared)
     flag = "" if s.late_share <= LATE_SHARE else "  (behind real time: the RSUs' and the cloud's wall-clock work then weighs more per vehicle-second)"
-    print(f"four_way x {args.copies}, {args.workers} fleet workers: {s.vehicles:.0f} vehicles, {s.late_share:.1%} of fleet steps late{flag}")
+    print(f"four_way x {args.copies}, {args.obu_connections}, {args.workers} fleet workers: {s.vehicles:.0f} vehicles, {s.late_share:.1%} of fleet steps late{flag}")
     if f is not None:
         print(f"floor at {f.vehicles:.0f} vehicles: {f.late_share:.1%} of its steps late")
     print()
-    print("| tier | stack (cores) | stack (ms CPU per vehicle-second) | floor (ms per vehicle-second) | ratio |")
-    print("|---|---:|---:|---:|---:|")
-    for tier in (*TIERS, "run"):
-        if tier not in s.cores:
-            continue
-        ms = s.ms_per_veh_s(tier)
-        ref = f.ms_per_veh_s(tier) if f is not None and tier in f.cores else math.nan
-        print(f"| {tier} | {s.cores[tier]:.3f} | {ms:.2f} | {ref:.2f} | {ms / ref:.1f} |")
-    total = sum(s.cores.values())
-    ms = total / s.vehicles * 1e3 if s.vehicles else math.nan
-    ref_total = sum(f.cores.values()) / f.vehicles * 1e3 if f is not None and f.vehicles else math.nan
-    print(f"| all | {total:.3f} | {ms:.2f} | {ref_total:.2f} | {ms / ref_total:.1f} |")
+    print("\n".join(table(s, f)))
     return 0 if s.vehicles else 1
 
 
