@@ -102,7 +102,9 @@ def _clients(broker: MosquittoBroker, report: Report) -> list[str]:
 def test_penetration_0_no_obu_connects_no_bsm_is_sent_and_the_drivers_obey_the_heads(
     v2x_run: RunScenario, mosquitto: MosquittoBroker,
 ) -> None:
-    r = v2x_run("four_way", "--set", "fleet.penetration=0", duration=600)
+    # seed 2: a car there sees a 3 s yellow 1 s late inside the dilemma zone, and brakes out of it (it entered
+    # 0.12 s into the all-red when drivers did not count the yellow's time left: docs/mixed-traffic.md)
+    r = v2x_run("four_way", "--set", "fleet.penetration=0", "--seed", "2", duration=600)
     clients = _clients(mosquitto, r)
     assert not [c for c in clients if "-veh-" in c or "-stalled-" in c]
     assert any(c.endswith("-fleet-heads-0-of-1") for c in clients)  # the heads' view: one connection, not an OBU
@@ -113,8 +115,6 @@ def test_penetration_0_no_obu_connects_no_bsm_is_sent_and_the_drivers_obey_the_h
     assert (pen["equipped"]["vehicles"], pen["unequipped"]["vehicles"]) == (0, r["vehicles"]["spawned"])
     assert pen["unequipped"]["mean_delay_s"] == r.traffic["mean_delay_s"]  # the run's KPIs are over every vehicle
     assert r.traffic["collisions"] == 0
-    # seed 1 (the scenario's): 0. Not every seed: a 3 s yellow with a 1 s reaction leaves a dilemma zone, and seed 2
-    # has one car enter 0.12 s into the all-red after committing on the yellow (docs/mixed-traffic.md)
     assert r.traffic["red_light_violations"] == 0
 
 
