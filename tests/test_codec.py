@@ -161,6 +161,8 @@ def _bsm_wire() -> pb.MessageFrame:
         (lambda f: setattr(f.bsm, "events", 1 << 20), "out_of_range", "bsm.events"),
         (lambda f: setattr(f.header, "sender_id", ""), "empty", "header.sender_id"),
         (lambda f: setattr(f.header, "sender_kind", 42), "out_of_range", "header.sender_kind"),
+        (lambda f: setattr(f.header, "gen_time_us", 2**63), "out_of_range", "header.gen_time_us"),
+        (lambda f: setattr(f.header, "sim_time_ms", 2**63), "out_of_range", "header.sim_time_ms"),
         (lambda f: f.ClearField("header"), "empty", "header"),
         (lambda f: f.ClearField("bsm"), "empty", "body"),
     ],
