@@ -478,7 +478,8 @@ async def serve(
     instance: tuple[int, int] = (0, 1), share: str | None = None,
 ) -> CloudService:
     """Run the cloud service; `started` receives it as soon as it exists (for a summary after Ctrl-C)."""
-    transport = conn.transport(instance_id(instance))  # each instance logs in as itself (v2x.net.security)
+    # each instance logs in as itself (v2x.net.security); the SPaT relays of a turn of its loop leave in one socket write
+    transport = conn.transport(instance_id(instance), coalesce_writes=True)
     svc = CloudService(net, transport, conn.topics, conn.clock(), impairment=conn.impairment(net.scenario),
                        instance=instance, share=share)
     authority = conn.authority("cloud", m.SenderKind.CLOUD, svc.clock)

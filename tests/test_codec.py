@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 
 import pytest
 from hypothesis import given, settings
@@ -160,6 +161,8 @@ def _bsm_wire() -> pb.MessageFrame:
         (lambda f: setattr(f.bsm, "events", 1 << 20), "out_of_range", "bsm.events"),
         (lambda f: setattr(f.header, "sender_id", ""), "empty", "header.sender_id"),
         (lambda f: setattr(f.header, "sender_kind", 42), "out_of_range", "header.sender_kind"),
+        (lambda f: setattr(f.header, "gen_time_us", 2**63), "out_of_range", "header.gen_time_us"),
+        (lambda f: setattr(f.header, "sim_time_ms", 2**63), "out_of_range", "header.sim_time_ms"),
         (lambda f: f.ClearField("header"), "empty", "header"),
         (lambda f: f.ClearField("bsm"), "empty", "body"),
     ],
@@ -219,6 +222,34 @@ def test_bsm_fast_paths_match_the_field_by_field_paths(bsm: m.Bsm, data: st.Data
         for name in data.draw(st.lists(st.sampled_from(sorted(_EDGES)), max_size=2)):
             setattr(wire, name, data.draw(st.sampled_from(_EDGES[name])))
         assert _outcome(codec._dec_bsm, wire) == _outcome(codec._dec_bsm_checked, wire)
+
+
+_PARTICIPANT_EDGES = {  # each RSM participant wire field's range edges and "unavailable" code
+    "type": [0, 4, 5, 99], "source": [0, 7, 8], "ptc_id": [0, 65535, 65536], "speed": [0, 8190, 8191],
+    "heading": [0, 28799, 28800], "lane_id": [0, 255, 256], "pos.lat": [-900_000_001, 900_000_000, 900_000_001],
+    "pos.lon": [-1_800_000_000, 1_800_000_000, 1_800_000_001], "pos.elevation": [-4097, -4096, -4095, 61439, 61440],
+    "size.width_cm": [1023, 1024], "size.length_cm": [4095, 4096], "intersection.region": [65535, 65536],
+    "intersection.id": [0, 65536],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(S.rsm, st.data())
+def test_rsm_fast_path_matches_the_field_by_field_path(rsm: m.Rsm, data: st.DataObject) -> None:
+    """The RSM's one-go range check per participant gives what the field-by-field path gives: the same RSM, or the
+    same error naming the same field, for valid RSMs and mutated wire fields."""
+    wire = pb.Rsm()
+    codec._enc_rsm(rsm, wire)
+    for o in wire.participants:
+        for name in data.draw(st.lists(st.sampled_from(sorted(_PARTICIPANT_EDGES)), max_size=2)):
+            *path, leaf = name.split(".")
+            setattr(functools.reduce(getattr, path, o), leaf, data.draw(st.sampled_from(_PARTICIPANT_EDGES[name])))
+
+    def checked(r: pb.Rsm) -> m.Rsm:
+        parts = tuple(codec._dec_participant_checked(o, f"rsm.participants[{i}]") for i, o in enumerate(r.participants))
+        return m.Rsm(codec._dec_pos(r.ref_pos, "rsm.ref_pos"), parts)
+
+    assert _outcome(codec._dec_rsm, wire) == _outcome(checked, wire)
 
 
 @settings(max_examples=50, deadline=None)

@@ -103,3 +103,28 @@ def test_a_bsm_heard_over_the_sidelink_is_held_to_the_same_rules() -> None:
         heard.add(T.bsm(TILE, sender), payload, 10.0)
     assert [heard.heard("veh-9", s, 10.0, 10.1) is not None for s in cases] == [True, False, False, False]
     assert dict(heard.bad.counts) == {"wrong_sender": 1, "from_the_future": 1, "expired": 1}
+
+
+def test_a_receiver_judges_every_message_as_the_rules_do_though_it_judges_a_sender_once() -> None:
+    """Reception keeps each sender's verdict per topic: a sender that turns forger on a topic, a forger between two
+    genuine messages, a SPaT naming another intersection on the same topic, each is refused as the rules refuse it."""
+    from v2x.core import codec
+    from v2x.net.reception import Reception
+    from v2x.net.station import StepClock
+    from v2x.net.transport import Message
+
+    clock = StepClock(1.0)
+    reception = Reception("cloud", C, clock, trust=RULES)
+    bsm, spat = T.bsm(TILE, "veh-3"), T.spat("rsu", TILE, "J2")
+    sent = [
+        (bsm, "veh-3", V, BSM), (bsm, "veh-4", V, BSM), (bsm, "veh-3", V, BSM), (bsm, "veh-3", R, BSM),
+        (spat, "RSU-J2", R, _spat("J2")), (spat, "RSU-J2", R, _spat("J2", "J3")), (spat, "RSU-J2", R, _spat("J2")),
+        (spat, "RSU-J2", R, _spat("J3")), (bsm, "veh-3", V, BSM),
+    ]
+    refused = 0
+    for seq, (topic, sender, kind, body) in enumerate(sent):
+        frame = m.Frame(m.Header(sender, kind, seq, 1_000_000, 0), body)
+        refused += RULES.sender_problem(topic, frame) is not None
+        reception.accept(Message(topic, codec.encode(frame), 0, False, 0))
+    assert refused == 4
+    assert reception.bad.counts["wrong_sender"] == refused

@@ -588,28 +588,62 @@ def _enc_rsm(r: m.Rsm, out: pb.Rsm) -> None:
             raise EncodeError(f"rsm.participants[{i}].{e}") from None
 
 
+_PARTICIPANT_TYPES = m.ParticipantType._value2member_map_
+_SOURCE_TYPES = m.SourceType._value2member_map_
+
+
 def _dec_rsm(r: pb.Rsm) -> m.Rsm:
+    """An RSM: each participant's fields checked at once where all are in range (the common case: an RSU sends one
+    every 0.1 s with every road user it hears); otherwise field by field, naming the first that is not
+    (`_dec_participant_checked`)."""
     parts = []
     for i, o in enumerate(r.participants):
-        f = f"rsm.participants[{i}]"
+        pos, size = o.pos, o.size
+        lat, lon, elev = pos.lat, pos.lon, pos.elevation
+        ptc, speed, heading, width, length, lane = o.ptc_id, o.speed, o.heading, size.width_cm, size.length_cm, o.lane_id
+        ptype, source = _PARTICIPANT_TYPES.get(o.type), _SOURCE_TYPES.get(o.source)
+        ref = o.intersection if o.HasField("intersection") else None
+        if not (
+            ptype is not None and source is not None and ptc <= 65535
+            and -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+            and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+            and speed <= 8190 and heading <= 28799 and width <= 1023 and length <= 4095 and lane <= 255
+            and (ref is None or (ref.region <= 65535 and ref.id <= 65535))
+        ):  # (the wire's integers here are unsigned)
+            parts.append(_dec_participant_checked(o, f"rsm.participants[{i}]"))
+            continue
         parts.append(
             m.Participant(
-                type=_enum(m.ParticipantType, o.type, f"{f}.type"),
-                ptc_id=_check(o.ptc_id, 0, 65535, f"{f}.ptc_id"),
-                source=_enum(m.SourceType, o.source, f"{f}.source"),
+                type=ptype,  # type: ignore[arg-type]
+                ptc_id=ptc,
+                source=source,  # type: ignore[arg-type]
                 vehicle_id=o.vehicle_id,
-                position=_dec_pos(o.pos, f"{f}.pos"),
-                speed_mps=_check(o.speed, 0, 8190, f"{f}.speed") * SPEED_MPS,
-                heading_deg=_check(o.heading, 0, 28799, f"{f}.heading") * HEADING_DEG,
-                width_m=_check(o.size.width_cm, 0, 1023, f"{f}.size.width_cm") * CM_M,
-                length_m=_check(o.size.length_cm, 0, 4095, f"{f}.size.length_cm") * CM_M,
-                lane_id=_check(o.lane_id, 0, 255, f"{f}.lane_id"),
-                intersection=_dec_ref(o.intersection, f"{f}.intersection")
-                if o.HasField("intersection")
-                else None,
+                position=m.GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
+                speed_mps=speed * SPEED_MPS,
+                heading_deg=heading * HEADING_DEG,
+                width_m=width * CM_M,
+                length_m=length * CM_M,
+                lane_id=lane,
+                intersection=None if ref is None else m.IntersectionRef(ref.region, ref.id),
             )
         )
     return m.Rsm(_dec_pos(r.ref_pos, "rsm.ref_pos"), tuple(parts))
+
+
+def _dec_participant_checked(o: pb.Participant, f: str) -> m.Participant:
+    return m.Participant(
+        type=_enum(m.ParticipantType, o.type, f"{f}.type"),
+        ptc_id=_check(o.ptc_id, 0, 65535, f"{f}.ptc_id"),
+        source=_enum(m.SourceType, o.source, f"{f}.source"),
+        vehicle_id=o.vehicle_id,
+        position=_dec_pos(o.pos, f"{f}.pos"),
+        speed_mps=_check(o.speed, 0, 8190, f"{f}.speed") * SPEED_MPS,
+        heading_deg=_check(o.heading, 0, 28799, f"{f}.heading") * HEADING_DEG,
+        width_m=_check(o.size.width_cm, 0, 1023, f"{f}.size.width_cm") * CM_M,
+        length_m=_check(o.size.length_cm, 0, 4095, f"{f}.size.length_cm") * CM_M,
+        lane_id=_check(o.lane_id, 0, 255, f"{f}.lane_id"),
+        intersection=_dec_ref(o.intersection, f"{f}.intersection") if o.HasField("intersection") else None,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -809,6 +843,9 @@ def encode(frame: m.Frame) -> bytes:
     return to_proto(frame).SerializeToString()
 
 
+_SENDER_KINDS = m.SenderKind._value2member_map_
+
+
 def from_proto(msg: pb.MessageFrame) -> m.Frame:
     """Convert a parsed protobuf frame to the domain, checking every field."""
     if not msg.HasField("header"):
@@ -816,13 +853,17 @@ def from_proto(msg: pb.MessageFrame) -> m.Frame:
     h = msg.header
     if not h.sender_id:
         raise DecodeError("empty", "sender id is empty", "header.sender_id")
-    header = m.Header(
-        sender_id=h.sender_id,
-        sender_kind=_enum(m.SenderKind, h.sender_kind, "header.sender_kind"),
-        seq=h.seq,
-        gen_time_us=_check(h.gen_time_us, 0, MAX_TIME, "header.gen_time_us"),
-        sim_time_ms=_check(h.sim_time_ms, 0, MAX_TIME, "header.sim_time_ms"),
-    )
+    kind, gen_us, sim_ms = _SENDER_KINDS.get(h.sender_kind), h.gen_time_us, h.sim_time_ms
+    if kind is not None and gen_us <= MAX_TIME and sim_ms <= MAX_TIME:  # all in range at once (unsigned on the wire)
+        header = m.Header(h.sender_id, kind, h.seq, gen_us, sim_ms)  # type: ignore[arg-type]
+    else:  # field by field, naming the first that is not
+        header = m.Header(
+            sender_id=h.sender_id,
+            sender_kind=_enum(m.SenderKind, h.sender_kind, "header.sender_kind"),
+            seq=h.seq,
+            gen_time_us=_check(h.gen_time_us, 0, MAX_TIME, "header.gen_time_us"),
+            sim_time_ms=_check(h.sim_time_ms, 0, MAX_TIME, "header.sim_time_ms"),
+        )
     which = msg.WhichOneof("body")
     if which is None:
         raise DecodeError("empty", "frame has no body", "body")

@@ -130,6 +130,7 @@ KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS)  # the topic level 
 RETAINED_KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS if s.retained != "no")  # map, rsi, status
 
 
+@functools.lru_cache(maxsize=4096)  # asked of every message received, twice (its service, the type check)
 def kind_of(topic: str) -> str | None:
     """The message kind a topic carries ("bsm", "spat", ...): its first level that names one; None if none does.
 

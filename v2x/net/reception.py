@@ -105,6 +105,7 @@ class LinkDrops(JsonRecord):
 
 _UNJUDGED = "?"  # not yet in the sender verdicts (a verdict is None or a reason)
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
+JUDGED_KEPT = 4096  # senders' verdicts kept, one per sender and topic: a district's vehicles, each on a tile or two
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
 Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
@@ -144,7 +145,8 @@ class Reception:
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: dict[bytes, m.Frame | DecodeError] = {}  # and why bytes that are no frame are not
-        self._senders: dict[tuple[str, bytes], str | None] = {}  # (topic, payload) -> why its sender is refused, recent
+        # (topic, sender, sender kind, a SPaT's intersections) -> why its sender is refused (None: it is not), recent
+        self._senders: dict[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = {}
 
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
         """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
@@ -164,11 +166,15 @@ class Reception:
         if self.trust is None:
             return True
         h = frame.header
-        key = (msg.topic, msg.payload)  # a fleet's vehicles hear the same bytes on the same topic: judge them once
+        # the verdict depends on these alone (a SPaT's on the intersections it names too): a sender is judged once on
+        # each topic, not once per message (a fleet's vehicles hear the same SPaT; every vehicle sends 10 BSMs a second)
+        body = frame.body
+        names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
+        key = (msg.topic, h.sender_id, h.sender_kind, names)
         why = self._senders.get(key, _UNJUDGED)
         if why is _UNJUDGED:
             why = self.trust.sender_problem(msg.topic, frame)
-            if len(self._senders) >= DECODED_KEPT:
+            if len(self._senders) >= JUDGED_KEPT:
                 self._senders.clear()
             self._senders[key] = why
         if why is not None:
