@@ -13,7 +13,6 @@ import pytest
 from v2x.core import messages as m
 from v2x.core.scenario import load, resolve
 from v2x.run.offline import OfflineRun
-from v2x.testing import at_once
 from v2x.vehicle.apps import HLW_RANGE_M, Apps, route_points
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -115,8 +114,8 @@ def test_time_to_green_is_the_reds_likely_end_and_none_otherwise() -> None:
 
 def test_glosa_advises_only_when_on_and_then_fewer_vehicles_stop(v2x_run: Any) -> None:
     # 120 s (1.5 cycles of 80 s): 24 advisories and 0.174 vs 0.304 stops per vehicle (measured at b81edaa)
-    off, on = at_once(lambda: v2x_run("corridor", "--set", "fleet.glosa=false", duration=120),
-                      lambda: v2x_run("corridor", "--set", "fleet.glosa=true", duration=120))  # the same seed: the same arrivals
+    off = v2x_run("corridor", "--set", "fleet.glosa=false", duration=120)
+    on = v2x_run("corridor", "--set", "fleet.glosa=true", duration=120)  # the same seed: the same arrivals
     assert "glosa" not in off["apps"]
     assert not [e for e in off["app_events"]["listed"] if e["app"] == "glosa"]
     g = on["apps"]["glosa"]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from v2x.core.scenario import LEGS
 from v2x.net.broker import MosquittoBroker
-from v2x.testing import at_once
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
 
@@ -81,13 +79,11 @@ def _kpis(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_fast_mode_is_deterministic(mosquitto: MosquittoBroker, tmp_path: Path, topic_prefix: str) -> None:
-    """Same scenario and seed: identical traffic KPIs and message counts; another seed differs. The three runs go at
-    once, each under its own root: lockstep makes a run's result independent of what else the broker carries."""
-    def run(name: str, seed: str) -> Callable[[], dict[str, Any]]:
-        root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/{name}/v2x/v1"]
-        return lambda: _run(tmp_path, SHORT, 60, *root, "--seed", seed, name=f"{name}.json")
-
-    a, b, c = at_once(run("a", "7"), run("b", "7"), run("c", "8"))
+    """Same scenario and seed: identical traffic KPIs and message counts; another seed differs."""
+    root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1"]
+    a = _run(tmp_path, SHORT, 60, *root, "--seed", "7", name="a.json")
+    b = _run(tmp_path, SHORT, 60, *root, "--seed", "7", name="b.json")
+    c = _run(tmp_path, SHORT, 60, *root, "--seed", "8", name="c.json")
     assert _kpis(a) == _kpis(b)
     assert _kpis(a) != _kpis(c)
     assert a["vehicles"]["finished"] > 10
@@ -107,11 +103,9 @@ def test_shared_obu_connections_give_the_same_run(mosquitto: MosquittoBroker, tm
     """#27 item 2: with the OBUs on one shared connection, the run is the same as with one connection each: the same
     traffic, the same messages sent and received by every tier (the cloud hears every BSM, every approaching vehicle
     gets SPaT on both paths and the retained MAP once), and the report says which mode ran."""
-    def root(name: str) -> list[str]:  # the two runs go at once, each under its own root
-        return ["--broker", mosquitto.url, "--root", f"{topic_prefix}/{name}/v2x/v1", "--seed", "7"]
-
-    each, shared = at_once(lambda: _run(tmp_path, SHORT, 60, *root("each"), name="each.json"),
-                           lambda: _run(tmp_path, SHORT, 60, *root("shared"), "--obu-connections", "shared", name="shared.json"))
+    root = ["--broker", mosquitto.url, "--root", f"{topic_prefix}/v2x/v1", "--seed", "7"]
+    each = _run(tmp_path, SHORT, 60, *root, name="each.json")
+    shared = _run(tmp_path, SHORT, 60, *root, "--obu-connections", "shared", name="shared.json")
     assert _kpis(shared) == _kpis(each)
     assert shared["lockstep"]["lost"] == shared["lockstep"]["unexpected"] == 0
     assert shared["lockstep"]["deliveries"] == each["lockstep"]["deliveries"]

@@ -18,7 +18,7 @@ from v2x.core.scenario import Fleet, bundled_dir, parse
 from v2x.core.traffic import KIND_INDEX, FinishedVehicle, Stats
 from v2x.net.broker import MosquittoBroker
 from v2x.run.report import Report
-from v2x.testing import RunScenario, at_once
+from v2x.testing import RunScenario
 from v2x.vehicle.equipment import Equipment, Penetration
 
 SHORT = str(Path(__file__).parent / "data" / "short_four_way.toml")
@@ -129,8 +129,8 @@ def test_at_penetration_0_a_stalled_car_has_no_obu_either_and_its_reported_hazar
 
 
 def test_penetration_1_is_the_run_as_before(v2x_run: RunScenario, mosquitto: MosquittoBroker) -> None:
-    before, forced = at_once(lambda: v2x_run("four_way", duration=120), lambda: v2x_run(
-        "four_way", "--set", "fleet.penetration=1", "--set", "fleet.penetration_by_class.emergency=1", duration=120))
+    before = v2x_run("four_way", duration=120)
+    forced = v2x_run("four_way", "--set", "fleet.penetration=1", "--set", "fleet.penetration_by_class.emergency=1", duration=120)
     for r in (before, forced):
         clients = _clients(mosquitto, r)
         assert not [c for c in clients if "-fleet-heads-" in c]

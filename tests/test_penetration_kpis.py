@@ -9,7 +9,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from v2x.core import messages as m
 from v2x.core.scenario import resolve
 from v2x.core.sensors import Sensor
 from v2x.net.broker import MosquittoBroker
-from v2x.testing import RunScenario, at_once
+from v2x.testing import RunScenario
 
 RADAR = '\n[[sensors]]\nrsu = "RSU-J1"\ntype = "radar"\n'
 
@@ -145,10 +144,8 @@ def test_at_penetration_half_the_fusion_matches_the_equipped_and_the_unequipped_
 def test_glosa_cuts_the_stops_of_all_vehicles_at_penetration_1_and_does_nothing_at_0(v2x_run: RunScenario) -> None:
     """four_way with GLOSA, 120 s, the same seed: at penetration 0 no OBU runs it (no advice, the stops as with it
     off); at 1 the stops per vehicle over all vehicles fall."""
-    settings = (("0", "true"), ("0", "false"), ("1", "true"))
-    runs = dict(zip(settings, at_once(*(
-        partial(v2x_run, "four_way", "--set", f"fleet.penetration={p}", "--set", f"fleet.glosa={g}", duration=120)
-        for p, g in settings)), strict=True))
+    runs = {(p, g): v2x_run("four_way", "--set", f"fleet.penetration={p}", "--set", f"fleet.glosa={g}", duration=120)
+            for p, g in (("0", "true"), ("0", "false"), ("1", "true"))}
     stops = {k: r.traffic["stops_per_vehicle"] for k, r in runs.items()}
     assert runs["0", "true"]["apps"].get("glosa", {}).get("warnings", 0) == 0
     assert stops["0", "true"] == stops["0", "false"]
