@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from v2x.testing import at_once
+
 UNBALANCED = str(Path(__file__).parent.parent / "bench" / "scenarios" / "unbalanced.toml")
 
 
@@ -38,8 +40,9 @@ def test_fixed_sends_no_plans_and_actuated_rsus_detect_vehicles_from_their_bsms(
 
 
 def test_emergency_vehicle_crosses_faster_with_signal_priority(v2x_run: Any) -> None:
-    on = v2x_run("emergency", duration=180)  # the ambulance enters at 125 s, due at the line as its green ends
-    off = v2x_run("emergency", "--set", "control.priority=false", duration=180)
+    # the ambulance enters at 125 s, due at the line as its green ends
+    on, off = at_once(lambda: v2x_run("emergency", duration=180),
+                      lambda: v2x_run("emergency", "--set", "control.priority=false", duration=180))
     # from its first request, 250 m out, to crossing the stop line
     (x_on,), (x_off,) = on["emergency"]["crossings"], off["emergency"]["crossings"]
     assert x_on["seconds"] < 25.0 < x_off["seconds"] - 10.0

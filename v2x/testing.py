@@ -23,7 +23,8 @@ broker's (four_way's cellular link alone gives about 80 ms p99). With `fast=Fals
 wall clock through the broker, link delays included. `report["latency_basis"]["kind"]` says which.
 
 Helpers: `await until(lambda: transport.connected)` waits for a condition (fails the test after 30 s);
-`async for msg in messages(transport):` takes each message as it arrives.
+`async for msg in messages(transport):` takes each message as it arrives; `at_once(lambda: v2x_run(...), ...)` runs
+several runs at the same time.
 
 Broker tests do not skip when `mosquitto` is missing: they fail, saying how to install it.
 """
@@ -31,13 +32,15 @@ Broker tests do not skip when `mosquitto` is missing: they fail, saying how to i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -100,16 +103,17 @@ def v2x_run(mosquitto: MosquittoBroker, topic_prefix: str, tmp_path: Path) -> Ru
     """`v2x_run("four_way", "--set", "links.cellular.loss=0.1", duration=60, fast=True)` -> Report.
 
     The run uses the session's Mosquitto under the test's own topic prefix; extra arguments
-    go to `v2x run` as they are. A run that fails fails the test with its error output.
+    go to `v2x run` as they are. A run that fails fails the test with its error output. Several runs can go at
+    once, from threads (`at_once`): each has its own topic root and report.
     """
-    count = [0]
+    counter = itertools.count(1)  # next() on it is atomic: runs started from threads never share a number
 
     def run(scenario: str, *args: str, duration: float = 60.0, fast: bool = True, timeout_s: float = 600.0) -> Report:
-        count[0] += 1
-        path = tmp_path / f"report-{count[0]}.json"
+        n = next(counter)
+        path = tmp_path / f"report-{n}.json"
         cmd = [
             sys.executable, "-m", "v2x", "run", scenario, "--headless", "--duration", f"{duration:g}", "--report", str(path),
-            "--broker", mosquitto.url, "--root", f"{topic_prefix}/{count[0]}/v2x/v1", *(["--fast"] if fast else []), *args,
+            "--broker", mosquitto.url, "--root", f"{topic_prefix}/{n}/v2x/v1", *(["--fast"] if fast else []), *args,
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         if res.returncode != 0:
@@ -126,6 +130,18 @@ def v2x_report(request: pytest.FixtureRequest, v2x_run: RunScenario) -> Report:
     if marker is None:
         return v2x_run("four_way")
     return v2x_run(*marker.args, **marker.kwargs)
+
+
+T = TypeVar("T")
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Each call in a thread of its own, all at the same time; their results, in order (a call's failure is raised).
+    For runs that mostly wait: a fast run waits on the broker at every lockstep round, a real-time one on the clock,
+    so two at once take about the wall time of one: `on, off = at_once(lambda: v2x_run(...), lambda: v2x_run(...))`."""
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="at_once") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
 
 
 async def messages(transport: Transport) -> AsyncIterator[Message]:
