@@ -82,10 +82,10 @@ class SignalBelief:
             return float("inf")
         for mv in got.state.states:
             if mv.signal_group == group_id:
-                for ev in mv.events[:2]:  # the current state, or the next once the countdown passed its end
-                    end = ev.timing.likely_end_s if ev.timing is not None else None
-                    if end is not None and light_of(ev.state) == Light.YELLOW and got.at_s + end > now_s:
-                        return got.at_s + end - now_s
+                shown = _shown(mv, now_s - got.at_s)
+                end = _end(shown) if shown is not None and light_of(shown.state) == Light.YELLOW else None
+                if end is not None and got.at_s + end > now_s:
+                    return got.at_s + end - now_s
         return float("inf")
 
     def _as_heard(self, intersection_id: int, group_id: int, now_s: float) -> Light:
@@ -108,12 +108,22 @@ def _keep_from_latest_ready(queue: list[tuple[float, Received]], now_s: float) -
     del queue[: max(ready - 1, 0)]
 
 
+def _end(ev: m.MovementEvent) -> float | None:
+    """When an event likely ends [s from its SPaT's timestamp], if said."""
+    return ev.timing.likely_end_s if ev.timing is not None else None
+
+
+def _shown(mv: m.MovementState, age_s: float) -> m.MovementEvent | None:
+    """The event a movement shows `age_s` after its SPaT's timestamp, following the countdown (None: none)."""
+    if not mv.events:
+        return None
+    end = _end(mv.events[0])
+    if end is None or age_s < end - 1e-9 or len(mv.events) < 2:
+        return mv.events[0]
+    return mv.events[1]
+
+
 def _light_at(mv: m.MovementState, age_s: float) -> Light:
     """The state a movement shows `age_s` after its SPaT's timestamp, following the countdown."""
-    if not mv.events:
-        return Light.UNKNOWN
-    current = mv.events[0]
-    end = current.timing.likely_end_s if current.timing is not None else None
-    if end is None or age_s < end - 1e-9 or len(mv.events) < 2:
-        return light_of(current.state)
-    return light_of(mv.events[1].state)
+    shown = _shown(mv, age_s)
+    return Light.UNKNOWN if shown is None else light_of(shown.state)
