@@ -38,6 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ OVERLAP_DISTINCT = 2
 GONE_S = 2.0  # [s] without a BSM while others send: it has stopped sending
 MAX_DT_S = 1.5  # [s] beacons further apart are not compared
 FLAG_STRIKES = 3
-TWIN_M = 9.5  # [m] closer than any honest follower keeps above TWIN_SPEED_MPS (2 m + 1 s headway + a length)
+TWIN_M = 9.5  # [m] closer than any honest follower keeps above TWIN_SPEED_MPS (2 m + 1 s headway + a length); > OVERLAP_M
 TWIN_SPEED_MPS = 5.0
 TWIN_S = 3.0  # [s] in lockstep this long: two identities of one OBU
 STANDING_MPS = 0.5
@@ -74,6 +75,8 @@ ACCURACY_CAP_M = 3.0  # [m] a stated accuracy (one sigma) is counted up to this:
 OFF_ROAD_SIGMAS = 3.5  # lateral error allowed beyond the road's margin, in sigmas (one-sided 3.5 sigma: 0.02%)
 MOVE_SIGMAS = 2.0  # position-speed tolerance added, in sigmas of the difference of two fixes
 OVERLAP_SIGMAS = 2.0  # two positions overlap when closer than OVERLAP_M by this many combined sigmas
+_TAU = 2 * math.pi
+_MAX_TURN_RAD = math.radians(MAX_TURN_DEG)
 
 
 @dataclass
@@ -154,6 +157,16 @@ class Misbehaviour:
                 a[row, :n], dv[row, :n], ln2[row, :n], half[row, :n], dirs[row, :n] = seg_a[idx], d[idx], len2[idx], hw[idx], heading[idx]
                 self._cell_row[c] = (len(self._buckets), row)
             self._buckets.append((a, dv, ln2, half, dirs))
+        # the same as a dense grid over the squares' bounding box, looked up for a whole batch at once: each square's
+        # bucket (-1: no segment within reach) and row
+        squares = np.array(list(self._cell_row) or [(0, 0)], dtype=np.int64).reshape(-1, 2)
+        self._grid_lo = squares.min(axis=0)
+        shape = tuple(squares.max(axis=0) - self._grid_lo + 1)
+        self._grid_bucket = np.full(shape, -1, dtype=np.intp)
+        self._grid_row = np.zeros(shape, dtype=np.intp)
+        for (cx, cy), (b, row) in self._cell_row.items():
+            self._grid_bucket[cx - self._grid_lo[0], cy - self._grid_lo[1]] = b
+            self._grid_row[cx - self._grid_lo[0], cy - self._grid_lo[1]] = row
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -178,10 +191,14 @@ class Misbehaviour:
         within the widest margin, so beyond that the distance may be overstated (it is then off road anyway)."""
         off = np.ones(len(x), dtype=bool)  # no lane within reach
         wrong_way = np.zeros(len(x), dtype=bool)
-        at = [self._cell_row.get((math.floor(px / LANE_GRID_M), math.floor(py / LANE_GRID_M)), (-1, 0))
-              for px, py in zip(x.tolist(), y.tolist(), strict=True)]
-        bucket, row = np.array([b for b, _ in at], dtype=np.intp), np.array([r for _, r in at], dtype=np.intp)
-        for b, (a_all, d_all, len2_all, hw_all, dir_all) in enumerate(self._buckets):
+        gx = np.floor(x / LANE_GRID_M) - self._grid_lo[0]
+        gy = np.floor(y / LANE_GRID_M) - self._grid_lo[1]
+        inside = (gx >= 0) & (gx < self._grid_bucket.shape[0]) & (gy >= 0) & (gy < self._grid_bucket.shape[1])
+        ix, iy = np.where(inside, gx, 0).astype(np.intp), np.where(inside, gy, 0).astype(np.intp)
+        bucket = np.where(inside, self._grid_bucket[ix, iy], -1)
+        row = self._grid_row[ix, iy]
+        for b in np.unique(bucket[bucket >= 0]).tolist():
+            a_all, d_all, len2_all, hw_all, dir_all = self._buckets[b]
             i = np.flatnonzero(bucket == b)
             if not i.size:
                 continue
@@ -226,54 +243,63 @@ class Misbehaviour:
     def _check(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float,
                off_road: bool, wrong_way: bool) -> None:
         """One BSM's checks against its sender's history and its neighbours; `off_road`, `wrong_way`: `_on_road`'s."""
-        self.latest_t = max(self.latest_t, t)
+        if t > self.latest_t:
+            self.latest_t = t
         h = math.radians(heading_deg)
-        acc = min(accuracy_m, ACCURACY_CAP_M)
+        acc = accuracy_m if accuracy_m < ACCURACY_CAP_M else ACCURACY_CAP_M
         tr = self.tracks.get(sender)
-        strikes: Counter[str] = Counter()
+        strikes: dict[str, int] = {}  # this BSM's strikes by check, each check at most once
         if tr is None:
             tr = self.tracks[sender] = Track(t, x, y, speed, h, t, acc=acc)
             if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M + OFF_ROAD_SIGMAS * acc:
-                strikes["sudden_appearance"] += FLAG_STRIKES
+                strikes["sudden_appearance"] = FLAG_STRIKES
         else:
             dt = t - tr.t
             if 0 < dt < MIN_INTERVAL_S:
-                strikes["frequency"] += 1
+                strikes["frequency"] = 1
             if 0 < dt <= MAX_DT_S:
                 d = math.hypot(x - tr.x, y - tr.y)
                 allowance = MOVE_SIGMAS * math.hypot(tr.acc, acc)  # both fixes' errors, at worst independent
                 if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d + allowance:
-                    strikes["position_speed"] += 1
+                    strikes["position_speed"] = 1
                 if abs(speed - tr.speed) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
-                    strikes["acceleration"] += FLAG_STRIKES
-                turn = abs((h - tr.heading + math.pi) % (2 * math.pi) - math.pi)
-                if dt <= 0.5 and speed > 2.0 and turn > math.radians(MAX_TURN_DEG):
-                    strikes["heading_change"] += 1
+                    strikes["acceleration"] = FLAG_STRIKES
+                turn = abs((h - tr.heading + math.pi) % _TAU - math.pi)
+                if dt <= 0.5 and speed > 2.0 and turn > _MAX_TURN_RAD:
+                    strikes["heading_change"] = 1
             tr.t, tr.x, tr.y, tr.speed, tr.heading, tr.acc = t, x, y, speed, h, acc
             tr.n += 1
         if speed > MAX_SPEED_MPS:
-            strikes["speed"] += 1
+            strikes["speed"] = 1
         if off_road:
-            strikes["off_road"] += 1
+            strikes["off_road"] = 1
         elif wrong_way:
-            strikes["heading"] += 1
+            strikes["heading"] = 1
         self._move(sender, tr)
         cx, cy = tr.cell
-        near = [s for dx in (-1, 0, 1) for dy in (-1, 0, 1) for s in self._cells.get((cx + dx, cy + dy), ())]
-        for other in near:
-            o = self.tracks[other]
-            if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
-                continue  # compare with others heard at the same moment and not already known to lie
-            d = math.hypot(o.x - x, o.y - y)
-            if d + OVERLAP_SIGMAS * math.hypot(acc, o.acc) < OVERLAP_M:  # surely within OVERLAP_M, errors allowed for
-                self._overlap(tr, sender, o, other, t)
-            if d < TWIN_M and abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
-                lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
-                if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
-                    self._twin(tr, sender, o, other, d, t)
-                else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
-                    self._twins.pop((sender, other) if sender < other else (other, sender), None)
-        self._strike(tr, strikes, t)
+        cells, tracks = self._cells, self.tracks
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                square = cells.get((cx + dx, cy + dy))
+                if not square:
+                    continue
+                for other in square:
+                    o = tracks[other]
+                    if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
+                        continue  # compare with others heard at the same moment and not already known to lie
+                    d = math.hypot(o.x - x, o.y - y)
+                    if d >= TWIN_M:  # too far for either check (OVERLAP_M < TWIN_M)
+                        continue
+                    if d < OVERLAP_M and d + OVERLAP_SIGMAS * math.hypot(acc, o.acc) < OVERLAP_M:  # surely within OVERLAP_M, errors allowed for
+                        self._overlap(tr, sender, o, other, t)
+                    if abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
+                        lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
+                        if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
+                            self._twin(tr, sender, o, other, d, t)
+                        else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
+                            self._twins.pop((sender, other) if sender < other else (other, sender), None)
+        if strikes:
+            self._strike(tr, strikes, t)
 
     def _move(self, sender: str, tr: Track) -> None:
         """File a sender under the grid square of its latest position (squares of GRID_M: the checks need neighbours
@@ -334,7 +360,7 @@ class Misbehaviour:
                 for pair in [k for k in self._twins if sender in k]:
                     del self._twins[pair]
 
-    def _strike(self, tr: Track, strikes: Counter[str], t: float) -> None:
+    def _strike(self, tr: Track, strikes: Mapping[str, int], t: float) -> None:
         if strikes:
             tr.strikes.update(strikes)
             self._flag(tr, t)
