@@ -58,6 +58,33 @@ def _on_road_one(segs: tuple[np.ndarray, ...], x: float, y: float, speed: float,
     return off, not off and wrong
 
 
+def _in_lane_full(net: Network, x: float, y: float) -> tuple[int, float] | None:
+    """The approach lane a point lies on, by a search of every IN segment of the network (as it was written before
+    the grid): the nearest segment, if the point is within its half width + 0.5 m."""
+    ids, a, b, half = net._in_segments
+    ab = b - a
+    p = np.array([x, y])
+    t = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
+    d = np.hypot(*(a + ab * t[:, None] - p).T)
+    k = int(np.argmin(d))
+    return None if d[k] > half[k] + 0.5 else (int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k])))
+
+
+@pytest.mark.parametrize(("name", "copies"), [("four_way", 6), ("corridor", 1)])
+def test_the_lane_a_point_lies_on_is_found_in_its_square_as_among_every_lane(name: str, copies: int) -> None:
+    """The cloud's queue survey asks, for every vehicle each second, which approach lane it is on: looked up among the
+    lanes of the point's grid square, the answer (lane and distance to the stop line, to the bit) is a full search's."""
+    net = Network(scenario.tile(scenario.load(scenario.resolve(name)), copies))
+    rng = np.random.default_rng(3)
+    pts = np.concatenate([lk.points for lk in net.links])
+    n = 3000
+    x = np.concatenate([pts[rng.integers(len(pts), size=n), 0] + rng.normal(0, 3, n), rng.uniform(pts[:, 0].min() - 50, pts[:, 0].max() + 50, 300)])
+    y = np.concatenate([pts[rng.integers(len(pts), size=n), 1] + rng.normal(0, 3, n), rng.uniform(pts[:, 1].min() - 50, pts[:, 1].max() + 50, 300)])
+    got = [net.in_lane_at(px, py) for px, py in zip(x.tolist(), y.tolist(), strict=True)]
+    assert got == [_in_lane_full(net, px, py) for px, py in zip(x.tolist(), y.tolist(), strict=True)]
+    assert 0 < sum(h is not None for h in got) < len(got)  # both answers exercised
+
+
 def test_the_on_road_check_of_a_batch_is_that_of_each_position_alone() -> None:
     net = Network(scenario.tile(scenario.load(scenario.resolve("four_way")), 2))
     det = Misbehaviour(net)

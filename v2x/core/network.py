@@ -44,6 +44,7 @@ MARGIN_M = 0.3  # [m] clearance kept between bodies
 MAX_SWEEP_M = 3.0  # [m] cap on off-tracking
 BODY_CLEARANCE_M = WIDEST_M / 2 + MARGIN_M  # [m] a straight body this far from a path is clear of it
 _SAMPLE_M = 0.5  # [m] spacing of conflict-search samples along a turning path
+IN_GRID_M = 25.0  # [m] grid squares of the search for the approach lane a point lies on (`Network.in_lane_at`)
 
 
 class LinkKind(enum.IntEnum):
@@ -397,19 +398,44 @@ class Network:
         )
         return np.array(ids), a, b, half
 
-    def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
-        """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane."""
+    @functools.cached_property
+    def _in_grid(self) -> dict[tuple[int, int], tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]]:
+        """IN_GRID_M squares -> the IN segments that come within the widest half width + 0.5 m (and a metre more) of
+        some point of the square, in `_in_segments`' order: (link ids, start points, direction vectors, squared lengths
+        (at least 1e-9), half widths, lengths). A point's nearest segment, if it is near enough to count, is among its
+        square's, so `in_lane_at` looks at those alone and not at every lane of a district."""
         ids, a, b, half = self._in_segments
         if not len(ids):
-            return None  # no approach lanes: a SUMO scenario's network (docs/sumo.md)
+            return {}
         ab = b - a
+        len2, length = np.maximum((ab * ab).sum(axis=1), 1e-9), np.hypot(ab[:, 0], ab[:, 1])
+        reach = float(half.max()) + 0.5 + 1.0  # a metre more than needed: no rounding at a square's edge can matter
+        lo = np.floor((np.minimum(a, b) - reach) / IN_GRID_M).astype(int)
+        hi = np.floor((np.maximum(a, b) + reach) / IN_GRID_M).astype(int)
+        cells: dict[tuple[int, int], list[int]] = {}
+        for k in range(len(ids)):
+            for cx in range(lo[k, 0], hi[k, 0] + 1):
+                for cy in range(lo[k, 1], hi[k, 1] + 1):
+                    cells.setdefault((cx, cy), []).append(k)
+        return {c: (ids[ks], a[ks], ab[ks], len2[ks], half[ks], length[ks]) for c, ks in cells.items()}
+
+    def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
+        """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane.
+
+        The nearest IN segment is looked for among those of the point's grid square (`_in_grid`): every segment within
+        the widest half width + 0.5 m is there, and a nearest segment farther than that is too far for its own half
+        width + 0.5 m as well, so the answer is the one a search of every segment gives."""
+        near = self._in_grid.get((math.floor(x / IN_GRID_M), math.floor(y / IN_GRID_M)))
+        if near is None:
+            return None  # no approach lane within reach (or none at all: a SUMO scenario's network, docs/sumo.md)
+        ids, a, ab, len2, half, length = near
         p = np.array([x, y])
-        t = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-9), 0.0, 1.0)
+        t = np.clip(((p - a) * ab).sum(axis=1) / len2, 0.0, 1.0)
         d = np.hypot(*(a + ab * t[:, None] - p).T)
         k = int(np.argmin(d))
         if d[k] > half[k] + 0.5:
             return None
-        return int(ids[k]), float((1.0 - t[k]) * np.hypot(*ab[k]))
+        return int(ids[k]), float((1.0 - t[k]) * length[k])
 
     def in_lanes_near(self, x: float, y: float, heading_deg: float, slack_m: float) -> list[tuple[int, float]]:
         """Every IN lane a point may lie on when it is known only to within `slack_m` [m] (GNSS error): those
