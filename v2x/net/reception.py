@@ -170,12 +170,9 @@ class Reception:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.type_name(frame.body)})", h.sender_id)
         return rejected is None
 
-    def trusted(self, msg: Message, frame: m.Frame, rx_us: int) -> bool:
+    def _trusted(self, topic: str, got: Decoded, rx_us: int) -> bool:
         """Whether the sender may send this on this topic, and the message is not from the future (beyond the clock
         skew allowed): checked before a message is acted on or measured; a refusal is counted by kind."""
-        return self._trusted(msg.topic, decoded(frame), rx_us)
-
-    def _trusted(self, topic: str, got: Decoded, rx_us: int) -> bool:
         trust = self.trust
         if trust is None:
             return True
@@ -200,13 +197,10 @@ class Reception:
             return False
         return True
 
-    def decode(self, msg: Message) -> m.Frame | None:
-        """The frame, or None after counting why not; bytes decoded recently (or found to be no frame) are not
-        decoded again: a fleet's vehicles get the same bytes, a flood's garbage too."""
-        got = self._decode(msg)
-        return None if got is None else got[0]
-
     def _decode(self, msg: Message) -> Decoded | None:
+        """What a payload decodes to, or None after counting why not (undecodable, or not its topic's type); bytes
+        decoded recently (or found to be no frame) are not decoded again: a fleet's vehicles get the same bytes, a
+        flood's garbage too."""
         got = self._decoded.get(msg.payload)
         if got is None:
             try:
@@ -223,6 +217,15 @@ class Reception:
             self.bad.undecodable(msg.topic, got)
             return None
         return got if self.bad.right_type(msg.topic, got[0], got[1]) else None
+
+    def checked(self, msg: Message, receiver: str) -> m.Frame | None:
+        """The frame, or None after counting why not: decoded, of its topic's type, verified and trusted, as `accept`
+        checks it, but neither measured nor impaired (listeners that are no vehicle: a fleet's shard-wide radio, the
+        signal heads)."""
+        got = self._decode(msg)
+        if got is None or not self.verified(msg, got[0], receiver):
+            return None
+        return got[0] if self._trusted(msg.topic, got, self.clock.receipt_us(msg)) else None
 
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
         """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""

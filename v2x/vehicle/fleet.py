@@ -452,12 +452,7 @@ class Fleet:
             return
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
-            frame = self.reception.decode(msg)
-            if frame is not None and not (
-                self.reception.verified(msg, frame, radio.station.sender_id)
-                and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
-            ):
-                return
+            frame = self.reception.checked(msg, radio.station.sender_id)
         else:
             frame = self.reception.accept(msg, radio.station.sender_id)
         if frame is not None:
@@ -465,10 +460,8 @@ class Fleet:
 
     def _see_heads(self, heads: Radio, msg: Message) -> None:
         """What the signal heads show, as the RSUs' SPaT says (not measured: the physical world)."""
-        frame = self.reception.decode(msg)
-        if frame is None or not isinstance(frame.body, m.Spat) or not (
-            self.reception.verified(msg, frame, heads.station.sender_id) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
-        ):
+        frame = self.reception.checked(msg, heads.station.sender_id)
+        if frame is None or not isinstance(frame.body, m.Spat):  # another type on a SPaT topic: counted as such
             return
         now = self.clock.sim_s()
         for st in frame.body.intersections:
