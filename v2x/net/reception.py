@@ -207,12 +207,9 @@ class Reception:
                 got = decoded(codec.decode(msg.payload))
             except DecodeError as e:
                 got = e
-            # a BSM's bytes are not kept: each receiver hears a vehicle's BSM once (what many radios of one receiver
-            # hear is SPaT, MAP, hazards), and a BSM is most of what a receiver decodes
-            if isinstance(got, DecodeError) or got[1] != "bsm":
-                if len(self._decoded) >= DECODED_KEPT:
-                    self._decoded.clear()
-                self._decoded[msg.payload] = got
+            if len(self._decoded) >= DECODED_KEPT:
+                self._decoded.clear()
+            self._decoded[msg.payload] = got
         if isinstance(got, DecodeError):
             self.bad.undecodable(msg.topic, got)
             return None
