@@ -154,7 +154,9 @@ def ops(repeat: int = 5) -> dict[str, float]:
     from v2x.core.signal.plans import controllers
     from v2x.core.signal.spat import intersection_state
     from v2x.core.topics import Topics, quadkey
+    from v2x.core.trust import TrustRules
     from v2x.net.connection import Connection
+    from v2x.net.reception import Reception
     from v2x.net.station import Clock, Station
     from v2x.net.transport import MemoryBroker, MemoryTransport, Message
     from v2x.run.offline import OfflineRun
@@ -199,19 +201,31 @@ def ops(repeat: int = 5) -> dict[str, float]:
         for _ in range(rounds):
             publish_bsms()
     best("fleet: build, encode and publish a BSM", rounds * len(cars), bsm_rounds)
-    heard = []  # more rounds of BSMs, as the RSU hears them
-    for _ in range(repeat):
-        batch = []
-        for _ in range(rounds):
-            for vid, bsm in build_bsms(run.traffic, net.frame):
-                topic = topics.bsm(quadkey(bsm.position.lat_deg, bsm.position.lon_deg), cars[vid].sender_id)
-                batch.append(Message(topic, cars[vid].encode(bsm, None, topic), 0, False, time.time_ns()))
-        heard.append(batch)
+
+    def bsm_batches() -> list[list[Message]]:
+        """`repeat` batches of `rounds` rounds of BSMs, as a receiver hears them."""
+        out = []
+        for _ in range(repeat):
+            batch = []
+            for _ in range(rounds):
+                for vid, bsm in build_bsms(run.traffic, net.frame):
+                    topic = topics.bsm(quadkey(bsm.position.lat_deg, bsm.position.lon_deg), cars[vid].sender_id)
+                    batch.append(Message(topic, cars[vid].encode(bsm, None, topic), 0, False, time.time_ns()))
+            out.append(batch)
+        return out
+
+    heard = bsm_batches()
 
     def receive_bsms(i: int) -> None:
         for msg in heard[i]:
             rsu.accept(msg)
     best("roadside: receive a BSM (decode, check, measure, handle)", len(heard[0]), receive_bsms)
+    cloud, heard = Reception("cloud", m.SenderKind.CLOUD, clock, trust=TrustRules(sc)), bsm_batches()
+
+    def cloud_bsms(i: int) -> None:
+        for msg in heard[i]:
+            cloud.accept(msg)
+    best("cloud: receive a BSM (decode, check, measure; the cloud's handling not included)", len(heard[0]), cloud_bsms)
 
     def ticks(_: int) -> None:
         for _ in range(rounds):
@@ -227,6 +241,20 @@ def ops(repeat: int = 5) -> dict[str, float]:
                 for radio in fleet.radios.values():  # each vehicle its own copy of the bytes, as off its own socket
                     fleet._handle(radio, Message(topic, bytes(bytearray(payload)), 0, False, time.time_ns()))
     best("fleet: a SPaT delivered to a vehicle (both paths; building the SPaT included)", 2 * rounds * len(cars), spat_deliveries)
+    spats = []  # more rounds of SPaT, both paths, each vehicle its own copy of the bytes
+    for i in range(repeat):
+        batch = []
+        for k in range(rounds):
+            state = m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000, revision=(k + i * rounds) % 128),))
+            for station, topic in ((rsu_st, spat_topics[0]), (cloud_st, spat_topics[1])):
+                payload = station.encode(state, None, topic)
+                batch += [(radio, Message(topic, bytes(bytearray(payload)), 0, False, time.time_ns())) for radio in fleet.radios.values()]
+        spats.append(batch)
+
+    def spat_receptions(i: int) -> None:
+        for radio, msg in spats[i]:
+            fleet._handle(radio, msg)
+    best("fleet: a SPaT taken by a vehicle (both paths; decoded once for all, checked, measured, believed)", len(spats[0]), spat_receptions)
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -207,3 +209,41 @@ def test_latency_series_packs_past_seconds_and_still_takes_late_arrivals_for_the
     assert sorted(per_s) == list(range(10))
     assert per_s[0] == {coarse_bucket(1_000): 1, coarse_bucket(50_000): 1}
     assert per_s[9] == {coarse_bucket(1_009): 1}
+
+
+# (numbers ahead of or behind the highest, microseconds after or before its generation): the next number and a few
+# past it, most often, as a stream goes; and repeats, late ones, restarts and jumps far ahead
+_STEPS = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(range(-3, 2 * metrics.JUMP_SLACK)), st.integers(-2 * metrics.DUP_WINDOW, 2 * metrics.DUP_WINDOW),
+                  st.integers(0, 2**31 - 1)),
+        st.one_of(st.sampled_from([100_000, 0, -1]), st.integers(-2_000_000, 20_000_000)),
+    ),
+    max_size=200,
+)
+
+
+@given(_STEPS, st.integers(0, SEQ_MOD - 1))
+def test_a_stream_takes_the_next_numbers_as_its_general_rule_does(steps: list[tuple[int, int]], start: int) -> None:
+    """`Stream.see` takes the numbers just ahead of the highest without the general rule's checks: twin streams, one
+    seeing each number as sent (modulo SEQ_MOD), the other through the general rule alone, agree on every verdict."""
+    fast, general = Stream(start, start, recent={start: 0}), Stream(start, start, recent={start: 0})
+    gen_us = 0
+    for ahead, later_us in steps:
+        seq, gen_us = fast.highest + ahead, gen_us + later_us
+        assert fast.see(seq % SEQ_MOD, gen_us) == general._see(seq, gen_us), (seq, gen_us)
+        assert vars(fast) == vars(general)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["vehicle->rsu", "vehicle->cloud"]), st.integers(0, 12), st.integers(-5, 10**7)), max_size=300))
+def test_the_latency_series_counts_every_message_in_its_hop_and_second(arrivals: list[tuple[str, int, int]]) -> None:
+    """Whatever the order of hops and seconds (late arrivals for packed seconds among them), each message is counted
+    once in its hop's second, in the coarse bucket of its latency."""
+    ms = Measurements(0.0)
+    expected: dict[str, dict[int, dict[int, int]]] = {}
+    for k, (hop, sec, latency_us) in enumerate(arrivals):
+        ms.record("cloud", f"t/{k}", "bsm", hop, 0, sec * 1_000_000 + k, latency_us)
+        per_s = expected.setdefault(hop, {}).setdefault(sec, {})
+        b = round(math.log(max(latency_us, 1)) / math.log(metrics.COARSE_STEP))
+        per_s[b] = per_s.get(b, 0) + 1
+    assert merge_json([ms.to_json()])[2] == expected

@@ -183,3 +183,42 @@ def test_bsms_place_vehicles_where_the_core_has_them() -> None:
         assert abs(x - cx[i]) < 0.02  # the wire keeps position to about a centimetre
         assert abs(y - cy[i]) < 0.02
         assert abs(back.speed_mps - run.traffic.v[i]) <= 0.01 + 1e-9
+
+
+def test_every_vehicle_believes_the_spat_it_heard_by_either_path() -> None:
+    """The vehicles hearing one SPaT share what they take from it (decoded once, timed once): each vehicle's belief,
+    and the fleet's freshest, are what receiving that SPaT's decoded state gives, SPaT after SPaT on both paths; and
+    a SPaT frame made after another is gone is never taken for it."""
+    from v2x.core.topics import Topics
+    from v2x.net.connection import Connection
+    from v2x.net.station import Station, StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport, Message
+    from v2x.vehicle.belief import Received
+    from v2x.vehicle.fleet import Fleet, Radio
+
+    sc = _load("four_way", 60.0)
+    net, clock, topics, mem = Network(sc), StepClock(EPOCH_MS / 1000), Topics(), MemoryBroker()
+    fleet = Fleet(sc, Connection("mqtt://127.0.0.1:1", impair=False), clock, transport_factory=lambda sid: MemoryTransport(mem, sid))
+    radios = [Radio(vid, Station(f"veh-{vid}", m.SenderKind.VEHICLE, clock), fleet._belief(), ready=True) for vid in range(1, 6)]
+    ctl, tile, iid = controllers(net)[0], net.site_tiles[0], net.intersections[0].spec.id
+    senders = {"rsu": (Station(sc.rsu_of(0).id, m.SenderKind.RSU, clock), topics.spat("rsu", tile, iid)),
+               "cloud": (Station("cloud", m.SenderKind.CLOUD, clock), topics.spat("cloud", tile, iid))}
+    for k in range(40):
+        clock.t = k * sc.step_s
+        ctl.step(clock.t)
+        for path, (station, topic) in senders.items():
+            payload = station.encode(m.Spat((intersection_state(net, 0, ctl, clock.utc_us() // 1000, revision=k % 128),)), None, topic)
+            body = codec.decode(payload).body
+            assert isinstance(body, m.Spat)
+            (st,) = body.intersections
+            expected = Received(st, clock.sim_of_utc_ms(st.timestamp_ms), path)
+            for radio in radios:
+                fleet._handle(radio, Message(topic, bytes(bytearray(payload)), 0, False, 0))  # each its own bytes
+                assert radio.belief.latest[1] == expected
+            assert fleet.heard.latest[1] == expected
+    assert fleet.counters.received == {"spat/rsu": 40 * len(radios), "spat/cloud": 40 * len(radios)}
+    header = m.Header("cloud", m.SenderKind.CLOUD, 0, clock.utc_us(), 0)
+    states = [intersection_state(net, 0, ctl, clock.utc_us() // 1000 + k, revision=k % 128) for k in range(100)]
+    for state in states:  # frames made and dropped one after another: the next one's id is often the last one's
+        fleet._act(radios[0], senders["cloud"][1], m.Frame(header, m.Spat((state,))))
+        assert radios[0].belief.latest[1].state is state

@@ -75,8 +75,10 @@ class Histogram:
         self.max = 0
 
     def record(self, v_us: int) -> None:
-        v = max(int(v_us), 0)
-        i = bucket(v)
+        v = int(v_us)
+        if v < 0:
+            v = 0
+        i = v if v < _EXACT else bucket(v)  # most latencies: the value itself, without a call
         self.counts[i] = self.counts.get(i, 0) + 1
         self.n += 1
         if v > self.max:
@@ -156,7 +158,19 @@ class Stream:
     def see(self, seq: int, gen_us: int) -> int:
         """Record a sequence number: NEW, DUPLICATE, or RESTART or JUMP (not recorded here)."""
         ahead = (seq - self.highest) % SEQ_MOD  # the nearer way round the wrap, ahead or behind
-        seq = self.highest + ahead if ahead < SEQ_MOD // 2 else self.highest + ahead - SEQ_MOD
+        if 0 < ahead <= JUMP_SLACK:
+            # the next number or a few past it (nearly every message): new, whatever the times say, as the general
+            # path would find: no number above the highest is in `recent`, and one sender may number JUMP_SLACK ahead
+            seq = self.highest = self.highest + ahead
+            self.recent[seq] = gen_us
+            self.unique += 1
+            if len(self.recent) > 2 * DUP_WINDOW:
+                self._forget_old()
+            return Stream.NEW
+        return self._see(self.highest + ahead if ahead < SEQ_MOD // 2 else self.highest + ahead - SEQ_MOD, gen_us)
+
+    def _see(self, seq: int, gen_us: int) -> int:
+        """`see` for any number, counted on from the highest (not modulo SEQ_MOD)."""
         seen = self.recent.get(seq)
         if seen is not None:
             if seen == gen_us:
@@ -174,9 +188,13 @@ class Stream:
         elif seq < self.first:
             self.first = seq
         if len(self.recent) > 2 * DUP_WINDOW:
-            floor = self.highest - DUP_WINDOW
-            self.recent = {k: v for k, v in self.recent.items() if k >= floor}
+            self._forget_old()
         return Stream.NEW
+
+    def _forget_old(self) -> None:
+        """Keep the numbers of the last DUP_WINDOW only."""
+        floor = self.highest - DUP_WINDOW
+        self.recent = {k: v for k, v in self.recent.items() if k >= floor}
 
     def _numbered_by_one(self, seq: int, gen_us: int) -> bool:
         """Whether one sender could have numbered the highest and `seq` (generated at `gen_us`): no more numbers
@@ -216,8 +234,17 @@ COARSE_STEP = 1.1  # the coarse histogram's bucket i holds values near COARSE_ST
 _LOG_STEP = math.log(COARSE_STEP)
 
 
+COARSE_KEPT = 4096  # latencies whose coarse bucket is kept, the first seen (most repeat: in fast mode, a step's multiples)
+_coarse: dict[int, int] = {}
+
+
 def coarse_bucket(v_us: int) -> int:
-    return round(math.log(max(v_us, 1)) / _LOG_STEP)
+    b = _coarse.get(v_us)
+    if b is None:
+        b = round(math.log(max(v_us, 1)) / _LOG_STEP)
+        if len(_coarse) < COARSE_KEPT:
+            _coarse[v_us] = b
+    return b
 
 
 def coarse_value_us(i: int) -> float:
@@ -245,6 +272,7 @@ class Measurements:
         # hop -> sim second of generation -> coarse histogram: a dict, or packed (bucket, count, bucket, count...)
         self.series: dict[str, dict[int, dict[int, int] | array[int]]] = {}
         self._open: dict[str, set[int]] = {}  # by hop: the seconds of its series still dicts
+        self._counting: dict[str, tuple[int, dict[int, int]]] = {}  # by hop: the second last counted in, and its dict
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
@@ -290,8 +318,16 @@ class Measurements:
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
         h.record(latency_us)
-        per_hop = self.series.setdefault(hop, {})
         sec = math.floor(gen_us / 1e6 - self.epoch_s)
+        counting = self._counting.get(hop)
+        # the second last counted in (nearly every message): still a dict, as only `_second` of the same hop packs one
+        per_s = counting[1] if counting is not None and counting[0] == sec else self._second(hop, sec)
+        b = coarse_bucket(latency_us)
+        per_s[b] = per_s.get(b, 0) + 1
+
+    def _second(self, hop: str, sec: int) -> dict[int, int]:
+        """A hop's coarse histogram of sim second `sec`, as a dict to count in (the seconds OPEN_S behind it packed)."""
+        per_hop = self.series.setdefault(hop, {})
         per_s = per_hop.get(sec)
         if not isinstance(per_s, dict):  # a new second, or a late arrival for one packed already
             per_s = per_hop[sec] = {} if per_s is None else dict(_bins(per_s))
@@ -302,8 +338,8 @@ class Measurements:
                 packed = per_hop[old]
                 if isinstance(packed, dict):
                     per_hop[old] = array("I", [x for bc in sorted(packed.items()) for x in bc])
-        b = coarse_bucket(latency_us)
-        per_s[b] = per_s.get(b, 0) + 1
+        self._counting[hop] = (sec, per_s)
+        return per_s
 
     def close_silent(self, now_us: int) -> None:
         """Close the streams whose latest message was generated more than SILENT_S before `now_us` (UTC [us], the

@@ -89,7 +89,12 @@ class TrustRules:
 
     def ahead_us(self, frame: m.Frame, now_us: int) -> int:
         """How far [us] the message, or a SPaT's timing, is ahead of the receiver's clock `now_us` (<= 0: not)."""
-        ahead = frame.header.gen_time_us - now_us
-        if isinstance(frame.body, m.Spat):
-            ahead = max([ahead, *(st.timestamp_ms * 1000 - now_us for st in frame.body.intersections)])
-        return ahead
+        return latest_us(frame) - now_us
+
+
+def latest_us(frame: m.Frame) -> int:
+    """The latest time [us UTC] a message claims: its generation, or a SPaT's timing if later (what a receiver holds
+    against its clock, as `TrustRules.ahead_us`)."""
+    if isinstance(frame.body, m.Spat):
+        return max([frame.header.gen_time_us, *(st.timestamp_ms * 1000 for st in frame.body.intersections)])
+    return frame.header.gen_time_us

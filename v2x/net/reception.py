@@ -22,7 +22,7 @@ from v2x.core.errors import DecodeError
 from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
-from v2x.core.trust import TrustRules
+from v2x.core.trust import TrustRules, latest_us
 from v2x.net.impair import Impairment
 from v2x.net.signing import Verifier
 from v2x.net.station import Clock
@@ -65,15 +65,15 @@ class BadInput:
         except DecodeError as e:
             self.undecodable(topic, e)
             return None
-        return frame if self.right_type(topic, frame) else None
+        return frame if self.right_type(topic, frame, m.type_name(frame.body)) else None
 
     def undecodable(self, topic: str, e: DecodeError) -> None:
         """Count bytes that are no frame (named by the topic's last level: the header cannot be read)."""
         self.record(e.kind, topic, str(e), sender=topic.rsplit("/", 1)[-1])
 
-    def right_type(self, topic: str, frame: m.Frame) -> bool:
-        """Whether a frame is of the type its topic carries; counted as "wrong_type" when not."""
-        kind, mtype = kind_of(topic), m.type_name(frame.body)
+    def right_type(self, topic: str, frame: m.Frame, mtype: str) -> bool:
+        """Whether a frame (of type `mtype`) is of the type its topic carries; counted as "wrong_type" when not."""
+        kind = kind_of(topic)
         if kind is None or kind == mtype:
             return True
         self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
@@ -109,6 +109,16 @@ JUDGED_KEPT = 4096  # senders' verdicts kept, one per sender and topic: a distri
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
 Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
+# what a payload decodes to, worked out once for every receiver of the same bytes: the frame, its type's name, a
+# SPaT's intersections (a sender's verdict depends on them, too) and the latest time it claims [us UTC]
+Decoded = tuple[m.Frame, str, tuple[str, ...], int]
+
+
+def decoded(frame: m.Frame) -> Decoded:
+    body = frame.body
+    if isinstance(body, m.Spat):
+        return frame, m.type_name(body), tuple(st.name for st in body.intersections), latest_us(frame)
+    return frame, m.type_name(body), (), frame.header.gen_time_us  # its latest_us
 
 
 class Reception:
@@ -144,7 +154,7 @@ class Reception:
         self.outcomes: Counter[str] = Counter()
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
-        self._decoded: dict[bytes, m.Frame | DecodeError] = {}  # and why bytes that are no frame are not
+        self._decoded: dict[bytes, Decoded | DecodeError] = {}  # and why bytes that are no frame are not
         # (topic, sender, sender kind, a SPaT's intersections) -> why its sender is refused (None: it is not), recent
         self._senders: dict[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = {}
 
@@ -160,40 +170,41 @@ class Reception:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.type_name(frame.body)})", h.sender_id)
         return rejected is None
 
-    def trusted(self, msg: Message, frame: m.Frame, rx_us: int) -> bool:
+    def _trusted(self, topic: str, got: Decoded, rx_us: int) -> bool:
         """Whether the sender may send this on this topic, and the message is not from the future (beyond the clock
         skew allowed): checked before a message is acted on or measured; a refusal is counted by kind."""
-        if self.trust is None:
+        trust = self.trust
+        if trust is None:
             return True
+        frame, _, names, latest = got
         h = frame.header
         # the verdict depends on these alone (a SPaT's on the intersections it names too): a sender is judged once on
         # each topic, not once per message (a fleet's vehicles hear the same SPaT; every vehicle sends 10 BSMs a second)
-        body = frame.body
-        names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
-        key = (msg.topic, h.sender_id, h.sender_kind, names)
+        key = (topic, h.sender_id, h.sender_kind, names)
         why = self._senders.get(key, _UNJUDGED)
         if why is _UNJUDGED:
-            why = self.trust.sender_problem(msg.topic, frame)
+            why = trust.sender_problem(topic, frame)
             if len(self._senders) >= JUDGED_KEPT:
                 self._senders.clear()
             self._senders[key] = why
         if why is not None:
-            self.bad.record("wrong_sender", msg.topic, why, h.sender_id)
+            self.bad.record("wrong_sender", topic, why, h.sender_id)
             return False
-        ahead = self.trust.ahead_us(frame, rx_us)
-        if ahead > self.trust.clock_skew_us:
-            self.bad.record("from_the_future", msg.topic, f"{ahead / 1e6:.3f} s ahead of this receiver's clock "
-                            f"(at most {self.trust.clock_skew_us / 1e6:g} s allowed)", h.sender_id)
+        ahead = latest - rx_us  # trust.ahead_us, with the latest time worked out once for the bytes
+        if ahead > trust.clock_skew_us:
+            self.bad.record("from_the_future", topic, f"{ahead / 1e6:.3f} s ahead of this receiver's clock "
+                            f"(at most {trust.clock_skew_us / 1e6:g} s allowed)", h.sender_id)
             return False
         return True
 
-    def decode(self, msg: Message) -> m.Frame | None:
-        """The frame, or None after counting why not; bytes decoded recently (or found to be no frame) are not
-        decoded again: a fleet's vehicles get the same bytes, a flood's garbage too."""
+    def _decode(self, msg: Message) -> Decoded | None:
+        """What a payload decodes to, or None after counting why not (undecodable, or not its topic's type); bytes
+        decoded recently (or found to be no frame) are not decoded again: a fleet's vehicles get the same bytes, a
+        flood's garbage too."""
         got = self._decoded.get(msg.payload)
         if got is None:
             try:
-                got = codec.decode(msg.payload)
+                got = decoded(codec.decode(msg.payload))
             except DecodeError as e:
                 got = e
             if len(self._decoded) >= DECODED_KEPT:
@@ -202,24 +213,33 @@ class Reception:
         if isinstance(got, DecodeError):
             self.bad.undecodable(msg.topic, got)
             return None
-        return got if self.bad.right_type(msg.topic, got) else None
+        return got if self.bad.right_type(msg.topic, got[0], got[1]) else None
+
+    def checked(self, msg: Message, receiver: str) -> m.Frame | None:
+        """The frame, or None after counting why not: decoded, of its topic's type, verified and trusted, as `accept`
+        checks it, but neither measured nor impaired (listeners that are no vehicle: a fleet's shard-wide radio, the
+        signal heads)."""
+        got = self._decode(msg)
+        if got is None or not self.verified(msg, got[0], receiver):
+            return None
+        return got[0] if self._trusted(msg.topic, got, self.clock.receipt_us(msg)) else None
 
     def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
         """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
-        frame = self.decode(msg)
-        if frame is None:
+        got = self._decode(msg)
+        if got is None:
             return None
+        frame, mtype = got[0], got[1]
         h = frame.header
         who = receiver or self.owner
         if self.verifier is not None and not self.verified(msg, frame, who):  # no call per message when unsigned
             return None
         rx_us = self.clock.receipt_us(msg)
-        if self.trust is not None and not self.trusted(msg, frame, rx_us):
+        if self.trust is not None and not self._trusted(msg.topic, got, rx_us):
             return None
         if h.sender_id == who:
             self.outcomes["own"] += 1
             return frame  # its own message, back from the broker: no link, nothing to measure
-        mtype = m.type_name(frame.body)
         hop = self._hops[h.sender_kind]
         delay_us = 0
         if self.impairment is not None and not msg.retain:

@@ -111,8 +111,7 @@ class Service:
     def accept(self, msg: Message) -> None:
         """One arrival: handled now, or held by its link, or counted and dropped; an empty payload on a retained
         kind's topic is its owner clearing it (counted as received `<kind>_cleared`)."""
-        kind = kind_of(msg.topic)
-        if not msg.payload and kind in RETAINED_KINDS:
+        if not msg.payload and (kind := kind_of(msg.topic)) in RETAINED_KINDS:
             self.received[f"{kind}_cleared"] += 1
             return
         frame = self.reception.accept(msg)

@@ -40,9 +40,14 @@ class SignalBelief:
 
     def receive(self, state: m.IntersectionState, at_s: float, path: str, now_s: float | None = None) -> None:
         """Keep the fresher of what we have and what arrived (by the time it counts from); `now_s`: when heard."""
+        self.take(Received(state, at_s, path), now_s)
+
+    def take(self, got: Received, now_s: float | None = None) -> None:
+        """As `receive`, with what arrived already made (immutable: the vehicles hearing one SPaT can share it)."""
+        state, at_s = got.state, got.at_s
         old = self.latest.get(state.ref.id)
         if old is None or at_s >= old.at_s:
-            got = self.latest[state.ref.id] = Received(state, at_s, path)
+            self.latest[state.ref.id] = got
             if not self.countdown:
                 heard = at_s if now_s is None else now_s
                 queue = self._reacting.setdefault(state.ref.id, [])

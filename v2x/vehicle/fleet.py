@@ -46,7 +46,7 @@ from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
 from v2x.vehicle.apps import GLOSA_RANGE_M, HLW_RANGE_M, Apps, HazardWatch, Warning
 from v2x.vehicle.attacks import Attacks
-from v2x.vehicle.belief import SignalBelief
+from v2x.vehicle.belief import Received, SignalBelief
 from v2x.vehicle.bsm import bsms_of, build_bsms
 from v2x.vehicle.emergency import PriorityRequests
 from v2x.vehicle.equipment import Equipment
@@ -69,6 +69,7 @@ OBU_QOS0_PER_S = 500.0
 # reference machine a message after 100 ms idle takes ~0.7 ms, after 2 ms ~0.2 ms).
 SLICE_S = 0.001  # [s]
 RECEIVE_EVERY_S = 0.01  # [s] how often the vehicles act on what they received, within a step
+SPATS_KEPT = 256  # SPaT frames whose states the vehicles share, kept (a district's SPaT of a step or two, both paths)
 HAZARD_KEEP_OFF_S = 1.0  # [s] on SUMO, a warned vehicle is kept out of the hazard's lane this long at a time (renewed each step)
 
 
@@ -187,6 +188,9 @@ class Fleet:
         self.bad = self.reception.bad
         self.truth: Callable[[np.ndarray], np.ndarray] | None = None  # the true lights (fast mode: red-light count)
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
+        # by id of a SPaT frame (Reception decodes the bytes every vehicle hears once): the frame, what each vehicle
+        # takes from it, and its count's name; worked out for the first vehicle, shared by the others
+        self._spats: dict[int, tuple[m.Frame, tuple[Received, ...], str]] = {}
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
         self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
         self.neighbours.trust, self.neighbours.utc_us = self.reception.trust, clock.utc_us  # V2V: the same checks
@@ -441,20 +445,14 @@ class Fleet:
 
     def _handle(self, radio: Radio, msg: Message) -> None:
         topic = msg.topic
-        kind = kind_of(topic)
-        if not msg.payload and kind in RETAINED_KINDS:  # a retained message cleared by its owner (a hazard: it is over)
+        if not msg.payload and (kind := kind_of(topic)) in RETAINED_KINDS:  # a retained message cleared by its owner (a hazard: it is over)
             if kind == "rsi":
                 radio.hazards.pop(_hazard_key(topic), None)
             self.counters.received[f"{kind}_cleared"] += 1
             return
         # the shard-wide radio is not a vehicle: it is not measured
         if radio is self.shadow:
-            frame = self.reception.decode(msg)
-            if frame is not None and not (
-                self.reception.verified(msg, frame, radio.station.sender_id)
-                and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
-            ):
-                return
+            frame = self.reception.checked(msg, radio.station.sender_id)
         else:
             frame = self.reception.accept(msg, radio.station.sender_id)
         if frame is not None:
@@ -462,10 +460,8 @@ class Fleet:
 
     def _see_heads(self, heads: Radio, msg: Message) -> None:
         """What the signal heads show, as the RSUs' SPaT says (not measured: the physical world)."""
-        frame = self.reception.decode(msg)
-        if frame is None or not isinstance(frame.body, m.Spat) or not (
-            self.reception.verified(msg, frame, heads.station.sender_id) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
-        ):
+        frame = self.reception.checked(msg, heads.station.sender_id)
+        if frame is None or not isinstance(frame.body, m.Spat):  # another type on a SPaT topic: counted as such
             return
         now = self.clock.sim_s()
         for st in frame.body.intersections:
@@ -473,17 +469,17 @@ class Fleet:
 
     def _act(self, radio: Radio, topic: str, frame: m.Frame) -> None:
         body = frame.body
-        kind = m.type_name(body)
         if isinstance(body, m.Spat):
-            path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
-            for st in body.intersections:
-                at = self.clock.sim_of_utc_ms(st.timestamp_ms)
-                radio.belief.receive(st, at, path, self.clock.sim_s())
-                self.heard.receive(st, at, path)
+            _, states, count = self._spat(frame, body)
+            for got in states:
+                radio.belief.take(got, self.clock.sim_s())
+                self.heard.take(got)
             if radio is not self.shadow:
-                self.counters.received[f"spat/{path}"] += 1
+                self.counters.received[count] += 1
                 self.counters.vehicles_with_spat.add(radio.vid)
-        elif isinstance(body, m.Rsi):
+            return
+        kind = m.type_name(body)
+        if isinstance(body, m.Rsi):
             self.counters.received[kind] += 1
             for ev in body.events:
                 if ev.status is m.EventStatus.ENDED:
@@ -502,6 +498,18 @@ class Fleet:
             self.priority.heard(radio.vid, body, self.clock.sim_s())
         else:
             self.bad.record("not_handled", topic, kind, frame.header.sender_id)
+
+    def _spat(self, frame: m.Frame, body: m.Spat) -> tuple[m.Frame, tuple[Received, ...], str]:
+        """What a vehicle takes from a SPaT: each intersection's state, timed from its timestamp, and the path it came
+        by; the same for every vehicle hearing the same frame, so made once."""
+        got = self._spats.get(id(frame))  # each entry keeps its frame alive: no other frame has its id meanwhile
+        if got is None:
+            path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
+            states = tuple(Received(st, self.clock.sim_of_utc_ms(st.timestamp_ms), path) for st in body.intersections)
+            if len(self._spats) >= SPATS_KEPT:
+                self._spats.clear()
+            got = self._spats[id(frame)] = (frame, states, f"spat/{path}")
+        return got
 
     # -- the step ----------------------------------------------------------------------------
 

@@ -45,10 +45,8 @@ class SpatHeads:
     def receive(self) -> None:
         """Show what every SPaT that arrived says, on its junction's light (from SUMO's next step)."""
         for msg in self.transport.receive():
-            frame = self.reception.decode(msg)
-            if frame is None or not (
-                self.reception.verified(msg, frame, self.sid) and self.reception.trusted(msg, frame, self.clock.receipt_us(msg))
-            ):
+            frame = self.reception.checked(msg, self.sid)
+            if frame is None:
                 continue
             if not isinstance(frame.body, m.Spat):
                 continue  # the topic's type check has counted it
