@@ -326,6 +326,11 @@ class _Inbox(Lifecycle):
     """The receiving side both transports share: a bounded inbox, emptied by `receive()`; `wait()` waits for it."""
 
     stats: TransportStats
+    _heard: Callable[[], None] | None = None
+
+    def on_arrival(self, callback: Callable[[], None] | None) -> None:
+        """Have `callback()` called after each message put into the inbox (the lockstep barrier wakes on it)."""
+        self._heard = callback
 
     def _open_inbox(self, size: int) -> None:
         """`size`: the most messages kept waiting (0 or less: no limit)."""
@@ -340,6 +345,8 @@ class _Inbox(Lifecycle):
             return
         self._inbox.append(msg)
         self._arrived.set()
+        if self._heard is not None:
+            self._heard()
 
     def receive(self, limit: int = 10_000) -> list[Message]:
         """The messages waiting in the inbox (at most `limit`, oldest first), without waiting."""
