@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -100,9 +99,10 @@ class Hub:
 
     def publishing(self, topic: str, payload: bytes, retain: bool) -> None:
         self.published += 1
+        key = (topic, payload)
         for clients in self._filters.match(topic):
             for c in clients:
-                c.expect((topic, payload))
+                c.expect(key)
         if retain:
             if payload:
                 self._retained[topic] = payload
@@ -150,7 +150,7 @@ class LockstepTransport(Lifecycle):
         self.inner = inner
         self.hub = hub
         self.stats: TransportStats = inner.stats
-        self._expected: Counter[Key] = Counter()
+        self._expected: dict[Key, int] = {}
         self.filters: set[str] = set()
         self.outstanding = 0
         self._ready: list[Message] = []
@@ -174,7 +174,7 @@ class LockstepTransport(Lifecycle):
         await self.inner.close()
 
     def expect(self, key: Key) -> None:
-        self._expected[key] += 1
+        self._expected[key] = self._expected.get(key, 0) + 1
         self.outstanding += 1
         self.hub._outstanding += 1
 
