@@ -76,7 +76,7 @@ class _Levels:
     def closed(self, key: tuple[str, int]) -> None:
         self.up[key] -= 1
         if self.up[key] <= 0:
-            del self.up[key]
+            self.up.pop(key, None)
             self.level.pop(key, None)
 
 
