@@ -573,7 +573,7 @@ class MqttTransport(_Inbox):
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
         # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
-        # expiry is set, so decide the level before the real CONNECT.
+        # expiry is set, so decide the level before the real CONNECT (once per broker while connected: `_Levels`).
         level = None
         if self.version == "auto" and not self.url.tls:
             level = _BROKER_LEVELS.level.get(self._broker) or await asyncio.to_thread(self._level)
@@ -605,7 +605,7 @@ class MqttTransport(_Inbox):
                     raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {problem or e or type(e).__name__}") from None
                 await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
                 attempt += 1
-        if level is not None:
+        if level is not None and not self._holds_level:
             _BROKER_LEVELS.connected(self._broker, level)
             self._holds_level = True
         self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")
