@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from v2x.net.lockstep import Hub
-from v2x.net.transport import MemoryBroker, MemoryTransport
+from v2x.net.transport import MemoryBroker, MemoryTransport, Message
 
 
 async def test_the_barrier_expects_what_subscriptions_match_and_orders_deliveries() -> None:
@@ -55,3 +58,32 @@ async def test_strangers_are_set_aside_and_missing_deliveries_counted_lost() -> 
     assert hub.stats.unexpected_by_kind == {"rsi": 1}
     assert hub.stats.lost == 1
     assert hub.outstanding() == 0
+
+
+async def test_the_barrier_sleeps_until_an_inbox_gets_something_and_takes_in_only_those_that_did() -> None:
+    broker = MemoryBroker()
+    hub = Hub("v2x/v1", timeout_s=5.0)
+    pub, sub, idle = (hub.wrap(MemoryTransport(broker, name)) for name in ("pub", "sub", "idle"))
+    for t in (pub, sub, idle):
+        await t.start()
+    await sub.subscribe("v2x/v1/rsi/#")
+    await idle.subscribe("v2x/v1/map/#")
+    asked: dict[str, int] = {"sub": 0, "idle": 0}
+    for name, t in (("sub", sub), ("idle", idle)):
+        def counted(limit: int = 10_000, receive: Callable[[int], list[Message]] = t.inner.receive, name: str = name) -> list[Message]:
+            asked[name] += 1
+            return receive(limit)
+        t.inner.receive = counted  # type: ignore[method-assign]
+    sub.expect(("v2x/v1/rsi/1/cloud/1", b"hazard"))  # as if published by another client of the run, still on its way
+
+    async def arrives_later() -> None:
+        await asyncio.sleep(0.2)
+        broker.route("v2x/v1/rsi/1/cloud/1", b"hazard", 1, False)
+
+    later = asyncio.create_task(arrives_later())
+    await hub.settle()
+    await later
+    assert hub.stats.deliveries == 1
+    assert hub.stats.lost == 0
+    assert asked == {"sub": 1, "idle": 0}  # taken in once, when it arrived; a client that got nothing is not asked
+    assert [msg.payload for msg in sub.receive()] == [b"hazard"]

@@ -17,7 +17,7 @@ from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.net import transport as transport_module
-from v2x.net.broker import MosquittoBroker
+from v2x.net.broker import EmbeddedBroker, MosquittoBroker
 from v2x.net.transport import (
     BACKOFF_CAP_S,
     BrokerUrl,
@@ -171,6 +171,33 @@ async def test_unreachable_broker_is_a_clear_error(topic_prefix: str) -> None:
     t = MqttTransport(f"mqtt://127.0.0.1:{free_port()}", "x", connect_timeout_s=0.5)
     with pytest.raises(BrokerError, match=r"cannot connect to mqtt://127\.0\.0\.1"):
         await t.start()
+
+
+@pytest.mark.integration
+async def test_the_broker_level_is_probed_once_while_connected_and_again_for_another_broker_on_the_port(
+    topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probed: list[int] = []
+    connack = transport_module.connack
+
+    def counted(host: str, port: int, timeout_s: float = 1.0, version: int = 5) -> int:
+        probed.append(version)
+        return connack(host, port, timeout_s, version)
+
+    monkeypatch.setattr(transport_module, "connack", counted)
+    with MosquittoBroker() as first:
+        port = first.port
+        async with MqttTransport(first.url, f"{topic_prefix}-rsu") as rsu:
+            for k in range(3):  # vehicles come and go while the RSU stays connected
+                async with MqttTransport(first.url, f"{topic_prefix}-veh-{k}") as veh:
+                    assert veh.protocol_version == transport_module.MQTT5
+            assert rsu.protocol_version == transport_module.MQTT5
+        assert probed == [transport_module.MQTT5]  # one probe for four connections
+    with EmbeddedBroker(port) as second:  # on the same port, a broker of MQTT 3.1.1 only
+        # with a Will, gmqtt cannot fall back to 3.1.1 on its own: connecting at 5 would fail
+        async with MqttTransport(second.url, "after", will=Will(f"{topic_prefix}/status", b"gone")) as t:
+            assert t.protocol_version == transport_module.MQTT311
+    assert probed == [transport_module.MQTT5, transport_module.MQTT5, transport_module.MQTT311]
 
 
 def test_topic_matching() -> None:

@@ -14,19 +14,29 @@ arrives is matched against it. Within a round each client handles its messages s
 (topic, payload), so arrival order between connections never shows. A delivery that never
 arrives (a broker or inbox drop) ends the wait after `timeout_s`, counted as lost; a message
 no subscription of this run explains (something else publishing on the broker) is counted
-and set aside.
+and set aside. The barrier sleeps until a client's inbox gets something (`on_arrival`), and then
+takes in only what those clients got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from v2x.net.transport import FilterTree, Lifecycle, Message, Transport, TransportStats, topic_matches
 
 Key = tuple[str, bytes]  # (topic, payload): one delivery
+_DELIVERY_ORDER = operator.attrgetter("topic", "payload")  # a round's deliveries to a client, in this order
+
+
+class Inner(Transport, Protocol):
+    """A transport the hub can wrap: it says when its inbox gets something."""
+
+    def on_arrival(self, callback: Callable[[], None] | None) -> None: ...
 
 
 @dataclass
@@ -49,15 +59,24 @@ class Hub:
         self.root_levels = len(root.strip("/").split("/"))
         self.timeout_s = timeout_s
         self.retained_to_wildcard = retained_to_wildcard
-        self.clients: list[LockstepTransport] = []
+        self.clients: dict[LockstepTransport, None] = {}  # open ones
         self.stats = LockstepStats()
         self.published = 0  # publishes so far: the driver runs another round while this grows
         self._filters: FilterTree[LockstepTransport] = FilterTree()
         self._retained: dict[str, bytes] = {}
+        self._outstanding = 0  # expected deliveries not yet arrived, over every client
+        self._heard: dict[LockstepTransport, None] = {}  # clients whose inbox got something since they were collected
+        self._woken = asyncio.Event()  # set when a client is heard
 
-    def wrap(self, inner: Transport) -> LockstepTransport:
+    def wrap(self, inner: Inner) -> LockstepTransport:
         client = LockstepTransport(inner, self)
-        self.clients.append(client)
+        self.clients[client] = None
+
+        def heard() -> None:
+            self._heard[client] = None
+            self._woken.set()
+
+        inner.on_arrival(heard)
         return client
 
     def _level(self, topic: str) -> str:
@@ -80,9 +99,10 @@ class Hub:
 
     def publishing(self, topic: str, payload: bytes, retain: bool) -> None:
         self.published += 1
+        key = (topic, payload)
         for clients in self._filters.match(topic):
             for c in clients:
-                c.expect((topic, payload))
+                c.expect(key)
         if retain:
             if payload:
                 self._retained[topic] = payload
@@ -95,35 +115,42 @@ class Hub:
         self.stats.unexpected_by_kind[kind] = self.stats.unexpected_by_kind.get(kind, 0) + 1
 
     def outstanding(self) -> int:
-        return sum(c.outstanding for c in self.clients)
+        return self._outstanding
+
+    def _collect(self) -> None:
+        """Take in what the clients that were heard got (collecting one may hear others: a shared connection's)."""
+        while self._heard:
+            heard, self._heard = self._heard, {}
+            for c in heard:
+                c.collect()
 
     async def settle(self) -> None:
         """Wait until every client has received what it expects (or the timeout passed)."""
         self.stats.rounds += 1
         t0 = time.monotonic()
-        deadline = t0 + self.timeout_s
-        pending = [c for c in self.clients if c.collect()]
-        while pending:
-            if time.monotonic() > deadline:
-                for c in pending:
+        self._collect()
+        if self._outstanding:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    while self._outstanding:
+                        self._woken.clear()
+                        await self._woken.wait()  # until a connection reads something for a client
+                        self._collect()
+            except TimeoutError:
+                for c in self.clients:
                     c.give_up()
                 self.stats.waited_out_s += time.monotonic() - t0
-                break
-            await asyncio.sleep(0)  # let the connections read
-            pending = [c for c in pending if c.collect()]
-            if pending:
-                await asyncio.sleep(0.0002)
         self.stats.wait_s += time.monotonic() - t0
 
 
 class LockstepTransport(Lifecycle):
     """A client of a lockstep run: the real transport underneath, with its deliveries accounted for."""
 
-    def __init__(self, inner: Transport, hub: Hub) -> None:
+    def __init__(self, inner: Inner, hub: Hub) -> None:
         self.inner = inner
         self.hub = hub
         self.stats: TransportStats = inner.stats
-        self._expected: Counter[Key] = Counter()
+        self._expected: dict[Key, int] = {}
         self.filters: set[str] = set()
         self.outstanding = 0
         self._ready: list[Message] = []
@@ -142,17 +169,17 @@ class LockstepTransport(Lifecycle):
     async def close(self) -> None:
         for topic_filter in list(self.filters):
             self.hub.unsubscribed(self, topic_filter)
-        self.hub.stats.lost += self.outstanding
-        self._expected.clear()
-        self.outstanding = 0
+        self.give_up()
+        self.hub.clients.pop(self, None)
         await self.inner.close()
 
     def expect(self, key: Key) -> None:
-        self._expected[key] += 1
+        self._expected[key] = self._expected.get(key, 0) + 1
         self.outstanding += 1
+        self.hub._outstanding += 1
 
-    def collect(self) -> bool:
-        """Take what arrived; True while deliveries are still outstanding."""
+    def collect(self) -> None:
+        """Take what arrived."""
         for msg in self.inner.receive():
             key = (msg.topic, msg.payload)
             left = self._expected.get(key, 0)
@@ -164,12 +191,14 @@ class LockstepTransport(Lifecycle):
             else:
                 self._expected[key] = left - 1
             self.outstanding -= 1
+            self.hub._outstanding -= 1
             self.hub.stats.deliveries += 1
             self._ready.append(msg)
-        return self.outstanding > 0
 
     def give_up(self) -> None:
+        """Count what is still expected as lost."""
         self.hub.stats.lost += self.outstanding
+        self.hub._outstanding -= self.outstanding
         self._expected.clear()
         self.outstanding = 0
 
@@ -192,8 +221,12 @@ class LockstepTransport(Lifecycle):
     def receive(self, limit: int = 10_000) -> list[Message]:
         """This round's deliveries, in a fixed order: by topic, then payload."""
         self.collect()
-        out = sorted(self._ready, key=lambda msg: (msg.topic, msg.payload))
+        out = self._ready
+        if not out:
+            return []
         self._ready = []
+        if len(out) > 1:
+            out.sort(key=_DELIVERY_ORDER)
         return out
 
     async def wait(self, timeout_s: float) -> bool:

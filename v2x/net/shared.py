@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from v2x.core.topics import RETAINED_KINDS, kind_of
 from v2x.net.transport import FilterTree, Message, MqttTransport, Transport, TransportStats, _Inbox, topic_matches
@@ -156,6 +157,13 @@ class SharedTransport(_Inbox):
         if topic_filter in self._filters:
             self._filters.discard(topic_filter)
             await self.shared.release(self, topic_filter)
+
+    def on_arrival(self, callback: Callable[[], None] | None) -> None:
+        """`callback()` after each message put into this vehicle's inbox, and after each that reaches the fleet's
+        connection: the latest vehicle to ask is called back for those, and its `receive()` hands them to every
+        vehicle (`SharedConnection.pump`), whose own inboxes then call back."""
+        super().on_arrival(callback)
+        self.shared.inner.on_arrival(callback)
 
     def _deliver(self, msg: Message) -> None:
         self.stats.received += 1

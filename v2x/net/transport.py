@@ -30,7 +30,7 @@ import math
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -55,6 +55,32 @@ SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected 
 TAKEN_OVER_WITHIN_S = 2.0  # [s] a connection closed this soon after its CONNACK ...
 TAKEN_OVER_TIMES = 3  # ... this many times in a row: taken over
 MqttVersion = Literal["auto", "5", "3.1.1"]  # "auto": MQTT 5, falling back to 3.1.1 when the broker speaks only that
+
+
+class _Levels:
+    """The MQTT level of each broker (host, port) this process is connected to, so that a new connection skips the
+    probe (an OBU connects as its vehicle enters). A broker restarted on its port may be another one, of another
+    level: so a level is known only while a connection made at it is up and has not lost the broker; when the last
+    such closes or loses it, the next connection probes again. A broker swapped for one of another level before any
+    connection saw it go would still be met at the old level, as connections made before a restart are (gmqtt
+    reconnects at theirs)."""
+
+    def __init__(self) -> None:
+        self.level: dict[tuple[str, int], int] = {}
+        self.up: Counter[tuple[str, int]] = Counter()  # connections up at the known level
+
+    def connected(self, key: tuple[str, int], level: int) -> None:
+        self.level[key] = level
+        self.up[key] += 1
+
+    def closed(self, key: tuple[str, int]) -> None:
+        self.up[key] -= 1
+        if self.up[key] <= 0:
+            self.up.pop(key, None)
+            self.level.pop(key, None)
+
+
+_BROKER_LEVELS = _Levels()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +352,11 @@ class _Inbox(Lifecycle):
     """The receiving side both transports share: a bounded inbox, emptied by `receive()`; `wait()` waits for it."""
 
     stats: TransportStats
+    _heard: Callable[[], None] | None = None
+
+    def on_arrival(self, callback: Callable[[], None] | None) -> None:
+        """Have `callback()` called after each message put into the inbox (the lockstep barrier wakes on it)."""
+        self._heard = callback
 
     def _open_inbox(self, size: int) -> None:
         """`size`: the most messages kept waiting (0 or less: no limit)."""
@@ -340,6 +371,8 @@ class _Inbox(Lifecycle):
             return
         self._inbox.append(msg)
         self._arrived.set()
+        if self._heard is not None:
+            self._heard()
 
     def receive(self, limit: int = 10_000) -> list[Message]:
         """The messages waiting in the inbox (at most `limit`, oldest first), without waiting."""
@@ -437,6 +470,8 @@ class MqttTransport(_Inbox):
         event loop go to the socket in one write, at the end of the turn (a connection that carries many stations'
         messages: one system call instead of one per message)."""
         self.url = BrokerUrl.parse(url)
+        self._broker = (self.url.host, self.url.port)
+        self._holds_level = False  # counted in _BROKER_LEVELS
         self.client_id = client_id
         self.will = will
         self.clean_start = clean_start
@@ -538,9 +573,12 @@ class MqttTransport(_Inbox):
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
         # Probe first: gmqtt's own downgrade from 5 to 3.1.1 fails when a Will or a session
-        # expiry is set, so decide the level before the real CONNECT.
-        if self.version == "auto" and not self.url.tls and await asyncio.to_thread(self._level) == MQTT311:
-            self.version = "3.1.1"
+        # expiry is set, so decide the level before the real CONNECT (once per broker while connected: `_Levels`).
+        level = None
+        if self.version == "auto" and not self.url.tls:
+            level = _BROKER_LEVELS.level.get(self._broker) or await asyncio.to_thread(self._level)
+            if level == MQTT311:
+                self.version = "3.1.1"
         self._client = self._make_client()
         ssl_ctx: ssl.SSLContext | bool = False
         if self.url.tls:
@@ -567,7 +605,16 @@ class MqttTransport(_Inbox):
                     raise BrokerError(f"cannot connect to {u} as {self.client_id!r}: {problem or e or type(e).__name__}") from None
                 await asyncio.sleep(min(backoff_delay(attempt, self._rng), max(deadline - time.monotonic(), 0.0)))
                 attempt += 1
+        if level is not None and not self._holds_level:
+            _BROKER_LEVELS.connected(self._broker, level)
+            self._holds_level = True
         self._sender = asyncio.create_task(self._send_loop(), name=f"mqtt-send-{self.client_id}")
+
+    def _forget_level(self) -> None:
+        """This connection no longer vouches for its broker's level (`_Levels`)."""
+        if self._holds_level:
+            self._holds_level = False
+            _BROKER_LEVELS.closed(self._broker)
 
     def _level(self) -> int | None:
         """The MQTT level the broker speaks (5, else 4 for 3.1.1; None: no answer yet). Something that is not an MQTT
@@ -588,6 +635,7 @@ class MqttTransport(_Inbox):
     async def close(self) -> None:
         """Disconnect cleanly (the broker does not publish the Will)."""
         self._closing = True
+        self._forget_level()
         self.stats.closed_s = time.time()
         if self._sender is not None:
             self._sender.cancel()
@@ -626,6 +674,7 @@ class MqttTransport(_Inbox):
     def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
         """`packet`: the broker's DISCONNECT (its first byte the reason code), or b"" when the connection closed."""
         if self._connected.is_set() and not self._closing:  # lost, not closed
+            self._forget_level()
             self.stats.disconnects += 1
             self.stats.outages.append([time.time(), math.nan])
             self._short_lived = self._short_lived + 1 if time.monotonic() - self._connected_at < TAKEN_OVER_WITHIN_S else 0

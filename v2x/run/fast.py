@@ -70,8 +70,8 @@ class FastRun:
         net = Network(sc)
         impairment = conn.impairment(sc)  # one for every tier: each draw depends only on the seed, receiver and bytes
 
-        def mqtt(sid: str) -> MqttTransport:
-            return conn.transport(sid, inbox=100_000, outbox=100_000)
+        def mqtt(sid: str) -> MqttTransport:  # an RSU's or the cloud's: its writes of a turn in one system call, as in real time
+            return conn.transport(sid, inbox=100_000, outbox=100_000, coalesce_writes=True)
 
         shared = Fleet.shared_connection(conn) if shared_obus else None
 
