@@ -269,3 +269,54 @@ def test_a_spat_body_under_two_headers_is_decoded_once_and_a_bad_one_never_kept(
         for _ in range(2):
             with pytest.raises(DecodeError, match="signal_group"):
                 codec.decode(wire.SerializeToString())
+
+
+def _dataclasses_in(obj: object) -> list[object]:
+    """Every dataclass object in a message, itself first."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [obj] + [x for f in dataclasses.fields(obj) for x in _dataclasses_in(getattr(obj, f.name))]
+    if isinstance(obj, tuple | frozenset):
+        return [x for item in obj for x in _dataclasses_in(item)]
+    return []
+
+
+@settings(max_examples=200, deadline=None)
+@given(S.any_frame)
+def test_the_decoders_maker_makes_what_the_class_makes(frame: m.Frame) -> None:
+    """The decoders' cheap construction (`codec._maker`) gives, for every message class, the very object the class's
+    own __init__ gives: its type, equal, the same hash and repr, still frozen, and the same through pickle and copy."""
+    import copy
+    import pickle
+
+    for obj in _dataclasses_in(frame):
+        cls = type(obj)
+        made = codec._maker(cls)(*(getattr(obj, f.name) for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+        assert type(made) is cls
+        assert made == obj
+        assert hash(made) == hash(obj)
+        assert repr(made) == repr(obj)
+        assert pickle.loads(pickle.dumps(made)) == obj
+        assert copy.copy(made) == obj
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.__setattr__(dataclasses.fields(cls)[0].name, None)
+
+
+def test_the_maker_refuses_a_class_whose_init_does_more() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        x: int
+
+        def __post_init__(self) -> None:
+            assert self.x > 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:
+        x: int
+
+    @dataclasses.dataclass(slots=True)
+    class Mutable:
+        x: int
+
+    for cls in (Checked, Unslotted, Mutable):
+        with pytest.raises(TypeError, match=cls.__name__):
+            codec._maker(cls)
