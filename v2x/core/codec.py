@@ -127,6 +127,7 @@ _Frame = _maker(m.Frame)
 _Bsm = _maker(m.Bsm)
 _Participant = _maker(m.Participant)
 _IntersectionRef = _maker(m.IntersectionRef)
+_MovementState = _maker(m.MovementState)
 
 
 def _opt_tenths(value: float | None, field: str) -> int:
@@ -499,6 +500,32 @@ def _new_event(oe: pb.MovementEvent) -> m.MovementEvent:
 _LIGHT_STATES = {int(s): s for s in m.LightState}
 
 
+def _dec_state(om: pb.MovementState) -> m.MovementState:
+    """One signal group's state; fields named relative to it (the caller adds where it is).
+
+    Kept by its wire bytes, as `_dec_event` keeps events: a state repeats wherever junctions run the same timing, and
+    serialising it costs less than reading its events (each a protobuf object of its own).
+    """
+    key = om.SerializeToString()
+    ms = _STATES.get(key)
+    if ms is None:
+        events = []
+        for k, oe in enumerate(om.events):
+            try:
+                events.append(_dec_event(oe))
+            except DecodeError as e:
+                raise e.under(f"events[{k}]") from None
+        ms = _MovementState(_check(om.signal_group, 1, 255, "signal_group"), tuple(events))  # raises: nothing kept
+        if len(_STATES) >= STATES_KEPT:
+            _STATES.clear()
+        _STATES[key] = ms
+    return ms
+
+
+STATES_KEPT = 4096
+_STATES: dict[bytes, m.MovementState] = {}
+
+
 def _dec_spat(s: pb.Spat) -> m.Spat:
     # field names are built only for a fault: a SPaT holds dozens of events, decoded by every receiver
     out = []
@@ -506,15 +533,10 @@ def _dec_spat(s: pb.Spat) -> m.Spat:
         f = f"spat.intersections[{i}]"
         states = []
         for j, om in enumerate(o.states):
-            events = []
-            for k, oe in enumerate(om.events):
-                try:
-                    events.append(_dec_event(oe))
-                except DecodeError as e:
-                    raise e.under(f"{f}.states[{j}].events[{k}]") from None
-            if not 1 <= om.signal_group <= 255:
-                _check(om.signal_group, 1, 255, f"{f}.states[{j}].signal_group")
-            states.append(m.MovementState(om.signal_group, tuple(events)))
+            try:
+                states.append(_dec_state(om))
+            except DecodeError as e:
+                raise e.under(f"{f}.states[{j}]") from None
         out.append(
             m.IntersectionState(
                 ref=_dec_ref(o.id, f"{f}.id"),
