@@ -375,3 +375,101 @@ def test_spat_states_and_events_kept_decode_as_the_field_by_field_path(spat: m.S
         codec._EVENTS.clear()
     assert _outcome(codec._dec_spat, wire) == expected
     assert _outcome(codec._dec_spat, wire) == expected  # again: what was kept, or the same fault again
+
+
+_BAD_VALUES = [1e9, -1e9, -0.01, float("nan"), float("inf"), float("-inf")]
+_PARTICIPANT_FIELDS = {  # each participant field: values out of range, or not finite, or not whole
+    "speed_mps": _BAD_VALUES, "heading_deg": [*_BAD_VALUES, -90.0, 359.99999, 720.5], "width_m": _BAD_VALUES,
+    "length_m": _BAD_VALUES, "ptc_id": [-1, 65536, 3.0, True], "lane_id": [-1, 256, 2.0],
+    "position": [m.GeoPoint(91.0, 0.0), m.GeoPoint(0.0, 181.0), m.GeoPoint(float("nan"), 0.0), m.GeoPoint(0.0, 0.0, -500.0),
+                 m.GeoPoint(0.0, 0.0, 1e9), m.GeoPoint(-90.0, -179.99999995, 6143.9)],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(S.rsm, st.data())
+def test_rsm_encode_fast_path_matches_the_field_by_field_path(rsm: m.Rsm, data: st.DataObject) -> None:
+    """The RSM encoder's one-go range check per participant gives what the field-by-field path gives: the same bytes, or
+    the same error naming the same field, for participants off the wire's grid, out of range or not finite."""
+    parts = []
+    for p in rsm.participants:
+        p = dataclasses.replace(p, speed_mps=data.draw(st.floats(0, 163.8)), heading_deg=data.draw(st.floats(-720, 720)))
+        for name in data.draw(st.lists(st.sampled_from(sorted(_PARTICIPANT_FIELDS)), max_size=2)):
+            p = dataclasses.replace(p, **{name: data.draw(st.sampled_from(_PARTICIPANT_FIELDS[name]))})
+        parts.append(p)
+    rsm = dataclasses.replace(rsm, participants=tuple(parts))
+
+    def checked(r: m.Rsm, out: pb.Rsm) -> None:
+        codec._enc_pos(r.ref_pos, out.ref_pos, "rsm.ref_pos")
+        for i, p in enumerate(r.participants):
+            codec._enc_participant_checked(p, out.participants.add(), i)
+
+    fast, slow = pb.Rsm(), pb.Rsm()
+    assert _outcome(codec._enc_rsm, rsm, fast) == _outcome(checked, rsm, slow)
+    assert fast.SerializeToString() == slow.SerializeToString()
+
+
+def _enc_spat_fields(s: m.Spat, out: pb.Spat) -> None:
+    """A SPaT encoded field by field (the encoder before it kept events' bytes): what the codec must give."""
+    for i, st_ in enumerate(s.intersections):
+        f = f"spat.intersections[{i}]"
+        o = out.intersections.add()
+        codec._enc_ref(st_.ref, o.id, f"{f}.id")
+        o.name = st_.name
+        o.revision = codec._q(st_.revision, 1, 0, 127, f"{f}.revision")
+        o.status = codec._bits(st_.status)
+        o.timestamp_ms = st_.timestamp_ms
+        o.plan_id = codec._q(st_.plan_id, 1, 0, 65535, f"{f}.plan_id")
+        for j, mv in enumerate(st_.states):
+            om = o.states.add()
+            om.signal_group = codec._q(mv.signal_group, 1, 1, 255, f"{f}.states[{j}].signal_group")
+            for k, ev in enumerate(mv.events):
+                oe, ef = om.events.add(), f"{f}.states[{j}].events[{k}]"
+                oe.state = ev.state.value  # type: ignore[assignment]
+                if ev.timing is not None:
+                    t, ot = ev.timing, oe.timing
+                    ot.start_time = codec._opt_tenths(t.start_s, f"{ef}.start_time")
+                    ot.min_end_time = codec._opt_tenths(t.min_end_s, f"{ef}.min_end_time")
+                    ot.max_end_time = codec._opt_tenths(t.max_end_s, f"{ef}.max_end_time")
+                    ot.likely_end_time = codec._opt_tenths(t.likely_end_s, f"{ef}.likely_end_time")
+                    ot.confidence = codec._q(t.confidence, 1, 0, 15, f"{ef}.confidence")
+
+
+_TIMING_FIELDS = {"start_s": [-0.5, 3600.04, 3600.06, 1e9, float("nan"), None], "likely_end_s": [0.04, 0.06, float("inf")],
+                  "confidence": [-1, 16, 7]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(S.spat, st.data())
+def test_spat_encode_with_kept_event_bytes_matches_the_field_by_field_path(spat: m.Spat, data: st.DataObject) -> None:
+    """The SPaT encoder keeps each event's bytes: cold or warm, it gives what encoding field by field gives, the same
+    bytes or the same error naming the same field (events off the grid, out of range, not finite, and shared between
+    groups as the SPaT builder shares them)."""
+    shared: list[m.MovementEvent] = []
+    inters = []
+    for it in spat.intersections:
+        states = []
+        for mv in it.states:
+            events = []
+            for ev in mv.events:
+                if shared and data.draw(st.booleans()):
+                    ev = data.draw(st.sampled_from(shared))  # the very object, as the builder shares it
+                elif ev.timing is not None:
+                    for name in data.draw(st.lists(st.sampled_from(sorted(_TIMING_FIELDS)), max_size=1)):
+                        ev = dataclasses.replace(ev, timing=dataclasses.replace(
+                            ev.timing, **{name: data.draw(st.sampled_from(_TIMING_FIELDS[name]))}))
+                shared.append(ev)
+                events.append(ev)
+            g = data.draw(st.sampled_from([mv.signal_group, 0, 256]) if data.draw(st.integers(0, 9)) == 0 else st.just(mv.signal_group))
+            states.append(m.MovementState(g, tuple(events)))
+        inters.append(dataclasses.replace(it, states=tuple(states)))
+    spat = m.Spat(tuple(inters))
+    expected_out = pb.Spat()
+    expected = _outcome(_enc_spat_fields, spat, expected_out)
+    if data.draw(st.booleans()):
+        codec._EVENT_WIRE.clear()
+    for _ in range(2):  # cold, then with what the first kept
+        out = pb.Spat()
+        assert _outcome(codec._enc_spat, spat, out) == expected
+        if expected is None:
+            assert out.SerializeToString() == expected_out.SerializeToString()

@@ -445,21 +445,37 @@ def _enc_spat(s: m.Spat, out: pb.Spat) -> None:
             om = o.states.add()
             g = mv.signal_group  # (the field's name built only when it is needed, as below)
             om.signal_group = g if type(g) is int and 1 <= g <= 255 else _q(g, 1, 1, 255, f"{f}.states[{j}].signal_group")
+            add = om.events.add
             for k, ev in enumerate(mv.events):
-                oe = om.events.add()
-                oe.state = ev.state.value  # type: ignore[assignment]
-                t = ev.timing
-                if t is not None:
-                    # field names only for a fault: a SPaT holds dozens of events, at 10 Hz per junction
-                    ot = oe.timing
-                    try:
-                        ot.start_time = _opt_tenths(t.start_s, "start_time")
-                        ot.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
-                        ot.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
-                        ot.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
-                        ot.confidence = _q(t.confidence, 1, 0, 15, "confidence")
-                    except EncodeError as e:
-                        raise EncodeError(f"{f}.states[{j}].events[{k}].{e}") from None
+                kept = _EVENT_WIRE.get(id(ev))
+                add().MergeFromString(kept[1] if kept is not None and kept[0] is ev else _event_wire(ev, f"{f}.states[{j}].events[{k}]"))
+
+
+_EVENT_WIRE: dict[int, tuple[m.MovementEvent, bytes]] = {}  # id -> the event (kept alive: its id stays its own), its bytes
+
+
+def _event_wire(ev: m.MovementEvent, where: str) -> bytes:
+    """A movement event's wire bytes, kept for the event object: the SPaT builder keeps its events (groups red until the
+    same time share one, and an RSU sends a SPaT every 0.1 s), so most of a SPaT's events were encoded before."""
+    oe = pb.MovementEvent()
+    oe.state = ev.state.value  # type: ignore[assignment]
+    t = ev.timing
+    if t is not None:
+        # field names only for a fault: a SPaT holds dozens of events, at 10 Hz per junction
+        ot = oe.timing
+        try:
+            ot.start_time = _opt_tenths(t.start_s, "start_time")
+            ot.min_end_time = _opt_tenths(t.min_end_s, "min_end_time")
+            ot.max_end_time = _opt_tenths(t.max_end_s, "max_end_time")
+            ot.likely_end_time = _opt_tenths(t.likely_end_s, "likely_end_time")
+            ot.confidence = _q(t.confidence, 1, 0, 15, "confidence")
+        except EncodeError as e:
+            raise EncodeError(f"{where}.{e}") from None
+    wire = oe.SerializeToString()
+    if len(_EVENT_WIRE) >= EVENTS_KEPT:
+        _EVENT_WIRE.clear()
+    _EVENT_WIRE[id(ev)] = (ev, wire)
+    return wire
 
 
 def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:
@@ -606,26 +622,62 @@ def _dec_rsi(r: pb.Rsi) -> m.Rsi:
 
 
 def _enc_rsm(r: m.Rsm, out: pb.Rsm) -> None:
+    """An RSM: each participant quantised and range-checked at once where every value is finite and in range (the
+    common case: an RSU sends one every 0.1 s with every road user it hears); otherwise field by field, naming the first
+    that is not (`_enc_participant_checked`)."""
     _enc_pos(r.ref_pos, out.ref_pos, "rsm.ref_pos")
+    add = out.participants.add
     for i, p in enumerate(r.participants):
-        o = out.participants.add()
+        o = add()
+        q, ptc, lane = p.position, p.ptc_id, p.lane_id
+        try:
+            lat, lon = round(q.lat_deg / LATLON_DEG), round(q.lon_deg / LATLON_DEG)
+            elev = ELEVATION_NA if q.elevation_m is None else round(q.elevation_m / ELEVATION_M)
+            speed, heading = round(p.speed_mps / SPEED_MPS), round(p.heading_deg % 360.0 / HEADING_DEG)
+            width, length = round(p.width_m / CM_M), round(p.length_m / CM_M)
+        except (ValueError, OverflowError):  # not finite
+            ok = False
+        else:
+            ok = (
+                type(ptc) is int and 0 <= ptc <= 65535 and type(lane) is int and 0 <= lane <= 255
+                and -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+                and (elev == ELEVATION_NA if q.elevation_m is None else -4095 <= elev <= 61439)
+                and 0 <= speed <= 8190 and 0 <= heading <= 28800 and 0 <= width <= 1023 and 0 <= length <= 4095
+            )
+        if not ok:
+            _enc_participant_checked(p, o, i)
+            continue
         o.type = p.type.value  # type: ignore[assignment]
         o.source = p.source.value  # type: ignore[assignment]
         o.vehicle_id = p.vehicle_id
-        # field names relative to the participant, its place added only for a fault: an RSU sends one RSM per
-        # 0.1 s with every road user it hears
-        try:
-            o.ptc_id = _q(p.ptc_id, 1, 0, 65535, "ptc_id")
-            _enc_pos(p.position, o.pos, "pos")
-            o.speed = _q(p.speed_mps, SPEED_MPS, 0, 8190, "speed")
-            o.heading = _heading(p.heading_deg, "heading")
-            o.size.width_cm = _q(p.width_m, CM_M, 0, 1023, "size.width_cm")
-            o.size.length_cm = _q(p.length_m, CM_M, 0, 4095, "size.length_cm")
-            o.lane_id = _q(p.lane_id, 1, 0, 255, "lane_id")
-            if p.intersection is not None:
-                _enc_ref(p.intersection, o.intersection, "intersection")
-        except EncodeError as e:
-            raise EncodeError(f"rsm.participants[{i}].{e}") from None
+        o.ptc_id = ptc
+        pos = o.pos
+        pos.lat, pos.lon, pos.elevation = lat, lon, elev
+        o.speed, o.heading = speed, heading % 28800
+        size = o.size
+        size.width_cm, size.length_cm = width, length
+        o.lane_id = lane
+        if p.intersection is not None:
+            _enc_ref(p.intersection, o.intersection, f"rsm.participants[{i}].intersection")
+
+
+def _enc_participant_checked(p: m.Participant, o: pb.Participant, i: int) -> None:
+    o.type = p.type.value  # type: ignore[assignment]
+    o.source = p.source.value  # type: ignore[assignment]
+    o.vehicle_id = p.vehicle_id
+    # field names relative to the participant, its place added only for a fault
+    try:
+        o.ptc_id = _q(p.ptc_id, 1, 0, 65535, "ptc_id")
+        _enc_pos(p.position, o.pos, "pos")
+        o.speed = _q(p.speed_mps, SPEED_MPS, 0, 8190, "speed")
+        o.heading = _heading(p.heading_deg, "heading")
+        o.size.width_cm = _q(p.width_m, CM_M, 0, 1023, "size.width_cm")
+        o.size.length_cm = _q(p.length_m, CM_M, 0, 4095, "size.length_cm")
+        o.lane_id = _q(p.lane_id, 1, 0, 255, "lane_id")
+        if p.intersection is not None:
+            _enc_ref(p.intersection, o.intersection, "intersection")
+    except EncodeError as e:
+        raise EncodeError(f"rsm.participants[{i}].{e}") from None
 
 
 _PARTICIPANT_TYPES = m.ParticipantType._value2member_map_
