@@ -128,6 +128,8 @@ _Bsm = _maker(m.Bsm)
 _Participant = _maker(m.Participant)
 _IntersectionRef = _maker(m.IntersectionRef)
 _MovementState = _maker(m.MovementState)
+_MovementEvent = _maker(m.MovementEvent)
+_TimeChange = _maker(m.TimeChange)
 
 
 def _opt_tenths(value: float | None, field: str) -> int:
@@ -285,6 +287,8 @@ def _dec_accuracy(a: pb.PositionalAccuracy) -> m.PositionalAccuracy | None:
 
 
 _NO_BITS: frozenset[Any] = frozenset()
+_TRANSMISSIONS = m.Transmission._value2member_map_
+_VEHICLE_CLASSES = m.VehicleClass._value2member_map_
 
 
 def _dec_bsm(b: pb.Bsm) -> m.Bsm:
@@ -294,8 +298,7 @@ def _dec_bsm(b: pb.Bsm) -> m.Bsm:
     lat, lon, elev = pos.lat, pos.lon, pos.elevation
     speed, heading, along, alat, yaw = b.speed, b.heading, b.accel_long, b.accel_lat, b.yaw_rate
     width, length, height = size.width_cm, size.length_cm, size.height_cm
-    transmission = m.Transmission._value2member_map_.get(b.transmission)
-    vclass = m.VehicleClass._value2member_map_.get(b.vehicle_class)
+    transmission, vclass = _TRANSMISSIONS.get(b.transmission), _VEHICLE_CLASSES.get(b.vehicle_class)
     events, lights = b.events, b.lights
     if not (
         -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
@@ -481,24 +484,43 @@ def _event_wire(ev: m.MovementEvent, where: str) -> bytes:
 def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:
     """One movement event; fields named relative to it (the caller adds where it is).
 
-    Events repeat (every group that is red until the same time, every copy of a SPaT a fleet hears):
-    decoded ones are kept by their wire values, as building a frozen dataclass costs more than the lookup.
+    Events repeat (every group that is red until the same time, every junction on the same plan): decoded ones are
+    kept by their wire bytes, as reading their fields costs more than serialising them.
     """
-    t = oe.timing
-    key = (oe.state, t.start_time, t.min_end_time, t.max_end_time, t.likely_end_time, t.confidence) if oe.HasField("timing") else oe.state
+    key = oe.SerializeToString()
     ev = _EVENTS.get(key)
     if ev is None:
-        ev = _EVENTS[key] = _new_event(oe)
-        if len(_EVENTS) > EVENTS_KEPT:
+        ev = _new_event(oe)  # raises for an event out of range: nothing kept
+        if len(_EVENTS) >= EVENTS_KEPT:
             _EVENTS.clear()
+        _EVENTS[key] = ev
     return ev
 
 
 EVENTS_KEPT = 4096
-_EVENTS: dict[object, m.MovementEvent] = {}
+_EVENTS: dict[bytes, m.MovementEvent] = {}
 
 
 def _new_event(oe: pb.MovementEvent) -> m.MovementEvent:
+    """An event checked at once where every value is in range; otherwise field by field, naming the first that is not."""
+    state = _LIGHT_STATES.get(oe.state)
+    if not oe.HasField("timing"):
+        return _MovementEvent(state, None) if state is not None else _new_event_checked(oe)
+    t = oe.timing
+    start, min_end, max_end, likely = t.start_time, t.min_end_time, t.max_end_time, t.likely_end_time
+    if not (
+        state is not None and t.confidence <= 15 and (start <= 36000 or start == TIME_NA)
+        and (min_end <= 36000 or min_end == TIME_NA) and (max_end <= 36000 or max_end == TIME_NA)
+        and (likely <= 36000 or likely == TIME_NA)
+    ):  # (the wire's integers here are unsigned)
+        return _new_event_checked(oe)
+    return _MovementEvent(state, _TimeChange(  # in TimeChange's field order
+        None if start == TIME_NA else start * TENTH_S, None if min_end == TIME_NA else min_end * TENTH_S,
+        None if max_end == TIME_NA else max_end * TENTH_S, None if likely == TIME_NA else likely * TENTH_S, t.confidence,
+    ))
+
+
+def _new_event_checked(oe: pb.MovementEvent) -> m.MovementEvent:
     timing = None
     if oe.HasField("timing"):
         t = oe.timing
@@ -516,32 +538,6 @@ def _new_event(oe: pb.MovementEvent) -> m.MovementEvent:
 _LIGHT_STATES = {int(s): s for s in m.LightState}
 
 
-def _dec_state(om: pb.MovementState) -> m.MovementState:
-    """One signal group's state; fields named relative to it (the caller adds where it is).
-
-    Kept by its wire bytes, as `_dec_event` keeps events: a state repeats wherever junctions run the same timing, and
-    serialising it costs less than reading its events (each a protobuf object of its own).
-    """
-    key = om.SerializeToString()
-    ms = _STATES.get(key)
-    if ms is None:
-        events = []
-        for k, oe in enumerate(om.events):
-            try:
-                events.append(_dec_event(oe))
-            except DecodeError as e:
-                raise e.under(f"events[{k}]") from None
-        ms = _MovementState(_check(om.signal_group, 1, 255, "signal_group"), tuple(events))  # raises: nothing kept
-        if len(_STATES) >= STATES_KEPT:
-            _STATES.clear()
-        _STATES[key] = ms
-    return ms
-
-
-STATES_KEPT = 4096
-_STATES: dict[bytes, m.MovementState] = {}
-
-
 def _dec_spat(s: pb.Spat) -> m.Spat:
     # field names are built only for a fault: a SPaT holds dozens of events, decoded by every receiver
     out = []
@@ -550,9 +546,16 @@ def _dec_spat(s: pb.Spat) -> m.Spat:
         states = []
         for j, om in enumerate(o.states):
             try:
-                states.append(_dec_state(om))
-            except DecodeError as e:
-                raise e.under(f"{f}.states[{j}]") from None
+                events = tuple([_dec_event(oe) for oe in om.events])
+            except DecodeError:  # name the first that fails
+                for k, oe in enumerate(om.events):
+                    try:
+                        _dec_event(oe)
+                    except DecodeError as e:
+                        raise e.under(f"{f}.states[{j}].events[{k}]") from None
+                raise
+            g = om.signal_group
+            states.append(_MovementState(g if 1 <= g <= 255 else _check(g, 1, 255, f"{f}.states[{j}].signal_group"), events))
         out.append(
             m.IntersectionState(
                 ref=_dec_ref(o.id, f"{f}.id"),
@@ -927,6 +930,7 @@ def encode(frame: m.Frame) -> bytes:
 
 
 _SENDER_KINDS = m.SenderKind._value2member_map_
+_parse = pb.MessageFrame.FromString  # a new frame parsed from bytes, in one call
 
 
 def from_proto(msg: pb.MessageFrame) -> m.Frame:
@@ -976,9 +980,8 @@ def decode(data: bytes) -> m.Frame:
     """Parse wire bytes into a frame. Raises only `DecodeError`."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
-    msg = pb.MessageFrame()
     try:
-        msg.ParseFromString(data)
+        msg = _parse(data)
     except _PbDecodeError as e:
         raise DecodeError("malformed", f"not a v2x.v1.MessageFrame: {e}") from None
     except RecursionError:
