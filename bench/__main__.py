@@ -34,7 +34,8 @@ Every figure is measured in this run, each beside its reference:
     districts: simulated seconds per wall second, and the vehicles at the end;
   - profile: one more run (per-vehicle connections) at the first district that fails, each
     process's CPU use and, with py-spy installed, its busiest functions
-    (`python -m bench.cloud_replay` measures the cloud's own work alone, on a recording);
+    (`python -m bench.cloud_replay` measures the cloud's own work alone, on a recording, and
+    `python -m bench.codec` the codec's per message, each way);
   - memory: the fleet processes' peak RSS against the vehicles they held, over the per-vehicle
     capacity runs: the slope (MB per vehicle) of a least-squares line, and its intercept;
   - cluster: a 3-node NATS cluster (`v2x cluster`): a QoS 1 burst from node C to a subscriber
