@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 
 def counts(text: str) -> tuple[int, ...]:
@@ -14,3 +20,15 @@ def counts(text: str) -> tuple[int, ...]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: every number must be at least 1")
     return values
+
+
+def in_tree(script: str, tree: Path, args: list[str]) -> dict[str, Any]:
+    """Run a benchmark script (`script`: its file) with another source tree (a git worktree) first on the path, and
+    return the one JSON line it prints last (its `--json` output): a figure of that tree's code, in its own process.
+    Run as a script, its own folder (not a `bench` package) comes first on the path, then the tree."""
+    cmd = [sys.executable, script, *args]
+    out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree.resolve())}, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{tree}: {' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

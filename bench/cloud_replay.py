@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -117,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(measure(args.recording, args.scenario, args.copies, args.step, args.repeat)))
         return 0
+    from bench import in_tree  # here, not at the top: a --json run may have another tree's `bench` on its path
+
     trees = [HERE.parent.parent, *args.against]
     for tree in trees:
         if not (tree / "cloud" / "service.py").is_file():
@@ -124,14 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[Path, dict[str, Any]] = {}
     for _ in range(args.repeat):  # the trees in turn, once a round: both see the machine's load alike
         for tree in trees:
-            # this file runs as a script, so its own folder (not a `bench` package) is first on the path, then the tree
-            cmd = [sys.executable, str(HERE), str(args.recording), "--scenario", args.scenario, "--copies", str(args.copies),
-                   "--step", str(args.step), "--repeat", "1", "--json"]
-            env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                raise SystemExit(f"{tree}: {' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = in_tree(str(HERE), tree, [str(args.recording), "--scenario", args.scenario, "--copies", str(args.copies),
+                                          "--step", str(args.step), "--repeat", "1", "--json"])
             if tree in best and r["fingerprint"] != best[tree]["fingerprint"]:
                 raise SystemExit(f"{tree}: two plays of one recording behaved differently (the cloud is not deterministic)")
             if tree not in best or r["cpu_s"] < best[tree]["cpu_s"]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(measure(args.copies, args.warmup, args.steps, args.repeat)))
         return 0
+    from bench import in_tree  # here, not at the top: a --json run may have another tree's `bench` on its path
+
     trees = [HERE.parent.parent, *args.against]
     for tree in trees:
         if not (tree / "v2x" / "core" / "codec.py").is_file():
@@ -135,14 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[Path, list[dict[str, Any]]] = {tree: [] for tree in trees}
     for _ in range(args.rounds if args.against else 1):  # the trees in turn: both see the machine's load alike
         for tree in trees:
-            # run as a script: its own folder (not a `bench` package) first on the path, then the tree
-            cmd = [sys.executable, str(HERE), "--copies", str(args.copies), "--warmup", str(args.warmup),
-                   "--steps", str(args.steps), "--repeat", str(args.repeat), "--json"]
-            out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree.resolve())}, capture_output=True,
-                                 text=True, check=False)
-            if out.returncode != 0:
-                raise SystemExit(f"{tree}: {' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
-            runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[tree].append(in_tree(str(HERE), tree, ["--copies", str(args.copies), "--warmup", str(args.warmup),
+                                                        "--steps", str(args.steps), "--repeat", str(args.repeat), "--json"]))
     n = len(runs[trees[0]])
     print(f"four_way x {args.copies}, codec CPU per message [us], median of {n} process(es), each the best of "
           f"{args.repeat} rounds of {args.steps} steps:")
