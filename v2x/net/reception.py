@@ -116,9 +116,8 @@ Decoded = tuple[m.Frame, str, tuple[str, ...], int]
 
 def decoded(frame: m.Frame) -> Decoded:
     body = frame.body
-    if isinstance(body, m.Spat):
-        return frame, m.type_name(body), tuple(st.name for st in body.intersections), latest_us(frame)
-    return frame, m.type_name(body), (), frame.header.gen_time_us  # its latest_us
+    names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
+    return frame, m.type_name(body), names, latest_us(frame)
 
 
 class Reception:
