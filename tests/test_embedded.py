@@ -1,9 +1,8 @@
 """Every bundled scenario on the embedded broker (amqtt), as a user without Mosquitto runs it: each in fast mode for
 120 s and in real time for 30 s completes, or is refused within 10 s saying why and what to install (issue #28).
 
-The runs (six scenarios, two modes) go at once, each with its own broker, as subprocesses, so the real-time ones,
-which mostly wait for the clock, take no wall time of their own: the test costs the fast runs' CPU time, spread over
-the cores. `--broker embedded` picks the broker a run without Mosquitto falls back
+A test per scenario, so that the suite's workers share them out; its two runs go at once, each with its own broker,
+as subprocesses, so the real-time one, which mostly waits for the clock, takes no wall time of its own. `--broker embedded` picks the broker a run without Mosquitto falls back
 to (`broker_for_run()`); Mosquitto is also left off the PATH (v2x.net.broker.find_mosquitto would find it in /usr/sbin
 anyway, hence the option), so nothing of the run can lean on its tools.
 """
@@ -31,15 +30,15 @@ def _path_without_mosquitto() -> str:
 
 
 @pytest.mark.integration
-def test_every_bundled_scenario_runs_on_the_embedded_broker_in_both_modes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sc", bundled(), ids=lambda p: p.stem)
+def test_every_bundled_scenario_runs_on_the_embedded_broker_in_both_modes(sc: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PATH": _path_without_mosquitto()}
     runs = {}
-    for sc in bundled():
-        for mode, args in MODES.items():
-            report = tmp_path / f"{sc.stem}-{mode}.json"
-            cmd = [sys.executable, "-m", "v2x", "run", str(sc), *args, "--headless", "--broker", "embedded", "--report", str(report)]
-            runs[sc.stem, mode] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
-                                   report, time.monotonic())
+    for mode, args in MODES.items():
+        report = tmp_path / f"{sc.stem}-{mode}.json"
+        cmd = [sys.executable, "-m", "v2x", "run", str(sc), *args, "--headless", "--broker", "embedded", "--report", str(report)]
+        runs[sc.stem, mode] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
+                               report, time.monotonic())
     failed = []
     try:
         for (name, mode), (proc, report, started) in runs.items():
