@@ -20,6 +20,7 @@ from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import DecodeError
 from v2x.core.jsonview import JsonRecord, add_counts
+from v2x.core.kept import Kept
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
 from v2x.core.trust import TrustRules, latest_us
@@ -153,9 +154,9 @@ class Reception:
         self.outcomes: Counter[str] = Counter()
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
-        self._decoded: dict[bytes, Decoded | DecodeError] = {}  # and why bytes that are no frame are not
+        self._decoded: Kept[bytes, Decoded | DecodeError] = Kept(DECODED_KEPT)  # and why bytes that are no frame are not
         # (topic, sender, sender kind, a SPaT's intersections) -> why its sender is refused (None: it is not), recent
-        self._senders: dict[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = {}
+        self._senders: Kept[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = Kept(JUDGED_KEPT)
 
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
         """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
@@ -182,10 +183,7 @@ class Reception:
         key = (topic, h.sender_id, h.sender_kind, names)
         why = self._senders.get(key, _UNJUDGED)
         if why is _UNJUDGED:
-            why = trust.sender_problem(topic, frame)
-            if len(self._senders) >= JUDGED_KEPT:
-                self._senders.clear()
-            self._senders[key] = why
+            why = self._senders.keep(key, trust.sender_problem(topic, frame))
         if why is not None:
             self.bad.record("wrong_sender", topic, why, h.sender_id)
             return False
@@ -206,9 +204,7 @@ class Reception:
                 got = decoded(codec.decode(msg.payload))
             except DecodeError as e:
                 got = e
-            if len(self._decoded) >= DECODED_KEPT:
-                self._decoded.clear()
-            self._decoded[msg.payload] = got
+            self._decoded.keep(msg.payload, got)
         if isinstance(got, DecodeError):
             self.bad.undecodable(msg.topic, got)
             return None

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from v2x.core import messages as m
+from v2x.core.kept import Kept
 from v2x.core.wire import v2x_pb2 as pb
 
 CERT_LIFETIME_MS = 7 * 24 * 3600 * 1000  # [ms] a pseudonym certificate's validity (1609.2 pseudonyms: about a week)
@@ -274,7 +275,7 @@ class Verifier:
     ca_key: ec.EllipticCurvePublicKey
     ca_id: bytes
     max_age_s: float = MAX_AGE_S
-    _certs: dict[bytes, _Known | None] = field(default_factory=dict)  # a certificate's exact bytes -> verified, or None
+    _certs: Kept[bytes, _Known | None] = field(default_factory=lambda: Kept(VERIFIED_KEPT))  # a certificate's exact bytes -> verified, or None
     _checked: OrderedDict[bytes, str | None] = field(default_factory=OrderedDict)  # payload -> verdict, recent
     _seen: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)  # (receiver, signature) seen
 
@@ -356,10 +357,7 @@ class Verifier:
                 if auth is not None and leaf is not None and _within(leaf.permissions, auth.permissions):
                     known = _Known(leaf.key, leaf.pseudonym, leaf.permissions, max(leaf.valid_from_ms, auth.valid_from_ms),
                                    min(leaf.valid_to_ms, auth.valid_to_ms))
-        if len(self._certs) > VERIFIED_KEPT:
-            self._certs.clear()
-        self._certs[raw] = known
-        return known
+        return self._certs.keep(raw, known)
 
     @staticmethod
     def _signed_by(cert: pb.Certificate, issuer_key: ec.EllipticCurvePublicKey, issuer_id: bytes) -> _Known | None:

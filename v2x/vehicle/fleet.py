@@ -30,6 +30,7 @@ import numpy as np
 
 from v2x.core import messages as m
 from v2x.core.errors import BrokerError
+from v2x.core.kept import Kept
 from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
@@ -190,7 +191,7 @@ class Fleet:
         self.heard = SignalBelief(sc.fleet.spat_stale_s)  # the freshest SPaT any vehicle heard, per intersection
         # by id of a SPaT frame (Reception decodes the bytes every vehicle hears once): the frame, what each vehicle
         # takes from it, and its count's name; worked out for the first vehicle, shared by the others
-        self._spats: dict[int, tuple[m.Frame, tuple[Received, ...], str]] = {}
+        self._spats: Kept[int, tuple[m.Frame, tuple[Received, ...], str]] = Kept(SPATS_KEPT)
         self.trajectories: Trajectories | None = None  # set to record them (`--plots`)
         self.neighbours = Neighbours(sc.links.sidelink.range_m, impairment, bad=self.bad)
         self.neighbours.trust, self.neighbours.utc_us = self.reception.trust, clock.utc_us  # V2V: the same checks
@@ -506,9 +507,7 @@ class Fleet:
         if got is None:
             path = "cloud" if frame.header.sender_kind is m.SenderKind.CLOUD else "rsu"
             states = tuple(Received(st, self.clock.sim_of_utc_ms(st.timestamp_ms), path) for st in body.intersections)
-            if len(self._spats) >= SPATS_KEPT:
-                self._spats.clear()
-            got = self._spats[id(frame)] = (frame, states, f"spat/{path}")
+            got = self._spats.keep(id(frame), (frame, states, f"spat/{path}"))
         return got
 
     # -- the step ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 import pygame
 
 from v2x.core import messages as m
+from v2x.core.kept import Kept
 from v2x.watch.palette import (
     HAZARD_COLOUR,
     LIGHT_DARK,
@@ -68,6 +69,7 @@ LABEL_FONT_PX = (10, 14)  # [px] font size of labels on the map: 10 + the zoom [
 MIN_VEHICLE_PX = (7.0, 3.0)  # [px] length, width: a vehicle is never drawn smaller (sumo-gui's "exaggerate")
 RANGE_ALPHA = (20, 120)  # opacity of a shown RSU radio range: its area, its rim
 HUD_REFRESH_S = 0.25  # [s] wall time between HUD text updates
+TEXTS_KEPT = 2000  # rendered text surfaces kept for the next frame's same labels
 #: clean sans-serif faces, the first installed wins; pygame's own freesansbold spaces small sizes unevenly
 FONT_FILES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
@@ -154,7 +156,7 @@ class Renderer:
     #: where the last frame put things [px]: "heads", "labels" (RSUs, hazards), "panels" (HUD, legend, ...)
     layout: dict[str, list[pygame.Rect]] = field(default_factory=dict)
     _fonts: dict[int, pygame.font.Font] = field(default_factory=dict)
-    _text: dict[tuple[str, int, Colour], pygame.Surface] = field(default_factory=dict)
+    _text: Kept[tuple[str, int, Colour], pygame.Surface] = field(default_factory=lambda: Kept(TEXTS_KEPT))
     _road: pygame.Surface | None = None
     _road_mask: pygame.Mask | None = None  # the road's pixels, which heads and labels keep off
     _road_key: tuple[object, ...] = ()
@@ -182,9 +184,7 @@ class Renderer:
         key = (s, size, colour)
         surf = self._text.get(key)
         if surf is None:
-            if len(self._text) > 2000:
-                self._text.clear()
-            surf = self._text[key] = self.font(size).render(s, True, colour)
+            surf = self._text.keep(key, self.font(size).render(s, True, colour))
         return surf
 
     def label_size(self) -> int:
