@@ -20,7 +20,7 @@ from v2x.core.scenario import bundled_dir, load
 from v2x.core.topics import Topics
 from v2x.core.wire import v2x_pb2 as pb
 from v2x.net.broker import MosquittoBroker
-from v2x.net.signing import CA, Authority, Signer, Verifier, role_permissions
+from v2x.net.signing import CA, Authority, Signer, Verifier, role_permissions, unsigned
 from v2x.net.station import Station, StepClock
 from v2x.net.transport import MqttTransport, Will
 from v2x.testing import until
@@ -56,6 +56,17 @@ def test_a_signed_frame_verifies_and_still_decodes_as_a_plain_one() -> None:
     frame = codec.decode(payload)  # an unsigned receiver reads it as before
     assert frame.body == codec.decode(_station(None).encode(BSM, stream="bsm")).body
     assert len(pb.MessageFrame.FromString(payload).security.signature) == 64
+
+
+def test_unsigned_is_the_frame_a_signed_payload_carries_whoever_signed_it() -> None:
+    """Link impairment draws on these bytes: a signature and a certificate are new in every run, the frame is not."""
+    plain = _station(None).encode(BSM, stream="bsm")
+    one, other = _station(CA()).encode(BSM, stream="bsm"), _station(CA()).encode(BSM, stream="bsm")
+    assert one != other  # each signed by its own run's keys
+    assert unsigned(one) == unsigned(other) == plain
+    assert unsigned(plain) == plain
+    for junk in (b"", b"\xff\xff", plain[:-3], b"\x08\x01" + plain):  # no frame, cut short, a varint field first
+        assert unsigned(junk) == junk
 
 
 def test_forged_messages_are_rejected() -> None:

@@ -69,7 +69,7 @@ class Connection:
 
     def impairment(self, sc: Scenario) -> Impairment | None:
         """The scenario's link impairment, seeded by its seed; None when turned off."""
-        return Impairment(sc.links, sc.seed) if self.impair else None
+        return Impairment(sc.links, sc.seed, signed=self.ca is not None) if self.impair else None
 
     def login(self, user: str) -> str:
         """The broker URL `user` connects with: its own login on a secured broker, else the URL as given."""

@@ -153,6 +153,39 @@ def _trailer(sec: pb.Security) -> bytes:
     return pb.MessageFrame(security=sec).SerializeToString(deterministic=True)
 
 
+_SECURITY_TAG = 99 << 3 | 2  # MessageFrame.security: field 99, length-delimited, always the last field on the wire
+
+
+def unsigned(payload: bytes) -> bytes:
+    """The frame a payload carries, without its signature trailer: the bytes every run of a seed sends alike (a
+    signature and a certificate are new in each run). An unsigned payload, or one that is no frame, as it is."""
+    i, n = 0, len(payload)
+    while i < n:  # the frame's top-level fields are all length-delimited: header, body, security
+        tag, i_len = _varint(payload, i)
+        if tag == _SECURITY_TAG:
+            return payload[:i]
+        if tag & 7 != 2 or i_len < 0:
+            return payload
+        length, i_value = _varint(payload, i_len)
+        if i_value < 0:
+            return payload
+        i = i_value + length
+    return payload
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    """The varint at `b[i:]` and the index after it; (0, -1) when `b` ends inside it or it runs past 10 bytes."""
+    value, shift = 0, 0
+    while i < len(b) and shift < 70:
+        byte = b[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+    return 0, -1
+
+
 def _certificate(
     pseudonym: str, key: ec.EllipticCurvePrivateKey, issuer_id: bytes, issuer_key: ec.EllipticCurvePrivateKey,
     valid_from_ms: int, lifetime_ms: int, permissions: Permissions, authority: bool = False,
