@@ -2,9 +2,10 @@
 120 s and in real time for 30 s completes, or is refused within 10 s saying why and what to install (issue #28).
 
 A test per scenario, so that the suite's workers share them out; its two runs go at once, each with its own broker,
-as subprocesses, so the real-time one, which mostly waits for the clock, takes no wall time of its own. `--broker embedded` picks the broker a run without Mosquitto falls back
-to (`broker_for_run()`); Mosquitto is also left off the PATH (v2x.net.broker.find_mosquitto would find it in /usr/sbin
-anyway, hence the option), so nothing of the run can lean on its tools.
+as subprocesses, so the real-time one, which mostly waits for the clock, takes no wall time of its own.
+`--broker embedded` picks the broker a run without Mosquitto falls back to (`broker_for_run()`); Mosquitto is also
+left off the PATH (v2x.net.broker.find_mosquitto would find it in /usr/sbin anyway, hence the option), so nothing of
+the run can lean on its tools.
 """
 
 from __future__ import annotations
@@ -37,22 +38,22 @@ def test_every_bundled_scenario_runs_on_the_embedded_broker_in_both_modes(sc: Pa
     for mode, args in MODES.items():
         report = tmp_path / f"{sc.stem}-{mode}.json"
         cmd = [sys.executable, "-m", "v2x", "run", str(sc), *args, "--headless", "--broker", "embedded", "--report", str(report)]
-        runs[sc.stem, mode] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
-                               report, time.monotonic())
+        runs[mode] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env),
+                      report, time.monotonic())
     failed = []
     try:
-        for (name, mode), (proc, report, started) in runs.items():
+        for mode, (proc, report, started) in runs.items():
             _, err = proc.communicate(timeout=600)
             took_s = time.monotonic() - started
             if proc.returncode == 0:
                 r = json.loads(report.read_text())
                 assert r["broker"]["kind"] == "amqtt (embedded)", r["broker"]
-                assert r["messages"]["bsm"]["sent"] > 0, (name, mode, r["messages"])
-                assert r["tiers_failed"] == [], (name, mode, r["tiers_failed"])
-                if (name, mode) == ("four_way", "fast"):
+                assert r["messages"]["bsm"]["sent"] > 0, (sc.stem, mode, r["messages"])
+                assert r["tiers_failed"] == [], (sc.stem, mode, r["tiers_failed"])
+                if (sc.stem, mode) == ("four_way", "fast"):
                     _check(r)  # every hop measured, every message accounted for, as on Mosquitto
             elif not (took_s <= REFUSED_WITHIN_S and "install Mosquitto" in err):
-                failed.append(f"{name} {mode}: exit code {proc.returncode} after {took_s:.0f} s: {err[-1500:]}")
+                failed.append(f"{sc.stem} {mode}: exit code {proc.returncode} after {took_s:.0f} s: {err[-1500:]}")
     finally:
         for proc, _, _ in runs.values():
             if proc.poll() is None:

@@ -40,7 +40,7 @@ class Impairment:
     def __init__(self, links: Links, seed: int, signed: bool = False) -> None:
         self.links = links
         self.seed = seed
-        self.signed = signed  # messages carry signatures: draw on their frames alone (unsigned() costs ~0.7 us)
+        self.signed = signed  # messages carry signatures: draw on their frames alone (unsigned() walks each payload)
         c = links.cellular
         # lognormal: median = latency, p99 = median * exp(sigma * z99)
         self._sigma = math.log(c.p99_ms / c.latency_ms) / Z99 if c.p99_ms and c.latency_ms > 0 else 0.0
