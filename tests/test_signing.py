@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -299,3 +300,89 @@ def test_a_tier_s_authority_survives_its_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match=r"bad\.json: not a signing authority"):
         Authority.load(tmp_path / "bad.json")
+
+
+def _mqtt(kind: int, body: bytes) -> bytes:
+    """An MQTT packet: its first byte, the remaining length (MQTT's variable-length integer), the body."""
+    n, length = len(body), bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes([kind]) + bytes(length) + body
+
+
+def _read_packet(sock: Any) -> tuple[int, bytes]:
+    """The next MQTT packet on a blocking socket: (its first byte, its body)."""
+    def exactly(n: int) -> bytes:
+        got = b""
+        while len(got) < n:
+            chunk = sock.recv(n - len(got))
+            assert chunk, "the broker closed the connection"
+            got += chunk
+        return got
+    first = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = exactly(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return first, exactly(length)
+
+
+async def test_a_qos1_message_the_broker_sends_again_after_a_reconnect_is_a_duplicate_not_a_replay(
+    mosquitto: MosquittoBroker, topic_prefix: str,
+) -> None:
+    """QoS 1 is at least once: a message a receiver took, but had not acknowledged when its connection dropped, comes
+    again when it reconnects to its session, DUP set by the broker. Signed, that copy was refused as a replay (bad
+    input, its sender logged); it is the broker's copy, dropped as a duplicate. Seen under load, where an RSU that waited
+    out a stall reconnected (tests/test_hardening.py's signed plan)."""
+    import socket
+
+    from v2x.net.reception import Reception
+    from v2x.net.station import Clock
+    from v2x.net.transport import Message
+
+    clock = Clock(time.time())
+    ca = CA()
+    cloud = Station("cloud", m.SenderKind.CLOUD, clock)
+    cloud.signer = ca.issue("cloud", int(time.time() * 1000) - 60_000, role_permissions(m.SenderKind.CLOUD))
+    topic, client_id = f"{topic_prefix}/v2x/v1/rsi/1/cloud/1", f"{topic_prefix}-veh"
+    pos = m.GeoPoint(31.2, 121.4)
+    event = m.RoadTrafficEvent(event_id=1, kind=m.HazardKind.STALLED_VEHICLE, source=m.EventSource.DETECTION,
+                               status=m.EventStatus.ACTIVE, position=pos, radius_m=10.0, start_time_ms=clock.utc_us() // 1000)
+    signed = cloud.encode(m.Rsi(pos, (event,)), stream=topic)
+
+    # the receiver's first connection: MQTT 5 by hand, a session that outlives it (60 s), subscribed at QoS 1
+    with socket.create_connection(("127.0.0.1", mosquitto.port), timeout=10) as raw:
+        raw.sendall(_mqtt(0x10, b"\x00\x04MQTT\x05\x00\x00\x3c\x05\x11" + (60).to_bytes(4, "big")
+                          + len(client_id).to_bytes(2, "big") + client_id.encode()))
+        assert _read_packet(raw)[0] == 0x20  # CONNACK
+        raw.sendall(_mqtt(0x82, b"\x00\x01\x00" + len(topic).to_bytes(2, "big") + topic.encode() + b"\x01"))
+        assert _read_packet(raw)[0] == 0x90  # SUBACK
+        async with MqttTransport(mosquitto.url, f"{topic_prefix}-cloud") as tx:
+            tx.publish(topic, signed, qos=1)
+            assert await tx.drain(5.0)
+        kind, body = await asyncio.to_thread(_read_packet, raw)
+        assert kind & 0xF6 == 0x32, hex(kind)  # PUBLISH, QoS 1
+        assert not kind & 0x08, hex(kind)  # sent the first time: DUP clear
+        props_at = 2 + int.from_bytes(body[:2], "big") + 2  # after the topic and the packet id
+        assert body[props_at] == 0  # (no properties)
+        first = body[props_at + 1:]
+        # ... and the connection drops before the receiver acknowledges it (no PUBACK)
+    assert first == signed
+    vehicle = Reception("veh-1", m.SenderKind.VEHICLE, clock)
+    vehicle.verifier = ca.verifier()
+    assert vehicle.accept(Message(topic, first, 1, False, time.time_ns())) is not None  # taken, once
+
+    # the receiver connects to its session again: the broker sends what was not acknowledged, DUP set
+    async with MqttTransport(mosquitto.url, client_id, clean_start=False, session_expiry_s=60) as rx:
+        await until(lambda: rx.stats.received > 0)
+        (again,) = rx.receive()
+    assert again.dup, again
+    assert again.qos == 1
+    assert again.payload == signed
+    assert vehicle.accept(again) is None
+    assert dict(vehicle.bad.counts) == {}, vehicle.bad.counts  # before: {"replay": 1}
+    assert vehicle.outcomes["duplicate"] == 1

@@ -165,7 +165,7 @@ class Reception:
         h = frame.header
         # a Last Will is signed at connect time and published by the broker when the connection is lost: old by design
         will = isinstance(frame.body, m.Status) and frame.body.state is m.ServiceState.OFFLINE and frame.body.detail == m.LOST
-        rejected = self.verifier.check(msg.payload, frame, self.clock.utc_us(), receiver, msg.retain or will)
+        rejected = self.verifier.check(msg.payload, frame, self.clock.utc_us(), receiver, msg.retain or will, msg.dup)
         if rejected is not None:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.type_name(frame.body)})", h.sender_id)
         return rejected is None

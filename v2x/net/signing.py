@@ -29,7 +29,8 @@ A receiver with a `Verifier` (it trusts the root CA only) rejects, counting each
                      stays fresh), or `max_age_s` after it was generated when it declares none; or
                      generated more than `max_age_s` ahead of the receiver's clock
     replay           the same signed bytes seen before by the same receiver (a retained message delivered
-                     again, on resubscribing, is the broker's copy: not a replay, the receiver's duplicate)
+                     again, on resubscribing, or a QoS 1 one the broker sent again after a reconnect, DUP set,
+                     is the broker's copy: not a replay, the receiver's duplicate)
 
 Certificates are checked once and cached by their exact bytes; a payload's verdict is reached once
 per process even when many receivers (a fleet's vehicles) get the same bytes.
@@ -312,10 +313,13 @@ class Verifier:
     _checked: OrderedDict[bytes, str | None] = field(default_factory=OrderedDict)  # payload -> verdict, recent
     _seen: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)  # (receiver, signature) seen
 
-    def check(self, payload: bytes, frame: m.Frame, now_us: int, receiver: str = "", retained: bool = False) -> str | None:
+    def check(
+        self, payload: bytes, frame: m.Frame, now_us: int, receiver: str = "", retained: bool = False, redelivered: bool = False,
+    ) -> str | None:
         """None when the payload (decoded as `frame`) is signed, genuine, permitted, fresh and new to `receiver`;
         else the kind of rejection. A retained message (MAP, an active hazard) is as old as it is: it is not held
-        to `max_age_s`."""
+        to `max_age_s`. A retained or `redelivered` one (QoS 1 sent again by the broker, its DUP flag set) seen
+        before is not a replay: the receiver's sequence bookkeeping drops it as a duplicate."""
         verdict = self._checked.get(payload, "")
         if verdict == "":
             verdict = self._verify(payload, frame)
@@ -328,9 +332,9 @@ class Verifier:
             return "stale"
         key = (receiver, payload[-64:])  # the signature: unique per signed message
         if key in self._seen:
-            # a retained message delivered again (on resubscribing, after a reconnect) is the broker's copy, not a
-            # replay: the receiver's sequence bookkeeping drops it as a duplicate
-            return None if retained else "replay"
+            # a retained message delivered again (on resubscribing, after a reconnect), or a QoS 1 message the broker
+            # sent again on the session after a reconnect, is the broker's copy, not a replay
+            return None if retained or redelivered else "replay"
         self._seen[key] = None
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)

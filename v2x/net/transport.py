@@ -90,6 +90,9 @@ class Message:
     qos: int
     retain: bool
     rx_ns: int  # time.time_ns() at receipt
+    # QoS 1 sent again by the broker on this session (MQTT's DUP flag: the broker sets it itself, a publisher's is never
+    # passed on): after a reconnect, what the connection had already taken may come a second time
+    dup: bool = False
 
 
 @dataclass(frozen=True)
@@ -794,15 +797,15 @@ class MqttTransport(_Inbox):
         return True
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
-        self._take(topic, payload, qos, bool(properties.get("retain", False)))
+        self._take(topic, payload, qos, bool(properties.get("retain", False)), bool(properties.get("dup", False)))
         return 0
 
-    def _take(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _take(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool = False) -> None:
         if retain and not any(topic_matches(f.split("/", 2)[2] if f.startswith("$share/") else f, topic) for f in self._subs):
             self.stats.not_subscribed += 1  # not ours (see TransportStats.not_subscribed)
             return
         self.stats.received += 1
-        self._put(Message(topic, bytes(payload), qos, retain, time.time_ns()))
+        self._put(Message(topic, bytes(payload), qos, retain, time.time_ns(), dup))
 
     # -- publishing ---------------------------------------------------------------
 
