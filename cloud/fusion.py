@@ -14,7 +14,9 @@ source V2X, adds nothing) are associated with the vehicles whose BSMs the cloud 
      GNSS bias varies slowly (v2x.vehicle.gnss), so the next association is made on the corrected position.
 
 An unmatched detection is a road user with no OBU (or a ghost): it joins the picture as `<rsu>/<participant id>`,
-the RSU's track id, while its latest detection is at most FRESH_S old. Nothing here knows the truth: the report
+the RSU's track id, while its latest detection is at most FRESH_S old. While it stands (under STANDING_MPS, each
+detection within the gate of the last place), its place is the mean of its detections, up to AVERAGED_UP_TO of them:
+one radar detection is a metre out on each axis, a lane is 3.5 m wide, and a stalled car must not hop lanes. Nothing here knows the truth: the report
 scores the associations against the RSUs' labels (v2x.run.perception).
 """
 
@@ -40,6 +42,8 @@ SPEED_GATE_MPS = 1.0  # [m/s] added to the speed gate
 MOVING_MPS = 2.0  # [m/s] headings are compared when both say the vehicle moves faster than this
 HEADING_GATE_DEG = 60.0  # [deg]
 OFFSET_GAIN = 0.2  # weight of each new match in a vehicle's learnt BSM-minus-detection offset
+STANDING_MPS = 0.5  # [m/s] a detection slower than this stands (as the cloud's hazard detection: cloud.detect.STOPPED_MPS)
+AVERAGED_UP_TO = 50  # detections of a standing road user averaged for its place, at most (5 s of a 10 Hz RSM)
 SENSOR_SOURCES = frozenset({m.SourceType.VIDEO, m.SourceType.MICROWAVE_RADAR, m.SourceType.LIDAR, m.SourceType.INTEGRATED})
 
 
@@ -66,6 +70,7 @@ class Detected:
     y: float
     speed: float
     heading: float
+    n: int = 1  # detections averaged into (x, y) while it stands
 
 
 @dataclass
@@ -152,7 +157,17 @@ class Fusion:
             if who:
                 self.detected.pop(key, None)
             else:
-                self.detected[key] = Detected(t, float(dxy[i, 0]), float(dxy[i, 1]), p.speed_mps, p.heading_deg)
+                self.detected[key] = self._standing(self.detected.get(key), rsu, t, float(dxy[i, 0]), float(dxy[i, 1]), p)
+
+    def _standing(self, last: Detected | None, rsu: str, t: float, x: float, y: float, p: m.Participant) -> Detected:
+        """An unmatched detection at (x, y); while it and the last stand, near each other, the running mean of its places."""
+        if last is None or p.speed_mps >= STANDING_MPS or last.speed >= STANDING_MPS:
+            return Detected(t, x, y, p.speed_mps, p.heading_deg)
+        sd = self.sensor_m.get(rsu, (UNSTATED_M, 0.0))[0]
+        if math.hypot(x - last.x, y - last.y) > GATE_SIGMAS * sd * math.sqrt(2.0) + GATE_SLACK_M:
+            return Detected(t, x, y, p.speed_mps, p.heading_deg)  # not where it stood: moved, or another road user
+        n = min(last.n + 1, AVERAGED_UP_TO)
+        return Detected(t, last.x + (x - last.x) / n, last.y + (y - last.y) / n, p.speed_mps, p.heading_deg, n)
 
     def unmatched(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
         """(object id, x, y, speed, heading) of each road user known from detections alone, detected in the last FRESH_S."""

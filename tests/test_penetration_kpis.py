@@ -66,6 +66,23 @@ def test_a_sweep_over_penetration_gives_hazard_coverage_of_the_equipped_and_the_
             assert h["reached_equipped_warned"] <= h["reached_equipped"]
 
 
+def test_at_penetration_0_a_radar_s_stalled_car_is_detected_once_on_its_own_lane(v2x_run: RunScenario, tmp_path: Path) -> None:
+    """hazard with a radar, nobody equipped, the stalled car not reported: the cloud detects it from the radar alone,
+    on its lane (the median, 0) and nowhere else. Before, one radar detection a metre out put the standing car on
+    the next lane once in a while, and the cloud raised a second hazard there (lane 1, 40 to 70 s later; seeds 1-3)."""
+    path = tmp_path / "hazard_radar.toml"
+    path.write_text(resolve("hazard").read_text().replace("start_s = 60.0", "start_s = 10.0") + RADAR)
+    for seed in ("1", "2"):
+        r = v2x_run(str(path), "--seed", seed, "--set", "fleet.penetration=0", "--set", "events.0.reported=false", duration=120)
+        (event,) = scenario.load(path).events
+        detected = r["events"]["detected_hazards"]
+        print(f"seed {seed}:", [(d["approach"], d["lane"], d["to_line_m"], d["sim_s"]) for d in detected])
+        assert [(d["intersection"], d["approach"], d["lane"]) for d in detected] == [(event.intersection, event.approach, event.lane)]
+        (d,) = detected
+        assert abs(d["to_line_m"] - event.distance_m) <= 15.0  # where the car stands
+        assert d["sim_s"] <= event.start_s + 15.0  # standing 10 s (cloud.detect.STOPPED_S), seen within a few more
+
+
 def _pen0_lidar() -> scenario.Scenario:
     lidar = Sensor(rsu="RSU-J1", type="lidar", range_m=100.0, detection_p=1.0, latency_ms=0.0, position_std_m=0.05,
                    speed_std_mps=0.0)

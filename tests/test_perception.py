@@ -296,6 +296,39 @@ def test_fusion_learns_a_vehicles_gnss_offset_and_keeps_a_queue_apart() -> None:
     assert step(naive, 2.0, -50.0, -43.0)["RSU-J1/40002"] == "veh-1"
 
 
+def test_fusion_places_a_standing_road_user_by_the_mean_of_its_detections_and_a_moving_one_by_the_latest() -> None:
+    """A radar's detections are a metre out on each axis: a car standing in one lane is placed at the mean of its
+    detections, within a few tenths of a metre after a second, not wherever the latest one put it (a 3.5 m lane away
+    now and then: the cloud raised a second hazard there). A moving one, or one that jumps, is where it was seen last."""
+    from cloud.fusion import Fusion
+    from v2x.core.network import Network
+
+    sc = dataclasses.replace(scenario.load(FOUR_WAY), sensors=(Sensor(rsu="RSU-J1", type="radar"),))
+    net = Network(sc)
+    rng = np.random.default_rng(5)
+
+    def seen(fusion: Fusion, t: float, x: float, y: float, speed: float) -> tuple[float, float]:
+        part = m.Participant(type=m.ParticipantType.MOTOR, ptc_id=40001, source=m.SourceType.MICROWAVE_RADAR, vehicle_id="",
+                             position=net.frame.to_geo(x, y), speed_mps=speed, heading_deg=180.0, width_m=1.8, length_m=4.5)
+        fusion.rsm("RSU-J1", t, m.Rsm(net.frame.to_geo(0.0, 0.0), (part,)))
+        ((_, fx, fy, _, _),) = fusion.unmatched(t)
+        return fx, fy
+
+    standing = Fusion(net)
+    worst = 0.0
+    for k in range(100):  # 10 s at 10 Hz, standing at (-1.75, 120), each detection 1 m out per axis
+        dx, dy = rng.normal(0.0, 1.0, 2)
+        x, y = seen(standing, k * 0.1, -1.75 + dx, 120.0 + dy, 0.05)
+        if k >= 10:
+            worst = max(worst, math.hypot(x + 1.75, y - 120.0))
+    assert worst < 0.6, worst  # one detection: beyond 1.75 m across the lane 4% of the time
+    assert seen(standing, 10.0, 10.0, 120.0, 0.05) == pytest.approx((10.0, 120.0))  # far from where it stood: as seen
+    moving = Fusion(net)
+    for k in range(20):
+        x, y = seen(moving, k * 0.1, -1.75, 120.0 - k * 1.0 + (0.8 if k % 2 else -0.8), 10.0)
+        assert (x, y) == pytest.approx((-1.75, 120.0 - k * 1.0 + (0.8 if k % 2 else -0.8)))
+
+
 def test_a_car_without_an_obu_standing_in_a_lane_is_detected_as_a_hazard_from_rsm_alone() -> None:
     """The cloud's stalled-vehicle rule runs on the fused picture: a road user only the RSU's lidar sees, standing in
     a travel lane 100 m before the stop line, is raised as a hazard (RSI) as a stalled vehicle with an OBU would be.
