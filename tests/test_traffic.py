@@ -307,3 +307,28 @@ def test_a_stalled_vehicle_is_passed_in_the_next_lane_and_warned_drivers_change_
     assert warned["median_at_m"] > 1.5 * seen["median_at_m"]  # warned: moved over earlier
     assert seen["top_near"] > 40 / 3.6  # unwarned drivers pass it at the speed limit...
     assert warned["top_near"] <= 30 / 3.6 + 0.5  # ...warned ones at 30 km/h
+
+
+
+@pytest.mark.parametrize(("start_s", "seed"), [(60.0, 1), (60.0, 3), (20.0, 10), (40.0, 14)])
+def test_a_stalled_vehicle_starts_when_its_place_is_clear_not_on_top_of_a_car(start_s: float, seed: int) -> None:
+    """hazard.toml's stalled car: it stands in its lane once its place is clear (no car on it, none behind nearer than
+    it could stop in at comfortable braking), at its start time or a little later, and nobody runs into it. Before, it
+    appeared at its start whatever stood there: with these starts and seeds, a car ran into it (1 collision each, of
+    90 starts and seeds tried; the others: none, and 70 of them start on time now too)."""
+    sc = _load("hazard")
+    (ev,) = sc.events
+    run = OfflineRun(dataclasses.replace(sc, events=(dataclasses.replace(ev, start_s=start_s),)), seed=seed)
+    lid, front, _, _ = run.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
+    t = run.traffic
+    placed = None
+    while t.t < start_s + 15.0:
+        before = t.t
+        run.step()
+        if placed is None and t.obstacles:
+            placed = before  # placed at the start of that step
+            assert t.obstacles[1][:2] == (lid, front)
+    print(f"start {start_s:g} s, seed {seed}: the car stood in its lane from {placed:.1f} s")
+    assert placed is not None
+    assert start_s - 1e-6 <= placed <= start_s + 10.0
+    assert t.stats.collisions == 0, sorted(t.stats.collision_pairs)

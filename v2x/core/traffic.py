@@ -458,14 +458,32 @@ class Traffic:
     # -- stalled vehicles ------------------------------------------------------------
 
     def _place_obstacles(self) -> None:
-        """The scenario's hazards stand in their lanes while they last (the physical world, not a message)."""
+        """The scenario's hazards stand in their lanes while they last (the physical world, not a message). One
+        starts when its place is clear: no vehicle there, and none behind it in its lane nearer than it could stop
+        in at comfortable braking. A car breaks down where it drives, not on top of another or under the bumper of
+        the next (it appeared at its start time whatever stood there: a collision, now and then)."""
+        where: tuple[IntArray, FloatArray] | None = None
         for k, ev in enumerate(self.scenario.events, start=1):
             if ev.start_s <= self.t + 1e-6 < ev.start_s + ev.duration_s:
                 if k not in self.obstacles:
                     lid, s, _, _ = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
-                    self.obstacles[k] = (lid, s, STALLED_LENGTH_M)
+                    where = self._where() if where is None else where
+                    if self._clear(where, lid, s - STALLED_LENGTH_M, s):
+                        self.obstacles[k] = (lid, s, STALLED_LENGTH_M)
             else:
                 self.obstacles.pop(k, None)
+
+    def _clear(self, where: tuple[IntArray, FloatArray], lid: int, rear: float, front: float) -> bool:
+        """Whether a stalled vehicle may stand on link `lid` from `rear` to `front` [m along it] now."""
+        link, s_link = where
+        on = link == lid
+        if not on.any():
+            return True
+        s0, b = self.driver.min_gap_m, self.driver.comfort_decel_mps2
+        ahead_of, v = s_link[on], self.v[on]  # their fronts, their speeds
+        behind = ahead_of <= rear - s0
+        there = ~behind & (ahead_of - self.length[on] < front + s0)
+        return not (there.any() or (behind & (rear - ahead_of < s0 + v * v / (2.0 * b))).any())
 
     def _obstacle_ahead(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, IntArray]:
         """Per vehicle: the gap [m] to the rear of the nearest obstacle ahead on its link (inf: none), and its key."""

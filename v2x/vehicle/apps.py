@@ -40,7 +40,9 @@ The sidelink apps (FCW, EBW, EVW, and GLOSA's queue) act only on BSMs the vehicl
 
 Ground truth for the hazard measurements comes from the scenario's events (`HazardWatch`):
 which vehicles were affected when a hazard began, when each was warned, and whether any
-reached the hazard unwarned.
+reached the hazard unwarned, once it stands in its lane (the traffic core places a stalled
+car when its place is clear: at its start, or a little later when a vehicle is there or too
+close behind to stop).
 """
 
 from __future__ import annotations
@@ -433,6 +435,8 @@ class HazardWatch:
                 self.unequipped[k] = set() if has_obu is None else {
                     int(v) for v, kind in zip(traffic.ids[ahead], traffic.kind[ahead], strict=True) if not has_obu(int(v), int(kind))
                 }
+            if k not in traffic.obstacles:  # its car does not stand there yet (its place was not clear): none reach it
+                continue
             up = self._upstream.setdefault(k, set())
             got = self.reached.setdefault(k, {})
             there = traffic.s >= target  # NaN (not on its path) compares False
