@@ -25,9 +25,14 @@ from v2x.run.realtime import START_DELAY_S
 
 pytestmark = pytest.mark.integration
 
-HAZARD_AT_S = 8.0  # [s] sim time the stalled vehicle appears: the cloud's RSI is retained from then on
+HAZARD_AT_S = 5.0  # [s] sim time the stalled vehicle appears: the cloud's RSI is retained from then on (sim time runs 1.5-3 s
+# behind the test's sleeps, v2x's start-up before its epoch: the crash comes at about 10 s of it, well after)
 CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL; no persistence: it forgets every retained message)
 DOWN_S = 3.0  # [s] before it is started again on the same port
+RUN_S = 50.0  # [s] the run's sim time: 35 s and more after the restart
+# hazard's demand doubled, and tripled on the north approach (the hazard's): the vehicles asserted on below (approaching,
+# and reaching the hazard, nearly all after the restart) come within RUN_S; at the scenario's own demand it took 100 s
+BUSY = ["--set", "demand.0.vph=1500", "--set", "demand.1.vph=1000", "--set", "demand.2.vph=800", "--set", "demand.3.vph=800"]
 
 
 def test_after_a_broker_restart_without_persistence_map_and_hazards_are_announced_again(
@@ -36,8 +41,8 @@ def test_after_a_broker_restart_without_persistence_map_and_hazards_are_announce
     broker = broker_factory(persistence=False)
     report = tmp_path / "r.json"
     run = subprocess.Popen(
-        [sys.executable, "-m", "v2x", "run", "hazard", "--headless", "--duration", "100", "--broker", broker.url,
-         "--set", f"events.0.start_s={HAZARD_AT_S:g}", "--report", str(report)],
+        [sys.executable, "-m", "v2x", "run", "hazard", "--headless", "--duration", f"{RUN_S:g}", "--broker", broker.url,
+         "--set", f"events.0.start_s={HAZARD_AT_S:g}", *BUSY, "--report", str(report)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(START_DELAY_S + CRASH_AT_S)
@@ -80,19 +85,22 @@ def test_a_hazard_a_crashed_run_left_retained_warns_nobody_in_a_later_run(
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait(30)
     assert rsi.returncode == 0, "the hazard run raised no hazard"
-    left = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", f"{root}/rsi/#", "-W", "1", "-v"],
+    left = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", f"{root}/rsi/#", "-C", "1", "-W", "5", "-v"],
                           capture_output=True, timeout=30)
     assert left.stdout, "no RSI was left retained"
     report = tmp_path / "r.json"
+    # four_way's demand doubled: the vehicles asserted on below come in a 25 s run (at its own demand, in 45 s)
+    busy = ["--set", "demand.0.vph=1000", "--set", "demand.1.vph=1000", "--set", "demand.2.vph=800", "--set", "demand.3.vph=800"]
     later = subprocess.run(
-        [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--duration", "45", "--broker", mosquitto.url,
-         "--root", root, "--report", str(report)],
+        [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--duration", "25", "--broker", mosquitto.url,
+         "--root", root, *busy, "--report", str(report)],
         capture_output=True, text=True, timeout=300,
     )
     assert later.returncode == 0, later.stderr[-3000:]
     r: dict[str, Any] = json.loads(report.read_text())
     print("cleared:", r.get("leftovers_cleared"), "; RSI received by vehicles:", r["messages"].get("rsi", {}).get("received", 0),
-          "; HLW warnings:", r["apps"]["hlw"]["warnings"], "to", r["apps"]["hlw"]["vehicles"], "vehicles")
+          "; HLW warnings:", r["apps"]["hlw"]["warnings"], "to", r["apps"]["hlw"]["vehicles"], "vehicles; spawned:",
+          r["vehicles"]["spawned"])
     assert r["apps"]["hlw"]["warnings"] == 0  # nobody warned of a hazard that is not there
     assert "rsi" not in r["messages"]  # no vehicle received it
     assert r["leftovers_cleared"].get("rsi", 0) >= 1  # counted
