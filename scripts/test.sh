@@ -40,7 +40,7 @@ echo "== mkdocs build --strict (docs/)"
 SITE=$(mktemp -d)
 "$PY" -m mkdocs build --strict --quiet --site-dir "$SITE"
 rm -rf "$SITE"
-echo "== pytest (3 workers)"
-# 3 workers on 2 cores: most tests wait on the wall clock or the broker (docs/testing.md has the measurements).
+echo "== pytest (4 workers)"
+# 4 workers on 2 cores: many tests wait on the wall clock or the broker (docs/testing.md has the measurements).
 # A group's tests share a worker (and its module fixture); the 20 slowest tests are shown.
-"$PY" -m pytest -n 3 --dist loadgroup --durations=20 "$@"
+"$PY" -m pytest -n 4 --dist loadgroup --durations=20 "$@"
