@@ -480,10 +480,10 @@ class Traffic:
         if not on.any():
             return True
         s0, b = self.driver.min_gap_m, self.driver.comfort_decel_mps2
-        ahead_of, v = s_link[on], self.v[on]  # their fronts, their speeds
-        behind = ahead_of <= rear - s0
-        there = ~behind & (ahead_of - self.length[on] < front + s0)
-        return not (there.any() or (behind & (rear - ahead_of < s0 + v * v / (2.0 * b))).any())
+        fronts, v = s_link[on], self.v[on]
+        behind = fronts <= rear - s0
+        there = ~behind & (fronts - self.length[on] < front + s0)
+        return not (there.any() or (behind & (rear - fronts < s0 + v * v / (2.0 * b))).any())
 
     def _obstacle_ahead(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, IntArray]:
         """Per vehicle: the gap [m] to the rear of the nearest obstacle ahead on its link (inf: none), and its key."""
