@@ -14,9 +14,10 @@ source V2X, adds nothing) are associated with the vehicles whose BSMs the cloud 
      GNSS bias varies slowly (v2x.vehicle.gnss), so the next association is made on the corrected position.
 
 An unmatched detection is a road user with no OBU (or a ghost): it joins the picture as `<rsu>/<participant id>`,
-the RSU's track id, while its latest detection is at most FRESH_S old. While it stands (under STANDING_MPS, each
-detection within the gate of the last place), its place is the mean of its detections, up to AVERAGED_UP_TO of them:
-one radar detection is a metre out on each axis, a lane is 3.5 m wide, and a stalled car must not hop lanes. Nothing here knows the truth: the report
+the RSU's track id, while its latest detection is at most FRESH_S old. While it stands (its detections' mean
+speed under cloud.detect.STOPPED_MPS, none faster than the sensor's speed noise allows a standing one, each within the
+gate of where it stood), its place and speed are the means of its detections, up to AVERAGED_UP_TO of them: one radar
+detection is a metre out on each axis, a lane is 3.5 m wide, and a stalled car must not hop lanes. Nothing here knows the truth: the report
 scores the associations against the RSUs' labels (v2x.run.perception).
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud.detect import STOPPED_MPS
 from v2x.core import messages as m
 from v2x.core.network import Network
 
@@ -42,7 +44,6 @@ SPEED_GATE_MPS = 1.0  # [m/s] added to the speed gate
 MOVING_MPS = 2.0  # [m/s] headings are compared when both say the vehicle moves faster than this
 HEADING_GATE_DEG = 60.0  # [deg]
 OFFSET_GAIN = 0.2  # weight of each new match in a vehicle's learnt BSM-minus-detection offset
-STANDING_MPS = 0.5  # [m/s] a detection slower than this stands (as the cloud's hazard detection: cloud.detect.STOPPED_MPS)
 AVERAGED_UP_TO = 50  # detections of a standing road user averaged for its place, at most (5 s of a 10 Hz RSM)
 SENSOR_SOURCES = frozenset({m.SourceType.VIDEO, m.SourceType.MICROWAVE_RADAR, m.SourceType.LIDAR, m.SourceType.INTEGRATED})
 
@@ -160,14 +161,18 @@ class Fusion:
                 self.detected[key] = self._standing(self.detected.get(key), rsu, t, float(dxy[i, 0]), float(dxy[i, 1]), p)
 
     def _standing(self, last: Detected | None, rsu: str, t: float, x: float, y: float, p: m.Participant) -> Detected:
-        """An unmatched detection at (x, y); while it and the last stand, near each other, the running mean of its places."""
-        if last is None or p.speed_mps >= STANDING_MPS or last.speed >= STANDING_MPS:
-            return Detected(t, x, y, p.speed_mps, p.heading_deg)
-        sd = self.sensor_m.get(rsu, (UNSTATED_M, 0.0))[0]
-        if math.hypot(x - last.x, y - last.y) > GATE_SIGMAS * sd * math.sqrt(2.0) + GATE_SLACK_M:
-            return Detected(t, x, y, p.speed_mps, p.heading_deg)  # not where it stood: moved, or another road user
-        n = min(last.n + 1, AVERAGED_UP_TO)
-        return Detected(t, last.x + (x - last.x) / n, last.y + (y - last.y) / n, p.speed_mps, p.heading_deg, n)
+        """An unmatched detection at (x, y). While the road user stands, the running mean of its places and speeds:
+        each detection no faster than a standing one reads through the sensor's speed noise, within the gate of where
+        it stood, and the mean speed under STOPPED_MPS. Else (moved, or another road user) the detection as it is."""
+        sd, sv = self.sensor_m.get(rsu, (UNSTATED_M, BSM_SPEED_STD_MPS))
+        reads_standing = STOPPED_MPS + GATE_SIGMAS * sv  # [m/s] the most a standing road user's detection says
+        if (last is not None and last.speed < reads_standing and p.speed_mps < reads_standing
+                and math.hypot(x - last.x, y - last.y) <= GATE_SIGMAS * sd * math.sqrt(2.0) + GATE_SLACK_M):
+            n = min(last.n + 1, AVERAGED_UP_TO)
+            speed = last.speed + (p.speed_mps - last.speed) / n
+            if speed < STOPPED_MPS:
+                return Detected(t, last.x + (x - last.x) / n, last.y + (y - last.y) / n, speed, p.heading_deg, n)
+        return Detected(t, x, y, p.speed_mps, p.heading_deg)
 
     def unmatched(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
         """(object id, x, y, speed, heading) of each road user known from detections alone, detected in the last FRESH_S."""

@@ -69,7 +69,7 @@ def test_a_sweep_over_penetration_gives_hazard_coverage_of_the_equipped_and_the_
 def test_at_penetration_0_a_radar_s_stalled_car_is_detected_once_on_its_own_lane(v2x_run: RunScenario, tmp_path: Path) -> None:
     """hazard with a radar, nobody equipped, the stalled car not reported: the cloud detects it from the radar alone,
     on its lane (the median, 0) and nowhere else. Before, one radar detection a metre out put the standing car on
-    the next lane once in a while, and the cloud raised a second hazard there (lane 1, 40 to 70 s later; seeds 1-3)."""
+    the next lane once in a while, and the cloud raised a second hazard there (lane 1, 33 to 57 s after the right one; seeds 1-3)."""
     path = tmp_path / "hazard_radar.toml"
     path.write_text(resolve("hazard").read_text().replace("start_s = 60.0", "start_s = 10.0") + RADAR)
     for seed in ("1", "2"):

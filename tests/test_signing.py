@@ -384,5 +384,31 @@ async def test_a_qos1_message_the_broker_sends_again_after_a_reconnect_is_a_dupl
     assert again.qos == 1
     assert again.payload == signed
     assert vehicle.accept(again) is None
+    assert vehicle.checked(again, "veh-1") is None  # dropped by the verifier itself: no sequence bookkeeping needed
     assert dict(vehicle.bad.counts) == {}, vehicle.bad.counts  # before: {"replay": 1}
-    assert vehicle.outcomes["duplicate"] == 1
+    assert vehicle.outcomes["duplicate"] == 2
+    # the same bytes again without DUP (someone sending what it captured) are a replay, as before
+    assert vehicle.accept(Message(topic, signed, 1, False, time.time_ns())) is None
+    assert dict(vehicle.bad.counts) == {"replay": 1}
+
+
+async def test_the_broker_never_passes_on_a_publisher_s_dup_flag(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """What the replay check's leniency rests on: DUP on a delivered message is the broker's own (MQTT 3.1.1 3.3.1.1,
+    5.0 3.3.1.1), so a publisher cannot mark a captured message as a redelivery to slip it past a receiver."""
+    import socket
+
+    topic = f"{topic_prefix}/v2x/v1/rsi/1/cloud/1"
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-rx") as rx:
+        await rx.subscribe(topic, qos=1)
+        with socket.create_connection(("127.0.0.1", mosquitto.port), timeout=10) as raw:
+            client_id = f"{topic_prefix}-tx"
+            raw.sendall(_mqtt(0x10, b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + len(client_id).to_bytes(2, "big") + client_id.encode()))
+            assert _read_packet(raw)[0] == 0x20  # CONNACK
+            # PUBLISH, QoS 1, DUP set: topic, packet id 7, no properties, the payload
+            raw.sendall(_mqtt(0x3A, len(topic).to_bytes(2, "big") + topic.encode() + b"\x00\x07\x00" + b"captured"))
+            assert (await asyncio.to_thread(_read_packet, raw))[0] == 0x40  # PUBACK
+        await until(lambda: rx.stats.received > 0)
+        (got,) = rx.receive()
+    assert got.payload == b"captured"
+    assert got.qos == 1
+    assert not got.dup

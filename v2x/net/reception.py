@@ -25,7 +25,7 @@ from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
 from v2x.core.trust import TrustRules, latest_us
 from v2x.net.impair import Impairment
-from v2x.net.signing import Verifier
+from v2x.net.signing import DUPLICATE, Verifier
 from v2x.net.station import Clock
 from v2x.net.transport import Message
 
@@ -165,7 +165,11 @@ class Reception:
         h = frame.header
         # a Last Will is signed at connect time and published by the broker when the connection is lost: old by design
         will = isinstance(frame.body, m.Status) and frame.body.state is m.ServiceState.OFFLINE and frame.body.detail == m.LOST
-        rejected = self.verifier.check(msg.payload, frame, self.clock.utc_us(), receiver, msg.retain or will, msg.dup)
+        # DUP means something only on QoS 1 and 2 (on QoS 0 it is a protocol error: not taken to mean a copy)
+        rejected = self.verifier.check(msg.payload, frame, self.clock.utc_us(), receiver, msg.retain or will, msg.dup and msg.qos > 0)
+        if rejected == DUPLICATE:
+            self.outcomes["duplicate"] += 1
+            return False
         if rejected is not None:
             self.bad.record(rejected, msg.topic, f"{rejected.replace('_', ' ')} ({m.type_name(frame.body)})", h.sender_id)
         return rejected is None

@@ -61,6 +61,7 @@ MAX_AGE_S = 5.0  # [s] a signed message older (or newer) than this on the receiv
 SEEN_KEPT = 200_000  # signed payloads remembered per verifier for replay detection
 VERIFIED_KEPT = 4096  # payloads whose signature was checked, kept for the next receiver of the same bytes
 _ECDSA = ec.ECDSA(hashes.SHA256())
+DUPLICATE = "duplicate"  # Verifier.check: a copy the broker sent again, seen before (not a rejection: counted as a duplicate)
 
 class _Clock(Protocol):
     def utc_us(self) -> int: ...
@@ -318,8 +319,9 @@ class Verifier:
     ) -> str | None:
         """None when the payload (decoded as `frame`) is signed, genuine, permitted, fresh and new to `receiver`;
         else the kind of rejection. A retained message (MAP, an active hazard) is as old as it is: it is not held
-        to `max_age_s`. A retained or `redelivered` one (QoS 1 sent again by the broker, its DUP flag set) seen
-        before is not a replay: the receiver's sequence bookkeeping drops it as a duplicate."""
+        to `max_age_s`; seen before, it is not a replay (the receiver's sequence bookkeeping drops it as a
+        duplicate). A `redelivered` one (QoS 1 sent again by the broker on the receiver's session, its DUP flag set)
+        seen before is not a replay either: it is `DUPLICATE`, which the receiver drops and counts as such."""
         verdict = self._checked.get(payload, "")
         if verdict == "":
             verdict = self._verify(payload, frame)
@@ -332,9 +334,10 @@ class Verifier:
             return "stale"
         key = (receiver, payload[-64:])  # the signature: unique per signed message
         if key in self._seen:
-            # a retained message delivered again (on resubscribing, after a reconnect), or a QoS 1 message the broker
-            # sent again on the session after a reconnect, is the broker's copy, not a replay
-            return None if retained or redelivered else "replay"
+            # the broker's copy, not a replay: a retained message delivered again (on resubscribing, after a
+            # reconnect), or a QoS 1 message sent again on the session after a reconnect (dropped here, whatever the
+            # sequence bookkeeping would make of it: a stream gone quiet meanwhile would take it as new)
+            return DUPLICATE if redelivered else None if retained else "replay"
         self._seen[key] = None
         if len(self._seen) > SEEN_KEPT:
             self._seen.popitem(last=False)
