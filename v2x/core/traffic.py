@@ -217,6 +217,7 @@ class Traffic:
         # without the controllers at hand (real time) judges them against the RSUs' own record of their lights
         self.crossings: list[tuple[float, int, int]] | None = None
         self.obstacles: dict[int, tuple[int, float, float]] = {}
+        self.stood_since: dict[int, float] = {}  # key -> sim time [s] it was placed: its start, or later (its place not clear)
         self._view: tuple[IntArray, FloatArray] | None = None  # signal_view() until the state changes
         self._pending: list[_Pending] = []
         self._sources: list[_Source] = []
@@ -441,7 +442,7 @@ class Traffic:
         an advisory speed [m/s] it follows as its desired speed (GLOSA), NaN for none; `make_way`:
         per vehicle, warned of an emergency vehicle behind (EVW): it moves to the next lane if it can."""
         self._generate(self.t + dt)
-        self._place_obstacles()
+        self._place_obstacles(dt)
         n = self.n
         if believed is None:
             believed = np.full(n, _NONE, dtype=np.int64)
@@ -457,33 +458,41 @@ class Traffic:
 
     # -- stalled vehicles ------------------------------------------------------------
 
-    def _place_obstacles(self) -> None:
+    def _place_obstacles(self, dt: float) -> None:
         """The scenario's hazards stand in their lanes while they last (the physical world, not a message). One
         starts when its place is clear: no vehicle there, and none behind it in its lane nearer than it could stop
-        in at comfortable braking. A car breaks down where it drives, not on top of another or under the bumper of
-        the next (it appeared at its start time whatever stood there: a collision, now and then)."""
+        in, braking as hard as a car can (`MAX_DECEL_MPS2`) after a step's travel. A car breaks down where it drives,
+        not on top of another or under the bumper of the next (it appeared at its start time whatever stood there: a
+        collision, now and then). It does not break down inside a standing queue: there it waits for the queue to
+        move (the report's `stood_s` says when it stood)."""
         where: tuple[IntArray, FloatArray] | None = None
         for k, ev in enumerate(self.scenario.events, start=1):
             if ev.start_s <= self.t + 1e-6 < ev.start_s + ev.duration_s:
                 if k not in self.obstacles:
                     lid, s, _, _ = self.net.lane_point(ev.intersection, ev.approach, ev.lane, ev.distance_m)
                     where = self._where() if where is None else where
-                    if self._clear(where, lid, s - STALLED_LENGTH_M, s):
+                    if self._clear(where, lid, s - STALLED_LENGTH_M, s, dt):
                         self.obstacles[k] = (lid, s, STALLED_LENGTH_M)
+                        self.stood_since[k] = self.t
             else:
                 self.obstacles.pop(k, None)
+                self.stood_since.pop(k, None)
 
-    def _clear(self, where: tuple[IntArray, FloatArray], lid: int, rear: float, front: float) -> bool:
-        """Whether a stalled vehicle may stand on link `lid` from `rear` to `front` [m along it] now."""
+    def _clear(self, where: tuple[IntArray, FloatArray], lid: int, rear: float, front: float, dt: float) -> bool:
+        """Whether a stalled vehicle may stand on link `lid` from `rear` to `front` [m along it] now: no vehicle or
+        other stalled one there, none behind nearer than it could stop in."""
+        if any(o[0] == lid and o[1] - o[2] < front and o[1] > rear for o in self.obstacles.values()):
+            return False
         link, s_link = where
         on = link == lid
         if not on.any():
             return True
-        s0, b = self.driver.min_gap_m, self.driver.comfort_decel_mps2
+        s0 = self.driver.min_gap_m
         fronts, v = s_link[on], self.v[on]
         behind = fronts <= rear - s0
         there = ~behind & (fronts - self.length[on] < front + s0)
-        return not (there.any() or (behind & (rear - fronts < s0 + v * v / (2.0 * b))).any())
+        stop_m = s0 + v * dt + v * v / (2.0 * kernels.MAX_DECEL_MPS2)
+        return not (there.any() or (behind & (rear - fronts < stop_m)).any())
 
     def _obstacle_ahead(self, link: IntArray, s_link: FloatArray) -> tuple[FloatArray, IntArray]:
         """Per vehicle: the gap [m] to the rear of the nearest obstacle ahead on its link (inf: none), and its key."""

@@ -413,6 +413,7 @@ class HazardWatch:
     unequipped: dict[int, set[int]] = field(default_factory=dict)  # event id -> the affected without an OBU
     reached: dict[int, dict[int, float]] = field(default_factory=dict)  # event id -> vehicle -> sim time it got there
     _started: set[int] = field(default_factory=set)
+    stood: dict[int, float] = field(default_factory=dict)  # event id -> sim time its car was first seen standing
     _upstream: dict[int, set[int]] = field(default_factory=dict)  # event id -> vehicles seen upstream of it while active
     _targets: dict[int, np.ndarray] = field(default_factory=dict)  # event id -> route_points
 
@@ -437,6 +438,7 @@ class HazardWatch:
                 }
             if k not in traffic.obstacles:  # its car does not stand there yet (its place was not clear): none reach it
                 continue
+            self.stood.setdefault(k, traffic.stood_since[k])
             up = self._upstream.setdefault(k, set())
             got = self.reached.setdefault(k, {})
             there = traffic.s >= target  # NaN (not on its path) compares False
@@ -474,6 +476,8 @@ class HazardWatch:
             lasts += [] if last is None else [last]
             per.append({
                 "event_id": k, "kind": ev.kind, "start_s": ev.start_s,
+                # when its car stood in its lane: at its start, or later when its place was not clear then (None: never)
+                "stood_s": round(self.stood[k], 3) if k in self.stood else None,
                 "affected": len(affected), "affected_equipped": equipped, "affected_unequipped": len(affected) - equipped,
                 "affected_warned": len(times), "coverage": round(len(times) / equipped, 4) if equipped else None,
                 "first_ms": first, "last_ms": last,
