@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -68,6 +69,22 @@ def test_unsigned_is_the_frame_a_signed_payload_carries_whoever_signed_it() -> N
     assert unsigned(plain) == plain
     for junk in (b"", b"\xff\xff", plain[:-3], b"\x08\x01" + plain):  # no frame, cut short, a varint field first
         assert unsigned(junk) == junk
+
+
+def test_a_redelivered_copy_of_a_message_refused_as_stale_is_a_duplicate_not_a_second_refusal() -> None:
+    """A plan that went stale while it waited is refused once; the broker's copy of it after a reconnect (DUP) is the
+    same message, dropped as a duplicate, not counted against its sender again (tests/test_hardening.py's signed plan
+    under load: {"stale": 2}). Without DUP, the same bytes again are refused as they were."""
+    ca = CA()
+    v = ca.verifier()
+    payload = _station(ca).encode(BSM, stream="bsm")
+    late_us = NOW_US + 60_000_000  # a minute after it was made: stale
+    frame = codec.decode(payload)
+    assert v.check(payload, frame, late_us, "rsu") == "stale"
+    assert v.check(payload, frame, late_us, "rsu", redelivered=True) == "duplicate"
+    assert v.check(payload, frame, late_us, "rsu") == "stale"
+    fresh = _station(ca).encode(dataclasses.replace(BSM, speed_mps=11.0), stream="bsm")
+    assert v.check(fresh, codec.decode(fresh), NOW_US, "rsu", redelivered=True) is None  # not seen before: as any
 
 
 def test_forged_messages_are_rejected() -> None:

@@ -330,17 +330,23 @@ class Verifier:
                 self._checked.popitem(last=False)
         if verdict is not None:
             return verdict
+        key = (receiver, payload[-64:])  # the signature: unique per signed message
+        seen = key in self._seen
+        if seen and redelivered:
+            # the broker's copy of a message this receiver had, taken or refused (a QoS 1 message sent again on its
+            # session after a reconnect): dropped here, whatever the sequence bookkeeping would make of it (a stream
+            # gone quiet meanwhile would take it as new), and not counted against its sender a second time
+            return DUPLICATE
+        if not seen:
+            self._seen[key] = None
+            if len(self._seen) > SEEN_KEPT:
+                self._seen.popitem(last=False)
         if not retained and self._stale(frame, now_us):
             return "stale"
-        key = (receiver, payload[-64:])  # the signature: unique per signed message
-        if key in self._seen:
-            # the broker's copy, not a replay: a retained message delivered again (on resubscribing, after a
-            # reconnect), or a QoS 1 message sent again on the session after a reconnect (dropped here, whatever the
-            # sequence bookkeeping would make of it: a stream gone quiet meanwhile would take it as new)
-            return DUPLICATE if redelivered else None if retained else "replay"
-        self._seen[key] = None
-        if len(self._seen) > SEEN_KEPT:
-            self._seen.popitem(last=False)
+        if seen:
+            # a retained message delivered again (on resubscribing, after a reconnect) is the broker's copy, not a
+            # replay: the receiver's sequence bookkeeping drops it as a duplicate
+            return None if retained else "replay"
         return None
 
     def _stale(self, frame: m.Frame, now_us: int) -> bool:
