@@ -121,6 +121,7 @@ class Fusion:
         dv = np.array([p.speed_mps for p in dets])
         dh = np.array([p.heading_deg for p in dets])
         names = [s for s, tr in self.tracks.items() if abs(t - tr.t) <= FRESH_S]
+        sd, sv = self.sensor_m.get(rsu, (UNSTATED_M, BSM_SPEED_STD_MPS))
         matched: dict[int, str] = {}
         if names:
             trs = [self.tracks[s] for s in names]
@@ -130,7 +131,6 @@ class Fusion:
             rad = np.radians(bh)
             bx = np.array([tr.x - tr.dx for tr in trs]) + bv * dt * np.sin(rad)
             by = np.array([tr.y - tr.dy for tr in trs]) + bv * dt * np.cos(rad)
-            sd, sv = self.sensor_m.get(rsu, (UNSTATED_M, BSM_SPEED_STD_MPS))
             sigma = np.array([tr.sigma_m for tr in trs])
             gate = GATE_SIGMAS * np.sqrt(sigma**2 + sd**2) + GATE_SLACK_M
             dist = np.hypot(dxy[:, 0:1] - bx[None, :], dxy[:, 1:2] - by[None, :])
@@ -158,21 +158,7 @@ class Fusion:
             if who:
                 self.detected.pop(key, None)
             else:
-                self.detected[key] = self._standing(self.detected.get(key), rsu, t, float(dxy[i, 0]), float(dxy[i, 1]), p)
-
-    def _standing(self, last: Detected | None, rsu: str, t: float, x: float, y: float, p: m.Participant) -> Detected:
-        """An unmatched detection at (x, y). While the road user stands, the running mean of its places and speeds:
-        each detection no faster than a standing one reads through the sensor's speed noise, within the gate of where
-        it stood, and the mean speed under STOPPED_MPS. Else (moved, or another road user) the detection as it is."""
-        sd, sv = self.sensor_m.get(rsu, (UNSTATED_M, BSM_SPEED_STD_MPS))
-        reads_standing = STOPPED_MPS + GATE_SIGMAS * sv  # [m/s] the most a standing road user's detection says
-        if (last is not None and last.speed < reads_standing and p.speed_mps < reads_standing
-                and math.hypot(x - last.x, y - last.y) <= GATE_SIGMAS * sd * math.sqrt(2.0) + GATE_SLACK_M):
-            n = min(last.n + 1, AVERAGED_UP_TO)
-            speed = last.speed + (p.speed_mps - last.speed) / n
-            if speed < STOPPED_MPS:
-                return Detected(t, last.x + (x - last.x) / n, last.y + (y - last.y) / n, speed, p.heading_deg, n)
-        return Detected(t, x, y, p.speed_mps, p.heading_deg)
+                self.detected[key] = _standing(self.detected.get(key), t, float(dxy[i, 0]), float(dxy[i, 1]), p, sd, sv)
 
     def unmatched(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
         """(object id, x, y, speed, heading) of each road user known from detections alone, detected in the last FRESH_S."""
@@ -204,3 +190,18 @@ class Fusion:
             "rsms": sum(p["rsms"] for p in parts), "detections": sum(p["detections"] for p in parts),
             "matched": sum(p["matched"] for p in parts), "assoc": {k: v for p in parts for k, v in p["assoc"].items()},
         }
+
+
+def _standing(last: Detected | None, t: float, x: float, y: float, p: m.Participant, sd: float, sv: float) -> Detected:
+    """An unmatched detection at (x, y), from a sensor of position noise `sd` [m] and speed noise `sv` [m/s]. While the
+    road user stands, the running mean of its places and speeds: each detection no faster than a standing one reads
+    through the speed noise, within the gate of where it stood, and the mean speed under STOPPED_MPS. Else (moved, or
+    another road user) the detection as it is."""
+    reads_standing = STOPPED_MPS + GATE_SIGMAS * sv  # [m/s] the most a standing road user's detection says
+    if (last is not None and last.speed < reads_standing and p.speed_mps < reads_standing
+            and math.hypot(x - last.x, y - last.y) <= GATE_SIGMAS * sd * math.sqrt(2.0) + GATE_SLACK_M):
+        n = min(last.n + 1, AVERAGED_UP_TO)
+        speed = last.speed + (p.speed_mps - last.speed) / n
+        if speed < STOPPED_MPS:
+            return Detected(t, last.x + (x - last.x) / n, last.y + (y - last.y) / n, speed, p.heading_deg, n)
+    return Detected(t, x, y, p.speed_mps, p.heading_deg)
