@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,11 +21,9 @@ from v2x.net.transport import MqttTransport
 from v2x.run.realtime import START_DELAY_S
 from v2x.testing import until
 
-CRASH_AT_S = 12.0  # [s] after sim time 0 by the test's clock (v2x's start-up puts its sim time 2-3 s behind): SIGKILL
+CRASH_AT_S = 12.0  # [s] sim time the broker is killed (SIGKILL), timed from the tiers' own epoch
 DOWN_S = 6.0  # [s] before it is started again on the same port
-# the stalled vehicle appears while the broker is down: its RSI is published in the outage (sim time runs 2-3 s behind
-# the test's sleeps, v2x's start-up before its epoch: the broker is down from about 10 to 16 s of it)
-HAZARD_AT_S = 13.0  # [s]
+HAZARD_AT_S = 15.0  # [s] the stalled vehicle appears while the broker is down (12 to 18 s): its RSI is published in the outage
 # A 30 s cycle of unequal greens: the adaptive cloud retimes it after one cycle, at 30 s (greens about equal for hazard's
 # even demand, a change of more than GREEN_STEP_S), and the RSU applies the plan at its next phase boundary, within the
 # run: phase 1 starts at 32 s (offset 2 s; at offset 0 the plan came just after the boundary at 30 s, and waited to 40 s)
@@ -35,6 +34,20 @@ SHORT_CYCLE = [
 ]
 
 
+def _epoch_of_tiers(run_pid: int, timeout_s: float = 60.0) -> float:
+    """The UTC epoch [s] the tiers of `v2x run` (process `run_pid`) were given (`--epoch`): when their sim time is 0.
+    `v2x run` sets it START_DELAY_S after it launches them, and its own start-up before that takes seconds under load."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            for child in Path(f"/proc/{run_pid}/task/{run_pid}/children").read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if b"--epoch" in argv:
+                    return float(argv[argv.index(b"--epoch") + 1])
+        time.sleep(0.1)
+    raise AssertionError(f"no tier of `v2x run` (pid {run_pid}) started within {timeout_s:g} s")
+
+
 def _run_through_an_outage(broker: MosquittoBroker, args: list[str], crash_at_s: float, down_s: float, tmp_path: Path) -> dict[str, Any]:
     """`v2x run ARGS` on `broker`, killed `crash_at_s` into sim time and started again `down_s` later; the report,
     which has been checked to show that one outage, from the crash to the restart (or a reconnect backoff after)."""
@@ -43,7 +56,7 @@ def _run_through_an_outage(broker: MosquittoBroker, args: list[str], crash_at_s:
         [sys.executable, "-m", "v2x", "run", *args, "--headless", "--broker", broker.url, "--report", str(report_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(START_DELAY_S + crash_at_s)  # v2x run starts sim time START_DELAY_S after launching the tiers
+    time.sleep(max(_epoch_of_tiers(run.pid) + crash_at_s - time.time(), 0.0))  # at sim time crash_at_s, load or not
     crashed_utc = time.time()
     broker.crash()
     time.sleep(down_s)
