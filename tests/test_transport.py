@@ -80,6 +80,52 @@ async def test_qos1_burst_beyond_receive_maximum_is_delivered(mosquitto: Mosquit
     assert pub.stats.dropped_out == 0
 
 
+async def test_many_subscriptions_at_once_stay_within_the_broker_s_receive_maximum(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """A shared OBU connection subscribes for many vehicles at once, beside QoS 1 publishes: SUBSCRIBE takes a packet
+    id from the same pool as they do, which Mosquitto's Receive Maximum (20) bounds. gmqtt raised OverflowError
+    ("All ids has already used") past it, and the fleet process died (four_way x 48, shared)."""
+    n = 60
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-sub") as sub, MqttTransport(mosquitto.url, f"{topic_prefix}-pub") as pub:
+        for i in range(40):  # QoS 1 publishes in flight on the subscriber's own connection too
+            assert sub.publish(f"{topic_prefix}/echo", _frame(i), qos=1)
+        await asyncio.gather(*(sub.subscribe(f"{topic_prefix}/t/{i}", qos=1) for i in range(n)))
+        await asyncio.gather(*(sub.unsubscribe(f"{topic_prefix}/t/{i}") for i in range(0, n, 2)))
+        for i in range(n):
+            assert pub.publish(f"{topic_prefix}/t/{i}", _frame(i), qos=1)
+        got = await _collect(sub, n // 2, 10)
+        assert await sub.drain()
+        await asyncio.sleep(0.3)
+    assert sorted(codec.decode(x.payload).header.seq for x in got) == list(range(1, n, 2))
+    assert sub.stats.dropped_out == 0
+    assert sub.stats.sent == 40
+
+
+async def test_reconnect_resubscribes_more_filters_than_the_receive_maximum(broker_factory, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """After a reconnect every remembered filter is subscribed again: more of them than the broker's Receive
+    Maximum (20) must not run out of packet ids."""
+    broker = broker_factory()
+    n = 50
+    async with MqttTransport(broker.url, f"{topic_prefix}-sub", seed=1) as sub:
+        for i in range(n):
+            await sub.subscribe(f"{topic_prefix}/t/{i}", qos=1)
+        broker.stop()
+        await asyncio.sleep(0.5)
+        assert not sub.connected
+        broker.start()
+        for _ in range(100):
+            if sub.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert sub.connected
+        assert sub.stats.reconnects == 1
+        async with MqttTransport(broker.url, f"{topic_prefix}-pub") as pub:
+            await asyncio.sleep(0.5)
+            for i in range(n):
+                assert pub.publish(f"{topic_prefix}/t/{i}", _frame(i), qos=1)
+            got = await _collect(sub, n, 10)
+    assert sorted(codec.decode(x.payload).header.seq for x in got) == list(range(n))
+
+
 async def test_forced_mqtt_311(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
     async with (
         MqttTransport(mosquitto.url, f"{topic_prefix}-sub", version="3.1.1") as sub,

@@ -497,6 +497,7 @@ class MqttTransport(_Inbox):
         self._client: Any = None
         self._acks: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
         self._sender: asyncio.Task[None] | None = None
+        self._resubscribing: asyncio.Task[None] | None = None  # after a reconnect (`_resubscribe`)
         self._closing = False
         self._qos0_per_window = math.inf if qos0_per_s is None else max(qos0_per_s * RATE_WINDOW_S, 1.0)
         self.coalesce_writes = coalesce_writes
@@ -640,11 +641,12 @@ class MqttTransport(_Inbox):
         self._closing = True
         self._forget_level()
         self.stats.closed_s = time.time()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-            self._sender = None
+        for task in (self._sender, self._resubscribing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sender = self._resubscribing = None
         if self._client is not None:
             uncork = getattr(getattr(getattr(self._client, "_connection", None), "_protocol", None), "_v2x_uncork", None)
             if uncork is not None:
@@ -671,8 +673,8 @@ class MqttTransport(_Inbox):
             self._coalesce(client)
         self._connected.set()
         self._freed.set()
-        for topic_filter, qos in self._subs.items():  # re-subscribe: the session may be new
-            client.subscribe(topic_filter, qos=qos)
+        if self._subs:  # re-subscribe: the session may be new
+            self._resubscribing = asyncio.get_running_loop().create_task(self._resubscribe(client))
 
     def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
         """`packet`: the broker's DISCONNECT (its first byte the reason code), or b"" when the connection closed."""
@@ -698,6 +700,7 @@ class MqttTransport(_Inbox):
             if not fut.done():
                 fut.set_result(None)
         self._acks.clear()
+        self._freed.set()
         if not self._closing:
             # gmqtt reconnects on its own after `reconnect_delay`: make that delay jittered and growing
             client.reconnect_delay = backoff_delay(self._attempt, self._rng)
@@ -714,6 +717,7 @@ class MqttTransport(_Inbox):
 
     def _on_ack(self, client: Any, mid: int, *args: Any) -> None:
         fut = self._acks.pop(mid, None)
+        self._freed.set()
         if fut is not None and not fut.done():
             fut.set_result(None)
 
@@ -724,7 +728,37 @@ class MqttTransport(_Inbox):
         except TimeoutError:
             raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
         finally:
-            self._acks.pop(mid, None)
+            if self._acks.get(mid) is fut:  # (once acknowledged, the id may already be another packet's)
+                del self._acks[mid]
+            self._freed.set()
+
+    def _full(self) -> bool:
+        """Whether every packet id the broker allows in flight is taken. QoS 1 publishes awaiting PUBACK and
+        SUBSCRIBEs and UNSUBSCRIBEs awaiting their acknowledgement draw on one pool of ids, which gmqtt caps at the
+        broker's Receive Maximum (Mosquitto's: 20) and past which it raises OverflowError."""
+        return len(self._unacked) + len(self._acks) >= min(self.max_inflight, self._receive_max) - 1
+
+    async def _room(self) -> None:
+        """Wait until a packet id is free (`_full`)."""
+        while self._full():
+            self._freed.clear()
+            await self._freed.wait()
+
+    async def _resubscribe(self, client: Any) -> None:
+        """After a CONNACK: every remembered filter again, in one SUBSCRIBE per QoS (each one packet id, taken when
+        one is free); gmqtt's own list of subscriptions is made anew rather than grown by each reconnect."""
+        from gmqtt import Subscription
+
+        by_qos: dict[int, list[str]] = {}
+        for topic_filter, qos in self._subs.items():
+            by_qos.setdefault(qos, []).append(topic_filter)
+        client.subscriptions.clear()
+        for qos, filters in by_qos.items():
+            await self._room()
+            if client is not self._client or not self._connected.is_set():
+                return  # lost again: the next CONNACK subscribes them
+            mid = client.subscribe([Subscription(f, qos=qos) for f in filters])
+            self._acks[mid] = asyncio.get_running_loop().create_future()  # in flight until its SUBACK (`_on_ack`)
 
     def _shed_early(self, client: Any) -> None:
         """Take a QoS 0 PUBLISH as soon as gmqtt has framed it: dropped (and counted) when the receiver would drop it
@@ -840,9 +874,7 @@ class MqttTransport(_Inbox):
                 continue
             await self._connected.wait()
             if item.qos > 0:
-                while len(self._unacked) >= min(self.max_inflight, self._receive_max) - 1:
-                    self._freed.clear()
-                    await self._freed.wait()
+                await self._room()
             self._send(item)
 
     def _send(self, item: _Outgoing) -> None:
@@ -873,11 +905,15 @@ class MqttTransport(_Inbox):
         """
         self._subs[topic_filter] = qos
         if self._connected.is_set():
-            await self._acked(self._client.subscribe(topic_filter, qos=qos), f"SUBSCRIBE {topic_filter}")
+            await self._room()  # many at once (a shared OBU connection's vehicles) wait for packet ids
+            if self._connected.is_set():  # else lost meanwhile: the next CONNACK subscribes it
+                await self._acked(self._client.subscribe(topic_filter, qos=qos), f"SUBSCRIBE {topic_filter}")
 
     async def unsubscribe(self, topic_filter: str) -> None:
         if self._subs.pop(topic_filter, None) is not None and self._connected.is_set():
-            await self._acked(self._client.unsubscribe(topic_filter), f"UNSUBSCRIBE {topic_filter}")
+            await self._room()
+            if self._connected.is_set() and topic_filter not in self._subs:  # not lost, nor subscribed again meanwhile
+                await self._acked(self._client.unsubscribe(topic_filter), f"UNSUBSCRIBE {topic_filter}")
 
 
 
