@@ -127,7 +127,8 @@ def add_obu_connections_option(parser: argparse.ArgumentParser) -> None:
         "--obu-connections", choices=["per-vehicle", "shared"], default="per-vehicle",
         help="per-vehicle (default): each OBU is its own MQTT client, with its own client id, login and ACL, as "
         "deployed; shared: each fleet process carries all its OBUs' messages on one connection and subscribes to "
-        "each filter once (v2x.net.shared), for scale: it gives up per-vehicle client ids, Wills, logins and ACLs",
+        "each filter once (v2x.net.shared), and in real time sends a step's BSMs in 10 ms slices instead of 1 ms, for "
+        "scale: it gives up per-vehicle client ids, Wills, logins and ACLs, and about 0.3 ms of median BSM latency",
     )
 
 

@@ -305,7 +305,7 @@ def _connection(res: Results) -> dict[str, Any]:
 
 
 SHARED_NOTE = ("shared: one MQTT connection per fleet process carries all its OBUs' messages (--obu-connections shared); "
-               "no per-vehicle client ids, Wills, logins or ACLs")
+               "no per-vehicle client ids, Wills, logins or ACLs; in real time a step's BSMs leave in 10 ms slices, not 1 ms")
 
 
 def _plan_latency(issued: int, plans: list[dict[str, Any]], refused: list[dict[str, Any]], rejected: int = 0) -> dict[str, Any]:

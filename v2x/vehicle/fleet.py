@@ -69,6 +69,10 @@ OBU_QOS0_PER_S = 500.0
 # than the same rate spread out: between bursts the processes idle and wake slowly (on the
 # reference machine a message after 100 ms idle takes ~0.7 ms, after 2 ms ~0.2 ms).
 SLICE_S = 0.001  # [s]
+# With one connection for all of a fleet process's OBUs (--obu-connections shared) a slice's BSMs leave in one write,
+# and every slice wakes the broker and each receiver once: ten slices a step instead of a hundred cost a sixth less
+# CPU in all (four_way x 40, docs/scale.md) for about a quarter of a millisecond more vehicle->cloud latency at the median
+SHARED_SLICE_S = 0.01  # [s]
 RECEIVE_EVERY_S = 0.01  # [s] how often the vehicles act on what they received, within a step
 SPATS_KEPT = 256  # SPaT frames whose states the vehicles share, kept (a district's SPaT of a step or two, both paths)
 HAZARD_KEEP_OFF_S = 1.0  # [s] on SUMO, a warned vehicle is kept out of the hazard's lane this long at a time (renewed each step)
@@ -755,7 +759,7 @@ class Fleet:
                     # OBUs are not synchronised: spread the step's BSMs over it, a slice at a time
                     bsms = self.due_bsms()
                     self.stalled_bsms()
-                    slices = max(min(len(bsms), round(dt / SLICE_S)), 1)
+                    slices = max(min(len(bsms), round(dt / (SLICE_S if self.shared is None else SHARED_SLICE_S))), 1)
                     receive_every = max(round(RECEIVE_EVERY_S / dt * slices), 1)
                     for j in range(slices):
                         self.publish(bsms[j::slices])
