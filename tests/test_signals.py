@@ -81,7 +81,8 @@ def _stopped(proc: subprocess.Popen[str], kids: set[int], sig: int, within_s: fl
 ])
 def test_a_signal_stops_every_process_of_the_run_and_the_report_is_written(tmp_path: Path, broker: str, sig: int, background: bool) -> None:
     proc, kids = _started(tmp_path, *(["--broker", "embedded"] if broker == "embedded" else []), background=background)
-    _, err = _stopped(proc, kids, sig, 10.0)
+    # about 2 s on an idle machine; once 10.7 s (the embedded broker) under CI's four workers on two cores
+    _, err = _stopped(proc, kids, sig, 15.0)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["interrupted"] is True, err[-2000:]
     assert report["broker"]["kind"].startswith("amqtt" if broker == "embedded" else "mosquitto")
