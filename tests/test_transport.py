@@ -126,6 +126,61 @@ async def test_reconnect_resubscribes_more_filters_than_the_receive_maximum(brok
     assert sorted(codec.decode(x.payload).header.seq for x in got) == list(range(n))
 
 
+async def _reconnected(t: MqttTransport, timeout_s: float = 10.0) -> None:
+    """Until `t` has reconnected and its filters are subscribed again (no acknowledgement awaited)."""
+    for _ in range(int(timeout_s / 0.1)):
+        if t.stats.reconnects >= 1 and t.connected and not t._acks:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{t.client_id} did not reconnect and subscribe again")
+
+
+async def test_subscribes_in_flight_when_the_broker_dies_free_their_packet_ids(broker_factory, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """SUBSCRIBEs sent to a broker that hangs and then dies are never acknowledged: their packet ids must be freed with
+    the connection (gmqtt keeps them), else the window stays full and every later subscribe and QoS 1 publish fails."""
+    broker = broker_factory()
+    async with MqttTransport(broker.url, f"{topic_prefix}-sub", seed=1) as sub:
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGSTOP)  # up, but answering nothing
+        pending = [asyncio.ensure_future(sub.subscribe(f"{topic_prefix}/t/{i}", qos=1)) for i in range(25)]
+        await asyncio.sleep(0.5)
+        broker.crash()
+        broker.start()
+        await asyncio.wait_for(asyncio.gather(*pending), 10)  # given up with the connection: subscribed on the next
+        await _reconnected(sub)
+        await sub.subscribe(f"{topic_prefix}/late", qos=1)  # an id was free
+        async with MqttTransport(broker.url, f"{topic_prefix}-pub") as pub:
+            for i in range(25):
+                assert pub.publish(f"{topic_prefix}/t/{i}", _frame(i), qos=1)
+            assert pub.publish(f"{topic_prefix}/late", _frame(99), qos=1)
+            got = await _collect(sub, 26, 10)
+    assert sorted(codec.decode(x.payload).header.seq for x in got) == [*range(25), 99]
+
+
+async def test_publishes_of_a_lost_session_are_counted_dropped_and_free_their_packet_ids(broker_factory, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """QoS 1 publishes in flight when the session is lost (a broker restarted without persistence: CONNACK with no
+    session) will never be acknowledged: counted as dropped, their packet ids freed, and the filters subscribed again."""
+    broker = broker_factory()
+    async with MqttTransport(broker.url, f"{topic_prefix}-sub", seed=1) as sub:
+        await sub.subscribe(f"{topic_prefix}/z/#", qos=1)
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        for i in range(30):
+            assert sub.publish(f"{topic_prefix}/out", _frame(i), qos=1)
+        await asyncio.sleep(0.5)
+        broker.crash()
+        broker.start()
+        await _reconnected(sub)
+        assert await sub.drain(10.0)
+        async with MqttTransport(broker.url, f"{topic_prefix}-pub") as pub:
+            await asyncio.sleep(0.3)
+            assert pub.publish(f"{topic_prefix}/z/a", _frame(7), qos=1)
+            [msg] = await _collect(sub, 1, 10)
+    assert codec.decode(msg.payload).header.seq == 7
+    assert sub.stats.dropped_out > 0
+    assert sub.stats.sent + sub.stats.dropped_out >= 30
+
+
 async def test_forced_mqtt_311(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
     async with (
         MqttTransport(mosquitto.url, f"{topic_prefix}-sub", version="3.1.1") as sub,

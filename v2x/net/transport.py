@@ -543,6 +543,17 @@ class MqttTransport(_Inbox):
                 transport._freed.set()
                 super().remove_message_by_mid(mid)
 
+            def clear(self) -> None:
+                """A CONNACK without the session: these will never be acknowledged. Counted as dropped, and their
+                packet ids freed (gmqtt does not: they would fill the window for good)."""
+                ids = transport._client._package_handler.id_generator
+                for mid in list(self._messages):
+                    transport._unacked.discard(mid)
+                    ids.free_id(mid)
+                    transport.stats.dropped_out += 1
+                transport._freed.set()
+                super().clear()
+
         will = self._will_message()
         kwargs: dict[str, Any] = {}
         if self.session_expiry_s and self.version != "3.1.1":
@@ -673,8 +684,10 @@ class MqttTransport(_Inbox):
             self._coalesce(client)
         self._connected.set()
         self._freed.set()
-        if self._subs:  # re-subscribe: the session may be new
-            self._resubscribing = asyncio.get_running_loop().create_task(self._resubscribe(client))
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()  # a previous connection's, maybe still waiting for a packet id
+        if self._subs and not self._closing:  # re-subscribe: the session may be new
+            self._resubscribing = asyncio.get_running_loop().create_task(self._resubscribe())
 
     def _on_disconnect(self, client: Any, packet: object, exc: object = None) -> None:
         """`packet`: the broker's DISCONNECT (its first byte the reason code), or b"" when the connection closed."""
@@ -695,8 +708,11 @@ class MqttTransport(_Inbox):
                 client._is_active = False  # gmqtt's reconnect, already scheduled, checks this first: no reconnect
                 log.error("%s", self.failure)
         self._connected.clear()
-        # no acknowledgement will come on this connection; the next CONNACK subscribes `_subs` anew
-        for fut in self._acks.values():
+        # no acknowledgement will come on this connection (and gmqtt would keep their packet ids for good); the next
+        # CONNACK subscribes `_subs` anew
+        ids = client._package_handler.id_generator
+        for mid, fut in self._acks.items():
+            ids.free_id(mid)
             if not fut.done():
                 fut.set_result(None)
         self._acks.clear()
@@ -723,14 +739,10 @@ class MqttTransport(_Inbox):
 
     async def _acked(self, mid: int, what: str) -> None:
         fut = self._acks[mid] = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(fut, timeout=self.connect_timeout_s)
+        try:  # the entry, like gmqtt's packet id, stays until the acknowledgement (`_on_ack`) or the connection's loss
+            await asyncio.wait_for(asyncio.shield(fut), timeout=self.connect_timeout_s)
         except TimeoutError:
             raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
-        finally:
-            if self._acks.get(mid) is fut:  # (once acknowledged, the id may already be another packet's)
-                del self._acks[mid]
-            self._freed.set()
 
     def _full(self) -> bool:
         """Whether every packet id the broker allows in flight is taken. QoS 1 publishes awaiting PUBACK and
@@ -744,19 +756,21 @@ class MqttTransport(_Inbox):
             self._freed.clear()
             await self._freed.wait()
 
-    async def _resubscribe(self, client: Any) -> None:
+    async def _resubscribe(self) -> None:
         """After a CONNACK: every remembered filter again, in one SUBSCRIBE per QoS (each one packet id, taken when
-        one is free); gmqtt's own list of subscriptions is made anew rather than grown by each reconnect."""
+        one is free; the filters read after the wait); gmqtt's own list of subscriptions is made anew rather than
+        grown by each reconnect."""
         from gmqtt import Subscription
 
-        by_qos: dict[int, list[str]] = {}
-        for topic_filter, qos in self._subs.items():
-            by_qos.setdefault(qos, []).append(topic_filter)
+        client = self._client
         client.subscriptions.clear()
-        for qos, filters in by_qos.items():
+        for qos in sorted(set(self._subs.values())):
             await self._room()
-            if client is not self._client or not self._connected.is_set():
+            if not self._connected.is_set():
                 return  # lost again: the next CONNACK subscribes them
+            filters = [f for f, q in self._subs.items() if q == qos]
+            if not filters:
+                continue
             mid = client.subscribe([Subscription(f, qos=qos) for f in filters])
             self._acks[mid] = asyncio.get_running_loop().create_future()  # in flight until its SUBACK (`_on_ack`)
 
@@ -906,7 +920,8 @@ class MqttTransport(_Inbox):
         self._subs[topic_filter] = qos
         if self._connected.is_set():
             await self._room()  # many at once (a shared OBU connection's vehicles) wait for packet ids
-            if self._connected.is_set():  # else lost meanwhile: the next CONNACK subscribes it
+            if self._connected.is_set() and self._subs.get(topic_filter) == qos:  # else lost (the next CONNACK
+                # subscribes it) or unsubscribed meanwhile
                 await self._acked(self._client.subscribe(topic_filter, qos=qos), f"SUBSCRIBE {topic_filter}")
 
     async def unsubscribe(self, topic_filter: str) -> None:
