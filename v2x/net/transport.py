@@ -546,12 +546,9 @@ class MqttTransport(_Inbox):
             def clear(self) -> None:
                 """A CONNACK without the session: these will never be acknowledged. Counted as dropped, and their
                 packet ids freed (gmqtt does not: they would fill the window for good)."""
-                ids = transport._client._package_handler.id_generator
-                for mid in list(self._messages):
-                    transport._unacked.discard(mid)
-                    ids.free_id(mid)
-                    transport.stats.dropped_out += 1
-                transport._freed.set()
+                transport._unacked.difference_update(self._messages)
+                transport.stats.dropped_out += len(self._messages)
+                transport._free_ids(self._messages)
                 super().clear()
 
         will = self._will_message()
@@ -710,13 +707,11 @@ class MqttTransport(_Inbox):
         self._connected.clear()
         # no acknowledgement will come on this connection (and gmqtt would keep their packet ids for good); the next
         # CONNACK subscribes `_subs` anew
-        ids = client._package_handler.id_generator
-        for mid, fut in self._acks.items():
-            ids.free_id(mid)
+        for fut in self._acks.values():
             if not fut.done():
                 fut.set_result(None)
+        self._free_ids(self._acks)
         self._acks.clear()
-        self._freed.set()
         if not self._closing:
             # gmqtt reconnects on its own after `reconnect_delay`: make that delay jittered and growing
             client.reconnect_delay = backoff_delay(self._attempt, self._rng)
@@ -743,6 +738,14 @@ class MqttTransport(_Inbox):
             await asyncio.wait_for(asyncio.shield(fut), timeout=self.connect_timeout_s)
         except TimeoutError:
             raise BrokerError(f"{self.url}: no acknowledgement of {what} for {self.client_id!r}") from None
+
+    def _free_ids(self, mids: Iterable[int]) -> None:
+        """Give back to gmqtt's pool the packet ids of what will never be acknowledged (gmqtt frees one only on its
+        acknowledgement), and wake whoever waits for one (`_room`)."""
+        ids = self._client._package_handler.id_generator
+        for mid in mids:
+            ids.free_id(mid)
+        self._freed.set()
 
     def _full(self) -> bool:
         """Whether every packet id the broker allows in flight is taken. QoS 1 publishes awaiting PUBACK and
