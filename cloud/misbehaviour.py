@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from v2x.core.jit import BoolArray, FloatArray, IntArray, kernel
 from v2x.core.jsonview import JsonRecord
 from v2x.core.network import LinkKind, Network
 
@@ -140,33 +141,22 @@ class Misbehaviour:
             for cx in range(lo[k, 0], hi[k, 0] + 1):
                 for cy in range(lo[k, 1], hi[k, 1] + 1):
                     cells.setdefault((cx, cy), []).append(k)
-        # each square's segments as a row of padded arrays (start, direction vector, length^2, half width, heading),
-        # so that a batch of BSMs is checked against its squares' segments in a few array operations; squares are kept
-        # in buckets by their segment count (up to a power of two: a junction's squares hold a hundred turning-path
-        # segments, most squares a few); the padding's half width is -inf (infinitely far)
-        by_width: dict[int, list[tuple[tuple[int, int], list[int]]]] = {}
-        for c, ks in cells.items():
-            by_width.setdefault(1 << (len(ks) - 1).bit_length(), []).append((c, ks))
-        self._cell_row: dict[tuple[int, int], tuple[int, int]] = {}  # square -> (bucket, row)
-        self._buckets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        for width, group in sorted(by_width.items()):
-            a, dv = np.zeros((len(group), width, 2)), np.zeros((len(group), width, 2))
-            ln2, half, dirs = np.ones((len(group), width)), np.full((len(group), width), -np.inf), np.zeros((len(group), width))
-            for row, (c, ks) in enumerate(group):
-                n, idx = len(ks), np.array(ks)
-                a[row, :n], dv[row, :n], ln2[row, :n], half[row, :n], dirs[row, :n] = seg_a[idx], d[idx], len2[idx], hw[idx], heading[idx]
-                self._cell_row[c] = (len(self._buckets), row)
-            self._buckets.append((a, dv, ln2, half, dirs))
-        # the same as a dense grid over the squares' bounding box, looked up for a whole batch at once: each square's
-        # bucket (-1: no segment within reach) and row
-        squares = np.array(list(self._cell_row) or [(0, 0)], dtype=np.int64).reshape(-1, 2)
+        # every segment as columns (start, direction vector, length^2, half width, compass heading), for the compiled
+        # check (`_on_road_kernel`); each square's segments as a run of `_square_segs`, from `_square_start[c]` to
+        # `_square_start[c + 1]`, and the squares as a dense grid over their bounding box: each square's number (-1: no
+        # segment within reach), so that a batch is looked up without a dict lookup per BSM
+        self._segs = (np.ascontiguousarray(seg_a[:, 0]), np.ascontiguousarray(seg_a[:, 1]), np.ascontiguousarray(d[:, 0]),
+                      np.ascontiguousarray(d[:, 1]), np.ascontiguousarray(len2), np.ascontiguousarray(hw), np.ascontiguousarray(heading))
+        squares = np.array(list(cells) or [(0, 0)], dtype=np.int64).reshape(-1, 2)
         self._grid_lo = squares.min(axis=0)
-        shape = tuple(squares.max(axis=0) - self._grid_lo + 1)
-        self._grid_bucket = np.full(shape, -1, dtype=np.intp)
-        self._grid_row = np.zeros(shape, dtype=np.intp)
-        for (cx, cy), (b, row) in self._cell_row.items():
-            self._grid_bucket[cx - self._grid_lo[0], cy - self._grid_lo[1]] = b
-            self._grid_row[cx - self._grid_lo[0], cy - self._grid_lo[1]] = row
+        self._grid = np.full(tuple(squares.max(axis=0) - self._grid_lo + 1), -1, dtype=np.int64)
+        self._square_start = np.zeros(len(cells) + 1, dtype=np.int64)
+        self._square_segs = np.array([k for ks in cells.values() for k in ks], dtype=np.int64)
+        for c, ((cx, cy), ks) in enumerate(cells.items()):
+            self._grid[cx - self._grid_lo[0], cy - self._grid_lo[1]] = c
+            self._square_start[c + 1] = self._square_start[c] + len(ks)
+        none = np.empty(0)
+        self._on_road(none, none, none, none, none)  # the compiled check loaded now (numba's disk cache), not mid-run
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
         self._entries = np.array(entries)
@@ -189,30 +179,12 @@ class Misbehaviour:
         width), and whether, on it and moving, no lane within `margin` runs within HEADING_TOL_DEG of heading `h`
         [rad]. Only the segments of the point's grid square are looked at: they hold every segment that can be
         within the widest margin, so beyond that the distance may be overstated (it is then off road anyway)."""
-        off = np.ones(len(x), dtype=bool)  # no lane within reach
-        wrong_way = np.zeros(len(x), dtype=bool)
-        gx = np.floor(x / LANE_GRID_M) - self._grid_lo[0]
-        gy = np.floor(y / LANE_GRID_M) - self._grid_lo[1]
-        inside = (gx >= 0) & (gx < self._grid_bucket.shape[0]) & (gy >= 0) & (gy < self._grid_bucket.shape[1])
-        ix, iy = np.where(inside, gx, 0).astype(np.intp), np.where(inside, gy, 0).astype(np.intp)
-        bucket = np.where(inside, self._grid_bucket[ix, iy], -1)
-        row = self._grid_row[ix, iy]
-        for b in np.unique(bucket[bucket >= 0]).tolist():
-            a_all, d_all, len2_all, hw_all, dir_all = self._buckets[b]
-            i = np.flatnonzero(bucket == b)
-            if not i.size:
-                continue
-            r = row[i]
-            a, d = a_all[r], d_all[r]
-            p = np.stack([x[i], y[i]], axis=1)[:, None, :]
-            u = np.clip(((p - a) * d).sum(axis=2) / len2_all[r], 0.0, 1.0)
-            closest = a + d * u[:, :, None]
-            dist = np.hypot(closest[:, :, 0] - p[:, :, 0], closest[:, :, 1] - p[:, :, 1]) - hw_all[r]
-            off[i] = dist.min(axis=1) > margin[i]
-            near = dist <= margin[i, None]
-            turn = np.where(near, np.abs((dir_all[r] - h[i, None] + math.pi) % (2 * math.pi) - math.pi), np.inf)
-            wrong_way[i] = ~off[i] & (speed[i] > 1.0) & near.any(axis=1) & (turn.min(axis=1) > math.radians(HEADING_TOL_DEG))
-        return off, wrong_way
+        gx = np.floor(x / LANE_GRID_M).astype(np.int64) - self._grid_lo[0]
+        gy = np.floor(y / LANE_GRID_M).astype(np.int64) - self._grid_lo[1]
+        inside = (gx >= 0) & (gx < self._grid.shape[0]) & (gy >= 0) & (gy < self._grid.shape[1])
+        square = np.where(inside, self._grid[np.where(inside, gx, 0), np.where(inside, gy, 0)], -1)
+        return _on_road_kernel(*self._segs, self._square_start, self._square_segs, np.ascontiguousarray(square),
+                               *(np.ascontiguousarray(v, dtype=np.float64) for v in (x, y, speed, h, margin)))
 
     def bsm(
         self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float = 0.0
@@ -376,6 +348,39 @@ class Misbehaviour:
             {s: n for s, (n, _) in sorted(every.items())},
             {s: flag for s, (_, flag) in sorted(every.items()) if flag is not None},
         )
+
+
+@kernel
+def _on_road_kernel(
+    ax: FloatArray, ay: FloatArray, dx: FloatArray, dy: FloatArray, len2: FloatArray, hw: FloatArray, heading: FloatArray,
+    square_start: IntArray, square_segs: IntArray, square: IntArray,
+    x: FloatArray, y: FloatArray, speed: FloatArray, h: FloatArray, margin: FloatArray,
+) -> tuple[BoolArray, BoolArray]:
+    """`Misbehaviour._on_road` for points in squares `square` (-1: none within reach, off road): per point, the
+    distance beyond its half width to each segment of its square (the nearest point of the segment), and the
+    smallest turn from its heading to the segments within its margin; the arithmetic of the numpy version it
+    replaced, in the same order."""
+    n = len(x)
+    off, wrong_way = np.ones(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
+    tol = math.radians(HEADING_TOL_DEG)
+    for i in range(n):
+        c = square[i]
+        if c < 0:
+            continue
+        px, py, mg = x[i], y[i], margin[i]
+        nearest, turn_min, near = np.inf, np.inf, False
+        for p in range(square_start[c], square_start[c + 1]):
+            k = square_segs[p]
+            u = ((px - ax[k]) * dx[k] + (py - ay[k]) * dy[k]) / len2[k]
+            u = min(max(u, 0.0), 1.0)
+            dist = math.hypot(ax[k] + dx[k] * u - px, ay[k] + dy[k] * u - py) - hw[k]
+            nearest = min(nearest, dist)
+            if dist <= mg:
+                near = True
+                turn_min = min(turn_min, abs((heading[k] - h[i] + math.pi) % (2 * math.pi) - math.pi))
+        off[i] = nearest > mg
+        wrong_way[i] = not off[i] and speed[i] > 1.0 and near and turn_min > tol
+    return off, wrong_way
 
 
 def _flag_of(tr: Track) -> dict[str, Any] | None:

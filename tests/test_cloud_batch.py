@@ -34,13 +34,9 @@ EPOCH = 1_767_225_600.0
 
 
 def _segments(det: Misbehaviour) -> tuple[np.ndarray, ...]:
-    """Every lane segment the detector knows (start, direction, length^2, half width, heading), out of its buckets."""
-    parts: list[list[np.ndarray]] = [[], [], [], [], []]
-    for bucket in det._buckets:
-        keep = bucket[3] > -np.inf
-        for k, arr in enumerate(bucket):
-            parts[k].append(arr[keep])
-    return tuple(np.concatenate(p) for p in parts)
+    """Every lane segment the detector knows (start, direction, length^2, half width, heading)."""
+    ax, ay, dx, dy, len2, hw, heading = det._segs
+    return np.stack([ax, ay], axis=1), np.stack([dx, dy], axis=1), len2, hw, heading
 
 
 def _on_road_one(segs: tuple[np.ndarray, ...], x: float, y: float, speed: float, h: float, margin: float) -> tuple[bool, bool]:
