@@ -175,10 +175,10 @@ def test_a_signed_relay_drops_the_rsu_s_signature_and_carries_its_own() -> None:
 
 
 @pytest.mark.integration
-def test_the_cloud_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp_path: Path) -> None:
-    """bench.cloud_replay on a real fast run's recording: CPU over the vehicle-seconds the BSMs say, and a fingerprint
-    that two plays agree on and a change of what the cloud heard changes."""
-    from bench.cloud_replay import measure
+def test_the_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp_path: Path) -> None:
+    """bench.replay on a real fast run's recording, of the cloud and of the roadside: CPU over the vehicle-seconds the
+    BSMs say, and a fingerprint that two plays agree on and a change of what the tier heard changes."""
+    from bench.replay import measure
 
     rec = tmp_path / "run.mcap"
     subprocess.run([sys.executable, "-m", "v2x", "run", "four_way", "--fast", "--duration", "15", "--headless", "--record", str(rec)],
@@ -205,6 +205,23 @@ def test_the_cloud_replay_measures_a_recorded_run_and_tells_behaviours_apart(tmp
     other = measure(cut, "four_way", 1, 0.1, 1)
     assert other["published"] == got["published"] - 1
     assert other["fingerprint"] != got["fingerprint"]
+    # the roadside's form: the RSU's SPaT and RSM every 0.1 s of the 15 s (and its MAP and status); a vehicle
+    # unheard is missing from its RSMs
+    rsu = measure(rec, "four_way", 1, 0.1, 2, tier="roadside")
+    assert rsu["vehicle_s"] == got["vehicle_s"]
+    assert 2 * 140 < rsu["published"] < 2 * 160
+    quiet = next(r.topic for r in read(rec) if "/bsm/" in r.topic)
+    with cut.open("wb") as f:
+        writer = Writer(f)
+        writer.start()
+        channels = {}
+        for r in read(rec):
+            if r.topic != quiet:
+                if r.topic not in channels:
+                    channels[r.topic] = writer.register_channel(r.topic, RAW_ENCODING, 0)
+                writer.add_message(channels[r.topic], log_time=r.log_time_ns, data=r.payload, publish_time=r.publish_time_ns)
+        writer.finish()
+    assert measure(cut, "four_way", 1, 0.1, 1, tier="roadside")["fingerprint"] != rsu["fingerprint"]
 
 
 def test_a_spat_its_cellular_link_delayed_is_relayed_from_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
