@@ -45,6 +45,7 @@ from v2x.net.options import (
     add_scenario_options,
     credentials,
     load,
+    long_running,
     positive_seconds,
     seconds_from_zero,
     setup_logging,
@@ -255,6 +256,7 @@ def main(argv: list[str]) -> int:
     load_kernels()
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
+    long_running()  # this process runs every tier in fast mode, the fleet in real time with one worker
 
     with _signals_stop_the_run() as (hold_signals, release_signals):
         broker = _broker(args, sc, duration, console)

@@ -9,7 +9,15 @@ import logging
 import sys
 
 from v2x.core.errors import BrokerError, ScenarioError
-from v2x.net.options import add_common, add_obu_connections_option, connection, load, setup_logging, shard_arg
+from v2x.net.options import (
+    add_common,
+    add_obu_connections_option,
+    connection,
+    load,
+    long_running,
+    setup_logging,
+    shard_arg,
+)
 from v2x.vehicle.fleet import Fleet
 from v2x.vehicle.summary import FleetSummary
 
@@ -49,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:  # a SUMO scenario's network or routes
         print("\n".join(e.problems), file=sys.stderr)
         return 2
+    long_running()
     try:
         asyncio.run(fleet.run(args.duration if args.duration is not None else sc.duration_s))
     except KeyboardInterrupt:
