@@ -68,10 +68,15 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
         if kind_of(rec.topic) == "bsm":
             senders[k].add(rec.topic.rsplit("/", 1)[-1])
     vehicle_s = sum(len(s) for s in senders.values()) * step_s
-    # the recording is no part of the tier's state: kept out of the garbage collector's full collections, which
-    # would otherwise walk its hundreds of thousands of messages and be charged to the tier
-    gc.collect()
-    gc.freeze()
+    # the garbage collector as the tier's process sets it (`long_running`, where the tree has it), after the recording
+    # is read: no part of the tier's state, its hundreds of thousands of messages are kept out of full collections
+    try:
+        from v2x.net.options import long_running
+    except ImportError:  # a tree from before it: CPython's defaults
+        gc.collect()
+        gc.freeze()
+    else:
+        long_running()
     best = float("inf")
     fingerprint = ""
 
