@@ -47,13 +47,10 @@ async def _start(pairs: list[tuple[Any, Any]]) -> None:
 def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: int, tier: str = "cloud") -> dict[str, object]:
     """Play `recording` into the tier's services `repeat` times: the least CPU [s], vehicle-seconds, and the
     fingerprint."""
-    from cloud.service import CloudService
-    from roadside.service import RsuService
     from v2x.core import scenario as sc
     from v2x.core.network import Network
-    from v2x.core.topics import Topics, kind_of
-    from v2x.net.station import StepClock
-    from v2x.net.transport import MemoryBroker, MemoryTransport, Message
+    from v2x.core.topics import kind_of
+    from v2x.net.transport import Message
     from v2x.run.fast import FAST_EPOCH_S
     from v2x.watch.record import read
 
@@ -68,8 +65,12 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
         if kind_of(rec.topic) == "bsm":
             senders[k].add(rec.topic.rsplit("/", 1)[-1])
     vehicle_s = sum(len(s) for s in senders.values()) * step_s
+    if not vehicle_s:
+        raise SystemExit(f"{recording}: no BSM in it (expected the recording of a fast run: `v2x run ... --fast --record`)")
     # the garbage collector as the tier's process sets it (`long_running`, where the tree has it), after the recording
-    # is read: no part of the tier's state, its hundreds of thousands of messages are kept out of full collections
+    # is read: no part of the tier's state, its hundreds of thousands of messages are kept out of full collections;
+    # the caller's collector as it was afterwards (a test calls this in its own process)
+    thresholds = gc.get_threshold()
     try:
         from v2x.net.options import long_running
     except ImportError:  # a tree from before it: CPython's defaults
@@ -77,8 +78,22 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
         gc.freeze()
     else:
         long_running()
-    best = float("inf")
-    fingerprint = ""
+    try:
+        return _play(net, steps, step_s, repeat, tier, vehicle_s)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def _play(net: Any, steps: dict[int, list[Any]], step_s: float, repeat: int, tier: str, vehicle_s: float) -> dict[str, object]:
+    """`measure`'s plays of the recording's steps."""
+    from cloud.service import CloudService
+    from roadside.service import RsuService
+    from v2x.core.topics import Topics
+    from v2x.net.station import StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+    from v2x.run.fast import FAST_EPOCH_S
+
 
     class Kept(MemoryTransport):
         """A service's transport: what it publishes is kept, in order, and goes nowhere (no broker's routing is
@@ -94,6 +109,9 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
             self.out.append((topic, payload))
             return True
 
+    best = float("inf")
+    fingerprint = ""
+    published: dict[str, list[bytes]] = defaultdict(list)
     for _ in range(repeat):
         broker = MemoryBroker()
         clock = StepClock(FAST_EPOCH_S)
@@ -122,7 +140,7 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
                 svc.tick(clock.t)
             cpu += time.process_time() - t0
         best = min(best, cpu)
-        published: dict[str, list[bytes]] = defaultdict(list)
+        published = defaultdict(list)
         for transport, _ in pairs:
             for topic, payload in transport.out:
                 published[topic].append(payload)
@@ -142,6 +160,13 @@ def measure(recording: Path, scenario: str, copies: int, step_s: float, repeat: 
             "published": sum(len(v) for v in published.values())}
 
 
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return n
+
+
 def main(argv: list[str] | None = None, tier: str = "cloud") -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None, tier: str = "cloud") -> int:
     ap.add_argument("--scenario", default="four_way", help="the recorded run's scenario (default four_way)")
     ap.add_argument("--copies", type=int, default=14, help="the recorded run's --copies (default 14)")
     ap.add_argument("--step", type=float, default=0.1, help="the recorded run's step [s] (default 0.1)")
-    ap.add_argument("--repeat", type=int, default=3, help="plays of the recording; the least CPU is kept (default 3)")
+    ap.add_argument("--repeat", type=_at_least_one, default=3, help="plays of the recording; the least CPU is kept (default 3)")
     ap.add_argument("--against", type=Path, action="append", default=[], metavar="TREE",
                     help="also measure the cloud of this source tree (a git worktree), in its own process")
     ap.add_argument("--json", action="store_true", help="print one JSON line (what --against reads)")

@@ -179,12 +179,14 @@ class Misbehaviour:
         width), and whether, on it and moving, no lane within `margin` runs within HEADING_TOL_DEG of heading `h`
         [rad]. Only the segments of the point's grid square are looked at: they hold every segment that can be
         within the widest margin, so beyond that the distance may be overstated (it is then off road anyway)."""
-        gx = np.floor(x / LANE_GRID_M).astype(np.int64) - self._grid_lo[0]
-        gy = np.floor(y / LANE_GRID_M).astype(np.int64) - self._grid_lo[1]
-        inside = (gx >= 0) & (gx < self._grid.shape[0]) & (gy >= 0) & (gy < self._grid.shape[1])
-        square = np.where(inside, self._grid[np.where(inside, gx, 0), np.where(inside, gy, 0)], -1)
-        return _on_road_kernel(*self._segs, self._square_start, self._square_segs, np.ascontiguousarray(square),
-                               *(np.ascontiguousarray(v, dtype=np.float64) for v in (x, y, speed, h, margin)))
+        gx = np.floor(x / LANE_GRID_M) - self._grid_lo[0]
+        gy = np.floor(y / LANE_GRID_M) - self._grid_lo[1]
+        inside = (gx >= 0) & (gx < self._grid.shape[0]) & (gy >= 0) & (gy < self._grid.shape[1])  # NaN: outside
+        ix, iy = np.where(inside, gx, 0).astype(np.int64), np.where(inside, gy, 0).astype(np.int64)
+        square = np.require(np.where(inside, self._grid[ix, iy], -1), np.int64, ["C", "W"])
+        # C-contiguous and writeable, float64: the one signature the kernel is compiled for
+        return _on_road_kernel(*self._segs, self._square_start, self._square_segs, square,
+                               *(np.require(v, np.float64, ["C", "W"]) for v in (x, y, speed, h, margin)))
 
     def bsm(
         self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float = 0.0
@@ -377,7 +379,9 @@ def _on_road_kernel(
             nearest = min(nearest, dist)
             if dist <= mg:
                 near = True
-                turn_min = min(turn_min, abs((heading[k] - h[i] + math.pi) % (2 * math.pi) - math.pi))
+                turn = abs((heading[k] - h[i] + math.pi) % (2 * math.pi) - math.pi)
+                if turn < turn_min or turn != turn:  # a NaN heading stays NaN (no wrong way), as numpy's min
+                    turn_min = turn if turn_min == turn_min else turn_min
         off[i] = nearest > mg
         wrong_way[i] = not off[i] and speed[i] > 1.0 and near and turn_min > tol
     return off, wrong_way

@@ -90,6 +90,7 @@ def test_the_on_road_check_of_a_batch_is_that_of_each_position_alone() -> None:
     x = np.concatenate([pts[rng.integers(len(pts), size=n), 0] + rng.normal(0, 4, n), rng.uniform(-2000, 2000, 200)])
     y = np.concatenate([pts[rng.integers(len(pts), size=n), 1] + rng.normal(0, 4, n), rng.uniform(-2000, 2000, 200)])
     speed, h = rng.uniform(0, 20, len(x)), rng.uniform(-math.pi, math.pi, len(x))
+    h[:50] = np.nan  # no heading to judge: never the wrong way (as numpy's min of NaN)
     margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * np.minimum(rng.choice([0.0, 0.5, 5.0], len(x)), ACCURACY_CAP_M)
     off, wrong = det._on_road(x, y, speed, h, margin)
     segs = _segments(det)

@@ -271,9 +271,10 @@ GC_YOUNG = 10_000  # allocations between collections of the garbage collector's 
 
 
 def long_running() -> None:
-    """Set the garbage collector for a tier's process, once it has started (imported its modules, built its network,
-    its services or its traffic): what is there now is moved out of the collector's reach (`gc.freeze`), and its
-    young generation is collected every GC_YOUNG allocations instead of 700.
+    """Set the garbage collector for a tier's process as it is about to run: what is there now (every module, class
+    and function imported; the fleet's traffic too, which `v2x fleet` builds first) is moved out of the collector's
+    reach (`gc.freeze`), and its young generation is collected every GC_YOUNG allocations instead of 700. What the
+    services build after it stays within reach.
 
     A tier allocates a few objects per message and keeps most only briefly (freed as they go, not by the collector);
     with CPython's defaults, the collections, each full one walking every module, class and function imported, took
