@@ -186,7 +186,10 @@ def test_a_stalled_broker_ends_the_run_with_one_clear_line_and_a_partial_report(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(START_DELAY_S + 6.0)  # both modes are well into the run (fast: about 60 of the 600 s)
+        if mode == "--realtime":  # 6 s into sim time, however long `v2x run` took to start its tiers under load
+            time.sleep(max(_epoch_of_tiers(run.pid) + 6.0 - time.time(), 0.0))
+        else:
+            time.sleep(START_DELAY_S + 6.0)  # well into the run (about 60 of the 600 s)
         assert run.poll() is None, run.communicate()[1][-3000:]
         os.kill(broker.pid, signal.SIGSTOP)
         stopped = time.monotonic()
