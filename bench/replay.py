@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None, tier: str = "cloud") -> int:
     ap.add_argument("--step", type=float, default=0.1, help="the recorded run's step [s] (default 0.1)")
     ap.add_argument("--repeat", type=_at_least_one, default=3, help="plays of the recording; the least CPU is kept (default 3)")
     ap.add_argument("--against", type=Path, action="append", default=[], metavar="TREE",
-                    help="also measure the cloud of this source tree (a git worktree), in its own process")
+                    help="also measure the tier of this source tree (a git worktree), in its own process")
     ap.add_argument("--json", action="store_true", help="print one JSON line (what --against reads)")
     args = ap.parse_args(argv)
     if not args.recording.is_file():
