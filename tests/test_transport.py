@@ -371,6 +371,60 @@ def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
             assert sorted(x for subs in tree.match(t) for x in subs) == [f for f in filters if topic_matches(f, t)], t
 
 
+@pytest.mark.parametrize("v5", [True, False])
+def test_a_qos0_publish_is_built_byte_for_byte_as_gmqtt_builds_it(v5: bool) -> None:
+    """`qos0_publish` against gmqtt's own PublishPacket, over topics (empty, non-ASCII, a lone surrogate gmqtt
+    replaces), payloads at each length where the remaining length grows a byte, retain, and expiry on MQTT 5."""
+    from gmqtt import Message as GmqttMessage
+    from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+    from gmqtt.mqtt.package import PublishPacket
+
+    class Protocol:
+        proto_ver = MQTTv50 if v5 else MQTTv311
+
+    checked = 0
+    for topic in ["", "v2x/v1/bsm/1/3/2/1/2/1/0/1/1/2/3/veh-123", "ü/ß/路", "bad\udcff"]:
+        t = len(topic.encode("utf-8", errors="replace"))
+        for n in {0, 1, 58, 120 - t, 121 - t, 122 - t, 16_370 - t, 16_383 - t, 16_384 - t, 2_097_200 - t}:
+            payload = bytes(range(256)) * (max(n, 0) // 256) + bytes(max(n, 0) % 256)
+            for retain in (False, True):
+                for expiry in ((None, 0, 1, 2**32 - 1) if v5 else (None,)):
+                    kwargs = {} if expiry is None else {"message_expiry_interval": expiry}
+                    _, want = PublishPacket.build_package(GmqttMessage(topic, payload, qos=0, retain=retain, **kwargs), Protocol())
+                    assert transport_module.qos0_publish(topic, payload, retain, v5, expiry) == bytes(want), (topic, n, retain, expiry)
+                    checked += 1
+    assert checked == (4 * 10 * 2 * 4 if v5 else 4 * 10 * 2)  # every case ran
+    with pytest.raises(ValueError, match="more than an MQTT packet holds"):
+        transport_module.qos0_publish("t", bytes(transport_module.MAX_REMAINING_LENGTH), False, v5)
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_qos0_messages_built_here_reach_the_c_client_as_sent(mosquitto: MosquittoBroker, topic_prefix: str, version: str) -> None:
+    """What `publish` writes at QoS 0 (built by `qos0_publish`) is read by mosquitto_sub as sent: topic, payload, and
+    on MQTT 5 the expiry it carries (the broker passes on what is left of it)."""
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-V", "5" if version == "5" else "311",
+        "-t", f"{topic_prefix}/#", "-C", "3", "-F", "%t|%x|%E", stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(0.5)  # subscribed
+    sent = [(f"{topic_prefix}/a", _frame(1), 30), (f"{topic_prefix}/ü", b"", None), (f"{topic_prefix}/b", bytes(200), 7)]
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-pub", version=version) as pub:  # type: ignore[arg-type]
+        for topic, payload, expiry in sent:
+            assert pub.publish(topic, payload, expiry_s=expiry)
+        out, _ = await asyncio.wait_for(sub.communicate(), timeout=10)
+        assert pub.stats.sent == 3
+        assert pub.stats.dropped_out == 0
+    lines = out.decode().splitlines()
+    assert [ln.split("|")[:2] for ln in lines] == [[t, p.hex()] for t, p, _ in sent]
+    expiries = [ln.split("|")[2] for ln in lines]
+    if version == "5":  # whole seconds left: at most what was sent, and none on the message sent without one
+        assert 0 < int(expiries[0]) <= 30, expiries
+        assert 0 < int(expiries[2]) <= 7, expiries
+        assert expiries[1] in ("", "-1"), expiries
+    else:
+        assert all(e in ("", "-1") for e in expiries), expiries
+
+
 async def _mosquitto_pub(broker: MosquittoBroker, *args: str, payload: bytes) -> None:
     """One message by the C client: `payload` from stdin, or a null message."""
     proc = await asyncio.create_subprocess_exec(

@@ -415,6 +415,30 @@ class _Outgoing:
 
 
 _EXPIRY_PROPERTY = 0x02  # MQTT 5 Message Expiry Interval: four bytes
+MAX_REMAINING_LENGTH = 268_435_455  # the most an MQTT packet's variable header and payload may hold (4-byte length)
+
+
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable byte integer: seven bits a byte, the low bits first, the top bit saying more follow."""
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        n, b = divmod(n, 128)
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def qos0_publish(topic: str, payload: bytes, retain: bool, v5: bool, expiry_s: int | None = None) -> bytes:
+    """A QoS 0 PUBLISH packet, byte for byte what gmqtt builds for it (its fixed header, topic, MQTT 5 properties:
+    none, or the message expiry), at a tenth of the cost: no `Message`, no generic property encoding."""
+    t = topic.encode("utf-8", errors="replace")  # as gmqtt encodes a topic
+    props = (b"\x00" if expiry_s is None else bytes((5, _EXPIRY_PROPERTY)) + int(expiry_s).to_bytes(4, "big")) if v5 else b""
+    n = 2 + len(t) + len(props) + len(payload)
+    if n > MAX_REMAINING_LENGTH:
+        raise ValueError(f"a {len(payload)}-byte payload is more than an MQTT packet holds")
+    return b"".join((b"\x31" if retain else b"\x30", _remaining_length(n), len(t).to_bytes(2, "big"), t, props, payload))
 
 
 def _plain_qos0(data: bytes, v5: bool) -> tuple[str, bytes] | None:
@@ -867,14 +891,13 @@ class MqttTransport(_Inbox):
         if qos == 0 and not self._connected.is_set():
             self.stats.dropped_out += 1  # short-lived: not worth sending late; the caller learns it was not sent
             return False
-        props: dict[str, Any] = {}
-        if expiry_s is not None and self.version != "3.1.1":
-            props["message_expiry_interval"] = int(expiry_s)
-        if qos == 0 and self._connected.is_set() and self._outbox.empty():
+        expiry = None if expiry_s is None or self.version == "3.1.1" else int(expiry_s)
+        if qos == 0 and self._outbox.empty():  # (connected: see above)
             # nothing queued ahead of it: write it now rather than wait for the sender task's turn
             self.stats.published += 1
-            self._send(_Outgoing(topic, payload, qos, retain, props))
+            self._send_qos0(topic, payload, retain, expiry)
             return True
+        props: dict[str, Any] = {} if expiry is None else {"message_expiry_interval": expiry}
         try:
             self._outbox.put_nowait(_Outgoing(topic, payload, qos, retain, props))
         except asyncio.QueueFull:
@@ -895,11 +918,26 @@ class MqttTransport(_Inbox):
             self._send(item)
 
     def _send(self, item: _Outgoing) -> None:
+        if item.qos == 0:
+            self._send_qos0(item.topic, item.payload, item.retain, item.props.get("message_expiry_interval"))
+            return
         props = item.props if self.protocol_version == MQTT5 else {}
         try:
             self._client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain, **props)
         except Exception as e:  # a connection lost between the checks and here
             log.warning("publish to %s failed: %s", item.topic, e)
+            self.stats.dropped_out += 1
+            return
+        self.stats.sent += 1
+
+    def _send_qos0(self, topic: str, payload: bytes, retain: bool, expiry_s: int | None) -> None:
+        """Write a QoS 0 PUBLISH through gmqtt's protocol (its keepalive clock, and this connection's coalescing),
+        the packet built here (`qos0_publish`): nothing of it waits for an acknowledgement or is stored."""
+        v5 = self.protocol_version == MQTT5
+        try:
+            self._client._connection._protocol.write_data(qos0_publish(topic, payload, retain, v5, expiry_s if v5 else None))
+        except Exception as e:  # a connection lost between the checks and here; a payload too large
+            log.warning("publish to %s failed: %s", topic, e)
             self.stats.dropped_out += 1
             return
         self.stats.sent += 1
