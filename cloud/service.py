@@ -440,7 +440,7 @@ class CloudService(Service):
                     continue
                 relayed, topic_out = m.Spat((st,)), self.topics.spat("cloud", tile, st.name)
                 if self._wire and len(body.intersections) == 1:  # the body as it came: no need to encode it again
-                    self.station.relay(topic_out, relayed, codec.relay_body(self._wire), expiry_s=1)
+                    self.station.relay(topic_out, m.message_type(relayed), codec.relay_body(self._wire), expiry_s=1)
                 else:
                     self.station.publish(topic_out, relayed, expiry_s=1)
                 self.counters.relayed_spat += 1

@@ -160,7 +160,7 @@ def test_a_signed_relay_drops_the_rsu_s_signature_and_carries_its_own() -> None:
     asyncio.run(_connect(out, tap))
     cloud = Station("cloud", m.SenderKind.CLOUD, clock, out)
     cloud.signer = ca.issue("cloud", int(EPOCH * 1000), role_permissions(m.SenderKind.CLOUD))
-    assert cloud.relay("spat/cloud/J1", spat, codec.relay_body(came), expiry_s=1)
+    assert cloud.relay("spat/cloud/J1", m.message_type(spat), codec.relay_body(came), expiry_s=1)
     assert cloud.publish("spat/cloud/J1", spat, expiry_s=1)
     relayed, encoded = (msg.payload for msg in tap.receive())
     v = ca.verifier()

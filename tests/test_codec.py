@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -472,3 +473,98 @@ def test_spat_encode_with_kept_event_bytes_matches_the_field_by_field_path(spat:
         assert _outcome(codec._enc_spat, spat, out) == expected
         if expected is None:
             assert out.SerializeToString() == expected_out.SerializeToString()
+
+
+def _bsm_of_row(c: Any, i: int) -> m.Bsm:
+    """The `Bsm` that row `i` of `BsmColumns` stands for."""
+    em = int(c.emergency[i])
+    return m.Bsm(
+        position=m.GeoPoint(float(c.lat_deg[i]), float(c.lon_deg[i]), c.elevation_m), speed_mps=float(c.speed_mps[i]),
+        heading_deg=float(c.heading_deg[i]), accel_mps2=float(c.accel_mps2[i]), transmission=c.transmission,
+        brake_applied=bool(c.brake_applied[i]), width_m=float(c.width_m[i]), length_m=float(c.length_m[i]),
+        vehicle_class=m.VehicleClass(int(c.vehicle_class[i])),
+        events=frozenset(e for e in m.VehicleEvent if int(c.events[i]) >> e & 1),
+        emergency=None if em < 0 else m.EmergencyExt(bool(em & 1), bool(em & 2), bool(em & 4)),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bsm_bodies_built_at_once_are_what_encode_writes_for_each(seed: int) -> None:
+    """`bsm_bodies` (the fleet's BSMs of a step, compiled) against `codec.encode` of each `Bsm`, byte for byte: random
+    values in range, values a half unit apart (rounding half to even), zeros, headings about 360 and below 0, every
+    class, event bits, emergencies; and None exactly where the codec's common path would not take the row (not
+    finite, out of range), which the fleet then sends the object way."""
+    import numpy as np
+
+    from v2x.core.bsm_wire import EVENT_BITS, NO_EMERGENCY, BsmColumns, bsm_bodies
+
+    rng = np.random.default_rng(seed)
+    n = 4000
+
+    def values(lo: float, hi: float, unit: float) -> np.ndarray:
+        v = rng.uniform(lo, hi, n)
+        half = rng.random(n) < 0.2  # exactly between two wire values
+        v[half] = (np.floor(v[half] / unit) + 0.5) * unit
+        v[rng.random(n) < 0.05] = 0.0
+        return v
+
+    c = BsmColumns(
+        lat_deg=values(-89.9, 89.9, codec.LATLON_DEG), lon_deg=values(-179.9, 179.9, codec.LATLON_DEG),
+        elevation_m=[None, 4.0, -12.35, 0.0][seed], speed_mps=values(0.0, 163.8, codec.SPEED_MPS),
+        heading_deg=np.concatenate([values(-30.0, 390.0, codec.HEADING_DEG)[: n - 6], [359.99999, 359.9938, 360.0, -0.0, -1e-12, 720.0]]),
+        accel_mps2=values(-20.0, 20.0, codec.ACCEL_MPS2), brake_applied=rng.random(n) < 0.5,
+        width_m=values(0.0, 10.23, codec.CM_M), length_m=values(0.0, 40.95, codec.CM_M),
+        vehicle_class=rng.choice([int(v) for v in m.VehicleClass], n), events=rng.integers(0, 1 << 13, n) & rng.choice([0, EVENT_BITS, 0x1FFF], n, p=[0.5, 0.48, 0.02]),
+        emergency=rng.choice([NO_EMERGENCY, 0, 1, 2, 4, 7], n),
+        transmission=list(m.Transmission)[seed],
+    )
+    bad = rng.random(n) < 0.03  # out of range or not finite, a column at a time
+    for col, wrong in ((c.speed_mps, 170.0), (c.lat_deg, float("nan")), (c.width_m, 10.3), (c.accel_mps2, float("inf")), (c.length_m, -0.01)):
+        col[bad & (rng.random(n) < 0.3)] = wrong
+    got = bsm_bodies(c)
+    assert len(got) == n
+    header = m.Header("veh-7", m.SenderKind.VEHICLE, 3, 1_700_000_000_000_000, 1234)
+    taken = 0
+    for i, body in enumerate(got):
+        bsm = _bsm_of_row(c, i)
+        try:
+            want = codec.encode(m.Frame(header, bsm))
+            common = codec._enc_bsm_checked is not None and _takes_common_path(bsm)
+        except codec.EncodeError:
+            want, common = None, False
+        if int(c.events[i]) & ~EVENT_BITS:
+            assert body is None, i  # a bit no event has: not a BSM the fleet could build
+            continue
+        if body is None:
+            assert not common, (i, bsm)
+            continue
+        assert common, (i, bsm)
+        assert codec.encode_relayed(header, body) == want, (i, bsm)
+        taken += 1
+    assert taken > 0.85 * n  # most rows: the equality above was checked for them
+
+
+def _takes_common_path(b: m.Bsm) -> bool:
+    """Whether `codec._enc_bsm` writes `b` on its common path (every value finite and in range at once)."""
+    out = pb.Bsm()
+    taken = []
+    original = codec._enc_bsm_checked
+    codec._enc_bsm_checked = lambda bsm, o: taken.append(bsm)  # type: ignore[assignment]
+    try:
+        codec._enc_bsm(b, out)
+    finally:
+        codec._enc_bsm_checked = original
+    return not taken
+
+
+def test_bsm_bodies_of_nothing_and_of_an_elevation_not_finite() -> None:
+    import numpy as np
+
+    from v2x.core.bsm_wire import BsmColumns, bsm_bodies
+
+    one = np.ones(1)
+    cols = dict(lat_deg=one, lon_deg=one, speed_mps=one, heading_deg=one, accel_mps2=one, brake_applied=one > 0, width_m=one,
+                length_m=one, vehicle_class=np.array([10]), events=np.zeros(1), emergency=np.array([-1]))
+    assert bsm_bodies(BsmColumns(**{k: v[:0] for k, v in cols.items()}, elevation_m=None)) == []  # type: ignore[arg-type]
+    assert bsm_bodies(BsmColumns(**cols, elevation_m=float("nan"))) == [None]  # type: ignore[arg-type]
+    assert bsm_bodies(BsmColumns(**cols, elevation_m=1.0)) != [None]  # type: ignore[arg-type]

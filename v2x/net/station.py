@@ -105,16 +105,18 @@ class Station:
         data = codec.encode(m.Frame(self._header(m.message_type(body), sim_s, stream), body))
         return data if self.signer is None else self.signer.sign(data)
 
-    def relay(self, topic: str, body: m.Body, wire: bytes, *, qos: int = 0, expiry_s: int | None = None) -> bool:
-        """Publish `body` as `publish` does, its wire form given (`codec.relay_body` of the frame it came in): a relay
-        sends a body on under its own header without encoding it again. The same bytes as `publish` when `wire` is
-        the encoding of `body`."""
+    def relay(
+        self, topic: str, mtype: m.MessageType, wire: bytes, *, qos: int = 0, expiry_s: int | None = None, sim_s: float | None = None,
+    ) -> bool:
+        """Publish a body of type `mtype` as `publish` does, its wire form given (`codec.relay_body` of the frame it
+        came in, or a fleet's BSMs encoded at once): sent under this station's header without encoding it again. The
+        same bytes as `publish` when `wire` is the encoding of the body."""
         if self.transport is None:
             raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
-        data = codec.encode_relayed(self._header(m.message_type(body), None, topic), wire)
+        data = codec.encode_relayed(self._header(mtype, sim_s, topic), wire)
         if not self.transport.publish(topic, data if self.signer is None else self.signer.sign(data), qos=qos, expiry_s=expiry_s):
             return False
-        self.sent[m.message_type(body).value] += 1
+        self.sent[mtype.value] += 1
         return True
 
     def _header(self, mtype: m.MessageType, sim_s: float | None, stream: str) -> m.Header:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from v2x.core import messages as m
+from v2x.core.bsm_wire import NO_EMERGENCY, BsmColumns, bsm_bodies
 from v2x.core.geo import LocalFrame
 from v2x.core.mobility import VehicleStates
 from v2x.core.traffic import EMERGENCY, VEHICLE_TYPES, Traffic
@@ -18,42 +19,68 @@ _CLASS = {
     "bus": m.VehicleClass.BUS,
     "emergency": m.VehicleClass.EMERGENCY,
 }
+# a BSM due: (vehicle id, latitude, longitude, the BSM, or its body in wire form as `build_bsm_wires` makes it)
+DueBsm = tuple[int, float, float, "m.Bsm | bytes"]
+
 _CLASS_OF_KIND = [_CLASS[name] for name in VEHICLE_TYPES]
+_CLASS_VALUES = np.array([int(c) for c in _CLASS_OF_KIND], dtype=np.int64)  # by kind
+_EMERGENCY_BITS = 7  # an emergency vehicle's EmergencyExt: siren, lights, responding (bsm_wire's bits)
+
+
+def bsm_columns(traffic: Traffic, frame: LocalFrame) -> BsmColumns:
+    """Every vehicle's BSM as columns: the position is the body's centre (J2735 reference point)."""
+    cx, cy, heading = traffic.bodies()
+    lat, lon = frame.to_geo_arrays(cx, cy)
+    kind = traffic.kind
+    return BsmColumns(
+        lat_deg=lat, lon_deg=lon, elevation_m=frame.elevation0_m, speed_mps=np.clip(traffic.v, 0.0, 163.8),
+        heading_deg=heading, accel_mps2=np.clip(traffic.a, -20.0, 20.0), brake_applied=traffic.a < -BRAKING_MPS2,
+        width_m=traffic.width, length_m=traffic.length, vehicle_class=_CLASS_VALUES[kind],
+        events=np.where(traffic.a < -HARD_BRAKING_MPS2, 1 << m.VehicleEvent.HARD_BRAKING, 0),
+        emergency=np.where(kind == EMERGENCY, _EMERGENCY_BITS, NO_EMERGENCY),
+    )
 
 
 def build_bsms(traffic: Traffic, frame: LocalFrame) -> list[tuple[int, m.Bsm]]:
-    """(vehicle id, BSM) for every vehicle; the position is the body's centre (J2735 reference point)."""
+    """(vehicle id, BSM) for every vehicle (`bsm_columns` as objects)."""
     if traffic.n == 0:
         return []
-    cx, cy, heading = traffic.bodies()
-    lat, lon = frame.to_geo_arrays(cx, cy)
-    elevation = frame.elevation0_m
-    acc = traffic.a.tolist()
+    c = bsm_columns(traffic, frame)
     no_events: frozenset[m.VehicleEvent] = frozenset()
     hard = frozenset({m.VehicleEvent.HARD_BRAKING})
     return [
         (
             vid,
             m.Bsm(
-                position=m.GeoPoint(la, lo, elevation),
+                position=m.GeoPoint(la, lo, c.elevation_m),
                 speed_mps=v,
                 heading_deg=h,
                 accel_mps2=ac,
-                brake_applied=a < -BRAKING_MPS2,
+                brake_applied=brake,
                 width_m=w,
                 length_m=ln,
                 vehicle_class=_CLASS_OF_KIND[kind],
-                events=hard if a < -HARD_BRAKING_MPS2 else no_events,
+                events=hard if ev else no_events,
                 emergency=m.EmergencyExt(True, True, True) if kind == EMERGENCY else None,
             ),
         )
         # columns as Python numbers at once: per-element numpy access costs more than the message itself
-        for vid, la, lo, v, h, a, ac, w, ln, kind in zip(
-            traffic.ids.tolist(), lat.tolist(), lon.tolist(), np.clip(traffic.v, 0.0, 163.8).tolist(), heading.tolist(),
-            acc, np.clip(traffic.a, -20.0, 20.0).tolist(), traffic.width.tolist(), traffic.length.tolist(),
-            traffic.kind.tolist(), strict=True,
+        for vid, la, lo, v, h, ac, brake, w, ln, kind, ev in zip(
+            traffic.ids.tolist(), c.lat_deg.tolist(), c.lon_deg.tolist(), c.speed_mps.tolist(), c.heading_deg.tolist(),
+            c.accel_mps2.tolist(), c.brake_applied.tolist(), c.width_m.tolist(), c.length_m.tolist(), traffic.kind.tolist(),
+            c.events.tolist(), strict=True,
         )
     ]
+
+
+def build_bsm_wires(traffic: Traffic, frame: LocalFrame) -> list[tuple[int, float, float, bytes | None]]:
+    """(vehicle id, latitude, longitude, the BSM's body in wire form) for every vehicle, encoded at once
+    (`bsm_wire.bsm_bodies`: what `build_bsms`'s objects encode to, byte for byte); None for a BSM the codec's common
+    path would not take, to be built as an object."""
+    if traffic.n == 0:
+        return []
+    c = bsm_columns(traffic, frame)
+    return list(zip(traffic.ids.tolist(), c.lat_deg.tolist(), c.lon_deg.tolist(), bsm_bodies(c), strict=True))
 
 
 def bsms_of(states: VehicleStates) -> list[tuple[int, m.Bsm]]:

@@ -24,7 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -48,7 +48,7 @@ from v2x.net.transport import ConnectionSummary, Message, Transport, TransportSt
 from v2x.vehicle.apps import GLOSA_RANGE_M, HLW_RANGE_M, Apps, HazardWatch, Warning
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import Received, SignalBelief
-from v2x.vehicle.bsm import bsms_of, build_bsms
+from v2x.vehicle.bsm import DueBsm, bsms_of, build_bsm_wires, build_bsms
 from v2x.vehicle.emergency import PriorityRequests
 from v2x.vehicle.equipment import Equipment
 from v2x.vehicle.gnss import GnssError
@@ -636,18 +636,27 @@ class Fleet:
         self.publish(self.due_bsms())
         self.stalled_bsms()
 
-    def due_bsms(self) -> list[tuple[int, m.Bsm]]:
-        """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps)."""
+    def due_bsms(self) -> list[DueBsm]:
+        """This shard's BSMs, if this step is a BSM step (every step at 10 Hz and 0.1 s steps): encoded at once, or,
+        where a vehicle's BSM is more than the traffic core knows (SUMO's lights, a GNSS error, an attacker's lie),
+        as objects."""
         if (self._k - 1) % self._bsm_every != 0:
             return []
+        unequipped = self.equipment.without_obu(self.traffic)
+        if self.sumo is None and self.gnss is None and self.attacks is None:  # every BSM as the traffic core has it:
+            assert self.core is not None  # encoded at once
+            wires = [w for w in build_bsm_wires(self.core, self.net.frame) if self.mine(w[0]) and w[0] not in unequipped]
+            if all(w[3] is not None for w in wires):
+                return cast("list[DueBsm]", wires)
         if self.sumo is not None:
             bsms = bsms_of(self.sumo.states())
         else:
             assert self.core is not None  # one of the two backends moves the vehicles
             bsms = build_bsms(self.core, self.net.frame)
-        unequipped = self.equipment.without_obu(self.traffic)
         mine = [(vid, bsm) for vid, bsm in bsms if self.mine(vid) and vid not in unequipped]
-        return mine if self.gnss is None else self.gnss.apply(mine, self.traffic.t)
+        if self.gnss is not None:
+            mine = self.gnss.apply(mine, self.traffic.t)
+        return [(vid, bsm.position.lat_deg, bsm.position.lon_deg, bsm) for vid, bsm in mine]
 
     def stalled_bsms(self) -> None:
         """The stalled vehicles' BSMs, at the fleet's BSM rate."""
@@ -663,14 +672,19 @@ class Fleet:
                 topic = self.topics.bsm(quadkey(pos.lat_deg, pos.lon_deg), radio.station.sender_id)
                 radio.station.publish(topic, bsm, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t)
 
-    def publish(self, bsms: list[tuple[int, m.Bsm]]) -> None:
-        for vid, bsm in bsms:
+    def publish(self, bsms: list[DueBsm]) -> None:
+        for vid, lat, lon, bsm in bsms:
             radio = self.radios.get(vid)
             if radio is None or not radio.ready:
                 self.counters.bsm_not_connected += 1
                 continue
-            radio.tile = quadkey(bsm.position.lat_deg, bsm.position.lon_deg)
-            radio.xy = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
+            radio.tile = quadkey(lat, lon)
+            radio.xy = self.net.frame.to_local(lat, lon)
+            if isinstance(bsm, bytes):  # its body already in wire form: behind its own header, nothing else to say
+                sid = radio.station.sender_id
+                if not radio.station.relay(self.topics.bsm(radio.tile, sid), m.MessageType.BSM, bsm, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t):
+                    self.counters.bsm_not_sent += 1
+                continue
             said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
             for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
                 station = radio.station if sid == radio.station.sender_id else self._ghost(sid, radio)
