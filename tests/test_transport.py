@@ -374,7 +374,8 @@ def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
 @pytest.mark.parametrize("v5", [True, False])
 def test_a_qos0_publish_is_built_byte_for_byte_as_gmqtt_builds_it(v5: bool) -> None:
     """`qos0_publish` against gmqtt's own PublishPacket, over topics (empty, non-ASCII, a lone surrogate gmqtt
-    replaces), payloads at each length where the remaining length grows a byte, retain, and expiry on MQTT 5."""
+    replaces), payloads on each side of every length where the remaining length grows a byte (128, 16,384,
+    2,097,152), retain, and expiry on MQTT 5."""
     from gmqtt import Message as GmqttMessage
     from gmqtt.mqtt.constants import MQTTv50, MQTTv311
     from gmqtt.mqtt.package import PublishPacket
@@ -385,17 +386,49 @@ def test_a_qos0_publish_is_built_byte_for_byte_as_gmqtt_builds_it(v5: bool) -> N
     checked = 0
     for topic in ["", "v2x/v1/bsm/1/3/2/1/2/1/0/1/1/2/3/veh-123", "ü/ß/路", "bad\udcff"]:
         t = len(topic.encode("utf-8", errors="replace"))
-        for n in {0, 1, 58, 120 - t, 121 - t, 122 - t, 16_370 - t, 16_383 - t, 16_384 - t, 2_097_200 - t}:
-            payload = bytes(range(256)) * (max(n, 0) // 256) + bytes(max(n, 0) % 256)
-            for retain in (False, True):
-                for expiry in ((None, 0, 1, 2**32 - 1) if v5 else (None,)):
+        for expiry in ((None, 0, 1, 2**32 - 1) if v5 else (None,)):
+            props = (0 if expiry is None else 5) + 1 if v5 else 0
+            # the remaining length is 2 + t + props + the payload's: 127 / 128 and so on exactly
+            for n in (0, 1, 58, *(edge - 2 - t - props + d for edge in (128, 16_384, 2_097_152) for d in (-1, 0))):
+                payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+                for retain in (False, True):
                     kwargs = {} if expiry is None else {"message_expiry_interval": expiry}
                     _, want = PublishPacket.build_package(GmqttMessage(topic, payload, qos=0, retain=retain, **kwargs), Protocol())
-                    assert transport_module.qos0_publish(topic, payload, retain, v5, expiry) == bytes(want), (topic, n, retain, expiry)
+                    got = transport_module.qos0_publish(topic, payload, retain, v5, expiry)
+                    assert got == bytes(want), (topic, n, retain, expiry)
                     checked += 1
-    assert checked == (4 * 10 * 2 * 4 if v5 else 4 * 10 * 2)  # every case ran
+    assert checked == 4 * (4 if v5 else 1) * 9 * 2  # every case ran
     with pytest.raises(ValueError, match="more than an MQTT packet holds"):
         transport_module.qos0_publish("t", bytes(transport_module.MAX_REMAINING_LENGTH), False, v5)
+
+
+class _Written:
+    """A stand-in for gmqtt's client as far as `_send_qos0` reaches: its protocol level, and what it writes."""
+
+    def __init__(self, level: int) -> None:
+        self.data: list[bytes] = []
+        self._connection_state = type("State", (), {"protocol_version": level})()
+        self._connection = type("Connection", (), {"_protocol": type("Protocol", (), {"write_data": self.data.append})()})()
+
+
+@pytest.mark.parametrize("level", [transport_module.MQTT5, transport_module.MQTT311])
+def test_a_queued_qos0_message_keeps_its_retain_flag_and_expiry_and_no_properties_reach_mqtt_311(level: int) -> None:
+    """A QoS 0 message that waited in the outbox (behind QoS 1 ones) is written with its retain flag and expiry; on
+    a connection that fell back to MQTT 3.1.1 ("auto" against a 3.1.1 broker) no expiry property is written, which
+    would make the packet malformed there."""
+    t = MqttTransport("mqtt://127.0.0.1:1", "c", version="auto")
+    t._client = _Written(level)
+    t._send(transport_module._Outgoing("a/b", b"xyz", 0, True, {"message_expiry_interval": 5}))
+    t._send_qos0("a/c", b"", False, 7)
+    v5 = level == transport_module.MQTT5
+    assert t._client.data == [
+        transport_module.qos0_publish("a/b", b"xyz", True, v5, 5 if v5 else None),
+        transport_module.qos0_publish("a/c", b"", False, v5, 7 if v5 else None),
+    ]
+    assert t.stats.sent == 2
+    t._client = None  # the connection gone between the checks and the write: counted, not raised
+    t._send_qos0("a/d", b"", False, None)
+    assert (t.stats.sent, t.stats.dropped_out) == (2, 1)
 
 
 @pytest.mark.parametrize("version", ["5", "3.1.1"])
@@ -404,17 +437,30 @@ async def test_qos0_messages_built_here_reach_the_c_client_as_sent(mosquitto: Mo
     on MQTT 5 the expiry it carries (the broker passes on what is left of it)."""
     sub = await asyncio.create_subprocess_exec(
         "mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-V", "5" if version == "5" else "311",
-        "-t", f"{topic_prefix}/#", "-C", "3", "-F", "%t|%x|%E", stdout=asyncio.subprocess.PIPE,
+        "-t", f"{topic_prefix}/#", "-F", "%t|%x|%E", stdout=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(0.5)  # subscribed
+    assert sub.stdout is not None
     sent = [(f"{topic_prefix}/a", _frame(1), 30), (f"{topic_prefix}/ü", b"", None), (f"{topic_prefix}/b", bytes(200), 7)]
     async with MqttTransport(mosquitto.url, f"{topic_prefix}-pub", version=version) as pub:  # type: ignore[arg-type]
+        probes = 0
+        while True:  # until mosquitto_sub has subscribed: it prints a probe
+            assert pub.publish(f"{topic_prefix}/probe", b"")
+            probes += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.stdout.readline(), timeout=0.3)
+                break
+            assert probes < 100, "mosquitto_sub never subscribed"
         for topic, payload, expiry in sent:
             assert pub.publish(topic, payload, expiry_s=expiry)
-        out, _ = await asyncio.wait_for(sub.communicate(), timeout=10)
-        assert pub.stats.sent == 3
+        lines: list[str] = []
+        while len(lines) < 3:  # (probes still on their way are skipped)
+            line = (await asyncio.wait_for(sub.stdout.readline(), timeout=10)).decode().rstrip("\n")
+            if not line.startswith(f"{topic_prefix}/probe|"):
+                lines.append(line)
+        assert pub.stats.sent == 3 + probes
         assert pub.stats.dropped_out == 0
-    lines = out.decode().splitlines()
+    sub.kill()
+    await sub.wait()
     assert [ln.split("|")[:2] for ln in lines] == [[t, p.hex()] for t, p, _ in sent]
     expiries = [ln.split("|")[2] for ln in lines]
     if version == "5":  # whole seconds left: at most what was sent, and none on the message sent without one

@@ -22,11 +22,12 @@ from v2x.core.jit import ByteArray, IntArray, IntMatrix, kernel
 
 # the columns of the quantised matrix, in the order the kernel reads them
 LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION, BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, LIGHTS = range(17)
-MOST_BYTES = 80  # room for one body: at most 68 bytes, every field at the widest its range allows
+MOST_BYTES = 80  # room for one body: at most 55 bytes pass the checks (every field at the widest its range allows)
 NO_EMERGENCY = -1  # EMERGENCY column: no EmergencyExt; else its bits (1 siren, 2 lights, 4 responding)
 
 
 _CLASSES = np.array([int(v) for v in m.VehicleClass], dtype=np.float64)
+_TRANSMISSIONS = frozenset(int(t) for t in m.Transmission)
 EVENT_BITS = sum(1 << e for e in m.VehicleEvent)  # the bits of the events there are
 
 
@@ -55,8 +56,8 @@ def bsm_bodies(c: BsmColumns) -> list[bytes | None]:
     n = len(c.lat_deg)
     if n == 0:
         return []
-    if c.elevation_m is not None and not math.isfinite(c.elevation_m):
-        return [None] * n  # as the codec: not its common path
+    if (c.elevation_m is not None and not math.isfinite(c.elevation_m)) or c.transmission not in _TRANSMISSIONS:
+        return [None] * n  # as the codec: not its common path (or no transmission state the wire has)
     q = np.zeros((n, 17), dtype=np.float64)
     with np.errstate(all="ignore"):  # a value not finite, or too large, fails the range check below
         q[:, LAT] = np.rint(np.asarray(c.lat_deg, dtype=np.float64) / codec.LATLON_DEG)
