@@ -201,14 +201,15 @@ class Reception:
     def _decode(self, msg: Message) -> Decoded | None:
         """What a payload decodes to, or None after counting why not (undecodable, or not its topic's type); bytes
         decoded recently (or found to be no frame) are not decoded again: a fleet's vehicles get the same bytes, a
-        flood's garbage too."""
+        flood's garbage too. A BSM's are not kept: each comes once to a receiver (a copy is a duplicate, counted)."""
         got = self._decoded.get(msg.payload)
         if got is None:
             try:
                 got = decoded(codec.decode(msg.payload))
             except DecodeError as e:
                 got = e
-            self._decoded.keep(msg.payload, got)
+            if isinstance(got, DecodeError) or got[1] != "bsm":  # a BSM's bytes come once to a receiver: not kept
+                self._decoded.keep(msg.payload, got)
         if isinstance(got, DecodeError):
             self.bad.undecodable(msg.topic, got)
             return None
