@@ -18,7 +18,7 @@ import numpy as np
 
 from v2x.core import codec
 from v2x.core import messages as m
-from v2x.core.jit import ByteArray, IntArray, IntMatrix, kernel
+from v2x.core.jit import ByteArray, IntArray, IntMatrix, helper, kernel
 
 # the columns of the quantised matrix, in the order the kernel reads them
 LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION, BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, LIGHTS = range(17)
@@ -103,7 +103,7 @@ def _within(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (a >= lo) & (a <= hi)
 
 
-@kernel
+@helper
 def _varint(buf: ByteArray, at: int, v: int) -> int:
     """Write `v` (>= 0) as a protobuf varint at `at`; the position after it."""
     while v >= 0x80:
@@ -114,7 +114,7 @@ def _varint(buf: ByteArray, at: int, v: int) -> int:
     return at + 1
 
 
-@kernel
+@helper
 def _field(buf: ByteArray, at: int, tag: int, v: int) -> int:
     """A varint field (`v` >= 0) unless it is 0, which proto3 leaves out."""
     if v == 0:
@@ -123,7 +123,7 @@ def _field(buf: ByteArray, at: int, tag: int, v: int) -> int:
     return _varint(buf, at + 1, v)
 
 
-@kernel
+@helper
 def _zigzag(v: int) -> int:
     """sint32's encoding of `v`: 0, -1, 1, -2... as 0, 1, 2, 3..."""
     return (v << 1) ^ (v >> 63)

@@ -37,6 +37,14 @@ def kernel(fn: Callable[P, R]) -> Callable[P, R]:
     return compiled
 
 
+def helper(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` compiled by numba (nopython, cached on disk), typed as `fn`, for kernels to call: compiled with each
+    kernel that calls it, for the types that kernel passes, and not registered (it is never called from Python, so
+    it has no one signature of its own)."""
+    compiled: Callable[P, R] = numba.njit(cache=True)(fn)
+    return compiled
+
+
 def _numba_type(annotation: object) -> Any:
     """The numba type a kernel's parameter annotated `annotation` is compiled for."""
     if typing.get_origin(annotation) is Annotated:
