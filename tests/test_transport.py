@@ -471,6 +471,33 @@ async def test_qos0_messages_built_here_reach_the_c_client_as_sent(mosquitto: Mo
         assert all(e in ("", "-1") for e in expiries), expiries
 
 
+def test_a_filter_tree_keeps_matches_only_while_its_filters_stand() -> None:
+    """Matches kept for topics asked again are dropped when a filter is added or a subscriber discarded: mixed adds,
+    discards and repeated matches (the same few topics, as BSMs come) agree with matching every filter each time."""
+    rng = random.Random(11)
+    levels = ["a", "b", "c"]
+    topics = ["/".join(rng.choice(levels) for _ in range(rng.randint(1, 4))) for _ in range(12)]
+    filters = sorted({"/".join(rng.choice([*levels, "+"]) for _ in range(rng.randint(1, 3))) + rng.choice(["", "/#"]) for _ in range(40)})
+    tree: FilterTree[str] = FilterTree()
+    held: set[tuple[str, str]] = set()
+    for _ in range(5000):
+        r = rng.random()
+        if r < 0.1:
+            f, who = rng.choice(filters), rng.choice("xyz")
+            tree.add(f, f + ":" + who)
+            held.add((f, f + ":" + who))
+        elif r < 0.2 and held:
+            f, who = rng.choice(sorted(held))
+            tree.discard(f, who)
+            held.discard((f, who))
+        else:
+            t = rng.choice(topics)
+            want = sorted(who for f, who in held if topic_matches(f, t))
+            got = tree.match(t)
+            assert sorted(x for subs in got for x in subs) == want, t
+            assert bool(got) == bool(want), t  # no set left empty by a discard (a shared connection asks this)
+
+
 async def _mosquitto_pub(broker: MosquittoBroker, *args: str, payload: bytes) -> None:
     """One message by the C client: `payload` from stdin, or a null message."""
     proc = await asyncio.create_subprocess_exec(
