@@ -124,6 +124,16 @@ def _field(buf: ByteArray, at: int, tag: int, v: int) -> int:
 
 
 @helper
+def _message(buf: ByteArray, at: int, tag: int, body: ByteArray, n: int) -> int:
+    """A length-delimited field: `tag`, then the first `n` bytes of `body` behind their length (a sub-message, which
+    proto3 writes even when empty, as the codec sets it); the position after it."""
+    buf[at] = tag
+    at = _varint(buf, at + 1, n)
+    buf[at:at + n] = body[:n]
+    return at + n
+
+
+@helper
 def _zigzag(v: int) -> int:
     """sint32's encoding of `v`: 0, -1, 1, -2... as 0, 1, 2, 3..."""
     return (v << 1) ^ (v >> 63)
@@ -139,14 +149,10 @@ def _write_bodies(q: IntMatrix, buf: ByteArray, ends: IntArray) -> None:
     at = 0
     for i in range(q.shape[0]):
         r = q[i]
-        k = 0
         s = _field(sub, 0, 0x08, _zigzag(r[LAT]))  # pos = 1: lat, lon, elevation (sint32)
         s = _field(sub, s, 0x10, _zigzag(r[LON]))
         s = _field(sub, s, 0x18, _zigzag(r[ELEV]))
-        part[k] = 0x0A
-        k = _varint(part, k + 1, s)
-        part[k:k + s] = sub[:s]
-        k += s
+        k = _message(part, 0, 0x0A, sub, s)
         k = _field(part, k, 0x10, r[SPEED])  # speed = 2
         k = _field(part, k, 0x18, r[HEADING])  # heading = 3
         k = _field(part, k, 0x20, _zigzag(r[ALONG]))  # accel_long = 4 (sint32)
@@ -157,23 +163,14 @@ def _write_bodies(q: IntMatrix, buf: ByteArray, ends: IntArray) -> None:
         s = _field(sub, 0, 0x08, r[WIDTH])  # size = 9: width_cm, length_cm, height_cm
         s = _field(sub, s, 0x10, r[LENGTH])
         s = _field(sub, s, 0x18, r[HEIGHT])
-        part[k] = 0x4A
-        k = _varint(part, k + 1, s)
-        part[k:k + s] = sub[:s]
-        k += s
+        k = _message(part, k, 0x4A, sub, s)
         k = _field(part, k, 0x50, r[VCLASS])  # vehicle_class = 10
         k = _field(part, k, 0x58, r[EVENTS])  # events = 11
         if r[EMERGENCY] != NO_EMERGENCY:  # emergency = 12: siren_in_use, lights_in_use, responding
             s = _field(sub, 0, 0x08, r[EMERGENCY] & 1)
             s = _field(sub, s, 0x10, (r[EMERGENCY] >> 1) & 1)
             s = _field(sub, s, 0x18, (r[EMERGENCY] >> 2) & 1)
-            part[k] = 0x62
-            k = _varint(part, k + 1, s)
-            part[k:k + s] = sub[:s]
-            k += s
+            k = _message(part, k, 0x62, sub, s)
         k = _field(part, k, 0x68, r[LIGHTS])  # lights = 13
-        buf[at] = 0x52  # the frame's bsm = 10, length-delimited
-        at = _varint(buf, at + 1, k)
-        buf[at:at + k] = part[:k]
-        at += k
+        at = _message(buf, at, 0x52, part, k)  # the frame's bsm = 10
         ends[i] = at
