@@ -18,7 +18,8 @@ import numpy as np
 
 from v2x.core import codec
 from v2x.core import messages as m
-from v2x.core.jit import ByteArray, IntArray, IntMatrix, helper, kernel
+from v2x.core.jit import ByteArray, IntArray, IntMatrix, kernel
+from v2x.core.protowire import field, message, zigzag
 
 # the columns of the quantised matrix, in the order the kernel reads them
 LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION, BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, LIGHTS = range(17)
@@ -103,42 +104,6 @@ def _within(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (a >= lo) & (a <= hi)
 
 
-@helper
-def _varint(buf: ByteArray, at: int, v: int) -> int:
-    """Write `v` (>= 0) as a protobuf varint at `at`; the position after it."""
-    while v >= 0x80:
-        buf[at] = (v & 0x7F) | 0x80
-        v >>= 7
-        at += 1
-    buf[at] = v
-    return at + 1
-
-
-@helper
-def _field(buf: ByteArray, at: int, tag: int, v: int) -> int:
-    """A varint field (`v` >= 0) unless it is 0, which proto3 leaves out."""
-    if v == 0:
-        return at
-    buf[at] = tag
-    return _varint(buf, at + 1, v)
-
-
-@helper
-def _message(buf: ByteArray, at: int, tag: int, body: ByteArray, n: int) -> int:
-    """A length-delimited field: `tag`, then the first `n` bytes of `body` behind their length (a sub-message, which
-    proto3 writes even when empty, as the codec sets it); the position after it."""
-    buf[at] = tag
-    at = _varint(buf, at + 1, n)
-    buf[at:at + n] = body[:n]
-    return at + n
-
-
-@helper
-def _zigzag(v: int) -> int:
-    """sint32's encoding of `v`: 0, -1, 1, -2... as 0, 1, 2, 3..."""
-    return (v << 1) ^ (v >> 63)
-
-
 @kernel
 def _write_bodies(q: IntMatrix, buf: ByteArray, ends: IntArray) -> None:
     """Each row of `q` (quantised, in range) as a MessageFrame's `bsm` field, one after another into `buf`; the end
@@ -149,28 +114,28 @@ def _write_bodies(q: IntMatrix, buf: ByteArray, ends: IntArray) -> None:
     at = 0
     for i in range(q.shape[0]):
         r = q[i]
-        s = _field(sub, 0, 0x08, _zigzag(r[LAT]))  # pos = 1: lat, lon, elevation (sint32)
-        s = _field(sub, s, 0x10, _zigzag(r[LON]))
-        s = _field(sub, s, 0x18, _zigzag(r[ELEV]))
-        k = _message(part, 0, 0x0A, sub, s)
-        k = _field(part, k, 0x10, r[SPEED])  # speed = 2
-        k = _field(part, k, 0x18, r[HEADING])  # heading = 3
-        k = _field(part, k, 0x20, _zigzag(r[ALONG]))  # accel_long = 4 (sint32)
-        k = _field(part, k, 0x28, _zigzag(r[ALAT]))  # accel_lat = 5
-        k = _field(part, k, 0x30, _zigzag(r[YAW]))  # yaw_rate = 6
-        k = _field(part, k, 0x38, r[TRANSMISSION])  # transmission = 7
-        k = _field(part, k, 0x40, r[BRAKE])  # brake_applied = 8
-        s = _field(sub, 0, 0x08, r[WIDTH])  # size = 9: width_cm, length_cm, height_cm
-        s = _field(sub, s, 0x10, r[LENGTH])
-        s = _field(sub, s, 0x18, r[HEIGHT])
-        k = _message(part, k, 0x4A, sub, s)
-        k = _field(part, k, 0x50, r[VCLASS])  # vehicle_class = 10
-        k = _field(part, k, 0x58, r[EVENTS])  # events = 11
+        s = field(sub, 0, 0x08, zigzag(r[LAT]))  # pos = 1: lat, lon, elevation (sint32)
+        s = field(sub, s, 0x10, zigzag(r[LON]))
+        s = field(sub, s, 0x18, zigzag(r[ELEV]))
+        k = message(part, 0, 0x0A, sub, s)
+        k = field(part, k, 0x10, r[SPEED])  # speed = 2
+        k = field(part, k, 0x18, r[HEADING])  # heading = 3
+        k = field(part, k, 0x20, zigzag(r[ALONG]))  # accel_long = 4 (sint32)
+        k = field(part, k, 0x28, zigzag(r[ALAT]))  # accel_lat = 5
+        k = field(part, k, 0x30, zigzag(r[YAW]))  # yaw_rate = 6
+        k = field(part, k, 0x38, r[TRANSMISSION])  # transmission = 7
+        k = field(part, k, 0x40, r[BRAKE])  # brake_applied = 8
+        s = field(sub, 0, 0x08, r[WIDTH])  # size = 9: width_cm, length_cm, height_cm
+        s = field(sub, s, 0x10, r[LENGTH])
+        s = field(sub, s, 0x18, r[HEIGHT])
+        k = message(part, k, 0x4A, sub, s)
+        k = field(part, k, 0x50, r[VCLASS])  # vehicle_class = 10
+        k = field(part, k, 0x58, r[EVENTS])  # events = 11
         if r[EMERGENCY] != NO_EMERGENCY:  # emergency = 12: siren_in_use, lights_in_use, responding
-            s = _field(sub, 0, 0x08, r[EMERGENCY] & 1)
-            s = _field(sub, s, 0x10, (r[EMERGENCY] >> 1) & 1)
-            s = _field(sub, s, 0x18, (r[EMERGENCY] >> 2) & 1)
-            k = _message(part, k, 0x62, sub, s)
-        k = _field(part, k, 0x68, r[LIGHTS])  # lights = 13
-        at = _message(buf, at, 0x52, part, k)  # the frame's bsm = 10
+            s = field(sub, 0, 0x08, r[EMERGENCY] & 1)
+            s = field(sub, s, 0x10, (r[EMERGENCY] >> 1) & 1)
+            s = field(sub, s, 0x18, (r[EMERGENCY] >> 2) & 1)
+            k = message(part, k, 0x62, sub, s)
+        k = field(part, k, 0x68, r[LIGHTS])  # lights = 13
+        at = message(buf, at, 0x52, part, k)  # the frame's bsm = 10
         ends[i] = at
