@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 from roadside.perception import Perception
 from v2x import __version__
 from v2x.core import messages as m
-from v2x.core import truth
-from v2x.core.mapdata import build_map
+from v2x.core import rsu_wire, truth
+from v2x.core.mapdata import build_map, intersection_ref
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
 from v2x.core.signal.controller import DETECTOR_M, HeadWatch, Mode, SignalController
 from v2x.core.signal.plans import PlanLimits, controllers, plan_from_message
-from v2x.core.signal.spat import intersection_state
+from v2x.core.signal.spat import intersection_state, spat_wire
 from v2x.core.topics import Topics, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
@@ -120,6 +120,10 @@ class RsuService(Service):
         self.tile = net.site_tiles[index]
         self.xy = net.rsu_xy[self.id]
         self.position = net.frame.to_geo(*self.xy)
+        self._rsm_ref = rsu_wire.ref_field(self.position)  # every RSM's reference position, in wire form
+        self._spat_head = rsu_wire.spat_head(intersection_ref(index), self.iid)  # every SPaT's id and name, in wire form
+        rsu_wire.rsm_body(self._rsm_ref, [], [])  # the compiled writers loaded now (numba's disk cache), not mid-run
+        rsu_wire.spat_body(self._spat_head, 0, 0, 0, 0, 0, [])
         self.counters = RsuCounters()
         self.perception = Perception.of(net, index, self.id, self.xy)  # its sensors (None: none), fed by `sense`
         self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
@@ -215,10 +219,8 @@ class RsuService(Service):
         if now + 1e-9 < self._next_s:
             return
         self._next_s += SPAT_PERIOD_S * max(1, int((now - self._next_s) / SPAT_PERIOD_S + 1e-9) + 1)
-        state = intersection_state(self.net, self.index, self.ctl, self.clock.utc_us() // 1000, revision=self._k, name=self.iid)
-        self._k += 1
-        self.station.publish(self.topics.spat("rsu", self.tile, self.iid), m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
-        self.station.publish(self.topics.rsm(self.tile, self.id), self.rsm(now), expiry_s=SPAT_EXPIRY_S)
+        self._publish_spat()
+        self._publish_rsm(now)
 
     def _record_lights(self) -> None:
         """Log each signal head's true light when it changes."""
@@ -227,11 +229,42 @@ class RsuService(Service):
     def next_due_s(self) -> float:
         return self.clock.sim_s() if self._next_s is None else self._next_s
 
-    def rsm(self, now: float) -> m.Rsm:
-        """The road users this RSU heard within range in the last RSM_WINDOW_S."""
+    def _publish_spat(self) -> None:
+        """The SPaT: written at once in wire form (v2x.core.rsu_wire, the same bytes as the object way's), or as objects
+        when a value is one only the codec can name."""
+        topic, ts = self.topics.spat("rsu", self.tile, self.iid), self.clock.utc_us() // 1000
+        wire = spat_wire(self._spat_head, self.ctl, ts, revision=self._k)
+        if wire is not None:
+            self.station.relay(topic, m.MessageType.SPAT, wire, expiry_s=SPAT_EXPIRY_S)
+        else:
+            state = intersection_state(self.net, self.index, self.ctl, ts, revision=self._k, name=self.iid)
+            self.station.publish(topic, m.Spat((state,)), expiry_s=SPAT_EXPIRY_S)
+        self._k += 1
+
+    def _publish_rsm(self, now: float) -> None:
+        """The RSM (`rsm`): written at once in wire form when it holds only road users heard over V2X (v2x.core.rsu_wire,
+        the same bytes); as objects when the sensors add some, or when a value is one only the codec can name."""
+        topic = self.topics.rsm(self.tile, self.id)
+        if self.perception is None:
+            self._forget(now)
+            heard = sorted(self.heard.items())
+            wire = rsu_wire.rsm_body(self._rsm_ref, [sid for sid, _ in heard], [
+                rsu_wire.row(self._ptc[sid], b.position, b.speed_mps, b.heading_deg, b.width_m, b.length_m) for sid, (b, _) in heard
+            ])
+            if wire is not None:
+                self.station.relay(topic, m.MessageType.RSM, wire, expiry_s=SPAT_EXPIRY_S)
+                return
+        self.station.publish(topic, self.rsm(now), expiry_s=SPAT_EXPIRY_S)
+
+    def _forget(self, now: float) -> None:
+        """Road users not heard in the last RSM_WINDOW_S are no longer in the RSM."""
         for sid in [sid for sid, (_, at) in self.heard.items() if now - at > RSM_WINDOW_S]:
             del self.heard[sid]
             self._ptc.pop(sid, None)
+
+    def rsm(self, now: float) -> m.Rsm:
+        """The road users this RSU heard within range in the last RSM_WINDOW_S."""
+        self._forget(now)
         parts = []
         for sid, (b, _) in sorted(self.heard.items()):
             parts.append(

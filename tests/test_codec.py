@@ -568,3 +568,114 @@ def test_bsm_bodies_of_nothing_and_of_an_elevation_not_finite() -> None:
     assert bsm_bodies(BsmColumns(**{k: v[:0] for k, v in cols.items()}, elevation_m=None)) == []  # type: ignore[arg-type]
     assert bsm_bodies(BsmColumns(**cols, elevation_m=float("nan"))) == [None]  # type: ignore[arg-type]
     assert bsm_bodies(BsmColumns(**cols, elevation_m=1.0)) != [None]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("scenario", "mode"), [("four_way", "FIXED"), ("four_way", "ACTUATED"), ("t_junction", "ACTUATED"), ("emergency", "FIXED")])
+def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(scenario: str, mode: str) -> None:
+    """An RSU's SPaT in wire form (`spat_wire`, compiled) against `codec.encode` of `intersection_state`'s objects,
+    byte for byte, over 200 s of a controller's life: every state and interval, detector calls (actuated), priority
+    requests granted and cancelled (their status bit), revisions wrapping at 128; and the controller's `timings()`
+    (every group at once) equal to `timing(g)` of each."""
+    import random
+
+    from v2x.core import scenario as sc
+    from v2x.core.mapdata import intersection_ref
+    from v2x.core.network import Network
+    from v2x.core.rsu_wire import spat_head
+    from v2x.core.signal.controller import Mode
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state, spat_wire
+
+    net = Network(sc.load(sc.resolve(scenario)))
+    header = m.Header("rsu-1", m.SenderKind.RSU, 3, 1_700_000_000_000_000, 1234)
+    rng = random.Random(scenario + mode)
+    priority_seen = 0
+    for i, ctl in enumerate(controllers(net, Mode[mode])):
+        head = spat_head(intersection_ref(i), net.intersections[i].spec.id)
+        groups = sorted(ctl.groups)
+        for k in range(1, 2001):
+            t = k * 0.1
+            ctl.step(t, set(rng.sample(groups, 2)) if ctl.actuated else set())
+            if k % 97 == 0:
+                ctl.request_priority(rng.choice(groups), t + rng.uniform(0.0, 30.0))
+            if k % 131 == 0:
+                ctl.cancel_priority()
+            priority_seen += ctl.priority_group is not None
+            assert ctl.timings() == [(g, ctl.timing(g)) for g in groups], k
+            ts = 1_700_000_000_000 + k * 100
+            want = codec.encode(m.Frame(header, m.Spat((intersection_state(net, i, ctl, ts, revision=k),))))
+            wire = spat_wire(head, ctl, ts, revision=k)
+            assert wire is not None, k
+            assert codec.encode_relayed(header, wire) == want, k
+    assert priority_seen > 0  # the status bit was written, too
+
+
+def test_spat_body_leaves_to_the_codec_what_it_would_refuse() -> None:
+    """A value the codec would refuse or name (a countdown not finite or beyond an hour, a group 0, a revision or plan
+    out of range) makes no body: the RSU then goes the object way, and the codec names the field."""
+    from v2x.core.mapdata import intersection_ref
+    from v2x.core.rsu_wire import spat_body, spat_head
+
+    head = spat_head(intersection_ref(0), "J1")
+    row = (1, int(m.LightState.RED), 1.0, 2.0, 1.5, int(m.LightState.PROTECTED_GREEN))
+    assert spat_body(head, 5, 32, 1_700_000_000_000, 7, 15, [row]) is not None
+    for bad in ((0, *row[1:]), (1, row[1], float("nan"), *row[3:]), (1, row[1], 1.0, 3600.1, *row[4:])):
+        assert spat_body(head, 5, 32, 1_700_000_000_000, 7, 15, [row, bad]) is None, bad
+    assert spat_body(head, 128, 32, 1_700_000_000_000, 7, 15, [row]) is None
+    assert spat_body(head, 5, 32, 1_700_000_000_000, 65536, 15, [row]) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rsm_written_at_once_is_what_encode_writes(seed: int) -> None:
+    """`rsm_body` (an RSU's RSM, compiled) against `codec.encode` of the same `Rsm`, byte for byte: RSMs of 0 to 30
+    participants with random values in range, values a half unit apart (rounding half to even), zeros, headings
+    about 360 and below 0, elevations unknown, ids empty, long and not ASCII; and None exactly where the codec's
+    common path would not take a participant (not finite, out of range, a ptc id that is no int), which the RSU then
+    sends the object way (the codec names the field)."""
+    import math
+    import random
+
+    from v2x.core.rsu_wire import ref_field, row, rsm_body
+
+    rng = random.Random(seed)
+
+    def value(lo: float, hi: float, unit: float) -> float:
+        r = rng.random()
+        if r < 0.004:
+            return rng.choice([math.nan, math.inf, hi + unit, lo - unit])  # refused
+        if r < 0.2:
+            return (math.floor(rng.uniform(lo, hi) / unit) + 0.5) * unit  # exactly between two wire values
+        if r < 0.3:
+            return rng.choice([lo, hi, 0.0])
+        return rng.uniform(lo, hi)
+
+    header = m.Header("rsu-1", m.SenderKind.RSU, 3, 1_700_000_000_000_000, 1234)
+    taken = refused = 0
+    for _ in range(400):
+        ref = m.GeoPoint(rng.uniform(-89.0, 89.0), rng.uniform(-179.0, 179.0), rng.choice([None, 12.3]))
+        parts = tuple(
+            m.Participant(
+                type=m.ParticipantType.MOTOR, ptc_id=rng.choice([1, 65535, rng.randint(0, 65535), True, 65536]) if rng.random() < 0.01 else rng.randint(0, 65535),
+                source=m.SourceType.V2X, vehicle_id=rng.choice(["", "veh-12", "车辆-é" * rng.randint(1, 40)]),
+                position=m.GeoPoint(value(-90.0, 90.0, codec.LATLON_DEG), value(-180.0, 180.0, codec.LATLON_DEG),
+                                    rng.choice([None, value(-409.5, 6143.9, codec.ELEVATION_M)])),
+                speed_mps=value(0.0, 163.8, codec.SPEED_MPS), heading_deg=rng.choice([value(-720.0, 720.0, codec.HEADING_DEG), 359.99999, 360.0, -0.0]),
+                width_m=value(0.0, 10.23, codec.CM_M), length_m=value(0.0, 40.95, codec.CM_M),
+            )
+            for _ in range(rng.randint(0, 30))
+        )
+        body = rsm_body(ref_field(ref), [p.vehicle_id for p in parts],
+                        [row(p.ptc_id, p.position, p.speed_mps, p.heading_deg, p.width_m, p.length_m) for p in parts])
+        try:
+            want = codec.encode(m.Frame(header, m.Rsm(ref, parts)))
+        except codec.EncodeError:
+            assert body is None  # the codec refuses it: so does the compiled writer
+            refused += 1
+            continue
+        if body is None:  # the codec takes it, but only on its field-by-field path
+            assert any(type(p.ptc_id) is not int for p in parts)
+            continue
+        assert codec.encode_relayed(header, body) == want
+        taken += 1
+    assert taken > 100
+    assert refused > 20
