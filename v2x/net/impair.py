@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from statistics import NormalDist
 
 from v2x.core.scenario import Links
 from v2x.net.signing import unsigned
 
 Z99 = NormalDist().inv_cdf(0.99)  # 2.326...
+_WORDS = struct.Struct("<3Q")  # a 24-byte hash as three unsigned 64-bit words, read at once (every message, every receiver)
+_TWO64 = 2.0**64
 _INV = NormalDist().inv_cdf
 
 
@@ -46,9 +49,10 @@ class Impairment:
         self._sigma = math.log(c.p99_ms / c.latency_ms) / Z99 if c.p99_ms and c.latency_ms > 0 else 0.0
 
     def _uniforms(self, receiver: str, payload: bytes) -> tuple[float, float, float]:
+        """Three uniforms in (0, 1): the hash's three 8-byte words, little-endian, each (k + 0.5) / 2^64."""
         frame = unsigned(payload) if self.signed else payload
-        d = hashlib.blake2b(f"{self.seed}|{receiver}|".encode() + frame, digest_size=24).digest()
-        return tuple((int.from_bytes(d[i : i + 8], "little") + 0.5) / 2.0**64 for i in (0, 8, 16))  # type: ignore[return-value]
+        a, b, c = _WORDS.unpack(hashlib.blake2b(f"{self.seed}|{receiver}|".encode() + frame, digest_size=24).digest())
+        return (a + 0.5) / _TWO64, (b + 0.5) / _TWO64, (c + 0.5) / _TWO64
 
     def sidelink_loss(self, distance_m: float) -> float:
         s = self.links.sidelink
