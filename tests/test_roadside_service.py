@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -109,6 +110,58 @@ async def test_rsm_lists_the_road_users_heard_within_radio_range() -> None:
     assert all(p.source is m.SourceType.V2X and p.speed_mps == 10.0 for p in first.participants)
     assert later.participants == ()
     assert rsu.summary().sent == {"status": 1, "map": 1, "spat": 2, "rsm": 2}
+
+
+async def test_the_spat_and_rsm_an_rsu_writes_at_once_are_what_the_object_way_encodes() -> None:
+    """An RSU writes its SPaT and RSM in wire form at once (v2x.core.rsu_wire): over 60 s of an actuated junction
+    with vehicles coming and going (heading about 360, elevation stated or not, some out of range), each payload is,
+    byte for byte, `codec.encode` of the object way's `intersection_state` and `rsm(now)` under the same header."""
+    import random
+
+    from roadside.service import RsuService
+    from v2x.core.network import Network
+    from v2x.core.scenario import load
+    from v2x.core.signal.spat import intersection_state
+    from v2x.core.topics import quadkey
+    from v2x.net.station import Station, StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+
+    sc = load(bundled_dir() / "four_way.toml")
+    sc = dataclasses.replace(sc, control=dataclasses.replace(sc.control, policy="actuated"))
+    net = Network(sc)
+    topics = Topics()
+    clock = StepClock(1_767_225_600.0)
+    broker = MemoryBroker()
+    rng = random.Random(7)
+    compared = {"spat": 0, "rsm": 0}
+    async with MemoryTransport(broker, "rsu") as rsu_t, MemoryTransport(broker, "veh") as veh_t, MemoryTransport(broker, "watch") as watch:
+        rsu = RsuService(net, 0, rsu_t, topics, clock)
+        await rsu.start()
+        assert rsu.ctl.actuated
+        await watch.subscribe(topics.area("rsm", ""))
+        await watch.subscribe(topics.area("spat", ""))
+        stations = {f"veh-{i}": Station(f"veh-{i}", m.SenderKind.VEHICLE, clock) for i in range(12)}
+        cx, cy = net.intersections[0].center
+        for k in range(600):
+            clock.t = k * 0.1
+            for sid, st in stations.items():
+                if rng.random() < 0.6:
+                    p = net.frame.to_geo(cx + rng.uniform(-250.0, 250.0), cy + rng.uniform(-8.0, 8.0))
+                    p = m.GeoPoint(p.lat_deg, p.lon_deg, rng.choice([None, 4.0, 12.35]))
+                    bsm = m.Bsm(position=p, speed_mps=rng.uniform(0.0, 20.0), heading_deg=rng.choice([0.0, 359.99, rng.uniform(0, 360)]))
+                    veh_t.publish(topics.bsm(quadkey(p.lat_deg, p.lon_deg), sid), st.encode(bsm))
+            rsu.receive()
+            rsu.tick(clock.t)
+            for msg in watch.receive():
+                frame = codec.decode(msg.payload)
+                if isinstance(frame.body, m.Spat):
+                    state = intersection_state(net, 0, rsu.ctl, frame.header.gen_time_us // 1000, revision=rsu._k - 1, name=rsu.iid)
+                    want = codec.encode(m.Frame(frame.header, m.Spat((state,))))
+                else:
+                    want = codec.encode(m.Frame(frame.header, rsu.rsm(clock.t)))
+                assert msg.payload == want, (k, m.type_name(frame.body))
+                compared[m.type_name(frame.body)] += 1
+    assert compared == {"spat": 600, "rsm": 600}
 
 
 async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on() -> None:

@@ -144,6 +144,52 @@ def test_kernels_are_loaded_for_the_types_of_the_real_calls() -> None:
     assert {k.__name__: len(k.signatures) for k in jit.KERNELS} == {k.__name__: 1 for k in jit.KERNELS}
 
 
+def test_kernel_files_name_the_hash_of_what_they_compile_in_from_other_files() -> None:
+    """numba's disk cache knows only a kernel's own file: a helper or constant compiled in from another file could
+    change and leave the cached machine code as it was. Every file whose kernels call numba functions of another file
+    names them in COMPILED_FROM (with the constants from elsewhere they read), and COMPILED_IN is their hash
+    (`jit.fingerprint`): a change elsewhere fails here until the file's hash is written anew, which changes the file
+    and so compiles its kernels again."""
+    import importlib
+    import sys
+
+    from v2x.core import jit
+
+    for name in ("v2x.core.kernels", "v2x.core.bsm_wire", "v2x.core.rsu_wire", "cloud.misbehaviour", "roadside.service"):
+        importlib.import_module(name)  # every file with kernels loaded
+    files = {sys.modules[k.py_func.__module__] for k in jit.KERNELS}
+    assert len(files) >= 5
+    for mod in files:
+        foreign = {id(v): v for v in vars(mod).values() if hasattr(v, "py_func") and v.py_func.__module__ != mod.__name__}
+        named = getattr(mod, "COMPILED_FROM", ())
+        missing = [v.py_func.__qualname__ for i, v in foreign.items() if i not in {id(n) for n in named}]
+        assert not missing, f"{mod.__name__} compiles in numba functions of other files not named in COMPILED_FROM: {missing}"
+        if named:
+            assert jit.fingerprint(named) == mod.COMPILED_IN, (
+                f"{mod.__name__}: what it compiles in from other files changed: set COMPILED_IN = {jit.fingerprint(named)!r}")
+
+
+def test_the_rsus_writers_keep_one_signature_when_called_as_the_rsu_calls_them() -> None:
+    """The RSU's SPaT and RSM writers (v2x.core.rsu_wire), called as an RSU calls them, compile nothing more than
+    load_kernels did."""
+    from roadside.service import RsuService
+    from v2x.core import jit, rsu_wire
+    from v2x.core import messages as m
+    from v2x.core.topics import Topics
+    from v2x.net.station import StepClock
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+
+    jit.compile_all()
+    net = Network(_load("four_way"))
+    rsu = RsuService(net, 0, MemoryTransport(MemoryBroker(), "rsu"), Topics(), StepClock(1_767_225_600.0))
+    bsm = m.Bsm(position=net.frame.to_geo(*net.intersections[0].center), speed_mps=5.0, heading_deg=90.0)
+    rsu.handle("t", m.Frame(m.Header("veh-1", m.SenderKind.VEHICLE, 0, 0, 0), bsm))
+    for k in range(5):
+        rsu.tick(k * 0.1)
+    assert len(rsu_wire._write_spat.signatures) == 1
+    assert len(rsu_wire._write_rsm.signatures) == 1
+
+
 def test_yellow_dilemma_rule() -> None:
     """Far enough to stop at 3 m/s^2: stop. Too close: go through."""
     net = Network(_load("four_way"))

@@ -19,7 +19,11 @@ import numpy as np
 from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.jit import ByteArray, IntArray, IntMatrix, kernel
-from v2x.core.protowire import field, message, zigzag
+from v2x.core.protowire import field, message, varint, zigzag
+
+# what the kernel here compiles in from other files, and its hash (`jit.fingerprint`: numba's cache knows only this file)
+COMPILED_FROM = (varint, field, message, zigzag)
+COMPILED_IN = "128e514d0825a20b"
 
 # the columns of the quantised matrix, in the order the kernel reads them
 LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION, BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, LIGHTS = range(17)

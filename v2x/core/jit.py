@@ -9,6 +9,8 @@ real calls, with no second list to keep.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -43,6 +45,19 @@ def helper(fn: Callable[P, R]) -> Callable[P, R]:
     it has no one signature of its own)."""
     compiled: Callable[P, R] = numba.njit(cache=True)(fn)
     return compiled
+
+
+def fingerprint(parts: tuple[object, ...]) -> str:
+    """A hash of what a file's kernels compile in from other files: the source of each numba function, the value of
+    each constant. numba's disk cache knows only a kernel's own file, so a change to a helper or constant it compiled
+    in from elsewhere would leave the cached machine code as it was. Such a file writes this hash down as
+    COMPILED_IN beside COMPILED_FROM, the parts, and tests/test_traffic.py checks that they agree: a change elsewhere
+    then fails that test until the file's hash is written anew, which changes the file and compiles its kernels again."""
+    h = hashlib.sha256()
+    for part in parts:
+        py = getattr(part, "py_func", None)
+        h.update((inspect.getsource(py) if py is not None else repr(part)).encode())
+    return h.hexdigest()[:16]
 
 
 def _numba_type(annotation: object) -> Any:

@@ -27,6 +27,10 @@ import numpy as np
 from v2x.core.jit import BoolArray, FloatArray, FloatMatrix, IntArray, IntMatrix, compile_all, kernel
 from v2x.core.network import LinkKind, Network, point_at
 
+# what the kernels here compile in from other files, and its hash (`jit.fingerprint`: numba's cache knows only this file)
+COMPILED_FROM = (point_at,)
+COMPILED_IN = "55c77b478eb3236f"
+
 YELLOW_DECEL_MPS2 = 3.0  # [m/s^2] most a driver brakes to stop for a yellow (ITE)
 MAX_DECEL_MPS2 = 8.0  # [m/s^2] physical braking limit
 CRITICAL_GAP_S = 4.5  # [s] permissive movements: the gap needed to cross or merge

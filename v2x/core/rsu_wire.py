@@ -28,11 +28,16 @@ from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.codec import CM_M, ELEVATION_M, ELEVATION_NA, HEADING_DEG, LATLON_DEG, SPEED_MPS, TENTH_S, TIME_NA
 from v2x.core.jit import ByteArray, FloatMatrix, IntArray, helper, kernel
-from v2x.core.protowire import field, message, zigzag
+from v2x.core.protowire import field, message, varint, zigzag
+
+# what the kernels here compile in from other files, and its hash (`jit.fingerprint`: numba's cache knows only this file)
+COMPILED_FROM = (varint, field, message, zigzag, CM_M, ELEVATION_M, ELEVATION_NA, HEADING_DEG, LATLON_DEG, SPEED_MPS, TENTH_S,
+                 TIME_NA, int(m.ParticipantType.MOTOR), int(m.SourceType.V2X))
+COMPILED_IN = "03b690bc7406628d"
 
 # the columns of a participant's row (`row`), in the order the kernel reads them
 PTC, LAT, LON, ELEV, ELEV_KNOWN, SPEED, HEADING, WIDTH, LENGTH = range(9)
-PART_BYTES = 64  # room for one participant without its id: 56 bytes at most pass the checks
+PART_BYTES = 64  # room for one participant without its id: 41 bytes at most pass the checks, 6 more the id's tag and length
 RSM_TAG = 0x72  # the frame's field 14 (rsm), length-delimited
 MOTOR, V2X = int(m.ParticipantType.MOTOR), int(m.SourceType.V2X)
 
@@ -51,7 +56,7 @@ def row(ptc_id: int, position: m.GeoPoint, speed_mps: float, heading_deg: float,
 # [s] from the timestamp, `v2x.core.signal.spat`'s), and the state after it, which starts at the likely end
 GROUP, STATE, MIN_END, MAX_END, LIKELY_END, NEXT_STATE = range(6)
 SPAT_TAG = 0x62  # the frame's field 12 (spat), length-delimited
-GROUP_BYTES = 48  # room for one group's MovementState: 41 bytes at most pass the checks
+GROUP_BYTES = 56  # room for one group's MovementState and its tag and length: 47 bytes at most pass the checks
 
 
 def spat_head(ref: m.IntersectionRef, name: str) -> bytes:
@@ -84,12 +89,13 @@ def spat_body(head: bytes, revision: int, status: int, timestamp_ms: int, plan_i
     from now (start 0) until its min, max and likely end, with `confidence`; then the next, from the likely end (no
     ends, no confidence). As the codec writes `intersection_state`'s objects; None when a value is one the codec
     would not take (not finite, or out of range)."""
-    if not (0 <= revision <= 127 and 0 <= plan_id <= 65535 and 0 <= timestamp_ms < 2**63 and 0 <= confidence <= 15):
-        return None
+    fixed = (revision, status, timestamp_ms, plan_id, confidence)
+    if not (all(type(v) is int for v in fixed) and 0 <= revision <= 127 and 0 <= status < 2**32
+            and 0 <= timestamp_ms < 2**63 and 0 <= plan_id <= 65535 and 0 <= confidence <= 15):
+        return None  # (the codec rounds a float, or refuses it: the object way)
     q = np.array(rows, dtype=np.float64).reshape(len(rows), 6)
     buf = np.empty(len(head) + 40 + len(rows) * GROUP_BYTES, dtype=np.uint8)
-    fixed = np.array([revision, status, timestamp_ms, plan_id, confidence], dtype=np.int64)
-    end = _write_spat(q, fixed, np.frombuffer(bytearray(head), dtype=np.uint8), buf)
+    end = _write_spat(q, np.array(fixed, dtype=np.int64), np.frombuffer(bytearray(head), dtype=np.uint8), buf)
     return None if end < 0 else buf[:end].tobytes()
 
 

@@ -49,7 +49,7 @@ class Impairment:
         self._sigma = math.log(c.p99_ms / c.latency_ms) / Z99 if c.p99_ms and c.latency_ms > 0 else 0.0
 
     def _uniforms(self, receiver: str, payload: bytes) -> tuple[float, float, float]:
-        """Three uniforms in (0, 1): the hash's three 8-byte words, little-endian, each (k + 0.5) / 2^64."""
+        """Three uniforms in (0, 1]: the hash's three 8-byte words, little-endian, each (k + 0.5) / 2^64 (rounded to a float)."""
         frame = unsigned(payload) if self.signed else payload
         a, b, c = _WORDS.unpack(hashlib.blake2b(f"{self.seed}|{receiver}|".encode() + frame, digest_size=24).digest())
         return (a + 0.5) / _TWO64, (b + 0.5) / _TWO64, (c + 0.5) / _TWO64
