@@ -155,9 +155,8 @@ def ref_field(ref_pos: m.GeoPoint) -> bytes:
     """An Rsm's `ref_pos` field in wire form (its tag and length included), by the codec: an RSU's is the same in
     every RSM it sends. Raises `EncodeError` as the codec does for a position out of range."""
     body = codec.relay_body(codec.encode(m.Frame(_HEADER, m.Rsm(ref_pos, ()))))
-    assert body[0] == RSM_TAG, body  # the frame's rsm field
-    assert body[1] == len(body) - 2, body  # a position is a few bytes: its length is one byte
-    return body[2:]  # the rsm field's tag and length off
+    _, at = _tag_length(body, 0, RSM_TAG)
+    return body[at:]  # no participants: nothing after the position
 
 
 _HEADER = m.Header("rsm-wire", m.SenderKind.RSU, 0, 0, 0)  # a frame to cut the body from (the header is not kept)

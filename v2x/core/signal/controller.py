@@ -89,6 +89,9 @@ class GroupTiming(NamedTuple):
 
 
 GREEN_STATES = (LightState.PROTECTED_GREEN, LightState.PERMISSIVE_GREEN)
+# per group served ahead, (min, likely, max) start of the phase that serves it and that phase; and what a group no
+# phase serves gets (`SignalController._ahead`)
+_Ahead = tuple[dict[int, tuple[float, float, float, PhaseTiming]], tuple[float, float, float, PhaseTiming]]
 
 
 class SignalController:
@@ -295,7 +298,6 @@ class SignalController:
         """State of group `g` with its min/max/likely end times [s, absolute sim time]."""
         st = self.state(g)
         p = self.phase
-        t = self.t
         if st in GREEN_STATES and self.interval is Interval.GREEN:
             start = self.interval_start
             lo, likely, hi = self._green_bounds()
@@ -310,28 +312,32 @@ class SignalController:
             if self.plan.mode is Mode.FIXED:
                 lo = hi = likely
             return GroupTiming(st, self.interval_start, lo, hi, likely, LightState.YELLOW)
-        # red: until the next phase that serves g
-        lo, likely, hi = self._time_to_green(g)
-        return GroupTiming(LightState.RED, t, lo, hi, likely, self._green_state(g, self._next_serving(g)))
+        return self._red(g, self._ahead())  # red: until the next phase that serves g
 
     def timings(self) -> list[tuple[int, GroupTiming]]:
         """(g, `timing(g)`) of every group, in order: the same values, with what the red groups share worked out once
         (the current phase's ends, and one walk over the phases to come), for an RSU's SPaT ten times a second."""
         out = []
-        ahead: dict[int, tuple[float, float, float, PhaseTiming]] | None = None
+        ahead: _Ahead | None = None
         for g in sorted(self.groups):
             if self.state(g) is not LightState.RED:
                 out.append((g, self.timing(g)))
                 continue
             if ahead is None:
-                ahead, never = self._ahead()
-            lo, likely, hi, q = ahead.get(g, never)
-            out.append((g, GroupTiming(LightState.RED, self.t, lo, hi, likely, self._green_state(g, q))))
+                ahead = self._ahead()
+            out.append((g, self._red(g, ahead)))
         return out
 
-    def _ahead(self) -> tuple[dict[int, tuple[float, float, float, PhaseTiming]], tuple[float, float, float, PhaseTiming]]:
-        """`_time_to_green` and `_next_serving` of every group at once: per group the (min, likely, max) start of the
-        next phase that serves it, and that phase; and what a group no phase serves gets."""
+    def _red(self, g: int, ahead: _Ahead) -> GroupTiming:
+        """A red group's timing: until the next phase that serves it (`_ahead`), and the green it shows then."""
+        served, never = ahead
+        lo, likely, hi, q = served.get(g, never)
+        return GroupTiming(LightState.RED, self.t, lo, hi, likely, self._green_state(g, q))
+
+    def _ahead(self) -> _Ahead:
+        """One walk over the phases to come, for every group at once: per group the (min, likely, max) start of the
+        next phase that serves it, and that phase; and what a group no phase serves gets (the walk's end, and the
+        current phase)."""
         lo, likely, hi = self._remaining_current()
         n, first = len(self.plan.phases), self._next_index()
         fixed = self.plan.mode is Mode.FIXED
@@ -368,29 +374,6 @@ class SignalController:
         else:
             end = self.interval_start + p.all_red_s
         return end, end, end
-
-    def _next_serving(self, g: int) -> PhaseTiming:
-        n, first = len(self.plan.phases), self._next_index()
-        for j in range(n):
-            q = self.plan.phases[(first + j) % n]
-            if g in q.groups:
-                return q
-        return self.phase
-
-    def _time_to_green(self, g: int) -> tuple[float, float, float]:
-        lo, likely, hi = self._remaining_current()
-        n, first = len(self.plan.phases), self._next_index()
-        fixed = self.plan.mode is Mode.FIXED
-        for j in range(n):
-            q = self.plan.phases[(first + j) % n]
-            if g in q.groups:
-                return lo, likely, hi
-            tail = q.yellow_s + q.all_red_s
-            lo += (q.green_s if fixed else q.min_green_s) + tail
-            likely += q.green_s + tail
-            hi += (q.green_s if fixed else q.max_green_s) + tail
-        return lo, likely, hi
-
 
 class HeadWatch:
     """What a controller's signal heads show, as a driver reads them (`Light`), looked at again only when the
