@@ -102,7 +102,7 @@ class SharedConnection:
             return
         self.holders.pop(topic_filter, None)
         await self.inner.unsubscribe(topic_filter)
-        for topic in [tp for tp in self.retained if not self.tree.match(tp)]:
+        for topic in [tp for tp in self.retained if not any(self.tree.match(tp))]:
             del self.retained[topic]  # no filter holds it: its copy would go stale
 
 

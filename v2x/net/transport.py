@@ -280,23 +280,42 @@ MATCHES_KEPT = 4096  # topics whose matches a FilterTree keeps until its filters
 class FilterTree(Generic[S]):
     """Topic filters and their subscribers, matched by walking a topic's levels once (MQTT + and #; a topic
     starting with $ is not matched by a wildcard at its first level): what a broker does, for the lockstep hub and a
-    shared connection. A topic's matches are kept until a filter is added or a subscriber discarded: the same topics
-    come again and again (a vehicle's BSMs, ten a second, on the topic of its tile), and a walk down a tile's twenty
-    levels costs about 4 us."""
+    shared connection. A topic's matches are kept: the same topics come again and again (a vehicle's BSMs, ten a
+    second, on the topic of its tile), and a walk down a tile's twenty levels costs about 4 us. What is kept is the
+    matching filters' own subscriber sets, which subscribing and unsubscribing change in place, so the kept matches
+    hold until a filter new to the tree adds a node (vehicles come and go on the same filters all the time: their
+    tiles', their junctions')."""
 
     def __init__(self) -> None:
         self._root: _FilterNode[S] = _FilterNode()
         self._matches: Kept[str, list[set[S]]] = Kept(MATCHES_KEPT)
 
     def add(self, topic_filter: str, who: S) -> None:
-        self._matches.clear()
         node = self._root
-        for level in topic_filter.split("/"):
-            node = node.children.setdefault(level, _FilterNode())
+        levels = topic_filter.split("/")
+        grown = False
+        for k, level in enumerate(levels):
+            child = node.children.get(level)
+            if child is None:
+                if not grown:  # (the nodes below a new one are new too)
+                    grown = True
+                    self._forget_matches(levels, k)
+                child = node.children[level] = _FilterNode()
+            node = child
         node.subs.add(who)
 
+    def _forget_matches(self, levels: list[str], k: int) -> None:
+        """A filter adds nodes from its level `k` on: drop the kept matches they may change. Without wildcards, only
+        the topics that are its own levels up to a new node reach one (a walk takes a topic's levels one by one and
+        ends at the node of its last): a vehicle's own filters (its advisories, its priority replies) leave the rest
+        kept. A wildcard may match anything: all are dropped."""
+        if "+" in levels or "#" in levels:
+            self._matches.clear()
+            return
+        for j in range(k + 1, len(levels) + 1):
+            self._matches.pop("/".join(levels[:j]), None)
+
     def discard(self, topic_filter: str, who: S) -> None:
-        self._matches.clear()
         node: _FilterNode[S] | None = self._root
         for level in topic_filter.split("/"):
             node = node.children.get(level) if node is not None else None
@@ -304,8 +323,9 @@ class FilterTree(Generic[S]):
             node.subs.discard(who)
 
     def match(self, topic: str) -> list[set[S]]:
-        """The subscriber sets of every filter that matches `topic` (a subscriber with two matching filters is in two).
-        The list is the tree's own, kept for the next ask: read it, do not change it."""
+        """The subscriber sets of every filter that matches `topic` (a subscriber with two matching filters is in two;
+        a filter whose subscribers have all gone gives an empty set). The list and the sets are the tree's own, kept
+        for the next ask: read them, do not change them."""
         got = self._matches.get(topic)
         return got if got is not None else self._matches.keep(topic, self._walk(topic))
 
@@ -317,11 +337,10 @@ class FilterTree(Generic[S]):
         def walk(node: _FilterNode[S], i: int) -> None:
             wild = not (i == 0 and dollar)
             hash_node = node.children.get("#")
-            if hash_node is not None and wild and hash_node.subs:
+            if hash_node is not None and wild:
                 out.append(hash_node.subs)
             if i == len(levels):
-                if node.subs:
-                    out.append(node.subs)
+                out.append(node.subs)
                 return
             exact = node.children.get(levels[i])
             if exact is not None:
