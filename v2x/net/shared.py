@@ -36,6 +36,8 @@ class SharedConnection:
         self._started: asyncio.Task[None] | None = None
         self.transports = 0  # vehicles' transports made
         self.delivered = 0  # messages handed to vehicles (one per vehicle)
+        # the transports handed something since the fleet last took this set (`track_mail`; None: not tracked)
+        self.mail: set[SharedTransport] | None = None
 
     def transport(self, sid: str) -> SharedTransport:
         """A vehicle's transport over this connection (`sid` names it in logs only: the broker sees one client)."""
@@ -168,6 +170,8 @@ class SharedTransport(_Inbox):
     def _deliver(self, msg: Message) -> None:
         self.stats.received += 1
         self._put(msg)
+        if self.shared.mail is not None:
+            self.shared.mail.add(self)
 
     def receive(self, limit: int = 10_000) -> list[Message]:
         self.shared.pump()

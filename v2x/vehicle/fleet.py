@@ -91,6 +91,7 @@ class Radio:
     tile: str | None = None  # the tile of its latest BSM
     xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
     ready: bool = False
+    order: int = 0  # the how-manieth OBU its fleet made: `Fleet.radios`'s order
 
     @property
     def transport(self) -> Transport:
@@ -219,6 +220,10 @@ class Fleet:
         self.heads: Radio | None = None
         self.shared = shared
         self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
+        # the OBUs' transports are the shared connection's own (real time): it says which of them it handed anything
+        self._mail = shared if shared is not None and transport_factory is None else None
+        if self._mail is not None:
+            self._mail.mail = set()
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
         # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
@@ -298,7 +303,7 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, self._factory(sid)), belief)
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, self._factory(sid)), belief, order=self.obus)
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -429,7 +434,7 @@ class Fleet:
         if self.heads is not None:
             for msg in self.heads.transport.receive():
                 self._see_heads(self.heads, msg)
-        for radio in self.radios.values():
+        for radio in self.radios.values() if self._mail is None else self._with_mail(self._mail):
             if radio.ready:
                 for msg in radio.transport.receive():
                     self._handle(radio, msg)
@@ -439,6 +444,22 @@ class Fleet:
                 self.counters.arrived_after_leaving += 1  # its vehicle left the network meanwhile
             else:
                 self.bad.guard(topic, frame.header.sender_id, self._act, held, topic, frame)
+
+    def _with_mail(self, shared: SharedConnection) -> list[Radio]:
+        """The OBUs the shared connection handed something since last asked, in `radios`'s order; the others have
+        nothing to receive (asking each of some hundreds, ten times a step, cost more than what they received). One
+        not ready yet is asked again next time, as `receive` would find its inbox then."""
+        shared.pump()
+        mail, shared.mail = shared.mail or set(), set()
+        out = []
+        for t in mail:
+            radio = self._by_sid.get(t.sid)
+            if radio is not None and radio.station.transport is t and self.radios.get(radio.vid) is radio:
+                out.append(radio)
+                if not radio.ready:
+                    shared.mail.add(t)
+        out.sort(key=lambda r: r.order)
+        return out
 
     def _distance(self, sid: str, frame: m.Frame) -> float | None:
         """How far a vehicle is from an RSU that sent it something, for the sidelink."""
