@@ -998,6 +998,46 @@ def encode_relayed(header: m.Header, body: bytes) -> bytes:
     return out.SerializeToString() + body
 
 
+def _varint(v: int) -> bytes:
+    """`v` (>= 0) as a protobuf varint."""
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _varint_field(tag: int, v: int) -> bytes:
+    """A varint field, left out when 0 (as proto3 serialises)."""
+    return b"" if v == 0 else bytes((tag,)) + _varint(v)
+
+
+def station_fields(sender_id: str, kind: m.SenderKind) -> bytes:
+    """A header's first fields, which a station's every header repeats (its id and kind), in wire form: for
+    `relayed_frame`."""
+    if not sender_id:
+        raise EncodeError("header.sender_id: empty")
+    sid = sender_id.encode()
+    return b"\x0a" + _varint(len(sid)) + sid + _varint_field(0x10, kind.value)
+
+
+def time_fields(gen_time_us: int, sim_time_ms: int) -> bytes:
+    """A header's last fields, its times, in wire form: for `relayed_frame`, worked out once for the messages of one
+    instant (a fleet's slice of BSMs)."""
+    return _varint_field(0x20, gen_time_us) + _varint_field(0x28, sim_time_ms)
+
+
+def relayed_frame(station: bytes, seq: int, times: bytes, body: bytes) -> bytes:
+    """`encode_relayed` of a header and a body, byte for byte, from the header in parts already in wire form: the
+    station's fields (`station_fields`) and the times (`time_fields`); only the sequence number is written here. For
+    many messages of one instant: about a microsecond each, where a header object and protobuf's take three."""
+    seq %= 2**32
+    head = station + (b"" if seq == 0 else bytes((0x18, seq)) if seq < 0x80 else b"\x18" + _varint(seq)) + times
+    n = len(head)
+    return (bytes((0x0A, n)) if n < 0x80 else b"\x0a" + _varint(n)) + head + body
+
+
 def relay_body(data: bytes) -> bytes:
     """The body of a frame that `decode` accepted, in wire form (its field's tag and length included), for a relay to
     send on under its own header (`encode_relayed`): without the sender's header and signature, and without fields

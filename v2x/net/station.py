@@ -76,6 +76,7 @@ class Station:
         self.sent: Counter[str] = Counter() if sent is None else sent  # by message type; may be shared by a tier's stations
         self.signer: Signer | None = None  # signed messages (v2x.net.signing): its pseudonym certificate and key
         self._seq: dict[tuple[m.MessageType, str], int] = defaultdict(int)
+        self._fields: bytes | None = None  # its headers' first fields in wire form (`relay_at`), once asked for
 
     def publish(
         self, topic: str, body: m.Body, *, qos: int = 0, retain: bool = False, expiry_s: int | None = None,
@@ -115,6 +116,22 @@ class Station:
             raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
         data = codec.encode_relayed(self._header(mtype, sim_s, topic), wire)
         if not self.transport.publish(topic, data if self.signer is None else self.signer.sign(data), qos=qos, expiry_s=expiry_s):
+            return False
+        self.sent[mtype.value] += 1
+        return True
+
+    def relay_at(self, times: bytes, topic: str, mtype: m.MessageType, wire: bytes, *, expiry_s: int | None = None) -> bool:
+        """`relay` (QoS 0) at an instant given as a header's times in wire form (`codec.time_fields`), worked out once
+        for the many messages of one instant (a fleet's slice of BSMs): the same bytes as `relay` at that instant."""
+        if self.transport is None:
+            raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
+        if self._fields is None:
+            self._fields = codec.station_fields(self.sender_id, self.kind)
+        key = (mtype, topic)
+        seq = self._seq[key]
+        self._seq[key] = (seq + 1) % 2**32
+        data = codec.relayed_frame(self._fields, seq, times, wire)
+        if not self.transport.publish(topic, data if self.signer is None else self.signer.sign(data), qos=0, expiry_s=expiry_s):
             return False
         self.sent[mtype.value] += 1
         return True

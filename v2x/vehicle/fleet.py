@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from v2x.core import codec
 from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.core.kept import Kept
@@ -92,6 +93,7 @@ class Radio:
     xy: tuple[float, float] | None = None  # [m] where its latest BSM said it was
     ready: bool = False
     order: int = 0  # the how-manieth OBU its fleet made: `Fleet.radios`'s order
+    bsm_topic: str | None = None  # where its BSMs go, in its tile
 
     @property
     def transport(self) -> Transport:
@@ -694,16 +696,20 @@ class Fleet:
                 radio.station.publish(topic, bsm, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t)
 
     def publish(self, bsms: list[DueBsm]) -> None:
+        times: bytes | None = None  # a slice's BSMs are of one instant: their header's times, in wire form
         for vid, lat, lon, bsm in bsms:
             radio = self.radios.get(vid)
             if radio is None or not radio.ready:
                 self.counters.bsm_not_connected += 1
                 continue
-            radio.tile = quadkey(lat, lon)
+            tile = quadkey(lat, lon)
+            if tile != radio.tile or radio.bsm_topic is None:
+                radio.tile, radio.bsm_topic = tile, self.topics.bsm(tile, radio.station.sender_id)
             radio.xy = self.net.frame.to_local(lat, lon)
             if isinstance(bsm, bytes):  # its body already in wire form: behind its own header, nothing else to say
-                sid = radio.station.sender_id
-                if not radio.station.relay(self.topics.bsm(radio.tile, sid), m.MessageType.BSM, bsm, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t):
+                if times is None:
+                    times = codec.time_fields(self.clock.utc_us(), max(round(self.traffic.t * 1000), 0))
+                if not radio.station.relay_at(times, radio.bsm_topic, m.MessageType.BSM, bsm, expiry_s=BSM_EXPIRY_S):
                     self.counters.bsm_not_sent += 1
                 continue
             said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
