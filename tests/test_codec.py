@@ -703,3 +703,8 @@ def test_header_parts_in_wire_form_at_the_varint_edges() -> None:
                     assert got == codec.encode_relayed(h, b"\x52\x00"), (sid[:9], kind, seq, gen, sim)
     with pytest.raises(codec.EncodeError):
         codec.station_fields("", m.SenderKind.VEHICLE)
+    for gen, sim in ((2**64, 0), (0, 2**64 + 7), (-1, 0)):  # protobuf refuses these too: nothing is written
+        with pytest.raises(codec.EncodeError):
+            codec.time_fields(gen, sim)
+        with pytest.raises(ValueError, match="out of range"):
+            codec.encode_relayed(m.Header("v", m.SenderKind.VEHICLE, 0, gen, sim), b"")

@@ -1024,7 +1024,10 @@ def station_fields(sender_id: str, kind: m.SenderKind) -> bytes:
 
 def time_fields(gen_time_us: int, sim_time_ms: int) -> bytes:
     """A header's last fields, its times, in wire form: for `relayed_frame`, worked out once for the messages of one
-    instant (a fleet's slice of BSMs)."""
+    instant (a fleet's slice of BSMs). Raises EncodeError for a time a uint64 cannot hold, where protobuf raises."""
+    for name, v in (("gen_time_us", gen_time_us), ("sim_time_ms", sim_time_ms)):
+        if not 0 <= v < 2**64:
+            raise EncodeError(f"header.{name}: {v} is outside 0..2**64-1")
     return _varint_field(0x20, gen_time_us) + _varint_field(0x28, sim_time_ms)
 
 

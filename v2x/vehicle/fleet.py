@@ -286,7 +286,8 @@ class Fleet:
         radio.ready = True
 
     async def _close(self, radio: Radio) -> None:
-        self._by_sid.pop(radio.station.sender_id, None)
+        if self._by_sid.get(radio.station.sender_id) is radio:  # (not a radio made since for the same vehicle)
+            del self._by_sid[radio.station.sender_id]
         self.neighbours.forget(radio.station.sender_id)
         self.reception.measure.forget(radio.station.sender_id)
         self.counters.dropped_out += radio.transport.stats.dropped_out
