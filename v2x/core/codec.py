@@ -1034,7 +1034,8 @@ def time_fields(gen_time_us: int, sim_time_ms: int) -> bytes:
 def relayed_frame(station: bytes, seq: int, times: bytes, body: bytes) -> bytes:
     """`encode_relayed` of a header and a body, byte for byte, from the header in parts already in wire form: the
     station's fields (`station_fields`) and the times (`time_fields`); only the sequence number is written here. For
-    many messages of one instant: about a microsecond each, where a header object and protobuf's take three."""
+    many messages of one instant: `Station.relay_at` takes 1.4 us a message with it, `Station.relay` 3.0 (a header
+    object, a clock read and protobuf's serialisation each time; the transport's publish not counted)."""
     seq %= 2**32
     head = station + (b"" if seq == 0 else bytes((0x18, seq)) if seq < 0x80 else b"\x18" + _varint(seq)) + times
     n = len(head)

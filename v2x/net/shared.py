@@ -36,7 +36,8 @@ class SharedConnection:
         self._started: asyncio.Task[None] | None = None
         self.transports = 0  # vehicles' transports made
         self.delivered = 0  # messages handed to vehicles (one per vehicle)
-        # the transports handed something since the fleet last took this set (`track_mail`; None: not tracked)
+        # the transports handed something since the fleet last took this set (None: not tracked; the fleet sets it
+        # when it reads its OBUs this way, v2x.vehicle.fleet)
         self.mail: set[SharedTransport] | None = None
 
     def transport(self, sid: str) -> SharedTransport:
