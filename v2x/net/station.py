@@ -112,34 +112,33 @@ class Station:
         """Publish a body of type `mtype` as `publish` does, its wire form given (`codec.relay_body` of the frame it
         came in, or a fleet's BSMs encoded at once): sent under this station's header without encoding it again. The
         same bytes as `publish` when `wire` is the encoding of the body."""
+        return self._send(topic, mtype, codec.encode_relayed(self._header(mtype, sim_s, topic), wire), qos, expiry_s)
+
+    def relay_at(self, times: bytes, topic: str, mtype: m.MessageType, wire: bytes, *, expiry_s: int | None = None) -> bool:
+        """`relay` (QoS 0) at an instant given as a header's times in wire form (`codec.time_fields`), worked out once
+        for the many messages of one instant (a fleet's slice of BSMs): the same bytes as `relay` at that instant."""
+        if self._fields is None:
+            self._fields = codec.station_fields(self.sender_id, self.kind)
+        return self._send(topic, mtype, codec.relayed_frame(self._fields, self._next_seq(mtype, topic), times, wire), 0, expiry_s)
+
+    def _send(self, topic: str, mtype: m.MessageType, data: bytes, qos: int, expiry_s: int | None) -> bool:
+        """A frame of type `mtype` (signed when signing) on `topic`; counted sent if the transport took it."""
         if self.transport is None:
             raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
-        data = codec.encode_relayed(self._header(mtype, sim_s, topic), wire)
         if not self.transport.publish(topic, data if self.signer is None else self.signer.sign(data), qos=qos, expiry_s=expiry_s):
             return False
         self.sent[mtype.value] += 1
         return True
 
-    def relay_at(self, times: bytes, topic: str, mtype: m.MessageType, wire: bytes, *, expiry_s: int | None = None) -> bool:
-        """`relay` (QoS 0) at an instant given as a header's times in wire form (`codec.time_fields`), worked out once
-        for the many messages of one instant (a fleet's slice of BSMs): the same bytes as `relay` at that instant."""
-        if self.transport is None:
-            raise RuntimeError(f"station {self.sender_id} has no transport to publish on")
-        if self._fields is None:
-            self._fields = codec.station_fields(self.sender_id, self.kind)
-        key = (mtype, topic)
-        seq = self._seq[key]
-        self._seq[key] = (seq + 1) % 2**32
-        data = codec.relayed_frame(self._fields, seq, times, wire)
-        if not self.transport.publish(topic, data if self.signer is None else self.signer.sign(data), qos=0, expiry_s=expiry_s):
-            return False
-        self.sent[mtype.value] += 1
-        return True
-
-    def _header(self, mtype: m.MessageType, sim_s: float | None, stream: str) -> m.Header:
-        """The next header of a stream (one message type on one topic): its sequence number, now."""
+    def _next_seq(self, mtype: m.MessageType, stream: str) -> int:
+        """The next sequence number of a stream (one message type on one topic)."""
         key = (mtype, stream)
         seq = self._seq[key]
         self._seq[key] = (seq + 1) % 2**32
+        return seq
+
+    def _header(self, mtype: m.MessageType, sim_s: float | None, stream: str) -> m.Header:
+        """The next header of a stream (one message type on one topic): its sequence number, now."""
+        seq = self._next_seq(mtype, stream)
         sim = self.clock.sim_s() if sim_s is None else sim_s
         return m.Header(self.sender_id, self.kind, seq, self.clock.utc_us(), max(round(sim * 1000), 0))

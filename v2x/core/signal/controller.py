@@ -375,6 +375,7 @@ class SignalController:
             end = self.interval_start + p.all_red_s
         return end, end, end
 
+
 class HeadWatch:
     """What a controller's signal heads show, as a driver reads them (`Light`), looked at again only when the
     controller's state changed: the offline runner's truth for every vehicle, and each RSU's log of its heads."""
