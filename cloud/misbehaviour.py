@@ -28,6 +28,11 @@ two fixes' combined sigma; overlap asks the two positions to be within OVERLAP_M
 sigmas more, so with standard receivers (metres) it does not judge at all, with RTK (centimetres) as before.
 twin needs no allowance: independent errors only make honest pairs look less alike.
 
+The checks run compiled (`_check_kernel`), BSM by BSM in the order heard, each sender's state a row of columns;
+a BSM's neighbours are visited in a fixed order (the latest filed in a grid square first), so that a crowd's
+verdicts do not depend on the process (they did while they were Python sets of sender ids, whose order follows
+string hashing).
+
 A sender is flagged as misbehaving once its strikes reach FLAG_STRIKES (a sudden appearance or
 disappearance counts FLAG_STRIKES at once: no honest vehicle does either). Thresholds start
 from F2MD's defaults, set for this simulator's urban roads (speeds to 40 m/s, braking to 9 m/s2).
@@ -37,14 +42,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from v2x.core.jit import BoolArray, FloatArray, IntArray, kernel
+from v2x.core.jit import BoolArray, FloatArray, FloatMatrix, IntArray, IntMatrix, helper, kernel
 from v2x.core.jsonview import JsonRecord
 from v2x.core.network import LinkKind, Network
 
@@ -80,25 +83,25 @@ _TAU = 2 * math.pi
 _MAX_TURN_RAD = math.radians(MAX_TURN_DEG)
 
 
-@dataclass
-class Track:
-    t: float
-    x: float
-    y: float
-    speed: float
-    heading: float
-    first_s: float
-    n: int = 1
-    strikes: Counter[str] = field(default_factory=Counter)
-    overlapped: set[str] = field(default_factory=set)
-    flagged_s: float | None = None
-    cell: tuple[int, int] = (0, 0)  # its square of the grid the neighbour checks look in
-    acc: float = 0.0  # [m] its latest stated accuracy (one sigma), capped at ACCURACY_CAP_M
-
-
-def _credible(tr: Track) -> bool:
-    """Heard for a second or more with no strike: its word counts against another's."""
-    return tr.n >= CREDIBLE_BSMS and not tr.strikes
+# The checks, in the order a BSM's own strikes are counted (a sender's strikes are reported in the order each check
+# first struck it); overlap and twin strike as a pair is judged, sudden_disappearance when the sweep finds it gone.
+CHECKS = ("sudden_appearance", "frequency", "position_speed", "acceleration", "heading_change", "speed", "off_road",
+          "heading", "overlap", "twin", "sudden_disappearance")
+(SUDDEN_APPEARANCE, FREQUENCY, POSITION_SPEED, ACCELERATION, HEADING_CHANGE, SPEED, OFF_ROAD, HEADING, OVERLAP, TWIN,
+ SUDDEN_DISAPPEARANCE) = range(len(CHECKS))
+# Each sender heard lately has a slot: a row of these columns. Floats: its latest BSM's generation time [s], position
+# [m], speed [m/s] and heading [rad]; its latest stated accuracy [m], capped at ACCURACY_CAP_M; when it was flagged [s]
+# (NaN: not flagged).
+T, X, Y, V, HEAD, ACC, FLAGGED = range(7)
+# Integers: BSMs checked; its grid square (the neighbour checks look in the 9 around it) and whether it is filed
+# there, with the next and previous sender of that square; the senders it overlapped (the first two, by their
+# permanent numbers, and how many, up to 3); its permanent number (one per sender id, never reused: the overlap and
+# twin checks know a sender that comes back); its strikes in all.
+N, CX, CY, FILED, NEXT, PREV, OV1, OV2, OVN, PID, TOTAL = range(11)
+# the kernel's counters (`_meta`): grid squares in use, lockstep pairs held, strikes counted (their order)
+SQUARES, PAIRS, STRUCK = range(3)
+_EMPTY = -(2**63)  # a free place of the grid's hash table
+_CELL_MAX = 2**30  # grid squares are clipped to this: two points within TWIN_M stay in neighbouring squares
 
 
 @dataclass
@@ -159,19 +162,41 @@ class Misbehaviour:
         self._on_road(none, none, none, none, none)  # the compiled check loaded now (numba's disk cache), not mid-run
         targets = {lk.target for lk in net.links if lk.kind == LinkKind.CONN}
         entries = [lk.points[0] for lk in net.links if lk.kind == LinkKind.IN and lk.id not in targets]
-        self._entries = np.array(entries)
-        self.tracks: dict[str, Track] = {}
+        self._entry_x = np.array([p[0] for p in entries], dtype=np.float64)
+        self._entry_y = np.array([p[1] for p in entries], dtype=np.float64)
+        self.tracks: dict[str, int] = {}  # sender heard lately -> its slot (a row of the columns below)
+        self._rows = 0  # slots given so far
+        self._free: list[int] = []  # slots of senders gone, to give again
+        self._pids: dict[str, int] = {}  # sender id -> its permanent number (one per sender ever heard)
         # senders that stopped sending: BSMs checked, and when and why it was flagged (None: not flagged); kept for the
         # summary, without the track (a departed vehicle's check state is not kept: memory grows with the senders
         # heard lately, and with only this pair per sender ever heard)
         self.gone: dict[str, tuple[int, dict[str, Any] | None]] = {}
-        self._twins: dict[tuple[str, str], tuple[float, float]] = {}  # pair moving in lockstep -> (since, distance)
-        self._cells: dict[tuple[int, int], set[str]] = {}  # grid square -> senders whose latest position is in it
-        self.latest_t = 0.0
+        # each slot's state as columns (T.. and N..: see above), its strikes by check, and the order each check first
+        # struck it (-1: not yet); grown as more senders are heard at once
+        self._f = np.zeros((64, FLAGGED + 1), dtype=np.float64)
+        self._i = np.zeros((64, TOTAL + 1), dtype=np.int64)
+        self._strikes = np.zeros((64, len(CHECKS)), dtype=np.int64)
+        self._order = np.full((64, len(CHECKS)), -1, dtype=np.int64)
+        # the grid squares that hold senders: a hash table of squares (open addressing) and the first sender filed in
+        # each (the others follow by NEXT)
+        self._grid_keys = np.full(1024, _EMPTY, dtype=np.int64)
+        self._grid_heads = np.full(1024, -1, dtype=np.int64)
+        # pairs moving in lockstep: (lower, higher permanent number) and (since [s], distance [m])
+        self._pair_ids = np.zeros((64, 2), dtype=np.int64)
+        self._pair_vals = np.zeros((64, 2), dtype=np.float64)
+        self._meta = np.zeros(3, dtype=np.int64)
+        self._latest = np.zeros(1, dtype=np.float64)  # the latest generation time heard [s]
         self._next_sweep_s = -math.inf
         # BSMs heard and not yet checked (`check`): senders, and (t, x, y, speed, heading, accuracy) of each
         self._senders: list[str] = []
         self._pending: list[tuple[float, float, float, float, float, float]] = []
+        self._check_batch([], np.zeros((0, 6)), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))  # loaded now, not mid-run
+
+    @property
+    def latest_t(self) -> float:
+        """The latest generation time heard [s]."""
+        return float(self._latest[0])
 
     def _on_road(self, x: np.ndarray, y: np.ndarray, speed: np.ndarray, h: np.ndarray,
                  margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,110 +236,50 @@ class Misbehaviour:
             off, wrong_way = self._on_road(x, y, speed, np.radians(heading_deg), margin)
         else:  # no lanes (a SUMO network): motion alone
             off = wrong_way = np.zeros(len(senders), dtype=bool)
-        for (t, px, py, v, heading, acc), sender, o, w in zip(pending.tolist(), senders, off.tolist(), wrong_way.tolist(), strict=True):
-            self._check(sender, t, px, py, v, heading, acc, o, w)
+        self._check_batch(senders, pending, off, wrong_way)
 
-    def _check(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float,
-               off_road: bool, wrong_way: bool) -> None:
-        """One BSM's checks against its sender's history and its neighbours; `off_road`, `wrong_way`: `_on_road`'s."""
-        if t > self.latest_t:
-            self.latest_t = t
-        h = math.radians(heading_deg)
-        acc = accuracy_m if accuracy_m < ACCURACY_CAP_M else ACCURACY_CAP_M
-        tr = self.tracks.get(sender)
-        strikes: dict[str, int] = {}  # this BSM's strikes by check, each check at most once
-        if tr is None:
-            tr = self.tracks[sender] = Track(t, x, y, speed, h, t, acc=acc)
-            if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M + OFF_ROAD_SIGMAS * acc:
-                strikes["sudden_appearance"] = FLAG_STRIKES
-        else:
-            dt = t - tr.t
-            if 0 < dt < MIN_INTERVAL_S:
-                strikes["frequency"] = 1
-            if 0 < dt <= MAX_DT_S:
-                d = math.hypot(x - tr.x, y - tr.y)
-                allowance = MOVE_SIGMAS * math.hypot(tr.acc, acc)  # both fixes' errors, at worst independent
-                if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d + allowance:
-                    strikes["position_speed"] = 1
-                if abs(speed - tr.speed) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
-                    strikes["acceleration"] = FLAG_STRIKES
-                turn = abs((h - tr.heading + math.pi) % _TAU - math.pi)
-                if dt <= 0.5 and speed > 2.0 and turn > _MAX_TURN_RAD:
-                    strikes["heading_change"] = 1
-            tr.t, tr.x, tr.y, tr.speed, tr.heading, tr.acc = t, x, y, speed, h, acc
-            tr.n += 1
-        if speed > MAX_SPEED_MPS:
-            strikes["speed"] = 1
-        if off_road:
-            strikes["off_road"] = 1
-        elif wrong_way:
-            strikes["heading"] = 1
-        self._move(sender, tr)
-        cx, cy = tr.cell
-        cells, tracks = self._cells, self.tracks
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                square = cells.get((cx + dx, cy + dy))
-                if not square:
-                    continue
-                for other in square:
-                    o = tracks[other]
-                    if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
-                        continue  # compare with others heard at the same moment and not already known to lie
-                    d = math.hypot(o.x - x, o.y - y)
-                    if d >= TWIN_M:  # too far for either check (OVERLAP_M < TWIN_M)
-                        continue
-                    if d < OVERLAP_M and d + OVERLAP_SIGMAS * math.hypot(acc, o.acc) < OVERLAP_M:  # surely within OVERLAP_M, errors allowed for
-                        self._overlap(tr, sender, o, other, t)
-                    if abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
-                        lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
-                        if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
-                            self._twin(tr, sender, o, other, d, t)
-                        else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
-                            self._twins.pop((sender, other) if sender < other else (other, sender), None)
-        if strikes:
-            self._strike(tr, strikes, t)
-
-    def _move(self, sender: str, tr: Track) -> None:
-        """File a sender under the grid square of its latest position (squares of GRID_M: the checks need neighbours
-        within TWIN_M only, so a BSM looks at 9 squares, not at every vehicle)."""
-        cell = (math.floor(tr.x / GRID_M), math.floor(tr.y / GRID_M))
-        if cell != tr.cell or sender not in self._cells.get(cell, ()):
-            self._cells.get(tr.cell, set()).discard(sender)
-            self._cells.setdefault(cell, set()).add(sender)
-            tr.cell = cell
-
-    def _overlap(self, tr: Track, sender: str, o: Track, other: str, t: float) -> None:
-        """Two bodies in one place. A standing vehicle that a moving one drives through is not there; else
-        whoever overlaps OVERLAP_DISTINCT others is."""
-        for a, b in ((tr, o), (o, tr)):
-            if a.speed < STANDING_MPS and b.speed > MOVING_MPS and _credible(b):
-                a.strikes["overlap"] += FLAG_STRIKES
-                self._flag(a, t)
+    def _check_batch(self, senders: list[str], pending: np.ndarray, off: np.ndarray, wrong_way: np.ndarray) -> None:
+        """Each BSM's checks against its sender's history and its neighbours (`_check_kernel`), in order; `off`,
+        `wrong_way`: `_on_road`'s."""
+        n = len(senders)
+        slot, pid, new = np.empty(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        for k, sender in enumerate(senders):
+            s = self.tracks.get(sender)
+            if s is None:  # a new track (its first BSM, or its first since it was let go)
+                s = self.tracks[sender] = self._slot()
+                pid[k] = self._pids.setdefault(sender, len(self._pids))
+                new[k] = 1
+            slot[k] = s
+        t, x, y, speed, heading_deg, accuracy_m = (np.ascontiguousarray(c) for c in pending.T)
+        start = 0
+        while True:  # the kernel stops where the grid's table or the pairs' would be too full: grown, then on
+            start = _check_kernel(
+                self._f, self._i, self._strikes, self._order, self._grid_keys, self._grid_heads, self._pair_ids,
+                self._pair_vals, self._meta, self._latest, slot, pid, new, t, x, y, speed, heading_deg, accuracy_m,
+                off, wrong_way, self._entry_x, self._entry_y, int(self.roads), len(self.tracks), start,
+            )
+            if start >= n:
                 return
-        for a, partner, name in ((tr, o, other), (o, tr, sender)):
-            if not _credible(partner):
-                continue  # a newcomer, or one with strikes, does not count against another
-            a.overlapped.add(name)
-            if len(a.overlapped) == OVERLAP_DISTINCT:
-                a.strikes["overlap"] += FLAG_STRIKES
-                self._flag(a, t)
+            if (self._meta[SQUARES] + 1) * 2 > len(self._grid_keys):
+                size = 2 * len(self._grid_keys)
+                keys, heads = np.full(size, _EMPTY, dtype=np.int64), np.full(size, -1, dtype=np.int64)
+                _regrid(self._grid_keys, self._grid_heads, keys, heads)
+                self._grid_keys, self._grid_heads = keys, heads
+            if self._meta[PAIRS] + len(self.tracks) > len(self._pair_ids):
+                size = 2 * (len(self._pair_ids) + len(self.tracks))
+                self._pair_ids = _grown(self._pair_ids, size, 0)
+                self._pair_vals = _grown(self._pair_vals, size, 0.0)
 
-    def _twin(self, tr: Track, sender: str, o: Track, other: str, d: float, t: float) -> None:
-        """Two senders closer than any honest follower at speed, moving in lockstep (one OBU, two identities)."""
-        key = (sender, other) if sender < other else (other, sender)
-        turn = abs((tr.heading - o.heading + math.pi) % (2 * math.pi) - math.pi)
-        held = self._twins.get(key)
-        if tr.speed > TWIN_SPEED_MPS and abs(tr.speed - o.speed) < 0.05 and turn < math.radians(1.0) and (held is None or abs(held[1] - d) < 0.2):
-            since = t if held is None else held[0]
-            self._twins[key] = (since, d)
-            if t - since >= TWIN_S:
-                for a in (tr, o):
-                    if not a.strikes["twin"]:
-                        a.strikes["twin"] += FLAG_STRIKES
-                        self._flag(a, t)
-        else:
-            self._twins.pop(key, None)
+    def _slot(self) -> int:
+        """A slot for a new track: one a departed sender left, or a new row."""
+        if self._free:
+            return self._free.pop()
+        s, self._rows = self._rows, self._rows + 1
+        if s == len(self._f):
+            size = 2 * s
+            self._f, self._i = _grown(self._f, size, 0.0), _grown(self._i, size, 0)
+            self._strikes, self._order = _grown(self._strikes, size, 0), _grown(self._order, size, -1)
+        return s
 
     def sweep(self, now: float) -> None:
         """Senders that stopped sending while others still send: gone where no vehicle leaves the road?
@@ -324,28 +289,48 @@ class Misbehaviour:
             return
         self.check()
         self._next_sweep_s = now + SWEEP_EVERY_S
-        for sender, tr in list(self.tracks.items()):
-            if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
-                del self.tracks[sender]
-                self._cells[tr.cell].discard(sender)
-                if tr.speed < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
-                    self._strike(tr, Counter(sudden_disappearance=FLAG_STRIKES), tr.t)
-                self.gone[sender] = (tr.n, _flag_of(tr))
-                for pair in [k for k in self._twins if sender in k]:
-                    del self._twins[pair]
+        latest = self.latest_t
+        if not now - latest < GONE_S:
+            return
+        names = list(self.tracks)
+        slots = np.fromiter(self.tracks.values(), dtype=np.int64, count=len(names))
+        for k in np.flatnonzero(self._f[slots, T] < latest - GONE_S).tolist():
+            sender, s = names[k], int(slots[k])
+            del self.tracks[sender]
+            _leave(self._i, self._grid_keys, self._grid_heads, s)
+            if self._f[s, V] < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
+                self._strike(s, SUDDEN_DISAPPEARANCE, FLAG_STRIKES, float(self._f[s, T]))
+            self.gone[sender] = (int(self._i[s, N]), self._flag_of(s))
+            pairs = self._pair_ids[: self._meta[PAIRS]]
+            kept = (pairs != self._i[s, PID]).all(axis=1)
+            k = int(kept.sum())
+            self._pair_vals[:k] = self._pair_vals[: len(pairs)][kept]
+            self._pair_ids[:k] = pairs[kept]
+            self._meta[PAIRS] = k
+            self._free.append(s)
 
-    def _strike(self, tr: Track, strikes: Mapping[str, int], t: float) -> None:
-        if strikes:
-            tr.strikes.update(strikes)
-            self._flag(tr, t)
+    def _strike(self, s: int, check: int, n: int, t: float) -> None:
+        """`n` strikes of one check for slot `s`, flagged at `t` if they make FLAG_STRIKES (`_struck`, in Python)."""
+        if self._strikes[s, check] == 0:
+            self._order[s, check] = self._meta[STRUCK]
+            self._meta[STRUCK] += 1
+        self._strikes[s, check] += n
+        self._i[s, TOTAL] += n
+        if math.isnan(self._f[s, FLAGGED]) and self._i[s, TOTAL] >= FLAG_STRIKES:
+            self._f[s, FLAGGED] = t
 
-    def _flag(self, tr: Track, t: float) -> None:
-        if tr.flagged_s is None and sum(tr.strikes.values()) >= FLAG_STRIKES:
-            tr.flagged_s = t
+    def _flag_of(self, s: int) -> dict[str, Any] | None:
+        """When slot `s`'s sender was flagged and its strikes by check, in the order each first struck (None: not
+        flagged), for the summary."""
+        at = float(self._f[s, FLAGGED])
+        if math.isnan(at):
+            return None
+        struck = sorted((int(self._order[s, k]), CHECKS[k], int(self._strikes[s, k])) for k in range(len(CHECKS)) if self._strikes[s, k])
+        return {"at_s": round(at, 2), "strikes": {name: n for _, name, n in struck}}
 
     def summary(self) -> MisbehaviourSummary:
         self.check()
-        every = {**self.gone, **{s: (tr.n, _flag_of(tr)) for s, tr in self.tracks.items()}}
+        every = {**self.gone, **{sender: (int(self._i[s, N]), self._flag_of(s)) for sender, s in self.tracks.items()}}
         return MisbehaviourSummary(
             {s: n for s, (n, _) in sorted(every.items())},
             {s: flag for s, (_, flag) in sorted(every.items()) if flag is not None},
@@ -387,6 +372,233 @@ def _on_road_kernel(
     return off, wrong_way
 
 
-def _flag_of(tr: Track) -> dict[str, Any] | None:
-    """When a sender was flagged and its strikes by check, for the summary (None: not flagged)."""
-    return None if tr.flagged_s is None else {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}
+def _grown(a: np.ndarray, rows: int, fill: float) -> np.ndarray:
+    """`a` with `rows` rows, the new ones `fill`."""
+    out = np.full((rows, *a.shape[1:]), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+@helper
+def _key(cx: int, cy: int) -> int:
+    """Grid square (cx, cy) as one number (each within +-_CELL_MAX)."""
+    return (cx << 32) | (cy & 0xFFFFFFFF)
+
+
+@helper
+def _place(keys: IntArray, key: int) -> int:
+    """Where a grid square (`_key`) is in the hash table `keys`, or the free place it would take (linear probing)."""
+    i = ((key * -7046029254386353131) >> 32) & (len(keys) - 1)  # Fibonacci hashing (the product wraps)
+    while keys[i] != _EMPTY and keys[i] != key:
+        i = (i + 1) & (len(keys) - 1)
+    return i
+
+
+@helper
+def _file(iv: IntMatrix, keys: IntArray, heads: IntArray, meta: IntArray, s: int, cx: int, cy: int) -> None:
+    """File slot `s` under grid square (cx, cy), first of its senders."""
+    key = _key(cx, cy)
+    i = _place(keys, key)
+    if keys[i] == _EMPTY:
+        keys[i] = key
+        heads[i] = -1
+        meta[SQUARES] += 1
+    first = heads[i]
+    iv[s, NEXT], iv[s, PREV] = first, -1
+    if first >= 0:
+        iv[first, PREV] = s
+    heads[i] = s
+    iv[s, CX], iv[s, CY], iv[s, FILED] = cx, cy, 1
+
+
+@helper
+def _unfile(iv: IntMatrix, keys: IntArray, heads: IntArray, s: int) -> None:
+    """Take slot `s` out of its grid square's senders."""
+    before, after = iv[s, PREV], iv[s, NEXT]
+    if before >= 0:
+        iv[before, NEXT] = after
+    else:
+        heads[_place(keys, _key(iv[s, CX], iv[s, CY]))] = after
+    if after >= 0:
+        iv[after, PREV] = before
+    iv[s, FILED] = 0
+
+
+@kernel
+def _leave(iv: IntMatrix, keys: IntArray, heads: IntArray, s: int) -> None:
+    """A sender let go (`Misbehaviour.sweep`): out of the grid."""
+    if iv[s, FILED]:
+        _unfile(iv, keys, heads, s)
+
+
+@kernel
+def _regrid(keys: IntArray, heads: IntArray, new_keys: IntArray, new_heads: IntArray) -> None:
+    """The grid's squares moved to a larger hash table (their senders stay as they are linked)."""
+    for i in range(len(keys)):
+        if keys[i] != _EMPTY:
+            j = _place(new_keys, keys[i])
+            new_keys[j], new_heads[j] = keys[i], heads[i]
+
+
+@helper
+def _struck(f: FloatMatrix, iv: IntMatrix, strikes: IntMatrix, order: IntMatrix, meta: IntArray, s: int, check: int,
+            n: int, t: float) -> None:
+    """`n` strikes of `check` for slot `s` (its order noted the first time that check strikes it), flagged at `t` once
+    its strikes make FLAG_STRIKES."""
+    if strikes[s, check] == 0:
+        order[s, check] = meta[STRUCK]
+        meta[STRUCK] += 1
+    strikes[s, check] += n
+    iv[s, TOTAL] += n
+    if np.isnan(f[s, FLAGGED]) and iv[s, TOTAL] >= FLAG_STRIKES:
+        f[s, FLAGGED] = t
+
+
+@helper
+def _credible(iv: IntMatrix, s: int) -> bool:
+    """Heard for a second or more with no strike: its word counts against another's."""
+    return bool(iv[s, N] >= CREDIBLE_BSMS and iv[s, TOTAL] == 0)
+
+
+@helper
+def _overlap(f: FloatMatrix, iv: IntMatrix, strikes: IntMatrix, order: IntMatrix, meta: IntArray, s: int, o: int,
+             t: float) -> None:
+    """Two bodies in one place. A standing vehicle that a moving one drives through is not there; else whoever
+    overlaps OVERLAP_DISTINCT others is."""
+    for a, b in ((s, o), (o, s)):
+        if f[a, V] < STANDING_MPS and f[b, V] > MOVING_MPS and _credible(iv, b):
+            _struck(f, iv, strikes, order, meta, a, OVERLAP, FLAG_STRIKES, t)
+            return
+    for a, partner in ((s, o), (o, s)):
+        if not _credible(iv, partner):
+            continue  # a newcomer, or one with strikes, does not count against another
+        p = iv[partner, PID]
+        # the distinct senders it overlapped: the first two kept, and how many (3: more than two)
+        if not ((iv[a, OVN] >= 1 and iv[a, OV1] == p) or (iv[a, OVN] >= 2 and iv[a, OV2] == p)):
+            if iv[a, OVN] == 0:
+                iv[a, OV1] = p
+            elif iv[a, OVN] == 1:
+                iv[a, OV2] = p
+            iv[a, OVN] = min(iv[a, OVN] + 1, 3)
+        if iv[a, OVN] == OVERLAP_DISTINCT:
+            _struck(f, iv, strikes, order, meta, a, OVERLAP, FLAG_STRIKES, t)
+
+
+@helper
+def _twin(f: FloatMatrix, iv: IntMatrix, strikes: IntMatrix, order: IntMatrix, meta: IntArray, pair_ids: IntMatrix,
+          pair_vals: FloatMatrix, s: int, o: int, d: float, t: float, in_line: bool) -> None:
+    """Two senders closer than any honest follower at speed, moving in lockstep (one OBU, two identities); `in_line`
+    False: out of line, which breaks the lockstep."""
+    lo, hi = min(iv[s, PID], iv[o, PID]), max(iv[s, PID], iv[o, PID])
+    k = -1
+    for j in range(meta[PAIRS]):
+        if pair_ids[j, 0] == lo and pair_ids[j, 1] == hi:
+            k = j
+            break
+    turn = abs((f[s, HEAD] - f[o, HEAD] + math.pi) % (2 * math.pi) - math.pi)
+    if (in_line and f[s, V] > TWIN_SPEED_MPS and abs(f[s, V] - f[o, V]) < 0.05 and turn < math.radians(1.0)
+            and (k < 0 or abs(pair_vals[k, 1] - d) < 0.2)):
+        since = t if k < 0 else pair_vals[k, 0]
+        if k < 0:
+            k = meta[PAIRS]
+            meta[PAIRS] += 1
+            pair_ids[k, 0], pair_ids[k, 1] = lo, hi
+        pair_vals[k, 0], pair_vals[k, 1] = since, d
+        if t - since >= TWIN_S:
+            for a in (s, o):
+                if strikes[a, TWIN] == 0:
+                    _struck(f, iv, strikes, order, meta, a, TWIN, FLAG_STRIKES, t)
+    elif k >= 0:  # no longer in lockstep: forgotten (the last pair takes its place)
+        last = meta[PAIRS] - 1
+        pair_ids[k, 0], pair_ids[k, 1] = pair_ids[last, 0], pair_ids[last, 1]
+        pair_vals[k, 0], pair_vals[k, 1] = pair_vals[last, 0], pair_vals[last, 1]
+        meta[PAIRS] = last
+
+
+@kernel
+def _check_kernel(
+    f: FloatMatrix, iv: IntMatrix, strikes: IntMatrix, order: IntMatrix, keys: IntArray, heads: IntArray,
+    pair_ids: IntMatrix, pair_vals: FloatMatrix, meta: IntArray, latest: FloatArray,
+    slot: IntArray, pid: IntArray, new: IntArray, t: FloatArray, x: FloatArray, y: FloatArray, speed: FloatArray,
+    heading_deg: FloatArray, accuracy_m: FloatArray, off_road: BoolArray, wrong_way: BoolArray,
+    entry_x: FloatArray, entry_y: FloatArray, roads: int, senders: int, start: int,
+) -> int:
+    """Each BSM's checks from `start` on, in order, against its sender's history (slot `slot[i]`, new when `new[i]`,
+    then numbered `pid[i]`) and its neighbours; `off_road`, `wrong_way`: `_on_road`'s. Returns where it stopped: at
+    the end, or at a BSM for which the grid's hash table or the lockstep pairs might have no room (`senders`: the
+    senders heard lately, the most pairs one BSM can add), to be grown and called again from there."""
+    own = np.zeros(len(CHECKS), dtype=np.int64)  # this BSM's own strikes by check, each check at most once
+    for i in range(start, len(slot)):
+        if (meta[SQUARES] + 1) * 2 > len(keys) or meta[PAIRS] + senders > len(pair_ids):
+            return i
+        ti, xi, yi, v = t[i], x[i], y[i], speed[i]
+        if ti > latest[0]:
+            latest[0] = ti
+        h = heading_deg[i] * (math.pi / 180.0)  # math.radians
+        acc = accuracy_m[i] if accuracy_m[i] < ACCURACY_CAP_M else ACCURACY_CAP_M
+        s = slot[i]
+        own[:] = 0
+        if new[i]:
+            f[s, T], f[s, X], f[s, Y], f[s, V], f[s, HEAD], f[s, ACC], f[s, FLAGGED] = ti, xi, yi, v, h, acc, np.nan
+            iv[s, :] = 0
+            iv[s, N], iv[s, PID] = 1, pid[i]
+            strikes[s, :] = 0
+            order[s, :] = -1
+            if roads:
+                nearest = np.inf
+                for k in range(len(entry_x)):
+                    nearest = min(nearest, math.hypot(entry_x[k] - xi, entry_y[k] - yi))
+                if nearest > APPEAR_M + OFF_ROAD_SIGMAS * acc:
+                    own[SUDDEN_APPEARANCE] = FLAG_STRIKES
+        else:
+            dt = ti - f[s, T]
+            if 0 < dt < MIN_INTERVAL_S:
+                own[FREQUENCY] = 1
+            if 0 < dt <= MAX_DT_S:
+                d = math.hypot(xi - f[s, X], yi - f[s, Y])
+                allowance = MOVE_SIGMAS * math.hypot(f[s, ACC], acc)  # both fixes' errors, at worst independent
+                if abs(d - (f[s, V] + v) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d + allowance:
+                    own[POSITION_SPEED] = 1
+                if abs(v - f[s, V]) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
+                    own[ACCELERATION] = FLAG_STRIKES
+                turn = abs((h - f[s, HEAD] + math.pi) % _TAU - math.pi)
+                if dt <= 0.5 and v > 2.0 and turn > _MAX_TURN_RAD:
+                    own[HEADING_CHANGE] = 1
+            f[s, T], f[s, X], f[s, Y], f[s, V], f[s, HEAD], f[s, ACC] = ti, xi, yi, v, h, acc
+            iv[s, N] += 1
+        if v > MAX_SPEED_MPS:
+            own[SPEED] = 1
+        if off_road[i]:
+            own[OFF_ROAD] = 1
+        elif wrong_way[i]:
+            own[HEADING] = 1
+        # filed under the grid square of its latest position (squares of GRID_M: the checks need neighbours within
+        # TWIN_M only, so a BSM looks at 9 squares, not at every vehicle)
+        cx = min(max(math.floor(xi / GRID_M), -_CELL_MAX), _CELL_MAX)
+        cy = min(max(math.floor(yi / GRID_M), -_CELL_MAX), _CELL_MAX)
+        if not iv[s, FILED] or cx != iv[s, CX] or cy != iv[s, CY]:
+            if iv[s, FILED]:
+                _unfile(iv, keys, heads, s)
+            _file(iv, keys, heads, meta, s, cx, cy)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                j = _place(keys, _key(cx + dx, cy + dy))
+                o = heads[j] if keys[j] != _EMPTY else -1
+                while o >= 0:
+                    # compare with others heard at the same moment and not already known to lie
+                    if o != s and abs(f[o, T] - ti) <= 0.15 and np.isnan(f[o, FLAGGED]):
+                        d = math.hypot(f[o, X] - xi, f[o, Y] - yi)
+                        if d < TWIN_M:  # else too far for either check (OVERLAP_M < TWIN_M)
+                            # surely within OVERLAP_M, errors allowed for
+                            if d < OVERLAP_M and d + OVERLAP_SIGMAS * math.hypot(acc, f[o, ACC]) < OVERLAP_M:
+                                _overlap(f, iv, strikes, order, meta, s, o, ti)
+                            if abs(f[o, T] - ti) < 0.01:  # two identities of one OBU send at the same instant
+                                # one ahead of the other in the same lane, not in the next lane; out of line breaks
+                                # the lockstep: with GNSS error, side by side may look in line now and then
+                                lateral = abs((f[o, X] - xi) * math.cos(h) - (f[o, Y] - yi) * math.sin(h))
+                                _twin(f, iv, strikes, order, meta, pair_ids, pair_vals, s, o, d, ti, lateral < 1.0)
+                    o = iv[o, NEXT]
+        for k in range(len(CHECKS)):
+            if own[k]:
+                _struck(f, iv, strikes, order, meta, s, k, own[k], ti)
+    return len(slot)

@@ -8,6 +8,9 @@ import dataclasses
 import math
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,36 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcap.writer import Writer
 
-from cloud.misbehaviour import ACCURACY_CAP_M, HEADING_TOL_DEG, OFF_ROAD_SIGMAS, ROAD_MARGIN_M, Misbehaviour
+from cloud.misbehaviour import (
+    ACCURACY_CAP_M,
+    APPEAR_M,
+    CREDIBLE_BSMS,
+    FLAG_STRIKES,
+    GONE_S,
+    GRID_M,
+    HEADING_TOL_DEG,
+    MAX_ACCEL_MPS2,
+    MAX_DT_S,
+    MAX_SPEED_MPS,
+    MAX_TURN_DEG,
+    MIN_INTERVAL_S,
+    MOVE_SIGMAS,
+    MOVE_TOL_M,
+    MOVE_TOL_SHARE,
+    MOVING_MPS,
+    OFF_ROAD_SIGMAS,
+    OVERLAP_DISTINCT,
+    OVERLAP_M,
+    OVERLAP_SIGMAS,
+    ROAD_MARGIN_M,
+    STANDING_MPS,
+    SWEEP_EVERY_S,
+    TWIN_M,
+    TWIN_S,
+    TWIN_SPEED_MPS,
+    Misbehaviour,
+    MisbehaviourSummary,
+)
 from tests import strategies as gen
 from v2x.core import codec, scenario
 from v2x.core import messages as m
@@ -28,6 +60,7 @@ from v2x.net.transport import MemoryBroker, MemoryTransport
 from v2x.run.offline import OfflineRun
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.bsm import build_bsms
+from v2x.vehicle.gnss import GnssError
 from v2x.watch.record import RAW_ENCODING, read
 
 EPOCH = 1_767_225_600.0
@@ -265,3 +298,265 @@ def test_a_spat_its_cellular_link_delayed_is_relayed_from_its_bytes(monkeypatch:
     assert svc.reception.outcomes["held"] > 0, (svc.reception.outcomes, svc.bad.counts)
     assert len(relayed) == len(relays) > 20  # every relay from its bytes (a few may be lost, or still on the link)
     assert [f.body for f in relayed] == sent[: len(relayed)]
+
+
+# The per-BSM checks as they were written in Python, before the compiled kernel (cloud.misbehaviour._check_kernel), a
+# sender's state in a `_Track`: the reference the kernel's verdicts are held to.
+_TAU = 2 * math.pi
+_MAX_TURN_RAD = math.radians(MAX_TURN_DEG)
+
+@dataclass
+class _Track:
+    t: float
+    x: float
+    y: float
+    speed: float
+    heading: float
+    first_s: float
+    n: int = 1
+    strikes: Counter[str] = field(default_factory=Counter)
+    overlapped: set[str] = field(default_factory=set)
+    flagged_s: float | None = None
+    cell: tuple[int, int] = (0, 0)  # its square of the grid the neighbour checks look in
+    acc: float = 0.0  # [m] its latest stated accuracy (one sigma), capped at ACCURACY_CAP_M
+
+
+def _credible(tr: _Track) -> bool:
+    """Heard for a second or more with no strike: its word counts against another's."""
+    return tr.n >= CREDIBLE_BSMS and not tr.strikes
+
+
+class _Reference:
+    """`Misbehaviour`'s checks one BSM at a time in Python, on `det`'s road geometry and entries."""
+
+    def __init__(self, det: Misbehaviour) -> None:
+        self.det = det
+        self.roads = det.roads
+        self._entries = np.stack([det._entry_x, det._entry_y], axis=1)
+        self.tracks: dict[str, _Track] = {}
+        self.gone: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        self._twins: dict[tuple[str, str], tuple[float, float]] = {}
+        # grid square -> senders filed there, in the order filed (visited latest first, as the kernel visits them)
+        self._cells: dict[tuple[int, int], dict[str, None]] = {}
+        self.latest_t = 0.0
+        self._next_sweep_s = -math.inf
+
+    def bsm(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float) -> None:
+        off = wrong = np.zeros(1, dtype=bool)
+        if self.roads:
+            margin = ROAD_MARGIN_M + OFF_ROAD_SIGMAS * min(accuracy_m, ACCURACY_CAP_M)
+            off, wrong = self.det._on_road(*(np.array([v]) for v in (x, y, speed, math.radians(heading_deg), margin)))
+        self._check(sender, t, x, y, speed, heading_deg, accuracy_m, bool(off[0]), bool(wrong[0]))
+
+    def _check(self, sender: str, t: float, x: float, y: float, speed: float, heading_deg: float, accuracy_m: float,
+               off_road: bool, wrong_way: bool) -> None:
+        """One BSM's checks against its sender's history and its neighbours; `off_road`, `wrong_way`: `_on_road`'s."""
+        if t > self.latest_t:
+            self.latest_t = t
+        h = math.radians(heading_deg)
+        acc = accuracy_m if accuracy_m < ACCURACY_CAP_M else ACCURACY_CAP_M
+        tr = self.tracks.get(sender)
+        strikes: dict[str, int] = {}  # this BSM's strikes by check, each check at most once
+        if tr is None:
+            tr = self.tracks[sender] = _Track(t, x, y, speed, h, t, acc=acc)
+            if self.roads and float(np.hypot(*(self._entries - (x, y)).T).min()) > APPEAR_M + OFF_ROAD_SIGMAS * acc:
+                strikes["sudden_appearance"] = FLAG_STRIKES
+        else:
+            dt = t - tr.t
+            if 0 < dt < MIN_INTERVAL_S:
+                strikes["frequency"] = 1
+            if 0 < dt <= MAX_DT_S:
+                d = math.hypot(x - tr.x, y - tr.y)
+                allowance = MOVE_SIGMAS * math.hypot(tr.acc, acc)  # both fixes' errors, at worst independent
+                if abs(d - (tr.speed + speed) / 2 * dt) > MOVE_TOL_M + MOVE_TOL_SHARE * d + allowance:
+                    strikes["position_speed"] = 1
+                if abs(speed - tr.speed) / dt > MAX_ACCEL_MPS2:  # beyond what any car can do: one is enough
+                    strikes["acceleration"] = FLAG_STRIKES
+                turn = abs((h - tr.heading + math.pi) % _TAU - math.pi)
+                if dt <= 0.5 and speed > 2.0 and turn > _MAX_TURN_RAD:
+                    strikes["heading_change"] = 1
+            tr.t, tr.x, tr.y, tr.speed, tr.heading, tr.acc = t, x, y, speed, h, acc
+            tr.n += 1
+        if speed > MAX_SPEED_MPS:
+            strikes["speed"] = 1
+        if off_road:
+            strikes["off_road"] = 1
+        elif wrong_way:
+            strikes["heading"] = 1
+        self._move(sender, tr)
+        cx, cy = tr.cell
+        cells, tracks = self._cells, self.tracks
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                square = cells.get((cx + dx, cy + dy))
+                if not square:
+                    continue
+                for other in reversed(square):
+                    o = tracks[other]
+                    if other == sender or abs(o.t - t) > 0.15 or o.flagged_s is not None:
+                        continue  # compare with others heard at the same moment and not already known to lie
+                    d = math.hypot(o.x - x, o.y - y)
+                    if d >= TWIN_M:  # too far for either check (OVERLAP_M < TWIN_M)
+                        continue
+                    if d < OVERLAP_M and d + OVERLAP_SIGMAS * math.hypot(acc, o.acc) < OVERLAP_M:  # surely within OVERLAP_M, errors allowed for
+                        self._overlap(tr, sender, o, other, t)
+                    if abs(o.t - t) < 0.01:  # two identities of one OBU send at the same instant
+                        lateral = abs((o.x - x) * math.cos(h) - (o.y - y) * math.sin(h))
+                        if lateral < 1.0:  # one ahead of the other in the same lane, not in the next lane
+                            self._twin(tr, sender, o, other, d, t)
+                        else:  # out of line breaks the lockstep: with GNSS error, side by side may look in line now and then
+                            self._twins.pop((sender, other) if sender < other else (other, sender), None)
+        if strikes:
+            self._strike(tr, strikes, t)
+
+    def _move(self, sender: str, tr: _Track) -> None:
+        """File a sender under the grid square of its latest position (squares of GRID_M: the checks need neighbours
+        within TWIN_M only, so a BSM looks at 9 squares, not at every vehicle)."""
+        cell = (math.floor(tr.x / GRID_M), math.floor(tr.y / GRID_M))
+        if cell != tr.cell or sender not in self._cells.get(cell, ()):
+            self._cells.get(tr.cell, {}).pop(sender, None)
+            self._cells.setdefault(cell, {})[sender] = None
+            tr.cell = cell
+
+    def _overlap(self, tr: _Track, sender: str, o: _Track, other: str, t: float) -> None:
+        """Two bodies in one place. A standing vehicle that a moving one drives through is not there; else
+        whoever overlaps OVERLAP_DISTINCT others is."""
+        for a, b in ((tr, o), (o, tr)):
+            if a.speed < STANDING_MPS and b.speed > MOVING_MPS and _credible(b):
+                a.strikes["overlap"] += FLAG_STRIKES
+                self._flag(a, t)
+                return
+        for a, partner, name in ((tr, o, other), (o, tr, sender)):
+            if not _credible(partner):
+                continue  # a newcomer, or one with strikes, does not count against another
+            a.overlapped.add(name)
+            if len(a.overlapped) == OVERLAP_DISTINCT:
+                a.strikes["overlap"] += FLAG_STRIKES
+                self._flag(a, t)
+
+    def _twin(self, tr: _Track, sender: str, o: _Track, other: str, d: float, t: float) -> None:
+        """Two senders closer than any honest follower at speed, moving in lockstep (one OBU, two identities)."""
+        key = (sender, other) if sender < other else (other, sender)
+        turn = abs((tr.heading - o.heading + math.pi) % (2 * math.pi) - math.pi)
+        held = self._twins.get(key)
+        if tr.speed > TWIN_SPEED_MPS and abs(tr.speed - o.speed) < 0.05 and turn < math.radians(1.0) and (held is None or abs(held[1] - d) < 0.2):
+            since = t if held is None else held[0]
+            self._twins[key] = (since, d)
+            if t - since >= TWIN_S:
+                for a in (tr, o):
+                    if not a.strikes["twin"]:
+                        a.strikes["twin"] += FLAG_STRIKES
+                        self._flag(a, t)
+        else:
+            self._twins.pop(key, None)
+
+    def sweep(self, now: float) -> None:
+        """Senders that stopped sending while others still send: gone where no vehicle leaves the road?
+
+        Looks at most every SWEEP_EVERY_S (the cloud calls it after every batch of messages)."""
+        if now < self._next_sweep_s:
+            return
+        self._next_sweep_s = now + SWEEP_EVERY_S
+        for sender, tr in list(self.tracks.items()):
+            if tr.t < self.latest_t - GONE_S and now - self.latest_t < GONE_S:
+                del self.tracks[sender]
+                self._cells[tr.cell].pop(sender, None)
+                if tr.speed < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
+                    self._strike(tr, Counter(sudden_disappearance=FLAG_STRIKES), tr.t)
+                self.gone[sender] = (tr.n, _flag_of(tr))
+                for pair in [k for k in self._twins if sender in k]:
+                    del self._twins[pair]
+
+    def _strike(self, tr: _Track, strikes: Mapping[str, int], t: float) -> None:
+        if strikes:
+            tr.strikes.update(strikes)
+            self._flag(tr, t)
+
+    def _flag(self, tr: _Track, t: float) -> None:
+        if tr.flagged_s is None and sum(tr.strikes.values()) >= FLAG_STRIKES:
+            tr.flagged_s = t
+
+    def summary(self) -> MisbehaviourSummary:
+        every = {**self.gone, **{s: (tr.n, _flag_of(tr)) for s, tr in self.tracks.items()}}
+        return MisbehaviourSummary(
+            {s: n for s, (n, _) in sorted(every.items())},
+            {s: flag for s, (_, flag) in sorted(every.items()) if flag is not None},
+        )
+
+
+def _flag_of(tr: _Track) -> dict[str, Any] | None:
+    return None if tr.flagged_s is None else {"at_s": round(tr.flagged_s, 2), "strikes": dict(tr.strikes)}
+
+
+def test_the_compiled_checks_give_the_verdicts_of_the_checks_written_in_python() -> None:
+    """Every attack, standard GNSS receivers on some OBUs and RTK on the others, vehicles entering and leaving: the
+    detector's verdicts (BSMs per sender, who is flagged, when, and each check's strikes in the order they first
+    struck) are those of the per-BSM checks as they were written in Python (`_Reference`)."""
+    base = scenario.load(scenario.resolve("four_way"))
+    kinds = ["constant_position", "constant_offset", "random_position", "random_offset", "eventual_stop", "sybil"]
+    gnss = scenario.Gnss("standard", rtk_share=0.5)
+    sc = dataclasses.replace(base, events=(), attacks=tuple(scenario.Attack(k, 0.1) for k in kinds),  # type: ignore[arg-type]
+                             fleet=dataclasses.replace(base.fleet, gnss=gnss))
+    run = OfflineRun(sc)
+    attacks = Attacks(sc, run.net)
+    receivers = GnssError(gnss, sc.seed, run.net.frame)
+    det = Misbehaviour(run.net)
+    ref = _Reference(det)
+    for _ in range(round(150.0 / sc.step_s)):
+        run.step()
+        t = run.traffic.t
+        for vid, bsm in receivers.apply(build_bsms(run.traffic, run.net.frame), t):
+            for sid, said in attacks.apply(vid, bsm, t):
+                x, y = run.net.frame.to_local(said.position.lat_deg, said.position.lon_deg)
+                acc = 0.0 if said.accuracy is None else said.accuracy.semi_major_m
+                det.bsm(sid, t, x, y, said.speed_mps, said.heading_deg, acc)
+                ref.bsm(sid, t, x, y, said.speed_mps, said.heading_deg, acc)
+        det.sweep(t)
+        ref.sweep(t)
+    got, want = det.summary(), ref.summary()
+    assert got.senders == want.senders
+    assert len(ref.gone) > 20  # senders let go and summed up from what was kept
+    assert ({s: (f["at_s"], list(f["strikes"].items())) for s, f in got.flagged.items()}
+            == {s: (f["at_s"], list(f["strikes"].items())) for s, f in want.flagged.items()})
+    struck = {c for f in want.flagged.values() for c in f["strikes"]}
+    assert struck >= {"overlap", "twin", "sudden_disappearance", "sudden_appearance", "position_speed", "off_road"}, struck
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_checks_give_the_python_verdicts_on_crowded_random_traffic(seed: int) -> None:
+    """A crowd of senders in three lanes, beaconing at the same instants: standing and moving, in and out of lockstep
+    by centimetres, driving through each other, leaving and coming back under the same id (a slot given again). The
+    detector's verdicts are the Python checks' (`_Reference`) to the bit, as on real traffic. The road checks are
+    off (as on a network without lanes), so that the neighbour checks meet senders not flagged already."""
+    det = Misbehaviour(OfflineRun(scenario.load(scenario.resolve("four_way"))).net)
+    det.roads = False
+    ref = _Reference(det)
+    rng = np.random.default_rng(seed)
+    n = 60
+    x = rng.choice([-1.75, -5.25, -8.75], n) + rng.normal(0, 0.2, n)
+    y = rng.uniform(100, 260, n)
+    speed = rng.choice([0.0, 0.3, 6.0, 6.02, 6.1, 6.3], n)
+    heading = rng.choice([180.0, 180.0, 180.5], n)
+    acc = rng.choice([0.0, 0.0, 0.02, 0.3], n)
+    away = np.zeros(n, dtype=bool)
+    for k in range(500):
+        t = round(k * 0.1, 1)
+        away ^= rng.random(n) < 0.004  # some stop sending for a while, and come back
+        rad = np.radians(heading)
+        x += speed * 0.1 * np.sin(rad) + rng.normal(0, 0.02, n)
+        y += speed * 0.1 * np.cos(rad) + rng.normal(0, 0.02, n)
+        y = np.where(y < 100, 260.0, y)  # round again (a jump the position-speed check sees)
+        for i in rng.permutation(n).tolist():
+            if not away[i]:
+                for check in (det, ref):
+                    check.bsm(f"v{i}", t, float(x[i]), float(y[i]), float(speed[i]), float(heading[i]), float(acc[i]))
+        if k % 7 == 0:
+            det.check()  # batches of every size
+        det.sweep(t)
+        ref.sweep(t)
+    got, want = det.summary(), ref.summary()
+    assert got.senders == want.senders
+    assert ({s: (f["at_s"], list(f["strikes"].items())) for s, f in got.flagged.items()}
+            == {s: (f["at_s"], list(f["strikes"].items())) for s, f in want.flagged.items()})
+    struck = {c for f in want.flagged.values() for c in f["strikes"]}
+    assert struck >= {"overlap", "twin"}, struck
