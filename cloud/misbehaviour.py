@@ -91,17 +91,19 @@ CHECKS = ("sudden_appearance", "frequency", "position_speed", "acceleration", "h
  SUDDEN_DISAPPEARANCE) = range(len(CHECKS))
 # Each sender heard lately has a slot: a row of these columns. Floats: its latest BSM's generation time [s], position
 # [m], speed [m/s] and heading [rad]; its latest stated accuracy [m], capped at ACCURACY_CAP_M; when it was flagged [s]
-# (NaN: not flagged).
+# (read when FLAG is set).
 T, X, Y, V, HEAD, ACC, FLAGGED = range(7)
 # Integers: BSMs checked; its grid square (the neighbour checks look in the 9 around it) and whether it is filed
 # there, with the next and previous sender of that square; the senders it overlapped (the first two, by their
 # permanent numbers, and how many, up to 3); its permanent number (one per sender id, never reused: the overlap and
-# twin checks know a sender that comes back); its strikes in all.
-N, CX, CY, FILED, NEXT, PREV, OV1, OV2, OVN, PID, TOTAL = range(11)
+# twin checks know a sender that comes back); its strikes in all; whether it is flagged.
+N, CX, CY, FILED, NEXT, PREV, OV1, OV2, OVN, PID, TOTAL, FLAG = range(12)
 # the kernel's counters (`_meta`): grid squares in use, lockstep pairs held, strikes counted (their order)
 SQUARES, PAIRS, STRUCK = range(3)
 _EMPTY = -(2**63)  # a free place of the grid's hash table
-_CELL_MAX = 2**30  # grid squares are clipped to this: two points within TWIN_M stay in neighbouring squares
+# grid squares are clipped to +-_CELL_MAX (a NaN position to -_CELL_MAX): two points within TWIN_M stay in neighbouring
+# squares. Positions from the codec (latitude and longitude in range) are within some 2e7 m, far inside.
+_CELL_MAX = 2**30
 
 
 @dataclass
@@ -175,11 +177,11 @@ class Misbehaviour:
         # each slot's state as columns (T.. and N..: see above), its strikes by check, and the order each check first
         # struck it (-1: not yet); grown as more senders are heard at once
         self._f = np.zeros((64, FLAGGED + 1), dtype=np.float64)
-        self._i = np.zeros((64, TOTAL + 1), dtype=np.int64)
+        self._i = np.zeros((64, FLAG + 1), dtype=np.int64)
         self._strikes = np.zeros((64, len(CHECKS)), dtype=np.int64)
         self._order = np.full((64, len(CHECKS)), -1, dtype=np.int64)
-        # the grid squares that hold senders: a hash table of squares (open addressing) and the first sender filed in
-        # each (the others follow by NEXT)
+        # every grid square a sender was filed in: a hash table of squares (open addressing; a square stays once
+        # used) and the first sender filed in each now (-1: none; the others follow by NEXT)
         self._grid_keys = np.full(1024, _EMPTY, dtype=np.int64)
         self._grid_heads = np.full(1024, -1, dtype=np.int64)
         # pairs moving in lockstep: (lower, higher permanent number) and (since [s], distance [m])
@@ -316,15 +318,15 @@ class Misbehaviour:
             self._meta[STRUCK] += 1
         self._strikes[s, check] += n
         self._i[s, TOTAL] += n
-        if math.isnan(self._f[s, FLAGGED]) and self._i[s, TOTAL] >= FLAG_STRIKES:
-            self._f[s, FLAGGED] = t
+        if not self._i[s, FLAG] and self._i[s, TOTAL] >= FLAG_STRIKES:
+            self._f[s, FLAGGED], self._i[s, FLAG] = t, 1
 
     def _flag_of(self, s: int) -> dict[str, Any] | None:
         """When slot `s`'s sender was flagged and its strikes by check, in the order each first struck (None: not
         flagged), for the summary."""
-        at = float(self._f[s, FLAGGED])
-        if math.isnan(at):
+        if not self._i[s, FLAG]:
             return None
+        at = float(self._f[s, FLAGGED])
         struck = sorted((int(self._order[s, k]), CHECKS[k], int(self._strikes[s, k])) for k in range(len(CHECKS)) if self._strikes[s, k])
         return {"at_s": round(at, 2), "strikes": {name: n for _, name, n in struck}}
 
@@ -380,6 +382,18 @@ def _grown(a: np.ndarray, rows: int, fill: float) -> np.ndarray:
 
 
 @helper
+def _square(v: float) -> int:
+    """The grid square a coordinate [m] is in, clipped to +-_CELL_MAX (NaN: -_CELL_MAX), with no float out of the
+    integers' range cast."""
+    q = v / GRID_M
+    if not q > -_CELL_MAX:
+        return -_CELL_MAX
+    if q > _CELL_MAX:
+        return _CELL_MAX
+    return math.floor(q)
+
+
+@helper
 def _key(cx: int, cy: int) -> int:
     """Grid square (cx, cy) as one number (each within +-_CELL_MAX)."""
     return (cx << 32) | (cy & 0xFFFFFFFF)
@@ -388,7 +402,7 @@ def _key(cx: int, cy: int) -> int:
 @helper
 def _place(keys: IntArray, key: int) -> int:
     """Where a grid square (`_key`) is in the hash table `keys`, or the free place it would take (linear probing)."""
-    i = ((key * -7046029254386353131) >> 32) & (len(keys) - 1)  # Fibonacci hashing (the product wraps)
+    i = ((key * -7046029254386353131) >> 32) & (len(keys) - 1)  # multiplicative hashing (the product wraps)
     while keys[i] != _EMPTY and keys[i] != key:
         i = (i + 1) & (len(keys) - 1)
     return i
@@ -450,8 +464,8 @@ def _struck(f: FloatMatrix, iv: IntMatrix, strikes: IntMatrix, order: IntMatrix,
         meta[STRUCK] += 1
     strikes[s, check] += n
     iv[s, TOTAL] += n
-    if np.isnan(f[s, FLAGGED]) and iv[s, TOTAL] >= FLAG_STRIKES:
-        f[s, FLAGGED] = t
+    if not iv[s, FLAG] and iv[s, TOTAL] >= FLAG_STRIKES:
+        f[s, FLAGGED], iv[s, FLAG] = t, 1
 
 
 @helper
@@ -526,7 +540,11 @@ def _check_kernel(
     """Each BSM's checks from `start` on, in order, against its sender's history (slot `slot[i]`, new when `new[i]`,
     then numbered `pid[i]`) and its neighbours; `off_road`, `wrong_way`: `_on_road`'s. Returns where it stopped: at
     the end, or at a BSM for which the grid's hash table or the lockstep pairs might have no room (`senders`: the
-    senders heard lately, the most pairs one BSM can add), to be grown and called again from there."""
+    senders heard lately, the most pairs one BSM can add), to be grown and called again from there.
+
+    The arithmetic is the Python checks' (tests/test_cloud_batch.py holds the verdicts to theirs), but for distances:
+    numba's hypot is the C library's, CPython's `math.hypot` its own, one unit in the last place apart for about
+    0.5% of pairs, so a distance that lands exactly on a threshold may fall the other way."""
     own = np.zeros(len(CHECKS), dtype=np.int64)  # this BSM's own strikes by check, each check at most once
     for i in range(start, len(slot)):
         if (meta[SQUARES] + 1) * 2 > len(keys) or meta[PAIRS] + senders > len(pair_ids):
@@ -539,7 +557,7 @@ def _check_kernel(
         s = slot[i]
         own[:] = 0
         if new[i]:
-            f[s, T], f[s, X], f[s, Y], f[s, V], f[s, HEAD], f[s, ACC], f[s, FLAGGED] = ti, xi, yi, v, h, acc, np.nan
+            f[s, T], f[s, X], f[s, Y], f[s, V], f[s, HEAD], f[s, ACC], f[s, FLAGGED] = ti, xi, yi, v, h, acc, 0.0
             iv[s, :] = 0
             iv[s, N], iv[s, PID] = 1, pid[i]
             strikes[s, :] = 0
@@ -574,8 +592,7 @@ def _check_kernel(
             own[HEADING] = 1
         # filed under the grid square of its latest position (squares of GRID_M: the checks need neighbours within
         # TWIN_M only, so a BSM looks at 9 squares, not at every vehicle)
-        cx = min(max(math.floor(xi / GRID_M), -_CELL_MAX), _CELL_MAX)
-        cy = min(max(math.floor(yi / GRID_M), -_CELL_MAX), _CELL_MAX)
+        cx, cy = _square(xi), _square(yi)
         if not iv[s, FILED] or cx != iv[s, CX] or cy != iv[s, CY]:
             if iv[s, FILED]:
                 _unfile(iv, keys, heads, s)
@@ -586,7 +603,7 @@ def _check_kernel(
                 o = heads[j] if keys[j] != _EMPTY else -1
                 while o >= 0:
                     # compare with others heard at the same moment and not already known to lie
-                    if o != s and abs(f[o, T] - ti) <= 0.15 and np.isnan(f[o, FLAGGED]):
+                    if o != s and abs(f[o, T] - ti) <= 0.15 and not iv[o, FLAG]:
                         d = math.hypot(f[o, X] - xi, f[o, Y] - yi)
                         if d < TWIN_M:  # else too far for either check (OVERLAP_M < TWIN_M)
                             # surely within OVERLAP_M, errors allowed for

@@ -526,7 +526,7 @@ def test_the_compiled_checks_give_the_verdicts_of_the_checks_written_in_python()
 def test_the_compiled_checks_give_the_python_verdicts_on_crowded_random_traffic(seed: int) -> None:
     """A crowd of senders in three lanes, beaconing at the same instants: standing and moving, in and out of lockstep
     by centimetres, driving through each other, leaving and coming back under the same id (a slot given again). The
-    detector's verdicts are the Python checks' (`_Reference`) to the bit, as on real traffic. The road checks are
+    detector's verdicts are the Python checks' (`_Reference`), as on real traffic. The road checks are
     off (as on a network without lanes), so that the neighbour checks meet senders not flagged already."""
     det = Misbehaviour(OfflineRun(scenario.load(scenario.resolve("four_way"))).net)
     det.roads = False
@@ -560,3 +560,26 @@ def test_the_compiled_checks_give_the_python_verdicts_on_crowded_random_traffic(
             == {s: (f["at_s"], list(f["strikes"].items())) for s, f in want.flagged.items()})
     struck = {c for f in want.flagged.values() for c in f["strikes"]}
     assert struck >= {"overlap", "twin"}, struck
+
+
+def test_a_sender_struck_at_a_time_that_is_no_number_is_flagged_and_far_or_unknown_positions_are_filed() -> None:
+    """Values no decoded BSM carries (the codec's ranges keep them out) still leave the detector whole: strikes at a NaN
+    generation time flag the sender, and positions that are infinite, NaN or beyond the grid's range are filed at its
+    edge, the checks going on for every other sender."""
+    det = Misbehaviour(OfflineRun(scenario.load(scenario.resolve("four_way"))).net)
+    det.roads = False
+    for k in range(3):
+        det.bsm("fast", math.nan, 0.0, 150.0 + k, 50.0, 180.0)  # above MAX_SPEED_MPS: a strike each
+    for k, x in enumerate([math.inf, -math.inf, math.nan, 1e300, -1e300, 5e10]):
+        det.bsm(f"far{k}", 0.0, x, x, 0.0, 0.0)
+    det.check()
+    assert "fast" in det.summary().flagged
+    for k in range(20):  # two honest senders side by side in lockstep: the same verdicts as the Python checks
+        for sender, x in (("a", -1.75), ("b", -5.25)):
+            det.bsm(sender, 1.0 + k / 10, x, 200.0 - k, 10.0, 180.0)
+    det.check()
+    summary = det.summary()
+    assert set(summary.senders) == {"fast", "a", "b"} | {f"far{k}" for k in range(6)}
+    assert "a" not in summary.flagged
+    assert "b" not in summary.flagged
+    assert det.tracks.keys() >= {"a", "b", "far0", "far2"}
