@@ -261,11 +261,14 @@ class CloudService(Service):
             self._first_survey_s = now
         out: Counter[str] = Counter()
         on_lanes = []
-        for sid, x, y, speed, heading in self.picture(now):
-            hit = self.net.in_lane_at(x, y)
-            if hit is not None:
-                on_lanes.append((sid, hit[0], hit[1], speed))
-                link = self.net.links[hit[0]]
+        users = list(self.picture(now))
+        # every road user's approach lane at once (a loop over hundreds of lookups held the messages waiting behind it)
+        lanes, to_line = self.net.in_lanes_at(np.array([u[1] for u in users], dtype=np.float64),
+                                              np.array([u[2] for u in users], dtype=np.float64))
+        for (sid, x, y, speed, heading), lane, dist in zip(users, lanes.tolist(), to_line.tolist(), strict=True):
+            if lane >= 0:
+                on_lanes.append((sid, lane, dist, speed))
+                link = self.net.links[lane]
                 key = f"{self.net.intersections[link.intersection].spec.id}.{link.leg}"
             elif self._sumo_lanes is not None and (on := self._sumo_lanes.at(x, y, heading)) is not None:
                 key = f"{self.net.scenario.sites[on[0]]}.{approach_of(on[1])}"

@@ -111,6 +111,8 @@ def test_the_lane_a_point_lies_on_is_found_in_its_square_as_among_every_lane(nam
     y = np.concatenate([pts[rng.integers(len(pts), size=n), 1] + rng.normal(0, 3, n), rng.uniform(pts[:, 1].min() - 50, pts[:, 1].max() + 50, 300)])
     got = [net.in_lane_at(px, py) for px, py in zip(x.tolist(), y.tolist(), strict=True)]
     assert got == [_in_lane_full(net, px, py) for px, py in zip(x.tolist(), y.tolist(), strict=True)]
+    lanes, to_line = net.in_lanes_at(x, y)  # all at once, as the cloud's survey asks
+    assert got == [None if lane < 0 else (lane, d) for lane, d in zip(lanes.tolist(), to_line.tolist(), strict=True)]
     assert 0 < sum(h is not None for h in got) < len(got)  # both answers exercised
 
 

@@ -419,23 +419,49 @@ class Network:
                     cells.setdefault((cx, cy), []).append(k)
         return {c: (ids[ks], a[ks], ab[ks], len2[ks], half[ks], length[ks]) for c, ks in cells.items()}
 
+    @functools.cached_property
+    def _in_table(self) -> tuple[IntArray, npt.NDArray[np.int64], IntArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """`_in_grid` as arrays, for `_in_lanes_kernel`: the squares as a dense grid over their bounding box (the
+        lowest square, and each square's number, -1 where no segment is within reach), each square's segments as a run
+        of indices into the IN segments (`start[c]` to `start[c + 1]`), in `_in_grid`'s order; and those segments'
+        link ids, start points, direction vectors, squared lengths, half widths and lengths."""
+        ids, a, b, half = self._in_segments
+        grid = self._in_grid
+        if not grid:  # no approach lane (a SUMO scenario's network): no square
+            none = np.empty(0)
+            return (np.zeros(2, dtype=np.int64), np.full((1, 1), -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                    np.empty(0, dtype=np.int64), none, none, none, none, np.empty((3, 0)))
+        ab = b - a
+        len2, length = np.maximum((ab * ab).sum(axis=1), 1e-9), np.hypot(ab[:, 0], ab[:, 1])
+        squares = np.array(list(grid), dtype=np.int64)
+        lo = squares.min(axis=0)
+        dense = np.full(tuple(squares.max(axis=0) - lo + 1), -1, dtype=np.int64)
+        start = np.zeros(len(grid) + 1, dtype=np.int64)
+        index = {int(lid): k for k, lid in enumerate(ids)}  # each IN link is one segment
+        runs: list[int] = []
+        for c, ((cx, cy), near) in enumerate(grid.items()):
+            dense[cx - lo[0], cy - lo[1]] = c
+            runs.extend(index[int(lid)] for lid in near[0])
+            start[c + 1] = len(runs)
+        return (lo, dense, start, np.array(runs, dtype=np.int64), a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(),
+                ab[:, 1].copy(), np.stack([len2, half, length]))
+
     def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
         """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane.
 
         The nearest IN segment is looked for among those of the point's grid square (`_in_grid`): every segment within
         the widest half width + 0.5 m is there, and a nearest segment farther than that is too far for its own half
         width + 0.5 m as well, so the answer is the one a search of every segment gives."""
-        near = self._in_grid.get((math.floor(x / IN_GRID_M), math.floor(y / IN_GRID_M)))
-        if near is None:
-            return None  # no approach lane within reach (or none at all: a SUMO scenario's network, docs/sumo.md)
-        ids, a, ab, len2, half, length = near
-        p = np.array([x, y])
-        t = np.clip(((p - a) * ab).sum(axis=1) / len2, 0.0, 1.0)
-        d = np.hypot(*(a + ab * t[:, None] - p).T)
-        k = int(np.argmin(d))
-        if d[k] > half[k] + 0.5:
-            return None
-        return int(ids[k]), float((1.0 - t[k]) * length[k])
+        lane, to_line = self.in_lanes_at(np.array([x], dtype=np.float64), np.array([y], dtype=np.float64))
+        return None if lane[0] < 0 else (int(lane[0]), float(to_line[0]))
+
+    def in_lanes_at(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, FloatArray]:
+        """`in_lane_at` for many points at once: per point, its IN lane (-1: none) and distance [m] to the stop line."""
+        k, to_line = _in_lanes_kernel(*self._in_table, np.require(x, np.float64, ["C", "W"]), np.require(y, np.float64, ["C", "W"]))
+        lane = np.full(len(k), -1, dtype=np.int64)
+        hit = k >= 0
+        lane[hit] = np.asarray(self._in_segments[0], dtype=np.int64)[k[hit]]
+        return lane, to_line
 
     def in_lanes_near(self, x: float, y: float, heading_deg: float, slack_m: float) -> list[tuple[int, float]]:
         """Every IN lane a point may lie on when it is known only to within `slack_m` [m] (GNSS error): those
@@ -621,3 +647,36 @@ def _points(
         x[i], y[i], heading[i] = point_at(link_offset, link_length, poly_s, poly_xy, link[i], s_link[i])
     return x, y, heading
 
+
+
+@kernel
+def _in_lanes_kernel(
+    lo: jit.IntArray, dense: jit.IntMatrix, start: jit.IntArray, runs: jit.IntArray, ax: jit.FloatArray, ay: jit.FloatArray,
+    abx: jit.FloatArray, aby: jit.FloatArray, per: jit.FloatMatrix, x: jit.FloatArray, y: jit.FloatArray,
+) -> tuple[IntArray, FloatArray]:
+    """`Network.in_lanes_at` on `_in_table`: per point, the index of its IN segment (-1: none) and the distance [m] to
+    its stop line. The arithmetic of the numpy search it replaced, in the same order: the nearest segment of the
+    point's square (the first of equals; a NaN distance first of all, as numpy's argmin), if within its half width
+    + 0.5 m."""
+    len2, half, length = per[0], per[1], per[2]
+    seg, to_line = np.full(len(x), -1, dtype=np.int64), np.zeros(len(x))
+    for i in range(len(x)):
+        gx, gy = np.floor(x[i] / IN_GRID_M) - lo[0], np.floor(y[i] / IN_GRID_M) - lo[1]  # (NaN: in no square)
+        if not (0 <= gx < dense.shape[0] and 0 <= gy < dense.shape[1]):
+            continue
+        c = dense[int(gx), int(gy)]
+        if c < 0:
+            continue
+        best, best_d, best_t = -1, np.inf, 0.0
+        for p in range(start[c], start[c + 1]):
+            k = runs[p]
+            t = min(max(((x[i] - ax[k]) * abx[k] + (y[i] - ay[k]) * aby[k]) / len2[k], 0.0), 1.0)
+            d = math.hypot(ax[k] + abx[k] * t - x[i], ay[k] + aby[k] * t - y[i])
+            if d != d:
+                best, best_d, best_t = k, d, t
+                break
+            if best < 0 or d < best_d:
+                best, best_d, best_t = k, d, t
+        if best >= 0 and not best_d > half[best] + 0.5:
+            seg[i], to_line[i] = best, (1.0 - best_t) * length[best]
+    return seg, to_line
