@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from roadside.perception import Perception
 from v2x import __version__
 from v2x.core import messages as m
@@ -190,6 +192,7 @@ class RsuService(Service):
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
         out: set[int] = set()
+        exact: list[tuple[float, float]] = []  # positions stated without an accuracy: looked up all at once, below
         for bsm, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
@@ -198,16 +201,21 @@ class RsuService(Service):
             slack = LANE_SLACK_M + (0.0 if bsm.accuracy is None else LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M))
             if self._sumo_lanes is not None:  # a SUMO junction: its ingress lanes
                 out |= self._sumo_lanes.calls(self.index, x, y, bsm.heading_deg, slack)
-                continue
-            if bsm.accuracy is None:
-                hit = self.net.in_lane_at(x, y)
-                hits = [] if hit is None else [hit]
+            elif bsm.accuracy is None:
+                exact.append((x, y))
             else:
-                hits = self.net.in_lanes_near(x, y, bsm.heading_deg, slack)
-            for lane, to_line in hits:
-                if lane in self._lane_groups and to_line < DETECTOR_M:
-                    out |= self._lane_groups[lane]
+                self._call(out, self.net.in_lanes_near(x, y, bsm.heading_deg, slack))
+        if exact:
+            lanes, to_line = self.net.in_lanes_at(np.array([p[0] for p in exact]), np.array([p[1] for p in exact]))
+            self._call(out, [(lane, d) for lane, d in zip(lanes.tolist(), to_line.tolist(), strict=True) if lane >= 0])
         return out
+
+    def _call(self, out: set[int], hits: list[tuple[int, float]]) -> None:
+        """Add to `out` the groups of the lanes a vehicle is on (lane, distance to the stop line [m]), if within
+        DETECTOR_M of the line."""
+        for lane, to_line in hits:
+            if lane in self._lane_groups and to_line < DETECTOR_M:
+                out |= self._lane_groups[lane]
 
     def tick(self, now: float) -> None:
         """Advance the controller to sim time `now` (with detector calls when actuated); publish SPaT and RSM when due."""
