@@ -303,12 +303,12 @@ class Misbehaviour:
             if self._f[s, V] < STANDING_MPS:  # honest vehicles leave the network moving, at its edge
                 self._strike(s, SUDDEN_DISAPPEARANCE, FLAG_STRIKES, float(self._f[s, T]))
             self.gone[sender] = (int(self._i[s, N]), self._flag_of(s))
-            pairs = self._pair_ids[: self._meta[PAIRS]]
+            pairs = self._pair_ids[: self._meta[PAIRS]]  # its lockstep pairs forgotten
             kept = (pairs != self._i[s, PID]).all(axis=1)
-            k = int(kept.sum())
-            self._pair_vals[:k] = self._pair_vals[: len(pairs)][kept]
-            self._pair_ids[:k] = pairs[kept]
-            self._meta[PAIRS] = k
+            held = int(kept.sum())
+            self._pair_vals[:held] = self._pair_vals[: len(pairs)][kept]
+            self._pair_ids[:held] = pairs[kept]
+            self._meta[PAIRS] = held
             self._free.append(s)
 
     def _strike(self, s: int, check: int, n: int, t: float) -> None:
