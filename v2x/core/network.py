@@ -399,57 +399,44 @@ class Network:
         return np.array(ids), a, b, half
 
     @functools.cached_property
-    def _in_grid(self) -> dict[tuple[int, int], tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]]:
-        """IN_GRID_M squares -> the IN segments that come within the widest half width + 0.5 m (and a metre more) of
-        some point of the square, in `_in_segments`' order: (link ids, start points, direction vectors, squared lengths
-        (at least 1e-9), half widths, lengths). A point's nearest segment, if it is near enough to count, is among its
-        square's, so `in_lane_at` looks at those alone and not at every lane of a district."""
-        ids, a, b, half = self._in_segments
-        if not len(ids):
-            return {}
-        ab = b - a
-        len2, length = np.maximum((ab * ab).sum(axis=1), 1e-9), np.hypot(ab[:, 0], ab[:, 1])
-        reach = float(half.max()) + 0.5 + 1.0  # a metre more than needed: no rounding at a square's edge can matter
-        lo = np.floor((np.minimum(a, b) - reach) / IN_GRID_M).astype(int)
-        hi = np.floor((np.maximum(a, b) + reach) / IN_GRID_M).astype(int)
-        cells: dict[tuple[int, int], list[int]] = {}
-        for k in range(len(ids)):
-            for cx in range(lo[k, 0], hi[k, 0] + 1):
-                for cy in range(lo[k, 1], hi[k, 1] + 1):
-                    cells.setdefault((cx, cy), []).append(k)
-        return {c: (ids[ks], a[ks], ab[ks], len2[ks], half[ks], length[ks]) for c, ks in cells.items()}
-
-    @functools.cached_property
     def _in_table(self) -> tuple[IntArray, npt.NDArray[np.int64], IntArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-        """`_in_grid` as arrays, for `_in_lanes_kernel`: the squares as a dense grid over their bounding box (the
-        lowest square, and each square's number, -1 where no segment is within reach), each square's segments as a run
-        of indices into the IN segments (`start[c]` to `start[c + 1]`), in `_in_grid`'s order; and those segments'
-        link ids, start points, direction vectors, squared lengths, half widths and lengths."""
-        ids, a, b, half = self._in_segments
-        grid = self._in_grid
-        if not grid:  # no approach lane (a SUMO scenario's network): no square
+        """IN_GRID_M squares and the IN segments that come within the widest half width + 0.5 m (and a metre more) of
+        some point of each, for `_in_lanes_kernel`: a point's nearest segment, if it is near enough to count, is among
+        its square's, so `in_lanes_at` looks at those alone and not at every lane of a district. The squares as a
+        dense grid over their bounding box (the lowest square, and each square's number, -1 where no segment is within
+        reach); each square's segments as a run of indices into `_in_segments` (`start[c]` to `start[c + 1]`), in
+        that order; and every segment's start point, direction vector, and squared length (at least 1e-9), half width
+        and length (rows of the last array)."""
+        _, a, b, half = self._in_segments
+        if not len(a):  # no approach lane (a SUMO scenario's network, docs/sumo.md): no square
             none = np.empty(0)
             return (np.zeros(2, dtype=np.int64), np.full((1, 1), -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                     np.empty(0, dtype=np.int64), none, none, none, none, np.empty((3, 0)))
         ab = b - a
         len2, length = np.maximum((ab * ab).sum(axis=1), 1e-9), np.hypot(ab[:, 0], ab[:, 1])
-        squares = np.array(list(grid), dtype=np.int64)
+        reach = float(half.max()) + 0.5 + 1.0  # a metre more than needed: no rounding at a square's edge can matter
+        first = np.floor((np.minimum(a, b) - reach) / IN_GRID_M).astype(int)
+        last = np.floor((np.maximum(a, b) + reach) / IN_GRID_M).astype(int)
+        cells: dict[tuple[int, int], list[int]] = {}
+        for k in range(len(a)):
+            for cx in range(first[k, 0], last[k, 0] + 1):
+                for cy in range(first[k, 1], last[k, 1] + 1):
+                    cells.setdefault((cx, cy), []).append(k)
+        squares = np.array(list(cells), dtype=np.int64)
         lo = squares.min(axis=0)
         dense = np.full(tuple(squares.max(axis=0) - lo + 1), -1, dtype=np.int64)
-        start = np.zeros(len(grid) + 1, dtype=np.int64)
-        index = {int(lid): k for k, lid in enumerate(ids)}  # each IN link is one segment
-        runs: list[int] = []
-        for c, ((cx, cy), near) in enumerate(grid.items()):
+        start = np.zeros(len(cells) + 1, dtype=np.int64)
+        for c, ((cx, cy), ks) in enumerate(cells.items()):
             dense[cx - lo[0], cy - lo[1]] = c
-            runs.extend(index[int(lid)] for lid in near[0])
-            start[c + 1] = len(runs)
-        return (lo, dense, start, np.array(runs, dtype=np.int64), a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(),
-                ab[:, 1].copy(), np.stack([len2, half, length]))
+            start[c + 1] = start[c] + len(ks)
+        runs = np.array([k for ks in cells.values() for k in ks], dtype=np.int64)
+        return (lo, dense, start, runs, a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(),
+                np.stack([len2, half, length]))
 
     def in_lane_at(self, x: float, y: float) -> tuple[int, float] | None:
         """The IN lane a point lies on, and its distance [m] to the stop line; None off every approach lane.
 
-        The nearest IN segment is looked for among those of the point's grid square (`_in_grid`): every segment within
+        The nearest IN segment is looked for among those of the point's grid square (`_in_table`): every segment within
         the widest half width + 0.5 m is there, and a nearest segment farther than that is too far for its own half
         width + 0.5 m as well, so the answer is the one a search of every segment gives."""
         lane, to_line = self.in_lanes_at(np.array([x], dtype=np.float64), np.array([y], dtype=np.float64))
@@ -646,7 +633,6 @@ def _points(
     for i in range(len(link)):
         x[i], y[i], heading[i] = point_at(link_offset, link_length, poly_s, poly_xy, link[i], s_link[i])
     return x, y, heading
-
 
 
 @kernel
