@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -81,6 +81,15 @@ class Histogram:
         i = v if v < _EXACT else bucket(v)  # most latencies: the value itself, without a call
         self.counts[i] = self.counts.get(i, 0) + 1
         self.n += 1
+        if v > self.max:
+            self.max = v
+
+    def record_n(self, v_us: int, n: int) -> None:
+        """`record(v_us)` n times."""
+        v = max(int(v_us), 0)
+        i = v if v < _EXACT else bucket(v)
+        self.counts[i] = self.counts.get(i, 0) + n
+        self.n += n
         if v > self.max:
             self.max = v
 
@@ -292,6 +301,13 @@ class Measurements:
             self.unsequenced[(mtype, hop)] = self.unsequenced.get((mtype, hop), 0) + 1
             self._latency(mtype, hop, gen_us, latency_us)
             return True
+        if not self._seen_anew(receiver, topic, sender, seq, gen_us, mtype, hop):
+            return False
+        self._latency(mtype, hop, gen_us, latency_us)
+        return True
+
+    def _seen_anew(self, receiver: str, topic: str, sender: str, seq: int, gen_us: int, mtype: str, hop: str) -> bool:
+        """A message into its stream (receiver, topic, sender), begun anew if need be; False for a duplicate."""
         key = (receiver, topic, sender)
         stream = self.streams.get(key)
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
@@ -304,26 +320,42 @@ class Measurements:
                 self.closed.setdefault((mtype, hop), Counts()).jumps += 1
             self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
             self._stream_type[key] = (mtype, hop)
-        self._latency(mtype, hop, gen_us, latency_us)
         return True
+
+    def record_all(
+        self, receivers: Sequence[str], topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None,
+        sender: str = "", sequenced: bool = True,
+    ) -> list[bool]:
+        """`record` of one message for each of `receivers` in turn (a fleet's vehicles hearing the same SPaT): each
+        receiver's stream on its own, the latency counted once for all that had not had it."""
+        if not sequenced:
+            return [self.record(r, topic, mtype, hop, seq, gen_us, latency_us, sender, sequenced) for r in receivers]
+        out = [self._seen_anew(r, topic, sender, seq, gen_us, mtype, hop) for r in receivers]
+        n = sum(out)
+        if n:
+            self._latency(mtype, hop, gen_us, latency_us, n)
+        return out
 
     def expire(self, mtype: str, hop: str) -> None:
         """A message just recorded arrived older than its expiry: received, but of no use."""
         self.closed.setdefault((mtype, hop), Counts()).expired += 1
 
-    def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None) -> None:
+    def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None, n: int = 1) -> None:
         if latency_us is None:
             return
         h = self.latency.get((mtype, hop))
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
-        h.record(latency_us)
+        if n == 1:
+            h.record(latency_us)
+        else:
+            h.record_n(latency_us, n)
         sec = math.floor(gen_us / 1e6 - self.epoch_s)
         counting = self._counting.get(hop)
         # the second last counted in (nearly every message): still a dict, as only `_second` of the same hop packs one
         per_s = counting[1] if counting is not None and counting[0] == sec else self._second(hop, sec)
         b = coarse_bucket(latency_us)
-        per_s[b] = per_s.get(b, 0) + 1
+        per_s[b] = per_s.get(b, 0) + n
 
     def _second(self, hop: str, sec: int) -> dict[int, int]:
         """A hop's coarse histogram of sim second `sec`, as a dict to count in (the seconds OPEN_S behind it packed)."""

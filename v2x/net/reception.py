@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,6 +266,46 @@ class Reception:
             return None
         self.outcomes["accepted"] += 1
         return frame
+
+    def accept_all(self, msg: Message, receivers: Sequence[str]) -> list[m.Frame | None]:
+        """`accept(msg, r)` for each of `receivers` in turn (a fleet's vehicles hearing the same message), with the same
+        outcomes and counts; without signatures or impaired links, the message is decoded, judged and timed once
+        and only what is each receiver's own (its stream, its latency, a duplicate) is worked out per receiver."""
+        if self.verifier is not None or self.impairment is not None or not receivers:
+            return [self.accept(msg, r) for r in receivers]
+        got = self._decode(msg)
+        rx_us = self.clock.receipt_us(msg)
+        if got is None or (self.trust is not None and not self._trusted(msg.topic, got, rx_us)):
+            return [None, *(self.accept(msg, r) for r in receivers[1:])]  # each refusal counted, as accept counts it
+        frame, mtype = got[0], got[1]
+        h = frame.header
+        hop = self._hops[h.sender_kind]
+        age_us = rx_us - h.gen_time_us
+        latency_us = None if msg.retain else age_us
+        sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
+        max_age = self.max_age_s.get(mtype)
+        expired = max_age is not None and age_us > max_age * 1e6
+        self.measure.close_silent(rx_us)
+        topic, outcomes = msg.topic, self.outcomes
+        own = h.sender_id in receivers
+        others = [r for r in receivers if r != h.sender_id] if own else receivers
+        fresh = iter(self.measure.record_all(others, topic, mtype, hop, h.seq, h.gen_time_us, latency_us, h.sender_id, sequenced))
+        out: list[m.Frame | None] = []
+        for who in receivers:
+            if own and h.sender_id == who:
+                outcomes["own"] += 1
+                out.append(frame)
+            elif not next(fresh):
+                outcomes["duplicate"] += 1
+                out.append(None)
+            elif expired:
+                self.measure.expire(mtype, hop)
+                self.bad.record("expired", topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
+                out.append(None)
+            else:
+                outcomes["accepted"] += 1
+                out.append(frame)
+        return out
 
     def due(self) -> list[tuple[str | None, str, m.Frame]]:
         """Held messages whose time has come: (receiver, topic, frame), in release order."""

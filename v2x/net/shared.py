@@ -36,14 +36,16 @@ class SharedConnection:
         self._started: asyncio.Task[None] | None = None
         self.transports = 0  # vehicles' transports made
         self.delivered = 0  # messages handed to vehicles (one per vehicle)
-        # the transports handed something since the fleet last took this set (None: not tracked; the fleet sets it
-        # when it reads its OBUs this way, v2x.vehicle.fleet)
-        self.mail: set[SharedTransport] | None = None
+        # what arrived for the `fanned` transports, in order of arrival: each message once, with the transports it is
+        # for (None: every transport has an inbox; the fleet sets it when it reads its OBUs this way, v2x.vehicle.fleet)
+        self.fanned: list[tuple[Message, list[SharedTransport]]] | None = None
 
-    def transport(self, sid: str) -> SharedTransport:
-        """A vehicle's transport over this connection (`sid` names it in logs only: the broker sees one client)."""
+    def transport(self, sid: str, fanned: bool = False) -> SharedTransport:
+        """A vehicle's transport over this connection (`sid` names it in logs only: the broker sees one client).
+        `fanned`: what it is handed goes to `fanned` with the others it is for, not to its inbox (when `fanned` is
+        a list): a fleet takes each message once for all of its vehicles that hear it."""
         self.transports += 1
-        return SharedTransport(self, sid)
+        return SharedTransport(self, sid, fanned=fanned)
 
     async def start(self) -> None:
         """Connect once, whoever asks first; the others wait for the same connection."""
@@ -65,9 +67,20 @@ class SharedConnection:
                     self.retained.pop(msg.topic, None)
             matched = self.tree.match(msg.topic)
             who = matched[0] if len(matched) == 1 else set().union(*matched)
-            for t in who:
-                t._deliver(msg)
             self.delivered += len(who)
+            if self.fanned is None:
+                for t in who:
+                    t._deliver(msg)
+                continue
+            fanned = []
+            for t in who:
+                if t.fanned:
+                    t.stats.received += 1
+                    fanned.append(t)
+                else:
+                    t._deliver(msg)
+            if fanned:
+                self.fanned.append((msg, fanned))
 
     async def hold(self, t: SharedTransport, topic_filter: str, qos: int) -> None:
         """`t` wants `topic_filter`: subscribed on the connection by the first vehicle that wants it; a vehicle that
@@ -80,7 +93,12 @@ class SharedConnection:
         if held:
             for topic, msg in list(self.retained.items()):
                 if topic_matches(topic_filter, topic):
-                    t._deliver(Message(topic, msg.payload, msg.qos, True, msg.rx_ns))
+                    copy = Message(topic, msg.payload, msg.qos, True, msg.rx_ns)
+                    if t.fanned and self.fanned is not None:  # after what arrived before (pumped above), as an inbox keeps it
+                        t.stats.received += 1
+                        self.fanned.append((copy, [t]))
+                    else:
+                        t._deliver(copy)
         task = self._subscribing.get(topic_filter)
         if task is None and not held:
             task = self._subscribing[topic_filter] = asyncio.ensure_future(self.inner.subscribe(topic_filter, qos))
@@ -112,9 +130,10 @@ class SharedConnection:
 class SharedTransport(_Inbox):
     """One vehicle's transport over a `SharedConnection`: its own inbox and counts, the fleet's connection."""
 
-    def __init__(self, shared: SharedConnection, sid: str, inbox: int = 1000) -> None:
+    def __init__(self, shared: SharedConnection, sid: str, inbox: int = 1000, fanned: bool = False) -> None:
         self.shared = shared
         self.sid = sid
+        self.fanned = fanned  # see SharedConnection.transport
         self.stats = TransportStats()
         self._filters: set[str] = set()
         self._open_inbox(inbox)
@@ -171,8 +190,6 @@ class SharedTransport(_Inbox):
     def _deliver(self, msg: Message) -> None:
         self.stats.received += 1
         self._put(msg)
-        if self.shared.mail is not None:
-            self.shared.mail.add(self)
 
     def receive(self, limit: int = 10_000) -> list[Message]:
         self.shared.pump()

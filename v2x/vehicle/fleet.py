@@ -24,6 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -125,6 +126,9 @@ class FleetCounters:
 TransportFactory = Callable[[str], Transport]
 
 
+_order = attrgetter("order")  # a Radio's place in `Fleet.radios`
+
+
 def _hazard_key(rsi_topic: str) -> str:
     """`<sender>/<event id>`: the last two levels of an RSI topic name one hazard."""
     return "/".join(rsi_topic.rsplit("/", 2)[-2:])
@@ -222,10 +226,11 @@ class Fleet:
         self.heads: Radio | None = None
         self.shared = shared
         self._factory = transport_factory or (shared.transport if shared is not None else self._mqtt)
-        # the OBUs' transports are the shared connection's own (real time): it says which of them it handed anything
-        self._mail = shared if shared is not None and transport_factory is None else None
-        if self._mail is not None:
-            self._mail.mail = set()
+        # the OBUs' transports are the shared connection's own (real time): it hands over each message once, with the
+        # OBUs it is for (`_fanned`), and the fleet takes it for all of them at once
+        self._fanned = shared if shared is not None and transport_factory is None else None
+        if self._fanned is not None:
+            self._fanned.fanned = []
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
         # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
@@ -306,7 +311,8 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, self._factory(sid)), belief, order=self.obus)
+            transport = self._factory(sid) if self._fanned is None else self._fanned.transport(sid, fanned=True)
+            radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, transport), belief, order=self.obus)
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -437,10 +443,13 @@ class Fleet:
         if self.heads is not None:
             for msg in self.heads.transport.receive():
                 self._see_heads(self.heads, msg)
-        for radio in self.radios.values() if self._mail is None else self._with_mail(self._mail):
-            if radio.ready:
-                for msg in radio.transport.receive():
-                    self._handle(radio, msg)
+        if self._fanned is None:
+            for radio in self.radios.values():
+                if radio.ready:
+                    for msg in radio.transport.receive():
+                        self._handle(radio, msg)
+        else:
+            self._take_fanned(self._fanned)
         for sid, topic, frame in self.reception.due():  # what the links delayed
             held = self._by_sid.get(sid or "")
             if held is None:
@@ -448,21 +457,21 @@ class Fleet:
             else:
                 self.bad.guard(topic, frame.header.sender_id, self._act, held, topic, frame)
 
-    def _with_mail(self, shared: SharedConnection) -> list[Radio]:
-        """The OBUs the shared connection handed something since last asked, in `radios`'s order; the others have
-        nothing to receive (asking each of some hundreds, ten times a step, cost more than what they received). One
-        not ready yet is asked again next time, as `receive` would find its inbox then."""
+    def _take_fanned(self, shared: SharedConnection) -> None:
+        """What the shared connection handed the OBUs, message by message in order of arrival, each for the OBUs it
+        is for (in `radios`'s order); an OBU's own messages stay in the order they came. One whose vehicle has left
+        is not handed it (as its inbox was never read again)."""
         shared.pump()
-        mail, shared.mail = shared.mail or set(), set()
-        out = []
-        for t in mail:
-            radio = self._by_sid.get(t.sid)
-            if radio is not None and radio.station.transport is t and self.radios.get(radio.vid) is radio:
-                out.append(radio)
-                if not radio.ready:
-                    shared.mail.add(t)
-        out.sort(key=lambda r: r.order)
-        return out
+        fanned, shared.fanned = shared.fanned or [], []
+        for msg, who in fanned:
+            radios = []
+            for t in who:
+                radio = self._by_sid.get(t.sid)
+                if radio is not None and radio.ready and radio.station.transport is t and self.radios.get(radio.vid) is radio:
+                    radios.append(radio)
+            if len(radios) > 1:
+                radios.sort(key=_order)
+            self._handle_all(radios, msg)
 
     def _distance(self, sid: str, frame: m.Frame) -> float | None:
         """How far a vehicle is from an RSU that sent it something, for the sidelink."""
@@ -471,6 +480,38 @@ class Fleet:
         if radio is None or radio.xy is None or rsu is None:
             return None
         return math.hypot(radio.xy[0] - rsu[0], radio.xy[1] - rsu[1])
+
+    def _handle_all(self, radios: list[Radio], msg: Message) -> None:
+        """`_handle(radio, msg)` for each of `radios`, the message checked once for all (`Reception.accept_all`)."""
+        if len(radios) < 2 or (not msg.payload and kind_of(msg.topic) in RETAINED_KINDS):
+            for radio in radios:
+                self._handle(radio, msg)
+            return
+        topic = msg.topic
+        frames = self.reception.accept_all(msg, [r.station.sender_id for r in radios])
+        spat = next((f for f in frames if f is not None and isinstance(f.body, m.Spat)), None)
+        if spat is None or any(f is not None and f is not spat for f in frames):  # (one frame for all, but for a copy)
+            for radio, frame in zip(radios, frames, strict=True):
+                if frame is not None:
+                    self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
+            return
+        # a SPaT: `_act` for each vehicle, what is the same for all worked out once
+        assert isinstance(spat.body, m.Spat)
+        _, states, count = self._spat(spat, spat.body)
+        now, sender, taken = self.clock.sim_s(), spat.header.sender_id, 0
+        for radio, frame in zip(radios, frames, strict=True):
+            if frame is not None:
+                self.bad.guard(topic, sender, self._take_spat, radio, states, now)
+                taken += 1
+        for got in states:  # (the freshest any vehicle heard: the same taken once or by each)
+            self.heard.take(got)
+        self.counters.received[count] += taken
+
+    def _take_spat(self, radio: Radio, states: tuple[Received, ...], now: float) -> None:
+        """A vehicle hears a SPaT (`_spat`'s states) at sim time `now`."""
+        for got in states:
+            radio.belief.take(got, now)
+        self.counters.vehicles_with_spat.add(radio.vid)
 
     def _handle(self, radio: Radio, msg: Message) -> None:
         topic = msg.topic
@@ -500,12 +541,14 @@ class Fleet:
         body = frame.body
         if isinstance(body, m.Spat):
             _, states, count = self._spat(frame, body)
-            for got in states:
-                radio.belief.take(got, self.clock.sim_s())
-                self.heard.take(got)
-            if radio is not self.shadow:
+            if radio is self.shadow:
+                for got in states:
+                    radio.belief.take(got, self.clock.sim_s())
+            else:
+                self._take_spat(radio, states, self.clock.sim_s())
                 self.counters.received[count] += 1
-                self.counters.vehicles_with_spat.add(radio.vid)
+            for got in states:
+                self.heard.take(got)
             return
         kind = m.type_name(body)
         if isinstance(body, m.Rsi):

@@ -1,0 +1,141 @@
+"""A fleet's shared connection hands each message once, with the OBUs it is for (issue #27): `Reception.accept_all`
+takes it for all of them as `accept` takes it for each, and `SharedConnection` keeps the order an OBU's inbox kept."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from v2x.core import codec
+from v2x.core import messages as m
+from v2x.core.scenario import Cellular, Links, Sidelink, bundled_dir, load
+from v2x.core.topics import Topics
+from v2x.core.trust import TrustRules
+from v2x.net.impair import Impairment
+from v2x.net.reception import Reception
+from v2x.net.shared import SharedConnection
+from v2x.net.station import StepClock
+from v2x.net.transport import Message, TransportStats
+
+T = Topics("t/x/v2x/v1")
+TILE = "13212101122011302"
+RULES = TrustRules(load(bundled_dir() / "corridor.toml"))  # J1, J2, J3 with RSUs RSU-J1...
+R, C, V = m.SenderKind.RSU, m.SenderKind.CLOUD, m.SenderKind.VEHICLE
+EPOCH_S = 1_767_225_600.0
+
+
+def _spat(name: str) -> m.Spat:
+    return m.Spat((m.IntersectionState(ref=m.IntersectionRef(0, int(name[1:])), name=name, revision=0, status=frozenset(),
+                                       timestamp_ms=0, plan_id=0, states=()),))
+
+
+def _frame(sender: str, kind: m.SenderKind, seq: int, gen_s: float, body: m.Body) -> bytes:
+    return codec.encode(m.Frame(m.Header(sender, kind, seq, round((EPOCH_S + gen_s) * 1e6), 0), body))
+
+
+def _traffic() -> list[tuple[float, Message, list[str]]]:
+    """(sim time, message, receivers): each way a message can fare, each to several receivers."""
+    spat, rsi, bsm = T.spat("rsu", TILE, "J2"), T.rsi(TILE, "cloud", 1), T.bsm(TILE, "veh-3")
+    vehicles = ["veh-1", "veh-2", "veh-3", "veh-4"]
+    first = Message(spat, _frame("RSU-J2", R, 1, 1.0, _spat("J2")), 0, False, 0)
+    return [
+        (1.0, first, vehicles),
+        (1.0, first, vehicles[1:]),  # a copy: a duplicate for those that had it
+        (1.1, Message(spat, _frame("RSU-J2", R, 2, 1.1, _spat("J2")), 0, False, 0), vehicles[:2]),
+        (1.2, Message(spat, _frame("RSU-J2", R, 5, 1.2, _spat("J2")), 0, False, 0), vehicles),  # 3 and 4 lost
+        (3.0, Message(spat, _frame("RSU-J2", R, 6, 1.3, _spat("J2")), 0, False, 0), vehicles),  # expired
+        (3.1, Message(spat, b"\x00garbage", 0, False, 0), vehicles),  # undecodable
+        (3.2, Message(spat, _frame("RSU-J2", R, 7, 3.2, m.Status(m.ServiceState.ONLINE)), 0, False, 0), vehicles),  # wrong type
+        (3.3, Message(spat, _frame("RSU-J1", R, 1, 3.3, _spat("J2")), 0, False, 0), vehicles),  # the wrong RSU
+        (3.4, Message(spat, _frame("RSU-J2", R, 8, 3.9, _spat("J2")), 0, False, 0), vehicles),  # ahead, within the skew
+        (3.5, Message(spat, _frame("RSU-J2", R, 9, 9.0, _spat("J2")), 0, False, 0), vehicles),  # from the future
+        (3.6, Message(rsi, _frame("cloud", C, 1, 1.0, m.Rsi(m.GeoPoint(31.0, 120.0), ())), 1, True, 0), vehicles),  # retained: old, no latency
+        (3.7, Message(bsm, _frame("veh-3", V, 1, 3.7, m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=1.0, heading_deg=0.0)),
+                      0, False, 0), vehicles),  # heard by its own sender too
+        (3.8, Message(T.bsm(TILE, "veh-5"), _frame("veh-5", V, 1, 3.8, m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=1.0,
+                                                                           heading_deg=0.0)), 0, False, 0), ["veh-1"]),
+        (3.9, Message(spat, _frame("RSU-J2", R, 10, 3.9, _spat("J2")), 0, False, 0), []),
+    ]
+
+
+def _outcome(rx: Reception) -> dict[str, Any]:
+    return {"outcomes": dict(rx.outcomes), "bad": dict(rx.bad.counts), "by_type": dict(rx.bad.rejected_by_type),
+            "measure": rx.measure.to_json()}
+
+
+def test_a_message_taken_for_all_its_receivers_at_once_fares_as_it_does_taken_for_each() -> None:
+    """Every way a message can fare (accepted, duplicate, a gap, expired, undecodable, of the wrong type, from the wrong
+    sender, from the future, retained, the receiver's own), with trust rules and without: the same frames handed out,
+    the same outcomes, bad-input counts and measurements."""
+    lossy = Links(Sidelink(loss=0.3, latency_ms=5.0), Cellular(latency_ms=40.0, p99_ms=120.0, loss=0.3))
+    for trust, links in ((RULES, None), (None, None), (RULES, lossy)):
+        each_clock, all_clock = StepClock(EPOCH_S), StepClock(EPOCH_S)
+        each, at_once = (Reception("fleet", V, clock, trust=trust, impairment=links and Impairment(links, seed=1))
+                         for clock in (each_clock, all_clock))
+        handed: list[list[bool]] = []
+        for t, msg, receivers in _traffic():
+            each_clock.t = all_clock.t = t
+            one_by_one = [each.accept(msg, r) for r in receivers]
+            together = at_once.accept_all(msg, receivers)
+            assert together == one_by_one, (t, msg.topic)
+            handed.append([f is not None for f in together])
+        assert _outcome(at_once) == _outcome(each)
+        assert at_once.holding == each.holding
+        if links is not None:  # each message taken for each receiver (the link is each receiver's own)
+            assert each.link_lost == at_once.link_lost
+            assert sum(each.link_lost.values()) > 0
+            assert each.outcomes["held"] > 0
+            continue
+        assert handed[0] == [True] * 4  # the cases are what they say
+        assert handed[1] == [False] * 3
+        bad = each.bad.counts
+        assert (bad["malformed"], bad["wrong_type"], bad["expired"]) == (4, 4, 4)
+        if trust is not None:
+            assert (bad["wrong_sender"], bad["from_the_future"]) == (4, 4)
+        assert each.outcomes["own"] == 1
+
+
+class _Inner:
+    """The fleet's one connection, without a broker: what arrives is put in by the test."""
+
+    def __init__(self) -> None:
+        self.arrived: list[Message] = []
+        self.stats = TransportStats()
+        self.subscribed: list[str] = []
+
+    def receive(self, limit: int = 10_000) -> list[Message]:
+        out, self.arrived = self.arrived[:limit], self.arrived[limit:]
+        return out
+
+    async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        self.subscribed.append(topic_filter)
+
+
+def test_the_shared_connection_hands_each_message_once_with_the_obus_it_is_for_in_order_of_arrival() -> None:
+    """A message for several fanned OBUs is handed once, with them; one for a transport with an inbox goes to its
+    inbox; a retained message an OBU gets on subscribing comes after what arrived before it, as its inbox kept it."""
+    inner = _Inner()
+    shared = SharedConnection(inner)  # type: ignore[arg-type]
+    shared.fanned = []
+    a, b, radio = shared.transport("veh-1", fanned=True), shared.transport("veh-2", fanned=True), shared.transport("fleet-v2v-0-of-1")
+    spat, rsi = T.spat("rsu", TILE, "J2"), T.area("rsi", TILE)
+
+    async def go() -> None:
+        await a.subscribe(T.spat_area(TILE))
+        await a.subscribe(rsi)
+        await radio.subscribe(T.spat_area(TILE))
+        await b.subscribe(T.spat_area(TILE))
+        inner.arrived += [Message(spat, b"1", 0, False, 0), Message(T.rsi(TILE, "cloud", 1), b"hazard", 1, True, 0)]
+        await b.subscribe(rsi)  # the hazard, retained, comes to b from the connection's copy, after SPaT 1
+        inner.arrived += [Message(spat, b"2", 0, False, 0)]
+        shared.pump()
+
+    asyncio.run(go())
+    assert inner.subscribed == [T.spat_area(TILE), rsi]  # each filter once
+    got = [(msg.payload, msg.retain, sorted(t.sid for t in who)) for msg, who in shared.fanned]
+    assert got == [(b"1", False, ["veh-1", "veh-2"]), (b"hazard", True, ["veh-1"]), (b"hazard", True, ["veh-2"]),
+                   (b"2", False, ["veh-1", "veh-2"])]
+    assert [msg.payload for msg in radio.receive()] == [b"1", b"2"]
+    assert a.receive() == b.receive() == []
+    assert (a.stats.received, b.stats.received, radio.stats.received) == (3, 3, 2)
+    assert shared.delivered == 7  # from the broker (the retained copy on subscribing is not counted, as before)
