@@ -22,10 +22,13 @@ Plain functions of the scenario (which RSU serves which intersection); no I/O.
 from __future__ import annotations
 
 from v2x.core import messages as m
+from v2x.core.kept import Kept
 from v2x.core.scenario import Scenario
 from v2x.core.topics import KINDS
 
 _VEHICLE, _RSU, _CLOUD = m.SenderKind.VEHICLE, m.SenderKind.RSU, m.SenderKind.CLOUD
+_UNJUDGED = "?"  # not yet among the verdicts kept (a verdict is None or a reason)
+JUDGED_KEPT = 4096  # verdicts kept, one per sender and topic: a district's vehicles, each on a tile or two
 
 
 class TrustRules:
@@ -34,6 +37,21 @@ class TrustRules:
     def __init__(self, sc: Scenario) -> None:
         self.rsu_of = {iid: sc.rsu_of(i).id for i, iid in enumerate(sc.sites)}  # intersection -> its RSU
         self.clock_skew_us = round(sc.trust.clock_skew_s * 1e6)  # [us] how far ahead of the receiver a message may be
+        # (topic, sender, sender kind, a SPaT's intersections) -> `sender_problem`'s verdict, recent
+        self._judged: Kept[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = Kept(JUDGED_KEPT)
+
+    def judged(self, topic: str, frame: m.Frame, names: tuple[str, ...] | None = None) -> str | None:
+        """`sender_problem`, worked out once for what alone it depends on: the topic, the sender and its kind, and a
+        SPaT's intersections (`names`, if the caller has them); a fleet's vehicles hear the same SPaT, and every
+        vehicle sends 10 BSMs a second."""
+        h, body = frame.header, frame.body
+        if names is None:
+            names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
+        key = (topic, h.sender_id, h.sender_kind, names)
+        why = self._judged.get(key, _UNJUDGED)
+        if why is _UNJUDGED:
+            why = self._judged.keep(key, self.sender_problem(topic, frame))
+        return why
 
     def sender_problem(self, topic: str, frame: m.Frame) -> str | None:
         """Why this sender may not send this message on this topic, or None if it may."""

@@ -104,9 +104,7 @@ class LinkDrops(JsonRecord):
         return cls(add_counts(p.lost for p in ps), sum(p.in_flight for p in ps))
 
 
-_UNJUDGED = "?"  # not yet in the sender verdicts (a verdict is None or a reason)
 DECODED_KEPT = 1024  # recently decoded payloads kept for the next receiver of the same bytes
-JUDGED_KEPT = 4096  # senders' verdicts kept, one per sender and topic: a district's vehicles, each on a tile or two
 MAX_AGE_S = {"bsm": 1.0, "spat": 1.0, "rsm": 1.0}  # [s] the expiry these are published with
 
 Distance = Callable[[str, m.Frame], "float | None"]  # (receiver, frame) -> sidelink distance [m], if known
@@ -155,8 +153,6 @@ class Reception:
         self._held: list[tuple[int, str, bytes, str | None, m.Frame]] = []  # heap by release time [us]
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: Kept[bytes, Decoded | DecodeError] = Kept(DECODED_KEPT)  # and why bytes that are no frame are not
-        # (topic, sender, sender kind, a SPaT's intersections) -> why its sender is refused (None: it is not), recent
-        self._senders: Kept[tuple[str, str, m.SenderKind, tuple[str, ...]], str | None] = Kept(JUDGED_KEPT)
 
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
         """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
@@ -182,12 +178,7 @@ class Reception:
             return True
         frame, _, names, latest = got
         h = frame.header
-        # the verdict depends on these alone (a SPaT's on the intersections it names too): a sender is judged once on
-        # each topic, not once per message (a fleet's vehicles hear the same SPaT; every vehicle sends 10 BSMs a second)
-        key = (topic, h.sender_id, h.sender_kind, names)
-        why = self._senders.get(key, _UNJUDGED)
-        if why is _UNJUDGED:
-            why = self._senders.keep(key, trust.sender_problem(topic, frame))
+        why = trust.judged(topic, frame, names)  # a sender judged once on each topic, not once per message
         if why is not None:
             self.bad.record("wrong_sender", topic, why, h.sender_id)
             return False

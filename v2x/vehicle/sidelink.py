@@ -79,7 +79,7 @@ class Neighbours:
         The same checks, in the same order, as every other receiver's (v2x.net.reception)."""
         now_us = None if self.utc_us is None else self.utc_us()
         if self.trust is not None:
-            why = self.trust.sender_problem(topic, frame)
+            why = self.trust.judged(topic, frame)
             if why is not None:
                 return "wrong_sender", why
             if now_us is not None and (ahead := self.trust.ahead_us(frame, now_us)) > self.trust.clock_skew_us:
