@@ -590,26 +590,31 @@ class Fleet:
         yellow_left = np.full(self.traffic.n, np.inf)
         now = self.traffic.t
         unequipped = self.equipment.without_obu(self.traffic)
-        for i in np.flatnonzero(group >= 0):
-            vid = int(self.traffic.ids[i])
-            radio = self.radios.get(vid)
-            sg = self.net.groups[int(group[i])]
+        at = np.flatnonzero(group >= 0)
+        shown: list[int] = []  # per slot of `at`, as plain ints (setting numpy items one by one cost more than the rest)
+        radios, groups, heads, yellow, unknown = self.radios, self.net.groups, self.heads, Light.YELLOW, Light.UNKNOWN
+        for i, vid, g in zip(at.tolist(), self.traffic.ids[at].tolist(), group[at].tolist(), strict=True):
+            radio = radios.get(vid)
+            sg = groups[g]
+            light: int
             if radio is not None:
-                lights[i] = radio.belief.light(sg.intersection + 1, sg.group_id, now)
-                if lights[i] == Light.YELLOW:
+                light = radio.belief.light(sg.intersection + 1, sg.group_id, now)
+                if light == yellow:
                     yellow_left[i] = radio.belief.yellow_left(sg.intersection + 1, sg.group_id, now)
             elif vid in unequipped:  # its driver sees the signal head
-                lights[i] = self.heads.belief.light(sg.intersection + 1, sg.group_id, now) if self.heads is not None else Light.UNKNOWN
-                if lights[i] == Light.YELLOW and self.heads is not None:
-                    yellow_left[i] = self.heads.belief.yellow_left(sg.intersection + 1, sg.group_id, now)
+                light = heads.belief.light(sg.intersection + 1, sg.group_id, now) if heads is not None else unknown
+                if light == yellow and heads is not None:
+                    yellow_left[i] = heads.belief.yellow_left(sg.intersection + 1, sg.group_id, now)
             elif self.mine(vid):
-                lights[i] = Light.UNKNOWN  # its OBU is not up yet
+                light = unknown  # its OBU is not up yet
             elif truth is not None:
-                lights[i] = truth[i]
+                light = int(truth[i])
             elif self.shadow is not None:
-                lights[i] = self.shadow.belief.light(sg.intersection + 1, sg.group_id, now)
+                light = self.shadow.belief.light(sg.intersection + 1, sg.group_id, now)
             else:
-                lights[i] = Light.UNKNOWN
+                light = unknown
+            shown.append(light)
+        lights[at] = shown
         return lights, yellow_left
 
     def move(self) -> None:
