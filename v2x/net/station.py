@@ -111,15 +111,19 @@ class Station:
     ) -> bool:
         """Publish a body of type `mtype` as `publish` does, its wire form given (`codec.relay_body` of the frame it
         came in, or a fleet's BSMs encoded at once): sent under this station's header without encoding it again. The
-        same bytes as `publish` when `wire` is the encoding of the body."""
-        return self._send(topic, mtype, codec.encode_relayed(self._header(mtype, sim_s, topic), wire), qos, expiry_s)
+        same bytes as `publish` when `wire` is the encoding of the body (the header written by `relay_at`'s parts)."""
+        sim = self.clock.sim_s() if sim_s is None else sim_s
+        return self.relay_at(codec.time_fields(self.clock.utc_us(), max(round(sim * 1000), 0)), topic, mtype, wire, qos=qos,
+                             expiry_s=expiry_s)
 
-    def relay_at(self, times: bytes, topic: str, mtype: m.MessageType, wire: bytes, *, expiry_s: int | None = None) -> bool:
-        """`relay` (QoS 0) at an instant given as a header's times in wire form (`codec.time_fields`), worked out once
-        for the many messages of one instant (a fleet's slice of BSMs): the same bytes as `relay` at that instant."""
+    def relay_at(
+        self, times: bytes, topic: str, mtype: m.MessageType, wire: bytes, *, qos: int = 0, expiry_s: int | None = None,
+    ) -> bool:
+        """`relay` at an instant given as a header's times in wire form (`codec.time_fields`), worked out once for the
+        many messages of one instant (a fleet's slice of BSMs): the same bytes as `publish` at that instant."""
         if self._fields is None:
             self._fields = codec.station_fields(self.sender_id, self.kind)
-        return self._send(topic, mtype, codec.relayed_frame(self._fields, self._next_seq(mtype, topic), times, wire), 0, expiry_s)
+        return self._send(topic, mtype, codec.relayed_frame(self._fields, self._next_seq(mtype, topic), times, wire), qos, expiry_s)
 
     def _send(self, topic: str, mtype: m.MessageType, data: bytes, qos: int, expiry_s: int | None) -> bool:
         """A frame of type `mtype` (signed when signing) on `topic`; counted sent if the transport took it."""
