@@ -3,8 +3,9 @@
 Each vehicle keeps its own `Transport`, topics, sequence numbers and measurements; what changes is underneath:
 its messages go out on the fleet's one connection, and each topic filter is subscribed to once, however many of
 the vehicles want it. What arrives is handed to every vehicle whose filters match (a `FilterTree`, as a broker
-does), once per vehicle. So the broker delivers a SPaT once to the fleet instead of once per vehicle that hears
-it, and a publish costs no system call and wake-up of its own.
+does), once per vehicle: into its inbox, or, for the fleet's OBUs in real time (`fanned`), once with all of them,
+for the fleet to take for all at once. So the broker delivers a SPaT once to the fleet instead of once per vehicle
+that hears it, and a publish costs no system call and wake-up of its own.
 
 A vehicle that subscribes to a filter already held gets the retained messages under it from the connection's own
 copy of them (the broker sends retained messages only when a filter is subscribed to): the last message of each
