@@ -55,7 +55,18 @@ def _traffic() -> list[tuple[float, Message, list[str]]]:
         (3.8, Message(T.bsm(TILE, "veh-5"), _frame("veh-5", V, 1, 3.8, m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=1.0,
                                                                            heading_deg=0.0)), 0, False, 0), ["veh-1"]),
         (3.9, Message(spat, _frame("RSU-J2", R, 10, 3.9, _spat("J2")), 0, False, 0), []),
+        (4.0, Message(spat, _frame("RSU-J2", R, 11, 4.0, _spat("J2")), 0, False, 0), ["veh-1", "veh-1", "veh-2"]),  # twice
+        (4.1, Message(T.bsm(TILE, "veh-9"), _bsm("veh-9", 1, 4.1), 0, False, 0), ["veh-1", "veh-2"]),
+        (4.2, Message(T.bsm(TILE, "fleet"), _bsm("fleet", 1, 4.2), 0, False, 0), ["", "veh-1"]),  # "": the owner itself
+        # 60 s on, a BSM heard only by its own sender (no sweep of silent streams for it, as `accept` makes none), then
+        # veh-9's next, numbered past a gap
+        (64.0, Message(T.bsm(TILE, "veh-3"), _bsm("veh-3", 2, 64.0), 0, False, 0), ["veh-3"]),
+        (64.5, Message(T.bsm(TILE, "veh-9"), _bsm("veh-9", 5, 64.5), 0, False, 0), ["veh-1", "veh-2"]),
     ]
+
+
+def _bsm(sender: str, seq: int, gen_s: float) -> bytes:
+    return _frame(sender, V, seq, gen_s, m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=1.0, heading_deg=0.0))
 
 
 def _outcome(rx: Reception) -> dict[str, Any]:
@@ -68,10 +79,11 @@ def test_a_message_taken_for_all_its_receivers_at_once_fares_as_it_does_taken_fo
     sender, from the future, retained, the receiver's own), with trust rules and without: the same frames handed out,
     the same outcomes, bad-input counts and measurements."""
     lossy = Links(Sidelink(loss=0.3, latency_ms=5.0), Cellular(latency_ms=40.0, p99_ms=120.0, loss=0.3))
-    for trust, links in ((RULES, None), (None, None), (RULES, lossy)):
+    for trust, links, shared in ((RULES, None, None), (None, None, None), (RULES, lossy, None), (RULES, None, T.root)):
         each_clock, all_clock = StepClock(EPOCH_S), StepClock(EPOCH_S)
-        each, at_once = (Reception("fleet", V, clock, trust=trust, impairment=links and Impairment(links, seed=1))
+        each, at_once = (Reception("fleet", V, clock, trust=trust, impairment=None if links is None else Impairment(links, seed=1))
                          for clock in (each_clock, all_clock))
+        each.shared_prefix = at_once.shared_prefix = shared  # (a shared subscription's share: latency only)
         handed: list[list[bool]] = []
         for t, msg, receivers in _traffic():
             each_clock.t = all_clock.t = t
@@ -81,6 +93,9 @@ def test_a_message_taken_for_all_its_receivers_at_once_fares_as_it_does_taken_fo
             handed.append([f is not None for f in together])
         assert _outcome(at_once) == _outcome(each)
         assert at_once.holding == each.holding
+        if shared is not None:
+            assert each.measure.unsequenced
+            continue
         if links is not None:  # each message taken for each receiver (the link is each receiver's own)
             assert each.link_lost == at_once.link_lost
             assert sum(each.link_lost.values()) > 0
@@ -92,7 +107,9 @@ def test_a_message_taken_for_all_its_receivers_at_once_fares_as_it_does_taken_fo
         assert (bad["malformed"], bad["wrong_type"], bad["expired"]) == (4, 4, 4)
         if trust is not None:
             assert (bad["wrong_sender"], bad["from_the_future"]) == (4, 4)
-        assert each.outcomes["own"] == 1
+        assert each.outcomes["own"] == 3
+        # veh-9 silent for over a minute: its stream closed by the sweep at 64.5 s (none at 64.0), the gap not a loss
+        assert _outcome(each)["measure"]["counts"]["bsm|vehicle->vehicle"]["lost"] == 0
 
 
 class _Inner:
@@ -139,3 +156,74 @@ def test_the_shared_connection_hands_each_message_once_with_the_obus_it_is_for_i
     assert a.receive() == b.receive() == []
     assert (a.stats.received, b.stats.received, radio.stats.received) == (3, 3, 2)
     assert shared.delivered == 7  # from the broker (the retained copy on subscribing is not counted, as before)
+
+
+def _fleet(clock: StepClock) -> tuple[Any, list[Any]]:
+    """A fleet of four_way with four ready OBUs (no broker: the test hands them what they hear)."""
+    from v2x.net.connection import Connection
+    from v2x.net.station import Station
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+    from v2x.vehicle.fleet import Fleet, Radio
+
+    broker = MemoryBroker()
+    fleet = Fleet(FOUR_WAY, Connection("mqtt://127.0.0.1:1", impair=False), clock,
+                  transport_factory=lambda sid: MemoryTransport(broker, sid))
+    radios = []
+    for vid in range(1, 5):
+        radio = Radio(vid, Station(f"veh-{vid}", V, clock), fleet._belief(), ready=True, order=vid)
+        fleet.radios[vid] = fleet._by_sid[radio.station.sender_id] = radio
+        radios.append(radio)
+    return fleet, radios
+
+
+def _fleet_state(fleet: Any, radios: list[Any]) -> dict[str, Any]:
+    return {"received": dict(fleet.counters.received), "with_spat": sorted(fleet.counters.vehicles_with_spat),
+            "bad": dict(fleet.bad.counts), "outcomes": dict(fleet.reception.outcomes), "measure": fleet.reception.measure.to_json(),
+            "beliefs": [None if r.belief is None else {k: (v.at_s, v.state) for k, v in r.belief.latest.items()} for r in radios],
+            "heard": {k: (v.at_s, v.state) for k, v in fleet.heard.latest.items()}, "hazards": [dict(r.hazards) for r in radios]}
+
+
+FOUR_WAY = load(bundled_dir() / "four_way.toml")
+
+
+def test_a_fleet_taking_a_message_for_all_its_vehicles_at_once_ends_as_taking_it_for_each() -> None:
+    """`Fleet._handle_all` against `_handle` for each vehicle: SPaT on both paths (copies of one to some vehicles), an
+    expired one, a hazard set and cleared, bytes that are no frame; and with one vehicle whose handling fails (counted
+    for it alone, the others' taken)."""
+    from v2x.core.network import Network
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
+    from v2x.net.station import Station
+
+    net = Network(FOUR_WAY)
+    tile, iid = net.site_tiles[0], net.intersections[0].spec.id
+    ctl = controllers(net)[0]
+    rsu, cloud = Station(FOUR_WAY.rsu_of(0).id, R, StepClock(EPOCH_S)), Station("cloud", C, StepClock(EPOCH_S))
+    topic, relayed, rsi = T.spat("rsu", tile, iid), T.spat("cloud", tile, iid), T.rsi(tile, "cloud", 1)
+    traffic: list[tuple[float, Message, list[int]]] = []
+    for k in range(5):
+        rsu.clock.t = cloud.clock.t = 10.0 + k * 0.1  # type: ignore[attr-defined]
+        ctl.step(10.0 + k * 0.1)
+        body = m.Spat((intersection_state(net, 0, ctl, rsu.clock.utc_us() // 1000, revision=k),))
+        heard = Message(topic, rsu.encode(body, None, topic), 0, False, 0)
+        traffic += [(10.0 + k * 0.1, heard, [0, 1, 2, 3]), (10.0 + k * 0.1, Message(relayed, cloud.encode(body, None, relayed), 0, False, 0),
+                                                             [0, 2, 3]), (10.0 + k * 0.1, heard, [1, 2])]
+    traffic += [(12.5, heard, [0, 1, 2, 3]),  # a copy, late
+                (12.6, Message(rsi, cloud.encode(m.Rsi(m.GeoPoint(31.0, 120.0), ()), None, rsi), 1, True, 0), [0, 1, 2, 3]),
+                (12.7, Message(rsi, b"", 1, True, 0), [0, 2, 3]), (12.8, Message(topic, b"\x00bad", 0, False, 0), [0, 1, 2, 3])]
+    taken: dict[int | None, int] = {}
+    for broken in (None, 1):
+        (each, each_radios), (at_once, all_radios) = (_fleet(StepClock(EPOCH_S)) for _ in range(2))
+        if broken is not None:
+            each_radios[broken].belief = all_radios[broken].belief = None  # taking a SPaT raises for this vehicle
+        for t, msg, who in traffic:
+            each.clock.t = at_once.clock.t = t
+            for i in who:
+                each._handle(each_radios[i], msg)
+            at_once._handle_all([all_radios[i] for i in who], msg)
+        assert _fleet_state(at_once, all_radios) == _fleet_state(each, each_radios)
+        assert each.counters.received["spat/rsu"] > 0
+        assert each.counters.received["spat/cloud"] > 0
+        assert each.bad.counts["handler_error"] == (0 if broken is None else 5)
+        taken[broken] = at_once.counters.received["spat/rsu"]
+    assert taken[1] == taken[None] - 5  # a SPaT the vehicle failed to take is not counted as received

@@ -264,6 +264,7 @@ class Reception:
         and only what is each receiver's own (its stream, its latency, a duplicate) is worked out per receiver."""
         if self.verifier is not None or self.impairment is not None or not receivers:
             return [self.accept(msg, r) for r in receivers]
+        receivers = [r or self.owner for r in receivers]  # as `accept` names a receiver
         got = self._decode(msg)
         rx_us = self.clock.receipt_us(msg)
         if got is None or (self.trust is not None and not self._trusted(msg.topic, got, rx_us)):
@@ -276,10 +277,11 @@ class Reception:
         sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
         max_age = self.max_age_s.get(mtype)
         expired = max_age is not None and age_us > max_age * 1e6
-        self.measure.close_silent(rx_us)
         topic, outcomes = msg.topic, self.outcomes
         own = h.sender_id in receivers
         others = [r for r in receivers if r != h.sender_id] if own else receivers
+        if others:  # (`accept` sweeps before measuring: not for its own message)
+            self.measure.close_silent(rx_us)
         fresh = iter(self.measure.record_all(others, topic, mtype, hop, h.seq, h.gen_time_us, latency_us, h.sender_id, sequenced))
         out: list[m.Frame | None] = []
         for who in receivers:

@@ -44,7 +44,8 @@ class SharedConnection:
     def transport(self, sid: str, fanned: bool = False) -> SharedTransport:
         """A vehicle's transport over this connection (`sid` names it in logs only: the broker sees one client).
         `fanned`: what it is handed goes to `fanned` with the others it is for, not to its inbox (when `fanned` is
-        a list): a fleet takes each message once for all of its vehicles that hear it."""
+        a list): a fleet takes each message once for all of its vehicles that hear it. Its `receive` then has
+        nothing (and no inbox limit applies: the connection's own holds what waits)."""
         self.transports += 1
         return SharedTransport(self, sid, fanned=fanned)
 

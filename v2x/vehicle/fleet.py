@@ -460,7 +460,8 @@ class Fleet:
     def _take_fanned(self, shared: SharedConnection) -> None:
         """What the shared connection handed the OBUs, message by message in order of arrival, each for the OBUs it
         is for (in `radios`'s order); an OBU's own messages stay in the order they came. One whose vehicle has left
-        is not handed it (as its inbox was never read again)."""
+        is not handed it (as its inbox was never read again); nor one not ready, which cannot be for it: an OBU
+        subscribes only once ready (`subscription_work`), and stays so."""
         shared.pump()
         fanned, shared.fanned = shared.fanned or [], []
         for msg, who in fanned:
@@ -496,21 +497,24 @@ class Fleet:
                     self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
             return
         # a SPaT: `_act` for each vehicle, what is the same for all worked out once
-        assert isinstance(spat.body, m.Spat)
-        _, states, count = self._spat(spat, spat.body)
-        now, sender, taken = self.clock.sim_s(), spat.header.sender_id, 0
-        for radio, frame in zip(radios, frames, strict=True):
-            if frame is not None:
-                self.bad.guard(topic, sender, self._take_spat, radio, states, now)
-                taken += 1
+        taking = [radio for radio, frame in zip(radios, frames, strict=True) if frame is not None]
+        self.bad.guard(topic, spat.header.sender_id, self._act_spat, taking, topic, spat)
+
+    def _act_spat(self, radios: list[Radio], topic: str, frame: m.Frame) -> None:
+        """`_act(radio, topic, frame)` of a SPaT for each of `radios` (each vehicle under its own guard)."""
+        assert isinstance(frame.body, m.Spat)
+        _, states, count = self._spat(frame, frame.body)
+        now, sender = self.clock.sim_s(), frame.header.sender_id
+        for radio in radios:
+            self.bad.guard(topic, sender, self._take_spat, radio, states, now, count)
         for got in states:  # (the freshest any vehicle heard: the same taken once or by each)
             self.heard.take(got)
-        self.counters.received[count] += taken
 
-    def _take_spat(self, radio: Radio, states: tuple[Received, ...], now: float) -> None:
-        """A vehicle hears a SPaT (`_spat`'s states) at sim time `now`."""
+    def _take_spat(self, radio: Radio, states: tuple[Received, ...], now: float, count: str) -> None:
+        """A vehicle hears a SPaT (`_spat`'s states) at sim time `now`; counted as `count`."""
         for got in states:
             radio.belief.take(got, now)
+        self.counters.received[count] += 1
         self.counters.vehicles_with_spat.add(radio.vid)
 
     def _handle(self, radio: Radio, msg: Message) -> None:
@@ -545,8 +549,7 @@ class Fleet:
                 for got in states:
                     radio.belief.take(got, self.clock.sim_s())
             else:
-                self._take_spat(radio, states, self.clock.sim_s())
-                self.counters.received[count] += 1
+                self._take_spat(radio, states, self.clock.sim_s(), count)
             for got in states:
                 self.heard.take(got)
             return
