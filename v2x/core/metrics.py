@@ -74,20 +74,12 @@ class Histogram:
         self.n = 0
         self.max = 0
 
-    def record(self, v_us: int) -> None:
+    def record(self, v_us: int, n: int = 1) -> None:
+        """A value, `n` times."""
         v = int(v_us)
         if v < 0:
             v = 0
         i = v if v < _EXACT else bucket(v)  # most latencies: the value itself, without a call
-        self.counts[i] = self.counts.get(i, 0) + 1
-        self.n += 1
-        if v > self.max:
-            self.max = v
-
-    def record_n(self, v_us: int, n: int) -> None:
-        """`record(v_us)` n times."""
-        v = max(int(v_us), 0)
-        i = v if v < _EXACT else bucket(v)
         self.counts[i] = self.counts.get(i, 0) + n
         self.n += n
         if v > self.max:
@@ -346,10 +338,7 @@ class Measurements:
         h = self.latency.get((mtype, hop))
         if h is None:
             h = self.latency[(mtype, hop)] = Histogram()
-        if n == 1:
-            h.record(latency_us)
-        else:
-            h.record_n(latency_us, n)
+        h.record(latency_us, n)
         sec = math.floor(gen_us / 1e6 - self.epoch_s)
         counting = self._counting.get(hop)
         # the second last counted in (nearly every message): still a dict, as only `_second` of the same hop packs one

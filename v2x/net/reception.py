@@ -246,10 +246,7 @@ class Reception:
         if not self.measure.record(who, msg.topic, mtype, hop, h.seq, h.gen_time_us, None if msg.retain else age_us, h.sender_id, sequenced):
             self.outcomes["duplicate"] += 1
             return None
-        max_age = self.max_age_s.get(mtype)
-        if max_age is not None and age_us > max_age * 1e6:
-            self.measure.expire(mtype, hop)
-            self.bad.record("expired", msg.topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
+        if self._expired(msg.topic, mtype, hop, age_us, h.sender_id):
             return None
         if delay_us > 0:
             heapq.heappush(self._held, (rx_us + delay_us, msg.topic, msg.payload, receiver, frame))
@@ -275,8 +272,6 @@ class Reception:
         age_us = rx_us - h.gen_time_us
         latency_us = None if msg.retain else age_us
         sequenced = self.shared_prefix is None or not msg.topic.startswith(self.shared_prefix)
-        max_age = self.max_age_s.get(mtype)
-        expired = max_age is not None and age_us > max_age * 1e6
         topic, outcomes = msg.topic, self.outcomes
         own = h.sender_id in receivers
         others = [r for r in receivers if r != h.sender_id] if own else receivers
@@ -291,14 +286,21 @@ class Reception:
             elif not next(fresh):
                 outcomes["duplicate"] += 1
                 out.append(None)
-            elif expired:
-                self.measure.expire(mtype, hop)
-                self.bad.record("expired", topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", h.sender_id)
+            elif self._expired(topic, mtype, hop, age_us, h.sender_id):
                 out.append(None)
             else:
                 outcomes["accepted"] += 1
                 out.append(frame)
         return out
+
+    def _expired(self, topic: str, mtype: str, hop: str, age_us: int, sender: str) -> bool:
+        """Whether a message just recorded arrived older than its type's expiry (counted, as received but of no use)."""
+        max_age = self.max_age_s.get(mtype)
+        if max_age is None or age_us <= max_age * 1e6:
+            return False
+        self.measure.expire(mtype, hop)
+        self.bad.record("expired", topic, f"{age_us / 1e3:.0f} ms old (expires after {max_age:g} s)", sender)
+        return True
 
     def due(self) -> list[tuple[str | None, str, m.Frame]]:
         """Held messages whose time has come: (receiver, topic, frame), in release order."""

@@ -489,16 +489,14 @@ class Fleet:
                 self._handle(radio, msg)
             return
         topic = msg.topic
-        frames = self.reception.accept_all(msg, [r.station.sender_id for r in radios])
-        spat = next((f for f in frames if f is not None and isinstance(f.body, m.Spat)), None)
-        if spat is None or any(f is not None and f is not spat for f in frames):  # (one frame for all, but for a copy)
-            for radio, frame in zip(radios, frames, strict=True):
-                if frame is not None:
-                    self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
+        taking = [(r, f) for r, f in zip(radios, self.reception.accept_all(msg, [r.station.sender_id for r in radios]), strict=True)
+                  if f is not None]
+        if taking and isinstance(taking[0][1].body, m.Spat):  # (the same bytes, decoded once: the same frame for all)
+            frame = taking[0][1]  # `_act` for each vehicle, what is the same for all worked out once
+            self.bad.guard(topic, frame.header.sender_id, self._act_spat, [r for r, _ in taking], topic, frame)
             return
-        # a SPaT: `_act` for each vehicle, what is the same for all worked out once
-        taking = [radio for radio, frame in zip(radios, frames, strict=True) if frame is not None]
-        self.bad.guard(topic, spat.header.sender_id, self._act_spat, taking, topic, spat)
+        for radio, frame in taking:
+            self.bad.guard(topic, frame.header.sender_id, self._act, radio, topic, frame)
 
     def _act_spat(self, radios: list[Radio], topic: str, frame: m.Frame) -> None:
         """`_act(radio, topic, frame)` of a SPaT for each of `radios` (each vehicle under its own guard)."""
