@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -551,3 +552,57 @@ async def test_qos0_messages_read_past_gmqtt_are_what_was_sent(
     assert f"{topic_prefix}/a" in read_here
     assert f"{topic_prefix}/ü/ß" in read_here
     assert f"{topic_prefix}/d" not in read_here  # a user property: gmqtt's path
+
+
+def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however_the_bytes_are_split() -> None:
+    """`_read_directly`: gmqtt's protocol splits what arrives into packets in `data_received` (no read loop between):
+    every split of the same bytes into reads hands on the same packets, in order."""
+    from gmqtt.mqtt.protocol import MQTTProtocol
+    from gmqtt.mqtt.utils import ConnectionState, IdGenerator
+
+    from v2x.net.transport import _read_directly, qos0_publish
+
+    packets = [qos0_publish("a/b", bytes(range(256)) * (n // 256) + b"x" * (n % 256), False, True) for n in (0, 1, 122, 123, 124, 300, 20_000)]
+    packets += [b"\x90\x03\x00\x01\x00", b"\xd0\x00", qos0_publish("t", b"", True, False)]  # a SUBACK, a PINGRESP
+    stream = b"".join(packets)
+
+    def body(packet: bytes) -> bytes:  # what follows the fixed header (its remaining length: 7 bits a byte)
+        i = 1
+        while packet[i] & 0x80:
+            i += 1
+        return packet[i + 1:]
+
+    expected = [(p[0], body(p)) for p in packets]
+
+    class Closing:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def read(chunks: list[bytes]) -> tuple[list[tuple[int, bytes]], int]:
+        got: list[tuple[int, bytes]] = []
+
+        class Connection:
+            def put_package(self, pkg: Any) -> None:
+                got.append((pkg.cmd, bytes(pkg.data)))
+
+        protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
+        protocol.set_connection(Connection())
+        transport = protocol._transport = Closing()
+        _read_directly(protocol, "test")
+        for chunk in chunks:
+            protocol.data_received(chunk)
+        return got, transport.closed
+
+    rng = random.Random(5)
+    splits = [[stream], [bytes((b,)) for b in stream], [stream[i:i + 7] for i in range(0, len(stream), 7)]]
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
+        splits.append([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)])
+    for chunks in splits:
+        assert asyncio.run(read(chunks)) == (expected, 0)
+
