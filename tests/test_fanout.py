@@ -227,3 +227,76 @@ def test_a_fleet_taking_a_message_for_all_its_vehicles_at_once_ends_as_taking_it
         assert each.bad.counts["handler_error"] == (0 if broken is None else 5)
         taken[broken] = at_once.counters.received["spat/rsu"]
     assert taken[1] == taken[None] - 5  # a SPaT the vehicle failed to take is not counted as received
+
+
+def test_a_fleet_reading_only_the_obus_something_reached_takes_what_reading_every_obu_takes() -> None:
+    """One connection per OBU (real time): the fleet reads only the OBUs whose connection said something arrived
+    (`Fleet._take_arrivals`), against reading every ready OBU's inbox in turn: the same messages, taken in the same
+    order, with the same outcome; an OBU not yet ready is read once it is, one whose vehicle left is not."""
+    import functools
+
+    from v2x.core.network import Network
+    from v2x.core.signal.plans import controllers
+    from v2x.core.signal.spat import intersection_state
+    from v2x.net.station import Station
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+
+    net = Network(FOUR_WAY)
+    tile, iid = net.site_tiles[0], net.intersections[0].spec.id
+    topic, rsi = T.spat("rsu", tile, iid), T.rsi(tile, "cloud", 1)
+
+    def fleet_of(arrivals: bool) -> tuple[Any, list[Any], list[tuple[int, bytes]], MemoryBroker]:
+        fleet, radios = _fleet(StepClock(EPOCH_S))
+        broker = MemoryBroker()
+        if arrivals:
+            fleet._arrivals = {}
+        for radio in radios:
+            t = MemoryTransport(broker, radio.station.sender_id)
+            radio.station.transport = t
+            asyncio.run(t.start())
+            asyncio.run(t.subscribe(T.spat_area(tile)))
+            if arrivals:
+                t.on_arrival(functools.partial(fleet._arrivals.__setitem__, radio, None))
+        asyncio.run(radios[1].transport.subscribe(rsi))  # a hazard for one OBU alone
+        radios[2].ready = False  # connecting still
+        taken: list[tuple[int, bytes]] = []
+        handle = fleet._handle
+
+        def logged(radio: Any, msg: Message) -> None:
+            taken.append((radio.vid, msg.payload))
+            handle(radio, msg)
+
+        fleet._handle = logged
+        return fleet, radios, taken, broker
+
+    runs = []
+    for arrivals in (False, True):
+        fleet, radios, taken, broker = fleet_of(arrivals)
+        ctl = controllers(net)[0]
+        rsu, cloud = Station(FOUR_WAY.rsu_of(0).id, R, StepClock(EPOCH_S)), Station("cloud", C, StepClock(EPOCH_S))
+
+        def spat(t: float, fleet: Any, rsu: Station, ctl: Any, broker: MemoryBroker) -> None:
+            rsu.clock.t = fleet.clock.t = t  # type: ignore[attr-defined]
+            ctl.step(t)
+            body = m.Spat((intersection_state(net, 0, ctl, rsu.clock.utc_us() // 1000, revision=int(t * 10)),))
+            broker.route(topic, rsu.encode(body, None, topic), 0, False)
+
+        broker.route(rsi, cloud.encode(m.Rsi(m.GeoPoint(31.0, 120.0), ()), None, rsi), 1, True)  # the second OBU's first
+        spat(10.0, fleet, rsu, ctl, broker)
+        spat(10.1, fleet, rsu, ctl, broker)
+        fleet.receive()
+        fleet.receive()  # nothing new
+        radios[2].ready = True
+        fleet.receive()  # what reached it before it was ready is read now
+        del fleet.radios[4]  # its vehicle left: what reaches it stays unread
+        spat(10.2, fleet, rsu, ctl, broker)
+        fleet.receive()
+        runs.append((taken, _fleet_state(fleet, radios), len(radios[3].transport._inbox), fleet._arrivals))
+    (polled, polled_state, polled_left, _), (read, read_state, read_left, left) = runs
+    assert read == polled
+    assert read_state == polled_state
+    vids = [vid for vid, _ in read]
+    assert vids.count(3) == 3  # what reached it before it was ready too
+    assert vids.count(2) == 4  # and the hazard
+    assert read_left == polled_left == 1
+    assert left == {}  # nothing kept waiting

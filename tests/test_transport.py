@@ -606,3 +606,25 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
     for chunks in splits:
         assert asyncio.run(read(chunks)) == (expected, 0)
 
+
+async def test_a_connection_whose_client_id_is_taken_over_tells_whoever_reads_on_arrival(mosquitto: MosquittoBroker, topic_prefix: str) -> None:
+    """A fleet with one connection per OBU reads an OBU's inbox only when told something arrived (`on_arrival`); a
+    client id taken over is told too, so that `receive()` raises it (the run stops saying why) with nothing arrived."""
+    told: list[int] = []
+    async with MqttTransport(mosquitto.url, f"{topic_prefix}-obu", seed=1) as t:
+        t.on_arrival(lambda: told.append(len(t._inbox)))
+        await t.subscribe(f"{topic_prefix}/nothing")
+        intruder = await asyncio.create_subprocess_exec(
+            "mosquitto_sub", "-p", str(mosquitto.port), "-i", f"{topic_prefix}-obu", "-t", f"{topic_prefix}/x", "-V", "mqttv5",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                if told:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            intruder.terminate()
+            await intruder.wait()
+        assert told == [0]  # once, with nothing in the inbox
+        with pytest.raises(BrokerError, match="was taken over by another client"):
+            t.receive()

@@ -392,7 +392,8 @@ class _Inbox(Lifecycle):
     _heard: Callable[[], None] | None = None
 
     def on_arrival(self, callback: Callable[[], None] | None) -> None:
-        """Have `callback()` called after each message put into the inbox (the lockstep barrier wakes on it)."""
+        """Have `callback()` called after each message put into the inbox (the lockstep barrier wakes on it, a fleet
+        with one connection per OBU reads only those it was called for), and when `receive()` has a failure to raise."""
         self._heard = callback
 
     def _open_inbox(self, size: int) -> None:
@@ -791,6 +792,8 @@ class MqttTransport(_Inbox):
                 self._closing = True
                 client._is_active = False  # gmqtt's reconnect, already scheduled, checks this first: no reconnect
                 log.error("%s", self.failure)
+                if self._heard is not None:  # whoever reads only on arrival: `receive()` has this to say now
+                    self._heard()
         self._connected.clear()
         # no acknowledgement will come on this connection (and gmqtt would keep their packet ids for good); the next
         # CONNACK subscribes `_subs` anew

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections import Counter
@@ -46,7 +47,7 @@ from v2x.net.reception import Reception
 from v2x.net.shared import SharedConnection
 from v2x.net.signing import Authority, valid_from_ms
 from v2x.net.station import Clock, Station
-from v2x.net.transport import ConnectionSummary, Message, Transport, TransportStats, outage_summary
+from v2x.net.transport import ConnectionSummary, Message, MqttTransport, Transport, TransportStats, outage_summary
 from v2x.vehicle.apps import GLOSA_RANGE_M, HLW_RANGE_M, Apps, HazardWatch, Warning
 from v2x.vehicle.attacks import Attacks
 from v2x.vehicle.belief import Received, SignalBelief
@@ -80,9 +81,10 @@ SPATS_KEPT = 256  # SPaT frames whose states the vehicles share, kept (a distric
 HAZARD_KEEP_OFF_S = 1.0  # [s] on SUMO, a warned vehicle is kept out of the hazard's lane this long at a time (renewed each step)
 
 
-@dataclass
+@dataclass(eq=False)
 class Radio:
-    """One vehicle's OBU: its station (identity, header stamping and connection) and what it believes."""
+    """One vehicle's OBU: its station (identity, header stamping and connection) and what it believes. Each is
+    itself alone (compared and hashed by identity)."""
 
     vid: int
     station: Station
@@ -231,6 +233,9 @@ class Fleet:
         self._fanned = shared if shared is not None and transport_factory is None else None
         if self._fanned is not None:
             self._fanned.fanned = []
+        # one connection per OBU, its own (real time): the OBUs whose inbox got something since the fleet last looked,
+        # each connection saying so on arrival; the fleet looks at these alone (most OBUs get nothing in 10 ms)
+        self._arrivals: dict[Radio, None] | None = {} if transport_factory is None and shared is None else None
         self._bsm_every = max(round(1.0 / sc.fleet.bsm_hz / sc.step_s), 1)
         # a sharded fleet simulates every vehicle but is the OBU of its own only; the others
         # drive on what one shard-wide radio hears, so that every shard's traffic stays alike
@@ -265,7 +270,7 @@ class Fleet:
         i, n = shard
         return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000, coalesce_writes=True))
 
-    def _mqtt(self, sid: str) -> Transport:
+    def _mqtt(self, sid: str) -> MqttTransport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
         obu = sid.startswith(("veh-", "stalled-"))
         return self.conn.transport(sid, inbox=1000, outbox=1000, qos0_per_s=OBU_QOS0_PER_S if obu else None)
@@ -311,8 +316,11 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            transport = self._factory(sid) if self._fanned is None else self._fanned.transport(sid, fanned=True)
+            own = self._mqtt(sid) if self._arrivals is not None else None
+            transport = own if own is not None else self._factory(sid) if self._fanned is None else self._fanned.transport(sid, fanned=True)
             radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, transport), belief, order=self.obus)
+            if own is not None and self._arrivals is not None:
+                own.on_arrival(functools.partial(self._arrivals.__setitem__, radio, None))
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
@@ -443,19 +451,41 @@ class Fleet:
         if self.heads is not None:
             for msg in self.heads.transport.receive():
                 self._see_heads(self.heads, msg)
-        if self._fanned is None:
+        if self._fanned is not None:
+            self._take_fanned(self._fanned)
+        elif self._arrivals is not None:
+            self._take_arrivals(self._arrivals)
+        else:
             for radio in self.radios.values():
                 if radio.ready:
                     for msg in radio.transport.receive():
                         self._handle(radio, msg)
-        else:
-            self._take_fanned(self._fanned)
         for sid, topic, frame in self.reception.due():  # what the links delayed
             held = self._by_sid.get(sid or "")
             if held is None:
                 self.counters.arrived_after_leaving += 1  # its vehicle left the network meanwhile
             else:
                 self.bad.guard(topic, frame.header.sender_id, self._act, held, topic, frame)
+
+    def _take_arrivals(self, arrivals: dict[Radio, None]) -> None:
+        """What the OBUs whose connection said something arrived got, OBU by OBU in `radios`'s order (as every OBU's
+        inbox would be read in turn). One whose vehicle has left is not read (nor was its inbox before); one not yet
+        ready is kept for later (nothing should reach it before it subscribes)."""
+        if not arrivals:
+            return
+        heard = list(arrivals)
+        arrivals.clear()
+        if len(heard) > 1:
+            heard.sort(key=_order)
+        radios = self.radios
+        for radio in heard:
+            if radios.get(radio.vid) is not radio:
+                continue
+            if not radio.ready:
+                arrivals[radio] = None
+                continue
+            for msg in radio.station.transport.receive():  # type: ignore[union-attr]
+                self._handle(radio, msg)
 
     def _take_fanned(self, shared: SharedConnection) -> None:
         """What the shared connection handed the OBUs, message by message in order of arrival, each for the OBUs it
