@@ -556,14 +556,18 @@ async def test_qos0_messages_read_past_gmqtt_are_what_was_sent(
 
 def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however_the_bytes_are_split() -> None:
     """`_read_directly`: gmqtt's protocol splits what arrives into packets in `data_received` (no read loop between):
-    every split of the same bytes into reads hands on the same packets, in order."""
+    every split of the same bytes into reads hands on the same packets, in order: a QoS 0 PUBLISH to the transport's
+    taker when there is one and it takes it, anything else to gmqtt (`put_package`); a malformed length closes the
+    connection, nothing after it handed on."""
     from gmqtt.mqtt.protocol import MQTTProtocol
     from gmqtt.mqtt.utils import ConnectionState, IdGenerator
 
     from v2x.net.transport import _read_directly, qos0_publish
 
-    packets = [qos0_publish("a/b", bytes(range(256)) * (n // 256) + b"x" * (n % 256), False, True) for n in (0, 1, 122, 123, 124, 300, 20_000)]
+    # remaining lengths of one, two and three bytes (127, 128, 16,383, 16,384 each side of a boundary)
+    packets = [qos0_publish("a/b", bytes(range(256)) * (n // 256) + b"x" * (n % 256), False, True) for n in (0, 1, 121, 122, 300, 16_377, 16_378)]
     packets += [b"\x90\x03\x00\x01\x00", b"\xd0\x00", qos0_publish("t", b"", True, False)]  # a SUBACK, a PINGRESP
+    packets += [b"\x32\x08\x00\x03a/b\x00\x07\x00", qos0_publish("a/b", b"z", True, True)]  # QoS 1; a retained QoS 0
     stream = b"".join(packets)
 
     def body(packet: bytes) -> bytes:  # what follows the fixed header (its remaining length: 7 bits a byte)
@@ -572,7 +576,7 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
             i += 1
         return packet[i + 1:]
 
-    expected = [(p[0], body(p)) for p in packets]
+    assert [len(p) - len(body(p)) - 1 for p in packets[:7]] == [1, 1, 1, 2, 2, 2, 3]
 
     class Closing:
         closed = 0
@@ -583,15 +587,22 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
         def is_closing(self) -> bool:
             return False
 
-    async def read(chunks: list[bytes]) -> tuple[list[tuple[int, bytes]], int]:
-        got: list[tuple[int, bytes]] = []
+    async def read(chunks: list[bytes], taker: bool) -> tuple[list[tuple[str, int, bytes]], int]:
+        got: list[tuple[str, int, bytes]] = []
 
         class Connection:
             def put_package(self, pkg: Any) -> None:
-                got.append((pkg.cmd, bytes(pkg.data)))
+                got.append(("gmqtt", pkg.cmd, bytes(pkg.data)))
+
+        class Taking(Connection):
+            def _v2x_qos0(self, cmd: int, data: bytes) -> bool:  # takes all but topic "t"
+                if data[:3] == b"\x00\x01t":
+                    return False
+                got.append(("taken", cmd, bytes(data)))
+                return True
 
         protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
-        protocol.set_connection(Connection())
+        protocol.set_connection(Taking() if taker else Connection())
         transport = protocol._transport = Closing()
         _read_directly(protocol, "test")
         for chunk in chunks:
@@ -603,8 +614,16 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
     for _ in range(50):
         cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
         splits.append([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)])
-    for chunks in splits:
-        assert asyncio.run(read(chunks)) == (expected, 0)
+    for taker in (False, True):
+        expected = [("taken" if taker and p[0] & 0xF6 == 0x30 and body(p)[:3] != b"\x00\x01t" else "gmqtt", p[0], body(p))
+                    for p in packets]
+        assert [w for w, _, _ in expected].count("taken") == (8 if taker else 0)
+        for chunks in splits:
+            assert asyncio.run(read(chunks, taker)) == (expected, 0)
+    # a remaining length of five bytes: the connection is closed; what came before it was handed on, nothing after
+    got, closed = asyncio.run(read([packets[1], b"\x30\xff\xff\xff\xff\x7f", packets[2]], True))
+    assert got == [("taken", packets[1][0], body(packets[1]))]
+    assert closed == 1
 
 
 async def test_a_connection_whose_client_id_is_taken_over_tells_whoever_reads_on_arrival(mosquitto: MosquittoBroker, topic_prefix: str) -> None:

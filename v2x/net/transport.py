@@ -504,24 +504,63 @@ def _plain_qos0(data: bytes, v5: bool) -> tuple[str, bytes] | None:
 
 
 def _read_directly(protocol: Any, who: str) -> None:
-    """Have gmqtt's protocol split what arrives into packets as it arrives (`data_received`), each handed on as
-    before (`put_package`), instead of through its read loop: a StreamReader fed, then a task woken to read it, for
-    every read (about a twentieth of an OBU's CPU, at one connection per vehicle). Its read loop stays, waiting on the
-    StreamReader, which now gets only the end of the stream (it closes the connection then, as before)."""
-    rest = b""
+    """Have gmqtt's protocol split what arrives into packets as it arrives (`data_received`), instead of through its
+    read loop: a StreamReader fed, then a task woken to read it, for every read (about a twentieth of an OBU's CPU, at
+    one connection per vehicle). A QoS 0 PUBLISH goes straight to what the transport set on the connection to take it
+    (`_v2x_qos0`, from the first CONNACK: `MqttTransport._shed_early`); anything else, or one it does not take, to
+    `put_package` as gmqtt's loop hands it on. The read loop stays, waiting on the StreamReader, which now gets only
+    the end of the stream (it closes the connection then, as before)."""
+    from gmqtt.mqtt.package import Package
+
+    rest: bytes | None = b""  # None: the stream went wrong, nothing more is read
 
     def data_received(data: bytes) -> None:
         nonlocal rest
-        buf = rest + data if rest else data
-        parsed = protocol._read_packet(buf)
-        if parsed < 0:  # a remaining length of more than four bytes: not MQTT (gmqtt's loop would stop reading)
-            log.warning("%s: the broker sent a packet with a malformed length; closing the connection", who)
-            rest = b""
-            protocol._transport.close()
+        if rest is None:
             return
-        rest = buf[parsed:] if parsed < len(buf) else b""
+        buf = rest + data if rest else data
+        n, i = len(buf), 0
+        connection = protocol._connection
+        qos0 = getattr(connection, "_v2x_qos0", None)
+        while i + 1 < n:
+            cmd, size, start = buf[i], buf[i + 1], i + 2
+            if size & 0x80:  # a remaining length of more than one byte
+                try:
+                    got = _remaining_length_at(buf, i + 1)
+                except ValueError:
+                    log.warning("%s: the broker sent a packet with a malformed length; closing the connection", who)
+                    rest = None
+                    protocol._transport.close()
+                    return
+                if got is None:
+                    break
+                size, start = got
+            end = start + size
+            if end > n:
+                break
+            body = buf[start:end]
+            if qos0 is None or cmd & 0xF6 != 0x30 or not qos0(cmd, body):  # (PUBLISH, QoS 0, any DUP or RETAIN flag)
+                connection.put_package(Package(cmd, body))
+            i = end
+        rest = buf[i:] if i < n else b""
 
     protocol.data_received = data_received
+
+
+def _remaining_length_at(buf: bytes, j: int) -> tuple[int, int] | None:
+    """MQTT's remaining length from `buf[j]` on (seven bits a byte, the low first, four bytes at most) and where what
+    it measures starts; None when not all of it has arrived. Raises ValueError for a fifth byte."""
+    size, shift = 0, 0
+    while j < len(buf):
+        b = buf[j]
+        j += 1
+        size |= (b & 0x7F) << shift
+        if b < 0x80:
+            return size, j
+        shift += 7
+        if shift == 28:
+            raise ValueError("a remaining length of more than four bytes")
+    return None
 
 
 class MqttTransport(_Inbox):
@@ -878,21 +917,26 @@ class MqttTransport(_Inbox):
         put = connection.put_package
         v5 = self.protocol_version == MQTT5
 
+        def qos0(cmd: int, data: bytes) -> bool:
+            """A QoS 0 PUBLISH (`cmd`, what follows its fixed header) taken here; False: for gmqtt to handle."""
+            if not self._takes_qos0():
+                self.stats.received += 1
+                self.stats.dropped_in += 1
+                connection._last_data_in = time.monotonic()  # the connection is alive: no keepalive alarm
+                return True
+            plain = _plain_qos0(data, v5)
+            if plain is not None and connection._handler.current_connection is connection:
+                connection._last_data_in = time.monotonic()
+                self._take(plain[0], plain[1], 0, bool(cmd & 0x01))
+                return True
+            return False
+
         def put_package(pkg: Any) -> None:
-            if pkg.cmd & 0xF6 == 0x30:  # PUBLISH (any DUP or RETAIN flag), QoS 0
-                if not self._takes_qos0():
-                    self.stats.received += 1
-                    self.stats.dropped_in += 1
-                    connection._last_data_in = time.monotonic()  # the connection is alive: no keepalive alarm
-                    return
-                plain = _plain_qos0(pkg.data, v5)
-                if plain is not None and connection._handler.current_connection is connection:
-                    connection._last_data_in = time.monotonic()
-                    self._take(plain[0], plain[1], 0, bool(pkg.cmd & 0x01))
-                    return
-            put(pkg)
+            if pkg.cmd & 0xF6 != 0x30 or not qos0(pkg.cmd, pkg.data):  # PUBLISH (any DUP or RETAIN flag), QoS 0
+                put(pkg)
 
         connection.put_package = put_package
+        connection._v2x_qos0 = qos0  # what reads the socket (`_read_directly`) hands such a packet straight here
         connection._v2x_sheds = True
 
     @staticmethod
