@@ -300,3 +300,32 @@ def test_a_fleet_reading_only_the_obus_something_reached_takes_what_reading_ever
     assert vids.count(2) == 4  # and the hazard
     assert read_left == polled_left == 1
     assert left == {}  # nothing kept waiting
+
+
+def test_a_fleet_with_one_connection_per_obu_is_told_of_each_obus_arrivals() -> None:
+    """The wiring of `_take_arrivals`: each OBU the fleet makes (`radio_work`) on a connection of its own says when
+    something reached it; the fleet then reads it, and only it."""
+    from v2x.net.connection import Connection
+    from v2x.net.transport import MemoryBroker, MemoryTransport
+    from v2x.vehicle.fleet import Fleet
+
+    broker = MemoryBroker()
+    fleet = Fleet(FOUR_WAY, Connection("mqtt://127.0.0.1:1", impair=False), StepClock(EPOCH_S))
+    assert fleet._arrivals == {}  # (real time, one connection per OBU)
+    fleet._mqtt = lambda sid: MemoryTransport(broker, sid)  # type: ignore[method-assign,assignment,return-value]
+
+    async def connect() -> None:
+        await asyncio.gather(*fleet.radio_work())
+
+    while len(fleet.radios) < 3:
+        fleet.move()
+        asyncio.run(connect())
+    radios = list(fleet.radios.values())
+    assert all(r.ready for r in radios)
+    for r in radios[:2]:
+        asyncio.run(r.transport.subscribe("t/x"))
+    broker.route("t/x", b"\x00bad", 0, False)  # (no frame: counted as such, for each OBU that got it)
+    assert list(fleet._arrivals) == radios[:2]
+    fleet.receive()
+    assert fleet._arrivals == {}
+    assert sum(fleet.bad.counts.values()) == 2

@@ -601,6 +601,12 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
                 got.append(("taken", cmd, bytes(data)))
                 return True
 
+            def put_package(self, pkg: Any) -> None:  # `_shed_early`'s, which looks at a QoS 0 PUBLISH first
+                got.append(("shed", pkg.cmd, bytes(pkg.data)))
+
+            def _v2x_put(self, pkg: Any) -> None:  # gmqtt's own
+                got.append(("gmqtt", pkg.cmd, bytes(pkg.data)))
+
         protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
         protocol.set_connection(Taking() if taker else Connection())
         transport = protocol._transport = Closing()
@@ -615,8 +621,9 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
         cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
         splits.append([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)])
     for taker in (False, True):
-        expected = [("taken" if taker and p[0] & 0xF6 == 0x30 and body(p)[:3] != b"\x00\x01t" else "gmqtt", p[0], body(p))
-                    for p in packets]
+        qos0 = [p[0] & 0xF6 == 0x30 for p in packets]
+        expected = [("gmqtt" if not taker else "shed" if not q else "gmqtt" if body(p)[:3] == b"\x00\x01t" else "taken", p[0], body(p))
+                    for p, q in zip(packets, qos0, strict=True)]
         assert [w for w, _, _ in expected].count("taken") == (8 if taker else 0)
         for chunks in splits:
             assert asyncio.run(read(chunks, taker)) == (expected, 0)
@@ -647,3 +654,45 @@ async def test_a_connection_whose_client_id_is_taken_over_tells_whoever_reads_on
         assert told == [0]  # once, with nothing in the inbox
         with pytest.raises(BrokerError, match="was taken over by another client"):
             t.receive()
+
+
+def test_a_qos0_publish_the_transport_does_not_read_itself_is_looked_at_once() -> None:
+    """A QoS 0 PUBLISH with properties of its own (not plain) goes on to gmqtt's handling after the transport looked
+    at it: it takes one place of the receiver's rate, not two (`_read_directly` with `MqttTransport._shed_early`)."""
+    from gmqtt.mqtt.protocol import MQTTProtocol
+    from gmqtt.mqtt.utils import ConnectionState, IdGenerator
+
+    from v2x.net.transport import _read_directly, qos0_publish
+
+    handed: list[bytes] = []
+
+    class Handler:
+        current_connection: Any = None
+
+    class Connection:
+        _handler = Handler()
+        _last_data_in = 0.0
+
+        def put_package(self, pkg: Any) -> None:  # gmqtt's own
+            handed.append(bytes(pkg.data))
+
+    class Client:
+        _connection = Connection()
+        _connection_state = ConnectionState()
+
+    Client._connection._handler.current_connection = Client._connection
+    t = MqttTransport("mqtt://127.0.0.1:1", "rate", qos0_per_s=1000)
+    t._client = Client()
+    t._shed_early(t._client)
+
+    async def read(data: bytes) -> None:
+        protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
+        protocol.set_connection(Client._connection)
+        _read_directly(protocol, "test")
+        protocol.data_received(data)
+
+    user_property = b"\x00\x03a/b" + b"\x07\x26\x00\x01k\x00\x01v" + b"payload"  # topic, properties, payload
+    asyncio.run(read(qos0_publish("a/b", b"plain", False, True) + bytes((0x30, len(user_property))) + user_property))
+    assert [m.payload for m in t.receive()] == [b"plain"]
+    assert handed == [user_property]  # gmqtt's to read
+    assert t._qos0_in_window == 2  # one place each

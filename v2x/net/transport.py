@@ -507,9 +507,10 @@ def _read_directly(protocol: Any, who: str) -> None:
     """Have gmqtt's protocol split what arrives into packets as it arrives (`data_received`), instead of through its
     read loop: a StreamReader fed, then a task woken to read it, for every read (about a twentieth of an OBU's CPU, at
     one connection per vehicle). A QoS 0 PUBLISH goes straight to what the transport set on the connection to take it
-    (`_v2x_qos0`, from the first CONNACK: `MqttTransport._shed_early`); anything else, or one it does not take, to
-    `put_package` as gmqtt's loop hands it on. The read loop stays, waiting on the StreamReader, which now gets only
-    the end of the stream (it closes the connection then, as before)."""
+    (`_v2x_qos0`, from the first CONNACK: `MqttTransport._shed_early`), and one it does not take to gmqtt's own
+    handling (`_v2x_put`: not looked at twice); anything else to `put_package`, as gmqtt's loop hands it on. The read
+    loop stays, waiting on the StreamReader, which now gets only the end of the stream (it closes the connection then,
+    as before)."""
     from gmqtt.mqtt.package import Package
 
     rest: bytes | None = b""  # None: the stream went wrong, nothing more is read
@@ -539,7 +540,10 @@ def _read_directly(protocol: Any, who: str) -> None:
             if end > n:
                 break
             body = buf[start:end]
-            if qos0 is None or cmd & 0xF6 != 0x30 or not qos0(cmd, body):  # (PUBLISH, QoS 0, any DUP or RETAIN flag)
+            if qos0 is not None and cmd & 0xF6 == 0x30:  # PUBLISH, QoS 0 (any DUP or RETAIN flag)
+                if not qos0(cmd, body):
+                    connection._v2x_put(Package(cmd, body))  # gmqtt's own: not looked at twice
+            else:
                 connection.put_package(Package(cmd, body))
             i = end
         rest = buf[i:] if i < n else b""
@@ -936,7 +940,8 @@ class MqttTransport(_Inbox):
                 put(pkg)
 
         connection.put_package = put_package
-        connection._v2x_qos0 = qos0  # what reads the socket (`_read_directly`) hands such a packet straight here
+        connection._v2x_qos0 = qos0  # what reads the socket (`_read_directly`) hands such a packet straight here,
+        connection._v2x_put = put  # and what it does not take, or any other packet, to gmqtt's own
         connection._v2x_sheds = True
 
     @staticmethod
