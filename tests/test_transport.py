@@ -557,8 +557,8 @@ async def test_qos0_messages_read_past_gmqtt_are_what_was_sent(
 def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however_the_bytes_are_split() -> None:
     """`_read_directly`: gmqtt's protocol splits what arrives into packets in `data_received` (no read loop between):
     every split of the same bytes into reads hands on the same packets, in order: a QoS 0 PUBLISH to the transport's
-    taker when there is one and it takes it, anything else to gmqtt (`put_package`); a malformed length closes the
-    connection, nothing after it handed on."""
+    taker when there is one and it takes it, anything else (a refused one too) to gmqtt (`put_package`); a malformed
+    length closes the connection, nothing after it handed on."""
     from gmqtt.mqtt.protocol import MQTTProtocol
     from gmqtt.mqtt.utils import ConnectionState, IdGenerator
 
@@ -601,12 +601,6 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
                 got.append(("taken", cmd, bytes(data)))
                 return True
 
-            def put_package(self, pkg: Any) -> None:  # `_shed_early`'s, which looks at a QoS 0 PUBLISH first
-                got.append(("shed", pkg.cmd, bytes(pkg.data)))
-
-            def _v2x_put(self, pkg: Any) -> None:  # gmqtt's own
-                got.append(("gmqtt", pkg.cmd, bytes(pkg.data)))
-
         protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
         protocol.set_connection(Taking() if taker else Connection())
         transport = protocol._transport = Closing()
@@ -622,11 +616,33 @@ def test_packets_read_as_they_arrive_are_those_gmqtts_read_loop_hands_on_however
         splits.append([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)])
     for taker in (False, True):
         qos0 = [p[0] & 0xF6 == 0x30 for p in packets]
-        expected = [("gmqtt" if not taker else "shed" if not q else "gmqtt" if body(p)[:3] == b"\x00\x01t" else "taken", p[0], body(p))
+        expected = [("taken" if taker and q and body(p)[:3] != b"\x00\x01t" else "gmqtt", p[0], body(p))
                     for p, q in zip(packets, qos0, strict=True)]
         assert [w for w, _, _ in expected].count("taken") == (8 if taker else 0)
         for chunks in splits:
             assert asyncio.run(read(chunks, taker)) == (expected, 0)
+    # the taker set on a CONNACK takes what follows it in the same read
+    connack, publish = b"\x20\x03\x00\x00\x00", packets[1]
+
+    class Connecting:
+        def put_package(self, pkg: Any) -> None:
+            if pkg.cmd == 0x20:
+                self._v2x_qos0 = self.take
+
+        def take(self, cmd: int, data: bytes) -> bool:
+            taken.append(bytes(data))
+            return True
+
+    taken: list[bytes] = []
+
+    async def connect() -> None:
+        protocol = MQTTProtocol(connection_state=ConnectionState(), id_generator=IdGenerator())
+        protocol.set_connection(Connecting())
+        _read_directly(protocol, "test")
+        protocol.data_received(connack + publish)
+
+    asyncio.run(connect())
+    assert taken == [body(publish)]
     # a remaining length of five bytes: the connection is closed; what came before it was handed on, nothing after
     got, closed = asyncio.run(read([packets[1], b"\x30\xff\xff\xff\xff\x7f", packets[2]], True))
     assert got == [("taken", packets[1][0], body(packets[1]))]

@@ -507,10 +507,9 @@ def _read_directly(protocol: Any, who: str) -> None:
     """Have gmqtt's protocol split what arrives into packets as it arrives (`data_received`), instead of through its
     read loop: a StreamReader fed, then a task woken to read it, for every read (about a twentieth of an OBU's CPU, at
     one connection per vehicle). A QoS 0 PUBLISH goes straight to what the transport set on the connection to take it
-    (`_v2x_qos0`, from the first CONNACK: `MqttTransport._shed_early`), and one it does not take to gmqtt's own
-    handling (`_v2x_put`: not looked at twice); anything else to `put_package`, as gmqtt's loop hands it on. The read
-    loop stays, waiting on the StreamReader, which now gets only the end of the stream (it closes the connection then,
-    as before)."""
+    (`_v2x_qos0`, from the CONNACK on: `MqttTransport._shed_early`); anything else, or one it does not take, to
+    gmqtt's `put_package`, as its loop hands it on. The read loop stays, waiting on the StreamReader, which now gets
+    only the end of the stream (it closes the connection then, as before)."""
     from gmqtt.mqtt.package import Package
 
     rest: bytes | None = b""  # None: the stream went wrong, nothing more is read
@@ -540,11 +539,9 @@ def _read_directly(protocol: Any, who: str) -> None:
             if end > n:
                 break
             body = buf[start:end]
-            if qos0 is not None and cmd & 0xF6 == 0x30:  # PUBLISH, QoS 0 (any DUP or RETAIN flag)
-                if not qos0(cmd, body):
-                    connection._v2x_put(Package(cmd, body))  # gmqtt's own: not looked at twice
-            else:
+            if qos0 is None or cmd & 0xF6 != 0x30 or not qos0(cmd, body):  # (PUBLISH, QoS 0, any DUP or RETAIN flag)
                 connection.put_package(Package(cmd, body))
+                qos0 = getattr(connection, "_v2x_qos0", None)  # (set on a CONNACK just handed on)
             i = end
         rest = buf[i:] if i < n else b""
 
@@ -911,14 +908,13 @@ class MqttTransport(_Inbox):
             self._acks[mid] = asyncio.get_running_loop().create_future()  # in flight until its SUBACK (`_on_ack`)
 
     def _shed_early(self, client: Any) -> None:
-        """Take a QoS 0 PUBLISH as soon as gmqtt has framed it: dropped (and counted) when the receiver would drop it
-        anyway (`_takes_qos0`), about 1 us instead of 10 or more; else, when it is plain (`_plain_qos0`), read here
-        and put in the inbox without gmqtt's generic handling (its property parsing and callback dispatch cost
-        several times the rest). Anything else goes through gmqtt as before."""
+        """Take a QoS 0 PUBLISH as soon as it is framed (`_read_directly` hands it to the connection's `_v2x_qos0`):
+        dropped (and counted) when the receiver would drop it anyway (`_takes_qos0`), about 1 us instead of 10 or more;
+        else, when it is plain (`_plain_qos0`), read here and put in the inbox without gmqtt's generic handling (its
+        property parsing and callback dispatch cost several times the rest). Anything else goes through gmqtt."""
         connection = getattr(client, "_connection", None)
-        if connection is None or getattr(connection, "_v2x_sheds", False):
+        if connection is None or getattr(connection, "_v2x_qos0", None) is not None:
             return
-        put = connection.put_package
         v5 = self.protocol_version == MQTT5
 
         def qos0(cmd: int, data: bytes) -> bool:
@@ -935,14 +931,7 @@ class MqttTransport(_Inbox):
                 return True
             return False
 
-        def put_package(pkg: Any) -> None:
-            if pkg.cmd & 0xF6 != 0x30 or not qos0(pkg.cmd, pkg.data):  # PUBLISH (any DUP or RETAIN flag), QoS 0
-                put(pkg)
-
-        connection.put_package = put_package
-        connection._v2x_qos0 = qos0  # what reads the socket (`_read_directly`) hands such a packet straight here,
-        connection._v2x_put = put  # and what it does not take, or any other packet, to gmqtt's own
-        connection._v2x_sheds = True
+        connection._v2x_qos0 = qos0
 
     @staticmethod
     def _coalesce(client: Any) -> None:
