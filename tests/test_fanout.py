@@ -312,7 +312,7 @@ def test_a_fleet_with_one_connection_per_obu_is_told_of_each_obus_arrivals() -> 
     broker = MemoryBroker()
     fleet = Fleet(FOUR_WAY, Connection("mqtt://127.0.0.1:1", impair=False), StepClock(EPOCH_S))
     assert fleet._arrivals == {}  # (real time, one connection per OBU)
-    fleet._mqtt = lambda sid: MemoryTransport(broker, sid)  # type: ignore[method-assign,assignment,return-value]
+    fleet._factory = lambda sid: MemoryTransport(broker, sid)
 
     async def connect() -> None:
         await asyncio.gather(*fleet.radio_work())

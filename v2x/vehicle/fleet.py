@@ -270,7 +270,7 @@ class Fleet:
         i, n = shard
         return SharedConnection(conn.transport(f"fleet-obus-{i}-of-{n}", inbox=1_000_000, outbox=1_000_000, coalesce_writes=True))
 
-    def _mqtt(self, sid: str) -> MqttTransport:
+    def _mqtt(self, sid: str) -> Transport:
         # an OBU takes QoS 0 at most at its rate; the listen-only radios, which hear a whole area, at any rate
         obu = sid.startswith(("veh-", "stalled-"))
         return self.conn.transport(sid, inbox=1000, outbox=1000, qos0_per_s=OBU_QOS0_PER_S if obu else None)
@@ -316,11 +316,10 @@ class Fleet:
         for vid in sorted(present - self.radios.keys()):
             sid = f"veh-{vid}"
             belief = self._belief()
-            own = self._mqtt(sid) if self._arrivals is not None else None
-            transport = own if own is not None else self._factory(sid) if self._fanned is None else self._fanned.transport(sid, fanned=True)
+            transport = self._factory(sid) if self._fanned is None else self._fanned.transport(sid, fanned=True)
             radio = self.radios[vid] = self._by_sid[sid] = Radio(vid, self._station(sid, transport), belief, order=self.obus)
-            if own is not None and self._arrivals is not None:
-                own.on_arrival(functools.partial(self._arrivals.__setitem__, radio, None))
+            if self._arrivals is not None:  # (its own connection: `_mqtt`'s)
+                cast("MqttTransport", transport).on_arrival(functools.partial(self._arrivals.__setitem__, radio, None))
             self.obus += 1
             work.append(self._connect(radio))
         for vid in sorted(self.radios.keys() - present):
