@@ -22,6 +22,16 @@ def counts(text: str) -> tuple[int, ...]:
     return values
 
 
+def scheduled(args: argparse.Namespace) -> list[str]:
+    """Put this benchmark's process under `--scheduling` (`add_scheduling_option`), as everything it starts inherits it
+    (its brokers, the floor's and the C clients' processes), and say so; the option for each `v2x run` it starts, so
+    that the stack and its reference run under the same policy."""
+    from v2x.net.options import scheduling
+
+    print(f"scheduling: {scheduling(args.scheduling)} (every process of this benchmark)", flush=True)
+    return ["--scheduling", args.scheduling]
+
+
 def in_tree(script: str, tree: Path, args: list[str]) -> dict[str, Any]:
     """Run a benchmark script (`script`: its file) with another source tree (a git worktree) first on the path, and
     return the one JSON line it prints last (its `--json` output): a figure of that tree's code, in its own process.

@@ -62,16 +62,18 @@ from typing import Any
 
 import numpy as np
 
-from bench import counts, floor, tiers
+from bench import counts, floor, scheduled, tiers
 from bench.capacity import LATE_SHARE, P99_MS, Search, doubling, holds, search
 from bench.pattern import Pattern
 from bench.tiers import descendants, role
 from bench.transport import Deliveries, c_client_throughput, cpu_s
 from v2x.net.broker import MosquittoBroker
+from v2x.net.options import add_scheduling_option
 
 TARGET_VEHICLES = 2000  # the real-time target
 PARTS = ("ceiling", "capacity", "cpu", "profile", "fast", "memory", "cluster")
 MODES = floor.MODES  # --obu-connections
+_SCHEDULING: list[str] = []  # --scheduling, as each `v2x run` started here gets it
 
 
 @dataclass
@@ -122,7 +124,7 @@ def ceiling(n: int = 200_000, repeat: int = 3) -> float:
 
 
 def _v2x_run(extra: list[str], report: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report), *extra]
+    cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report), *_SCHEDULING, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0 or not report.exists():
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -193,7 +195,7 @@ def profile(copies: int, workers: int, clouds: int, seconds: float, warmup: floa
     report = tmp / f"profile-{copies}.json"
     cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
            "--copies", str(copies), "--workers", str(workers), "--clouds", str(clouds), "--duration", f"{seconds:g}",
-           "--warmup", f"{warmup:g}"]
+           "--warmup", f"{warmup:g}", *_SCHEDULING]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(warmup + 5.0)
     procs = {p: role(c) for p, c in descendants(run.pid).items() if "py-spy" not in c}
@@ -307,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
                    "--quick 10)")
     p.add_argument("--fast-copies", type=counts, default=(1, 8, 16), help="district sizes for fast mode (default 1,8,16)")
     p.add_argument("--fast-seconds", type=float, default=60.0, help="sim seconds per fast run (default 60)")
+    add_scheduling_option(p, "every process of the benchmark (the stack's, the floor's, the brokers and the C clients)")
     return p
 
 
@@ -336,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--floor-seconds {floor_s:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-bench-"))
     print(f"python -m bench: {os.cpu_count()} cores; reports in {tmp}", flush=True)
+    _SCHEDULING[:] = scheduled(args)
     ceil = math.nan
     if parts & {"ceiling", "capacity"}:
         print("ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub", flush=True)
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             k = args.cpu_copies or (held[0] if held else 14)
             print(f"cpu ({mode}): four_way x {k}, each process's CPU over {sample:g} s of the steady state, then the floor "
                   "at the same size", flush=True)
-            st = tiers.stack(k, args.workers, seconds, warmup, sample, tmp, mode)
+            st = tiers.stack(k, args.workers, seconds, warmup, sample, tmp, mode, tuple(_SCHEDULING))
             fl = tiers.floor_tiers(st, k, args.workers, sample, mode == "shared")
             print(f"  stack {st.vehicles:.0f} vehicles, {st.late_share:.1%} of its steps late; floor {fl.vehicles:.0f} vehicles, "
                   f"{fl.late_share:.1%} late", flush=True)

@@ -47,9 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from bench import counts
+from bench import counts, scheduled
 from bench.transport import HOST, Deliveries, cpu_s
 from v2x.net.broker import MosquittoBroker
+from v2x.net.options import add_scheduling_option
 
 STEP_S = 0.1  # every sender's period: BSM and SPaT at 10 Hz
 PER_JUNCTION = 19  # vehicles per junction: four_way's steady count per copy in `python -m bench` capacity runs
@@ -411,11 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="fleet processes (default: the cores)")
     p.add_argument("--obu-connections", choices=MODES, default=MODES[0], help="one MQTT connection per vehicle (the "
                    "default, as `v2x run`), or one per fleet process, as `v2x run --obu-connections shared`")
+    add_scheduling_option(p, "the floor's processes and its broker")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.seconds < 5:
         p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
+    scheduled(args)
     sizes = bsm_bytes, spat_bytes, rsm_bytes = message_sizes()
     print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B, RSM {rsm_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import scheduled
 from bench.transport import SubResult, measure
 from v2x.net.broker import MosquittoBroker
+from v2x.net.options import add_scheduling_option
 
 APPROACHES = 4
 
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vph", type=float, default=1200.0, help="demand per approach (default 1200)")
     p.add_argument("--length", type=float, default=700.0, help="approach length [m] (default 700)")
     p.add_argument("--raw-s", type=float, default=60.0, help="seconds of raw traffic, at the end of the run (default 60)")
+    add_scheduling_option(p, "every process of the benchmark (the run's, the raw pair's, the broker)")
     args = p.parse_args(argv)
+    sched = scheduled(args)
 
     sets = [f"intersections.0.approaches.{i}.length_m={args.length:g}" for i in range(APPROACHES)]
     sets += [f"demand.{i}.vph={args.vph:g}" for i in range(APPROACHES)]
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     with MosquittoBroker() as broker:
         cmd = [
             sys.executable, "-m", "v2x", "run", "four_way", "--broker", broker.url, "--no-impairment", "--headless",
-            "--duration", f"{args.duration:g}", "--report", str(report_path), *(x for s in sets for x in ("--set", s)),
+            "--duration", f"{args.duration:g}", "--report", str(report_path), *(x for s in sets for x in ("--set", s)), *sched,
         ]
         print("run:", " ".join(cmd[1:]), flush=True)
         t0 = time.monotonic()

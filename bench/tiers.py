@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import floor
+from bench import floor, scheduled
 from bench.capacity import LATE_SHARE
 from bench.pattern import Pattern
 from bench.transport import cpu_s
 from v2x.core import scenario
+from v2x.net.options import add_scheduling_option
 
 TIERS = ("fleet", "roadside", "cloud", "mosquitto")
 
@@ -88,12 +89,12 @@ def _tier(role: str) -> str:
 
 
 def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: float, tmp: Path,
-          obu_connections: str = "per-vehicle") -> TierCpu:
+          obu_connections: str = "per-vehicle", sched: tuple[str, ...] = ()) -> TierCpu:
     """One real-time run of four_way x `copies`, each tier's CPU over `sample_s` seconds of its steady state."""
     report = tmp / f"tiers-{copies}-{obu_connections}.json"
     cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
            "--copies", str(copies), "--workers", str(workers), "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}",
-           "--obu-connections", obu_connections]
+           "--obu-connections", obu_connections, *sched]
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_start = time.monotonic()
     tree: dict[int, str] = {}
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-floor", action="store_true", help="skip the messaging floor at the same size")
     p.add_argument("--obu-connections", choices=floor.MODES, default=floor.MODES[0], help="as `v2x run`'s; the floor "
                    "follows the same pattern")
+    add_scheduling_option(p, "every process of the benchmark (the stack's, the floor's, the brokers)")
     p.add_argument("--ops", action="store_true", help="instead: CPU of the roadside's and the fleet's per-message work, in "
                    "this process on real messages (no broker, no socket), which the machine's load hardly moves")
     args = p.parse_args(argv)
@@ -301,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
-    s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp, args.obu_connections)
+    sched = tuple(scheduled(args))
+    s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp, args.obu_connections, sched)
     shared = args.obu_connections == "shared"
     f = None if args.no_floor else floor_tiers(s, args.copies, args.workers, args.sample, shared)
     flag = "" if s.late_share <= LATE_SHARE else "  (behind real time: the RSUs' and the cloud's wall-clock work then weighs more per vehicle-second)"

@@ -284,6 +284,34 @@ def long_running() -> None:
     gc.set_threshold(GC_YOUNG, 10, 10)
 
 
+SCHEDULING = ("batch", "normal")
+
+
+def add_scheduling_option(parser: argparse.ArgumentParser, what: str = "this run's processes") -> None:
+    parser.add_argument(
+        "--scheduling", choices=SCHEDULING, default="batch",
+        help=f"how Linux schedules {what} (each process they start inherits it): batch (default), SCHED_BATCH: a "
+        "process woken by a message waits for a core to come free instead of preempting the one running, which at "
+        "scale takes a tenth or more of the CPU the same traffic costs (docs/scale.md); normal: the default policy",
+    )
+
+
+def scheduling(policy: str) -> str:
+    """Put this process under Linux's `policy` ("batch": SCHED_BATCH; "normal": SCHED_OTHER), as every process it
+    starts from now on inherits it; what it is now, for the report: the policy, or "normal" and why not when the
+    system refuses (no such policy here, or not allowed).
+
+    A broker and the tiers wake for every message: under the default policy each wake-up preempts whatever runs
+    on that core, so one BSM on a vehicle's own connection makes the vehicle's process give way to the broker,
+    the broker to the cloud and the RSU. SCHED_BATCH only stops a woken process from preempting: it runs at
+    once on an idle core, and otherwise when the running one sleeps or its slice ends (docs/scale.md)."""
+    try:  # (Linux's: macOS and Windows have no such calls)
+        os.sched_setscheduler(0, os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError) as e:
+        return f"normal (SCHED_BATCH refused: {e})" if policy == "batch" else "normal"
+    return policy
+
+
 def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:
     """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
     code = 0

@@ -43,10 +43,12 @@ from v2x.net.options import (
     add_obu_connections_option,
     add_run_id_option,
     add_scenario_options,
+    add_scheduling_option,
     credentials,
     load,
     long_running,
     positive_seconds,
+    scheduling,
     seconds_from_zero,
     setup_logging,
 )
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mqtt_option(p)
     add_obu_connections_option(p)
     add_run_id_option(p, "and every tier of it")
+    add_scheduling_option(p, "this run's processes and the broker it starts (not one given with --broker)")
     p.add_argument("--root", default=DEFAULT_ROOT, help=f"topic root (default {DEFAULT_ROOT})")
     p.add_argument(
         "--secure", action="store_true",
@@ -257,6 +260,9 @@ def main(argv: list[str]) -> int:
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
     long_running()  # this process runs every tier in fast mode, the fleet in real time with one worker
+    args.scheduled = scheduling(args.scheduling)  # before the broker and the tiers start: they inherit it
+    if args.scheduled != args.scheduling:
+        console.print(f"v2x run: --scheduling {args.scheduling}: {args.scheduled}", style="yellow", soft_wrap=True)
 
     with _signals_stop_the_run() as (hold_signals, release_signals):
         broker = _broker(args, sc, duration, console)
@@ -347,7 +353,7 @@ def _run(
     elif res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
     info = RunInfo(sc, duration, broker.kind, masked(broker.url), args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
-                   run_id, claim.leftovers)
+                   run_id, claim.leftovers, args.scheduled)
     report = build_report(info, res)
     report.update(watched)
     if watch.stalled is not None:
