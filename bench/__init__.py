@@ -22,13 +22,14 @@ def counts(text: str) -> tuple[int, ...]:
     return values
 
 
-def scheduled(args: argparse.Namespace) -> list[str]:
+def apply_scheduling(args: argparse.Namespace) -> list[str]:
     """Put this benchmark's process under `--scheduling` (`add_scheduling_option`), as everything it starts inherits it
     (its brokers, the floor's and the C clients' processes), and say so; the option for each `v2x run` it starts, so
     that the stack and its reference run under the same policy."""
     from v2x.net.options import scheduling
 
-    print(f"scheduling: {scheduling(args.scheduling)} (every process of this benchmark)", flush=True)
+    now, refused = scheduling(args.scheduling)
+    print(f"scheduling: {now} (every process of this benchmark){f'; {refused}' if refused else ''}", flush=True)
     return ["--scheduling", args.scheduling]
 
 

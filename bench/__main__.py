@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import counts, floor, scheduled, tiers
+from bench import apply_scheduling, counts, floor, tiers
 from bench.capacity import LATE_SHARE, P99_MS, Search, doubling, holds, search
 from bench.pattern import Pattern
 from bench.tiers import descendants, role
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--floor-seconds {floor_s:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-bench-"))
     print(f"python -m bench: {os.cpu_count()} cores; reports in {tmp}", flush=True)
-    _SCHEDULING[:] = scheduled(args)
+    _SCHEDULING[:] = apply_scheduling(args)
     ceil = math.nan
     if parts & {"ceiling", "capacity"}:
         print("ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub", flush=True)

@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import apply_scheduling
 from v2x.core.network import Network
 from v2x.core.scenario import bundled_dir, load
 from v2x.core.topics import Topics
 from v2x.net.broker import MosquittoBroker
+from v2x.net.options import add_scheduling_option
 from v2x.net.transport import MqttTransport
 
 
@@ -54,7 +56,7 @@ def _run(args: argparse.Namespace, flood: bool, tmp: Path) -> dict[str, Any]:
     try:
         run = subprocess.Popen(
             [sys.executable, "-m", "v2x", "run", scenario, "--headless", "--duration", f"{args.duration:g}", "--broker", broker.url,
-             "--root", root, "--report", str(report)],
+             "--root", root, "--report", str(report), "--scheduling", args.scheduling],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         took = None
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--at", type=float, default=20.0, help="sim second at which the flood starts (default: 20)")
     p.add_argument("--messages", type=int, default=50_000, help="garbage messages in the flood (default: 50,000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each a reference run and a flooded run (default: 3)")
+    add_scheduling_option(p, "the runs' processes and their brokers")
     args = p.parse_args(argv)
+    apply_scheduling(args)
     if not args.at < args.duration:
         p.error("--at must be before the end of the run (--duration)")
     rows: dict[str, list[dict[str, Any]]] = {"reference": [], "flooded": []}

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import counts, scheduled
+from bench import apply_scheduling, counts
 from bench.transport import HOST, Deliveries, cpu_s
 from v2x.net.broker import MosquittoBroker
 from v2x.net.options import add_scheduling_option
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers must be at least 1")
     if args.seconds < 5:
         p.error(f"--seconds {args.seconds:g}: at least 5 (the broker's count of deliveries arrives every second or two)")
-    scheduled(args)
+    apply_scheduling(args)
     sizes = bsm_bytes, spat_bytes, rsm_bytes = message_sizes()
     print(f"messaging floor: gmqtt clients through Mosquitto; BSM {bsm_bytes} B, SPaT {spat_bytes} B, RSM {rsm_bytes} B; "
           f"{PER_JUNCTION} vehicles per junction, {SPAT_SHARE:.0%} of them hearing SPaT", flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import scheduled
+from bench import apply_scheduling
 from bench.transport import SubResult, measure
 from v2x.net.broker import MosquittoBroker
 from v2x.net.options import add_scheduling_option
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-s", type=float, default=60.0, help="seconds of raw traffic, at the end of the run (default 60)")
     add_scheduling_option(p, "every process of the benchmark (the run's, the raw pair's, the broker)")
     args = p.parse_args(argv)
-    sched = scheduled(args)
+    sched = apply_scheduling(args)
 
     sets = [f"intersections.0.approaches.{i}.length_m={args.length:g}" for i in range(APPROACHES)]
     sets += [f"demand.{i}.vph={args.vph:g}" for i in range(APPROACHES)]

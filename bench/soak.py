@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import apply_scheduling
 from v2x.net.broker import MosquittoBroker
-from v2x.net.options import TRACEMALLOC_ENV
+from v2x.net.options import TRACEMALLOC_ENV, add_scheduling_option
 
 FLAT_SHARE = 0.05  # issue #24: the slope over the last half under 5% of the first half's
 # [s] not measured after the tiers' processes appear: they import numpy and numba and connect (a tier grows by
@@ -125,7 +126,7 @@ def soak(args: argparse.Namespace, out: Path) -> list[Track]:
     with MosquittoBroker() as broker:
         assert broker.pid is not None
         cmd = [sys.executable, "-m", "v2x", "run", args.scenario, "--headless", "--duration", f"{args.duration:g}",
-               "--broker", broker.url, "--report", str(out / "report.json")]
+               "--broker", broker.url, "--report", str(out / "report.json"), "--scheduling", args.scheduling]
         print(f"soak: {' '.join(cmd[1:])}", flush=True)
         run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         tracks[broker.pid] = Track("mosquitto", broker.pid)
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="folder for soak.csv, soak.png and the report (default: a new temporary one)")
     p.add_argument("--tracemalloc", action="store_true",
                    help="each tier traces its allocations and writes the sites that grew most in the last half (slower)")
+    add_scheduling_option(p, "the run's processes and its broker")
     args = p.parse_args(argv)
+    apply_scheduling(args)
     if args.duration < 60:
         p.error("--duration: at least 60 s (the slopes are over each half of the run)")
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-soak-"))

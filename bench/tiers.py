@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import floor, scheduled
+from bench import apply_scheduling, floor
 from bench.capacity import LATE_SHARE
 from bench.pattern import Pattern
 from bench.transport import cpu_s
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
-    sched = tuple(scheduled(args))
+    sched = tuple(apply_scheduling(args))
     s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp, args.obu_connections, sched)
     shared = args.obu_connections == "shared"
     f = None if args.no_floor else floor_tiers(s, args.copies, args.workers, args.sample, shared)

@@ -290,26 +290,34 @@ SCHEDULING = ("batch", "normal")
 def add_scheduling_option(parser: argparse.ArgumentParser, what: str = "this run's processes") -> None:
     parser.add_argument(
         "--scheduling", choices=SCHEDULING, default="batch",
-        help=f"how Linux schedules {what}: batch (default), SCHED_BATCH: a process woken by a message waits for a "
-        "core to come free instead of preempting the one running, which at scale saves a tenth or more of the CPU the "
-        "same traffic costs, for about 0.05 ms more median latency (docs/scale.md); normal: Linux's default policy",
+        help=f"how Linux schedules {what}. batch (default): SCHED_BATCH, a process woken by a message waits for a "
+        "free core instead of preempting the one running; at scale a tenth or more less CPU for the same traffic, and "
+        "about 0.05 ms more median latency at 200 vehicles (docs/scale.md). normal: Linux's default (SCHED_OTHER). "
+        "Linux only: elsewhere the system's own scheduling, unchanged",
     )
 
 
-def scheduling(policy: str) -> str:
+_POLICY_NAMES = {"SCHED_OTHER": "normal", "SCHED_BATCH": "batch", "SCHED_IDLE": "idle", "SCHED_FIFO": "fifo", "SCHED_RR": "rr"}
+
+
+def scheduling(policy: str) -> tuple[str, str | None]:
     """Put this process under Linux's `policy` ("batch": SCHED_BATCH; "normal": SCHED_OTHER), as every process it
-    starts from now on inherits it; what it is now, for the report: the policy, or "normal" and why not when the
-    system refuses (no such policy here, or not allowed).
+    starts from now on inherits it. Returns the policy it has then, for the report ("n/a" where there are no such
+    policies: macOS, Windows), and why not the one asked for when the system refused it (else None).
 
     A broker and the tiers wake for every message: under the default policy each wake-up preempts whatever runs
     on that core, so one BSM on a vehicle's own connection makes the vehicle's process give way to the broker,
     the broker to the cloud and the RSU. SCHED_BATCH only stops a woken process from preempting: it runs at
     once on an idle core, and otherwise when the running one sleeps or its slice ends (docs/scale.md)."""
-    try:  # (Linux's: macOS and Windows have no such calls)
+    if not hasattr(os, "sched_setscheduler") or not hasattr(os, "SCHED_BATCH"):
+        return "n/a", None
+    why = None
+    try:
         os.sched_setscheduler(0, os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER, os.sched_param(0))
-    except (AttributeError, OSError) as e:
-        return f"normal (SCHED_BATCH refused: {e})" if policy == "batch" else "normal"
-    return policy
+    except OSError as e:
+        why = f"--scheduling {policy}: the system refused it ({e})"
+    now = os.sched_getscheduler(0)
+    return next((name for attr, name in _POLICY_NAMES.items() if getattr(os, attr, None) == now), str(now)), why
 
 
 def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:

@@ -260,16 +260,16 @@ def main(argv: list[str]) -> int:
     if time.perf_counter() - t0 > 2.0:
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
     long_running()  # this process runs every tier in fast mode, the fleet in real time with one worker
-    args.scheduled = scheduling(args.scheduling)  # before the broker and the tiers start: they inherit it
-    if args.scheduled != args.scheduling:
-        console.print(f"v2x run: --scheduling {args.scheduling}: {args.scheduled}", style="yellow", soft_wrap=True)
+    scheduled, refused = scheduling(args.scheduling)  # before the broker and the tiers start: they inherit it
+    if refused is not None:
+        console.print(f"v2x run: {refused}; the run's processes are under {scheduled}", style="yellow", soft_wrap=True)
 
     with _signals_stop_the_run() as (hold_signals, release_signals):
         broker = _broker(args, sc, duration, console)
         if isinstance(broker, int):
             return broker
         try:
-            return _run(args, sc, duration, sites, broker, console, (hold_signals, release_signals))
+            return _run(args, sc, duration, sites, broker, console, (hold_signals, release_signals), scheduled)
         finally:
             hold_signals()
             _stop_broker(broker)
@@ -277,7 +277,7 @@ def main(argv: list[str]) -> int:
 
 def _run(
     args: argparse.Namespace, sc: Scenario, duration: float, sites: int, broker: BrokerForRun, console: Console,
-    signals: tuple[Callable[[], None], Callable[[], None]],
+    signals: tuple[Callable[[], None], Callable[[], None]], scheduled: str,
 ) -> int:
     """The run on its broker: the tiers, the watchers, the summary and the report; the exit code."""
     hold_signals, release_signals = signals
@@ -353,7 +353,7 @@ def _run(
     elif res.interrupted:
         console.print("interrupted: every tier stopped; writing the report")
     info = RunInfo(sc, duration, broker.kind, masked(broker.url), args.mqtt, args.impair, args.set, args.warmup, time.monotonic() - t0,
-                   run_id, claim.leftovers, args.scheduled)
+                   run_id, claim.leftovers, scheduled)
     report = build_report(info, res)
     report.update(watched)
     if watch.stalled is not None:

@@ -68,7 +68,7 @@ class RunInfo:
     wall_s: float
     run_id: str  # in every client id of the run (v2x.net.connection)
     leftovers: dict[str, int] = field(default_factory=dict)  # retained by an earlier run under the root, cleared (v2x.run.claim)
-    scheduling: str = "normal"  # the Linux policy of the run's processes, and of the broker it started (v2x.net.options.scheduling)
+    scheduling: str = "normal"  # the Linux policy of the run's processes and the broker it started (not one given with --broker)
 
 
 def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def build_report(run: RunInfo, res: Results) -> dict[str, Any]:
         "interrupted": res.interrupted,
         "tiers_failed": res.tiers_failed,  # real time: each tier process that crashed or was killed, and why
         "broker": {"kind": run.broker_kind, "url": run.url, "mqtt": run.mqtt},
-        "scheduling": run.scheduling,  # the policy of the processes the run started (--scheduling)
+        "scheduling": run.scheduling,  # the policy of the processes the run started (--scheduling; v2x.net.options.scheduling)
         "impairment": dataclasses.asdict(sc.links) if run.impair else None,
         "settings": run.settings,
         "messages": messages,
