@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             k = args.cpu_copies or (held[0] if held else 14)
             print(f"cpu ({mode}): four_way x {k}, each process's CPU over {sample:g} s of the steady state, then the floor "
                   "at the same size", flush=True)
-            st = tiers.stack(k, args.workers, seconds, warmup, sample, tmp, mode, tuple(_SCHEDULING))
+            st = tiers.stack(k, args.workers, seconds, warmup, sample, tmp, mode, _SCHEDULING)
             fl = tiers.floor_tiers(st, k, args.workers, sample, mode == "shared")
             print(f"  stack {st.vehicles:.0f} vehicles, {st.late_share:.1%} of its steps late; floor {fl.vehicles:.0f} vehicles, "
                   f"{fl.late_share:.1%} late", flush=True)

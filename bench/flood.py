@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace, flood: bool, tmp: Path) -> dict[str, Any]:
     try:
         run = subprocess.Popen(
             [sys.executable, "-m", "v2x", "run", scenario, "--headless", "--duration", f"{args.duration:g}", "--broker", broker.url,
-             "--root", root, "--report", str(report), "--scheduling", args.scheduling],
+             "--root", root, "--report", str(report), *args.sched],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         took = None
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds, each a reference run and a flooded run (default: 3)")
     add_scheduling_option(p, "the runs' processes and their brokers")
     args = p.parse_args(argv)
-    apply_scheduling(args)
+    args.sched = apply_scheduling(args)  # each run gets the policy this process has, and its brokers
     if not args.at < args.duration:
         p.error("--at must be before the end of the run (--duration)")
     rows: dict[str, list[dict[str, Any]]] = {"reference": [], "flooded": []}

@@ -126,7 +126,7 @@ def soak(args: argparse.Namespace, out: Path) -> list[Track]:
     with MosquittoBroker() as broker:
         assert broker.pid is not None
         cmd = [sys.executable, "-m", "v2x", "run", args.scenario, "--headless", "--duration", f"{args.duration:g}",
-               "--broker", broker.url, "--report", str(out / "report.json"), "--scheduling", args.scheduling]
+               "--broker", broker.url, "--report", str(out / "report.json"), *args.sched]
         print(f"soak: {' '.join(cmd[1:])}", flush=True)
         run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         tracks[broker.pid] = Track("mosquitto", broker.pid)
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="each tier traces its allocations and writes the sites that grew most in the last half (slower)")
     add_scheduling_option(p, "the run's processes and its broker")
     args = p.parse_args(argv)
-    apply_scheduling(args)
+    args.sched = apply_scheduling(args)  # the run gets the policy this process has, and its broker
     if args.duration < 60:
         p.error("--duration: at least 60 s (the slopes are over each half of the run)")
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-soak-"))

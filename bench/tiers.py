@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +89,7 @@ def _tier(role: str) -> str:
 
 
 def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: float, tmp: Path,
-          obu_connections: str = "per-vehicle", sched: tuple[str, ...] = ()) -> TierCpu:
+          obu_connections: str = "per-vehicle", sched: Sequence[str] = ()) -> TierCpu:
     """One real-time run of four_way x `copies`, each tier's CPU over `sample_s` seconds of its steady state."""
     report = tmp / f"tiers-{copies}-{obu_connections}.json"
     cmd = [sys.executable, "-m", "v2x", "run", "four_way", "--headless", "--no-impairment", "--report", str(report),
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup + args.sample > args.seconds:
         p.error("--warmup + --sample must fit in --seconds")
     tmp = Path(tempfile.mkdtemp(prefix="v2x-tiers-"))
-    sched = tuple(apply_scheduling(args))
+    sched = apply_scheduling(args)
     s = stack(args.copies, args.workers, args.seconds, args.warmup, args.sample, tmp, args.obu_connections, sched)
     shared = args.obu_connections == "shared"
     f = None if args.no_floor else floor_tiers(s, args.copies, args.workers, args.sample, shared)
