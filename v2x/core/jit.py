@@ -71,10 +71,14 @@ def _numba_type(annotation: object) -> Any:
     raise TypeError(f"no numba type for a kernel parameter annotated {annotation!r}")
 
 
-def compile_all() -> None:
+def compile_all() -> int:
     """Load every registered kernel from numba's on-disk cache, or compile it if the cache has none, for the
-    types its parameters' annotations give."""
+    types its parameters' annotations give. Returns how many kernels numba compiled (the cache had none for them)."""
+    compiled = 0
     for k in KERNELS:
         fn = k.py_func
         hints = typing.get_type_hints(fn, include_extras=True)
+        misses = sum(k.stats.cache_misses.values())
         k.compile(tuple(_numba_type(hints[name]) for name in fn.__code__.co_varnames[: fn.__code__.co_argcount]))
+        compiled += sum(k.stats.cache_misses.values()) > misses
+    return compiled

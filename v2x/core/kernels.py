@@ -232,11 +232,11 @@ def lane_overlaps(
 # -- compiling and loading --------------------------------------------------------------------------------------
 
 
-def load_kernels() -> None:
+def load_kernels() -> int:
     """Load every kernel of the core (these and the network's) from numba's on-disk cache (~0.5 s per process), or
     compile them if the cache is empty (the first run after install: several seconds), for the argument types
-    their annotations give: those of the real calls, so the step finds them ready."""
-    compile_all()
+    their annotations give: those of the real calls, so the step finds them ready. Returns how many it compiled."""
+    return compile_all()
 
 
 # -- the compiled loops ----------------------------------------------------------------------------------------

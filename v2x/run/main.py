@@ -256,8 +256,7 @@ def main(argv: list[str]) -> int:
     # compile the core's loops here, once, if numba's cache is empty (the first run after install): real-time
     # tiers each compiling at once, on the clock, would start late
     t0 = time.perf_counter()
-    load_kernels()
-    if time.perf_counter() - t0 > 2.0:
+    if load_kernels():  # said only when numba compiled: loading from its cache can take seconds on a busy machine
         console.print(f"v2x run: compiled the traffic core in {time.perf_counter() - t0:.0f} s (first run after install; cached now)")
     long_running()  # this process runs every tier in fast mode, the fleet in real time with one worker
     scheduled, refused = scheduling(args.scheduling)  # before the broker and the tiers start: they inherit it
