@@ -708,3 +708,107 @@ def test_header_parts_in_wire_form_at_the_varint_edges() -> None:
             codec.time_fields(gen, sim)
         with pytest.raises(ValueError, match="out of range"):
             codec.encode_relayed(m.Header("v", m.SenderKind.VEHICLE, 0, gen, sim), b"")
+
+
+_by_protobuf = codec._decode_by_protobuf  # what `decode` gives without the compiled BSM reader
+
+
+_ANY_SENDER = st.one_of(S.ids, S.text.filter(bool))  # ids, and any text protobuf carries (multi-byte UTF-8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(S.frames(S.bsm), _ANY_SENDER)
+def test_a_bsm_frame_read_from_its_bytes_is_what_protobuf_reads(frame: m.Frame, sender: str) -> None:
+    """The compiled reader (`codec._bsm_frame`, `v2x.core.wire_read`) gives the very frame protobuf's path gives, and
+    takes every BSM the codec writes without event or light bits (those it leaves to protobuf's path)."""
+    frame = dataclasses.replace(frame, header=dataclasses.replace(frame.header, sender_id=sender))
+    data = codec.encode(frame)
+    read, want = codec._bsm_frame(data), _by_protobuf(data)
+    if frame.body.events or frame.body.lights:
+        assert read is None
+        return
+    assert read is not None
+    assert read == want
+    assert repr(read) == repr(want)  # the same types too (bool, not 1; None, not 0.0)
+    assert codec.decode(data) == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(S.frames(S.bsm), st.data())
+def test_a_bsm_frame_with_edge_values_or_mutated_bytes_decodes_as_protobuf_decodes_it(frame: m.Frame, data: st.DataObject) -> None:
+    """Out-of-range and unavailable values, the widest varints, the header's edges and random bytes: `decode` gives
+    what protobuf's path gives, the same frame or the same error (kind, field, message)."""
+    wire = pb.MessageFrame.FromString(codec.encode(frame))
+    for name in data.draw(st.lists(st.sampled_from(sorted(_EDGES)), max_size=3)):
+        setattr(wire.bsm, name, data.draw(st.sampled_from(_EDGES[name])))
+    if data.draw(st.booleans()):
+        wire.bsm.pos.elevation = data.draw(st.sampled_from([-4097, -4096, 61440, -(2**31), 2**31 - 1]))
+        wire.bsm.size.height_cm = data.draw(st.sampled_from([0, 635, 636, 2**32 - 1]))
+        wire.bsm.accuracy.semi_major = data.draw(st.sampled_from([0, 254, 255, 256]))
+        wire.bsm.accuracy.orientation = data.draw(st.sampled_from([0, 65535, 65536]))
+        wire.bsm.emergency.siren_in_use = data.draw(st.booleans())
+    if data.draw(st.booleans()):
+        wire.header.sender_kind = data.draw(st.sampled_from([0, 1, 3, 4, 5, 2**31 - 1, -1]))
+        wire.header.gen_time_us = data.draw(st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]))
+        wire.header.sim_time_ms = data.draw(st.sampled_from([0, 2**63 - 1, 2**63]))
+        wire.header.sender_id = data.draw(st.sampled_from(["", "veh-1", "é"]))
+    raw = bytearray(wire.SerializeToString())
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    assert _outcome(codec.decode, bytes(raw)) == _outcome(_by_protobuf, bytes(raw))
+
+
+def _bsm_frame_wire(speed_mps: float = 10.0) -> tuple[bytes, bytes]:
+    """A BSM frame's header field (tag, length, fields) and the BSM's fields, as protobuf writes them."""
+    f = m.Frame(m.Header("veh-1", m.SenderKind.VEHICLE, 7, 1_700_000_000_000_000, 1234),
+                m.Bsm(position=m.GeoPoint(31.0, 120.0), speed_mps=speed_mps, heading_deg=30.0))
+    data = codec.encode(f)
+    header, body = data[: 2 + data[1]], data[2 + data[1] :]
+    assert body[0] == 0x52  # field 10
+    assert body[1] == len(body) - 2  # its length in one byte
+    return header, body[2:]
+
+
+def _bsm_field(fields: bytes) -> bytes:
+    return b"\x52" + bytes([len(fields)]) + fields
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "body, then header", "header twice", "body twice", "a signature after", "an unknown field", "a bsm field twice",
+        "bsm fields out of order", "a wire type not the field's", "a 10-byte varint", "a uint32 over 32 bits",
+        "a field twice in a row", "a header field twice", "a bool of 2", "a sender not UTF-8", "no sender",
+        "a sender as a varint", "an empty position",
+    ],
+)
+def test_a_bsm_frame_in_another_layout_is_left_to_protobuf(layout: str) -> None:
+    """Layouts protobuf reads but does not write (fields repeated, merged or out of order, unknown fields, varints
+    wider than their type): the compiled reader leaves them to protobuf's path, and `decode` gives what it gives."""
+    header, bsm = _bsm_frame_wire()
+    speed = b"\x10\xf4\x03"  # the BSM's field 2 (speed), 500: 10 m/s
+    data = {
+        "body, then header": _bsm_field(bsm) + header,
+        "header twice": header + header + _bsm_field(bsm),
+        "body twice": header + _bsm_field(bsm) + _bsm_field(bsm),
+        "a signature after": header + _bsm_field(bsm) + b"\x9a\x06\x00",  # field 99, empty
+        "an unknown field": header + _bsm_field(bsm + b"\xf8\x01\x01"),  # field 31, a varint
+        "a bsm field twice": header + _bsm_field(bsm + speed),
+        "bsm fields out of order": header + _bsm_field(_bsm_frame_wire(0.0)[1] + speed),  # speed after the rest
+        "a wire type not the field's": header + _bsm_field(bsm + b"\x60\x01"),  # field 12 (a message) as a varint
+        "a 10-byte varint": header + _bsm_field(bsm + b"\x68" + b"\x80" * 9 + b"\x00"),  # lights, 0 in ten bytes
+        "a uint32 over 32 bits": header.replace(b"\x18\x07", b"\x18\x87\x80\x80\x80\x10", 1).replace(
+            bytes([0x0A, header[1]]), bytes([0x0A, header[1] + 4]), 1) + _bsm_field(bsm),  # seq 2**32 + 7, read as 7
+        "a field twice in a row": header + _bsm_field(bsm[: 2 + bsm[1]] + speed + bsm[2 + bsm[1] :]),  # speed, speed
+        "a bool of 2": header + _bsm_field(bsm + b"\x62\x02\x08\x02"),  # emergency's siren: read as True
+        "a sender not UTF-8": b"\x0a" + bytes([header[1]]) + b"\x0a\x05veh-\xff" + header[9:] + _bsm_field(bsm),
+        "no sender": b"\x0a" + bytes([header[1] - 7]) + header[9:] + _bsm_field(bsm),
+        "a header field twice": b"\x0a" + bytes([header[1] + 2]) + header[2:].replace(b"\x18\x07", b"\x18\x07\x18\x09", 1)
+        + _bsm_field(bsm),  # seq 7, then 9: read as 9
+        "a sender as a varint": b"\x0a" + bytes([header[1] - 5]) + b"\x08\x05" + header[9:] + _bsm_field(bsm),  # unknown
+        "an empty position": header + _bsm_field(bsm + b"\x0a\x00"),  # merged into the one before: nothing changes
+    }[layout]
+    assert codec._bsm_frame(data) is None
+    assert _outcome(codec.decode, data) == _outcome(_by_protobuf, data)
+    if layout not in ("a sender not UTF-8", "no sender", "a sender as a varint"):  # (protobuf's path refuses these too)
+        assert not isinstance(_outcome(_by_protobuf, data), tuple), "a layout protobuf reads"

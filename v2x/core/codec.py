@@ -15,9 +15,11 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
+import numpy as np
 from google.protobuf.message import DecodeError as _PbDecodeError
 
 from v2x.core import messages as m
+from v2x.core import wire_read
 from v2x.core.errors import DecodeError, V2xError
 from v2x.core.wire import v2x_pb2 as pb
 
@@ -292,30 +294,71 @@ _VEHICLE_CLASSES = m.VehicleClass._value2member_map_
 
 
 def _dec_bsm(b: pb.Bsm) -> m.Bsm:
-    """A BSM: every field checked at once where all are in range (the common case, at 10 Hz per vehicle for every
-    receiver); otherwise field by field, naming the first that is not (`_dec_bsm_checked`)."""
+    """A BSM: every field checked at once where all are in range (`_bsm_in_range`, the common case, at 10 Hz per
+    vehicle for every receiver); otherwise field by field, naming the first that is not (`_dec_bsm_checked`)."""
     pos, size = b.pos, b.size
-    lat, lon, elev = pos.lat, pos.lon, pos.elevation
-    speed, heading, along, alat, yaw = b.speed, b.heading, b.accel_long, b.accel_lat, b.yaw_rate
-    width, length, height = size.width_cm, size.length_cm, size.height_cm
-    transmission, vclass = _TRANSMISSIONS.get(b.transmission), _VEHICLE_CLASSES.get(b.vehicle_class)
-    events, lights = b.events, b.lights
+    em, acc = (b.emergency if b.HasField("emergency") else None), (b.accuracy if b.HasField("accuracy") else None)
+    bsm = _bsm_in_range(
+        pos.lat, pos.lon, pos.elevation, b.speed, b.heading, b.accel_long, b.accel_lat, b.yaw_rate, b.transmission,
+        b.brake_applied, size.width_cm, size.length_cm, size.height_cm, b.vehicle_class, b.events, b.lights,
+        None if em is None else (em.siren_in_use, em.lights_in_use, em.responding),
+        None if acc is None else (acc.semi_major, acc.semi_minor, acc.orientation),
+    )
+    return bsm if bsm is not None else _dec_bsm_checked(b)
+
+
+def _bsm_in_range(
+    lat: int, lon: int, elev: int, speed: int, heading: int, along: int, alat: int, yaw: int, transmission: int,
+    brake: bool, width: int, length: int, height: int, vclass: int, events: int, lights: int,
+    emergency: tuple[bool, bool, bool] | None, accuracy: tuple[int, int, int] | None,
+) -> m.Bsm | None:
+    """The BSM of these wire values (protobuf's fields, or `wire_read`'s) if every one is in range and no event or
+    light bit is set (the common case); else None, for the field by field path to name what is not."""
+    t, vc = _TRANSMISSIONS.get(transmission), _VEHICLE_CLASSES.get(vclass)
     if not (
         -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
         and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
         and 0 <= speed <= 8190 and 0 <= heading <= 28799 and -2000 <= along <= 2000 and -2000 <= alat <= 2000
         and -32767 <= yaw <= 32767 and width <= 1023 and length <= 4095 and height <= 635
-        and transmission is not None and vclass is not None and events == 0 and lights == 0
+        and t is not None and vc is not None and events == 0 and lights == 0
+        and (accuracy is None or (accuracy[0] <= ACCURACY_NA and accuracy[1] <= ACCURACY_NA and accuracy[2] <= ORIENTATION_NA))
     ):
-        return _dec_bsm_checked(b)  # out of range, unavailable, or with event or light bits: the field by field path
-    em = b.emergency if b.HasField("emergency") else None
+        return None
+    acc = None
+    if accuracy is not None and ACCURACY_NA not in accuracy[:2]:  # both axes stated (else unavailable: as if not stated)
+        major, minor, orientation = accuracy
+        acc = m.PositionalAccuracy(
+            major * ACCURACY_M, minor * ACCURACY_M, None if orientation == ORIENTATION_NA else orientation * ORIENTATION_DEG
+        )
     return _Bsm(  # in Bsm's field order
         _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
-        speed * SPEED_MPS, heading * HEADING_DEG, along * ACCEL_MPS2, alat * ACCEL_MPS2, yaw * YAW_RATE_DPS, transmission,
-        b.brake_applied, width * CM_M, length * CM_M, None if height == 0 else height * CM_M, vclass, _NO_BITS,
-        None if em is None else m.EmergencyExt(em.siren_in_use, em.lights_in_use, em.responding), _NO_BITS,
-        _dec_accuracy(b.accuracy) if b.HasField("accuracy") else None,
+        speed * SPEED_MPS, heading * HEADING_DEG, along * ACCEL_MPS2, alat * ACCEL_MPS2, yaw * YAW_RATE_DPS, t,
+        brake, width * CM_M, length * CM_M, None if height == 0 else height * CM_M, vc, _NO_BITS,
+        None if emergency is None else m.EmergencyExt(*emergency), _NO_BITS, acc,
     )
+
+
+def _bsm_frame(data: bytes) -> m.Frame | None:
+    """`decode`'s common case: a BSM frame in the layout protobuf writes, every value in range, read from its bytes by
+    compiled code (`wire_read`); None for anything else, which `decode` gives to protobuf (the same frame, or the
+    error that names what is wrong)."""
+    out = np.empty(wire_read.SLOTS, np.int64)
+    if not wire_read.bsm_frame(np.frombuffer(data, np.uint8), out):
+        return None
+    (at, end, kind, seq, gen_us, sim_ms, lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake, width,
+     length, height, vclass, events, em, siren, em_lights, responding, lights, acc, major, minor, orientation) = out.tolist()
+    k = _SENDER_KINDS.get(kind)
+    if k is None or at == end or gen_us > MAX_TIME or sim_ms > MAX_TIME:
+        return None
+    try:
+        sender = data[at:end].decode()
+    except UnicodeDecodeError:
+        return None
+    bsm = _bsm_in_range(
+        lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake == 1, width, length, height, vclass, events,
+        lights, (siren == 1, em_lights == 1, responding == 1) if em else None, (major, minor, orientation) if acc else None,
+    )
+    return None if bsm is None else _Frame(_Header(sender, k, seq, gen_us, sim_ms), bsm)
 
 
 def _dec_bsm_checked(b: pb.Bsm) -> m.Bsm:
@@ -980,6 +1023,13 @@ def decode(data: bytes) -> m.Frame:
     """Parse wire bytes into a frame. Raises only `DecodeError`."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
+    if data[:1] == b"\n" and (frame := _bsm_frame(data)) is not None:  # (field 1, the header, comes first)
+        return frame
+    return _decode_by_protobuf(data)
+
+
+def _decode_by_protobuf(data: bytes) -> m.Frame:
+    """`decode` by protobuf's parse and the checks of the domain's values: every message, every layout."""
     try:
         msg = _parse(data)
     except _PbDecodeError as e:

@@ -24,6 +24,7 @@ FloatArray = Annotated[npt.NDArray[np.float64], numba.float64[::1]]
 IntArray = Annotated[npt.NDArray[np.int64], numba.int64[::1]]
 BoolArray = Annotated[npt.NDArray[np.bool_], numba.boolean[::1]]
 ByteArray = Annotated[npt.NDArray[np.uint8], numba.uint8[::1]]
+ReadBytes = Annotated[npt.NDArray[np.uint8], numba.types.Array(numba.uint8, 1, "C", readonly=True)]  # np.frombuffer of bytes
 FloatMatrix = Annotated[npt.NDArray[np.float64], numba.float64[:, ::1]]
 IntMatrix = Annotated[npt.NDArray[np.int64], numba.int64[:, ::1]]
 

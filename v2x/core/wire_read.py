@@ -1,0 +1,167 @@
+"""A BSM frame read from its wire bytes by compiled code: `codec.decode`'s common case, for less.
+
+Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), and
+protobuf's parse is the smaller part of that: reading its fields one Python attribute at a time costs more. Here one
+numba loop walks the frame's bytes and puts every value in an int64 array, for the codec to check and build as it
+does from protobuf's fields. It takes only the layout protobuf and the codec write: the header (field 1) then the BSM
+(field 10) and nothing after, each message's fields in number order, each at most once, none unknown, each of its
+own wire type, every varint within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or
+1, a 64-bit time within nine bytes). Anything else (another message type, a signature, a field twice, a value
+protobuf would truncate) it leaves to protobuf (`bsm_frame` gives 0), which then decodes it or says what is wrong
+with it as before: so what it reads is what protobuf reads. tests/test_codec.py holds the two to the same frame, or
+the same error, for generated BSMs, their edges and mutated bytes.
+"""
+
+from __future__ import annotations
+
+from v2x.core.jit import IntArray, ReadBytes, helper, kernel
+
+# the slots of `out`, in the order the codec reads them
+(SENDER_AT, SENDER_END, KIND, SEQ, GEN_US, SIM_MS, LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION,
+ BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, SIREN, LIGHTS_IN_USE, RESPONDING, LIGHTS, ACCURACY, MAJOR,
+ MINOR, ORIENTATION) = range(30)
+SLOTS = 30
+
+# how a varint field is read (protobuf's types), and the widest raw varint taken here for each: protobuf would cut a
+# wider one to its type's width; a 64-bit time is taken within nine bytes, below 2**63 (the codec refuses more)
+_UINT32, _SINT32, _ENUM, _BOOL, _UINT64 = range(5)
+_BELOW = (1 << 32, 1 << 32, 1 << 31, 2, 1 << 62)  # (_UINT64's is not used: nine bytes are its limit)
+
+
+@helper
+def _varint(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
+    """The varint at `at` and the position after it; the position is -1 if the varint runs past `end` or takes more
+    than nine bytes (so the value read is below 2**63)."""
+    v = 0
+    shift = 0
+    while at < end and shift < 63:
+        b = buf[at]
+        at += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, at
+        shift += 7
+    return 0, -1
+
+
+@helper
+def _scalar(buf: ReadBytes, at: int, end: int, how: int) -> tuple[int, int]:
+    """A varint field's value as protobuf gives it for type `how`, and the position after it (-1 for a varint this
+    reader leaves to protobuf)."""
+    v, at = _varint(buf, at, end)
+    if at < 0 or (how != _UINT64 and v >= _BELOW[how]):
+        return 0, -1
+    if how == _SINT32:
+        return (v >> 1) ^ -(v & 1), at
+    return v, at
+
+
+@helper
+def _length(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
+    """A length-delimited field's length and where its bytes start (-1 if they run past `end`)."""
+    n, at = _varint(buf, at, end)
+    if at < 0 or at + n > end:
+        return 0, -1
+    return n, at
+
+
+@helper
+def _three(buf: ReadBytes, at: int, end: int, how: int, out: IntArray, slot: int) -> bool:
+    """A message of up to three varint fields of type `how` (Position3D, VehicleSize, EmergencyExt,
+    PositionalAccuracy) into out[slot:slot + 3]; False for a layout this reader leaves to protobuf."""
+    last = 0
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        num = tag >> 3
+        if at < 0 or tag & 7 != 0 or num <= last or num > 3:
+            return False
+        last = num
+        out[slot + num - 1], at = _scalar(buf, at, end, how)
+        if at < 0:
+            return False
+    return True
+
+
+@helper
+def _bsm(buf: ReadBytes, at: int, end: int, out: IntArray) -> int:
+    """The BSM's fields, from `at` to `end`, into `out`; 1, or 0 for a layout this reader leaves to protobuf."""
+    last = 0
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num <= last or num > 14:
+            return 0
+        last = num
+        if num in (1, 9, 12, 14):  # the sub-messages
+            n, at = _length(buf, at, end)
+            if wire != 2 or at < 0:
+                return 0
+            if num == 1:
+                ok = _three(buf, at, at + n, _SINT32, out, LAT)
+            elif num == 9:
+                ok = _three(buf, at, at + n, _UINT32, out, WIDTH)
+            elif num == 12:
+                out[EMERGENCY] = 1
+                ok = _three(buf, at, at + n, _BOOL, out, SIREN)
+            else:
+                out[ACCURACY] = 1
+                ok = _three(buf, at, at + n, _UINT32, out, MAJOR)
+            if not ok:
+                return 0
+            at += n
+            continue
+        if wire != 0:
+            return 0
+        if num in (4, 5, 6):
+            how = _SINT32
+        elif num in (7, 10):
+            how = _ENUM
+        elif num == 8:
+            how = _BOOL
+        else:  # 2, 3, 11, 13
+            how = _UINT32
+        # field 2..13's slot (1, 9, 12 and 14 are the sub-messages above)
+        out[(SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION, BRAKE, 0, VCLASS, EVENTS, 0, LIGHTS)[num - 2]], at = _scalar(buf, at, end, how)
+        if at < 0:
+            return 0
+    return 1
+
+
+@kernel
+def bsm_frame(buf: ReadBytes, out: IntArray) -> int:
+    """1 if `buf` is a BSM frame in the layout protobuf writes (the module's doc), with its values in `out` (zero where
+    a field is absent, as protobuf reads it; EMERGENCY and ACCURACY 1 where that sub-message is present); else 0, and
+    `out` is not to be read."""
+    out[:] = 0
+    end = len(buf)
+    if end < 2 or buf[0] != 0x0A:
+        return 0
+    n, at = _length(buf, 1, end)
+    if at < 0:
+        return 0
+    h_end = at + n
+    last = 0
+    while at < h_end:
+        tag, at = _varint(buf, at, h_end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num <= last or num > 5:
+            return 0
+        last = num
+        if num == 1:
+            n, at = _length(buf, at, h_end)
+            if wire != 2 or at < 0:
+                return 0
+            out[SENDER_AT], out[SENDER_END] = at, at + n
+            at += n
+            continue
+        if wire != 0:
+            return 0
+        out[(KIND, SEQ, GEN_US, SIM_MS)[num - 2]], at = _scalar(buf, at, h_end, _ENUM if num == 2 else (_UINT32 if num == 3 else _UINT64))
+        if at < 0:
+            return 0
+    if at >= end or buf[at] != 0x52:  # field 10, length-delimited: the BSM, and nothing after it
+        return 0
+    n, at = _length(buf, at + 1, end)
+    if at < 0 or at + n != end:
+        return 0
+    return _bsm(buf, at, at + n, out)
