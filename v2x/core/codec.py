@@ -157,6 +157,14 @@ def _enc_pos(p: m.GeoPoint, out: pb.Position3D, field: str) -> None:
     )
 
 
+def _geo_in_range(lat: int, lon: int, elev: int) -> m.GeoPoint | None:
+    """The point of these wire values if all are in range (an elevation may be unavailable); else None."""
+    if not (-900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+            and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)):
+        return None
+    return _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M)
+
+
 def _dec_pos(p: pb.Position3D, field: str) -> m.GeoPoint:
     lat, lon, elev = p.lat, p.lon, p.elevation
     if lat == LAT_NA or lon == LON_NA:
@@ -347,18 +355,25 @@ def _bsm_frame(data: bytes) -> m.Frame | None:
         return None
     (at, end, kind, seq, gen_us, sim_ms, lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake, width,
      length, height, vclass, events, em, siren, em_lights, responding, lights, acc, major, minor, orientation) = out.tolist()
-    k = _SENDER_KINDS.get(kind)
-    if k is None or at == end or gen_us > MAX_TIME or sim_ms > MAX_TIME:
-        return None
-    try:
-        sender = data[at:end].decode()
-    except UnicodeDecodeError:
+    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    if header is None:
         return None
     bsm = _bsm_in_range(
         lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake == 1, width, length, height, vclass, events,
         lights, (siren == 1, em_lights == 1, responding == 1) if em else None, (major, minor, orientation) if acc else None,
     )
-    return None if bsm is None else _Frame(_Header(sender, k, seq, gen_us, sim_ms), bsm)
+    return None if bsm is None else _Frame(header, bsm)
+
+
+def _header_in_range(data: bytes, at: int, end: int, kind: int, seq: int, gen_us: int, sim_ms: int) -> m.Header | None:
+    """The header of `wire_read`'s values (its sender id is data[at:end]) if all are in range; else None."""
+    k = _SENDER_KINDS.get(kind)
+    if k is None or at == end or gen_us > MAX_TIME or sim_ms > MAX_TIME:
+        return None
+    try:
+        return _Header(data[at:end].decode(), k, seq, gen_us, sim_ms)
+    except UnicodeDecodeError:
+        return None
 
 
 def _dec_bsm_checked(b: pb.Bsm) -> m.Bsm:
@@ -731,32 +746,69 @@ _SOURCE_TYPES = m.SourceType._value2member_map_
 
 
 def _dec_rsm(r: pb.Rsm) -> m.Rsm:
-    """An RSM: each participant's fields checked at once where all are in range (the common case: an RSU sends one
-    every 0.1 s with every road user it hears); otherwise field by field, naming the first that is not
-    (`_dec_participant_checked`)."""
+    """An RSM: each participant's fields checked at once where all are in range (`_participant_in_range`, the common
+    case: an RSU sends one every 0.1 s with every road user it hears); otherwise field by field, naming the first that
+    is not (`_dec_participant_checked`)."""
     parts = []
     for i, o in enumerate(r.participants):
         pos, size = o.pos, o.size
-        lat, lon, elev = pos.lat, pos.lon, pos.elevation
-        ptc, speed, heading, width, length, lane = o.ptc_id, o.speed, o.heading, size.width_cm, size.length_cm, o.lane_id
-        ptype, source = _PARTICIPANT_TYPES.get(o.type), _SOURCE_TYPES.get(o.source)
         ref = o.intersection if o.HasField("intersection") else None
-        if not (
-            ptype is not None and source is not None and ptc <= 65535
-            and -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
-            and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
-            and speed <= 8190 and heading <= 28799 and width <= 1023 and length <= 4095 and lane <= 255
-            and (ref is None or (ref.region <= 65535 and ref.id <= 65535))
-        ):  # (the wire's integers here are unsigned)
-            parts.append(_dec_participant_checked(o, f"rsm.participants[{i}]"))
-            continue
-        parts.append(_Participant(  # in Participant's field order
-            ptype, ptc, source, o.vehicle_id,
-            _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
-            speed * SPEED_MPS, heading * HEADING_DEG, width * CM_M, length * CM_M, lane,
-            None if ref is None else _IntersectionRef(ref.region, ref.id),
-        ))
+        p = _participant_in_range(
+            o.type, o.ptc_id, o.source, o.vehicle_id, pos.lat, pos.lon, pos.elevation, o.speed, o.heading, size.width_cm,
+            size.length_cm, o.lane_id, None if ref is None else (ref.region, ref.id),
+        )
+        parts.append(p if p is not None else _dec_participant_checked(o, f"rsm.participants[{i}]"))
     return m.Rsm(_dec_pos(r.ref_pos, "rsm.ref_pos"), tuple(parts))
+
+
+def _participant_in_range(
+    ptype: int, ptc: int, source: int, vehicle_id: str, lat: int, lon: int, elev: int, speed: int, heading: int,
+    width: int, length: int, lane: int, ref: tuple[int, int] | None,
+) -> m.Participant | None:
+    """The participant of these wire values (protobuf's fields, or `wire_read`'s) if every one is in range; else None,
+    for the field by field path to name what is not."""
+    t, src = _PARTICIPANT_TYPES.get(ptype), _SOURCE_TYPES.get(source)
+    if not (
+        t is not None and src is not None and ptc <= 65535
+        and -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+        and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+        and speed <= 8190 and heading <= 28799 and width <= 1023 and length <= 4095 and lane <= 255
+        and (ref is None or (ref[0] <= 65535 and ref[1] <= 65535))
+    ):  # (the wire's integers here are unsigned)
+        return None
+    return _Participant(  # in Participant's field order
+        t, ptc, src, vehicle_id,
+        _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
+        speed * SPEED_MPS, heading * HEADING_DEG, width * CM_M, length * CM_M, lane,
+        None if ref is None else _IntersectionRef(*ref),
+    )
+
+
+def _rsm_frame(data: bytes) -> m.Frame | None:
+    """`decode`'s other common case, as `_bsm_frame`: an RSM frame in the layout protobuf writes, every value in range;
+    None for anything else."""
+    out, rows = np.empty(wire_read.RSM_SLOTS, np.int64), np.empty((len(data) // 2 + 1, wire_read.P_SLOTS), np.int64)
+    n = wire_read.rsm_frame(np.frombuffer(data, np.uint8), out, rows)
+    if n < 0:
+        return None
+    at, end, kind, seq, gen_us, sim_ms, lat, lon, elev = out.tolist()
+    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    ref_pos = _geo_in_range(lat, lon, elev)
+    if header is None or ref_pos is None:
+        return None
+    parts = []
+    for (ptype, ptc, source, vid_at, vid_end, lat, lon, elev, speed, heading, width, length, _, lane, has_ref, region,
+         iid) in rows[:n].tolist():
+        try:
+            vid = data[vid_at:vid_end].decode()
+        except UnicodeDecodeError:
+            return None
+        p = _participant_in_range(ptype, ptc, source, vid, lat, lon, elev, speed, heading, width, length, lane,
+                                  (region, iid) if has_ref else None)
+        if p is None:
+            return None
+        parts.append(p)
+    return _Frame(header, m.Rsm(ref_pos, tuple(parts)))
 
 
 def _dec_participant_checked(o: pb.Participant, f: str) -> m.Participant:
@@ -1023,7 +1075,10 @@ def decode(data: bytes) -> m.Frame:
     """Parse wire bytes into a frame. Raises only `DecodeError`."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
-    if data[:1] == b"\n" and (frame := _bsm_frame(data)) is not None:  # (field 1, the header, comes first)
+    # the header (field 1, its length in one byte) and then a BSM (field 10) or an RSM (14): perhaps protobuf's layout
+    body = data[data[1] + 2] if len(data) > 2 and data[0] == 0x0A and data[1] < 0x80 and len(data) > data[1] + 2 else 0
+    frame = _bsm_frame(data) if body == 0x52 else (_rsm_frame(data) if body == 0x72 else None)
+    if frame is not None:
         return frame
     return _decode_by_protobuf(data)
 

@@ -1,26 +1,35 @@
-"""A BSM frame read from its wire bytes by compiled code: `codec.decode`'s common case, for less.
+"""BSM and RSM frames read from their wire bytes by compiled code: `codec.decode`'s common cases, for less.
 
-Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), and
-protobuf's parse is the smaller part of that: reading its fields one Python attribute at a time costs more. Here one
-numba loop walks the frame's bytes and puts every value in an int64 array, for the codec to check and build as it
-does from protobuf's fields. It takes only the layout protobuf and the codec write: the header (field 1) then the BSM
-(field 10) and nothing after, each message's fields in number order, each at most once, none unknown, each of its
-own wire type, every varint within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or
-1, a 64-bit time within nine bytes). Anything else (another message type, a signature, a field twice, a value
-protobuf would truncate) it leaves to protobuf (`bsm_frame` gives 0), which then decodes it or says what is wrong
+Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), and the
+cloud every RSU's RSM (ten a second, with every road user the RSU hears); protobuf's parse is the smaller part of that:
+reading its fields one Python attribute at a time costs more. Here one numba loop walks a frame's bytes and puts
+every value in int64 arrays, for the codec to check and build as it does from protobuf's fields. It takes only the
+layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM, or 14, an RSM) and nothing
+after, each message's fields in number order, each at most once, none unknown, each of its own wire type, every
+varint within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time
+within nine bytes). Anything else (another message type, a signature, a field twice, a value protobuf would
+truncate) it leaves to protobuf (`bsm_frame` gives 0, `rsm_frame` -1), which then decodes it or says what is wrong
 with it as before: so what it reads is what protobuf reads. tests/test_codec.py holds the two to the same frame, or
-the same error, for generated BSMs, their edges and mutated bytes.
+the same error, for generated messages, their edges and mutated bytes.
 """
 
 from __future__ import annotations
 
-from v2x.core.jit import IntArray, ReadBytes, helper, kernel
+from v2x.core.jit import IntArray, IntMatrix, ReadBytes, helper, kernel
 
 # the slots of `out`, in the order the codec reads them
 (SENDER_AT, SENDER_END, KIND, SEQ, GEN_US, SIM_MS, LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION,
  BRAKE, WIDTH, LENGTH, HEIGHT, VCLASS, EVENTS, EMERGENCY, SIREN, LIGHTS_IN_USE, RESPONDING, LIGHTS, ACCURACY, MAJOR,
  MINOR, ORIENTATION) = range(30)
 SLOTS = 30
+# an RSM frame's: the header's six as above, then its ref_pos
+RSM_LAT, RSM_LON, RSM_ELEV = 6, 7, 8
+RSM_SLOTS = 9
+# each of its participants' (a row of `parts`): field 4, vehicle_id, as where its bytes start and end; INTERSECTION is
+# 1 where that sub-message is present
+(P_TYPE, P_PTC, P_SOURCE, P_VID_AT, P_VID_END, P_LAT, P_LON, P_ELEV, P_SPEED, P_HEADING, P_WIDTH, P_LENGTH, P_HEIGHT,
+ P_LANE, P_INTERSECTION, P_REGION, P_ID) = range(17)
+P_SLOTS = 17
 
 # how a varint field is read (protobuf's types), and the widest raw varint taken here for each: protobuf would cut a
 # wider one to its type's width; a 64-bit time is taken within nine bytes, below 2**63 (the codec refuses more)
@@ -66,20 +75,58 @@ def _length(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
 
 
 @helper
-def _three(buf: ReadBytes, at: int, end: int, how: int, out: IntArray, slot: int) -> bool:
-    """A message of up to three varint fields of type `how` (Position3D, VehicleSize, EmergencyExt,
-    PositionalAccuracy) into out[slot:slot + 3]; False for a layout this reader leaves to protobuf."""
+def _fields(buf: ReadBytes, at: int, end: int, how: int, count: int, out: IntArray, slot: int) -> bool:
+    """A message of `count` (at most) varint fields of type `how` (Position3D, VehicleSize, EmergencyExt,
+    PositionalAccuracy, IntersectionRef) into out[slot:slot + count]; False for a layout left to protobuf."""
     last = 0
     while at < end:
         tag, at = _varint(buf, at, end)
         num = tag >> 3
-        if at < 0 or tag & 7 != 0 or num <= last or num > 3:
+        if at < 0 or tag & 7 != 0 or num <= last or num > count:
             return False
         last = num
         out[slot + num - 1], at = _scalar(buf, at, end, how)
         if at < 0:
             return False
     return True
+
+
+@helper
+def _header(buf: ReadBytes, out: IntArray, body_tag: int) -> tuple[int, int]:
+    """The frame's header (field 1) into out[SENDER_AT:SIM_MS + 1], then the body: where its fields start and end,
+    if it is the field whose tag is `body_tag` and nothing follows it; (-1, -1) for anything else."""
+    end = len(buf)
+    if end < 2 or buf[0] != 0x0A:
+        return -1, -1
+    n, at = _length(buf, 1, end)
+    if at < 0:
+        return -1, -1
+    h_end = at + n
+    last = 0
+    while at < h_end:
+        tag, at = _varint(buf, at, h_end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num <= last or num > 5:
+            return -1, -1
+        last = num
+        if num == 1:
+            n, at = _length(buf, at, h_end)
+            if wire != 2 or at < 0:
+                return -1, -1
+            out[SENDER_AT], out[SENDER_END] = at, at + n
+            at += n
+            continue
+        if wire != 0:
+            return -1, -1
+        out[(KIND, SEQ, GEN_US, SIM_MS)[num - 2]], at = _scalar(buf, at, h_end, _ENUM if num == 2 else (_UINT32 if num == 3 else _UINT64))
+        if at < 0:
+            return -1, -1
+    if at >= end or buf[at] != body_tag:  # the body, length-delimited, and nothing after it
+        return -1, -1
+    n, at = _length(buf, at + 1, end)
+    if at < 0 or at + n != end:
+        return -1, -1
+    return at, end
 
 
 @helper
@@ -97,15 +144,15 @@ def _bsm(buf: ReadBytes, at: int, end: int, out: IntArray) -> int:
             if wire != 2 or at < 0:
                 return 0
             if num == 1:
-                ok = _three(buf, at, at + n, _SINT32, out, LAT)
+                ok = _fields(buf, at, at + n, _SINT32, 3, out, LAT)
             elif num == 9:
-                ok = _three(buf, at, at + n, _UINT32, out, WIDTH)
+                ok = _fields(buf, at, at + n, _UINT32, 3, out, WIDTH)
             elif num == 12:
                 out[EMERGENCY] = 1
-                ok = _three(buf, at, at + n, _BOOL, out, SIREN)
+                ok = _fields(buf, at, at + n, _BOOL, 3, out, SIREN)
             else:
                 out[ACCURACY] = 1
-                ok = _three(buf, at, at + n, _UINT32, out, MAJOR)
+                ok = _fields(buf, at, at + n, _UINT32, 3, out, MAJOR)
             if not ok:
                 return 0
             at += n
@@ -127,41 +174,83 @@ def _bsm(buf: ReadBytes, at: int, end: int, out: IntArray) -> int:
     return 1
 
 
+@helper
+def _participant(buf: ReadBytes, at: int, end: int, row: IntArray) -> bool:
+    """One RSM participant's fields, from `at` to `end`, into `row`; False for a layout left to protobuf."""
+    last = 0
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num <= last or num > 10:
+            return False
+        last = num
+        if num in (4, 5, 8, 10):  # the string and the sub-messages
+            n, at = _length(buf, at, end)
+            if wire != 2 or at < 0:
+                return False
+            if num == 4:
+                row[P_VID_AT], row[P_VID_END] = at, at + n
+                ok = True
+            elif num == 5:
+                ok = _fields(buf, at, at + n, _SINT32, 3, row, P_LAT)
+            elif num == 8:
+                ok = _fields(buf, at, at + n, _UINT32, 3, row, P_WIDTH)
+            else:
+                row[P_INTERSECTION] = 1
+                ok = _fields(buf, at, at + n, _UINT32, 2, row, P_REGION)
+            if not ok:
+                return False
+            at += n
+            continue
+        if wire != 0:
+            return False
+        # field 1..9's slot (4, 5 and 8 are above)
+        row[(P_TYPE, P_PTC, P_SOURCE, 0, 0, P_SPEED, P_HEADING, 0, P_LANE)[num - 1]], at = _scalar(
+            buf, at, end, _ENUM if num in (1, 3) else _UINT32)
+        if at < 0:
+            return False
+    return True
+
+
 @kernel
 def bsm_frame(buf: ReadBytes, out: IntArray) -> int:
     """1 if `buf` is a BSM frame in the layout protobuf writes (the module's doc), with its values in `out` (zero where
     a field is absent, as protobuf reads it; EMERGENCY and ACCURACY 1 where that sub-message is present); else 0, and
     `out` is not to be read."""
     out[:] = 0
-    end = len(buf)
-    if end < 2 or buf[0] != 0x0A:
-        return 0
-    n, at = _length(buf, 1, end)
+    at, end = _header(buf, out, 0x52)  # field 10
     if at < 0:
         return 0
-    h_end = at + n
+    return _bsm(buf, at, end, out)
+
+
+@kernel
+def rsm_frame(buf: ReadBytes, out: IntArray, parts: IntMatrix) -> int:
+    """How many participants an RSM frame in the layout protobuf writes has, with its header and ref_pos in `out` and
+    each participant in a row of `parts` (zero where a field is absent; `parts` needs a row for every two bytes of
+    `buf`); -1 for anything else, and neither is to be read."""
+    out[:] = 0
+    at, end = _header(buf, out, 0x72)  # field 14
+    if at < 0:
+        return -1
+    k = 0
     last = 0
-    while at < h_end:
-        tag, at = _varint(buf, at, h_end)
+    while at < end:
+        tag, at = _varint(buf, at, end)
         num, wire = tag >> 3, tag & 7
-        if at < 0 or num <= last or num > 5:
-            return 0
+        if at < 0 or wire != 2 or num < last or num > 2 or (num == 1 and last == 1):  # ref_pos once, then participants
+            return -1
         last = num
-        if num == 1:
-            n, at = _length(buf, at, h_end)
-            if wire != 2 or at < 0:
-                return 0
-            out[SENDER_AT], out[SENDER_END] = at, at + n
-            at += n
-            continue
-        if wire != 0:
-            return 0
-        out[(KIND, SEQ, GEN_US, SIM_MS)[num - 2]], at = _scalar(buf, at, h_end, _ENUM if num == 2 else (_UINT32 if num == 3 else _UINT64))
+        n, at = _length(buf, at, end)
         if at < 0:
-            return 0
-    if at >= end or buf[at] != 0x52:  # field 10, length-delimited: the BSM, and nothing after it
-        return 0
-    n, at = _length(buf, at + 1, end)
-    if at < 0 or at + n != end:
-        return 0
-    return _bsm(buf, at, at + n, out)
+            return -1
+        if num == 1:
+            if not _fields(buf, at, at + n, _SINT32, 3, out, RSM_LAT):
+                return -1
+        else:
+            parts[k, :] = 0
+            if not _participant(buf, at, at + n, parts[k]):
+                return -1
+            k += 1
+        at += n
+    return k
