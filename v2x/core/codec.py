@@ -545,10 +545,14 @@ def _dec_event(oe: pb.MovementEvent) -> m.MovementEvent:
     Events repeat (every group that is red until the same time, every junction on the same plan): decoded ones are
     kept by their wire bytes, as reading their fields costs more than serialising them.
     """
-    key = oe.SerializeToString()
+    return _event(oe.SerializeToString(), oe)
+
+
+def _event(key: bytes, oe: pb.MovementEvent | None = None) -> m.MovementEvent:
+    """The event whose wire bytes are `key` (parsed as `oe`, or here if not given), kept once decoded."""
     ev = _EVENTS.get(key)
     if ev is None:
-        ev = _new_event(oe)  # raises for an event out of range: nothing kept
+        ev = _new_event(oe if oe is not None else pb.MovementEvent.FromString(key))  # raises if out of range: not kept
         if len(_EVENTS) >= EVENTS_KEPT:
             _EVENTS.clear()
         _EVENTS[key] = ev
@@ -614,18 +618,64 @@ def _dec_spat(s: pb.Spat) -> m.Spat:
                 raise
             g = om.signal_group
             states.append(_MovementState(g if 1 <= g <= 255 else _check(g, 1, 255, f"{f}.states[{j}].signal_group"), events))
-        out.append(
-            m.IntersectionState(
-                ref=_dec_ref(o.id, f"{f}.id"),
-                name=o.name,
-                revision=_check(o.revision, 0, 127, f"{f}.revision"),
-                status=_unbits(m.IntersectionStatus, o.status, f"{f}.status"),
-                timestamp_ms=o.timestamp_ms,
-                plan_id=_check(o.plan_id, 0, 65535, f"{f}.plan_id"),
-                states=tuple(states),
-            )
-        )
+        ref = o.id
+        out.append(_intersection_state(ref.region, ref.id, o.name, o.revision, o.status, o.timestamp_ms, o.plan_id,
+                                       tuple(states), f))
     return m.Spat(tuple(out))
+
+
+def _intersection_state(
+    region: int, iid: int, name: str, revision: int, status: int, timestamp_ms: int, plan_id: int,
+    states: tuple[m.MovementState, ...], f: str,
+) -> m.IntersectionState:
+    return m.IntersectionState(
+        ref=m.IntersectionRef(_check(region, 0, 65535, f"{f}.id.region"), _check(iid, 0, 65535, f"{f}.id.id")),
+        name=name,
+        revision=_check(revision, 0, 127, f"{f}.revision"),
+        status=_unbits(m.IntersectionStatus, status, f"{f}.status"),
+        timestamp_ms=timestamp_ms,
+        plan_id=_check(plan_id, 0, 65535, f"{f}.plan_id"),
+        states=states,
+    )
+
+
+def _spat_frame(data: bytes) -> m.Frame | None:
+    """`decode`'s third common case, as `_bsm_frame`: a SPaT frame in the layout protobuf writes, every value in range
+    (its body decoded once for its bytes, its events kept by theirs, as `_spat_body` and `_dec_event` keep them);
+    None for anything else."""
+    rows = len(data) // 2 + 1
+    out = np.empty(wire_read.SPAT_SLOTS, np.int64)
+    inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, 2))
+    if not wire_read.spat_frame(np.frombuffer(data, np.uint8), out, inters, states, events):
+        return None
+    at, end, kind, seq, gen_us, sim_ms, spat_at, ni, ns, ne = out.tolist()
+    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    if header is None:
+        return None
+    key = data[spat_at:]
+    body = _SPAT_BODIES.get(key)
+    if body is not None:
+        return _Frame(header, body)
+    ev_rows, st_rows = events[:ne].tolist(), states[:ns].tolist()
+    out_inters, s, e = [], 0, 0
+    try:
+        for i, (region, iid, name_at, name_end, revision, status, timestamp, plan, n_states) in enumerate(inters[:ni].tolist()):
+            out_states = []
+            for group, n_events in st_rows[s : s + n_states]:
+                if not 1 <= group <= 255:
+                    return None
+                out_states.append(_MovementState(group, tuple([_event(data[a:b]) for a, b in ev_rows[e : e + n_events]])))
+                e += n_events
+            s += n_states
+            out_inters.append(_intersection_state(region, iid, data[name_at:name_end].decode(), revision, status, timestamp,
+                                                  plan, tuple(out_states), f"spat.intersections[{i}]"))
+    except (DecodeError, UnicodeDecodeError, _PbDecodeError):  # protobuf's path names what is wrong
+        return None
+    body = m.Spat(tuple(out_inters))
+    if len(_SPAT_BODIES) >= SPAT_BODIES_KEPT:
+        _SPAT_BODIES.clear()
+    _SPAT_BODIES[key] = body
+    return _Frame(header, body)
 
 
 # ---------------------------------------------------------------------------
@@ -1077,7 +1127,7 @@ def decode(data: bytes) -> m.Frame:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
     # the header (field 1, its length in one byte) and then a BSM (field 10) or an RSM (14): perhaps protobuf's layout
     body = data[data[1] + 2] if len(data) > 2 and data[0] == 0x0A and data[1] < 0x80 and len(data) > data[1] + 2 else 0
-    frame = _bsm_frame(data) if body == 0x52 else (_rsm_frame(data) if body == 0x72 else None)
+    frame = _bsm_frame(data) if body == 0x52 else _spat_frame(data) if body == 0x62 else _rsm_frame(data) if body == 0x72 else None
     if frame is not None:
         return frame
     return _decode_by_protobuf(data)

@@ -1,14 +1,14 @@
-"""BSM and RSM frames read from their wire bytes by compiled code: `codec.decode`'s common cases, for less.
+"""BSM, RSM and SPaT frames read from their wire bytes by compiled code: `codec.decode`'s common cases, for less.
 
-Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), and the
-cloud every RSU's RSM (ten a second, with every road user the RSU hears); protobuf's parse is the smaller part of that:
-reading its fields one Python attribute at a time costs more. Here one numba loop walks a frame's bytes and puts
+Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), the
+cloud every RSU's RSM and SPaT, and each fleet process every SPaT near its vehicles (ten a second from each RSU);
+protobuf's parse is the smaller part of that: reading its fields one Python attribute at a time costs more. Here one numba loop walks a frame's bytes and puts
 every value in int64 arrays, for the codec to check and build as it does from protobuf's fields. It takes only the
-layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM, or 14, an RSM) and nothing
-after, each message's fields in number order, each at most once, none unknown, each of its own wire type, every
+layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM; 12, a SPaT; 14, an RSM) and
+nothing after, each message's fields in number order, each at most once, none unknown, each of its own wire type, every
 varint within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time
 within nine bytes). Anything else (another message type, a signature, a field twice, a value protobuf would
-truncate) it leaves to protobuf (`bsm_frame` gives 0, `rsm_frame` -1), which then decodes it or says what is wrong
+truncate) it leaves to protobuf (`bsm_frame` and `spat_frame` give 0, `rsm_frame` -1), which then decodes it or says what is wrong
 with it as before: so what it reads is what protobuf reads. tests/test_codec.py holds the two to the same frame, or
 the same error, for generated messages, their edges and mutated bytes.
 """
@@ -30,6 +30,18 @@ RSM_SLOTS = 9
 (P_TYPE, P_PTC, P_SOURCE, P_VID_AT, P_VID_END, P_LAT, P_LON, P_ELEV, P_SPEED, P_HEADING, P_WIDTH, P_LENGTH, P_HEIGHT,
  P_LANE, P_INTERSECTION, P_REGION, P_ID) = range(17)
 P_SLOTS = 17
+# a SPaT frame's: the header's six, then where the Spat's own fields start (its bytes, to the frame's end, are what
+# decoded bodies are kept by), and how many intersections, movement states and events it has
+SPAT_AT, N_INTERSECTIONS, N_STATES, N_EVENTS = 6, 7, 8, 9
+SPAT_SLOTS = 10
+# each intersection's (a row of `inters`): its name as where its bytes start and end; STATES: how many movement
+# states are its own (the next rows of `states`, in order)
+I_REGION, I_ID, I_NAME_AT, I_NAME_END, I_REVISION, I_STATUS, I_TIMESTAMP, I_PLAN, I_STATES = range(9)
+I_SLOTS = 9
+# each movement state's (a row of `states`): EVENTS, how many events are its own (the next rows of `events`, each the
+# event's bytes as where they start and end: what decoded events are kept by, `codec._event`)
+S_GROUP, S_EVENTS = 0, 1
+E_AT, E_END = 0, 1
 
 # how a varint field is read (protobuf's types), and the widest raw varint taken here for each: protobuf would cut a
 # wider one to its type's width; a 64-bit time is taken within nine bytes, below 2**63 (the codec refuses more)
@@ -254,3 +266,97 @@ def rsm_frame(buf: ReadBytes, out: IntArray, parts: IntMatrix) -> int:
             k += 1
         at += n
     return k
+
+
+@helper
+def _state(buf: ReadBytes, at: int, end: int, row: IntArray, events: IntMatrix, k: int) -> int:
+    """One movement state's fields into `row`, its events' bytes into the rows of `events` from `k`; the next free row
+    of `events`, or -1 for a layout left to protobuf. (An event's own fields are protobuf's to read: `codec._event`.)"""
+    last = 0
+    first = k
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num < last or num > 2 or (num == last and num != 2):  # the group once, then the events
+            return -1
+        last = num
+        if num == 1:
+            row[S_GROUP], at = _scalar(buf, at, end, _UINT32)
+            if wire != 0 or at < 0:
+                return -1
+            continue
+        n, at = _length(buf, at, end)
+        if wire != 2 or at < 0:
+            return -1
+        events[k, E_AT], events[k, E_END] = at, at + n
+        k += 1
+        at += n
+    row[S_EVENTS] = k - first
+    return k
+
+
+@helper
+def _intersection(buf: ReadBytes, at: int, end: int, row: IntArray, states: IntMatrix, events: IntMatrix, ks: int,
+                  ke: int) -> tuple[int, int]:
+    """One IntersectionState's fields into `row`, its states into the rows of `states` from `ks` (their events from
+    `ke`); the next free rows of both, or (-1, -1) for a layout left to protobuf."""
+    last = 0
+    first = ks
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num < last or num > 7 or (num == last and num != 7):  # each once, then the states
+            return -1, -1
+        last = num
+        if num in (1, 2, 7):
+            n, at = _length(buf, at, end)
+            if wire != 2 or at < 0:
+                return -1, -1
+            if num == 1:
+                if not _fields(buf, at, at + n, _UINT32, 2, row, I_REGION):
+                    return -1, -1
+            elif num == 2:
+                row[I_NAME_AT], row[I_NAME_END] = at, at + n
+            else:
+                states[ks, :] = 0
+                ke = _state(buf, at, at + n, states[ks], events, ke)
+                if ke < 0:
+                    return -1, -1
+                ks += 1
+            at += n
+            continue
+        if wire != 0:
+            return -1, -1
+        row[(I_REVISION, I_STATUS, I_TIMESTAMP, I_PLAN)[num - 3]], at = _scalar(buf, at, end, _UINT64 if num == 5 else _UINT32)
+        if at < 0:
+            return -1, -1
+    row[I_STATES] = ks - first
+    return ks, ke
+
+
+@kernel
+def spat_frame(buf: ReadBytes, out: IntArray, inters: IntMatrix, states: IntMatrix, events: IntMatrix) -> int:
+    """1 if `buf` is a SPaT frame in the layout protobuf writes, with its header, where its Spat's fields start and its
+    counts in `out`, and its intersections, states and events in the first rows of the matrices (each needs a row for
+    every two bytes of `buf`); else 0, and none is to be read."""
+    out[:] = 0
+    at, end = _header(buf, out, 0x62)  # field 12
+    if at < 0:
+        return 0
+    out[SPAT_AT] = at
+    ki = ks = ke = 0
+    while at < end:
+        tag, at = _varint(buf, at, end)
+        if at < 0 or tag != 0x0A:  # field 1, length-delimited, repeated: the intersections
+            return 0
+        n, at = _length(buf, at, end)
+        if at < 0:
+            return 0
+        inters[ki, :] = 0
+        ks, ke = _intersection(buf, at, at + n, inters[ki], states, events, ks, ke)
+        if ks < 0:
+            return 0
+        ki += 1
+        at += n
+    out[N_INTERSECTIONS], out[N_STATES], out[N_EVENTS] = ki, ks, ke
+    return 1
