@@ -9,6 +9,7 @@ that opens a network connection or starts a process fails, saying to mark it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "v2x_run", "v2x_repo
 @pytest.fixture(scope="session", autouse=True)
 def compiled_core() -> None:
     """numba's loops compiled before any test starts processes on the clock: in a clean clone the cache is
-    empty, and tiers that each compiled (several seconds) would start late."""
+    empty, and tiers that each compiled (several seconds) would start late. Every file with kernels is imported
+    first, so that all of them are compiled (the codec's readers, the batch writers, the cloud's checks)."""
+    for name in ("v2x.core.codec", "v2x.core.bsm_wire", "v2x.core.rsu_wire", "cloud.misbehaviour", "roadside.service"):
+        importlib.import_module(name)
     load_kernels()
 
 

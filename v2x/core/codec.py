@@ -167,17 +167,18 @@ def _geo_in_range(lat: int, lon: int, elev: int) -> m.GeoPoint | None:
 
 def _dec_pos(p: pb.Position3D, field: str) -> m.GeoPoint:
     lat, lon, elev = p.lat, p.lon, p.elevation
+    point = _geo_in_range(lat, lon, elev)
+    if point is not None:
+        return point
     if lat == LAT_NA or lon == LON_NA:
         raise DecodeError("unavailable", "position unavailable", field)
-    # field names only for a fault: every BSM holds a position
-    try:
+    try:  # field names only for a fault: every BSM holds a position
         _check(lat, -900_000_000, 900_000_000, "lat")
         _check(lon, -1_799_999_999, 1_800_000_000, "lon")
-        if elev != ELEVATION_NA:
-            _check(elev, -4095, 61439, "elevation")
+        _check(elev, -4095, 61439, "elevation")  # (not unavailable: that is in range)
     except DecodeError as e:
         raise e.under(field) from None
-    return m.GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M)
+    raise AssertionError("a point out of range passed every check")  # pragma: no cover
 
 
 def _enc_ref(r: m.IntersectionRef, out: pb.IntersectionRef, field: str) -> None:
@@ -186,9 +187,11 @@ def _enc_ref(r: m.IntersectionRef, out: pb.IntersectionRef, field: str) -> None:
 
 
 def _dec_ref(r: pb.IntersectionRef, field: str) -> m.IntersectionRef:
-    return m.IntersectionRef(
-        _check(r.region, 0, 65535, f"{field}.region"), _check(r.id, 0, 65535, f"{field}.id")
-    )
+    return _ref(r.region, r.id, field)
+
+
+def _ref(region: int, iid: int, field: str) -> m.IntersectionRef:
+    return m.IntersectionRef(_check(region, 0, 65535, f"{field}.region"), _check(iid, 0, 65535, f"{field}.id"))
 
 
 def _heading(deg: float, field: str) -> int:
@@ -322,10 +325,9 @@ def _bsm_in_range(
 ) -> m.Bsm | None:
     """The BSM of these wire values (protobuf's fields, or `wire_read`'s) if every one is in range and no event or
     light bit is set (the common case); else None, for the field by field path to name what is not."""
-    t, vc = _TRANSMISSIONS.get(transmission), _VEHICLE_CLASSES.get(vclass)
+    t, vc, position = _TRANSMISSIONS.get(transmission), _VEHICLE_CLASSES.get(vclass), _geo_in_range(lat, lon, elev)
     if not (
-        -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
-        and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+        position is not None
         and 0 <= speed <= 8190 and 0 <= heading <= 28799 and -2000 <= along <= 2000 and -2000 <= alat <= 2000
         and -32767 <= yaw <= 32767 and width <= 1023 and length <= 4095 and height <= 635
         and t is not None and vc is not None and events == 0 and lights == 0
@@ -339,8 +341,7 @@ def _bsm_in_range(
             major * ACCURACY_M, minor * ACCURACY_M, None if orientation == ORIENTATION_NA else orientation * ORIENTATION_DEG
         )
     return _Bsm(  # in Bsm's field order
-        _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
-        speed * SPEED_MPS, heading * HEADING_DEG, along * ACCEL_MPS2, alat * ACCEL_MPS2, yaw * YAW_RATE_DPS, t,
+        position, speed * SPEED_MPS, heading * HEADING_DEG, along * ACCEL_MPS2, alat * ACCEL_MPS2, yaw * YAW_RATE_DPS, t,
         brake, width * CM_M, length * CM_M, None if height == 0 else height * CM_M, vc, _NO_BITS,
         None if emergency is None else m.EmergencyExt(*emergency), _NO_BITS, acc,
     )
@@ -629,7 +630,7 @@ def _intersection_state(
     states: tuple[m.MovementState, ...], f: str,
 ) -> m.IntersectionState:
     return m.IntersectionState(
-        ref=m.IntersectionRef(_check(region, 0, 65535, f"{f}.id.region"), _check(iid, 0, 65535, f"{f}.id.id")),
+        ref=_ref(region, iid, f"{f}.id"),
         name=name,
         revision=_check(revision, 0, 127, f"{f}.revision"),
         status=_unbits(m.IntersectionStatus, status, f"{f}.status"),
@@ -645,7 +646,7 @@ def _spat_frame(data: bytes) -> m.Frame | None:
     None for anything else."""
     rows = len(data) // 2 + 1
     out = np.empty(wire_read.SPAT_SLOTS, np.int64)
-    inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, 2))
+    inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, wire_read.E_SLOTS))
     if not wire_read.spat_frame(np.frombuffer(data, np.uint8), out, inters, states, events):
         return None
     at, end, kind, seq, gen_us, sim_ms, spat_at, ni, ns, ne = out.tolist()
@@ -656,7 +657,7 @@ def _spat_frame(data: bytes) -> m.Frame | None:
     body = _SPAT_BODIES.get(key)
     if body is not None:
         return _Frame(header, body)
-    ev_rows, st_rows = events[:ne].tolist(), states[:ns].tolist()
+    ev_rows, st_rows = events[:ne, : wire_read.E_END + 1].tolist(), states[:ns].tolist()  # each event: its bytes' span
     out_inters, s, e = [], 0, 0
     try:
         for i, (region, iid, name_at, name_end, revision, status, timestamp, plan, n_states) in enumerate(inters[:ni].tolist()):
@@ -669,7 +670,7 @@ def _spat_frame(data: bytes) -> m.Frame | None:
             s += n_states
             out_inters.append(_intersection_state(region, iid, data[name_at:name_end].decode(), revision, status, timestamp,
                                                   plan, tuple(out_states), f"spat.intersections[{i}]"))
-    except (DecodeError, UnicodeDecodeError, _PbDecodeError):  # protobuf's path names what is wrong
+    except (DecodeError, UnicodeDecodeError, _PbDecodeError, RecursionError):  # protobuf's path names what is wrong
         return None
     body = m.Spat(tuple(out_inters))
     if len(_SPAT_BODIES) >= SPAT_BODIES_KEPT:
@@ -817,19 +818,15 @@ def _participant_in_range(
 ) -> m.Participant | None:
     """The participant of these wire values (protobuf's fields, or `wire_read`'s) if every one is in range; else None,
     for the field by field path to name what is not."""
-    t, src = _PARTICIPANT_TYPES.get(ptype), _SOURCE_TYPES.get(source)
+    t, src, position = _PARTICIPANT_TYPES.get(ptype), _SOURCE_TYPES.get(source), _geo_in_range(lat, lon, elev)
     if not (
-        t is not None and src is not None and ptc <= 65535
-        and -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
-        and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+        t is not None and src is not None and position is not None and ptc <= 65535
         and speed <= 8190 and heading <= 28799 and width <= 1023 and length <= 4095 and lane <= 255
         and (ref is None or (ref[0] <= 65535 and ref[1] <= 65535))
     ):  # (the wire's integers here are unsigned)
         return None
     return _Participant(  # in Participant's field order
-        t, ptc, src, vehicle_id,
-        _GeoPoint(lat * LATLON_DEG, lon * LATLON_DEG, None if elev == ELEVATION_NA else elev * ELEVATION_M),
-        speed * SPEED_MPS, heading * HEADING_DEG, width * CM_M, length * CM_M, lane,
+        t, ptc, src, vehicle_id, position, speed * SPEED_MPS, heading * HEADING_DEG, width * CM_M, length * CM_M, lane,
         None if ref is None else _IntersectionRef(*ref),
     )
 
@@ -1125,8 +1122,10 @@ def decode(data: bytes) -> m.Frame:
     """Parse wire bytes into a frame. Raises only `DecodeError`."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
-    # the header (field 1, its length in one byte) and then a BSM (field 10) or an RSM (14): perhaps protobuf's layout
-    body = data[data[1] + 2] if len(data) > 2 and data[0] == 0x0A and data[1] < 0x80 and len(data) > data[1] + 2 else 0
+    # bytes of the header (field 1, its length in one byte) and then a BSM (field 10), a SPaT (12) or an RSM (14):
+    # perhaps in protobuf's layout, for `wire_read`
+    body = (data[data[1] + 2] if type(data) is bytes and len(data) > 2 and data[0] == 0x0A and data[1] < 0x80
+            and len(data) > data[1] + 2 else 0)
     frame = _bsm_frame(data) if body == 0x52 else _spat_frame(data) if body == 0x62 else _rsm_frame(data) if body == 0x72 else None
     if frame is not None:
         return frame

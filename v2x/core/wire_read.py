@@ -2,15 +2,19 @@
 
 Every receiver decodes every BSM it hears (the roadside and the cloud each hear every vehicle's ten a second), the
 cloud every RSU's RSM and SPaT, and each fleet process every SPaT near its vehicles (ten a second from each RSU);
-protobuf's parse is the smaller part of that: reading its fields one Python attribute at a time costs more. Here one numba loop walks a frame's bytes and puts
-every value in int64 arrays, for the codec to check and build as it does from protobuf's fields. It takes only the
-layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM; 12, a SPaT; 14, an RSM) and
-nothing after, each message's fields in number order, each at most once, none unknown, each of its own wire type, every
-varint within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time
-within nine bytes). Anything else (another message type, a signature, a field twice, a value protobuf would
-truncate) it leaves to protobuf (`bsm_frame` and `spat_frame` give 0, `rsm_frame` -1), which then decodes it or says what is wrong
-with it as before: so what it reads is what protobuf reads. tests/test_codec.py holds the two to the same frame, or
-the same error, for generated messages, their edges and mutated bytes.
+protobuf's parse is the smaller part of that: reading its fields one Python attribute at a time costs more. Here one
+numba loop walks a frame's bytes and puts every value in int64 arrays, for the codec to check and build as it does
+from protobuf's fields.
+
+It takes only the layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM; 12, a
+SPaT; 14, an RSM) and nothing after; in every message, down to a SPaT's events, the fields in number order, each at
+most once (but for repeated ones, in a row), none unknown, each of its own wire type; every tag within five bytes
+(as protobuf takes it), every length within what is left, every varint within the width its field reads (a uint32
+below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time within nine bytes). Anything else (another message
+type, a signature, a field twice, a field protobuf does not know, a value protobuf would truncate) it leaves to
+protobuf (`bsm_frame` and `spat_frame` give 0, `rsm_frame` -1), which then decodes it or says what is wrong with it
+as before. tests/test_codec.py holds the two paths to the same frame, or the same error, for generated messages,
+their edges, mutated bytes and the layouts protobuf reads but does not write.
 """
 
 from __future__ import annotations
@@ -41,21 +45,23 @@ I_SLOTS = 9
 # each movement state's (a row of `states`): EVENTS, how many events are its own (the next rows of `events`, each the
 # event's bytes as where they start and end: what decoded events are kept by, `codec._event`)
 S_GROUP, S_EVENTS = 0, 1
-E_AT, E_END = 0, 1
+E_AT, E_END, E_STATE, E_TIMING = 0, 1, 2, 3  # E_TIMING: its five fields from there
+E_SLOTS = 8
 
 # how a varint field is read (protobuf's types), and the widest raw varint taken here for each: protobuf would cut a
-# wider one to its type's width; a 64-bit time is taken within nine bytes, below 2**63 (the codec refuses more)
+# wider one to its type's width; a 64-bit time is taken within nine bytes, below 2**63 (the codec refuses more). A tag
+# is taken within five bytes, as protobuf takes it
 _UINT32, _SINT32, _ENUM, _BOOL, _UINT64 = range(5)
-_BELOW = (1 << 32, 1 << 32, 1 << 31, 2, 1 << 62)  # (_UINT64's is not used: nine bytes are its limit)
+_BELOW = (1 << 32, 1 << 32, 1 << 31, 2, 0)  # (_UINT64's is not used: nine bytes are its limit)
 
 
 @helper
-def _varint(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
+def _varint(buf: ReadBytes, at: int, end: int, most: int = 9) -> tuple[int, int]:
     """The varint at `at` and the position after it; the position is -1 if the varint runs past `end` or takes more
-    than nine bytes (so the value read is below 2**63)."""
+    than `most` bytes (nine at most, so the value read is below 2**63)."""
     v = 0
     shift = 0
-    while at < end and shift < 63:
+    while at < end and shift < 7 * most:
         b = buf[at]
         at += 1
         v |= (b & 0x7F) << shift
@@ -63,6 +69,12 @@ def _varint(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
             return v, at
         shift += 7
     return 0, -1
+
+
+@helper
+def _tag(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
+    """A field's tag, as `_varint`; protobuf refuses one of more than five bytes."""
+    return _varint(buf, at, end, 5)
 
 
 @helper
@@ -81,7 +93,7 @@ def _scalar(buf: ReadBytes, at: int, end: int, how: int) -> tuple[int, int]:
 def _length(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
     """A length-delimited field's length and where its bytes start (-1 if they run past `end`)."""
     n, at = _varint(buf, at, end)
-    if at < 0 or at + n > end:
+    if at < 0 or n > end - at:  # (not at + n > end: a length near 2**63 would wrap)
         return 0, -1
     return n, at
 
@@ -92,7 +104,7 @@ def _fields(buf: ReadBytes, at: int, end: int, how: int, count: int, out: IntArr
     PositionalAccuracy, IntersectionRef) into out[slot:slot + count]; False for a layout left to protobuf."""
     last = 0
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num = tag >> 3
         if at < 0 or tag & 7 != 0 or num <= last or num > count:
             return False
@@ -116,7 +128,7 @@ def _header(buf: ReadBytes, out: IntArray, body_tag: int) -> tuple[int, int]:
     h_end = at + n
     last = 0
     while at < h_end:
-        tag, at = _varint(buf, at, h_end)
+        tag, at = _tag(buf, at, h_end)
         num, wire = tag >> 3, tag & 7
         if at < 0 or num <= last or num > 5:
             return -1, -1
@@ -146,7 +158,7 @@ def _bsm(buf: ReadBytes, at: int, end: int, out: IntArray) -> int:
     """The BSM's fields, from `at` to `end`, into `out`; 1, or 0 for a layout this reader leaves to protobuf."""
     last = 0
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num, wire = tag >> 3, tag & 7
         if at < 0 or num <= last or num > 14:
             return 0
@@ -191,7 +203,7 @@ def _participant(buf: ReadBytes, at: int, end: int, row: IntArray) -> bool:
     """One RSM participant's fields, from `at` to `end`, into `row`; False for a layout left to protobuf."""
     last = 0
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num, wire = tag >> 3, tag & 7
         if at < 0 or num <= last or num > 10:
             return False
@@ -248,9 +260,9 @@ def rsm_frame(buf: ReadBytes, out: IntArray, parts: IntMatrix) -> int:
     k = 0
     last = 0
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num, wire = tag >> 3, tag & 7
-        if at < 0 or wire != 2 or num < last or num > 2 or (num == 1 and last == 1):  # ref_pos once, then participants
+        if at < 0 or wire != 2 or num < max(last, 1) or num > 2 or (num == 1 and last == 1):  # ref_pos once, then participants
             return -1
         last = num
         n, at = _length(buf, at, end)
@@ -269,13 +281,38 @@ def rsm_frame(buf: ReadBytes, out: IntArray, parts: IntMatrix) -> int:
 
 
 @helper
+def _event(buf: ReadBytes, at: int, end: int, row: IntArray) -> bool:
+    """A movement event's fields (its state, then its timing) into `row`, checked as the others are; False for a layout
+    left to protobuf (so the bytes `codec._event` parses alone are ones protobuf writes)."""
+    row[:] = 0
+    last = 0
+    while at < end:
+        tag, at = _tag(buf, at, end)
+        num, wire = tag >> 3, tag & 7
+        if at < 0 or num <= last or num > 2:
+            return False
+        last = num
+        if num == 1:
+            row[E_STATE], at = _scalar(buf, at, end, _ENUM)
+            if wire != 0 or at < 0:
+                return False
+            continue
+        n, at = _length(buf, at, end)
+        if wire != 2 or at < 0 or not _fields(buf, at, at + n, _UINT32, 5, row, E_TIMING):
+            return False
+        at += n
+    return True
+
+
+@helper
 def _state(buf: ReadBytes, at: int, end: int, row: IntArray, events: IntMatrix, k: int) -> int:
-    """One movement state's fields into `row`, its events' bytes into the rows of `events` from `k`; the next free row
-    of `events`, or -1 for a layout left to protobuf. (An event's own fields are protobuf's to read: `codec._event`.)"""
+    """One movement state's fields into `row`, its events into the rows of `events` from `k` (each with where its bytes
+    start and end: `codec._event` keeps decoded events by them); the next free row of `events`, or -1 for a layout
+    left to protobuf."""
     last = 0
     first = k
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num, wire = tag >> 3, tag & 7
         if at < 0 or num < last or num > 2 or (num == last and num != 2):  # the group once, then the events
             return -1
@@ -286,7 +323,7 @@ def _state(buf: ReadBytes, at: int, end: int, row: IntArray, events: IntMatrix, 
                 return -1
             continue
         n, at = _length(buf, at, end)
-        if wire != 2 or at < 0:
+        if wire != 2 or at < 0 or not _event(buf, at, at + n, events[k]):
             return -1
         events[k, E_AT], events[k, E_END] = at, at + n
         k += 1
@@ -303,7 +340,7 @@ def _intersection(buf: ReadBytes, at: int, end: int, row: IntArray, states: IntM
     last = 0
     first = ks
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         num, wire = tag >> 3, tag & 7
         if at < 0 or num < last or num > 7 or (num == last and num != 7):  # each once, then the states
             return -1, -1
@@ -346,7 +383,7 @@ def spat_frame(buf: ReadBytes, out: IntArray, inters: IntMatrix, states: IntMatr
     out[SPAT_AT] = at
     ki = ks = ke = 0
     while at < end:
-        tag, at = _varint(buf, at, end)
+        tag, at = _tag(buf, at, end)
         if at < 0 or tag != 0x0A:  # field 1, length-delimited, repeated: the intersections
             return 0
         n, at = _length(buf, at, end)
