@@ -356,7 +356,7 @@ def _bsm_frame(data: bytes) -> m.Frame | None:
         return None
     (at, end, kind, seq, gen_us, sim_ms, lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake, width,
      length, height, vclass, events, em, siren, em_lights, responding, lights, acc, major, minor, orientation) = out.tolist()
-    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
     if header is None:
         return None
     bsm = _bsm_in_range(
@@ -366,15 +366,22 @@ def _bsm_frame(data: bytes) -> m.Frame | None:
     return None if bsm is None else _Frame(header, bsm)
 
 
-def _header_in_range(data: bytes, at: int, end: int, kind: int, seq: int, gen_us: int, sim_ms: int) -> m.Header | None:
-    """The header of `wire_read`'s values (its sender id is data[at:end]) if all are in range; else None."""
+def _header_in_range(sender: str, kind: int, seq: int, gen_us: int, sim_ms: int) -> m.Header | None:
+    """The header of these wire values (protobuf's fields, or `wire_read`'s) if all are in range at once (the wire's
+    integers here are unsigned) and the sender is named; else None, for the field by field path."""
     k = _SENDER_KINDS.get(kind)
-    if k is None or at == end or gen_us > MAX_TIME or sim_ms > MAX_TIME:
+    if k is None or not sender or gen_us > MAX_TIME or sim_ms > MAX_TIME:
         return None
+    return _Header(sender, k, seq, gen_us, sim_ms)
+
+
+def _wire_header(data: bytes, at: int, end: int, kind: int, seq: int, gen_us: int, sim_ms: int) -> m.Header | None:
+    """`_header_in_range` of `wire_read`'s values, the sender id being data[at:end] (None if it is no UTF-8)."""
     try:
-        return _Header(data[at:end].decode(), k, seq, gen_us, sim_ms)
+        sender = data[at:end].decode()
     except UnicodeDecodeError:
         return None
+    return _header_in_range(sender, kind, seq, gen_us, sim_ms)
 
 
 def _dec_bsm_checked(b: pb.Bsm) -> m.Bsm:
@@ -650,7 +657,7 @@ def _spat_frame(data: bytes) -> m.Frame | None:
     if not wire_read.spat_frame(np.frombuffer(data, np.uint8), out, inters, states, events):
         return None
     at, end, kind, seq, gen_us, sim_ms, spat_at, ni, ns, ne = out.tolist()
-    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
     if header is None:
         return None
     key = data[spat_at:]
@@ -839,7 +846,7 @@ def _rsm_frame(data: bytes) -> m.Frame | None:
     if n < 0:
         return None
     at, end, kind, seq, gen_us, sim_ms, lat, lon, elev = out.tolist()
-    header = _header_in_range(data, at, end, kind, seq, gen_us, sim_ms)
+    header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
     ref_pos = _geo_in_range(lat, lon, elev)
     if header is None or ref_pos is None:
         return None
@@ -1082,10 +1089,8 @@ def from_proto(msg: pb.MessageFrame) -> m.Frame:
     h = msg.header
     if not h.sender_id:
         raise DecodeError("empty", "sender id is empty", "header.sender_id")
-    kind, gen_us, sim_ms = _SENDER_KINDS.get(h.sender_kind), h.gen_time_us, h.sim_time_ms
-    if kind is not None and gen_us <= MAX_TIME and sim_ms <= MAX_TIME:  # all in range at once (unsigned on the wire)
-        header = _Header(h.sender_id, kind, h.seq, gen_us, sim_ms)
-    else:  # field by field, naming the first that is not
+    header = _header_in_range(h.sender_id, h.sender_kind, h.seq, h.gen_time_us, h.sim_time_ms)
+    if header is None:  # field by field, naming the first that is not
         header = m.Header(
             sender_id=h.sender_id,
             sender_kind=_enum(m.SenderKind, h.sender_kind, "header.sender_kind"),
