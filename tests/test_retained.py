@@ -61,7 +61,12 @@ def test_after_a_broker_restart_without_persistence_map_and_hazards_are_announce
     assert hazard["reached"] >= 5
     assert hazard["reached_unwarned"] == 0, hazard
     assert cov["vehicles_approaching"] >= 30
-    assert cov["approaching_without_map"] == [], cov  # those that arrived after the restart too
+    # those that arrived after the restart too. A vehicle that had subscribed before the RSU said its MAP again gets
+    # that one live copy, over the scenario's sidelink, whose loss near the edge of its range may take it (a retained
+    # copy, delivered on subscribing, is not impaired): each such vehicle is a link loss the report counts. Seen in CI
+    # and in a few runs under load: one vehicle without a MAP, and `link_drops` saying one MAP lost
+    lost_on_the_link = r["link_drops"]["fleet"]["lost"].get("map", 0)
+    assert len(cov["approaching_without_map"]) <= lost_on_the_link, (cov, r["link_drops"]["fleet"])
     assert r["messages"]["map"]["sent"] >= 2  # the RSU said it again after the restart
     assert r["leftovers_cleared"] == {}
 
