@@ -98,7 +98,9 @@ def stack(copies: int, workers: int, seconds: float, warmup: float, sample_s: fl
     run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_start = time.monotonic()
     tree: dict[int, str] = {}
-    while not {"fleet", "roadside", "cloud"} <= {_tier(role(c)) for c in tree.values()}:
+    # with one worker `v2x run` hosts the fleet itself: no process of its own to wait for
+    tiers = {"roadside", "cloud"} | ({"fleet"} if workers > 1 else set())
+    while not tiers <= {_tier(role(c)) for c in tree.values()}:
         if run.poll() is not None or time.monotonic() - t_start > 120.0:
             run.kill()
             raise RuntimeError(f"{' '.join(cmd)}: its tiers' processes did not all start")
