@@ -985,6 +985,29 @@ def test_frames_a_review_built_decode_as_protobuf_decodes_them(data: str, what: 
     assert _outcome(codec.decode, raw) == _outcome(_by_protobuf, raw), what
 
 
+@pytest.mark.parametrize("width", [1, 2, 5, 6, 9])
+@pytest.mark.parametrize("where", ["the body's length", "the sender's length", "a participant's length"])
+def test_a_length_in_more_than_five_bytes_is_refused_as_protobuf_refuses_it(where: str, width: int) -> None:
+    """A length-delimited field's length widened with continuation bytes: protobuf reads it in up to five bytes and
+    refuses it in more (as it refuses a tag in more); so does `decode` (the compiled reader took six to nine bytes: CI's
+    hypothesis run found an RSM whose body length was six bytes decoded where protobuf refused it)."""
+    header, ref, participant = _rsm_frame_wire()
+    assert header[3] == len("rsu-1")  # each length in one byte
+    assert participant[0] == 0x12
+    assert participant[1] < 0x80
+    if where == "the sender's length":
+        fields = header[2:3] + _varint_bytes(header[3], width) + header[4:]
+        header, rsm = b"\x0a" + _varint_bytes(len(fields)) + fields, ref + participant
+    elif where == "a participant's length":
+        rsm = ref + participant[:1] + _varint_bytes(participant[1], width) + participant[2:]
+    else:
+        rsm = ref + participant
+    raw = header + b"\x72" + _varint_bytes(len(rsm), width if where == "the body's length" else 0) + rsm
+    got, want = _outcome(codec.decode, raw), _outcome(_by_protobuf, raw)
+    assert got == want
+    assert isinstance(want, tuple) == (width > 5)  # refused only when wider than five bytes
+
+
 def _varint_bytes(v: int, width: int = 0) -> bytes:
     """`v` as a varint, padded to `width` bytes with continuation bytes (protobuf reads such a varint, and never writes
     one)."""

@@ -91,8 +91,9 @@ def _scalar(buf: ReadBytes, at: int, end: int, how: int) -> tuple[int, int]:
 
 @helper
 def _length(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
-    """A length-delimited field's length and where its bytes start (-1 if they run past `end`)."""
-    n, at = _varint(buf, at, end)
+    """A length-delimited field's length and where its bytes start (-1 if they run past `end`, or if the length takes
+    more than five bytes, which protobuf refuses as it refuses such a tag)."""
+    n, at = _varint(buf, at, end, 5)
     if at < 0 or n > end - at:  # (not at + n > end: a length near 2**63 would wrap)
         return 0, -1
     return n, at
