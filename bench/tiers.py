@@ -266,19 +266,22 @@ def _ratio(a: float, b: float) -> float:
 
 
 def table(s: TierCpu, f: TierCpu | None) -> list[str]:
-    """Markdown: per process, the stack's cores and CPU per vehicle-second beside the floor's, and their ratio."""
-    out = ["| process | stack (cores) | stack (ms CPU per vehicle-second) | floor (ms per vehicle-second) | ratio |",
-           "|---|---:|---:|---:|---:|"]
+    """Markdown: per process, the stack's cores and CPU per vehicle-second beside the floor's, and their ratio (without
+    a floor, `--no-floor`: the stack's columns alone)."""
+    out = ["| process | stack (cores) | stack (ms CPU per vehicle-second) |" + (" floor (ms per vehicle-second) | ratio |" if f is not None else ""),
+           "|---|---:|---:|" + ("---:|---:|" if f is not None else "")]
+
+    def row(name: str, cores: float, ms: float, ref: float) -> str:
+        return f"| {name} | {cores:.3f} | {ms:.2f} |" + (f" {ref:.2f} | {_ratio(ms, ref):.1f} |" if f is not None else "")
+
     for tier in (*TIERS, "run"):
         if tier not in s.cores:
             continue
         ms = s.ms_per_veh_s(tier)
-        ref = f.ms_per_veh_s(tier) if f is not None and tier in f.cores else math.nan
-        out.append(f"| {tier} | {s.cores[tier]:.3f} | {ms:.2f} | {ref:.2f} | {_ratio(ms, ref):.1f} |")
+        out.append(row(tier, s.cores[tier], ms, f.ms_per_veh_s(tier) if f is not None and tier in f.cores else math.nan))
     total = sum(s.cores.values())
     ms = total / s.vehicles * 1e3 if s.vehicles else math.nan
-    ref_total = sum(f.cores.values()) / f.vehicles * 1e3 if f is not None and f.vehicles else math.nan
-    out.append(f"| all | {total:.3f} | {ms:.2f} | {ref_total:.2f} | {_ratio(ms, ref_total):.1f} |")
+    out.append(row("all", total, ms, sum(f.cores.values()) / f.vehicles * 1e3 if f is not None and f.vehicles else math.nan))
     return out
 
 
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = args.obu_connections == "shared"
     f = None if args.no_floor else floor_tiers(s, args.copies, args.workers, args.sample, shared)
     flag = "" if s.late_share <= LATE_SHARE else "  (behind real time: the RSUs' and the cloud's wall-clock work then weighs more per vehicle-second)"
-    print(f"four_way x {args.copies}, {args.obu_connections}, {args.workers} fleet workers: {s.vehicles:.0f} vehicles, {s.late_share:.1%} of fleet steps late{flag}")
+    print(f"four_way x {args.copies}, {args.obu_connections}, {args.workers} fleet worker{'s' if args.workers != 1 else ''}: {s.vehicles:.0f} vehicles, {s.late_share:.1%} of fleet steps late{flag}")
     if f is not None:
         print(f"floor at {f.vehicles:.0f} vehicles: {f.late_share:.1%} of its steps late")
     print()
