@@ -656,7 +656,8 @@ def test_in_real_time_a_plan_that_reaches_the_rsu_reaches_sumos_light(mosquitto:
     plan = dataclasses.replace(b0.plan, plan_id=9, phases=(b0.plan.phases[0], dataclasses.replace(b0.plan.phases[1], green_s=5.0)))
     plan = dataclasses.replace(plan, offset_s=(boundary_s - 45.0) % plan.cycle_s)
     samples: list[tuple[float, dict[str, str], set[str]]] = []  # (step's sim time, what each light shows through the
-    # step, the lights on the copy of their controller that step: their RSU's SPaT over HEARD_FRESH_S old)
+    # step, the lights on the copy of their controller that step because their RSU's SPaT went over HEARD_FRESH_S old,
+    # as `drive_lights` counts them in on_copy_steps; a light that never had a SPaT is not among them)
     drive = SumoTraffic.drive_lights
 
     traffic: list[SumoTraffic] = []
@@ -664,7 +665,7 @@ def test_in_real_time_a_plan_that_reaches_the_rsu_reaches_sumos_light(mosquitto:
     def drive_and_look(self: SumoTraffic) -> None:
         drive(self)
         traffic[:1] = [self]
-        on_copy = {tls for tls in sc.sites if (heard := self._showing.get(tls)) is None or self.t - heard[0] > HEARD_FRESH_S}
+        on_copy = {tls for tls in sc.sites if (heard := self._showing.get(tls)) is not None and self.t - heard[0] > HEARD_FRESH_S}
         samples.append((self.t, {tls: self.shown(tls) for tls in sc.sites}, on_copy))
 
     monkeypatch.setattr(SumoTraffic, "drive_lights", drive_and_look)

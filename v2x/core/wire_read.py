@@ -9,12 +9,12 @@ from protobuf's fields.
 It takes only the layout protobuf and the codec write: the header (field 1) then the body (field 10, a BSM; 12, a
 SPaT; 14, an RSM) and nothing after; in every message, down to a SPaT's events, the fields in number order, each at
 most once (but for repeated ones, in a row), none unknown, each of its own wire type; every tag within five bytes
-(as protobuf takes it), every length within what is left, every varint within the width its field reads (a uint32
-below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time within nine bytes). Anything else (another message
-type, a signature, a field twice, a field protobuf does not know, a value protobuf would truncate) it leaves to
-protobuf (`bsm_frame` and `spat_frame` give 0, `rsm_frame` -1), which then decodes it or says what is wrong with it
-as before. tests/test_codec.py holds the two paths to the same frame, or the same error, for generated messages,
-their edges, mutated bytes and the layouts protobuf reads but does not write.
+(as protobuf takes it), every length within what is left and within five bytes (as protobuf takes it), every varint
+within the width its field reads (a uint32 below 2**32, an enum below 2**31, a bool 0 or 1, a 64-bit time within nine
+bytes). Anything else (another message type, a signature, a field twice, a field protobuf does not know, a value
+protobuf would truncate) it leaves to protobuf (`bsm_frame` and `spat_frame` give 0, `rsm_frame` -1), which then
+decodes it or says what is wrong with it as before. tests/test_codec.py holds the two paths to the same frame, or the
+same error, for generated messages, their edges, mutated bytes and the layouts protobuf reads but does not write.
 """
 
 from __future__ import annotations
