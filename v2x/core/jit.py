@@ -48,6 +48,14 @@ def helper(fn: Callable[P, R]) -> Callable[P, R]:
     return compiled
 
 
+def inline_helper(fn: Callable[P, R]) -> Callable[P, R]:
+    """`helper`, but compiled into each caller's own code (numba's inline="always"): for a small one called once per
+    field of a message, where a call would cost about as much as its work (`wire_read._next_field`: as a call, a SPaT
+    frame's read took 20% longer)."""
+    compiled: Callable[P, R] = numba.njit(cache=True, inline="always")(fn)
+    return compiled
+
+
 def fingerprint(parts: tuple[object, ...]) -> str:
     """A hash of what a file's kernels compile in from other files: the source of each numba function, the value of
     each constant. numba's disk cache knows only a kernel's own file, so a change to a helper or constant it compiled

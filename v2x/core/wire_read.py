@@ -19,7 +19,7 @@ same error, for generated messages, their edges, mutated bytes and the layouts p
 
 from __future__ import annotations
 
-from v2x.core.jit import IntArray, IntMatrix, ReadBytes, helper, kernel
+from v2x.core.jit import IntArray, IntMatrix, ReadBytes, helper, inline_helper, kernel
 
 # the slots of `out`, in the order the codec reads them
 (SENDER_AT, SENDER_END, KIND, SEQ, GEN_US, SIM_MS, LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION,
@@ -77,6 +77,18 @@ def _tag(buf: ReadBytes, at: int, end: int) -> tuple[int, int]:
     return _varint(buf, at, end, 5)
 
 
+@inline_helper
+def _next_field(buf: ReadBytes, at: int, end: int, last: int, most: int, repeated: int) -> tuple[int, int, int]:
+    """The number and wire type of the field whose tag is at `at`, and where its value starts; that position is -1 for
+    a tag protobuf refuses (`_tag`) or a field out of the order protobuf writes: numbers from 1 to `most`, rising after
+    `last` (the one before), each once but `repeated`, whose fields come in a row."""
+    tag, at = _tag(buf, at, end)
+    num = tag >> 3
+    if at < 0 or num < 1 or num > most or (num <= last and not (num == last == repeated)):
+        return 0, 0, -1
+    return num, tag & 7, at
+
+
 @helper
 def _scalar(buf: ReadBytes, at: int, end: int, how: int) -> tuple[int, int]:
     """A varint field's value as protobuf gives it for type `how`, and the position after it (-1 for a varint this
@@ -105,9 +117,8 @@ def _fields(buf: ReadBytes, at: int, end: int, how: int, count: int, out: IntArr
     PositionalAccuracy, IntersectionRef) into out[slot:slot + count]; False for a layout left to protobuf."""
     last = 0
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num = tag >> 3
-        if at < 0 or tag & 7 != 0 or num <= last or num > count:
+        num, wire, at = _next_field(buf, at, end, last, count, 0)
+        if at < 0 or wire != 0:
             return False
         last = num
         out[slot + num - 1], at = _scalar(buf, at, end, how)
@@ -129,9 +140,8 @@ def _header(buf: ReadBytes, out: IntArray, body_tag: int) -> tuple[int, int]:
     h_end = at + n
     last = 0
     while at < h_end:
-        tag, at = _tag(buf, at, h_end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num <= last or num > 5:
+        num, wire, at = _next_field(buf, at, h_end, last, 5, 0)
+        if at < 0:
             return -1, -1
         last = num
         if num == 1:
@@ -159,9 +169,8 @@ def _bsm(buf: ReadBytes, at: int, end: int, out: IntArray) -> int:
     """The BSM's fields, from `at` to `end`, into `out`; 1, or 0 for a layout this reader leaves to protobuf."""
     last = 0
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num <= last or num > 14:
+        num, wire, at = _next_field(buf, at, end, last, 14, 0)
+        if at < 0:
             return 0
         last = num
         if num in (1, 9, 12, 14):  # the sub-messages
@@ -204,9 +213,8 @@ def _participant(buf: ReadBytes, at: int, end: int, row: IntArray) -> bool:
     """One RSM participant's fields, from `at` to `end`, into `row`; False for a layout left to protobuf."""
     last = 0
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num <= last or num > 10:
+        num, wire, at = _next_field(buf, at, end, last, 10, 0)
+        if at < 0:
             return False
         last = num
         if num in (4, 5, 8, 10):  # the string and the sub-messages
@@ -261,9 +269,8 @@ def rsm_frame(buf: ReadBytes, out: IntArray, parts: IntMatrix) -> int:
     k = 0
     last = 0
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or wire != 2 or num < max(last, 1) or num > 2 or (num == 1 and last == 1):  # ref_pos once, then participants
+        num, wire, at = _next_field(buf, at, end, last, 2, 2)  # ref_pos once, then the participants
+        if at < 0 or wire != 2:
             return -1
         last = num
         n, at = _length(buf, at, end)
@@ -288,9 +295,8 @@ def _event(buf: ReadBytes, at: int, end: int, row: IntArray) -> bool:
     row[:] = 0
     last = 0
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num <= last or num > 2:
+        num, wire, at = _next_field(buf, at, end, last, 2, 0)
+        if at < 0:
             return False
         last = num
         if num == 1:
@@ -313,9 +319,8 @@ def _state(buf: ReadBytes, at: int, end: int, row: IntArray, events: IntMatrix, 
     last = 0
     first = k
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num < last or num > 2 or (num == last and num != 2):  # the group once, then the events
+        num, wire, at = _next_field(buf, at, end, last, 2, 2)  # the group once, then the events
+        if at < 0:
             return -1
         last = num
         if num == 1:
@@ -341,9 +346,8 @@ def _intersection(buf: ReadBytes, at: int, end: int, row: IntArray, states: IntM
     last = 0
     first = ks
     while at < end:
-        tag, at = _tag(buf, at, end)
-        num, wire = tag >> 3, tag & 7
-        if at < 0 or num < last or num > 7 or (num == last and num != 7):  # each once, then the states
+        num, wire, at = _next_field(buf, at, end, last, 7, 7)  # each once, then the states
+        if at < 0:
             return -1, -1
         last = num
         if num in (1, 2, 7):
