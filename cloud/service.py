@@ -21,6 +21,7 @@ Bad payloads are counted per kind, never fatal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import sys
@@ -135,7 +136,7 @@ class CloudService(Service):
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time), heard in the last GONE_S
         self.seen: set[str] = set()  # every vehicle heard, for the summary
         self.rsus: dict[str, RsuLiveness] = {}
-        self.rsm: dict[str, tuple[m.Rsm, float]] = {}  # RSU id -> (latest RSM, sim time)
+        self.rsm: dict[str, tuple[m.Rsm | m.CheckedRsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
         self.max_queues: Counter[str] = Counter()  # the longest each queue has been
         self._next_queue_s = 0.0
@@ -149,6 +150,9 @@ class CloudService(Service):
         self.detector = Detector()
         self.misbehaviour = Misbehaviour(net)  # plausibility checks on every BSM (F2MD)
         self.fusion = Fusion(net) if net.scenario.sensors else None  # BSMs and the RSUs' sensor detections as one picture
+        # of a SPaT it reads only the intersection, to relay the bytes; of an RSM nothing, but with sensors to fuse:
+        # both checked in full (`codec.skim`), not built
+        self.reception.decoder = functools.partial(codec.skim, rsm=self.fusion is None)
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -411,7 +415,7 @@ class CloudService(Service):
 
     def handle(self, topic: str, frame: m.Frame) -> None:
         body = frame.body
-        kind = m.message_type(body).value
+        kind = m.type_name(body)
         self.received[kind] += 1
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
@@ -435,18 +439,11 @@ class CloudService(Service):
                     det = self.detector.hard_brake(now, frame.header.sender_id, x, y, hit[0], hit[1], from_edge)
                 if det is not None:
                     self._raise_detected(det, now)
+        elif isinstance(body, m.CheckedSpat) and frame.header.sender_kind is m.SenderKind.RSU:
+            self._relay_spat(topic, frame.header.sender_id, body.name, body.id, None)
         elif isinstance(body, m.Spat) and frame.header.sender_kind is m.SenderKind.RSU:
             for st in body.intersections:
-                tile = self._tile_of.get(st.name) or self._tile_of.get(str(st.ref.id))
-                if tile is None:
-                    self.bad.record("unknown_intersection", topic, f"SPaT for {st.name!r}", frame.header.sender_id)
-                    continue
-                relayed, topic_out = m.Spat((st,)), self.topics.spat("cloud", tile, st.name)
-                if self._wire and len(body.intersections) == 1:  # the body as it came: no need to encode it again
-                    self.station.relay(topic_out, m.message_type(relayed), codec.relay_body(self._wire), expiry_s=1)
-                else:
-                    self.station.publish(topic_out, relayed, expiry_s=1)
-                self.counters.relayed_spat += 1
+                self._relay_spat(topic, frame.header.sender_id, st.name, st.ref.id, st, len(body.intersections) == 1)
         elif isinstance(body, m.Status) and frame.header.sender_kind is m.SenderKind.RSU:
             sid = frame.header.sender_id
             online = body.state is m.ServiceState.ONLINE
@@ -456,12 +453,30 @@ class CloudService(Service):
                 # the Will says the connection was lost; a clean shutdown says it stopped
                 name = "rsu-online" if online else ("rsu-stopped" if body.detail == m.STOPPED else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
-        elif isinstance(body, m.Rsm):
+        elif isinstance(body, (m.Rsm, m.CheckedRsm)):
             self.rsm[frame.header.sender_id] = (body, now)
             if self.fusion is not None:
+                assert isinstance(body, m.Rsm), "with sensors to fuse, RSMs are decoded in full"
                 self.fusion.rsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, body)
-        elif not isinstance(body, (m.Spat, m.Status)):
+        elif not isinstance(body, (m.Spat, m.CheckedSpat, m.Status)):
             self.bad.record("not_handled", topic, kind, frame.header.sender_id)
+
+    def _relay_spat(self, topic: str, sender: str, name: str, iid: int, state: m.IntersectionState | None,
+                    alone: bool = True) -> None:
+        """One intersection's SPaT on the cellular path of its tile: the body as it came when the SPaT is of it `alone`
+        (no need to encode it again; all a `CheckedSpat` gives), else its `state` as a SPaT of its own."""
+        tile = self._tile_of.get(name) or self._tile_of.get(str(iid))
+        if tile is None:
+            self.bad.record("unknown_intersection", topic, f"SPaT for {name!r}", sender)
+            return
+        topic_out = self.topics.spat("cloud", tile, name)
+        if alone and self._wire:
+            self.station.relay(topic_out, m.MessageType.SPAT, codec.relay_body(self._wire), expiry_s=1)
+        elif state is not None:
+            self.station.publish(topic_out, m.Spat((state,)), expiry_s=1)
+        else:  # (a CheckedSpat is handled only as `accept` and `release` give it, with its bytes)
+            raise ValueError(f"a SPaT for {name!r} to relay without its bytes")
+        self.counters.relayed_spat += 1
 
     def _event(self, name: str, **fields: object) -> None:
         event = {"event": name, **fields}

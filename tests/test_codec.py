@@ -200,6 +200,25 @@ def _outcome(f: object, *args: object) -> object:
         return (type(e).__name__, getattr(e, "kind", None), getattr(e, "field", None), str(e))
 
 
+def _as_skimmed(outcome: object) -> object:
+    """A decode's outcome as `codec.skim` gives it where it reads no more: a SPaT of one intersection as a
+    `CheckedSpat`, an RSM as a `CheckedRsm` (an error, and any other frame, as it is)."""
+    if isinstance(outcome, m.Frame):
+        body = outcome.body
+        if isinstance(body, m.Spat) and len(body.intersections) == 1:
+            st = body.intersections[0]
+            return m.Frame(outcome.header, m.CheckedSpat(st.name, st.ref.id, st.timestamp_ms))
+        if isinstance(body, m.Rsm):
+            return m.Frame(outcome.header, m.CheckedRsm(len(body.participants)))
+    return outcome
+
+
+def _skims_as_it_decodes(raw: bytes) -> bool:
+    """Whether `codec.skim` takes what `decode` takes, and gives the same header, intersection and count (or refuses
+    it with the same error), read compiled or not."""
+    return repr(_as_skimmed(_outcome(codec.skim, raw))) == repr(_as_skimmed(_outcome(codec.decode, raw)))
+
+
 _EDGES = {  # each BSM wire field's range edges and "unavailable" code
     "speed": [0, 8190, 8191, 8192], "heading": [0, 28799, 28800, 28801], "accel_long": [-2001, -2000, 2000, 2001],
     "accel_lat": [-2001, -2000, 2000, 2001], "yaw_rate": [-32768, -32767, 32767, 32768], "transmission": [0, 2, 7, 8, 99],
@@ -836,6 +855,7 @@ def test_an_rsm_frame_read_from_its_bytes_is_what_protobuf_reads(frame: m.Frame,
     for _ in range(data.draw(st.integers(0, 3))):
         mutated[data.draw(st.integers(0, len(mutated) - 1))] = data.draw(st.integers(0, 255))
     assert _outcome(codec.decode, bytes(mutated)) == _outcome(_by_protobuf, bytes(mutated))
+    assert _skims_as_it_decodes(bytes(mutated))
 
 
 def _rsm_frame_wire() -> tuple[bytes, bytes, bytes]:
@@ -925,6 +945,7 @@ def test_a_spat_frame_read_from_its_bytes_is_what_protobuf_reads(frame: m.Frame,
     expected = _outcome(_by_protobuf, bytes(mutated))
     assert _outcome(codec.decode, bytes(mutated)) == expected
     assert _outcome(codec.decode, bytes(mutated)) == expected  # again: what was kept, or the same fault again
+    assert _skims_as_it_decodes(bytes(mutated))
 
 
 @pytest.mark.parametrize(
@@ -983,6 +1004,7 @@ def test_frames_a_review_built_decode_as_protobuf_decodes_them(data: str, what: 
     codec._EVENTS.clear()
     codec._SPAT_BODIES.clear()
     assert _outcome(codec.decode, raw) == _outcome(_by_protobuf, raw), what
+    assert _skims_as_it_decodes(raw), what
 
 
 @pytest.mark.parametrize("width", [1, 2, 5, 6, 9])
@@ -1005,6 +1027,7 @@ def test_a_length_in_more_than_five_bytes_is_refused_as_protobuf_refuses_it(wher
     raw = header + b"\x72" + _varint_bytes(len(rsm), width if where == "the body's length" else 0) + rsm
     got, want = _outcome(codec.decode, raw), _outcome(_by_protobuf, raw)
     assert got == want
+    assert _skims_as_it_decodes(raw)
     assert isinstance(want, tuple) == (width > 5)  # refused only when wider than five bytes
     assert (codec._rsm_frame(raw) is not None) == (width <= 5)  # read compiled up to five, not past
 
@@ -1040,8 +1063,8 @@ def _frames_as_a_run_sends_them() -> list[bytes]:
 def test_edits_of_frames_as_a_run_sends_them_decode_as_protobuf_decodes_them() -> None:
     """20,000 edits (one to three each: a varint widened by one to eight continuation bytes, a byte replaced, inserted
     or deleted; seeded) of real SPaT, RSM and BSM frames: `decode` gives what protobuf's path gives, the same frame
-    (by repr: the same types) or the same error. Found a length in six bytes the compiled reader took (104 of 100,000
-    edits of a recording's frames then)."""
+    (by repr: the same types) or the same error, and `skim` what `decode` gives. Found a length in six bytes the
+    compiled reader took (104 of 100,000 edits of a recording's frames then)."""
     import random
 
     rng = random.Random(32)
@@ -1066,7 +1089,7 @@ def test_edits_of_frames_as_a_run_sends_them_decode_as_protobuf_decodes_them() -
             codec._EVENTS.clear()
             codec._SPAT_BODIES.clear()
         got, want = _outcome(codec.decode, raw), _outcome(_by_protobuf, raw)
-        if repr(got) != repr(want):
+        if repr(got) != repr(want) or not _skims_as_it_decodes(raw):
             differ.append(raw.hex())
     assert not differ, (len(differ), differ[:3])
 
@@ -1117,3 +1140,66 @@ def test_edited_frames_of_the_three_read_types_decode_as_protobuf_decodes_them(f
         codec._EVENTS.clear()
         codec._SPAT_BODIES.clear()
     assert _outcome(codec.decode, raw) == _outcome(_by_protobuf, raw)
+    assert _skims_as_it_decodes(raw)
+
+
+def test_a_relay_skims_the_spat_and_rsm_a_run_sends_and_decodes_the_rest() -> None:
+    """`codec.skim` reads a run's SPaT and RSM compiled, checked and not built (the cloud's relay and count), each
+    with the header, intersection and count `decode` gives; a BSM as `decode` gives it, and an RSM too when asked
+    (`rsm=False`: the cloud with sensors to fuse). A SPaT of two intersections is decoded in full, to be split."""
+    *spats, rsm, bsm = _frames_as_a_run_sends_them()
+    for raw in spats:
+        got = codec.skim(raw)
+        assert isinstance(got.body, m.CheckedSpat)
+        assert got == _as_skimmed(codec.decode(raw))
+        assert got.body.name == "J1"
+    got = codec.skim(rsm)
+    assert got == m.Frame(codec.decode(rsm).header, m.CheckedRsm(6))
+    assert codec.skim(rsm, rsm=False) == codec.decode(rsm)
+    assert codec.skim(bsm) == codec.decode(bsm)
+    spat = codec.decode(spats[0])
+    assert isinstance(spat.body, m.Spat)
+    two = codec.encode(m.Frame(spat.header, m.Spat(spat.body.intersections * 2)))
+    assert codec.skim(two) == codec.decode(two)
+    with pytest.raises(codec.EncodeError, match="not encoded"):
+        codec.encode(got)
+
+
+def test_every_edge_value_in_a_run_s_spat_and_rsm_is_skimmed_as_it_is_decoded() -> None:
+    """Each field of a run's SPaT (intersection, state, event) and RSM (ref_pos, participant) set to each edge of its
+    range, and a name and a vehicle id that are not UTF-8: `skim` refuses what `decode` refuses, with the same error,
+    and takes the rest with the same header, intersection and count. Its compiled checks (`wire_read.spat_in_range`,
+    `rsm_in_range`) repeat the codec's ranges; this holds them to them, where the generated frames above (random ids,
+    mostly not ASCII, and random bytes) seldom reach them."""
+    *spats, rsm, _ = _frames_as_a_run_sends_them()
+    edits: list[bytes] = []
+    for raw in spats[1:3]:
+        for name, values in [*_EVENT_EDGES.items(), *((n, [0, 127, 128, 1023, 1024, 65535, 65536, 2**31])
+                                                      for n in ("revision", "plan_id", "status", "id.region", "id.id"))]:
+            for value in values:
+                wire = pb.MessageFrame.FromString(raw)
+                o = wire.spat.intersections[0]
+                # an intersection's field, a state's group, or an event's
+                target = (o.states[1] if name == "signal_group" else o.states[1].events[0]
+                          if name == "state" or name.startswith("timing.") else o)
+                *path, leaf = name.split(".")
+                setattr(functools.reduce(getattr, path, target), leaf, value)
+                edits.append(wire.SerializeToString())
+        edits.append(raw.replace(b"J1", b"J\x80"))
+    for name, values in _PARTICIPANT_EDGES.items():
+        for value in values:
+            wire = pb.MessageFrame.FromString(rsm)
+            *path, leaf = name.split(".")
+            setattr(functools.reduce(getattr, path, wire.rsm.participants[2]), leaf, value)
+            edits.append(wire.SerializeToString())
+    for lat, elevation in ((900_000_001, 0), (0, -4097), (0, 61440), (0, -4096)):
+        wire = pb.MessageFrame.FromString(rsm)
+        wire.rsm.ref_pos.lat, wire.rsm.ref_pos.elevation = lat, elevation
+        edits.append(wire.SerializeToString())
+    edits.append(rsm.replace(b"veh-3", b"veh\x803"))
+    outcomes = [_outcome(codec.skim, raw) for raw in edits]
+    assert [raw.hex() for raw in edits if not _skims_as_it_decodes(raw)] == []
+    refused = sum(isinstance(o, tuple) for o in outcomes)
+    checked = sum(isinstance(o, m.Frame) and isinstance(o.body, (m.CheckedSpat, m.CheckedRsm)) for o in outcomes)
+    assert refused > 30
+    assert checked > 30  # (and the rest: unavailable codes, decoded in full)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 from google.protobuf.message import DecodeError as _PbDecodeError
 
 from v2x.core import messages as m
@@ -1066,6 +1067,9 @@ def to_proto(frame: m.Frame) -> pb.MessageFrame:
     """Build the protobuf message of a frame."""
     out = pb.MessageFrame()
     _enc_header(frame.header, out.header)
+    if isinstance(frame.body, (m.CheckedSpat, m.CheckedRsm)):
+        raise EncodeError(f"a {type(frame.body).__name__} is not encoded: it holds what a relay reads of the message, "
+                          "whose bytes are relayed as they came")
     name, enc = _ENCODERS[type(frame.body)]
     enc(frame.body, getattr(out, name))
     # An empty sub-message must still mark the oneof (e.g. a Spat with no intersections).
@@ -1127,14 +1131,72 @@ def decode(data: bytes) -> m.Frame:
     """Parse wire bytes into a frame. Raises only `DecodeError`."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversize", f"{len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte cap")
-    # bytes of the header (field 1, its length in one byte) and then a BSM (field 10), a SPaT (12) or an RSM (14):
-    # perhaps in protobuf's layout, for `wire_read`
-    body = (data[data[1] + 2] if type(data) is bytes and len(data) > 2 and data[0] == 0x0A and data[1] < 0x80
-            and len(data) > data[1] + 2 else 0)
+    body = _body_tag(data)
     frame = _bsm_frame(data) if body == 0x52 else _spat_frame(data) if body == 0x62 else _rsm_frame(data) if body == 0x72 else None
     if frame is not None:
         return frame
     return _decode_by_protobuf(data)
+
+
+def _body_tag(data: bytes) -> int:
+    """The tag of the body behind the header, if these are the bytes of a header (field 1, its length in one byte) and
+    then perhaps a BSM (field 10, 0x52), a SPaT (12, 0x62) or an RSM (14, 0x72) in protobuf's layout, for `wire_read`;
+    else 0."""
+    return (data[data[1] + 2] if type(data) is bytes and 2 < len(data) <= MAX_PAYLOAD_BYTES and data[0] == 0x0A
+            and data[1] < 0x80 and len(data) > data[1] + 2 else 0)
+
+
+def skim(data: bytes, rsm: bool = True) -> m.Frame:
+    """`decode` for a receiver that only relays a SPaT and counts an RSM (the cloud, without sensors to fuse; `rsm`
+    False: an RSM is decoded in full): a SPaT of one intersection comes as a `CheckedSpat`, an RSM as a `CheckedRsm`,
+    where compiled code finds every value in the range `decode` takes (`wire_read.spat_in_range`, `rsm_in_range`),
+    without building the states and events or the participants (most of their decode); anything else as `decode`
+    gives it. Raises only `DecodeError`, for what `decode` raises it for, with the same words."""
+    body = _body_tag(data)
+    frame = _spat_checked(data) if body == 0x62 else _rsm_checked(data) if body == 0x72 and rsm else None
+    return frame if frame is not None else decode(data)
+
+
+def _spat_checked(data: bytes) -> m.Frame | None:
+    """`skim`'s SPaT: a frame of a `CheckedSpat`, or None for `decode` to decode it."""
+    rows = len(data) // 2 + 1
+    out = np.empty(wire_read.SPAT_SLOTS, np.int64)
+    inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, wire_read.E_SLOTS))
+    buf = np.frombuffer(data, np.uint8)
+    if not (wire_read.spat_frame(buf, out, inters, states, events) and out[wire_read.N_INTERSECTIONS] == 1
+            and wire_read.spat_in_range(buf, out, inters, states, events, _LIGHT_STATE_KNOWN, _STATUS_BITS)):
+        return None
+    at, end, kind, seq, gen_us, sim_ms = out[:6].tolist()
+    header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
+    if header is None:
+        return None
+    _, iid, name_at, name_end, _, _, timestamp, _, _ = inters[0].tolist()
+    return _Frame(header, m.CheckedSpat(data[name_at:name_end].decode(), iid, timestamp))
+
+
+def _rsm_checked(data: bytes) -> m.Frame | None:
+    """`skim`'s RSM: a frame of a `CheckedRsm`, or None for `decode` to decode it."""
+    out, rows = np.empty(wire_read.RSM_SLOTS, np.int64), np.empty((len(data) // 2 + 1, wire_read.P_SLOTS), np.int64)
+    buf = np.frombuffer(data, np.uint8)
+    n = wire_read.rsm_frame(buf, out, rows)
+    if n < 0 or not wire_read.rsm_in_range(buf, out, rows, n, _PARTICIPANT_TYPE_KNOWN, _SOURCE_TYPE_KNOWN):
+        return None
+    at, end, kind, seq, gen_us, sim_ms = out[:6].tolist()
+    header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
+    return None if header is None else _Frame(header, m.CheckedRsm(n))
+
+
+def _known(cls: type[enum.IntEnum]) -> npt.NDArray[np.bool_]:
+    """Which wire values are members of an enum: True at each member's value (for `wire_read`'s range checks)."""
+    out = np.zeros(max(cls) + 1, np.bool_)
+    out[[int(x) for x in cls]] = True
+    return out
+
+
+_LIGHT_STATE_KNOWN = _known(m.LightState)
+_STATUS_BITS = _bits(m.IntersectionStatus)
+_PARTICIPANT_TYPE_KNOWN = _known(m.ParticipantType)
+_SOURCE_TYPE_KNOWN = _known(m.SourceType)
 
 
 def _decode_by_protobuf(data: bytes) -> m.Frame:

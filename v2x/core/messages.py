@@ -474,8 +474,28 @@ class Status:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedSpat:
+    """A SPaT of one intersection read by a receiver that only relays it (`codec.skim`): every value checked as
+    `codec.decode` checks it, but of the intersection only what the relay and the trust rules read: its name, its id
+    and its timestamp [ms UTC]. Never encoded: its bytes are relayed as they came."""
+
+    name: str
+    id: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRsm:
+    """An RSM read by a receiver that only counts it (`codec.skim`): every value checked as `codec.decode` checks it,
+    its participants not built; how many it has."""
+
+    participants: int
+
+
 Body = (
-    Bsm | MapData | Spat | Rsi | Rsm | SignalPlan | Advisory | PriorityRequest | PriorityStatus | Status
+    Bsm | MapData | Spat | Rsi | Rsm | SignalPlan | Advisory | PriorityRequest | PriorityStatus | Status | CheckedSpat
+    | CheckedRsm
 )
 
 
@@ -513,6 +533,8 @@ BODY_TYPES: dict[type, MessageType] = {
     PriorityRequest: MessageType.PRIORITY_REQUEST,
     PriorityStatus: MessageType.PRIORITY_STATUS,
     Status: MessageType.STATUS,
+    CheckedSpat: MessageType.SPAT,
+    CheckedRsm: MessageType.RSM,
 }
 
 

@@ -46,7 +46,7 @@ class TrustRules:
         vehicle sends 10 BSMs a second."""
         h, body = frame.header, frame.body
         if names is None:
-            names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
+            names = spat_names(body)
         key = (topic, h.sender_id, h.sender_kind, names)
         why = self._judged.get(key, _UNJUDGED)
         if why is _UNJUDGED:
@@ -78,9 +78,9 @@ class TrustRules:
             rsu = self.rsu_of.get(named)
             if rsu is None:
                 return f"a SPaT for {named!r}, no intersection of this scenario"
-            body = frame.body
-            if isinstance(body, m.Spat) and any(st.name != named for st in body.intersections):
-                return f"a SPaT on the topic of {named!r} about {sorted({st.name for st in body.intersections})}"
+            names = spat_names(frame.body)
+            if any(name != named for name in names):
+                return f"a SPaT on the topic of {named!r} about {sorted(set(names))}"
             if path == "rsu":
                 return must((_RSU,), rsu)
             if path == "cloud":
@@ -110,9 +110,19 @@ class TrustRules:
         return latest_us(frame) - now_us
 
 
+def spat_names(body: m.Body) -> tuple[str, ...]:
+    """The intersections a SPaT is about, by name (none for any other message)."""
+    if isinstance(body, m.Spat):
+        return tuple(st.name for st in body.intersections)
+    return (body.name,) if isinstance(body, m.CheckedSpat) else ()
+
+
 def latest_us(frame: m.Frame) -> int:
     """The latest time [us UTC] a message claims: its generation, or a SPaT's timing if later (what a receiver holds
     against its clock, as `TrustRules.ahead_us`)."""
-    if isinstance(frame.body, m.Spat):
-        return max([frame.header.gen_time_us, *(st.timestamp_ms * 1000 for st in frame.body.intersections)])
+    body = frame.body
+    if isinstance(body, m.Spat):
+        return max([frame.header.gen_time_us, *(st.timestamp_ms * 1000 for st in body.intersections)])
+    if isinstance(body, m.CheckedSpat):
+        return max(frame.header.gen_time_us, body.timestamp_ms * 1000)
     return frame.header.gen_time_us

@@ -19,7 +19,7 @@ same error, for generated messages, their edges, mutated bytes and the layouts p
 
 from __future__ import annotations
 
-from v2x.core.jit import IntArray, IntMatrix, ReadBytes, helper, inline_helper, kernel
+from v2x.core.jit import BoolArray, IntArray, IntMatrix, ReadBytes, helper, inline_helper, kernel
 
 # the slots of `out`, in the order the codec reads them
 (SENDER_AT, SENDER_END, KIND, SEQ, GEN_US, SIM_MS, LAT, LON, ELEV, SPEED, HEADING, ALONG, ALAT, YAW, TRANSMISSION,
@@ -401,4 +401,73 @@ def spat_frame(buf: ReadBytes, out: IntArray, inters: IntMatrix, states: IntMatr
         ki += 1
         at += n
     out[N_INTERSECTIONS], out[N_STATES], out[N_EVENTS] = ki, ks, ke
+    return 1
+
+
+# The ranges `spat_in_range` and `rsm_in_range` hold values to: the codec's, for its common path (`codec._geo_in_range`,
+# `_participant_in_range`, `_intersection_state`, `_new_event`); tests/test_codec.py holds them to the codec's
+_MOST_TENTHS, _TIME_NA, _ELEV_NA = 36000, 36001, -4096
+
+
+@helper
+def _known(value: int, members: BoolArray) -> bool:
+    """Whether an enum's wire value is one of its members (`members[value]`)."""
+    return value < len(members) and members[value]
+
+
+@helper
+def _ascii(buf: ReadBytes, at: int, end: int) -> bool:
+    """Whether buf[at:end] is ASCII (so UTF-8, as it is decoded; other UTF-8 is left to the codec's full decode)."""
+    for i in range(at, end):  # noqa: SIM110 (a loop numba compiles; all() of a generator it does not)
+        if buf[i] >= 0x80:
+            return False
+    return True
+
+
+@helper
+def _geo(lat: int, lon: int, elev: int) -> bool:
+    """`codec._geo_in_range` of a Position3D's values."""
+    return (-900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+            and (-4095 <= elev <= 61439 or elev == _ELEV_NA))
+
+
+@kernel
+def spat_in_range(buf: ReadBytes, out: IntArray, inters: IntMatrix, states: IntMatrix, events: IntMatrix,
+                  light_states: BoolArray, status_bits: int) -> int:
+    """After `spat_frame` read a frame into these arrays: 1 if every value is in the range the codec's common path
+    takes (each intersection's id, revision, status bits (`status_bits` the known ones), plan and an ASCII name; each
+    state's group; each event's state (`light_states`: the known ones) and timing), so that `codec.decode` would build
+    the frame from them; else 0 (what the codec then decodes in full, to build it or name what is wrong)."""
+    for i in range(out[N_INTERSECTIONS]):
+        row = inters[i]
+        if (row[I_REGION] > 65535 or row[I_ID] > 65535 or row[I_REVISION] > 127 or row[I_STATUS] & ~status_bits
+                or row[I_PLAN] > 65535 or not _ascii(buf, row[I_NAME_AT], row[I_NAME_END])):
+            return 0
+    for i in range(out[N_STATES]):
+        if not 1 <= states[i, S_GROUP] <= 255:
+            return 0
+    for i in range(out[N_EVENTS]):
+        ev = events[i]
+        if not _known(ev[E_STATE], light_states) or ev[E_TIMING + 4] > 15:
+            return 0
+        for t in range(E_TIMING, E_TIMING + 4):
+            if ev[t] > _MOST_TENTHS and ev[t] != _TIME_NA:
+                return 0
+    return 1
+
+
+@kernel
+def rsm_in_range(buf: ReadBytes, out: IntArray, parts: IntMatrix, n: int, types: BoolArray, sources: BoolArray) -> int:
+    """After `rsm_frame` read a frame of `n` participants into these arrays: 1 if its ref_pos and every participant's
+    values are in the range the codec's common path takes (`codec._participant_in_range`: `types` and `sources` the
+    known enum values) and every vehicle id is ASCII, so that `codec.decode` would build the frame from them; else 0."""
+    if not _geo(out[RSM_LAT], out[RSM_LON], out[RSM_ELEV]):
+        return 0
+    for i in range(n):
+        p = parts[i]
+        if not (_known(p[P_TYPE], types) and _known(p[P_SOURCE], sources) and _geo(p[P_LAT], p[P_LON], p[P_ELEV])
+                and p[P_PTC] <= 65535 and p[P_SPEED] <= 8190 and p[P_HEADING] <= 28799 and p[P_WIDTH] <= 1023
+                and p[P_LENGTH] <= 4095 and p[P_LANE] <= 255 and p[P_REGION] <= 65535 and p[P_ID] <= 65535
+                and _ascii(buf, p[P_VID_AT], p[P_VID_END])):
+            return 0
     return 1

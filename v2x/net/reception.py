@@ -23,7 +23,7 @@ from v2x.core.jsonview import JsonRecord, add_counts
 from v2x.core.kept import Kept
 from v2x.core.metrics import Measurements
 from v2x.core.topics import kind_of
-from v2x.core.trust import TrustRules, latest_us
+from v2x.core.trust import TrustRules, latest_us, spat_names
 from v2x.net.impair import Impairment
 from v2x.net.signing import DUPLICATE, Verifier
 from v2x.net.station import Clock
@@ -114,9 +114,7 @@ Decoded = tuple[m.Frame, str, tuple[str, ...], int]
 
 
 def decoded(frame: m.Frame) -> Decoded:
-    body = frame.body
-    names = tuple(st.name for st in body.intersections) if isinstance(body, m.Spat) else ()
-    return frame, m.type_name(body), names, latest_us(frame)
+    return frame, m.type_name(frame.body), spat_names(frame.body), latest_us(frame)
 
 
 class Reception:
@@ -146,6 +144,8 @@ class Reception:
         # sequence gaps are not losses (the relay's completeness shows downstream, and in relayed counts)
         self.shared_prefix: str | None = None
         self.verifier: Verifier | None = None  # signed messages required (v2x.net.signing): rejected ones are counted by kind
+        # how payloads are read: `codec.decode`, or for a receiver that only relays SPaT and counts RSM, `codec.skim`
+        self.decoder: Callable[[bytes], m.Frame] = codec.decode
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
         # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost
@@ -196,7 +196,7 @@ class Reception:
         got = self._decoded.get(msg.payload)
         if got is None:
             try:
-                got = decoded(codec.decode(msg.payload))
+                got = decoded(self.decoder(msg.payload))
             except DecodeError as e:
                 got = e
             if isinstance(got, DecodeError) or got[1] != "bsm":  # a BSM's bytes come once to a receiver: not kept
