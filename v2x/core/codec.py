@@ -1263,10 +1263,14 @@ def relayed_frame(station: bytes, seq: int, times: bytes, body: bytes) -> bytes:
     return (bytes((0x0A, n)) if n < 0x80 else b"\x0a" + _varint(n)) + head + body
 
 
-def relay_body(data: bytes) -> bytes:
+def relay_body(data: bytes, skimmed: bool = False) -> bytes:
     """The body of a frame that `decode` accepted, in wire form (its field's tag and length included), for a relay to
     send on under its own header (`encode_relayed`): without the sender's header and signature, and without fields
-    this codec does not know (they are not checked, so they are not passed on)."""
+    this codec does not know (they are not checked, so they are not passed on). `skimmed`: the frame is one `skim`
+    gave as a `CheckedSpat` or `CheckedRsm`, which it takes only in the layout protobuf writes (no signature, no
+    unknown field, the header's length in one byte, the body last): its body is the bytes after the header."""
+    if skimmed:
+        return data[data[1] + 2 :]
     msg = pb.MessageFrame()
     msg.ParseFromString(data)
     msg.ClearField("header")
