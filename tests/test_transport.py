@@ -712,3 +712,19 @@ def test_a_qos0_publish_the_transport_does_not_read_itself_is_looked_at_once() -
     assert [m.payload for m in t.receive()] == [b"plain"]
     assert handed == [user_property]  # gmqtt's to read
     assert t._qos0_in_window == 2  # one place each
+
+
+async def test_an_arrival_wakes_every_wait_and_a_wait_says_whether_one_woke_it() -> None:
+    """Two tasks waiting on one transport are both woken by one arrival (each `wait()` True); a wait that runs out
+    says False; an arrival already waiting is True at once."""
+    broker = MemoryBroker()
+    t = MemoryTransport(broker, "rx")
+    await t.start()
+    assert await t.wait(0.01) is False
+    first, second = asyncio.ensure_future(t.wait(5.0)), asyncio.ensure_future(t.wait(5.0))
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().call_soon(t._put, Message("a/b", b"x", 0, False, 0))
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1.0) == [True, True]
+    assert await t.wait(5.0) is True
+    assert len(t.receive()) == 1
+    assert await t.wait(0.01) is False

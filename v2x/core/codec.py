@@ -1267,8 +1267,10 @@ def relay_body(data: bytes, skimmed: bool = False) -> bytes:
     """The body of a frame that `decode` accepted, in wire form (its field's tag and length included), for a relay to
     send on under its own header (`encode_relayed`): without the sender's header and signature, and without fields
     this codec does not know (they are not checked, so they are not passed on). `skimmed`: the frame is one `skim`
-    gave as a `CheckedSpat` or `CheckedRsm`, which it takes only in the layout protobuf writes (no signature, no
-    unknown field, the header's length in one byte, the body last): its body is the bytes after the header."""
+    gave as a `CheckedSpat` or `CheckedRsm`, which it takes only with no signature, no unknown field, the header's
+    length in one byte and the body last: its body is the bytes after the header, as they came. That is what protobuf
+    writes again for a body written as protobuf writes it (an RSU's); one with a varint padded or a field written out
+    at its default, which the compiled reader takes too, is passed on as it came, and decodes to the same body."""
     if skimmed:
         return data[data[1] + 2 :]
     msg = pb.MessageFrame()

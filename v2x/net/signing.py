@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from v2x.core import messages as m
 from v2x.core.kept import Kept
+from v2x.core.trust import spat_names
 from v2x.core.wire import v2x_pb2 as pb
 
 CERT_LIFETIME_MS = 7 * 24 * 3600 * 1000  # [ms] a pseudonym certificate's validity (1609.2 pseudonyms: about a week)
@@ -106,9 +107,9 @@ def valid_until_ms(body: m.Body) -> int | None:
 def _about(frame: m.Frame) -> set[str]:
     """The intersections a SPaT or a MAP speaks for."""
     body = frame.body
-    if isinstance(body, m.Spat | m.MapData):
+    if isinstance(body, m.MapData):
         return {x.name for x in body.intersections}
-    return set()
+    return set(spat_names(body))
 
 
 def _permitted(perms: Permissions, frame: m.Frame) -> bool:

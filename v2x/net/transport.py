@@ -400,7 +400,7 @@ class _Inbox(Lifecycle):
         """`size`: the most messages kept waiting (0 or less: no limit)."""
         self._inbox: deque[Message] = deque()
         self._inbox_size = size if size > 0 else math.inf
-        self._waiter: asyncio.Future[None] | None = None  # what `wait()` awaits, while it waits
+        self._waiters: set[asyncio.Future[bool]] = set()  # what each `wait()` awaits while it waits: True on an arrival
 
     def _put(self, msg: Message) -> None:
         """One arrival into the inbox, or counted as dropped when it is full."""
@@ -408,8 +408,11 @@ class _Inbox(Lifecycle):
             self.stats.dropped_in += 1
             return
         self._inbox.append(msg)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
+            self._waiters.clear()
         if self._heard is not None:
             self._heard()
 
@@ -431,20 +434,20 @@ class _Inbox(Lifecycle):
         if self._inbox:
             return True
         loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.add(waiter)
         timer = loop.call_later(max(timeout_s, 0.0), _settle, waiter)
         try:
-            await waiter
+            return await waiter
         finally:
             timer.cancel()
-            self._waiter = None
-        return bool(self._inbox)
+            self._waiters.discard(waiter)
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
-    """A wait's time is up: its future done, unless an arrival made it so."""
+def _settle(waiter: asyncio.Future[bool]) -> None:
+    """A wait's time is up: its future done with False, unless an arrival made it done with True."""
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(False)
 
 
 # ---------------------------------------------------------------------------
