@@ -440,7 +440,7 @@ class CloudService(Service):
                 if det is not None:
                     self._raise_detected(det, now)
         elif isinstance(body, m.CheckedSpat) and frame.header.sender_kind is m.SenderKind.RSU:
-            self._relay_spat(topic, frame.header.sender_id, body.name, body.id, None, skimmed=True)
+            self._relay_spat(topic, frame.header.sender_id, body.name, body.id, None)
         elif isinstance(body, m.Spat) and frame.header.sender_kind is m.SenderKind.RSU:
             for st in body.intersections:
                 self._relay_spat(topic, frame.header.sender_id, st.name, st.ref.id, st, len(body.intersections) == 1)
@@ -462,16 +462,17 @@ class CloudService(Service):
             self.bad.record("not_handled", topic, kind, frame.header.sender_id)
 
     def _relay_spat(self, topic: str, sender: str, name: str, iid: int, state: m.IntersectionState | None,
-                    alone: bool = True, skimmed: bool = False) -> None:
+                    alone: bool = True) -> None:
         """One intersection's SPaT on the cellular path of its tile: the body as it came when the SPaT is of it `alone`
-        (no need to encode it again; all a `CheckedSpat` gives: `skimmed`), else its `state` as a SPaT of its own."""
+        (no need to encode it again; `state` None: a `CheckedSpat`, which gives no more), else its `state` as a SPaT
+        of its own."""
         tile = self._tile_of.get(name) or self._tile_of.get(str(iid))
         if tile is None:
             self.bad.record("unknown_intersection", topic, f"SPaT for {name!r}", sender)
             return
         topic_out = self.topics.spat("cloud", tile, name)
         if alone and self._wire:
-            self.station.relay(topic_out, m.MessageType.SPAT, codec.relay_body(self._wire, skimmed), expiry_s=1)
+            self.station.relay(topic_out, m.MessageType.SPAT, codec.relay_body(self._wire, skimmed=state is None), expiry_s=1)
         elif state is not None:
             self.station.publish(topic_out, m.Spat((state,)), expiry_s=1)
         else:  # (a CheckedSpat is handled only as `accept` and `release` give it, with its bytes)

@@ -54,6 +54,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TIME = 2**63 - 1  # header times must fit a signed 64-bit integer (numpy arrays and arithmetic downstream)
 
 E = TypeVar("E", bound=enum.IntEnum)
+IntArrays = npt.NDArray[np.int64]
 T = TypeVar("T")
 
 
@@ -652,11 +653,10 @@ def _spat_frame(data: bytes) -> m.Frame | None:
     """`decode`'s third common case, as `_bsm_frame`: a SPaT frame in the layout protobuf writes, every value in range
     (its body decoded once for its bytes, its events kept by theirs, as `_spat_body` and `_dec_event` keep them);
     None for anything else."""
-    rows = len(data) // 2 + 1
-    out = np.empty(wire_read.SPAT_SLOTS, np.int64)
-    inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, wire_read.E_SLOTS))
-    if not wire_read.spat_frame(np.frombuffer(data, np.uint8), out, inters, states, events):
+    read = _spat_rows(data)
+    if read is None:
         return None
+    out, inters, states, events = read
     at, end, kind, seq, gen_us, sim_ms, spat_at, ni, ns, ne = out.tolist()
     header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
     if header is None:
@@ -842,8 +842,7 @@ def _participant_in_range(
 def _rsm_frame(data: bytes) -> m.Frame | None:
     """`decode`'s other common case, as `_bsm_frame`: an RSM frame in the layout protobuf writes, every value in range;
     None for anything else."""
-    out, rows = np.empty(wire_read.RSM_SLOTS, np.int64), np.empty((len(data) // 2 + 1, wire_read.P_SLOTS), np.int64)
-    n = wire_read.rsm_frame(np.frombuffer(data, np.uint8), out, rows)
+    out, rows, n = _rsm_rows(data)
     if n < 0:
         return None
     at, end, kind, seq, gen_us, sim_ms, lat, lon, elev = out.tolist()
@@ -1157,14 +1156,30 @@ def skim(data: bytes, rsm: bool = True) -> m.Frame:
     return frame if frame is not None else decode(data)
 
 
-def _spat_checked(data: bytes) -> m.Frame | None:
-    """`skim`'s SPaT: a frame of a `CheckedSpat`, or None for `decode` to decode it."""
+def _spat_rows(data: bytes) -> tuple[IntArrays, IntArrays, IntArrays, IntArrays] | None:
+    """`wire_read.spat_frame` of a SPaT frame's bytes: its header and counts, and its intersections', states' and
+    events' rows (`_spat_frame`'s and `_spat_checked`'s); None for a frame it leaves to protobuf."""
     rows = len(data) // 2 + 1
     out = np.empty(wire_read.SPAT_SLOTS, np.int64)
     inters, states, events = (np.empty((rows, k), np.int64) for k in (wire_read.I_SLOTS, 2, wire_read.E_SLOTS))
-    buf = np.frombuffer(data, np.uint8)
-    if not (wire_read.spat_frame(buf, out, inters, states, events) and out[wire_read.N_INTERSECTIONS] == 1
-            and wire_read.spat_in_range(buf, out, inters, states, events, _LIGHT_STATE_KNOWN, _STATUS_BITS)):
+    return (out, inters, states, events) if wire_read.spat_frame(np.frombuffer(data, np.uint8), out, inters, states, events) else None
+
+
+def _rsm_rows(data: bytes) -> tuple[IntArrays, IntArrays, int]:
+    """`wire_read.rsm_frame` of an RSM frame's bytes: its header and ref_pos, its participants' rows and how many
+    (-1 for a frame it leaves to protobuf), for `_rsm_frame` and `_rsm_checked`."""
+    out, rows = np.empty(wire_read.RSM_SLOTS, np.int64), np.empty((len(data) // 2 + 1, wire_read.P_SLOTS), np.int64)
+    return out, rows, wire_read.rsm_frame(np.frombuffer(data, np.uint8), out, rows)
+
+
+def _spat_checked(data: bytes) -> m.Frame | None:
+    """`skim`'s SPaT: a frame of a `CheckedSpat`, or None for `decode` to decode it."""
+    read = _spat_rows(data)
+    if read is None or read[0][wire_read.N_INTERSECTIONS] != 1:
+        return None
+    out, inters, states, events = read
+    if not wire_read.spat_in_range(np.frombuffer(data, np.uint8), out, inters, states, events, _LIGHT_STATE_KNOWN,
+                                   _STATUS_BITS):
         return None
     at, end, kind, seq, gen_us, sim_ms = out[:6].tolist()
     header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
@@ -1176,10 +1191,9 @@ def _spat_checked(data: bytes) -> m.Frame | None:
 
 def _rsm_checked(data: bytes) -> m.Frame | None:
     """`skim`'s RSM: a frame of a `CheckedRsm`, or None for `decode` to decode it."""
-    out, rows = np.empty(wire_read.RSM_SLOTS, np.int64), np.empty((len(data) // 2 + 1, wire_read.P_SLOTS), np.int64)
-    buf = np.frombuffer(data, np.uint8)
-    n = wire_read.rsm_frame(buf, out, rows)
-    if n < 0 or not wire_read.rsm_in_range(buf, out, rows, n, _PARTICIPANT_TYPE_KNOWN, _SOURCE_TYPE_KNOWN):
+    out, rows, n = _rsm_rows(data)
+    if n < 0 or not wire_read.rsm_in_range(np.frombuffer(data, np.uint8), out, rows, n, _PARTICIPANT_TYPE_KNOWN,
+                                           _SOURCE_TYPE_KNOWN):
         return None
     at, end, kind, seq, gen_us, sim_ms = out[:6].tolist()
     header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
