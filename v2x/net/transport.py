@@ -1132,6 +1132,7 @@ class MemoryTransport(_Inbox):
         self.will = will
         self.stats = TransportStats()
         self._subs: dict[str, int] = {}
+        self._matched: Kept[str, bool] = Kept(MATCHES_KEPT)  # topic -> whether a filter of `_subs` matches it
         self._open_inbox(inbox)
         self._connected = False
 
@@ -1164,19 +1165,24 @@ class MemoryTransport(_Inbox):
         return True
 
     def deliver(self, msg: Message) -> None:
-        if not any(topic_matches(f, msg.topic) for f in self._subs):
+        matched = self._matched.get(msg.topic)
+        if matched is None:  # a topic's answer kept until its filters change
+            matched = self._matched.keep(msg.topic, any(topic_matches(f, msg.topic) for f in self._subs))
+        if not matched:
             return
         self.stats.received += 1
         self._put(msg)
 
     async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
         self._subs[topic_filter] = qos
+        self._matched.clear()
         for topic, msg in self.broker.retained.items():
             if topic_matches(topic_filter, topic):
                 self.deliver(msg)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._subs.pop(topic_filter, None)
+        self._matched.clear()
 
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
