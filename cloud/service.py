@@ -50,7 +50,7 @@ from v2x.core.topics import Topics, tile_path, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
-from v2x.net.reception import LinkDrops
+from v2x.net.reception import Decoded, LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
 from v2x.net.transport import ConnectionSummary, Message, Transport
@@ -210,8 +210,9 @@ class CloudService(Service):
                 wait = min(wait, max(duration_s - self.clock.sim_s(), 0.0))
             await self.transport.wait(wait)
             self.turn()
-            for k, msg in enumerate(self.transport.receive(), start=1):
-                self.accept(msg)
+            msgs = self.transport.receive()
+            for k, (msg, read) in enumerate(zip(msgs, self.reception.read_bsms(msgs), strict=True), start=1):
+                self.accept(msg, read)
                 if k % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
             self.release()
@@ -396,11 +397,11 @@ class CloudService(Service):
             misbehaviour=self.misbehaviour.summary(), fusion=self.fusion.summary() if self.fusion is not None else {},
         )
 
-    def accept(self, msg: Message) -> None:
+    def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""
         self._wire = msg.payload
         try:
-            super().accept(msg)
+            super().accept(msg, read)
         finally:
             self._wire = b""
 

@@ -39,6 +39,7 @@ from v2x.core.topics import Topics, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
+from v2x.net.reception import Decoded
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.signing import role_permissions
 from v2x.net.station import Clock
@@ -176,7 +177,7 @@ class RsuService(Service):
         if self.perception is not None:  # real time: the fleet's ground truth for its sensors (fast mode hands it over)
             await self.transport.subscribe(self.topics.truth(self.id), qos=0)
 
-    def accept(self, msg: Message) -> None:
+    def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """The fleet's ground truth for the sensors (not a V2X message: checked, never measured); else as every
         service."""
         if self.perception is not None and msg.topic == self.topics.truth(self.id):
@@ -187,7 +188,7 @@ class RsuService(Service):
                 return
             self.perception.sense(users)
             return
-        super().accept(msg)
+        super().accept(msg, read)
 
     def calls(self, now: float) -> set[int]:
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""

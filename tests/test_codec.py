@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import random
 from typing import Any
 
 import pytest
@@ -596,8 +597,6 @@ def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(sce
     byte for byte, over 200 s of a controller's life: every state and interval, detector calls (actuated), priority
     requests granted and cancelled (their status bit), revisions wrapping at 128; and the controller's `timings()`
     (every group at once) equal to `timing(g)` of each."""
-    import random
-
     from v2x.core import scenario as sc
     from v2x.core.mapdata import intersection_ref
     from v2x.core.network import Network
@@ -653,7 +652,6 @@ def test_rsm_written_at_once_is_what_encode_writes(seed: int) -> None:
     common path would not take a participant (not finite, out of range, a ptc id that is no int), which the RSU then
     sends the object way (the codec names the field)."""
     import math
-    import random
 
     from v2x.core.rsu_wire import ref_field, row, rsm_body
 
@@ -1064,12 +1062,12 @@ def _frames_as_a_run_sends_them() -> list[bytes]:
 def test_edits_of_frames_as_a_run_sends_them_decode_as_protobuf_decodes_them() -> None:
     """20,000 edits (one to three each: a varint widened by one to eight continuation bytes, a byte replaced, inserted
     or deleted; seeded) of real SPaT, RSM and BSM frames: `decode` gives what protobuf's path gives, the same frame
-    (by repr: the same types) or the same error, and `skim` what `decode` gives. Found a length in six bytes the
-    compiled reader took (104 of 100,000 edits of a recording's frames then)."""
-    import random
-
+    (by repr: the same types) or the same error, `skim` what `decode` gives, and `decode_bsms` of them all what
+    `decode` gives each. Found a length in six bytes the compiled reader took (104 of 100,000 edits of a recording's
+    frames then)."""
     rng = random.Random(32)
     frames = _frames_as_a_run_sends_them()
+    edited: list[bytes] = []
     assert all(codec._bsm_frame(f) or codec._spat_frame(f) or codec._rsm_frame(f) for f in frames)  # each read compiled
     differ = []
     for _ in range(20_000):
@@ -1092,7 +1090,40 @@ def test_edits_of_frames_as_a_run_sends_them_decode_as_protobuf_decodes_them() -
         got, want = _outcome(codec.decode, raw), _outcome(_by_protobuf, raw)
         if repr(got) != repr(want) or not _skims_as_it_decodes(raw):
             differ.append(raw.hex())
+        edited.append(raw)
     assert not differ, (len(differ), differ[:3])
+    assert _read_at_once_as_each_decodes(edited, rng)
+
+
+def _read_at_once_as_each_decodes(raws: list[bytes], rng: random.Random) -> bool:
+    """Whether `codec.decode_bsms` of `raws`, in runs of random length (as a receiver's arrivals come), gives each
+    BSM frame the compiled reader takes (`codec._bsm_frame`) and None for every other payload, and whether what it
+    gives is the frame `decode` gives, by repr."""
+    k = 0
+    while k < len(raws):
+        run = raws[k : k + rng.randint(1, 300)]
+        k += len(run)
+        for raw, got in zip(run, codec.decode_bsms(run), strict=True):
+            want = codec._bsm_frame(raw) if codec._body_tag(raw) == 0x52 else None
+            if repr(got) != repr(want) or (got is not None and repr(got) != repr(codec.decode(raw))):
+                return False
+    return True
+
+
+def test_bsms_read_at_once_are_what_decode_gives_each() -> None:
+    """A run's frames, BSMs among SPaTs and RSMs, and what is no frame (empty, a byte, oversize, not bytes): read at
+    once, each BSM is what `decode` gives it, in its place, and every other payload is left to `decode`."""
+    frames = _frames_as_a_run_sends_them()
+    bsm = frames[-1]
+    signed = bsm + b"\x7a\x02\x01\x02"  # a field after the body: protobuf's path (a signature, or unknown)
+    odd: list[bytes] = [b"", b"\x0a", bytes(codec.MAX_PAYLOAD_BYTES + 1), bytearray(bsm), signed]  # type: ignore[list-item]
+    raws = [*frames, *odd, bsm, *frames]
+    got = codec.decode_bsms(raws)
+    assert [i for i, f in enumerate(got) if f is not None] == [i for i, r in enumerate(raws) if r is bsm]
+    assert all(f == codec.decode(bsm) for f in got if f is not None)
+    assert codec.decode_bsms([]) == []
+    assert codec.decode_bsms(frames[:-1]) == [None] * (len(frames) - 1)
+    assert _read_at_once_as_each_decodes(raws, random.Random(3))
 
 
 def _varint_bytes(v: int, width: int = 0) -> bytes:

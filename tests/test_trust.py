@@ -128,3 +128,34 @@ def test_a_receiver_judges_every_message_as_the_rules_do_though_it_judges_a_send
         reception.accept(Message(topic, codec.encode(frame), 0, False, 0))
     assert refused == 4
     assert reception.bad.counts["wrong_sender"] == refused
+
+
+def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_alone() -> None:
+    """`Reception.read_bsms` reads a step's BSMs in one call: handed to `accept`, each is what `decoded` gives it, and
+    the receiver hands out the same frames and counts the same refusals, duplicates and expiries, stream by stream,
+    as one that decodes each message as it comes (a forger, a BSM on a SPaT topic, a copy, an old one, garbage)."""
+    from v2x.core import codec
+    from v2x.net.reception import Reception, decoded
+    from v2x.net.station import StepClock
+    from v2x.net.transport import Message
+
+    clock = StepClock(1.0)
+    clock.t = 10.0
+    bsm, spat = T.bsm(TILE, "veh-3"), T.spat("rsu", TILE, "J2")
+    sent = [(bsm, "veh-3", V, BSM, 0), (bsm, "veh-4", V, BSM, 0), (bsm, "veh-3", V, BSM, 1), (bsm, "veh-3", V, BSM, 1),
+            (spat, "RSU-J2", R, _spat("J2"), 0), (spat, "veh-3", V, BSM, 2), (bsm, "veh-3", V, BSM, 3)]
+    now_us = clock.utc_us()
+    msgs = [Message(topic, codec.encode(m.Frame(m.Header(sender, kind, seq, now_us - 2_000_000 * (seq == 3), 0), body)), 0, False, 0)
+            for topic, sender, kind, body, seq in sent]
+    msgs += [Message(bsm, b"\x0a\x01", 0, False, 0), Message(bsm, codec.encode(m.Frame(m.Header("veh-3", V, 4, now_us, 0), BSM)), 0, False, 0)]
+    alone, at_once = (Reception("cloud", C, clock, trust=RULES) for _ in range(2))
+    read = at_once.read_bsms(msgs)
+    assert [r is not None for r in read] == [True, True, True, True, False, True, True, False, True]
+    assert all(r == decoded(codec.decode(msg.payload)) for msg, r in zip(msgs, read, strict=True) if r is not None)
+    got_alone = [alone.accept(msg) for msg in msgs]
+    got_at_once = [at_once.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
+    assert got_at_once == got_alone
+    assert sum(f is not None for f in got_alone) == 4  # veh-3's 0, 1, 4 and the SPaT
+    assert at_once.bad.counts == alone.bad.counts == {"wrong_sender": 1, "wrong_type": 1, "expired": 1, "malformed": 1}
+    assert at_once.outcomes == alone.outcomes
+    assert at_once.measure.to_json() == alone.measure.to_json()

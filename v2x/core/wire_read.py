@@ -250,6 +250,20 @@ def bsm_frame(buf: ReadBytes, out: IntArray) -> int:
     """1 if `buf` is a BSM frame in the layout protobuf writes (the module's doc), with its values in `out` (zero where
     a field is absent, as protobuf reads it; EMERGENCY and ACCURACY 1 where that sub-message is present); else 0, and
     `out` is not to be read."""
+    return _bsm_frame(buf, out)
+
+
+@kernel
+def bsm_frames(buf: ReadBytes, starts: IntArray, out: IntMatrix, ok: IntArray) -> None:
+    """`bsm_frame` of many frames in one call: frame i is buf[starts[i]:starts[i + 1]], its values go to out[i] and
+    its answer to ok[i]. (A receiver's BSMs of one step, read together: a call from Python costs more than a frame's
+    read.)"""
+    for i in range(len(starts) - 1):
+        ok[i] = _bsm_frame(buf[starts[i]:starts[i + 1]], out[i])
+
+
+@helper
+def _bsm_frame(buf: ReadBytes, out: IntArray) -> int:
     out[:] = 0
     at, end = _header(buf, out, 0x52)  # field 10
     if at < 0:

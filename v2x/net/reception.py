@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 AFTER_ACCEPT = frozenset({"not_handled", "bad_plan", "bad_priority_request", "unknown_intersection", "invalid", "handler_error"})
 
 
+KINDS_KEPT = 4096  # topics whose kind is kept (a vehicle's BSM topic comes ten times a second)
+_UNKNOWN = "?"  # not a kind: a topic not looked at yet
+
+
 class BadInput:
     """Counts rejected input per kind; logs the first of each kind from each sender.
 
@@ -50,6 +54,7 @@ class BadInput:
         # or forged still shows in the plan counts)
         self.rejected_by_type: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
+        self._kinds: Kept[str, str | None] = Kept(KINDS_KEPT)  # topic -> the kind it carries (`kind_of`)
 
     def record(self, kind: str, topic: str, detail: str, sender: str = "?") -> None:
         self.counts[kind] += 1
@@ -74,7 +79,9 @@ class BadInput:
 
     def right_type(self, topic: str, frame: m.Frame, mtype: str) -> bool:
         """Whether a frame (of type `mtype`) is of the type its topic carries; counted as "wrong_type" when not."""
-        kind = kind_of(topic)
+        kind = self._kinds.get(topic, _UNKNOWN)
+        if kind is _UNKNOWN:  # a topic's kind worked out once: a BSM topic has some twenty levels to look through
+            kind = self._kinds.keep(topic, kind_of(topic))
         if kind is None or kind == mtype:
             return True
         self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
@@ -189,11 +196,19 @@ class Reception:
             return False
         return True
 
-    def _decode(self, msg: Message) -> Decoded | None:
+    def read_bsms(self, msgs: Sequence[Message]) -> list[Decoded | None]:
+        """What each of `msgs` decodes to where it is a BSM frame the compiled reader takes, all read in one call
+        (`codec.decode_bsms`: a step's BSMs, dozens to hundreds, for less than a call each), to hand `accept` as
+        `read`; None for the others, decoded as they are accepted. (Every `decoder` reads a BSM as `decode` does.)"""
+        return [None if f is None else (f, "bsm", (), f.header.gen_time_us)  # `decoded(f)` of a BSM
+                for f in codec.decode_bsms([msg.payload for msg in msgs])]
+
+    def _decode(self, msg: Message, read: Decoded | None = None) -> Decoded | None:
         """What a payload decodes to, or None after counting why not (undecodable, or not its topic's type); bytes
         decoded recently (or found to be no frame) are not decoded again: a fleet's vehicles get the same bytes, a
-        flood's garbage too. A BSM's are not kept: each comes once to a receiver (a copy is a duplicate, counted)."""
-        got = self._decoded.get(msg.payload)
+        flood's garbage too. A BSM's are not kept: each comes once to a receiver (a copy is a duplicate, counted).
+        `read`: what its bytes were read to already (`read_bsms`: a BSM's, never kept)."""
+        got = self._decoded.get(msg.payload) if read is None else read
         if got is None:
             try:
                 got = decoded(self.decoder(msg.payload))
@@ -215,9 +230,10 @@ class Reception:
             return None
         return got[0] if self._trusted(msg.topic, got, self.clock.receipt_us(msg)) else None
 
-    def accept(self, msg: Message, receiver: str | None = None) -> m.Frame | None:
-        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later."""
-        got = self._decode(msg)
+    def accept(self, msg: Message, receiver: str | None = None, read: Decoded | None = None) -> m.Frame | None:
+        """The frame to act on now, or None: bad, lost, duplicate or expired (counted), or held for later. `read`: what its
+        payload decodes to, if read already (`read_bsms`)."""
+        got = self._decode(msg, read)
         if got is None:
             return None
         frame, mtype = got[0], got[1]

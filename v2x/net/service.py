@@ -16,7 +16,7 @@ from v2x.core.jsonview import JsonRecord
 from v2x.core.topics import RETAINED_KINDS, kind_of
 from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
-from v2x.net.reception import Distance, LinkDrops, Reception
+from v2x.net.reception import Decoded, Distance, LinkDrops, Reception
 from v2x.net.signing import Authority, Permissions, Signer, valid_from_ms
 from v2x.net.station import Clock, Station
 from v2x.net.transport import ConnectionSummary, Message, Transport, Will, outage_summary
@@ -108,22 +108,24 @@ class Service:
         self.station.signer = authority.issue(self.id, valid_from_ms(self.clock), permissions)
         self.reception.verifier = authority.verifier()
 
-    def accept(self, msg: Message) -> None:
+    def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """One arrival: handled now, or held by its link, or counted and dropped; an empty payload on a retained
-        kind's topic is its owner clearing it (counted as received `<kind>_cleared`)."""
+        kind's topic is its owner clearing it (counted as received `<kind>_cleared`). `read`: what its payload decodes
+        to, if read already (`Reception.read_bsms`)."""
         if not msg.payload and (kind := kind_of(msg.topic)) in RETAINED_KINDS:
             self.received[f"{kind}_cleared"] += 1
             return
-        frame = self.reception.accept(msg)
+        frame = self.reception.accept(msg, read=read)
         if frame is not None:
             self._handle(msg.topic, frame)
 
     def receive(self) -> None:
-        """Announce again after a reconnect; handle what has arrived, and what the links held until now, without
-        waiting."""
+        """Announce again after a reconnect; handle what has arrived (its BSMs read all at once), and what the links
+        held until now, without waiting."""
         self.reassert()
-        for msg in self.transport.receive():
-            self.accept(msg)
+        msgs = self.transport.receive()
+        for msg, read in zip(msgs, self.reception.read_bsms(msgs), strict=True):
+            self.accept(msg, read)
         self.release()
 
     def release(self) -> None:
