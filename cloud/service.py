@@ -211,9 +211,11 @@ class CloudService(Service):
             await self.transport.wait(wait)
             self.turn()
             msgs = self.transport.receive()
-            for k, (msg, read) in enumerate(zip(msgs, self.reception.read_bsms(msgs), strict=True), start=1):
-                self.accept(msg, read)
-                if k % YIELD_EVERY == 0:
+            for k in range(0, len(msgs), YIELD_EVERY):  # each run's BSMs read in one call (`Reception.read_bsms`)
+                run = msgs[k : k + YIELD_EVERY]
+                for msg, read in zip(run, self.reception.read_bsms(run), strict=True):
+                    self.accept(msg, read)
+                if len(run) == YIELD_EVERY:
                     await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
             self.release()
             self.tick(self.clock.sim_s())

@@ -730,3 +730,22 @@ async def test_an_arrival_wakes_every_wait_and_a_wait_says_whether_one_woke_it()
     assert await t.wait(5.0) is True
     assert len(t.receive()) == 1
     assert await t.wait(0.01) is False
+
+
+def test_a_memory_transport_delivers_what_its_filters_match_as_they_change() -> None:
+    """The in-process transport keeps each topic's match until its filters change: a topic it did not match comes
+    once it is subscribed to, and stops coming once it is unsubscribed from."""
+    broker = MemoryBroker()
+    sub = MemoryTransport(broker, "sub")
+    asyncio.run(sub.start())
+
+    def sent(topic: str) -> int:
+        broker.route(topic, b"x", 0, False)
+        return len(sub.receive())
+
+    assert [sent("a/b"), sent("a/c")] == [0, 0]
+    asyncio.run(sub.subscribe("a/+"))
+    assert [sent("a/b"), sent("a/c"), sent("b/c")] == [1, 1, 0]
+    asyncio.run(sub.unsubscribe("a/+"))
+    asyncio.run(sub.subscribe("a/c"))
+    assert [sent("a/b"), sent("a/c")] == [0, 1]

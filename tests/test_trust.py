@@ -152,8 +152,17 @@ def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_a
     read = at_once.read_bsms(msgs)
     assert [r is not None for r in read] == [True, True, True, True, False, True, True, False, True]
     assert all(r == decoded(codec.decode(msg.payload)) for msg, r in zip(msgs, read, strict=True) if r is not None)
+    decoded_alone: list[bytes] = []
+
+    def decoder(data: bytes) -> m.Frame:  # what was not read at once
+        decoded_alone.append(data)
+        return codec.decode(data)
+
+    at_once.decoder = decoder
+    assert at_once.read_bsms(msgs) == [None] * len(msgs)  # not a decoder known to read a BSM as `decode` does
     got_alone = [alone.accept(msg) for msg in msgs]
     got_at_once = [at_once.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
+    assert decoded_alone == [msg.payload for msg, r in zip(msgs, read, strict=True) if r is None]
     assert got_at_once == got_alone
     assert sum(f is not None for f in got_alone) == 4  # veh-3's 0, 1, 4 and the SPaT
     assert at_once.bad.counts == alone.bad.counts == {"wrong_sender": 1, "wrong_type": 1, "expired": 1, "malformed": 1}

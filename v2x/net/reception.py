@@ -9,6 +9,7 @@ on MQTT 5 the broker also drops expired messages, so behaviour is the same).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 from collections import Counter
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 AFTER_ACCEPT = frozenset({"not_handled", "bad_plan", "bad_priority_request", "unknown_intersection", "invalid", "handler_error"})
 
 
-KINDS_KEPT = 4096  # topics whose kind is kept (a vehicle's BSM topic comes ten times a second)
-_UNKNOWN = "?"  # not a kind: a topic not looked at yet
-
-
 class BadInput:
     """Counts rejected input per kind; logs the first of each kind from each sender.
 
@@ -54,7 +51,6 @@ class BadInput:
         # or forged still shows in the plan counts)
         self.rejected_by_type: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
-        self._kinds: Kept[str, str | None] = Kept(KINDS_KEPT)  # topic -> the kind it carries (`kind_of`)
 
     def record(self, kind: str, topic: str, detail: str, sender: str = "?") -> None:
         self.counts[kind] += 1
@@ -79,9 +75,7 @@ class BadInput:
 
     def right_type(self, topic: str, frame: m.Frame, mtype: str) -> bool:
         """Whether a frame (of type `mtype`) is of the type its topic carries; counted as "wrong_type" when not."""
-        kind = self._kinds.get(topic, _UNKNOWN)
-        if kind is _UNKNOWN:  # a topic's kind worked out once: a BSM topic has some twenty levels to look through
-            kind = self._kinds.keep(topic, kind_of(topic))
+        kind = kind_of(topic)
         if kind is None or kind == mtype:
             return True
         self.record("wrong_type", topic, f"a {mtype} message on a {kind} topic", frame.header.sender_id)
@@ -199,7 +193,11 @@ class Reception:
     def read_bsms(self, msgs: Sequence[Message]) -> list[Decoded | None]:
         """What each of `msgs` decodes to where it is a BSM frame the compiled reader takes, all read in one call
         (`codec.decode_bsms`: a step's BSMs, dozens to hundreds, for less than a call each), to hand `accept` as
-        `read`; None for the others, decoded as they are accepted. (Every `decoder` reads a BSM as `decode` does.)"""
+        `read`; None for the others, decoded as they are accepted. All None when `decoder` is not one that reads a
+        BSM as `decode` does (`decode`, `skim`)."""
+        reader = self.decoder.func if isinstance(self.decoder, functools.partial) else self.decoder
+        if reader is not codec.decode and reader is not codec.skim:
+            return [None] * len(msgs)
         return [None if f is None else (f, "bsm", (), f.header.gen_time_us)  # `decoded(f)` of a BSM
                 for f in codec.decode_bsms([msg.payload for msg in msgs])]
 
