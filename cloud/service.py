@@ -21,7 +21,6 @@ Bad payloads are counted per kind, never fatal.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import sys
@@ -152,7 +151,7 @@ class CloudService(Service):
         self.fusion = Fusion(net) if net.scenario.sensors else None  # BSMs and the RSUs' sensor detections as one picture
         # of a SPaT it reads only the intersection, to relay the bytes; of an RSM nothing, but with sensors to fuse:
         # both checked in full (`codec.skim`), not built
-        self.reception.decoder = functools.partial(codec.skim, rsm=self.fusion is None)
+        self.reception.skim_rsm = self.fusion is None
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on

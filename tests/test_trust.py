@@ -130,7 +130,7 @@ def test_a_receiver_judges_every_message_as_the_rules_do_though_it_judges_a_send
     assert reception.bad.counts["wrong_sender"] == refused
 
 
-def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_alone() -> None:
+def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """`Reception.read_bsms` reads a step's BSMs in one call: handed to `accept`, each is what `decoded` gives it, and
     the receiver hands out the same frames and counts the same refusals, duplicates and expiries, stream by stream,
     as one that decodes each message as it comes (a forger, a BSM on a SPaT topic, a copy, an old one, garbage)."""
@@ -152,16 +152,20 @@ def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_a
     read = at_once.read_bsms(msgs)
     assert [r is not None for r in read] == [True, True, True, True, False, True, True, False, True]
     assert all(r == decoded(codec.decode(msg.payload)) for msg, r in zip(msgs, read, strict=True) if r is not None)
+    relay = Reception("cloud", C, clock, trust=RULES)
+    relay.skim_rsm = True  # a relay's reception (`codec.skim`) reads a BSM as `decode` does
+    assert relay.read_bsms(msgs) == read
+    got_alone = [alone.accept(msg) for msg in msgs]
     decoded_alone: list[bytes] = []
 
-    def decoder(data: bytes) -> m.Frame:  # what was not read at once
+    def decode(data: bytes) -> m.Frame:  # what was not read at once
         decoded_alone.append(data)
-        return codec.decode(data)
+        return real_decode(data)
 
-    at_once.decoder = decoder
-    assert at_once.read_bsms(msgs) == [None] * len(msgs)  # not a decoder known to read a BSM as `decode` does
-    got_alone = [alone.accept(msg) for msg in msgs]
+    real_decode = codec.decode
+    monkeypatch.setattr(codec, "decode", decode)
     got_at_once = [at_once.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
+    monkeypatch.undo()
     assert decoded_alone == [msg.payload for msg, r in zip(msgs, read, strict=True) if r is None]
     assert got_at_once == got_alone
     assert sum(f is not None for f in got_alone) == 4  # veh-3's 0, 1, 4 and the SPaT

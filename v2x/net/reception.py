@@ -9,7 +9,6 @@ on MQTT 5 the broker also drops expired messages, so behaviour is the same).
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 from collections import Counter
@@ -145,8 +144,9 @@ class Reception:
         # sequence gaps are not losses (the relay's completeness shows downstream, and in relayed counts)
         self.shared_prefix: str | None = None
         self.verifier: Verifier | None = None  # signed messages required (v2x.net.signing): rejected ones are counted by kind
-        # how payloads are read: `codec.decode`, or for a receiver that only relays SPaT and counts RSM, `codec.skim`
-        self.decoder: Callable[[bytes], m.Frame] = codec.decode
+        # how payloads are read: None, `codec.decode`; else `codec.skim`, an RSM skimmed too if True (a receiver that
+        # only relays a SPaT and counts an RSM: the cloud, without sensors to fuse). Either reads a BSM as `decode` does
+        self.skim_rsm: bool | None = None
         self.link_lost: Counter[str] = Counter()  # by message type: lost by the impaired link
         # what became of each message offered to accept(): "own", "duplicate", "held", "accepted"; the rest
         # (undecodable, wrong type, expired, link-lost) are in bad.counts and link_lost
@@ -193,11 +193,7 @@ class Reception:
     def read_bsms(self, msgs: Sequence[Message]) -> list[Decoded | None]:
         """What each of `msgs` decodes to where it is a BSM frame the compiled reader takes, all read in one call
         (`codec.decode_bsms`: a step's BSMs, dozens to hundreds, for less than a call each), to hand `accept` as
-        `read`; None for the others, decoded as they are accepted. All None when `decoder` is not one that reads a
-        BSM as `decode` does (`decode`, `skim`)."""
-        reader = self.decoder.func if isinstance(self.decoder, functools.partial) else self.decoder
-        if reader is not codec.decode and reader is not codec.skim:
-            return [None] * len(msgs)
+        `read`; None for the others, decoded as they are accepted."""
         return [None if f is None else (f, "bsm", (), f.header.gen_time_us)  # `decoded(f)` of a BSM
                 for f in codec.decode_bsms([msg.payload for msg in msgs])]
 
@@ -209,7 +205,8 @@ class Reception:
         got = self._decoded.get(msg.payload) if read is None else read
         if got is None:
             try:
-                got = decoded(self.decoder(msg.payload))
+                frame = codec.decode(msg.payload) if self.skim_rsm is None else codec.skim(msg.payload, self.skim_rsm)
+                got = decoded(frame)
             except DecodeError as e:
                 got = e
             if isinstance(got, DecodeError) or got[1] != "bsm":  # a BSM's bytes come once to a receiver: not kept
