@@ -135,7 +135,6 @@ class CloudService(Service):
         self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time), heard in the last GONE_S
         self.seen: set[str] = set()  # every vehicle heard, for the summary
         self.rsus: dict[str, RsuLiveness] = {}
-        self.rsm: dict[str, tuple[m.Rsm | m.CheckedRsm, float]] = {}  # RSU id -> (latest RSM, sim time)
         self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
         self.max_queues: Counter[str] = Counter()  # the longest each queue has been
         self._next_queue_s = 0.0
@@ -455,8 +454,7 @@ class CloudService(Service):
                 # the Will says the connection was lost; a clean shutdown says it stopped
                 name = "rsu-online" if online else ("rsu-stopped" if body.detail == m.STOPPED else "rsu-lost")
                 self._event(name, rsu=sid, sim_s=round(now, 3))
-        elif isinstance(body, (m.Rsm, m.CheckedRsm)):
-            self.rsm[frame.header.sender_id] = (body, now)
+        elif isinstance(body, (m.Rsm, m.CheckedRsm)):  # counted; fused with the BSMs where there are sensors
             if self.fusion is not None:
                 assert isinstance(body, m.Rsm), "with sensors to fuse, RSMs are decoded in full"
                 self.fusion.rsm(frame.header.sender_id, frame.header.sim_time_ms / 1000, body)
