@@ -595,8 +595,9 @@ def test_bsm_bodies_of_nothing_and_of_an_elevation_not_finite() -> None:
 def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(scenario: str, mode: str) -> None:
     """An RSU's SPaT in wire form (`spat_wire`, compiled) against `codec.encode` of `intersection_state`'s objects,
     byte for byte, over 200 s of a controller's life: every state and interval, detector calls (actuated), priority
-    requests granted and cancelled (their status bit), revisions wrapping at 128; and the controller's `timings()`
-    (every group at once) equal to `timing(g)` of each."""
+    requests granted and cancelled (their status bit), new plans, revisions wrapping at 128; the controller's `timings()`
+    (every group at once) equal to `timing(g)` of each, and its `ends()` (kept while a fixed plan's ends stand) to
+    `timings()` without the starts."""
     from v2x.core import scenario as sc
     from v2x.core.mapdata import intersection_ref
     from v2x.core.network import Network
@@ -612,6 +613,7 @@ def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(sce
     for i, ctl in enumerate(controllers(net, Mode[mode])):
         head = spat_head(intersection_ref(i), net.intersections[i].spec.id)
         groups = sorted(ctl.groups)
+        kept, last_ends = 0, None
         for k in range(1, 2001):
             t = k * 0.1
             ctl.step(t, set(rng.sample(groups, 2)) if ctl.actuated else set())
@@ -619,13 +621,21 @@ def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(sce
                 ctl.request_priority(rng.choice(groups), t + rng.uniform(0.0, 30.0))
             if k % 131 == 0:
                 ctl.cancel_priority()
+            if k % 389 == 0:  # a new plan: the same phases at another offset (a fixed plan walks into it)
+                ctl.command(dataclasses.replace(ctl.plan, plan_id=ctl.plan.plan_id + 1, offset_s=rng.uniform(0.0, 60.0)))
             priority_seen += ctl.priority_group is not None
             assert ctl.timings() == [(g, ctl.timing(g)) for g in groups], k
+            ends = ctl.ends()
+            assert ends == [(g, *tm[:1], *tm[2:]) for g, tm in ctl.timings()], k
+            kept += ends is last_ends
+            last_ends = ends
             ts = 1_700_000_000_000 + k * 100
             want = codec.encode(m.Frame(header, m.Spat((intersection_state(net, i, ctl, ts, revision=k),))))
             wire = spat_wire(head, ctl, ts, revision=k)
             assert wire is not None, k
             assert codec.encode_relayed(header, wire) == want, k
+        assert ctl.plan_changes, i  # new plans took effect
+        assert kept > 1000 if mode == "FIXED" else kept == 0  # a fixed plan's ends were kept between its changes
     assert priority_seen > 0  # the status bit was written, too
 
 

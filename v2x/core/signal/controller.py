@@ -88,6 +88,17 @@ class GroupTiming(NamedTuple):
     next_state: LightState
 
 
+class GroupEnds(NamedTuple):
+    """A group's `GroupTiming` without its start (`SignalController.ends`)."""
+
+    group: int
+    state: LightState
+    min_end_s: float
+    max_end_s: float
+    likely_end_s: float
+    next_state: LightState
+
+
 GREEN_STATES = (LightState.PROTECTED_GREEN, LightState.PERMISSIVE_GREEN)
 # per group served ahead, (min, likely, max) start of the phase that serves it and that phase; and what a group no
 # phase serves gets (`SignalController._ahead`)
@@ -128,6 +139,7 @@ class SignalController:
         self.skip_to: int | None = None  # the phase to serve next, for a priority request
         self.priority_group: int | None = None  # the group a granted priority request is for, while it lasts
         self.green_ended_by = ""  # "gap", "max" or "fixed": why the last green ended
+        self._ends_kept: tuple[tuple[object, ...] | None, list[GroupEnds]] = (None, [])  # `ends()` and its key
 
     # -- stepping --------------------------------------------------------------
 
@@ -327,6 +339,27 @@ class SignalController:
                 ahead = self._ahead()
             out.append((g, self._red(g, ahead)))
         return out
+
+    def ends(self) -> list[GroupEnds]:
+        """Per group, in order: `timings()` without its starts (what SPaT carries: the state, its min, max and likely
+        end [s, absolute sim time], the state after it). A fixed plan's ends move only when its phase or interval
+        changes (or a priority request or a new plan moves them), not with the clock: they are worked out once and
+        kept while `_ends_key` is unchanged. An actuated plan's move with the time and the calls: worked out each
+        time. The list is shared: not to be changed."""
+        key = self._ends_key()
+        if key is not None and key == self._ends_kept[0]:
+            return self._ends_kept[1]
+        out = [GroupEnds(g, tm.state, tm.min_end_s, tm.max_end_s, tm.likely_end_s, tm.next_state) for g, tm in self.timings()]
+        if key is not None:
+            self._ends_kept = (key, out)
+        return out
+
+    def _ends_key(self) -> tuple[object, ...] | None:
+        """Everything a fixed plan's `timings()` reads but the clock (which only red groups' starts take); None for an
+        actuated plan, whose green ends follow the clock and the calls."""
+        if self.plan.mode is not Mode.FIXED:
+            return None
+        return (self.plan, self.k, self.interval, self.interval_start, self.green_s, self.pending is None, self._next_index())
 
     def _red(self, g: int, ahead: _Ahead) -> GroupTiming:
         """A red group's timing: until the next phase that serves it (`_ahead`), and the green it shows then."""

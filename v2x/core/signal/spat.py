@@ -64,14 +64,14 @@ def _groups(ctl: SignalController) -> list[tuple[int, m.LightState, float, float
     now = ctl.t
     rel: dict[float, float] = {}  # the groups' ends are few: most are red until the same time, and a fixed plan's
     out = []  # min, max and likely ends are one
-    for g, tm in ctl.timings():
+    for g, state, lo, hi, likely, following in ctl.ends():
         ends = []
-        for t in (tm.min_end_s, tm.max_end_s, tm.likely_end_s):
+        for t in (lo, hi, likely):
             r = rel.get(t)
             if r is None:
                 r = rel[t] = _rel(t, now)
             ends.append(r)
-        out.append((g, tm.state, ends[0], ends[1], ends[2], tm.next_state))
+        out.append((g, state, ends[0], ends[1], ends[2], following))
     return out
 
 
