@@ -247,3 +247,52 @@ def test_the_latency_series_counts_every_message_in_its_hop_and_second(arrivals:
         b = round(math.log(max(latency_us, 1)) / math.log(metrics.COARSE_STEP))
         per_s[b] = per_s.get(b, 0) + 1
     assert merge_json([ms.to_json()])[2] == expected
+
+
+class _EachAtOnce(Measurements):
+    """Measurements that count each latency as it comes (what the fold must give)."""
+
+    def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None, n: int = 1) -> None:
+        if latency_us is not None:
+            self._count(mtype, hop, gen_us, latency_us, n)
+
+
+_LATENCIES = st.one_of(
+    st.integers(-5, 3_000), st.integers(-(2**40), 10**8), st.sampled_from([0, 1, 2_047, 2_048, 2**53 - 1, 2**53, -(2**53), 2**63, -(2**64)]),
+    st.integers(0, 400).map(lambda i: round(metrics.COARSE_STEP ** (i + 0.5))),  # near a coarse bucket's edge
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from([("bsm", "vehicle->rsu"), ("bsm", "vehicle->cloud"), ("spat", "vehicle->cloud")]),
+                          st.integers(-3, 40), _LATENCIES, st.sampled_from([1, 1, 1, 3]), st.booleans()), max_size=300),
+       st.sampled_from([1, 7, metrics.FOLD_EVERY]))
+def test_latencies_put_aside_and_folded_at_once_are_counted_as_each_alone(
+    arrivals: list[tuple[tuple[str, str], int, int, int, bool]], fold_every: int,
+) -> None:
+    """Latencies folded into the histograms and series a batch at once (numpy) give what counting each as it comes
+    gives: the same buckets, counts, maxima and seconds, whatever the order of hops and seconds, with late arrivals
+    for packed seconds, many receivers at once, values a float does not hold exactly, and the figures read midway."""
+    folded, each = Measurements(0.25), _EachAtOnce(0.25)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics, "FOLD_EVERY", fold_every)
+        for k, ((mtype, hop), sec, latency_us, n, look) in enumerate(arrivals):
+            gen_us = sec * 1_000_000 + k
+            for ms in (folded, each):
+                ms.record_all([f"r{i}" for i in range(n)], f"t/{k}", mtype, hop, 0, gen_us, latency_us)
+            if look:
+                assert folded.latency.keys() == each.latency.keys()
+    got, want = folded.to_json(), each.to_json()
+    assert got["latency"] == want["latency"]
+    assert got["counts"] == want["counts"]
+    assert merge_json([got])[2] == merge_json([want])[2]  # the series (packed or not as their order fell)
+    assert {k: (h.counts, h.n, h.max) for k, h in folded.latency.items()} == {k: (h.counts, h.n, h.max) for k, h in each.latency.items()}
+
+
+def test_the_coarse_buckets_of_an_array_are_each_value_s_own() -> None:
+    """`coarse_buckets` (numpy's log) gives `coarse_bucket` (the math module's) of every latency up to 2**21 us, and of
+    the values about every bucket's edges up to 2**53; `buckets` gives `bucket` of each."""
+    edges = np.array([round(metrics.COARSE_STEP ** (i + 0.5)) for i in range(380)], dtype=np.int64)
+    v = np.concatenate([np.arange(-3, 2**21), (edges[:, None] + np.arange(-3, 4)).ravel(), [2**53 - 1]])
+    assert metrics.coarse_buckets(v).tolist() == [metrics.coarse_bucket(int(x)) for x in v]
+    w = np.concatenate([np.arange(0, 2**16), np.int64(2) ** np.arange(11, 53), np.int64(2) ** np.arange(11, 53) - 1, [2**53 - 1]])
+    assert metrics.buckets(w).tolist() == [metrics.bucket(int(x)) for x in w]

@@ -12,6 +12,8 @@
 - Latency over time: per hop and sim second of generation, a coarse histogram (buckets 10% wide),
   enough to draw p50 and p99 against time in memory that grows with the run's length only: a second
   more than OPEN_S behind the newest is kept as a compact array (about 300 bytes, a fifth of a dict's).
+- A receiver takes a latency by putting it aside with its generation time; a few thousand at a time, or when the
+  figures are read, they are folded into the histograms at once (numpy), as each would have been on its own.
 - Hops are named "<sender kind>-><receiver kind>": vehicle->rsu, vehicle->cloud, rsu->vehicle,
   rsu->cloud, cloud->rsu, cloud->vehicle.
 """
@@ -23,6 +25,9 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
 
 from v2x.core.scenario import Scenario
 
@@ -46,6 +51,8 @@ JUMP_SLACK = 16  # sequence numbers beyond that rate still taken as the same str
 SILENT_S = 60.0  # [s]
 SWEEP_EVERY_S = 1.0  # [s] how often streams are looked at for silence
 OPEN_S = 2  # [s] seconds of a hop's latency series kept as dicts behind its newest; older ones are packed
+FOLD_EVERY = 4096  # latencies a receiver puts aside before it folds them into its histograms at once
+_EXACT_FLOAT = 2**53  # latencies and generation times below this are exact as floats, and folded as arrays
 
 
 def bucket(v: int) -> int:
@@ -248,6 +255,32 @@ def coarse_bucket(v_us: int) -> int:
     return b
 
 
+_COARSE_MAX = 512  # above every coarse bucket of a latency below _EXACT_FLOAT (log(2**53) / log(1.1) is 385)
+
+
+def _exact(v: npt.NDArray[np.int64]) -> bool:
+    """Whether every integer of `v` is one a float holds exactly."""
+    return bool(((v > -_EXACT_FLOAT) & (v < _EXACT_FLOAT)).all())
+
+
+def buckets(v: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """`bucket` of each of an array of latencies [us], 0 <= v < _EXACT_FLOAT."""
+    e = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 11  # bit_length - 11: exact below 2**53
+    out: npt.NDArray[np.int64] = np.where(v < _EXACT, v, _EXACT + (e - 1) * _HALF + ((v >> np.maximum(e, 0)) - _HALF))
+    return out
+
+
+def coarse_buckets(v: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """`coarse_bucket` of each of an array of latencies [us], |v| < _EXACT_FLOAT. numpy's log may differ from the
+    math module's in the last bit: a value whose bucket that could change (within 1e-9 of half way between two) is
+    worked out by `coarse_bucket` itself."""
+    x = np.log(np.maximum(v, 1).astype(np.float64)) / _LOG_STEP
+    out = np.rint(x).astype(np.int64)  # round half to even, as round() does
+    for i in np.flatnonzero(np.abs(x - np.floor(x) - 0.5) < 1e-9):
+        out[i] = coarse_bucket(int(v[i]))
+    return out
+
+
 def coarse_value_us(i: int) -> float:
     return float(COARSE_STEP**i)
 
@@ -269,9 +302,12 @@ class Measurements:
 
     def __init__(self, epoch_s: float = 0.0) -> None:
         self.epoch_s = epoch_s  # UTC [s] of sim time 0: the series is by sim second
-        self.latency: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
+        self._latency_by: dict[tuple[str, str], Histogram] = {}  # (message type, hop) -> histogram
         # hop -> sim second of generation -> coarse histogram: a dict, or packed (bucket, count, bucket, count...)
-        self.series: dict[str, dict[int, dict[int, int] | array[int]]] = {}
+        self._series: dict[str, dict[int, dict[int, int] | array[int]]] = {}
+        # by (message type, hop): latencies [us] and generation times [us] put aside, not yet in the histograms
+        self._aside: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._n_aside = 0
         self._open: dict[str, set[int]] = {}  # by hop: the seconds of its series still dicts
         self._counting: dict[str, tuple[int, dict[int, int]]] = {}  # by hop: the second last counted in, and its dict
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
@@ -332,12 +368,38 @@ class Measurements:
         """A message just recorded arrived older than its expiry: received, but of no use."""
         self.closed.setdefault((mtype, hop), Counts()).expired += 1
 
+    @property
+    def latency(self) -> dict[tuple[str, str], Histogram]:
+        """(message type, hop) -> latency histogram [us], everything received so far in it."""
+        self._fold()
+        return self._latency_by
+
+    @property
+    def series(self) -> dict[str, dict[int, dict[int, int] | array[int]]]:
+        """hop -> sim second of generation -> coarse histogram of latency: a dict, or packed (bucket, count, ...)."""
+        self._fold()
+        return self._series
+
     def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None, n: int = 1) -> None:
         if latency_us is None:
             return
-        h = self.latency.get((mtype, hop))
+        if n != 1:  # one message counted for many receivers at once (rare): now (the figures do not depend on order)
+            self._count(mtype, hop, gen_us, latency_us, n)
+            return
+        aside = self._aside.get((mtype, hop))
+        if aside is None:
+            aside = self._aside[(mtype, hop)] = ([], [])
+        aside[0].append(latency_us)
+        aside[1].append(gen_us)
+        self._n_aside += 1
+        if self._n_aside >= FOLD_EVERY:
+            self._fold()
+
+    def _count(self, mtype: str, hop: str, gen_us: int, latency_us: int, n: int = 1) -> None:
+        """One latency, `n` times, into its histogram and its hop's series."""
+        h = self._latency_by.get((mtype, hop))
         if h is None:
-            h = self.latency[(mtype, hop)] = Histogram()
+            h = self._latency_by[(mtype, hop)] = Histogram()
         h.record(latency_us, n)
         sec = math.floor(gen_us / 1e6 - self.epoch_s)
         counting = self._counting.get(hop)
@@ -346,9 +408,43 @@ class Measurements:
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + n
 
+    def _fold(self) -> None:
+        """The latencies put aside into the histograms and series, as `_count` would have put each: the histogram's
+        bucket of each, and the coarse bucket of each in the sim second of its generation, counted at once."""
+        if not self._n_aside:
+            return
+        aside, self._aside, self._n_aside = self._aside, {}, 0
+        for (mtype, hop), (lats, gens) in aside.items():
+            try:
+                lat, gen = np.array(lats, dtype=np.int64), np.array(gens, dtype=np.int64)
+            except OverflowError:
+                lat = gen = np.array([_EXACT_FLOAT])
+            if not (_exact(lat) and _exact(gen)):  # beyond a float's
+                for one, g in zip(lats, gens, strict=True):  # exact integers (nothing a trusted clock gives): each
+                    self._count(mtype, hop, g, one)  # alone
+                continue
+            h = self._latency_by.get((mtype, hop))
+            if h is None:
+                h = self._latency_by[(mtype, hop)] = Histogram()
+            clipped = np.maximum(lat, 0)
+            fine, n_fine = np.unique(buckets(clipped), return_counts=True)
+            for b, c in zip(fine.tolist(), n_fine.tolist(), strict=True):
+                h.counts[b] = h.counts.get(b, 0) + c
+            h.n += len(clipped)
+            h.max = max(h.max, int(clipped.max()))
+            sec = np.floor(gen / 1e6 - self.epoch_s).astype(np.int64)
+            coarse = coarse_buckets(lat)
+            low = int(sec.min())
+            keys, counts = np.unique((sec - low) * _COARSE_MAX + coarse, return_counts=True)
+            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+                s, b = low + k // _COARSE_MAX, k % _COARSE_MAX
+                counting = self._counting.get(hop)
+                per_s = counting[1] if counting is not None and counting[0] == s else self._second(hop, s)
+                per_s[b] = per_s.get(b, 0) + c
+
     def _second(self, hop: str, sec: int) -> dict[int, int]:
         """A hop's coarse histogram of sim second `sec`, as a dict to count in (the seconds OPEN_S behind it packed)."""
-        per_hop = self.series.setdefault(hop, {})
+        per_hop = self._series.setdefault(hop, {})
         per_s = per_hop.get(sec)
         if not isinstance(per_s, dict):  # a new second, or a late arrival for one packed already
             per_s = per_hop[sec] = {} if per_s is None else dict(_bins(per_s))
