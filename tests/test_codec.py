@@ -626,7 +626,7 @@ def test_spat_written_at_once_is_what_the_codec_writes_of_intersection_state(sce
             priority_seen += ctl.priority_group is not None
             assert ctl.timings() == [(g, ctl.timing(g)) for g in groups], k
             ends = ctl.ends()
-            assert ends == [(g, *tm[:1], *tm[2:]) for g, tm in ctl.timings()], k
+            assert list(ends) == [(g, *tm[:1], *tm[2:]) for g, tm in ctl.timings()], k
             kept += ends is last_ends
             last_ends = ends
             ts = 1_700_000_000_000 + k * 100

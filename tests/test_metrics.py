@@ -260,23 +260,26 @@ class _EachAtOnce(Measurements):
 _LATENCIES = st.one_of(
     st.integers(-5, 3_000), st.integers(-(2**40), 10**8), st.sampled_from([0, 1, 2_047, 2_048, 2**53 - 1, 2**53, -(2**53), 2**63, -(2**64)]),
     st.integers(0, 400).map(lambda i: round(metrics.COARSE_STEP ** (i + 0.5))),  # near a coarse bucket's edge
+    st.sampled_from([1.7, -0.5, 2_047.5]),  # not what a receiver's clock gives, but what the signature would let in
 )
 
 
 @given(st.lists(st.tuples(st.sampled_from([("bsm", "vehicle->rsu"), ("bsm", "vehicle->cloud"), ("spat", "vehicle->cloud")]),
-                          st.integers(-3, 40), _LATENCIES, st.sampled_from([1, 1, 1, 3]), st.booleans()), max_size=300),
+                          st.integers(-3, 40), st.sampled_from([0, 1, 249_999, 250_000, 250_001, 999_999]), _LATENCIES,
+                          st.sampled_from([1, 1, 1, 3]), st.booleans()), max_size=300),
        st.sampled_from([1, 7, metrics.FOLD_EVERY]))
 def test_latencies_put_aside_and_folded_at_once_are_counted_as_each_alone(
-    arrivals: list[tuple[tuple[str, str], int, int, int, bool]], fold_every: int,
+    arrivals: list[tuple[tuple[str, str], int, int, int | float, int, bool]], fold_every: int,
 ) -> None:
     """Latencies folded into the histograms and series a batch at once (numpy) give what counting each as it comes
     gives: the same buckets, counts, maxima and seconds, whatever the order of hops and seconds, with late arrivals
-    for packed seconds, many receivers at once, values a float does not hold exactly, and the figures read midway."""
+    for packed seconds, generation times about a sim second's edge (the epoch a quarter second into UTC's), many
+    receivers at once, values a float does not hold exactly or that are floats, and the figures read midway."""
     folded, each = Measurements(0.25), _EachAtOnce(0.25)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(metrics, "FOLD_EVERY", fold_every)
-        for k, ((mtype, hop), sec, latency_us, n, look) in enumerate(arrivals):
-            gen_us = sec * 1_000_000 + k
+        for k, ((mtype, hop), sec, into_us, latency_us, n, look) in enumerate(arrivals):
+            gen_us = sec * 1_000_000 + into_us
             for ms in (folded, each):
                 ms.record_all([f"r{i}" for i in range(n)], f"t/{k}", mtype, hop, 0, gen_us, latency_us)
             if look:

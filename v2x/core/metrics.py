@@ -24,7 +24,7 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -258,9 +258,10 @@ def coarse_bucket(v_us: int) -> int:
 _COARSE_MAX = 512  # above every coarse bucket of a latency below _EXACT_FLOAT (log(2**53) / log(1.1) is 385)
 
 
-def _exact(v: npt.NDArray[np.int64]) -> bool:
-    """Whether every integer of `v` is one a float holds exactly."""
-    return bool(((v > -_EXACT_FLOAT) & (v < _EXACT_FLOAT)).all())
+def _exact(v: npt.NDArray[Any]) -> bool:
+    """Whether `v` holds integers only (numpy's signed kind: not floats, nor Python ints beyond 64 bits), each one a
+    float holds exactly."""
+    return v.dtype.kind == "i" and bool(((v > -_EXACT_FLOAT) & (v < _EXACT_FLOAT)).all())
 
 
 def buckets(v: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -415,13 +416,10 @@ class Measurements:
             return
         aside, self._aside, self._n_aside = self._aside, {}, 0
         for (mtype, hop), (lats, gens) in aside.items():
-            try:
-                lat, gen = np.array(lats, dtype=np.int64), np.array(gens, dtype=np.int64)
-            except OverflowError:
-                lat = gen = np.array([_EXACT_FLOAT])
-            if not (_exact(lat) and _exact(gen)):  # beyond a float's
-                for one, g in zip(lats, gens, strict=True):  # exact integers (nothing a trusted clock gives): each
-                    self._count(mtype, hop, g, one)  # alone
+            lat, gen = np.array(lats), np.array(gens)
+            if not (_exact(lat) and _exact(gen)):  # not all integers a float holds exactly (nothing a receiver's
+                for one, g in zip(lats, gens, strict=True):  # clock gives): each alone
+                    self._count(mtype, hop, g, one)
                 continue
             h = self._latency_by.get((mtype, hop))
             if h is None:

@@ -139,7 +139,7 @@ class SignalController:
         self.skip_to: int | None = None  # the phase to serve next, for a priority request
         self.priority_group: int | None = None  # the group a granted priority request is for, while it lasts
         self.green_ended_by = ""  # "gap", "max" or "fixed": why the last green ended
-        self._ends_kept: tuple[tuple[object, ...] | None, list[GroupEnds]] = (None, [])  # `ends()` and its key
+        self._ends_kept: tuple[tuple[object, ...] | None, tuple[GroupEnds, ...]] = (None, ())  # `ends()` and its key
 
     # -- stepping --------------------------------------------------------------
 
@@ -340,16 +340,16 @@ class SignalController:
             out.append((g, self._red(g, ahead)))
         return out
 
-    def ends(self) -> list[GroupEnds]:
+    def ends(self) -> tuple[GroupEnds, ...]:
         """Per group, in order: `timings()` without its starts (what SPaT carries: the state, its min, max and likely
         end [s, absolute sim time], the state after it). A fixed plan's ends move only when its phase or interval
         changes (or a priority request or a new plan moves them), not with the clock: they are worked out once and
         kept while `_ends_key` is unchanged. An actuated plan's move with the time and the calls: worked out each
-        time. The list is shared: not to be changed."""
+        time."""
         key = self._ends_key()
         if key is not None and key == self._ends_kept[0]:
             return self._ends_kept[1]
-        out = [GroupEnds(g, tm.state, tm.min_end_s, tm.max_end_s, tm.likely_end_s, tm.next_state) for g, tm in self.timings()]
+        out = tuple(GroupEnds(g, tm.state, tm.min_end_s, tm.max_end_s, tm.likely_end_s, tm.next_state) for g, tm in self.timings())
         if key is not None:
             self._ends_kept = (key, out)
         return out
