@@ -330,25 +330,26 @@ class Measurements:
             self.unsequenced[(mtype, hop)] = self.unsequenced.get((mtype, hop), 0) + 1
             self._latency(mtype, hop, gen_us, latency_us)
             return True
-        if not self._seen_anew(receiver, topic, sender, seq, gen_us, mtype, hop):
-            return False
-        self._latency(mtype, hop, gen_us, latency_us)
-        return True
-
-    def _seen_anew(self, receiver: str, topic: str, sender: str, seq: int, gen_us: int, mtype: str, hop: str) -> bool:
-        """A message into its stream (receiver, topic, sender), begun anew if need be; False for a duplicate."""
         key = (receiver, topic, sender)
         stream = self.streams.get(key)
         seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
+        if seen != Stream.NEW and not self._seen_anew(key, stream, seen, seq, gen_us, mtype, hop):
+            return False  # (the next number of a stream, nearly every message, is NEW without `_seen_anew`'s call)
+        self._latency(mtype, hop, gen_us, latency_us)
+        return True
+
+    def _seen_anew(self, key: tuple[str, str, str], stream: Stream | None, seen: int, seq: int, gen_us: int, mtype: str,
+                   hop: str) -> bool:
+        """A message its stream `key` (receiver, topic, sender), `stream` (None: none yet), did not take as NEW but as
+        `seen`: a DUPLICATE (False), or a RESTART or JUMP, when a new stream begins with it (True)."""
         if seen == Stream.DUPLICATE:
             return False
-        if seen != Stream.NEW:
-            if stream is not None:
-                self._close(key)
-            if seen == Stream.JUMP:
-                self.closed.setdefault((mtype, hop), Counts()).jumps += 1
-            self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
-            self._stream_type[key] = (mtype, hop)
+        if stream is not None:
+            self._close(key)
+        if seen == Stream.JUMP:
+            self.closed.setdefault((mtype, hop), Counts()).jumps += 1
+        self.streams[key] = Stream(seq, seq, recent={seq: gen_us})
+        self._stream_type[key] = (mtype, hop)
         return True
 
     def record_all(
@@ -359,7 +360,12 @@ class Measurements:
         receiver's stream on its own, the latency counted once for all that had not had it."""
         if not sequenced:
             return [self.record(r, topic, mtype, hop, seq, gen_us, latency_us, sender, sequenced) for r in receivers]
-        out = [self._seen_anew(r, topic, sender, seq, gen_us, mtype, hop) for r in receivers]
+        streams, out = self.streams, []
+        for r in receivers:  # `record`'s way, receiver by receiver
+            key = (r, topic, sender)
+            stream = streams.get(key)
+            seen = Stream.RESTART if stream is None else stream.see(seq, gen_us)
+            out.append(seen == Stream.NEW or self._seen_anew(key, stream, seen, seq, gen_us, mtype, hop))
         n = sum(out)
         if n:
             self._latency(mtype, hop, gen_us, latency_us, n)
