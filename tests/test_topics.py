@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from hypothesis import given
@@ -23,6 +24,23 @@ def test_a_point_lies_in_its_tile(lat: float, lon: float, zoom: int) -> None:
     s, w, n, e = topics.tile_bounds(key)
     assert s - 1e-9 <= lat <= n + 1e-9
     assert w - 1e-9 <= lon <= e + 1e-9
+
+
+@given(st.floats(-85.0, 85.0), st.floats(-180.0, 179.999), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_every_point_inside_a_tile_s_inner_box_has_the_tile_s_quadkey(lat: float, lon: float, fy: float, fx: float) -> None:
+    """A fleet works a vehicle's tile out again only when its BSM leaves `tile_inside` of its tile: every point
+    strictly inside that box (its corners and edges nudged the least float inward, or anywhere between) must have
+    the tile's quadkey, and the box must leave out no more than a few centimetres of the tile."""
+    key = topics.quadkey(lat, lon)
+    s, w, n, e = topics.tile_inside(key)
+    south, west, north, east = topics.tile_bounds(key)
+    assert 0 < s - south < 2e-7 and 0 < north - n < 2e-7 and 0 < w - west < 2e-7 and 0 < east - e < 2e-7
+    lats = [math.nextafter(s, math.inf), math.nextafter(n, -math.inf), s + fy * (n - s)]
+    lons = [math.nextafter(w, math.inf), math.nextafter(e, -math.inf), w + fx * (e - w)]
+    for y in lats:
+        for x in lons:
+            if s < y < n and w < x < e:
+                assert topics.quadkey(y, x) == key, (y, x)
 
 
 def test_zoom_17_tile_is_about_260_m_at_wuxi() -> None:

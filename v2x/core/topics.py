@@ -57,6 +57,17 @@ def tile_bounds(key: str) -> tuple[float, float, float, float]:
     return lat(y + 1), x / n * 360.0 - 180.0, lat(y), (x + 1) / n * 360.0 - 180.0
 
 
+_INSIDE_DEG = 1e-7  # [deg] about a centimetre: the rounding of `quadkey`'s formulas moves a point some 1e-11 of a tile
+
+
+@functools.lru_cache(maxsize=4096)
+def tile_inside(key: str) -> tuple[float, float, float, float]:
+    """(south, west, north, east) [deg] of a tile's bounds, each moved _INSIDE_DEG inward: every point strictly
+    inside has the tile's quadkey, so a vehicle's tile need be worked out again only near one of its edges."""
+    south, west, north, east = tile_bounds(key)
+    return south + _INSIDE_DEG, west + _INSIDE_DEG, north - _INSIDE_DEG, east - _INSIDE_DEG
+
+
 def neighbours(key: str) -> list[str]:
     """The tile and its eight neighbours at the same zoom (fewer at the map's edge)."""
     x, y = _xy(key)

@@ -37,7 +37,7 @@ from v2x.core.kept import Kept
 from v2x.core.mobility import Mobility
 from v2x.core.network import Network
 from v2x.core.scenario import Scenario
-from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey
+from v2x.core.topics import RETAINED_KINDS, kind_of, quadkey, tile_inside
 from v2x.core.traffic import HAZARD_SLOW_M, HAZARD_SPEED_MPS, KIND_INDEX, Light, Traffic
 from v2x.core.trajectories import Trajectories
 from v2x.core.trust import TrustRules
@@ -97,6 +97,7 @@ class Radio:
     ready: bool = False
     order: int = 0  # the how-manieth OBU its fleet made: `Fleet.radios`'s order
     bsm_topic: str | None = None  # where its BSMs go, in its tile
+    tile_box: tuple[float, float, float, float] = (math.inf, math.inf, -math.inf, -math.inf)  # `tile_inside(tile)`
 
     @property
     def transport(self) -> Transport:
@@ -781,21 +782,24 @@ class Fleet:
             if radio is None or not radio.ready:
                 self.counters.bsm_not_connected += 1
                 continue
-            tile = quadkey(lat, lon)
-            if tile != radio.tile or radio.bsm_topic is None:
-                radio.tile, radio.bsm_topic = tile, self.topics.bsm(tile, radio.station.sender_id)
+            tile, topic, box = radio.tile, radio.bsm_topic, radio.tile_box
+            if tile is None or topic is None or not (box[0] < lat < box[2] and box[1] < lon < box[3]):
+                tile = quadkey(lat, lon)  # (well inside its tile, a point's quadkey is the tile's: not worked out)
+                if tile != radio.tile or topic is None:
+                    topic = self.topics.bsm(tile, radio.station.sender_id)
+                radio.tile, radio.bsm_topic, radio.tile_box = tile, topic, tile_inside(tile)
             radio.xy = self.net.frame.to_local(lat, lon)
             if isinstance(bsm, bytes):  # its body already in wire form: behind its own header, nothing else to say
                 if times is None:
                     times = codec.time_fields(self.clock.utc_us(), max(round(self.traffic.t * 1000), 0))
-                if not radio.station.relay_at(times, radio.bsm_topic, m.MessageType.BSM, bsm, expiry_s=BSM_EXPIRY_S):
+                if not radio.station.relay_at(times, topic, m.MessageType.BSM, bsm, expiry_s=BSM_EXPIRY_S):
                     self.counters.bsm_not_sent += 1
                 continue
             said = [(radio.station.sender_id, bsm)] if self.attacks is None else self.attacks.apply(vid, bsm, self.traffic.t)
             for sid, body in said:  # an attacker's BSM may lie, and a Sybil attacker speaks for a ghost too
                 station = radio.station if sid == radio.station.sender_id else self._ghost(sid, radio)
-                tile = radio.tile if body is bsm else quadkey(body.position.lat_deg, body.position.lon_deg)
-                if not station.publish(self.topics.bsm(tile, sid), body, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t):
+                where = tile if body is bsm else quadkey(body.position.lat_deg, body.position.lon_deg)
+                if not station.publish(self.topics.bsm(where, sid), body, expiry_s=BSM_EXPIRY_S, sim_s=self.traffic.t):
                     self.counters.bsm_not_sent += 1  # its sequence number is spent: receivers count the gap
 
     def _ghost(self, sid: str, host: Radio) -> Station:
