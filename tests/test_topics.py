@@ -34,7 +34,8 @@ def test_every_point_inside_a_tile_s_inner_box_has_the_tile_s_quadkey(lat: float
     key = topics.quadkey(lat, lon)
     s, w, n, e = topics.tile_inside(key)
     south, west, north, east = topics.tile_bounds(key)
-    assert 0 < s - south < 2e-7 and 0 < north - n < 2e-7 and 0 < w - west < 2e-7 and 0 < east - e < 2e-7
+    for inward in (s - south, north - n, w - west, east - e):
+        assert 0 < inward < 2e-7
     lats = [math.nextafter(s, math.inf), math.nextafter(n, -math.inf), s + fy * (n - s)]
     lons = [math.nextafter(w, math.inf), math.nextafter(e, -math.inf), w + fx * (e - w)]
     for y in lats:

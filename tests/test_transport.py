@@ -19,6 +19,7 @@ from v2x.core import messages as m
 from v2x.core.errors import BrokerError
 from v2x.net import transport as transport_module
 from v2x.net.broker import EmbeddedBroker, MosquittoBroker
+from v2x.net.shared import _literal_head
 from v2x.net.transport import (
     BACKOFF_CAP_S,
     BrokerUrl,
@@ -347,7 +348,8 @@ async def test_memory_transport_retains_and_publishes_wills() -> None:
 
 
 def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
-    """The lockstep hub's filter tree against the plain matcher, on random filters and topics (with + # and $)."""
+    """The lockstep hub's filter tree against the plain matcher, on random filters and topics (with + # and $); and
+    every topic a filter matches begins with the filter's literal head (`v2x.net.shared._literal_head`)."""
     rng = random.Random(1)
     levels = ["a", "b", "c", "$SYS", "v2x"]
 
@@ -372,6 +374,8 @@ def test_filter_tree_matches_exactly_what_topic_matches_does() -> None:
         for _ in range(50):
             t = topic()
             assert sorted(x for subs in tree.match(t) for x in subs) == [f for f in filters if topic_matches(f, t)], t
+            for f in filters:  # and a shared connection's quick test before the matcher lets through all it matches
+                assert not topic_matches(f, t) or t.startswith(_literal_head(f)), (f, t)
 
 
 @pytest.mark.parametrize("v5", [True, False])

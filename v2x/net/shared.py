@@ -18,6 +18,7 @@ the vehicles apart), and a per-vehicle QoS 0 rate limit (the fleet's one connect
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -93,8 +94,9 @@ class SharedConnection:
         self.tree.add(topic_filter, t)  # before the broker's SUBACK: the retained messages follow it at once
         self.holders[topic_filter] = self.holders.get(topic_filter, 0) + 1
         if held:
+            head = _literal_head(topic_filter)
             for topic, msg in list(self.retained.items()):
-                if topic_matches(topic_filter, topic):
+                if topic.startswith(head) and topic_matches(topic_filter, topic):
                     copy = Message(topic, msg.payload, msg.qos, True, msg.rx_ns)
                     if t.fanned and self.fanned is not None:  # after what arrived before (pumped above), as an inbox keeps it
                         t.stats.received += 1
@@ -127,6 +129,17 @@ class SharedConnection:
         await self.inner.unsubscribe(topic_filter)
         for topic in [tp for tp in self.retained if not any(self.tree.match(tp))]:
             del self.retained[topic]  # no filter holds it: its copy would go stale
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_head(topic_filter: str) -> str:
+    """What every topic a filter matches begins with: its levels before the first wildcard (without the separator,
+    as `a/#` matches `a`). A quick test before `topic_matches`, for the copies of the retained messages a vehicle
+    gets when it holds a filter: a shared connection keeps every junction's MAP, and holds are many."""
+    for i, level in enumerate(parts := topic_filter.split("/")):
+        if level in ("+", "#"):
+            return "/".join(parts[:i])
+    return topic_filter
 
 
 class SharedTransport(_Inbox):
