@@ -310,7 +310,6 @@ class Measurements:
         self._aside: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._n_aside = 0
         self._open: dict[str, set[int]] = {}  # by hop: the seconds of its series still dicts
-        self._counting: dict[str, tuple[int, dict[int, int]]] = {}  # by hop: the second last counted in, and its dict
         self.streams: dict[tuple[str, str, str], Stream] = {}  # (receiver, topic, sender) -> stream
         self._stream_type: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (message type, hop)
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
@@ -408,10 +407,7 @@ class Measurements:
         if h is None:
             h = self._latency_by[(mtype, hop)] = Histogram()
         h.record(latency_us, n)
-        sec = math.floor(gen_us / 1e6 - self.epoch_s)
-        counting = self._counting.get(hop)
-        # the second last counted in (nearly every message): still a dict, as only `_second` of the same hop packs one
-        per_s = counting[1] if counting is not None and counting[0] == sec else self._second(hop, sec)
+        per_s = self._second(hop, math.floor(gen_us / 1e6 - self.epoch_s))
         b = coarse_bucket(latency_us)
         per_s[b] = per_s.get(b, 0) + n
 
@@ -441,9 +437,8 @@ class Measurements:
             low = int(sec.min())
             keys, counts = np.unique((sec - low) * _COARSE_MAX + coarse, return_counts=True)
             for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-                s, b = low + k // _COARSE_MAX, k % _COARSE_MAX
-                counting = self._counting.get(hop)
-                per_s = counting[1] if counting is not None and counting[0] == s else self._second(hop, s)
+                per_s = self._second(hop, low + k // _COARSE_MAX)
+                b = k % _COARSE_MAX
                 per_s[b] = per_s.get(b, 0) + c
 
     def _second(self, hop: str, sec: int) -> dict[int, int]:
@@ -459,7 +454,6 @@ class Measurements:
                 packed = per_hop[old]
                 if isinstance(packed, dict):
                     per_hop[old] = array("I", [x for bc in sorted(packed.items()) for x in bc])
-        self._counting[hop] = (sec, per_s)
         return per_s
 
     def close_silent(self, now_us: int) -> None:
