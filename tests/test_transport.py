@@ -425,6 +425,7 @@ def test_a_queued_qos0_message_keeps_its_retain_flag_and_expiry_and_no_propertie
     would make the packet malformed there."""
     t = MqttTransport("mqtt://127.0.0.1:1", "c", version="auto")
     t._client = _Written(level)
+    t._v5 = t.protocol_version == transport_module.MQTT5  # as the connection's CONNACK sets it (`_on_connect`)
     t._send(transport_module._Outgoing("a/b", b"xyz", 0, True, {"message_expiry_interval": 5}))
     t._send_qos0("a/c", b"", False, 7)
     v5 = level == transport_module.MQTT5
