@@ -721,6 +721,10 @@ def test_a_qos0_publish_the_transport_does_not_read_itself_is_looked_at_once() -
     assert [m.payload for m in t.receive()] == [b"plain"]
     assert handed == [user_property]  # gmqtt's to read
     assert t._qos0_in_window == 2  # one place each
+    asyncio.run(read(bytearray(qos0_publish("a/c", b"kept", False, True))))  # what a transport may hand on, other than bytes
+    got = t.receive()
+    assert [(m.topic, m.payload, m.retain) for m in got] == [("a/c", b"kept", False)]
+    assert type(got[0].payload) is bytes  # as the inbox's every payload (hashed, kept by its bytes downstream)
 
 
 async def test_an_arrival_wakes_every_wait_and_a_wait_says_whether_one_woke_it() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -486,11 +487,18 @@ def qos0_publish(topic: str, payload: bytes, retain: bool, v5: bool, expiry_s: i
     """A QoS 0 PUBLISH packet, byte for byte what gmqtt builds for it (its fixed header, topic, MQTT 5 properties:
     none, or the message expiry), at a tenth of the cost: no `Message`, no generic property encoding."""
     t = topic.encode("utf-8", errors="replace")  # as gmqtt encodes a topic
-    props = (b"\x00" if expiry_s is None else bytes((5, _EXPIRY_PROPERTY)) + int(expiry_s).to_bytes(4, "big")) if v5 else b""
+    props = _v5_properties(expiry_s) if v5 else b""
     n = 2 + len(t) + len(props) + len(payload)
     if n > MAX_REMAINING_LENGTH:
         raise ValueError(f"a {len(payload)}-byte payload is more than an MQTT packet holds")
     return b"".join((b"\x31" if retain else b"\x30", _remaining_length(n), len(t).to_bytes(2, "big"), t, props, payload))
+
+
+@functools.lru_cache(maxsize=64)
+def _v5_properties(expiry_s: int | None) -> bytes:
+    """A QoS 0 PUBLISH's MQTT 5 properties (`qos0_publish`): none, or the message expiry (a message type's own, a few
+    in all: made once each)."""
+    return b"\x00" if expiry_s is None else bytes((5, _EXPIRY_PROPERTY)) + int(expiry_s).to_bytes(4, "big")
 
 
 def _plain_qos0(data: bytes, v5: bool) -> tuple[str, bytes] | None:
@@ -535,6 +543,8 @@ def _read_directly(protocol: Any, who: str) -> None:
         nonlocal rest
         if rest is None:
             return
+        if type(data) is not bytes:  # (what it hands on is sliced from bytes: a payload taken as it is, bytes)
+            data = bytes(data)
         buf = rest + data if rest else data
         n, i = len(buf), 0
         connection = protocol._connection
@@ -952,7 +962,11 @@ class MqttTransport(_Inbox):
             plain = _plain_qos0(data, v5)
             if plain is not None and connection._handler.current_connection is connection:
                 connection._last_data_in = time.monotonic()
-                self._take(plain[0], plain[1], 0, bool(cmd & 0x01))
+                if cmd & 0x01:  # retained: `_take` sees whether it is ours
+                    self._take(plain[0], plain[1], 0, True)
+                else:  # `_take`'s way for the rest, the most of them
+                    self.stats.received += 1
+                    self._put(Message(plain[0], plain[1], 0, False, time.time_ns()))  # (bytes: `_read_directly`)
                 return True
             return False
 
