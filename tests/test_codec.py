@@ -304,14 +304,14 @@ def _dataclasses_in(obj: object) -> list[object]:
 @settings(max_examples=200, deadline=None)
 @given(S.any_frame)
 def test_the_decoders_maker_makes_what_the_class_makes(frame: m.Frame) -> None:
-    """The decoders' cheap construction (`codec._maker`) gives, for every message class, the very object the class's
+    """The decoders' cheap construction (`codec.maker`) gives, for every message class, the very object the class's
     own __init__ gives: its type, equal, the same hash and repr, still frozen, and the same through pickle and copy."""
     import copy
     import pickle
 
     for obj in _dataclasses_in(frame):
         cls = type(obj)
-        made = codec._maker(cls)(*(getattr(obj, f.name) for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+        made = codec.maker(cls)(*(getattr(obj, f.name) for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
         assert type(made) is cls
         assert made == obj
         assert hash(made) == hash(obj)
@@ -340,7 +340,7 @@ def test_the_maker_refuses_a_class_whose_init_does_more() -> None:
 
     for cls in (Checked, Unslotted, Mutable):
         with pytest.raises(TypeError, match=cls.__name__):
-            codec._maker(cls)
+            codec.maker(cls)
 
 
 _EVENT_EDGES = {  # each SPaT movement wire field's range edges and "unavailable" code

@@ -107,7 +107,7 @@ def _unbits(cls: type[E], k: int, field: str) -> frozenset[E]:
     return frozenset(out)
 
 
-def _maker(cls: type[T]) -> Callable[..., T]:
+def maker(cls: type[T]) -> Callable[..., T]:
     """What `cls(...)` makes of every field's value, given in the order of its fields, for less (bench.codec): for the
     decoders, once a message's values have passed their checks (at 10 Hz per vehicle, for every receiver).
 
@@ -126,15 +126,15 @@ def _maker(cls: type[T]) -> Callable[..., T]:
     return cast("Callable[..., T]", type(f"_{cls.__name__}Maker", (), {"__slots__": names, "__init__": scope["__init__"]}))
 
 
-_GeoPoint = _maker(m.GeoPoint)
-_Header = _maker(m.Header)
-_Frame = _maker(m.Frame)
-_Bsm = _maker(m.Bsm)
-_Participant = _maker(m.Participant)
-_IntersectionRef = _maker(m.IntersectionRef)
-_MovementState = _maker(m.MovementState)
-_MovementEvent = _maker(m.MovementEvent)
-_TimeChange = _maker(m.TimeChange)
+_GeoPoint = maker(m.GeoPoint)
+_Header = maker(m.Header)
+_Frame = maker(m.Frame)
+_Bsm = maker(m.Bsm)
+_Participant = maker(m.Participant)
+_IntersectionRef = maker(m.IntersectionRef)
+_MovementState = maker(m.MovementState)
+_MovementEvent = maker(m.MovementEvent)
+_TimeChange = maker(m.TimeChange)
 
 
 def _opt_tenths(value: float | None, field: str) -> int:

@@ -35,9 +35,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from v2x.core.codec import maker
 from v2x.core.errors import BrokerError
 from v2x.core.jsonview import JsonRecord
 from v2x.core.kept import Kept
@@ -85,10 +86,8 @@ class _Levels:
 _BROKER_LEVELS = _Levels()
 
 
-class Message(NamedTuple):
-    """A message as it arrived. A named tuple: made for every message every receiver gets, it is made in a third of a
-    frozen dataclass's time."""
-
+@dataclass(frozen=True, slots=True)
+class Message:
     topic: str
     payload: bytes
     qos: int
@@ -97,6 +96,11 @@ class Message(NamedTuple):
     # QoS 1 sent again by the broker on this session (MQTT's DUP flag: the broker sets it itself, a publisher's is never
     # passed on): after a reconnect, what the connection had already taken may come a second time
     dup: bool = False
+
+
+# a Message as an arrival makes it, with every field given (`maker`: a frozen dataclass's own __init__ sets each field
+# through object.__setattr__, 0.66 us a message, this 0.2; the object is the same)
+_arrived = maker(Message)
 
 
 @dataclass(frozen=True)
@@ -966,7 +970,7 @@ class MqttTransport(_Inbox):
                     self._take(plain[0], plain[1], 0, True)
                 else:  # `_take`'s way for the rest, the most of them
                     self.stats.received += 1
-                    self._put(Message(plain[0], plain[1], 0, False, time.time_ns()))  # (bytes: `_read_directly`)
+                    self._put(_arrived(plain[0], plain[1], 0, False, time.time_ns(), False))  # (bytes: `_read_directly`)
                 return True
             return False
 
@@ -1023,7 +1027,7 @@ class MqttTransport(_Inbox):
             self.stats.not_subscribed += 1  # not ours (see TransportStats.not_subscribed)
             return
         self.stats.received += 1
-        self._put(Message(topic, bytes(payload), qos, retain, time.time_ns(), dup))
+        self._put(_arrived(topic, bytes(payload), qos, retain, time.time_ns(), dup))
 
     # -- publishing ---------------------------------------------------------------
 
