@@ -109,7 +109,8 @@ def _unbits(cls: type[E], k: int, field: str) -> frozenset[E]:
 
 def maker(cls: type[T]) -> Callable[..., T]:
     """What `cls(...)` makes of every field's value, given in the order of its fields, for less (bench.codec): for the
-    decoders, once a message's values have passed their checks (at 10 Hz per vehicle, for every receiver).
+    decoders, once a message's values have passed their checks (at 10 Hz per vehicle, for every receiver), and for a
+    connection's arrivals (`v2x.net.transport.Message`, one per message every receiver gets).
 
     A frozen dataclass's own __init__ sets each field through object.__setattr__, a global lookup and a call per field;
     this fills a plain class of the same slots and then makes the object a `cls` (the same layout, so Python allows it).
