@@ -102,6 +102,53 @@ def test_a_killed_run_leaves_no_process_behind(tmp_path: Path, broker: str) -> N
     assert not {p for p in kids if _alive(p)}, "still running 10 s after the run was killed"
 
 
+_STUCK = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to the signal its parent's death sends, as a stuck loop was
+from v2x.net.broker import end_if_orphaned
+assert end_if_orphaned(grace_s=2.0) is not None
+print("armed", flush=True)
+time.sleep(120)
+"""
+_PARENT = """
+import signal, subprocess, sys, time
+from v2x.net.broker import die_with_parent
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stderr=open(sys.argv[2], "w"), preexec_fn=die_with_parent(signal.SIGINT))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.integration
+def test_a_process_started_to_die_with_its_run_ends_even_when_the_signal_does_not_end_it(tmp_path: Path) -> None:
+    """A tier whose asyncio loop did not finish once outlived a killed run by 20 minutes (its parent-death signal
+    taken, its cleanup waiting on a task): `end_if_orphaned` ends such a process a grace time after its parent's
+    death, and writes where each of its threads was."""
+    err = tmp_path / "stuck.err"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, _STUCK, str(err)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "armed"
+    parent.kill()
+    parent.wait(timeout=30)  # (not its output: the child holds the pipe till it ends)
+    time.sleep(0.5)
+    assert _alive(child), "ended on the signal: nothing here shows the watch at work"
+    deadline = time.monotonic() + 10.0
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "still running 10 s after its parent died"
+    parent.stdout.close()
+    said = err.read_text()
+    assert "still running 2 s after the process that started it" in said and "time.sleep(120)" not in said
+    assert 'File "<string>", line 7' in said, said  # where it was: its sleep
+
+
+def test_a_process_started_by_hand_is_not_watched() -> None:
+    from v2x.net.broker import end_if_orphaned
+
+    assert end_if_orphaned() is None  # pytest's own process: no parent-death signal armed
+
+
 @pytest.mark.integration
 def test_sigint_to_the_pid_stops_the_run_within_2_s(tmp_path: Path) -> None:
     proc, kids = _started(tmp_path)

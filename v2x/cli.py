@@ -339,6 +339,9 @@ def broker_config_main(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    from v2x.net.broker import end_if_orphaned
+
+    end_if_orphaned()  # a fleet worker or a watcher started by a run that was killed: ends, even if its loop does not
     if args_list and args_list[0] == "broker-config":
         return broker_config_main(args_list[1:])
     if args_list and args_list[0] in OWN_PARSERS:

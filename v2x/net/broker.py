@@ -218,6 +218,43 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return arm
 
 
+_PR_GET_PDEATHSIG = 2
+ORPHAN_GRACE_S = 5.0  # [s] a process armed by `die_with_parent` has to end on its own after its parent's death
+_orphan_watch: threading.Thread | None = None  # this process's (`end_if_orphaned`): one is enough
+
+
+def end_if_orphaned(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.2) -> threading.Thread | None:
+    """In a process `die_with_parent` armed (a broker or tier started by a run): a daemon thread that ends the process
+    `grace_s` after its parent is gone, if the signal it was sent on the parent's death did not end it by then. The
+    signal asks it to stop cleanly (a tier prints its summary); this makes sure it stops: a tier whose asyncio loop
+    did not finish (a task that did not end when cancelled) once outlived a killed run by 20 minutes. Before it ends
+    the process, it writes every thread's stack to stderr, to say where it was stuck. None where no signal is armed
+    (a process started by hand) or not on Linux; the one already watching, if called again."""
+    global _orphan_watch
+    if _orphan_watch is not None or not sys.platform.startswith("linux"):
+        return _orphan_watch
+    sig = ctypes.c_int(0)
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_PDEATHSIG, ctypes.byref(sig)) != 0 or sig.value == 0:
+        return None
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        time.sleep(grace_s)
+        import faulthandler
+
+        with contextlib.suppress(Exception):
+            print(f"{sys.argv[0]} (pid {os.getpid()}): still running {grace_s:g} s after the process that started it "
+                  f"(pid {parent}) died; ending it. Where each thread was:", file=sys.stderr, flush=True)
+            faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+    _orphan_watch = threading.Thread(target=watch, name="end-if-orphaned", daemon=True)
+    _orphan_watch.start()
+    return _orphan_watch
+
+
 def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
     """Send `sig` to a broker process still running and wait for it; SIGKILL it after `wait_s`."""
     if proc.poll() is None:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from v2x.core import scenario
 from v2x.core.errors import BrokerError, ScenarioError, V2xError, broker_error_in
 from v2x.core.topics import DEFAULT_ROOT
+from v2x.net.broker import end_if_orphaned
 from v2x.net.connection import Connection, checked_run_id, new_run_id
 from v2x.net.security import Credentials
 from v2x.net.service import Service
@@ -323,6 +324,7 @@ def scheduling(policy: str) -> tuple[str, str | None]:
 def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:
     """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
     code = 0
+    end_if_orphaned()  # started by a run that was killed: ends, even if its loop does not
     long_running()
     try:
         with traced_allocations(prog):
