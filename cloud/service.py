@@ -209,10 +209,9 @@ class CloudService(Service):
             await self.transport.wait(wait)
             self.turn()
             msgs = self.transport.receive()
-            for k in range(0, len(msgs), YIELD_EVERY):  # each run's BSMs read in one call (`Reception.read_bsms`)
+            for k in range(0, len(msgs), YIELD_EVERY):  # each run's BSMs read in one call (`Service.take`)
                 run = msgs[k : k + YIELD_EVERY]
-                for msg, read in zip(run, self.reception.read_bsms(run), strict=True):
-                    self.accept(msg, read)
+                self.take(run)
                 if len(run) == YIELD_EVERY:
                     await asyncio.sleep(0)  # let the connection read: arrivals are stamped as they are read
             self.release()

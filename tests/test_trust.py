@@ -172,3 +172,50 @@ def test_a_receiver_that_reads_a_step_s_bsms_at_once_takes_each_as_it_takes_it_a
     assert at_once.bad.counts == alone.bad.counts == {"wrong_sender": 1, "wrong_type": 1, "expired": 1, "malformed": 1}
     assert at_once.outcomes == alone.outcomes
     assert at_once.measure.to_json() == alone.measure.to_json()
+
+
+@pytest.mark.parametrize("rules", [RULES, None])
+def test_a_bsm_taken_through_accept_bsm_is_taken_as_accept_takes_it(rules: TrustRules | None) -> None:
+    """`Reception.accept_bsm`, a service's one-call path for a BSM `read_bsms` read on a BSM topic, hands out the same
+    frames and counts the same refusals, duplicates, expiries, own messages and measurements as `accept` (a forger,
+    a copy, an old one, one from the future, the receiver's own, a sender gone silent and back)."""
+    from v2x.core import codec
+    from v2x.core.topics import kind_of
+    from v2x.net.reception import Reception
+    from v2x.net.station import StepClock
+    from v2x.net.transport import Message
+
+    clock = StepClock(1.0)
+    clock.t = 10.0
+    now_us = clock.utc_us()
+    bsm = T.bsm(TILE, "veh-3")
+    sent = [("veh-3", V, 0, 0), ("veh-4", V, 0, 0), ("veh-3", V, 1, 0), ("veh-3", V, 1, 0), ("veh-3", V, 2, -2_000_000),
+            ("veh-3", V, 3, 5_000_000), ("cloud", V, 0, 0), ("veh-3", V, 4, 0), ("veh-3", R, 5, 0)]
+    msgs = [Message(bsm, codec.encode(m.Frame(m.Header(sender, kind, seq, now_us + dt, 0), BSM)), 0, False, 0)
+            for sender, kind, seq, dt in sent]
+    msgs.append(Message(bsm, codec.encode(m.Frame(m.Header("veh-3", V, 6, now_us, 0), BSM)), 0, True, 0))  # retained
+    one, other = (Reception("cloud", C, clock, trust=rules) for _ in range(2))
+    read = one.read_bsms(msgs)
+    assert all(r is not None for r in read)
+    assert all(kind_of(msg.topic) == "bsm" for msg in msgs)
+    assert one.plain
+    assert other.plain
+    got = [one.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
+    clock.t += 40.0  # past SILENT_S: the streams are swept before the next message is measured
+    later = Message(bsm, codec.encode(m.Frame(m.Header("veh-3", V, 7, clock.utc_us(), 0), BSM)), 0, False, 0)
+    got.append(one.accept(later, read=one.read_bsms([later])[0]))
+    clock.t -= 40.0
+    got_bsm = [other.accept_bsm(msg, r) for msg, r in zip(msgs, read, strict=True)]
+    clock.t += 40.0
+    got_bsm.append(other.accept_bsm(later, other.read_bsms([later])[0]))  # type: ignore[arg-type]
+    assert got_bsm == got
+    if rules is None:  # the forgers and the one from the future taken, the receiver's own handed back unmeasured
+        assert one.bad.counts == {"expired": 1}
+        assert one.outcomes == {"accepted": 8, "duplicate": 1, "own": 1}
+    else:
+        assert one.bad.counts == {"wrong_sender": 3, "expired": 1, "from_the_future": 1}
+        assert one.outcomes == {"accepted": 5, "duplicate": 1}
+    assert other.bad.counts == one.bad.counts
+    assert other.bad.rejected_by_type == one.bad.rejected_by_type
+    assert other.outcomes == one.outcomes
+    assert other.measure.to_json() == one.measure.to_json()

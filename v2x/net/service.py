@@ -7,6 +7,7 @@ one `Reception` (decoded, impaired, measured, checked); subclasses say what `han
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -123,10 +124,24 @@ class Service:
         """Announce again after a reconnect; handle what has arrived (its BSMs read all at once), and what the links
         held until now, without waiting."""
         self.reassert()
-        msgs = self.transport.receive()
-        for msg, read in zip(msgs, self.reception.read_bsms(msgs), strict=True):
-            self.accept(msg, read)
+        self.take(self.transport.receive())
         self.release()
+
+    def take(self, msgs: Sequence[Message]) -> None:
+        """`accept` each of `msgs` in turn, their BSMs read all at once (`Reception.read_bsms`); a BSM on a BSM topic,
+        when the receiver is `plain`, through `Reception.accept_bsm` and straight to its handler."""
+        reception, handle = self.reception, self.handle
+        plain = reception.plain
+        for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
+            if read is not None and plain and kind_of(msg.topic) == "bsm":
+                frame = reception.accept_bsm(msg, read)
+                if frame is not None:
+                    try:  # `_handle`, in line
+                        handle(msg.topic, frame)
+                    except Exception as e:  # a service must outlive any one message
+                        self.bad.handler_failed(msg.topic, frame.header.sender_id, e)
+            else:
+                self.accept(msg, read)
 
     def release(self) -> None:
         for _, topic, frame in self.reception.due():
