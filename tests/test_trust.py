@@ -201,12 +201,12 @@ def test_a_bsm_taken_through_accept_bsm_is_taken_as_accept_takes_it(rules: Trust
     assert one.plain
     assert other.plain
     got = [one.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
-    clock.t += 40.0  # past SILENT_S: the streams are swept before the next message is measured
+    clock.t += 61.0  # past SILENT_S (60 s): the streams are swept, closed, before the next message is measured
     later = Message(bsm, codec.encode(m.Frame(m.Header("veh-3", V, 7, clock.utc_us(), 0), BSM)), 0, False, 0)
     got.append(one.accept(later, read=one.read_bsms([later])[0]))
-    clock.t -= 40.0
+    clock.t -= 61.0
     got_bsm = [other.accept_bsm(msg, r) for msg, r in zip(msgs, read, strict=True)]
-    clock.t += 40.0
+    clock.t += 61.0
     got_bsm.append(other.accept_bsm(later, other.read_bsms([later])[0]))  # type: ignore[arg-type]
     assert got_bsm == got
     if rules is None:  # the forgers and the one from the future taken, the receiver's own handed back unmeasured
@@ -219,3 +219,5 @@ def test_a_bsm_taken_through_accept_bsm_is_taken_as_accept_takes_it(rules: Trust
     assert other.bad.rejected_by_type == one.bad.rejected_by_type
     assert other.outcomes == one.outcomes
     assert other.measure.to_json() == one.measure.to_json()
+    assert other.measure.closed == one.measure.closed
+    assert one.measure.closed  # the sweep closed the silent streams
