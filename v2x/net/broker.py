@@ -228,7 +228,8 @@ def end_if_orphaned(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.2) -> thr
     `grace_s` after its parent is gone, if the signal it was sent on the parent's death did not end it by then. The
     signal asks it to stop cleanly (a tier prints its summary); this makes sure it stops: a tier whose asyncio loop
     did not finish (a task that did not end when cancelled) once outlived a killed run by 20 minutes. Before it ends
-    the process, it writes every thread's stack to stderr, to say where it was stuck. None where no signal is armed
+    the process, it writes every thread's stack to v2x-orphan-PID.txt in the temporary directory (its stderr, where it
+    says so, is often a file of the run's, gone with it), to say where it was stuck. None where no signal is armed
     (a process started by hand) or not on Linux; the one already watching, if called again."""
     global _orphan_watch
     if _orphan_watch is not None or not sys.platform.startswith("linux"):
@@ -244,10 +245,13 @@ def end_if_orphaned(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.2) -> thr
         time.sleep(grace_s)
         import faulthandler
 
-        with contextlib.suppress(Exception):
-            print(f"{sys.argv[0]} (pid {os.getpid()}): still running {grace_s:g} s after the process that started it "
-                  f"(pid {parent}) died; ending it. Where each thread was:", file=sys.stderr, flush=True)
-            faulthandler.dump_traceback(all_threads=True)
+        said = f"{' '.join(sys.argv)} (pid {os.getpid()}): still running {grace_s:g} s after the process that started it (pid {parent}) died"
+        with contextlib.suppress(Exception):  # (a killed run's tier writes to a file the run had: gone with it)
+            path = Path(tempfile.gettempdir()) / f"v2x-orphan-{os.getpid()}.txt"
+            with open(path, "w") as f:
+                print(f"{said}; where each thread was:", file=f, flush=True)
+                faulthandler.dump_traceback(f, all_threads=True)
+            print(f"{said}; ending it (where each thread was: {path})", file=sys.stderr, flush=True)
         os._exit(1)
 
     _orphan_watch = threading.Thread(target=watch, name="end-if-orphaned", daemon=True)
