@@ -103,12 +103,27 @@ def test_a_killed_run_leaves_no_process_behind(tmp_path: Path, broker: str) -> N
 
 
 _STUCK = """
-import signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to the signal its parent's death sends, as a stuck loop was
-from v2x.net.broker import end_if_orphaned
+import asyncio, time
+from v2x.net.broker import end_if_orphaned, watch_tasks
 assert end_if_orphaned(grace_s=2.0) is not None
-print("armed", flush=True)
-time.sleep(120)
+
+
+async def stubborn():  # a task that does not end when cancelled: asyncio.run's cleanup waits for it for good
+    while True:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+
+
+async def main():
+    watch_tasks(asyncio.get_running_loop())
+    asyncio.get_running_loop().create_task(stubborn(), name="stubborn")
+    print("armed", flush=True)
+    await asyncio.sleep(120)
+
+
+asyncio.run(main())  # its parent's death sends SIGINT: main is cancelled, then every task, and one does not end
 """
 _PARENT = """
 import signal, subprocess, sys, time
@@ -123,7 +138,7 @@ time.sleep(120)
 def test_a_process_started_to_die_with_its_run_ends_even_when_the_signal_does_not_end_it(tmp_path: Path) -> None:
     """A tier whose asyncio loop did not finish once outlived a killed run by 20 minutes (its parent-death signal
     taken, its cleanup waiting on a task): `end_if_orphaned` ends such a process a grace time after its parent's
-    death, and writes where each of its threads was."""
+    death, and writes where each of its threads and tasks was. The child here is stuck as that tier was."""
     err = tmp_path / "stuck.err"
     parent = subprocess.Popen([sys.executable, "-c", _PARENT, _STUCK, str(err)], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
@@ -144,7 +159,9 @@ def test_a_process_started_to_die_with_its_run_ends_even_when_the_signal_does_no
     where = dump.read_text()
     dump.unlink()
     assert dump.name == f"v2x-orphan-{child}.txt"
-    assert 'File "<string>", line 7' in where, where  # where it was: its sleep
+    assert "in run_until_complete" in where, where  # its main thread: in asyncio.run's cleanup
+    assert "name='stubborn'" in where, where  # the task that did not end, and where it waits
+    assert ', line 10, in stubborn' in where, where
 
 
 def test_a_process_started_by_hand_is_not_watched() -> None:

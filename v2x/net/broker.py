@@ -8,6 +8,7 @@ tail to small messages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import getpass
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from v2x.core.errors import BrokerError
 
@@ -221,6 +222,23 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
 _PR_GET_PDEATHSIG = 2
 ORPHAN_GRACE_S = 5.0  # [s] a process armed by `die_with_parent` has to end on its own after its parent's death
 _orphan_watch: threading.Thread | None = None  # this process's (`end_if_orphaned`): one is enough
+_orphan_loop: asyncio.AbstractEventLoop | None = None  # the loop whose tasks it writes out too (`watch_tasks`)
+
+
+def watch_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Have `end_if_orphaned` write out the tasks of `loop` too (the process's main loop): a task that does not end
+    when cancelled is on no thread's stack."""
+    global _orphan_loop
+    _orphan_loop = loop
+
+
+async def _listed(loop: asyncio.AbstractEventLoop, out: TextIO) -> None:
+    """Every other task of `loop`, with where it waits (in the loop's own thread)."""
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks(loop):
+        if task is not me:
+            print(f"\n{task!r}", file=out)
+            task.print_stack(file=out)
 
 
 def end_if_orphaned(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.2) -> threading.Thread | None:
@@ -251,6 +269,12 @@ def end_if_orphaned(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.2) -> thr
             with open(path, "w") as f:
                 print(f"{said}; where each thread was:", file=f, flush=True)
                 faulthandler.dump_traceback(f, all_threads=True)
+                loop = _orphan_loop
+                if loop is not None and not loop.is_closed():  # and its tasks, from the loop's thread, if it runs
+                    print("\nits asyncio tasks:", file=f)
+                    listed = asyncio.run_coroutine_threadsafe(_listed(loop, f), loop)
+                    with contextlib.suppress(Exception):
+                        listed.result(1.0)
             print(f"{said}; ending it (where each thread was: {path})", file=sys.stderr, flush=True)
         os._exit(1)
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from v2x.core import scenario
 from v2x.core.errors import BrokerError, ScenarioError, V2xError, broker_error_in
 from v2x.core.topics import DEFAULT_ROOT
-from v2x.net.broker import end_if_orphaned
+from v2x.net.broker import end_if_orphaned, watch_tasks
 from v2x.net.connection import Connection, checked_run_id, new_run_id
 from v2x.net.security import Credentials
 from v2x.net.service import Service
@@ -321,6 +321,12 @@ def scheduling(policy: str) -> tuple[str, str | None]:
     return next((name for attr, name in _POLICY_NAMES.items() if getattr(os, attr, None) == now), str(now)), why
 
 
+async def _watched(main: Coroutine[Any, Any, object]) -> object:
+    """`main`, its loop's tasks written out with its threads' should the process outlive its run (`end_if_orphaned`)."""
+    watch_tasks(asyncio.get_running_loop())
+    return await main
+
+
 def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[Service]) -> int:
     """Run a tier's services until done or Ctrl-C (exit 130), then print each one's JSON summary line."""
     code = 0
@@ -328,7 +334,7 @@ def run_service(prog: str, main: Coroutine[Any, Any, object], started: Sequence[
     long_running()
     try:
         with traced_allocations(prog):
-            asyncio.run(main)
+            asyncio.run(_watched(main))
     except KeyboardInterrupt:
         code = 130  # still print the summary of what was done
     except (BrokerError, BaseExceptionGroup) as e:  # a TaskGroup's services raise in a group
