@@ -142,12 +142,10 @@ RETAINED_KINDS = frozenset(s.pattern.split("/", 1)[0] for s in SPECS if s.retain
 
 
 @functools.lru_cache(maxsize=4096)  # asked of every message received, twice (its service, the type check)
-@functools.lru_cache(maxsize=16384)
 def kind_of(topic: str) -> str | None:
     """The message kind a topic carries ("bsm", "spat", ...): its first level that names one; None if none does.
 
-    Kinds equal `MessageType` values, so a frame of another type on the topic is the wrong type. Kept for the topics
-    seen last (every receiver asks it of every message, and a vehicle's topics repeat 10 times a second)."""
+    Kinds equal `MessageType` values, so a frame of another type on the topic is the wrong type."""
     for level in topic.split("/"):
         if level in KINDS:
             return level
