@@ -198,8 +198,7 @@ def test_a_bsm_taken_through_accept_bsm_is_taken_as_accept_takes_it(rules: Trust
     read = one.read_bsms(msgs)
     assert all(r is not None for r in read)
     assert all(kind_of(msg.topic) == "bsm" for msg in msgs)
-    assert one.plain
-    assert other.plain
+    assert one.verifier is None  # (no signature required: what `Service.take` asks before `accept_bsm`)
     got = [one.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
     clock.t += 61.0  # past SILENT_S (60 s): the streams are swept, closed, before the next message is measured
     later = Message(bsm, codec.encode(m.Frame(m.Header("veh-3", V, 7, clock.utc_us(), 0), BSM)), 0, False, 0)
@@ -221,3 +220,32 @@ def test_a_bsm_taken_through_accept_bsm_is_taken_as_accept_takes_it(rules: Trust
     assert other.measure.to_json() == one.measure.to_json()
     assert other.measure.closed == one.measure.closed
     assert one.measure.closed  # the sweep closed the silent streams
+
+
+def test_a_bsm_taken_through_accept_bsm_on_an_impaired_link_is_lost_held_and_handed_out_as_accept_does() -> None:
+    """On an impaired link `accept_bsm` loses, delays (holds) and hands out the same BSMs as `accept`."""
+    from v2x.core import codec
+    from v2x.core.scenario import Cellular, Links, Sidelink
+    from v2x.net.impair import Impairment
+    from v2x.net.reception import Reception
+    from v2x.net.station import StepClock
+    from v2x.net.transport import Message
+
+    clock = StepClock(1.0)
+    clock.t = 10.0
+    now_us = clock.utc_us()
+    msgs = [Message(T.bsm(TILE, f"veh-{k}"), codec.encode(m.Frame(m.Header(f"veh-{k}", V, 0, now_us, 0), BSM)), 0, False, 0)
+            for k in range(40)]
+    one, other = (Reception("cloud", C, clock, Impairment(Links(Sidelink(), Cellular(latency_ms=50.0, loss=0.3)), seed=3))
+                  for _ in range(2))
+    read = one.read_bsms(msgs)
+    got = [one.accept(msg, read=r) for msg, r in zip(msgs, read, strict=True)]
+    got_bsm = [other.accept_bsm(msg, r) for msg, r in zip(msgs, read, strict=True)]  # type: ignore[arg-type]
+    assert got_bsm == got
+    assert one.link_lost == other.link_lost
+    assert one.link_lost["bsm"] > 0
+    assert other.outcomes == one.outcomes
+    assert one.outcomes["held"] > 0
+    clock.t += 1.0
+    assert other.due() == one.due()
+    assert other.measure.to_json() == one.measure.to_json()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +137,6 @@ class Reception:
         self.owner = owner
         self.trust = trust  # who may send what, and the clock skew allowed (v2x.core.trust); None: not checked
         self.max_age_s = {**MAX_AGE_S, **(max_age_s or {})}  # by message type: older is dropped as expired
-        self._bsm_max_age_us = self.max_age_s["bsm"] * 1e6 if "bsm" in self.max_age_s else math.inf
         self.kind = kind.name.lower()
         self._hops = {k: f"{k.name.lower()}->{self.kind}" for k in m.SenderKind}  # by sender kind: "vehicle->rsu"
         self.clock = clock
@@ -204,36 +202,10 @@ class Reception:
                 for f in codec.decode_bsms([msg.payload for msg in msgs])]
 
     def accept_bsm(self, msg: Message, got: Decoded) -> m.Frame | None:
-        """`accept(msg, read=got)` of a BSM frame `read_bsms` read, on a BSM topic, for a receiver without signatures or
-        impaired links (`plain`): the same checks, counts and outcome, in one call (a tier takes hundreds a step)."""
-        frame = got[0]
-        h = frame.header
-        topic = msg.topic
-        rx_us = self.clock.receipt_us(msg)
-        if self.trust is not None and not self._trusted(topic, got, rx_us):
-            return None
-        sender = h.sender_id
-        if sender == self.owner:
-            self.outcomes["own"] += 1
-            return frame
-        hop = self._hops[h.sender_kind]
-        age_us = rx_us - h.gen_time_us
-        measure = self.measure
-        if rx_us >= measure._next_sweep_us:
-            measure.close_silent(rx_us)
-        if not measure.record(self.owner, topic, "bsm", hop, h.seq, h.gen_time_us, None if msg.retain else age_us, sender,
-                              self.shared_prefix is None or not topic.startswith(self.shared_prefix)):
-            self.outcomes["duplicate"] += 1
-            return None
-        if age_us > self._bsm_max_age_us and self._expired(topic, "bsm", hop, age_us, sender):
-            return None
-        self.outcomes["accepted"] += 1
-        return frame
-
-    @property
-    def plain(self) -> bool:
-        """Neither signatures required nor links impaired: what `accept_bsm` takes on."""
-        return self.verifier is None and self.impairment is None
+        """`accept(msg, read=got)` of a BSM frame `read_bsms` read, on a BSM topic, for a receiver that requires no
+        signature (`verifier` None): its type is its topic's and there is nothing to verify, so straight to what
+        `accept` does next (a tier takes hundreds a step)."""
+        return self._judged(msg, got, None)
 
     def _decode(self, msg: Message, read: Decoded | None = None) -> Decoded | None:
         """What a payload decodes to, or None after counting why not (undecodable, or not its topic's type); bytes
@@ -269,11 +241,16 @@ class Reception:
         got = self._decode(msg, read)
         if got is None:
             return None
+        if self.verifier is not None and not self.verified(msg, got[0], receiver or self.owner):  # (no call unsigned)
+            return None
+        return self._judged(msg, got, receiver)
+
+    def _judged(self, msg: Message, got: Decoded, receiver: str | None) -> m.Frame | None:
+        """`accept` of a message decoded, of its topic's type and verified: its sender and clock judged, its link
+        applied, measured, and refused as a duplicate or expired, or held, or handed out."""
         frame, mtype = got[0], got[1]
         h = frame.header
         who = receiver or self.owner
-        if self.verifier is not None and not self.verified(msg, frame, who):  # no call per message when unsigned
-            return None
         rx_us = self.clock.receipt_us(msg)
         if self.trust is not None and not self._trusted(msg.topic, got, rx_us):
             return None

@@ -129,11 +129,11 @@ class Service:
 
     def take(self, msgs: Sequence[Message]) -> None:
         """`accept` each of `msgs` in turn, their BSMs read all at once (`Reception.read_bsms`); a BSM on a BSM topic,
-        when the receiver is `plain`, through `Reception.accept_bsm` and straight to its handler."""
+        when no signature is required, through `Reception.accept_bsm` and straight to its handler."""
         reception, handle = self.reception, self.handle
-        plain = reception.plain
+        unsigned = reception.verifier is None
         for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
-            if read is not None and plain and kind_of(msg.topic) == "bsm":
+            if read is not None and unsigned and kind_of(msg.topic) == "bsm":
                 frame = reception.accept_bsm(msg, read)
                 if frame is not None:
                     try:  # `_handle`, in line
