@@ -225,6 +225,12 @@ class Misbehaviour:
         self._senders.append(sender)
         self._pending.append((t, x, y, speed, heading_deg, accuracy_m))
 
+    def bsms(self, senders: list[str], t: FloatArray, x: FloatArray, y: FloatArray, speed: FloatArray, heading_deg: FloatArray,
+             accuracy_m: FloatArray) -> None:
+        """`bsm` of each of many BSMs, in order: columns of their values."""
+        self._senders += senders
+        self._pending += zip(t.tolist(), x.tolist(), y.tolist(), speed.tolist(), heading_deg.tolist(), accuracy_m.tolist(), strict=True)
+
     def check(self) -> None:
         """The BSMs heard since the last call, in the order they were heard: the same verdicts as checking each on
         arrival, the on-road checks (which need no sender's history) for all of them at once."""

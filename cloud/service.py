@@ -25,7 +25,7 @@ import json
 import math
 import sys
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -37,7 +37,7 @@ from cloud.misbehaviour import Misbehaviour, MisbehaviourSummary
 from cloud.policy import Approach
 from cloud.sumo_policy import adaptive
 from v2x import __version__
-from v2x.core import codec
+from v2x.core import codec, wire_read
 from v2x.core import messages as m
 from v2x.core.jsonview import add_counts
 from v2x.core.mapdata import intersection_ref, lane_id
@@ -49,6 +49,7 @@ from v2x.core.topics import Topics, tile_path, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
+from v2x.net.intake import ACCURACY, HEADING, LAT_DEG, LON_DEG, SPEED, Batch, BsmIntake, values_of
 from v2x.net.reception import Decoded, LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
@@ -132,7 +133,8 @@ class CloudService(Service):
         self.area = net.shard_area(*instance) if instance[1] > 1 else None
         self.share = share
         self.topics = topics
-        self.vehicles: dict[str, tuple[m.Bsm, float]] = {}  # sender id -> (latest BSM, sim time), heard in the last GONE_S
+        # sender id -> (its latest BSM's values, v2x.net.intake.VALUES; sim time), heard in the last GONE_S
+        self.vehicles: dict[str, tuple[Sequence[float], float]] = {}
         self.seen: set[str] = set()  # every vehicle heard, for the summary
         self.rsus: dict[str, RsuLiveness] = {}
         self.queues: dict[str, int] = {}  # "J1.north" -> vehicles queued there now
@@ -151,6 +153,7 @@ class CloudService(Service):
         # of a SPaT it reads only the intersection, to relay the bytes; of an RSM nothing, but with sensors to fuse:
         # both checked in full (`codec.skim`), not built
         self.reception.skim_rsm = self.fusion is None
+        self.TAKES_ROWS = self.fusion is None  # (fusion takes each BSM's accuracy as an object)
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -297,9 +300,9 @@ class CloudService(Service):
     def picture(self, now: float) -> Iterator[tuple[str, float, float, float, float]]:
         """(id, x, y, speed, heading) of every road user the cloud knows of now: each vehicle by its latest BSM, then those
         the RSUs' sensors alone see (cloud.fusion), so that a queue of cars without an OBU still counts."""
-        for sid, (bsm, at) in self.vehicles.items():
+        for sid, (v, at) in self.vehicles.items():
             if now - at <= FRESH_S:
-                yield sid, *self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg), bsm.speed_mps, bsm.heading_deg
+                yield sid, *self.net.frame.to_local(v[LAT_DEG], v[LON_DEG]), v[SPEED], v[HEADING]
         if self.fusion is not None:
             yield from self.fusion.unmatched(now)
 
@@ -396,6 +399,21 @@ class CloudService(Service):
             misbehaviour=self.misbehaviour.summary(), fusion=self.fusion.summary() if self.fusion is not None else {},
         )
 
+    def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
+        """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each vehicle's latest, and its BSM checked
+        for misbehaviour (the same values as `handle` gives `Misbehaviour.bsm`)."""
+        self.received["bsm"] += end - first
+        now, vehicles = self.clock.sim_s(), self.vehicles
+        v = batch.values[first:end]
+        senders = [intake.senders[s] for s in batch.slots[first:end].tolist()]
+        for sender, row in zip(senders, v.tolist(), strict=True):
+            vehicles[sender] = (row, now)
+        self.seen.update(senders)
+        x, y = self.net.frame.to_local_arrays(v[:, LAT_DEG], v[:, LON_DEG])
+        accuracy = v[:, ACCURACY]
+        self.misbehaviour.bsms(senders, batch.rows[first:end, wire_read.SIM_MS] / 1000, x, y, v[:, SPEED], v[:, HEADING],
+                               np.where(np.isnan(accuracy), 0.0, accuracy))
+
     def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""
         self._wire = msg.payload
@@ -419,7 +437,7 @@ class CloudService(Service):
         self.received[kind] += 1
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
-            self.vehicles[frame.header.sender_id] = (body, now)
+            self.vehicles[frame.header.sender_id] = (values_of(body), now)
             self.seen.add(frame.header.sender_id)
             bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
             accuracy = 0.0 if body.accuracy is None else body.accuracy.semi_major_m

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,20 @@ from v2x.core.topics import Topics, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
+from v2x.net.intake import (
+    ACCURACY,
+    ELEVATION,
+    HEADING,
+    LAT_DEG,
+    LENGTH,
+    LON_DEG,
+    SPEED,
+    WIDTH,
+    Batch,
+    BsmIntake,
+    position_of,
+    values_of,
+)
 from v2x.net.reception import Decoded
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.signing import role_permissions
@@ -129,7 +144,8 @@ class RsuService(Service):
         rsu_wire.spat_body(self._spat_head, 0, 0, 0, 0, 0, [])
         self.counters = RsuCounters()
         self.perception = Perception.of(net, index, self.id, self.xy)  # its sensors (None: none), fed by `sense`
-        self.heard: dict[str, tuple[m.Bsm, float]] = {}  # vehicle in range -> (latest BSM, sim time heard)
+        # vehicle in range -> (its latest BSM's values, v2x.net.intake.VALUES; sim time heard)
+        self.heard: dict[str, tuple[Sequence[float], float]] = {}
         self._ptc: dict[str, int] = {}  # vehicle -> its RSM participant id
         self._next_ptc = 0
         self.refused: list[dict[str, Any]] = []  # plans refused, with why
@@ -194,18 +210,19 @@ class RsuService(Service):
         """Groups with a vehicle in their detection zone, from the BSMs heard in the last CALL_FRESH_S."""
         out: set[int] = set()
         exact: list[tuple[float, float]] = []  # positions stated without an accuracy: looked up all at once, below
-        for bsm, at in self.heard.values():
+        for v, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
-            x, y = self.net.frame.to_local(bsm.position.lat_deg, bsm.position.lon_deg)
+            x, y = self.net.frame.to_local(v[LAT_DEG], v[LON_DEG])
             # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
-            slack = LANE_SLACK_M + (0.0 if bsm.accuracy is None else LANE_SIGMAS * min(bsm.accuracy.semi_major_m, ACCURACY_CAP_M))
+            stated = not math.isnan(v[ACCURACY])
+            slack = LANE_SLACK_M + (LANE_SIGMAS * min(v[ACCURACY], ACCURACY_CAP_M) if stated else 0.0)
             if self._sumo_lanes is not None:  # a SUMO junction: its ingress lanes
-                out |= self._sumo_lanes.calls(self.index, x, y, bsm.heading_deg, slack)
-            elif bsm.accuracy is None:
+                out |= self._sumo_lanes.calls(self.index, x, y, v[HEADING], slack)
+            elif not stated:
                 exact.append((x, y))
             else:
-                self._call(out, self.net.in_lanes_near(x, y, bsm.heading_deg, slack))
+                self._call(out, self.net.in_lanes_near(x, y, v[HEADING], slack))
         if exact:
             lanes, to_line = self.net.in_lanes_at(np.array([p[0] for p in exact]), np.array([p[1] for p in exact]))
             self._call(out, [(lane, d) for lane, d in zip(lanes.tolist(), to_line.tolist(), strict=True) if lane >= 0])
@@ -257,8 +274,9 @@ class RsuService(Service):
         if self.perception is None:
             self._forget(now)
             heard = sorted(self.heard.items())
-            wire = rsu_wire.rsm_body(self._rsm_ref, [sid for sid, _ in heard], [
-                rsu_wire.row(self._ptc[sid], b.position, b.speed_mps, b.heading_deg, b.width_m, b.length_m) for sid, (b, _) in heard
+            wire = rsu_wire.rsm_body(self._rsm_ref, [sid for sid, _ in heard], [  # `rsu_wire.row` of each, from its values
+                (self._ptc[sid], v[LAT_DEG], v[LON_DEG], v[ELEVATION], not math.isnan(v[ELEVATION]), v[SPEED], v[HEADING],
+                 v[WIDTH], v[LENGTH]) for sid, (v, _) in heard
             ])
             if wire is not None:
                 self.station.relay(topic, m.MessageType.RSM, wire, expiry_s=SPAT_EXPIRY_S)
@@ -275,12 +293,11 @@ class RsuService(Service):
         """The road users this RSU heard within range in the last RSM_WINDOW_S."""
         self._forget(now)
         parts = []
-        for sid, (b, _) in sorted(self.heard.items()):
+        for sid, (v, _) in sorted(self.heard.items()):
             parts.append(
                 m.Participant(
                     type=m.ParticipantType.MOTOR, ptc_id=self._ptc[sid], source=m.SourceType.V2X, vehicle_id=sid,
-                    position=b.position, speed_mps=b.speed_mps, heading_deg=b.heading_deg,
-                    width_m=b.width_m, length_m=b.length_m,
+                    position=position_of(v), speed_mps=v[SPEED], heading_deg=v[HEADING], width_m=v[WIDTH], length_m=v[LENGTH],
                 )
             )
         if self.perception is not None:
@@ -302,7 +319,7 @@ class RsuService(Service):
             self.received[kind] += 1
             x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
             if math.hypot(x - self.xy[0], y - self.xy[1]) <= self.range_m:
-                self.heard[sender] = (body, self.clock.sim_s())
+                self.heard[sender] = (values_of(body), self.clock.sim_s())
                 if sender not in self._ptc:
                     self._next_ptc = self._next_ptc % 65535 + 1
                     self._ptc[sender] = self._next_ptc
@@ -330,6 +347,29 @@ class RsuService(Service):
             self._priority(topic, sender, frame.header.sim_time_ms / 1000.0, body)
         else:
             self.bad.record("not_handled", topic, kind, sender)
+
+    TAKES_ROWS = True
+
+    def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
+        """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each heard if within radio range."""
+        self.received["bsm"] += end - first
+        v = batch.values[first:end]
+        x, y = self.net.frame.to_local_arrays(v[:, LAT_DEG], v[:, LON_DEG])
+        dx, dy = x - self.xy[0], y - self.xy[1]
+        d = np.hypot(dx, dy)
+        # math.hypot's verdict where numpy's could differ from it (its last bit, at the very edge of the range)
+        near = np.flatnonzero(np.abs(d - self.range_m) <= 1e-9 * self.range_m)
+        inside = d <= self.range_m
+        for k in near.tolist():
+            inside[k] = math.hypot(float(dx[k]), float(dy[k])) <= self.range_m
+        now, heard, ptc, senders = self.clock.sim_s(), self.heard, self._ptc, intake.senders
+        slots, rows = batch.slots[first:end].tolist(), v.tolist()
+        for k in np.flatnonzero(inside).tolist():
+            sender = senders[slots[k]]
+            heard[sender] = (rows[k], now)
+            if sender not in ptc:
+                self._next_ptc = self._next_ptc % 65535 + 1
+                ptc[sender] = self._next_ptc
 
     def _movement(self, req: m.PriorityRequest) -> int | None:
         """The signal group of the movement a request names (in lane -> out lane; no out lane: through)."""

@@ -171,6 +171,7 @@ async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on
     from roadside.service import RsuService
     from v2x.core.network import Network
     from v2x.core.scenario import load
+    from v2x.net.intake import values_of
     from v2x.net.station import StepClock
     from v2x.net.transport import MemoryBroker, MemoryTransport
 
@@ -178,7 +179,8 @@ async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on
     median = next(lid for lid in net.intersections[0].in_links.values() if net.links[lid].points[0][0] == -1.75)
 
     def calls(x: float, heading_deg: float, accuracy: m.PositionalAccuracy | None) -> set[int]:
-        rsu.heard = {"veh-1": (m.Bsm(position=net.frame.to_geo(x, 33.0), speed_mps=10.0, heading_deg=heading_deg, accuracy=accuracy), 0.0)}
+        bsm = m.Bsm(position=net.frame.to_geo(x, 33.0), speed_mps=10.0, heading_deg=heading_deg, accuracy=accuracy)
+        rsu.heard = {"veh-1": (values_of(bsm), 0.0)}
         return rsu.calls(0.0)
 
     async with MemoryTransport(MemoryBroker(), "rsu") as t:

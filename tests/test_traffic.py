@@ -184,7 +184,7 @@ def test_kernel_files_name_the_hash_of_what_they_compile_in_from_other_files() -
 
     from v2x.core import jit
 
-    for name in ("v2x.core.kernels", "v2x.core.bsm_wire", "v2x.core.rsu_wire", "cloud.misbehaviour", "roadside.service"):
+    for name in ("v2x.core.kernels", "v2x.core.bsm_wire", "v2x.core.rsu_wire", "cloud.misbehaviour", "roadside.service", "v2x.net.intake"):
         importlib.import_module(name)  # every file with kernels loaded
     files = {sys.modules[k.py_func.__module__] for k in jit.KERNELS}
     assert len(files) >= 5

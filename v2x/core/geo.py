@@ -49,6 +49,10 @@ class LocalFrame:
     def to_local(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
         return (lon_deg - self.lon0_deg) * self._m_per_deg_lon, (lat_deg - self.lat0_deg) * self._m_per_deg_lat
 
+    def to_local_arrays(self, lat_deg: FloatArray, lon_deg: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Vectorised `to_local`: (x, y) arrays, each value the same float `to_local` gives."""
+        return (lon_deg - self.lon0_deg) * self._m_per_deg_lon, (lat_deg - self.lat0_deg) * self._m_per_deg_lat
+
 
 def heading_deg(dx: float, dy: float) -> float:
     """Compass heading [deg, clockwise from north] of a direction (dx east, dy north)."""

@@ -173,7 +173,7 @@ class Stream:
             self.recent[seq] = gen_us
             self.unique += 1
             if len(self.recent) > 2 * DUP_WINDOW:
-                self._forget_old()
+                self.forget_old()
             return Stream.NEW
         return self._see(self.highest + ahead if ahead < SEQ_MOD // 2 else self.highest + ahead - SEQ_MOD, gen_us)
 
@@ -196,10 +196,10 @@ class Stream:
         elif seq < self.first:
             self.first = seq
         if len(self.recent) > 2 * DUP_WINDOW:
-            self._forget_old()
+            self.forget_old()
         return Stream.NEW
 
-    def _forget_old(self) -> None:
+    def forget_old(self) -> None:
         """Keep the numbers of the last DUP_WINDOW only."""
         floor = self.highest - DUP_WINDOW
         self.recent = {k: v for k, v in self.recent.items() if k >= floor}
@@ -315,6 +315,7 @@ class Measurements:
         self.closed: dict[tuple[str, str], Counts] = {}  # by (message type, hop): streams whose receiver or sender has gone
         self.unsequenced: dict[tuple[str, str], int] = {}  # by (message type, hop): received through a shared subscription
         self._next_sweep_us = -math.inf
+        self.sweeps = 0  # how many times `close_silent` has looked
 
     def record(
         self, receiver: str, topic: str, mtype: str, hop: str, seq: int, gen_us: int, latency_us: int | None, sender: str = "",
@@ -385,6 +386,22 @@ class Measurements:
         """hop -> sim second of generation -> coarse histogram of latency: a dict, or packed (bucket, count, ...)."""
         self._fold()
         return self._series
+
+    def put_aside(self, mtype: str, hop: str, latencies_us: list[int], gens_us: list[int]) -> None:
+        """The latencies of many messages recorded (not retained, not a share of a stream), with their generation
+        times, as `record` puts each aside (v2x.net.intake: a run of BSMs taken at once)."""
+        at, n = 0, len(latencies_us)
+        while at < n:  # folded where `record` one by one would have folded: the same figures, packed the same way
+            part = min(n - at, FOLD_EVERY - self._n_aside)
+            aside = self._aside.get((mtype, hop))
+            if aside is None:
+                aside = self._aside[(mtype, hop)] = ([], [])
+            aside[0].extend(latencies_us[at : at + part])
+            aside[1].extend(gens_us[at : at + part])
+            self._n_aside += part
+            at += part
+            if self._n_aside >= FOLD_EVERY:
+                self._fold()
 
     def _latency(self, mtype: str, hop: str, gen_us: int, latency_us: int | None, n: int = 1) -> None:
         if latency_us is None:
@@ -463,9 +480,15 @@ class Measurements:
         if now_us < self._next_sweep_us:
             return
         self._next_sweep_us = now_us + SWEEP_EVERY_S * 1e6
+        self.sweeps += 1
         since_us = now_us - SILENT_S * 1e6
         for key in [k for k, s in self.streams.items() if s.recent.get(s.highest, since_us) < since_us]:
             self._close(key)
+
+    @property
+    def next_sweep_us(self) -> int:
+        """The receiver's time [us] from which `close_silent` looks again (it has not looked yet: the lowest int64)."""
+        return -(2**63) if self._next_sweep_us == -math.inf else math.ceil(self._next_sweep_us)
 
     def forget(self, receiver: str) -> None:
         """A receiver left (a vehicle's OBU): fold its streams into the totals."""

@@ -159,6 +159,10 @@ class Reception:
         # a fleet's vehicles hear the same SPaT bytes: decode them once (frames are immutable)
         self._decoded: Kept[bytes, Decoded | DecodeError] = Kept(DECODED_KEPT)  # and why bytes that are no frame are not
 
+    def hop(self, kind: m.SenderKind) -> str:
+        """The hop from a sender of `kind` to this receiver: "vehicle->rsu"."""
+        return self._hops[kind]
+
     def verified(self, msg: Message, frame: m.Frame, receiver: str) -> bool:
         """Signed messages required: whether `receiver` may act on it; a rejection is counted by kind."""
         if self.verifier is None:

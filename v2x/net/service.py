@@ -17,6 +17,7 @@ from v2x.core.jsonview import JsonRecord
 from v2x.core.topics import RETAINED_KINDS, kind_of
 from v2x.core.trust import TrustRules
 from v2x.net.impair import Impairment
+from v2x.net.intake import Batch, BsmIntake
 from v2x.net.reception import Decoded, Distance, LinkDrops, Reception
 from v2x.net.signing import Authority, Permissions, Signer, valid_from_ms
 from v2x.net.station import Clock, Station
@@ -71,6 +72,7 @@ class Service:
         self._reconnects = 0  # the transport's reconnects, as of the last look
         self.stalls: list[list[float]] = []  # [from, to] sim time [s] of each stall of its loop (real time)
         self._turn_s: float | None = None
+        self._intake: BsmIntake | None = None
 
     def announce(self) -> None:
         """Publish every retained message this service owns (its online status, and what else it holds out)."""
@@ -128,20 +130,60 @@ class Service:
         self.release()
 
     def take(self, msgs: Sequence[Message]) -> None:
-        """`accept` each of `msgs` in turn, their BSMs read all at once (`Reception.read_bsms`); a BSM on a BSM topic,
-        when no signature is required, through `Reception.accept_bsm` and straight to its handler."""
-        reception, handle = self.reception, self.handle
-        unsigned = reception.verifier is None
-        for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
-            if read is not None and unsigned and kind_of(msg.topic) == "bsm":
-                frame = reception.accept_bsm(msg, read)
-                if frame is not None:
-                    try:  # `_handle`, in line
-                        handle(msg.topic, frame)
-                    except Exception as e:  # a service must outlive any one message
-                        self.bad.handler_failed(msg.topic, frame.header.sender_id, e)
-            else:
-                self.accept(msg, read)
+        """`accept` each of `msgs` in turn. A service that takes BSMs as rows (`took_bsms`), requiring no signature and
+        impairing no link, has runs of them taken by compiled code (v2x.net.intake), the rest one by one; else their
+        BSMs are read all at once (`Reception.read_bsms`) and a BSM on a BSM topic, when no signature is required, goes
+        through `Reception.accept_bsm` straight to its handler."""
+        reception, intake = self.reception, self.intake
+        if intake is None:
+            for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
+                self._take_one(msg, read)
+            return
+        batch, first, n = intake.read(msgs), 0, len(msgs)
+        while first < n:
+            end = intake.take(batch, first)
+            if end > first:
+                try:
+                    self.took_bsms(intake, batch, first, end)
+                except Exception as e:  # a service must outlive any one message
+                    self.bad.handler_failed(msgs[first].topic, intake.senders[int(batch.slots[first])], e)
+            if end == n:
+                break
+            self._take_one(msgs[end], reception.read_bsms([msgs[end]])[0])
+            intake.after(batch, end)
+            first = end + 1
+
+    def _take_one(self, msg: Message, read: Decoded | None) -> None:
+        """One of `take`'s messages the one-by-one way: `read`, what `Reception.read_bsms` read it to (None: not a BSM it
+        reads)."""
+        if read is not None and self.reception.verifier is None and kind_of(msg.topic) == "bsm":
+            frame = self.reception.accept_bsm(msg, read)
+            if frame is not None:
+                try:  # `_handle`, in line
+                    self.handle(msg.topic, frame)
+                except Exception as e:  # a service must outlive any one message
+                    self.bad.handler_failed(msg.topic, frame.header.sender_id, e)
+        else:
+            self.accept(msg, read)
+
+    #: whether `took_bsms` takes BSMs as rows (v2x.net.intake)
+    TAKES_ROWS = False
+
+    @property
+    def intake(self) -> BsmIntake | None:
+        """The compiled BSM intake (v2x.net.intake) of a service that takes BSMs as rows, requiring no signature and
+        impairing no link; else None (each BSM taken by `accept`)."""
+        rec = self.reception
+        if not self.TAKES_ROWS or rec.verifier is not None or rec.impairment is not None:
+            return None
+        if self._intake is None:
+            self._intake = BsmIntake(rec)
+        return self._intake
+
+    def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
+        """What `handle` does for each BSM of rows `first` to `end` of `batch`, which `intake` took: a BSM accepted,
+        its sender intake.senders[batch.slots[i]], its values batch.values[i] (v2x.net.intake.VALUES)."""
+        raise NotImplementedError
 
     def release(self) -> None:
         for _, topic, frame in self.reception.due():

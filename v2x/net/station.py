@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from v2x.core import codec
 from v2x.core import messages as m
@@ -35,6 +39,10 @@ class Clock:
         """UTC [us] at which a message arrived: stamped by the transport."""
         return msg.rx_ns // 1000
 
+    def receipts_us(self, msgs: Sequence[Message]) -> npt.NDArray[np.int64]:
+        """`receipt_us` of each of `msgs`, as an array."""
+        return np.fromiter([msg.rx_ns for msg in msgs], np.int64, len(msgs)) // 1000
+
 
 class StepClock(Clock):
     """Sim time set by a lockstep driver (fast mode): UTC is the epoch plus sim time, not the wall.
@@ -55,6 +63,9 @@ class StepClock(Clock):
     def receipt_us(self, msg: Message) -> int:
         """In lockstep a message arrives in the step it was sent: now, in sim time."""
         return self.utc_us()
+
+    def receipts_us(self, msgs: Sequence[Message]) -> npt.NDArray[np.int64]:
+        return np.full(len(msgs), self.utc_us(), np.int64)
 
 
 class Station:

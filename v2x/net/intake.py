@@ -1,0 +1,298 @@
+"""A receiver's BSMs taken by compiled code: what `Reception.accept_bsm` and a service's handling do with each, for the
+common case, in one call for a run of them.
+
+An RSU hears every BSM of the tiles its radio covers and the cloud every vehicle's, ten a second each: in Python each
+cost about 9 us to decode, judge, measure and handle (docs/scale.md), most of it neither the objects nor the calls
+between them but Python's own work per message. Here one numba loop takes a run of a step's BSMs, as `wire_read` read
+them, and for each row decides what `accept_bsm` would and does it:
+
+- its bytes are a BSM frame the codec's common path reads, every value in range (`codec._bsm_in_range`'s checks);
+- its topic is a *slot*: a BSM topic whose stream this receiver has open, whose sender (the topic's last level) it
+  accepted a BSM from before, as a vehicle (so the trust rules' verdict on the topic, sender and kind is known: a
+  BSM on a vehicle's topic must come from that vehicle, as a vehicle); the row names the same sender and kind;
+- it is not from the future (the clock skew allowed), not retained, not due the silent streams' sweep, not expired;
+- its sequence number is the next of its stream, or a few past it (`Stream.see`'s common case: NEW).
+
+The first row that is not all of these stops the loop: the caller takes that message the one-by-one way (`accept`,
+which counts and logs whatever is wrong with it), brings the slots up to date with what that did to the streams, and
+calls the loop again from the next row. So every message is taken in its order, by the one path or the other, with
+the same checks, counts and outcomes (tests/test_intake.py holds the two to the same figures). A taken row's
+stream and latency go to `Measurements` as `record` would put them; its values, in the `Bsm`'s own units (`VALUES`),
+go to the service (an RSU's picture, the cloud's table) without a `Bsm` object.
+
+Only for a receiver that requires no signature and impairs no link (`Reception.intake`): a signature must be checked
+message by message, an impaired link draws each message's fate from a hash of its bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from v2x.core import messages as m
+from v2x.core import wire_read
+from v2x.core.codec import (
+    ACCURACY_M,
+    ACCURACY_NA,
+    CM_M,
+    ELEVATION_M,
+    ELEVATION_NA,
+    HEADING_DEG,
+    LATLON_DEG,
+    ORIENTATION_NA,
+    SPEED_MPS,
+)
+from v2x.core.jit import FloatMatrix, IntArray, IntMatrix, ReadBytes, kernel
+from v2x.core.metrics import DUP_WINDOW, JUMP_SLACK, SEQ_MOD, Stream
+from v2x.core.topics import kind_of
+from v2x.net.reception import Reception
+
+if TYPE_CHECKING:
+    from v2x.net.transport import Message
+
+ByteMatrix = Annotated[npt.NDArray[np.uint8], numba.uint8[:, ::1]]
+
+# what the kernel compiles in from other files, and its hash (`jit.fingerprint`: numba's cache knows only this file)
+COMPILED_FROM = (ACCURACY_M, ACCURACY_NA, CM_M, ELEVATION_M, ELEVATION_NA, HEADING_DEG, LATLON_DEG, ORIENTATION_NA, SPEED_MPS,
+                 JUMP_SLACK, SEQ_MOD, int(m.SenderKind.VEHICLE), wire_read.SLOTS, wire_read.GEN_US, wire_read.ORIENTATION)
+COMPILED_IN = "5caec5ec0bd9dab8"
+
+# a taken row's values, in the `Bsm`'s own units: an elevation or accuracy not stated is NaN (`values_of` of a `Bsm`)
+LAT_DEG, LON_DEG, ELEVATION, SPEED, HEADING, WIDTH, LENGTH, ACCURACY = range(8)
+VALUES = 8
+NAME_BYTES = 64  # a slot's sender id in bytes at most (a longer one is never a slot: its BSMs go one by one)
+_NEVER = 2**62  # a limit no time reaches: no sweep due, no expiry, any clock skew
+
+Values = tuple[float, float, float, float, float, float, float, float]
+
+
+def values_of(bsm: m.Bsm) -> Values:
+    """A `Bsm`'s `VALUES`, as the kernel gives them for its wire form (the same floats: the codec's products)."""
+    p, acc = bsm.position, bsm.accuracy
+    return (p.lat_deg, p.lon_deg, math.nan if p.elevation_m is None else p.elevation_m, bsm.speed_mps, bsm.heading_deg,
+            bsm.width_m, bsm.length_m, math.nan if acc is None else acc.semi_major_m)
+
+
+def position_of(v: Sequence[float]) -> m.GeoPoint:
+    """The position of `VALUES`."""
+    e = v[ELEVATION]
+    return m.GeoPoint(v[LAT_DEG], v[LON_DEG], None if math.isnan(e) else e)
+
+
+_TRANSMISSIONS = np.zeros(max(m.Transmission) + 1, np.int64)
+_TRANSMISSIONS[[int(t) for t in m.Transmission]] = 1
+_CLASSES = np.zeros(max(m.VehicleClass) + 1, np.int64)
+_CLASSES[[int(c) for c in m.VehicleClass]] = 1
+
+
+@kernel
+def take_bsms(
+    buf: ReadBytes, starts: IntArray, rows: IntMatrix, ok: IntArray, slots: IntArray, rx_us: IntArray, first: int,
+    skew_us: int, max_age_us: int, sweep_us: int, names: ByteMatrix, name_len: IntArray, highest: IntArray,
+    transmissions: IntArray, classes: IntArray, taken_highest: IntArray, values: FloatMatrix,
+) -> int:
+    """Take rows `first`, `first + 1`, ... (the module's doc) until one that is not the common case: its index (or the
+    number of rows). Row i: frame buf[starts[i]:starts[i + 1]], read by `wire_read.bsm_frames` to rows[i] and ok[i];
+    slots[i] its topic's slot (-1: none, or not to be taken here), rx_us[i] when it arrived. A slot's sender's bytes
+    are names[s, :name_len[s]], the highest number of its stream highest[s], stepped for each row taken, whose new
+    highest goes to taken_highest[i] and its `VALUES` to values[i]."""
+    n = len(ok)
+    for i in range(first, n):
+        s = slots[i]
+        if s < 0 or ok[i] != 1:
+            return i
+        r = rows[i]
+        g, rx = r[4], rx_us[i]
+        if g - rx > skew_us or rx >= sweep_us or rx - g > max_age_us or r[2] != 1:  # (SenderKind.VEHICLE)
+            return i
+        at, end = starts[i] + r[0], starts[i] + r[1]
+        if end - at != name_len[s]:
+            return i
+        for k in range(end - at):
+            if buf[at + k] != names[s, k]:
+                return i
+        lat, lon, elev = r[6], r[7], r[8]
+        if not (-900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+                and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
+                and 0 <= r[9] <= 8190 and 0 <= r[10] <= 28799 and -2000 <= r[11] <= 2000 and -2000 <= r[12] <= 2000
+                and -32767 <= r[13] <= 32767 and r[16] <= 1023 and r[17] <= 4095 and r[18] <= 635
+                and 0 <= r[14] < len(transmissions) and transmissions[r[14]] == 1
+                and 0 <= r[19] < len(classes) and classes[r[19]] == 1 and r[20] == 0 and r[25] == 0
+                and (r[26] == 0 or (r[27] <= ACCURACY_NA and r[28] <= ACCURACY_NA and r[29] <= ORIENTATION_NA))):
+            return i
+        ahead = (r[3] - highest[s]) % SEQ_MOD
+        if not 0 < ahead <= JUMP_SLACK:
+            return i
+        highest[s] += ahead
+        taken_highest[i] = highest[s]
+        v = values[i]
+        v[0] = lat * LATLON_DEG
+        v[1] = lon * LATLON_DEG
+        v[2] = math.nan if elev == ELEVATION_NA else elev * ELEVATION_M
+        v[3] = r[9] * SPEED_MPS
+        v[4] = r[10] * HEADING_DEG
+        v[5] = r[16] * CM_M
+        v[6] = r[17] * CM_M
+        v[7] = r[27] * ACCURACY_M if r[26] == 1 and r[27] != ACCURACY_NA and r[28] != ACCURACY_NA else math.nan
+    return n
+
+
+@dataclass
+class Batch:
+    """A step's arrivals as the kernel reads them, and what it made of those it took. A row whose topic is no slot yet
+    has a code of its topic's in `slots` instead: -2 - its index in `unknown` (-1: a retained message, never taken)."""
+
+    msgs: Sequence[Message]
+    buf: npt.NDArray[np.uint8]
+    starts: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64]
+    ok: npt.NDArray[np.int64]
+    slots: npt.NDArray[np.int64]
+    unknown: dict[str, int]
+    rx_us: npt.NDArray[np.int64]
+    taken_highest: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
+class BsmIntake:
+    """A receiver's slots (the module's doc) and the loop over them: one for each `Reception` that may use it. A slot
+    whose stream is closed (its sender silent, `Measurements.close_silent`) is let go, for another topic to use: what
+    it keeps grows with the senders heard lately, as `Measurements` does."""
+
+    def __init__(self, reception: Reception) -> None:
+        self.reception = reception
+        self.slot_of: dict[str, int] = {}  # topic -> slot
+        self.topics: list[str] = []  # by slot ("": free)
+        self.senders: list[str] = []  # by slot: the sender its topic names
+        self.streams: list[Stream | None] = []  # by slot: its stream in `Measurements` (None: free)
+        self.free: list[int] = []
+        self.names = np.zeros((0, NAME_BYTES), np.uint8)
+        self.name_len = np.zeros(0, np.int64)
+        self.highest = np.zeros(0, np.int64)
+        self._sweeps = reception.measure.sweeps
+
+    def read(self, msgs: Sequence[Message]) -> Batch:
+        """`msgs` read by `wire_read.bsm_frames` in one call, each with its topic's slot and its time of arrival."""
+        n = len(msgs)
+        payloads = [msg.payload for msg in msgs]
+        starts = np.fromiter(itertools.accumulate(map(len, payloads), initial=0), np.int64, n + 1)
+        rows = np.empty((n, wire_read.SLOTS), np.int64)
+        ok = np.empty(n, np.int64)
+        buf = np.frombuffer(b"".join(payloads), np.uint8)
+        wire_read.bsm_frames(buf, starts, rows, ok)
+        get, unknown = self.slot_of.get, dict[str, int]()
+        slots = np.array([-1 if msg.retain else get(msg.topic, -2) for msg in msgs], np.int64)
+        for i in np.flatnonzero(slots == -2).tolist():  # topics no slot yet, each its code: the first BSM of a sender,
+            slots[i] = -2 - unknown.setdefault(msgs[i].topic, len(unknown))  # any other message (a SPaT at the cloud)
+        rx = self.reception.clock.receipts_us(msgs)
+        return Batch(msgs, buf, starts, rows, ok, slots, unknown, rx, np.zeros(n, np.int64), np.empty((n, VALUES), np.float64))
+
+    def take(self, b: Batch, first: int) -> int:
+        """Take rows `first`, ... as `Reception.accept_bsm` would: each one's stream stepped, its latency put aside, an
+        outcome "accepted"; the index of the first row not taken (or the number of rows)."""
+        rec = self.reception
+        trust, measure = rec.trust, rec.measure
+        self._swept(b, first - 1)  # (only `accept` sweeps: a sweep of any other caller's, just in case)
+        max_age = rec.max_age_s.get("bsm")
+        end = take_bsms(
+            b.buf, b.starts, b.rows, b.ok, b.slots, b.rx_us, first, _NEVER if trust is None else trust.clock_skew_us,
+            _NEVER if max_age is None else math.floor(max_age * 1e6), min(measure.next_sweep_us, _NEVER), self.names,
+            self.name_len, self.highest, _TRANSMISSIONS, _CLASSES, b.taken_highest, b.values)
+        if end == first:
+            return end
+        gens = b.rows[first:end, wire_read.GEN_US]
+        streams = self.streams
+        for s, h, g in zip(b.slots[first:end].tolist(), b.taken_highest[first:end].tolist(), gens.tolist(), strict=True):
+            st = streams[s]
+            assert st is not None
+            st.highest = h  # `Stream.see`'s common case
+            st.recent[h] = g
+            st.unique += 1
+            if len(st.recent) > 2 * DUP_WINDOW:
+                st.forget_old()
+        measure.put_aside("bsm", rec.hop(m.SenderKind.VEHICLE), (b.rx_us[first:end] - gens).tolist(), gens.tolist())
+        rec.outcomes["accepted"] += end - first
+        return end
+
+    def after(self, b: Batch, i: int) -> None:
+        """After row `i` was taken the one-by-one way: its topic a slot if the receiver has just begun a stream of a BSM
+        its topic's sender sent, and every slot's stream as `Measurements` now has it (a sweep may have closed some, a
+        restart begun another), the rows after `i` renumbered to match."""
+        rec, topic = self.reception, b.msgs[i].topic
+        self._swept(b, i)
+        slot = self.slot_of.get(topic)
+        if slot is not None:
+            self._resync(b, i, slot)
+            return
+        sender = topic.rsplit("/", 1)[-1]
+        stream = rec.measure.streams.get((rec.owner, topic, sender))
+        if (stream is None or kind_of(topic) != "bsm" or sender == rec.owner or len(sender.encode()) > NAME_BYTES
+                or (rec.shared_prefix is not None and topic.startswith(rec.shared_prefix))
+                or (rec.trust is not None and rec.trust.judged(topic, _vehicle_bsm(sender)) is not None)):
+            return
+        s = self._add(topic, sender, stream)
+        code = b.unknown.get(topic)
+        if code is not None:
+            rest = b.slots[i + 1 :]
+            rest[rest == -2 - code] = s
+
+    def _swept(self, b: Batch, i: int) -> None:
+        """If `Measurements.close_silent` has looked since the last call, every slot brought up to date with it (rows
+        after row `i` renumbered)."""
+        sweeps = self.reception.measure.sweeps
+        if sweeps != self._sweeps:
+            self._sweeps = sweeps
+            for s, topic in enumerate(self.topics):
+                if topic:
+                    self._resync(b, i, s)
+
+    def _add(self, topic: str, sender: str, stream: Stream) -> int:
+        if self.free:
+            s = self.free.pop()
+            self.topics[s], self.senders[s], self.streams[s] = topic, sender, stream
+        else:
+            s = len(self.topics)
+            if s == len(self.highest):  # room for more, doubled
+                grow = max(2 * s, 64)
+                self.names = np.concatenate([self.names, np.zeros((grow - s, NAME_BYTES), np.uint8)])
+                self.name_len = np.concatenate([self.name_len, np.full(grow - s, -1, np.int64)])
+                self.highest = np.concatenate([self.highest, np.zeros(grow - s, np.int64)])
+            self.topics.append(topic)
+            self.senders.append(sender)
+            self.streams.append(stream)
+        raw = sender.encode()
+        self.slot_of[topic] = s
+        self.names[s, :] = 0
+        self.names[s, : len(raw)] = np.frombuffer(raw, np.uint8)
+        self.name_len[s] = len(raw)
+        self.highest[s] = stream.highest
+        return s
+
+    def _resync(self, b: Batch, i: int, s: int) -> None:
+        """Slot `s`'s stream as `Measurements` has it now; if gone (closed), the slot let go, and its rows after row `i`
+        left to go one by one (the first of them begins a stream, and a slot, again)."""
+        rec = self.reception
+        stream = rec.measure.streams.get((rec.owner, self.topics[s], self.senders[s]))
+        if stream is not None:
+            self.streams[s] = stream
+            self.highest[s] = stream.highest
+            return
+        del self.slot_of[self.topics[s]]
+        self.topics[s], self.senders[s], self.streams[s] = "", "", None
+        self.name_len[s] = -1  # no row's sender matches
+        self.free.append(s)
+        rest = b.slots[i + 1 :]
+        rest[rest == s] = -1
+
+
+def _vehicle_bsm(sender: str) -> m.Frame:
+    """A BSM frame from `sender` as a vehicle: what the trust rules judge a slot's rows by (their verdict depends on
+    the topic, the sender and its kind alone)."""
+    return m.Frame(m.Header(sender, m.SenderKind.VEHICLE, 0, 0, 0), m.Bsm(position=m.GeoPoint(0.0, 0.0), speed_mps=0.0, heading_deg=0.0))
