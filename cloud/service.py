@@ -49,7 +49,7 @@ from v2x.core.topics import Topics, tile_path, tiles_covering
 from v2x.core.trust import TrustRules
 from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
-from v2x.net.intake import ACCURACY, HEADING, LAT_DEG, LON_DEG, SPEED, Batch, BsmIntake, values_of
+from v2x.net.intake import ACCURACY, HEADING, SPEED, Batch, BsmIntake, X, Y, values_of
 from v2x.net.reception import Decoded, LinkDrops
 from v2x.net.service import Service, ServiceSummary
 from v2x.net.station import Clock
@@ -153,7 +153,6 @@ class CloudService(Service):
         # of a SPaT it reads only the intersection, to relay the bytes; of an RSM nothing, but with sensors to fuse:
         # both checked in full (`codec.skim`), not built
         self.reception.skim_rsm = self.fusion is None
-        self.TAKES_ROWS = self.fusion is None  # (fusion takes each BSM's accuracy as an object)
         self.detected_log: list[dict[str, object]] = []
         self._next_plan_s = min(p.cycle_s for p in self.adaptive.current) if self.adaptive else math.inf
         self.hazard_topics: dict[int, list[str]] = {}  # active hazard's event id -> the RSI topics it is retained on
@@ -302,7 +301,7 @@ class CloudService(Service):
         the RSUs' sensors alone see (cloud.fusion), so that a queue of cars without an OBU still counts."""
         for sid, (v, at) in self.vehicles.items():
             if now - at <= FRESH_S:
-                yield sid, *self.net.frame.to_local(v[LAT_DEG], v[LON_DEG]), v[SPEED], v[HEADING]
+                yield sid, v[X], v[Y], v[SPEED], v[HEADING]
         if self.fusion is not None:
             yield from self.fusion.unmatched(now)
 
@@ -399,6 +398,10 @@ class CloudService(Service):
             misbehaviour=self.misbehaviour.summary(), fusion=self.fusion.summary() if self.fusion is not None else {},
         )
 
+    def make_intake(self) -> BsmIntake | None:
+        return BsmIntake(self.reception, self.net.frame) if self.fusion is None else None  # (fusion takes a BSM's accuracy
+        # as an object)
+
     def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
         """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each vehicle's latest, and its BSM checked
         for misbehaviour (the same values as `handle` gives `Misbehaviour.bsm`)."""
@@ -409,10 +412,9 @@ class CloudService(Service):
         for sender, row in zip(senders, v.tolist(), strict=True):
             vehicles[sender] = (row, now)
         self.seen.update(senders)
-        x, y = self.net.frame.to_local_arrays(v[:, LAT_DEG], v[:, LON_DEG])
         accuracy = v[:, ACCURACY]
-        self.misbehaviour.bsms(senders, batch.rows[first:end, wire_read.SIM_MS] / 1000, x, y, v[:, SPEED], v[:, HEADING],
-                               np.where(np.isnan(accuracy), 0.0, accuracy))
+        self.misbehaviour.bsms(senders, batch.rows[first:end, wire_read.SIM_MS] / 1000, v[:, X], v[:, Y], v[:, SPEED],
+                               v[:, HEADING], np.where(np.isnan(accuracy), 0.0, accuracy))
 
     def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""
@@ -437,7 +439,7 @@ class CloudService(Service):
         self.received[kind] += 1
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
-            self.vehicles[frame.header.sender_id] = (values_of(body), now)
+            self.vehicles[frame.header.sender_id] = (values_of(body, self.net.frame), now)
             self.seen.add(frame.header.sender_id)
             bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
             accuracy = 0.0 if body.accuracy is None else body.accuracy.semi_major_m

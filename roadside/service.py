@@ -42,15 +42,19 @@ from v2x.net.connection import Connection
 from v2x.net.impair import Impairment
 from v2x.net.intake import (
     ACCURACY,
+    EDGE,
     ELEVATION,
     HEADING,
     LAT_DEG,
     LENGTH,
     LON_DEG,
+    OUT,
     SPEED,
     WIDTH,
     Batch,
     BsmIntake,
+    X,
+    Y,
     position_of,
     values_of,
 )
@@ -213,7 +217,7 @@ class RsuService(Service):
         for v, at in self.heard.values():
             if now - at > CALL_FRESH_S:
                 continue
-            x, y = self.net.frame.to_local(v[LAT_DEG], v[LON_DEG])
+            x, y = v[X], v[Y]
             # GNSS error: every lane it may be on calls (a missed call would strand it; an extra one costs a green)
             stated = not math.isnan(v[ACCURACY])
             slack = LANE_SLACK_M + (LANE_SIGMAS * min(v[ACCURACY], ACCURACY_CAP_M) if stated else 0.0)
@@ -317,9 +321,9 @@ class RsuService(Service):
         sender = frame.header.sender_id
         if isinstance(body, m.Bsm):
             self.received[kind] += 1
-            x, y = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
-            if math.hypot(x - self.xy[0], y - self.xy[1]) <= self.range_m:
-                self.heard[sender] = (values_of(body), self.clock.sim_s())
+            v = values_of(body, self.net.frame)
+            if math.hypot(v[X] - self.xy[0], v[Y] - self.xy[1]) <= self.range_m:
+                self.heard[sender] = (v, self.clock.sim_s())
                 if sender not in self._ptc:
                     self._next_ptc = self._next_ptc % 65535 + 1
                     self._ptc[sender] = self._next_ptc
@@ -348,25 +352,19 @@ class RsuService(Service):
         else:
             self.bad.record("not_handled", topic, kind, sender)
 
-    TAKES_ROWS = True
+    def make_intake(self) -> BsmIntake:
+        return BsmIntake(self.reception, self.net.frame, (*self.xy, self.range_m))
 
     def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
         """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each heard if within radio range."""
         self.received["bsm"] += end - first
-        v = batch.values[first:end]
-        x, y = self.net.frame.to_local_arrays(v[:, LAT_DEG], v[:, LON_DEG])
-        dx, dy = x - self.xy[0], y - self.xy[1]
-        d = np.hypot(dx, dy)
-        # math.hypot's verdict where numpy's could differ from it (its last bit, at the very edge of the range)
-        near = np.flatnonzero(np.abs(d - self.range_m) <= 1e-9 * self.range_m)
-        inside = d <= self.range_m
-        for k in near.tolist():
-            inside[k] = math.hypot(float(dx[k]), float(dy[k])) <= self.range_m
-        now, heard, ptc, senders = self.clock.sim_s(), self.heard, self._ptc, intake.senders
-        slots, rows = batch.slots[first:end].tolist(), v.tolist()
-        for k in np.flatnonzero(inside).tolist():
-            sender = senders[slots[k]]
-            heard[sender] = (rows[k], now)
+        now, heard, ptc, senders, x0, y0 = self.clock.sim_s(), self.heard, self._ptc, intake.senders, *self.xy
+        for s, v, where in zip(batch.slots[first:end].tolist(), batch.values[first:end].tolist(),
+                               batch.radio[first:end].tolist(), strict=True):
+            if where == OUT or (where == EDGE and math.hypot(v[X] - x0, v[Y] - y0) > self.range_m):
+                continue
+            sender = senders[s]
+            heard[sender] = (v, now)
             if sender not in ptc:
                 self._next_ptc = self._next_ptc % 65535 + 1
                 ptc[sender] = self._next_ptc

@@ -16,15 +16,18 @@ from cloud.service import CloudService
 from roadside.service import RsuService
 from v2x.core import codec
 from v2x.core import messages as m
+from v2x.core.geo import LocalFrame
 from v2x.core.metrics import DUP_WINDOW, SEQ_MOD
 from v2x.core.network import Network
 from v2x.core.scenario import bundled_dir, load
 from v2x.core.topics import TILE_ZOOM, Topics, quadkey
+from v2x.net.reception import Reception
 from v2x.net.service import Service
 from v2x.net.station import StepClock
 from v2x.net.transport import MemoryBroker, MemoryTransport, Message
 
 V = m.SenderKind.VEHICLE
+FRAME = LocalFrame(31.49, 120.31)
 EPOCH_S = 1_767_225_600.0
 
 
@@ -116,7 +119,7 @@ async def test_the_compiled_intake_takes_bsms_as_the_one_by_one_path_does(seed: 
         async with MemoryTransport(MemoryBroker(), tier) as t:
             svc: Service = RsuService(net, 0, t, Topics(), clock) if tier == "rsu" else CloudService(net, t, Topics(), clock, events=None)
             if not compiled:
-                svc.TAKES_ROWS = False  # type: ignore[misc]
+                svc.make_intake = lambda: None  # type: ignore[method-assign]
             calls = 0
             take_one = svc._take_one
 
@@ -170,7 +173,7 @@ async def test_a_long_stream_forgets_its_oldest_numbers_as_the_one_by_one_path_d
         async with MemoryTransport(MemoryBroker(), "rsu") as t:
             svc = RsuService(net, 0, t, Topics(), clock)
             if not compiled:
-                svc.TAKES_ROWS = False  # type: ignore[misc]
+                svc.make_intake = lambda: None  # type: ignore[method-assign]
             for k in range(0, n, 50):
                 clock.t = -5000.0 + k * 0.1
                 svc.take([Message(topic, f, 0, False, 0) for f in frames[k : k + 50]])
@@ -200,7 +203,7 @@ def test_values_of_a_bsm_are_the_kernels_for_its_bytes() -> None:
         payload = codec.encode(m.Frame(m.Header("v", V, 0, 10, 0), bsm))
         frame = codec.decode(payload)
         assert isinstance(frame.body, m.Bsm)
-        want = values_of(frame.body)
+        want = values_of(frame.body, FRAME)
         got = _kernel_values(payload)
         assert np.array_equal(np.array(want), got, equal_nan=True), (want, got)
         assert not math.isnan(got[0])
@@ -218,8 +221,9 @@ def _kernel_values(payload: bytes) -> Any:
     names = np.zeros((1, intake.NAME_BYTES), np.uint8)
     names[0, :1] = ord("v")
     values = np.empty((1, intake.VALUES), np.float64)
+    frame = intake.BsmIntake(Reception("r", m.SenderKind.RSU, StepClock(0.0)), FRAME).frame
     taken = intake.take_bsms(buf, starts, rows, ok, np.zeros(1, np.int64), np.array([10], np.int64), 0, 0, 10**6, 2**62,
                              names, np.array([1], np.int64), np.array([-1], np.int64), intake._TRANSMISSIONS, intake._CLASSES,
-                             np.zeros(1, np.int64), values)
+                             frame, np.zeros(1, np.int64), values, np.zeros(1, np.int64))
     assert taken == 1
     return values[0]

@@ -180,7 +180,7 @@ async def test_a_bsm_that_states_its_gnss_accuracy_calls_every_lane_it_may_be_on
 
     def calls(x: float, heading_deg: float, accuracy: m.PositionalAccuracy | None) -> set[int]:
         bsm = m.Bsm(position=net.frame.to_geo(x, 33.0), speed_mps=10.0, heading_deg=heading_deg, accuracy=accuracy)
-        rsu.heard = {"veh-1": (values_of(bsm), 0.0)}
+        rsu.heard = {"veh-1": (values_of(bsm, net.frame), 0.0)}
         return rsu.calls(0.0)
 
     async with MemoryTransport(MemoryBroker(), "rsu") as t:

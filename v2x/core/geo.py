@@ -49,9 +49,11 @@ class LocalFrame:
     def to_local(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
         return (lon_deg - self.lon0_deg) * self._m_per_deg_lon, (lat_deg - self.lat0_deg) * self._m_per_deg_lat
 
-    def to_local_arrays(self, lat_deg: FloatArray, lon_deg: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Vectorised `to_local`: (x, y) arrays, each value the same float `to_local` gives."""
-        return (lon_deg - self.lon0_deg) * self._m_per_deg_lon, (lat_deg - self.lat0_deg) * self._m_per_deg_lat
+    @property
+    def m_per_deg(self) -> tuple[float, float]:
+        """Metres per degree of latitude and of longitude: `to_local` is (lon - lon0) * the second, (lat - lat0) * the
+        first (compiled code that works it out gives the same floats)."""
+        return self._m_per_deg_lat, self._m_per_deg_lon
 
 
 def heading_deg(dx: float, dy: float) -> float:

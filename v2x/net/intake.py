@@ -49,7 +49,8 @@ from v2x.core.codec import (
     ORIENTATION_NA,
     SPEED_MPS,
 )
-from v2x.core.jit import FloatMatrix, IntArray, IntMatrix, ReadBytes, kernel
+from v2x.core.geo import LocalFrame
+from v2x.core.jit import FloatArray, FloatMatrix, IntArray, IntMatrix, ReadBytes, kernel
 from v2x.core.metrics import DUP_WINDOW, JUMP_SLACK, SEQ_MOD, Stream
 from v2x.core.topics import kind_of
 from v2x.net.reception import Reception
@@ -64,20 +65,27 @@ COMPILED_FROM = (ACCURACY_M, ACCURACY_NA, CM_M, ELEVATION_M, ELEVATION_NA, HEADI
                  JUMP_SLACK, SEQ_MOD, int(m.SenderKind.VEHICLE), wire_read.SLOTS, wire_read.GEN_US, wire_read.ORIENTATION)
 COMPILED_IN = "5caec5ec0bd9dab8"
 
-# a taken row's values, in the `Bsm`'s own units: an elevation or accuracy not stated is NaN (`values_of` of a `Bsm`)
-LAT_DEG, LON_DEG, ELEVATION, SPEED, HEADING, WIDTH, LENGTH, ACCURACY = range(8)
-VALUES = 8
+# a taken row's values, in the `Bsm`'s own units (an elevation or accuracy not stated is NaN), and its position in the
+# receiver's local metres (`LocalFrame.to_local`): `values_of` of a `Bsm`
+LAT_DEG, LON_DEG, ELEVATION, SPEED, HEADING, WIDTH, LENGTH, ACCURACY, X, Y = range(10)
+VALUES = 10
+# where a taken row is against the receiver's radio range (`BsmIntake.radio`): out of it, within it, or so near its
+# edge that numpy's hypot and Python's could disagree in their last bit (Python's to decide)
+OUT, IN, EDGE = 0, 1, 2
+_EDGE = 1e-9  # of the range
 NAME_BYTES = 64  # a slot's sender id in bytes at most (a longer one is never a slot: its BSMs go one by one)
 _NEVER = 2**62  # a limit no time reaches: no sweep due, no expiry, any clock skew
 
-Values = tuple[float, float, float, float, float, float, float, float]
+Values = tuple[float, float, float, float, float, float, float, float, float, float]
 
 
-def values_of(bsm: m.Bsm) -> Values:
-    """A `Bsm`'s `VALUES`, as the kernel gives them for its wire form (the same floats: the codec's products)."""
+def values_of(bsm: m.Bsm, frame: LocalFrame) -> Values:
+    """A `Bsm`'s `VALUES` (x and y in `frame`), as the kernel gives them for its wire form (the same floats: the codec's
+    products, and `to_local`'s)."""
     p, acc = bsm.position, bsm.accuracy
+    x, y = frame.to_local(p.lat_deg, p.lon_deg)
     return (p.lat_deg, p.lon_deg, math.nan if p.elevation_m is None else p.elevation_m, bsm.speed_mps, bsm.heading_deg,
-            bsm.width_m, bsm.length_m, math.nan if acc is None else acc.semi_major_m)
+            bsm.width_m, bsm.length_m, math.nan if acc is None else acc.semi_major_m, x, y)
 
 
 def position_of(v: Sequence[float]) -> m.GeoPoint:
@@ -96,13 +104,16 @@ _CLASSES[[int(c) for c in m.VehicleClass]] = 1
 def take_bsms(
     buf: ReadBytes, starts: IntArray, rows: IntMatrix, ok: IntArray, slots: IntArray, rx_us: IntArray, first: int,
     skew_us: int, max_age_us: int, sweep_us: int, names: ByteMatrix, name_len: IntArray, highest: IntArray,
-    transmissions: IntArray, classes: IntArray, taken_highest: IntArray, values: FloatMatrix,
+    transmissions: IntArray, classes: IntArray, frame: FloatArray, taken_highest: IntArray, values: FloatMatrix,
+    radio: IntArray,
 ) -> int:
     """Take rows `first`, `first + 1`, ... (the module's doc) until one that is not the common case: its index (or the
     number of rows). Row i: frame buf[starts[i]:starts[i + 1]], read by `wire_read.bsm_frames` to rows[i] and ok[i];
     slots[i] its topic's slot (-1: none, or not to be taken here), rx_us[i] when it arrived. A slot's sender's bytes
     are names[s, :name_len[s]], the highest number of its stream highest[s], stepped for each row taken, whose new
-    highest goes to taken_highest[i] and its `VALUES` to values[i]."""
+    highest goes to taken_highest[i], its `VALUES` to values[i] and where it is against the radio range to radio[i]
+    (`frame`: the local frame's origin (lat, lon) and metres per degree (lat, lon), then the radio's centre (x, y) and
+    range)."""
     n = len(ok)
     for i in range(first, n):
         s = slots[i]
@@ -141,6 +152,10 @@ def take_bsms(
         v[5] = r[16] * CM_M
         v[6] = r[17] * CM_M
         v[7] = r[27] * ACCURACY_M if r[26] == 1 and r[27] != ACCURACY_NA and r[28] != ACCURACY_NA else math.nan
+        v[8] = (v[1] - frame[1]) * frame[3]  # `LocalFrame.to_local`
+        v[9] = (v[0] - frame[0]) * frame[2]
+        d, reach = math.hypot(v[8] - frame[4], v[9] - frame[5]), frame[6]
+        radio[i] = IN if reach == math.inf or d < reach * (1 - _EDGE) else (OUT if d > reach * (1 + _EDGE) else EDGE)
     return n
 
 
@@ -159,6 +174,9 @@ class Batch:
     rx_us: npt.NDArray[np.int64]
     taken_highest: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
+    radio: npt.NDArray[np.int64]
+    skew_us: int
+    max_age_us: int
 
 
 class BsmIntake:
@@ -166,8 +184,12 @@ class BsmIntake:
     whose stream is closed (its sender silent, `Measurements.close_silent`) is let go, for another topic to use: what
     it keeps grows with the senders heard lately, as `Measurements` does."""
 
-    def __init__(self, reception: Reception) -> None:
+    def __init__(self, reception: Reception, frame: LocalFrame, radio: tuple[float, float, float] | None = None) -> None:
+        """`frame`: the receiver's local frame, for each row's x and y; `radio`: (x, y, range) of its radio, for each
+        row's `OUT`, `IN` or `EDGE` (None: every row `IN`)."""
         self.reception = reception
+        (lat_m, lon_m), (x, y, r) = frame.m_per_deg, radio or (0.0, 0.0, math.inf)
+        self.frame = np.array([frame.lat0_deg, frame.lon0_deg, lat_m, lon_m, x, y, r], np.float64)
         self.slot_of: dict[str, int] = {}  # topic -> slot
         self.topics: list[str] = []  # by slot ("": free)
         self.senders: list[str] = []  # by slot: the sender its topic names
@@ -188,23 +210,25 @@ class BsmIntake:
         buf = np.frombuffer(b"".join(payloads), np.uint8)
         wire_read.bsm_frames(buf, starts, rows, ok)
         get, unknown = self.slot_of.get, dict[str, int]()
-        slots = np.array([-1 if msg.retain else get(msg.topic, -2) for msg in msgs], np.int64)
-        for i in np.flatnonzero(slots == -2).tolist():  # topics no slot yet, each its code: the first BSM of a sender,
-            slots[i] = -2 - unknown.setdefault(msgs[i].topic, len(unknown))  # any other message (a SPaT at the cloud)
-        rx = self.reception.clock.receipts_us(msgs)
-        return Batch(msgs, buf, starts, rows, ok, slots, unknown, rx, np.zeros(n, np.int64), np.empty((n, VALUES), np.float64))
+        slots = [-1 if msg.retain else get(msg.topic, -2) for msg in msgs]
+        if -2 in slots:  # topics no slot yet, each its code: the first BSM of a sender, any other message (the cloud's SPaT)
+            slots = [-2 - unknown.setdefault(msg.topic, len(unknown)) if s == -2 else s for msg, s in zip(msgs, slots, strict=True)]
+        rec = self.reception
+        max_age = rec.max_age_s.get("bsm")
+        return Batch(msgs, buf, starts, rows, ok, np.array(slots, np.int64), unknown, rec.clock.receipts_us(msgs),
+                     np.zeros(n, np.int64), np.empty((n, VALUES), np.float64), np.empty(n, np.int64),
+                     _NEVER if rec.trust is None else rec.trust.clock_skew_us,
+                     _NEVER if max_age is None else math.floor(max_age * 1e6))
 
     def take(self, b: Batch, first: int) -> int:
         """Take rows `first`, ... as `Reception.accept_bsm` would: each one's stream stepped, its latency put aside, an
         outcome "accepted"; the index of the first row not taken (or the number of rows)."""
         rec = self.reception
-        trust, measure = rec.trust, rec.measure
+        measure = rec.measure
         self._swept(b, first - 1)  # (only `accept` sweeps: a sweep of any other caller's, just in case)
-        max_age = rec.max_age_s.get("bsm")
         end = take_bsms(
-            b.buf, b.starts, b.rows, b.ok, b.slots, b.rx_us, first, _NEVER if trust is None else trust.clock_skew_us,
-            _NEVER if max_age is None else math.floor(max_age * 1e6), min(measure.next_sweep_us, _NEVER), self.names,
-            self.name_len, self.highest, _TRANSMISSIONS, _CLASSES, b.taken_highest, b.values)
+            b.buf, b.starts, b.rows, b.ok, b.slots, b.rx_us, first, b.skew_us, b.max_age_us, min(measure.next_sweep_us, _NEVER),
+            self.names, self.name_len, self.highest, _TRANSMISSIONS, _CLASSES, self.frame, b.taken_highest, b.values, b.radio)
         if end == first:
             return end
         gens = b.rows[first:end, wire_read.GEN_US]

@@ -73,6 +73,7 @@ class Service:
         self.stalls: list[list[float]] = []  # [from, to] sim time [s] of each stall of its loop (real time)
         self._turn_s: float | None = None
         self._intake: BsmIntake | None = None
+        self._made = False  # (`_intake` made)
 
     def announce(self) -> None:
         """Publish every retained message this service owns (its online status, and what else it holds out)."""
@@ -166,19 +167,20 @@ class Service:
         else:
             self.accept(msg, read)
 
-    #: whether `took_bsms` takes BSMs as rows (v2x.net.intake)
-    TAKES_ROWS = False
-
     @property
     def intake(self) -> BsmIntake | None:
-        """The compiled BSM intake (v2x.net.intake) of a service that takes BSMs as rows, requiring no signature and
-        impairing no link; else None (each BSM taken by `accept`)."""
+        """The compiled BSM intake (v2x.net.intake) of a service that takes BSMs as rows (`make_intake`), requiring no
+        signature and impairing no link; else None (each BSM taken by `accept`)."""
         rec = self.reception
-        if not self.TAKES_ROWS or rec.verifier is not None or rec.impairment is not None:
+        if rec.verifier is not None or rec.impairment is not None:
             return None
-        if self._intake is None:
-            self._intake = BsmIntake(rec)
+        if not self._made:
+            self._intake, self._made = self.make_intake(), True
         return self._intake
+
+    def make_intake(self) -> BsmIntake | None:
+        """Its compiled BSM intake, for a service that takes BSMs as rows (`took_bsms`); None: it takes them by `handle`."""
+        return None
 
     def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
         """What `handle` does for each BSM of rows `first` to `end` of `batch`, which `intake` took: a BSM accepted,
