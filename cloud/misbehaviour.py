@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +193,7 @@ class Misbehaviour:
         self._next_sweep_s = -math.inf
         # BSMs heard and not yet checked (`check`): senders, and (t, x, y, speed, heading, accuracy) of each
         self._senders: list[str] = []
-        self._pending: list[tuple[float, float, float, float, float, float]] = []
+        self._pending: list[Sequence[float]] = []  # (t, x, y, speed, heading_deg, accuracy_m) of each
         self._check_batch([], np.zeros((0, 6)), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))  # loaded now, not mid-run
 
     @property
@@ -225,11 +226,10 @@ class Misbehaviour:
         self._senders.append(sender)
         self._pending.append((t, x, y, speed, heading_deg, accuracy_m))
 
-    def bsms(self, senders: list[str], t: FloatArray, x: FloatArray, y: FloatArray, speed: FloatArray, heading_deg: FloatArray,
-             accuracy_m: FloatArray) -> None:
-        """`bsm` of each of many BSMs, in order: columns of their values."""
+    def bsms(self, senders: list[str], columns: FloatMatrix) -> None:
+        """`bsm` of each of many BSMs, in order: a row of `columns` each, (t, x, y, speed, heading_deg, accuracy_m)."""
         self._senders += senders
-        self._pending += zip(t.tolist(), x.tolist(), y.tolist(), speed.tolist(), heading_deg.tolist(), accuracy_m.tolist(), strict=True)
+        self._pending += columns.tolist()
 
     def check(self) -> None:
         """The BSMs heard since the last call, in the order they were heard: the same verdicts as checking each on

@@ -21,6 +21,7 @@ Bad payloads are counted per kind, never fatal.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import sys
@@ -406,15 +407,13 @@ class CloudService(Service):
         """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each vehicle's latest, and its BSM checked
         for misbehaviour (the same values as `handle` gives `Misbehaviour.bsm`)."""
         self.received["bsm"] += end - first
-        now, vehicles = self.clock.sim_s(), self.vehicles
         v = batch.values[first:end]
         senders = [intake.senders[s] for s in batch.slots[first:end].tolist()]
-        for sender, row in zip(senders, v.tolist(), strict=True):
-            vehicles[sender] = (row, now)
+        self.vehicles.update(zip(senders, zip(v.tolist(), itertools.repeat(self.clock.sim_s())), strict=True))
         self.seen.update(senders)
         accuracy = v[:, ACCURACY]
-        self.misbehaviour.bsms(senders, batch.rows[first:end, wire_read.SIM_MS] / 1000, v[:, X], v[:, Y], v[:, SPEED],
-                               v[:, HEADING], np.where(np.isnan(accuracy), 0.0, accuracy))
+        self.misbehaviour.bsms(senders, np.column_stack((batch.rows[first:end, wire_read.SIM_MS] / 1000, v[:, X], v[:, Y], v[:, SPEED],
+                                                         v[:, HEADING], np.where(np.isnan(accuracy), 0.0, accuracy))))
 
     def accept(self, msg: Message, read: Decoded | None = None) -> None:
         """One arrival, as every service takes it; its bytes are kept while it is handled, for the SPaT relay."""

@@ -224,6 +224,6 @@ def _kernel_values(payload: bytes) -> Any:
     frame = intake.BsmIntake(Reception("r", m.SenderKind.RSU, StepClock(0.0)), FRAME).frame
     taken = intake.take_bsms(buf, starts, rows, ok, np.zeros(1, np.int64), np.array([10], np.int64), 0, 0, 10**6, 2**62,
                              names, np.array([1], np.int64), np.array([-1], np.int64), intake._TRANSMISSIONS, intake._CLASSES,
-                             frame, np.zeros(1, np.int64), values, np.zeros(1, np.int64))
+                             frame, np.zeros(1, np.int64), values, np.zeros(1, np.int64), np.zeros(1, np.int64))
     assert taken == 1
     return values[0]

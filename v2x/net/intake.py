@@ -105,7 +105,7 @@ def take_bsms(
     buf: ReadBytes, starts: IntArray, rows: IntMatrix, ok: IntArray, slots: IntArray, rx_us: IntArray, first: int,
     skew_us: int, max_age_us: int, sweep_us: int, names: ByteMatrix, name_len: IntArray, highest: IntArray,
     transmissions: IntArray, classes: IntArray, frame: FloatArray, taken_highest: IntArray, values: FloatMatrix,
-    radio: IntArray,
+    radio: IntArray, stop: IntArray,
 ) -> int:
     """Take rows `first`, `first + 1`, ... (the module's doc) until one that is not the common case: its index (or the
     number of rows). Row i: frame buf[starts[i]:starts[i + 1]], read by `wire_read.bsm_frames` to rows[i] and ok[i];
@@ -113,7 +113,9 @@ def take_bsms(
     are names[s, :name_len[s]], the highest number of its stream highest[s], stepped for each row taken, whose new
     highest goes to taken_highest[i], its `VALUES` to values[i] and where it is against the radio range to radio[i]
     (`frame`: the local frame's origin (lat, lon) and metres per degree (lat, lon), then the radio's centre (x, y) and
-    range)."""
+    range). stop[0] is 1 if the row it stopped at is one to take but for the silent streams' sweep (due from `sweep_us`),
+    else 0."""
+    stop[0] = 0
     n = len(ok)
     for i in range(first, n):
         s = slots[i]
@@ -121,7 +123,7 @@ def take_bsms(
             return i
         r = rows[i]
         g, rx = r[4], rx_us[i]
-        if g - rx > skew_us or rx >= sweep_us or rx - g > max_age_us or r[2] != 1:  # (SenderKind.VEHICLE)
+        if g - rx > skew_us or rx - g > max_age_us or r[2] != 1:  # (SenderKind.VEHICLE)
             return i
         at, end = starts[i] + r[0], starts[i] + r[1]
         if end - at != name_len[s]:
@@ -140,6 +142,9 @@ def take_bsms(
             return i
         ahead = (r[3] - highest[s]) % SEQ_MOD
         if not 0 < ahead <= JUMP_SLACK:
+            return i
+        if rx >= sweep_us:  # all but the sweep say take it: the caller sweeps, then calls again from here
+            stop[0] = 1
             return i
         highest[s] += ahead
         taken_highest[i] = highest[s]
@@ -177,6 +182,7 @@ class Batch:
     radio: npt.NDArray[np.int64]
     skew_us: int
     max_age_us: int
+    stop: npt.NDArray[np.int64]  # the kernel's (`take_bsms`)
 
 
 class BsmIntake:
@@ -199,15 +205,20 @@ class BsmIntake:
         self.name_len = np.zeros(0, np.int64)
         self.highest = np.zeros(0, np.int64)
         self._sweeps = reception.measure.sweeps
+        self._ok = np.empty(0, np.int64)
+        self._grow(64)
+        self._stop = np.zeros(1, np.int64)
 
     def read(self, msgs: Sequence[Message]) -> Batch:
-        """`msgs` read by `wire_read.bsm_frames` in one call, each with its topic's slot and its time of arrival."""
+        """`msgs` read by `wire_read.bsm_frames` in one call, each with its topic's slot and its time of arrival (the
+        arrays the kernel writes are this intake's own, reused: a batch is read by one `take` at a time)."""
         n = len(msgs)
+        if n > len(self._ok):
+            self._grow(n)
         payloads = [msg.payload for msg in msgs]
         starts = np.fromiter(itertools.accumulate(map(len, payloads), initial=0), np.int64, n + 1)
-        rows = np.empty((n, wire_read.SLOTS), np.int64)
-        ok = np.empty(n, np.int64)
         buf = np.frombuffer(b"".join(payloads), np.uint8)
+        rows, ok = self._rows[:n], self._ok[:n]
         wire_read.bsm_frames(buf, starts, rows, ok)
         get, unknown = self.slot_of.get, dict[str, int]()
         slots = [-1 if msg.retain else get(msg.topic, -2) for msg in msgs]
@@ -216,9 +227,14 @@ class BsmIntake:
         rec = self.reception
         max_age = rec.max_age_s.get("bsm")
         return Batch(msgs, buf, starts, rows, ok, np.array(slots, np.int64), unknown, rec.clock.receipts_us(msgs),
-                     np.zeros(n, np.int64), np.empty((n, VALUES), np.float64), np.empty(n, np.int64),
+                     self._taken_highest[:n], self._values[:n], self._radio[:n],
                      _NEVER if rec.trust is None else rec.trust.clock_skew_us,
-                     _NEVER if max_age is None else math.floor(max_age * 1e6))
+                     _NEVER if max_age is None else math.floor(max_age * 1e6), self._stop)
+
+    def _grow(self, n: int) -> None:
+        n = max(n, 2 * len(self._ok))
+        self._rows, self._ok = np.empty((n, wire_read.SLOTS), np.int64), np.empty(n, np.int64)
+        self._taken_highest, self._values, self._radio = np.empty(n, np.int64), np.empty((n, VALUES), np.float64), np.empty(n, np.int64)
 
     def take(self, b: Batch, first: int) -> int:
         """Take rows `first`, ... as `Reception.accept_bsm` would: each one's stream stepped, its latency put aside, an
@@ -228,7 +244,8 @@ class BsmIntake:
         self._swept(b, first - 1)  # (only `accept` sweeps: a sweep of any other caller's, just in case)
         end = take_bsms(
             b.buf, b.starts, b.rows, b.ok, b.slots, b.rx_us, first, b.skew_us, b.max_age_us, min(measure.next_sweep_us, _NEVER),
-            self.names, self.name_len, self.highest, _TRANSMISSIONS, _CLASSES, self.frame, b.taken_highest, b.values, b.radio)
+            self.names, self.name_len, self.highest, _TRANSMISSIONS, _CLASSES, self.frame, b.taken_highest, b.values, b.radio,
+            b.stop)
         if end == first:
             return end
         gens = b.rows[first:end, wire_read.GEN_US]
@@ -244,6 +261,16 @@ class BsmIntake:
         measure.put_aside("bsm", rec.hop(m.SenderKind.VEHICLE), (b.rx_us[first:end] - gens).tolist(), gens.tolist())
         rec.outcomes["accepted"] += end - first
         return end
+
+    def sweep(self, b: Batch, i: int) -> bool:
+        """If `take` stopped at row `i` only because the silent streams' sweep is due (`Measurements.close_silent`, which
+        `accept` calls for each message it measures), sweep as `accept` would for that row, and say so: the caller
+        takes on from row `i`."""
+        if not b.stop[0]:
+            return False
+        self.reception.measure.close_silent(int(b.rx_us[i]))
+        self._swept(b, i - 1)
+        return True
 
     def after(self, b: Batch, i: int) -> None:
         """After row `i` was taken the one-by-one way: its topic a slot if the receiver has just begun a stream of a BSM

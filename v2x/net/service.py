@@ -136,6 +136,8 @@ class Service:
         BSMs are read all at once (`Reception.read_bsms`) and a BSM on a BSM topic, when no signature is required, goes
         through `Reception.accept_bsm` straight to its handler."""
         reception, intake = self.reception, self.intake
+        if not msgs:
+            return
         if intake is None:
             for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
                 self._take_one(msg, read)
@@ -150,6 +152,9 @@ class Service:
                     self.bad.handler_failed(msgs[first].topic, intake.senders[int(batch.slots[first])], e)
             if end == n:
                 break
+            if intake.sweep(batch, end):
+                first = end
+                continue
             self._take_one(msgs[end], reception.read_bsms([msgs[end]])[0])
             intake.after(batch, end)
             first = end + 1
