@@ -410,8 +410,9 @@ class CloudService(Service):
         )
 
     def make_intake(self) -> BsmIntake | None:
-        return BsmIntake(self.reception, self.net.frame) if self.fusion is None else None  # (fusion takes a BSM's accuracy
-        # as an object)
+        """Its BSMs taken as rows, unless it fuses the RSUs' sensors with them (`Fusion.bsm` takes a BSM's accuracy as
+        an object)."""
+        return BsmIntake(self.reception, self.net.frame) if self.fusion is None else None
 
     def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
         """`handle` of rows `first` to `end` of `batch`, BSMs `intake` took: each vehicle's latest, and its BSM checked

@@ -353,6 +353,7 @@ class RsuService(Service):
             self.bad.record("not_handled", topic, kind, sender)
 
     def make_intake(self) -> BsmIntake:
+        """Its BSMs taken as rows, each with where it is against the radio range."""
         return BsmIntake(self.reception, self.net.frame, (*self.xy, self.range_m))
 
     def took_bsms(self, intake: BsmIntake, batch: Batch, first: int, end: int) -> None:
