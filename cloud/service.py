@@ -62,7 +62,7 @@ YIELD_EVERY = 64  # real time: messages handled between reads of the connection 
 TICK_S = 0.1  # [s] real time: how often the cloud's periodic work runs, at most
 # [s] real time: what has arrived is taken at most this often. Each arrival is stamped as the connection reads it,
 # whenever that is, so no latency measured changes; the cloud acts on a message up to this much later. Taken as it
-# came, the cloud woke for every few messages (6 on average at 700 vehicles), and each wake cost more than its BSMs
+# came, the cloud woke for every few messages (700 vehicles, one connection each), and each wake cost more than its BSMs
 TAKE_EVERY_S = 0.005
 QUEUE_SPEED_MPS = 2.0  # [m/s] a vehicle slower than this on an approach lane is queued
 FRESH_S = 1.0  # [s] a vehicle's latest BSM counts for this long
