@@ -449,9 +449,10 @@ class CloudService(Service):
         self.received[kind] += 1
         now = self.clock.sim_s()
         if isinstance(body, m.Bsm):
-            self.vehicles[frame.header.sender_id] = (values_of(body, self.net.frame), now)
+            v = values_of(body, self.net.frame)
+            self.vehicles[frame.header.sender_id] = (v, now)
             self.seen.add(frame.header.sender_id)
-            bx, by = self.net.frame.to_local(body.position.lat_deg, body.position.lon_deg)
+            bx, by = v[X], v[Y]
             accuracy = 0.0 if body.accuracy is None else body.accuracy.semi_major_m
             self.misbehaviour.bsm(
                 frame.header.sender_id, frame.header.sim_time_ms / 1000, bx, by, body.speed_mps, body.heading_deg, accuracy

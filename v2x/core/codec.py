@@ -358,11 +358,12 @@ def _bsm_frame(data: bytes) -> m.Frame | None:
     out = np.empty(wire_read.SLOTS, np.int64)
     if not wire_read.bsm_frame(np.frombuffer(data, np.uint8), out):
         return None
-    return _bsm_row(data, out.tolist())
+    return bsm_of_row(data, out.tolist())
 
 
-def _bsm_row(data: bytes, row: list[int]) -> m.Frame | None:
-    """The frame of `wire_read`'s values of a BSM frame's bytes (`data`), if all are in range; else None."""
+def bsm_of_row(data: bytes, row: list[int]) -> m.Frame | None:
+    """The frame of `wire_read`'s values of a BSM frame's bytes (`data`), if all are in range; else None (to `decode`
+    one by one). For a caller that read them with `wire_read.bsm_frames` already (v2x.net.intake)."""
     (at, end, kind, seq, gen_us, sim_ms, lat, lon, elev, speed, heading, along, alat, yaw, transmission, brake, width,
      length, height, vclass, events, em, siren, em_lights, responding, lights, acc, major, minor, orientation) = row
     header = _wire_header(data, at, end, kind, seq, gen_us, sim_ms)
@@ -391,7 +392,7 @@ def decode_bsms(payloads: Sequence[bytes]) -> list[m.Frame | None]:
     wire_read.bsm_frames(np.frombuffer(b"".join(frames), np.uint8), starts, rows, ok)
     for i, data, row, good in zip(picked, frames, rows.tolist(), ok.tolist(), strict=True):
         if good:
-            out[i] = _bsm_row(data, row)
+            out[i] = bsm_of_row(data, row)
     return out
 
 

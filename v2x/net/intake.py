@@ -20,7 +20,7 @@ the same checks, counts and outcomes (tests/test_intake.py holds the two to the 
 stream and latency go to `Measurements` as `record` would put them; its values, in the `Bsm`'s own units (`VALUES`),
 go to the service (an RSU's picture, the cloud's table) without a `Bsm` object.
 
-Only for a receiver that requires no signature and impairs no link (`Reception.intake`): a signature must be checked
+Only for a receiver that requires no signature and impairs no link (`Service.intake`): a signature must be checked
 message by message, an impaired link draws each message's fate from a hash of its bytes.
 """
 
@@ -36,8 +36,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from v2x.core import codec, wire_read
 from v2x.core import messages as m
-from v2x.core import wire_read
 from v2x.core.codec import (
     ACCURACY_M,
     ACCURACY_NA,
@@ -53,7 +53,7 @@ from v2x.core.geo import LocalFrame
 from v2x.core.jit import FloatArray, FloatMatrix, IntArray, IntMatrix, ReadBytes, kernel
 from v2x.core.metrics import DUP_WINDOW, JUMP_SLACK, SEQ_MOD, Stream
 from v2x.core.topics import kind_of
-from v2x.net.reception import Reception
+from v2x.net.reception import Decoded, Reception, decoded
 
 if TYPE_CHECKING:
     from v2x.net.transport import Message
@@ -61,9 +61,13 @@ if TYPE_CHECKING:
 ByteMatrix = Annotated[npt.NDArray[np.uint8], numba.uint8[:, ::1]]
 
 # what the kernel compiles in from other files, and its hash (`jit.fingerprint`: numba's cache knows only this file)
+_VEHICLE = int(m.SenderKind.VEHICLE)
 COMPILED_FROM = (ACCURACY_M, ACCURACY_NA, CM_M, ELEVATION_M, ELEVATION_NA, HEADING_DEG, LATLON_DEG, ORIENTATION_NA, SPEED_MPS,
-                 JUMP_SLACK, SEQ_MOD, int(m.SenderKind.VEHICLE), wire_read.SLOTS, wire_read.GEN_US, wire_read.ORIENTATION)
-COMPILED_IN = "5caec5ec0bd9dab8"
+                 JUMP_SLACK, SEQ_MOD, _VEHICLE, *(getattr(wire_read, k) for k in (
+                     "SENDER_AT", "SENDER_END", "KIND", "SEQ", "GEN_US", "LAT", "LON", "ELEV", "SPEED", "HEADING", "ALONG", "ALAT",
+                     "YAW", "TRANSMISSION", "WIDTH", "LENGTH", "HEIGHT", "VCLASS", "EVENTS", "LIGHTS", "ACCURACY", "MAJOR",
+                     "MINOR", "ORIENTATION")))
+COMPILED_IN = "d962c2bac155643e"
 
 # a taken row's values, in the `Bsm`'s own units (an elevation or accuracy not stated is NaN), and its position in the
 # receiver's local metres (`LocalFrame.to_local`): `values_of` of a `Bsm`
@@ -122,25 +126,29 @@ def take_bsms(
         if s < 0 or ok[i] != 1:
             return i
         r = rows[i]
-        g, rx = r[4], rx_us[i]
-        if g - rx > skew_us or rx - g > max_age_us or r[2] != 1:  # (SenderKind.VEHICLE)
+        g, rx = r[wire_read.GEN_US], rx_us[i]
+        if g - rx > skew_us or rx - g > max_age_us or r[wire_read.KIND] != _VEHICLE:
             return i
-        at, end = starts[i] + r[0], starts[i] + r[1]
+        at, end = starts[i] + r[wire_read.SENDER_AT], starts[i] + r[wire_read.SENDER_END]
         if end - at != name_len[s]:
             return i
         for k in range(end - at):
             if buf[at + k] != names[s, k]:
                 return i
-        lat, lon, elev = r[6], r[7], r[8]
-        if not (-900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
-                and (-4095 <= elev <= 61439 or elev == ELEVATION_NA)
-                and 0 <= r[9] <= 8190 and 0 <= r[10] <= 28799 and -2000 <= r[11] <= 2000 and -2000 <= r[12] <= 2000
-                and -32767 <= r[13] <= 32767 and r[16] <= 1023 and r[17] <= 4095 and r[18] <= 635
-                and 0 <= r[14] < len(transmissions) and transmissions[r[14]] == 1
-                and 0 <= r[19] < len(classes) and classes[r[19]] == 1 and r[20] == 0 and r[25] == 0
-                and (r[26] == 0 or (r[27] <= ACCURACY_NA and r[28] <= ACCURACY_NA and r[29] <= ORIENTATION_NA))):
+        lat, lon, elev = r[wire_read.LAT], r[wire_read.LON], r[wire_read.ELEV]
+        speed, heading, width, length = r[wire_read.SPEED], r[wire_read.HEADING], r[wire_read.WIDTH], r[wire_read.LENGTH]
+        gear, vclass, major, minor = r[wire_read.TRANSMISSION], r[wire_read.VCLASS], r[wire_read.MAJOR], r[wire_read.MINOR]
+        if not (  # `codec._bsm_in_range`'s checks
+            -900_000_000 <= lat <= 900_000_000 and -1_799_999_999 <= lon <= 1_800_000_000
+            and (-4095 <= elev <= 61439 or elev == ELEVATION_NA) and 0 <= speed <= 8190 and 0 <= heading <= 28799
+            and -2000 <= r[wire_read.ALONG] <= 2000 and -2000 <= r[wire_read.ALAT] <= 2000 and -32767 <= r[wire_read.YAW] <= 32767
+            and width <= 1023 and length <= 4095 and r[wire_read.HEIGHT] <= 635
+            and 0 <= gear < len(transmissions) and transmissions[gear] == 1 and 0 <= vclass < len(classes) and classes[vclass] == 1
+            and r[wire_read.EVENTS] == 0 and r[wire_read.LIGHTS] == 0
+            and (r[wire_read.ACCURACY] == 0 or (major <= ACCURACY_NA and minor <= ACCURACY_NA and r[wire_read.ORIENTATION] <= ORIENTATION_NA))
+        ):
             return i
-        ahead = (r[3] - highest[s]) % SEQ_MOD
+        ahead = (r[wire_read.SEQ] - highest[s]) % SEQ_MOD
         if not 0 < ahead <= JUMP_SLACK:
             return i
         if rx >= sweep_us:  # all but the sweep say take it: the caller sweeps, then calls again from here
@@ -152,11 +160,11 @@ def take_bsms(
         v[0] = lat * LATLON_DEG
         v[1] = lon * LATLON_DEG
         v[2] = math.nan if elev == ELEVATION_NA else elev * ELEVATION_M
-        v[3] = r[9] * SPEED_MPS
-        v[4] = r[10] * HEADING_DEG
-        v[5] = r[16] * CM_M
-        v[6] = r[17] * CM_M
-        v[7] = r[27] * ACCURACY_M if r[26] == 1 and r[27] != ACCURACY_NA and r[28] != ACCURACY_NA else math.nan
+        v[3] = speed * SPEED_MPS
+        v[4] = heading * HEADING_DEG
+        v[5] = width * CM_M
+        v[6] = length * CM_M
+        v[7] = major * ACCURACY_M if r[wire_read.ACCURACY] == 1 and major != ACCURACY_NA and minor != ACCURACY_NA else math.nan
         v[8] = (v[1] - frame[1]) * frame[3]  # `LocalFrame.to_local`
         v[9] = (v[0] - frame[0]) * frame[2]
         d, reach = math.hypot(v[8] - frame[4], v[9] - frame[5]), frame[6]
@@ -235,6 +243,12 @@ class BsmIntake:
         n = max(n, 2 * len(self._ok))
         self._rows, self._ok = np.empty((n, wire_read.SLOTS), np.int64), np.empty(n, np.int64)
         self._taken_highest, self._values, self._radio = np.empty(n, np.int64), np.empty((n, VALUES), np.float64), np.empty(n, np.int64)
+
+    def read_one(self, b: Batch, i: int) -> Decoded | None:
+        """What row `i` decodes to if it is a BSM frame the compiled reader read (as `Reception.read_bsms` gives it),
+        else None: for its one-by-one way, without reading its bytes again."""
+        frame = codec.bsm_of_row(b.msgs[i].payload, b.rows[i].tolist()) if b.ok[i] == 1 else None
+        return None if frame is None else decoded(frame)
 
     def take(self, b: Batch, first: int) -> int:
         """Take rows `first`, ... as `Reception.accept_bsm` would: each one's stream stepped, its latency put aside, an

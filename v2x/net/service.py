@@ -135,9 +135,9 @@ class Service:
         impairing no link, has runs of them taken by compiled code (v2x.net.intake), the rest one by one; else their
         BSMs are read all at once (`Reception.read_bsms`) and a BSM on a BSM topic, when no signature is required, goes
         through `Reception.accept_bsm` straight to its handler."""
-        reception, intake = self.reception, self.intake
         if not msgs:
             return
+        reception, intake = self.reception, self.intake
         if intake is None:
             for msg, read in zip(msgs, reception.read_bsms(msgs), strict=True):
                 self._take_one(msg, read)
@@ -155,7 +155,7 @@ class Service:
             if intake.sweep(batch, end):
                 first = end
                 continue
-            self._take_one(msgs[end], reception.read_bsms([msgs[end]])[0])
+            self._take_one(msgs[end], intake.read_one(batch, end))
             intake.after(batch, end)
             first = end + 1
 
